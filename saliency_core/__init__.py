@@ -1,0 +1,17 @@
+"""Saliency Lens engine: models, saliency methods, rendering. Pure PyTorch, no streamlit.
+
+    >>> import saliency_core as sc
+    >>> model = sc.load_model("demo")
+    >>> exp = sc.explain(model, "chelsea.png", method="smoothgrad", samples=50, noise=0.15, seed=0)
+    >>> exp.saliency.shape
+    (224, 224)
+"""
+__version__ = "0.1.0"
+
+from .images import load_image, image_hash
+from .models import Classifier, load_model
+from .methods import METHODS, Method, register
+from .explain import Explanation, explain, attribute, available_methods, reduce_channels
+
+__all__ = ["load_model", "Classifier", "METHODS", "Method", "register", "explain", "attribute",
+           "Explanation", "available_methods", "reduce_channels", "load_image", "image_hash"]

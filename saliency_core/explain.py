@@ -1,0 +1,176 @@
+"""explain(): one image, one method -> an Explanation with everything needed to replay it."""
+from __future__ import annotations
+
+import inspect
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.functional import to_tensor
+
+from .images import ImageSource, image_hash, load_image
+from .methods import METHODS, Method
+from .models import Classifier
+
+# Parameters the public explain() signature always carries; a method that does not use one
+# ignores it. Any other unknown name is an error.
+COMMON_PARAMS = {"samples", "noise", "seed"}
+RUNTIME_PARAMS = {"chunk_size", "progress"}  # never change the result, never recorded
+
+
+@dataclass
+class Explanation:
+    """The result of one method on one image.
+
+    Attributes:
+        attribution: float32 (C, H, W) at the model's input resolution, as the method returned it.
+        saliency: float32 (H, W), the map that is drawn and measured (``reduction`` says how).
+        target: class index explained; ``target_label`` its name.
+        method: registry name; ``params`` every parameter used, seed included.
+        reduction: how channels were reduced (``max_abs`` or ``sum``).
+        image: the crop the model saw (PIL RGB, H x W), for overlays.
+        prediction: top-5 (index, label, probability).
+        diagnostics: method checks, e.g. Integrated Gradients' completeness gap.
+    """
+
+    attribution: np.ndarray
+    saliency: np.ndarray
+    target: int
+    target_label: str
+    method: str
+    params: dict
+    reduction: str
+    image: Image.Image
+    prediction: list[tuple[int, str, float]]
+    image_hash: str
+    model_fingerprint: str
+    diagnostics: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def record(self) -> dict:
+        """JSON-ready description: enough to recompute this map."""
+        return {
+            "method": self.method, "params": self.params, "target": self.target,
+            "target_label": self.target_label, "reduction": self.reduction,
+            "prediction": [{"index": i, "label": l, "probability": p} for i, l, p in self.prediction],
+            "image_hash": self.image_hash, "model_fingerprint": self.model_fingerprint,
+            "diagnostics": self.diagnostics, "seconds": round(self.seconds, 3), "versions": versions(),
+        }
+
+
+def versions() -> dict:
+    import torchvision
+    from . import __version__
+    return {"saliency_core": __version__, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def reduce_channels(attribution: torch.Tensor, reduction: str) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H, W): ``max_abs`` = max_c |a_c| (Simonyan et al. 2014), ``sum`` = sum_c a_c."""
+    if reduction == "max_abs":
+        return attribution.abs().amax(dim=1)
+    if reduction == "sum":
+        return attribution.sum(dim=1)
+    raise ValueError(f"Unknown channel reduction {reduction!r}; use 'max_abs' or 'sum'.")
+
+
+def resolve_params(method: Method, params: dict, model: Classifier | None = None) -> dict:
+    """The method's defaults updated with ``params``; unknown names raise ValueError."""
+    unknown = set(params) - set(method.defaults) - COMMON_PARAMS - RUNTIME_PARAMS
+    if unknown:
+        raise ValueError(f"Method {method.name!r} takes {', '.join(sorted(method.defaults)) or 'no parameters'}; "
+                         f"got unknown {', '.join(sorted(unknown))}.")
+    resolved = dict(method.defaults)
+    resolved.update({k: v for k, v in params.items() if k in method.defaults})
+    if "layer" in resolved and resolved["layer"] is None and model is not None:
+        resolved["layer"] = model.gradcam_layer
+    return resolved
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; available: {', '.join(METHODS)}.")
+    return METHODS[name]
+
+
+def _device(model: Classifier) -> torch.device:
+    p = next(model.network.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def attribute(model: Classifier, x: torch.Tensor, target: torch.Tensor, method: str,
+              progress: Callable[[int, int], None] | None = None, chunk_size: int | None = None,
+              **params) -> tuple[torch.Tensor, dict, dict]:
+    """Run a method on a preprocessed batch. Returns (attribution, params used, diagnostics)."""
+    m = get_method(method)
+    used = resolve_params(m, params, model)
+    accepted = inspect.signature(m.attribute).parameters
+    runtime = {k: v for k, v in (("progress", progress), ("chunk_size", chunk_size))
+               if k in accepted and v is not None}
+    attribution = m.attribute(model.network, x, target, **used, **runtime)
+    diagnostics = m.check(model.network, x, target, attribution, used) if m.check else {}
+    return attribution, used, diagnostics
+
+
+def explain(model: Classifier, image: ImageSource, method: str = "smoothgrad", target: int | None = None,
+            progress: Callable[[int, int], None] | None = None, chunk_size: int | None = None,
+            **params) -> Explanation:
+    """Explain the model's score for ``target`` on ``image`` with ``method``.
+
+    Args:
+        model: a loaded ``Classifier``.
+        image: PIL image, path or bytes.
+        method: a name in ``METHODS``.
+        target: class index; None explains the predicted class.
+        progress: ``progress(done, total)`` for methods that work in chunks.
+        **params: method parameters (``samples``, ``noise``, ``seed``, ``steps``, ``baseline`` ...);
+            ``samples``, ``noise`` and ``seed`` are ignored by methods that do not use them.
+    Returns:
+        Explanation with ``attribution`` (C, H, W) and ``saliency`` (H, W), float32.
+
+    Example:
+        >>> exp = explain(load_model("demo"), "chelsea.png", method="smoothgrad", samples=50)
+        >>> exp.saliency.shape
+        (224, 224)
+    """
+    m = get_method(method)
+    resolve_params(m, params)  # fail on bad names before any work
+    image = load_image(image)
+    crop = model.crop(image)
+    x = to_tensor(crop).unsqueeze(0).to(_device(model))
+    prediction = model.predict(x, k=5)
+    if target is None:
+        target = prediction[0][0]
+    if not 0 <= int(target) < len(model.labels):
+        raise ValueError(f"Target class must be between 0 and {len(model.labels) - 1}; got {target}.")
+    start = time.perf_counter()
+    attribution, used, diagnostics = attribute(model, x, torch.tensor([int(target)]), method,
+                                               progress=progress, chunk_size=chunk_size, **params)
+    saliency = reduce_channels(attribution, m.reduction)
+    return Explanation(
+        attribution=attribution[0].float().cpu().numpy(), saliency=saliency[0].float().cpu().numpy(),
+        target=int(target), target_label=model.labels[int(target)], method=method, params=used,
+        reduction=m.reduction, image=crop, prediction=prediction, image_hash=image_hash(image),
+        model_fingerprint=model.fingerprint, diagnostics=_first(diagnostics),
+        seconds=time.perf_counter() - start)
+
+
+def _first(diagnostics: dict) -> dict:
+    """Per-batch lists -> the single image's values."""
+    return {k: (v[0] if isinstance(v, list) and len(v) == 1 else v) for k, v in diagnostics.items()}
+
+
+def available_methods(model: Classifier) -> dict[str, str | None]:
+    """Method name -> None if usable with ``model``, else the reason it is not."""
+    out = {}
+    for name, m in METHODS.items():
+        reason = None
+        if "conv" in m.needs and model.gradcam_layer is None:
+            reason = "needs a convolutional layer, and this model has none that can be hooked"
+        out[name] = reason
+    return out

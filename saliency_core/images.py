@@ -1,0 +1,115 @@
+"""Decoding and validation of user images: everything before the model's preprocessing."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageSource = Union[Image.Image, str, os.PathLike, bytes, io.IOBase]
+
+MAX_PIXELS = 50_000_000   # larger images are refused (decompression-bomb guard)
+MIN_SIDE = 8              # smaller images carry too little to explain
+
+
+def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
+    """Decode an image into an RGB ``PIL.Image`` with EXIF orientation applied.
+
+    Args:
+        source: a ``PIL.Image``, a file path, raw bytes or a binary file object.
+        name: how to call the image in error messages (defaults to the path).
+    Returns:
+        ``PIL.Image`` in mode ``"RGB"``, fully loaded.
+    Raises:
+        ValueError: the data is not a readable image, is truncated, too small or too large,
+            in plain words naming the file.
+
+    Example:
+        >>> load_image("skimage/data/chelsea.png").size
+        (451, 300)
+    """
+    if isinstance(source, Image.Image):
+        image = source
+        label = name or "image"
+    else:
+        label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "uploaded file")
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.is_file():
+                raise ValueError(f"{label}: no such file.")
+            data = path.read_bytes()
+        elif isinstance(source, (bytes, bytearray)):
+            data = bytes(source)
+        else:
+            data = source.read()
+        if not data:
+            raise ValueError(f"{label}: the file is empty.")
+        image = _decode(data, label)
+    _check_size(image, label)
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # broken EXIF block: keep the pixels as stored
+        pass
+    return _to_rgb(image, label)
+
+
+def _decode(data: bytes, label: str) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            _check_size(image, label)
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ValueError(f"{label}: the image is too large to process safely "
+                             f"(more than {MAX_PIXELS:,} pixels).") from None
+        except UnidentifiedImageError:
+            raise ValueError(f"{label}: this is not an image file PNG, JPEG, WebP, BMP or TIFF "
+                             "readers understand.") from None
+        except (OSError, SyntaxError, ValueError) as err:
+            if isinstance(err, ValueError) and str(err).startswith(label):
+                raise
+            raise ValueError(f"{label}: the image file is damaged or incomplete ({err}).") from None
+    return image
+
+
+def _check_size(image: Image.Image, label: str) -> None:
+    w, h = image.size
+    if w * h > MAX_PIXELS:
+        raise ValueError(f"{label}: the image is too large to process safely ({w}x{h} pixels; "
+                         f"the limit is {MAX_PIXELS:,} pixels). Resize it and try again.")
+    if min(w, h) < MIN_SIDE:
+        raise ValueError(f"{label}: the image is too small ({w}x{h} pixels); "
+                         f"it needs at least {MIN_SIDE} pixels on each side.")
+
+
+def _to_rgb(image: Image.Image, label: str) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit / integer / float grey: scale the actual range to 8 bits.
+        a = np.asarray(image, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+        return Image.fromarray(a.round().astype(np.uint8)).convert("RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{label}: cannot convert colour mode {mode} to RGB ({err}).") from None
+
+
+def image_hash(image: Image.Image) -> str:
+    """sha256 of the decoded RGB pixels and size: the cache and record key for an image."""
+    h = hashlib.sha256(f"{image.size}".encode())
+    h.update(np.asarray(image.convert("RGB")).tobytes())
+    return h.hexdigest()

@@ -1,0 +1,37 @@
+"""Shared pieces: target scores and input gradients without touching the caller's state."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def as_targets(target: torch.Tensor | int, batch: int, device: torch.device) -> torch.Tensor:
+    """Class indices as a LongTensor (batch,)."""
+    t = torch.as_tensor(target, dtype=torch.long, device=device).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise ValueError(f"Expected one target per image ({batch}), got {t.numel()}.")
+    return t
+
+
+def target_scores(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pre-softmax score of each image's target class, shape (B,)."""
+    logits = network(x)
+    if logits.dim() != 2:
+        raise ValueError(f"Expected the model to return one score per class, shape (batch, classes); "
+                         f"got shape {tuple(logits.shape)}.")
+    return logits.gather(1, target.view(-1, 1)).squeeze(1)
+
+
+def input_gradient(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """d score[target] / d x for each image of the batch (B, C, H, W).
+
+    Works on a detached copy of ``x``; images of a batch are independent, so the gradient of
+    the summed scores is each image's own gradient.
+    """
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        scores = target_scores(network, x, as_targets(target, x.shape[0], x.device))
+        (grad,) = torch.autograd.grad(scores.sum(), x)
+    return grad
