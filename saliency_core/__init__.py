@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 from .images import load_image, image_hash
 from .models import Classifier, load_model
 from .methods import METHODS, Method, register
-from .explain import Explanation, explain, attribute, available_methods, reduce_channels
+from .explain import (Explanation, explain, attribute, available_methods, reduce_channels,
+                      resolve_params)
 
 __all__ = ["load_model", "Classifier", "METHODS", "Method", "register", "explain", "attribute",
-           "Explanation", "available_methods", "reduce_channels", "load_image", "image_hash"]
+           "Explanation", "available_methods", "reduce_channels", "resolve_params", "load_image", "image_hash"]

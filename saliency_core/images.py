@@ -15,6 +15,7 @@ ImageSource = Union[Image.Image, str, os.PathLike, bytes, io.IOBase]
 
 MAX_PIXELS = 50_000_000   # larger images are refused (decompression-bomb guard)
 MIN_SIDE = 8              # smaller images carry too little to explain
+MAX_BYTES = 512 * 2**20   # larger files are refused before they are read into memory
 
 
 def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
@@ -39,11 +40,8 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     else:
         label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "uploaded file")
         if isinstance(source, (str, os.PathLike)):
-            path = Path(source)
-            if not path.is_file():
-                raise ValueError(f"{label}: no such file.")
-            data = path.read_bytes()
-        elif isinstance(source, (bytes, bytearray)):
+            data = _read_file(Path(source), label)
+        elif isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
         else:
             data = source.read()
@@ -58,6 +56,20 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
     return _to_rgb(image, label)
 
 
+def _read_file(path: Path, label: str) -> bytes:
+    if path.is_dir():
+        raise ValueError(f"{label}: this is a folder, not an image file.")
+    if not path.is_file():
+        raise ValueError(f"{label}: no such file.")
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            raise ValueError(f"{label}: the file is too large ({path.stat().st_size / 2**20:,.0f} MiB; "
+                             f"the limit is {MAX_BYTES // 2**20} MiB).")
+        return path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{label}: cannot read the file ({err.strerror or err}).") from None
+
+
 def _decode(data: bytes, label: str) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -69,11 +81,15 @@ def _decode(data: bytes, label: str) -> Image.Image:
             raise ValueError(f"{label}: the image is too large to process safely "
                              f"(more than {MAX_PIXELS:,} pixels).") from None
         except UnidentifiedImageError:
-            raise ValueError(f"{label}: this is not an image file PNG, JPEG, WebP, BMP or TIFF "
-                             "readers understand.") from None
-        except (OSError, SyntaxError, ValueError) as err:
-            if isinstance(err, ValueError) and str(err).startswith(label):
+            raise ValueError(f"{label}: this is not an image file, or not in a format that can be "
+                             "read (PNG, JPEG, WebP, BMP, GIF or TIFF).") from None
+        except ValueError as err:
+            if str(err).startswith(label):
                 raise
+            raise ValueError(f"{label}: the image file is damaged or incomplete ({err}).") from None
+        except MemoryError:
+            raise ValueError(f"{label}: not enough memory to decode this image.") from None
+        except Exception as err:  # noqa: BLE001  decoders raise many types on corrupt data
             raise ValueError(f"{label}: the image file is damaged or incomplete ({err}).") from None
     return image
 

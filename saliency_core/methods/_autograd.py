@@ -21,6 +21,10 @@ def target_scores(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -> 
     if logits.dim() != 2:
         raise ValueError(f"Expected the model to return one score per class, shape (batch, classes); "
                          f"got shape {tuple(logits.shape)}.")
+    classes = logits.shape[1]
+    if target.numel() and not (0 <= int(target.min()) and int(target.max()) < classes):
+        # checked here: an out-of-range index on a GPU is a device-side assert, not an error
+        raise ValueError(f"Target class must be between 0 and {classes - 1}; got {target.tolist()}.")
     return logits.gather(1, target.view(-1, 1)).squeeze(1)
 
 

@@ -38,6 +38,21 @@ class _PositiveGradient(torch.autograd.Function):
         return grad.clamp(min=0)
 
 
+class _PositiveGradientInplace(torch.autograd.Function):
+    """As ``_PositiveGradient``, applied in place to the input of an in-place ReLU, so code
+    that ignores the return value (``h.relu_()``) is guided too. The clamp then acts before
+    the activation's gate; both are element-wise, so the product is the same."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor) -> torch.Tensor:
+        ctx.mark_dirty(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0)
+
+
 def _is_relu_like(func, args, kwargs) -> bool:
     if func in _RELUS:
         return True
@@ -45,6 +60,13 @@ def _is_relu_like(func, args, kwargs) -> bool:
         low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
         return low == 0
     return False
+
+
+def _is_inplace(func, args, kwargs) -> bool:
+    if getattr(func, "__name__", "").endswith("_"):  # relu_, hardtanh_, Tensor.relu_
+        return True
+    position = 3 if func is F.hardtanh else 1  # hardtanh(x, min, max, inplace), relu(x, inplace)
+    return bool(kwargs.get("inplace", args[position] if len(args) > position else False))
 
 
 class guided_relus(TorchFunctionMode):
@@ -59,11 +81,15 @@ class guided_relus(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if isinstance(out, torch.Tensor) and out.requires_grad and _is_relu_like(func, args, kwargs):
-            self.count += 1
-            return _PositiveGradient.apply(out)
-        return out
+        if not (args and isinstance(args[0], torch.Tensor) and args[0].requires_grad
+                and _is_relu_like(func, args, kwargs)):
+            return func(*args, **kwargs)
+        self.count += 1
+        if _is_inplace(func, args, kwargs):
+            # the caller may keep using its own reference, so guide that tensor itself
+            _PositiveGradientInplace.apply(args[0])
+            return func(*args, **kwargs)
+        return _PositiveGradient.apply(func(*args, **kwargs))
 
 
 @register("guided_backprop", "Guided backprop",

@@ -18,7 +18,7 @@ BLUR_SIGMA = 10.0  # pixels, for the blurred baseline
 
 def make_baseline(x: torch.Tensor, baseline: str, seed: int = 0) -> torch.Tensor:
     """Reference input x' (B, C, H, W): ``black`` zeros, ``blurred`` Gaussian blur (sigma 10 px),
-    ``uniform`` noise in [0, 1) from ``seed``."""
+    ``uniform`` noise in [0, 1) from ``seed``, the same for every image of the batch."""
     if baseline == "black":
         return torch.zeros_like(x)
     if baseline == "blurred":
@@ -27,7 +27,9 @@ def make_baseline(x: torch.Tensor, baseline: str, seed: int = 0) -> torch.Tensor
     if baseline == "uniform":
         g = torch.Generator(device=x.device)
         g.manual_seed(seed)
-        return torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype)
+        # one image's shape only, so an image's baseline does not depend on the rest of the batch
+        noise = torch.rand(x.shape[1:], generator=g, device=x.device, dtype=x.dtype)
+        return noise.expand_as(x).clone()
     raise ValueError(f"Integrated Gradients baseline must be one of {', '.join(BASELINES)}; got {baseline!r}.")
 
 

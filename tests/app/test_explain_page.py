@@ -1,0 +1,69 @@
+"""Drive the Explain page with streamlit's AppTest: real model, real photo, real uploads."""
+import os
+
+import pytest
+import skimage
+from streamlit.testing.v1 import AppTest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PHOTO = os.path.join(os.path.dirname(skimage.__file__), "data", "chelsea.png")
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300)
+    return at.run()
+
+
+def _images(at):
+    return list(at.get("image"))
+
+
+def _apply(at, methods, samples):
+    at.sidebar.multiselect(key="methods").set_value(methods)
+    at.sidebar.slider(key="samples").set_value(samples)
+    at.sidebar.button[0].click()  # form submit "Apply"
+    return at.run()
+
+
+def test_upload_photo_several_methods():
+    at = _app()
+    assert not at.exception
+    at.multiselect[0].set_value([])  # no sample photo: only the upload
+    with open(PHOTO, "rb") as f:
+        at.file_uploader[0].set_value(("chelsea.png", f.read(), "image/png"))
+    at = _apply(at, ["gradient", "smoothgrad", "gradcam"], 4)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    # original + one overlay per method, each with a colour bar
+    captions = [c for el in _images(at) for c in _captions(el)]
+    assert "What the model sees" in captions
+    for label in ("Gradient", "SmoothGrad", "Grad-CAM"):
+        assert label in captions, captions
+    text = " ".join(m.value for m in at.markdown)
+    assert "Prediction:" in text and "cat" in text
+    legends = " ".join(c.value for c in at.caption)
+    assert "tiger cat" in legends or "Egyptian cat" in legends or "tabby" in legends
+    assert any(b.proto.label.startswith("Download everything") for b in at.get("download_button"))
+
+
+def test_corrupt_upload_next_to_good_one():
+    at = _app()
+    at.multiselect[0].set_value([])
+    with open(PHOTO, "rb") as f:
+        good = f.read()
+    at.file_uploader[0].set_value([("notes.png", b"this is a text file, not a picture", "image/png"),
+                                   ("chelsea.png", good, "image/png"),
+                                   ("broken.png", good[: len(good) // 3], "image/png")])
+    at = _apply(at, ["gradient", "gradcam"], 4)
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 2, errors
+    assert "notes.png" in errors[0] and "not an image" in errors[0]
+    assert "broken.png" in errors[1]
+    assert not any("Traceback" in e for e in errors)
+    captions = [c for el in _images(at) for c in _captions(el)]
+    assert "Gradient" in captions and "Grad-CAM" in captions
+
+
+def _captions(el):
+    return el.captions

@@ -1,0 +1,71 @@
+"""Shared fixtures: the demo model, two scikit-image photos, and a log of measured errors."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import skimage
+import torch
+
+import saliency_core as sc
+
+# (test, comparison, value) rows; printed in the terminal summary (see pytest_terminal_summary)
+MEASURED: list[tuple[str, str, float]] = []
+
+
+def _photo(name: str) -> str:
+    return os.path.join(os.path.dirname(skimage.__file__), "data", name)
+
+
+@pytest.fixture(scope="session")
+def chelsea_path() -> str:
+    """A tabby cat (ImageNet classes 281-285 are cats)."""
+    return _photo("chelsea.png")
+
+
+@pytest.fixture(scope="session")
+def coffee_path() -> str:
+    """A cup of espresso (ImageNet class 967)."""
+    return _photo("coffee.png")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The built-in demo Classifier. Tests must not modify it (test_state checks methods don't)."""
+    return sc.load_model("demo")
+
+
+@pytest.fixture(scope="module")
+def chelsea_x(demo, chelsea_path) -> torch.Tensor:
+    return demo.preprocess(chelsea_path)
+
+
+@pytest.fixture(scope="module")
+def coffee_x(demo, coffee_path) -> torch.Tensor:
+    return demo.preprocess(coffee_path)
+
+
+def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    """||ours - reference|| / ||reference|| in float64."""
+    ours, reference = torch.as_tensor(ours).detach().double(), torch.as_tensor(reference).detach().double()
+    assert ours.shape == reference.shape, f"shape {tuple(ours.shape)} vs reference {tuple(reference.shape)}"
+    norm = reference.norm()
+    assert norm > 0, "reference is all zeros: the comparison would prove nothing"
+    return float((ours - reference).norm() / norm)
+
+
+@pytest.fixture
+def record(request):
+    """record(comparison, value): keep a measured number for the terminal summary."""
+    def add(comparison: str, value: float) -> float:
+        MEASURED.append((request.node.name, comparison, float(value)))
+        return value
+    return add
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not MEASURED:
+        return
+    terminalreporter.section("measured errors")
+    for test, comparison, value in MEASURED:
+        terminalreporter.write_line(f"{value:10.3e}  {comparison}  [{test}]")
