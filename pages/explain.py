@@ -139,7 +139,8 @@ if shared:
 def draw(exp: sc.Explanation) -> rd.Rendered:
     s = sign_for(exp.method)
     return rd.render(exp.saliency, exp.image, sign=s, colormap=cmap_for(s), alpha=alpha,
-                     clip_percentile=clip, scale=scales.get(exp.method), target_label=exp.target_label)
+                     clip_percentile=clip, scale=scales.get(exp.method), target_label=exp.target_label,
+                     meaning=sc.METHODS[exp.method].meaning)
 
 
 def prediction_chart(prediction, target: int) -> go.Figure:
@@ -151,6 +152,23 @@ def prediction_chart(prediction, target: int) -> go.Figure:
     fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
                       xaxis_title="probability", yaxis_title=None)
     return fig
+
+
+def interactive_map(exp: sc.Explanation, r: rd.Rendered, key: str) -> None:
+    """Plotly heatmap of the values drawn in ``r``: zoom, hover for each pixel's value."""
+    if r.near_zero:
+        st.info(r.legend)
+        return
+    values = {"absolute": abs(exp.saliency), "positive": exp.saliency.clip(min=0),
+              "negative": (-exp.saliency).clip(min=0)}.get(r.sign, exp.saliency)
+    zmin = -r.scale if r.sign == "signed" else 0.0
+    title = "|saliency|" if r.sign == "absolute" else "saliency"
+    fig = go.Figure(go.Heatmap(z=values, colorscale=rd.plotly_colorscale(r.colormap), zmin=zmin, zmax=r.scale,
+                               colorbar=dict(title=title), hovertemplate="x %{x}, y %{y}: %{z:.4g}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x")
+    fig.update_layout(height=520, margin=dict(l=0, r=0, t=10, b=0))
+    st.plotly_chart(fig, key=key)
+    st.caption(r.legend)
 
 
 batch_files: dict[str, bytes] = {}
@@ -207,18 +225,7 @@ for item in images:
             with st.expander("Interactive map (zoom, hover for values)"):
                 m = st.selectbox("Method", methods, format_func=lambda n: sc.METHODS[n].label,
                                  key=f"inter-{item['id']}")
-                r = rendered[m]
-                zmin = -r.scale if r.sign == "signed" else 0.0
-                values = results[item["id"], m].saliency
-                if r.sign == "absolute":
-                    values = abs(values)
-                elif r.sign == "positive":
-                    values = values.clip(min=0)
-                fig = go.Figure(go.Heatmap(z=values, colorscale=rd.plotly_colorscale(r.colormap),
-                                           zmin=zmin, zmax=r.scale, colorbar=dict(title="saliency")))
-                fig.update_yaxes(autorange="reversed", scaleanchor="x")
-                fig.update_layout(height=520, margin=dict(l=0, r=0, t=10, b=0))
-                st.plotly_chart(fig, key=f"heat-{item['id']}-{m}")
+                interactive_map(results[item["id"], m], rendered[m], key=f"heat-{item['id']}-{m}")
 
 if batch_rows:
     buf = io.BytesIO()

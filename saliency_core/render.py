@@ -290,7 +290,8 @@ def _ticks(scale: float, sign: str) -> list:
 
 
 def _legend(sign: str, colormap: str, target_label: str | None, scale: float, fixed: bool,
-            clip_percentile: float, near_zero: bool, peak: float, atol: float) -> str:
+            clip_percentile: float, near_zero: bool, peak: float, atol: float,
+            meaning: str | None = None) -> str:
     score = f"the score for {target_label!r}" if target_label else "the score of the explained class"
     if near_zero:
         part = {"positive": "positive values", "negative": "negative values"}.get(sign)
@@ -313,6 +314,8 @@ def _legend(sign: str, colormap: str, target_label: str | None, scale: float, fi
         how = (f"clipped at the {_ordinal(clip_percentile)} percentile: "
                f"{_fmt(scale)} and above = full colour")
     if sign == "absolute":
+        if meaning:
+            return f"Brighter = {meaning.format(score=score)} ({how})."
         return (f"Brighter = changing these pixels changes {score} most, up or down "
                 f"(absolute values, {how}).")
     if sign == "positive":
@@ -329,7 +332,8 @@ def _legend(sign: str, colormap: str, target_label: str | None, scale: float, fi
 
 def render(saliency: np.ndarray, image, *, sign: str = "absolute", colormap: str | None = None,
            alpha: float = 0.5, clip_percentile: float = 99.0, scale: float | None = None,
-           target_label: str | None = None, near_zero_atol: float = 1e-8) -> Rendered:
+           target_label: str | None = None, near_zero_atol: float = 1e-8,
+           meaning: str | None = None) -> Rendered:
     """Colour a saliency map and blend it onto the image the model saw.
 
     Args:
@@ -341,6 +345,8 @@ def render(saliency: np.ndarray, image, *, sign: str = "absolute", colormap: str
         alpha: weight of the colours in the overlay; 0 = the image alone, 1 = the colours alone.
         clip_percentile, scale: as in ``map_values``.
         target_label: class name used in the legend.
+        meaning: what bright means for the method drawn (``Method.meaning``, with ``{score}``),
+            used in the legend of absolute maps.
         near_zero_atol: a map whose largest relevant |value| is at most this is reported as
             near zero and drawn in a single colour.
     Returns:
@@ -394,7 +400,7 @@ def render(saliency: np.ndarray, image, *, sign: str = "absolute", colormap: str
     heat = _lookup(lut, position)
     blended = (1.0 - alpha) * picture.astype(np.float64) + alpha * heat
     legend = _legend(sign, colormap, target_label, scale, fixed=fixed, clip_percentile=p,
-                     near_zero=near_zero, peak=peak, atol=float(near_zero_atol))
+                     near_zero=near_zero, peak=peak, atol=float(near_zero_atol), meaning=meaning)
     return Rendered(overlay=_to_uint8(blended), heat=_to_uint8(heat), values=values, scale=float(scale),
                     colormap=colormap, sign=sign, near_zero=near_zero, legend=legend,
                     colorbar=lut.copy(), colorbar_ticks=_ticks(float(scale), sign))

@@ -65,7 +65,10 @@ def smooth_convnet(seed=0) -> nn.Module:
     """Small conv net with smooth non-linearities (fast quadrature convergence), float64."""
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Softplus(), nn.Conv2d(4, 6, 3, stride=2),
-                        nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+                        nn.Tanh(), nn.Flatten(), nn.Linear(6 * 15 * 15, 5))  # for 32 x 32 inputs
+    with torch.no_grad():  # scores that differ clearly between an image and its baselines
+        net[0].weight.mul_(3)
+        net[-1].weight.mul_(10)
     return net.to(D).eval().requires_grad_(False)
 
 
@@ -100,7 +103,6 @@ def test_gradient_of_5a_plus_b_squared():
 @pytest.mark.parametrize("target", [0, 1, 2])
 def test_gradient_and_gradient_x_input_closed_form(target):
     net = LinearQuadratic((3, 5, 4))
-    x = images(2, size=4)[..., :5, :4] - 0.5
     x = torch.randn(2, 3, 5, 4, dtype=D, generator=torch.Generator().manual_seed(1))
     expected = net.w[target] + 2 * net.c[target] * x
     assert torch.allclose(method("gradient")(net, x, torch.tensor([target])), expected, rtol=1e-12, atol=1e-12)
@@ -127,7 +129,7 @@ def test_integrated_gradients_completeness(baseline, rule, steps, tolerance):
     if baseline == "black":
         assert torch.equal(reference, torch.zeros_like(x))
     delta = _scores(net, x, target) - _scores(net, reference, target)
-    assert delta.abs().min() > 1e-3  # a non-trivial difference to explain
+    assert delta.abs().min() > 0.1  # a non-trivial difference to explain
     total = attribution.flatten(1).sum(1)
     assert torch.allclose(total, delta, rtol=tolerance, atol=tolerance * delta.abs().max())
 
@@ -164,14 +166,13 @@ def test_attribute_reports_completeness_gap():
 
 def test_explain_reports_correct_completeness_gap(demo, chelsea_path, chelsea_x):
     exp = sc.explain(demo, chelsea_path, method="integrated_gradients", steps=4)
-    t = torch.tensor([exp.target])
     with torch.no_grad():
         delta = float(demo.network(chelsea_x)[0, exp.target] - demo.network(torch.zeros_like(chelsea_x))[0, exp.target])
     total = float(exp.attribution.astype("float64").sum())
     assert exp.diagnostics["score_difference"] == pytest.approx(delta, rel=1e-5)
     assert exp.diagnostics["attribution_sum"] == pytest.approx(total, rel=1e-5, abs=1e-5)
     assert exp.diagnostics["completeness_gap"] == pytest.approx(abs(total - delta), rel=1e-4, abs=1e-4)
-    assert exp.params["steps"] == 4 and t.item() == exp.target
+    assert exp.params["steps"] == 4
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -420,11 +421,12 @@ class TwoLayer(nn.Module):
 
 
 def _weights():
-    W1 = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [1, -1, 1, -1]], dtype=D)
+    # first layer: one unit per pixel (z = pixel) plus a mixing unit
+    W1 = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0.5, -0.5, 0.5, -0.5]], dtype=D)
     b1 = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.5], dtype=D)
-    W2 = torch.tensor([[1.0, -2.0, 0.5, 1.0, -1.0], [-1.0, 1.0, 1.0, -0.5, 2.0], [0.5, 0.5, -1.0, 1.0, 1.0]],
+    W2 = torch.tensor([[1.0, -2.0, 0.5, 1.0, -1.0], [-1.0, 1.0, 0.5, -0.5, 0.5], [0.5, 0.5, -0.2, 1.0, 1.0]],
                       dtype=D)
-    b2 = torch.tensor([0.5, 0.5, 8.0], dtype=D)  # unit 3 often above 6
+    b2 = torch.tensor([0.5, 0.5, 3.0], dtype=D)  # third unit above 6 for both images
     V = torch.tensor([[1.0, -1.0, 2.0], [-1.0, 2.0, 1.0]], dtype=D)
     return W1, b1, W2, b2, V
 
@@ -443,38 +445,38 @@ def _guided_by_hand(x, target, upper=None):
 
 
 def _x():
-    # pre-activations z1 = x (first four units): negative, small, above 6
+    # the first four pre-activations are the pixels: negative, in (0, 6) and above 6
     return torch.tensor([[[[1.0, -2.0], [7.0, 0.5]]], [[[-1.0, 3.0], [0.2, 9.0]]]], dtype=D)
 
 
 @pytest.mark.parametrize("activation", ["ReLU", "ReLU_inplace", "F.relu", "F.relu_inplace_no_return",
                                         "torch.relu", "Tensor.relu", "Tensor.relu__no_return"])
 def test_guided_backprop_relu_by_hand(activation):
-    x, target = _x(), torch.tensor([0, 1])
+    x, target = _x(), torch.tensor([1, 0])
     net = TwoLayer(activation, *_weights())
-    expected, z1, _ = _guided_by_hand(x, target)
+    expected, _, _ = _guided_by_hand(x, target)
     ours = method("guided_backprop")(net, x, target)
     assert torch.allclose(ours, expected, rtol=1e-12, atol=1e-14)
-    # W1 >= 0 on the pixels' own units and only positive gradients pass: the sign pattern is
-    # fixed, zero where the pixel's unit is off (x < 0) unless unit 5 passes something
+    assert (ours != 0).sum() >= 4
     plain = method("gradient")(net, x, target)
-    assert (plain < 0).any() and not torch.allclose(plain, ours)
+    assert not torch.allclose(plain, ours)
     if activation != "ReLU":
         assert torch.equal(ours, method("guided_backprop")(TwoLayer("ReLU", *_weights()), x, target))
 
 
 @pytest.mark.parametrize("activation", ["ReLU6", "ReLU6_inplace", "F.relu6", "F.hardtanh_0_6"])
 def test_guided_backprop_relu6_by_hand(activation):
-    x, target = _x(), torch.tensor([0, 1])
+    x, target = _x(), torch.tensor([1, 0])
     net = TwoLayer(activation, *_weights())
     expected, z1, z2 = _guided_by_hand(x, target, upper=6.0)
-    assert (z1 > 6).any() and (z2 > 6).any()  # the upper gate matters
+    assert (z1 > 6).any() and (z2 > 6).any()  # the upper gate matters in both layers
     ours = method("guided_backprop")(net, x, target)
     assert torch.allclose(ours, expected, rtol=1e-12, atol=1e-14)
-    # pixels 7.0 and 9.0 feed only units above 6 (unit 5 is off there), so no gradient reaches them
-    assert ours[0, 0, 1, 0] == 0 and ours[1, 0, 1, 1] == 0
+    assert (ours[0] != 0).any() and (ours[1] != 0).any()
+    # image 1's pixel 9.0 reaches the score only through its own unit, which is above 6 (the
+    # mixing unit is off): no gradient, where guided ReLU passes one
     relu_result, _, _ = _guided_by_hand(x, target)
-    assert not torch.allclose(ours, relu_result)  # ReLU6 is not treated as ReLU
+    assert ours[1, 0, 1, 1] == 0 and relu_result[1, 0, 1, 1] > 0
     if activation != "ReLU6":
         assert torch.equal(ours, method("guided_backprop")(TwoLayer("ReLU6", *_weights()), x, target))
 

@@ -25,6 +25,7 @@ class Method:
             ``"conv"`` (a convolutional feature map).
         check: optional ``(network, x, target, attribution, params) -> dict`` of diagnostics.
         reference: the paper.
+        meaning: what a bright pixel means, for legends; ``{score}`` names the explained score.
     """
 
     name: str
@@ -38,6 +39,7 @@ class Method:
     needs: frozenset = frozenset()
     check: Callable[..., dict] | None = None
     reference: str = ""
+    meaning: str = "changing these pixels changes {score} most, up or down (absolute values)"
 
 
 METHODS: dict[str, Method] = {}

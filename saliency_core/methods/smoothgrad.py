@@ -103,4 +103,5 @@ register("smoothgrad_squared", "SmoothGrad squared",
 register("vargrad", "VarGrad",
          "Variance of noisy gradients: where the model's sensitivity changes most.",
          defaults=dict(_PARAMS, variant="vargrad"),
+         meaning="the gradient of {score} varies most under small noise here",
          reference="Adebayo et al. 2018, Local explanation methods ... via noise")(smoothgrad)

@@ -1,0 +1,178 @@
+"""Speed of saliency_core against Captum on the same inputs, in one process.
+
+    python bench/run.py                       # full table on this machine (CPU, and GPU if present)
+    python bench/run.py --samples 2 --steps 2 --repeats 1 --batch 2 --models demo   # smoke run
+
+Prints one row per (device, model, task): our median, Captum's median(s) and the ratio
+Captum / ours (> 1 means we are faster), and writes the table as JSON (--out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import saliency_core as sc  # noqa: E402
+from saliency_core.models import Normalize, _freeze  # noqa: E402
+from saliency_core.samples import sample_images  # noqa: E402
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int, device: str) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def load(name: str, device: str):
+    """(network, grad-cam layer name, input) on ``device``."""
+    if name == "demo":
+        model = sc.load_model("demo")
+        network, layer = model.network, model.gradcam_layer
+        x = model.preprocess(sample_images()["Cat (chelsea.png)"])
+    elif name == "resnet50":
+        import torchvision
+        torch.manual_seed(0)
+        net = torchvision.models.resnet50(weights=None)  # random weights: speed does not depend on them
+        network = _freeze(torch.nn.Sequential(Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), net))
+        layer = "1.layer4"
+        x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    else:
+        raise SystemExit(f"unknown model {name!r}: use demo or resnet50")
+    return network.to(device), layer, x.to(device)
+
+
+def bench_model(name: str, device: str, args) -> list[dict]:
+    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
+
+    network, layer_name, x = load(name, device)
+    layer = network.get_submodule(layer_name)
+    with torch.no_grad():
+        target = int(network(x).argmax())
+    t = torch.tensor([target], device=device)
+    sigma = float(args.noise * (x.max() - x.min()))
+    n, steps, r = args.samples, args.steps, args.repeats
+    rows = []
+
+    def row(task, ours, refs):
+        best = min(refs.values())
+        rows.append({"device": device, "model": name, "task": task, "ours_s": ours,
+                     **{f"captum_{k}_s": v for k, v in refs.items()},
+                     "speedup_vs_captum_best": best / ours,
+                     **{f"speedup_vs_captum_{k}": v / ours for k, v in refs.items()}})
+        print(_fmt(rows[-1]), flush=True)
+
+    def ours(method, inputs, targets, **params):
+        return lambda: sc.METHODS[method].attribute(network, inputs, targets, **params)
+
+    row("gradient, 1 image", timed(ours("gradient", x, t), r, device),
+        {"default": timed(lambda: Saliency(network).attribute(x, target=target, abs=False), r, device)})
+
+    nt = NoiseTunnel(Saliency(network))
+    row(f"SmoothGrad-{n}, 1 image", timed(ours("smoothgrad", x, t, samples=n, noise=args.noise), r, device), {
+        "default": timed(lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=n, stdevs=sigma,
+                                              target=target, abs=False), r, device),
+        "batch10": timed(lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=n, stdevs=sigma, target=target,
+                                              abs=False, nt_samples_batch_size=min(10, n)), r, device)})
+
+    ig = IntegratedGradients(network)
+    row(f"Integrated Gradients-{steps}, 1 image",
+        timed(ours("integrated_gradients", x, t, steps=steps), r, device), {
+            "default": timed(lambda: ig.attribute(x, baselines=torch.zeros_like(x), target=target,
+                                                  n_steps=steps), r, device),
+            "batch10": timed(lambda: ig.attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=steps,
+                                                  internal_batch_size=min(10, steps)), r, device)})
+
+    def captum_gradcam():
+        cam = LayerGradCam(network, layer).attribute(x, target=target, relu_attributions=True)
+        return LayerAttribution.interpolate(cam, x.shape[-2:], "bilinear")
+
+    row("Grad-CAM, 1 image", timed(ours("gradcam", x, t, layer=layer_name), r, device),
+        {"default": timed(captum_gradcam, r, device)})
+
+    b = args.batch
+    xb = x.repeat(b, 1, 1, 1) + 0.01 * torch.randn(b, *x.shape[1:], device=device,
+                                                    generator=torch.Generator(device).manual_seed(1))
+    tb = t.repeat(b)
+    ours_s = timed(ours("smoothgrad", xb, tb, samples=n, noise=args.noise), r, device)
+    ref_s = timed(lambda: nt.attribute(xb, nt_type="smoothgrad", nt_samples=n, stdevs=sigma, target=tb,
+                                       abs=False, nt_samples_batch_size=max(1, 64 // b if device == "cuda" else 10 // b)),
+                  r, device)
+    rows.append({"device": device, "model": name, "task": f"SmoothGrad-{n}, batch of {b} (images/s)",
+                 "ours_images_per_s": b / ours_s, "captum_images_per_s": b / ref_s,
+                 "speedup_vs_captum_best": ref_s / ours_s})
+    print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def _fmt(row: dict) -> str:
+    if "ours_images_per_s" in row:
+        return (f"{row['device']:4} {row['model']:9} {row['task']:38} ours {row['ours_images_per_s']:8.2f} img/s  "
+                f"captum {row['captum_images_per_s']:8.2f} img/s  x{row['speedup_vs_captum_best']:.2f}")
+    refs = "  ".join(f"captum {k[7:-2]} {v * 1000:8.1f} ms (x{row['speedup_vs_captum_' + k[7:-2]]:.2f})"
+                     for k, v in row.items() if k.startswith("captum_"))
+    return f"{row['device']:4} {row['model']:9} {row['task']:38} ours {row['ours_s'] * 1000:8.1f} ms  {refs}"
+
+
+def peak_memory_smoothgrad(samples: int) -> float:
+    """Peak resident MB of this process after SmoothGrad-``samples`` on one demo image."""
+    model = sc.load_model("demo")
+    sc.explain(model, sample_images()["Cat (chelsea.png)"], method="smoothgrad", samples=samples)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["demo", "resnet50"])
+    p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: all present)")
+    p.add_argument("--samples", type=int, default=50)
+    p.add_argument("--noise", type=float, default=0.15)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--batch", type=int, default=None, help="images per throughput batch (cpu 8, cuda 32)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--memory-samples", type=int, default=0,
+                   help="also report peak RSS of SmoothGrad-N on one image (run first, fresh process)")
+    p.add_argument("--out", default="bench/results.json")
+    args = p.parse_args(argv)
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    result = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                          "torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+              "settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": []}
+    if args.memory_samples:
+        mb = peak_memory_smoothgrad(args.memory_samples)
+        result["peak_rss_mb_smoothgrad"] = {"samples": args.memory_samples, "mb": mb}
+        print(f"peak resident memory, SmoothGrad-{args.memory_samples} on one image (cpu): {mb:.0f} MB")
+    for device in devices:
+        batch = args.batch or (32 if device == "cuda" else 8)
+        for name in args.models:
+            result["rows"] += bench_model(name, device, argparse.Namespace(**{**vars(args), "batch": batch}))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
