@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench clean chromium
+.PHONY: run test bench clean chromium postgresql
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ chromium:
 	@command -v chromium >/dev/null || $(SUDO) apt-get install -y chromium \
 	  || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
 
-test: $(VENV)/.dev chromium
+# Debian's PostgreSQL server binaries: the store tests start a throwaway cluster with them.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(SUDO) apt-get install -y postgresql \
+	  || ($(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql)
+
+test: $(VENV)/.dev chromium postgresql
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.dev

@@ -1,28 +1,88 @@
 """Saliency Lens: router and frame (st.navigation) with the shared sidebar."""
+import os
+import tempfile
+from pathlib import Path
+
 import streamlit as st
 
 import saliency_core as sc
 from pages._common import DEFAULT_METHODS, get_model
+from saliency_core.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
+
+DEMO_LABEL = "EfficientNet-Lite0, ImageNet (demo)"
+MODELS_DIR = os.environ.get("SALIENCY_MODELS_DIR", "models")             # the operator's models
+ALLOW_UPLOAD = os.environ.get("SALIENCY_ALLOW_MODEL_UPLOAD", "") == "1"  # off unless enabled
+UPLOAD_DIR = Path(tempfile.gettempdir()) / "saliency_lens_uploads"
 
 st.set_page_config(page_title="Saliency Lens", page_icon="🔍", layout="wide")
 
 page = st.navigation([
     st.Page("pages/explain.py", title="Explain", icon="🖼️", default=True),
+    st.Page("pages/review.py", title="Review", icon="✅"),
+    st.Page("pages/stability.py", title="Stability", icon="🎯"),
+    st.Page("pages/sanity.py", title="Sanity check", icon="🧪"),
 ])
 
 with st.sidebar:
-    st.selectbox("Model", ["demo"], key="model",
-                 format_func=lambda s: "EfficientNet-Lite0, ImageNet (demo)" if s == "demo" else s)
+    # ---- model: demo, the models folder, an upload; a failing choice keeps the last good one
+    choices = {"demo": DEMO_LABEL, **dict(find_models(MODELS_DIR)),
+               **st.session_state.get("uploaded_models", {})}
+    if ALLOW_UPLOAD:
+        files = st.file_uploader(
+            "Upload a model", type=[s.lstrip(".") for s in UPLOAD_SUFFIXES], accept_multiple_files=True,
+            key="model_upload", help="A TorchScript .pt, a torch.export .pt2, or a state dict .pth with its "
+                                     "card (.json/.yaml naming the torchvision architecture); optionally a "
+                                     "card and a labels .txt. Pickles that need code are refused.")
+        if files:
+            try:
+                path = str(store_upload([(f.name, f.getvalue()) for f in files], UPLOAD_DIR))
+                if path not in choices:
+                    st.session_state.setdefault("uploaded_models", {})[path] = f"Uploaded: {Path(path).name}"
+                    choices[path] = f"Uploaded: {Path(path).name}"
+                    st.session_state["model_choice"] = path
+            except ValueError as err:
+                st.error(f"Upload: {err}")
+    active = st.session_state.get("model", "demo")
+    if st.session_state.get("model_choice") not in choices:
+        st.session_state["model_choice"] = active if active in choices else "demo"
+    choice = st.selectbox("Model", list(choices), key="model_choice", format_func=lambda s: choices.get(s, s),
+                          help=f"The built-in demo, or a model card / model file in {MODELS_DIR}.")
+    model = None
     try:
-        model = get_model(st.session_state.get("model", "demo"))
+        model = get_model(choice)
+        st.session_state["model"] = choice
+    except ValueError as err:
+        st.error(f"This model cannot be used. {err}")
+        if choice != active:
+            try:
+                model = get_model(active)
+                st.caption(f"Still using **{choices.get(active, model.name)}**.")
+            except ValueError:
+                pass
+    if model is not None:
         st.caption(f"{len(model.labels)} classes · input {model.input_size} px · "
                    f"weights sha256 `{model.fingerprint[:12]}…`")
-    except ValueError as err:
-        st.error(str(err))
+        if model.card:
+            with st.expander("Model card"):
+                st.markdown("\n".join(f"- **{k}**: {v}" + (" *(default)*" if d else "")
+                                       for k, v, d in card_rows(model.card)))
+                st.caption(f"Weights sha256 `{model.fingerprint}`; recorded with every result.")
+
+    # ---- methods: only those the model supports; the others are listed with the reason
+    unusable = {m: r for m, r in (sc.available_methods(model) if model else {}).items() if r}
+    options = [m for m in sc.METHODS if m not in unusable]
+    current = st.session_state.get("methods")
+    wanted = [m for m in (DEFAULT_METHODS if current is None else current) if m in options]
+    if current is None or wanted != list(current) or st.session_state.get("method_options") != options:
+        st.session_state["methods"] = wanted
+    st.session_state["method_options"] = options
     with st.form("analysis"):
-        st.multiselect("Saliency methods", list(sc.METHODS), default=DEFAULT_METHODS, key="methods",
+        st.multiselect("Saliency methods", options, key="methods",
                        format_func=lambda n: sc.METHODS[n].label,
                        help="\n".join(f"- **{m.label}**: {m.description}" for m in sc.METHODS.values()))
+        if unusable:
+            st.caption("Not available for this model:\n" + "\n".join(
+                f"- **{sc.METHODS[m].label}** {reason}" for m, reason in unusable.items()))
         st.slider("SmoothGrad samples", 1, 200, 50, key="samples",
                   help="Noisy copies averaged per map. The paper sees little change past 50.")
         st.slider("SmoothGrad noise (fraction of the pixel range)", 0.0, 0.5, 0.15, 0.01, key="noise",

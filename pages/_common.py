@@ -12,6 +12,7 @@ import streamlit as st
 from PIL import Image
 
 import saliency_core as sc
+from saliency_core.models import source_signature
 
 log = logging.getLogger("saliency_lens")
 
@@ -20,8 +21,15 @@ DISCLAIMER = ("Saliency maps are supporting evidence and approximations of what 
               "not proof. Compare several methods and read each map's caution.")
 
 
-@st.cache_resource(show_spinner="Loading the model…")
 def get_model(source: str) -> sc.Classifier:
+    """The model for ``source`` ("demo", a model file or a model card), loaded once per version
+    of its files: the cache key is the path plus the size, modification time and inode of the
+    card, weights and labels file, so a replaced file is loaded again."""
+    return _load_model(source, source_signature(source))
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=8)
+def _load_model(source: str, signature: str) -> sc.Classifier:
     return sc.load_model(source)
 
 
@@ -58,18 +66,23 @@ def decode(data: bytes, name: str) -> Image.Image:
 
 
 def map_key(model: sc.Classifier, image_hash: str, method: str, target: int, params: dict) -> tuple:
-    return (model.fingerprint, image_hash, method, int(target), tuple(sorted(params.items())))
+    # card digest: the same weights with another card (preprocessing, labels) are another model
+    return (model.fingerprint, model.card.get("digest"), image_hash, method, int(target),
+            tuple(sorted(params.items())))
 
 
 def explanation(model: sc.Classifier, image: Image.Image, image_hash: str, method: str, target: int,
-                params: dict, progress: Callable[[int, int], None] | None = None) -> sc.Explanation:
-    """The map for (model, image, method, target, params), computed at most once."""
+                params: dict, progress: Callable[[int, int], None] | None = None,
+                preview: Callable | None = None) -> sc.Explanation:
+    """The map for (model, image, method, target, params), computed at most once.
+    ``preview(done, total, saliency)`` shows a running map while SmoothGrad works."""
     used = sc.resolve_params(sc.METHODS[method], params, model)
     key = map_key(model, image_hash, method, target, used)
     cache = map_cache()
     hit = cache.get(key)
     if hit is None:
-        hit = sc.explain(model, image, method=method, target=target, progress=progress, **used)
+        hit = sc.explain(model, image, method=method, target=target, progress=progress, preview=preview,
+                         **used)
         cache.put(key, hit)
     return hit
 
@@ -110,3 +123,47 @@ def png_bytes(array) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
+
+
+# ---- stability and sanity-check results (pages/stability.py, pages/sanity.py) ----------------
+
+def model_key(model: sc.Classifier) -> tuple:
+    """What identifies a model in cache keys: weights and card."""
+    return (model.fingerprint, model.card.get("digest"))
+
+
+@st.cache_resource
+def result_cache() -> MapCache:
+    """Stability and sanity-check runs shared by all sessions; few, as each holds many maps."""
+    return MapCache(size=24)
+
+
+def computed(key: tuple, compute: Callable[[], object]):
+    """``compute()`` at most once per ``key`` (a tuple of hashable values)."""
+    cache = result_cache()
+    hit = cache.get(key)
+    if hit is None:
+        hit = compute()
+        cache.put(key, hit)
+    return hit
+
+
+def is_computed(key: tuple) -> bool:
+    return result_cache().get(key) is not None
+
+
+@st.cache_resource
+def _sanity_verdicts() -> MapCache:
+    """(model, method) -> the latest SanityVerdict. Filled by the Sanity check page only: the
+    Explain page shows a verdict once one was computed and never starts a run itself."""
+    return MapCache(size=1024)
+
+
+def record_sanity_verdict(model: sc.Classifier, verdict) -> None:
+    """Keep ``verdict`` (a ``metrics.SanityVerdict``) as this model's verdict for its method."""
+    _sanity_verdicts().put((*model_key(model), verdict.method), verdict)
+
+
+def sanity_verdict(model: sc.Classifier, method: str):
+    """The last randomisation verdict computed for (model, method), or None."""
+    return _sanity_verdicts().get((*model_key(model), method))

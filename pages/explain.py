@@ -15,7 +15,7 @@ import saliency_core as sc
 from saliency_core import render as rd
 from saliency_core.samples import sample_images
 from pages._common import (DISCLAIMER, decode, explanation, get_model, is_cached, method_params,
-                           png_bytes, report_error, settings)
+                           png_bytes, report_error, sanity_verdict, settings)
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 
@@ -93,6 +93,7 @@ jobs = [(item, m) for item in images for m in cfg["methods"]
         if not is_cached(model, item["hash"], m, target_for(item), method_params(m, cfg["params"]))]
 if jobs:
     bar = st.progress(0.0, text="Computing maps…")
+    live = st.empty()
     started = time.perf_counter()
     for n, (item, m) in enumerate(jobs):
         label = f"{item['name']} · {sc.METHODS[m].label}"
@@ -100,13 +101,19 @@ if jobs:
         def progress(done, total, n=n, label=label):
             bar.progress(min(1.0, (n + done / total) / len(jobs)), text=f"{label}: {done}/{total}")
 
+        def preview(done, total, saliency, item=item, label=label):  # anytime SmoothGrad
+            r = rd.render(saliency, item["crop"], colormap=colormap, alpha=alpha, clip_percentile=clip)
+            live.image(r.overlay, width=260,
+                       caption=f"{label}: running average of {done} of {total} samples (still computing)")
+
         bar.progress(n / len(jobs), text=label)
         try:
             explanation(model, item["image"], item["hash"], m, target_for(item),
-                        method_params(m, cfg["params"]), progress)
+                        method_params(m, cfg["params"]), progress, preview)
         except Exception as err:
             report_error(label, err)
     bar.empty()
+    live.empty()
     st.toast(f"{len(jobs)} map(s) computed in {time.perf_counter() - started:.1f} s")
 
 # ---- draw -----------------------------------------------------------------------------------
@@ -195,6 +202,12 @@ for item in images:
                     st.info("This map is zero (or numerically negligible) everywhere.")
                 if meta.caution:
                     st.warning(meta.caution, icon="⚠️")
+                verdict = sanity_verdict(model, m)  # shown once the Sanity check page computed it
+                if verdict is not None:
+                    if verdict.passed:
+                        st.caption(f"✅ {verdict.summary}")
+                    else:
+                        st.warning(verdict.summary, icon="⛔")
                 gap = exp.diagnostics.get("completeness_gap_relative")
                 if gap is not None:
                     st.caption(f"Completeness gap {gap:.1%} (attributions vs score difference).")

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
+from .auth import add_users_command
 from .explain import available_methods, explain
 from .images import image_hash, load_image
 from .methods import METHODS
@@ -83,9 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--sign", choices=SIGN_MODES,
                     help="which values to draw (default: signed for signed methods, else absolute)")
     ex.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    ex.add_argument("--model", default="demo", help="model to explain (default: demo)")
+    ex.add_argument("--model", default="demo", metavar="PATH",
+                    help="'demo' (default), a model file (TorchScript .pt, torch.export .pt2, or a "
+                         "state dict with a card of the same name) or a model card (.json, .yaml); "
+                         "see README 'Bring your own model'")
     ex.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
     ex.set_defaults(run=run_explain)
+    add_users_command(commands, _Parser)  # users add|remove|list: saliency_core/auth.py
     return parser
 
 
@@ -205,7 +210,9 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     except ValueError as err:
         _say(f"error: {err}")
         return 1
-    _say(f"model {model.name} loaded in {time.perf_counter() - start:.1f} s")
+    _say(f"model {model.name} loaded in {time.perf_counter() - start:.1f} s"
+         + (f" ({model.card['format_label']}, weights sha256 {model.fingerprint[:12]}…)"
+            if model.card.get("format_label") else ""))
     if args.target is not None and args.target >= len(model.labels):
         _say(f"error: --target must be a class index below {len(model.labels)}; got {args.target}")
         return 2

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import inspect
 import platform
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -19,7 +21,7 @@ from .models import Classifier
 # Parameters the public explain() signature always carries; a method that does not use one
 # ignores it. Any other unknown name is an error.
 COMMON_PARAMS = {"samples", "noise", "seed"}
-RUNTIME_PARAMS = {"chunk_size", "progress"}  # never change the result, never recorded
+RUNTIME_PARAMS = {"chunk_size", "progress", "preview"}  # never change the result, never recorded
 
 
 @dataclass
@@ -105,12 +107,16 @@ def _device(model: Classifier) -> torch.device:
 
 def attribute(model: Classifier, x: torch.Tensor, target: torch.Tensor, method: str,
               progress: Callable[[int, int], None] | None = None, chunk_size: int | None = None,
+              preview: Callable[[int, int, torch.Tensor], None] | None = None,
               **params) -> tuple[torch.Tensor, dict, dict]:
-    """Run a method on a preprocessed batch. Returns (attribution, params used, diagnostics)."""
+    """Run a method on a preprocessed batch. Returns (attribution, params used, diagnostics).
+
+    ``progress``, ``chunk_size`` and ``preview`` reach the methods that take them and never
+    change the result."""
     m = get_method(method)
     used = resolve_params(m, params, model)
     accepted = inspect.signature(m.attribute).parameters
-    runtime = {k: v for k, v in (("progress", progress), ("chunk_size", chunk_size))
+    runtime = {k: v for k, v in (("progress", progress), ("chunk_size", chunk_size), ("preview", preview))
                if k in accepted and v is not None}
     attribution = m.attribute(model.network, x, target, **used, **runtime)
     diagnostics = m.check(model.network, x, target, attribution, used) if m.check else {}
@@ -119,6 +125,7 @@ def attribute(model: Classifier, x: torch.Tensor, target: torch.Tensor, method: 
 
 def explain(model: Classifier, image: ImageSource, method: str = "smoothgrad", target: int | None = None,
             progress: Callable[[int, int], None] | None = None, chunk_size: int | None = None,
+            preview: Callable[[int, int, np.ndarray], None] | None = None,
             **params) -> Explanation:
     """Explain the model's score for ``target`` on ``image`` with ``method``.
 
@@ -128,6 +135,8 @@ def explain(model: Classifier, image: ImageSource, method: str = "smoothgrad", t
         method: a name in ``METHODS``.
         target: class index; None explains the predicted class.
         progress: ``progress(done, total)`` for methods that work in chunks.
+        preview: ``preview(done, total, saliency)`` with the running (H, W) map, for methods
+            that can show one before they finish (SmoothGrad and its variants).
         **params: method parameters (``samples``, ``noise``, ``seed``, ``steps``, ``baseline`` ...);
             ``samples``, ``noise`` and ``seed`` are ignored by methods that do not use them.
     Returns:
@@ -149,8 +158,13 @@ def explain(model: Classifier, image: ImageSource, method: str = "smoothgrad", t
     if not 0 <= int(target) < len(model.labels):
         raise ValueError(f"Target class must be between 0 and {len(model.labels) - 1}; got {target}.")
     start = time.perf_counter()
-    attribution, used, diagnostics = attribute(model, x, torch.tensor([int(target)]), method,
-                                               progress=progress, chunk_size=chunk_size, **params)
+    running = None
+    if preview is not None:
+        def running(done, total, partial):
+            preview(done, total, reduce_channels(partial, m.reduction)[0].float().cpu().numpy())
+    attribution, used, diagnostics = attribute(model, x, torch.tensor([int(target)], device=x.device), method,
+                                               progress=progress, chunk_size=chunk_size, preview=running,
+                                               **params)
     saliency = reduce_channels(attribution, m.reduction)
     return Explanation(
         attribution=attribution[0].float().cpu().numpy(), saliency=saliency[0].float().cpu().numpy(),
@@ -165,12 +179,71 @@ def _first(diagnostics: dict) -> dict:
     return {k: (v[0] if isinstance(v, list) and len(v) == 1 else v) for k, v in diagnostics.items()}
 
 
+_REASONS = {
+    "conv": {
+        "torchscript": "needs a convolutional feature map, and this TorchScript model runs its layers "
+                       "compiled, so none can be hooked",
+        None: "needs a convolutional layer, and this model has none that can be hooked",
+    },
+    "relu": {
+        "torchscript": "needs ReLU/ReLU6 activations it can intercept, and this TorchScript model runs "
+                       "them compiled",
+        "exported_program": "needs ReLU/ReLU6 activations it can intercept, and this torch.export "
+                            "program calls them as compiled ATen operators",
+        None: "needs ReLU or ReLU6 activations that can be intercepted, and this model has none "
+              "(it uses other activations or is compiled)",
+    },
+}
+_capabilities: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+_capabilities_lock = threading.Lock()
+
+
+def _relu_count(model: Classifier) -> int:
+    """ReLU-type calls guided backprop intercepts in one forward pass on a test image."""
+    from .methods.guided import guided_relus
+    x = torch.full((1, 3, model.input_size, model.input_size), 0.5, device=_device(model))
+    mode = guided_relus()
+    with torch.enable_grad(), mode:
+        model.network(x.requires_grad_(True))
+    return mode.count
+
+
+def model_capabilities(model: Classifier) -> dict[str, str | None]:
+    """What the methods' ``needs`` ask of a model: ``{"conv": reason or None, "relu": reason or None}``.
+
+    ``relu`` is found with one test forward pass (cached per network): the activations must
+    be visible to guided backprop's ``TorchFunctionMode``, which a TorchScript or exported
+    model's compiled activations are not.
+    """
+    with _capabilities_lock:
+        known = _capabilities.get(model.network)
+    if known is not None:
+        return known
+    fmt = (model.card or {}).get("format")
+    conv = None if model.gradcam_layer else _REASONS["conv"].get(fmt, _REASONS["conv"][None])
+    try:
+        relu = None if _relu_count(model) else _REASONS["relu"].get(fmt, _REASONS["relu"][None])
+    except Exception as err:  # noqa: BLE001  a model that fails here fails every method
+        relu = f"the model failed a test forward pass ({type(err).__name__}: {err})"
+    caps = {"conv": conv, "relu": relu}
+    with _capabilities_lock:
+        _capabilities[model.network] = caps
+    return caps
+
+
 def available_methods(model: Classifier) -> dict[str, str | None]:
-    """Method name -> None if usable with ``model``, else the reason it is not."""
+    """Method name -> None if usable with ``model``, else the reason it is not.
+
+    A method's ``needs`` (``"conv"``: a convolutional feature map for Grad-CAM; ``"relu"``:
+    interceptable ReLU/ReLU6 for guided backprop) are checked against the model once.
+
+    Example:
+        >>> available_methods(load_model("models/welds_torchscript.pt"))["gradcam"]
+        'needs a convolutional feature map, and this TorchScript model runs its layers compiled, ...'
+    """
+    caps = model_capabilities(model)
     out = {}
     for name, m in METHODS.items():
-        reason = None
-        if "conv" in m.needs and model.gradcam_layer is None:
-            reason = "needs a convolutional layer, and this model has none that can be hooked"
-        out[name] = reason
+        reasons = [caps[need] for need in sorted(m.needs) if caps.get(need)]
+        out[name] = "; ".join(reasons) or None
     return out

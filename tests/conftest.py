@@ -9,6 +9,12 @@ import torch
 
 import saliency_core as sc
 
+# Small models and single images: one thread is about as fast, and unlike two OpenMP threads
+# spinning for each other it does not slow down ~10x when another process shares the CPU.
+# Set OMP_NUM_THREADS to choose otherwise.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)
+
 # (test, comparison, value) rows; printed in the terminal summary (see pytest_terminal_summary)
 MEASURED: list[tuple[str, str, float]] = []
 

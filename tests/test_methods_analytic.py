@@ -167,7 +167,8 @@ def test_attribute_reports_completeness_gap():
 def test_explain_reports_correct_completeness_gap(demo, chelsea_path, chelsea_x):
     exp = sc.explain(demo, chelsea_path, method="integrated_gradients", steps=4)
     with torch.no_grad():
-        delta = float(demo.network(chelsea_x)[0, exp.target] - demo.network(torch.zeros_like(chelsea_x))[0, exp.target])
+        scores = demo.network(torch.cat([chelsea_x, torch.zeros_like(chelsea_x)]))[:, exp.target]
+    delta = float(scores[0] - scores[1])
     total = float(exp.attribution.astype("float64").sum())
     assert exp.diagnostics["score_difference"] == pytest.approx(delta, rel=1e-5)
     assert exp.diagnostics["attribution_sum"] == pytest.approx(total, rel=1e-5, abs=1e-5)
@@ -272,11 +273,11 @@ def test_smoothgrad_sigma_is_noise_times_range_exact():
     n, target = 5, torch.tensor([0, 1])
     eps = torch.stack([sample_noise(x, 9, i) for i in range(n)])  # (n, C, H, W)
     grads = x.unsqueeze(0) + sigma.view(1, 2, 1, 1, 1) * eps.unsqueeze(1)  # (n, B, C, H, W)
-    run = lambda variant: method("smoothgrad")(HalfSquare(), x, target, samples=n, noise=0.2, seed=9,
-                                               variant=variant)
+    # registered methods called directly, without naming the variant
+    run = lambda name: method(name)(HalfSquare(), x, target, samples=n, noise=0.2, seed=9)
     mean = grads.mean(0)
-    assert torch.allclose(run("mean"), mean, rtol=1e-12, atol=1e-14)  # Eq. 3, Smilkov et al.
-    assert torch.allclose(run("squared"), grads.square().mean(0), rtol=1e-12, atol=1e-14)
+    assert torch.allclose(run("smoothgrad"), mean, rtol=1e-12, atol=1e-14)  # Eq. 3, Smilkov et al.
+    assert torch.allclose(run("smoothgrad_squared"), grads.square().mean(0), rtol=1e-12, atol=1e-14)
     variance = grads.var(0, unbiased=False)  # population variance over samples
     assert torch.allclose(run("vargrad"), variance, rtol=1e-9, atol=1e-14)
     assert torch.allclose(variance, sigma.view(2, 1, 1, 1) ** 2 * eps.var(0, unbiased=False), rtol=1e-9)
@@ -340,11 +341,15 @@ UPSAMPLE_2_TO_4 = torch.tensor([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.
 
 
 def gradcam_net():
-    """features: 2x2 average pooling of the image, A (3, 2, 2); score_k = sum_c W_kc mean(A_c) + b_k.
-    So d score / d A_c = W_kc / 4 everywhere, weights w_c = W_kc / 4."""
-    net = nn.Sequential(OrderedDict(features=nn.AvgPool2d(2), pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(),
-                                    fc=nn.Linear(3, 2)))
+    """features: 2x2 stride-2 convolution averaging each channel's 2x2 blocks, A (3, 2, 2);
+    score_k = sum_c W_kc mean(A_c) + b_k, so d score / d A_c = W_kc / 4 everywhere and the
+    Grad-CAM weights (Eq. 1) are w_c = W_kc / 4."""
+    net = nn.Sequential(OrderedDict(features=nn.Conv2d(3, 3, 2, stride=2, bias=False),
+                                    pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(3, 2)))
     with torch.no_grad():
+        net.features.weight.zero_()
+        for c in range(3):
+            net.features.weight[c, c] = 0.25
         net.fc.weight.copy_(torch.tensor([[2.0, -1.0, 0.5], [-4.0, 0.0, 1.0]]))
         net.fc.bias.copy_(torch.tensor([0.3, -0.3]))
     return net.to(D).requires_grad_(False)
@@ -369,10 +374,17 @@ def test_gradcam_bad_layer():
     x = torch.rand(1, 3, 4, 4, dtype=D)
     with pytest.raises(ValueError, match="does not exist"):
         method("gradcam")(gradcam_net(), x, torch.tensor([0]), layer="conv99")
-    unused = gradcam_net()
-    unused.add_module("spare", nn.Conv2d(3, 3, 1))
+
+    class WithSpare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.spare = gradcam_net(), nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            return self.body(x)
+
     with pytest.raises(ValueError, match="not used"):
-        method("gradcam")(unused, x, torch.tensor([0]), layer="spare")
+        method("gradcam")(WithSpare(), x, torch.tensor([0]), layer="spare")
 
 
 # ---------------------------------------------------------------- guided backprop
@@ -384,7 +396,8 @@ class TwoLayer(nn.Module):
     def __init__(self, activation: str, W1, b1, W2, b2, V):
         super().__init__()
         self.activation = activation
-        self.fc1, self.fc2, self.out = nn.Linear(4, 5), nn.Linear(5, 3), nn.Linear(3, 2, bias=False)
+        self.fc1, self.fc2 = nn.Linear(4, 5, dtype=D), nn.Linear(5, 3, dtype=D)
+        self.out = nn.Linear(3, 2, bias=False, dtype=D)
         with torch.no_grad():
             for layer, w, b in ((self.fc1, W1, b1), (self.fc2, W2, b2), (self.out, V, None)):
                 layer.weight.copy_(w)
@@ -392,7 +405,7 @@ class TwoLayer(nn.Module):
                     layer.bias.copy_(b)
         self.relu_module = {"ReLU": nn.ReLU(), "ReLU_inplace": nn.ReLU(inplace=True), "ReLU6": nn.ReLU6(),
                             "ReLU6_inplace": nn.ReLU6(inplace=True)}.get(activation)
-        self.to(D).requires_grad_(False)
+        self.requires_grad_(False)
 
     def act(self, h):
         a = self.activation
@@ -400,6 +413,8 @@ class TwoLayer(nn.Module):
             return self.relu_module(h)
         if a == "F.relu":
             return F.relu(h)
+        if a == "F.relu_keyword":
+            return F.relu(input=h)
         if a == "F.relu_inplace_no_return":
             F.relu(h, inplace=True)
             return h
@@ -449,8 +464,9 @@ def _x():
     return torch.tensor([[[[1.0, -2.0], [7.0, 0.5]]], [[[-1.0, 3.0], [0.2, 9.0]]]], dtype=D)
 
 
-@pytest.mark.parametrize("activation", ["ReLU", "ReLU_inplace", "F.relu", "F.relu_inplace_no_return",
-                                        "torch.relu", "Tensor.relu", "Tensor.relu__no_return"])
+@pytest.mark.parametrize("activation", ["ReLU", "ReLU_inplace", "F.relu", "F.relu_keyword",
+                                        "F.relu_inplace_no_return", "torch.relu", "Tensor.relu",
+                                        "Tensor.relu__no_return"])
 def test_guided_backprop_relu_by_hand(activation):
     x, target = _x(), torch.tensor([1, 0])
     net = TwoLayer(activation, *_weights())

@@ -81,13 +81,13 @@ class guided_relus(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not (args and isinstance(args[0], torch.Tensor) and args[0].requires_grad
-                and _is_relu_like(func, args, kwargs)):
+        x = args[0] if args else kwargs.get("input")
+        if not (isinstance(x, torch.Tensor) and x.requires_grad and _is_relu_like(func, args, kwargs)):
             return func(*args, **kwargs)
         self.count += 1
         if _is_inplace(func, args, kwargs):
             # the caller may keep using its own reference, so guide that tensor itself
-            _PositiveGradientInplace.apply(args[0])
+            _PositiveGradientInplace.apply(x)
             return func(*args, **kwargs)
         return _PositiveGradient.apply(func(*args, **kwargs))
 

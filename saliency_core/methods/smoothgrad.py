@@ -8,6 +8,7 @@ are chunked or which other images share the batch.
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from typing import Callable
 
 import torch
@@ -41,7 +42,8 @@ def default_chunk_size(x: torch.Tensor) -> int:
 def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, samples: int = 50,
                noise: float = 0.15, seed: int = 0, variant: str = "mean", base: str = "gradient",
                chunk_size: int | None = None,
-               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+               progress: Callable[[int, int], None] | None = None,
+               preview: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Average of ``base`` attributions over ``samples`` noisy copies of each image.
 
     Args:
@@ -52,6 +54,8 @@ def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, sample
         base: registry name of the gradient method to smooth (``"gradient"``, ``"guided_backprop"``...).
         chunk_size: noisy images per pass (default by device); never changes the result.
         progress: called as ``progress(done, samples)`` after each chunk.
+        preview: called as ``preview(done, samples, running)`` after each chunk with the
+            result over the samples done so far (anytime SmoothGrad); costs one small reduction.
     Returns:
         Tensor (B, C, H, W) like ``base``.
     """
@@ -70,7 +74,7 @@ def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, sample
     flat = x.reshape(batch, -1)
     sigma = (noise * (flat.max(1).values - flat.min(1).values)).view(batch, 1, 1, 1)
     per_chunk = max(1, (chunk_size or default_chunk_size(x)) // batch)
-    total = mean = square = None
+    total = square = None
     for start in range(0, samples, per_chunk):
         n = min(per_chunk, samples - start)
         eps = torch.stack([sample_noise(x, seed, start + i) for i in range(n)])  # (n, C, H, W)
@@ -81,14 +85,18 @@ def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, sample
         square = chunk_sq if square is None else square + chunk_sq
         if progress is not None:
             progress(start + n, samples)
-    mean = total / samples
+        if preview is not None and start + n < samples:
+            preview(start + n, samples, _combine(total, square, start + n, variant).to(x.dtype))
+    return _combine(total, square, samples, variant).to(x.dtype)
+
+
+def _combine(total: torch.Tensor, square: torch.Tensor, n: int, variant: str) -> torch.Tensor:
+    """Sums over n samples -> mean (Eq. 3), mean of squares, or variance (VarGrad)."""
     if variant == "mean":
-        out = mean
-    elif variant == "squared":
-        out = square / samples
-    else:  # VarGrad: E[g^2] - E[g]^2
-        out = (square / samples - mean.square()).clamp(min=0)
-    return out.to(x.dtype)
+        return total / n
+    if variant == "squared":
+        return square / n
+    return (square / n - (total / n).square()).clamp(min=0)  # E[g^2] - E[g]^2
 
 
 _PARAMS = {"samples": 50, "noise": 0.15, "seed": 0, "base": "gradient"}
@@ -96,12 +104,15 @@ register("smoothgrad", "SmoothGrad",
          "Gradient averaged over noisy copies of the image: less speckle, same meaning.",
          defaults=dict(_PARAMS, variant="mean"),
          reference="Smilkov et al. 2017, SmoothGrad: removing noise by adding noise")(smoothgrad)
+# partial: a direct call of METHODS[name].attribute computes that variant, not the mean
 register("smoothgrad_squared", "SmoothGrad squared",
          "Mean of squared noisy gradients: emphasises consistently strong pixels.",
          defaults=dict(_PARAMS, variant="squared"),
-         reference="Hooker et al. 2019, A Benchmark for Interpretability Methods")(smoothgrad)
+         reference="Hooker et al. 2019, A Benchmark for Interpretability Methods")(
+    partial(smoothgrad, variant="squared"))
 register("vargrad", "VarGrad",
          "Variance of noisy gradients: where the model's sensitivity changes most.",
          defaults=dict(_PARAMS, variant="vargrad"),
          meaning="the gradient of {score} varies most under small noise here",
-         reference="Adebayo et al. 2018, Local explanation methods ... via noise")(smoothgrad)
+         reference="Adebayo et al. 2018, Local explanation methods ... via noise")(
+    partial(smoothgrad, variant="vargrad"))

@@ -1,0 +1,486 @@
+"""Review: a queue of items to accept, reject or send to an expert; decisions recorded per reviewer.
+
+Identity: operator-managed accounts (saliency_core.auth) or Streamlit's OIDC sign-in when the
+operator configured ``[auth]`` in secrets. Without sign-in the queue can be browsed, nothing is
+recorded. Time per item: from the moment the item's overlays were on screen (end of the server
+run that first drew it) to the moment the decision click reached the server; added up over the
+visits that changed the decision; time spent computing maps is not counted.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+import saliency_core as sc
+from saliency_core import auth
+from saliency_core import render as rd
+from saliency_core import store as rs
+from saliency_core.samples import sample_images
+from pages._common import DISCLAIMER, decode, explanation, get_model, is_cached, method_params, settings
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
+FOLDER_ENV = "SALIENCY_REVIEW_DIR"
+MAX_ITEMS = 2000
+ss = st.session_state
+
+st.title("Review queue")
+st.caption("Accept or reject each item after checking that the model looked at the relevant features. "
+           + DISCLAIMER)
+
+cfg = settings()
+try:
+    model = get_model(cfg["model"])
+except ValueError as err:
+    st.error(f"The model could not be loaded: {err}")
+    st.stop()
+
+
+@st.cache_resource(show_spinner="Opening the review database…")
+def open_store(url: str) -> rs.ReviewStore:
+    return rs.ReviewStore(url)
+
+
+store, store_error = None, None
+try:
+    store = open_store(rs.database_url())
+except ValueError as err:   # StoreError: not cached, so the next run tries again
+    store_error = str(err)
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def file_hash(path: str, mtime_ns: int, size: int) -> str:
+    """Image hash of a file, recomputed only when the file changes."""
+    return sc.image_hash(sc.load_image(path))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def bytes_hash(data: bytes, name: str) -> str:
+    return sc.image_hash(sc.load_image(data, name=name))
+
+
+def flash(kind: str, text: str) -> None:
+    """A message shown once at the top of the next run (set from button callbacks)."""
+    ss["review_flash"] = (kind, text)
+
+
+# ---- who is reviewing ---------------------------------------------------------------------------------
+def oidc_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def current_account() -> auth.Account | None:
+    account = ss.get("review_account")
+    if account is not None:
+        return account
+    if oidc_configured():
+        try:
+            if st.user.is_logged_in:
+                identity = st.user.get("email") or st.user.get("sub") or st.user.get("name")
+                if identity:
+                    return auth.Account(str(identity), auth.role_for(str(identity)), via="oidc")
+        except Exception:  # st.user unavailable in this Streamlit
+            pass
+    return None
+
+
+def sign_out() -> None:
+    account = ss.pop("review_account", None)
+    for key in [k for k in ss if str(k).startswith("review_pos::")]:
+        del ss[key]
+    ss.pop("review_batch", None)
+    if account is None and oidc_configured():
+        st.logout()
+
+
+account = current_account()
+with st.container(border=True):
+    if account is None:
+        st.markdown("**Sign in to record decisions.** Without signing in you can browse the queue; "
+                    "nothing is recorded.")
+        with st.form("review_signin", clear_on_submit=True, border=False):
+            c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+            user = c1.text_input("User name", key="signin_user")
+            password = c2.text_input("Password", type="password", key="signin_password")
+            submitted = c3.form_submit_button("Sign in", type="primary", width="stretch")
+        if submitted:
+            try:
+                ss["review_account"] = auth.authenticate(user.strip(), password)
+                for key in [k for k in ss if str(k).startswith("review_pos::")] + ["review_batch", "review_timer"]:
+                    ss.pop(key, None)   # resume from what the database holds for this reviewer
+                st.rerun()
+            except ValueError as err:
+                st.error(str(err))
+        if oidc_configured():
+            st.button("Sign in with your organisation's account", on_click=st.login)
+    else:
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.markdown(f"Signed in as **{account.name}** ({account.role}"
+                    f"{', organisation account' if account.via == 'oidc' else ''}). "
+                    "Your decisions are recorded with your name.")
+        c2.button("Sign out", on_click=sign_out, width="stretch")
+    if store_error:
+        st.error(f"Decisions cannot be recorded: {store_error}")
+    elif store is not None:
+        st.caption(f"Decisions are stored in {store.backend} ({store.where}).")
+
+can_record = account is not None and store is not None
+
+# ---- which batch -------------------------------------------------------------------------------------
+folder_root = os.environ.get(FOLDER_ENV, "").strip()
+samples = sample_images()
+
+
+def folder_choices() -> list[str]:
+    """The configured review folder and its direct subfolders, relative to it ("." = the folder)."""
+    root = Path(folder_root)
+    if not folder_root or not root.is_dir():
+        return []
+    subs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return ["."] + subs
+
+
+def folder_path(rel: str) -> Path:
+    """The folder ``rel`` under the review folder; ValueError if it leaves it or is missing."""
+    root = Path(folder_root).resolve()
+    path = (root / rel).resolve()
+    if not folder_root or (path != root and root not in path.parents) or not path.is_dir():
+        raise ValueError(f"The review folder {rel!r} is not available (expected a folder inside "
+                         f"{FOLDER_ENV}={folder_root or '(not set)'}).")
+    return path
+
+
+def batch_items(source: str, uploads) -> tuple[list[dict], list[str]]:
+    """Queue items [{name, hash, path | data}] in order, and messages about files left out."""
+    items, problems = [], []
+    if source == "samples":
+        entries = [(os.path.basename(p), p) for p in samples.values()]
+    elif source.startswith("folder:"):
+        path = folder_path(source[len("folder:"):])
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in UPLOAD_TYPES)
+        if len(files) > MAX_ITEMS:
+            problems.append(f"{len(files)} images in the folder; the queue takes the first {MAX_ITEMS}.")
+        entries = [(p.name, str(p)) for p in files[:MAX_ITEMS]]
+    else:
+        entries = [(f.name, f.getvalue()) for f in uploads or []]
+    seen = set()
+    for name, where in entries:
+        try:
+            if isinstance(where, bytes):
+                digest = bytes_hash(where, name)
+            else:
+                stat = os.stat(where)
+                digest = file_hash(where, stat.st_mtime_ns, stat.st_size)
+        except (ValueError, OSError) as err:
+            problems.append(f"{name}: {err}")
+            continue
+        if digest in seen:
+            problems.append(f"{name}: the same image as an earlier item; reviewed once.")
+            continue
+        seen.add(digest)
+        items.append({"name": name, "hash": digest, **({"data": where} if isinstance(where, bytes) else {"path": where})})
+    return items, problems
+
+
+SOURCES = {"Sample photos": "samples", "Server folder": "folder", "Uploaded images": "upload"}
+source_labels = [k for k in SOURCES if k != "Server folder" or folder_choices()]
+usable = sc.available_methods(model)
+
+if can_record and "review_batch" not in ss:
+    # Come back tomorrow: reopen the batch this reviewer last worked on, where items can be found again.
+    last = store.last_batch(account.name)
+    batch = store.batch(last) if last else None
+    if batch and (batch.source == "samples" or (batch.source.startswith("folder:") and folder_root)):
+        ss["review_batch"] = {"name": batch.name, "source": batch.source, "methods": batch.methods}
+        flash("info", f"Continuing batch **{batch.name}** where you stopped.")
+
+with st.expander("Batch: choose the items and methods", expanded="review_batch" not in ss):
+    with st.form("review_batch_form", border=False):
+        source_label = st.radio("Items", source_labels, horizontal=True, key="rb_source")
+        rel = st.selectbox("Folder", folder_choices(), key="rb_folder",
+                           help=f"Folders under {FOLDER_ENV} on the server.") if "Server folder" in source_labels else None
+        uploads = st.file_uploader("Images to upload", type=UPLOAD_TYPES, accept_multiple_files=True,
+                                   key="rb_uploads")
+        chosen = st.multiselect("Methods shown for each item", [m for m in sc.METHODS if not usable.get(m)],
+                                default=[m for m in cfg["methods"] if not usable.get(m)], key="rb_methods",
+                                format_func=lambda n: sc.METHODS[n].label,
+                                help="Fixed for the batch when it is first opened, so every reviewer sees the same.")
+        name = st.text_input("Batch name", key="rb_name", placeholder="blank: named after the items",
+                             help="Reviewers who open the same batch name review the same queue.")
+        opened = st.form_submit_button("Open batch", type="primary")
+
+if opened:
+    kind = SOURCES[source_label]
+    source = f"folder:{rel}" if kind == "folder" else kind
+    try:
+        if not chosen:
+            raise ValueError("Choose at least one method to show.")
+        items, _ = batch_items(source, uploads)
+        if not items:
+            raise ValueError("No readable images for this batch: upload images or pick another source.")
+        derived = {"samples": "sample-photos", "upload": "upload-" + hashlib.sha256(
+            "".join(sorted(i["hash"] for i in items)).encode()).hexdigest()[:10]}.get(
+            kind, f"folder-{'root' if rel == '.' else rel}")
+        spec = {"name": name.strip() or derived, "source": source,
+                "methods": {m: method_params(m, cfg["params"]) for m in chosen}}
+        if can_record:
+            batch = store.open_batch(spec["name"], source=source, created_by=account.name,
+                                     model_fingerprint=model.fingerprint, methods=spec["methods"])
+            if batch.methods != spec["methods"]:
+                flash("info", f"Batch **{batch.name}** already exists (opened by {batch.created_by} on "
+                              f"{batch.created_at:%Y-%m-%d}); it keeps its methods "
+                              f"{', '.join(sc.METHODS[m].label for m in batch.methods if m in sc.METHODS)}.")
+            spec = {"name": batch.name, "source": batch.source if batch.source != "upload" else source,
+                    "methods": batch.methods}
+        ss["review_batch"] = spec
+        ss.pop(f"review_pos::{spec['name']}", None)
+        ss.pop("review_timer", None)
+    except ValueError as err:
+        st.error(str(err))
+
+if "review_flash" in ss:
+    kind, text = ss.pop("review_flash")
+    {"success": st.success, "info": st.info, "warning": st.warning}.get(kind, st.error)(text)
+
+spec = ss.get("review_batch")
+if spec is None:
+    st.info("Open a batch above to start reviewing." if source_labels else "No items available.")
+    st.stop()
+
+try:
+    items, problems = batch_items(spec["source"], ss.get("rb_uploads"))
+except ValueError as err:
+    st.error(str(err))
+    st.stop()
+for text in problems:
+    st.warning(f"Left out of the queue: {text}")
+if not items:
+    st.info("This batch has no readable items here. Batches of uploaded images need the same images "
+            "uploaded again: use the Batch panel above.")
+    st.stop()
+
+batch_name = spec["name"]
+methods = {m: p for m, p in spec["methods"].items() if m in sc.METHODS and not usable.get(m)}
+for m in [m for m in spec["methods"] if m not in methods]:
+    st.warning(f"Method {m!r} of this batch is not available here; it is not shown.")
+
+try:
+    mine = {d.item_hash: d for d in store.decisions(batch=batch_name, reviewer=account.name)} if can_record else {}
+except ValueError as err:
+    st.error(str(err))
+    mine = {}
+
+pos_key = f"review_pos::{batch_name}"
+if pos_key not in ss:   # resume at the first item this reviewer has not decided
+    ss[pos_key] = next((i for i, it in enumerate(items) if it["hash"] not in mine), len(items) - 1)
+ss[pos_key] = min(max(int(ss[pos_key]), 0), len(items) - 1)
+pos = ss[pos_key]
+item = items[pos]
+decided = sum(it["hash"] in mine for it in items)
+
+st.subheader(f"Batch {batch_name}")
+if can_record:
+    st.progress(decided / len(items), text=f"{decided} of {len(items)} items decided by you")
+    if decided == len(items):
+        st.success("You have decided every item of this batch. Use Previous to revisit one, "
+                   "or see the summary below.")
+
+
+def go(to: int) -> None:
+    ss[pos_key] = min(max(to, 0), len(items) - 1)
+
+
+def decide(choice: str, it: dict, index: int, expected_version: int, note_key: str) -> None:
+    who = current_account()
+    if who is None or store is None:
+        flash("error", "Sign in to record decisions; nothing was recorded.")
+        return
+    timer = ss.get("review_timer")
+    seconds = time.monotonic() - timer[2] if timer and timer[:2] == (batch_name, it["hash"]) else 0.0
+    try:
+        done = store.record(batch_name, it["hash"], it["name"], who.name, choice, note=ss.get(note_key, ""),
+                            seconds=seconds, model_fingerprint=model.fingerprint, methods=methods,
+                            expected_version=expected_version)
+    except rs.DecisionConflict as err:
+        flash("warning", str(err))
+        return
+    except ValueError as err:
+        flash("error", f"Not recorded: {err}")
+        return
+    label = rs.DECISION_LABELS[choice]
+    if done.action == "unchanged":
+        flash("info", f"{it['name']}: already recorded as **{label}**; nothing changed.")
+    else:
+        before = f" (was {rs.DECISION_LABELS[mine[it['hash']].decision]})" if done.action == "changed" and it["hash"] in mine else ""
+        flash("success", f"Recorded **{label}** for {it['name']}{before}.")
+    ss.pop("review_timer", None)
+    ss[pos_key] = min(index + 1, len(items) - 1)
+
+
+nav = st.columns([1, 1, 1, 3], vertical_alignment="center")
+nav[0].button("◀ Previous", on_click=go, args=(pos - 1,), disabled=pos == 0, width="stretch", key="review_prev")
+nav[1].button("Next ▶", on_click=go, args=(pos + 1,), disabled=pos == len(items) - 1, width="stretch",
+              key="review_next")
+undecided = next((i for i, it in enumerate(items) if it["hash"] not in mine and i != pos), None)
+nav[2].button("Next undecided", on_click=go, args=(undecided if undecided is not None else pos,),
+              disabled=undecided is None or not can_record, width="stretch", key="review_undecided")
+nav[3].markdown(f"**Item {pos + 1} of {len(items)}:** {item['name']}")
+
+# ---- the item: image, prediction, overlays -----------------------------------------------------------
+try:
+    image = decode(item["data"] if "data" in item else Path(item["path"]).read_bytes(), item["name"])
+    crop = model.crop(image)
+    prediction = model.predict(model.preprocess(crop), k=5)
+except (ValueError, OSError) as err:
+    st.error(f"{item['name']}: {err}")
+    st.stop()
+target = prediction[0][0]
+missing = [m for m in methods if not is_cached(model, item["hash"], m, target, methods[m])]
+if missing:
+    bar = st.progress(0.0, text="Computing maps…")
+    for n, m in enumerate(missing):
+        def progress(done, total, n=n, m=m):
+            bar.progress(min(1.0, (n + done / total) / len(missing)), text=f"{sc.METHODS[m].label}: {done}/{total}")
+        bar.progress(n / len(missing), text=sc.METHODS[m].label)
+        try:
+            explanation(model, image, item["hash"], m, target, methods[m], progress)
+        except Exception as err:  # noqa: BLE001  shown below per method
+            st.error(f"{sc.METHODS[m].label}: {err}")
+    bar.empty()
+
+with st.container(border=True):
+    cols = st.columns(len(methods) + 1)
+    cols[0].image(crop, caption="What the model sees", width="stretch")
+    for col, m in zip(cols[1:], methods):
+        meta = sc.METHODS[m]
+        with col:
+            try:
+                exp = explanation(model, image, item["hash"], m, target, methods[m])
+            except Exception:  # noqa: BLE001  reported while computing
+                st.caption(f"{meta.label}: no map")
+                continue
+            r = rd.render(exp.saliency, exp.image, sign="absolute", alpha=0.5, clip_percentile=99.0,
+                          target_label=exp.target_label, meaning=meta.meaning)
+            st.image(r.overlay, caption=meta.label, width="stretch")
+            st.image(rd.colorbar_image(r), width="stretch")
+            st.caption("  ·  ".join(label for _, label in r.colorbar_ticks) + f"\n\n{r.legend}")
+            if r.near_zero:
+                st.info("This map is zero (or numerically negligible) everywhere.")
+            if meta.caution:
+                st.warning(meta.caution, icon="⚠️")
+
+    left, right = st.columns([2, 3])
+    with left:
+        st.markdown(f"**Prediction:** {prediction[0][1]} ({prediction[0][2]:.1%} confidence)")
+        st.dataframe(pd.DataFrame([{"class": label, "probability": f"{p:.1%}"} for _, label, p in prediction]),
+                     hide_index=True, key=f"top5-{pos}")
+        st.caption(f"Maps explain **{model.labels[target]}**. Model sha256 `{model.fingerprint[:12]}…`")
+    with right:
+        current = mine.get(item["hash"])
+        if current:
+            st.markdown(f"**Your decision:** {current.label} · {current.decided_at:%Y-%m-%d %H:%M} UTC · "
+                        f"{current.seconds:.0f} s on this item" + (f" · changed {current.version - 1}×"
+                                                                   if current.version > 1 else ""))
+        elif can_record:
+            st.markdown("**Your decision:** none yet")
+        note_key = f"review_note::{batch_name}::{item['hash']}"
+        st.text_area("Note", value=current.note if current else "", key=note_key, height=80,
+                     disabled=not can_record, max_chars=rs.MAX_NOTE,
+                     placeholder="What did the maps show? (optional)")
+        buttons = st.columns(3)
+        for col, choice in zip(buttons, rs.DECISIONS):
+            col.button(rs.DECISION_LABELS[choice], key=f"decide::{choice}::{batch_name}::{item['hash']}",
+                       type="primary" if current and current.decision == choice else "secondary",
+                       disabled=not can_record, width="stretch", on_click=decide,
+                       args=(choice, item, pos, current.version if current else 0, note_key),
+                       help=None if can_record else "Sign in to record decisions.")
+        if account is not None and account.is_admin and store is not None:
+            others = [d for d in store.decisions(batch=batch_name) if d.item_hash == item["hash"]
+                      and d.reviewer != account.name]
+            if others:
+                st.caption("Other reviewers: " + "; ".join(
+                    f"**{d.reviewer}**: {d.label}" + (f" ({d.note})" if d.note else "") for d in others))
+
+# The reviewer's clock for this item starts once its maps are on screen.
+if can_record and (ss.get("review_timer") or (None, None))[:2] != (batch_name, item["hash"]):
+    ss["review_timer"] = (batch_name, item["hash"], time.monotonic())
+
+if can_record:
+    with st.expander(f"Your queue ({decided} of {len(items)} decided)"):
+        st.dataframe(pd.DataFrame([{
+            "#": i + 1, "item": it["name"],
+            "your decision": mine[it["hash"]].label if it["hash"] in mine else "",
+            "note": mine[it["hash"]].note if it["hash"] in mine else "",
+            "decided (UTC)": f"{mine[it['hash']].decided_at:%Y-%m-%d %H:%M:%S}" if it["hash"] in mine else "",
+        } for i, it in enumerate(items)]), hide_index=True, key="review_queue_table")
+
+# ---- summary ----------------------------------------------------------------------------------------
+if not can_record:
+    st.stop()
+
+st.header("Summary")
+try:
+    every = store.decisions(batch=batch_name)
+    names = [b.name for b in store.batches()]
+except ValueError as err:
+    st.error(str(err))
+    st.stop()
+summary = rs.summarize(every)
+c1, c2, c3 = st.columns(3)
+c1.metric("Items decided", f"{summary.items} of {len(items)}")
+c2.metric("Decisions", summary.decisions)
+c3.metric("Reviewers", len(summary.by_reviewer))
+rows = [{"reviewer": r, **{rs.DECISION_LABELS[d]: n for d, n in counts.items()}, "total": sum(counts.values())}
+        for r, counts in sorted(summary.by_reviewer.items())]
+rows.append({"reviewer": "all", **{rs.DECISION_LABELS[d]: n for d, n in summary.by_decision.items()},
+             "total": summary.decisions})
+st.markdown("**Decisions by reviewer**")
+st.dataframe(pd.DataFrame(rows), hide_index=True, key="review_counts")
+left, right = st.columns(2)
+with left:
+    st.markdown("**Agreement between reviewers** (Cohen's kappa over items both decided)")
+    if summary.agreement:
+        st.dataframe(pd.DataFrame([{
+            "reviewers": f"{a.reviewer_a} / {a.reviewer_b}", "shared items": a.items, "agreed": a.agreed,
+            "kappa": "undefined (one category only)" if a.kappa is None else f"{a.kappa:.2f}"}
+            for a in summary.agreement]), hide_index=True, key="review_kappa")
+    else:
+        st.caption("No item has been decided by two reviewers yet.")
+with right:
+    st.markdown("**Median time per decision**")
+    st.dataframe(pd.DataFrame([{"decision": rs.DECISION_LABELS[d], "median seconds": round(s, 1),
+                                "decisions": summary.by_decision[d]} for d, s in summary.median_seconds.items()]),
+                 hide_index=True, key="review_median")
+    st.caption("Seconds from the item's maps appearing to the decision click, summed over the visits "
+               "that changed the decision.")
+
+if account.is_admin:
+    with st.expander("All decisions with notes (admin)"):
+        st.dataframe(pd.DataFrame([{"item": d.item_name, "reviewer": d.reviewer, "decision": d.label,
+                                    "note": d.note, "seconds": round(d.seconds, 1),
+                                    "decided (UTC)": f"{d.decided_at:%Y-%m-%d %H:%M:%S}", "version": d.version}
+                                   for d in every]), hide_index=True, key="review_all")
+    with st.expander("Audit log of this batch (admin)"):
+        st.dataframe(pd.DataFrame([{"when (UTC)": f"{e.at:%Y-%m-%d %H:%M:%S}", "by": e.actor, "reviewer": e.reviewer,
+                                    "item": e.item_name, "action": e.action, "from": e.old_decision or "",
+                                    "to": e.new_decision, "old note": e.old_note or "", "new note": e.new_note}
+                                   for e in store.audit_log(batch=batch_name)]), hide_index=True, key="review_audit")
+    e1, e2 = st.columns(2)
+    e1.download_button("Export this batch (CSV)", rs.to_csv(every), f"{batch_name}_decisions.csv", "text/csv",
+                       key="export_batch")
+    e2.download_button("Export every batch (CSV)", rs.to_csv(store.decisions()), "all_decisions.csv", "text/csv",
+                       key="export_all")
+else:
+    own = [d for d in every if d.reviewer == account.name]
+    st.download_button("Export your decisions in this batch (CSV)", rs.to_csv(own),
+                       f"{batch_name}_{account.name}_decisions.csv", "text/csv", key="export_mine")
+    st.caption("Other reviewers' notes and the full export are for admins.")
+if len(names) > 1:
+    st.caption(f"{len(names)} batches in the database; open another from the Batch panel above.")
