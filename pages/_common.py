@@ -92,6 +92,16 @@ def is_cached(model: sc.Classifier, image_hash: str, method: str, target: int, p
     return map_cache().get(map_key(model, image_hash, method, target, used)) is not None
 
 
+def require_frame() -> None:
+    """Run pages only inside app.py's frame (router + sidebar). Because a pages/ folder exists,
+    Streamlit starts in its legacy mode, where a first request for a page's URL runs that page
+    alone (and AppTest starts every run so); switch that off and rerun through app.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory:  # st.navigation (app.py) sets it False before pages run
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def settings() -> dict:
     """What the shared sidebar holds (set by app.py)."""
     s = st.session_state

@@ -14,10 +14,11 @@ import streamlit as st
 import saliency_core as sc
 from saliency_core import render as rd
 from saliency_core.samples import sample_images
-from pages._common import (DISCLAIMER, decode, explanation, get_model, is_cached, method_params,
+from pages._common import (DISCLAIMER, require_frame, decode, explanation, get_model, is_cached, method_params,
                            png_bytes, report_error, sanity_verdict, settings)
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
+require_frame()
 
 st.title("Explain a prediction")
 st.caption(DISCLAIMER)

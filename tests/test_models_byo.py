@@ -16,7 +16,7 @@ import torchvision
 from torch import nn
 
 import saliency_core as sc
-from saliency_core.cards import card_rows, find_models, read_card, store_upload
+from saliency_core.cards import card_rows, find_models, store_upload
 from saliency_core.cli import main
 from saliency_core.models import Normalize, source_signature
 
@@ -483,3 +483,19 @@ def test_cli_model_card(tmp_path, tiny_dir, chelsea_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: evil.pt: this file is a pickle that needs code")
     assert not marker.exists()
+
+
+def test_pt2_expression_screen():
+    from saliency_core.models import _plain_expression
+    plain = ["Symbol('s77', positive=True, integer=True)",
+             "Add(FloorDiv(Add(Symbol('s0', positive=True, integer=True), Integer(-1)), Integer(4)), Integer(1))",
+             "Mul(Integer(3), Symbol('s0', integer=True), Symbol('s53', integer=True))", "s0 + 2*s1 <= 64"]
+    for text in plain:
+        assert _plain_expression(text, guard=False), text
+    assert _plain_expression("L['x'].size()[0] == 2", guard=True)
+    code = ["__import__('os').system('id')", "Symbol('x').__class__", "(lambda: 1)()", "open('f')",
+            "Symbol('__import__')", "s0.__class__", "L['x'].size()[0] == 2"]
+    for text in code:
+        assert not _plain_expression(text, guard=False), text
+    assert not _plain_expression("L['x'].__class__", guard=True)
+    assert not _plain_expression("print(L['x'].size())", guard=True)

@@ -39,3 +39,15 @@ def input_gradient(network: nn.Module, x: torch.Tensor, target: torch.Tensor) ->
         scores = target_scores(network, x, as_targets(target, x.shape[0], x.device))
         (grad,) = torch.autograd.grad(scores.sum(), x)
     return grad
+
+
+def count(name: str, value, low: int, high: int) -> int:
+    """``value`` as an int in [low, high], or ValueError naming the parameter."""
+    try:
+        n = int(value)
+        ok = n == value and low <= n <= high
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a whole number between {low} and {high}; got {value!r}.")
+    return n

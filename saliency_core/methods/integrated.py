@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from ._autograd import as_targets, input_gradient, target_scores
+from ._autograd import count, as_targets, input_gradient, target_scores
 from ._registry import register
 
 BASELINES = ("black", "blurred", "uniform")
@@ -22,7 +22,8 @@ def make_baseline(x: torch.Tensor, baseline: str, seed: int = 0) -> torch.Tensor
     if baseline == "black":
         return torch.zeros_like(x)
     if baseline == "blurred":
-        k = int(2 * round(3 * BLUR_SIGMA) + 1)
+        # kernel of +-3 sigma, no wider than reflect padding allows on small inputs
+        k = min(int(2 * round(3 * BLUR_SIGMA) + 1), 2 * (min(x.shape[-2:]) - 1) + 1)
         return gaussian_blur(x, [k, k], [BLUR_SIGMA, BLUR_SIGMA])
     if baseline == "uniform":
         g = torch.Generator(device=x.device)
@@ -61,8 +62,7 @@ def integrated_gradients(network: nn.Module, x: torch.Tensor, target: torch.Tens
     Returns:
         Tensor (B, C, H, W); its sum per image approximates score(x) - score(x').
     """
-    if not 1 <= int(steps) <= 10_000:
-        raise ValueError(f"Integrated Gradients steps must be between 1 and 10000; got {steps}.")
+    steps = count("Integrated Gradients steps", steps, 1, 10_000)
     x = x.detach()
     batch = x.shape[0]
     target = as_targets(target, batch, x.device)

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._autograd import as_targets
+from ._autograd import as_targets, count
 from ._registry import METHODS, register
 
 VARIANTS = ("mean", "squared", "vargrad")
@@ -59,8 +59,7 @@ def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, sample
     Returns:
         Tensor (B, C, H, W) like ``base``.
     """
-    if not 1 <= int(samples) <= MAX_SAMPLES:
-        raise ValueError(f"SmoothGrad samples must be between 1 and {MAX_SAMPLES}; got {samples}.")
+    samples = count("SmoothGrad samples", samples, 1, MAX_SAMPLES)
     if not 0 <= float(noise) <= 1:
         raise ValueError(f"SmoothGrad noise is a fraction of the image range, between 0 and 1; got {noise}.")
     if variant not in VARIANTS:

@@ -28,9 +28,13 @@ def db(tmp_path, monkeypatch):
     return rs.sqlite_url(path)
 
 
-def _review_page() -> AppTest:
+def _raw_review_page() -> AppTest:
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
-    at.switch_page("pages/review.py").run()
+    return at.switch_page("pages/review.py").run()
+
+
+def _review_page() -> AppTest:
+    at = _raw_review_page()
     _ok(at)
     return at
 
@@ -188,3 +192,41 @@ def test_same_reviewer_in_two_windows_is_told_and_nothing_is_overwritten(db):
     with rs.ReviewStore(db) as store:
         [d] = store.decisions()
         assert (d.decision, d.version) == ("accept", 1) and len(store.audit_log()) == 1
+
+
+def test_server_folder_batch_skips_unreadable_files(db, tmp_path, monkeypatch):
+    import shutil
+    import skimage
+    line = tmp_path / "inbox" / "line-3"
+    line.mkdir(parents=True)
+    data = os.path.join(os.path.dirname(skimage.__file__), "data")
+    shutil.copy(os.path.join(data, "coffee.png"), line / "a_coffee.png")
+    shutil.copy(os.path.join(data, "chelsea.png"), line / "b_chelsea.png")
+    (line / "c_broken.png").write_bytes(b"not a picture")
+    (line / "notes.txt").write_text("ignored: not an image type")
+    monkeypatch.setenv("SALIENCY_REVIEW_DIR", str(tmp_path / "inbox"))
+    at = _review_page()
+    at.radio(key="rb_source").set_value("Server folder")
+    at.selectbox(key="rb_folder").set_value("line-3")
+    at = _open_batch(at)
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    [warning] = [w.value for w in at.warning if w.value.startswith("Left out")]
+    assert "c_broken.png" in warning and "not an image" in warning
+    assert _position(at) == "**Item 1 of 2:** a_coffee.png"
+    assert "espresso" in _markdown(at)
+
+
+def test_unusable_database_is_reported_and_browsing_still_works(db, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the database folder should be")
+    monkeypatch.setenv("SALIENCY_DB", str(blocker / "reviews.sqlite"))
+    at = _sign_in(_raw_review_page(), ALICE, ALICE_PW)
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert error.startswith("Decisions cannot be recorded: Cannot create the folder") and "SALIENCY_DB" in error
+    at = _open_batch(at)
+    assert not at.exception
+    assert _position(at) == "**Item 1 of 5:** chelsea.png"
+    assert _decide(at, "Accept").disabled
+

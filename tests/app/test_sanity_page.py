@@ -22,23 +22,29 @@ def _one_thread():
 
 def _sanity_page(methods) -> AppTest:
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
-    # the sidebar's method choice (AppTest does not list sidebar widgets after a page switch)
-    at.session_state["methods"] = methods
     at.switch_page("pages/sanity.py")
+    return _rerun(at, methods)
+
+
+def _rerun(at, methods) -> AppTest:
+    """Run with the sidebar's method choice set: AppTest does not list the sidebar's widgets
+    after a page switch, so it would not send their values back."""
+    at.session_state["methods"] = methods
     return at.run()
 
 
-def _run(at, depth: int) -> AppTest:
+def _run(at, depth: int, methods) -> AppTest:
     next(s for s in at.slider if s.label.startswith("Layer blocks")).set_value(depth)
     next(b for b in at.button if b.label == "Run the sanity check").click()
-    return at.run()
+    return _rerun(at, methods)
 
 
 def test_sanity_page_verdicts_and_explain_caution():
-    at = _sanity_page(["gradient", "guided_backprop", "gradcam"])
+    methods = ["gradient", "guided_backprop", "gradcam"]
+    at = _sanity_page(methods)
     assert not at.exception, at.exception
     assert any("Run the sanity check" in i.value for i in at.info)   # nothing computed before asked
-    at = _run(at, 3)   # _fc, _conv_head + _bn1, _blocks.15
+    at = _run(at, 3, methods)   # _fc, _conv_head + _bn1, _blocks.15
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
 
@@ -59,7 +65,8 @@ def test_sanity_page_verdicts_and_explain_caution():
         "Similarities per step (CSV)", "Verdicts and settings (JSON)"}
 
     # the verdicts feed the Explain page's caution marks for this model
-    at.switch_page("pages/explain.py").run()
+    at.switch_page("pages/explain.py")
+    at = _rerun(at, methods)
     assert not at.exception, at.exception
     warnings = " ".join(w.value for w in at.warning)
     assert "Fails the randomisation sanity check on Cat (chelsea.png)" in warnings
@@ -67,9 +74,10 @@ def test_sanity_page_verdicts_and_explain_caution():
 
 
 def test_sanity_page_bad_upload_keeps_the_page():
-    at = _sanity_page(["gradcam"])
+    methods = ["gradcam"]
+    at = _sanity_page(methods)
     at.file_uploader[0].set_value(("notes.png", b"not a picture", "image/png"))
-    at = at.run()
+    at = _rerun(at, methods)
     assert not at.exception, at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "notes.png" in errors[0] and "not an image" in errors[0]
