@@ -21,6 +21,8 @@ page = st.navigation([
     st.Page("pages/review.py", title="Review", icon="✅"),
     st.Page("pages/stability.py", title="Stability", icon="🎯"),
     st.Page("pages/sanity.py", title="Sanity check", icon="🧪"),
+    st.Page("pages/validate.py", title="Validate", icon="📐"),
+    st.Page("pages/report.py", title="Report", icon="📄"),
 ])
 
 with st.sidebar:

@@ -21,12 +21,14 @@ from saliency_core import auth
 from saliency_core import render as rd
 from saliency_core import store as rs
 from saliency_core.samples import sample_images
-from pages._common import DISCLAIMER, decode, explanation, get_model, is_cached, method_params, settings
+from pages._common import (DISCLAIMER, decode, explanation, get_model, is_cached, method_params, require_frame,
+                           settings)
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 FOLDER_ENV = "SALIENCY_REVIEW_DIR"
 MAX_ITEMS = 2000
 ss = st.session_state
+require_frame()
 
 st.title("Review queue")
 st.caption("Accept or reject each item after checking that the model looked at the relevant features. "
@@ -100,6 +102,18 @@ def sign_out() -> None:
         st.logout()
 
 
+def sign_in() -> None:
+    """Form callback (runs before the page, so the click survives any rerun)."""
+    try:
+        ss["review_account"] = auth.authenticate(str(ss.get("signin_user", "")).strip(),
+                                                 str(ss.get("signin_password", "")))
+    except ValueError as err:
+        ss["signin_error"] = str(err)
+        return
+    for key in [k for k in ss if str(k).startswith("review_pos::")] + ["review_batch", "review_timer"]:
+        ss.pop(key, None)   # resume from what the database holds for this reviewer
+
+
 account = current_account()
 with st.container(border=True):
     if account is None:
@@ -107,17 +121,11 @@ with st.container(border=True):
                     "nothing is recorded.")
         with st.form("review_signin", clear_on_submit=True, border=False):
             c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
-            user = c1.text_input("User name", key="signin_user")
-            password = c2.text_input("Password", type="password", key="signin_password")
-            submitted = c3.form_submit_button("Sign in", type="primary", width="stretch")
-        if submitted:
-            try:
-                ss["review_account"] = auth.authenticate(user.strip(), password)
-                for key in [k for k in ss if str(k).startswith("review_pos::")] + ["review_batch", "review_timer"]:
-                    ss.pop(key, None)   # resume from what the database holds for this reviewer
-                st.rerun()
-            except ValueError as err:
-                st.error(str(err))
+            c1.text_input("User name", key="signin_user")
+            c2.text_input("Password", type="password", key="signin_password")
+            c3.form_submit_button("Sign in", type="primary", width="stretch", on_click=sign_in)
+        if "signin_error" in ss:
+            st.error(ss.pop("signin_error"))
         if oidc_configured():
             st.button("Sign in with your organisation's account", on_click=st.login)
     else:
@@ -185,7 +193,8 @@ def batch_items(source: str, uploads) -> tuple[list[dict], list[str]]:
             problems.append(f"{name}: the same image as an earlier item; reviewed once.")
             continue
         seen.add(digest)
-        items.append({"name": name, "hash": digest, **({"data": where} if isinstance(where, bytes) else {"path": where})})
+        found = {"data": where} if isinstance(where, bytes) else {"path": where}
+        items.append({"name": name, "hash": digest, **found})
     return items, problems
 
 
@@ -201,37 +210,26 @@ if can_record and "review_batch" not in ss:
         ss["review_batch"] = {"name": batch.name, "source": batch.source, "methods": batch.methods}
         flash("info", f"Continuing batch **{batch.name}** where you stopped.")
 
-with st.expander("Batch: choose the items and methods", expanded="review_batch" not in ss):
-    with st.form("review_batch_form", border=False):
-        source_label = st.radio("Items", source_labels, horizontal=True, key="rb_source")
-        rel = st.selectbox("Folder", folder_choices(), key="rb_folder",
-                           help=f"Folders under {FOLDER_ENV} on the server.") if "Server folder" in source_labels else None
-        uploads = st.file_uploader("Images to upload", type=UPLOAD_TYPES, accept_multiple_files=True,
-                                   key="rb_uploads")
-        chosen = st.multiselect("Methods shown for each item", [m for m in sc.METHODS if not usable.get(m)],
-                                default=[m for m in cfg["methods"] if not usable.get(m)], key="rb_methods",
-                                format_func=lambda n: sc.METHODS[n].label,
-                                help="Fixed for the batch when it is first opened, so every reviewer sees the same.")
-        name = st.text_input("Batch name", key="rb_name", placeholder="blank: named after the items",
-                             help="Reviewers who open the same batch name review the same queue.")
-        opened = st.form_submit_button("Open batch", type="primary")
-
-if opened:
-    kind = SOURCES[source_label]
+def open_batch() -> None:
+    """Form callback: set up the batch chosen in the form (registered in the database when signed in)."""
+    who = current_account()
+    kind = SOURCES[ss.get("rb_source", source_labels[0])]
+    rel = ss.get("rb_folder") or "."
     source = f"folder:{rel}" if kind == "folder" else kind
+    chosen = [m for m in ss.get("rb_methods", []) if m in sc.METHODS]
     try:
         if not chosen:
             raise ValueError("Choose at least one method to show.")
-        items, _ = batch_items(source, uploads)
+        items, _ = batch_items(source, ss.get("rb_uploads"))
         if not items:
             raise ValueError("No readable images for this batch: upload images or pick another source.")
         derived = {"samples": "sample-photos", "upload": "upload-" + hashlib.sha256(
             "".join(sorted(i["hash"] for i in items)).encode()).hexdigest()[:10]}.get(
             kind, f"folder-{'root' if rel == '.' else rel}")
-        spec = {"name": name.strip() or derived, "source": source,
+        spec = {"name": str(ss.get("rb_name", "")).strip() or derived, "source": source,
                 "methods": {m: method_params(m, cfg["params"]) for m in chosen}}
-        if can_record:
-            batch = store.open_batch(spec["name"], source=source, created_by=account.name,
+        if who is not None and store is not None:
+            batch = store.open_batch(spec["name"], source=source, created_by=who.name,
                                      model_fingerprint=model.fingerprint, methods=spec["methods"])
             if batch.methods != spec["methods"]:
                 flash("info", f"Batch **{batch.name}** already exists (opened by {batch.created_by} on "
@@ -239,11 +237,28 @@ if opened:
                               f"{', '.join(sc.METHODS[m].label for m in batch.methods if m in sc.METHODS)}.")
             spec = {"name": batch.name, "source": batch.source if batch.source != "upload" else source,
                     "methods": batch.methods}
-        ss["review_batch"] = spec
-        ss.pop(f"review_pos::{spec['name']}", None)
-        ss.pop("review_timer", None)
     except ValueError as err:
-        st.error(str(err))
+        flash("error", str(err))
+        return
+    ss["review_batch"] = spec
+    ss.pop(f"review_pos::{spec['name']}", None)
+    ss.pop("review_timer", None)
+
+
+with st.expander("Batch: choose the items and methods", expanded="review_batch" not in ss):
+    with st.form("review_batch_form", border=False):
+        st.radio("Items", source_labels, horizontal=True, key="rb_source")
+        if "Server folder" in source_labels:
+            st.selectbox("Folder", folder_choices(), key="rb_folder",
+                         help=f"Folders under {FOLDER_ENV} on the server.")
+        st.file_uploader("Images to upload", type=UPLOAD_TYPES, accept_multiple_files=True, key="rb_uploads")
+        st.multiselect("Methods shown for each item", [m for m in sc.METHODS if not usable.get(m)],
+                       default=[m for m in cfg["methods"] if not usable.get(m)], key="rb_methods",
+                       format_func=lambda n: sc.METHODS[n].label,
+                       help="Fixed for the batch when it is first opened, so every reviewer sees the same.")
+        st.text_input("Batch name", key="rb_name", placeholder="blank: named after the items",
+                      help="Reviewers who open the same batch name review the same queue.")
+        st.form_submit_button("Open batch", type="primary", on_click=open_batch)
 
 if "review_flash" in ss:
     kind, text = ss.pop("review_flash")
@@ -317,9 +332,11 @@ def decide(choice: str, it: dict, index: int, expected_version: int, note_key: s
     label = rs.DECISION_LABELS[choice]
     if done.action == "unchanged":
         flash("info", f"{it['name']}: already recorded as **{label}**; nothing changed.")
+    elif done.action == "changed":
+        flash("success", f"Changed your decision on {it['name']} to **{label}** (the earlier one is kept "
+                         "in the audit log).")
     else:
-        before = f" (was {rs.DECISION_LABELS[mine[it['hash']].decision]})" if done.action == "changed" and it["hash"] in mine else ""
-        flash("success", f"Recorded **{label}** for {it['name']}{before}.")
+        flash("success", f"Recorded **{label}** for {it['name']}.")
     ss.pop("review_timer", None)
     ss[pos_key] = min(index + 1, len(items) - 1)
 

@@ -42,7 +42,7 @@ if not methods:
     st.info("Choose at least one saliency method in the sidebar, then press **Apply**.")
     st.stop()
 try:
-    blocks = rz.layer_blocks(model)
+    blocks = computed(("layer blocks", *model_key(model)), lambda: rz.layer_blocks(model))
 except ValueError as err:
     st.error(f"The sanity check cannot run on this model: {err}")
     st.stop()
@@ -83,14 +83,12 @@ with st.form("sanity_settings"):
     seed = c3.number_input("Seed of the random weights", 0, 2**31 - 1, 0)
     run = st.form_submit_button("Run the sanity check", type="primary")
 if run:
-    st.session_state["sanity_request"] = {"mode": mode, "depth": int(depth), "seed": int(seed)}
+    st.session_state["sanity_request"] = {"mode": mode, "depth": int(depth), "seed": int(seed),
+                                          "for": (model_key(model), image_hash)}
 request = st.session_state.get("sanity_request")
-if request is None:
-    st.info(f"Press **Run the sanity check**: {len(methods)} method(s) x {rz.default_depth(blocks) + 1} maps "
-            "with the default settings.")
+if request is None or request["for"] != (model_key(model), image_hash):   # no long run unasked
+    st.info(f"Press **Run the sanity check**: {len(methods)} method(s) x {int(depth) + 1} maps each.")
     st.stop()
-if request["depth"] > len(blocks):
-    request["depth"] = rz.default_depth(blocks)
 
 
 def run_key(method: str) -> tuple:

@@ -114,14 +114,14 @@ with st.form("stability_settings"):
     submitted = st.form_submit_button("Check stability", type="primary")
 
 if submitted:
-    settings_used = {"source": source, "top_k": float(top_k)}
+    settings_used = {"source": source, "top_k": float(top_k), "for": (model_key(model), image_hash)}
     if source == GENERATED:
         settings_used.update(count=int(count), kinds=tuple(kinds), perturbation=stab.Perturbation(
             pixel_noise=float(pixel_noise), brightness=float(brightness), contrast=float(contrast), shift=int(shift),
             rotation=float(rotation), jpeg_quality=int(quality), seed=int(noise_seed)))
     st.session_state["stability_request"] = settings_used
 request = st.session_state.get("stability_request")
-if request is None or request["source"] != source:
+if request is None or request["source"] != source or request["for"] != (model_key(model), image_hash):
     st.info("Set the changes and thresholds, then press **Check stability**.")
     st.stop()
 thresholds = stab.StabilityThresholds(min_spearman=float(min_spearman), min_top_k_overlap=float(min_overlap),

@@ -30,13 +30,14 @@ class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "same" padding (extra pixel at the bottom/right)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
+        pads = []  # (left, right, top, bottom), F.pad order
         for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        if pads[0] == pads[1] and pads[2] == pads[3]:
+            # symmetric: let the convolution pad (no padded copy of the activation)
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), self.dilation, self.groups)
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 class MBConv(nn.Module):

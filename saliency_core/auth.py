@@ -286,7 +286,8 @@ def run_users(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     return 1
             account = add_user(args.name, password, role="admin" if args.admin else "reviewer",
                                path=args.file, rounds=args.rounds, replace=args.replace)
-            say(f"{'updated' if args.replace else 'added'} {account.name} ({account.role}) in {accounts_path(args.file)}")
+            done = "updated" if args.replace else "added"
+            say(f"{done} {account.name} ({account.role}) in {accounts_path(args.file)}")
         elif args.users_action == "remove":
             remove_user(args.name, path=args.file)
             say(f"removed {args.name} from {accounts_path(args.file)}")

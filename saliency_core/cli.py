@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(run=run_explain)
     add_users_command(commands, _Parser)  # users add|remove|list: saliency_core/auth.py
     _add_check_commands(commands)         # stability, sanity: saliency_core/metrics/
+    _add_validate_command(commands)       # validate: saliency_core/validate.py
+    _add_report_commands(commands)        # report, replay: saliency_core/report.py
     return parser
 
 
@@ -459,3 +461,287 @@ def run_sanity(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     header = f"{'image':<18} {'method':<22} {'verdict':<7} {'spearman':>8} blocks  curve (Spearman of |map| per step)"
     return _run_checks(args, parser, check, line, header)
+
+
+# ---- report and replay: saliency_core/report.py ---------------------------------------------------
+
+def _add_report_commands(commands) -> None:
+    """The ``report`` and ``replay`` subcommands."""
+    rp = commands.add_parser(
+        "report", help="a self-contained HTML report (and PDF) of images x methods",
+        description="Compute each method's map for each image and write one self-contained HTML file "
+                    "(pictures embedded, no external addresses, prints on A4) with a plain-language summary, "
+                    "the model card, each method's parameters and known limits, the predictions and maps, and "
+                    "a JSON block from which 'replay' recomputes every map. --pdf also writes a PDF.")
+    rp.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, BMP, TIFF)")
+    rp.add_argument("--methods", "--method", dest="methods", action="append", required=True, metavar="NAME",
+                    help=f"methods, comma-separated or repeated ({', '.join(METHODS)}), or 'all'")
+    rp.add_argument("--out", required=True, metavar="FILE", help="the HTML file to write")
+    rp.add_argument("--pdf", metavar="FILE", help="also write the report as a PDF")
+    rp.add_argument("--model", default="demo", metavar="PATH", help="'demo' (default), a model file or a model card")
+    rp.add_argument("--title", default=None, help="title on the first page (default 'Saliency report')")
+    rp.add_argument("--samples", type=_whole(1), help="SmoothGrad noisy samples (default 50)")
+    rp.add_argument("--noise", type=_fraction, help="SmoothGrad noise, a fraction of the value range (default 0.15)")
+    rp.add_argument("--seed", type=_whole(0), help="random seed for noise (default 0)")
+    rp.add_argument("--steps", type=_whole(1), help="Integrated Gradients path steps (default 50)")
+    rp.add_argument("--target", type=_whole(0), metavar="IDX", help="class index to explain (default: the predicted class)")
+    for name, what in (("sanity", "the JSON written by 'sanity --out'"), ("stability", "the JSON written by "
+                       "'stability --out'"), ("validation", "validation metrics"), ("reviews", "review decisions")):
+        rp.add_argument(f"--{name}", metavar="FILE", help=f"add a section from {what} (JSON or CSV rows)")
+    rp.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
+    rp.set_defaults(run=run_report)
+
+    rr = commands.add_parser(
+        "replay", help="recompute every map of a report and say whether it matches",
+        description="Read the JSON block of a report made by 'report' (or the Report page), load the model it "
+                    "names, recompute every map with the recorded image, method, parameters, seed and class, "
+                    "and print one line per map: match or mismatch, with the largest difference. Exit status "
+                    "0 only if every map matches.")
+    rr.add_argument("report", metavar="REPORT", help="the report's HTML file")
+    rr.add_argument("--model", metavar="PATH", help="load the model from here instead of the recorded source "
+                                                    "(its fingerprint must still match)")
+    rr.add_argument("--tolerance", type=_ranged(0, 1), default=0.0, metavar="R",
+                    help="also accept maps whose largest difference is at most R x the map's largest value "
+                         "(default 0: the float32 numbers must be identical)")
+    rr.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
+    rr.set_defaults(run=run_replay)
+
+
+def _result_rows(path: str, kind: str):
+    """Rows for an optional report section from a JSON or CSV file; the JSON of ``sanity --out`` /
+    ``stability --out`` is turned into one row per image and method."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() == ".csv":
+            import pandas as pd
+            return pd.read_csv(p).to_dict(orient="records")
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"--{kind} {path}: no such file.") from None
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"--{kind} {path}: cannot read it as JSON or CSV ({' '.join(str(err).split())}).") from None
+    if isinstance(data, dict) and isinstance(data.get("images"), dict):
+        rows = []
+        for image, rec in data["images"].items():
+            if kind == "sanity":
+                rows += [{"image": Path(image).name, **v} for v in (rec.get("verdicts") or {}).values()]
+            else:
+                rows += [{"image": Path(image).name, "method": m, **s} for m, s in (rec.get("methods") or {}).items()]
+        return rows
+    return data
+
+
+def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import report as rp
+    methods, expanded = _methods(args.methods, parser)
+    start = time.perf_counter()
+    try:
+        extras = {k: _result_rows(getattr(args, k), k) for k in ("sanity", "stability", "validation", "reviews")
+                  if getattr(args, k)}
+        for k, rows in extras.items():
+            rp.table_rows(rows)  # shape check before the maps are computed
+        model = load_model(args.model)
+    except ValueError as err:
+        _say(f"error: {err}")
+        return 1
+    if args.target is not None and args.target >= len(model.labels):
+        _say(f"error: --target must be a class index below {len(model.labels)}; got {args.target}")
+        return 2
+    if expanded:
+        usable = available_methods(model)
+        for name in [m for m in methods if usable.get(m)]:
+            _say(f"skipping {name}: {usable[name]}")
+        methods = [m for m in methods if not usable.get(m)]
+    params = {k: getattr(args, k) for k in ("samples", "noise", "seed", "steps") if getattr(args, k) is not None}
+
+    def progress(done, total, label):
+        _say(f"[{done}/{total}] {label}")
+
+    try:
+        stems = [Path(p).name for p in args.images]
+        names = stems if len(set(stems)) == len(stems) else list(args.images)   # file names when unique
+        report = rp.build_report(model, list(zip(names, args.images)), methods, params=params, target=args.target,
+                                 model_source=args.model if args.model == "demo" else str(Path(args.model).resolve()),
+                                 title=args.title, progress=progress, **extras)
+        sizes = report.write(args.out, args.pdf)
+    except ValueError as err:
+        _say(f"error: {err}")
+        return 1
+    except Exception as err:  # noqa: BLE001
+        _unexpected(err, "report", args)
+        return 1
+    failed = 0
+    for name, message in report.skipped:
+        _say(f"error: {message}")
+        failed += 1
+    for item in report.images:
+        for method, message in item.errors.items():
+            _say(f"error: {item.name} [{method}]: {message}")
+            failed += 1
+    written = ", ".join(f"{p} ({sizes[k] / 2**20:.1f} MiB)" for k, p in (("html", args.out), ("pdf", args.pdf)) if p)
+    _say(f"done in {time.perf_counter() - start:.1f} s: {len(report.images)} image(s) x {len(report.methods)} "
+         f"method(s) -> {written}" + (f", {failed} failure(s)" if failed else ""))
+    return 1 if failed else 0
+
+
+def run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import report as rp
+    try:
+        record = rp.read_replay(Path(args.report))
+        source = args.model or record.get("model", {}).get("source", "demo")
+        try:
+            model = load_model(source)
+        except ValueError as err:
+            raise ValueError(f"{err} (the report names the model {source!r}; give --model PATH if it moved)") from None
+    except ValueError as err:
+        _say(f"error: {err}")
+        return 1
+    start = time.perf_counter()
+    try:
+        results = rp.replay(record, model, tolerance=args.tolerance, progress=lambda r: print(r.line(), flush=True))
+    except Exception as err:  # noqa: BLE001
+        _unexpected(err, args.report, args)
+        return 1
+    matched = sum(r.ok for r in results)
+    if not results:
+        _say("error: the report holds no maps to replay")
+        return 1
+    _say(f"{matched} of {len(results)} map(s) match"
+         + ("" if matched == len(results) else f"; {len(results) - matched} do not")
+         + f" ({time.perf_counter() - start:.1f} s)")
+    return 0 if matched == len(results) else 1
+
+
+# ---- validate: maps against annotations over a data set (saliency_core/validate.py) ------------
+
+def _add_validate_command(commands) -> None:
+    """The ``validate`` subcommand."""
+    from .metrics import faithfulness as fa
+    from .metrics import localisation as lo
+
+    va = commands.add_parser(
+        "validate", help="score maps against annotated regions over a data set (50+ images)",
+        description="For each annotated image: predict, compute each method's map for the predicted class, "
+                    "score it against the annotated region (pointing game, relevance mass, relevance rank "
+                    "accuracy, top-k IoU) and with deletion/insertion curves, beside a centre-bias Gaussian "
+                    "and a random map. Writes DIR/per_image.csv, DIR/summary.csv (method x metric: mean, CI, "
+                    "gain over the centre baseline), DIR/summary_table.csv, DIR/skipped.csv and "
+                    "DIR/validation.json. Exit status 1 if any item was skipped.")
+    source = va.add_argument_group("data set (one of)")
+    source.add_argument("--images", metavar="DIR", help="folder of images (searched recursively) or a ZIP")
+    source.add_argument("--annotations", metavar="FILE",
+                        help="CSV boxes (image,x_min,y_min,x_max,y_max[,label]), Pascal VOC XML, COCO JSON, "
+                             "a folder of these or of mask PNGs (matched by file stem), or a ZIP")
+    source.add_argument("--demo", action="store_true",
+                        help="the bundled demo: 5 scikit-image photos with hand-drawn boxes (a demonstration, "
+                             "not a validation)")
+    source.add_argument("--pasted", type=_whole(1), metavar="N",
+                        help="the synthetic benchmark: N scikit-image object photos pasted at random places on "
+                             "real textures, exact boxes by construction")
+    source.add_argument("--pasted-seed", type=_whole(0), default=0, metavar="S", help="its seed (default 0)")
+    va.add_argument("--methods", "--method", dest="methods", action="append", required=True, metavar="NAME",
+                    help=f"methods, comma-separated or repeated ({', '.join(METHODS)}), or 'all'")
+    va.add_argument("--samples", type=_whole(1), help="SmoothGrad noisy samples (default 50)")
+    va.add_argument("--noise", type=_fraction, help="SmoothGrad noise, a fraction of the value range (default 0.15)")
+    va.add_argument("--seed", type=_whole(0), default=0,
+                    help="seed of the methods' noise, the random baseline, tie breaks and the bootstrap (default 0)")
+    va.add_argument("--steps", type=_whole(1), help="Integrated Gradients path steps (default 50)")
+    va.add_argument("--tolerance", type=_ranged(0, 224), default=lo.POINTING_TOLERANCE, metavar="PX",
+                    help=f"pointing game tolerance in pixels of the model input (default {lo.POINTING_TOLERANCE:g})")
+    va.add_argument("--top-k", type=_ranged(0.001, 1), default=lo.TOP_K, metavar="F",
+                    help=f"share of most relevant pixels for the top-k IoU (default {lo.TOP_K:g})")
+    va.add_argument("--no-faithfulness", action="store_true",
+                    help="skip the deletion/insertion curves (the slow part)")
+    va.add_argument("--step", type=_ranged(0.0001, 0.5), default=0.05, metavar="F",
+                    help="deletion/insertion: share of pixels changed per step (default 0.05; Petsiuk et al. "
+                         "used 224 px of 224x224 = 0.0045)")
+    va.add_argument("--deletion-replacement", choices=fa.REPLACEMENTS, default=fa.DELETION_REPLACEMENT,
+                    help=f"what deleted pixels become (default {fa.DELETION_REPLACEMENT}: the image's mean colour)")
+    va.add_argument("--insertion-replacement", choices=fa.REPLACEMENTS, default=fa.INSERTION_REPLACEMENT,
+                    help=f"what insertion starts from (default {fa.INSERTION_REPLACEMENT})")
+    va.add_argument("--interval", choices=("bootstrap", "t"), default="bootstrap",
+                    help="95%% CI: percentile bootstrap over images (default) or Student t")
+    va.add_argument("--model", default="demo", metavar="PATH", help="'demo' (default), a model file or a model card")
+    va.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    va.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
+    va.set_defaults(run=run_validate)
+
+
+def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import annotations as an
+    from .data import demo_dataset, pasted_objects
+    from .validate import ValidationSettings, run_validation
+
+    chosen = [bool(args.images or args.annotations), args.demo, args.pasted is not None]
+    if sum(chosen) != 1:
+        parser.error("give one data set: --images DIR --annotations FILE, --demo, or --pasted N")
+    if args.images and not args.annotations and not str(args.images).lower().endswith(".zip"):
+        parser.error("--images DIR needs --annotations FILE (only a ZIP can hold both)")
+    if args.annotations and not args.images:
+        parser.error("--annotations needs --images DIR")
+    methods, expanded = _methods(args.methods, parser)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        _say(f"error: cannot create the output folder {out}: {err.strerror or err}")
+        return 2
+    start = time.perf_counter()
+    try:
+        model = load_model(args.model)
+        if args.demo:
+            dataset = demo_dataset()
+        elif args.pasted is not None:
+            dataset = pasted_objects(args.pasted, seed=args.pasted_seed)
+        else:
+            dataset = an.dataset_from_folder(args.images, args.annotations)
+    except ValueError as err:
+        _say(f"error: {err}")
+        return 1
+    if expanded:
+        usable = available_methods(model)
+        for name in [m for m in methods if usable.get(m)]:
+            _say(f"skipping {name}: {usable[name]}")
+        methods = [m for m in methods if not usable.get(m)]
+    params = {k: getattr(args, k) for k in ("samples", "noise", "seed", "steps") if getattr(args, k) is not None}
+    settings = ValidationSettings(
+        methods=methods, params=params, tolerance=args.tolerance, top_k=args.top_k,
+        faithfulness=not args.no_faithfulness, step_fraction=args.step,
+        deletion_replacement=args.deletion_replacement, insertion_replacement=args.insertion_replacement,
+        seed=args.seed, interval=args.interval, worst=0)
+    _say(f"{dataset.description} ({len(dataset)} annotated image(s), {len(dataset.skipped)} item(s) skipped "
+         f"so far); model {model.name}")
+
+    def progress(done, total, eta):
+        if done and (done == total or done % max(1, total // 20) == 0):
+            _say(f"{done}/{total} images" + (f", about {eta:.0f} s left" if eta else ""))
+
+    try:
+        result = run_validation(model, dataset, settings, progress=progress)
+    except ValueError as err:
+        _say(f"error: {err}")
+        return 1
+    except Exception as err:  # noqa: BLE001
+        _unexpected(err, "validate", args)
+        return 1
+    for s in result.skipped:
+        _say(f"skipped: {s.item}: {s.reason}")
+    for w in result.warnings:
+        _say(f"warning: {w}")
+    try:
+        result.per_image().to_csv(out / "per_image.csv", index=False)
+        result.summary().to_csv(out / "summary.csv", index=False)
+        table = result.summary_table()
+        table.to_csv(out / "summary_table.csv", index=False)
+        result.skipped_table().to_csv(out / "skipped.csv", index=False)
+        record = {**result.record(), "command": sys.argv[1:]}
+        (out / "validation.json").write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
+    except OSError as err:
+        _say(f"error: cannot write to {out}: {err.strerror or err}")
+        return 1
+    if not table.empty:
+        print(table.to_string(index=False), flush=True)
+    print(result.summary()["interval"].iloc[0] if not table.empty else "no image could be scored", flush=True)
+    _say(f"done in {time.perf_counter() - start:.1f} s ({result.seconds / max(result.images, 1):.2f} s per image): "
+         f"{result.images} of {result.total} image(s) scored, tables in {out}")
+    return 1 if result.skipped or not result.images else 0

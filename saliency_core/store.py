@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import statistics
@@ -361,7 +362,8 @@ class ReviewStore:
         except StoreError:
             raise
         except exc.DBAPIError as err:
-            raise self._explain(err, doing or ("record the decision" if write else "read the review database")) from None
+            doing = doing or ("record the decision" if write else "read the review database")
+            raise self._explain(err, doing) from None
 
     def _explain(self, err: exc.DBAPIError, doing: str) -> StoreError:
         """The driver's error in words a reviewer and an operator understand."""
@@ -684,7 +686,6 @@ CSV_COLUMNS = ("batch", "item_name", "item_hash", "reviewer", "decision", "note"
 
 def to_csv(items: Iterable[Decision], include_notes: bool = True) -> str:
     """Decisions as CSV text (one row each; ``methods`` as JSON; notes blank unless included)."""
-    import json
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(CSV_COLUMNS)

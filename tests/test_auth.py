@@ -17,7 +17,8 @@ def users(tmp_path):
 
 
 def test_add_then_sign_in(users):
-    assert auth.add_user("alice", "alice-password-1", role="admin", path=users, rounds=4) == auth.Account("alice", "admin")
+    added = auth.add_user("alice", "alice-password-1", role="admin", path=users, rounds=4)
+    assert added == auth.Account("alice", "admin")
     account = auth.authenticate("alice", "alice-password-1", path=users)
     assert account.is_admin and account.via == "password"
     text = users.read_text()

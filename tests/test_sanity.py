@@ -150,3 +150,13 @@ def test_bad_input(demo, chelsea_path):
                         labels=["a", "b"], fingerprint="1" * 64)
     with pytest.raises(ValueError, match="gradcam cannot run on this model"):
         rz.sanity_check(mlp, chelsea_path, ["gradcam"])
+
+
+def test_command_line(chelsea_path, capsys):
+    from saliency_core.cli import main
+    assert main(["sanity", chelsea_path, "--method", "guided_backprop", "--depth", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:3] == ["chelsea.png", "guided_backprop", "fails"]
+    assert lines[1].split()[4] == "2/19"
+    assert main(["sanity", chelsea_path, "--method", "gradient", "--depth", "0"]) == 1
+    assert "between 1 and 19; got 0" in capsys.readouterr().err

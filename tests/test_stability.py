@@ -139,6 +139,31 @@ def noise_method():
         del sc.METHODS[name]
 
 
+@pytest.fixture
+def pixel_method():
+    """A registered method whose map is the image itself (summed over colours): it moves
+    exactly with the content, so undoing a shift or rotation must give back the original."""
+    name = "test_pixels"
+
+    @sc.register(name, "Pixels (test)", "The image as its own map.", reduction="sum")
+    def pixels(network, x, target):
+        return x.detach().clone()
+
+    try:
+        yield name
+    finally:
+        del sc.METHODS[name]
+
+
+def test_undone_geometry_scores_a_content_following_map_as_stable(demo, chelsea_path, pixel_method):
+    variants = stab.make_variants(demo, chelsea_path, count=4, kinds=("shift", "rotation"))
+    result = stab.stability_check(demo, chelsea_path, [pixel_method], variants=variants)
+    for v in result.variants:
+        scores = v.scores[pixel_method]
+        assert scores["spearman_abs"] > 0.999 and scores["ssim"] > 0.99, (v.name, scores)
+        assert scores["top_k_overlap"] > 0.97, (v.name, scores)
+
+
 def test_random_noise_method_scores_unstable(demo, chelsea_path, noise_method):
     variants = stab.similar_variants(demo, [("same photo", chelsea_path)] * 3)
     result = stab.stability_check(demo, chelsea_path, [noise_method], variants=variants)
@@ -221,3 +246,15 @@ def test_method_the_model_lacks(chelsea_path):
         stab.stability_check(tiny, chelsea_path, ["gradcam"], count=2)
     result = stab.stability_check(tiny, chelsea_path, ["gradient"], count=2, kinds=("noise",))
     assert set(result.summary) == {"gradient"}
+
+
+def test_command_line(chelsea_path, capsys):
+    from saliency_core.cli import main
+    assert main(["stability", chelsea_path, "--method", "gradcam", "--variants", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["image", "explained", "class"]
+    assert out[1].split()[0] == "chelsea.png" and "gradcam" in out[1] and out[1].endswith("/2")
+    with pytest.raises(SystemExit) as stop:
+        main(["stability", chelsea_path, "--method", "gradcam", "--variants", "10000"])
+    assert stop.value.code == 2
+    assert "--variants: must be between 1 and 100, got 10000" in capsys.readouterr().err

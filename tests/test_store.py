@@ -52,10 +52,12 @@ def test_record_stores_every_field_and_one_audit_row(store):
     done = _record(store, note="ears and whiskers lit", seconds=12.5)
     assert done.action == "created" and done.audit_id is not None
     d = done.decision
-    assert (d.batch, d.item_hash, d.item_name, d.reviewer, d.decision) == ("batch-1", H1, "aaaa.png", "alice", "accept")
+    assert (d.batch, d.item_hash, d.item_name, d.reviewer, d.decision) == (
+        "batch-1", H1, "aaaa.png", "alice", "accept")
     assert (d.note, d.seconds, d.model_fingerprint, d.methods, d.version) == (
         "ears and whiskers lit", 12.5, "f" * 64, METHODS, 1)
-    assert d.decided_at.tzinfo is not None and before - timedelta(seconds=1) <= d.decided_at <= datetime.now(timezone.utc)
+    assert d.decided_at.tzinfo is not None
+    assert before - timedelta(seconds=1) <= d.decided_at <= datetime.now(timezone.utc)
     assert store.decisions() == [d]
     assert store.decision("batch-1", H1, "alice") == d
     [entry] = store.audit_log()
@@ -164,7 +166,8 @@ def test_decisions_survive_closing_and_reopening(url):
 
 def test_summary_counts_kappa_median_and_csv(store):
     # alice and bob both decide four items; they agree on 3 of 4.
-    votes = {"alice": ["accept", "accept", "reject", "needs_expert"], "bob": ["accept", "reject", "reject", "needs_expert"]}
+    votes = {"alice": ["accept", "accept", "reject", "needs_expert"],
+             "bob": ["accept", "reject", "reject", "needs_expert"]}
     for reviewer, choices in votes.items():
         for item, choice, secs in zip((H1, H2, H3, H4), choices, (10, 20, 30, 40)):
             _record(store, item=item, reviewer=reviewer, decision=choice, seconds=secs,

@@ -116,32 +116,30 @@ def _candidates(trunk: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def _forward_order(network: nn.Module, named: list[tuple[str, nn.Module]], size: int) -> list[str]:
-    """Names in the order their modules first run; registration order if that cannot be observed."""
+def _forward_order(network: nn.Module, names: list[str], size: int) -> list[str]:
+    """``names`` in the order their modules first run, observed with hooks on a copy of the
+    network (the caller's is never hooked); registration order if that cannot be observed."""
     order: list[str] = []
-    hooks = []
     try:
-        for name, module in named:
-            hooks.append(module.register_forward_pre_hook(
-                lambda m, i, name=name: order.append(name) if name not in order else None))
-        device = next(network.parameters()).device
+        clone = copy.deepcopy(network)
+        for name in names:
+            clone.get_submodule(name).register_forward_pre_hook(
+                lambda m, i, name=name: order.append(name) if name not in order else None)
+        device = next(clone.parameters()).device
         with torch.no_grad():
-            network(torch.zeros(1, 3, size, size, device=device))
+            clone(torch.zeros(1, 3, size, size, device=device))
     except Exception:  # noqa: BLE001  scripted or unusual models: fall back to registration order
         order = []
-    finally:
-        for h in hooks:
-            h.remove()
     if not order:
-        return [n for n, _ in named]
-    return order + [n for n, _ in named if n not in order]
+        return list(names)
+    return order + [n for n in names if n not in order]
 
 
 def layer_blocks(model: Classifier | nn.Module, input_size: int | None = None) -> list[Block]:
     """The blocks a randomisation run re-initialises, logits first.
 
-    One forward pass of a zero image with temporary hooks (removed before returning) finds
-    the forward order.
+    One forward pass of a zero image through a copy of the network, with hooks on the copy,
+    finds the forward order.
 
     Args:
         model: a ``Classifier`` or a network.
@@ -159,17 +157,19 @@ def layer_blocks(model: Classifier | nn.Module, input_size: int | None = None) -
     size = input_size or (model.input_size if isinstance(model, Classifier) else 224)
     trunk, prefix = _trunk(network)
     named = _candidates(trunk, prefix)
+    if not named and _has_own_parameters(trunk):   # a single layer, e.g. one nn.Linear
+        named = [(prefix[:-1], trunk)]
     if not named:
         raise ValueError("The randomisation check needs a model with layers that have weights; "
                          "this model has none to re-initialise.")
     modules = dict(named)
     groups: list[list[str]] = []
-    for name in _forward_order(network, named, size):
+    for name in _forward_order(network, [n for n, _ in named], size):
         if groups and isinstance(modules[name], _NORMS):
             groups[-1].append(name)   # a norm layer belongs to the layer it normalises
         else:
             groups.append([name])
-    blocks = [Block(" + ".join(n[len(prefix):] for n in g), tuple(g)) for g in groups]
+    blocks = [Block(" + ".join(n[len(prefix):] or type(modules[n]).__name__ for n in g), tuple(g)) for g in groups]
     return blocks[::-1]
 
 

@@ -5,8 +5,9 @@ An image is changed a little, K times: Gaussian pixel noise, brightness, contras
 a few pixels, a small rotation, JPEG re-compression (or the reviewer supplies similar images).
 For each variant we record the prediction and compare each method's map with the original's
 by Spearman rank correlation, top-10% overlap and SSIM (``similarity.compare``). Geometric
-changes are undone before comparing (the variant's map is shifted / rotated back) and only
-the pixels valid in both images are compared.
+changes are undone before comparing (the variant's map is shifted / rotated back; for a
+rotation the original's map goes through the same rotation there and back, so resampling
+blur is not mistaken for instability) and only the pixels valid in both images are compared.
 
 Shift and rotation are taken on the image as resized for the model, before the centre crop,
 so the pixels that move into view are real image content rather than padding.
@@ -147,9 +148,23 @@ class Variant:
         if self.shift != (0, 0):
             return _unshift(saliency, *self.shift)
         if self.angle:
-            m = torch.from_numpy(np.ascontiguousarray(saliency, dtype=np.float32))[None]
-            return TF.rotate(m, -self.angle, InterpolationMode.BILINEAR, fill=[0.0])[0].numpy()
+            return _rotate(saliency, -self.angle)
         return saliency
+
+    def reference(self, saliency: np.ndarray) -> np.ndarray:
+        """The original's map as it is compared with ``align(variant map)``: for a rotation it
+        is rotated there and back too, so both maps are resampled the same way and the
+        interpolation's blur is not counted as instability (for a pixel-level map such as
+        the gradient, one round trip alone lowers Spearman's rho to about 0.86)."""
+        if self.angle:
+            return _rotate(_rotate(saliency, self.angle), -self.angle)
+        return saliency
+
+
+def _rotate(saliency: np.ndarray, degrees: float) -> np.ndarray:
+    """(H, W) map rotated anticlockwise about its centre, bilinear, zeros outside."""
+    m = torch.from_numpy(np.ascontiguousarray(saliency, dtype=np.float32))[None]
+    return TF.rotate(m, degrees, InterpolationMode.BILINEAR, fill=[0.0])[0].numpy()
 
 
 def _unshift(saliency: np.ndarray, right: int, down: int) -> np.ndarray:
@@ -211,10 +226,11 @@ def _shift_variant(frame: _Frame, right: int, down: int, pixels: int) -> Variant
     for direction, n in needed.items():
         if n > room[direction]:
             _, hr, wr = frame.full.shape
-            raise ValueError(f"The image is too small for a {pixels} px shift: resized for this model it is "
-                             f"{wr}x{hr} px, which leaves {room[direction]} px of picture {side[direction]} the {frame.size} px "
-                             f"crop where {n} px are needed. Use a shift of at most {max(0, min(room.values()))} px, "
-                             "or leave the shift out.")
+            raise ValueError(
+                f"The image is too small for a {pixels} px shift: resized for this model it is {wr}x{hr} px, "
+                f"which leaves {room[direction]} px of picture {side[direction]} the {frame.size} px crop where "
+                f"{n} px are needed. Use a shift of at most {max(0, min(room.values()))} px, or leave the "
+                "shift out.")
     x = frame.crop(frame.full, down=-down, right=-right).unsqueeze(0).clone()
     words = {(1, 0): "right", (0, 1): "down", (-1, 0): "left", (0, -1): "up"}
     sign = (int(np.sign(right)), int(np.sign(down)))
@@ -232,7 +248,9 @@ def _rotation_variant(frame: _Frame, angle: float) -> Variant:
     crop = frame.crop(turned)
     present = crop[3:] > 0.999
     back = TF.rotate(present.float(), -angle, InterpolationMode.BILINEAR, fill=[0.0])[0]
-    valid = (back > 0.999).numpy()
+    # and where the original's map, rotated there and back (``Variant.reference``), stays whole
+    whole = _rotate(_rotate(np.ones((frame.size, frame.size), np.float32), angle), -angle)
+    valid = (back > 0.999).numpy() & (whole > 0.999)
     if valid.mean() < MIN_VALID_SHARE:
         raise ValueError(f"The image is too small for a {angle:g} degree rotation: only {valid.mean():.0%} of "
                          f"the {frame.size} px crop would remain comparable (at least {MIN_VALID_SHARE:.0%} "
@@ -615,9 +633,9 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
         for v, outcome, d, s in zip(variants, outcomes, drawn[1:], signed[1:]):
             outcome.saliency[method] = d
             valid = v.valid if v.valid is not None else np.ones(size, dtype=bool)
-            outcome.scores[method] = compare(drawn[0], v.align(d), valid, signed_a=signed[0],
-                                             signed_b=v.align(s), fraction=thresholds.top_k,
-                                             measures=MEASURES)
+            outcome.scores[method] = compare(v.reference(drawn[0]), v.align(d), valid,
+                                             signed_a=v.reference(signed[0]), signed_b=v.align(s),
+                                             fraction=thresholds.top_k, measures=MEASURES)
         summary[method] = judge(outcomes, method, thresholds, model.labels[target])
     return StabilityResult(
         image=model.crop(image), image_hash=image_hash(image), model_fingerprint=model.fingerprint,

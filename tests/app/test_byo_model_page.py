@@ -35,21 +35,6 @@ class Payload:
         return (open, (self.path, "w"))
 
 
-@pytest.fixture(autouse=True)
-def app_py_on_every_run(monkeypatch):
-    """AppTest resets ``PagesManager.uses_pages_directory`` before each run; because pages/ exists,
-    every run after the first then executes the page script alone (Streamlit's old pages/ mode),
-    without app.py and its sidebar. A real server runs app.py on every rerun once st.navigation
-    has been called: do the same here, so sidebar changes are seen."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> bytes:
     path = tmp_path_factory.mktemp("weights") / "welds.pt"

@@ -1,12 +1,16 @@
 """Drive the Review page with AppTest: real accounts file, real SQLite file, real demo model,
 the scikit-image sample photos, cheap methods only (gradient, Grad-CAM)."""
 import os
+import shutil
 
 import pytest
+import skimage
 from streamlit.testing.v1 import AppTest
 
+import saliency_core as sc
 from saliency_core import auth
 from saliency_core import store as rs
+from saliency_core.samples import sample_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHEAP = ["gradient", "gradcam"]
@@ -104,7 +108,8 @@ def test_decide_three_items_reload_and_resume_at_item_four(db):
     with rs.ReviewStore(db) as store:
         saved = store.decisions(batch="sample-photos")
         assert [(d.item_name, d.reviewer, d.decision, d.note) for d in saved] == [
-            ("chelsea.png", ALICE, "accept", "ears and whiskers lit"), ("coffee.png", ALICE, "reject", "looked at the saucer"),
+            ("chelsea.png", ALICE, "accept", "ears and whiskers lit"),
+            ("coffee.png", ALICE, "reject", "looked at the saucer"),
             ("camera.png", ALICE, "needs_expert", "")]
         assert all(d.methods == {"gradient": {}, "gradcam": {}} for d in saved)
         assert all(0 < d.seconds < 120 for d in saved), [d.seconds for d in saved]
@@ -129,6 +134,17 @@ def test_decide_three_items_reload_and_resume_at_item_four(db):
     assert _position(again) == "**Item 3 of 5:** camera.png"
     assert "**Your decision:** Needs expert" in _markdown(again)
 
+    # changing it keeps the earlier decision in the audit log
+    _decide(again, "Accept").click()
+    again.run()
+    _ok(again)
+    assert [s.value for s in again.success][0].startswith("Changed your decision on camera.png to **Accept**")
+    with rs.ReviewStore(db) as store:
+        camera = store.decision("sample-photos", saved[2].item_hash, ALICE)
+        assert (camera.decision, camera.version) == ("accept", 2)
+        assert [(e.old_decision, e.new_decision) for e in store.audit_log(decision_id=camera.id)] == [
+            (None, "needs_expert"), ("needs_expert", "accept")]
+
 
 def test_wrong_password_records_nothing(db):
     at = _sign_in(_review_page(), ALICE, "not-her-password")
@@ -149,8 +165,6 @@ def test_only_admins_see_other_reviewers_notes_and_export_everything(db):
     with rs.ReviewStore(db) as store:   # bob reviewed the first two photos earlier
         store.open_batch("sample-photos", source="samples", created_by="bob", model_fingerprint="x",
                          methods={m: {} for m in CHEAP})
-        import saliency_core as sc
-        from saliency_core.samples import sample_images
         paths = list(sample_images().values())[:2]
         for path, choice in zip(paths, ("accept", "accept")):
             store.record("sample-photos", sc.image_hash(sc.load_image(path)), os.path.basename(path), "bob",
@@ -172,7 +186,8 @@ def test_only_admins_see_other_reviewers_notes_and_export_everything(db):
     assert "bob's private note" in " ".join(c.value for c in admin.caption)   # other reviewers on this item
     notes = _table(admin, "version")
     assert set(notes["note"]) == {"bob's private note", ""} and set(notes["reviewer"]) == {"alice", "bob"}
-    assert [b.proto.label for b in admin.get("download_button")] == ["Export this batch (CSV)", "Export every batch (CSV)"]
+    assert [b.proto.label for b in admin.get("download_button")] == [
+        "Export this batch (CSV)", "Export every batch (CSV)"]
 
 
 def test_same_reviewer_in_two_windows_is_told_and_nothing_is_overwritten(db):
@@ -195,8 +210,6 @@ def test_same_reviewer_in_two_windows_is_told_and_nothing_is_overwritten(db):
 
 
 def test_server_folder_batch_skips_unreadable_files(db, tmp_path, monkeypatch):
-    import shutil
-    import skimage
     line = tmp_path / "inbox" / "line-3"
     line.mkdir(parents=True)
     data = os.path.join(os.path.dirname(skimage.__file__), "data")

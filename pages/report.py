@@ -1,0 +1,120 @@
+"""Report: choose images, build a self-contained HTML report (and a PDF) for people who will not
+open the dashboard."""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import streamlit as st
+
+import saliency_core as sc
+from saliency_core import report as rp
+from saliency_core.samples import sample_images
+from pages._common import (DISCLAIMER, explanation, get_model, report_error, require_frame, sanity_verdict,
+                           settings)
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
+require_frame()
+
+st.title("Report")
+st.caption("A self-contained document for regulators and stakeholders: a plain-language summary, the model "
+           "card, each method's parameters and known limits, every prediction with its maps, colour bars and "
+           "legends, and the data to replay each map (python -m saliency_core replay REPORT.html). "
+           "Methods and parameters come from the sidebar. " + DISCLAIMER)
+
+cfg = settings()
+try:
+    model = get_model(cfg["model"])
+except ValueError as err:
+    st.error(f"The model could not be loaded: {err}")
+    st.stop()
+usable = sc.available_methods(model)
+for m in [m for m in cfg["methods"] if usable.get(m)]:
+    st.warning(f"**{sc.METHODS[m].label}** is left out: it {usable[m]}.")
+methods = [m for m in cfg["methods"] if not usable.get(m)]
+if not methods:
+    st.info("Choose at least one saliency method in the sidebar, then press **Apply**.")
+    st.stop()
+
+# ---- images and options ----------------------------------------------------------------------------
+left, right = st.columns([3, 2])
+with left:
+    uploads = st.file_uploader("Upload images", type=UPLOAD_TYPES, accept_multiple_files=True,
+                               help="Each becomes one section of the report, with one map per method.")
+with right:
+    samples = sample_images()
+    picked = st.multiselect("…and/or sample photos", list(samples), default=[])
+title = st.text_input("Title", rp.DEFAULT_TITLE)
+make_pdf = st.checkbox("Also make a PDF", value=True)
+
+sources: list[tuple[str, bytes]] = [(f.name, f.getvalue()) for f in uploads or []]
+for name in picked:
+    try:
+        with open(samples[name], "rb") as f:
+            sources.append((name, f.read()))
+    except OSError as err:
+        st.error(f"**{name}**: the sample photo cannot be read ({err.strerror or err}).")
+
+labels = ", ".join(sc.METHODS[m].label for m in methods)
+if not sources:
+    st.info(f"Choose at least one image (upload or sample photo) to build a report. The report will show "
+            f"{labels} for each image.")
+    st.stop()
+
+# what the report is built from: a changed choice makes the last report stale
+wanted = hashlib.sha256(repr((model.fingerprint, model.card.get("digest"), methods,
+                              sorted(cfg["params"].items()), title, make_pdf,
+                              [(n, hashlib.sha256(d).hexdigest()) for n, d in sources])).encode()).hexdigest()
+
+st.write(f"{len(sources)} image(s) × {len(methods)} method(s): {labels}.")
+if st.button("Build report", type="primary"):
+    verdicts = [v.record() for m in methods if (v := sanity_verdict(model, m)) is not None]
+    bar = st.progress(0.0, text="Computing maps…")
+    started = time.perf_counter()
+
+    def progress(done, total, label):
+        bar.progress(min(1.0, done / max(1, total)), text=f"{label} ({done}/{total})")
+
+    def cached(model_, image, method, target, params):
+        return explanation(model_, image, sc.image_hash(image), method,
+                           target if target is not None else model_.predict(image, k=1)[0][0], params)
+
+    try:
+        report = rp.build_report(model, sources, methods, params=cfg["params"], model_source=cfg["model"],
+                                 title=title, sanity=verdicts or None, progress=progress, explain_fn=cached)
+        bar.progress(1.0, text="Writing the report…")
+        html = report.to_html().encode("utf-8")
+        pdf = report.to_pdf() if make_pdf else None
+    except Exception as err:
+        bar.empty()
+        report_error("Report", err)
+        st.stop()
+    bar.empty()
+    st.session_state["report_files"] = {
+        "key": wanted, "html": html, "pdf": pdf, "images": len(report.images), "methods": len(methods),
+        "skipped": report.skipped, "errors": [f"{i.name} [{sc.METHODS[m].label}]: {e}"
+                                              for i in report.images for m, e in i.errors.items()],
+        "seconds": time.perf_counter() - started,
+    }
+
+files = st.session_state.get("report_files")
+if files and files["key"] == wanted:
+    for _, message in files["skipped"]:
+        st.error(f"Left out of the report: {message}")
+    for message in files["errors"]:
+        st.error(f"Map missing from the report: {message}")
+    st.success(f"Report ready: {files['images']} image(s) × {files['methods']} method(s), built in "
+               f"{files['seconds']:.1f} s. HTML {len(files['html']) / 2**20:.1f} MiB"
+               + (f", PDF {len(files['pdf']) / 2**20:.1f} MiB." if files["pdf"] else "."))
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in title.strip())[:60] or "saliency_report"
+    c1, c2 = st.columns(2)
+    c1.download_button("Download HTML report", files["html"], f"{stem}.html", "text/html", type="primary",
+                       key="download-html")
+    if files["pdf"]:
+        c2.download_button("Download PDF report", files["pdf"], f"{stem}.pdf", "application/pdf",
+                           key="download-pdf")
+    st.caption("The HTML file opens in any browser without a network connection and prints on A4. Reports "
+               f"of more than {rp.LARGE_REPORT} images are paged, with thumbnails and full maps on demand.")
+elif files:
+    st.info("The choice of images, methods or settings changed since the last report; press **Build report** "
+            "again.")
