@@ -9,6 +9,7 @@ Captum / ours (> 1 means we are faster), and writes the table as JSON (--out).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import saliency_core as sc  # noqa: E402
-from saliency_core.models import Normalize, _freeze  # noqa: E402
+from saliency_core.models import Normalize, _channels_last, _freeze  # noqa: E402
 from saliency_core.samples import sample_images  # noqa: E402
 
 
@@ -45,7 +46,11 @@ def timed(fn, repeats: int, device: str) -> float:
 
 
 def load(name: str, device: str):
-    """(network, grad-cam layer name, input) on ``device``."""
+    """(our network, Captum's network, grad-cam layer name, input) on ``device``.
+
+    Ours is the network as saliency_core loads it (eval, frozen weights, channels-last);
+    Captum gets an identical copy as a user holds it (eval, weights requiring grad, default
+    layout), so the table shows what the engine's choices buy."""
     if name == "demo":
         model = sc.load_model("demo")
         network, layer = model.network, model.gradcam_layer
@@ -54,19 +59,23 @@ def load(name: str, device: str):
         import torchvision
         torch.manual_seed(0)
         net = torchvision.models.resnet50(weights=None)  # random weights: speed does not depend on them
-        network = _freeze(torch.nn.Sequential(Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), net))
+        network = _channels_last(_freeze(torch.nn.Sequential(
+            Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), net)))
         layer = "1.layer4"
         x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     else:
         raise SystemExit(f"unknown model {name!r}: use demo or resnet50")
-    return network.to(device), layer, x.to(device)
+    user = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
+    for p in user.parameters():
+        p.requires_grad_(True)
+    return network.to(device), user.eval().to(device), layer, x.to(device)
 
 
 def bench_model(name: str, device: str, args) -> list[dict]:
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 
-    network, layer_name, x = load(name, device)
-    layer = network.get_submodule(layer_name)
+    network, user, layer_name, x = load(name, device)
+    layer = user.get_submodule(layer_name)
     with torch.no_grad():
         target = int(network(x).argmax())
     t = torch.tensor([target], device=device)
@@ -86,16 +95,16 @@ def bench_model(name: str, device: str, args) -> list[dict]:
         return lambda: sc.METHODS[method].attribute(network, inputs, targets, **params)
 
     row("gradient, 1 image", timed(ours("gradient", x, t), r, device),
-        {"default": timed(lambda: Saliency(network).attribute(x, target=target, abs=False), r, device)})
+        {"default": timed(lambda: Saliency(user).attribute(x, target=target, abs=False), r, device)})
 
-    nt = NoiseTunnel(Saliency(network))
+    nt = NoiseTunnel(Saliency(user))
     row(f"SmoothGrad-{n}, 1 image", timed(ours("smoothgrad", x, t, samples=n, noise=args.noise), r, device), {
         "default": timed(lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=n, stdevs=sigma,
                                               target=target, abs=False), r, device),
         "batch10": timed(lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=n, stdevs=sigma, target=target,
                                               abs=False, nt_samples_batch_size=min(10, n)), r, device)})
 
-    ig = IntegratedGradients(network)
+    ig = IntegratedGradients(user)
     row(f"Integrated Gradients-{steps}, 1 image",
         timed(ours("integrated_gradients", x, t, steps=steps), r, device), {
             "default": timed(lambda: ig.attribute(x, baselines=torch.zeros_like(x), target=target,
@@ -104,11 +113,20 @@ def bench_model(name: str, device: str, args) -> list[dict]:
                                                   internal_batch_size=min(10, steps)), r, device)})
 
     def captum_gradcam():
-        cam = LayerGradCam(network, layer).attribute(x, target=target, relu_attributions=True)
+        cam = LayerGradCam(user, layer).attribute(x, target=target, relu_attributions=True)
         return LayerAttribution.interpolate(cam, x.shape[-2:], "bilinear")
 
     row("Grad-CAM, 1 image", timed(ours("gradcam", x, t, layer=layer_name), r, device),
         {"default": timed(captum_gradcam, r, device)})
+
+    # ablation: our SmoothGrad with the engine's choices undone one at a time
+    plain = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
+    for label, net_, chunk in (("default layout", plain, None), ("chunks of 10", network, 10),
+                               ("chunks of 25", network, 25), ("one pass of all samples", network, n)):
+        rows.append({"device": device, "model": name, "task": f"SmoothGrad-{n}, 1 image, ours with {label}",
+                     "ours_s": timed(lambda: sc.METHODS["smoothgrad"].attribute(net_, x, t, samples=n, chunk_size=chunk),
+                                     r, device)})
+        print(_fmt(rows[-1]), flush=True)
 
     b = args.batch
     xb = x.repeat(b, 1, 1, 1) + 0.01 * torch.randn(b, *x.shape[1:], device=device,
@@ -127,11 +145,13 @@ def bench_model(name: str, device: str, args) -> list[dict]:
 
 def _fmt(row: dict) -> str:
     if "ours_images_per_s" in row:
-        return (f"{row['device']:4} {row['model']:9} {row['task']:38} ours {row['ours_images_per_s']:8.2f} img/s  "
+        return (f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_images_per_s']:8.2f} img/s  "
                 f"captum {row['captum_images_per_s']:8.2f} img/s  x{row['speedup_vs_captum_best']:.2f}")
+    if not any(k.startswith("captum_") for k in row):
+        return f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_s'] * 1000:8.1f} ms"
     refs = "  ".join(f"captum {k[7:-2]} {v * 1000:8.1f} ms (x{row['speedup_vs_captum_' + k[7:-2]]:.2f})"
                      for k, v in row.items() if k.startswith("captum_"))
-    return f"{row['device']:4} {row['model']:9} {row['task']:38} ours {row['ours_s'] * 1000:8.1f} ms  {refs}"
+    return f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_s'] * 1000:8.1f} ms  {refs}"
 
 
 def peak_memory_smoothgrad(samples: int) -> float:

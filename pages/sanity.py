@@ -14,12 +14,14 @@ from saliency_core import render as rd
 from saliency_core.metrics import randomisation as rz
 from saliency_core.samples import sample_images
 from pages._common import (DISCLAIMER, computed, decode, get_model, is_computed, method_params, model_key,
-                           record_sanity_verdict, report_error, settings)
+                           record_sanity_verdict, report_error, require_frame, settings)
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 MEASURE_NAMES = {"spearman_abs": "Spearman of |map|", "spearman_signed": "Spearman of signed map",
                  "ssim": "SSIM", "hog": "HOG similarity"}
 PER_ROW = 6
+
+require_frame()
 
 st.title("Sanity check: model randomisation")
 st.caption("The weights of the model are re-initialised layer block by layer block, from the output "

@@ -14,7 +14,7 @@ from saliency_core import render as rd
 from saliency_core.metrics import stability as stab
 from saliency_core.samples import sample_images
 from pages._common import (DISCLAIMER, computed, decode, get_model, method_params, model_key, report_error,
-                           settings)
+                           require_frame, settings)
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 GENERATED, SIMILAR = "Small changes made here", "Similar images I upload"
@@ -23,6 +23,8 @@ KIND_NAMES = {"noise": "pixel noise", "brightness": "brightness", "contrast": "c
 VERDICT_STYLE = {"stable": (st.success, "✅"), "unstable explanation": (st.warning, "⚠️"),
                  "fragile prediction": (st.error, "⛔")}
 PER_ROW = 5
+
+require_frame()
 
 st.title("Stability across similar inputs")
 st.caption("The image is changed a little (noise, brightness, contrast, a few pixels of shift, a small "

@@ -120,9 +120,11 @@ with st.form("validate_settings"):
                f"{cfg['params']['samples']} samples, noise {cfg['params']['noise']:.2f}, seed {cfg['params']['seed']}. "
                "Each map explains the predicted class. Unsigned maps are scored on |saliency|, signed ones "
                "(Integrated Gradients, gradient x input) on their positive part.")
-    run = st.form_submit_button("Run validation", type="primary", disabled=dataset is None or not len(dataset))
+    # a flag set in the callback survives require_frame()'s rerun, which a button's click value does not
+    st.form_submit_button("Run validation", type="primary", disabled=dataset is None or not len(dataset),
+                          on_click=lambda: st.session_state.update(validate_requested=True))
 
-if run and dataset is not None:
+if st.session_state.pop("validate_requested", False) and dataset is not None:
     options = va.ValidationSettings(
         methods=methods, params=cfg["params"], tolerance=float(tolerance), top_k=float(top_k),
         faithfulness=bool(faithful), step_fraction=STEPS[step_name], deletion_replacement=deletion,
@@ -182,8 +184,8 @@ st.caption(f"{va.interval_description(settings_used)}. Pointing game tolerance {
 verdicts = []
 for m in [m for m in result.methods if m not in va.BASELINES]:
     part = summary[(summary["method"] == m) & summary["gain_vs_centre"].notna()]
-    beats = [va.METRICS[r.metric][0].lower() for r in part.itertuples() if r.beats_centre]
-    worse = [va.METRICS[r.metric][0].lower() for r in part.itertuples() if r.gain_ci_high < 0]
+    beats = [va.METRICS[r.metric][0] for r in part.itertuples() if r.beats_centre]
+    worse = [va.METRICS[r.metric][0] for r in part.itertuples() if r.gain_ci_high < 0]
     text = f"**{va.label_of(m)}**: " + (f"beats the centre-bias baseline on {', '.join(beats)}" if beats
                                          else "does not clearly beat the centre-bias baseline on any measure")
     if worse:
@@ -231,7 +233,7 @@ shown = ["image", "method_label", "top1_label", "top1_probability", "region_frac
         [m for m in result.metrics if m in table] + ["seconds", "notes"]
 c1, c2 = st.columns(2)
 only = c1.multiselect("Methods", [va.label_of(m) for m in result.methods], key="validate_filter")
-order = c2.selectbox("Sort by", [m for m in result.metrics if m in table], key="validate_sort",
+order = c2.selectbox("Sort by (worst first)", [m for m in result.metrics if m in table], key="validate_sort",
                      format_func=lambda k: va.METRICS[k][0])
 view = table[table["method_label"].isin(only)] if only else table
 st.dataframe(view[shown].sort_values(order, ascending=va.METRICS[order][1]), hide_index=True,

@@ -114,7 +114,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
                                "(noise, brightness, a small shift)."),
     "validation": ("Validation metrics", "How well maps agree with regions that experts marked on the "
                                          "images."),
-    "strongest-pixels": ("Strongest pixels", f"The {TOP_SHARE:.0%} of pixels with the largest map values."),
+    "strongest-pixels": ("Strongest pixels", f"The {100 * TOP_SHARE:.0f} % of pixels with the largest map values."),
     "replay": ("Replay", "Recomputing every map from the data stored in this report, to show that the "
                          "same inputs give the same numbers."),
 }
@@ -503,8 +503,9 @@ def map_summary(saliency: np.ndarray) -> dict:
     """sha256 of the map's float32 (little-endian, C order) bytes, its shape and a few statistics.
 
     Example:
-        >>> map_summary(np.zeros((2, 2)))["sha256"][:8]
-        '...'
+        >>> summary = map_summary(exp.saliency)
+        >>> len(summary["sha256"]), summary["shape"]
+        (64, [224, 224])
     """
     s = _f32(saliency)
     finite = s[np.isfinite(s)]
@@ -682,7 +683,7 @@ def describe_map(m: MapEntry) -> dict:
     how = "concentrated" if share >= 0.5 else "spread out"
     return {"region": region, "top_share": share,
             "sentence": (f"{label}: strongest around the {region} of the crop; its strongest 10 % of pixels "
-                         f"hold {share:.0%} of the map's total ({how}).")}
+                         f"hold {100 * share:.0f} % of the map's total ({how}).")}
 
 
 def agreement(a: MapEntry, b: MapEntry) -> float:
@@ -691,6 +692,14 @@ def agreement(a: MapEntry, b: MapEntry) -> float:
         return float("nan")
     ma, mb = _top_mask(a.saliency), _top_mask(b.saliency)
     return float((ma & mb).sum() / max(1, ma.sum()))
+
+
+def _agreement_words(share: float) -> str:
+    if share >= 0.5:
+        return "they largely agree"
+    if share >= 0.2:
+        return "partial agreement"
+    return "they point at different pixels"
 
 
 def _verdict_rows(report: Report) -> list[dict]:
@@ -741,8 +750,8 @@ def summary_paragraphs(report: Report) -> list[str]:
             if len(maps) >= 2:
                 pairs = [(a, b, agreement(a, b)) for i, a in enumerate(maps) for b in maps[i + 1:]][:3]
                 text += " " + " ".join(
-                    f"{METHODS[a.method].label} and {METHODS[b.method].label} share {v:.0%} of their strongest "
-                    f"pixels (chance is about 10 %)." for a, b, v in pairs if math.isfinite(v))
+                    f"{METHODS[a.method].label} and {METHODS[b.method].label} share {100 * v:.0f} % of their strongest "
+                    f"pixels ({_agreement_words(v)}; chance is about 10 %)." for a, b, v in pairs if math.isfinite(v))
             if item.errors:
                 text += f" {len(item.errors)} map(s) could not be computed (see below)."
             out.append(text)
@@ -766,7 +775,7 @@ def summary_paragraphs(report: Report) -> list[str]:
         unstable = [r for r in rows if str(r.get("verdict", "")).lower() not in ("stable", "")]
         trust.append(f"Stability was checked for {len(rows)} image/method pair(s); {len(unstable)} were "
                      "not stable (see the stability section).")
-    out.append(" ".join(trust))
+    out.append("How far to trust the maps: " + " ".join(trust))
     return out
 
 
@@ -877,7 +886,7 @@ class _Html:
 
     def model(self) -> str:
         d = self.r.model
-        rows = [("Name", d.get("name")), ("Fingerprint (sha256 of the weights)", f'<code>{_e(d.get("fingerprint"))}</code>'),
+        rows = [("Name", d.get("name")), ("Fingerprint (sha256 of the weights)", d.get("fingerprint")),
                 ("Classes", d.get("classes")), ("Input", f'{d.get("input_size")} × {d.get("input_size")} pixels'),
                 ("Preprocessing", f'resize the short side to {d.get("resize")} px ({d.get("interpolation")}), '
                                   f'{d.get("crop")} crop of {d.get("input_size")} px, normalise with mean '
@@ -886,10 +895,10 @@ class _Html:
                 ("Loaded from", self.r.model_source)]
         card = d.get("card") or {}
         for k, v in card.items():
-            if k in ("digest",) or isinstance(v, (dict, list)) and len(str(v)) > 200:
+            if k == "digest" or (isinstance(v, (dict, list)) and len(str(v)) > 200):
                 continue
             rows.append((f"Card: {k}", v))
-        body = "".join(f"<tr><th>{_e(k)}</th><td>{v if str(v).startswith('<code>') else _e(v)}</td></tr>"
+        body = "".join(f"<tr><th>{_e(k)}</th><td>{f'<code>{_e(v)}</code>' if 'sha256' in k else _e(v)}</td></tr>"
                        for k, v in rows)
         return ('<section id="model"><h2>The model</h2>'
                 '<p>The model card: what was explained and how images were prepared. The '
@@ -1195,7 +1204,7 @@ def _pdf(report: Report) -> bytes:
     paras = summary_paragraphs(report)
     for p in paras[:-1]:
         para(p)
-    para("How far to trust the maps: " + paras[-1], style="")
+    para(paras[-1])
     para("Terms are explained on the next page. The HTML version of this report carries the data to replay "
          "every map.", size=8)
 
@@ -1219,7 +1228,9 @@ def _pdf(report: Report) -> bytes:
               ("Classes", d.get("classes")), ("Input", f"{d.get('input_size')} x {d.get('input_size')} pixels"),
               ("Preprocessing", f"short side to {d.get('resize')} px ({d.get('interpolation')}), {d.get('crop')} "
                                 f"crop, mean {_nums(d.get('mean'))}, std {_nums(d.get('std'))}"),
-              ("Grad-CAM layer", d.get("gradcam_layer") or "none"), ("Loaded from", report.model_source)])
+              ("Grad-CAM layer", d.get("gradcam_layer") or "none"), ("Loaded from", report.model_source)]
+             + [(f"Card: {k}", v) for k, v in (d.get("card") or {}).items()
+                if k != "digest" and not (isinstance(v, (dict, list)) and len(str(v)) > 200)])
     heading("Methods, parameters and known limits", 13)
     para(GENERAL_LIMITS, size=8.5)
     for m in report.methods:
@@ -1410,8 +1421,8 @@ def read_replay(source: str | os.PathLike) -> dict:
         >>> read_replay("report.html")["schema"]
         'saliency-lens-report/1'
     """
-    text = str(source)
-    if "<" not in text and "{" not in text:
+    text = source if isinstance(source, str) else ""
+    if not text.lstrip().startswith(("<", "{")):          # a file name, not the document itself
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"{path}: no such file.")

@@ -279,7 +279,9 @@ def test_empty_selection_and_missing_images(demo, tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "gone.png"), "--methods", "gradient", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: None of the 1 image(s) could be read") and not out.exists()
-    assert cli.main(["report", _photo("chelsea.png"), "--methods", "nonsense", "--out", str(out)]) == 2
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["report", _photo("chelsea.png"), "--methods", "nonsense", "--out", str(out)])
+    assert usage.value.code == 2
     assert "unknown method 'nonsense'" in capsys.readouterr().err
 
 
@@ -357,3 +359,29 @@ def test_optional_sections_from_plain_data():
     assert "Review decisions" in pdf.pages[-2].extract_text()
     with pytest.raises(ValueError, match="Expected a list of rows"):
         _fake_report(1, validation=42).to_html()
+
+
+def test_cli_report_with_seeded_method_and_result_files(demo, tmp_path, capsys):
+    """SmoothGrad's seed and parameters are shown and replayed; --sanity reads 'sanity --out' JSON."""
+    sanity = tmp_path / "sanity.json"
+    sanity.write_text(json.dumps({"model": {}, "command": [], "images": {"/photos/chelsea.png": {"verdicts": {
+        "smoothgrad": {"method": "smoothgrad", "passed": True, "verdict": "passes", "final_similarity": 0.08,
+                       "threshold": 0.5, "mode": "cascading", "blocks": 3, "total_blocks": 19}}}}}))
+    validation = tmp_path / "validation.csv"
+    pd.DataFrame({"method": ["smoothgrad"], "pointing_game": [0.75]}).to_csv(validation, index=False)
+    out = tmp_path / "seeded.html"
+    code = cli.main(["report", _photo("chelsea.png"), "--methods", "smoothgrad", "--samples", "2", "--seed", "7",
+                     "--out", str(out), "--sanity", str(sanity), "--validation", str(validation)])
+    assert code == 0, capsys.readouterr().err
+    parsed = _Parsed(out.read_text(encoding="utf-8"))
+    visible = parsed.visible
+    assert "Seed 7: the same seed gives the same map." in visible
+    assert "samples 2 number of noisy copies" in visible and "noise 0.15" in visible
+    assert "SmoothGrad passed" in visible and "method pointing_game smoothgrad 0.75" in visible
+    assert [a.get("id") for a in parsed.of("section")][-3:] == ["sanity", "validation", "software"]
+    record = rp.read_replay(out)
+    assert record["images"][0]["maps"][0]["params"]["seed"] == 7
+    assert [r.status for r in rp.replay(record, demo)] == ["match"]
+    record["images"][0]["maps"][0]["params"]["seed"] = 8            # another seed: other noise, other map
+    changed = rp.replay(record, demo)[0]
+    assert changed.status == "mismatch" and changed.max_abs_diff > 0

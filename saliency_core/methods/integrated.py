@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from ._autograd import count, as_targets, input_gradient, target_scores
+from ._autograd import count, as_targets, default_chunk_size, input_gradient, target_scores
 from ._registry import register
 
 BASELINES = ("black", "blurred", "uniform")
@@ -68,7 +68,7 @@ def integrated_gradients(network: nn.Module, x: torch.Tensor, target: torch.Tens
     target = as_targets(target, batch, x.device)
     ref = make_baseline(x, baseline, seed)
     alphas, weights = path_points(int(steps), rule)
-    per_chunk = max(1, (chunk_size or (64 if x.device.type == "cuda" else 10)) // batch)
+    per_chunk = max(1, (chunk_size or default_chunk_size(x)) // batch)
     total = torch.zeros_like(x)
     for start in range(0, len(alphas), per_chunk):
         a = torch.tensor(alphas[start:start + per_chunk], dtype=x.dtype, device=x.device)

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._autograd import as_targets, count
+from ._autograd import as_targets, count, default_chunk_size
 from ._registry import METHODS, register
 
 VARIANTS = ("mean", "squared", "vargrad")
@@ -32,11 +32,6 @@ def sample_noise(like: torch.Tensor, seed: int, index: int) -> torch.Tensor:
     g = torch.Generator(device=like.device)
     g.manual_seed(sample_seed(seed, index))
     return torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype)
-
-
-def default_chunk_size(x: torch.Tensor) -> int:
-    """Images per forward/backward pass: small on CPU (cache-friendly), larger on GPU."""
-    return 64 if x.device.type == "cuda" else 10
 
 
 def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, samples: int = 50,

@@ -6,7 +6,6 @@ import tempfile
 
 import pytest
 import torch
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 from torch import nn
 

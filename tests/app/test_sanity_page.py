@@ -22,29 +22,23 @@ def _one_thread():
 
 def _sanity_page(methods) -> AppTest:
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
-    at.switch_page("pages/sanity.py")
-    return _rerun(at, methods)
-
-
-def _rerun(at, methods) -> AppTest:
-    """Run with the sidebar's method choice set: AppTest does not list the sidebar's widgets
-    after a page switch, so it would not send their values back."""
-    at.session_state["methods"] = methods
+    at.switch_page("pages/sanity.py").run()
+    at.sidebar.multiselect(key="methods").set_value(methods)
+    next(b for b in at.sidebar.button if b.label == "Apply").click()
     return at.run()
 
 
-def _run(at, depth: int, methods) -> AppTest:
+def _run(at, depth: int) -> AppTest:
     next(s for s in at.slider if s.label.startswith("Layer blocks")).set_value(depth)
     next(b for b in at.button if b.label == "Run the sanity check").click()
-    return _rerun(at, methods)
+    return at.run()
 
 
 def test_sanity_page_verdicts_and_explain_caution():
-    methods = ["gradient", "guided_backprop", "gradcam"]
-    at = _sanity_page(methods)
+    at = _sanity_page(["gradient", "guided_backprop", "gradcam"])
     assert not at.exception, at.exception
     assert any("Run the sanity check" in i.value for i in at.info)   # nothing computed before asked
-    at = _run(at, 3, methods)   # _fc, _conv_head + _bn1, _blocks.15
+    at = _run(at, 3)   # _fc, _conv_head + _bn1, _blocks.15
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
 
@@ -65,8 +59,7 @@ def test_sanity_page_verdicts_and_explain_caution():
         "Similarities per step (CSV)", "Verdicts and settings (JSON)"}
 
     # the verdicts feed the Explain page's caution marks for this model
-    at.switch_page("pages/explain.py")
-    at = _rerun(at, methods)
+    at = at.switch_page("pages/explain.py").run()
     assert not at.exception, at.exception
     warnings = " ".join(w.value for w in at.warning)
     assert "Fails the randomisation sanity check on Cat (chelsea.png)" in warnings
@@ -74,10 +67,9 @@ def test_sanity_page_verdicts_and_explain_caution():
 
 
 def test_sanity_page_bad_upload_keeps_the_page():
-    methods = ["gradcam"]
-    at = _sanity_page(methods)
+    at = _sanity_page(["gradcam"])
     at.file_uploader[0].set_value(("notes.png", b"not a picture", "image/png"))
-    at = _rerun(at, methods)
+    at = at.run()
     assert not at.exception, at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "notes.png" in errors[0] and "not an image" in errors[0]

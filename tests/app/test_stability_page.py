@@ -21,14 +21,9 @@ def _one_thread():
 
 def _stability_page(methods) -> AppTest:
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
-    at.switch_page("pages/stability.py")
-    return _run(at, methods)
-
-
-def _run(at, methods) -> AppTest:
-    """Run with the sidebar's method choice set: AppTest does not list the sidebar's widgets
-    after a page switch, so it would not send their values back."""
-    at.session_state["methods"] = methods
+    at.switch_page("pages/stability.py").run()
+    at.sidebar.multiselect(key="methods").set_value(methods)
+    next(b for b in at.sidebar.button if b.label == "Apply").click()
     return at.run()
 
 
@@ -36,18 +31,17 @@ def _by_label(elements, start: str):
     return next(e for e in elements if e.label.startswith(start))
 
 
-def _check(at, methods) -> AppTest:
+def _check(at) -> AppTest:
     _by_label(at.button, "Check stability").click()
-    return _run(at, methods)
+    return at.run()
 
 
 def test_generated_variants_grid_chart_and_export():
-    methods = ["gradient", "gradcam"]
-    at = _stability_page(methods)
+    at = _stability_page(["gradient", "gradcam"])
     assert not at.exception, at.exception
     _by_label(at.selectbox, "…or use a sample photo").set_value("Espresso (coffee.png)")
     _by_label(at.number_input, "Number of variants").set_value(4)   # noise, brightness, contrast, shift
-    at = _check(at, methods)
+    at = _check(at)
     assert not at.exception, at.exception
     assert not at.error or all("fragile prediction" in e.value for e in at.error), [e.value for e in at.error]
 
@@ -72,18 +66,17 @@ def test_generated_variants_grid_chart_and_export():
 
     # thresholds re-judge the same maps without recomputing: demand perfection -> unstable
     _by_label(at.slider, "Stable if the mean rank correlation").set_value(1.0)
-    at = _check(at, methods)
+    at = _check(at)
     assert not at.exception, at.exception
     verdicts = set(at.dataframe[0].value["verdict"])
     assert "stable" not in verdicts
 
 
 def test_shift_too_large_for_the_image_is_explained():
-    methods = ["gradcam"]
-    at = _stability_page(methods)
+    at = _stability_page(["gradcam"])
     _by_label(at.number_input, "Number of variants").set_value(10)   # the 2nd shift goes down
     _by_label(at.slider, "Shift (pixels)").set_value(32)
-    at = _check(at, methods)
+    at = _check(at)
     assert not at.exception, at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "too small for a 32 px shift" in errors[0], errors
@@ -93,15 +86,14 @@ def test_shift_too_large_for_the_image_is_explained():
 
 
 def test_similar_images_uploaded_with_a_bad_one():
-    methods = ["gradient"]
-    at = _stability_page(methods)
+    at = _stability_page(["gradient"])
     _by_label(at.radio, "Compare with").set_value("Similar images I upload")
-    at = _run(at, methods)
+    at = at.run()
     with open(PHOTO, "rb") as f:
         good = f.read()
     at.file_uploader[1].set_value([("frame1.png", good, "image/png"), ("notes.png", b"text", "image/png")])
-    at = _run(at, methods)
-    at = _check(at, methods)
+    at = at.run()
+    at = _check(at)
     assert not at.exception, at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "notes.png" in errors[0], errors

@@ -1,0 +1,96 @@
+"""Drive the Report page with AppTest: real demo model, a real sample photo and a real upload."""
+import io
+import os
+from html.parser import HTMLParser
+
+import pypdf
+import pytest
+import skimage
+import torch
+from streamlit.testing.v1 import AppTest
+
+from saliency_core import report as rp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COFFEE = os.path.join(os.path.dirname(skimage.__file__), "data", "coffee.png")
+METHODS = ["gradient", "gradcam"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: faster on a small shared CPU for these single-image maps."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _report_page() -> AppTest:
+    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
+    at.switch_page("pages/report.py")
+    return _rerun(at)
+
+
+def _rerun(at) -> AppTest:
+    """AppTest does not list the sidebar's widgets after a page switch, so set their values."""
+    at.session_state["methods"] = METHODS
+    return at.run()
+
+
+class _Images(HTMLParser):
+    def __init__(self, text):
+        super().__init__()
+        self.src = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.src.append(dict(attrs)["src"])
+
+
+def test_empty_selection_says_what_to_do():
+    at = _report_page()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    info = " ".join(i.value for i in at.info)
+    assert "Choose at least one image" in info and "Gradient, Grad-CAM" in info
+    assert not at.get("download_button")
+    assert not [b for b in at.button if b.label == "Build report"]
+
+
+def test_report_page_produces_downloadable_files():
+    at = _report_page()
+    next(m for m in at.multiselect if m.label.endswith("sample photos")).set_value(["Cat (chelsea.png)"])
+    with open(COFFEE, "rb") as f:
+        at.file_uploader[0].set_value([("coffee.png", f.read(), "image/png"),
+                                       ("notes.png", b"not a picture", "image/png")])
+    at = _rerun(at)
+    next(b for b in at.button if b.label == "Build report").click()
+    at = _rerun(at)
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "notes.png" in errors[0] and "not an image" in errors[0], errors
+    assert not any("Traceback" in e for e in errors)
+    assert "Report ready: 2 image(s) × 2 method(s)" in " ".join(s.value for s in at.success)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Download HTML report", "Download PDF report"]
+
+    files = at.session_state["report_files"]
+    html_text = files["html"].decode("utf-8")
+    assert html_text.startswith("<!DOCTYPE html>") and "https://" not in html_text
+    sources = _Images(html_text).src
+    assert len(sources) == 2 * (1 + len(METHODS)) and all(s.startswith("data:image/png;base64,") for s in sources)
+    record = rp.read_replay(html_text)
+    assert [i["name"] for i in record["images"]] == ["coffee.png", "Cat (chelsea.png)"]
+    assert [i["prediction"][0]["label"] for i in record["images"]] == ["espresso", "tiger cat"]
+    assert [r.status for r in rp.replay(record)] == ["match"] * 4   # the page's cached maps replay exactly
+    pdf = pypdf.PdfReader(io.BytesIO(files["pdf"]))
+    assert len(pdf.pages) == 3 + 2 + 1
+    assert "espresso" in pdf.pages[3].extract_text() and "tiger cat" in pdf.pages[4].extract_text()
+
+    # a changed selection makes the built report stale instead of offering it for the new choice
+    next(m for m in at.multiselect if m.label.endswith("sample photos")).set_value([])
+    at = _rerun(at)
+    assert not at.exception, at.exception
+    assert not at.get("download_button")
+    assert "changed since the last report" in " ".join(i.value for i in at.info)
