@@ -74,7 +74,7 @@ for name, data in sources:
     try:
         image = decode(data, name)
         crop = model.crop(image)
-        x = model.preprocess(crop)
+        x = model.preprocess(image)
         images.append({"id": len(images), "name": name, "image": image, "hash": sc.image_hash(image),
                        "crop": crop, "prediction": model.predict(x, k=5)})
     except Exception as err:  # one bad file never hides the others

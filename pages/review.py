@@ -354,7 +354,7 @@ nav[3].markdown(f"**Item {pos + 1} of {len(items)}:** {item['name']}")
 try:
     image = decode(item["data"] if "data" in item else Path(item["path"]).read_bytes(), item["name"])
     crop = model.crop(image)
-    prediction = model.predict(model.preprocess(crop), k=5)
+    prediction = model.predict(model.preprocess(image), k=5)
 except (ValueError, OSError) as err:
     st.error(f"{item['name']}: {err}")
     st.stop()
