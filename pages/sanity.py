@@ -201,7 +201,9 @@ for m, result in results.items():
                                   f"ρ {similarity:.2f}" + (" · map is zero" if r.near_zero else ""))
         if legend is not None:
             st.image(rd.colorbar_image(legend, width=400))
-            st.caption(f"{legend.legend} ρ = Spearman rank correlation of |map| with the trained model's map.")
+            st.caption(f"Trained model's map: {legend.legend} The maps of the randomised models are scaled to "
+                       "their own 99th percentile the same way. ρ = Spearman rank correlation of |map| with the "
+                       "trained model's map.")
         notes = sorted({n for s in result.steps for n in s.notes})
         if notes:
             with st.expander("What was re-initialised other than by the layers' own reset_parameters()"):

@@ -192,8 +192,10 @@ st.caption(f"Thresholds: stable if the mean rank correlation (Spearman of |map|)
 
 rows = pd.DataFrame(result.rows())
 rows["method"] = rows["method"].map(lambda n: sc.METHODS[n].label)
-fig = px.strip(rows, x="variant", y="spearman_abs", color="method",
-               hover_data=["top1", "top1_probability", "top_k_overlap", "ssim"])
+rows["prediction"] = rows["steady"].map({True: "held", False: "changed or dropped"})
+fig = px.scatter(rows, x="variant", y="spearman_abs", color="method", symbol="prediction",
+                 symbol_map={"held": "circle", "changed or dropped": "x"},
+                 hover_data=["top1", "top1_probability", "top_k_overlap", "ssim"])
 fig.add_hline(y=thresholds.min_spearman, line_dash="dash", line_color="grey",
               annotation_text=f"threshold {thresholds.min_spearman:.2f}")
 fig.update_traces(marker_size=11)
@@ -202,9 +204,9 @@ fig.update_layout(height=340, margin=dict(l=0, r=0, t=10, b=0), yaxis_range=[-0.
 st.plotly_chart(fig, key="stability-chart")
 
 # ---- grid: each variant's overlay and scores ----------------------------------------------------------
-for m, s in result.summary.items():
+for n, (m, s) in enumerate(result.summary.items()):
     meta = sc.METHODS[m]
-    with st.expander(f"{meta.label}: {s.verdict} · each variant's map", expanded=len(result.summary) == 1):
+    with st.expander(f"{meta.label}: {s.verdict} · each variant's map", expanded=n == 0):
         tiles = [("original", result.image, result.saliency[m], top, None)]
         tiles += [(v.name, v.image, v.saliency[m], v.prediction, v.scores[m]) for v in result.variants]
         legend = None
@@ -219,8 +221,9 @@ for m, s in result.summary.items():
                                 f" · SSIM {scores['ssim']:.2f}")
                 col.image(r.overlay, caption=caption, width="stretch")
         st.image(rd.colorbar_image(legend, width=400))
-        st.caption(f"{legend.legend} Each map on its own colour scale; ρ = Spearman rank correlation of "
-                   "|map| with the original's map, compared where both images show the same pixels.")
+        st.caption(f"Original's map: {legend.legend} Each variant's map is scaled to its own 99th percentile "
+                   "the same way. ρ = Spearman rank correlation of |map| with the original's map, compared "
+                   "where both images show the same pixels.")
 
 # ---- export -----------------------------------------------------------------------------------------------
 export = pd.DataFrame(result.rows())

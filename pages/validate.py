@@ -238,8 +238,8 @@ order = c2.selectbox("Sort by (worst first)", [m for m in result.metrics if m in
 view = table[table["method_label"].isin(only)] if only else table
 st.dataframe(view[shown].sort_values(order, ascending=va.METRICS[order][1]), hide_index=True,
              key="validate_rows", column_config={
-                 "method_label": "method", "top1_label": "prediction", "top1_probability": st.column_config.NumberColumn(
-                     "probability", format="%.2f"),
+                 "method_label": "method", "top1_label": "prediction",
+                 "top1_probability": st.column_config.NumberColumn("probability", format="%.2f"),
                  "region_fraction": st.column_config.NumberColumn("region share", format="%.2f"),
                  **{m: st.column_config.NumberColumn(va.METRICS[m][0], format="%.3f") for m in result.metrics}})
 
@@ -270,14 +270,19 @@ if result.worst and any(result.worst.values()):
         c0, c1, c2, c3 = st.columns([1, 1, 1, 1.4])
         c0.image(case.crop, caption="what the model sees", width="stretch")
         c1.image(annotation_picture(case), caption="annotation (green)", width="stretch")
-        c2.image(r.overlay, caption=f"{va.label_of(pick)} map", width="stretch")
+        c2.image(r.overlay, width="stretch", caption=f"{va.label_of(pick)} map · " + (
+            "zero everywhere" if r.near_zero else f"full colour at {r.scale:.3g} and above"))
         scores = " · ".join(f"{va.METRICS[k][0]} {v:.2f}" for k, v in case.scores.items()
                             if v is not None and np.isfinite(v))
         c3.markdown(f"**{case.image}**  \nPrediction: {case.prediction[1]} ({case.prediction[2]:.0%}); the map "
                     f"explains **{case.target_label}**.  \n{scores}")
     if legend is not None:
+        meaning = (sc.METHODS[pick].meaning if pick in sc.METHODS else "{score}").format(
+            score="the explained class's score")
         st.image(rd.colorbar_image(legend, width=400))
-        st.caption(f"{legend.legend} Each map on its own scale (what was scored: |saliency| or the positive part).")
+        st.caption(f"Dark to bright = low to high. Brighter = {meaning}. Each map is drawn on its own scale, "
+                   "clipped at its 99th percentile (the value under each map); what is drawn is what was scored: "
+                   + ("the positive part of the signed map." if sc.METHODS[pick].signed else "|saliency|."))
 
 # ---- export -----------------------------------------------------------------------------------------------
 c1, c2, c3, c4 = st.columns(4)

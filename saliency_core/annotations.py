@@ -247,16 +247,16 @@ class Annotation:
         Example:
             >>> a = Annotation("cat.png", boxes=[Box(125, 70, 355, 285)])
             >>> a.region((451, 300), CropGeometry(256, 224)).fraction
-            0.73...
+            0.70...
         """
         width, height = image_size
         s = geometry.input_size
-        if self.size is not None and tuple(self.size) != (width, height):
-            raise ValueError(f"the annotation was made on a {self.size[0]}x{self.size[1]} image but the "
-                             f"image is {width}x{height} pixels.")
         if self.mask is not None and self.mask.shape != (height, width):
             raise ValueError(f"the mask is {_shape(self.mask)} pixels but the image is {width}x{height}; a "
                              "mask must have the size of its image.")
+        if self.size is not None and tuple(self.size) != (width, height):
+            raise ValueError(f"the annotation was made on a {self.size[0]}x{self.size[1]} image but the "
+                             f"image is {width}x{height} pixels.")
         mask = np.zeros((s, s), dtype=bool)
         notes: list[str] = []
         dropped: list[Skipped] = []
@@ -820,7 +820,7 @@ def _read_bytes(path: Path, limit: int) -> bytes:
     return path.read_bytes()
 
 
-def dataset_from_folder(images: str | os.PathLike, annotations: str | os.PathLike) -> Dataset:
+def dataset_from_folder(images: str | os.PathLike, annotations: str | os.PathLike | None = None) -> Dataset:
     """A data set from a folder of images (searched recursively) and an annotation file, a
     folder of them (CSV, XML, JSON, mask PNGs) or a ZIP.
 
@@ -836,12 +836,7 @@ def dataset_from_folder(images: str | os.PathLike, annotations: str | os.PathLik
     skipped: list[Skipped] = []
     found: list[Annotation] = []
     if images.is_file() and images.suffix.lower() == ".zip":
-        base = dataset_from_zip(images)
-        if annotations is None:
-            return base
-        pictures = [(i.name, i.load) for i in base.items]
-        found += [i.annotation for i in base.items]
-        skipped += base.skipped
+        pictures, found, skipped = _zip_contents(images)
     elif images.is_dir():
         pictures, mask_files = [], []
         for p in _files_under(images, IMAGE_SUFFIXES):
@@ -866,9 +861,9 @@ def dataset_from_folder(images: str | os.PathLike, annotations: str | os.PathLik
         for p in files:
             name = p.relative_to(annotations).as_posix() if annotations.is_dir() else p.name
             if p.suffix.lower() == ".zip":
-                z = dataset_from_zip(p)
-                found += [i.annotation for i in z.items]
-                skipped += z.skipped
+                _, got, problems = _zip_contents(p)
+                found += got
+                skipped += problems
                 continue
             try:
                 data = _read_bytes(p, MAX_ANNOTATION_BYTES)
@@ -878,7 +873,9 @@ def dataset_from_folder(images: str | os.PathLike, annotations: str | os.PathLik
             got, problems = read_annotation_file(name, data)
             found += got
             skipped += problems
-    return match(pictures, found, skipped, f"images from {images}, annotations from {annotations}")
+    where = f"images from {images}, annotations from {annotations}" if annotations else \
+        f"images and annotations from {images}"
+    return match(pictures, found, skipped, where)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -906,6 +903,14 @@ def dataset_from_zip(source: str | os.PathLike | bytes, name: str = "upload.zip"
     Example:
         >>> ds = dataset_from_zip(open("welds.zip", "rb").read())
     """
+    pictures, annotations, skipped = _zip_contents(source, name)
+    label = str(source) if isinstance(source, (str, os.PathLike)) else name
+    return match(pictures, annotations, skipped, f"{label}: {len(pictures)} image(s)")
+
+
+def _zip_contents(source: str | os.PathLike | bytes, name: str = "upload.zip"
+                  ) -> tuple[list[tuple[str, object]], list[Annotation], list[Skipped]]:
+    """(images as (name, reader), annotations read, problems) of a ZIP."""
     label = str(source) if isinstance(source, (str, os.PathLike)) else name
     data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else bytes(source)
     try:
@@ -947,4 +952,4 @@ def dataset_from_zip(source: str | os.PathLike | bytes, name: str = "upload.zip"
             pictures.append((path, reader(m, MAX_BYTES)))
         else:
             skipped.append(Skipped(path, f"neither an image nor an annotation file ('{suffix or 'no suffix'}')."))
-    return match(pictures, annotations, skipped, f"{label}: {len(pictures)} image(s)")
+    return pictures, annotations, skipped

@@ -457,7 +457,8 @@ def run_sanity(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         for method, v in result.verdicts().items():
             curve = " ".join(f"{x:.2f}" for x in result.curve(method))
             yield (f"{Path(path).name:<18} {method:<22} {'passes' if v.passed else 'fails':<7} "
-                   f"{v.final_similarity:>8.3f} {v.blocks:>3}/{v.total_blocks:<3} {curve}")
+                   f"{v.final_similarity:>8.3f} {v.blocks:>3}/{v.total_blocks:<3} {curve}"
+                   + ("  (map zero at the last step)" if v.final_map_zero else ""))
 
     header = f"{'image':<18} {'method':<22} {'verdict':<7} {'spearman':>8} blocks  curve (Spearman of |map| per step)"
     return _run_checks(args, parser, check, line, header)

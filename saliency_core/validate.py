@@ -198,10 +198,7 @@ class ValidationResult:
 
     def per_image(self) -> pd.DataFrame:
         """One row per image and method (baselines included), every score as a column."""
-        frame = pd.DataFrame(self.rows)
-        if frame.empty:
-            return frame
-        return frame
+        return pd.DataFrame(self.rows)
 
     def summary(self) -> pd.DataFrame:
         """Long table: method x metric -> n, mean, CI, and the mean paired difference to the

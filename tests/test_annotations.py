@@ -289,7 +289,7 @@ def test_match_reports_missing_images_and_annotations():
     assert "same name stem 'cat'" in reasons["other/cat.png"]
 
 
-def test_zip_with_images_masks_csv_and_junk():
+def test_zip_with_images_masks_csv_and_junk(tmp_path):
     mask = np.zeros((300, 451), np.uint8)
     mask[50:250, 100:350] = 1
     buf = io.BytesIO()
@@ -311,6 +311,14 @@ def test_zip_with_images_masks_csv_and_junk():
     assert "neither an image nor an annotation" in reasons["set/readme.txt"]
     with pytest.raises(ValueError, match="not a readable ZIP"):
         an.dataset_from_zip(b"PK\x03\x04 broken", name="bad.zip")
+    # the command line's --images set.zip, alone or with annotations outside the archive
+    (tmp_path / "set.zip").write_bytes(buf.getvalue())
+    (tmp_path / "more.csv").write_text("image,x_min,y_min,x_max,y_max\ncamera.png,228,195,405,512\n")
+    alone = an.dataset_from_folder(tmp_path / "set.zip")
+    assert [i.name for i in alone.items] == [i.name for i in ds.items]
+    both = an.dataset_from_folder(tmp_path / "set.zip", tmp_path / "more.csv")
+    assert [i.name for i in both.items] == ["set/images/camera.png", "set/images/chelsea.png",
+                                            "set/images/coffee.png"]
 
 
 def test_folder_of_images_and_voc_folder(tmp_path):

@@ -61,6 +61,10 @@ def test_cascading_verdicts_match_the_paper(cascade):
     assert first["guided_backprop"]["spearman_abs"] > 0.95
     assert first["gradient"]["spearman_abs"] < 0.6 and first["gradcam"]["spearman_abs"] < 0.6
     assert verdicts["guided_backprop"].final_similarity == pytest.approx(result.curve("guided_backprop")[-1])
+    # Grad-CAM's ReLU leaves nothing once the head is random: a zero map, said in words
+    assert "gradcam" in result.steps[-1].zero and verdicts["gradcam"].final_map_zero
+    assert "zero everywhere" in verdicts["gradcam"].summary
+    assert not verdicts["gradient"].final_map_zero and "zero" not in verdicts["gradient"].summary
     text = verdicts["guided_backprop"].summary
     assert text.startswith("Fails") and "chelsea.png" in text and "7 of 19" in text and "0.50" in text
 

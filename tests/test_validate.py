@@ -142,7 +142,7 @@ def test_mean_intervals():
     half = 3.182446305284263 * 0.5 / 2      # t(0.975, 3) x sd / sqrt(4)
     assert (mean, n) == (0.75, 4) and low == pytest.approx(0.75 - half) and high == pytest.approx(0.75 + half)
     boot = ValidationSettings(["gradient"])
-    assert mean_interval([0.3] * 10, boot)[1:3] == (0.3, 0.3)
+    assert mean_interval([0.3] * 10, boot)[1:3] == pytest.approx((0.3, 0.3))
     values = np.random.default_rng(0).normal(0.5, 0.1, 400)
     _, low, high, _ = mean_interval(values, boot)
     assert low < 0.5 < high and high - low == pytest.approx(2 * 1.96 * 0.1 / 20, rel=0.15)

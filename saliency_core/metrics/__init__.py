@@ -2,7 +2,7 @@
 inputs, and whether it passes the model-randomisation sanity check.
 
     >>> from saliency_core.metrics import stability_check, sanity_check
-    >>> stability_check(model, "chelsea.png", ["gradcam"]).summary["gradcam"].verdict
+    >>> stability_check(model, "coffee.png", ["gradcam"]).summary["gradcam"].verdict
     'stable'
     >>> sanity_check(model, "chelsea.png", ["gradient"]).verdicts()["gradient"].passed
     True

@@ -228,6 +228,7 @@ class Step:
         prediction: the (randomised) model's top-1 (index, label, probability) on the image.
         saliency: method -> (H, W) drawn map.
         similarity: method -> {measure: value} against step 0.
+        zero: methods whose map is zero everywhere at this step (Spearman then counts as 0).
         notes: what was re-initialised other than by ``reset_parameters()``.
     """
 
@@ -237,6 +238,7 @@ class Step:
     prediction: tuple
     saliency: dict = field(default_factory=dict)
     similarity: dict = field(default_factory=dict)
+    zero: set = field(default_factory=set)
     notes: list = field(default_factory=list)
 
 
@@ -249,6 +251,9 @@ class SanityVerdict:
         final_similarity: ``measure`` (Spearman of |map|) at the last step (independent runs:
             the mean over the steps).
         blocks, total_blocks: blocks re-initialised at the last step, of how many.
+        final_map_zero: the method's map is zero everywhere at the last step, e.g. Grad-CAM
+            when no feature of the random model supports the class (its ReLU leaves nothing);
+            that counts as changed (rank correlation 0), and the summary says so.
     """
 
     method: str
@@ -262,6 +267,7 @@ class SanityVerdict:
     model_fingerprint: str
     image_hash: str
     image_name: str = ""
+    final_map_zero: bool = False
 
     @property
     def summary(self) -> str:
@@ -273,7 +279,9 @@ class SanityVerdict:
         return (f"{state.capitalize()} the randomisation sanity check{on} "
                 f"({self.blocks} of {self.total_blocks} layer blocks re-initialised {how}): "
                 f"rank correlation with the trained model's map {self.final_similarity:.2f} {where} "
-                f"({'below' if self.passed else 'not below'} the threshold {self.threshold:.2f}).")
+                f"({'below' if self.passed else 'not below'} the threshold {self.threshold:.2f})."
+                + (" At the last step the map is zero everywhere: nothing in the randomised model supports "
+                   "the class by this method." if self.final_map_zero else ""))
 
     def record(self) -> dict:
         return {**dataclasses.asdict(self), "verdict": "passes" if self.passed else "fails"}
@@ -317,7 +325,8 @@ class SanityResult:
             value = curve[-1] if self.mode == "cascading" else float(np.mean(curve))
             out[m] = SanityVerdict(m, bool(value < threshold), VERDICT_MEASURE, float(value), threshold,
                                    self.mode, len(self.steps) - 1, self.total_blocks or len(self.blocks),
-                                   self.model_fingerprint, self.image_hash, self.image_name)
+                                   self.model_fingerprint, self.image_hash, self.image_name,
+                                   final_map_zero=self.mode == "cascading" and m in self.steps[-1].zero)
         return out
 
     def rows(self) -> list[dict]:
@@ -334,7 +343,8 @@ class SanityResult:
                 "measure": VERDICT_MEASURE, "params": self.params,
                 "verdicts": {m: v.record() for m, v in self.verdicts().items()},
                 "steps": [{"step": s.index, "block": s.block, "prediction": list(s.prediction),
-                           "similarity": s.similarity, "notes": s.notes} for s in self.steps],
+                           "similarity": s.similarity, "zero_maps": sorted(s.zero), "notes": s.notes}
+                          for s in self.steps],
                 "errors": self.errors}
 
 
@@ -452,6 +462,8 @@ def sanity_check(model: Classifier, image: ImageSource, methods: Sequence[str], 
                 if progress is not None:
                     progress(done, total)
             step.saliency[m] = drawn
+            if not np.any(drawn):   # exactly zero, e.g. Grad-CAM's ReLU (tiny values still rank)
+                step.zero.add(m)
             if index == 0:
                 original[m], used_params[m] = (drawn, signed), used
             step.similarity[m] = compare(original[m][0], drawn, signed_a=original[m][1], signed_b=signed,
@@ -464,7 +476,8 @@ def sanity_check(model: Classifier, image: ImageSource, methods: Sequence[str], 
                           seed=int(seed), image_name=image_name, total_blocks=len(every), errors=errors)
 
 
-def sanity_verdicts(model: Classifier, image: ImageSource, methods: Sequence[str], **options) -> dict[str, SanityVerdict]:
+def sanity_verdicts(model: Classifier, image: ImageSource, methods: Sequence[str],
+                    **options) -> dict[str, SanityVerdict]:
     """The pass / fail verdict of each method: a default cascading run (the top half of the blocks).
 
     This is what the Explain page's caution marks show once it has been computed; it takes

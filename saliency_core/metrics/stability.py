@@ -22,7 +22,7 @@ Verdict per method (thresholds in ``StabilityThresholds``, all adjustable):
 - ``stable``: neither.
 
 Example:
-    >>> result = stability_check(model, "chelsea.png", ["gradient", "gradcam"], count=8)
+    >>> result = stability_check(model, "coffee.png", ["gradient", "gradcam"], count=8)
     >>> result.summary["gradcam"].verdict
     'stable'
 """
@@ -320,7 +320,8 @@ def make_variants(model: Classifier, image: ImageSource, count: int = 8,
     kinds = list(dict.fromkeys(kinds))
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
-        raise ValueError(f"Variant kinds must be some of {', '.join(KINDS)}; got {', '.join(map(str, kinds)) or 'none'}.")
+        raise ValueError(f"Variant kinds must be some of {', '.join(KINDS)}; "
+                         f"got {', '.join(map(str, kinds)) or 'none'}.")
     frame = _Frame(model, load_image(image))
     p = perturbation
     variants = []
@@ -518,6 +519,7 @@ def judge(outcomes: Sequence[VariantOutcome], method: str, thresholds: Stability
             parts.append(f"the probability of {target_label!r} fell by more than "
                          f"{thresholds.max_confidence_drop:.0%} under " + ", ".join(v.name for v in dropped[:3]))
         reason = "; ".join(parts) + "."
+        reason = reason[0].upper() + reason[1:]
         if map_stable is not None:
             reason += (f" The map itself (same class explained on every variant) is "
                        f"{'stable' if map_stable else 'unstable'} (mean Spearman {mean['spearman_abs']:.2f}, "
@@ -606,7 +608,8 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
         drop = p0 - pt
         valid = v.valid if v.valid is not None else np.ones(size, dtype=bool)
         outcomes.append(VariantOutcome(
-            name=v.name, kind=v.kind, params=v.params, prediction=(top, model.labels[top], float(probabilities[i, top])),
+            name=v.name, kind=v.kind, params=v.params,
+            prediction=(top, model.labels[top], float(probabilities[i, top])),
             target_probability=pt, class_changed=changed, confidence_drop=drop,
             steady=not changed and drop <= thresholds.max_confidence_drop, valid_share=float(valid.mean()),
             image=v.image()))

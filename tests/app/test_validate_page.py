@@ -1,0 +1,106 @@
+"""Drive the Validate page with AppTest: the bundled demo set, and uploads with a malformed
+annotation file."""
+import os
+
+import pytest
+import skimage
+import torch
+from streamlit.testing.v1 import AppTest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
+METHODS = ["gradient", "gradcam"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _page() -> AppTest:
+    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
+    at.switch_page("pages/validate.py")
+    return _run(at)
+
+
+def _run(at) -> AppTest:
+    """AppTest does not list the sidebar's widgets after a page switch: set the methods again."""
+    at.session_state["methods"] = METHODS
+    return at.run()
+
+
+def _by_label(elements, start: str):
+    return next(e for e in elements if e.label.startswith(start))
+
+
+def _table(at, column: str):
+    """The first table on the page with ``column``."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _photo(name: str) -> bytes:
+    with open(os.path.join(PHOTOS, name), "rb") as f:
+        return f.read()
+
+
+def test_demo_set_summary_charts_worst_images_and_exports():
+    at = _page()
+    assert not at.exception, at.exception
+    assert _by_label(at.radio, "Data set").value.startswith("Demo")
+    _by_label(at.selectbox, "Pixels per step").set_value("20 % (quick look)")
+    _by_label(at.button, "Run validation").click()
+    at = _run(at)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+    warnings = [w.value for w in at.warning]
+    assert any("Only 5 annotated example(s) were scored; at least 50" in w for w in warnings), warnings
+    summary = _table(at, "n images")
+    assert summary["method"].tolist() == ["Gradient", "Grad-CAM", "Centre bias (Gaussian)", "Random map"]
+    for column in ("Pointing game", "Relevance mass", "Relevance rank accuracy", "IoU of the top-k %",
+                   "Deletion AUC", "Insertion AUC"):
+        assert summary[column].str.match(r"^\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]$").all(), summary[column]
+    assert (summary["n images"] == 5).all()
+    captions = " ".join(c.value for c in at.caption)
+    assert "percentile bootstrap over images, 2000 resamples" in captions
+    assert "deleted pixels become the image's mean colour" in captions and "10036 px (20.0%) per step" in captions
+
+    rows = _table(at, "method_label")
+    assert len(rows) == 20 and {"image", "method_label", "pointing_game", "deletion_auc"} <= set(rows.columns)
+    scores = rows["pointing_game"].tolist()
+    assert scores == sorted(scores)         # sorted by the first measure, worst first
+    text = " ".join(m.value for m in at.markdown)
+    assert "Worst images" in text and "rocket.jpg" in text and "Prediction: missile" in text
+    assert "centre-bias baseline" in text
+    assert len(at.get("plotly_chart")) == 2
+    assert any("Brighter" in c.value or "brighter" in c.value for c in at.caption)   # the map legend
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Per-image table (CSV)", "Summary (CSV)", "Skipped items (CSV)", "Settings and summary (JSON)"]
+
+
+def test_malformed_annotation_file_gives_the_skipped_list_not_an_exception():
+    at = _page()
+    _by_label(at.radio, "Data set").set_value("My data set (upload)")
+    at = _run(at)
+    _by_label(at.file_uploader, "Images").set_value([("chelsea.png", _photo("chelsea.png"), "image/png"),
+                                                     ("coffee.png", _photo("coffee.png"), "image/png")])
+    _by_label(at.file_uploader, "Annotation files").set_value([
+        ("boxes.csv", b"image,x_min,y_min,x_max,y_max\ncoffee.png,170,15,420,300\n", "text/csv"),
+        ("chelsea.xml", b"<annotation><filename>chelsea.png</filename><object>", "text/xml")])
+    at = _run(at)
+    assert not at.exception, at.exception
+    assert "1 annotated image(s) found" in " ".join(c.value for c in at.caption)
+    _by_label(at.checkbox, "Deletion / insertion").uncheck()
+    _by_label(at.button, "Run validation").click()
+    at = _run(at)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    skipped = _table(at, "reason")
+    reasons = dict(zip(skipped["item"], skipped["reason"]))
+    assert "not well-formed XML" in reasons["chelsea.xml"]
+    assert "no annotation for this image" in reasons["chelsea.png"]
+    summary = _table(at, "n images")
+    assert (summary["n images"] == 1).all() and "Deletion AUC" not in summary
