@@ -195,6 +195,7 @@ rows["method"] = rows["method"].map(lambda n: sc.METHODS[n].label)
 rows["prediction"] = rows["steady"].map({True: "held", False: "changed or dropped"})
 fig = px.scatter(rows, x="variant", y="spearman_abs", color="method", symbol="prediction",
                  symbol_map={"held": "circle", "changed or dropped": "x"},
+                 category_orders={"variant": list(dict.fromkeys(v.name for v in result.variants))},
                  hover_data=["top1", "top1_probability", "top_k_overlap", "ssim"])
 fig.add_hline(y=thresholds.min_spearman, line_dash="dash", line_color="grey",
               annotation_text=f"threshold {thresholds.min_spearman:.2f}")

@@ -321,6 +321,197 @@ def _method_params(method: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if k in METHODS[method].defaults}
 
 
+@dataclass
+class RunPlan:
+    """What every image of a run shares (``plan_run``): the methods that can run on the model,
+    those that cannot (as ``Skipped``), the centre-bias map and the deletion step."""
+
+    methods: list[str]
+    skipped: list[Skipped]
+    centre: np.ndarray
+    step: int
+    geometry: CropGeometry
+
+
+def plan_run(model, settings: ValidationSettings) -> RunPlan:
+    """Check ``settings`` and prepare what ``score_image`` needs for every image.
+
+    Raises:
+        ValueError: bad settings, or none of the methods can run on this model.
+    """
+    settings.check()
+    usable = available_methods(model)
+    methods, skipped = [], []
+    for m in settings.methods:
+        if usable.get(m):
+            skipped.append(Skipped(f"method {m}", f"{METHODS[m].label} cannot run on this model: {usable[m]}."))
+        else:
+            methods.append(m)
+    if not methods:
+        raise ValueError("None of the chosen methods can run on this model: "
+                         + "; ".join(f"{m}: {usable[m]}" for m in settings.methods))
+    size = model.input_size
+    return RunPlan(methods=methods, skipped=skipped, centre=lo.centre_bias_map(size, sigma=settings.centre_sigma),
+                   step=settings.step_pixels(size), geometry=CropGeometry.of(model))
+
+
+@dataclass
+class ImageScores:
+    """One image's part of a run (``score_image``).
+
+    Attributes:
+        index, name: the image's place in the data set and its name.
+        rows: one dict per method and baseline, in table order.
+        skipped: what was left out for this image (the image itself, a box, a method), with the reason.
+        curves: method -> ``{"fractions", "deletion", "insertion"}`` float64 arrays, when
+            faithfulness was computed.
+        scored: whether the image was scored at all.
+    """
+
+    index: int
+    name: str
+    rows: list[dict] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    curves: dict = field(default_factory=dict)
+    scored: bool = False
+
+    def record(self) -> dict:
+        """JSON-ready; ``from_record`` gives back exactly the same values (floats included)."""
+        return {"index": self.index, "name": self.name, "scored": self.scored, "rows": self.rows,
+                "skipped": [s.record() for s in self.skipped],
+                "curves": {m: {k: np.asarray(v, dtype=np.float64).tolist() for k, v in c.items()}
+                           for m, c in self.curves.items()}}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "ImageScores":
+        return cls(index=int(record["index"]), name=record["name"], rows=list(record["rows"]),
+                   skipped=[Skipped(s["item"], s["reason"]) for s in record["skipped"]],
+                   curves={m: {k: np.asarray(v, dtype=np.float64) for k, v in c.items()}
+                           for m, c in record["curves"].items()},
+                   scored=bool(record["scored"]))
+
+
+def score_image(model, item, index: int, settings: ValidationSettings, plan: RunPlan,
+                keep: Callable | None = None) -> ImageScores:
+    """Score every method of ``plan`` and the two baselines on one annotated image.
+
+    The local run and the Ray run (``saliency_core.distributed``) both call this, so an image's
+    rows depend only on the image, its place ``index`` in the data set (the random baseline's
+    seed) and the settings, never on which worker or batch computed it.
+
+    Args:
+        model: a ``Classifier``.
+        item: an ``annotations.Item``.
+        index: the item's place in the data set.
+        settings: the run's ``ValidationSettings``; plan: ``plan_run(model, settings)``.
+        keep: ``keep(method, row, crop, region, saliency, signed, prediction, target_label)``
+            after each row, for thumbnails of the worst images (the local run).
+    Returns:
+        ``ImageScores``; problems with the image or one method are in its ``skipped``.
+
+    Example:
+        >>> plan = plan_run(model, settings)
+        >>> score_image(model, dataset.items[0], 0, settings, plan).rows[0]["pointing_game"]
+        1.0
+    """
+    out = ImageScores(index=index, name=item.name)
+    try:
+        image = item.image()
+        region = item.annotation.region(image.size, plan.geometry)
+    except ValueError as err:
+        out.skipped.append(Skipped(item.name, str(err).removeprefix(item.name + ": ")))
+        return out
+    out.skipped += region.dropped
+    size = model.input_size
+    device = next((p.device for p in model.network.parameters()), torch.device("cpu"))
+    crop = model.crop(image)
+    x = to_tensor(crop).unsqueeze(0).to(device)
+    prediction = model.predict(x, k=5)
+    target = prediction[0][0]
+    probability = prediction[0][2]
+    base = {"image": item.name, "target": target, "target_label": model.labels[target],
+            "target_probability": probability, "annotation": item.annotation.kind,
+            "region_fraction": region.fraction}
+    backgrounds = {}
+    if settings.faithfulness:
+        for r in {settings.deletion_replacement, settings.insertion_replacement}:
+            backgrounds[r] = fa.replacement_image(x, r)
+    maps = [(m, None) for m in plan.methods]
+    maps += [(CENTRE, plan.centre), (RANDOM, lo.random_map(size, rng=np.random.default_rng([settings.seed, index])))]
+    for method, fixed in maps:
+        tick = time.perf_counter()
+        signed = bool(METHODS[method].signed) if method in METHODS else False
+        try:
+            if fixed is None:
+                attribution, used, _ = attribute(model, x, torch.tensor([target], device=device), method,
+                                                 **_method_params(method, settings.params))
+                saliency = reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
+                del attribution
+            else:
+                saliency = fixed
+            scores = lo.localisation_scores(saliency, region.mask, signed=signed,
+                                            tolerance=settings.tolerance, top_k=settings.top_k)
+            if settings.faithfulness:
+                curves = {}
+                for mode, r in (("deletion", settings.deletion_replacement),
+                                ("insertion", settings.insertion_replacement)):
+                    c = fa.causal_curve(model, x, saliency, target, mode, step=plan.step, replacement=r,
+                                        signed=signed, seed=settings.seed, batch_size=settings.batch_size,
+                                        background=backgrounds[r])
+                    scores[f"{mode}_auc"] = c.auc
+                    curves[mode] = c
+                out.curves[method] = {"fractions": curves["deletion"].fractions,
+                                      "deletion": curves["deletion"].scores, "insertion": curves["insertion"].scores}
+        except ValueError as err:
+            out.skipped.append(Skipped(f"{item.name} [{label_of(method)}]", str(err)))
+            continue
+        except Exception as err:  # noqa: BLE001  one failing method must not stop the run
+            out.skipped.append(Skipped(f"{item.name} [{label_of(method)}]",
+                                       f"the method failed ({type(err).__name__}: {err})."))
+            continue
+        row = {"image": item.name, "method": method, "method_label": label_of(method), "signed": signed,
+               **{k: v for k, v in base.items() if k != "image"},
+               "top1_label": prediction[0][1], "top1_probability": prediction[0][2],
+               **scores, "seconds": time.perf_counter() - tick,
+               "notes": "; ".join(region.notes)}
+        out.rows.append(row)
+        if keep is not None:
+            keep(method, row, crop, region, saliency, signed, prediction, model.labels[target])
+        del saliency
+    out.scored = True
+    return out
+
+
+class RunTotals:
+    """Adds up ``ImageScores`` in data set order into a ``ValidationResult``: rows, skipped
+    items and the running sums of the curves (the same order gives the same floats)."""
+
+    def __init__(self, skipped: Sequence[Skipped]):
+        self.rows: list[dict] = []
+        self.skipped: list[Skipped] = list(skipped)
+        self.sums: dict = {}
+        self.scored = 0
+
+    def add(self, part: ImageScores) -> None:
+        self.skipped += part.skipped
+        self.rows += part.rows
+        for method, c in part.curves.items():
+            acc = self.sums.setdefault(method, {"fractions": c["fractions"], "n": 0, "deletion": 0.0,
+                                                "insertion": 0.0})
+            acc["n"] += 1
+            acc["deletion"] = acc["deletion"] + c["deletion"]
+            acc["insertion"] = acc["insertion"] + c["insertion"]
+        self.scored += bool(part.scored)
+
+    def result(self, settings: ValidationSettings, model, description: str, total: int, started: float,
+               worst: dict | None = None) -> ValidationResult:
+        curves = {m: {"fractions": a["fractions"], "deletion": a["deletion"] / a["n"],
+                      "insertion": a["insertion"] / a["n"], "n": a["n"]} for m, a in self.sums.items()}
+        return ValidationResult(rows=self.rows, skipped=self.skipped, settings=settings, model=model.describe(),
+                                description=description, curves=curves, worst=worst or {}, images=self.scored,
+                                total=total, seconds=time.perf_counter() - started)
+
+
 def run_validation(model, dataset: Dataset, settings: ValidationSettings,
                    progress: Callable[[int, int, float | None], None] | None = None) -> ValidationResult:
     """Score each method (and the two baselines) on every annotated image of ``dataset``.
@@ -344,104 +535,21 @@ def run_validation(model, dataset: Dataset, settings: ValidationSettings,
     """
     settings.check()
     started = time.perf_counter()
-    geometry = CropGeometry.of(model)
-    size = model.input_size
-    skipped = list(dataset.skipped)
-    usable = available_methods(model)
-    methods = []
-    for m in settings.methods:
-        if usable.get(m):
-            skipped.append(Skipped(f"method {m}", f"{METHODS[m].label} cannot run on this model: {usable[m]}."))
-        else:
-            methods.append(m)
-    if not methods:
-        raise ValueError("None of the chosen methods can run on this model: "
-                         + "; ".join(f"{m}: {usable[m]}" for m in settings.methods))
-    centre = lo.centre_bias_map(size, sigma=settings.centre_sigma)
-    step = settings.step_pixels(size)
-    device = next((p.device for p in model.network.parameters()), torch.device("cpu"))
-    rows: list[dict] = []
-    sums: dict = {}
-    heaps: dict = {m: [] for m in methods}
-    scored = 0
+    plan = plan_run(model, settings)
+    totals = RunTotals(list(dataset.skipped) + plan.skipped)
+    heaps: dict = {m: [] for m in plan.methods}
     total = len(dataset.items)
     if progress:
         progress(0, total, None)
     for index, item in enumerate(dataset.items):
-        try:
-            image = item.image()
-            region = item.annotation.region(image.size, geometry)
-        except ValueError as err:
-            skipped.append(Skipped(item.name, str(err).removeprefix(item.name + ": ")))
-            _tick(progress, index + 1, total, started)
-            continue
-        skipped += region.dropped
-        crop = model.crop(image)
-        x = to_tensor(crop).unsqueeze(0).to(device)
-        prediction = model.predict(x, k=5)
-        target = prediction[0][0]
-        probability = prediction[0][2]
-        base = {"image": item.name, "target": target, "target_label": model.labels[target],
-                "target_probability": probability, "annotation": item.annotation.kind,
-                "region_fraction": region.fraction}
-        backgrounds = {}
-        if settings.faithfulness:
-            for r in {settings.deletion_replacement, settings.insertion_replacement}:
-                backgrounds[r] = fa.replacement_image(x, r)
-        maps = [(m, None) for m in methods]
-        maps += [(CENTRE, centre), (RANDOM, lo.random_map(size, rng=np.random.default_rng([settings.seed, index])))]
-        for method, fixed in maps:
-            tick = time.perf_counter()
-            signed = bool(METHODS[method].signed) if method in METHODS else False
-            try:
-                if fixed is None:
-                    attribution, used, _ = attribute(model, x, torch.tensor([target], device=device), method,
-                                                     **_method_params(method, settings.params))
-                    saliency = reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
-                    del attribution
-                else:
-                    saliency = fixed
-                scores = lo.localisation_scores(saliency, region.mask, signed=signed,
-                                                tolerance=settings.tolerance, top_k=settings.top_k)
-                if settings.faithfulness:
-                    curves = {}
-                    for mode, r in (("deletion", settings.deletion_replacement),
-                                    ("insertion", settings.insertion_replacement)):
-                        c = fa.causal_curve(model, x, saliency, target, mode, step=step, replacement=r,
-                                            signed=signed, seed=settings.seed, batch_size=settings.batch_size,
-                                            background=backgrounds[r])
-                        scores[f"{mode}_auc"] = c.auc
-                        curves[mode] = c
-                    acc = sums.setdefault(method, {"fractions": curves["deletion"].fractions, "n": 0,
-                                                   "deletion": 0.0, "insertion": 0.0})
-                    acc["n"] += 1
-                    acc["deletion"] = acc["deletion"] + curves["deletion"].scores
-                    acc["insertion"] = acc["insertion"] + curves["insertion"].scores
-            except ValueError as err:
-                skipped.append(Skipped(f"{item.name} [{label_of(method)}]", str(err)))
-                continue
-            except Exception as err:  # noqa: BLE001  one failing method must not stop the run
-                skipped.append(Skipped(f"{item.name} [{label_of(method)}]",
-                                       f"the method failed ({type(err).__name__}: {err})."))
-                continue
-            row = {"image": item.name, "method": method, "method_label": label_of(method), "signed": signed,
-                   **{k: v for k, v in base.items() if k != "image"},
-                   "top1_label": prediction[0][1], "top1_probability": prediction[0][2],
-                   **scores, "seconds": time.perf_counter() - tick,
-                   "notes": "; ".join(region.notes)}
-            rows.append(row)
+        def keep(method, row, crop, region, saliency, signed, prediction, target_label, index=index):
             if method in heaps:
                 _keep_worst(heaps[method], settings, row, crop, region, lo.relevance(saliency, signed),
-                            prediction, model.labels[target], index)
-            del saliency
-        scored += 1
+                            prediction, target_label, index)
+        totals.add(score_image(model, item, index, settings, plan, keep=keep))
         _tick(progress, index + 1, total, started)
-    curves = {m: {"fractions": a["fractions"], "deletion": a["deletion"] / a["n"],
-                  "insertion": a["insertion"] / a["n"], "n": a["n"]} for m, a in sums.items()}
     worst = {m: [w for _, _, w in sorted(h, key=lambda e: (-e[0], -e[1]))] for m, h in heaps.items()}
-    return ValidationResult(rows=rows, skipped=skipped, settings=settings, model=model.describe(),
-                            description=dataset.description, curves=curves, worst=worst, images=scored,
-                            total=total, seconds=time.perf_counter() - started)
+    return totals.result(settings, model, dataset.description, total, started, worst=worst)
 
 
 def _tick(progress, done: int, total: int, started: float) -> None:
