@@ -16,6 +16,7 @@ from saliency_core.models import source_signature
 
 log = logging.getLogger("saliency_lens")
 
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 DEFAULT_METHODS = ["gradient", "guided_backprop", "smoothgrad", "gradcam"]
 DISCLAIMER = ("Saliency maps are supporting evidence and approximations of what the model used, "
               "not proof. Compare several methods and read each map's caution.")
@@ -112,6 +113,53 @@ def settings() -> dict:
                    "seed": int(s.get("seed", 0)), "steps": int(s.get("steps", 50)),
                    "baseline": s.get("baseline", "black")},
     }
+
+
+def page_model(cfg: dict) -> sc.Classifier:
+    """The sidebar's model; on failure an error on the page, and the page stops."""
+    try:
+        return get_model(cfg["model"])
+    except ValueError as err:
+        st.error(f"The model could not be loaded: {err}")
+        st.stop()
+
+
+def page_methods(model: sc.Classifier, cfg: dict) -> list[str]:
+    """The sidebar's methods that ``model`` can run; a warning names the others and why.
+    With none left, a hint and the page stops."""
+    usable = sc.available_methods(model)
+    for m in [m for m in cfg["methods"] if usable.get(m)]:
+        st.warning(f"**{sc.METHODS[m].label}** is left out: it {usable[m]}.")
+    methods = [m for m in cfg["methods"] if not usable.get(m)]
+    if not methods:
+        st.info("Choose at least one saliency method in the sidebar, then press **Apply**.")
+        st.stop()
+    return methods
+
+
+def single_image(upload_types: list[str]) -> tuple[str, Image.Image, str]:
+    """One uploaded image or sample photo: (name, RGB image, image hash); stops with a message
+    when there is none or it cannot be read."""
+    from saliency_core.samples import sample_images
+    left, right = st.columns([3, 2])
+    with left:
+        upload = st.file_uploader("Upload an image", type=upload_types)
+    with right:
+        samples = sample_images()
+        picked = st.selectbox("…or use a sample photo", list(samples), disabled=upload is not None)
+    if upload is not None:
+        name, data = upload.name, upload.getvalue()
+    elif picked:
+        name, data = picked, open(samples[picked], "rb").read()
+    else:
+        st.info("Upload an image to begin.")
+        st.stop()
+    try:
+        image = decode(data, name)
+    except ValueError as err:
+        st.error(f"{err}")
+        st.stop()
+    return name, image, sc.image_hash(image)
 
 
 def method_params(method: str, params: dict) -> dict:

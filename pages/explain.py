@@ -14,24 +14,18 @@ import streamlit as st
 import saliency_core as sc
 from saliency_core import render as rd
 from saliency_core.samples import sample_images
-from pages._common import (DISCLAIMER, require_frame, decode, explanation, get_model, is_cached, method_params,
-                           png_bytes, report_error, sanity_verdict, settings)
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, decode, explanation, is_cached, method_params,
+                           page_methods, page_model, png_bytes, report_error, require_frame,
+                           sanity_verdict, settings)
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 require_frame()
 
 st.title("Explain a prediction")
 st.caption(DISCLAIMER)
 
 cfg = settings()
-try:
-    model = get_model(cfg["model"])
-except ValueError as err:
-    st.error(f"The model could not be loaded: {err}")
-    st.stop()
-if not cfg["methods"]:
-    st.info("Choose at least one saliency method in the sidebar, then press **Apply**.")
-    st.stop()
+model = page_model(cfg)
+cfg["methods"] = page_methods(model, cfg)
 
 # ---- images -------------------------------------------------------------------------------
 left, right = st.columns([3, 2])

@@ -10,10 +10,9 @@ import streamlit as st
 import saliency_core as sc
 from saliency_core import report as rp
 from saliency_core.samples import sample_images
-from pages._common import (DISCLAIMER, explanation, get_model, report_error, require_frame, sanity_verdict,
-                           settings)
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, explanation, page_methods, page_model,
+                           report_error, require_frame, sanity_verdict, settings)
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 require_frame()
 
 st.title("Report")
@@ -23,18 +22,8 @@ st.caption("A self-contained document for regulators and stakeholders: a plain-l
            "Methods and parameters come from the sidebar. " + DISCLAIMER)
 
 cfg = settings()
-try:
-    model = get_model(cfg["model"])
-except ValueError as err:
-    st.error(f"The model could not be loaded: {err}")
-    st.stop()
-usable = sc.available_methods(model)
-for m in [m for m in cfg["methods"] if usable.get(m)]:
-    st.warning(f"**{sc.METHODS[m].label}** is left out: it {usable[m]}.")
-methods = [m for m in cfg["methods"] if not usable.get(m)]
-if not methods:
-    st.info("Choose at least one saliency method in the sidebar, then press **Apply**.")
-    st.stop()
+model = page_model(cfg)
+methods = page_methods(model, cfg)
 
 # ---- images and options ----------------------------------------------------------------------------
 left, right = st.columns([3, 2])

@@ -21,10 +21,9 @@ from saliency_core import auth
 from saliency_core import render as rd
 from saliency_core import store as rs
 from saliency_core.samples import sample_images
-from pages._common import (DISCLAIMER, decode, explanation, get_model, is_cached, method_params, require_frame,
-                           settings)
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, decode, explanation, is_cached, method_params,
+                           page_model, require_frame, settings)
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 FOLDER_ENV = "SALIENCY_REVIEW_DIR"
 MAX_ITEMS = 2000
 ss = st.session_state
@@ -35,11 +34,7 @@ st.caption("Accept or reject each item after checking that the model looked at t
            + DISCLAIMER)
 
 cfg = settings()
-try:
-    model = get_model(cfg["model"])
-except ValueError as err:
-    st.error(f"The model could not be loaded: {err}")
-    st.stop()
+model = page_model(cfg)
 
 
 @st.cache_resource(show_spinner="Opening the review database…")

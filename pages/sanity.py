@@ -12,11 +12,10 @@ import streamlit as st
 import saliency_core as sc
 from saliency_core import render as rd
 from saliency_core.metrics import randomisation as rz
-from saliency_core.samples import sample_images
-from pages._common import (DISCLAIMER, computed, decode, get_model, is_computed, method_params, model_key,
-                           record_sanity_verdict, report_error, require_frame, settings)
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, computed, is_computed, method_params,
+                           model_key, page_methods, page_model, record_sanity_verdict,
+                           report_error, require_frame, settings, single_image)
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 MEASURE_NAMES = {"spearman_abs": "Spearman of |map|", "spearman_signed": "Spearman of signed map",
                  "ssim": "SSIM", "hog": "HOG similarity"}
 PER_ROW = 6
@@ -31,18 +30,8 @@ st.caption("The weights of the model are re-initialised layer block by layer blo
            + DISCLAIMER)
 
 cfg = settings()
-try:
-    model = get_model(cfg["model"])
-except ValueError as err:
-    st.error(f"The model could not be loaded: {err}")
-    st.stop()
-usable = sc.available_methods(model)
-for m in [m for m in cfg["methods"] if usable.get(m)]:
-    st.warning(f"**{sc.METHODS[m].label}** is left out: it {usable[m]}.")
-methods = [m for m in cfg["methods"] if not usable.get(m)]
-if not methods:
-    st.info("Choose at least one saliency method in the sidebar, then press **Apply**.")
-    st.stop()
+model = page_model(cfg)
+methods = page_methods(model, cfg)
 try:
     blocks = computed(("layer blocks", *model_key(model)), lambda: rz.layer_blocks(model))
 except ValueError as err:
@@ -50,25 +39,7 @@ except ValueError as err:
     st.stop()
 
 # ---- image and settings -------------------------------------------------------------------------
-left, right = st.columns([3, 2])
-with left:
-    upload = st.file_uploader("Upload an image", type=UPLOAD_TYPES)
-with right:
-    samples = sample_images()
-    picked = st.selectbox("…or use a sample photo", list(samples), disabled=upload is not None)
-if upload is not None:
-    name, data = upload.name, upload.getvalue()
-elif picked:
-    name, data = picked, open(samples[picked], "rb").read()
-else:
-    st.info("Upload an image to begin.")
-    st.stop()
-try:
-    image = decode(data, name)
-except ValueError as err:
-    st.error(f"{err}")
-    st.stop()
-image_hash = sc.image_hash(image)
+name, image, image_hash = single_image(UPLOAD_TYPES)
 
 with st.form("sanity_settings"):
     c1, c2, c3 = st.columns(3)

@@ -12,11 +12,10 @@ import streamlit as st
 import saliency_core as sc
 from saliency_core import render as rd
 from saliency_core.metrics import stability as stab
-from saliency_core.samples import sample_images
-from pages._common import (DISCLAIMER, computed, decode, get_model, method_params, model_key, report_error,
-                           require_frame, settings)
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, computed, decode, method_params, model_key,
+                           page_methods, page_model, report_error, require_frame, settings,
+                           single_image)
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 GENERATED, SIMILAR = "Small changes made here", "Similar images I upload"
 KIND_NAMES = {"noise": "pixel noise", "brightness": "brightness", "contrast": "contrast", "shift": "shift",
               "rotation": "rotation", "jpeg": "JPEG re-compression"}
@@ -33,39 +32,11 @@ st.caption("The image is changed a little (noise, brightness, contrast, a few pi
            "the part visible in both images is compared. " + DISCLAIMER)
 
 cfg = settings()
-try:
-    model = get_model(cfg["model"])
-except ValueError as err:
-    st.error(f"The model could not be loaded: {err}")
-    st.stop()
-usable = sc.available_methods(model)
-for m in [m for m in cfg["methods"] if usable.get(m)]:
-    st.warning(f"**{sc.METHODS[m].label}** is left out: it {usable[m]}.")
-methods = [m for m in cfg["methods"] if not usable.get(m)]
-if not methods:
-    st.info("Choose at least one saliency method in the sidebar, then press **Apply**.")
-    st.stop()
+model = page_model(cfg)
+methods = page_methods(model, cfg)
 
 # ---- the image and its variants -------------------------------------------------------------------
-left, right = st.columns([3, 2])
-with left:
-    upload = st.file_uploader("Upload an image", type=UPLOAD_TYPES)
-with right:
-    samples = sample_images()
-    picked = st.selectbox("…or use a sample photo", list(samples), disabled=upload is not None)
-if upload is not None:
-    name, data = upload.name, upload.getvalue()
-elif picked:
-    name, data = picked, open(samples[picked], "rb").read()
-else:
-    st.info("Upload an image to begin.")
-    st.stop()
-try:
-    image = decode(data, name)
-except ValueError as err:
-    st.error(f"{err}")
-    st.stop()
-image_hash = sc.image_hash(image)
+name, image, image_hash = single_image(UPLOAD_TYPES)
 
 source = st.radio("Compare with", [GENERATED, SIMILAR], horizontal=True)
 similar = []

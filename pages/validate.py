@@ -17,7 +17,8 @@ from saliency_core import validate as va
 from saliency_core.data import DEMO_DESCRIPTION, demo_dataset, pasted_objects
 from saliency_core.metrics import faithfulness as fa
 from saliency_core.metrics import localisation as lo
-from pages._common import DISCLAIMER, get_model, report_error, require_frame, settings
+from pages._common import (DISCLAIMER, page_methods, page_model, report_error, require_frame,
+                           settings)
 
 require_frame()
 
@@ -39,18 +40,8 @@ st.caption("Each method's map is scored against the regions experts marked, over
            + DISCLAIMER)
 
 cfg = settings()
-try:
-    model = get_model(cfg["model"])
-except ValueError as err:
-    st.error(f"The model could not be loaded: {err}")
-    st.stop()
-usable = sc.available_methods(model)
-for m in [m for m in cfg["methods"] if usable.get(m)]:
-    st.warning(f"**{sc.METHODS[m].label}** is left out: it {usable[m]}.")
-methods = [m for m in cfg["methods"] if not usable.get(m)]
-if not methods:
-    st.info("Choose at least one saliency method in the sidebar, then press **Apply**.")
-    st.stop()
+model = page_model(cfg)
+methods = page_methods(model, cfg)
 
 # ---- the data set --------------------------------------------------------------------------------
 source = st.radio("Data set", [DEMO, PASTED, UPLOAD], horizontal=True, key="validate_source")

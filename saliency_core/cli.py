@@ -8,11 +8,13 @@ is reported and skipped, and the exit status is 1 if anything failed.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", help="overlay PNGs and a JSON record per image",
         description="Write DIR/<image stem>_<method>.png per image and method, and DIR/<image stem>.json "
                     "with the prediction and every parameter needed to replay each map.")
-    ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, BMP, TIFF)")
+    ex.add_argument("images", nargs="+", metavar="IMAGE",
+                    help="image files (PNG, JPEG, WebP, BMP, TIFF), or folders of them (searched recursively)")
     ex.add_argument("--method", action="append", required=True, metavar="NAME",
                     help=f"a method ({', '.join(METHODS)}) or 'all'; repeat for several")
     ex.add_argument("--samples", type=_whole(1), help="SmoothGrad noisy samples (default: the method's, 50)")
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "state dict with a card of the same name) or a model card (.json, .yaml); "
                          "see README 'Bring your own model'")
     ex.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
+    _ray_options(ex, "explain")
     ex.set_defaults(run=run_explain)
     add_users_command(commands, _Parser)  # users add|remove|list: saliency_core/auth.py
     _add_check_commands(commands)         # stability, sanity: saliency_core/metrics/
@@ -192,8 +196,154 @@ def _message(err: BaseException, name: str) -> str:
     return text if text.startswith(name) else f"{name}: {text}"
 
 
+def _ray_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--ray``, ``--workers`` and ``--resume`` (saliency_core/distributed.py)."""
+    group = parser.add_argument_group("scaling out (optional extra: pip install -r requirements-ray.txt)")
+    group.add_argument("--ray", metavar="ADDRESS",
+                       help=f"{what} on a Ray cluster: 'auto' (the cluster 'ray start' started on this machine), "
+                            "HOST:PORT of its head node, ray://HOST:10001, or 'local' (a private cluster on this "
+                            "machine). Images and the model are read by the workers: paths must be the same on "
+                            "every node. Without it everything runs here, in this process")
+    group.add_argument("--workers", type=_whole(1), metavar="N",
+                       help="model-holding Ray workers (default: one per GPU of the cluster, else one per CPU)")
+    group.add_argument("--resume", action="store_true",
+                       help="keep what an earlier --ray run into the same --out folder finished (same model, data "
+                            "and settings) and compute only the missing images")
+
+
+def _check_ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if not args.ray and (args.workers is not None or args.resume):
+        parser.error("--workers and --resume go with --ray ADDRESS")
+
+
+def _absolute(source: str) -> str:
+    """A model source the Ray workers can load: 'demo' or an absolute path."""
+    return source if source == "demo" else str(Path(source).resolve())
+
+
+def _image_files(given: list[str]) -> list[Path]:
+    """The images given: files as they are, folders as the image files in them (recursively, in name order)."""
+    from .annotations import IMAGE_SUFFIXES
+    paths = []
+    for item in map(Path, given):
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                            and not any(part.startswith(".") for part in p.relative_to(item).parts))
+        else:
+            paths.append(item)
+    return paths
+
+
+def _crash(err: BaseException) -> dict:
+    """An unexpected error as plain data (it may have to travel from a Ray worker)."""
+    return {"type": type(err).__name__, "message": str(err), "traceback": "".join(traceback.format_exception(err))}
+
+
+def _explain_image(model, source, name: str, methods: list[str], usable: dict, args: argparse.Namespace):
+    """Explain one image with each method, yielding what happened in order: ``("failed", message)``
+    or ``("crashed", where, crash)`` if the image cannot be read; else ``("image", record)``, then
+    per method ``("map", method, png bytes, explanation record, render record, seconds)``,
+    ``("error", method, message, reason)`` or ``("crashed", where, crash, method)``.
+
+    The local run and the Ray workers (saliency_core/distributed.py) both call this;
+    ``_ExplainWriter`` turns the events into files and lines, on the machine that runs the command.
+    """
+    try:
+        image = load_image(source, name=name)
+        prediction = model.predict(image, k=5)
+    except ValueError as err:
+        yield ("failed", _message(err, name))
+        return
+    except Exception as err:  # noqa: BLE001  one bad image must not stop the batch
+        yield ("crashed", name, _crash(err))
+        return
+    yield ("image", {
+        "image": name, "image_hash": image_hash(image), "image_size": list(image.size),
+        "model": model.describe(),
+        "prediction": [{"index": i, "label": label, "probability": p} for i, label, p in prediction],
+        "methods": {}, "errors": {},
+    })
+    for method in methods:
+        where = f"{name} [{method}]"
+        tick = time.perf_counter()
+        try:
+            if usable.get(method):
+                raise ValueError(f"{method} cannot run on this model: {usable[method]}.")
+            exp = explain(model, image, method=method, target=args.target, **_params_for(method, args))
+            sign = _sign_for(method, args)
+            rendered = render(exp.saliency, exp.image, sign=sign, colormap=args.colormap, alpha=ALPHA,
+                              clip_percentile=CLIP_PERCENTILE, target_label=exp.target_label)
+            png = io.BytesIO()
+            Image.fromarray(with_colorbar(rendered)).save(png, format="PNG")
+        except (ValueError, OSError) as err:
+            yield ("error", method, _message(err, where), " ".join(str(err).split()))
+            continue
+        except Exception as err:  # noqa: BLE001
+            yield ("crashed", where, _crash(err), method)
+            continue
+        yield ("map", method, png.getvalue(), exp.record(),
+               {"sign": rendered.sign, "colormap": rendered.colormap, "scale": rendered.scale,
+                "near_zero": rendered.near_zero, "legend": rendered.legend,
+                "clip_percentile": CLIP_PERCENTILE, "alpha": ALPHA},
+               time.perf_counter() - tick)
+
+
+class _ExplainWriter:
+    """Writes what ``_explain_image`` reports as it comes: one PNG per map, one JSON per image,
+    one stderr line per map or error; counts maps written and failures."""
+
+    def __init__(self, out: Path, args: argparse.Namespace):
+        self.out, self.args = out, args
+        self.stems: dict[str, int] = {}
+        self.written = self.failed = 0
+
+    def image(self, name: str, events) -> tuple[str | None, int, int]:
+        """Returns (file stem or None if the image could not be read, maps written, failures)."""
+        stem, record, written, failed = None, None, 0, 0
+        for event in events:
+            kind = event[0]
+            if kind == "failed":
+                _say(f"error: {event[1]}")
+                failed += 1
+            elif kind == "image":
+                record, stem = event[1], _stem(Path(name), self.stems)
+            elif kind == "error":
+                _, method, message, reason = event
+                _say(f"error: {message}")
+                record["errors"][method] = reason
+                failed += 1
+            elif kind == "crashed":
+                if record is not None:
+                    record["errors"][event[3]] = f"{event[2]['type']}: {event[2]['message']}"
+                _unexpected_report(event[1], event[2], self.args)
+                failed += 1
+            elif kind == "map":
+                _, method, png_bytes, entry, rendered, seconds = event
+                png = f"{stem}_{method}.png"
+                try:
+                    (self.out / png).write_bytes(png_bytes)
+                except OSError as err:
+                    _say(f"error: {_message(err, f'{name} [{method}]')}")
+                    record["errors"][method] = " ".join(str(err).split())
+                    failed += 1
+                    continue
+                written += 1
+                record["methods"][method] = {**entry, "png": png, "render": rendered}
+                _say(f"{name}: {method} {seconds:.1f} s -> {self.out / png}")
+        if record is not None:
+            try:
+                (self.out / f"{stem}.json").write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
+            except OSError as err:
+                _say(f"error: {name}: cannot write {self.out / (stem + '.json')}: {err.strerror or err}")
+                failed += 1
+        self.written += written
+        self.failed += failed
+        return stem, written, failed
+
+
 def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     methods, expanded = _methods(args.method, parser)
+    _check_ray_options(args, parser)
     if args.sign and args.colormap:
         if (args.sign == "signed") != (args.colormap in DIVERGING):
             kind = "a diverging" if args.sign == "signed" else "a sequential"
@@ -225,73 +375,65 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             _say(f"skipping {name}: {usable[name]}")
         methods = [m for m in methods if not usable.get(m)]
 
-    failed = 0
-    written = 0
-    stems: dict[str, int] = {}
-    for path in map(Path, args.images):
-        name = str(path)
-        try:
-            image = load_image(path, name=name)
-            prediction = model.predict(image, k=5)
-        except ValueError as err:
-            _say(f"error: {_message(err, name)}")
-            failed += 1
-            continue
-        except Exception as err:  # noqa: BLE001  one bad image must not stop the batch
-            _unexpected(err, name, args)
-            failed += 1
-            continue
-        stem = _stem(path, stems)
-        record = {
-            "image": name, "image_hash": image_hash(image), "image_size": list(image.size),
-            "model": model.describe(),
-            "prediction": [{"index": i, "label": label, "probability": p} for i, label, p in prediction],
-            "methods": {}, "errors": {},
-        }
-        for method in methods:
-            where = f"{name} [{method}]"
-            tick = time.perf_counter()
-            try:
-                if usable.get(method):
-                    raise ValueError(f"{method} cannot run on this model: {usable[method]}.")
-                exp = explain(model, image, method=method, target=args.target, **_params_for(method, args))
-                sign = _sign_for(method, args)
-                rendered = render(exp.saliency, exp.image, sign=sign, colormap=args.colormap, alpha=ALPHA,
-                                  clip_percentile=CLIP_PERCENTILE, target_label=exp.target_label)
-                png = f"{stem}_{method}.png"
-                Image.fromarray(with_colorbar(rendered)).save(out / png, format="PNG")
-            except (ValueError, OSError) as err:
-                _say(f"error: {_message(err, where)}")
-                record["errors"][method] = " ".join(str(err).split())
-                failed += 1
-                continue
-            except Exception as err:  # noqa: BLE001
-                record["errors"][method] = f"{type(err).__name__}: {err}"
-                _unexpected(err, where, args)
-                failed += 1
-                continue
-            written += 1
-            record["methods"][method] = {
-                **exp.record(), "png": png,
-                "render": {"sign": rendered.sign, "colormap": rendered.colormap, "scale": rendered.scale,
-                           "near_zero": rendered.near_zero, "legend": rendered.legend,
-                           "clip_percentile": CLIP_PERCENTILE, "alpha": ALPHA},
-            }
-            _say(f"{name}: {method} {time.perf_counter() - tick:.1f} s -> {out / png}")
-        try:
-            (out / f"{stem}.json").write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
-        except OSError as err:
-            _say(f"error: {name}: cannot write {out / (stem + '.json')}: {err.strerror or err}")
-            failed += 1
-    _say(f"done in {time.perf_counter() - start:.1f} s: {written} map(s) written to {out}"
-         + (f", {failed} failure(s)" if failed else ""))
-    return 1 if failed else 0
+    writer = _ExplainWriter(out, args)
+    paths = _image_files(args.images)
+    if args.ray:
+        code = _explain_on_ray(args, model, methods, paths, writer, out)
+        if code is not None:
+            return code
+    else:
+        for path in paths:
+            name = str(path)
+            writer.image(name, _explain_image(model, path, name, methods, usable, args))
+    _say(f"done in {time.perf_counter() - start:.1f} s: {writer.written} map(s) written to {out}"
+         + (f", {writer.failed} failure(s)" if writer.failed else ""))
+    return 1 if writer.failed else 0
+
+
+def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Path) -> int | None:
+    """``explain --ray``: the workers compute, this process writes in input order. None when it ran."""
+    from . import distributed
+    options = argparse.Namespace(**{k: getattr(args, k) for k in ("samples", "noise", "seed", "steps", "target",
+                                                                   "colormap", "sign", "traceback")})
+    key = {"command": "explain", "model": model.fingerprint, "methods": methods,
+           "options": {k: v for k, v in vars(options).items() if k != "traceback"}}
+    images = [(str(p), str(p.resolve())) for p in paths]
+
+    def replay(item):
+        if item.stem is not None:
+            _stem(Path(item.image), writer.stems)
+        writer.written += item.written
+        writer.failed += item.failed
+
+    def write(index, name, events):
+        stem, written, failed = writer.image(name, events)
+        return distributed.ExplainedImage(index=index, image=name, stem=stem, written=written, failed=failed)
+
+    try:
+        done = distributed.run_explain_ray(
+            _absolute(args.model), images, methods, options, out, write, replay, key=key, address=args.ray,
+            workers=args.workers, resume=args.resume, log=_say)
+    except ValueError as err:
+        _say(f"error: {err}")
+        return 1
+    except Exception as err:  # noqa: BLE001
+        _unexpected(err, "explain --ray", args)
+        return 1
+    if len(done) != len(images):
+        _say(f"error: only {len(done)} of {len(images)} image(s) came back from the cluster")
+        return 1
+    return None
 
 
 def _unexpected(err: BaseException, where: str, args: argparse.Namespace) -> None:
+    _unexpected_report(where, _crash(err), args)
+
+
+def _unexpected_report(where: str, crash: dict, args: argparse.Namespace) -> None:
     if args.traceback:
-        traceback.print_exception(err, file=sys.stderr)
-    _say(f"error: {where}: unexpected {type(err).__name__}: {err}"
+        sys.stderr.write(crash["traceback"])
+        sys.stderr.flush()
+    _say(f"error: {where}: unexpected {crash['type']}: {crash['message']}"
          + ("" if args.traceback else " (run with --traceback for details)"))
 
 
@@ -665,6 +807,7 @@ def _add_validate_command(commands) -> None:
     va.add_argument("--model", default="demo", metavar="PATH", help="'demo' (default), a model file or a model card")
     va.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     va.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
+    _ray_options(va, "score the images")
     va.set_defaults(run=run_validate)
 
 
@@ -681,6 +824,7 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if args.annotations and not args.images:
         parser.error("--annotations needs --images DIR")
     methods, expanded = _methods(args.methods, parser)
+    _check_ray_options(args, parser)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -688,14 +832,18 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         _say(f"error: cannot create the output folder {out}: {err.strerror or err}")
         return 2
     start = time.perf_counter()
+    if args.demo:
+        make_dataset = demo_dataset
+    elif args.pasted is not None:
+        make_dataset = partial(pasted_objects, args.pasted, seed=args.pasted_seed)
+    elif args.ray:  # the workers list the folder themselves: absolute paths
+        make_dataset = partial(an.dataset_from_folder, str(Path(args.images).resolve()),
+                               str(Path(args.annotations).resolve()) if args.annotations else None)
+    else:
+        make_dataset = partial(an.dataset_from_folder, args.images, args.annotations)
     try:
         model = load_model(args.model)
-        if args.demo:
-            dataset = demo_dataset()
-        elif args.pasted is not None:
-            dataset = pasted_objects(args.pasted, seed=args.pasted_seed)
-        else:
-            dataset = an.dataset_from_folder(args.images, args.annotations)
+        dataset = make_dataset()
     except ValueError as err:
         _say(f"error: {err}")
         return 1
@@ -713,12 +861,22 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     _say(f"{dataset.description} ({len(dataset)} annotated image(s), {len(dataset.skipped)} item(s) skipped "
          f"so far); model {model.name}")
 
-    def progress(done, total, eta):
-        if done and (done == total or done % max(1, total // 20) == 0):
+    shown = [0]
+
+    def progress(done, total, eta):  # every 5 % (a Ray run reports whole blocks at a time)
+        step = max(1, total // 20)
+        if done and (done == total or done // step > shown[0]):
+            shown[0] = done // step
             _say(f"{done}/{total} images" + (f", about {eta:.0f} s left" if eta else ""))
 
     try:
-        result = run_validation(model, dataset, settings, progress=progress)
+        if args.ray:
+            from .distributed import run_validation_ray
+            result = run_validation_ray(_absolute(args.model), make_dataset, settings, out, address=args.ray,
+                                        workers=args.workers, resume=args.resume, progress=progress, log=_say,
+                                        model=model, listing=dataset)
+        else:
+            result = run_validation(model, dataset, settings, progress=progress)
     except ValueError as err:
         _say(f"error: {err}")
         return 1

@@ -7,7 +7,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
@@ -158,12 +158,11 @@ def explain(model: Classifier, image: ImageSource, method: str = "smoothgrad", t
     if not 0 <= int(target) < len(model.labels):
         raise ValueError(f"Target class must be between 0 and {len(model.labels) - 1}; got {target}.")
     start = time.perf_counter()
-    running = None
-    if preview is not None:
-        def running(done, total, partial):
-            preview(done, total, reduce_channels(partial, m.reduction)[0].float().cpu().numpy())
+    def running(done, total, partial):
+        preview(done, total, reduce_channels(partial, m.reduction)[0].float().cpu().numpy())
     attribution, used, diagnostics = attribute(model, x, torch.tensor([int(target)], device=x.device), method,
-                                               progress=progress, chunk_size=chunk_size, preview=running,
+                                               progress=progress, chunk_size=chunk_size,
+                                               preview=running if preview else None,
                                                **params)
     saliency = reduce_channels(attribution, m.reduction)
     return Explanation(

@@ -693,7 +693,7 @@ def load_card(card: ModelCard) -> Classifier:
                              "name its torchvision 'architecture' (e.g. resnet18)"
                              + (f"; write one next to it, e.g. {card.file.with_suffix('.yaml').name}."
                                 if card.path is None else "."))
-        net = _channels_last(_build_torchvision(card.architecture, state, where))
+        net = _build_torchvision(card.architecture, state, where)
     elif kind == "torchscript":
         net = _load_torchscript(card.file, where)
     else:

@@ -6,6 +6,7 @@ import os
 import pytest
 import skimage
 import torch
+from streamlit.runtime.pages_manager import PagesManager
 
 import saliency_core as sc
 
@@ -75,3 +76,18 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("measured errors")
     for test, comparison, value in MEASURED:
         terminalreporter.write_line(f"{value:10.3e}  {comparison}  [{test}]")
+
+
+@pytest.fixture(autouse=True)
+def app_py_on_every_run(monkeypatch):
+    """AppTest resets ``PagesManager.uses_pages_directory`` before each run; because pages/ exists,
+    every run would start in Streamlit's legacy pages mode, where pages/_common.require_frame()
+    restarts the run (dropping button clicks). A real server leaves that mode for good once
+    app.py has called st.navigation: do the same here."""
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)

@@ -1,7 +1,6 @@
 """Drive the Explain page with streamlit's AppTest: real model, real photo, real uploads."""
 import os
 
-import pytest
 import skimage
 from streamlit.testing.v1 import AppTest
 
