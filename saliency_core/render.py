@@ -315,7 +315,7 @@ def _legend(sign: str, colormap: str, target_label: str | None, scale: float, fi
                f"{_fmt(scale)} and above = full colour")
     if sign == "absolute":
         if meaning:
-            return f"Brighter = {meaning.format(score=score)} ({how})."
+            return f"Brighter = {meaning.format(score=score)} (absolute values, {how})."
         return (f"Brighter = changing these pixels changes {score} most, up or down "
                 f"(absolute values, {how}).")
     if sign == "positive":

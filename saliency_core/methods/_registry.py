@@ -39,7 +39,7 @@ class Method:
     needs: frozenset = frozenset()
     check: Callable[..., dict] | None = None
     reference: str = ""
-    meaning: str = "changing these pixels changes {score} most, up or down (absolute values)"
+    meaning: str = "changing these pixels changes {score} most, up or down"
 
 
 METHODS: dict[str, Method] = {}

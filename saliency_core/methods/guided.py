@@ -21,9 +21,8 @@ from ._registry import register
 from .gradcam import gradcam
 
 _RELUS = {F.relu, F.relu_, F.relu6, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
-_CAUTION = ("Fails the model-randomisation sanity check (Adebayo et al. 2018): the map looks much "
-            "the same for a model with random weights, so it shows image edges more than the "
-            "model's reasoning.")
+_CAUTION = ("Fails the model-randomisation sanity check (Adebayo et al. 2018): it shows image "
+            "edges more than the model's reasoning.")
 
 
 class _PositiveGradient(torch.autograd.Function):
