@@ -201,19 +201,22 @@ def _ray_options(parser: argparse.ArgumentParser, what: str) -> None:
     group = parser.add_argument_group("scaling out (optional extra: pip install -r requirements-ray.txt)")
     group.add_argument("--ray", metavar="ADDRESS",
                        help=f"{what} on a Ray cluster: 'auto' (the cluster 'ray start' started on this machine), "
-                            "HOST:PORT of its head node, ray://HOST:10001, or 'local' (a private cluster on this "
+                            "HOST:PORT of its head node, or 'local' (a private cluster on this "
                             "machine). Images and the model are read by the workers: paths must be the same on "
                             "every node. Without it everything runs here, in this process")
     group.add_argument("--workers", type=_whole(1), metavar="N",
                        help="model-holding Ray workers (default: one per GPU of the cluster, else one per CPU)")
+    group.add_argument("--threads", type=_whole(1), default=1, metavar="T",
+                       help="torch threads (and CPUs reserved) per Ray worker (default 1). Results equal a local "
+                            "run's to the last bit when the thread counts match: OMP_NUM_THREADS=1 for the local run")
     group.add_argument("--resume", action="store_true",
                        help="keep what an earlier --ray run into the same --out folder finished (same model, data "
                             "and settings) and compute only the missing images")
 
 
 def _check_ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if not args.ray and (args.workers is not None or args.resume):
-        parser.error("--workers and --resume go with --ray ADDRESS")
+    if not args.ray and (args.workers is not None or args.resume or args.threads != 1):
+        parser.error("--workers, --threads and --resume go with --ray ADDRESS")
 
 
 def _absolute(source: str) -> str:
@@ -412,7 +415,7 @@ def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Pa
     try:
         done = distributed.run_explain_ray(
             _absolute(args.model), images, methods, options, out, write, replay, key=key, address=args.ray,
-            workers=args.workers, resume=args.resume, log=_say)
+            workers=args.workers, threads=args.threads, resume=args.resume, log=_say)
     except ValueError as err:
         _say(f"error: {err}")
         return 1
@@ -873,8 +876,8 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         if args.ray:
             from .distributed import run_validation_ray
             result = run_validation_ray(_absolute(args.model), make_dataset, settings, out, address=args.ray,
-                                        workers=args.workers, resume=args.resume, progress=progress, log=_say,
-                                        model=model, listing=dataset)
+                                        workers=args.workers, threads=args.threads, resume=args.resume,
+                                        progress=progress, log=_say, model=model, listing=dataset)
         else:
             result = run_validation(model, dataset, settings, progress=progress)
     except ValueError as err:

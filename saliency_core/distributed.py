@@ -71,8 +71,8 @@ def connected(address: str = "auto"):
 
     Args:
         address: ``"auto"`` (the cluster ``ray start`` started on this machine), ``"host:port"``
-            of a cluster's head node (its GCS port, 6379 by default), ``"ray://host:10001"``
-            (Ray Client), or ``"local"`` (start a private one-machine cluster, stopped at the end).
+            of a cluster's head node (its GCS port, 6379 by default), or ``"local"`` (start a
+            private one-machine cluster, stopped at the end).
     Yields:
         the ``ray`` module. A process already connected is left connected.
     Raises:
@@ -82,6 +82,7 @@ def connected(address: str = "auto"):
     if ray.is_initialized():
         yield ray
         return
+    _check_reachable(address)
     # the workers import this very saliency_core (a zip of the package, sent through the cluster)
     options = {"logging_level": logging.WARNING,
                "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]}}
@@ -97,6 +98,20 @@ def connected(address: str = "auto"):
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A quick ValueError for a HOST:PORT nothing listens on (Ray itself retries for minutes)."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray takes 'auto', 'local' or HOST:PORT; got {address!r}.")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ValueError(f"no Ray cluster answers at {address} ({err.strerror or err}); start one with "
+                         f"'ray start --head --port {port}' or check the address.") from None
 
 
 def _pool(ray, workers: int | None, threads: int, gpu: bool | None) -> tuple[int, int, float]:
@@ -245,6 +260,8 @@ class _ValidateWorker:
     run's plan, loaded once; scores blocks of images with ``validate.score_image``."""
 
     def __init__(self, model_source: str, dataset: Callable, settings, threads: int, gpus: float, run: str):
+        import torch
+
         from .validate import plan_run
         device = _prepare_worker(threads, gpus)
         self.model = _load(model_source, device)
@@ -253,7 +270,7 @@ class _ValidateWorker:
         self.plan = plan_run(self.model, settings)
         self.run = run
         self.where = _where()
-        self.threads = __import__("torch").get_num_threads()
+        self.threads = torch.get_num_threads()  # recorded with each image
 
     def __call__(self, batch: dict) -> dict:
         from .validate import score_image
