@@ -120,7 +120,7 @@ def bench_model(name: str, device: str, args) -> list[dict]:
 
     # ablation: our SmoothGrad with the engine's choices undone one at a time
     plain = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
-    for label, net_, chunk in (("default layout", plain, None), ("chunks of 10", network, 10),
+    for label, net_, chunk in (("default layout", plain, None), ("chunks of 5", network, 5),
                                ("chunks of 25", network, 25), ("one pass of all samples", network, n)):
         rows.append({"device": device, "model": name, "task": f"SmoothGrad-{n}, 1 image, ours with {label}",
                      "ours_s": timed(lambda: sc.METHODS["smoothgrad"].attribute(net_, x, t, samples=n, chunk_size=chunk),

@@ -344,6 +344,15 @@ class _ExplainWriter:
         return stem, written, failed
 
 
+def _make_folder(out: Path) -> bool:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return True
+    except OSError as err:
+        _say(f"error: cannot create the output folder {out}: {err.strerror or err}")
+        return False
+
+
 def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     methods, expanded = _methods(args.method, parser)
     _check_ray_options(args, parser)
@@ -354,10 +363,7 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             parser.error(f"--sign {args.sign} needs {kind} colormap ({', '.join(choices)}); "
                          f"got --colormap {args.colormap}")
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        _say(f"error: cannot create the output folder {out}: {err.strerror or err}")
+    if not _make_folder(out):
         return 2
 
     start = time.perf_counter()
@@ -829,10 +835,7 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     methods, expanded = _methods(args.methods, parser)
     _check_ray_options(args, parser)
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        _say(f"error: cannot create the output folder {out}: {err.strerror or err}")
+    if not _make_folder(out):
         return 2
     start = time.perf_counter()
     if args.demo:

@@ -246,3 +246,16 @@ def available_methods(model: Classifier) -> dict[str, str | None]:
         reasons = [caps[need] for need in sorted(m.needs) if caps.get(need)]
         out[name] = "; ".join(reasons) or None
     return out
+
+
+def check_methods(model: Classifier, methods) -> list[str]:
+    """``methods`` without repeats, each known and runnable on ``model``; ValueError otherwise."""
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise ValueError("Choose at least one saliency method to check.")
+    usable = available_methods(model)
+    for m in methods:
+        get_method(m)
+        if usable.get(m):
+            raise ValueError(f"{m} cannot run on this model: {usable[m]}.")
+    return methods

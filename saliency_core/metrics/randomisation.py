@@ -56,7 +56,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..explain import attribute, available_methods, get_method, reduce_channels
+from ..explain import attribute, check_methods, get_method, reduce_channels
 from ..images import ImageSource, image_hash, load_image
 from ..models import Classifier
 from .similarity import compare
@@ -405,14 +405,7 @@ def sanity_check(model: Classifier, image: ImageSource, methods: Sequence[str], 
     if mode not in MODES:
         raise ValueError(f"The randomisation mode must be one of {', '.join(MODES)}; got {mode!r}.")
     threshold = _check_threshold(threshold)
-    methods = list(dict.fromkeys(methods))
-    if not methods:
-        raise ValueError("Choose at least one saliency method to check.")
-    usable = available_methods(model)
-    for m in methods:
-        get_method(m)
-        if usable.get(m):
-            raise ValueError(f"{m} cannot run on this model: {usable[m]}.")
+    methods = check_methods(model, methods)
     every = list(blocks) if blocks is not None else layer_blocks(model)
     if not every:
         raise ValueError("No layer blocks to re-initialise.")

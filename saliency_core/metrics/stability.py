@@ -40,7 +40,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ..explain import attribute, available_methods, get_method, reduce_channels
+from ..explain import attribute, check_methods, get_method, reduce_channels
 from ..images import ImageSource, image_hash, load_image
 from ..models import Classifier
 from .similarity import compare
@@ -570,14 +570,7 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
         True
     """
     thresholds.check()
-    methods = list(dict.fromkeys(methods))
-    if not methods:
-        raise ValueError("Choose at least one saliency method to check.")
-    usable = available_methods(model)
-    for m in methods:
-        get_method(m)
-        if usable.get(m):
-            raise ValueError(f"{m} cannot run on this model: {usable[m]}.")
+    methods = check_methods(model, methods)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}.")
     image = load_image(image)
