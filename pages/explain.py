@@ -192,7 +192,7 @@ for item in images:
                 st.image(r.overlay, caption=meta.label, width="stretch")
                 st.image(rd.colorbar_image(r), width="stretch")
                 ticks = "  ·  ".join(label for _, label in r.colorbar_ticks)
-                st.caption(f"{ticks}\n\n{r.legend}")
+                st.caption(f"{ticks}\n\n{r.legend}\n\n*{meta.description}*")
                 if r.near_zero:
                     st.info("This map is zero (or numerically negligible) everywhere.")
                 if meta.caution:
