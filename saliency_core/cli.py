@@ -344,6 +344,14 @@ class _ExplainWriter:
         return stem, written, failed
 
 
+def _runnable(model, methods: list[str]) -> list[str]:
+    """``--method all``: leave out, with a line each, the methods ``model`` cannot run."""
+    usable = available_methods(model)
+    for name in [m for m in methods if usable.get(m)]:
+        _say(f"skipping {name}: {usable[name]}")
+    return [m for m in methods if not usable.get(m)]
+
+
 def _make_folder(out: Path) -> bool:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -380,9 +388,7 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         return 2
     usable = available_methods(model)
     if expanded:
-        for name in [m for m in methods if usable.get(m)]:
-            _say(f"skipping {name}: {usable[name]}")
-        methods = [m for m in methods if not usable.get(m)]
+        methods = _runnable(model, methods)
 
     writer = _ExplainWriter(out, args)
     paths = _image_files(args.images)
@@ -700,10 +706,7 @@ def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         _say(f"error: --target must be a class index below {len(model.labels)}; got {args.target}")
         return 2
     if expanded:
-        usable = available_methods(model)
-        for name in [m for m in methods if usable.get(m)]:
-            _say(f"skipping {name}: {usable[name]}")
-        methods = [m for m in methods if not usable.get(m)]
+        methods = _runnable(model, methods)
     params = {k: getattr(args, k) for k in ("samples", "noise", "seed", "steps") if getattr(args, k) is not None}
 
     def progress(done, total, label):
@@ -854,10 +857,7 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         _say(f"error: {err}")
         return 1
     if expanded:
-        usable = available_methods(model)
-        for name in [m for m in methods if usable.get(m)]:
-            _say(f"skipping {name}: {usable[name]}")
-        methods = [m for m in methods if not usable.get(m)]
+        methods = _runnable(model, methods)
     params = {k: getattr(args, k) for k in ("samples", "noise", "seed", "steps") if getattr(args, k) is not None}
     settings = ValidationSettings(
         methods=methods, params=params, tolerance=args.tolerance, top_k=args.top_k,

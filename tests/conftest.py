@@ -91,3 +91,18 @@ def app_py_on_every_run(monkeypatch):
         PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+def open_page(page: str, methods: list[str]):
+    """Run app.py, switch to ``page`` and set the sidebar's methods (AppTest does not list the
+    sidebar's widgets after a page switch). Call ``rerun_page`` after changing widgets."""
+    from streamlit.testing.v1 import AppTest
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    at = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=300).run()
+    at.switch_page(page)
+    return rerun_page(at, methods)
+
+
+def rerun_page(at, methods: list[str]):
+    at.session_state["methods"] = methods
+    return at.run()

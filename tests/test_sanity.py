@@ -12,16 +12,6 @@ from torch import nn
 import saliency_core as sc
 from saliency_core.metrics import randomisation as rz
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small shared CPU the per-image maps here run several times
-    faster than with OpenMP threads competing for the cores. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 DEPTH = 7   # _fc, _conv_head + _bn1, _blocks.15 .. _blocks.11: keeps the run to ~24 maps on 2 cores
 
 

@@ -17,16 +17,6 @@ from saliency_core.metrics import similarity as sim
 from saliency_core.metrics import stability as stab
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small shared CPU the per-image maps here run several times
-    faster than with OpenMP threads competing for the cores. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---- similarity measures: ground truth -------------------------------------------------------
 
 def test_spearman_is_rank_correlation_with_ties():

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import skimage
-import torch
 from PIL import Image
 
 from saliency_core import annotations as an
@@ -22,14 +21,6 @@ from saliency_core.validate import (BASELINES, CENTRE, RANDOM, ValidationSetting
 
 PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
 SCORES = ["pointing_game", "relevance_mass", "relevance_rank", "iou_top_k", "deletion_auc", "insertion_auc"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _photo(name: str) -> bytes:

@@ -4,37 +4,23 @@ import os
 from html.parser import HTMLParser
 
 import pypdf
-import pytest
 import skimage
-import torch
 from streamlit.testing.v1 import AppTest
+
+from conftest import open_page, rerun_page
 
 from saliency_core import report as rp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COFFEE = os.path.join(os.path.dirname(skimage.__file__), "data", "coffee.png")
 METHODS = ["gradient", "gradcam"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: faster on a small shared CPU for these single-image maps."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _report_page() -> AppTest:
-    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
-    at.switch_page("pages/report.py")
-    return _rerun(at)
+    return open_page("pages/report.py", METHODS)
 
 
 def _rerun(at) -> AppTest:
-    """AppTest does not list the sidebar's widgets after a page switch, so set their values."""
-    at.session_state["methods"] = METHODS
-    return at.run()
+    return rerun_page(at, METHODS)
 
 
 class _Images(HTMLParser):

@@ -2,22 +2,11 @@
 on the Explain page."""
 import os
 
-import pytest
 import skimage
-import torch
 from streamlit.testing.v1 import AppTest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PHOTO = os.path.join(os.path.dirname(skimage.__file__), "data", "chelsea.png")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: faster on a small shared CPU for these single-image maps."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _sanity_page(methods) -> AppTest:

@@ -2,34 +2,21 @@
 annotation file."""
 import os
 
-import pytest
 import skimage
-import torch
 from streamlit.testing.v1 import AppTest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conftest import open_page, rerun_page
+
 PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
 METHODS = ["gradient", "gradcam"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _page() -> AppTest:
-    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
-    at.switch_page("pages/validate.py")
-    return _run(at)
+    return open_page("pages/validate.py", METHODS)
 
 
 def _run(at) -> AppTest:
-    """AppTest does not list the sidebar's widgets after a page switch: set the methods again."""
-    at.session_state["methods"] = METHODS
-    return at.run()
+    return rerun_page(at, METHODS)
 
 
 def _by_label(elements, start: str):
