@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import saliency_core as sc  # noqa: E402
+from saliency_core._fast import OPTIONS  # noqa: E402
 from saliency_core.models import Normalize, _channels_last, _freeze  # noqa: E402
 from saliency_core.samples import sample_images  # noqa: E402
 
@@ -32,7 +33,9 @@ def _sync(device: str) -> None:
 
 
 def timed(fn, repeats: int, device: str) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
+    """Median seconds of ``repeats`` calls after two warm-up calls (a CUDA graph is captured
+    on a shape's second use)."""
+    fn()
     fn()
     _sync(device)
     times = []
@@ -82,19 +85,22 @@ def bench_model(name: str, device: str, args) -> list[dict]:
     n, steps, r = args.samples, args.steps, args.repeats
     rows = []
 
-    def row(task, ours, refs):
+    def row(task, ours, refs, maps=None):
         best = min(refs.values())
         rows.append({"device": device, "model": name, "task": task, "ours_s": ours,
                      **{f"captum_{k}_s": v for k, v in refs.items()},
                      "speedup_vs_captum_best": best / ours,
                      **{f"speedup_vs_captum_{k}": v / ours for k, v in refs.items()}})
+        if maps is not None:  # same map? (ours runs BatchNorm-folded: rounding-level differences)
+            rows[-1]["map_rel_error_vs_captum"] = _rel(maps[0](), maps[1]())
         print(_fmt(rows[-1]), flush=True)
 
     def ours(method, inputs, targets, **params):
         return lambda: sc.METHODS[method].attribute(network, inputs, targets, **params)
 
+    captum_gradient = lambda: Saliency(user).attribute(x, target=target, abs=False)  # noqa: E731
     row("gradient, 1 image", timed(ours("gradient", x, t), r, device),
-        {"default": timed(lambda: Saliency(user).attribute(x, target=target, abs=False), r, device)})
+        {"default": timed(captum_gradient, r, device)}, maps=(ours("gradient", x, t), captum_gradient))
 
     nt = NoiseTunnel(Saliency(user))
     row(f"SmoothGrad-{n}, 1 image", timed(ours("smoothgrad", x, t, samples=n, noise=args.noise), r, device), {
@@ -104,27 +110,54 @@ def bench_model(name: str, device: str, args) -> list[dict]:
                                               abs=False, nt_samples_batch_size=min(10, n)), r, device)})
 
     ig = IntegratedGradients(user)
+    captum_ig = lambda: ig.attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=steps)  # noqa: E731
     row(f"Integrated Gradients-{steps}, 1 image",
         timed(ours("integrated_gradients", x, t, steps=steps), r, device), {
-            "default": timed(lambda: ig.attribute(x, baselines=torch.zeros_like(x), target=target,
-                                                  n_steps=steps), r, device),
+            "default": timed(captum_ig, r, device),
             "batch10": timed(lambda: ig.attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=steps,
-                                                  internal_batch_size=min(10, steps)), r, device)})
+                                                  internal_batch_size=min(10, steps)), r, device)},
+        maps=(ours("integrated_gradients", x, t, steps=steps), captum_ig))
 
     def captum_gradcam():
         cam = LayerGradCam(user, layer).attribute(x, target=target, relu_attributions=True)
         return LayerAttribution.interpolate(cam, x.shape[-2:], "bilinear")
 
     row("Grad-CAM, 1 image", timed(ours("gradcam", x, t, layer=layer_name), r, device),
-        {"default": timed(captum_gradcam, r, device)})
+        {"default": timed(captum_gradcam, r, device)}, maps=(ours("gradcam", x, t, layer=layer_name), captum_gradcam))
 
-    # ablation: our SmoothGrad with the engine's choices undone one at a time
+    # ablation: our SmoothGrad with the engine's choices undone one at a time; map columns say
+    # how far each variant's map is from the default one, next to what a change of seed does
+    sg = sc.METHODS["smoothgrad"].attribute
+    reference = sg(network, x, t, samples=n, noise=args.noise)
+    seed_row = {"map_rel_error": _rel(sg(network, x, t, samples=n, noise=args.noise, seed=1), reference)}
+    seed_row["map_spearman"] = _spearman(sg(network, x, t, samples=n, noise=args.noise, seed=1), reference)
+    rows.append({"device": device, "model": name, "task": f"SmoothGrad-{n}, 1 image, ours with seed 1 (map only)",
+                 **seed_row})
+    print(_fmt(rows[-1]), flush=True)
     plain = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
-    for label, net_, chunk in (("default layout", plain, None), ("chunks of 5", network, 5),
-                               ("chunks of 25", network, 25), ("one pass of all samples", network, n)):
-        rows.append({"device": device, "model": name, "task": f"SmoothGrad-{n}, 1 image, ours with {label}",
-                     "ours_s": timed(lambda: sc.METHODS["smoothgrad"].attribute(net_, x, t, samples=n, chunk_size=chunk),
-                                     r, device)})
+    variants = [("default layout", plain, None, {}, None), ("no BatchNorm folding", network, None, {"fold": False}, None),
+                ("chunks of 5", network, 5, {}, None), ("chunks of 25", network, 25, {}, None),
+                ("one pass of all samples", network, n, {}, None)]
+    if device == "cuda":
+        variants += [("no CUDA graphs", network, None, {"cuda_graphs": False}, None),
+                     ("full fp32 convolutions", network, None, {"tf32": False}, None),
+                     ("bf16 autocast", network, None, {}, torch.bfloat16),
+                     ("fp16 autocast", network, None, {}, torch.float16)]
+    for label, net_, chunk, options, autocast in variants:
+        saved = dict(OPTIONS)
+        OPTIONS.update(options)
+        try:
+            def run(net_=net_, chunk=chunk, autocast=autocast):
+                with torch.autocast(device, dtype=autocast, enabled=autocast is not None):
+                    return sg(net_, x, t, samples=n, noise=args.noise, chunk_size=chunk).float()
+            row_ = {"device": device, "model": name, "task": f"SmoothGrad-{n}, 1 image, ours with {label}",
+                    "ours_s": timed(run, r, device)}
+            out = run()
+            row_.update(map_rel_error=_rel(out, reference), map_spearman=_spearman(out, reference))
+        finally:
+            OPTIONS.clear()
+            OPTIONS.update(saved)
+        rows.append(row_)
         print(_fmt(rows[-1]), flush=True)
 
     b = args.batch
@@ -139,18 +172,48 @@ def bench_model(name: str, device: str, args) -> list[dict]:
                  "ours_images_per_s": b / ours_s, "captum_images_per_s": b / ref_s,
                  "speedup_vs_captum_best": ref_s / ours_s})
     print(_fmt(rows[-1]), flush=True)
+    if device == "cuda":  # throughput ablation: bigger passes, no graphs
+        for label, chunk, options in (("chunks of 256", 256, {}), ("no CUDA graphs", None, {"cuda_graphs": False})):
+            saved = dict(OPTIONS)
+            OPTIONS.update(options)
+            try:
+                s_ = timed(lambda: sg(network, xb, tb, samples=n, noise=args.noise, chunk_size=chunk), r, device)
+            finally:
+                OPTIONS.clear()
+                OPTIONS.update(saved)
+            rows.append({"device": device, "model": name, "ours_s": s_, "ours_images_per_s": b / s_,
+                         "task": f"SmoothGrad-{n}, batch of {b}, ours with {label} (images/s)"})
+            print(f"{device:4} {name:9} {rows[-1]['task']:52} ours {b / s_:8.2f} img/s", flush=True)
     return rows
 
 
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm())
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Rank correlation of the drawn saliency (max |.| over channels)."""
+    ra, rb = (v.detach().abs().amax(1).flatten().double().argsort().argsort().double() for v in (a, b))
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
 def _fmt(row: dict) -> str:
+    if "ours_s" not in row and "ours_images_per_s" not in row:
+        return (f"{row['device']:4} {row['model']:9} {row['task']:52} map vs default: rel. error "
+                f"{row['map_rel_error']:.4f}, Spearman {row['map_spearman']:.4f}")
     if "ours_images_per_s" in row:
         return (f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_images_per_s']:8.2f} img/s  "
                 f"captum {row['captum_images_per_s']:8.2f} img/s  x{row['speedup_vs_captum_best']:.2f}")
     if not any(k.startswith("captum_") for k in row):
-        return f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_s'] * 1000:8.1f} ms"
+        text = f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_s'] * 1000:8.1f} ms"
+        if "map_rel_error" in row:
+            text += f"  map vs default: rel. error {row['map_rel_error']:.4f}, Spearman {row['map_spearman']:.4f}"
+        return text
     refs = "  ".join(f"captum {k[7:-2]} {v * 1000:8.1f} ms (x{row['speedup_vs_captum_' + k[7:-2]]:.2f})"
-                     for k, v in row.items() if k.startswith("captum_"))
-    return f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_s'] * 1000:8.1f} ms  {refs}"
+                     for k, v in row.items() if k.startswith("captum_") and k.endswith("_s"))
+    same = f"  map rel. error vs captum {row['map_rel_error_vs_captum']:.1e}" if "map_rel_error_vs_captum" in row else ""
+    return f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_s'] * 1000:8.1f} ms  {refs}{same}"
 
 
 def peak_memory_smoothgrad(samples: int) -> float:
@@ -168,7 +231,7 @@ def main(argv=None) -> int:
     p.add_argument("--noise", type=float, default=0.15)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch", type=int, default=None, help="images per throughput batch (cpu 8, cuda 32)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per cell (cpu 3, cuda 10)")
     p.add_argument("--memory-samples", type=int, default=0,
                    help="also report peak RSS of SmoothGrad-N on one image (run first, fresh process)")
     p.add_argument("--out", default="bench/results.json")
@@ -184,8 +247,10 @@ def main(argv=None) -> int:
         print(f"peak resident memory, SmoothGrad-{args.memory_samples} on one image (cpu): {mb:.0f} MB")
     for device in devices:
         batch = args.batch or (32 if device == "cuda" else 8)
+        repeats = args.repeats or (10 if device == "cuda" else 3)
         for name in args.models:
-            result["rows"] += bench_model(name, device, argparse.Namespace(**{**vars(args), "batch": batch}))
+            result["rows"] += bench_model(name, device, argparse.Namespace(**{**vars(args), "batch": batch,
+                                                                              "repeats": repeats}))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

@@ -19,5 +19,14 @@ def test_bench_tiny_run(tmp_path):
                      "Grad-CAM, 1 image", "SmoothGrad-2, batch of 2 (images/s)"]
     for row in table["rows"]:
         assert row.get("speedup_vs_captum_best", 1) > 0 and row.get("ours_s", 1) > 0
-    assert sum("ours with" in r["task"] for r in table["rows"]) == 4
+    ablations = [r for r in table["rows"] if "ours with" in r["task"]]
+    assert [r["task"].split("ours with ")[1] for r in ablations] == [
+        "seed 1 (map only)", "default layout", "no BatchNorm folding", "chunks of 5", "chunks of 25",
+        "one pass of all samples"]
+    for row in ablations:  # every variant says how far its map is from the default one
+        assert 0 <= row["map_rel_error"] and -1 <= row["map_spearman"] <= 1
+    assert ablations[-1]["map_rel_error"] < 1e-6  # chunking never changes the map
+    for row in table["rows"][:4]:
+        if "map_rel_error_vs_captum" in row:
+            assert row["map_rel_error_vs_captum"] < 5e-2, row
     assert "SmoothGrad-2, 1 image" in proc.stdout

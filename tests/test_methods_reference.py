@@ -3,6 +3,10 @@
 Pass criterion: relative error ||ours - reference|| / ||reference|| < 1e-4. Measured values
 are printed in the "measured errors" section of the pytest summary. Step and sample counts are
 small: the comparison is of the same computation, not of converged maps.
+
+The method comparisons run with BatchNorm folding off, so both sides evaluate the same network
+operation by operation; the last tests compare the default (folded) engine with Captum within
+the folding tolerance stated in tests/test_fast_paths.py.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import saliency_core as sc
+from saliency_core import _fast
 from saliency_core.methods.integrated import make_baseline
 from saliency_core.methods.smoothgrad import sample_noise
 from conftest import relative_error
@@ -29,6 +34,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already r
                                         "ignore:Setting backward hooks on ReLU activations")
 
 TOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def unfolded(request, monkeypatch):
+    if "default_engine" not in request.node.name:
+        monkeypatch.setitem(_fast.OPTIONS, "fold", False)
 CAT, ESPRESSO = 282, 967  # ImageNet "tiger cat", "espresso"
 
 
@@ -283,3 +294,19 @@ def test_guided_gradcam_is_gradcam_times_guided_backprop(demo, pair, demo_guided
     err = record("guided_gradcam (demo) vs captum Grad-CAM x guided-ReLU6 construction",
                  relative_error(ours, cam * demo_guided_reference))
     assert err < TOL
+
+
+@pytest.mark.parametrize("name", ["gradient", "integrated_gradients"])
+def test_default_engine_matches_captum_within_folding_tolerance(demo, pair, name, record):
+    """The engine as users run it (BatchNorm folded) against Captum on the network as written."""
+    x, target = pair
+    ours = method(name)(demo.network, x, target, **({"steps": 16} if name == "integrated_gradients" else {}))
+    if name == "gradient":
+        reference = Saliency(demo.network).attribute(x, target=target, abs=False)
+    else:
+        reference = IntegratedGradients(demo.network).attribute(x, baselines=torch.zeros_like(x), target=target,
+                                                                n_steps=16)
+    err = record(f"{name}, default engine (folded) vs captum", relative_error(ours, reference))
+    assert err < 2e-2
+    ranks = [np.argsort(np.argsort(m.abs().amax(1).flatten().numpy())) for m in (ours, reference)]
+    assert np.corrcoef(*ranks)[0, 1] >= 0.999

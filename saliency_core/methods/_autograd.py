@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._fast import check_target, gpu_settings, gradient_network, graphed_gradient
+
 
 def as_targets(target: torch.Tensor | int, batch: int, device: torch.device) -> torch.Tensor:
     """Class indices as a LongTensor (batch,)."""
@@ -21,10 +23,7 @@ def target_scores(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -> 
     if logits.dim() != 2:
         raise ValueError(f"Expected the model to return one score per class, shape (batch, classes); "
                          f"got shape {tuple(logits.shape)}.")
-    classes = logits.shape[1]
-    if target.numel() and not (0 <= int(target.min()) and int(target.max()) < classes):
-        # checked here: an out-of-range index on a GPU is a device-side assert, not an error
-        raise ValueError(f"Target class must be between 0 and {classes - 1}; got {target.tolist()}.")
+    check_target(target, logits.shape[1])
     return logits.gather(1, target.view(-1, 1)).squeeze(1)
 
 
@@ -32,12 +31,21 @@ def input_gradient(network: nn.Module, x: torch.Tensor, target: torch.Tensor) ->
     """d score[target] / d x for each image of the batch (B, C, H, W).
 
     Works on a detached copy of ``x``; images of a batch are independent, so the gradient of
-    the summed scores is each image's own gradient.
+    the summed scores is each image's own gradient. Runs on the network's fast form
+    (saliency_core/_fast.py): BatchNorm folded, and on a GPU a replayed CUDA graph.
     """
-    x = x.detach().clone().requires_grad_(True)
+    target = as_targets(target, x.shape[0], x.device)
+    network = gradient_network(network, probe=x[:1].detach())
+    with gpu_settings(x.device):
+        grad = graphed_gradient(network, x, target)
+        if grad is None:
+            grad = _gradient(network, x.detach().clone().requires_grad_(True), target)
+    return grad
+
+
+def _gradient(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     with torch.enable_grad():
-        scores = target_scores(network, x, as_targets(target, x.shape[0], x.device))
-        (grad,) = torch.autograd.grad(scores.sum(), x)
+        (grad,) = torch.autograd.grad(target_scores(network, x, target).sum(), x)
     return grad
 
 

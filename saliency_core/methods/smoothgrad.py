@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .._fast import averaging
 from ._autograd import as_targets, count, default_chunk_size
 from ._registry import METHODS, register
 
@@ -69,18 +70,19 @@ def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, sample
     sigma = (noise * (flat.max(1).values - flat.min(1).values)).view(batch, 1, 1, 1)
     per_chunk = max(1, (chunk_size or default_chunk_size(x)) // batch)
     total = square = None
-    for start in range(0, samples, per_chunk):
-        n = min(per_chunk, samples - start)
-        eps = torch.stack([sample_noise(x, seed, start + i) for i in range(n)])  # (n, C, H, W)
-        noisy = (x.unsqueeze(0) + eps.unsqueeze(1) * sigma.unsqueeze(0)).reshape(n * batch, *x.shape[1:])
-        grads = attribute(network, noisy, target.repeat(n)).reshape(n, batch, *x.shape[1:])
-        chunk_sum, chunk_sq = grads.sum(0, dtype=torch.float64), grads.double().square().sum(0)
-        total = chunk_sum if total is None else total + chunk_sum
-        square = chunk_sq if square is None else square + chunk_sq
-        if progress is not None:
-            progress(start + n, samples)
-        if preview is not None and start + n < samples:
-            preview(start + n, samples, _combine(total, square, start + n, variant).to(x.dtype))
+    with averaging():  # on a GPU: TF32 convolutions, within the tolerance _fast.py states
+        for start in range(0, samples, per_chunk):
+            n = min(per_chunk, samples - start)
+            eps = torch.stack([sample_noise(x, seed, start + i) for i in range(n)])  # (n, C, H, W)
+            noisy = (x.unsqueeze(0) + eps.unsqueeze(1) * sigma.unsqueeze(0)).reshape(n * batch, *x.shape[1:])
+            grads = attribute(network, noisy, target.repeat(n)).reshape(n, batch, *x.shape[1:])
+            chunk_sum, chunk_sq = grads.sum(0, dtype=torch.float64), grads.double().square().sum(0)
+            total = chunk_sum if total is None else total + chunk_sum
+            square = chunk_sq if square is None else square + chunk_sq
+            if progress is not None:
+                progress(start + n, samples)
+            if preview is not None and start + n < samples:
+                preview(start + n, samples, _combine(total, square, start + n, variant).to(x.dtype))
     return _combine(total, square, samples, variant).to(x.dtype)
 
 
