@@ -109,6 +109,16 @@ def bench_model(name: str, device: str, args) -> list[dict]:
         "batch10": timed(lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=n, stdevs=sigma, target=target,
                                               abs=False, nt_samples_batch_size=min(10, n)), r, device)})
 
+    if device == "cpu" and args.own_process:
+        # Captum as its users run it: a fresh process with the C library's default allocator
+        # (ours sets glibc's; Captum in this process shares that setting)
+        own = captum_own_process(user, x, n, sigma, target, r)
+        rows.append({"device": device, "model": name, "task": f"SmoothGrad-{n}, 1 image, captum in its own process",
+                     "ours_s": rows[-1]["ours_s"], **{f"captum_{k}_s": v for k, v in own.items()},
+                     "speedup_vs_captum_best": min(own.values()) / rows[-1]["ours_s"],
+                     **{f"speedup_vs_captum_{k}": v / rows[-1]["ours_s"] for k, v in own.items()}})
+        print(_fmt(rows[-1]), flush=True)
+
     ig = IntegratedGradients(user)
     captum_ig = lambda: ig.attribute(x, baselines=torch.zeros_like(x), target=target, n_steps=steps)  # noqa: E731
     row(f"Integrated Gradients-{steps}, 1 image",
@@ -187,6 +197,42 @@ def bench_model(name: str, device: str, args) -> list[dict]:
     return rows
 
 
+_OWN_PROCESS = """
+import json, statistics, sys, time
+import torch
+from captum.attr import NoiseTunnel, Saliency
+path, n, sigma, target, repeats, threads = sys.argv[1:7]
+torch.set_num_threads(int(threads))
+user, x = torch.load(path, weights_only=False)
+nt = NoiseTunnel(Saliency(user))
+def timed(batch):
+    call = lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=int(n), stdevs=float(sigma),
+                                target=int(target), abs=False, nt_samples_batch_size=batch)
+    call(); call()
+    times = []
+    for _ in range(int(repeats)):
+        start = time.perf_counter(); call(); times.append(time.perf_counter() - start)
+    return statistics.median(times)
+print(json.dumps({"default": timed(None), "batch10": timed(min(10, int(n)))}))
+"""
+
+
+def captum_own_process(user: torch.nn.Module, x: torch.Tensor, n: int, sigma: float, target: int,
+                       repeats: int) -> dict:
+    """Captum's SmoothGrad medians (default and batch10) measured in a fresh Python process."""
+    import subprocess
+    import tempfile
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "user.pt")
+        torch.save((user, x), path)
+        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        proc = subprocess.run([sys.executable, "-W", "ignore", "-c", _OWN_PROCESS, path, str(n), str(sigma),
+                               str(target), str(repeats), str(torch.get_num_threads())],
+                              capture_output=True, text=True, env=env, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.detach().double(), b.detach().double()
     return float((a - b).norm() / b.norm())
@@ -234,6 +280,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed calls per cell (cpu 3, cuda 10)")
     p.add_argument("--memory-samples", type=int, default=0,
                    help="also report peak RSS of SmoothGrad-N on one image (run first, fresh process)")
+    p.add_argument("--no-own-process", dest="own_process", action="store_false",
+                   help="skip timing Captum in a fresh process (CPU)")
     p.add_argument("--out", default="bench/results.json")
     args = p.parse_args(argv)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))

@@ -1,0 +1,102 @@
+"""GPU paths of saliency_core/_fast.py: CUDA graphs, their invalidation, bad targets, threads.
+
+Skipped without a CUDA device. On a GPU machine that has PyTorch but not the dashboard's
+packages: ``python -m pytest tests/test_gpu.py --noconftest``.
+"""
+import copy
+import threading
+
+import pytest
+import torch
+
+import saliency_core as sc
+from saliency_core import _fast
+from saliency_core.samples import sample_images
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    model = sc.load_model("demo")
+    network = copy.deepcopy(model.network).cuda()
+    images = [model.preprocess(i).cuda() for i in list(sample_images().values())[:4]]
+    with torch.no_grad():
+        targets = [network(x).argmax(1) for x in images]
+    return network, images, targets
+
+
+def _sg(network, x, t, **kw):
+    return sc.METHODS["smoothgrad"].attribute(network, x, t, samples=20, **kw)
+
+
+def test_graph_replay_equals_eager(gpu):
+    network, images, targets = gpu
+    x, t = images[0], targets[0]
+    runs = [_sg(network, x, t) for _ in range(3)]  # eager, capture, replay
+    assert any(isinstance(v, _fast._Graphed) for g in _fast._GRAPHS.values() for v in g.values())
+    _fast.OPTIONS["cuda_graphs"] = False
+    try:
+        eager = _sg(network, x, t)
+    finally:
+        _fast.OPTIONS["cuda_graphs"] = True
+    for out in runs:
+        assert _rel(out, eager) < 1e-4
+
+
+def test_graph_follows_weight_changes(gpu):
+    network, images, targets = gpu
+    net = copy.deepcopy(network)
+    x, t = images[1], targets[1]
+    for _ in range(3):
+        before = sc.METHODS["gradient"].attribute(net, x, t)
+    with torch.no_grad():
+        net[1]._fc.weight.mul_(-1)
+    after = sc.METHODS["gradient"].attribute(net, x, t)
+    _fast.OPTIONS["cuda_graphs"] = _fast.OPTIONS["fold"] = False
+    try:
+        reference = sc.METHODS["gradient"].attribute(net, x, t)
+    finally:
+        _fast.OPTIONS["cuda_graphs"] = _fast.OPTIONS["fold"] = True
+    assert _rel(after, reference) < 2e-2 and _rel(after, before) > 0.5
+
+
+def test_bad_target_is_an_error_not_a_device_assert(gpu):
+    network, images, targets = gpu
+    x = images[2]
+    for _ in range(3):
+        sc.METHODS["gradient"].attribute(network, x, targets[2])
+    with pytest.raises(ValueError, match="between 0 and 999"):
+        sc.METHODS["gradient"].attribute(network, x, torch.tensor([1000], device="cuda"))
+    assert torch.isfinite(sc.METHODS["gradient"].attribute(network, x, targets[2])).all()
+
+
+def test_concurrent_sessions_get_their_own_maps(gpu):
+    network, images, targets = gpu
+    alone = [_sg(network, x, t) for x, t in zip(images, targets)]
+    together = [None] * len(images)
+
+    def work(i):
+        for _ in range(3):
+            together[i] = _sg(network, images[i], targets[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for a, b in zip(together, alone):
+        assert _rel(a, b) < 1e-4
+
+
+def test_guided_backprop_on_gpu_matches_cpu(gpu):
+    network, images, targets = gpu
+    x, t = images[3], targets[3]
+    on_gpu = sc.METHODS["guided_backprop"].attribute(network, x, t).cpu()
+    cpu_net = copy.deepcopy(network).cpu()
+    on_cpu = sc.METHODS["guided_backprop"].attribute(cpu_net, x.cpu(), t.cpu())
+    assert _rel(on_gpu, on_cpu) < 1e-3
