@@ -21,6 +21,7 @@ import copy
 import os
 import threading
 import weakref
+from collections import Counter
 from contextlib import contextmanager
 
 import torch
@@ -70,6 +71,7 @@ def fold_batchnorm(network: nn.Module) -> nn.Module | None:
     except Exception:  # data-dependent control flow, unsupported ops: keep the plain path
         return None
     modules = dict(net.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     folded = 0
     for node in list(graph.nodes):
         bn = modules.get(node.target) if node.op == "call_module" else None
@@ -77,7 +79,8 @@ def fold_batchnorm(network: nn.Module) -> nn.Module | None:
             continue
         source = node.args[0]
         conv = modules.get(source.target) if isinstance(source, fx.Node) and source.op == "call_module" else None
-        if not isinstance(conv, nn.Conv2d) or len(source.users) != 1 or len(node.args) != 1 or node.kwargs:
+        if not isinstance(conv, nn.Conv2d) or calls[source.target] != 1 or len(source.users) != 1 \
+                or len(node.args) != 1 or node.kwargs:  # a shared convolution must stay as it is
             continue
         with torch.no_grad():
             scale = torch.rsqrt(bn.running_var + bn.eps)

@@ -161,6 +161,29 @@ class _DataDependent(torch.nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
+class _SharedConv(torch.nn.Module):
+    """One convolution used twice, once before a BatchNorm: folding must leave it alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc((self.bn(self.conv(x)) + self.conv(x)).mean((2, 3)))
+
+
+def test_shared_convolution_is_not_folded():
+    net = _SharedConv()
+    net.bn.running_mean.fill_(0.3)
+    net.bn.running_var.fill_(4.0)
+    net = sc.models._freeze(net)
+    assert _fast.fold_batchnorm(net) is None
+    x = torch.rand(1, 3, 8, 8)
+    with options(fold=False):
+        plain = sc.METHODS["gradient"].attribute(net, x, torch.tensor([1]))
+    assert _rel(sc.METHODS["gradient"].attribute(net, x, torch.tensor([1])), plain) < 1e-6
+
+
 def test_untraceable_network_keeps_the_plain_path():
     net = sc.models._freeze(_DataDependent())
     assert _fast.fold_batchnorm(net) is None
