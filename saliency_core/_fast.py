@@ -40,6 +40,16 @@ averaged = contextvars.ContextVar("averaged", default=False)
 
 
 @contextmanager
+def as_written():
+    """Gradients inside use the network as written: no folded copy, no captured graph."""
+    token = plain_network.set(True)
+    try:
+        yield
+    finally:
+        plain_network.reset(token)
+
+
+@contextmanager
 def averaging():
     """Marks the gradients computed inside as terms of an average (SmoothGrad family)."""
     token = averaged.set(True)
@@ -223,7 +233,7 @@ def _replay(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.
     if entry == 1:
         try:
             graphs[key] = entry = _Graphed(network, x, target)
-        except ValueError:
+        except ValueError:  # a bad target index: the caller's error, not a capture problem
             raise
         except Exception:  # an op that cannot be captured (host sync, CPU tensors): stay eager
             graphs[key] = 0

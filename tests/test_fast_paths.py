@@ -139,11 +139,8 @@ def test_hooks_guided_and_switch_use_the_network_as_written():
     assert _fast.gradient_network(net) is not net
     with options(fold=False):
         assert _fast.gradient_network(net) is net
-    token = _fast.plain_network.set(True)
-    try:
+    with _fast.as_written():
         assert _fast.gradient_network(net) is net
-    finally:
-        _fast.plain_network.reset(token)
     handle = net.layer1.register_forward_hook(lambda *a: None)
     assert _fast.gradient_network(net) is net  # a hook must see the modules it was put on
     handle.remove()

@@ -63,5 +63,5 @@ def count(name: str, value, low: int, high: int) -> int:
 
 def default_chunk_size(x: torch.Tensor) -> int:
     """Images per forward/backward pass. CPU: 5 (bench/run.py, demo model: SmoothGrad-200
-    peaks at 1.2 GB resident; bigger chunks are no faster). GPU: 64, one pass for 50 samples."""
+    peaks at 1.14 GB resident; bigger chunks are no faster). GPU: 64, one pass for 50 samples."""
     return 64 if x.device.type == "cuda" else 5

@@ -16,7 +16,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .._fast import plain_network
+from .._fast import as_written
 from ._autograd import input_gradient
 from ._registry import register
 from .gradcam import gradcam
@@ -104,12 +104,8 @@ def guided_backprop(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -
             example a TorchScript model, or one using other activations).
     """
     mode = guided_relus()
-    token = plain_network.set(True)  # the mode must see the network's own activations
-    try:
-        with mode:
-            grad = input_gradient(network, x, target)
-    finally:
-        plain_network.reset(token)
+    with as_written(), mode:  # the mode must see the network's own activations
+        grad = input_gradient(network, x, target)
     if mode.count == 0:
         raise ValueError("Guided backprop needs ReLU or ReLU6 activations that can be intercepted; "
                          "this model has none (it may use other activations or be compiled).")
