@@ -15,7 +15,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as bench  # noqa: E402
 import saliency_core as sc  # noqa: E402
-from saliency_core._fast import OPTIONS  # noqa: E402
+from saliency_core._fast import switched  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -30,7 +30,6 @@ def main(argv=None) -> int:
     t = torch.tensor([int(network(x).argmax())], device=device)
     nt = NoiseTunnel(Saliency(user))
     sigma = float(0.15 * (x.max() - x.min()))
-    OPTIONS["cuda_graphs"] = False
     calls = {"ours": lambda: sc.METHODS["smoothgrad"].attribute(network, x, t, samples=args.samples),
              "captum": lambda: nt.attribute(x, nt_type="smoothgrad", nt_samples=args.samples, stdevs=sigma,
                                             target=int(t), abs=False)}
@@ -40,7 +39,7 @@ def main(argv=None) -> int:
         for _ in range(3):
             fn()
         bench._sync(device)
-        with profile(activities=activities) as prof:
+        with switched(cuda_graphs=False), profile(activities=activities) as prof:
             for _ in range(3):
                 fn()
             bench._sync(device)

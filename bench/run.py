@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import saliency_core as sc  # noqa: E402
-from saliency_core._fast import OPTIONS  # noqa: E402
+from saliency_core._fast import switched  # noqa: E402
 from saliency_core.models import Normalize, _channels_last, _freeze  # noqa: E402
 from saliency_core.samples import sample_images  # noqa: E402
 
@@ -154,9 +154,7 @@ def bench_model(name: str, device: str, args) -> list[dict]:
                      ("bf16 autocast", network, None, {}, torch.bfloat16),
                      ("fp16 autocast", network, None, {}, torch.float16)]
     for label, net_, chunk, options, autocast in variants:
-        saved = dict(OPTIONS)
-        OPTIONS.update(options)
-        try:
+        with switched(**options):
             def run(net_=net_, chunk=chunk, autocast=autocast):
                 with torch.autocast(device, dtype=autocast, enabled=autocast is not None):
                     return sg(net_, x, t, samples=n, noise=args.noise, chunk_size=chunk).float()
@@ -164,9 +162,6 @@ def bench_model(name: str, device: str, args) -> list[dict]:
                     "ours_s": timed(run, r, device)}
             out = run()
             row_.update(map_rel_error=_rel(out, reference), map_spearman=_spearman(out, reference))
-        finally:
-            OPTIONS.clear()
-            OPTIONS.update(saved)
         rows.append(row_)
         print(_fmt(rows[-1]), flush=True)
 
@@ -184,13 +179,8 @@ def bench_model(name: str, device: str, args) -> list[dict]:
     print(_fmt(rows[-1]), flush=True)
     if device == "cuda":  # throughput ablation: bigger passes, no graphs
         for label, chunk, options in (("chunks of 256", 256, {}), ("no CUDA graphs", None, {"cuda_graphs": False})):
-            saved = dict(OPTIONS)
-            OPTIONS.update(options)
-            try:
+            with switched(**options):
                 s_ = timed(lambda: sg(network, xb, tb, samples=n, noise=args.noise, chunk_size=chunk), r, device)
-            finally:
-                OPTIONS.clear()
-                OPTIONS.update(saved)
             rows.append({"device": device, "model": name, "ours_s": s_, "ours_images_per_s": b / s_,
                          "task": f"SmoothGrad-{n}, batch of {b}, ours with {label} (images/s)"})
             print(f"{device:4} {name:9} {rows[-1]['task']:52} ours {b / s_:8.2f} img/s", flush=True)

@@ -40,23 +40,34 @@ averaged = contextvars.ContextVar("averaged", default=False)
 
 
 @contextmanager
-def as_written():
-    """Gradients inside use the network as written: no folded copy, no captured graph."""
-    token = plain_network.set(True)
+def _set(flag: contextvars.ContextVar):
+    token = flag.set(True)
     try:
         yield
     finally:
-        plain_network.reset(token)
+        flag.reset(token)
+
+
+def as_written():
+    """Gradients inside use the network as written: no folded copy, no captured graph."""
+    return _set(plain_network)
+
+
+def averaging():
+    """Marks the gradients computed inside as terms of an average (SmoothGrad family)."""
+    return _set(averaged)
 
 
 @contextmanager
-def averaging():
-    """Marks the gradients computed inside as terms of an average (SmoothGrad family)."""
-    token = averaged.set(True)
+def switched(**values):
+    """OPTIONS changed for the calls inside, restored after (benchmark ablations, tests)."""
+    saved = dict(OPTIONS)
+    OPTIONS.update(values)
     try:
         yield
     finally:
-        averaged.reset(token)
+        OPTIONS.clear()
+        OPTIONS.update(saved)
 
 
 def _tf32() -> bool:

@@ -14,7 +14,6 @@ Tolerances:
   on the H200 by bench/run.py; bf16 fails it, checked here on the CPU with bf16 autocast.
 """
 import copy
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -37,17 +36,6 @@ def _rho(a: torch.Tensor, b: torch.Tensor) -> float:
     return spearmanr(a.abs().amax(1).flatten().numpy(), b.abs().amax(1).flatten().numpy())[0]
 
 
-@contextmanager
-def options(**values):
-    saved = dict(_fast.OPTIONS)
-    _fast.OPTIONS.update(values)
-    try:
-        yield
-    finally:
-        _fast.OPTIONS.clear()
-        _fast.OPTIONS.update(saved)
-
-
 @pytest.fixture(scope="module")
 def paths(demo, chelsea_path):
     assert demo.network[1]._conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
@@ -63,7 +51,7 @@ def paths(demo, chelsea_path):
 def test_layout_and_padding_match_plain_network(paths, method, params, tol):
     fast, plain, x, t = paths
     attribute = sc.METHODS[method].attribute
-    with options(fold=False):
+    with _fast.switched(fold=False):
         assert _rel(attribute(fast, x, t, **params), attribute(plain, x, t, **params)) < tol
 
 
@@ -76,19 +64,19 @@ def test_folded_network_matches_plain_network(demo, paths, method, params, recor
         x = demo.preprocess(image)
         t = torch.tensor([demo.predict(x, 1)[0][0]])
         ours = attribute(fast, x, t, **params)
-        with options(fold=False):
+        with _fast.switched(fold=False):
             reference = attribute(plain, x, t, **params)
         worst = max(worst, _rel(ours, reference))
         assert _rel(ours, reference) < 2e-2 and _rho(ours, reference) >= 0.999
     record(f"{method}, BatchNorm folded vs plain network (worst of 5 photos)", worst)
-    with options(fold=False):  # the comparison can tell a changed map apart
+    with _fast.switched(fold=False):  # the comparison can tell a changed map apart
         assert _rel(attribute(fast, x, (t + 1) % 1000, **params), reference) > 0.1
 
 
 def test_smoothgrad_matches_plain_network(paths):
     fast, plain, x, t = paths
     a = sc.METHODS["smoothgrad"].attribute(fast, x, t, samples=8)
-    with options(fold=False):
+    with _fast.switched(fold=False):
         b = sc.METHODS["smoothgrad"].attribute(plain, x, t, samples=8, chunk_size=8)
     assert _rel(a, b) < 1e-2
     assert _rho(a, b) >= 0.999
@@ -129,7 +117,7 @@ def test_folded_copy_follows_weight_changes():
     second = _fast.gradient_network(net)
     assert second is not first
     ours = sc.METHODS["gradient"].attribute(net, x, t)
-    with options(fold=False):
+    with _fast.switched(fold=False):
         plain = sc.METHODS["gradient"].attribute(net, x, t)
     assert _rel(ours, plain) < 1e-4
 
@@ -137,7 +125,7 @@ def test_folded_copy_follows_weight_changes():
 def test_hooks_guided_and_switch_use_the_network_as_written():
     net = _resnet18_with_statistics()
     assert _fast.gradient_network(net) is not net
-    with options(fold=False):
+    with _fast.switched(fold=False):
         assert _fast.gradient_network(net) is net
     with _fast.as_written():
         assert _fast.gradient_network(net) is net
@@ -176,7 +164,7 @@ def test_shared_convolution_is_not_folded():
     net = sc.models._freeze(net)
     assert _fast.fold_batchnorm(net) is None
     x = torch.rand(1, 3, 8, 8)
-    with options(fold=False):
+    with _fast.switched(fold=False):
         plain = sc.METHODS["gradient"].attribute(net, x, torch.tensor([1]))
     assert _rel(sc.METHODS["gradient"].attribute(net, x, torch.tensor([1])), plain) < 1e-6
 
@@ -190,14 +178,14 @@ def test_untraceable_network_keeps_the_plain_path():
 
 
 def test_tf32_only_inside_averaging_methods():
-    with options(tf32=None):
+    with _fast.switched(tf32=None):
         assert not _fast._tf32()
         with _fast.averaging():
             assert _fast._tf32()
         assert not _fast._tf32()
-    with options(tf32=False), _fast.averaging():
+    with _fast.switched(tf32=False), _fast.averaging():
         assert not _fast._tf32()
-    with options(tf32=True):
+    with _fast.switched(tf32=True):
         assert _fast._tf32()
 
 

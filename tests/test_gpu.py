@@ -39,11 +39,8 @@ def test_graph_replay_equals_eager(gpu):
     x, t = images[0], targets[0]
     runs = [_sg(network, x, t) for _ in range(3)]  # eager, capture, replay
     assert any(isinstance(v, _fast._Graphed) for g in _fast._GRAPHS.values() for v in g.values())
-    _fast.OPTIONS["cuda_graphs"] = False
-    try:
+    with _fast.switched(cuda_graphs=False):
         eager = _sg(network, x, t)
-    finally:
-        _fast.OPTIONS["cuda_graphs"] = True
     for out in runs:
         assert _rel(out, eager) < 1e-4
 
@@ -57,11 +54,8 @@ def test_graph_follows_weight_changes(gpu):
     with torch.no_grad():
         net[1]._fc.weight.mul_(-1)
     after = sc.METHODS["gradient"].attribute(net, x, t)
-    _fast.OPTIONS["cuda_graphs"] = _fast.OPTIONS["fold"] = False
-    try:
+    with _fast.switched(cuda_graphs=False, fold=False):
         reference = sc.METHODS["gradient"].attribute(net, x, t)
-    finally:
-        _fast.OPTIONS["cuda_graphs"] = _fast.OPTIONS["fold"] = True
     assert _rel(after, reference) < 2e-2 and _rel(after, before) > 0.5
 
 
