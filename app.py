@@ -8,6 +8,7 @@ import streamlit as st
 import saliency_core as sc
 from pages._common import DEFAULT_METHODS, get_model
 from saliency_core.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
+from saliency_core.devices import describe as describe_device
 
 DEMO_LABEL = "EfficientNet-Lite0, ImageNet (demo)"
 MODELS_DIR = os.environ.get("SALIENCY_MODELS_DIR", "models")             # the operator's models
@@ -63,7 +64,10 @@ with st.sidebar:
                 pass
     if model is not None:
         st.caption(f"{len(model.labels)} classes · input {model.input_size} px · "
-                   f"weights sha256 `{model.fingerprint[:12]}…`")
+                   f"computed on {describe_device(model.device)} · "
+                   f"weights sha256 `{model.fingerprint[:12]}…`",
+                   help="Device: set SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard "
+                        "(auto uses a GPU when there is one). It is recorded with every result.")
         if model.card:
             with st.expander("Model card"):
                 st.markdown("\n".join(f"- **{k}**: {v}" + (" *(default)*" if d else "")

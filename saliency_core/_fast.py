@@ -1,6 +1,13 @@
 """Speed paths for input gradients; each shows its gain in bench/run.py's ablation rows.
 
-- BatchNorm folding: an eval-mode BatchNorm2d fed only by a convolution is merged into that
+The rule: a speed path that changes the function computed (BatchNorm folding, TF32, lower
+precision) is used only inside an averaging method (the SmoothGrad family, marked by
+``averaging()``), where it is measured to move the map by at most a tenth of what changing the
+noise seed does. Single-pass methods (gradient, gradient x input, guided backprop, Integrated
+Gradients, Grad-CAM) always run the network as written, in fp32: they equal Captum on the
+same network. ``function_changes_allowed()`` states the rule in one place.
+
+- BatchNorm folding (averaging methods only): an eval-mode BatchNorm2d fed only by a convolution is merged into that
   convolution's weights, so forward and backward skip its elementwise passes. The same
   function up to float rounding; a ReLU gate within rounding of its threshold can flip, so
   maps agree with the plain network within the tolerance tests/test_fast_paths.py states.
@@ -70,8 +77,14 @@ def switched(**values):
         OPTIONS.update(saved)
 
 
+def function_changes_allowed() -> bool:
+    """Whether a speed path that changes the computed function may be used now: only inside an
+    averaging method and outside guided backprop (see the module docstring)."""
+    return averaged.get() and not plain_network.get()
+
+
 def _tf32() -> bool:
-    return averaged.get() if OPTIONS["tf32"] is None else bool(OPTIONS["tf32"])
+    return function_changes_allowed() if OPTIONS["tf32"] is None else bool(OPTIONS["tf32"])
 
 
 class _ConvLeafTracer(fx.Tracer):
@@ -150,10 +163,10 @@ def _same_function(folded: nn.Module, network: nn.Module, probe: torch.Tensor) -
 
 
 def gradient_network(network: nn.Module, probe: torch.Tensor | None = None) -> nn.Module:
-    """The network input gradients are computed on: its BatchNorm-folded copy when it has
-    one that gives the same scores on ``probe`` (cached while its weights stay the same),
-    else ``network`` itself."""
-    if not OPTIONS["fold"] or plain_network.get() or _has_hooks(network):
+    """The network input gradients are computed on: inside an averaging method, its
+    BatchNorm-folded copy when it has one that gives the same scores on ``probe`` (cached while
+    its weights stay the same); else ``network`` itself."""
+    if not OPTIONS["fold"] or not function_changes_allowed() or _has_hooks(network):
         return network
     with _LOCK:  # dashboard sessions are threads sharing one model
         return _folded(network, probe)

@@ -25,6 +25,7 @@ from .auth import add_users_command
 from .explain import available_methods, explain
 from .images import image_hash, load_image
 from .methods import METHODS
+from .devices import CHOICES as DEVICE_CHOICES
 from .models import load_model
 from .render import DIVERGING, SEQUENTIAL, SIGN_MODES, Rendered, colorbar_image, render
 
@@ -98,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_commands(commands)         # stability, sanity: saliency_core/metrics/
     _add_validate_command(commands)       # validate: saliency_core/validate.py
     _add_report_commands(commands)        # report, replay: saliency_core/report.py
+    for command in commands.choices.values():  # every command that loads a model
+        if "--model" in command._option_string_actions:
+            command.add_argument("--device", choices=DEVICE_CHOICES, default=None,
+                                 help="where to compute: auto (a CUDA GPU when there is one), cpu or cuda "
+                                      "(default: $SALIENCY_DEVICE, else auto)")
     return parser
 
 
@@ -376,7 +382,7 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
     start = time.perf_counter()
     try:
-        model = load_model(args.model)
+        model = load_model(args.model, device=args.device)
     except ValueError as err:
         _say(f"error: {err}")
         return 1
@@ -523,7 +529,7 @@ def _add_check_commands(commands) -> None:
 def _check_setup(args, parser):
     """Model, usable methods and method parameters shared by ``stability`` and ``sanity``."""
     methods, expanded = _methods(args.method, parser)
-    model = load_model(args.model)
+    model = load_model(args.model, device=args.device)
     usable = available_methods(model)
     for name in [m for m in methods if usable.get(m)]:
         if not expanded:
@@ -698,7 +704,7 @@ def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                   if getattr(args, k)}
         for k, rows in extras.items():
             rp.table_rows(rows)  # shape check before the maps are computed
-        model = load_model(args.model)
+        model = load_model(args.model, device=args.device)
     except ValueError as err:
         _say(f"error: {err}")
         return 1
@@ -745,7 +751,7 @@ def run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         record = rp.read_replay(Path(args.report))
         source = args.model or record.get("model", {}).get("source", "demo")
         try:
-            model = load_model(source)
+            model = load_model(source, device=args.device)
         except ValueError as err:
             raise ValueError(f"{err} (the report names the model {source!r}; give --model PATH if it moved)") from None
     except ValueError as err:
@@ -851,7 +857,7 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     else:
         make_dataset = partial(an.dataset_from_folder, args.images, args.annotations)
     try:
-        model = load_model(args.model)
+        model = load_model(args.model, device=args.device)
         dataset = make_dataset()
     except ValueError as err:
         _say(f"error: {err}")

@@ -165,10 +165,7 @@ def _prepare_worker(threads: int, gpus: float):
 
 def _load(model_source: str, device: str):
     from .models import load_model
-    model = load_model(model_source)
-    if device != "cpu":
-        model.network.to(device)  # the actor's own copy
-    return model
+    return load_model(model_source, device=device)  # the actor's own copy
 
 
 def _where() -> str:

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
+from .devices import describe as describe_device
 from .images import ImageSource, image_hash, load_image
 from .methods import METHODS, Method
 from .models import Classifier
@@ -37,6 +38,7 @@ class Explanation:
         image: the crop the model saw (PIL RGB, H x W), for overlays.
         prediction: top-5 (index, label, probability).
         diagnostics: method checks, e.g. Integrated Gradients' completeness gap.
+        device: where it was computed (``cpu``, ``cuda:0 (NVIDIA H200)``).
     """
 
     attribution: np.ndarray
@@ -52,6 +54,7 @@ class Explanation:
     model_fingerprint: str
     diagnostics: dict = field(default_factory=dict)
     seconds: float = 0.0
+    device: str = "cpu"
 
     def record(self) -> dict:
         """JSON-ready description: enough to recompute this map."""
@@ -60,7 +63,8 @@ class Explanation:
             "target_label": self.target_label, "reduction": self.reduction,
             "prediction": [{"index": i, "label": l, "probability": p} for i, l, p in self.prediction],
             "image_hash": self.image_hash, "model_fingerprint": self.model_fingerprint,
-            "diagnostics": self.diagnostics, "seconds": round(self.seconds, 3), "versions": versions(),
+            "diagnostics": self.diagnostics, "seconds": round(self.seconds, 3), "device": self.device,
+            "versions": versions(),
         }
 
 
@@ -98,11 +102,6 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; available: {', '.join(METHODS)}.")
     return METHODS[name]
-
-
-def _device(model: Classifier) -> torch.device:
-    p = next(model.network.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def attribute(model: Classifier, x: torch.Tensor, target: torch.Tensor, method: str,
@@ -151,7 +150,7 @@ def explain(model: Classifier, image: ImageSource, method: str = "smoothgrad", t
     resolve_params(m, params)  # fail on bad names before any work
     image = load_image(image)
     crop = model.crop(image)
-    x = to_tensor(crop).unsqueeze(0).to(_device(model))
+    x = to_tensor(crop).unsqueeze(0).to(model.device)
     prediction = model.predict(x, k=5)
     if target is None:
         target = prediction[0][0]
@@ -170,7 +169,7 @@ def explain(model: Classifier, image: ImageSource, method: str = "smoothgrad", t
         target=int(target), target_label=model.labels[int(target)], method=method, params=used,
         reduction=m.reduction, image=crop, prediction=prediction, image_hash=image_hash(image),
         model_fingerprint=model.fingerprint, diagnostics=_first(diagnostics),
-        seconds=time.perf_counter() - start)
+        seconds=time.perf_counter() - start, device=describe_device(x.device))
 
 
 def _first(diagnostics: dict) -> dict:
@@ -200,7 +199,7 @@ _capabilities_lock = threading.Lock()
 def _relu_count(model: Classifier) -> int:
     """ReLU-type calls guided backprop intercepts in one forward pass on a test image."""
     from .methods.guided import guided_relus
-    x = torch.full((1, 3, model.input_size, model.input_size), 0.5, device=_device(model))
+    x = torch.full((1, 3, model.input_size, model.input_size), 0.5, device=model.device)
     mode = guided_relus()
     with torch.enable_grad(), mode:
         model.network(x.requires_grad_(True))

@@ -26,6 +26,7 @@ from torchvision.transforms import functional as TF
 from .cards import (CARD_SUFFIXES, MODEL_SUFFIXES, ModelCard, bare_card, read_card, referenced_files,
                     sidecar_card)
 from ._allocator import keep_freed_memory
+from .devices import describe as describe_device, resolve_device
 from .images import ImageSource, load_image
 
 
@@ -62,6 +63,14 @@ class Classifier:
     gradcam_layer: str | None = None
     card: dict = field(default_factory=dict)
 
+    @property
+    def device(self) -> torch.device:
+        """Where ``network`` computes (see ``saliency_core.devices``)."""
+        t = next(self.network.parameters(), None)
+        if t is None:
+            t = next(self.network.buffers(), None)
+        return t.device if t is not None else torch.device("cpu")
+
     def crop(self, image: ImageSource) -> Image.Image:
         """The RGB image the network sees: resize the short side to ``resize``, centre-crop
         to ``input_size``. Overlays are drawn on this crop."""
@@ -71,13 +80,14 @@ class Classifier:
         return TF.center_crop(image, self.input_size)
 
     def preprocess(self, image: ImageSource) -> torch.Tensor:
-        """Image -> float32 tensor (1, 3, input_size, input_size), pixels in [0, 1]."""
+        """Image -> float32 tensor (1, 3, input_size, input_size), pixels in [0, 1], on the CPU
+        (methods and ``predict`` move it to ``device``)."""
         return TF.to_tensor(self.crop(image)).unsqueeze(0)
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities (B, classes) for a preprocessed batch."""
-        return self.network(x).float().softmax(dim=1)
+        """Softmax probabilities (B, classes) for a preprocessed batch (moved to ``device``)."""
+        return self.network(x.to(self.device)).float().softmax(dim=1)
 
     def predict(self, image: ImageSource | torch.Tensor, k: int = 5) -> list[tuple[int, str, float]]:
         """Top-k classes of one image as (index, label, probability), most likely first.
@@ -97,7 +107,8 @@ class Classifier:
             "name": self.name, "fingerprint": self.fingerprint, "classes": len(self.labels),
             "input_size": self.input_size, "resize": self.resize, "crop": "centre",
             "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std),
-            "gradcam_layer": self.gradcam_layer, **({"card": self.card} if self.card else {}),
+            "gradcam_layer": self.gradcam_layer, "device": describe_device(self.device),
+            **({"card": self.card} if self.card else {}),
         }
 
 
@@ -736,7 +747,7 @@ def load_card(card: ModelCard) -> Classifier:
         interpolation=card.interpolation, gradcam_layer=prefix + layer if layer else None, card=used)
 
 
-def load_model(source: str | Path = "demo") -> Classifier:
+def load_model(source: str | Path = "demo", device: str | torch.device | None = None) -> Classifier:
     """Load a classifier: the demo, an operator's model file, or a model card.
 
     Args:
@@ -745,12 +756,15 @@ def load_model(source: str | Path = "demo") -> Classifier:
             architecture, or a ``torch.export`` program ``.pt2``); or a model card
             (``.json`` / ``.yaml``, see ``saliency_core.cards``). A model file with a card of the
             same name next to it (``welds.pt`` + ``welds.yaml``) is loaded with that card.
+        device: ``"auto"`` (a CUDA GPU when there is one), ``"cpu"`` or ``"cuda"``; None reads
+            ``$SALIENCY_DEVICE`` (default auto). The load-time checks run on the CPU first.
     Returns:
         Classifier with ``network`` in eval mode, mapping pixels in [0, 1] to logits;
         ``card`` holds the card fields used (defaults included) and the format.
     Raises:
         ValueError: unknown source, damaged file, a pickle that needs code, a state dict that
-            does not fit its architecture, class names that do not match the outputs, a wrong card field.
+            does not fit its architecture, class names that do not match the outputs, a wrong card
+            field, an unknown device.
 
     Example:
         >>> model = load_model("demo"); len(model.labels)
@@ -759,6 +773,14 @@ def load_model(source: str | Path = "demo") -> Classifier:
         ['ok', 'porosity', 'crack']
     """
     keep_freed_memory()  # every entry point loads a model first: app, CLI, Ray workers
+    target = resolve_device(device)  # a bad setting fails before any file is read
+    model = _load(source)
+    if target.type != "cpu":
+        model.network.to(target)
+    return model
+
+
+def _load(source: str | Path) -> Classifier:
     if str(source) == "demo":
         return load_demo()
     path = Path(source)

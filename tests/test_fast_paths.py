@@ -5,11 +5,13 @@ switched off).
 Tolerances:
 - channels-last weights, native padding, chunking: gradient, Grad-CAM and Integrated Gradients
   agree to 1e-5 relative error.
-- BatchNorm folding: the folded network computes the same function up to float rounding, but
-  a ReLU6 gate within rounding of 0 or 6 can flip, and flat image regions repeat the same
-  pre-activation thousands of times, so a single gradient can move up to ~1 % (camera.png,
-  measured 0.96 %). Stated tolerance: relative error < 2e-2 and Spearman >= 0.999.
-- SmoothGrad agrees to 1e-2 with Spearman >= 0.999 (a gate can flip on one noisy copy).
+- BatchNorm folding is used only inside averaging methods (the SmoothGrad family): single-pass
+  methods run the network as written. The folded network computes the same function up to
+  float rounding, but a ReLU6 gate within rounding of 0 or 6 can flip, and flat image regions
+  repeat the same pre-activation thousands of times, so a single gradient can move up to ~1 %
+  (camera.png, measured 0.96 %): within an average, relative error < 2e-2 and Spearman >= 0.999.
+- SmoothGrad agrees to 1e-2 with Spearman >= 0.999 (a gate can flip on one noisy copy), and
+  moves the map less than a tenth of what changing the seed does (precision_tolerated).
 - Reduced precision on a GPU (TF32 for the SmoothGrad family): precision_tolerated(), measured
   on the H200 by bench/run.py; bf16 fails it, checked here on the CPU with bf16 autocast.
 """
@@ -56,14 +58,37 @@ def test_layout_and_padding_match_plain_network(paths, method, params, tol):
 
 
 @pytest.mark.parametrize("method,params", [("gradient", {}), ("integrated_gradients", {"steps": 8})])
+def test_single_pass_methods_run_the_network_as_written(demo, paths, method, params):
+    fast, plain, x, t = paths
+    attribute = sc.METHODS[method].attribute
+    assert _fast.gradient_network(fast, probe=x) is fast
+    with _fast.switched(fold=False):
+        reference = attribute(fast, x, t, **params)
+    assert torch.equal(attribute(fast, x, t, **params), reference)  # the switch changes nothing
+
+
+def test_function_changes_only_inside_averaging_methods():
+    assert not _fast.function_changes_allowed()
+    with _fast.averaging():
+        assert _fast.function_changes_allowed()
+        with _fast.as_written():
+            assert not _fast.function_changes_allowed()
+    assert not _fast.function_changes_allowed()
+    assert {n for n, m in sc.METHODS.items() if m.averaging} == {"smoothgrad", "smoothgrad_squared", "vargrad"}
+
+
+@pytest.mark.parametrize("method,params", [("gradient", {}), ("integrated_gradients", {"steps": 8})])
 def test_folded_network_matches_plain_network(demo, paths, method, params, record):
+    """The folded copy, as averaging methods use it, on single gradients (the worst case)."""
     fast, plain, _, _ = paths
     attribute = sc.METHODS[method].attribute
     worst = 0.0
     for image in sample_images().values():
         x = demo.preprocess(image)
         t = torch.tensor([demo.predict(x, 1)[0][0]])
-        ours = attribute(fast, x, t, **params)
+        with _fast.averaging():
+            assert _fast.gradient_network(fast, probe=x) is not fast
+            ours = attribute(fast, x, t, **params)
         with _fast.switched(fold=False):
             reference = attribute(plain, x, t, **params)
         worst = max(worst, _rel(ours, reference))
@@ -73,13 +98,16 @@ def test_folded_network_matches_plain_network(demo, paths, method, params, recor
         assert _rel(attribute(fast, x, (t + 1) % 1000, **params), reference) > 0.1
 
 
-def test_smoothgrad_matches_plain_network(paths):
+def test_smoothgrad_matches_plain_network(paths, record):
     fast, plain, x, t = paths
     a = sc.METHODS["smoothgrad"].attribute(fast, x, t, samples=8)
     with _fast.switched(fold=False):
         b = sc.METHODS["smoothgrad"].attribute(plain, x, t, samples=8, chunk_size=8)
+        other_seed = sc.METHODS["smoothgrad"].attribute(plain, x, t, samples=8, seed=1)
     assert _rel(a, b) < 1e-2
     assert _rho(a, b) >= 0.999
+    record("smoothgrad-8 folded vs plain, as a share of the seed-to-seed change", _rel(a, b) / _rel(other_seed, b))
+    assert _fast.precision_tolerated(a, b, other_seed)  # < 0.1x what a change of seed does
 
 
 def _resnet18_with_statistics() -> torch.nn.Module:
@@ -110,13 +138,14 @@ def test_folded_copy_follows_weight_changes():
     net = _resnet18_with_statistics()
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     t = torch.tensor([3])
-    first = _fast.gradient_network(net)
-    assert first is not net and _fast.gradient_network(net) is first  # cached
-    with torch.no_grad():
-        net.fc.weight.mul_(-1)  # in place, as a sanity check's randomisation would
-    second = _fast.gradient_network(net)
-    assert second is not first
-    ours = sc.METHODS["gradient"].attribute(net, x, t)
+    with _fast.averaging():
+        first = _fast.gradient_network(net)
+        assert first is not net and _fast.gradient_network(net) is first  # cached
+        with torch.no_grad():
+            net.fc.weight.mul_(-1)  # in place, as a sanity check's randomisation would
+        second = _fast.gradient_network(net)
+        assert second is not first
+        ours = sc.METHODS["gradient"].attribute(net, x, t)
     with _fast.switched(fold=False):
         plain = sc.METHODS["gradient"].attribute(net, x, t)
     assert _rel(ours, plain) < 1e-4
@@ -124,14 +153,15 @@ def test_folded_copy_follows_weight_changes():
 
 def test_hooks_guided_and_switch_use_the_network_as_written():
     net = _resnet18_with_statistics()
-    assert _fast.gradient_network(net) is not net
-    with _fast.switched(fold=False):
-        assert _fast.gradient_network(net) is net
-    with _fast.as_written():
-        assert _fast.gradient_network(net) is net
-    handle = net.layer1.register_forward_hook(lambda *a: None)
-    assert _fast.gradient_network(net) is net  # a hook must see the modules it was put on
-    handle.remove()
+    with _fast.averaging():
+        assert _fast.gradient_network(net) is not net
+        with _fast.switched(fold=False):
+            assert _fast.gradient_network(net) is net
+        with _fast.as_written():
+            assert _fast.gradient_network(net) is net
+        handle = net.layer1.register_forward_hook(lambda *a: None)
+        assert _fast.gradient_network(net) is net  # a hook must see the modules it was put on
+        handle.remove()
 
 
 class _DataDependent(torch.nn.Module):
@@ -172,7 +202,8 @@ def test_shared_convolution_is_not_folded():
 def test_untraceable_network_keeps_the_plain_path():
     net = sc.models._freeze(_DataDependent())
     assert _fast.fold_batchnorm(net) is None
-    assert _fast.gradient_network(net) is net
+    with _fast.averaging():
+        assert _fast.gradient_network(net) is net
     x = torch.rand(1, 3, 8, 8)
     assert sc.METHODS["gradient"].attribute(net, x, torch.tensor([1])).shape == x.shape
 

@@ -26,6 +26,8 @@ class Method:
         check: optional ``(network, x, target, attribution, params) -> dict`` of diagnostics.
         reference: the paper.
         meaning: what a bright pixel means, for legends; ``{score}`` names the explained score.
+        averaging: an average over random draws (SmoothGrad family): the seed matters, and speed
+            paths that change the function are allowed within the tolerance saliency_core/_fast.py states.
     """
 
     name: str
@@ -40,6 +42,7 @@ class Method:
     check: Callable[..., dict] | None = None
     reference: str = ""
     meaning: str = "changing these pixels changes {score} most, up or down"
+    averaging: bool = False
 
 
 METHODS: dict[str, Method] = {}

@@ -26,11 +26,11 @@ def make_baseline(x: torch.Tensor, baseline: str, seed: int = 0) -> torch.Tensor
         k = min(int(2 * round(3 * BLUR_SIGMA) + 1), 2 * (min(x.shape[-2:]) - 1) + 1)
         return gaussian_blur(x, [k, k], [BLUR_SIGMA, BLUR_SIGMA])
     if baseline == "uniform":
-        g = torch.Generator(device=x.device)
+        g = torch.Generator(device="cpu")  # CPU draws: the same baseline on any device
         g.manual_seed(seed)
         # one image's shape only, so an image's baseline does not depend on the rest of the batch
-        noise = torch.rand(x.shape[1:], generator=g, device=x.device, dtype=x.dtype)
-        return noise.expand_as(x).clone()
+        noise = torch.rand(x.shape[1:], generator=g, dtype=torch.float32)
+        return noise.to(device=x.device, dtype=x.dtype).expand_as(x).clone()
     raise ValueError(f"Integrated Gradients baseline must be one of {', '.join(BASELINES)}; got {baseline!r}.")
 
 

@@ -29,10 +29,14 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def sample_noise(like: torch.Tensor, seed: int, index: int) -> torch.Tensor:
-    """Standard normal noise shaped like one image ``like[0]`` (C, H, W) for sample ``index``."""
-    g = torch.Generator(device=like.device)
+    """Standard normal noise shaped like one image ``like[0]`` (C, H, W) for sample ``index``.
+
+    Drawn in float32 by a CPU generator and then moved to ``like``'s device and dtype: a CUDA
+    generator gives other numbers for the same seed, so a seed is one map on any device."""
+    g = torch.Generator(device="cpu")
     g.manual_seed(sample_seed(seed, index))
-    return torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype)
+    noise = torch.randn(like.shape[1:], generator=g, dtype=torch.float32)
+    return noise.to(device=like.device, dtype=like.dtype)
 
 
 def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, samples: int = 50,
@@ -98,17 +102,17 @@ def _combine(total: torch.Tensor, square: torch.Tensor, n: int, variant: str) ->
 _PARAMS = {"samples": 50, "noise": 0.15, "seed": 0, "base": "gradient"}
 register("smoothgrad", "SmoothGrad",
          "Gradient averaged over noisy copies of the image: less speckle, same meaning.",
-         defaults=dict(_PARAMS, variant="mean"),
+         defaults=dict(_PARAMS, variant="mean"), averaging=True,
          reference="Smilkov et al. 2017, SmoothGrad: removing noise by adding noise")(smoothgrad)
 # partial: a direct call of METHODS[name].attribute computes that variant, not the mean
 register("smoothgrad_squared", "SmoothGrad squared",
          "Mean of squared noisy gradients: emphasises consistently strong pixels.",
-         defaults=dict(_PARAMS, variant="squared"),
+         defaults=dict(_PARAMS, variant="squared"), averaging=True,
          reference="Hooker et al. 2019, A Benchmark for Interpretability Methods")(
     partial(smoothgrad, variant="squared"))
 register("vargrad", "VarGrad",
          "Variance of noisy gradients: where the model's sensitivity changes most.",
-         defaults=dict(_PARAMS, variant="vargrad"),
+         defaults=dict(_PARAMS, variant="vargrad"), averaging=True,
          meaning="the gradient of {score} varies most under small noise here",
          reference="Adebayo et al. 2018, Local explanation methods ... via noise")(
     partial(smoothgrad, variant="vargrad"))

@@ -48,6 +48,7 @@ import copy
 import dataclasses
 import hashlib
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -194,27 +195,45 @@ def reinitialise(network: nn.Module, block: Block, seed: int = 0) -> list[str]:
         Notes on anything not re-initialised by ``reset_parameters()`` (norm layers, fallbacks).
     """
     notes = []
-    devices = sorted({p.device for p in network.parameters() if p.device.type == "cuda"}, key=str)
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        torch.manual_seed(_block_seed(seed, block))
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # draws are on the CPU
+        torch.random.default_generator.manual_seed(_block_seed(seed, block))  # CPU only
         for top in block.modules:
             for name, module in network.get_submodule(top).named_modules(prefix=top):
                 if not _has_own_parameters(module):
                     continue
-                if isinstance(module, _NORMS):
-                    for pname, p in module.named_parameters(recurse=False):
-                        p.fill_(1.0 if pname == "weight" else 0.0)
-                    notes.append(f"{name}: normalisation layer, affine weight/bias reset to 1/0"
-                                 + (", running statistics kept"
-                                    if isinstance(module, nn.modules.batchnorm._BatchNorm) else ""))
-                elif callable(getattr(module, "reset_parameters", None)):
-                    module.reset_parameters()
-                else:
-                    for p in module.parameters(recurse=False):
-                        mean, std = float(p.float().mean()), float(p.float().std()) if p.numel() > 1 else 0.0
-                        p.copy_(torch.randn_like(p) * std + mean)
-                    notes.append(f"{name}: no reset_parameters(); redrawn from a normal with its own mean and std")
+                with _on_cpu(module):  # CPU draws: the same random weights on any device
+                    notes.extend(_reset(module, name))
     return notes
+
+
+@contextmanager
+def _on_cpu(module: nn.Module):
+    """``module``'s own parameters and buffers on the CPU inside, back on their device after."""
+    own = [t for _, t in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False))]
+    devices = [t.device for t in own]
+    for t in own:
+        t.data = t.data.cpu()
+    try:
+        yield
+    finally:
+        for t, device in zip(own, devices):
+            t.data = t.data.to(device)
+
+
+def _reset(module: nn.Module, name: str) -> list[str]:
+    """Re-initialise one module's own parameters from the global (seeded) CPU generator."""
+    if isinstance(module, _NORMS):
+        for pname, p in module.named_parameters(recurse=False):
+            p.fill_(1.0 if pname == "weight" else 0.0)
+        return [f"{name}: normalisation layer, affine weight/bias reset to 1/0"
+                + (", running statistics kept" if isinstance(module, nn.modules.batchnorm._BatchNorm) else "")]
+    if callable(getattr(module, "reset_parameters", None)):
+        module.reset_parameters()
+        return []
+    for p in module.parameters(recurse=False):
+        mean, std = float(p.float().mean()), float(p.float().std()) if p.numel() > 1 else 0.0
+        p.copy_(torch.randn_like(p) * std + mean)
+    return [f"{name}: no reset_parameters(); redrawn from a normal with its own mean and std"]
 
 
 @dataclass
