@@ -88,6 +88,15 @@ def explanation(model: sc.Classifier, image: Image.Image, image_hash: str, metho
     return hit
 
 
+def cached_explain(model: sc.Classifier, image: Image.Image, method: str, target: int | None, params: dict,
+                   progress: Callable[[int, int], None] | None = None,
+                   preview: Callable | None = None) -> sc.Explanation:
+    """``explanation`` in the form the pipeline calls (saliency_core.pipeline, ``explain_fn``)."""
+    if target is None:
+        target = model.predict(image, k=1)[0][0]
+    return explanation(model, image, sc.image_hash(image), method, target, params, progress, preview)
+
+
 def is_cached(model: sc.Classifier, image_hash: str, method: str, target: int, params: dict) -> bool:
     used = sc.resolve_params(sc.METHODS[method], params, model)
     return map_cache().get(map_key(model, image_hash, method, target, used)) is not None
@@ -164,7 +173,7 @@ def single_image(upload_types: list[str]) -> tuple[str, Image.Image, str]:
 
 def method_params(method: str, params: dict) -> dict:
     """The subset of the sidebar parameters that ``method`` takes."""
-    return {k: v for k, v in params.items() if k in sc.METHODS[method].defaults}
+    return sc.METHODS[method].params_for(params)
 
 
 def report_error(where: str, err: Exception) -> None:

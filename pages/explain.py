@@ -12,9 +12,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import saliency_core as sc
+from saliency_core import pipeline
 from saliency_core import render as rd
 from saliency_core.samples import sample_images
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, decode, explanation, is_cached, method_params,
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, decode, is_cached, method_params,
                            page_methods, page_model, png_bytes, report_error, require_frame,
                            sanity_verdict, settings)
 
@@ -83,43 +84,40 @@ def target_for(item) -> int:
     return item["prediction"][0][0]
 
 
-# ---- compute missing maps with a progress bar -----------------------------------------------------
+# ---- maps: the pipeline, with cached maps; a progress bar while any is computed ----------------
 jobs = [(item, m) for item in images for m in cfg["methods"]
         if not is_cached(model, item["hash"], m, target_for(item), method_params(m, cfg["params"]))]
-if jobs:
-    bar = st.progress(0.0, text="Computing maps…")
-    live = st.empty()
-    started = time.perf_counter()
-    for n, (item, m) in enumerate(jobs):
-        label = f"{item['name']} · {sc.METHODS[m].label}"
-
-        def progress(done, total, n=n, label=label):
-            bar.progress(min(1.0, (n + done / total) / len(jobs)), text=f"{label}: {done}/{total}")
-
-        def preview(done, total, saliency, item=item, label=label):  # anytime SmoothGrad
-            r = rd.render(saliency, item["crop"], colormap=colormap, alpha=alpha, clip_percentile=clip)
-            live.image(r.overlay, width=260,
-                       caption=f"{label}: running average of {done} of {total} samples (still computing)")
-
-        bar.progress(n / len(jobs), text=label)
-        try:
-            explanation(model, item["image"], item["hash"], m, target_for(item),
-                        method_params(m, cfg["params"]), progress, preview)
-        except Exception as err:
-            report_error(label, err)
-    bar.empty()
-    live.empty()
-    st.toast(f"{len(jobs)} map(s) computed in {time.perf_counter() - started:.1f} s")
-
-# ---- draw -----------------------------------------------------------------------------------
-results = {}
+bar = st.progress(0.0, text="Computing maps…") if jobs else None
+live = st.empty()
+started, finished = time.perf_counter(), 0
+results: dict[int, pipeline.ImageResult] = {}
 for item in images:
-    for m in cfg["methods"]:
-        try:
-            results[item["id"], m] = explanation(model, item["image"], item["hash"], m, target_for(item),
-                                                    method_params(m, cfg["params"]))
-        except Exception:
-            pass  # already reported above
+    def progress(done, total, item=item):
+        if bar is not None:
+            bar.progress(min(1.0, (finished + done / total) / len(jobs)),
+                         text=f"{item['name']}: {done}/{total}")
+
+    def preview(done, total, saliency, item=item):  # anytime SmoothGrad
+        r = rd.render(saliency, item["crop"], colormap=colormap, alpha=alpha, clip_percentile=clip)
+        live.image(r.overlay, width=260,
+                   caption=f"{item['name']}: running average of {done} of {total} samples (still computing)")
+
+    def one_done(method, item=item):
+        global finished
+        if (item, method) in jobs:
+            finished += 1
+
+    result = results[item["id"]] = pipeline.explain_image(
+        model, item["image"], item["name"], cfg["methods"], cfg["params"], target_for(item),
+        explain_fn=cached_explain, progress=progress, preview=preview, on_map=one_done)
+    for m, message in result.errors.items():
+        report_error(f"{item['name']} · {sc.METHODS[m].label}", ValueError(message))
+    for m, crashed in result.crashes.items():
+        report_error(f"{item['name']} · {sc.METHODS[m].label}", RuntimeError(crashed["message"]))
+if bar is not None:
+    bar.empty()
+    st.toast(f"{len(jobs)} map(s) computed in {time.perf_counter() - started:.1f} s")
+live.empty()
 
 
 def sign_for(method: str) -> str:
@@ -133,7 +131,7 @@ def cmap_for(s: str) -> str:
 scales = {}
 if shared:
     for m in cfg["methods"]:
-        maps = [results[i["id"], m].saliency for i in images if (i["id"], m) in results]
+        maps = [results[i["id"]].maps[m].saliency for i in images if m in results[i["id"]].maps]
         if maps:
             scales[m] = rd.shared_scale(maps, sign=sign_for(m), clip_percentile=clip)
 
@@ -179,13 +177,14 @@ for item in images:
     target = target_for(item)
     with st.container(border=True):
         st.subheader(item["name"])
-        methods = [m for m in cfg["methods"] if (item["id"], m) in results]
+        result = results[item["id"]]
+        methods = list(result.maps)
         cols = st.columns([1] * (len(methods) + 1) + [1.6])
         cols[0].image(item["crop"], caption="What the model sees", width="stretch")
         records, rendered = [], {}
         stem = f'{item["id"] + 1:02d}_' + item["name"].rsplit(".", 1)[0].replace(" ", "_")
         for col, m in zip(cols[1:], methods):
-            exp = results[item["id"], m]
+            exp = result.maps[m]
             r = rendered[m] = draw(exp)
             meta = sc.METHODS[m]
             with col:
@@ -209,16 +208,14 @@ for item in images:
                 png = png_bytes(r.overlay)
                 st.download_button("PNG", png, f"{stem}_{m}.png", "image/png", key=f"png-{item['id']}-{m}")
                 batch_files[f"{stem}_{m}.png"] = png
-            records.append({"image": item["name"], **exp.record(), "legend": r.legend, "scale": r.scale})
+            records.append({**exp.record(), "legend": r.legend, "scale": r.scale})
         with cols[-1]:
             st.markdown(f"**Prediction:** {item['prediction'][0][1]} ({item['prediction'][0][2]:.1%})")
             st.plotly_chart(prediction_chart(item["prediction"], target), key=f"pred-{item['id']}",
                             config={"displayModeBar": False})
             st.caption(f"Maps explain **{model.labels[target]}**.")
-            data = {"image": item["name"], "image_hash": item["hash"], "model": model.describe(),
-                    "prediction": [dict(zip(("index", "label", "probability"), p)) for p in item["prediction"]],
-                    "maps": records}
-            js = json.dumps(data, indent=2)
+            js = pipeline.dumps(result.record({m: {"legend": rendered[m].legend, "scale": rendered[m].scale}
+                                               for m in methods}))
             st.download_button("Predictions & parameters (JSON)", js, f"{stem}.json", "application/json",
                                key=f"json-{item['id']}")
             rows = [{"image": item["name"], "method": r_["method"], "target": r_["target"],
@@ -233,7 +230,7 @@ for item in images:
             with st.expander("Interactive map (zoom, hover for values)"):
                 m = st.selectbox("Method", methods, format_func=lambda n: sc.METHODS[n].label,
                                  key=f"inter-{item['id']}")
-                interactive_map(results[item["id"], m], rendered[m], key=f"heat-{item['id']}-{m}")
+                interactive_map(result.maps[m], rendered[m], key=f"heat-{item['id']}-{m}")
 
 if batch_rows:
     buf = io.BytesIO()

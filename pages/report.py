@@ -64,9 +64,10 @@ if st.button("Build report", type="primary"):
     def progress(done, total, label):
         bar.progress(min(1.0, done / max(1, total)), text=f"{label} ({done}/{total})")
 
-    def cached(model_, image, method, target, params):
+    def cached(model_, image, method, target, params, progress=None, preview=None):
         return explanation(model_, image, sc.image_hash(image), method,
-                           target if target is not None else model_.predict(image, k=1)[0][0], params)
+                           target if target is not None else model_.predict(image, k=1)[0][0], params,
+                           progress, preview)
 
     try:
         report = rp.build_report(model, sources, methods, params=cfg["params"], model_source=cfg["model"],

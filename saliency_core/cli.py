@@ -18,20 +18,18 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .auth import add_users_command
-from .explain import available_methods, explain
-from .images import image_hash, load_image
+from .explain import available_methods
+from .images import load_image
 from .methods import METHODS
 from .devices import CHOICES as DEVICE_CHOICES
 from .models import load_model
-from .render import DIVERGING, SEQUENTIAL, SIGN_MODES, Rendered, colorbar_image, render
+from .pipeline import ImageResult, RenderOptions, crash, dumps, explain_images, json_default
+from .render import DIVERGING, SEQUENTIAL, SIGN_MODES
 
 PROG = "python -m saliency_core"
-ALPHA = 0.5             # overlay: weight of the colours
-CLIP_PERCENTILE = 99.0  # full colour at this percentile of |values| (PAIR saliency)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,57 +137,6 @@ def _methods(requested: list[str], parser: argparse.ArgumentParser) -> tuple[lis
     return list(dict.fromkeys(names)), expanded
 
 
-def _sign_for(method: str, args: argparse.Namespace) -> str:
-    if args.sign:
-        return args.sign
-    if args.colormap in DIVERGING or (args.colormap is None and METHODS[method].signed):
-        return "signed"
-    return "absolute"
-
-
-def _params_for(method: str, args: argparse.Namespace) -> dict:
-    """Parameters given on the command line that this method takes (others would be rejected)."""
-    given = {k: getattr(args, k) for k in ("samples", "noise", "seed", "steps") if getattr(args, k) is not None}
-    return {k: v for k, v in given.items() if k in METHODS[method].defaults}
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow without FreeType: fixed bitmap font
-        return ImageFont.load_default()
-
-
-def with_colorbar(rendered: Rendered) -> np.ndarray:
-    """The overlay with a colour bar and its tick labels below it, uint8 (H', W, 3)."""
-    overlay = rendered.overlay
-    width = overlay.shape[1]
-    margin, bar_h, gap, text_h = max(2, width // 40), 10, 4, 14
-    strip = Image.new("RGB", (width, gap + bar_h + text_h), "white")
-    bar = colorbar_image(rendered, height=bar_h, width=max(1, width - 2 * margin))
-    strip.paste(Image.fromarray(bar), (margin, gap))
-    draw, font = ImageDraw.Draw(strip), _font(10)
-    for pos, label in rendered.colorbar_ticks:
-        x = margin + pos * (bar.shape[1] - 1)
-        draw.line([(x, gap + bar_h), (x, gap + bar_h + 2)], fill="black")
-        w = draw.textlength(label, font=font)
-        left = min(max(x - w / 2, 0), width - w)
-        draw.text((left, gap + bar_h + 2), label, fill="black", font=font)
-    return np.vstack([overlay, np.asarray(strip)])
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):  # torch tensors
-        return value.tolist()
-    return str(value)
-
-
 def _stem(path: Path, used: dict[str, int]) -> str:
     """File stem, made unique within this run (a/cat.png and b/cat.png -> cat, cat-2)."""
     stem = path.stem or "image"
@@ -243,108 +190,58 @@ def _image_files(given: list[str]) -> list[Path]:
     return paths
 
 
-def _crash(err: BaseException) -> dict:
-    """An unexpected error as plain data (it may have to travel from a Ray worker)."""
-    return {"type": type(err).__name__, "message": str(err), "traceback": "".join(traceback.format_exception(err))}
-
-
-def _explain_image(model, source, name: str, methods: list[str], usable: dict, args: argparse.Namespace):
-    """Explain one image with each method, yielding what happened in order: ``("failed", message)``
-    or ``("crashed", where, crash)`` if the image cannot be read; else ``("image", record)``, then
-    per method ``("map", method, png bytes, explanation record, render record, seconds)``,
-    ``("error", method, message, reason)`` or ``("crashed", where, crash, method)``.
-
-    The local run and the Ray workers (saliency_core/distributed.py) both call this;
-    ``_ExplainWriter`` turns the events into files and lines, on the machine that runs the command.
-    """
-    try:
-        image = load_image(source, name=name)
-        prediction = model.predict(image, k=5)
-    except ValueError as err:
-        yield ("failed", _message(err, name))
-        return
-    except Exception as err:  # noqa: BLE001  one bad image must not stop the batch
-        yield ("crashed", name, _crash(err))
-        return
-    yield ("image", {
-        "image": name, "image_hash": image_hash(image), "image_size": list(image.size),
-        "model": model.describe(),
-        "prediction": [{"index": i, "label": label, "probability": p} for i, label, p in prediction],
-        "methods": {}, "errors": {},
-    })
-    for method in methods:
-        where = f"{name} [{method}]"
-        tick = time.perf_counter()
-        try:
-            if usable.get(method):
-                raise ValueError(f"{method} cannot run on this model: {usable[method]}.")
-            exp = explain(model, image, method=method, target=args.target, **_params_for(method, args))
-            sign = _sign_for(method, args)
-            rendered = render(exp.saliency, exp.image, sign=sign, colormap=args.colormap, alpha=ALPHA,
-                              clip_percentile=CLIP_PERCENTILE, target_label=exp.target_label)
-            png = io.BytesIO()
-            Image.fromarray(with_colorbar(rendered)).save(png, format="PNG")
-        except (ValueError, OSError) as err:
-            yield ("error", method, _message(err, where), " ".join(str(err).split()))
-            continue
-        except Exception as err:  # noqa: BLE001
-            yield ("crashed", where, _crash(err), method)
-            continue
-        yield ("map", method, png.getvalue(), exp.record(),
-               {"sign": rendered.sign, "colormap": rendered.colormap, "scale": rendered.scale,
-                "near_zero": rendered.near_zero, "legend": rendered.legend,
-                "clip_percentile": CLIP_PERCENTILE, "alpha": ALPHA},
-               time.perf_counter() - tick)
+def _options(args: argparse.Namespace) -> tuple[dict, RenderOptions]:
+    """Method parameters and overlay options of an ``explain`` run, as plain data (they travel
+    to Ray workers)."""
+    params = {k: getattr(args, k) for k in ("samples", "noise", "seed", "steps") if getattr(args, k) is not None}
+    return params, RenderOptions(sign=args.sign, colormap=args.colormap)
 
 
 class _ExplainWriter:
-    """Writes what ``_explain_image`` reports as it comes: one PNG per map, one JSON per image,
-    one stderr line per map or error; counts maps written and failures."""
+    """Writes each ``ImageResult`` as it comes: one PNG per map, one JSON record per image (the
+    pipeline's schema), one stderr line per map or error; counts maps written and failures."""
 
     def __init__(self, out: Path, args: argparse.Namespace):
         self.out, self.args = out, args
         self.stems: dict[str, int] = {}
         self.written = self.failed = 0
 
-    def image(self, name: str, events) -> tuple[str | None, int, int]:
+    def image(self, result: ImageResult, seconds: dict[str, float] | None = None) -> tuple[str | None, int, int]:
         """Returns (file stem or None if the image could not be read, maps written, failures)."""
-        stem, record, written, failed = None, None, 0, 0
-        for event in events:
-            kind = event[0]
-            if kind == "failed":
-                _say(f"error: {event[1]}")
-                failed += 1
-            elif kind == "image":
-                record, stem = event[1], _stem(Path(name), self.stems)
-            elif kind == "error":
-                _, method, message, reason = event
-                _say(f"error: {message}")
-                record["errors"][method] = reason
-                failed += 1
-            elif kind == "crashed":
-                if record is not None:
-                    record["errors"][event[3]] = f"{event[2]['type']}: {event[2]['message']}"
-                _unexpected_report(event[1], event[2], self.args)
-                failed += 1
-            elif kind == "map":
-                _, method, png_bytes, entry, rendered, seconds = event
-                png = f"{stem}_{method}.png"
-                try:
-                    (self.out / png).write_bytes(png_bytes)
-                except OSError as err:
-                    _say(f"error: {_message(err, f'{name} [{method}]')}")
-                    record["errors"][method] = " ".join(str(err).split())
-                    failed += 1
-                    continue
-                written += 1
-                record["methods"][method] = {**entry, "png": png, "render": rendered}
-                _say(f"{name}: {method} {seconds:.1f} s -> {self.out / png}")
-        if record is not None:
+        name = result.name
+        if result.failed is not None:
+            _say(f"error: {result.failed}")
+            self.failed += 1
+            return None, 0, 1
+        if result.crashed is not None:
+            _unexpected_report(name, result.crashed, self.args)
+            self.failed += 1
+            return None, 0, 1
+        stem, written, failed, files = _stem(Path(name), self.stems), 0, 0, {}
+        for method, message in result.errors.items():
+            _say(f"error: {_message(ValueError(message), f'{name} [{method}]')}")
+            failed += 1
+        for method, crashed in result.crashes.items():
+            _unexpected_report(f"{name} [{method}]", crashed, self.args)
+            failed += 1
+        for method, png_bytes in result.pngs.items():
+            png = f"{stem}_{method}.png"
             try:
-                (self.out / f"{stem}.json").write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
+                (self.out / png).write_bytes(png_bytes)
             except OSError as err:
-                _say(f"error: {name}: cannot write {self.out / (stem + '.json')}: {err.strerror or err}")
+                _say(f"error: {_message(err, f'{name} [{method}]')}")
+                result.errors[method] = " ".join(str(err).split())
+                result.maps.pop(method, None)
                 failed += 1
+                continue
+            written += 1
+            files[method] = {"png": png}
+            _say(f"{name}: {method} {result.maps[method].seconds:.1f} s -> {self.out / png}")
+        try:
+            (self.out / f"{stem}.json").write_text(dumps(result.record(files)))
+        except OSError as err:
+            _say(f"error: {name}: cannot write {self.out / (stem + '.json')}: {err.strerror or err}")
+            failed += 1
         self.written += written
         self.failed += failed
         return stem, written, failed
@@ -403,9 +300,10 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         if code is not None:
             return code
     else:
-        for path in paths:
-            name = str(path)
-            writer.image(name, _explain_image(model, path, name, methods, usable, args))
+        params, render_options = _options(args)
+        for result in explain_images(model, [(str(p), p) for p in paths], methods, params, args.target,
+                                     render=render_options):
+            writer.image(result)
     _say(f"done in {time.perf_counter() - start:.1f} s: {writer.written} map(s) written to {out}"
          + (f", {writer.failed} failure(s)" if writer.failed else ""))
     return 1 if writer.failed else 0
@@ -414,10 +312,10 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Path) -> int | None:
     """``explain --ray``: the workers compute, this process writes in input order. None when it ran."""
     from . import distributed
-    options = argparse.Namespace(**{k: getattr(args, k) for k in ("samples", "noise", "seed", "steps", "target",
-                                                                   "colormap", "sign", "traceback")})
+    params, render_options = _options(args)
+    options = {"params": params, "target": args.target, "render": render_options}
     key = {"command": "explain", "model": model.fingerprint, "methods": methods,
-           "options": {k: v for k, v in vars(options).items() if k != "traceback"}}
+           "options": {"params": params, "target": args.target, "sign": args.sign, "colormap": args.colormap}}
     images = [(str(p), str(p.resolve())) for p in paths]
 
     def replay(item):
@@ -426,8 +324,8 @@ def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Pa
         writer.written += item.written
         writer.failed += item.failed
 
-    def write(index, name, events):
-        stem, written, failed = writer.image(name, events)
+    def write(index, name, result):
+        stem, written, failed = writer.image(result)
         return distributed.ExplainedImage(index=index, image=name, stem=stem, written=written, failed=failed)
 
     try:
@@ -447,7 +345,7 @@ def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Pa
 
 
 def _unexpected(err: BaseException, where: str, args: argparse.Namespace) -> None:
-    _unexpected_report(where, _crash(err), args)
+    _unexpected_report(where, crash(err), args)
 
 
 def _unexpected_report(where: str, crash: dict, args: argparse.Namespace) -> None:
@@ -571,7 +469,7 @@ def _run_checks(args, parser, check, line, header) -> int:
     if args.out:
         try:
             Path(args.out).write_text(json.dumps({"model": model.describe(), "command": sys.argv[1:],
-                                                  "images": records}, indent=2, default=_json_default) + "\n")
+                                                  "images": records}, indent=2, default=json_default) + "\n")
         except OSError as err:
             _say(f"error: cannot write {args.out}: {err.strerror or err}")
             failed += 1
@@ -906,7 +804,7 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         table.to_csv(out / "summary_table.csv", index=False)
         result.skipped_table().to_csv(out / "skipped.csv", index=False)
         record = {**result.record(), "command": sys.argv[1:]}
-        (out / "validation.json").write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
+        (out / "validation.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n")
     except OSError as err:
         _say(f"error: cannot write to {out}: {err.strerror or err}")
         return 1

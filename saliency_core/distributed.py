@@ -7,7 +7,7 @@ How a run goes: the driver lists the work as small rows (an image's place in the
 and its name, never its pixels) in a Ray Data dataset; ``map_batches`` hands blocks of rows to
 a fixed pool of actors (``ActorPoolStrategy``), each holding its own copy of the model, one per
 GPU or a set number per CPU node; each actor reads its images itself and scores them with the
-same per-image function as the local run (``validate.score_image``, ``cli._explain_image``).
+same per-image function as the local run (``validate.score_image``, ``pipeline.explain_image``).
 The driver streams the finished blocks (``iter_batches``) and appends them to a results file
 in the output folder, flushed and fsync'd block by block, so neither the driver nor a worker
 holds the data set, and no finished result is lost when a worker or the driver dies.
@@ -378,10 +378,11 @@ def _user_errors(blocks: Iterator[dict]) -> Iterator[dict]:
 # ---- explain ---------------------------------------------------------------------------------------
 
 class _ExplainWorker:
-    """A Ray actor: the model, loaded once; explains blocks of images with ``cli._explain_image``
-    and returns what it reported (PNG bytes included), for the driver to write."""
+    """A Ray actor: the model, loaded once; explains blocks of images with the pipeline's
+    ``explain_image`` and returns the results (PNG bytes included, attribution arrays left out)
+    for the driver to write."""
 
-    def __init__(self, model_source: str, methods: list[str], options, threads: int, gpus: float):
+    def __init__(self, model_source: str, methods: list[str], options: dict, threads: int, gpus: float):
         from .explain import available_methods
         device = _prepare_worker(threads, gpus)
         self.model = _load(model_source, device)
@@ -390,10 +391,12 @@ class _ExplainWorker:
         self.options = options
 
     def __call__(self, batch: dict) -> dict:
-        from .cli import _explain_image
-        events = [pickle.dumps(list(_explain_image(self.model, path, name, self.methods, self.usable, self.options)))
-                  for path, name in zip(batch["path"], batch["name"])]
-        return {"index": np.asarray(batch["index"]), "events": np.asarray(events, dtype=object)}
+        from .pipeline import explain_image
+        o = self.options
+        results = [pickle.dumps(explain_image(self.model, path, name, self.methods, o["params"], o["target"],
+                                              usable=self.usable, render=o["render"]).shipped())
+                   for path, name in zip(batch["path"], batch["name"])]
+        return {"index": np.asarray(batch["index"]), "results": np.asarray(results, dtype=object)}
 
 
 @dataclass
@@ -418,10 +421,10 @@ def run_explain_ray(model_source: str, images: Sequence[tuple[str, str]], method
     Args:
         model_source: what ``load_model`` takes, at a path every node sees.
         images: (name as given, absolute path) pairs; workers read the paths.
-        methods, options: what ``cli._explain_image`` takes (options: method parameters, target,
-            colormap, sign).
+        methods, options: what ``pipeline.explain_image`` takes (options: ``params``, ``target``
+            and ``render``, a ``RenderOptions``).
         out: output folder; ``explained.jsonl`` lists the images whose files are written.
-        write: ``write(index, name, events) -> ExplainedImage`` writes one image's PNGs and JSON
+        write: ``write(index, name, result) -> ExplainedImage`` writes one image's PNGs and JSON
             and prints its lines, as the local run does.
         replay: called, in input order, for each image an earlier run already wrote (resume),
             so that file stems are given out as in one uninterrupted run.
@@ -459,7 +462,7 @@ def run_explain_ray(model_source: str, images: Sequence[tuple[str, str]], method
             for block in _user_errors(stream(todo, _ExplainWorker, constructor, workers=actors, cpus=cpus, gpus=gpus,
                                              batch_size=batch_size, preserve_order=True)):
                 finished = []
-                for index, blob in zip(block["index"], block["events"]):
+                for index, blob in zip(block["index"], block["results"]):
                     index = int(index)
                     replay_until(index)
                     item = write(index, images[index][0], pickle.loads(blob))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 SEQUENTIAL = ("inferno", "viridis", "magma", "cividis")   # perceptually uniform, for absolute/positive maps
 DIVERGING = ("balance", "rdbu")                             # for signed maps; "balance" (cmocean) default
@@ -437,3 +437,28 @@ def save_png(array: np.ndarray, path) -> None:
         raise ValueError(f"save_png expects a uint8 array (H, W, 3) or (H, W); "
                          f"got {a.dtype} of shape {tuple(a.shape)}.")
     Image.fromarray(a).save(os.fspath(path), format="PNG")
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: fixed bitmap font
+        return ImageFont.load_default()
+
+
+def overlay_with_colorbar(rendered: Rendered) -> np.ndarray:
+    """The overlay with a colour bar and its tick labels below it, uint8 (H', W, 3)."""
+    overlay = rendered.overlay
+    width = overlay.shape[1]
+    margin, bar_h, gap, text_h = max(2, width // 40), 10, 4, 14
+    strip = Image.new("RGB", (width, gap + bar_h + text_h), "white")
+    bar = colorbar_image(rendered, height=bar_h, width=max(1, width - 2 * margin))
+    strip.paste(Image.fromarray(bar), (margin, gap))
+    draw, font = ImageDraw.Draw(strip), _font(10)
+    for pos, label in rendered.colorbar_ticks:
+        x = margin + pos * (bar.shape[1] - 1)
+        draw.line([(x, gap + bar_h), (x, gap + bar_h + 2)], fill="black")
+        w = draw.textlength(label, font=font)
+        left = min(max(x - w / 2, 0), width - w)
+        draw.text((left, gap + bar_h + 2), label, fill="black", font=font)
+    return np.vstack([overlay, np.asarray(strip)])

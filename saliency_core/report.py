@@ -374,8 +374,8 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
         sign: "absolute" draws every map as magnitudes; None = signed methods drawn signed.
         sanity, stability, validation, reviews: optional results (module docstring).
         progress: ``progress(done, total, label)`` after each map.
-        explain_fn: ``(model, image, method, target, params) -> Explanation``; default
-            ``saliency_core.explain`` (the app passes its cached version).
+        explain_fn: ``(model, image, method, target, params, progress=, preview=) -> Explanation``;
+            default ``saliency_core.explain`` (the app passes its cached version).
     Returns:
         ``Report``. Images that cannot be read are listed in ``report.skipped``; a method that
         fails on an image is recorded in that image's ``errors`` and the rest goes on.
@@ -387,7 +387,7 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
         >>> rep.images[0].prediction[0][1]
         'tiger cat'
     """
-    from .explain import available_methods, explain
+    from .pipeline import explain_images
 
     images = list(images or [])
     methods = list(dict.fromkeys(methods or []))
@@ -397,45 +397,33 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
         raise ValueError("No saliency method was chosen for the report; choose at least one method.")
     for m in methods:
         _method(m)
-    params = dict(params or {})
-    if explain_fn is None:
-        def explain_fn(model_, image, method, target_, used):
-            return explain(model_, image, method=method, target=target_, **used)
-    usable = available_methods(model)
-    entries, skipped = [], []
-    total, done = len(images) * len(methods), 0
-    for item in images:
+    entries, skipped, readable = [], [], []
+    for item in images:  # the bytes, once: the report embeds them
         name, source = (item if isinstance(item, tuple) else (str(item), item))
         try:
-            data = _source_bytes(source, name)
-            image = load_image(data, name=name)
-            crop = model.crop(image)
-            prediction = model.predict(image, k=5)   # preprocess = the same crop, once
+            readable.append((name, _source_bytes(source, name)))
         except ValueError as err:
             skipped.append((name, _one_line(err, name)))
-            done += len(methods)
-            if progress:
-                progress(done, total, f"{name}: skipped")
+    results = explain_images(model, readable, methods, params, target, explain_fn=explain_fn, progress=progress)
+    for (_, raw), result in zip(readable, results):
+        if not result.ok:
+            skipped.append((result.name, result.failed or f"unexpected {result.crashed['type']}: "
+                            f"{' '.join(result.crashed['message'].split())}"))
             continue
-        entry = ImageEntry(name=name, data=data, crop=crop, prediction=prediction,
-                           image_hash=image_hash(image), size=image.size)
+        entry = ImageEntry(name=result.name, data=raw, crop=result.crop,
+                           prediction=result.prediction, image_hash=result.image_hash, size=result.image_size)
         for m in methods:
-            try:
-                if usable.get(m):
-                    raise ValueError(f"{METHODS[m].label} cannot run on this model: {usable[m]}.")
-                used = {k: v for k, v in params.items() if k in METHODS[m].defaults}
-                exp = explain_fn(model, image, m, target, used)
+            if m in result.maps:
+                exp = result.maps[m]
                 entry.maps[m] = map_entry(m, exp.saliency, exp.image, target=exp.target,
                                           target_label=exp.target_label, params=exp.params,
                                           reduction=exp.reduction, diagnostics=exp.diagnostics, sign=sign,
                                           seconds=exp.seconds)
-            except ValueError as err:
-                entry.errors[m] = " ".join(str(err).split())
-            except Exception as err:  # noqa: BLE001  one failing map must not stop the report
-                entry.errors[m] = f"unexpected {type(err).__name__}: {' '.join(str(err).split())}"
-            done += 1
-            if progress:
-                progress(done, total, f"{name} · {METHODS[m].label}")
+            elif m in result.errors:
+                entry.errors[m] = result.errors[m]
+            elif m in result.crashes:
+                entry.errors[m] = f"unexpected {result.crashes[m]['type']}: " \
+                                  f"{' '.join(result.crashes[m]['message'].split())}"
         entries.append(entry)
     if not entries:
         raise ValueError(f"None of the {len(images)} image(s) could be read: "

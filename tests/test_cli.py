@@ -56,21 +56,23 @@ def test_json_record(all_methods):
     assert [p["probability"] for p in top] == sorted((p["probability"] for p in top), reverse=True)
     fingerprint = sc.load_model("demo").fingerprint
     assert record["model"]["fingerprint"] == fingerprint
-    assert set(record["methods"]) == set(sc.METHODS) and not record["errors"]
-    for name, entry in record["methods"].items():
+    assert record["schema"] == 1
+    maps = {m["method"]: m for m in record["maps"]}
+    assert list(maps) == list(sc.METHODS) and not record["errors"]
+    for name, entry in maps.items():
         assert entry["method"] == name and entry["png"] == f"chelsea_{name}.png"
         assert entry["model_fingerprint"] == fingerprint
         assert entry["target"] == top[0]["index"] and entry["target_label"] == top[0]["label"]
         assert entry["versions"]["torch"] and entry["reduction"] in ("max_abs", "sum")
         assert entry["render"]["scale"] > 0 and entry["render"]["legend"]
         assert top[0]["label"] in entry["render"]["legend"]
-    smooth = record["methods"]["smoothgrad"]["params"]
+    smooth = maps["smoothgrad"]["params"]
     assert smooth["seed"] == 3 and smooth["samples"] == 4 and smooth["noise"] == 0.15
-    assert record["methods"]["integrated_gradients"]["params"]["steps"] == 8
-    assert "completeness_gap" in record["methods"]["integrated_gradients"]["diagnostics"]
+    assert maps["integrated_gradients"]["params"]["steps"] == 8
+    assert "completeness_gap" in maps["integrated_gradients"]["diagnostics"]
     # Signed methods are drawn signed, on a diverging colormap.
     for name, method in sc.METHODS.items():
-        assert record["methods"][name]["render"]["sign"] == ("signed" if method.signed else "absolute")
+        assert maps[name]["render"]["sign"] == ("signed" if method.signed else "absolute")
 
 
 def test_bad_file_is_reported_and_the_rest_still_runs(tmp_path):

@@ -111,7 +111,7 @@ def test_cli_device_flag_and_json(tmp_path, chelsea_path, capsys):
                      "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "chelsea.json").read_text())
     assert record["model"]["device"] == "cpu"
-    assert all(m["device"] == "cpu" for m in record["methods"].values())
+    assert [m["device"] for m in record["maps"]] == ["cpu"]
     with pytest.raises(SystemExit):
         cli.main(["explain", chelsea_path, "--method", "gradient", "--device", "tpu", "--out", str(tmp_path)])
     assert "invalid choice: 'tpu'" in capsys.readouterr().err

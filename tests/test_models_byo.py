@@ -476,7 +476,8 @@ def test_cli_model_card(tmp_path, tiny_dir, chelsea_path, capsys):
     assert record["model"]["card"]["card_file"] == "m.yaml"
     assert record["model"]["fingerprint"] == hashlib.sha256((tmp_path / "m.pt").read_bytes()).hexdigest()
     assert record["prediction"][0]["label"] in ("ok", "defect") and len(record["prediction"]) == 2
-    assert "gradient" in record["methods"] and "gradcam" not in record["methods"]
+    methods = [m["method"] for m in record["maps"]]
+    assert "gradient" in methods and "gradcam" not in methods
 
     marker = tmp_path / "MARKER"
     torch.save({"w": Payload(str(marker))}, tmp_path / "evil.pt")

@@ -44,6 +44,11 @@ class Method:
     meaning: str = "changing these pixels changes {score} most, up or down"
     averaging: bool = False
 
+    def params_for(self, params: dict) -> dict:
+        """The entries of ``params`` this method takes; the others are left out (a page or a
+        command holds one set of parameters for all methods)."""
+        return {k: v for k, v in params.items() if k in self.defaults}
+
 
 METHODS: dict[str, Method] = {}
 
