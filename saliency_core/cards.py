@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 CARD_SUFFIXES = (".json", ".yaml", ".yml")
-MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript")
+MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript", ".safetensors")
 LABEL_SUFFIXES = (".txt", ".json")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
