@@ -24,7 +24,7 @@ import ast
 import zipfile
 from pathlib import PurePosixPath
 
-from .untrusted import quote
+from .untrusted import cut, quote
 
 # aten operators (written ``torch.NAME`` or ``ops.aten.NAME`` in serialized code, ``aten::NAME``
 # in graphs). Seen in the models named above, then their siblings.
@@ -161,12 +161,8 @@ def _what(name: str) -> str:
     return "is not one of the tensor operations this app allows in a model"
 
 
-def _cut(name: str, limit: int = 80) -> str:
-    return name if len(name) <= limit else name[:limit - 1] + "…"
-
-
 def _refuse(where: str, name: str, verb: str = "calls") -> Refused:
-    return Refused(f"{where}: this TorchScript model {verb} {_cut(name)}, which {_what(name)}; "
+    return Refused(f"{where}: this TorchScript model {verb} {cut(name)}, which {_what(name)}; "
                    "it was not loaded. Nothing in it was run.")
 
 
@@ -287,7 +283,7 @@ class _Checker:
                 continue
             if isinstance(statement, ast.Pass):
                 continue
-            raise Refused(f"{self.where}: this TorchScript model's {_cut(owner)} has a "
+            raise Refused(f"{self.where}: this TorchScript model's {cut(owner)} has a "
                           "__setstate__ method that does more than store its saved values; it would run "
                           "while the file loads, so it was not loaded. Nothing in it was run.")
 

@@ -33,7 +33,7 @@ from .cards import (CARD_SUFFIXES, MODEL_SUFFIXES, ModelCard, bare_card, read_ca
 from ._allocator import keep_freed_memory
 from ._torchscript_screen import screen_archive, screen_graphs
 from .images import ImageSource, load_image
-from .untrusted import quote
+from .untrusted import cut, quote
 
 
 class Normalize(nn.Module):
@@ -294,7 +294,7 @@ def _refuse_pickle(where: str, data: bytes | None, err: BaseException) -> ValueE
                           f"(it cannot be read as a state dict: {_short(err, 160)}).")
     code = sorted({n for n in names if _needs_code(n)})
     if code or "Unsupported global" in str(err):
-        shown = ", ".join(quote(n)[1:-1] for n in code[:4]) + (f" and {len(code) - 4} more" if len(code) > 4 else "")
+        shown = ", ".join(cut(n) for n in code[:4]) + (f" and {len(code) - 4} more" if len(code) > 4 else "")
         whole = any(n.startswith(("torchvision.models.", "timm.")) or n.endswith(("Net", "Model"))
                     for n in code)
         return ValueError(f"{where}: this file is a pickle that needs code to load"
@@ -352,8 +352,7 @@ def _state_dict(obj, where: str) -> dict[str, torch.Tensor]:
 
 def _names(keys: list[str], limit: int = 6) -> str:
     """The first ``limit`` names (each cut to 80 characters: they may come from a file)."""
-    shown = [k if len(k) <= 80 else k[:79] + "…" for k in keys[:limit]]
-    return ", ".join(shown) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+    return ", ".join(cut(k) for k in keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def _build_torchvision(architecture: str, state: dict[str, torch.Tensor], where: str) -> nn.Module:

@@ -25,6 +25,12 @@ def quote(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:max(limit - 1, 1)] + "…"
 
 
+def cut(text: str, limit: int = 80) -> str:
+    """Text from a file (a name, a key, a parser's message) cut to ``limit`` characters, unquoted."""
+    text = str(text)
+    return text if len(text) <= limit else text[:max(limit - 1, 1)] + "…"
+
+
 class InflateError(ValueError):
     """Compressed data that is damaged, or inflates to more than allowed."""
 
