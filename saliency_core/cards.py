@@ -205,7 +205,7 @@ def _triple(data: dict, key: str, card: str) -> tuple[float, float, float]:
                          f"got {quote(list(value))}: values on the 0-255 scale must be divided by 255.")
     value = tuple(float(v) for v in value)
     if key == "std" and min(value) < MIN_STD:
-        raise ValueError(f"{card}: 'std' must be at least {MIN_STD:g} (a standard deviation of pixels in "
+        raise ValueError(f"{card}: 'std' must be positive, at least {MIN_STD:g} (a standard deviation of pixels in "
                          f"[0, 1]); got {list(value)}.")
     return value
 
