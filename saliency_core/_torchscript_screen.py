@@ -272,20 +272,23 @@ class _Checker:
 
     def setstate(self, function: ast.FunctionDef, owner: str) -> None:
         """``__setstate__`` runs while the file loads: allow only storing the saved values."""
-        def plain(node):
+        def plain(statement):
             return all(isinstance(n, (ast.Name, ast.Constant, ast.Subscript, ast.Tuple, ast.Load,
                                       ast.Store, ast.Attribute, ast.Slice, ast.UnaryOp, ast.USub))
-                       for n in ast.walk(node))
+                       for n in ast.walk(statement) if n is not statement)
         for statement in function.body:
             if isinstance(statement, ast.Assign) and plain(statement):
                 continue
-            if isinstance(statement, ast.Return) and (statement.value is None or plain(statement.value)):
+            if isinstance(statement, ast.Return) and plain(statement):
                 continue
             if isinstance(statement, ast.Pass):
                 continue
-            raise Refused(f"{self.where}: this TorchScript model's {cut(owner)} has a "
-                          "__setstate__ method that does more than store its saved values; it would run "
-                          "while the file loads, so it was not loaded. Nothing in it was run.")
+            call = next((n for n in ast.walk(statement) if isinstance(n, ast.Call)), None)
+            name = _dotted(call.func) if call is not None else None
+            calls = f" (it calls {cut(name)})" if name else ""
+            raise Refused(f"{self.where}: this TorchScript model's {cut(owner)} has a __setstate__ method "
+                          f"that does more than store its saved values{calls}; it would run while the file "
+                          "loads, so it was not loaded. Nothing in it was run.")
 
     def expression(self, node: ast.AST, local: set[str]) -> None:
         """Walk ``node``: every dotted name rooted outside the function's locals is checked as a
