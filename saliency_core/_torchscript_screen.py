@@ -147,7 +147,7 @@ class Refused(ValueError):
 def _what(name: str) -> str:
     low = name.lower()
     if low.startswith(("ops.", "torch.ops.")) and not low.startswith(("ops.aten.", "ops.prim.")):
-        return "a custom operator from a compiled library, not a tensor operation this app knows"
+        return "is a custom operator from a compiled library, not a tensor operation this app knows"
     if any(k in low for k in _NETWORK):
         return "talks to the network"
     if any(k in low for k in _PROCESS):
@@ -286,7 +286,8 @@ class _Checker:
             call = next((n for n in ast.walk(statement) if isinstance(n, ast.Call)), None)
             name = _dotted(call.func) if call is not None else None
             calls = f" (it calls {cut(name)})" if name else ""
-            raise Refused(f"{self.where}: this TorchScript model's {cut(owner)} has a __setstate__ method "
+            raise Refused(f"{self.where}: this TorchScript model's class {cut(owner.rsplit('.', 1)[-1])} has a "
+                          "__setstate__ method "
                           f"that does more than store its saved values{calls}; it would run while the file "
                           "loads, so it was not loaded. Nothing in it was run.")
 
