@@ -151,6 +151,8 @@ def parse_card_text(text: str, name: str) -> Any:
         raise ValueError(f"{name} is not valid YAML{where}: {cut(problem, 200)}.") from None
     except RecursionError:
         raise ValueError(f"{name} is nested too deeply to be a card.") from None
+    except ValueError as err:   # a constructor's refusal, e.g. an integer with more than 4300 digits
+        raise ValueError(f"{name} is not a valid card ({cut(err, 120)}).") from None
 
 
 def _read_text(path: Path, what: str, limit: int = MAX_CARD_BYTES) -> str:
