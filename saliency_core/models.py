@@ -470,24 +470,28 @@ def load_timeout() -> float:
     return value
 
 
-def _next_line(proc: subprocess.Popen, deadline: float) -> str | None:
-    """The next line the process prints, "" when it ends first, None when ``deadline`` passes."""
-    buffer = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while b"\n" not in buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            if not selector.select(timeout=left):
-                continue
-            chunk = os.read(proc.stdout.fileno(), 256)
-            if not chunk:
-                return ""
-            buffer += chunk
-            if len(buffer) > 4096:
-                return ""
-    return buffer.split(b"\n", 1)[0].decode("ascii", "replace").strip()
+class _Lines:
+    """Lines a child process prints, read with a deadline (a blocking read could wait forever)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.buffer = proc, b""
+
+    def next(self, deadline: float) -> str | None:
+        """The next line, "" when the process ends first, None when ``deadline`` passes."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in self.buffer:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if not selector.select(timeout=left):
+                    continue
+                chunk = os.read(self.proc.stdout.fileno(), 256)
+                if not chunk or len(self.buffer) > 4096:
+                    return ""
+                self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode("ascii", "replace").strip()
 
 
 def _timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
@@ -499,8 +503,9 @@ def _timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
     script = Path(__file__).with_name("_trial.py")
     proc = subprocess.Popen([sys.executable, "-I", str(script), str(path), kind, settings],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    lines = _Lines(proc)
     try:
-        loaded = _next_line(proc, time.monotonic() + max(_TRIAL_LOADING, limit))
+        loaded = lines.next(time.monotonic() + max(_TRIAL_LOADING, limit))
         if loaded is None:
             raise ValueError(f"{where}: a test process could not even load the model within "
                              f"{max(_TRIAL_LOADING, limit):g} seconds; it was stopped and the model was not loaded.")
@@ -510,7 +515,7 @@ def _timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
             raise ValueError(f"{where}: loading the model crashed a test process"
                              f"{_exit_words(proc)}; the model was not loaded.")
         started = time.monotonic()
-        result = _next_line(proc, started + limit)
+        result = lines.next(started + limit)
         if result is None:
             raise ValueError(f"{where}: the model did not finish its test run on one image within {limit:g} "
                              f"seconds (the limit set by {LOAD_TIMEOUT_ENV}); it may loop forever or be far "
