@@ -71,6 +71,9 @@ TENSOR_OPS = frozenset({
     "double", "long", "int", "bool", "item", "tolist", "is_contiguous", "requires_grad_", "unfold",
     "_shape_as_tensor", "_reshape_from_tensor", "_set_item", "_unwrap_optional", "scalar_tensor",
     "NumToTensor", "__interpolate", "interpolate", "upsample", "_upsample_bilinear2d_aa",
+    "_upsample_bicubic2d_aa", "_upsample_lanczos2d_aa", "upsample_nearest1d", "upsample_nearest3d",
+    "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d",
+    "upsample_linear1d", "upsample_trilinear3d", "clamp_min_", "clamp_max_", "adaptive_max_pool2d_with_indices",
     "bilinear", "cosine_similarity", "pairwise_distance", "softmin", "l1_loss", "mse_loss",
     "dropout1d", "dropout3d", "native_dropout", "_transformer_encoder_layer_fwd", "gelu_",
     # Python values: lists, dicts, strings, numbers
