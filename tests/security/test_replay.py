@@ -18,7 +18,6 @@ import pytest
 import torch
 from torch import nn
 
-import saliency_core as sc
 import saliency_core.report as report_module
 from saliency_core import cli
 
