@@ -1,5 +1,6 @@
 """Saliency Lens: router and frame (st.navigation) with the shared sidebar."""
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import saliency_core as sc
 from pages._common import DEFAULT_METHODS, get_model
 from saliency_core.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
 from saliency_core.devices import describe as describe_device
+from saliency_core.models import check_upload, code_models_allowed
 
 DEMO_LABEL = "EfficientNet-Lite0, ImageNet (demo)"
 MODELS_DIR = os.environ.get("SALIENCY_MODELS_DIR", "models")             # the operator's models
@@ -33,12 +35,20 @@ with st.sidebar:
     if ALLOW_UPLOAD:
         files = st.file_uploader(
             "Upload a model", type=[s.lstrip(".") for s in UPLOAD_SUFFIXES], accept_multiple_files=True,
-            key="model_upload", help="A TorchScript .pt, a torch.export .pt2, or a state dict .pth with its "
-                                     "card (.json/.yaml naming the torchvision architecture); optionally a "
-                                     "card and a labels .txt. Pickles that need code are refused.")
+            key="model_upload",
+            help="A state dict .pth or a .safetensors file with its card (.json/.yaml naming the torchvision "
+                 "architecture), optionally a labels .txt"
+                 + ("; also a TorchScript .pt or a torch.export .pt2" if code_models_allowed() else
+                    ". Formats that hold code (TorchScript, torch.export) are not accepted here")
+                 + ". Pickles that need code are refused.")
         if files:
             try:
                 path = str(store_upload([(f.name, f.getvalue()) for f in files], UPLOAD_DIR))
+                try:
+                    check_upload(path)   # weights only, unless the operator allows code formats
+                except ValueError:
+                    shutil.rmtree(Path(path).parent, ignore_errors=True)   # never loaded: remove it
+                    raise
                 if path not in choices:
                     st.session_state.setdefault("uploaded_models", {})[path] = f"Uploaded: {Path(path).name}"
                     choices[path] = f"Uploaded: {Path(path).name}"

@@ -7,7 +7,7 @@ lists a models folder and stores uploads; ``models.py`` loads the weights.
 Example card (YAML)::
 
     name: Weld defect classifier v3
-    file: welds.pt            # TorchScript, state dict (.pth) or torch.export program (.pt2)
+    file: welds.pt            # TorchScript, state dict (.pth, .safetensors) or torch.export program (.pt2)
     architecture: resnet18    # only for a state dict: a torchvision model name
     labels: labels.txt        # or inline: [ok, porosity, crack]
     input_size: 224
@@ -28,14 +28,20 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .untrusted import cut, quote
+
 CARD_SUFFIXES = (".json", ".yaml", ".yml")
-MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript")
+MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript", ".safetensors")
 LABEL_SUFFIXES = (".txt", ".json")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 MIN_INPUT, MAX_INPUT, MAX_RESIZE = 16, 2048, 4096
+MIN_STD = 1e-3                      # a smaller std would multiply pixel noise by > 1000
+MAX_CARD_BYTES = 1 << 20            # a card is a few hundred bytes
+MAX_LABELS_BYTES = 16 << 20         # class-name files (ImageNet-21k's names are ~0.5 MB)
+MAX_LABELS, MAX_LABEL_CHARS = 100_000, 200
 
 # field -> (what it is, the default used when the card leaves it out)
 FIELDS: dict[str, tuple[str, str]] = {
@@ -101,35 +107,67 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _yaml_loader():
+    """PyYAML's safe loader without anchors and aliases: ``&a [*b, *b]`` nested a few times is a
+    323-byte card that expands to hundreds of millions of items when printed or walked."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise yaml.composer.ComposerError(
+                    None, None, "anchors and aliases (&name, *name) are not allowed in cards; write the "
+                    "values out", event.start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
 def parse_card_text(text: str, name: str) -> Any:
-    """JSON or YAML text -> Python data. ``name`` (the file name) picks the parser."""
+    """JSON or YAML text -> Python data. ``name`` (the file name) picks the parser.
+    YAML anchors and aliases are refused; nesting deeper than Python's recursion limit is refused."""
     if name.lower().endswith(".json"):
         try:
             return json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"{name} is not valid JSON (line {err.lineno}, column {err.colno}: "
                              f"{err.msg}).") from None
+        except RecursionError:
+            raise ValueError(f"{name} is nested too deeply to be a card.") from None
+        except ValueError as err:   # e.g. an integer with more than 4300 digits
+            raise ValueError(f"{name} is not a valid card ({cut(err, 120)}).") from None
     try:
         import yaml
     except ImportError:
         raise ValueError(f"{name}: reading YAML cards needs the package pyyaml "
                          "(install the project's requirements.txt), or write the card as JSON.") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506  a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ValueError(f"{name} is not valid YAML{where}: {problem}.") from None
+        raise ValueError(f"{name} is not valid YAML{where}: {cut(problem, 200)}.") from None
+    except RecursionError:
+        raise ValueError(f"{name} is nested too deeply to be a card.") from None
+    except ValueError as err:   # a constructor's refusal, e.g. an integer with more than 4300 digits
+        raise ValueError(f"{name} is not a valid card ({cut(err, 120)}).") from None
 
 
-def _read_text(path: Path, what: str) -> str:
+def _read_text(path: Path, what: str, limit: int = MAX_CARD_BYTES) -> str:
+    """The file as text, refused when larger than ``limit`` bytes (never read past it)."""
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError(f"{what} {path.name} is not UTF-8 text.") from None
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
     except OSError as err:
         raise ValueError(f"cannot read {what} {path.name} ({err.strerror or err}).") from None
+    if len(data) > limit:
+        raise ValueError(f"{what} {path.name} is larger than {limit >> 10:,} KiB; this is not a {what}.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path.name} is not UTF-8 text.") from None
 
 
 def is_card_data(data: Any) -> bool:
@@ -143,7 +181,7 @@ def _inside(folder: Path, value: str, field_name: str, card: str) -> Path:
     pure = PurePosixPath(value.replace("\\", "/"))
     if not value.strip() or pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", value):
         raise ValueError(f"{card}: '{field_name}' must be a file name inside the card's folder "
-                         f"(no absolute path, no '..'); got {value!r}.")
+                         f"(no absolute path, no '..'); got {quote(value)}.")
     return folder.joinpath(*pure.parts)
 
 
@@ -152,7 +190,7 @@ def _whole(data: dict, key: str, card: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         shape = " (one number: the input is square)" if isinstance(value, (list, tuple)) else ""
         raise ValueError(f"{card}: '{key}' must be a whole number of pixels between {low} and {high}"
-                         f"{shape}; got {value!r}.")
+                         f"{shape}; got {quote(value)}.")
     return value
 
 
@@ -163,35 +201,43 @@ def _triple(data: dict, key: str, card: str) -> tuple[float, float, float]:
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                        for v in value)):
         raise ValueError(f"{card}: '{key}' must be three numbers, one per colour channel R, G, B "
-                         f"(ImageNet: [{example}]); got {value!r}.")
-    value = tuple(float(v) for v in value)
-    if any(abs(v) > 1.5 for v in value):
+                         f"(ImageNet: [{example}]); got {quote(value)}.")
+    if any(abs(v) > 1.5 for v in value):   # ints of any size compare without converting
         raise ValueError(f"{card}: '{key}' is in pixel units of [0, 1] (ImageNet: [{example}]); "
-                         f"got {list(value)}: values on the 0-255 scale must be divided by 255.")
-    if key == "std" and min(value) <= 0:
-        raise ValueError(f"{card}: 'std' must be positive; got {list(value)}.")
+                         f"got {quote(list(value))}: values on the 0-255 scale must be divided by 255.")
+    value = tuple(float(v) for v in value)
+    if key == "std" and min(value) < MIN_STD:
+        raise ValueError(f"{card}: 'std' must be positive, at least {MIN_STD:g} (a standard deviation of pixels in "
+                         f"[0, 1]); got {list(value)}.")
     return value
 
 
-def _text(data: dict, key: str, card: str) -> str:
+def _text(data: dict, key: str, card: str, limit: int = 200) -> str:
     value = data[key]
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{card}: '{key}' must be text; got {value!r}.")
+        raise ValueError(f"{card}: '{key}' must be text; got {quote(value)}.")
+    if len(value) > limit:
+        raise ValueError(f"{card}: '{key}' is {len(value):,} characters long; at most {limit:,} are allowed.")
     return value.strip()
 
 
 def _label_list(items: Any, where: str) -> list[str]:
     if not isinstance(items, (list, tuple)) or not items:
-        raise ValueError(f"{where}: class names must be a non-empty list; got {items!r}.")
+        raise ValueError(f"{where}: class names must be a non-empty list; got {quote(items)}.")
+    if len(items) > MAX_LABELS:
+        raise ValueError(f"{where}: {len(items):,} class names; at most {MAX_LABELS:,} are allowed.")
     out = []
     for i, item in enumerate(items):
         if isinstance(item, bool) or item is None:
             raise ValueError(f"{where}: class name {i} is {item!r}, not text (YAML reads yes/no/on/off/"
                              "true/false/null as values: put such names in quotes).")
         if isinstance(item, (int, float)):
-            item = str(item)
+            item = quote(item, MAX_LABEL_CHARS)
         if not isinstance(item, str) or not item.strip():
-            raise ValueError(f"{where}: class name {i} must be non-empty text; got {item!r}.")
+            raise ValueError(f"{where}: class name {i} must be non-empty text; got {quote(item)}.")
+        if len(item) > MAX_LABEL_CHARS:
+            raise ValueError(f"{where}: class name {i} is {len(item):,} characters long; at most "
+                             f"{MAX_LABEL_CHARS} are allowed.")
         out.append(item.strip())
     return out
 
@@ -201,7 +247,7 @@ def read_labels(path: Path, card: str) -> list[str]:
     (a list of names, or a mapping "0".."n-1" -> name or -> [id, name])."""
     if not path.is_file():
         raise ValueError(f"{card}: the labels file {path.name} does not exist next to the card.")
-    text = _read_text(path, "labels file")
+    text = _read_text(path, "labels file", MAX_LABELS_BYTES)
     if path.suffix.lower() == ".txt":
         names = [line.strip() for line in text.splitlines() if line.strip()]
         if not names:
@@ -212,6 +258,8 @@ def read_labels(path: Path, card: str) -> list[str]:
                          f"got {path.name}.")
     data = parse_card_text(text, path.name)
     if isinstance(data, dict):
+        if len(data) > MAX_LABELS:
+            raise ValueError(f"{path.name}: {len(data):,} class names; at most {MAX_LABELS:,} are allowed.")
         try:
             keys = sorted(data, key=int)
         except (TypeError, ValueError):
@@ -249,18 +297,19 @@ def read_card(path: str | os.PathLike) -> ModelCard:
                          f"got a {type(data).__name__}.")
     for key in data:
         if key not in FIELDS:
-            close = difflib.get_close_matches(str(key), FIELDS, n=1)
+            close = difflib.get_close_matches(str(key)[:100], FIELDS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"{card}: unknown field '{key}'{hint}. Known fields: {', '.join(FIELDS)}.")
+            shown = f"'{key}'" if isinstance(key, str) and len(key) <= 60 else quote(key, 60)
+            raise ValueError(f"{card}: unknown field {shown}{hint}. Known fields: {', '.join(FIELDS)}.")
     folder = path.parent
     out = ModelCard(file=path, name=path.stem, path=path, sha256=_sha256(path),
                     defaults=[k for k in FIELDS if data.get(k) is None])
     given = {k: v for k, v in data.items() if v is not None}
 
     if "name" in given:
-        out.name = _text(given, "name", card)[:200]
+        out.name = _text(given, "name", card, limit=1000)[:200]
     if "description" in given:
-        out.description = _text(given, "description", card)
+        out.description = _text(given, "description", card, limit=4000)
     if "architecture" in given:
         out.architecture = _text(given, "architecture", card)
     if "gradcam_layer" in given:
@@ -268,7 +317,7 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     if "file" in given:
         out.file = _inside(folder, _text(given, "file", card), "file", card)
         if not out.file.is_file():
-            raise ValueError(f"{card}: the model file {given['file']!r} does not exist next to the card.")
+            raise ValueError(f"{card}: the model file {quote(given['file'])} does not exist next to the card.")
     else:
         found = [path.with_suffix(s) for s in MODEL_SUFFIXES if path.with_suffix(s).is_file()]
         if not found:
@@ -292,15 +341,16 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     if "resize" in given:
         out.resize = _whole(given, "resize", card, out.input_size, MAX_RESIZE)
     if "crop" in given:
-        crop = str(given["crop"]).strip().lower()
+        crop = given["crop"].strip().lower() if isinstance(given["crop"], str) else None
         if crop not in ("centre", "center"):
             raise ValueError(f"{card}: 'crop' can only be 'centre' (resize the short side to 'resize', "
-                             f"then cut the central input_size square); got {given['crop']!r}.")
+                             f"then cut the central input_size square); got {quote(given['crop'])}.")
     if "interpolation" in given:
-        mode = str(given["interpolation"]).strip().lower()
+        value = given["interpolation"]
+        mode = value.strip().lower() if isinstance(value, str) else None
         if mode not in INTERPOLATIONS:
             raise ValueError(f"{card}: 'interpolation' must be one of {', '.join(INTERPOLATIONS)}; "
-                             f"got {given['interpolation']!r}.")
+                             f"got {quote(value)}.")
         out.interpolation = mode
     if "mean" in given:
         out.mean = _triple(given, "mean", card)
@@ -355,7 +405,7 @@ def find_models(folder: str | os.PathLike) -> list[tuple[str, str]]:
             continue
         if not is_card_data(data):
             continue  # a labels file
-        name = data.get("name") if isinstance(data.get("name"), str) else path.stem
+        name = data["name"][:200] if isinstance(data.get("name"), str) else path.stem
         target = data.get("file")
         if isinstance(target, str):
             referenced.add(os.path.normpath(path.parent / target))
@@ -416,7 +466,7 @@ def store_upload(files: list[tuple[str, bytes]], root: str | os.PathLike) -> Pat
         base = os.path.basename(str(name).replace("\\", "/"))
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,120}", base) or \
                 not base.lower().endswith(UPLOAD_SUFFIXES):
-            raise ValueError(f"{name!r}: upload model files ({', '.join(MODEL_SUFFIXES)}), a card "
+            raise ValueError(f"{quote(str(name))}: upload model files ({', '.join(MODEL_SUFFIXES)}), a card "
                              f"({', '.join(CARD_SUFFIXES)}) or a labels .txt, with plain file names.")
         clean.append((base, bytes(data)))
         h.update(base.encode() + b"\0" + hashlib.sha256(data).digest())

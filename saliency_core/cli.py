@@ -555,13 +555,16 @@ def _add_report_commands(commands) -> None:
 
     rr = commands.add_parser(
         "replay", help="recompute every map of a report and say whether it matches",
-        description="Read the JSON block of a report made by 'report' (or the Report page), load the model it "
-                    "names, recompute every map with the recorded image, method, parameters, seed and class, "
-                    "and print one line per map: match or mismatch, with the largest difference. Exit status "
-                    "0 only if every map matches.")
+        description="Read the JSON block of a report made by 'report' (or the Report page), find the model with "
+                    "the fingerprint it records (the demo, or a model in the models folder; a path written in "
+                    "the report is never loaded), recompute every map with the recorded image, method, "
+                    "parameters, seed and class, and print one line per map: match or mismatch, with the "
+                    "largest difference. Exit status 0 only if every map matches.")
     rr.add_argument("report", metavar="REPORT", help="the report's HTML file")
-    rr.add_argument("--model", metavar="PATH", help="load the model from here instead of the recorded source "
-                                                    "(its fingerprint must still match)")
+    rr.add_argument("--model", metavar="PATH", help="load the model from here (a model file or card); its "
+                                                    "fingerprint must match the report's")
+    rr.add_argument("--models", metavar="DIR", help="the models folder to search by fingerprint "
+                                                    "(default: $SALIENCY_MODELS_DIR or ./models)")
     rr.add_argument("--tolerance", type=_ranged(0, 1), default=0.0, metavar="R",
                     help="also accept maps whose largest difference is at most R x the map's largest value "
                          "(default 0: the float32 numbers must be identical)")
@@ -647,17 +650,17 @@ def run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from . import report as rp
     try:
         record = rp.read_replay(Path(args.report))
-        source = args.model or record.get("model", {}).get("source", "demo")
-        try:
-            model = load_model(source, device=args.device)
-        except ValueError as err:
-            raise ValueError(f"{err} (the report names the model {source!r}; give --model PATH if it moved)") from None
+        model = (load_model(args.model, device=args.device) if args.model
+                 else rp.find_replay_model(record, args.models, device=args.device))
     except ValueError as err:
         _say(f"error: {err}")
         return 1
     start = time.perf_counter()
     try:
         results = rp.replay(record, model, tolerance=args.tolerance, progress=lambda r: print(r.line(), flush=True))
+    except ValueError as err:
+        _say(f"error: {err}")
+        return 1
     except Exception as err:  # noqa: BLE001
         _unexpected(err, args.report, args)
         return 1

@@ -6,10 +6,15 @@ import difflib
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import pickletools
 import re
+import selectors
+import subprocess
+import sys
+import time
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -27,7 +32,9 @@ from .cards import (CARD_SUFFIXES, MODEL_SUFFIXES, ModelCard, bare_card, read_ca
                     sidecar_card)
 from ._allocator import keep_freed_memory
 from .devices import describe as describe_device, resolve_device
+from ._torchscript_screen import screen_archive, screen_graphs
 from .images import ImageSource, load_image
+from .untrusted import cut, quote
 
 
 class Normalize(nn.Module):
@@ -176,8 +183,10 @@ def load_demo() -> Classifier:
 FORMATS = {
     "torchscript": "TorchScript (torch.jit.save)",
     "state_dict": "state dict + torchvision architecture (torch.save)",
+    "safetensors": "safetensors weights + torchvision architecture",
     "exported_program": "torch.export program (.pt2)",
 }
+CODE_FORMATS = ("torchscript", "exported_program")   # the file holds code that runs when the model runs
 _SAVE_HINT = "save a state_dict or TorchScript instead"
 
 
@@ -192,7 +201,8 @@ def sniff_format(path: Path, where: str) -> str:
     """What kind of PyTorch file ``path`` is, from its bytes (never by running it).
 
     Returns:
-        ``"torchscript"``, ``"exported_program"`` or ``"checkpoint"`` (torch.save / pickle).
+        ``"torchscript"``, ``"exported_program"``, ``"safetensors"`` or ``"checkpoint"``
+        (torch.save / pickle).
     Raises:
         ValueError: empty, damaged, or not a PyTorch model file.
     """
@@ -200,7 +210,7 @@ def sniff_format(path: Path, where: str) -> str:
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(4)
+            head = f.read(9)
     except OSError as err:
         raise ValueError(f"{where}: cannot read {this} ({err.strerror or err}).") from None
     if size == 0:
@@ -224,9 +234,12 @@ def sniff_format(path: Path, where: str) -> str:
                          "file but its end is missing (an interrupted copy or download?).")
     if head[:1] == b"\x80":  # pickle protocol 2+: torch.save's legacy format or a plain pickle
         return "checkpoint"
+    # safetensors: an 8-byte little-endian header length, then the JSON header
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
     raise ValueError(f"{where}: {this} is not a PyTorch model file, or it is damaged. Expected "
-                     "TorchScript (torch.jit.save), a state dict (torch.save(model.state_dict())) "
-                     "or a torch.export program (.pt2).")
+                     "TorchScript (torch.jit.save), a state dict (torch.save(model.state_dict())), "
+                     "a .safetensors file or a torch.export program (.pt2).")
 
 
 def _pickle_globals(data: bytes) -> list[str] | None:
@@ -292,7 +305,7 @@ def _refuse_pickle(where: str, data: bytes | None, err: BaseException) -> ValueE
                           f"(it cannot be read as a state dict: {_short(err, 160)}).")
     code = sorted({n for n in names if _needs_code(n)})
     if code or "Unsupported global" in str(err):
-        shown = ", ".join(code[:4]) + (f" and {len(code) - 4} more" if len(code) > 4 else "")
+        shown = ", ".join(cut(n) for n in code[:4]) + (f" and {len(code) - 4} more" if len(code) > 4 else "")
         whole = any(n.startswith(("torchvision.models.", "timm.")) or n.endswith(("Net", "Model"))
                     for n in code)
         return ValueError(f"{where}: this file is a pickle that needs code to load"
@@ -337,7 +350,7 @@ def _state_dict(obj, where: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not obj:
         kind = "an empty mapping" if isinstance(obj, Mapping) else f"a {type(obj).__name__}"
         raise ValueError(f"{where}: expected a state dict (parameter names -> tensors); the file holds {kind}.")
-    other = [str(k) for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    other = [quote(k) for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
     if other:
         raise ValueError(f"{where}: expected a state dict (parameter names -> tensors); these entries are "
                          f"not named tensors: {', '.join(other[:5])}. For a training checkpoint, save "
@@ -349,7 +362,8 @@ def _state_dict(obj, where: str) -> dict[str, torch.Tensor]:
 
 
 def _names(keys: list[str], limit: int = 6) -> str:
-    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+    """The first ``limit`` names (each cut to 80 characters: they may come from a file)."""
+    return ", ".join(cut(k) for k in keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def _build_torchvision(architecture: str, state: dict[str, torch.Tensor], where: str) -> nn.Module:
@@ -361,10 +375,9 @@ def _build_torchvision(architecture: str, state: dict[str, torch.Tensor], where:
         close = difflib.get_close_matches(architecture.lower(), known, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else \
             " Examples: resnet18, resnet50, efficientnet_b0, mobilenet_v3_large, convnext_tiny, vit_b_16."
-        raise ValueError(f"{where}: 'architecture' {architecture!r} is not a torchvision classification "
+        raise ValueError(f"{where}: 'architecture' {quote(architecture)} is not a torchvision classification "
                          f"model.{hint}")
-    classes = next((int(v.shape[0]) for k, v in reversed(state.items())
-                    if k.endswith("weight") and v.dim() >= 2), None)
+    classes = _classes(architecture, state)
     kwargs = {"weights": None, **({"num_classes": classes} if classes else {})}
     try:
         with warnings.catch_warnings():
@@ -393,14 +406,149 @@ def _build_torchvision(architecture: str, state: dict[str, torch.Tensor], where:
     return net
 
 
+def _classes(architecture: str, state: dict[str, torch.Tensor]) -> int | None:
+    """The number of classes in ``state``: rows of the architecture's last weight matrix (found
+    on a weightless "meta" copy, so key order does not matter: safetensors sorts its keys), else
+    of the state dict's last weight matrix."""
+    import torchvision
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            expected = torchvision.models.get_model(architecture, weights=None).state_dict()
+        last = [k for k, v in expected.items() if k.endswith("weight") and v.dim() >= 2][-1]
+        if last in state and state[last].dim() >= 2:
+            return int(state[last].shape[0])
+    except Exception:  # noqa: BLE001  some constructors need real tensors: use the file's order
+        pass
+    return next((int(v.shape[0]) for k, v in reversed(state.items())
+                 if k.endswith("weight") and v.dim() >= 2), None)
+
+
+def _safetensors_state(path: Path, where: str) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file (a format that holds tensors and nothing else)."""
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ValueError(f"{where}: reading .safetensors files needs the package safetensors; install the "
+                         "project's requirements.txt.") from None
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{where}: the safetensors file is damaged or incomplete ({_short(err, 160)}).") from None
+    if not state:
+        raise ValueError(f"{where}: the safetensors file holds no tensors.")
+    return state
+
+
 def _load_torchscript(path: Path, where: str) -> nn.Module:
+    """A TorchScript model, loaded only after its code and pickles pass the screen (see
+    ``_torchscript_screen``); its compiled graphs are screened again before anything runs."""
+    screen_archive(path, where)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load is deprecated in favour of torch.export
-            return torch.jit.load(str(path), map_location="cpu")
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as err:  # noqa: BLE001
         raise ValueError(f"{where}: the TorchScript file is damaged or was saved by an incompatible "
                          f"PyTorch ({_short(err)}).") from None
+    screen_graphs(module, where)
+    return module
+
+
+# ---- the load-time test run of a code model, with a time limit --------------------------------
+# A compiled operator cannot be interrupted from Python (a signal handler runs only between
+# bytecodes, a thread cannot be stopped), so the first run happens in a process of its own
+# (_trial.py) that is killed when it takes too long.
+
+LOAD_TIMEOUT_ENV = "SALIENCY_LOAD_TIMEOUT"
+DEFAULT_LOAD_TIMEOUT = 60.0
+_TRIAL_LOADING = 120.0   # seconds for the test process to start Python, import torch and load the file
+
+
+def load_timeout() -> float:
+    """Seconds a code model's load-time test run may take (``SALIENCY_LOAD_TIMEOUT``, default 60)."""
+    raw = os.environ.get(LOAD_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOAD_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise ValueError(f"{LOAD_TIMEOUT_ENV} must be a number of seconds above 0 and at most 3600; "
+                         f"got {quote(raw)}.")
+    return value
+
+
+class _Lines:
+    """Lines a child process prints, read with a deadline (a blocking read could wait forever)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.buffer = proc, b""
+
+    def next(self, deadline: float) -> str | None:
+        """The next line, "" when the process ends first, None when ``deadline`` passes."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in self.buffer:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if not selector.select(timeout=left):
+                    continue
+                chunk = os.read(self.proc.stdout.fileno(), 256)
+                if not chunk or len(self.buffer) > 4096:
+                    return ""
+                self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode("ascii", "replace").strip()
+
+
+def _timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
+    """Run the load-time test of a code model in a separate process; stop it and refuse the model
+    when the run takes longer than ``load_timeout()`` seconds or the process dies."""
+    limit = load_timeout()
+    settings = json.dumps({"size": card.input_size, "mean": list(card.mean), "std": list(card.std),
+                           "threads": torch.get_num_threads()})
+    script = Path(__file__).with_name("_trial.py")
+    proc = subprocess.Popen([sys.executable, "-I", str(script), str(path), kind, settings],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    lines = _Lines(proc)
+    try:
+        loaded = lines.next(time.monotonic() + max(_TRIAL_LOADING, limit))
+        if loaded is None:
+            raise ValueError(f"{where}: a test process could not even load the model within "
+                             f"{max(_TRIAL_LOADING, limit):g} seconds; it was stopped and the model was not loaded.")
+        if loaded == "failed":
+            return   # the probe in this process says what is wrong
+        if loaded != "loaded":
+            raise ValueError(f"{where}: loading the model crashed a test process"
+                             f"{_exit_words(proc)}; the model was not loaded.")
+        started = time.monotonic()
+        result = lines.next(started + limit)
+        if result is None:
+            raise ValueError(f"{where}: the model did not finish its test run on one image within {limit:g} "
+                             f"seconds (the limit set by {LOAD_TIMEOUT_ENV}); it may loop forever or be far "
+                             "too slow for this server. The run was stopped and the model was not loaded.")
+        if result not in ("done", "failed"):
+            raise ValueError(f"{where}: the model crashed a test process during its test run"
+                             f"{_exit_words(proc)}; the model was not loaded.")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def _exit_words(proc: subprocess.Popen) -> str:
+    try:
+        code = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return ""
+    if code < 0:
+        return f" (stopped by signal {-code}, e.g. out of memory or a crash)"
+    return f" (exit status {code})"
 
 
 # ---- torch.export programs: checked before loading --------------------------------------------
@@ -675,10 +823,10 @@ def _gradcam_layer(net: nn.Module, requested: str | None, kind: str, layers: lis
     try:
         net.get_submodule(requested)
     except AttributeError:
-        raise ValueError(f"{where}: 'gradcam_layer' {requested!r} is not a layer of this model; layers "
+        raise ValueError(f"{where}: 'gradcam_layer' {quote(requested)} is not a layer of this model; layers "
                          f"with a spatial feature map: {_names(layers[::-1], 8) or 'none'}.") from None
     if requested not in layers:
-        raise ValueError(f"{where}: 'gradcam_layer' {requested!r} does not give a spatial feature map "
+        raise ValueError(f"{where}: 'gradcam_layer' {quote(requested)} does not give a spatial feature map "
                          "(batch, channels, height, width) on a test image; layers that do: "
                          f"{_names(layers[::-1], 8) or 'none'}.")
     return requested
@@ -695,13 +843,16 @@ def load_card(card: ModelCard) -> Classifier:
     where = card.where()
     kind = sniff_format(card.file, where)
     fmt = "state_dict" if kind == "checkpoint" else kind
-    if card.architecture and kind != "checkpoint":
+    weights_only = kind in ("checkpoint", "safetensors")
+    if card.architecture and not weights_only:
         raise ValueError(f"{where}: 'architecture' is only for state dicts; {card.file.name} is "
                          f"{FORMATS[fmt]}, which carries its own architecture. Remove the field.")
-    if kind == "checkpoint":
-        state = _state_dict(_weights_only(card.file, where), where)
+    if weights_only:
+        state = (_state_dict(_weights_only(card.file, where), where) if kind == "checkpoint"
+                 else _safetensors_state(card.file, where))
         if not card.architecture:
-            raise ValueError(f"{where}: {card.file.name} is a state dict (weights only): a model card must "
+            what = "a state dict" if kind == "checkpoint" else "a safetensors file"
+            raise ValueError(f"{where}: {card.file.name} is {what} (weights only): a model card must "
                              "name its torchvision 'architecture' (e.g. resnet18)"
                              + (f"; write one next to it, e.g. {card.file.with_suffix('.yaml').name}."
                                 if card.path is None else "."))
@@ -710,6 +861,8 @@ def load_card(card: ModelCard) -> Classifier:
         net = _load_torchscript(card.file, where)
     else:
         net = _load_exported(card.file, where)
+    if kind in CODE_FORMATS:
+        _timed_trial(card.file, kind, card, where)
 
     normalize = Normalize(card.mean, card.std)
     network = _freeze(nn.Sequential(normalize, net))
@@ -752,8 +905,8 @@ def load_model(source: str | Path = "demo", device: str | torch.device | None = 
 
     Args:
         source: ``"demo"`` for the built-in ImageNet EfficientNet-Lite0; a model file
-            (TorchScript ``.pt``, a state dict ``.pth`` with a card naming its torchvision
-            architecture, or a ``torch.export`` program ``.pt2``); or a model card
+            (TorchScript ``.pt``, a state dict ``.pth`` or ``.safetensors`` file with a card naming
+            its torchvision architecture, or a ``torch.export`` program ``.pt2``); or a model card
             (``.json`` / ``.yaml``, see ``saliency_core.cards``). A model file with a card of the
             same name next to it (``welds.pt`` + ``welds.yaml``) is loaded with that card.
         device: ``"auto"`` (a CUDA GPU when there is one), ``"cpu"`` or ``"cuda"``; None reads
@@ -762,9 +915,10 @@ def load_model(source: str | Path = "demo", device: str | torch.device | None = 
         Classifier with ``network`` in eval mode, mapping pixels in [0, 1] to logits;
         ``card`` holds the card fields used (defaults included) and the format.
     Raises:
-        ValueError: unknown source, damaged file, a pickle that needs code, a state dict that
-            does not fit its architecture, class names that do not match the outputs, a wrong card
-            field, an unknown device.
+        ValueError: unknown source, damaged file, a pickle that needs code, TorchScript code
+            outside the allowed tensor operators, a test run longer than ``load_timeout()``, a state
+            dict that does not fit its architecture, class names that do not match the outputs, a
+            wrong card field.
 
     Example:
         >>> model = load_model("demo"); len(model.labels)
@@ -799,6 +953,36 @@ def _load(source: str | Path) -> Classifier:
                              f"load the card itself, or rename one of them.")
         return load_card(card)
     return load_card(bare_card(path))
+
+
+# ---- uploads: formats that carry no code, unless the operator opts in -------------------------
+
+ALLOW_CODE_ENV = "SALIENCY_ALLOW_CODE_MODELS"
+
+
+def code_models_allowed() -> bool:
+    """Whether uploads may be code formats (TorchScript, torch.export): ``SALIENCY_ALLOW_CODE_MODELS=1``."""
+    return os.environ.get(ALLOW_CODE_ENV, "").strip() == "1"
+
+
+def check_upload(source: str | Path) -> str:
+    """Refuse an uploaded model (a model file, or the card ``store_upload`` returned) whose format
+    carries code, unless the operator allowed code formats. Reads the file's first bytes only.
+
+    Returns:
+        The format (``"checkpoint"``, ``"safetensors"``, ``"torchscript"``, ``"exported_program"``).
+    Raises:
+        ValueError: a code format without the opt-in, or a file that is not a model.
+    """
+    path = Path(source)
+    file = read_card(path).file if path.suffix.lower() in CARD_SUFFIXES else path
+    kind = sniff_format(file, file.name)
+    if kind in CODE_FORMATS and not code_models_allowed():
+        raise ValueError(f"{file.name}: this is {FORMATS[kind]}, a format that holds code, and uploads may "
+                         "only hold weights: a state dict (.pth, torch.save(model.state_dict())) or a "
+                         ".safetensors file, with a card naming its torchvision architecture. Nothing in it "
+                         f"was run. (The operator can allow code formats with {ALLOW_CODE_ENV}=1.)")
+    return kind
 
 
 def source_signature(source: str | Path) -> str:

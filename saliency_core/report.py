@@ -66,6 +66,7 @@ from PIL import Image
 from .images import image_hash, load_image
 from .methods import METHODS
 from .render import DEFAULT_DIVERGING, DEFAULT_SEQUENTIAL, Rendered, colorbar_image, render
+from .untrusted import InflateError, cut, inflate, quote
 
 SCHEMA = "saliency-lens-report/1"
 REPLAY_ID = "saliency-replay"
@@ -76,6 +77,9 @@ PDF_ROWS_PER_PAGE = 8    # images per PDF page of a large report
 EMBED_MAPS_UP_TO = 24    # maps stored in the replay block (compressed float32) up to this count
 EMBED_ORIGINALS_UP_TO = 16 * 2**20  # image files (bytes, all together) embedded as given up to this
 THUMB = 112              # thumbnail side in pixels
+MAX_REPORT_BYTES = 512 * 2**20   # replay reads reports up to this size
+MAX_MAP_SIDE = 4096              # a stored map's side (models take at most 2048 x 2048)
+MAX_THREADS = 256                # a recorded CPU thread count above this is not believed
 TOP_SHARE = 0.10         # "strongest pixels" in the summary: the top 10 %
 ALPHA = 0.5
 CLIP_PERCENTILE = 99.0
@@ -1416,9 +1420,14 @@ def read_replay(source: str | os.PathLike) -> dict:
         if not path.is_file():
             raise ValueError(f"{path}: no such file.")
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as f:
+                data = f.read(MAX_REPORT_BYTES + 1)
+            if len(data) > MAX_REPORT_BYTES:
+                raise ValueError(f"{path}: larger than {MAX_REPORT_BYTES >> 20} MiB, more than a report "
+                                 "made here holds; it was not read.")
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: cannot read it as a text file ({err}).") from None
+            raise ValueError(f"{path}: cannot read it as a text file ({cut(err, 160)}).") from None
         name = str(path)
     else:
         name = "the report"
@@ -1436,9 +1445,11 @@ def read_replay(source: str | os.PathLike) -> dict:
         record = json.loads(raw)
     except json.JSONDecodeError as err:
         raise ValueError(f"{name}: the replay data is damaged (not valid JSON: {err.msg} at line {err.lineno}).") from None
+    except (ValueError, RecursionError) as err:   # nesting too deep, a 5000-digit number
+        raise ValueError(f"{name}: the replay data is damaged ({cut(err, 120)}).") from None
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         got = record.get("schema") if isinstance(record, dict) else type(record).__name__
-        raise ValueError(f"{name}: the replay data has format {got!r}; this version reads {SCHEMA!r}.")
+        raise ValueError(f"{name}: the replay data has format {quote(got)}; this version reads {SCHEMA!r}.")
     return record
 
 
@@ -1462,21 +1473,86 @@ class ReplayResult:
         return f"{self.image}  {self.method}  {self.status}  {diff}" + (f"  ({self.detail})" if self.detail else "")
 
 
+def recorded_fingerprint(record: dict) -> str:
+    """The sha256 of the weights a report was made with, checked to be one.
+
+    Raises:
+        ValueError: the report records no fingerprint, or something else in its place.
+    """
+    model = record.get("model")
+    want = model.get("fingerprint") if isinstance(model, dict) else None
+    if not (isinstance(want, str) and len(want) == 64 and all(c in "0123456789abcdef" for c in want)):
+        raise ValueError("The report does not record the fingerprint (sha256) of its model's weights, so "
+                         "no model can be matched to it; nothing was replayed.")
+    return want
+
+
+def find_replay_model(record: dict, models_dir: str | os.PathLike | None = None, device=None):
+    """The model a report was made with, found by the fingerprint it records: the demo, or a model
+    (card or model file) in ``models_dir`` (default ``SALIENCY_MODELS_DIR``, else ``./models``).
+    A model path written in the report is never used: a crafted report could name any file.
+
+    Raises:
+        ValueError: no model there has the recorded fingerprint, or none of those that do loads.
+    """
+    from .cards import CARD_SUFFIXES, find_models, read_card
+    from .models import _demo_fingerprint, _demo_weights, file_sha256, load_model
+
+    want = recorded_fingerprint(record)
+    if _demo_fingerprint(str(_demo_weights())) == want:
+        return load_model("demo", device=device)
+    folder = Path(models_dir if models_dir is not None else os.environ.get("SALIENCY_MODELS_DIR", "models"))
+    candidates = []
+    for source, _ in find_models(folder):
+        path = Path(source)
+        try:
+            weights = read_card(path).file if path.suffix.lower() in CARD_SUFFIXES else path
+            if file_sha256(weights) == want:
+                candidates.append(source)
+        except (ValueError, OSError):
+            continue   # an unreadable card is not the one
+    card = (record.get("model") or {}).get("card")
+    digest = card.get("card", {}).get("digest") if isinstance(card, dict) and isinstance(card.get("card"), dict) \
+        else None
+    loaded, errors = [], []
+    for source in candidates:
+        try:
+            model = load_model(source, device=device)
+        except ValueError as err:
+            errors.append(str(err))
+            continue
+        if digest is None or model.card.get("digest") == digest:
+            return model       # the same weights with the same card (preprocessing, labels)
+        loaded.append(model)
+    if loaded:
+        return loaded[0]
+    if errors:
+        raise ValueError(f"The model with this report's fingerprint cannot be loaded: {errors[0]}")
+    raise ValueError(f"No model with this report's fingerprint ({want[:12]}…) was found: it is not the demo "
+                     f"and not in the models folder {folder}. Put the model there or give it with --model PATH "
+                     "(its fingerprint must match); a model path written in the report is never used.")
+
+
 def replay(record: dict, model=None, *, tolerance: float = 0.0,
-           progress: Callable[[ReplayResult], None] | None = None) -> list[ReplayResult]:
+           progress: Callable[[ReplayResult], None] | None = None,
+           models_dir: str | os.PathLike | None = None) -> list[ReplayResult]:
     """Recompute every map of a report's replay block and compare it with the recorded one.
 
     Args:
         record: ``read_replay(...)``.
-        model: a ``Classifier``; None loads ``record["model"]["source"]``.
+        model: a ``Classifier``; None finds the model by the recorded fingerprint
+            (``find_replay_model``: the demo or the models folder, never a path in the report).
         tolerance: 0 = the float32 bytes must be identical; > 0 = a map also matches when its
             largest difference is at most ``tolerance`` x the recorded map's largest |value|
             (needs the stored map).
         progress: called with each result as it is found.
+        models_dir: where to look for the model (default ``SALIENCY_MODELS_DIR`` or ``./models``).
     Returns:
-        One ``ReplayResult`` per recorded map, in report order.
+        One ``ReplayResult`` per recorded map, in report order; a damaged item is an "error" with
+        its reason, and the others go on.
     Raises:
-        ValueError: the model cannot be loaded.
+        ValueError: no model with the recorded fingerprint, a model whose fingerprint differs from
+            the recorded one, or a recorded thread count out of range.
 
     Example:
         >>> all(r.ok for r in replay(read_replay("report.html")))
@@ -1485,15 +1561,25 @@ def replay(record: dict, model=None, *, tolerance: float = 0.0,
     import torch
     from torchvision.transforms.functional import to_tensor
     from .explain import attribute, explain, reduce_channels
-    from .models import load_model
 
+    want = recorded_fingerprint(record)
     if model is None:
-        model = load_model(record.get("model", {}).get("source", "demo"))
-    want = record.get("model", {}).get("fingerprint")
-    wrong_model = want is not None and model.fingerprint != want
-    made_on = _device_type(record.get("environment", {}).get("device"))
+        model = find_replay_model(record, models_dir)
+    if model.fingerprint != want:
+        raise ValueError(f"The model given ({cut(model.name)}) is not the one this report was made with: its "
+                         f"weights' sha256 is {model.fingerprint[:12]}…, the report's {want[:12]}…. Nothing "
+                         "was replayed.")
+    environment = record.get("environment")
+    threads = environment.get("threads") if isinstance(environment, dict) else None
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 1 <= threads <= MAX_THREADS):
+        raise ValueError(f"The report's CPU thread count must be a whole number from 1 to {MAX_THREADS}; "
+                         f"got {quote(threads)}. Nothing was replayed.")
+    images = record.get("images", [])
+    if not isinstance(images, list):
+        raise ValueError(f"The report's list of images is damaged (got {quote(images)}); nothing was replayed.")
+    made_on = _device_type(environment.get("device") if isinstance(environment, dict) else None)
     replay_on = model.device.type
-    threads = record.get("environment", {}).get("threads")
     before = torch.get_num_threads()
     results: list[ReplayResult] = []
 
@@ -1503,17 +1589,14 @@ def replay(record: dict, model=None, *, tolerance: float = 0.0,
             progress(result)
 
     try:
-        if isinstance(threads, int) and threads > 0:
+        if threads:
             torch.set_num_threads(threads)   # reductions are ordered by thread count
-        for item in record.get("images", []):
-            name = item.get("name", "?")
-            maps = item.get("maps", [])
-            if wrong_model:
-                for m in maps:
-                    add(ReplayResult(name, m.get("method", "?"), "mismatch", None,
-                                     f"the model's fingerprint is {model.fingerprint[:12]}..., the report's "
-                                     f"{str(want)[:12]}...: another model"))
+        for index, item in enumerate(images):
+            if not isinstance(item, dict) or not isinstance(item.get("maps", []), list):
+                add(ReplayResult(f"image {index + 1}", "?", "error", None, "this image's record is damaged"))
                 continue
+            name = cut(item.get("name", "?"))
+            maps = [m if isinstance(m, dict) else {} for m in item.get("maps", [])]
             try:
                 payload = item["input"]
                 data = base64.b64decode(payload["base64"], validate=True)
@@ -1522,13 +1605,20 @@ def replay(record: dict, model=None, *, tolerance: float = 0.0,
                 picture = load_image(data, name=name)
             except (KeyError, TypeError, ValueError) as err:
                 for m in maps:
-                    add(ReplayResult(name, m.get("method", "?"), "error", None, f"image unusable: {err}"))
+                    add(ReplayResult(name, cut(m.get("method", "?")), "error", None,
+                                     f"image unusable: {cut(err, 200)}"))
                 continue
             for m in maps:
-                method = m.get("method", "?")
+                method = cut(m.get("method", "?"))
                 try:
-                    params = dict(m.get("params") or {})
-                    target = int(m["target"])
+                    params = m.get("params") or {}
+                    if not isinstance(params, dict):
+                        raise ValueError(f"the parameters are not a mapping ({quote(params)})")
+                    target = m.get("target")
+                    if isinstance(target, bool) or not isinstance(target, int) or \
+                            not 0 <= target < len(model.labels):
+                        raise ValueError(f"the class index must be a whole number from 0 to "
+                                         f"{len(model.labels) - 1}; got {quote(target)}")
                     if payload.get("kind") == "crop":
                         if picture.size != (model.input_size, model.input_size):
                             raise ValueError(f"the stored crop is {picture.size[0]}x{picture.size[1]} but the "
@@ -1544,8 +1634,8 @@ def replay(record: dict, model=None, *, tolerance: float = 0.0,
                         result = _across_devices(result, saliency, m.get("saliency") or {}, made_on, replay_on,
                                                  lambda: _recompute(model, payload, picture, method, target,
                                                                     {**params, "seed": _next_seed(params)}))
-                except (KeyError, TypeError, ValueError) as err:
-                    add(ReplayResult(name, method, "error", None, " ".join(str(err).split())))
+                except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as err:
+                    add(ReplayResult(name, method, "error", None, cut(" ".join(str(err).split()), 300)))
                     continue
                 add(result)
     finally:
@@ -1617,21 +1707,49 @@ def _stored_map(recorded: dict, shape) -> np.ndarray | None:
         return None
     size = int(np.prod(shape)) * 4
     try:
-        data = zlib.decompressobj().decompress(base64.b64decode(recorded["data"]), size + 1)
+        data = inflate(base64.b64decode(recorded["data"], validate=True), size)
         if len(data) != size:
             return None
         return np.frombuffer(data, dtype="<f4").reshape(shape)
-    except (ValueError, zlib.error, TypeError):
+    except (InflateError, ValueError, TypeError):
         return None
+
+
+def _recorded_shape(recorded: dict) -> tuple[int, ...] | None:
+    """A stored map's (height, width), or None when the record holds something else."""
+    shape = recorded.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_MAP_SIDE for n in shape)):
+        return None
+    return tuple(shape)
 
 
 def _compare(name: str, method: str, saliency: np.ndarray, recorded: dict, tolerance: float) -> ReplayResult:
     s = _f32(saliency)
     now = map_summary(s)
-    if list(s.shape) != list(recorded.get("shape", [])):
-        return ReplayResult(name, method, "mismatch", None,
-                            f"shape {tuple(s.shape)} vs recorded {tuple(recorded.get('shape', []))}")
-    stored = _stored_map(recorded, s.shape)
+    if not isinstance(recorded, dict):
+        return ReplayResult(name, method, "error", None, "the recorded map is damaged")
+    shape = _recorded_shape(recorded)
+    if shape is None:
+        return ReplayResult(name, method, "error", None,
+                            f"the recorded map's shape is not two sides of 1 to {MAX_MAP_SIDE} pixels "
+                            f"({quote(recorded.get('shape'))})")
+    if shape != s.shape:
+        return ReplayResult(name, method, "mismatch", None, f"shape {tuple(s.shape)} vs recorded {shape}")
+    stored = None
+    if recorded.get("data"):
+        size = s.size * 4   # float32: the recorded shape, checked above, bounds the inflated bytes
+        try:
+            if not isinstance(recorded["data"], str) or len(recorded["data"]) > 2 * size + 1024:
+                raise InflateError("it is not compressed data of a map this size")
+            raw = inflate(base64.b64decode(recorded["data"], validate=True), size)
+            if len(raw) != size:
+                raise InflateError(f"it holds {len(raw):,} bytes, not {size:,}")
+            stored = np.frombuffer(raw, dtype="<f4").reshape(s.shape)
+        except (InflateError, ValueError) as err:
+            return ReplayResult(name, method, "error", None,
+                                f"the map stored in the report is not a float32 map of {shape[0]} x {shape[1]} "
+                                f"({err}); it was not used")
     diff = float(np.abs(s.astype(np.float64) - stored.astype(np.float64)).max()) if stored is not None else None
     if now["sha256"] == recorded.get("sha256"):
         return ReplayResult(name, method, "match", 0.0 if diff is None else diff)

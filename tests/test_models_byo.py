@@ -452,6 +452,39 @@ def test_store_upload(tmp_path, tiny_dir):
         store_upload([("a.pt", weights), ("b.pt", weights)], tmp_path)
 
 
+def test_safetensors_weights_load_like_the_state_dict(resnet_dir, resnets, chelsea_path, tmp_path):
+    """safetensors sorts its keys: the class count is read from the architecture's last layer."""
+    from safetensors.torch import save_file
+    folder, net = resnet_dir
+    weights = tmp_path / "resnet.safetensors"
+    save_file(net.state_dict(), str(weights))
+    (tmp_path / "labels.txt").write_text((folder / "labels.txt").read_text())
+    card = _write(tmp_path / "resnet.yaml", "architecture: resnet18\nlabels: labels.txt\n")
+    model = sc.load_model(card)
+    assert model.card["format"] == "safetensors" and model.card["format_label"] == \
+        "safetensors weights + torchvision architecture"
+    assert model.fingerprint == hashlib.sha256(weights.read_bytes()).hexdigest()
+    x = model.preprocess(chelsea_path)
+    assert torch.equal(model.probabilities(x), resnets["sd"].probabilities(x))
+    card.unlink()
+    with pytest.raises(ValueError, match=r"resnet.safetensors is a safetensors file \(weights only\): a model "
+                                         r"card must name its torchvision 'architecture'"):
+        sc.load_model(weights)
+
+
+def test_uploads_take_weights_only_unless_code_is_allowed(resnet_dir, tiny_dir, tmp_path, monkeypatch):
+    from saliency_core.models import check_upload
+    folder, _ = resnet_dir
+    monkeypatch.delenv("SALIENCY_ALLOW_CODE_MODELS", raising=False)
+    assert check_upload(folder / "resnet_sd.yaml") == "checkpoint"
+    for code in (tiny_dir / "tiny.pt", folder / "resnet_ts.json", folder / "resnet_ep.pt2"):
+        with pytest.raises(ValueError, match="a format that holds code, and uploads may only hold weights"):
+            check_upload(code)
+    monkeypatch.setenv("SALIENCY_ALLOW_CODE_MODELS", "1")
+    assert check_upload(tiny_dir / "tiny.pt") == "torchscript"
+    assert check_upload(folder / "resnet_ep.pt2") == "exported_program"
+
+
 def test_source_signature_follows_the_files(tmp_path):
     _script(TinyNet(), tmp_path / "m.pt")
     card = _write(tmp_path / "m.yaml", "labels: [a, b]\n")

@@ -1,6 +1,6 @@
 """Bring your own model on the Explain page, driven with AppTest: a two-class TorchScript model
 with its own labels from SALIENCY_MODELS_DIR, a broken model that leaves the previous one in use,
-and an upload when the operator enables it."""
+and an upload when the operator enables it (TorchScript only with SALIENCY_ALLOW_CODE_MODELS=1)."""
 import os
 import tempfile
 
@@ -143,9 +143,21 @@ def test_upload_when_enabled(monkeypatch, tmp_path, weights):
     assert not marker.exists()
     assert "Still using **EfficientNet-Lite0, ImageNet (demo)**" in _sidebar_text(at)
 
+    # TorchScript holds code: refused unless the operator opts in to code formats
+    upload = [("welds.pt", weights, "application/octet-stream"), ("welds.yaml", CARD.encode(), "application/x-yaml")]
     uploader = next(u for u in at.get("file_uploader") if u.key == "model_upload")
-    uploader.set_value([("welds.pt", weights, "application/octet-stream"),
-                        ("welds.yaml", CARD.encode(), "application/x-yaml")])
+    uploader.set_value(upload)
+    at = at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.sidebar.error if e.value.startswith("Upload:")]   # evil.pt is still chosen
+    assert len(errors) == 1 and "welds.pt: this is TorchScript (torch.jit.save), a format that holds code" in errors[0]
+    assert "SALIENCY_ALLOW_CODE_MODELS=1" in errors[0]
+    assert not (tmp_path / "saliency_lens_uploads").exists() or \
+        not list((tmp_path / "saliency_lens_uploads").glob("*/welds.pt"))   # removed, never loaded
+
+    monkeypatch.setenv("SALIENCY_ALLOW_CODE_MODELS", "1")
+    uploader = next(u for u in at.get("file_uploader") if u.key == "model_upload")
+    uploader.set_value(upload[::-1])   # another value, so the uploader reports a change
     at = at.run()
     assert not at.exception and not at.sidebar.error, [e.value for e in at.sidebar.error]
     chosen = at.sidebar.selectbox(key="model_choice").value
