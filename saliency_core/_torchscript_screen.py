@@ -357,7 +357,7 @@ def screen_archive(path, where: str) -> None:
     Raises:
         Refused (a ValueError): with the operator, class or file part named.
     """
-    from .models import _pickle_globals   # one pickle reader for every model format
+    from ._pickles import pickle_globals as _pickle_globals  # one pickle reader for every model format
 
     try:
         z = zipfile.ZipFile(path)

@@ -8,16 +8,13 @@ is reported and skipped, and the exit status is 1 if anything failed.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
 import time
-import traceback
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 
 from . import __version__
 from .auth import add_users_command
@@ -289,7 +286,6 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if args.target is not None and args.target >= len(model.labels):
         _say(f"error: --target must be a class index below {len(model.labels)}; got {args.target}")
         return 2
-    usable = available_methods(model)
     if expanded:
         methods = _runnable(model, methods)
 

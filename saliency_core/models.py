@@ -9,7 +9,6 @@ import json
 import math
 import os
 import pickle
-import pickletools
 import re
 import selectors
 import subprocess
@@ -34,6 +33,7 @@ from ._allocator import keep_freed_memory
 from .devices import describe as describe_device, resolve_device
 from ._torchscript_screen import screen_archive, screen_graphs
 from .images import ImageSource, load_image
+from ._pickles import pickle_globals as _pickle_globals
 from .untrusted import cut, quote
 
 
@@ -240,41 +240,6 @@ def sniff_format(path: Path, where: str) -> str:
     raise ValueError(f"{where}: {this} is not a PyTorch model file, or it is damaged. Expected "
                      "TorchScript (torch.jit.save), a state dict (torch.save(model.state_dict())), "
                      "a .safetensors file or a torch.export program (.pt2).")
-
-
-def _pickle_globals(data: bytes) -> list[str] | None:
-    """The global names (module.name) a pickle refers to, read with ``pickletools`` without
-    running anything; None if ``data`` is not a well-formed pickle."""
-    found, strings, memo, count, last = [], [], {}, 0, None
-    try:
-        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
-            name = op.name
-            if name in ("GLOBAL", "INST"):
-                found.append(str(arg).replace(" ", "."))
-            elif name == "STACK_GLOBAL":
-                found.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
-            if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING",
-                        "BINSTRING", "SHORT_BINSTRING"):
-                last = str(arg)
-                strings.append(last)
-                continue
-            if name == "MEMOIZE":
-                if last is not None:
-                    memo[count] = last
-                count += 1
-                continue  # MEMOIZE keeps the stack as it is: ``last`` stays on top
-            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                if last is not None:
-                    memo[arg] = last
-                continue
-            if name in ("GET", "BINGET", "LONG_BINGET") and arg in memo:
-                last = memo[arg]
-                strings.append(last)
-                continue
-            last = None
-    except Exception:  # noqa: BLE001  any parse failure means "not a pickle"
-        return None
-    return found
 
 
 def _needs_code(name: str) -> bool:
