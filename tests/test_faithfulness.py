@@ -159,3 +159,18 @@ def test_demo_model_gradcam_beats_its_reverse_and_random(demo, coffee_x):
     noise_in = fa.insertion_curve(demo, coffee_x, lo.random_map(224, rng=0), target, step=step)
     assert inserted.auc > noise_in.auc and inserted.auc > inserted_last.auc, \
         (inserted.auc, noise_in.auc, inserted_last.auc)
+
+
+def test_both_curves_in_shared_batches_equal_each_curve_alone(reader, image):
+    truth = reader.weight[0].sum(0).numpy()
+    for batch_size in (1, 5, 64):
+        both = fa.causal_curves(reader, image, truth, 1, step=3, batch_size=batch_size,
+                                replacements={"deletion": "black"})
+        for mode, replacement in (("deletion", "black"), ("insertion", None)):
+            alone = fa.causal_curve(reader, image, truth, 1, mode, step=3, replacement=replacement, batch_size=4)
+            assert both[mode].scores == pytest.approx(alone.scores, abs=1e-7), (mode, batch_size)
+            assert both[mode].auc == pytest.approx(alone.auc, abs=1e-7)
+            assert both[mode].replacement == alone.replacement and both[mode].mode == mode
+    assert both["insertion"].replacement == "blurred"     # the mode's default
+    with pytest.raises(ValueError, match="mode must be"):
+        fa.causal_curves(reader, image, truth, 1, ("deletion", "sideways"), step=3)
