@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .auth import add_users_command
+from .store import add_audit_command
 from .explain import available_methods, explain
 from .images import image_hash, load_image
 from .methods import METHODS
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
     _ray_options(ex, "explain")
     ex.set_defaults(run=run_explain)
-    add_users_command(commands, _Parser)  # users add|remove|list: saliency_core/auth.py
+    add_users_command(commands, _Parser)  # users add|remove|list|unlock: saliency_core/auth.py
+    add_audit_command(commands, _Parser)  # audit verify: saliency_core/store.py
     _add_check_commands(commands)         # stability, sanity: saliency_core/metrics/
     _add_validate_command(commands)       # validate: saliency_core/validate.py
     _add_report_commands(commands)        # report, replay: saliency_core/report.py
