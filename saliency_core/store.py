@@ -779,14 +779,15 @@ class ReviewStore:
 
     # ---- sign-in events (auth.SignInThrottle) ----------------------------------------------------------
     def append_event(self, kind: str, *, account: str = "", client: str = "", actor: str = "",
-                     until: datetime | None = None, detail: str = "") -> Event:
+                     until: datetime | None = None, detail: str = "", at: datetime | None = None) -> Event:
         """Append one sign-in event (``EVENT_KINDS``) to the chained event log.
 
         Text is cut to the column sizes (user names typed at the sign-in form are untrusted).
+        ``at``: the event's time (default now; the sign-in throttle passes its clock's).
         """
         if kind not in EVENT_KINDS:
             raise ValueError(f"Expected an event kind among {', '.join(EVENT_KINDS)}; got {kind!r}.")
-        row = {"at": _now(), "kind": kind, "account": str(account or "")[:200], "client": str(client or "")[:200],
+        row = {"at": _utc(at) if at is not None else _now(), "kind": kind, "account": str(account or "")[:200], "client": str(client or "")[:200],
                "actor": str(actor or "")[:200], "until": until, "detail": str(detail or "")[:2000]}
         with self._transaction(write=True, doing="record the sign-in event") as conn:
             new_id = _append_chained(conn, events, row)
