@@ -27,6 +27,7 @@ from .explain import available_methods, explain
 from .images import image_hash, load_image
 from .methods import METHODS
 from .models import load_model
+from .safe_text import to_csv
 from .render import DIVERGING, SEQUENTIAL, SIGN_MODES, Rendered, colorbar_image, render
 
 PROG = "python -m saliency_core"
@@ -896,11 +897,11 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     for w in result.warnings:
         _say(f"warning: {w}")
     try:
-        result.per_image().to_csv(out / "per_image.csv", index=False)
-        result.summary().to_csv(out / "summary.csv", index=False)
+        to_csv(result.per_image(), out / "per_image.csv")
+        to_csv(result.summary(), out / "summary.csv")
         table = result.summary_table()
-        table.to_csv(out / "summary_table.csv", index=False)
-        result.skipped_table().to_csv(out / "skipped.csv", index=False)
+        to_csv(table, out / "summary_table.csv")
+        to_csv(result.skipped_table(), out / "skipped.csv")
         record = {**result.record(), "command": sys.argv[1:]}
         (out / "validation.json").write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
     except OSError as err:
