@@ -649,6 +649,9 @@ def _add_report_commands(commands) -> None:
     for name, what in (("sanity", "the JSON written by 'sanity --out'"), ("stability", "the JSON written by "
                        "'stability --out'"), ("validation", "validation metrics"), ("reviews", "review decisions")):
         rp.add_argument(f"--{name}", metavar="FILE", help=f"add a section from {what} (JSON or CSV rows)")
+    rp.add_argument("--audit", action="store_true",
+                    help="verify the review database's audit log ($DATABASE_URL or $SALIENCY_DB) and state the "
+                         "result with the review decisions")
     rp.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
     rp.set_defaults(run=run_report)
 
@@ -701,6 +704,11 @@ def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                   if getattr(args, k)}
         for k, rows in extras.items():
             rp.table_rows(rows)  # shape check before the maps are computed
+        if args.audit:
+            from .store import ReviewStore
+            with ReviewStore() as review_store:
+                extras["audit"] = review_store.verify().record()
+            extras.setdefault("reviews", [])
         model = load_model(args.model)
     except ValueError as err:
         _say(f"error: {err}")

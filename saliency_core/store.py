@@ -580,9 +580,9 @@ class ReviewStore:
         last_of = {r["decision_id"]: r["id"] for r in rows}
         current = {d.id: d for d in map(_decision, conn.execute(sa.select(decisions)))}
         if self.backend == "sqlite":
-            conn.exec_driver_sql("DROP TRIGGER review_audit_no_update")
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS review_audit_no_update")
         else:
-            conn.exec_driver_sql("ALTER TABLE review_audit DISABLE TRIGGER review_audit_no_change")
+            conn.exec_driver_sql("ALTER TABLE review_audit DISABLE TRIGGER USER")
         prev = GENESIS
         for r in rows:
             r["at"], r["seconds"] = _utc(r["at"]), float(r["seconds"])
@@ -598,7 +598,7 @@ class ReviewStore:
         if self.backend == "sqlite":
             conn.exec_driver_sql(_SQLITE_AUDIT_NO_UPDATE)
         else:
-            conn.exec_driver_sql("ALTER TABLE review_audit ENABLE TRIGGER review_audit_no_change")
+            conn.exec_driver_sql("ALTER TABLE review_audit ENABLE TRIGGER USER")
         _append_chained(conn, events, {"at": _now(), "kind": "chain_started", "account": "", "client": "",
                                        "actor": "", "until": None,
                                        "detail": f"{unsealed} audit row(s) written before the hash chain existed "
