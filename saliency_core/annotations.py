@@ -786,8 +786,9 @@ def read_mask(data: bytes, source: str, image: str | None = None) -> Annotation:
         if str(err).startswith(source):
             raise ValueError(f"{err}.") from None
         raise ValueError(f"{source}: the mask is not a readable image ({clip(err, 200)}).") from None
-    except Image.DecompressionBombError as err:
-        raise ValueError(f"{source}: the mask has more than {MAX_MASK_PIXELS:,} pixels ({clip(err, 200)}).") from None
+    except Image.DecompressionBombError:
+        raise ValueError(f"{source}: the mask has more than {MAX_MASK_PIXELS:,} pixels, the limit; it was not "
+                         "decoded.") from None
     except (UnidentifiedImageError, OSError, MemoryError) as err:
         raise ValueError(f"{source}: the mask is not a readable image ({clip(err, 200)}).") from None
     if picture.mode == "1":
