@@ -205,9 +205,9 @@ for item in images:
                 verdict = sanity_verdict(model, m)  # shown once the Sanity check page computed it
                 if verdict is not None:
                     if verdict.passed:
-                        st.caption(f"✅ {verdict.summary}")
+                        st.caption(f"✅ {plain(verdict.summary)}")
                     else:
-                        st.warning(verdict.summary, icon="⛔")
+                        st.warning(plain(verdict.summary), icon="⛔")
                 gap = exp.diagnostics.get("completeness_gap_relative")
                 if gap is not None:
                     st.caption(f"Completeness gap {gap:.1%} (attributions vs score difference).")
