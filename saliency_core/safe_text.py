@@ -21,7 +21,7 @@ import io
 import os
 import re
 import unicodedata
-from typing import Iterable, Sequence
+from typing import Sequence
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")   # OWASP: cells a spreadsheet may evaluate
 MAX_NAME = 120                                     # characters kept of a file or member name
@@ -54,8 +54,8 @@ def to_csv(data, path: str | os.PathLike | None = None, *, columns: Sequence[str
     if hasattr(data, "columns") and hasattr(data, "to_csv"):
         frame = data.copy()
         for name in frame.columns:
-            if frame[name].dtype == object or str(frame[name].dtype) in ("string", "str"):
-                frame[name] = frame[name].map(csv_cell).astype(object)
+            if getattr(frame[name].dtype, "kind", "O") in "OSU":   # text, mixed, categorical, string
+                frame[name] = frame[name].astype(object).map(csv_cell)
         frame.columns = [csv_cell(str(c)) for c in frame.columns]
         text = frame.to_csv(index=False)
     else:
@@ -129,7 +129,3 @@ def clip(text, limit: int = 200) -> str:
     text = str(text)
     return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
-
-def rows(items: Iterable[dict], columns: Sequence[str]) -> list[list]:
-    """Dicts as row lists in ``columns`` order (missing keys blank), for ``to_csv``."""
-    return [[item.get(c, "") for c in columns] for item in items]
