@@ -35,6 +35,8 @@ dataclasses; nested dicts are flattened one level (``mean.spearman_abs``). Expec
 - ``validation``: ``method`` and one column per metric (pointing game, IoU ...).
 - ``reviews``: ``item_name``, ``reviewer``, ``decision``, ``decided_at``, optional ``note``
   (``store.Decision`` fits).
+- ``audit``: the review audit log check, ``store.AuditCheck.record()`` (``verified``,
+  ``problem``, ``head`` ...); the review section states whether the chain verified.
 
 Example:
     >>> model = load_model("demo")
@@ -232,6 +234,7 @@ class Report:
     stability: Any = None
     validation: Any = None
     reviews: Any = None
+    audit: dict | None = None
     alpha: float = ALPHA
     clip_percentile: float = CLIP_PERCENTILE
 
@@ -363,7 +366,7 @@ def map_entry(method: str, saliency: np.ndarray, crop: Image.Image, *, target: i
 def build_report(model, images: Sequence, methods: Sequence[str], *, params: dict | None = None,
                  target: int | None = None, model_source: str = "demo", title: str = DEFAULT_TITLE,
                  sign: str | None = None, sanity=None, stability=None, validation=None, reviews=None,
-                 progress: Callable[[int, int, str], None] | None = None,
+                 audit: dict | None = None, progress: Callable[[int, int, str], None] | None = None,
                  explain_fn: ExplainFn | None = None) -> Report:
     """Compute (or fetch) every map and collect a ``Report``.
 
@@ -377,6 +380,7 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
         model_source: how to load the model again for a replay ("demo" or a path).
         sign: "absolute" draws every map as magnitudes; None = signed methods drawn signed.
         sanity, stability, validation, reviews: optional results (module docstring).
+        audit: ``store.AuditCheck.record()`` of the review database, stated with the reviews.
         progress: ``progress(done, total, label)`` after each map.
         explain_fn: ``(model, image, method, target, params, progress=, preview=) -> Explanation``;
             default ``saliency_core.explain`` (the app passes its cached version).
@@ -437,7 +441,7 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
     device = describe_device(model.device)
     return Report(model=model.describe(), methods=methods, images=entries, model_source=str(model_source),
                   title=title or DEFAULT_TITLE, skipped=skipped, sanity=sanity, stability=stability,
-                  validation=validation, reviews=reviews,
+                  validation=validation, reviews=reviews, audit=audit,
                   environment={"threads": torch.get_num_threads(), "device": device})
 
 
@@ -622,6 +626,18 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
     return str(value)
+
+
+def audit_sentence(audit: dict | None) -> str:
+    """One sentence on the review audit log's hash chain, for the review section."""
+    if not audit:
+        return ("The review audit log was not checked for this report (python -m saliency_core audit verify "
+                "checks it).")
+    if audit.get("verified"):
+        return (f"The review audit log verified when this report was made: {audit.get('audit_rows', 0)} audit "
+                f"row(s) in an unbroken hash chain, every decision matching its last audit row; last hash "
+                f"{str(audit.get('head', ''))[:64]}.")
+    return f"WARNING: the review audit log did NOT verify when this report was made: {audit.get('problem')}"
 
 
 def _percent(p: float) -> str:
@@ -960,7 +976,8 @@ class _Html:
             self.figure += 1
             columns, rows = table_rows(data)
             table = _html_table(columns, rows)
-            out.append(f'<section id="{key}"><h2>{_e(title)}</h2><p>{text}</p>{table}'
+            audit = f"<p>{_e(audit_sentence(r.audit))}</p>" if key == "reviews" else ""
+            out.append(f'<section id="{key}"><h2>{_e(title)}</h2><p>{text}</p>{audit}{table}'
                        f'<p class="muted">Table {self.figure}: {_e(title.lower())}, {len(rows)} row(s), '
                        "as supplied with the report.</p></section>")
         return "".join(out)
@@ -1260,6 +1277,8 @@ def _pdf(report: Report) -> bytes:
         pdf.add_page()
         pdf.start_section(_latin1(title))
         heading(title)
+        if key == "reviews":
+            para(audit_sentence(report.audit), size=8.5)
         columns, rows = table_rows(data)
         grid_table(columns, rows)
         para(f"Table: {title.lower()}, {len(rows)} row(s), as supplied with the report.", size=8)
