@@ -156,7 +156,7 @@ def test_upload_when_enabled(monkeypatch, tmp_path, weights):
     uploader.set_value(upload)
     at = at.run()
     assert not at.exception, at.exception
-    errors = [e.value for e in at.sidebar.error if e.value.startswith("Upload:")]   # evil.pt is still chosen
+    errors = [_shown(e.value) for e in at.sidebar.error if e.value.startswith("Upload:")]  # evil.pt is still chosen
     assert len(errors) == 1 and "welds.pt: this is TorchScript (torch.jit.save), a format that holds code" in errors[0]
     assert "SALIENCY_ALLOW_CODE_MODELS=1" in errors[0]
     assert not (tmp_path / "saliency_lens_uploads").exists() or \
