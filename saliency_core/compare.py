@@ -337,6 +337,7 @@ class Interval:
     low: float
     high: float
     n: int
+    confidence: float = 0.95
 
     def words(self, percent: bool = False) -> str:
         f = _pct if percent else (lambda v: f"{v:.2f}")
@@ -344,7 +345,7 @@ class Interval:
             return "n/a"
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             return f"{f(self.mean)} (one image: no interval)"
-        return f"{f(self.mean)} (interval {f(self.low)} to {f(self.high)})"
+        return f"{f(self.mean)} ({_pct(self.confidence)} interval {f(self.low)} to {f(self.high)})"
 
 
 @dataclass
@@ -373,7 +374,7 @@ def _mean_interval(values, settings: CompareSettings, salt: int) -> Interval:
     options = ValidationSettings(methods=list(settings.methods), seed=settings.seed, interval="bootstrap",
                                  confidence=settings.confidence, resamples=int(settings.resamples))
     mean, low, high, n = mean_interval(values, options, np.random.default_rng([settings.seed, salt]))
-    return Interval(mean, low, high, n)
+    return Interval(mean, low, high, n, settings.confidence)
 
 
 @dataclass
@@ -685,10 +686,31 @@ def agreement(a: np.ndarray, b: np.ndarray, top_share: float = TOP_SHARE) -> dic
     return {"spearman": spearman(np.abs(a), np.abs(b)), "top_overlap": top_k_overlap(a, b, top_share)}
 
 
+def map_difference(a: np.ndarray, b: np.ndarray, scale: float, sign: str = "absolute") -> np.ndarray:
+    """B's map minus A's on one colour scale, for the difference view.
+
+    Both maps are normalised with the same ``scale`` (``render.shared_scale`` of the two) and
+    ``sign`` as the overlays are, then subtracted; ``b`` is resampled to ``a``'s shape.
+
+    Returns:
+        float32 (H, W) in [-1, 1]: positive where B's map is stronger, negative where A's is
+        (a signed difference is halved to fit). Zeros when ``scale`` is 0 (both maps empty).
+    """
+    from .render import map_values
+    b = align(b, a.shape)
+    if not scale > 0:
+        return np.zeros(a.shape, dtype=np.float32)
+    va, _ = map_values(a, sign=sign, scale=scale)
+    vb, _ = map_values(b, sign=sign, scale=scale)
+    diff = vb - va
+    return (diff / 2 if sign == "signed" else diff).astype(np.float32)
+
+
 def compare_models(model_a, model_b, images: Iterable, settings: CompareSettings,
                    labels: dict[str, int] | None = None, *, label_problems: Sequence[str] = (),
                    explain_fn: ExplainFn | None = None, progress: Progress | None = None,
-                   cancel: Callable[[], bool] | None = None) -> Comparison:
+                   cancel: Callable[[], bool] | None = None,
+                   on_start: Callable[[Comparison], None] | None = None) -> Comparison:
     """Run both models over the same images and compare predictions and maps.
 
     Args:
@@ -701,6 +723,9 @@ def compare_models(model_a, model_b, images: Iterable, settings: CompareSettings
         explain_fn: passed to the pipeline (the dashboard's cached maps).
         progress: ``progress(maps done, maps in all, label)``.
         cancel: checked before each image; True stops the run, keeping what was done.
+        on_start: called with the ``Comparison`` before the first image; it fills in as images
+            finish and reads as cancelled until the run ends (the dashboard keeps it, so a run
+            stopped from outside still shows what was done).
     Returns:
         ``Comparison``. Images that cannot be read are in ``skipped``; a method that fails on an
         image is in that image's ``errors``.
@@ -747,13 +772,17 @@ def compare_models(model_a, model_b, images: Iterable, settings: CompareSettings
 
     result = Comparison(model_a=model_a.describe(), model_b=model_b.describe(), settings=settings,
                         methods=methods, images=[], total=len(sources), skipped_methods=skipped_methods,
-                        label_problems=list(label_problems), labelled=bool(labels), maps_comparable=grid)
+                        label_problems=list(label_problems), labelled=bool(labels), maps_comparable=grid,
+                        cancelled=True)
+    if on_start is not None:
+        on_start(result)
     for results in zip(*runs):
         item = _compare_one(results, methods, averaging, labels, model_a.labels, settings, grid)
         if isinstance(item, tuple):
             result.skipped.append(item)
         else:
             result.images.append(item)
+        result.seconds = time.perf_counter() - started
     result.cancelled = len(result.images) + len(result.skipped) < len(sources)
     result.seconds = time.perf_counter() - started
     return result
