@@ -31,7 +31,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from .methods import METHODS
 from .metrics.similarity import spearman, top_k_overlap
 from .pipeline import ExplainFn, explain_images
 from .untrusted import cut, quote
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TOP_SHARE = 0.1                 # "strongest pixels": the top 10 % by |value|
 UNCHANGED, CHANGED = "unchanged", "changed"
@@ -50,6 +53,7 @@ MAX_LABELS_BYTES = 16 << 20     # a labels CSV: image name, class per row
 MAX_LABEL_ROWS = 1_000_000
 MAX_NAME_CHARS = 1000
 MAX_PROBLEMS = 20               # label problems listed one by one; the rest are counted
+PREPROCESSING = ("input_size", "resize", "crop", "interpolation", "mean", "std", "gradcam_layer")
 SAME_CROP = 1e-3                # crop share (input_size / resize) within which two models see the same region
 
 Progress = Callable[[int, int, str], None]
@@ -391,7 +395,7 @@ class Comparison:
     skipped_methods: dict = field(default_factory=dict)
     label_problems: list = field(default_factory=list)
     labelled: bool = False
-    maps_comparable: str | None = None
+    maps_not_compared: str | None = None
     cancelled: bool = False
     seconds: float = 0.0
     _agreement: tuple | None = field(default=None, repr=False, compare=False)
@@ -401,9 +405,11 @@ class Comparison:
     def identical_weights(self) -> bool:
         return self.model_a["fingerprint"] == self.model_b["fingerprint"]
 
-    @property
-    def same_card(self) -> bool:
-        return (self.model_a.get("card") or {}).get("digest") == (self.model_b.get("card") or {}).get("digest")
+    def preprocessing_differences(self) -> list[str]:
+        """What the two models do differently before and around the network (their class lists
+        are the same, or nothing would be compared)."""
+        return [f"{k} {self.model_a.get(k)} in A, {self.model_b.get(k)} in B" for k in PREPROCESSING
+                if self.model_a.get(k) != self.model_b.get(k)]
 
     def changed(self) -> list[ImageComparison]:
         return [i for i in self.images if i.changed]
@@ -461,11 +467,11 @@ class Comparison:
         """Identical weights, accuracy and changed predictions: the first things a reviewer asks."""
         a, lines, done = self.model_a, [], len(self.images)
         if self.identical_weights:
+            differences = self.preprocessing_differences()
             lines.append("The two models have identical weights (the same fingerprint "
                          f"{a['fingerprint'][:12]}…)" + (
-                             ": no difference is expected." if self.same_card else
-                             "; their cards differ (preprocessing or class names), so differences below come "
-                             "from the card."))
+                             f" but differ in {'; '.join(differences)}: differences below come from that."
+                             if differences else " and the same preprocessing: no difference is expected."))
         if not done:
             return lines
         right_a, right_b, known = self.accuracy()
@@ -501,8 +507,8 @@ class Comparison:
         if not done:
             return lines
         changed = self.changed()
-        if self.maps_comparable:
-            lines.append(f"The maps were not compared: {self.maps_comparable}")
+        if self.maps_not_compared:
+            lines.append(f"The maps were not compared: {self.maps_not_compared}")
             return lines
         agreement = self.method_agreement()
         for m, s in agreement.items():
@@ -547,7 +553,7 @@ class Comparison:
         """One row per method: agreement of A and B, and of A with itself under another seed."""
         import pandas as pd
         rows = []
-        for m, s in ({} if self.maps_comparable else self.method_agreement()).items():
+        for m, s in ({} if self.maps_not_compared else self.method_agreement()).items():
             rows.append({
                 "method": METHODS[m].label, "images": s.spearman.n, "over": s.over, "verdict": s.verdict,
                 "rank correlation A vs B": s.spearman.words(), "top-10% overlap A vs B": s.top_overlap.words(True),
@@ -560,7 +566,7 @@ class Comparison:
     def record(self) -> dict:
         """Everything as plain data (the CLI's summary JSON): both models with their cards, the
         settings, the counts, per method the intervals, the summary in words, and each image."""
-        agreement = {} if self.maps_comparable else self.method_agreement()
+        agreement = {} if self.maps_not_compared else self.method_agreement()
         right_a, right_b, known = self.accuracy()
         return {
             "kind": "comparison", "model_a": self.model_a, "model_b": self.model_b,
@@ -568,8 +574,7 @@ class Comparison:
             "methods": list(self.methods), "skipped_methods": dict(self.skipped_methods),
             "images": len(self.images), "total": self.total, "cancelled": self.cancelled,
             "labelled": known, "accuracy": {"a": right_a, "b": right_b, "labelled": known} if known else None,
-            "predictions": self.counts(), "maps_comparable": self.maps_comparable is None,
-            "maps_not_compared_because": self.maps_comparable,
+            "predictions": self.counts(), "maps_not_compared": self.maps_not_compared,
             "agreement": {m: s.record() for m, s in agreement.items()},
             "most_moved": [i.name for i in self.most_moved()],
             "summary": self.summary_lines(),
@@ -772,7 +777,7 @@ def compare_models(model_a, model_b, images: Iterable, settings: CompareSettings
 
     result = Comparison(model_a=model_a.describe(), model_b=model_b.describe(), settings=settings,
                         methods=methods, images=[], total=len(sources), skipped_methods=skipped_methods,
-                        label_problems=list(label_problems), labelled=bool(labels), maps_comparable=grid,
+                        label_problems=list(label_problems), labelled=bool(labels), maps_not_compared=grid,
                         cancelled=True)
     if on_start is not None:
         on_start(result)

@@ -135,7 +135,8 @@ def test_identical_checkpoints(loaded, photos):
     result = cmp.compare_models(loaded["accepted"], loaded["copy"], photos[:3], settings)
     text = " ".join(result.summary_lines())
     assert "No prediction changed" in text
-    assert "identical weights" in text and result.identical_weights
+    assert "identical weights (the same fingerprint" in text and "the same preprocessing: no difference is expected" in text
+    assert result.identical_weights
     assert not result.changed()
     for m, s in result.method_agreement().items():
         assert s.spearman.mean == 1.0 and s.top_overlap.mean == 1.0, m
@@ -202,14 +203,18 @@ def test_labels_file_refusals():
 
 
 def test_different_resolution_same_region_is_aligned(models_dir, nets, loaded, photos, tmp_path):
-    card = _write(tmp_path, "small", nets[0].state_dict(), "Inspector v1 at 32 px", size=(32, 36))
+    card = models_dir / "small.yaml"   # A's weights file, a smaller input of the same region
+    card.write_text((models_dir / "accepted.yaml").read_text().replace("input_size: 64\nresize: 72",
+                                                                       "input_size: 32\nresize: 36"))
     small = sc.load_model(card)
     result = cmp.compare_models(loaded["accepted"], small, photos[:2], cmp.CompareSettings(["gradcam"], resamples=200))
-    assert result.maps_comparable is None and len(result.images) == 2
+    assert result.maps_not_compared is None and len(result.images) == 2
+    text = " ".join(result.summary_lines())
+    assert "identical weights" in text and "but differ in input_size 64 in A, 32 in B; resize 72 in A, 36 in B" in text
     assert all("gradcam" in i.agreement for i in result.images)
     wide = sc.load_model(_write(tmp_path, "wide", nets[0].state_dict(), "Inspector v1 wide", size=(64, 64)))
     result = cmp.compare_models(loaded["accepted"], wide, photos[:2], cmp.CompareSettings(["gradient"], resamples=200))
-    assert "different parts of the image" in result.maps_comparable
+    assert "different parts of the image" in result.maps_not_compared
     assert all(not i.agreement for i in result.images) and len(result.images) == 2
     assert "The maps were not compared" in " ".join(result.summary_lines())
 
@@ -277,3 +282,18 @@ def test_cli_different_classes_and_bad_labels(models_dir, photos, tmp_path, caps
                  str(models_dir / "candidate.yaml"), "--images", photos[0], "--out", str(tmp_path / "o"),
                  "--labels", str(bad)])
     assert code == 1 and "labels.csv" in capsys.readouterr().err
+
+
+def test_report_section_html_and_pdf(differing, loaded, photos):
+    from saliency_core import report as rp
+    section = differing.report_section()
+    assert section["headline"].startswith("The top class changed on")
+    report = rp.build_report(loaded["candidate"], photos[:2], ["gradient"], comparison=section)
+    html = report.to_html()
+    assert "Compared with another version of the model (see \u201cComparison\u201d): The top class changed" in html
+    assert '<a href="#comparison">Comparison</a>' in html
+    for title, _ in section["tables"]:
+        assert f"<h3>{title}</h3>" in html
+    assert differing.model_a["fingerprint"] in html and differing.model_b["fingerprint"] in html
+    pdf = report.to_pdf()
+    assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
