@@ -148,6 +148,7 @@ if st.session_state.pop("compare_requested", False):
                            label_problems=problems, explain_fn=cached_explain, progress=progress,
                            cancel=lambda: st.session_state.get("compare_cancel", False), on_start=keep)
     except Exception as err:
+        st.session_state.pop("compare_result", None)   # a failed run leaves no half result behind
         report_error("Comparison", err)
     finally:
         bar.empty()
