@@ -25,6 +25,7 @@ page = st.navigation([
     st.Page("pages/stability.py", title="Stability", icon="🎯"),
     st.Page("pages/sanity.py", title="Sanity check", icon="🧪"),
     st.Page("pages/validate.py", title="Validate", icon="📐"),
+    st.Page("pages/compare.py", title="Compare models", icon="⚖️"),
     st.Page("pages/report.py", title="Report", icon="📄"),
 ])
 
@@ -55,6 +56,7 @@ with st.sidebar, page_guard("the sidebar"):
                     st.session_state["model_choice"] = path
             except ValueError as err:
                 st.error(f"Upload: {plain(err)}")
+    st.session_state["model_choices"] = dict(choices)   # the Compare page picks models A and B from it
     active = st.session_state.get("model", "demo")
     if st.session_state.get("model_choice") not in choices:
         st.session_state["model_choice"] = active if active in choices else "demo"

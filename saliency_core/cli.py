@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_commands(commands)         # stability, sanity: saliency_core/metrics/
     _add_validate_command(commands)       # validate: saliency_core/validate.py
     _add_report_commands(commands)        # report, replay: saliency_core/report.py
+    from .compare_cli import add_compare_command
+    add_compare_command(commands)         # compare: saliency_core/compare_cli.py (adds its own --device)
     for command in commands.choices.values():  # every command that loads a model
         if "--model" in command._option_string_actions:
             command.add_argument("--device", choices=DEVICE_CHOICES, default=None,
