@@ -8,7 +8,6 @@ visits that changed the decision; time spent computing maps is not counted.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -17,10 +16,10 @@ import pandas as pd
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core import auth, folders
+from saliency_core import auth, batches, folders
 from saliency_core import render as rd
 from saliency_core import store as rs
-from saliency_core.safe_text import file_name, to_csv
+from saliency_core.safe_text import file_name
 from saliency_core.samples import sample_images
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, client_id, decode, explanation, is_cached, method_params,
                            page_model, plain, require_frame, settings)
@@ -211,43 +210,20 @@ def folder_choices() -> list[str]:
     return ["."] + folders.subfolders(folder_root)
 
 
-def folder_files(rel: str) -> list[Path]:
-    """Image files of the folder ``rel`` under the review folder, none leading outside it."""
-    if not folder_root:
-        raise ValueError(f"The review folder {rel!r} is not available ({FOLDER_ENV} is not set).")
-    return folders.list_files(folder_root, rel, UPLOAD_TYPES)
-
-
 def batch_items(source: str, uploads) -> tuple[list[dict], list[str]]:
-    """Queue items [{name, hash, path | data}] in order, and messages about files left out."""
-    items, problems = [], []
-    if source == "samples":
-        entries = [(os.path.basename(p), p) for p in samples.values()]
-    elif source.startswith("folder:"):
-        files = folder_files(source[len("folder:"):])
-        if len(files) > MAX_ITEMS:
-            problems.append(f"{len(files)} images in the folder; the queue takes the first {MAX_ITEMS}.")
-        entries = [(p.name, str(p)) for p in files[:MAX_ITEMS]]
-    else:
-        entries = [(f.name, f.getvalue()) for f in uploads or []]
-    seen = set()
-    for name, where in entries:
-        try:
-            if isinstance(where, bytes):
-                digest = bytes_hash(where, name)
-            else:
-                stat = os.stat(where)
-                digest = file_hash(where, stat.st_mtime_ns, stat.st_size)
-        except (ValueError, OSError) as err:
-            problems.append(f"{name}: {err}")
-            continue
-        if digest in seen:
-            problems.append(f"{name}: the same image as an earlier item; reviewed once.")
-            continue
-        seen.add(digest)
-        found = {"data": where} if isinstance(where, bytes) else {"path": where}
-        items.append({"name": name, "hash": digest, **found})
-    return items, problems
+    """Queue items [{name, hash, path | data}] in order, and messages about files left out
+    (the rules: saliency_core.batches)."""
+    entries, problems = batches.source_entries(
+        source, samples=samples, folder_root=folder_root, suffixes=UPLOAD_TYPES, max_items=MAX_ITEMS,
+        uploads=[(f.name, f.getvalue()) for f in uploads or []])
+
+    def hash_of(name, where):
+        if isinstance(where, bytes):
+            return bytes_hash(where, name)
+        return file_hash(where, *batches.file_signature(where))
+
+    items, left_out = batches.queue_items(entries, hash_of)
+    return items, problems + left_out
 
 
 SOURCES = {"Sample photos": "samples", "Server folder": "folder", "Uploaded images": "upload"}
@@ -275,9 +251,7 @@ def open_batch() -> None:
         items, _ = batch_items(source, ss.get("rb_uploads"))
         if not items:
             raise ValueError("No readable images for this batch: upload images or pick another source.")
-        derived = {"samples": "sample-photos", "upload": "upload-" + hashlib.sha256(
-            "".join(sorted(i["hash"] for i in items)).encode()).hexdigest()[:10]}.get(
-            kind, f"folder-{'root' if rel == '.' else rel}")
+        derived = batches.default_name(source, (i["hash"] for i in items))
         spec = {"name": str(ss.get("rb_name", "")).strip() or derived, "source": source,
                 "methods": {m: method_params(m, cfg["params"]) for m in chosen}}
         if who is not None and store is not None:
@@ -346,7 +320,7 @@ except ValueError as err:
 
 pos_key = f"review_pos::{batch_name}"
 if pos_key not in ss:   # resume at the first item this reviewer has not decided
-    ss[pos_key] = next((i for i, it in enumerate(items) if it["hash"] not in mine), len(items) - 1)
+    ss[pos_key] = batches.resume_position(items, mine)
 ss[pos_key] = min(max(int(ss[pos_key]), 0), len(items) - 1)
 pos = ss[pos_key]
 item = items[pos]
