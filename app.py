@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 import saliency_core as sc
-from pages._common import DEFAULT_METHODS, get_model
+from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
 from saliency_core.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
 from saliency_core.devices import describe as describe_device
 from saliency_core.models import check_upload, code_models_allowed
@@ -25,10 +25,11 @@ page = st.navigation([
     st.Page("pages/stability.py", title="Stability", icon="🎯"),
     st.Page("pages/sanity.py", title="Sanity check", icon="🧪"),
     st.Page("pages/validate.py", title="Validate", icon="📐"),
+    st.Page("pages/compare.py", title="Compare models", icon="⚖️"),
     st.Page("pages/report.py", title="Report", icon="📄"),
 ])
 
-with st.sidebar:
+with st.sidebar, page_guard("the sidebar"):
     # ---- model: demo, the models folder, an upload; a failing choice keeps the last good one
     choices = {"demo": DEMO_LABEL, **dict(find_models(MODELS_DIR)),
                **st.session_state.get("uploaded_models", {})}
@@ -54,7 +55,8 @@ with st.sidebar:
                     choices[path] = f"Uploaded: {Path(path).name}"
                     st.session_state["model_choice"] = path
             except ValueError as err:
-                st.error(f"Upload: {err}")
+                st.error(f"Upload: {plain(err)}")
+    st.session_state["model_choices"] = dict(choices)   # the Compare page picks models A and B from it
     active = st.session_state.get("model", "demo")
     if st.session_state.get("model_choice") not in choices:
         st.session_state["model_choice"] = active if active in choices else "demo"
@@ -65,11 +67,11 @@ with st.sidebar:
         model = get_model(choice)
         st.session_state["model"] = choice
     except ValueError as err:
-        st.error(f"This model cannot be used. {err}")
+        st.error(f"This model cannot be used. {plain(err)}")
         if choice != active:
             try:
                 model = get_model(active)
-                st.caption(f"Still using **{choices.get(active, model.name)}**.")
+                st.caption(f"Still using **{plain(choices.get(active, model.name))}**.")
             except ValueError:
                 pass
     if model is not None:
@@ -80,7 +82,7 @@ with st.sidebar:
                         "(auto uses a GPU when there is one). It is recorded with every result.")
         if model.card:
             with st.expander("Model card"):
-                st.markdown("\n".join(f"- **{k}**: {v}" + (" *(default)*" if d else "")
+                st.markdown("\n".join(f"- **{plain(k)}**: {plain(v)}" + (" *(default)*" if d else "")
                                        for k, v, d in card_rows(model.card)))
                 st.caption(f"Weights sha256 `{model.fingerprint}`; recorded with every result.")
 
@@ -111,4 +113,5 @@ with st.sidebar:
                          help="The reference image the path starts from.")
         st.form_submit_button("Apply", type="primary", width="stretch")
 
-page.run()
+with page_guard("this page"):
+    page.run()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import io
 import logging
+import secrets
+import string
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Callable
 
 import streamlit as st
 from PIL import Image
 
 import saliency_core as sc
+from saliency_core.images import image_notes
 from saliency_core.models import source_signature
 
 log = logging.getLogger("saliency_lens")
@@ -20,6 +24,62 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
 DEFAULT_METHODS = ["gradient", "guided_backprop", "smoothgrad", "gradcam"]
 DISCLAIMER = ("Saliency maps are supporting evidence and approximations of what the model used, "
               "not proof. Compare several methods and read each map's caution.")
+
+
+_ESCAPE = {ord(c): "\\" + c for c in string.punctuation}
+_BLANK = {ord(c): " " for c in "\r\n\t\v\f\x85\u2028\u2029"}
+
+
+def plain(text, limit: int = 2000) -> str:
+    """User-written text (names, notes, labels, file names, messages quoting them) for the
+    Markdown that st.markdown, st.caption, alerts, image captions, labels and toasts render:
+    every ASCII punctuation character backslash-escaped, so links, images, emphasis, HTML,
+    LaTeX and Streamlit's :colour[...] directives show as typed; line breaks become spaces;
+    at most ``limit`` characters. Longer text with line breaks belongs in st.text / st.code.
+
+    Example:
+        >>> plain("![x](http://example.invalid/a.png)")
+        '\\!\\[x\\]\\(http\\:\\/\\/example\\.invalid\\/a\\.png\\)'
+    """
+    text = str(text).translate(_BLANK)
+    text = "".join(c for c in text if c.isprintable() or c == " ")
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return text.translate(_ESCAPE)
+
+
+@contextmanager
+def page_guard(where: str):
+    """Run a page (or the sidebar) so that an unexpected error shows a short message with a
+    reference, never a stack trace; the trace goes to the server log under that reference.
+    st.stop() and reruns pass through (they are not Exceptions)."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001  the last line of defence for a page
+        reference = secrets.token_hex(4)
+        log.error("unexpected error in %s (reference %s)", where, reference, exc_info=err)
+        st.error(f"Something went wrong in {where} and it stopped. The other pages still work. If it happens "
+                 f"again, give the operator the reference **{reference}**: the details are in the server log.")
+
+
+def client_id() -> str:
+    """Who is at the keyboard, for sign-in throttling: ``ip:ADDRESS`` of the connection; behind a
+    reverse proxy on this machine (the connection comes from localhost), the address the proxy
+    appended to X-Forwarded-For (or X-Real-IP); else ``session:ID`` of this browser session."""
+    try:
+        address = st.context.ip_address
+        headers = st.context.headers or {}
+    except Exception:  # noqa: BLE001  no request context (bare script, tests)
+        address, headers = None, {}
+    if address:
+        return f"ip:{address}"[:200]
+    forwarded = headers.get("X-Forwarded-For") or headers.get("X-Real-Ip") or ""
+    last = forwarded.split(",")[-1].strip()
+    if last:
+        return f"ip:{last}"[:200]
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    ctx = get_script_run_ctx()
+    return f"session:{ctx.session_id if ctx else 'unknown'}"
 
 
 def get_model(source: str) -> sc.Classifier:
@@ -129,7 +189,7 @@ def page_model(cfg: dict) -> sc.Classifier:
     try:
         return get_model(cfg["model"])
     except ValueError as err:
-        st.error(f"The model could not be loaded: {err}")
+        st.error(f"The model could not be loaded: {plain(err)}")
         st.stop()
 
 
@@ -166,8 +226,10 @@ def single_image(upload_types: list[str]) -> tuple[str, Image.Image, str]:
     try:
         image = decode(data, name)
     except ValueError as err:
-        st.error(f"{err}")
+        st.error(plain(err))
         st.stop()
+    for note in image_notes(image):
+        st.info(plain(note))
     return name, image, sc.image_hash(image)
 
 
@@ -177,13 +239,15 @@ def method_params(method: str, params: dict) -> dict:
 
 
 def report_error(where: str, err: Exception) -> None:
-    """A plain message on the page; the traceback goes to the server log only."""
+    """A plain message on the page; the traceback goes to the server log only. ``where`` and the
+    message are shown as text (they may quote file names)."""
     if isinstance(err, ValueError):
-        st.error(f"**{where}**: {err}")
+        st.error(f"**{plain(where)}**: {plain(err)}")
     else:
-        log.exception("%s failed", where)
-        st.error(f"**{where}**: something went wrong ({type(err).__name__}: {err}). "
-                 "The other results are unaffected; the details are in the server log.")
+        reference = secrets.token_hex(4)
+        log.error("%s failed (reference %s)", where, reference, exc_info=err)
+        st.error(f"**{plain(where)}**: something went wrong ({type(err).__name__}). The other results are "
+                 f"unaffected; the details are in the server log under reference **{reference}**.")
 
 
 def png_bytes(array) -> bytes:

@@ -14,9 +14,11 @@ import streamlit as st
 import saliency_core as sc
 from saliency_core import pipeline
 from saliency_core import render as rd
+from saliency_core.images import image_notes
+from saliency_core.safe_text import ZipNames, file_name, to_csv
 from saliency_core.samples import sample_images
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, decode, is_cached, method_params,
-                           page_methods, page_model, png_bytes, report_error, require_frame,
+                           page_methods, page_model, plain, png_bytes, report_error, require_frame,
                            sanity_verdict, settings)
 
 require_frame()
@@ -71,7 +73,7 @@ for name, data in sources:
         crop = model.crop(image)
         x = model.preprocess(image)
         images.append({"id": len(images), "name": name, "image": image, "hash": sc.image_hash(image),
-                       "crop": crop, "prediction": model.predict(x, k=5)})
+                       "crop": crop, "prediction": model.predict(x, k=5), "notes": image_notes(image)})
     except Exception as err:  # one bad file never hides the others
         report_error(name, err)
 
@@ -95,12 +97,12 @@ for item in images:
     def progress(done, total, item=item):
         if bar is not None:
             bar.progress(min(1.0, (finished + done / total) / len(jobs)),
-                         text=f"{item['name']}: {done}/{total}")
+                         text=f"{plain(item['name'])}: {done}/{total}")
 
     def preview(done, total, saliency, item=item):  # anytime SmoothGrad
         r = rd.render(saliency, item["crop"], colormap=colormap, alpha=alpha, clip_percentile=clip)
         live.image(r.overlay, width=260,
-                   caption=f"{item['name']}: running average of {done} of {total} samples (still computing)")
+                   caption=f"{plain(item['name'])}: running average of {done} of {total} samples (still computing)")
 
     def one_done(method, item=item):
         global finished
@@ -168,21 +170,24 @@ def interactive_map(exp: sc.Explanation, r: rd.Rendered, key: str) -> None:
     fig.update_yaxes(autorange="reversed", scaleanchor="x")
     fig.update_layout(height=520, margin=dict(l=0, r=0, t=10, b=0))
     st.plotly_chart(fig, key=key)
-    st.caption(r.legend)
+    st.caption(plain(r.legend))
 
 
 batch_files: dict[str, bytes] = {}
+zip_names = ZipNames()
 batch_rows: list[dict] = []
 for item in images:
     target = target_for(item)
     with st.container(border=True):
-        st.subheader(item["name"])
+        st.subheader(plain(item["name"]))
+        for note in item["notes"]:
+            st.info(plain(note), icon="🎞️")
         result = results[item["id"]]
         methods = list(result.maps)
         cols = st.columns([1] * (len(methods) + 1) + [1.6])
         cols[0].image(item["crop"], caption="What the model sees", width="stretch")
         records, rendered = [], {}
-        stem = f'{item["id"] + 1:02d}_' + item["name"].rsplit(".", 1)[0].replace(" ", "_")
+        stem = file_name(f'{item["id"] + 1:02d}_' + item["name"].rsplit(".", 1)[0], limit=80)
         for col, m in zip(cols[1:], methods):
             exp = result.maps[m]
             r = rendered[m] = draw(exp)
@@ -191,7 +196,7 @@ for item in images:
                 st.image(r.overlay, caption=meta.label, width="stretch")
                 st.image(rd.colorbar_image(r), width="stretch")
                 ticks = "  ·  ".join(label for _, label in r.colorbar_ticks)
-                st.caption(f"{ticks}\n\n{r.legend}\n\n*{meta.description}*")
+                st.caption(f"{plain(ticks)}\n\n{plain(r.legend)}\n\n*{meta.description}*")
                 if r.near_zero:
                     st.info("This map is zero (or numerically negligible) everywhere.")
                 if meta.caution:
@@ -199,21 +204,21 @@ for item in images:
                 verdict = sanity_verdict(model, m)  # shown once the Sanity check page computed it
                 if verdict is not None:
                     if verdict.passed:
-                        st.caption(f"✅ {verdict.summary}")
+                        st.caption(f"✅ {plain(verdict.summary)}")
                     else:
-                        st.warning(verdict.summary, icon="⛔")
+                        st.warning(plain(verdict.summary), icon="⛔")
                 gap = exp.diagnostics.get("completeness_gap_relative")
                 if gap is not None:
                     st.caption(f"Completeness gap {gap:.1%} (attributions vs score difference).")
                 png = png_bytes(r.overlay)
                 st.download_button("PNG", png, f"{stem}_{m}.png", "image/png", key=f"png-{item['id']}-{m}")
-                batch_files[f"{stem}_{m}.png"] = png
+                batch_files[zip_names.add(f"{stem}_{m}.png")] = png
             records.append({**exp.record(), "legend": r.legend, "scale": r.scale})
         with cols[-1]:
-            st.markdown(f"**Prediction:** {item['prediction'][0][1]} ({item['prediction'][0][2]:.1%})")
+            st.markdown(f"**Prediction:** {plain(item['prediction'][0][1])} ({item['prediction'][0][2]:.1%})")
             st.plotly_chart(prediction_chart(item["prediction"], target), key=f"pred-{item['id']}",
                             config={"displayModeBar": False})
-            st.caption(f"Maps explain **{model.labels[target]}**.")
+            st.caption(f"Maps explain **{plain(model.labels[target])}**.")
             js = pipeline.dumps(result.record({m: {"legend": rendered[m].legend, "scale": rendered[m].scale}
                                                for m in methods}))
             st.download_button("Predictions & parameters (JSON)", js, f"{stem}.json", "application/json",
@@ -222,9 +227,9 @@ for item in images:
                      "target_label": r_["target_label"], "params": json.dumps(r_["params"]),
                      "top1": item["prediction"][0][1], "top1_probability": item["prediction"][0][2],
                      "model_fingerprint": model.fingerprint} for r_ in records]
-            st.download_button("Table (CSV)", pd.DataFrame(rows).to_csv(index=False), f"{stem}.csv",
+            st.download_button("Table (CSV)", to_csv(pd.DataFrame(rows)), f"{stem}.csv",
                                "text/csv", key=f"csv-{item['id']}")
-            batch_files[f"{stem}.json"] = js.encode()
+            batch_files[zip_names.add(f"{stem}.json")] = js.encode()
             batch_rows += rows
         if methods:
             with st.expander("Interactive map (zoom, hover for values)"):
@@ -237,6 +242,6 @@ if batch_rows:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, data in batch_files.items():
             z.writestr(name, data)
-        z.writestr("maps.csv", pd.DataFrame(batch_rows).to_csv(index=False))
+        z.writestr(zip_names.add("maps.csv"), to_csv(pd.DataFrame(batch_rows)))
     st.download_button("Download everything (ZIP: overlays, JSON, CSV)", buf.getvalue(),
                        "saliency_maps.zip", "application/zip", type="primary")

@@ -10,7 +10,8 @@ import streamlit as st
 import saliency_core as sc
 from saliency_core import report as rp
 from saliency_core.samples import sample_images
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, explanation, page_methods, page_model,
+from saliency_core.safe_text import file_name
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, explanation, page_methods, page_model, plain,
                            report_error, require_frame, sanity_verdict, settings)
 
 require_frame()
@@ -42,7 +43,7 @@ for name in picked:
         with open(samples[name], "rb") as f:
             sources.append((name, f.read()))
     except OSError as err:
-        st.error(f"**{name}**: the sample photo cannot be read ({err.strerror or err}).")
+        st.error(f"**{plain(name)}**: the sample photo cannot be read ({plain(err.strerror or err)}).")
 
 labels = ", ".join(sc.METHODS[m].label for m in methods)
 if not sources:
@@ -90,13 +91,13 @@ if st.button("Build report", type="primary"):
 files = st.session_state.get("report_files")
 if files and files["key"] == wanted:
     for _, message in files["skipped"]:
-        st.error(f"Left out of the report: {message}")
+        st.error(f"Left out of the report: {plain(message)}")
     for message in files["errors"]:
-        st.error(f"Map missing from the report: {message}")
+        st.error(f"Map missing from the report: {plain(message)}")
     st.success(f"Report ready: {files['images']} image(s) × {files['methods']} method(s), built in "
                f"{files['seconds']:.1f} s. HTML {len(files['html']) / 2**20:.1f} MiB"
                + (f", PDF {len(files['pdf']) / 2**20:.1f} MiB." if files["pdf"] else "."))
-    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in title.strip())[:60] or "saliency_report"
+    stem = file_name(title, default="saliency_report", limit=60)
     c1, c2 = st.columns(2)
     c1.download_button("Download HTML report", files["html"], f"{stem}.html", "text/html", type="primary",
                        key="download-html")

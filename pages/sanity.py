@@ -12,8 +12,9 @@ import streamlit as st
 import saliency_core as sc
 from saliency_core import render as rd
 from saliency_core.metrics import randomisation as rz
+from saliency_core.safe_text import to_csv
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, computed, is_computed, method_params,
-                           model_key, page_methods, page_model, record_sanity_verdict,
+                           model_key, page_methods, page_model, plain, record_sanity_verdict,
                            report_error, require_frame, settings, single_image)
 
 MEASURE_NAMES = {"spearman_abs": "Spearman of |map|", "spearman_signed": "Spearman of signed map",
@@ -35,7 +36,7 @@ methods = page_methods(model, cfg)
 try:
     blocks = computed(("layer blocks", *model_key(model)), lambda: rz.layer_blocks(model))
 except ValueError as err:
-    st.error(f"The sanity check cannot run on this model: {err}")
+    st.error(f"The sanity check cannot run on this model: {plain(err)}")
     st.stop()
 
 # ---- image and settings -------------------------------------------------------------------------
@@ -47,7 +48,7 @@ with st.form("sanity_settings"):
         "cascading": "Cascading: from the logits down, cumulatively",
         "independent": "Independent: one block at a time"}[m])
     depth = c2.slider("Layer blocks to re-initialise (from the top)", 1, len(blocks), rz.default_depth(blocks),
-                      help=f"This model has {len(blocks)} blocks: {', '.join(b.name for b in blocks)}. The default, "
+                      help=f"This model has {len(blocks)} blocks: {plain(', '.join(b.name for b in blocks))}. The default, "
                            "the top half, leaves the prediction meaningless; re-initialising the first layers "
                            "too changes every map, so the curve matters more than its end there.")
     threshold = c3.slider("Pass if the final rank correlation is below", 0.05, 0.95, rz.DEFAULT_THRESHOLD, 0.05,
@@ -99,7 +100,7 @@ for m in methods:
         continue   # failed above, already reported
     result = compute(m)
     if m in result.errors:
-        st.error(f"**{sc.METHODS[m].label}** could not be computed at {result.errors[m]}")
+        st.error(f"**{sc.METHODS[m].label}** could not be computed at {plain(result.errors[m])}")
     else:
         results[m] = result
 if not results:
@@ -113,8 +114,8 @@ for m, result in results.items():
 # ---- summary ----------------------------------------------------------------------------------------
 first = next(iter(results.values()))
 top = first.prediction[0]
-st.markdown(f"**Prediction of the trained model:** {top[1]} ({top[2]:.1%}). Every map explains the score of "
-            f"**{first.target_label}**, at every step.")
+st.markdown(f"**Prediction of the trained model:** {plain(top[1])} ({top[2]:.1%}). Every map explains the score "
+            f"of **{plain(first.target_label)}**, at every step.")
 summary = pd.DataFrame([{
     "method": sc.METHODS[m].label, "verdict": "passes" if v.passed else "fails",
     "rank correlation at the end" if request["mode"] == "cascading" else "mean rank correlation":
@@ -149,9 +150,9 @@ for m, result in results.items():
     with st.container(border=True):
         st.subheader(meta.label)
         if verdict.passed:
-            st.success(verdict.summary, icon="✅")
+            st.success(plain(verdict.summary), icon="✅")
         else:
-            st.warning(verdict.summary, icon="⛔")
+            st.warning(plain(verdict.summary), icon="⛔")
         if meta.caution:
             st.caption(f"Known limit: {meta.caution}")
         st.plotly_chart(curve_chart(result, m, verdict.threshold), key=f"curve-{m}")
@@ -168,17 +169,17 @@ for m, result in results.items():
                 similarity = step.similarity[m]["spearman_abs"]
                 title = "trained model" if step.index == 0 else f"{step.index}: {step.block}"
                 col.image(r.overlay, width="stretch",
-                          caption=f"{title} · predicts {step.prediction[1]} ({step.prediction[2]:.0%}) · "
+                          caption=f"{plain(title)} · predicts {plain(step.prediction[1])} ({step.prediction[2]:.0%}) · "
                                   f"ρ {similarity:.2f}" + (" · map is zero" if r.near_zero else ""))
         if legend is not None:
             st.image(rd.colorbar_image(legend, width=400))
-            st.caption(f"Trained model's map: {legend.legend} The maps of the randomised models are scaled to "
+            st.caption(f"Trained model's map: {plain(legend.legend)} The maps of the randomised models are scaled to "
                        "their own 99th percentile the same way. ρ = Spearman rank correlation of |map| with the "
                        "trained model's map.")
         notes = sorted({n for s in result.steps for n in s.notes})
         if notes:
             with st.expander("What was re-initialised other than by the layers' own reset_parameters()"):
-                st.markdown("\n".join(f"- {n}" for n in notes))
+                st.markdown("\n".join(f"- {plain(n)}" for n in notes))
 
 # ---- export -------------------------------------------------------------------------------------------
 rows = [{"image": name, "model_fingerprint": model.fingerprint, **row}
@@ -187,7 +188,7 @@ record = {"image": name, "model": model.describe(), "threshold": threshold,
           "runs": {m: {**r.record(), "verdicts": {k: v.record() for k, v in r.verdicts(threshold).items()}}
                    for m, r in results.items()}}
 c1, c2 = st.columns(2)
-c1.download_button("Similarities per step (CSV)", pd.DataFrame(rows).to_csv(index=False), "sanity_check.csv",
+c1.download_button("Similarities per step (CSV)", to_csv(pd.DataFrame(rows)), "sanity_check.csv",
                    "text/csv")
 c2.download_button("Verdicts and settings (JSON)", json.dumps(record, indent=2, default=str), "sanity_check.json",
                    "application/json")

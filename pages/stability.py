@@ -12,8 +12,9 @@ import streamlit as st
 import saliency_core as sc
 from saliency_core import render as rd
 from saliency_core.metrics import stability as stab
+from saliency_core.safe_text import to_csv
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, computed, decode, method_params, model_key,
-                           page_methods, page_model, report_error, require_frame, settings,
+                           page_methods, page_model, plain, report_error, require_frame, settings,
                            single_image)
 
 GENERATED, SIMILAR = "Small changes made here", "Similar images I upload"
@@ -49,7 +50,7 @@ if source == SIMILAR:
         try:
             similar.append((f.name, decode(f.getvalue(), f.name)))
         except ValueError as err:   # one bad file never hides the others
-            st.error(f"{err}")
+            st.error(plain(err))
     if not similar:
         st.info("Upload one or more similar images, or compare with small changes made here.")
         st.stop()
@@ -104,7 +105,7 @@ if source == GENERATED:
     try:
         variants = stab.make_variants(model, image, request["count"], request["perturbation"], request["kinds"])
     except ValueError as err:
-        st.error(f"The variants could not be made: {err}")
+        st.error(f"The variants could not be made: {plain(err)}")
         st.stop()
     variant_key = (request["count"], request["kinds"], dataclasses.astuple(request["perturbation"]))
 else:
@@ -136,14 +137,15 @@ except Exception as err:
     report_error("Stability check", err)
     st.stop()
 for m, message in result.errors.items():
-    st.error(f"**{sc.METHODS[m].label}** could not be computed: {message}")
+    st.error(f"**{sc.METHODS[m].label}** could not be computed: {plain(message)}")
 if not result.summary:
     st.stop()
 
 # ---- verdicts -----------------------------------------------------------------------------------------
 top = result.prediction[0]
 steady = sum(v.steady for v in result.variants)
-st.markdown(f"**Prediction on the original:** {top[1]} ({top[2]:.1%}). Every map explains **{result.target_label}**; "
+st.markdown(f"**Prediction on the original:** {plain(top[1])} ({top[2]:.1%}). Every map explains "
+            f"**{plain(result.target_label)}**; "
             f"the prediction held under {steady} of {len(result.variants)} variants.")
 pct = f"{thresholds.top_k:.0%}"
 table = pd.DataFrame([{
@@ -155,7 +157,7 @@ table = pd.DataFrame([{
 st.dataframe(table, hide_index=True)
 for m, s in result.summary.items():
     show, icon = VERDICT_STYLE[s.verdict]
-    show(f"**{sc.METHODS[m].label}: {s.verdict}.** {s.reason}", icon=icon)
+    show(f"**{sc.METHODS[m].label}: {s.verdict}.** {plain(s.reason)}", icon=icon)
 st.caption(f"Thresholds: stable if the mean rank correlation (Spearman of |map|) is at least "
            f"{thresholds.min_spearman:.2f} and the mean top-{pct} overlap at least "
            f"{thresholds.min_top_k_overlap:.2f}; fragile prediction if the class changes or its probability "
@@ -187,13 +189,13 @@ for n, (m, s) in enumerate(result.summary.items()):
             for col, (title, picture, saliency, prediction, scores) in zip(cols, tiles[row:row + PER_ROW]):
                 r = rd.render(saliency, picture, target_label=result.target_label, meaning=meta.meaning)
                 legend = legend or r
-                caption = f"{title} · {prediction[1]} ({prediction[2]:.0%})"
+                caption = f"{plain(title)} · {plain(prediction[1])} ({prediction[2]:.0%})"
                 if scores:
                     caption += (f" · ρ {scores['spearman_abs']:.2f} · top-{pct} {scores['top_k_overlap']:.2f}"
                                 f" · SSIM {scores['ssim']:.2f}")
                 col.image(r.overlay, caption=caption, width="stretch")
         st.image(rd.colorbar_image(legend, width=400))
-        st.caption(f"Original's map: {legend.legend} Each variant's map is scaled to its own 99th percentile "
+        st.caption(f"Original's map: {plain(legend.legend)} Each variant's map is scaled to its own 99th percentile "
                    "the same way. ρ = Spearman rank correlation of |map| with the original's map, compared "
                    "where both images show the same pixels.")
 
@@ -202,7 +204,7 @@ export = pd.DataFrame(result.rows())
 export.insert(0, "image", name)
 export["model_fingerprint"] = model.fingerprint
 c1, c2 = st.columns(2)
-c1.download_button("Scores per variant (CSV)", export.to_csv(index=False), "stability.csv", "text/csv")
+c1.download_button("Scores per variant (CSV)", to_csv(export), "stability.csv", "text/csv")
 c2.download_button("Verdicts and settings (JSON)",
                    json.dumps({"image": name, "model": model.describe(), **result.record()}, indent=2, default=str),
                    "stability.json", "application/json")

@@ -17,7 +17,8 @@ from saliency_core import validate as va
 from saliency_core.data import DEMO_DESCRIPTION, demo_dataset, pasted_objects
 from saliency_core.metrics import faithfulness as fa
 from saliency_core.metrics import localisation as lo
-from pages._common import (DISCLAIMER, page_methods, page_model, report_error, require_frame,
+from saliency_core.safe_text import to_csv
+from pages._common import (DISCLAIMER, page_methods, page_model, plain, report_error, require_frame,
                            settings)
 
 require_frame()
@@ -55,7 +56,7 @@ elif source == PASTED:
                             help="Generated one at a time from the seed while the run goes; none is stored.")
     seed = c2.number_input("Seed of the layout", 0, 2**31 - 1, 0, key="validate_pasted_seed")
     dataset = pasted_objects(int(count), int(seed))
-    st.caption(dataset.description + " It tests whether a map finds a known object on a background, not "
+    st.caption(plain(dataset.description) + " It tests whether a map finds a known object on a background, not "
                "whether it agrees with human judgement on natural photos.")
 else:
     st.markdown("A **ZIP** with images and annotations, **or** images plus annotation files. Annotations: CSV "
@@ -76,7 +77,9 @@ else:
             dataset = an.dataset_from_files([(f.name, f.getvalue()) for f in pictures or []],
                                             [(f.name, f.getvalue()) for f in notes or []])
     except ValueError as err:
-        st.error(f"The upload cannot be read: {err}")
+        st.error(f"The upload cannot be read: {plain(err)}")
+    except Exception as err:  # noqa: BLE001  a reader bug must not take the page down
+        report_error("The upload", err)
     if dataset is None:
         st.info("Upload a ZIP, or images and their annotation files, to begin.")
 
@@ -144,12 +147,12 @@ if result is None:
 # ---- results ---------------------------------------------------------------------------------------
 st.divider()
 st.subheader("Results")
-st.caption(f"Run at {st.session_state.get('validation_when', '?')} on: {result.description}. "
+st.caption(f"Run at {st.session_state.get('validation_when', '?')} on: {plain(result.description)}. "
            f"{result.images} of {result.total} image(s) scored in {result.seconds:.1f} s "
-           f"({result.seconds / max(result.images, 1):.2f} s per image); model {result.model['name']}, "
+           f"({result.seconds / max(result.images, 1):.2f} s per image); model {plain(result.model['name'])}, "
            f"weights sha256 `{result.model['fingerprint'][:12]}…`.")
 for w in result.warnings:
-    st.warning(w, icon="⚠️")
+    st.warning(plain(w), icon="⚠️")
 if result.skipped:
     with st.expander(f"Skipped items ({len(result.skipped)})", expanded=True):
         st.caption("Left out of the scores, with the reason; the rest of the run went on.")
@@ -265,8 +268,8 @@ if result.worst and any(result.worst.values()):
             "zero everywhere" if r.near_zero else f"full colour at {r.scale:.3g} and above"))
         scores = " · ".join(f"{va.METRICS[k][0]} {v:.2f}" for k, v in case.scores.items()
                             if v is not None and np.isfinite(v))
-        c3.markdown(f"**{case.image}**  \nPrediction: {case.prediction[1]} ({case.prediction[2]:.0%}); the map "
-                    f"explains **{case.target_label}**.  \n{scores}")
+        c3.markdown(f"**{plain(case.image)}**  \nPrediction: {plain(case.prediction[1])} ({case.prediction[2]:.0%}); "
+                    f"the map explains **{plain(case.target_label)}**.  \n{scores}")
     if legend is not None:
         meaning = (sc.METHODS[pick].meaning if pick in sc.METHODS else "{score}").format(
             score="the explained class's score")
@@ -277,9 +280,9 @@ if result.worst and any(result.worst.values()):
 
 # ---- export -----------------------------------------------------------------------------------------------
 c1, c2, c3, c4 = st.columns(4)
-c1.download_button("Per-image table (CSV)", table.to_csv(index=False), "validation_per_image.csv", "text/csv")
-c2.download_button("Summary (CSV)", summary.to_csv(index=False), "validation_summary.csv", "text/csv")
-c3.download_button("Skipped items (CSV)", result.skipped_table().to_csv(index=False), "validation_skipped.csv",
+c1.download_button("Per-image table (CSV)", to_csv(table), "validation_per_image.csv", "text/csv")
+c2.download_button("Summary (CSV)", to_csv(summary), "validation_summary.csv", "text/csv")
+c3.download_button("Skipped items (CSV)", to_csv(result.skipped_table()), "validation_skipped.csv",
                    "text/csv")
 c4.download_button("Settings and summary (JSON)", json.dumps(result.record(), indent=2, default=str),
                    "validation.json", "application/json")

@@ -24,6 +24,14 @@ reported and left out.
 Nothing here raises on bad data in a file set: every problem becomes a ``Skipped`` entry
 (what, why) and the rest goes on.
 
+Limits (files are hostile): an annotation file is at most ``MAX_ANNOTATION_BYTES``; a mask, a
+COCO polygon or RLE at most ``MAX_MASK_PIXELS`` (checked from the declared size, before anything
+is allocated) and one COCO file's masks ``MAX_FILE_MASK_PIXELS`` in all; every number is
+checked for type, finiteness and range; JSON nested deeper than Python's recursion limit is
+refused; XML goes through ``defusedxml``. A ZIP is opened once; it may hold at most
+``MAX_ZIP_MEMBERS`` files, and each member is inflated in chunks while the real bytes are
+counted (its header's sizes are not trusted), refused as soon as it passes its limit.
+
 Example:
     >>> ds = dataset_from_files([("cat.png", cat_bytes)], [("boxes.csv", csv_bytes)])
     >>> item = ds.items[0]
@@ -38,17 +46,22 @@ import io
 import json
 import math
 import os
-import xml.etree.ElementTree as ET
+import struct
+import threading
 import zipfile
+from zlib import error as zlib_error
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as ET
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from torchvision.transforms import functional as TF
 
-from .images import MAX_BYTES, load_image
+from .images import MAX_BYTES, MAX_PIXELS, load_image
+from .safe_text import clip
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 ANNOTATION_SUFFIXES = (".csv", ".xml", ".json")
@@ -57,7 +70,14 @@ MASK_FOLDERS = {"mask", "masks", "annotation", "annotations", "label", "labels",
                 "groundtruth", "segmentation", "segmentations", "segmentationclass", "segmentationobject"}
 MASK_ENDINGS = ("_mask", "-mask", ".mask", "_gt", "-gt", "_label", "_labels", "_seg", "_segmentation")
 MAX_ANNOTATION_BYTES = 64 * 2**20     # a larger annotation file is refused
-MAX_ZIP_MEMBERS = 100_000
+MAX_ZIP_MEMBERS = 10_000              # files in one ZIP
+MAX_ZIP_DIRECTORY = 8 * 2**20         # bytes of a ZIP's central directory (its list of files)
+MAX_ZIP_ANNOTATIONS = 256 * 2**20     # inflated bytes of all annotation files read from one ZIP
+MAX_MASK_PIXELS = MAX_PIXELS          # one mask, polygon or RLE (width x height)
+MAX_SIDE = 100_000                    # pixels on a side an annotation may declare
+MAX_FILE_MASK_PIXELS = 2_000_000_000  # pixels of all masks rasterised from one COCO file
+MAX_POLYGON_NUMBERS = 1_000_000       # coordinates in one COCO object's polygons
+_ZIP_CHUNK = 1 << 16
 VOC_VOID = 255                        # Pascal VOC label masks mark object borders with 255
 
 _CSV_ALIASES = {
@@ -322,13 +342,42 @@ def _text(data: bytes | str, source: str) -> str:
 
 
 def _number(value, what: str) -> float:
+    if isinstance(value, (bool, list, dict)) or value is None:
+        shown = json.dumps(value) if isinstance(value, (list, dict)) else value
+        raise ValueError(f"{what} is {clip(shown, 60)}, expected a number")
     try:
-        v = float(str(value).strip())
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} is {str(value).strip()!r}, expected a number") from None
+        v = float(value) if isinstance(value, (int, float)) else float(str(value).strip())
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} is {clip(repr(str(value).strip()), 60)}, expected a number") from None
     if not math.isfinite(v):
-        raise ValueError(f"{what} is {value}, expected a finite number")
+        raise ValueError(f"{what} is {clip(value, 60)}, expected a finite number")
     return v
+
+
+def _whole(value, what: str, low: int, high: int) -> int:
+    """A whole number in [low, high] from a JSON / XML value (ints, integral floats, digits);
+    ValueError naming ``what`` otherwise."""
+    v = _number(value, what)
+    if v != int(v) or not low <= v <= high:
+        raise ValueError(f"{what} is {clip(value, 60)}, expected a whole number from {low:,} to {high:,}")
+    return int(v)
+
+
+def _id(value):
+    """A COCO id as a dict key (a whole number or a text), or None when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return int(value)
+    return None
+
+
+def _check_pixels(width: int, height: int, what: str) -> None:
+    if width * height > MAX_MASK_PIXELS:
+        raise ValueError(f"{what} is {width:,}x{height:,} pixels ({width * height:,}); the limit is "
+                         f"{MAX_MASK_PIXELS:,} pixels")
 
 
 def _box(x_min, y_min, x_max, y_max, label: str = "") -> Box:
@@ -428,6 +477,9 @@ def read_voc(data: bytes | str, source: str = "annotation.xml") -> tuple[list[An
         root = ET.fromstring(text)
     except ET.ParseError as err:
         raise ValueError(f"{source}: not well-formed XML ({err}).") from None
+    except DefusedXmlException as err:
+        raise ValueError(f"{source}: the XML uses entities or external references, which are refused "
+                         f"({type(err).__name__}).") from None
     if root.tag != "annotation":
         raise ValueError(f"{source}: not a Pascal VOC annotation (the root element is <{root.tag}>, "
                          "expected <annotation>).")
@@ -435,8 +487,8 @@ def read_voc(data: bytes | str, source: str = "annotation.xml") -> tuple[list[An
     size = None
     if root.find("size") is not None:
         try:
-            w = int(_number(_child_text(root, "size/width", source), "width"))
-            h = int(_number(_child_text(root, "size/height", source), "height"))
+            w = _whole(_child_text(root, "size/width", source), "width", 0, MAX_SIDE)
+            h = _whole(_child_text(root, "size/height", source), "height", 0, MAX_SIDE)
             size = (w, h) if w > 0 and h > 0 else None
         except ValueError as err:
             raise ValueError(f"{source}: <size> is unreadable ({err}).") from None
@@ -472,29 +524,56 @@ def decode_rle(counts, height: int, width: int) -> np.ndarray:
         >>> decode_rle([1, 2, 1], 2, 2)        # pixels (0,0)=0, (1,0)=1, (0,1)=1, (1,1)=0
         array([[False,  True], [ True, False]])
     """
+    pixels = int(height) * int(width)
+    if pixels > MAX_MASK_PIXELS:
+        raise ValueError(f"the RLE is {width}x{height} pixels ({pixels:,}); the limit is {MAX_MASK_PIXELS:,} pixels")
     if isinstance(counts, str):
-        counts = _rle_string_counts(counts)
-    runs = np.asarray([int(c) for c in counts], dtype=np.int64)
-    if (runs < 0).any() or runs.sum() != height * width:
+        counts = _rle_string_counts(counts, limit=pixels + 1)
+    elif not isinstance(counts, (list, tuple)):
+        raise ValueError(f"the RLE counts are a {type(counts).__name__}, expected a list of numbers or a string")
+    elif len(counts) > pixels + 1:
+        raise ValueError(f"the RLE has {len(counts):,} runs for {pixels:,} pixels")
+    runs = _run_lengths(counts, pixels)
+    if runs.sum() != pixels:
         raise ValueError(f"the RLE covers {int(runs.sum())} pixels, expected {height}x{width} = "
-                         f"{height * width}")
+                         f"{pixels}")
     values = np.zeros(len(runs), dtype=bool)
     values[1::2] = True
     flat = np.repeat(values, runs)
     return flat.reshape((width, height)).T.copy()
 
 
-def _rle_string_counts(text: str) -> list[int]:
+def _run_lengths(counts, pixels: int) -> np.ndarray:
+    """Uncompressed RLE counts -> int64 array, each a whole number from 0 to ``pixels``."""
+    try:
+        values = np.asarray(counts)
+    except (ValueError, TypeError, OverflowError):
+        values = None
+    if values is None or values.ndim != 1 or values.dtype.kind not in "iuf":
+        raise ValueError("the RLE counts must be a flat list of whole numbers")
+    if values.dtype.kind == "f" and not (np.isfinite(values).all() and (values == np.round(values)).all()):
+        raise ValueError("the RLE counts must be whole, finite numbers")
+    if values.size and (values.min() < 0 or values.max() > pixels):
+        raise ValueError(f"an RLE count lies outside 0 to {pixels:,}")
+    return values.astype(np.int64)
+
+
+def _rle_string_counts(text: str, limit: int | None = None) -> list[int]:
     """COCO's compressed RLE string -> run lengths (pycocotools' rleFrString, as specified:
     6-bit groups offset by 48, 5 data bits, bit 5 = more follows, sign from bit 4 of the last
-    group; from the third count on, each is a difference to the count two before)."""
+    group; from the third count on, each is a difference to the count two before).
+    ``limit``: most runs accepted. A number longer than 7 groups (35 bits) is refused."""
     counts: list[int] = []
     p = 0
     while p < len(text):
+        if limit is not None and len(counts) >= limit:
+            raise ValueError(f"the compressed RLE string holds more than {limit:,} runs")
         x, k, more = 0, 0, True
         while more:
             if p >= len(text):
                 raise ValueError("the compressed RLE string ends in the middle of a number")
+            if k >= 7:
+                raise ValueError("the compressed RLE string holds a number too long to be a pixel count")
             c = ord(text[p]) - 48
             if not 0 <= c < 64:
                 raise ValueError(f"the compressed RLE string has an invalid character {text[p]!r}")
@@ -511,13 +590,27 @@ def _rle_string_counts(text: str) -> list[int]:
 
 
 def _polygons_mask(polygons, height: int, width: int) -> np.ndarray:
-    picture = Image.new("1", (width, height), 0)
-    draw = ImageDraw.Draw(picture)
+    """Polygons ``[[x0, y0, x1, y1, ...], ...]`` filled on a (height, width) mask; every number is
+    checked (finite, at most 10 image sizes outside the image) before anything is drawn."""
+    _check_pixels(width, height, "the image of the polygon")
+    if not all(isinstance(poly, (list, tuple)) for poly in polygons):
+        raise ValueError("'segmentation' must be a list of polygons, each a list of numbers")
+    total = sum(len(poly) for poly in polygons)
+    if total > MAX_POLYGON_NUMBERS:
+        raise ValueError(f"the polygons hold {total:,} numbers; the limit is {MAX_POLYGON_NUMBERS:,}")
+    reach = 10 * max(width, height)
+    shapes = []
     for poly in polygons:
-        points = [float(v) for v in poly]
+        points = [_number(v, "a polygon coordinate") for v in poly]
         if len(points) < 6 or len(points) % 2:
             raise ValueError(f"a polygon needs at least 3 (x, y) points; it has {len(points)} numbers")
-        draw.polygon(list(zip(points[0::2], points[1::2])), fill=1, outline=1)
+        if any(abs(v) > reach for v in points):
+            raise ValueError(f"a polygon point lies far outside the {width}x{height} image")
+        shapes.append(list(zip(points[0::2], points[1::2])))
+    picture = Image.new("1", (width, height), 0)
+    draw = ImageDraw.Draw(picture)
+    for shape in shapes:
+        draw.polygon(shape, fill=1, outline=1)
     return np.asarray(picture, dtype=bool)
 
 
@@ -541,60 +634,115 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
         doc = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{source}: not valid JSON ({err.msg} at line {err.lineno}).") from None
+    except RecursionError:
+        raise ValueError(f"{source}: the JSON is nested too deeply to be an annotation file.") from None
+    except (ValueError, MemoryError) as err:   # e.g. an integer of thousands of digits
+        raise ValueError(f"{source}: the JSON cannot be read ({clip(err, 120)}).") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) \
             or not isinstance(doc.get("annotations"), list):
         raise ValueError(f"{source}: not a COCO annotation file (expected an object with 'images' and "
                          "'annotations' lists).")
-    categories = {c.get("id"): str(c.get("name", "")) for c in doc.get("categories") or [] if isinstance(c, dict)}
-    images: dict = {}
     skipped: list[Skipped] = []
-    for n, entry in enumerate(doc["images"]):
-        if not isinstance(entry, dict) or "id" not in entry or not entry.get("file_name"):
-            skipped.append(Skipped(f"{source} images[{n}]", "the entry has no 'id' or 'file_name'."))
+    categories: dict = {}
+    listed = doc.get("categories")
+    for n, c in enumerate(listed if isinstance(listed, list) else []):
+        if not isinstance(c, dict):
             continue
-        size = None
+        key, name = _id(c.get("id")), c.get("name", "")
+        if key is None or not isinstance(name, str):
+            skipped.append(Skipped(f"{source} categories[{n}]", "the category's 'id' is not a whole number or a "
+                                                                 "text, or its 'name' is not a text; its name is "
+                                                                 "not shown."))
+            continue
+        categories[key] = clip(name, 200)
+    images: dict = {}
+    for n, entry in enumerate(doc["images"]):
+        where = f"{source} images[{n}]"
+        key = _id(entry.get("id")) if isinstance(entry, dict) else None
+        if key is None or not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
+            skipped.append(Skipped(where, "the entry has no 'id' (a whole number or a text) or no 'file_name' "
+                                          "(a text)."))
+            continue
+        name = clip(entry["file_name"], 500)
         try:
-            w, h = int(entry.get("width") or 0), int(entry.get("height") or 0)
-            size = (w, h) if w > 0 and h > 0 else None
-        except (TypeError, ValueError):
-            pass
-        images[entry["id"]] = (str(entry["file_name"]), size)
+            size = _coco_size(entry)
+        except ValueError as err:
+            images[key] = (name, None, f"its image entry {where} was left out: {err}.")
+            skipped.append(Skipped(f"{where} ({name})", f"{err}."))
+            continue
+        images[key] = (name, size, None)
     out: dict = {}
+    budget = MAX_FILE_MASK_PIXELS
     for n, obj in enumerate(doc["annotations"]):
         where = f"{source} annotations[{n}]"
         if not isinstance(obj, dict):
             skipped.append(Skipped(where, "the entry is not an object."))
             continue
-        image = images.get(obj.get("image_id"))
-        if image is None:
-            skipped.append(Skipped(where, f"image_id {obj.get('image_id')!r} is not among the file's images."))
+        image_id = _id(obj.get("image_id"))
+        if image_id is None:
+            skipped.append(Skipped(where, f"image_id {clip(json.dumps(obj.get('image_id')), 60)} is not a whole "
+                                          "number or a text."))
             continue
-        name, size = image
-        label = categories.get(obj.get("category_id"), "")
+        image = images.get(image_id)
+        if image is None:
+            skipped.append(Skipped(where, f"image_id {clip(repr(image_id), 60)} is not among the file's images."))
+            continue
+        name, size, refused = image
+        if refused:
+            skipped.append(Skipped(f"{where} ({name})", refused))
+            continue
+        category = _id(obj.get("category_id"))
+        label = categories.get(category, "") if category is not None else ""
         where += f" ({name}{', ' + label if label else ''})"
         try:
-            ann = _coco_object(obj, name, size, label, where)
-        except (ValueError, TypeError) as err:
-            skipped.append(Skipped(where, f"{err}."))
+            ann = _coco_object(obj, name, size, label, where, budget)
+            if ann.mask is not None:
+                budget -= ann.mask.size
+            if image_id in out:
+                out[image_id].merge(ann)
+            else:
+                out[image_id] = ann
+        except (ValueError, TypeError, OverflowError, MemoryError) as err:
+            skipped.append(Skipped(where, f"{clip(err, 300)}."))
             continue
-        if obj["image_id"] in out:
-            out[obj["image_id"]].merge(ann)
-        else:
-            out[obj["image_id"]] = ann
     return list(out.values()), skipped
 
 
-def _coco_object(obj: dict, name: str, size, label: str, where: str) -> Annotation:
+def _coco_size(entry: dict) -> tuple[int, int] | None:
+    """(width, height) of a COCO image entry; None when not given (or 0, as some tools write)."""
+    if entry.get("width") in (None, 0, "") and entry.get("height") in (None, 0, ""):
+        return None
+    w = _whole(entry.get("width"), "width", 0, MAX_SIDE)
+    h = _whole(entry.get("height"), "height", 0, MAX_SIDE)
+    if w == 0 or h == 0:
+        return None
+    _check_pixels(w, h, "the image")
+    return w, h
+
+
+def _coco_object(obj: dict, name: str, size, label: str, where: str, budget: int = MAX_FILE_MASK_PIXELS
+                 ) -> Annotation:
     seg = obj.get("segmentation")
     if seg:
         if isinstance(seg, list):
             if size is None:
                 raise ValueError("a polygon needs the image's width and height in 'images'")
+            if size[0] * size[1] > budget:
+                raise ValueError(f"the file's masks add up to more than {MAX_FILE_MASK_PIXELS:,} pixels; this "
+                                 "object is left out")
             mask = _polygons_mask(seg, size[1], size[0])
         elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
-            h, w = (int(v) for v in seg["size"])
+            dims = seg["size"]
+            if not isinstance(dims, (list, tuple)) or len(dims) != 2:
+                raise ValueError("the RLE 'size' must be [height, width]")
+            h = _whole(dims[0], "the RLE height", 1, MAX_SIDE)
+            w = _whole(dims[1], "the RLE width", 1, MAX_SIDE)
+            _check_pixels(w, h, "the RLE")
             if size is not None and (w, h) != size:
                 raise ValueError(f"the RLE is {w}x{h} but the image entry says {size[0]}x{size[1]}")
+            if w * h > budget:
+                raise ValueError(f"the file's masks add up to more than {MAX_FILE_MASK_PIXELS:,} pixels; this "
+                                 "object is left out")
             mask = decode_rle(seg["counts"], h, w)
             size = (w, h)
         else:
@@ -632,9 +780,17 @@ def read_mask(data: bytes, source: str, image: str | None = None) -> Annotation:
     """
     try:
         picture = Image.open(io.BytesIO(data))
+        _check_pixels(picture.width, picture.height, f"{source}: the mask")   # before decoding a pixel
         picture.load()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ValueError(f"{source}: the mask is not a readable image ({err}).") from None
+    except ValueError as err:
+        if str(err).startswith(source):
+            raise ValueError(f"{err}.") from None
+        raise ValueError(f"{source}: the mask is not a readable image ({clip(err, 200)}).") from None
+    except Image.DecompressionBombError:
+        raise ValueError(f"{source}: the mask has more than {MAX_MASK_PIXELS:,} pixels, the limit; it was not "
+                         "decoded.") from None
+    except (UnidentifiedImageError, OSError, MemoryError) as err:
+        raise ValueError(f"{source}: the mask is not a readable image ({clip(err, 200)}).") from None
     if picture.mode == "1":
         region = np.asarray(picture, dtype=bool)
     elif picture.mode in ("RGBA", "LA"):
@@ -694,6 +850,8 @@ def read_annotation_file(name: str, data: bytes) -> tuple[list[Annotation], list
     except ValueError as err:
         text = str(err)
         return [], [Skipped(name, text[len(name) + 2:] if text.startswith(name + ": ") else text)]
+    except Exception as err:  # noqa: BLE001  a reader's oversight must not stop the other files
+        return [], [Skipped(name, f"the file could not be read ({type(err).__name__}: {clip(err, 200)}).")]
     return [], [Skipped(name, f"not an annotation file (expected .csv, .xml, .json or a mask PNG; got "
                               f"'{suffix or 'no suffix'}').")]
 
@@ -908,31 +1066,60 @@ def dataset_from_zip(source: str | os.PathLike | bytes, name: str = "upload.zip"
     return match(pictures, annotations, skipped, f"{label}: {len(pictures)} image(s)")
 
 
+def _zip_directory(data: bytes) -> tuple[int, int] | None:
+    """(files listed, size of the central directory in bytes) from a ZIP's end record (ZIP64
+    included), read before the directory itself is parsed; None if there is no end record."""
+    tail = data[-(22 + 65535):]
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    entries, size = struct.unpack("<HI", tail[at + 10:at + 16])
+    if entries == 0xFFFF or size == 0xFFFFFFFF:       # ZIP64: the locator sits just before
+        base = len(data) - len(tail) + at
+        locator = data[base - 20:base]
+        if len(locator) == 20 and locator[:4] == b"PK\x06\x07":
+            (offset,) = struct.unpack("<Q", locator[8:16])
+            record = data[offset:offset + 56]
+            if len(record) == 56 and record[:4] == b"PK\x06\x06":
+                entries, size = struct.unpack("<QQ", record[32:48])
+    return entries, size
+
+
 def _zip_contents(source: str | os.PathLike | bytes, name: str = "upload.zip"
                   ) -> tuple[list[tuple[str, object]], list[Annotation], list[Skipped]]:
-    """(images as (name, reader), annotations read, problems) of a ZIP."""
+    """(images as (name, reader), annotations read, problems) of a ZIP, opened once.
+
+    The file count and the size of the file list are checked before the list is parsed; every
+    member is inflated in chunks with its real bytes counted (see ``_read_member``)."""
     label = str(source) if isinstance(source, (str, os.PathLike)) else name
     data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else bytes(source)
+    directory = _zip_directory(data)
+    if directory is not None:
+        entries, size = directory
+        if entries > MAX_ZIP_MEMBERS:
+            raise ValueError(f"{label}: the archive holds {entries:,} files; the limit is {MAX_ZIP_MEMBERS:,}.")
+        if size > MAX_ZIP_DIRECTORY:
+            raise ValueError(f"{label}: the archive's list of files is {size / 2**20:,.1f} MiB; the limit is "
+                             f"{MAX_ZIP_DIRECTORY // 2**20} MiB.")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = [m for m in archive.infolist() if not m.is_dir()]
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise ValueError(f"{label}: not a readable ZIP file ({err}).") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{label}: not a readable ZIP file ({clip(err, 200)}).") from None
     if len(members) > MAX_ZIP_MEMBERS:
         raise ValueError(f"{label}: the archive holds {len(members):,} files; the limit is {MAX_ZIP_MEMBERS:,}.")
     skipped: list[Skipped] = []
     annotations: list[Annotation] = []
     pictures: list[tuple[str, object]] = []
+    lock = threading.Lock()   # one ZipFile, read from whichever thread needs an image
 
     def reader(member: zipfile.ZipInfo, limit: int) -> Callable[[], bytes]:
         def read() -> bytes:
-            if member.file_size > limit:
-                raise ValueError(f"{member.filename}: the file is too large "
-                                 f"({member.file_size / 2**20:,.0f} MiB unpacked).")
-            with zipfile.ZipFile(io.BytesIO(data)) as z:
-                return z.read(member)
+            with lock:
+                return _read_member(archive, member, limit)
         return read
 
+    left = MAX_ZIP_ANNOTATIONS
     for m in members:
         path = m.filename
         parts = PurePosixPath(path).parts
@@ -940,16 +1127,53 @@ def _zip_contents(source: str | os.PathLike | bytes, name: str = "upload.zip"
             continue
         suffix = PurePosixPath(path).suffix.lower()
         if suffix in ANNOTATION_SUFFIXES or (suffix in IMAGE_SUFFIXES and is_mask_path(path)):
-            try:
-                content = reader(m, MAX_ANNOTATION_BYTES)()
-            except (ValueError, zipfile.BadZipFile, OSError, RuntimeError) as err:
-                skipped.append(Skipped(path, f"cannot read it from the archive ({_strip_name(err, path)})."))
+            if left <= 0:
+                skipped.append(Skipped(path, f"not read: the archive's annotation files already reached "
+                                             f"{MAX_ZIP_ANNOTATIONS // 2**20} MiB unpacked, the limit for one archive."))
                 continue
+            try:
+                content = _read_member(archive, m, min(MAX_ANNOTATION_BYTES if suffix in ANNOTATION_SUFFIXES
+                                                       else MAX_BYTES, left))
+            except ValueError as err:
+                skipped.append(Skipped(path, f"{_strip_name(err, path)}"))
+                continue
+            left -= len(content)
             got, problems = read_annotation_file(path, content)
             annotations += got
             skipped += problems
         elif suffix in IMAGE_SUFFIXES:
             pictures.append((path, reader(m, MAX_BYTES)))
         else:
-            skipped.append(Skipped(path, f"neither an image nor an annotation file ('{suffix or 'no suffix'}')."))
+            skipped.append(Skipped(path, f"neither an image nor an annotation file ('{clip(suffix, 20) or 'no suffix'}')."))
     return pictures, annotations, skipped
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) -> bytes:
+    """The bytes of one ZIP member, inflated ``_ZIP_CHUNK`` bytes at a time and refused as soon
+    as more than ``limit`` real bytes came out (whatever its header says).
+
+    Raises:
+        ValueError: too large, encrypted, damaged, or in a compression method not supported.
+    """
+    path = member.filename
+    if member.file_size > limit:
+        raise ValueError(f"{path}: the file is too large ({member.file_size / 2**20:,.1f} MiB unpacked; the "
+                         f"limit is {limit / 2**20:,.0f} MiB).")
+    out = bytearray()
+    try:
+        with archive.open(member) as f:
+            while True:
+                chunk = f.read(_ZIP_CHUNK)
+                if not chunk:
+                    break
+                out += chunk
+                if len(out) > limit:
+                    raise ValueError(f"{path}: the file unpacks to more than {limit / 2**20:,.0f} MiB (its header "
+                                     f"says {member.file_size:,} bytes); refused after reading that much.")
+    except ValueError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
+            zlib_error) as err:
+        raise ValueError(f"{path}: cannot read it from the archive: it is damaged, encrypted, or unpacks to more "
+                         f"than its header says ({clip(err, 120)}).") from None
+    return bytes(out)

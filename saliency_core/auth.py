@@ -13,6 +13,13 @@ hashes with a per-password random salt. When the operator configures an identity
 Streamlit (``[auth]`` in ``.streamlit/secrets.toml``), reviewers may sign in with it instead;
 ``role_for`` then gives the role the accounts file lists for that e-mail (reviewer otherwise).
 
+Sign-in throttling (``SignInThrottle``): ``ACCOUNT_FAILURES`` wrong passwords for one user name
+within ``WINDOW`` lock that name for ``LOCKOUT``, and ``CLIENT_FAILURES`` from one client (IP
+address, else browser session) lock that client; while locked even the right password is
+refused, before any password check. Failures, lockouts and unlocks are appended to the review
+database's chained event log (``store.ReviewStore.append_event``); an admin clears a lock with
+``python -m saliency_core users unlock NAME`` or on the Review page.
+
 Example:
     >>> add_user("alice", "correct horse battery", role="admin", path="users.toml")
     Account(name='alice', role='admin', via='password')
@@ -30,8 +37,10 @@ import re
 import sys
 import tempfile
 import tomllib
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,10 +53,22 @@ MIN_PASSWORD = 8              # characters
 MAX_PASSWORD_BYTES = 72       # bcrypt uses at most 72 bytes; longer ones are refused, not cut
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 WRONG = "Wrong user name or password. Nothing was recorded; try again."
+ACCOUNT_FAILURES = 5                 # wrong passwords for one user name within WINDOW lock it
+CLIENT_FAILURES = 10                 # wrong passwords from one client within WINDOW lock the client
+WINDOW = timedelta(minutes=15)
+LOCKOUT = timedelta(minutes=15)
 
 
 class AuthError(ValueError):
     """Sign-in failed or an account operation was refused (plain words)."""
+
+
+class WrongPassword(AuthError):
+    """The user name or password is wrong (the message never says which)."""
+
+
+class SignInLocked(AuthError):
+    """Sign-in refused without a password check: the user name or the client is locked."""
 
 
 @dataclass(frozen=True)
@@ -228,14 +249,197 @@ def authenticate(name: str, password: str, path: str | os.PathLike | None = None
     entry = users.get(name or "")
     if entry is None or len(data) > MAX_PASSWORD_BYTES or not entry["hash"]:
         bcrypt.checkpw(b"x", _dummy_hash())
-        raise AuthError(WRONG)
+        raise WrongPassword(WRONG)
     try:
         ok = bcrypt.checkpw(data, entry["hash"].encode("ascii"))
     except ValueError:   # a damaged hash in the file
         raise AuthError(f"The stored password hash of {name!r} is damaged; ask the operator to reset it.") from None
     if not ok:
-        raise AuthError(WRONG)
+        raise WrongPassword(WRONG)
     return Account(name, entry["role"])
+
+
+# ---- throttling --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lock:
+    """An active lockout: ``scope`` "account" (``key`` = user name) or "client" (``key`` = client)."""
+
+    scope: str
+    key: str
+    until: datetime
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class _MemoryEvent:
+    id: int
+    at: datetime
+    kind: str
+    account: str
+    client: str
+    actor: str
+    until: datetime | None
+    detail: str
+
+
+class MemoryEvents:
+    """The event-log interface of ``store.ReviewStore`` (``append_event``, ``events``) in this
+    process only, for when no review database can be opened. Lost when the app restarts."""
+
+    def __init__(self):
+        self._items: list[_MemoryEvent] = []
+        self._lock = threading.Lock()
+
+    def append_event(self, kind: str, *, account: str = "", client: str = "", actor: str = "",
+                     until: datetime | None = None, detail: str = "", at: datetime | None = None):
+        with self._lock:
+            item = _MemoryEvent(len(self._items) + 1, at or datetime.now(timezone.utc), kind, str(account)[:200],
+                                str(client)[:200], str(actor)[:200], until, str(detail)[:2000])
+            self._items.append(item)
+            return item
+
+    def events(self, kinds=None, account=None, client=None, since=None):
+        with self._lock:
+            items = list(self._items)
+        return [e for e in items if (kinds is None or e.kind in kinds)
+                and (account is None or e.account == str(account)[:200])
+                and (client is None or e.client == str(client)[:200]) and (since is None or e.at >= since)]
+
+
+def _until_words(until: datetime, now: datetime) -> str:
+    minutes = max(1, round((until - now).total_seconds() / 60))
+    return f"{until:%H:%M} UTC (in {minutes} minute{'s' if minutes != 1 else ''})"
+
+
+class SignInThrottle:
+    """Password sign-in with per-account and per-client lockouts, recorded in an event log.
+
+    Args:
+        log: where events go and are counted from: a ``store.ReviewStore`` (shared by every
+            process using the database) or a ``MemoryEvents``.
+        account_failures, client_failures: wrong passwords within ``window`` that lock the user
+            name / the client for ``lockout``.
+        clock: returns the current UTC time (tests pass their own).
+
+    A user name is counted whether or not it exists, so a lockout says nothing about which names
+    are real. A successful sign-in clears the user name's count, not the client's.
+
+    Example:
+        >>> throttle = SignInThrottle(store)
+        >>> throttle.sign_in("alice", "wrong", client="ip:203.0.113.7")
+        Traceback (most recent call last):
+        WrongPassword: Wrong user name or password. Nothing was recorded; try again.
+    """
+
+    def __init__(self, log, *, account_failures: int = ACCOUNT_FAILURES, client_failures: int = CLIENT_FAILURES,
+                 window: timedelta = WINDOW, lockout: timedelta = LOCKOUT, clock=None):
+        self.log = log
+        self.account_failures, self.client_failures = int(account_failures), int(client_failures)
+        self.window, self.lockout = window, lockout
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+
+    def _append(self, kind: str, now: datetime, **fields):
+        return self.log.append_event(kind, at=now, **fields)
+
+    def _lock(self, scope: str, key: str, now: datetime) -> Lock | None:
+        field = {scope: key}
+        found = self.log.events(kinds=(f"{scope}_locked", f"{scope}_unlocked"), since=now - self.lockout, **field)
+        if found and found[-1].kind == f"{scope}_locked" and found[-1].until and found[-1].until > now:
+            return Lock(scope, key, found[-1].until, found[-1].detail)
+        return None
+
+    def lock_of(self, account: str, client: str) -> Lock | None:
+        """The lock that stops ``account`` signing in from ``client`` now, or None."""
+        now = self.clock()
+        return self._lock("account", str(account)[:200], now) or self._lock("client", str(client)[:200], now)
+
+    def _failures(self, scope: str, key: str, now: datetime) -> int:
+        field = {scope: key}
+        resets = (f"{scope}_locked", f"{scope}_unlocked") + (("signin",) if scope == "account" else ())
+        since = now - self.window
+        for e in self.log.events(kinds=resets, since=since, **field):
+            since = max(since, e.at)
+        # strictly after a reset: the failure that caused a lockout is written with the lockout's time
+        return sum(e.at > since for e in self.log.events(kinds=("signin_failed",), since=since, **field))
+
+    def sign_in(self, name: str, password: str, client: str, path: str | os.PathLike | None = None) -> Account:
+        """``authenticate`` unless a lock applies; failures and lockouts go to the event log.
+
+        Args:
+            name, password: what was typed. client: who typed it ("ip:ADDRESS" or "session:ID").
+            path: the accounts file.
+        Returns:
+            the Account.
+        Raises:
+            SignInLocked: the user name or the client is locked (no password check was made).
+            WrongPassword: wrong name or password (the message adds when this locked the name).
+            AuthError: no accounts configured, or a damaged hash.
+        """
+        name, client = str(name or "")[:200], str(client or "")[:200]
+        now = self.clock()
+        lock = self._lock("account", name, now) or self._lock("client", client, now)
+        if lock is not None:
+            raise SignInLocked(self.message(lock, now))
+        try:
+            account = authenticate(name, password, path)
+        except WrongPassword:
+            self._append("signin_failed", now, account=name, client=client)
+            locked = []
+            for scope, key, limit in (("account", name, self.account_failures),
+                                      ("client", client, self.client_failures)):
+                failures = self._failures(scope, key, now)
+                if failures >= limit:
+                    until = now + self.lockout
+                    self._append(f"{scope}_locked", now, account=name if scope == "account" else "",
+                                 client=client if scope == "client" else "", until=until,
+                                 detail=f"{failures} failed sign-ins within {self.window.total_seconds() / 60:g} "
+                                        "minutes")
+                    locked.append(self.message(Lock(scope, key, until), now, just_locked=True))
+            raise WrongPassword(" ".join([WRONG, *locked])) from None
+        self._append("signin", now, account=name, client=client)
+        return account
+
+    def message(self, lock: Lock, now: datetime | None = None, just_locked: bool = False) -> str:
+        """What a person trying to sign in is told about ``lock`` (``just_locked``: this failure
+        caused it)."""
+        when = _until_words(lock.until, now or self.clock())
+        if just_locked:
+            whom = "this user name" if lock.scope == "account" else "signing in from this device or network"
+            return (f"After {self.account_failures if lock.scope == 'account' else self.client_failures} failed "
+                    f"sign-ins, {whom} is locked until {when}. An admin can unlock it sooner.")
+        if lock.scope == "account":
+            return (f"Too many failed sign-ins for this user name: it is locked until {when}. No password was "
+                    "checked. Try again then, or ask an admin to unlock it.")
+        return (f"Too many failed sign-ins from this device or network: signing in from here is paused until "
+                f"{when}. No password was checked. Try again then, or ask an admin to unlock it.")
+
+    def locks(self) -> list[Lock]:
+        """Every lock in force now (for the admin view), accounts first."""
+        now = self.clock()
+        latest: dict[tuple[str, str], object] = {}
+        kinds = ("account_locked", "account_unlocked", "client_locked", "client_unlocked")
+        for e in self.log.events(kinds=kinds, since=now - self.lockout):
+            scope = e.kind.split("_")[0]
+            latest[scope, e.account if scope == "account" else e.client] = e
+        return sorted((Lock(scope, key, e.until, e.detail) for (scope, key), e in latest.items()
+                       if e.kind.endswith("_locked") and e.until and e.until > now),
+                      key=lambda lock: (lock.scope != "account", lock.key))
+
+    def unlock(self, *, actor: str, account: str | None = None, client: str | None = None) -> bool:
+        """Clear the lock of ``account`` or ``client`` (and its failure count), recorded with ``actor``.
+
+        Returns:
+            True if a lock was in force.
+        """
+        if (account is None) == (client is None):
+            raise ValueError("Expected exactly one of a user name or a client to unlock.")
+        now = self.clock()
+        scope, key = ("account", str(account)[:200]) if account is not None else ("client", str(client)[:200])
+        was = self._lock(scope, key, now) is not None
+        self._append(f"{scope}_unlocked", now, account=key if scope == "account" else "",
+                     client=key if scope == "client" else "", actor=actor,
+                     detail="lock cleared" if was else "no lock was in force; failure count cleared")
+        return was
 
 
 def role_for(identity: str, path: str | os.PathLike | None = None) -> str:
@@ -267,6 +471,15 @@ def add_users_command(commands, parser_class) -> None:
     actions.add_parser("list", help="list accounts and roles")
     for p in (add, remove, actions.choices["list"]):
         p.add_argument("--file", help="accounts file (default: $SALIENCY_USERS or ./data/users.toml)")
+    unlock = actions.add_parser(
+        "unlock", help="clear a sign-in lockout (of a user name, or of a client with --client)",
+        description="Clear the lockout that failed sign-ins put on a user name or a client, and its failure "
+                    "count; recorded in the review database's event log. Without NAME or --client: list the "
+                    "lockouts in force.")
+    unlock.add_argument("name", nargs="?", help="the user name to unlock")
+    unlock.add_argument("--client", help="the client to unlock, as listed (ip:ADDRESS or session:ID)")
+    unlock.add_argument("--database", metavar="URL",
+                        help="review database (default: $DATABASE_URL, else the SQLite file $SALIENCY_DB)")
     users.set_defaults(run=run_users)
 
 
@@ -294,9 +507,35 @@ def run_users(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         elif args.users_action == "list":
             for account in list_users(args.file):
                 print(f"{account.name}\t{account.role}")
+        elif args.users_action == "unlock":
+            return _run_unlock(args, say)
         else:
-            parser.error("users needs an action: add, remove or list")
+            parser.error("users needs an action: add, remove, list or unlock")
     except (ValueError, EOFError) as err:
         say(f"error: {' '.join(str(err).split()) or 'no password given'}")
         return 1
+    return 0
+
+
+def _run_unlock(args: argparse.Namespace, say) -> int:
+    from .store import ReviewStore   # the event log lives in the review database
+    if args.name is not None and args.client is not None:
+        say("error: give a user name or --client, not both")
+        return 1
+    with ReviewStore(args.database) as store:
+        throttle = SignInThrottle(store)
+        if args.name is None and args.client is None:
+            locks = throttle.locks()
+            for lock in locks:
+                print(f"{lock.scope}\t{lock.key}\tuntil {lock.until:%Y-%m-%d %H:%M} UTC\t{lock.detail}")
+            if not locks:
+                say("no sign-in lockout is in force")
+            return 0
+        try:
+            actor = f"{getpass.getuser()} (command line)"
+        except (OSError, KeyError):   # no user name in the environment or passwd
+            actor = "operator (command line)"
+        was = throttle.unlock(actor=actor, account=args.name, client=args.client)
+    what = f"user name {args.name}" if args.name is not None else f"client {args.client}"
+    say(f"unlocked {what}" if was else f"{what} was not locked; its failure count is cleared")
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .auth import add_users_command
+from .store import add_audit_command
 from .explain import available_methods
 from .images import load_image
 from .methods import METHODS
@@ -25,6 +26,7 @@ from .devices import CHOICES as DEVICE_CHOICES
 from .models import load_model
 from .pipeline import ImageResult, RenderOptions, crash, dumps, explain_images, json_default
 from .render import DIVERGING, SEQUENTIAL, SIGN_MODES
+from .safe_text import to_csv
 
 PROG = "python -m saliency_core"
 
@@ -90,10 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
     _ray_options(ex, "explain")
     ex.set_defaults(run=run_explain)
-    add_users_command(commands, _Parser)  # users add|remove|list: saliency_core/auth.py
+    add_users_command(commands, _Parser)  # users add|remove|list|unlock: saliency_core/auth.py
+    add_audit_command(commands, _Parser)  # audit verify: saliency_core/store.py
     _add_check_commands(commands)         # stability, sanity: saliency_core/metrics/
     _add_validate_command(commands)       # validate: saliency_core/validate.py
     _add_report_commands(commands)        # report, replay: saliency_core/report.py
+    from .compare_cli import add_compare_command
+    add_compare_command(commands)         # compare: saliency_core/compare_cli.py (adds its own --device)
     for command in commands.choices.values():  # every command that loads a model
         if "--model" in command._option_string_actions:
             command.add_argument("--device", choices=DEVICE_CHOICES, default=None,
@@ -546,6 +551,9 @@ def _add_report_commands(commands) -> None:
     for name, what in (("sanity", "the JSON written by 'sanity --out'"), ("stability", "the JSON written by "
                        "'stability --out'"), ("validation", "validation metrics"), ("reviews", "review decisions")):
         rp.add_argument(f"--{name}", metavar="FILE", help=f"add a section from {what} (JSON or CSV rows)")
+    rp.add_argument("--audit", action="store_true",
+                    help="verify the review database's audit log ($DATABASE_URL or $SALIENCY_DB) and state the "
+                         "result with the review decisions")
     rp.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
     rp.set_defaults(run=run_report)
 
@@ -601,6 +609,11 @@ def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                   if getattr(args, k)}
         for k, rows in extras.items():
             rp.table_rows(rows)  # shape check before the maps are computed
+        if args.audit:
+            from .store import ReviewStore
+            with ReviewStore() as review_store:
+                extras["audit"] = review_store.verify().record()
+            extras.setdefault("reviews", [])
         model = load_model(args.model, device=args.device)
     except ValueError as err:
         _say(f"error: {err}")
@@ -797,11 +810,11 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     for w in result.warnings:
         _say(f"warning: {w}")
     try:
-        result.per_image().to_csv(out / "per_image.csv", index=False)
-        result.summary().to_csv(out / "summary.csv", index=False)
+        to_csv(result.per_image(), out / "per_image.csv")
+        to_csv(result.summary(), out / "summary.csv")
         table = result.summary_table()
-        table.to_csv(out / "summary_table.csv", index=False)
-        result.skipped_table().to_csv(out / "skipped.csv", index=False)
+        to_csv(table, out / "summary_table.csv")
+        to_csv(result.skipped_table(), out / "skipped.csv")
         record = {**result.record(), "command": sys.argv[1:]}
         (out / "validation.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n")
     except OSError as err:

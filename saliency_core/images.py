@@ -16,6 +16,7 @@ ImageSource = Union[Image.Image, str, os.PathLike, bytes, io.IOBase]
 MAX_PIXELS = 50_000_000   # larger images are refused (decompression-bomb guard)
 MIN_SIDE = 8              # smaller images carry too little to explain
 MAX_BYTES = 512 * 2**20   # larger files are refused before they are read into memory
+FRAMES_KEY = "saliency_frames"   # Image.info key: frames in the file when it held more than one
 
 
 def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
@@ -25,7 +26,8 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
         source: a ``PIL.Image``, a file path, raw bytes or a binary file object.
         name: how to call the image in error messages (defaults to the path).
     Returns:
-        ``PIL.Image`` in mode ``"RGB"``, fully loaded.
+        ``PIL.Image`` in mode ``"RGB"``, fully loaded. An animated or multi-page file (GIF,
+        APNG, WebP, TIFF) gives its first frame; ``image_notes`` then says so.
     Raises:
         ValueError: the data is not a readable image, is truncated, too small or too large,
             in plain words naming the file.
@@ -48,12 +50,43 @@ def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
         if not data:
             raise ValueError(f"{label}: the file is empty.")
         image = _decode(data, label)
+    frames = _frames(image)
     _check_size(image, label)
     try:
         image = ImageOps.exif_transpose(image)
     except Exception:  # broken EXIF block: keep the pixels as stored
         pass
-    return _to_rgb(image, label)
+    image = _to_rgb(image, label)
+    if frames > 1:
+        if image.info is None:
+            image.info = {}
+        image.info[FRAMES_KEY] = frames
+        image.info["saliency_name"] = label
+    return image
+
+
+def _frames(image: Image.Image) -> int:
+    """Frames (or pages) in the file an image came from; 1 when it cannot tell."""
+    try:
+        n = int(getattr(image, "n_frames", 1) or 1)
+    except Exception:  # noqa: BLE001  a damaged frame table: the first frame is what we have
+        return 1
+    return n if n > 1 else 1
+
+
+def image_notes(image: Image.Image) -> list[str]:
+    """Things a reviewer should know about a decoded image (``load_image``), in plain words:
+    for now, that only the first frame of an animated or multi-page file is used.
+
+    Example:
+        >>> image_notes(load_image("spinner.gif"))
+        ['spinner.gif is animated or has several pages (12 frames); only its first frame is explained.']
+    """
+    frames = (image.info or {}).get(FRAMES_KEY)
+    if not frames:
+        return []
+    name = str((image.info or {}).get("saliency_name") or "The image")
+    return [f"{name} is animated or has several pages ({int(frames)} frames); only its first frame is explained."]
 
 
 def _read_file(path: Path, label: str) -> bytes:
@@ -76,6 +109,7 @@ def _decode(data: bytes, label: str) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
             _check_size(image, label)
+            _frames(image)   # counted before load(): seeking later would change the loaded frame
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ValueError(f"{label}: the image is too large to process safely "

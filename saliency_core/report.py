@@ -35,6 +35,10 @@ dataclasses; nested dicts are flattened one level (``mean.spearman_abs``). Expec
 - ``validation``: ``method`` and one column per metric (pointing game, IoU ...).
 - ``reviews``: ``item_name``, ``reviewer``, ``decision``, ``decided_at``, optional ``note``
   (``store.Decision`` fits).
+- ``audit``: the review audit log check, ``store.AuditCheck.record()`` (``verified``,
+  ``problem``, ``head`` ...); the review section states whether the chain verified.
+- ``comparison``: a dict with ``headline`` (one sentence for the summary), ``paragraphs`` (plain
+  text) and ``tables`` (``(title, rows)`` pairs), as ``compare.Comparison.report_section()`` gives.
 
 Example:
     >>> model = load_model("demo")
@@ -232,6 +236,8 @@ class Report:
     stability: Any = None
     validation: Any = None
     reviews: Any = None
+    audit: dict | None = None
+    comparison: Any = None
     alpha: float = ALPHA
     clip_percentile: float = CLIP_PERCENTILE
 
@@ -363,6 +369,7 @@ def map_entry(method: str, saliency: np.ndarray, crop: Image.Image, *, target: i
 def build_report(model, images: Sequence, methods: Sequence[str], *, params: dict | None = None,
                  target: int | None = None, model_source: str = "demo", title: str = DEFAULT_TITLE,
                  sign: str | None = None, sanity=None, stability=None, validation=None, reviews=None,
+                 audit: dict | None = None, comparison=None,
                  progress: Callable[[int, int, str], None] | None = None,
                  explain_fn: ExplainFn | None = None) -> Report:
     """Compute (or fetch) every map and collect a ``Report``.
@@ -376,7 +383,8 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
         target: class index to explain in every image; None = each image's predicted class.
         model_source: how to load the model again for a replay ("demo" or a path).
         sign: "absolute" draws every map as magnitudes; None = signed methods drawn signed.
-        sanity, stability, validation, reviews: optional results (module docstring).
+        sanity, stability, validation, reviews, comparison: optional results (module docstring).
+        audit: ``store.AuditCheck.record()`` of the review database, stated with the reviews.
         progress: ``progress(done, total, label)`` after each map.
         explain_fn: ``(model, image, method, target, params, progress=, preview=) -> Explanation``;
             default ``saliency_core.explain`` (the app passes its cached version).
@@ -437,7 +445,7 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
     device = describe_device(model.device)
     return Report(model=model.describe(), methods=methods, images=entries, model_source=str(model_source),
                   title=title or DEFAULT_TITLE, skipped=skipped, sanity=sanity, stability=stability,
-                  validation=validation, reviews=reviews,
+                  validation=validation, reviews=reviews, audit=audit, comparison=comparison,
                   environment={"threads": torch.get_num_threads(), "device": device})
 
 
@@ -624,6 +632,18 @@ def _cell(value) -> str:
     return str(value)
 
 
+def audit_sentence(audit: dict | None) -> str:
+    """One sentence on the review audit log's hash chain, for the review section."""
+    if not audit:
+        return ("The review audit log was not checked for this report (python -m saliency_core audit verify "
+                "checks it).")
+    if audit.get("verified"):
+        return (f"The review audit log verified when this report was made: {audit.get('audit_rows', 0)} audit "
+                f"row(s) in an unbroken hash chain, every decision matching its last audit row; last hash "
+                f"{str(audit.get('head', ''))[:64]}.")
+    return f"WARNING: the review audit log did NOT verify when this report was made: {audit.get('problem')}"
+
+
 def _percent(p: float) -> str:
     return f"{100 * p:.1f} %"
 
@@ -748,6 +768,9 @@ def summary_paragraphs(report: Report) -> list[str]:
             if item.errors:
                 text += f" {len(item.errors)} map(s) could not be computed (see below)."
             out.append(text)
+    if isinstance(report.comparison, dict) and report.comparison.get("headline"):
+        out.append(f"Compared with another version of the model (see \u201cComparison\u201d): "
+                   f"{report.comparison['headline']}")
     trust = [GENERAL_LIMITS]
     cautions = [f"{METHODS[m].label}: {METHODS[m].caution}" for m in report.methods if METHODS[m].caution]
     if cautions:
@@ -856,7 +879,7 @@ class _Html:
         r = self.r
         toc = [("summary", "Summary"), ("glossary", "Words used"), ("model", "The model"),
                ("methods", "Methods"), ("images", "Images")]
-        toc += [(k, t) for k, t in (("sanity", "Sanity check"), ("stability", "Stability"),
+        toc += [(k, t) for k, t in (("comparison", "Comparison"), ("sanity", "Sanity check"), ("stability", "Stability"),
                                     ("validation", "Validation"), ("reviews", "Review decisions"))
                 if getattr(r, k) is not None]
         toc.append(("software", "Software and replay"))
@@ -939,6 +962,8 @@ class _Html:
 
     def optional(self) -> str:
         r, out = self.r, []
+        if isinstance(r.comparison, dict):
+            out.append(self.comparison(r.comparison))
         specs = (("sanity", "Sanity check: model randomisation",
                   "Each method's maps were computed again after the model's weights were replaced, layer by "
                   "layer, with random ones (Adebayo et al. 2018). A method <b>passes</b> when its map then "
@@ -960,10 +985,21 @@ class _Html:
             self.figure += 1
             columns, rows = table_rows(data)
             table = _html_table(columns, rows)
-            out.append(f'<section id="{key}"><h2>{_e(title)}</h2><p>{text}</p>{table}'
+            audit = f"<p>{_e(audit_sentence(r.audit))}</p>" if key == "reviews" else ""
+            out.append(f'<section id="{key}"><h2>{_e(title)}</h2><p>{text}</p>{audit}{table}'
                        f'<p class="muted">Table {self.figure}: {_e(title.lower())}, {len(rows)} row(s), '
                        "as supplied with the report.</p></section>")
         return "".join(out)
+
+    def comparison(self, data: dict) -> str:
+        parts = ['<section id="comparison"><h2>Comparison with another version of the model</h2>']
+        parts += [f"<p>{_e(p)}</p>" for p in data.get("paragraphs") or []]
+        for title, rows in data.get("tables") or []:
+            self.figure += 1
+            columns, rows = table_rows(rows)
+            parts.append(f"<h3>{_e(title)}</h3>{_html_table(columns, rows)}"
+                         f'<p class="muted">Table {self.figure}: {_e(str(title).lower())}, {len(rows)} row(s).</p>')
+        return "".join(parts) + "</section>"
 
     def software(self) -> str:
         r = self.r
@@ -1252,6 +1288,15 @@ def _pdf(report: Report) -> bytes:
         para("Images left out (they could not be read): " + "; ".join(msg for _, msg in report.skipped), size=8.5)
 
     # optional results
+    if isinstance(report.comparison, dict):
+        pdf.add_page()
+        pdf.start_section("Comparison")
+        heading("Comparison with another version of the model")
+        for text in report.comparison.get("paragraphs") or []:
+            para(text)
+        for title, rows in report.comparison.get("tables") or []:
+            heading(str(title), 11)
+            grid_table(*table_rows(rows))
     for key, title in (("sanity", "Sanity check: model randomisation"), ("stability", "Stability"),
                        ("validation", "Validation against expert annotations"), ("reviews", "Review decisions")):
         data = getattr(report, key)
@@ -1260,6 +1305,8 @@ def _pdf(report: Report) -> bytes:
         pdf.add_page()
         pdf.start_section(_latin1(title))
         heading(title)
+        if key == "reviews":
+            para(audit_sentence(report.audit), size=8.5)
         columns, rows = table_rows(data)
         grid_table(columns, rows)
         para(f"Table: {title.lower()}, {len(rows)} row(s), as supplied with the report.", size=8)

@@ -17,6 +17,17 @@ Tables (created on first use):
 - ``review_audit``: append-only (database triggers refuse UPDATE and DELETE). Every create
   or change of a decision appends one row (who, which decision, from what to what, when) in
   the same transaction as the change itself, so the log and the decisions cannot disagree.
+- ``review_events``: append-only as well: sign-in failures, successes, lockouts and unlocks
+  (``auth.SignInThrottle``).
+
+Tamper evidence: triggers stop the app's own connections, not someone with write access to the
+database (SQLite's ``REPLACE INTO``, PostgreSQL with triggers disabled). So every audit and event
+row carries ``row_hash`` = sha256 of its canonical JSON (all its fields, the previous row's hash
+included) and each audit row records ``decision_hash``, the hash of the decision row as that
+change left it. ``verify()`` (``python -m saliency_core audit verify``, the Review page's admin
+view) walks both chains and compares every decision with its last audit row; it names the first
+row that does not match. The hash of the last row (``head``) is printed and put in reports: a
+copy kept elsewhere also exposes a rewrite of the whole chain.
 
 Example:
     >>> store = ReviewStore("sqlite:////tmp/reviews.sqlite")
@@ -27,12 +38,13 @@ Example:
 """
 from __future__ import annotations
 
-import csv
-import io
+import argparse
+import hashlib
 import json
 import math
 import os
 import statistics
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,12 +55,18 @@ from typing import Iterable, Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
+from .safe_text import to_csv as _csv_text
+
 DECISIONS = ("accept", "reject", "needs_expert")
 DECISION_LABELS = {"accept": "Accept", "reject": "Reject", "needs_expert": "Needs expert"}
 DEFAULT_SQLITE = os.path.join("data", "reviews.sqlite")
 BUSY_TIMEOUT = 10.0   # seconds a SQLite writer waits for another writer before giving up
 MAX_NOTE = 10_000     # characters
 _PG_SCHEMA_LOCK = 724_531_001  # advisory lock id: one process creates the tables at a time
+_PG_CHAIN_LOCK = 724_531_002   # advisory lock ids: one writer appends to a hash chain at a time
+GENESIS = "0" * 64             # the "previous hash" of the first row of a chain
+EVENT_KINDS = ("signin", "signin_failed", "account_locked", "client_locked", "account_unlocked",
+               "client_unlocked", "chain_started")
 
 metadata = sa.MetaData()
 
@@ -97,17 +115,43 @@ audit = sa.Table(
     sa.Column("seconds", sa.Float, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),        # the decision's version after this change
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    # tamper evidence (nullable only so that older databases can gain the columns; see _migrate)
+    sa.Column("decision_hash", sa.String(64)),               # the decision row after this change
+    sa.Column("prev_hash", sa.String(64)),                   # row_hash of the row before
+    sa.Column("row_hash", sa.String(64)),                    # sha256 of this row's canonical JSON
     sa.Index("ix_review_audit_batch", "batch"),
+    sa.Index("ix_review_audit_decision", "decision_id"),
+)
+
+events = sa.Table(
+    "review_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),        # one of EVENT_KINDS
+    sa.Column("account", sa.String(200), nullable=False),    # the user name typed / locked / unlocked
+    sa.Column("client", sa.String(200), nullable=False),     # "ip:ADDRESS" or "session:ID"
+    sa.Column("actor", sa.String(200), nullable=False),      # who unlocked; "" for sign-in events
+    sa.Column("until", sa.DateTime(timezone=True)),          # end of a lockout
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("row_hash", sa.String(64), nullable=False),
+    sa.Index("ix_review_events_account", "account", "at"),
+    sa.Index("ix_review_events_client", "client", "at"),
 )
 
 # Append-only: the database itself refuses to edit or delete audit rows and decisions.
-for _sql in (
-    "CREATE TRIGGER review_audit_no_update BEFORE UPDATE ON review_audit "
-    "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END",
-    "CREATE TRIGGER review_audit_no_delete BEFORE DELETE ON review_audit "
-    "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END",
+_SQLITE_AUDIT_NO_UPDATE = ("CREATE TRIGGER review_audit_no_update BEFORE UPDATE ON review_audit "
+                           "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END")
+for _table, _sql in (
+    (audit, _SQLITE_AUDIT_NO_UPDATE),
+    (audit, "CREATE TRIGGER review_audit_no_delete BEFORE DELETE ON review_audit "
+            "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END"),
+    (events, "CREATE TRIGGER review_events_no_update BEFORE UPDATE ON review_events "
+             "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END"),
+    (events, "CREATE TRIGGER review_events_no_delete BEFORE DELETE ON review_events "
+             "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END"),
 ):
-    event.listen(audit, "after_create", sa.DDL(_sql).execute_if(dialect="sqlite"))
+    event.listen(_table, "after_create", sa.DDL(_sql).execute_if(dialect="sqlite"))
 event.listen(decisions, "after_create", sa.DDL(
     "CREATE TRIGGER review_decisions_no_delete BEFORE DELETE ON review_decisions "
     "BEGIN SELECT RAISE(ABORT, 'review decisions are never deleted'); END").execute_if(dialect="sqlite"))
@@ -122,6 +166,13 @@ for _sql in (
     "FOR EACH ROW EXECUTE FUNCTION review_refuse_change()",
 ):
     event.listen(audit, "after_create", sa.DDL(_sql).execute_if(dialect="postgresql"))
+event.listen(events, "after_create", sa.DDL(
+    "CREATE OR REPLACE FUNCTION review_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN RAISE EXCEPTION 'the review audit log is append-only and decisions are never deleted'; END $$"
+).execute_if(dialect="postgresql"))
+event.listen(events, "after_create", sa.DDL(
+    "CREATE TRIGGER review_events_no_change BEFORE UPDATE OR DELETE ON review_events "
+    "FOR EACH ROW EXECUTE FUNCTION review_refuse_change()").execute_if(dialect="postgresql"))
 
 
 class StoreError(ValueError):
@@ -180,6 +231,56 @@ class AuditEntry:
     seconds: float
     version: int
     at: datetime
+    decision_hash: str | None = None
+    prev_hash: str | None = None
+    row_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One sign-in event: ``kind`` (``EVENT_KINDS``) for ``account`` from ``client``; lockouts
+    carry ``until``, unlocks the ``actor`` who cleared them."""
+
+    id: int
+    at: datetime
+    kind: str
+    account: str
+    client: str
+    actor: str
+    until: datetime | None
+    detail: str
+    prev_hash: str
+    row_hash: str
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    """What ``ReviewStore.verify`` found. ``ok``: both chains intact and every decision equal to
+    its last audit row. Otherwise ``problem`` says in words what is wrong and ``table`` / ``row``
+    name the first broken row (``review_audit``, ``review_events`` or ``review_decisions``).
+    ``head``: the hash of the last audit row (keep a copy to detect a rewrite of the chain)."""
+
+    ok: bool
+    audit_rows: int
+    event_rows: int
+    decisions: int
+    head: str
+    problem: str | None = None
+    table: str | None = None
+    row: int | None = None
+
+    @property
+    def message(self) -> str:
+        if self.ok:
+            return (f"The audit log verified: {self.audit_rows} audit row(s) and {self.event_rows} sign-in "
+                    f"event(s) form unbroken hash chains, and each of the {self.decisions} decision(s) matches "
+                    f"its last audit row. Last hash {self.head[:16]}….")
+        return f"The audit log did NOT verify: {self.problem}"
+
+    def record(self) -> dict:
+        return {"verified": self.ok, "audit_rows": self.audit_rows, "event_rows": self.event_rows,
+                "decisions": self.decisions, "head": self.head, "problem": self.problem,
+                "table": self.table, "row": self.row, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -253,6 +354,63 @@ def _audit_entry(row) -> AuditEntry:
     m["at"] = _utc(m["at"])
     m["seconds"] = float(m["seconds"])
     return AuditEntry(**m)
+
+
+def _event(row) -> Event:
+    m = dict(row._mapping)
+    m["at"] = _utc(m["at"])
+    m["until"] = _utc(m["until"]) if m["until"] is not None else None
+    return Event(**m)
+
+
+# ---- hash chain ------------------------------------------------------------------------------------
+def _canonical(value):
+    if isinstance(value, datetime):
+        return _utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value
+    return str(value)
+
+
+def content_hash(fields: dict) -> str:
+    """sha256 hex of ``fields`` as canonical JSON (sorted keys, no spaces, UTF-8, times as UTC
+    ISO 8601 with microseconds)."""
+    text = json.dumps(_canonical(fields), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_DECISION_FIELDS = ("id", "batch", "item_hash", "item_name", "reviewer", "decision", "note", "seconds",
+                    "model_fingerprint", "methods", "decided_at", "version")
+
+
+def decision_hash(d: "Decision") -> str:
+    """The content hash of a decision row (every column), as audit rows record it."""
+    return content_hash({k: getattr(d, k) for k in _DECISION_FIELDS})
+
+
+def _row_hash(table: sa.Table, row: dict) -> str:
+    return content_hash({c.name: row.get(c.name) for c in table.columns if c.name != "row_hash"})
+
+
+def _append_chained(conn: sa.Connection, table: sa.Table, row: dict) -> int:
+    """Insert ``row`` as the next link of ``table``'s chain: the next id, the previous row's hash,
+    this row's hash. Callers hold a write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: the
+    advisory lock taken here), so no other writer appends in between."""
+    if conn.dialect.name == "postgresql":
+        key = _PG_CHAIN_LOCK if table is audit else _PG_CHAIN_LOCK + 1
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    last = conn.execute(sa.select(table.c.id, table.c.row_hash).order_by(table.c.id.desc()).limit(1)).first()
+    row = dict(row, id=(last.id + 1) if last else 1, prev_hash=(last.row_hash or GENESIS) if last else GENESIS)
+    row["row_hash"] = _row_hash(table, row)
+    conn.execute(table.insert().values(**row))
+    return row["id"]
 
 
 def _batch(row) -> Batch:
@@ -404,6 +562,47 @@ class ReviewStore:
             if self.backend == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
             metadata.create_all(conn)
+            self._migrate(conn)
+
+    def _migrate(self, conn: sa.Connection) -> None:
+        """A database made before the hash chain: add its columns and seal the existing audit rows
+        (hashed as they are now, each decision against its current row) in one transaction; a
+        ``chain_started`` event says how many rows were sealed."""
+        present = {c["name"] for c in sa.inspect(conn).get_columns("review_audit")}
+        missing = [c for c in ("decision_hash", "prev_hash", "row_hash") if c not in present]
+        for name in missing:
+            conn.execute(sa.text(f"ALTER TABLE review_audit ADD COLUMN {name} VARCHAR(64)"))
+        unsealed = conn.execute(sa.select(sa.func.count()).select_from(audit)
+                                .where(audit.c.row_hash.is_(None))).scalar()
+        if not unsealed:
+            return
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(audit).order_by(audit.c.id))]
+        last_of = {r["decision_id"]: r["id"] for r in rows}
+        current = {d.id: d for d in map(_decision, conn.execute(sa.select(decisions)))}
+        if self.backend == "sqlite":
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS review_audit_no_update")
+        else:
+            conn.exec_driver_sql("ALTER TABLE review_audit DISABLE TRIGGER USER")
+        prev = GENESIS
+        for r in rows:
+            r["at"], r["seconds"] = _utc(r["at"]), float(r["seconds"])
+            if r["row_hash"] is None:
+                d = current.get(r["decision_id"])
+                r["decision_hash"] = decision_hash(d) if d is not None and last_of[r["decision_id"]] == r["id"] \
+                    else r["decision_hash"]
+                r["prev_hash"] = prev
+                r["row_hash"] = _row_hash(audit, r)
+                conn.execute(audit.update().where(audit.c.id == r["id"]).values(
+                    decision_hash=r["decision_hash"], prev_hash=r["prev_hash"], row_hash=r["row_hash"]))
+            prev = r["row_hash"]
+        if self.backend == "sqlite":
+            conn.exec_driver_sql(_SQLITE_AUDIT_NO_UPDATE)
+        else:
+            conn.exec_driver_sql("ALTER TABLE review_audit ENABLE TRIGGER USER")
+        _append_chained(conn, events, {"at": _now(), "kind": "chain_started", "account": "", "client": "",
+                                       "actor": "", "until": None,
+                                       "detail": f"{unsealed} audit row(s) written before the hash chain existed "
+                                                 "were sealed as found"})
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -527,12 +726,13 @@ class ReviewStore:
                     .on_conflict_do_nothing(index_elements=["batch", "item_hash", "reviewer"])
                     .returning(decisions.c.id)).scalar()
                 if new_id is not None:
+                    made = _decision(conn.execute(sa.select(decisions).where(decisions.c.id == new_id)).one())
                     audit_id = _append_audit(conn, decision_id=new_id, batch=batch, item_hash=item_hash,
                                              item_name=item_name, reviewer=reviewer, actor=actor, action="create",
                                              old_decision=None, new_decision=decision, old_note=None,
-                                             new_note=note, seconds=seconds, version=1, at=now)
-                    row = conn.execute(sa.select(decisions).where(decisions.c.id == new_id)).one()
-                    return Recorded(_decision(row), "created", audit_id)
+                                             new_note=note, seconds=seconds, version=1, at=now,
+                                             decision_hash=decision_hash(made))
+                    return Recorded(made, "created", audit_id)
                 # Another writer created it between our read and insert (PostgreSQL): use theirs.
                 current = conn.execute(sa.select(decisions).where(key).with_for_update()).one()
             old = _decision(current)
@@ -551,12 +751,13 @@ class ReviewStore:
             if done.rowcount != 1:  # cannot happen under the row lock; refuse rather than guess
                 raise StoreError(f"{reviewer}'s decision on {item_name} changed during the update; "
                                  "nothing was written. Try again.")
+            changed = _decision(conn.execute(sa.select(decisions).where(decisions.c.id == old.id)).one())
             audit_id = _append_audit(conn, decision_id=old.id, batch=batch, item_hash=item_hash,
                                      item_name=item_name, reviewer=reviewer, actor=actor, action="change",
                                      old_decision=old.decision, new_decision=decision, old_note=old.note,
-                                     new_note=note, seconds=seconds, version=version, at=now)
-            row = conn.execute(sa.select(decisions).where(decisions.c.id == old.id)).one()
-            return Recorded(_decision(row), "changed", audit_id)
+                                     new_note=note, seconds=seconds, version=version, at=now,
+                                     decision_hash=decision_hash(changed))
+            return Recorded(changed, "changed", audit_id)
 
     def decision(self, batch: str, item_hash: str, reviewer: str) -> Decision | None:
         """``reviewer``'s current decision on one item, or None."""
@@ -576,6 +777,60 @@ class ReviewStore:
         with self._transaction(write=False) as conn:
             return [_decision(r) for r in conn.execute(query)]
 
+    # ---- sign-in events (auth.SignInThrottle) ----------------------------------------------------------
+    def append_event(self, kind: str, *, account: str = "", client: str = "", actor: str = "",
+                     until: datetime | None = None, detail: str = "", at: datetime | None = None) -> Event:
+        """Append one sign-in event (``EVENT_KINDS``) to the chained event log.
+
+        Text is cut to the column sizes (user names typed at the sign-in form are untrusted).
+        ``at``: the event's time (default now; the sign-in throttle passes its clock's).
+        """
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"Expected an event kind among {', '.join(EVENT_KINDS)}; got {kind!r}.")
+        row = {"at": _utc(at) if at is not None else _now(), "kind": kind, "account": str(account or "")[:200], "client": str(client or "")[:200],
+               "actor": str(actor or "")[:200], "until": until, "detail": str(detail or "")[:2000]}
+        with self._transaction(write=True, doing="record the sign-in event") as conn:
+            new_id = _append_chained(conn, events, row)
+            return _event(conn.execute(sa.select(events).where(events.c.id == new_id)).one())
+
+    def events(self, kinds: Sequence[str] | None = None, account: str | None = None, client: str | None = None,
+               since: datetime | None = None) -> list[Event]:
+        """Sign-in events in the order written, optionally of some kinds / one account / one client /
+        at or after ``since``."""
+        query = sa.select(events).order_by(events.c.id)
+        if kinds is not None:
+            query = query.where(events.c.kind.in_(list(kinds)))
+        if account is not None:
+            query = query.where(events.c.account == str(account)[:200])
+        if client is not None:
+            query = query.where(events.c.client == str(client)[:200])
+        if since is not None:
+            query = query.where(events.c.at >= since)
+        with self._transaction(write=False) as conn:
+            return [_event(r) for r in conn.execute(query)]
+
+    # ---- tamper evidence ---------------------------------------------------------------------------
+    def verify(self) -> AuditCheck:
+        """Walk the audit and event chains and compare every decision with its last audit row.
+
+        Returns:
+            AuditCheck; ``problem`` names the first row that breaks (a row whose content no longer
+            matches its hash, a row that does not follow the one before, a decision changed
+            outside the app or without an audit row).
+
+        Example:
+            >>> store.verify().ok
+            True
+        """
+        with self._engine.connect() as conn:
+            if self.backend == "postgresql":   # one snapshot for all three tables
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            try:
+                with conn.begin():
+                    return _verify(conn)
+            except exc.DBAPIError as err:
+                raise self._explain(err, "verify the audit log") from None
+
     def audit_log(self, batch: str | None = None, decision_id: int | None = None) -> list[AuditEntry]:
         """Audit rows in the order they were written, optionally of one batch or decision."""
         query = sa.select(audit).order_by(audit.c.id)
@@ -588,7 +843,60 @@ class ReviewStore:
 
 
 def _append_audit(conn: sa.Connection, **row) -> int:
-    return conn.execute(audit.insert().values(**row).returning(audit.c.id)).scalar_one()
+    return _append_chained(conn, audit, row)
+
+
+def _walk_chain(conn: sa.Connection, table: sa.Table, what: str):
+    """Yield each row of ``table`` in id order; raise _Broken at the first that does not chain."""
+    prev, prev_id = GENESIS, None
+    for r in conn.execute(sa.select(table).order_by(table.c.id)):
+        row = dict(r._mapping)
+        if table is audit:
+            row["seconds"] = float(row["seconds"])
+        where = f"{what} row {row['id']}"
+        if row["prev_hash"] != prev:
+            before = f"row {prev_id}" if prev_id is not None else "the start of the log"
+            raise _Broken(table.name, row["id"],
+                          f"{where} does not follow {before} (its previous-row hash differs): a row was removed, "
+                          "inserted or replaced there.")
+        if not row["row_hash"] or _row_hash(table, row) != row["row_hash"]:
+            raise _Broken(table.name, row["id"],
+                          f"{where} was changed after it was written (its content no longer matches its hash).")
+        prev, prev_id = row["row_hash"], row["id"]
+        yield row
+
+
+class _Broken(Exception):
+    def __init__(self, table: str, row: int, problem: str):
+        super().__init__(problem)
+        self.table, self.row, self.problem = table, row, problem
+
+
+def _verify(conn: sa.Connection) -> AuditCheck:
+    counts = {"audit_rows": 0, "event_rows": 0, "decisions": 0}
+    head = GENESIS
+    try:
+        last: dict[int, dict] = {}
+        for row in _walk_chain(conn, audit, "audit log"):
+            counts["audit_rows"] += 1
+            last[row["decision_id"]] = row
+            head = row["row_hash"]
+        for r in conn.execute(sa.select(decisions).order_by(decisions.c.id)):
+            d = _decision(r)
+            counts["decisions"] += 1
+            entry = last.get(d.id)
+            name = f"decision {d.id} ({d.reviewer} on {d.item_name} in batch {d.batch})"
+            if entry is None:
+                raise _Broken("review_decisions", d.id, f"{name} has no audit row: it was written outside the app.")
+            if entry["decision_hash"] != decision_hash(d):
+                raise _Broken("review_decisions", d.id,
+                              f"{name} differs from what its last audit row (row {entry['id']}) recorded: it was "
+                              "changed outside the app.")
+        for _ in _walk_chain(conn, events, "sign-in event log"):
+            counts["event_rows"] += 1
+    except _Broken as broken:
+        return AuditCheck(False, head=head, problem=broken.problem, table=broken.table, row=broken.row, **counts)
+    return AuditCheck(True, head=head, **counts)
 
 
 def _writable(path: str, folder: str) -> bool:
@@ -685,12 +993,45 @@ CSV_COLUMNS = ("batch", "item_name", "item_hash", "reviewer", "decision", "note"
 
 
 def to_csv(items: Iterable[Decision], include_notes: bool = True) -> str:
-    """Decisions as CSV text (one row each; ``methods`` as JSON; notes blank unless included)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(CSV_COLUMNS)
-    for x in items:
-        writer.writerow([x.batch, x.item_name, x.item_hash, x.reviewer, x.decision,
-                         x.note if include_notes else "", f"{x.seconds:.3f}", x.decided_at.isoformat(),
-                         x.version, x.model_fingerprint, json.dumps(x.methods, sort_keys=True)])
-    return buf.getvalue()
+    """Decisions as CSV text (one row each; ``methods`` as JSON; notes blank unless included).
+    Text that a spreadsheet would run as a formula gets a leading ``'`` (``safe_text.csv_cell``)."""
+    return _csv_text(([x.batch, x.item_name, x.item_hash, x.reviewer, x.decision,
+                       x.note if include_notes else "", round(x.seconds, 3), x.decided_at.isoformat(),
+                       x.version, x.model_fingerprint, json.dumps(x.methods, sort_keys=True)] for x in items),
+                     columns=CSV_COLUMNS)
+
+
+
+# ---- command line: python -m saliency_core audit verify ---------------------------------------------
+def add_audit_command(commands, parser_class) -> None:
+    """Add the ``audit`` subcommand (``verify``) to the CLI's subparsers."""
+    cmd = commands.add_parser(
+        "audit", help="check the review audit log for tampering",
+        description="Walk the hash chains of the review audit log and sign-in events and compare every "
+                    "decision with its last audit row. Exit status 0 if everything verifies, 1 otherwise "
+                    "(the first broken row is named).")
+    actions = cmd.add_subparsers(dest="audit_action", metavar="ACTION", parser_class=parser_class)
+    verify = actions.add_parser("verify", help="verify the chain and the decisions")
+    verify.add_argument("--database", metavar="URL",
+                        help="database URL (default: $DATABASE_URL, else the SQLite file $SALIENCY_DB)")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    cmd.set_defaults(run=run_audit)
+
+
+def run_audit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if getattr(args, "audit_action", None) != "verify":
+        parser.error("audit needs an action: verify")
+    try:
+        with ReviewStore(args.database) as store:
+            check = store.verify()
+            where = store.where
+    except ValueError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        return 1
+    if args.json:
+        print(json.dumps({**check.record(), "database": where}, indent=2))
+    else:
+        print(f"{where}: {check.message}" + ("" if check.ok else f" (first broken: {check.table} row {check.row})"))
+        if check.ok:
+            print(f"last audit hash {check.head}")
+    return 0 if check.ok else 1

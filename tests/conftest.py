@@ -106,3 +106,10 @@ def open_page(page: str, methods: list[str]):
 def rerun_page(at, methods: list[str]):
     at.session_state["methods"] = methods
     return at.run()
+
+
+def shown(text: str) -> str:
+    """What a reader sees of Markdown source: pages escape user text (file names, labels,
+    messages) with backslashes, which the Markdown renderer removes."""
+    import re
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)

@@ -1,5 +1,6 @@
 """Drive the Stability page with AppTest: real demo model, real photos and uploads."""
 import os
+import re
 
 import skimage
 from streamlit.testing.v1 import AppTest
@@ -7,6 +8,12 @@ from streamlit.testing.v1 import AppTest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PHOTO = os.path.join(os.path.dirname(skimage.__file__), "data", "chelsea.png")
 
+
+
+def _shown(text: str) -> str:
+    """What a reader sees of Markdown source: pages escape user text (file names, labels,
+    messages) with backslashes, which the Markdown renderer removes."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
 
 def _stability_page(methods) -> AppTest:
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
@@ -32,7 +39,7 @@ def test_generated_variants_grid_chart_and_export():
     _by_label(at.number_input, "Number of variants").set_value(4)   # noise, brightness, contrast, shift
     at = _check(at)
     assert not at.exception, at.exception
-    assert not at.error or all("fragile prediction" in e.value for e in at.error), [e.value for e in at.error]
+    assert not at.error or all("fragile prediction" in _shown(e.value) for e in at.error), [_shown(e.value) for e in at.error]
 
     table = at.dataframe[0].value
     assert list(table["method"]) == ["Gradient", "Grad-CAM"]
@@ -40,16 +47,16 @@ def test_generated_variants_grid_chart_and_export():
     cam = table[table["method"] == "Grad-CAM"].iloc[0]
     grad = table[table["method"] == "Gradient"].iloc[0]
     assert cam["mean rank correlation"] > grad["mean rank correlation"]
-    messages = [m.value for m in list(at.success) + list(at.warning) + list(at.error)]
+    messages = [_shown(m.value) for m in list(at.success) + list(at.warning) + list(at.error)]
     assert any(m.startswith("**Grad-CAM: ") for m in messages) and any(m.startswith("**Gradient: ") for m in messages)
-    assert "Prediction on the original:** espresso" in " ".join(m.value for m in at.markdown)
+    assert "Prediction on the original:** espresso" in " ".join(_shown(m.value) for m in at.markdown)
 
-    captions = [c for el in at.get("image") for c in el.captions]
+    captions = [_shown(c) for el in at.get("image") for c in el.captions]
     assert sum(c.startswith("original · espresso") for c in captions) == 2
     assert sum(c.startswith("shift 4 px right · ") and "ρ " in c and "SSIM" in c for c in captions) == 2
     assert len(at.get("plotly_chart")) == 1
-    assert any("Brighter =" in c.value for c in at.caption)
-    assert any("Thresholds: stable if the mean rank correlation" in c.value for c in at.caption)
+    assert any("Brighter =" in _shown(c.value) for c in at.caption)
+    assert any("Thresholds: stable if the mean rank correlation" in _shown(c.value) for c in at.caption)
     assert {b.proto.label for b in at.get("download_button")} == {
         "Scores per variant (CSV)", "Verdicts and settings (JSON)"}
 
@@ -67,7 +74,7 @@ def test_shift_too_large_for_the_image_is_explained():
     _by_label(at.slider, "Shift (pixels)").set_value(32)
     at = _check(at)
     assert not at.exception, at.exception
-    errors = [e.value for e in at.error]
+    errors = [_shown(e.value) for e in at.error]
     assert len(errors) == 1 and "too small for a 32 px shift" in errors[0], errors
     # nothing else lost: the form and the photo choice are still there
     assert _by_label(at.selectbox, "…or use a sample photo").value == "Cat (chelsea.png)"
@@ -84,9 +91,9 @@ def test_similar_images_uploaded_with_a_bad_one():
     at = at.run()
     at = _check(at)
     assert not at.exception, at.exception
-    errors = [e.value for e in at.error]
+    errors = [_shown(e.value) for e in at.error]
     assert len(errors) == 1 and "notes.png" in errors[0], errors
     table = at.dataframe[0].value
     assert table.iloc[0]["verdict"] == "stable" and table.iloc[0]["mean rank correlation"] == 1.0
-    captions = [c for el in at.get("image") for c in el.captions]
+    captions = [_shown(c) for el in at.get("image") for c in el.captions]
     assert any(c.startswith("frame1.png · tiger cat") and "ρ 1.00" in c for c in captions), captions

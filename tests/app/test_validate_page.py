@@ -1,6 +1,7 @@
 """Drive the Validate page with AppTest: the bundled demo set, and uploads with a malformed
 annotation file."""
 import os
+import re
 
 import skimage
 from streamlit.testing.v1 import AppTest
@@ -10,6 +11,12 @@ from conftest import open_page, rerun_page
 PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
 METHODS = ["gradient", "gradcam"]
 
+
+
+def _shown(text: str) -> str:
+    """What a reader sees of Markdown source: pages escape user text (file names, labels,
+    messages) with backslashes, which the Markdown renderer removes."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
 
 def _page() -> AppTest:
     return open_page("pages/validate.py", METHODS)
@@ -41,9 +48,9 @@ def test_demo_set_summary_charts_worst_images_and_exports():
     _by_label(at.button, "Run validation").click()
     at = _run(at)
     assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
+    assert not at.error, [_shown(e.value) for e in at.error]
 
-    warnings = [w.value for w in at.warning]
+    warnings = [_shown(w.value) for w in at.warning]
     assert any("Only 5 annotated example(s) were scored; at least 50" in w for w in warnings), warnings
     summary = _table(at, "n images")
     assert summary["method"].tolist() == ["Gradient", "Grad-CAM", "Centre bias (Gaussian)", "Random map"]
@@ -51,7 +58,7 @@ def test_demo_set_summary_charts_worst_images_and_exports():
                    "Deletion AUC", "Insertion AUC"):
         assert summary[column].str.match(r"^\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]$").all(), summary[column]
     assert (summary["n images"] == 5).all()
-    captions = " ".join(c.value for c in at.caption)
+    captions = " ".join(_shown(c.value) for c in at.caption)
     assert "percentile bootstrap over images, 2000 resamples" in captions
     assert "deleted pixels become the image's mean colour" in captions and "10036 px (20.0%) per step" in captions
 
@@ -59,7 +66,7 @@ def test_demo_set_summary_charts_worst_images_and_exports():
     assert len(rows) == 20 and {"image", "method_label", "pointing_game", "deletion_auc"} <= set(rows.columns)
     scores = rows["pointing_game"].tolist()
     assert scores == sorted(scores)         # sorted by the first measure, worst first
-    text = " ".join(m.value for m in at.markdown)
+    text = " ".join(_shown(m.value) for m in at.markdown)
     assert "Worst images" in text and "rocket.jpg" in text and "Prediction: missile" in text
     assert "centre-bias baseline" in text
     assert len(at.get("plotly_chart")) == 2
@@ -79,12 +86,12 @@ def test_malformed_annotation_file_gives_the_skipped_list_not_an_exception():
         ("chelsea.xml", b"<annotation><filename>chelsea.png</filename><object>", "text/xml")])
     at = _run(at)
     assert not at.exception, at.exception
-    assert "1 annotated image(s) found" in " ".join(c.value for c in at.caption)
+    assert "1 annotated image(s) found" in " ".join(_shown(c.value) for c in at.caption)
     _by_label(at.checkbox, "Deletion / insertion").uncheck()
     _by_label(at.button, "Run validation").click()
     at = _run(at)
     assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
+    assert not at.error, [_shown(e.value) for e in at.error]
     skipped = _table(at, "reason")
     reasons = dict(zip(skipped["item"], skipped["reason"]))
     assert "not well-formed XML" in reasons["chelsea.xml"]
