@@ -308,7 +308,7 @@ class SanityVerdict:
     def summary(self) -> str:
         """One plain sentence for a caution mark."""
         state = "passes" if self.passed else "fails"
-        how = "from the logits down" if self.mode == "cascading" else "one at a time"
+        how = "from the output down" if self.mode == "cascading" else "one at a time"
         on = f" on {self.image_name}" if self.image_name else ""
         where = "at the last step" if self.mode == "cascading" else "on average over the steps"
         return (f"{state.capitalize()} the randomisation sanity check{on} "
