@@ -57,6 +57,7 @@ import io
 import json
 import math
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -599,6 +600,59 @@ def table_rows(data) -> tuple[list[str], list[dict]]:
     return columns, flat
 
 
+COLUMN_WORDS = {
+    "method": "method", "passed": "passes", "verdict": "verdict", "measure": "measure",
+    "final_similarity": "rank correlation at the end", "threshold": "pass below", "mode": "how",
+    "blocks": "layer blocks re-initialised", "total_blocks": "layer blocks in all",
+    "model_fingerprint": "model weights (sha256)", "image_hash": "image (sha256)", "image_name": "image",
+    "final_map_zero": "map zero at the end", "target_label": "class explained", "top1": "prediction",
+    "top1_probability": "confidence", "item_name": "item", "decided_at": "decided (UTC)",
+    "spearman_abs": "rank correlation", "top_k_overlap": "top pixels kept", "ssim": "structural similarity",
+}
+VALUE_WORDS = {"spearman_abs": "rank correlation of the map's size (Spearman)"}
+_HASH = re.compile(r"^[0-9a-f]{40,}$")
+SHORT_HASH = 12
+
+
+def readable_table(columns: list[str], rows: list[dict]) -> tuple[list[str], list[dict], list[tuple[str, str]],
+                                                                  list[tuple[str, str]]]:
+    """``table_rows`` output for readers: column names in words, long hashes shortened to their
+    first 12 characters with each full value listed once, and, with two or more rows, the
+    columns that hold the same value in every row taken out and stated once.
+
+    Returns:
+        (columns, rows, full: (short, full value) pairs, common: (column, value) pairs).
+
+    Example:
+        >>> readable_table(["model_fingerprint"], [{"model_fingerprint": "ab" * 32}])[:2]
+        (['model weights (sha256)'], [{'model weights (sha256)': 'abababababab…'}])
+    """
+    names = {c: ": ".join(COLUMN_WORDS.get(part) or part.replace("_", " ") for part in c.split("."))
+             for c in columns}
+    full: dict[str, str] = {}
+    out = []
+    for row in rows:
+        new = {}
+        for c in columns:
+            v = row.get(c)
+            if isinstance(v, str) and _HASH.match(v):
+                full.setdefault(v[:SHORT_HASH] + "\u2026", v)
+                v = v[:SHORT_HASH] + "\u2026"
+            elif isinstance(v, str):
+                v = VALUE_WORDS.get(v, v)
+            new[names[c]] = v
+        out.append(new)
+    shown = [names[c] for c in columns]
+    common = []
+    if len(out) >= 2:
+        for c in list(shown):
+            values = {_cell(r.get(c)) for r in out}
+            if len(values) == 1 and len(shown) > 1:
+                common.append((c, values.pop()))
+                shown.remove(c)
+    return shown, out, list(full.items()), common
+
+
 def _row(value) -> dict:
     if isinstance(value, dict):
         return value
@@ -808,7 +862,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Ari
        max-width: 1100px; margin: 0 auto; padding: 24px; line-height: 1.45; font-size: 15px; }
 h1 { font-size: 1.8em; margin: 0 0 .2em; } h2 { border-bottom: 2px solid var(--line); padding-bottom: .2em; margin-top: 2em; }
 h3 { margin: 1.2em 0 .4em; } .muted { color: var(--muted); } code, .mono { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .9em; word-break: break-all; }
-table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; }
+table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; max-width: 100%; }
+.wide { max-width: 100%; overflow-x: auto; } td { overflow-wrap: break-word; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: var(--soft); }
 .summary p { margin: .5em 0; } .summary { background: var(--soft); padding: 12px 18px; border-radius: 8px; }
@@ -1132,8 +1187,7 @@ def _method_html(method: str, report: Report) -> str:
         '<p class="muted">Parameters differ between images; each image\'s values are in the replay data.</p>')
     caution = f'<p class="caution"><b>Known limit:</b> {_e(meta.caution)}</p>' if meta.caution else ""
     bright = meta.meaning.format(score="the score of the explained class")
-    return (f'<div class="card" id="method-{_e(method)}"><h3>{_e(meta.label)} <span class="muted">'
-            f"(<code>{_e(method)}</code>)</span></h3><p>{_e(meta.description)}</p>"
+    return (f'<div class="card" id="method-{_e(method)}"><h3>{_e(meta.label)}</h3><p>{_e(meta.description)}</p>'
             f"<p><b>Bright means:</b> {_e(bright)}.</p>{table}{varied}<p>{_e(_seed_text(method, report))}</p>"
             f"{caution}<p class=\"muted\">Reference: {_e(meta.reference)}.</p></div>")
 
@@ -1141,9 +1195,13 @@ def _method_html(method: str, report: Report) -> str:
 def _html_table(columns: list[str], rows: list[dict]) -> str:
     if not rows:
         return "<p>(no rows)</p>"
+    columns, rows, full, common = readable_table(columns, rows)
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_e(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    same = ("<p>In every row: " + "; ".join(f"{_e(c)}: {_e(v)}" for c, v in common) + ".</p>") if common else ""
+    notes = ("<p class=\"muted\">Full values: " + "; ".join(f"{_e(a)} = <code>{_e(b)}</code>" for a, b in full)
+             + "</p>") if full else ""
+    return f'{same}<div class="wide"><table><tr>{head}</tr>{body}</table></div>{notes}'
 
 
 # ---- PDF ------------------------------------------------------------------------------------------
@@ -1160,7 +1218,7 @@ def _latin1(text) -> str:
 
 def _pdf(report: Report) -> bytes:
     try:
-        from fpdf import FPDF
+        from fpdf import FPDF, FontFace
         from fpdf.enums import XPos, YPos
     except ImportError:
         raise ValueError("Making a PDF needs the package fpdf2; install the project's requirements.txt.") from None
@@ -1189,9 +1247,9 @@ def _pdf(report: Report) -> bytes:
         pdf.multi_cell(width, size * 0.5, _latin1(text), **nl)
         pdf.ln(1.5)
 
-    def para(text, size=9.5, style="", h=None):
+    def para(text, size=9.5, style="", h=None, align="J"):
         pdf.set_font("Helvetica", style, size)
-        pdf.multi_cell(width, h or size * 0.47, _latin1(text), **nl)
+        pdf.multi_cell(width, h or size * 0.47, _latin1(text), align=align, **nl)
         pdf.ln(1.2)
 
     def kv_table(rows, col1=55, size=8.5):
@@ -1208,16 +1266,42 @@ def _pdf(report: Report) -> bytes:
         if not rows:
             para("(no rows)")
             return
+        columns, rows, full, common = readable_table(columns, rows)
+        if common:
+            para("In every row: " + "; ".join(f"{c}: {v}" for c, v in common) + ".", size=8, align="L")
+        texts = [[_latin1(c) for c in columns]] + [[_latin1(_cell(r.get(c))) for c in columns] for r in rows]
+        pad = 2 * pdf.c_margin + 1.0
+
+        def measure(size):   # (longest word, whole text) per column, header in bold
+            words, lengths = [], []
+            for i in range(len(columns)):
+                w = l = 0.0
+                for n, t in enumerate(texts):
+                    pdf.set_font("Helvetica", "B" if n == 0 else "", size)
+                    w = max([w] + [pdf.get_string_width(part) for part in t[i].split()])
+                    l = max(l, pdf.get_string_width(t[i]))
+                words.append(w + pad)
+                lengths.append(l + pad)
+            return words, lengths
+
+        words, lengths = measure(size)
+        while sum(words) > width and size > 5.0:   # too many columns: smaller type before broken words
+            size -= 0.5
+            words, lengths = measure(size)
+        spare = max(0.0, width - 0.01 - sum(words))
+        extra = [max(0.0, l - w) for l, w in zip(lengths, words)]
+        widths = [w + (spare * e / sum(extra) if sum(extra) else spare / len(words)) for w, e in zip(words, extra)]
         pdf.set_font("Helvetica", "", size)
-        with pdf.table(first_row_as_headings=True, line_height=size * 0.5, text_align="LEFT",
-                       borders_layout="HORIZONTAL_LINES") as t:
-            head = t.row()
-            for c in columns:
-                head.cell(_latin1(c))
-            for r in rows:
+        pdf.set_fill_color(255)
+        with pdf.table(col_widths=widths, width=min(sum(widths), width - 0.01), align="LEFT", first_row_as_headings=True,
+                       line_height=size * 0.5, text_align="LEFT", borders_layout="HORIZONTAL_LINES",
+                       headings_style=FontFace(emphasis="BOLD", fill_color=(235, 235, 240))) as t:
+            for line in texts:
                 row = t.row()
-                for c in columns:
-                    row.cell(_latin1(_cell(r.get(c))))
+                for cell in line:
+                    row.cell(cell)
+        if full:
+            para("Full values: " + "; ".join(f"{a} = {b}" for a, b in full), size=6.5, align="L")
         pdf.ln(2)
 
     # page 1: title and summary
@@ -1265,7 +1349,7 @@ def _pdf(report: Report) -> bytes:
     for m in report.methods:
         meta = METHODS[m]
         pdf.set_font("Helvetica", "B", 10.5)
-        pdf.multi_cell(width, 5.2, _latin1(f"{meta.label} ({m})"), **nl)
+        pdf.multi_cell(width, 5.2, _latin1(meta.label), **nl)
         para(meta.description, size=8.5)
         para("Bright means: " + meta.meaning.format(score="the score of the explained class") + ".", size=8.5)
         params = _params_text(m, report)
