@@ -15,8 +15,8 @@ import streamlit as st
 from PIL import Image
 
 import saliency_core as sc
-from saliency_core.images import image_notes
-from saliency_core.models import source_signature
+from saliency_core.engine.images import image_notes
+from saliency_core.engine.models import source_signature
 
 log = logging.getLogger("saliency_lens")
 
@@ -209,7 +209,7 @@ def page_methods(model: sc.Classifier, cfg: dict) -> list[str]:
 def single_image(upload_types: list[str]) -> tuple[str, Image.Image, str]:
     """One uploaded image or sample photo: (name, RGB image, image hash); stops with a message
     when there is none or it cannot be read."""
-    from saliency_core.samples import sample_images
+    from saliency_core.engine.samples import sample_images
     left, right = st.columns([3, 2])
     with left:
         upload = st.file_uploader("Upload an image", type=upload_types)

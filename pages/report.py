@@ -9,8 +9,8 @@ import streamlit as st
 
 import saliency_core as sc
 from saliency_core import report as rp
-from saliency_core.samples import sample_images
-from saliency_core.safe_text import file_name
+from saliency_core.engine.samples import sample_images
+from saliency_core.engine.safe_text import file_name
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, explanation, page_methods, page_model, plain,
                            report_error, require_frame, sanity_verdict, settings)
 

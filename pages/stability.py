@@ -10,9 +10,9 @@ import plotly.express as px
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core import render as rd
-from saliency_core.metrics import stability as stab
-from saliency_core.safe_text import to_csv
+from saliency_core.engine import render as rd
+from saliency_core.evaluation import stability as stab
+from saliency_core.engine.safe_text import to_csv
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, computed, decode, method_params, model_key,
                            page_methods, page_model, plain, report_error, require_frame, settings,
                            single_image)

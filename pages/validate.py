@@ -11,13 +11,13 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 import saliency_core as sc
-from saliency_core import annotations as an
-from saliency_core import render as rd
-from saliency_core import validate as va
-from saliency_core.data import DEMO_DESCRIPTION, demo_dataset, pasted_objects
-from saliency_core.metrics import faithfulness as fa
-from saliency_core.metrics import localisation as lo
-from saliency_core.safe_text import to_csv
+from saliency_core.evaluation import annotations as an
+from saliency_core.engine import render as rd
+from saliency_core.evaluation import validate as va
+from saliency_core.evaluation.data import DEMO_DESCRIPTION, demo_dataset, pasted_objects
+from saliency_core.evaluation import faithfulness as fa
+from saliency_core.evaluation import localisation as lo
+from saliency_core.engine.safe_text import to_csv
 from pages._common import (DISCLAIMER, page_methods, page_model, plain, report_error, require_frame,
                            settings)
 
@@ -48,7 +48,7 @@ methods = page_methods(model, cfg)
 source = st.radio("Data set", [DEMO, PASTED, UPLOAD], horizontal=True, key="validate_source")
 dataset = None
 if source == DEMO:
-    st.caption(DEMO_DESCRIPTION + " The boxes are in `saliency_core/data/demo_boxes.csv`.")
+    st.caption(DEMO_DESCRIPTION + " The boxes are in `saliency_core/evaluation/data/demo_boxes.csv`.")
     dataset = demo_dataset()
 elif source == PASTED:
     c1, c2 = st.columns(2)

@@ -67,10 +67,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from .images import image_hash, load_image
-from .methods import METHODS
-from .render import DEFAULT_DIVERGING, DEFAULT_SEQUENTIAL, Rendered, colorbar_image, render
-from .untrusted import InflateError, cut, inflate, quote
+from .engine.images import image_hash, load_image
+from .engine.methods import METHODS
+from .engine.render import DEFAULT_DIVERGING, DEFAULT_SEQUENTIAL, Rendered, colorbar_image, render
+from .engine.untrusted import InflateError, cut, inflate, quote
 
 SCHEMA = "saliency-lens-report/1"
 REPLAY_ID = "saliency-replay"
@@ -441,7 +441,7 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
         raise ValueError(f"None of the {len(images)} image(s) could be read: "
                          + "; ".join(msg for _, msg in skipped))
     import torch
-    from .devices import describe as describe_device
+    from .engine.devices import describe as describe_device
     device = describe_device(model.device)
     return Report(model=model.describe(), methods=methods, images=entries, model_source=str(model_source),
                   title=title or DEFAULT_TITLE, skipped=skipped, sanity=sanity, stability=stability,
@@ -459,7 +459,7 @@ def _method(name: str):
 
 def _versions() -> dict:
     import PIL
-    from .explain import versions
+    from .engine.explain import versions
     out = dict(versions())
     out["pillow"] = PIL.__version__
     try:
@@ -1542,8 +1542,8 @@ def find_replay_model(record: dict, models_dir: str | os.PathLike | None = None,
     Raises:
         ValueError: no model there has the recorded fingerprint, or none of those that do loads.
     """
-    from .cards import CARD_SUFFIXES, find_models, read_card
-    from .models import _demo_fingerprint, _demo_weights, file_sha256, load_model
+    from .engine.cards import CARD_SUFFIXES, find_models, read_card
+    from .engine.models import _demo_fingerprint, _demo_weights, file_sha256, load_model
 
     want = recorded_fingerprint(record)
     if _demo_fingerprint(str(_demo_weights())) == want:
@@ -1607,7 +1607,7 @@ def replay(record: dict, model=None, *, tolerance: float = 0.0,
     """
     import torch
     from torchvision.transforms.functional import to_tensor
-    from .explain import attribute, explain, reduce_channels
+    from .engine.explain import attribute, explain, reduce_channels
 
     want = recorded_fingerprint(record)
     if model is None:
@@ -1696,7 +1696,7 @@ def replay(record: dict, model=None, *, tolerance: float = 0.0,
 # (float32 vs float64 on the CPU: 6.5e-6 on chelsea.png, 1 % on camera.png), so they match within
 # SINGLE_PASS_DEVICE_TOLERANCE (relative L2 error). Averaging methods may use TF32 on a GPU: they
 # match when the map moved less than a tenth of what changing the seed moves it (the rule in
-# saliency_core/_fast.py), measured here by recomputing with the next seed.
+# saliency_core/engine/_fast.py), measured here by recomputing with the next seed.
 SINGLE_PASS_DEVICE_TOLERANCE = 2e-2
 AVERAGING_DEVICE_SHARE = 0.1
 
@@ -1709,7 +1709,7 @@ def _device_type(recorded) -> str:
 def _recompute(model, payload: dict, picture, method: str, target: int, params: dict) -> np.ndarray:
     import torch
     from torchvision.transforms.functional import to_tensor
-    from .explain import attribute, explain, reduce_channels
+    from .engine.explain import attribute, explain, reduce_channels
     if payload.get("kind") == "crop":
         x = to_tensor(picture).unsqueeze(0).to(model.device)
         attribution, _, _ = attribute(model, x, torch.tensor([target], device=x.device), method, **params)

@@ -10,7 +10,7 @@ import skimage
 from PIL import Image
 
 import saliency_core as sc
-from saliency_core.render import (DIVERGING, SEQUENTIAL, SIGN_MODES, Rendered, colorbar_image,
+from saliency_core.engine.render import (DIVERGING, SEQUENTIAL, SIGN_MODES, Rendered, colorbar_image,
                                   colormap_lut, map_values, plotly_colorscale, render, save_png,
                                   shared_scale)
 
