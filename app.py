@@ -8,9 +8,9 @@ import streamlit as st
 
 import saliency_core as sc
 from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
-from saliency_core.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
-from saliency_core.devices import describe as describe_device
-from saliency_core.models import check_upload, code_models_allowed
+from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
+from saliency_core.engine.devices import describe as describe_device
+from saliency_core.engine.models import check_upload, code_models_allowed
 
 DEMO_LABEL = "EfficientNet-Lite0, ImageNet (demo)"
 MODELS_DIR = os.environ.get("SALIENCY_MODELS_DIR", "models")             # the operator's models

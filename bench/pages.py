@@ -43,6 +43,18 @@ PAGES = ("explain", "validate", "stability", "sanity-cascading", "sanity-indepen
 BEFORE = {"validate_step": 0.05, "validate_batch": 4, "stability_variants": 8, "sanity_map_steps": None}
 
 
+def _engine(module: str):
+    """An engine module by its path in the layered package, or by its earlier flat path (the engine
+    before issue 17, for ``--profile before``)."""
+    import importlib
+    flat = {"engine.samples": "samples", "evaluation.validate": "validate", "evaluation.data": "data",
+            "evaluation.stability": "metrics.stability", "evaluation.sanity": "metrics.randomisation"}
+    try:
+        return importlib.import_module(f"saliency_core.{module}")
+    except ImportError:
+        return importlib.import_module(f"saliency_core.{flat[module]}")
+
+
 def _settings(profile: str) -> dict:
     if profile == "before":
         return dict(BEFORE)
@@ -54,8 +66,7 @@ def _settings(profile: str) -> dict:
 
 
 def _photos() -> list[tuple[str, str]]:
-    from saliency_core.samples import sample_images
-    return list(sample_images().items())
+    return list(_engine("engine.samples").sample_images().items())
 
 
 def engine_runs(model, profile: str) -> dict[str, Callable[[], object]]:
@@ -71,8 +82,7 @@ def engine_runs(model, profile: str) -> dict[str, Callable[[], object]]:
             pipeline.explain_image(model, path, name, methods, params)
 
     def validate():
-        from saliency_core import validate as va
-        from saliency_core.data import demo_dataset
+        va, demo_dataset = _engine("evaluation.validate"), _engine("evaluation.data").demo_dataset
         options = dict(methods=methods, params=params, faithfulness=defaults.VALIDATE_FAITHFULNESS,
                        step_fraction=s["validate_step"], seed=params["seed"])
         if s["validate_batch"]:
@@ -80,11 +90,11 @@ def engine_runs(model, profile: str) -> dict[str, Callable[[], object]]:
         return va.run_validation(model, demo_dataset(), va.ValidationSettings(**options))
 
     def stability():
-        from saliency_core.metrics import stability as stab
+        stab = _engine("evaluation.stability")
         return stab.stability_check(model, first, methods, count=s["stability_variants"], params=params)
 
     def sanity(mode: str):
-        from saliency_core.metrics import randomisation as rz
+        rz = _engine("evaluation.sanity")
         blocks = rz.layer_blocks(model)
         depth = rz.default_depth(blocks)
         extra = {}

@@ -21,8 +21,8 @@ import time
 import torch
 
 import saliency_core as sc  # installed by the Makefile (pip install -e .)
-from saliency_core._fast import switched
-from saliency_core.samples import sample_images
+from saliency_core.engine._fast import switched
+from saliency_core.engine.samples import sample_images
 
 
 def _sync(device: str) -> None:

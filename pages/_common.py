@@ -15,8 +15,8 @@ import streamlit as st
 from PIL import Image
 
 import saliency_core as sc
-from saliency_core.images import image_notes
-from saliency_core.models import source_signature
+from saliency_core.engine.images import image_notes
+from saliency_core.engine.models import source_signature
 
 log = logging.getLogger("saliency_lens")
 
@@ -209,7 +209,7 @@ def page_methods(model: sc.Classifier, cfg: dict) -> list[str]:
 def single_image(upload_types: list[str]) -> tuple[str, Image.Image, str]:
     """One uploaded image or sample photo: (name, RGB image, image hash); stops with a message
     when there is none or it cannot be read."""
-    from saliency_core.samples import sample_images
+    from saliency_core.engine.samples import sample_images
     left, right = st.columns([3, 2])
     with left:
         upload = st.file_uploader("Upload an image", type=upload_types)
@@ -306,8 +306,8 @@ def sanity_verdict(model: sc.Classifier, method: str, image_hash: str | None = N
 # ---- long runs: an estimate before, progress and Cancel while running ---------------------------------
 
 def estimate_caption(seconds: float, what: str) -> None:
-    """Say before a run starts how long it will take here (``saliency_core.estimate``)."""
-    from saliency_core.estimate import describe_seconds
+    """Say before a run starts how long it will take here (``saliency_core.engine.estimate``)."""
+    from saliency_core.engine.estimate import describe_seconds
     st.caption(f":material/schedule: {what}: {describe_seconds(seconds)} on this machine "
                "(from a timing of the model made just now).")
 
@@ -382,7 +382,7 @@ def map_rows(items: list, key: str, per_row: int = PER_ROW):
 def colour_bar(r, alt: str = "") -> None:
     """The colour bar of a rendered map (framed, so its dark end shows on a dark theme), labelled
     in words; the exact numbers in its tooltip."""
-    from saliency_core import render as rd
+    from saliency_core.engine import render as rd
     st.image(rd.colorbar_image(r, height=12, width=256, frame=True), width="stretch",
              alt=alt or "Colour scale from low influence (left) to high influence (right)")
     words = ("lowers the score ← no effect → raises the score" if r.sign == "signed"

@@ -8,9 +8,9 @@ import re
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core import compare as cmp
-from saliency_core import render as rd
-from saliency_core.samples import sample_images
+from saliency_core.evaluation import compare as cmp
+from saliency_core.engine import render as rd
+from saliency_core.engine.samples import sample_images
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, get_model, model_key, report_error,
                            require_frame, settings)
 

@@ -13,10 +13,10 @@ import streamlit as st
 
 import saliency_core as sc
 from saliency_core import pipeline
-from saliency_core import render as rd
-from saliency_core.images import image_notes
-from saliency_core.safe_text import ZipNames, file_name, to_csv
-from saliency_core.samples import sample_images
+from saliency_core.engine import render as rd
+from saliency_core.engine.images import image_notes
+from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
+from saliency_core.engine.samples import sample_images
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, decode, is_cached, method_params,
                            page_methods, page_model, plain, png_bytes, report_error, require_frame,
                            sanity_verdict, settings)

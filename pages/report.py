@@ -8,10 +8,10 @@ import time
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core import estimate as es
+from saliency_core.engine import estimate as es
 from saliency_core import report as rp
-from saliency_core.samples import sample_images
-from saliency_core.safe_text import file_name
+from saliency_core.engine.samples import sample_images
+from saliency_core.engine.safe_text import file_name
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, cancellable, decode, estimate_caption, explanation,
                            finish_run, is_cached, method_params, page_methods, page_model, plain, report_error,
                            request_run, require_frame, run_active, sanity_verdict, settings)
@@ -93,7 +93,14 @@ seconds = sum(es.map_passes(m, method_params(m, cfg["params"])) for m in todo) *
 estimate_caption(seconds, f"Building it ({len(todo)} of {len(sources) * len(methods)} maps still to compute)")
 st.button("Build report", type="primary", icon=":material/description:", on_click=request_run, args=("report",))
 if run_active("report"):
-    verdicts = [v.record() for m in methods if (v := sanity_verdict(model, m)) is not None]
+    hashes = []   # sanity verdicts computed on the report's own photos only
+    for name, data in sources:
+        try:
+            hashes.append(sc.image_hash(decode(data, name)))
+        except ValueError:
+            continue
+    verdicts = [v.record() for h in dict.fromkeys(hashes) for m in methods
+                if (v := sanity_verdict(model, m, h)) is not None]
     started = time.perf_counter()
 
     def cached(model_, image, method, target, params, progress=None, preview=None):

@@ -16,11 +16,11 @@ import pandas as pd
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core import auth, batches, folders
-from saliency_core import render as rd
-from saliency_core import store as rs
-from saliency_core.safe_text import file_name
-from saliency_core.samples import sample_images
+from saliency_core.review import auth, batches, folders
+from saliency_core.engine import render as rd
+from saliency_core.review import store as rs
+from saliency_core.engine.safe_text import file_name
+from saliency_core.engine.samples import sample_images
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, client_id, decode, explanation, is_cached, method_params,
                            page_model, plain, require_frame, settings)
 

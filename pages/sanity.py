@@ -10,10 +10,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core import render as rd
-from saliency_core.metrics import randomisation as rz
-from saliency_core import estimate as es
-from saliency_core.safe_text import to_csv
+from saliency_core.engine import render as rd
+from saliency_core.evaluation import sanity as rz
+from saliency_core.engine import estimate as es
+from saliency_core.engine.safe_text import to_csv
 from pages import _defaults as defaults
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, cancellable, colour_bar, computed, estimate_caption,
                            finish_run, is_computed, map_alt, map_rows, method_params, model_key, page_methods,

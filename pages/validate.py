@@ -11,14 +11,14 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 import saliency_core as sc
-from saliency_core import annotations as an
-from saliency_core import render as rd
-from saliency_core import validate as va
-from saliency_core.data import DEMO_DESCRIPTION, demo_dataset, pasted_objects
-from saliency_core.metrics import faithfulness as fa
-from saliency_core.metrics import localisation as lo
-from saliency_core import estimate as es
-from saliency_core.safe_text import to_csv
+from saliency_core.evaluation import annotations as an
+from saliency_core.engine import render as rd
+from saliency_core.evaluation import validate as va
+from saliency_core.evaluation.data import DEMO_DESCRIPTION, demo_dataset, pasted_objects
+from saliency_core.evaluation import faithfulness as fa
+from saliency_core.evaluation import localisation as lo
+from saliency_core.engine import estimate as es
+from saliency_core.engine.safe_text import to_csv
 from pages import _defaults as defaults
 from pages._common import (DISCLAIMER, GRID_CSS, cancellable, colour_bar, estimate_caption, finish_run,
                            map_alt, method_params, page_methods, page_model, plain, report_error,

@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .explain import Explanation, available_methods, explain, get_method
-from .images import ImageSource, image_hash, load_image
-from .methods import METHODS
+from .engine.explain import Explanation, available_methods, explain, get_method
+from .engine.images import ImageSource, image_hash, load_image
+from .engine.methods import METHODS
 
 SCHEMA = 1
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "record-1.json"
@@ -53,7 +53,7 @@ class RenderOptions:
     clip_percentile: float = CLIP_PERCENTILE
 
     def sign_for(self, method: str) -> str:
-        from .render import DIVERGING
+        from .engine.render import DIVERGING
         if self.sign:
             return self.sign
         if self.colormap in DIVERGING or (self.colormap is None and METHODS[method].signed):
@@ -229,7 +229,7 @@ def explain_images(model, sources: Iterable, methods: Sequence[str], params: dic
 
 
 def _png(exp: Explanation, options: RenderOptions) -> tuple[bytes, dict]:
-    from .render import overlay_with_colorbar, render
+    from .engine.render import overlay_with_colorbar, render
     sign = options.sign_for(exp.method)
     rendered = render(exp.saliency, exp.image, sign=sign, colormap=options.colormap, alpha=options.alpha,
                       clip_percentile=options.clip_percentile, target_label=exp.target_label,

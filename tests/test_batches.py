@@ -1,4 +1,4 @@
-"""Review batch rules (saliency_core/batches.py): items, order, dedup, names, resume position."""
+"""Review batch rules (saliency_core/review/batches.py): items, order, dedup, names, resume position."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,8 @@ import os
 import pytest
 from PIL import Image
 
-from saliency_core import batches, image_hash, load_image
+from saliency_core.review import batches
+from saliency_core import image_hash, load_image
 
 
 def _png(colour) -> bytes:

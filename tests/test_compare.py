@@ -1,4 +1,4 @@
-"""Comparing two model versions (saliency_core/compare.py, the ``compare`` command): two ResNet-18
+"""Comparing two model versions (saliency_core/evaluation/compare.py, the ``compare`` command): two ResNet-18
 checkpoints with random weights, B with its last layer changed, saved as state dict + card. The
 ground truth (which top-1 classes change) is computed here directly with the torchvision networks."""
 import json
@@ -15,10 +15,10 @@ import torchvision.transforms as T
 from PIL import Image
 
 import saliency_core as sc
-from saliency_core import compare as cmp
+from saliency_core.evaluation import compare as cmp
 from saliency_core.cli import main
-from saliency_core.metrics.similarity import spearman, top_k_overlap
-from saliency_core.models import file_sha256
+from saliency_core.evaluation.similarity import spearman, top_k_overlap
+from saliency_core.engine.models import file_sha256
 
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 PHOTOS = ["chelsea.png", "coffee.png", "camera.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png"]

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from saliency_core import estimate as es
+from saliency_core.engine import estimate as es
 
 
 def test_passes_per_map_follow_the_counts_a_method_takes():

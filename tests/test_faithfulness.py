@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from saliency_core.metrics import faithfulness as fa
-from saliency_core.metrics import localisation as lo
+from saliency_core.evaluation import faithfulness as fa
+from saliency_core.evaluation import localisation as lo
 
 SIDE = 8
 

@@ -10,7 +10,7 @@ import skimage
 from PIL import Image
 
 import saliency_core as sc
-from saliency_core.render import (DIVERGING, SEQUENTIAL, SIGN_MODES, Rendered, colorbar_image,
+from saliency_core.engine.render import (DIVERGING, SEQUENTIAL, SIGN_MODES, Rendered, colorbar_image,
                                   colormap_lut, map_values, plotly_colorscale, render, save_png,
                                   shared_scale)
 
@@ -243,7 +243,7 @@ def test_real_explanation_renders():
 
 
 def test_engine_imports_neither_streamlit_nor_matplotlib():
-    code = ("import sys, saliency_core, saliency_core.render, saliency_core.cli; "
+    code = ("import sys, saliency_core, saliency_core.engine.render, saliency_core.cli; "
             "bad = [m for m in ('streamlit', 'matplotlib') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -252,7 +252,7 @@ def test_engine_imports_neither_streamlit_nor_matplotlib():
 
 
 def test_captioned_overlay_carries_bar_method_class_and_confidence():
-    from saliency_core.render import captioned_overlay
+    from saliency_core.engine.render import captioned_overlay
     rng = np.random.default_rng(0)
     r = render(rng.random((224, 224)), np.zeros((224, 224, 3), np.uint8), target_label="tabby cat")
     out = captioned_overlay(r, "Grad-CAM", "tabby cat", 0.62, "chelsea.png")

@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 import saliency_core as sc
-from saliency_core.metrics import randomisation as rz
+from saliency_core.evaluation import sanity as rz
 
 DEPTH = 7   # _fc, _conv_head + _bn1, _blocks.15 .. _blocks.11: keeps the run to ~24 maps on 2 cores
 

@@ -13,8 +13,8 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 import saliency_core as sc
-from saliency_core.metrics import similarity as sim
-from saliency_core.metrics import stability as stab
+from saliency_core.evaluation import similarity as sim
+from saliency_core.evaluation import stability as stab
 
 
 # ---- similarity measures: ground truth -------------------------------------------------------

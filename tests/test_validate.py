@@ -13,10 +13,10 @@ import pytest
 import skimage
 from PIL import Image
 
-from saliency_core import annotations as an
+from saliency_core.evaluation import annotations as an
 from saliency_core.cli import main
-from saliency_core.data import pasted_objects
-from saliency_core.validate import (BASELINES, CENTRE, RANDOM, ValidationSettings, mean_interval,
+from saliency_core.evaluation.data import pasted_objects
+from saliency_core.evaluation.validate import (BASELINES, CENTRE, RANDOM, ValidationSettings, mean_interval,
                                     run_validation)
 
 PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
@@ -220,7 +220,7 @@ def test_cli_usage_errors(tmp_path, capsys):
 
 
 def test_a_run_stopped_after_two_images_goes_on_to_the_same_result(demo, messy):
-    from saliency_core.validate import ValidationRun
+    from saliency_core.evaluation.validate import ValidationRun
     settings = ValidationSettings(["gradient"], step_fraction=0.2, resamples=200)
     whole = run_validation(demo, messy, settings)
 

@@ -9,9 +9,9 @@ import skimage
 from streamlit.testing.v1 import AppTest
 
 import saliency_core as sc
-from saliency_core import auth
-from saliency_core import store as rs
-from saliency_core.samples import sample_images
+from saliency_core.review import auth
+from saliency_core.review import store as rs
+from saliency_core.engine.samples import sample_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHEAP = ["gradient", "gradcam"]

@@ -78,7 +78,7 @@ def test_sanity_page_bad_upload_keeps_the_page():
 
 
 def test_cancel_keeps_the_methods_done_and_go_on_computes_the_rest():
-    from saliency_core.metrics import randomisation as rz
+    from saliency_core.evaluation import sanity as rz
 
     at = _sanity_page(["gradient", "gradcam"])
     original, calls = rz.sanity_check, []

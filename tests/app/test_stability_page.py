@@ -104,7 +104,7 @@ def test_similar_images_uploaded_with_a_bad_one():
 
 
 def test_nothing_runs_before_the_button_and_cancel_keeps_the_finished_methods():
-    from saliency_core.metrics import stability as stab
+    from saliency_core.evaluation import stability as stab
 
     at = _stability_page(["gradient", "gradcam"])
     assert not at.exception, at.exception

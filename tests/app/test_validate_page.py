@@ -111,7 +111,7 @@ def test_malformed_annotation_file_gives_the_skipped_list_not_an_exception():
 def test_cancel_stops_the_run_keeps_what_was_done_and_goes_on():
     """A Cancel click interrupts the script at its next Streamlit call (here: the progress bar
     after the second image), as a click does on a live server; what was scored stays."""
-    from saliency_core import validate as va
+    from saliency_core.evaluation import validate as va
 
     at = _page()
     _by_label(at.checkbox, "Deletion / insertion").uncheck()

@@ -20,7 +20,7 @@ import pytest
 import skimage
 from streamlit.testing.v1 import AppTest
 
-from saliency_core import annotations as an
+from saliency_core.evaluation import annotations as an
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CAT = os.path.join(os.path.dirname(skimage.__file__), "data", "chelsea.png")

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
 import saliency_core as sc
-from saliency_core import auth
+from saliency_core.review import auth
 from saliency_core import report as rp
-from saliency_core import store as rs
+from saliency_core.review import store as rs
 from saliency_core.cli import main
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

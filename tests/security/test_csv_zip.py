@@ -17,7 +17,7 @@ import skimage
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from saliency_core import store as rs
+from saliency_core.review import store as rs
 from saliency_core.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,7 +61,7 @@ def test_validation_tables_neutralise_names_and_keep_negative_numbers(tmp_path):
     assert "'-unannotated.png" in set(skipped["item"])
     summary = pd.read_csv(out / "summary.csv")
     assert summary["mean"].dtype.kind == "f"
-    from saliency_core.safe_text import to_csv   # the writers' one helper (imported here: new module)
+    from saliency_core.engine.safe_text import to_csv  # the writers' one helper (imported here: new module)
     # a negative number in a numeric column is written as a number, a text
     # that starts with "-" is not
     assert to_csv(pd.DataFrame({"score": [-0.25], "name": ["-0.25"]})).splitlines()[1] == "-0.25,'-0.25"

@@ -27,7 +27,7 @@ def _animation(fmt: str, frames: int = 6) -> bytes:
                                        ("TIFF", "scan.tiff")])
 def test_multi_frame_image_says_it_was_cut_to_its_first_frame(fmt, name):
     """Hostile input: a 6-frame file of each multi-frame format."""
-    from saliency_core.images import image_notes
+    from saliency_core.engine.images import image_notes
     image = sc.load_image(_animation(fmt), name=name)
     assert image.size == (64, 48) and image.mode == "RGB"
     assert image.getpixel((0, 0))[:2] == (0, 255)             # the first frame's colour

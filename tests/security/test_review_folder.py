@@ -56,7 +56,7 @@ def test_linked_file_leading_outside_the_review_folder_is_not_listed_or_read(rev
 
 def test_link_swapped_in_after_listing_is_not_read(review_dir, tmp_path):
     """Hostile input: a listed file replaced by a link to a file outside, before it is read."""
-    from saliency_core import folders
+    from saliency_core.review import folders
     listed = folders.list_files(review_dir, "line-3", ["png"])
     assert [p.name for p in listed] == ["a_cat.png", "c_inner.png"]
     target = listed[0]

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from saliency_core import auth
-from saliency_core import store as rs
+from saliency_core.review import auth
+from saliency_core.review import store as rs
 from saliency_core.cli import main
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -70,7 +70,7 @@ class Explanation:
 
 def versions() -> dict:
     import torchvision
-    from . import __version__
+    from saliency_core._version import __version__
     return {"saliency_core": __version__, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": np.__version__,
             "python": platform.python_version()}

@@ -7,8 +7,10 @@ inputs, and whether it passes the model-randomisation sanity check.
     >>> sanity_check(model, "chelsea.png", ["gradient"]).verdicts()["gradient"].passed
     True
 """
-from . import randomisation, similarity, stability
-from .randomisation import Block, SanityResult, SanityVerdict, layer_blocks, sanity_check, sanity_verdicts
+from . import sanity as randomisation
+from . import similarity
+from . import stability
+from .sanity import Block, SanityResult, SanityVerdict, layer_blocks, sanity_check, sanity_verdicts
 from .similarity import compare, hog_similarity, spearman, ssim, top_k_overlap
 from .stability import (Perturbation, StabilityResult, StabilityThresholds, make_variants, similar_variants,
                         stability_check)

@@ -40,9 +40,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ..explain import attribute, check_methods, get_method, reduce_channels
-from ..images import ImageSource, image_hash, load_image
-from ..models import Classifier
+from saliency_core.engine.explain import attribute, check_methods, get_method, reduce_channels
+from saliency_core.engine.images import ImageSource, image_hash, load_image
+from saliency_core.engine.models import Classifier
 from .similarity import compare
 
 KINDS = ("noise", "brightness", "contrast", "shift", "rotation", "jpeg")

@@ -36,10 +36,10 @@ from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
 from .annotations import CropGeometry, Dataset, Skipped
-from .explain import attribute, available_methods, reduce_channels, versions
-from .methods import METHODS
-from .metrics import faithfulness as fa
-from .metrics import localisation as lo
+from saliency_core.engine.explain import attribute, available_methods, reduce_channels, versions
+from saliency_core.engine.methods import METHODS
+from . import faithfulness as fa
+from . import localisation as lo
 
 MIN_EXAMPLES = 50            # fewer annotated examples: the summary cannot support trust
 CENTRE, RANDOM = "centre_baseline", "random_baseline"

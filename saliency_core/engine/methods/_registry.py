@@ -27,7 +27,7 @@ class Method:
         reference: the paper.
         meaning: what a bright pixel means, for legends; ``{score}`` names the explained score.
         averaging: an average over random draws (SmoothGrad family): the seed matters, and speed
-            paths that change the function are allowed within the tolerance saliency_core/_fast.py states.
+            paths that change the function are allowed within the tolerance saliency_core/engine/_fast.py states.
     """
 
     name: str

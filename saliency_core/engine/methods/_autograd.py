@@ -32,7 +32,7 @@ def input_gradient(network: nn.Module, x: torch.Tensor, target: torch.Tensor) ->
 
     Works on a detached copy of ``x``; images of a batch are independent, so the gradient of
     the summed scores is each image's own gradient. Runs on the network's fast form
-    (saliency_core/_fast.py): BatchNorm folded, and on a GPU a replayed CUDA graph.
+    (saliency_core/engine/_fast.py): BatchNorm folded, and on a GPU a replayed CUDA graph.
     """
     target = as_targets(target, x.shape[0], x.device)
     network = gradient_network(network, probe=x[:1].detach())

@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import _fraction, _image_files, _make_folder, _methods, _say, _unexpected, _whole
-from .compare import CompareSettings, compare_models, read_labels
-from .devices import CHOICES as DEVICE_CHOICES
-from .images import image_hash
-from .methods import METHODS
-from .models import load_model
-from .pipeline import json_default
+from ._common import _fraction, _image_files, _make_folder, _methods, _say, _unexpected, _whole
+from saliency_core.evaluation.compare import CompareSettings, compare_models, read_labels
+from saliency_core.engine.devices import CHOICES as DEVICE_CHOICES
+from saliency_core.engine.images import image_hash
+from saliency_core.engine.methods import METHODS
+from saliency_core.engine.models import load_model
+from saliency_core.pipeline import json_default
 
 DEFAULT_METHODS = "gradient,smoothgrad,gradcam"
 
@@ -74,7 +74,7 @@ class _KeepMaps:
         self.maps: dict = {}
 
     def __call__(self, model, image, method, target, params, progress=None, preview=None):
-        from .explain import explain
+        from saliency_core.engine.explain import explain
         key = None
         if (model.fingerprint, model.card.get("digest")) == self.model_key:
             key = (image_hash(image), method, target, tuple(sorted(params.items())))
@@ -168,7 +168,7 @@ def _source(given: str) -> str:
 
 
 def _write_report(args, model_b, images, result, keep: _KeepMaps) -> int:
-    from . import report as rp
+    from .. import report as rp
     try:
         report = rp.build_report(model_b, images, result.methods, params=result.settings.params,
                                  model_source=_source(args.model_b),
