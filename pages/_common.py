@@ -20,7 +20,7 @@ from saliency_core.engine.models import source_signature
 
 log = logging.getLogger("saliency_lens")
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 DEFAULT_METHODS = ["gradient", "guided_backprop", "smoothgrad", "gradcam"]
 DISCLAIMER = ("Saliency maps are supporting evidence and approximations of what the model used, "
               "not proof. Compare several methods and read each map's caution.")
@@ -242,7 +242,12 @@ def report_error(where: str, err: Exception) -> None:
     """A plain message on the page; the traceback goes to the server log only. ``where`` and the
     message are shown as text (they may quote file names)."""
     if isinstance(err, ValueError):
-        st.error(f"**{plain(where)}**: {plain(err)}")
+        message = str(err)
+        for name in (where, where.split(" · ")[0]):   # messages that start with the file's name: once
+            if message.startswith(f"{name}: "):
+                message = message[len(name) + 2:]
+                break
+        st.error(f"**{plain(where)}**: {plain(message)}")
     else:
         reference = secrets.token_hex(4)
         log.error("%s failed (reference %s)", where, reference, exc_info=err)

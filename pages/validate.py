@@ -26,7 +26,7 @@ from pages._common import (DISCLAIMER, GRID_CSS, cancellable, colour_bar, estima
 
 require_frame()
 
-IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 DEMO = "Demo: 5 photos, hand-drawn boxes"
 PASTED = "Synthetic benchmark: pasted objects"
 UPLOAD = "My data set (upload)"

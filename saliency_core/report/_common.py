@@ -348,7 +348,14 @@ def _percent(p: float) -> str:
     return f"{100 * p:.1f} %"
 
 
-def _confidence_words(p: float) -> str:
+def confidence_words(p: float) -> str:
+    """The model's probability in words, as the report and the Explain page say it: "very
+    confident" (90 % and up), "fairly confident" (60 %), "unsure" (30 %), "very unsure".
+
+    Example:
+        >>> confidence_words(0.39)
+        'unsure'
+    """
     if p >= 0.9:
         return "very confident"
     if p >= 0.6:
@@ -356,6 +363,9 @@ def _confidence_words(p: float) -> str:
     if p >= 0.3:
         return "unsure"
     return "very unsure"
+
+
+_confidence_words = confidence_words
 
 
 # ---- what the maps suggest, in words ----------------------------------------------------------
