@@ -18,8 +18,10 @@ def test_run_estimates_add_up_passes():
     times = es.PassTimes(forward=0.02, backward=0.05, threads=1, measured_at=0.0)
     maps = {"gradient": {}, "smoothgrad": {"samples": 10}}
     assert es.maps_seconds(times, maps, images=3) == pytest.approx(3 * 11 * 0.05)
-    # 5 images x (2 maps + 2 baselines) x 2 curves x 11 points, forward only
-    assert es.validation_seconds(times, 5, maps, curve_points=11) == pytest.approx(5 * 11 * 0.05 + 5 * 4 * 2 * 11 * 0.02)
+    # 5 images x (2 maps + 2 baselines) x 2 curves x 11 points, forward only, ends shared per image
+    assert es.validation_seconds(times, 5, maps, curve_points=11) == pytest.approx(
+        5 * 11 * 0.05 + 5 * (4 * (2 * 11 - 4) + 3) * 0.02)
+    assert es.validation_seconds(times, 5, maps) == pytest.approx(5 * 11 * 0.05)
     assert es.stability_seconds(times, 6, maps) == pytest.approx(7 * 11 * 0.05 + 7 * 0.02)
     assert es.sanity_seconds(times, 4, maps) == pytest.approx(5 * 11 * 0.05 + 5 * 0.02)
 

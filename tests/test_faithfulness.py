@@ -174,3 +174,25 @@ def test_both_curves_in_shared_batches_equal_each_curve_alone(reader, image):
     assert both["insertion"].replacement == "blurred"     # the mode's default
     with pytest.raises(ValueError, match="mode must be"):
         fa.causal_curves(reader, image, truth, 1, ("deletion", "sideways"), step=3)
+
+
+def test_known_end_points_are_not_run_again_and_give_the_same_curves(reader, image):
+    truth = reader.weight[0].sum(0).numpy()
+    backgrounds = {"deletion": fa.replacement_image(image, "black"), "insertion": fa.replacement_image(image, "blurred")}
+    ends = fa.end_scores(reader, image, 1, backgrounds)
+    assert set(ends) == {"image", "deletion", "insertion"}
+    seen = []
+
+    class Counting(nn.Module):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return reader(x)
+
+    plain = fa.causal_curves(reader, image, truth, 1, step=3, replacements={"deletion": "black"})
+    shared = fa.causal_curves(Counting(), image, truth, 1, step=3, replacements={"deletion": "black"},
+                              backgrounds=backgrounds, end_scores=ends)
+    steps = math.ceil(64 / 3)
+    assert sum(seen) == 2 * (steps + 1) - 4                      # both ends of both curves were known
+    for mode in ("deletion", "insertion"):
+        assert shared[mode].scores == pytest.approx(plain[mode].scores, abs=1e-7)
+        assert shared[mode].auc == pytest.approx(plain[mode].auc, abs=1e-7)

@@ -121,8 +121,11 @@ def maps_seconds(times: PassTimes, maps: dict, images: int = 1) -> float:
 def validation_seconds(times: PassTimes, images: int, maps: dict, curve_points: int = 0,
                        baselines: int = 2) -> float:
     """A validation run: each image's maps, and for each map (and each baseline) a deletion and
-    an insertion curve of ``curve_points`` points (0 = no curves)."""
-    curves = images * (len(maps) + baselines) * 2 * curve_points * times.forward
+    an insertion curve of ``curve_points`` points (0 = no curves); the curves' first and last
+    points are shared by the maps of an image (three forward passes per image)."""
+    if curve_points < 2:
+        return maps_seconds(times, maps, images)
+    curves = images * ((len(maps) + baselines) * (2 * curve_points - 4) + 3) * times.forward
     return maps_seconds(times, maps, images) + curves
 
 

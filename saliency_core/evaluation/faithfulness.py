@@ -154,7 +154,8 @@ def _check_inputs(x: torch.Tensor, saliency, step) -> tuple[np.ndarray, int]:
 @torch.no_grad()
 def causal_curves(model, x: torch.Tensor, saliency, target: int, modes: Sequence[str] = ("deletion", "insertion"),
                   *, step: int = STEP, replacements: dict | None = None, signed: bool = False, seed: int = 0,
-                  batch_size: int = BATCH_SIZE, backgrounds: dict | None = None) -> dict[str, Curve]:
+                  batch_size: int = BATCH_SIZE, backgrounds: dict | None = None,
+                  end_scores: dict | None = None) -> dict[str, Curve]:
     """Several curves of one image and one map, their points sent through the network together
     (``batch_size`` images per forward pass, whichever curve they belong to).
 
@@ -163,6 +164,9 @@ def causal_curves(model, x: torch.Tensor, saliency, target: int, modes: Sequence
         replacements: mode -> replacement (see ``replacement_image``); a mode not given gets its
             default (deletion ``"mean"``, insertion ``"blurred"``).
         backgrounds: mode -> the replacement image already computed (speed only).
+        end_scores: the target's probability on the image (key ``"image"``) and on each mode's
+            background (key: the mode), where already known (``end_scores``): a curve's first and
+            last points do not depend on the map, so several maps of one image share them.
         Others: as in ``causal_curve``.
     Returns:
         mode -> ``Curve``, each exactly as ``causal_curve`` gives it.
@@ -189,10 +193,18 @@ def causal_curves(model, x: torch.Tensor, saliency, target: int, modes: Sequence
             used[mode] = DELETION_REPLACEMENT if mode == "deletion" else INSERTION_REPLACEMENT
         other = backgrounds[mode] if backgrounds.get(mode) is not None else replacement_image(x, used[mode])
         ends.append((x, other) if mode == "deletion" else (other, x))
-    # every point of every curve: (curve, step k); image = end where the pixel changed before k
-    points = [(c, k) for c in range(len(ends)) for k in range(steps + 1)]
+    # every point of every curve: (curve, step k); image = end where the pixel changed before k.
+    # Step 0 is the start image, step `steps` the end image (every pixel changed): known ones are not run.
+    known = dict(end_scores or {})
+    scores = np.full((len(ends), steps + 1), np.nan)
+    for c, mode in enumerate(modes):
+        first, last = ("image", mode) if mode == "deletion" else (mode, "image")
+        if known.get(first) is not None:
+            scores[c, 0] = known[first]
+        if known.get(last) is not None:
+            scores[c, steps] = known[last]
+    points = [(c, k) for c in range(len(ends)) for k in range(steps + 1) if np.isnan(scores[c, k])]
     network = _network(model)
-    scores = []
     for first in range(0, len(points), max(1, int(batch_size))):
         chunk = points[first:first + max(1, int(batch_size))]
         batch = torch.cat([torch.where(changed_at < k, ends[c][1], ends[c][0]) for c, k in chunk])
@@ -200,13 +212,30 @@ def causal_curves(model, x: torch.Tensor, saliency, target: int, modes: Sequence
         if logits.dim() != 2 or logits.shape[1] < 2:
             raise ValueError(f"The network must return scores (batch, classes) for two or more classes; "
                              f"it returned shape {tuple(logits.shape)}.")
-        scores.append(logits.softmax(dim=1)[:, int(target)].cpu())
-    scores = torch.cat(scores).double().numpy().reshape(len(ends), steps + 1)
+        for (c, k), p in zip(chunk, logits.softmax(dim=1)[:, int(target)].double().cpu().tolist()):
+            scores[c, k] = p
     fractions = np.minimum(np.arange(steps + 1) * step, n) / n
     return {mode: Curve(mode=mode, fractions=fractions.copy(), scores=scores[i],
                         auc=area_under_curve(fractions, scores[i]), step=step,
                         replacement=_replacement_name(used[mode]), target=int(target), seed=int(seed))
             for i, mode in enumerate(modes)}
+
+
+@torch.no_grad()
+def end_scores(model, x: torch.Tensor, target: int, backgrounds: dict) -> dict:
+    """The target's probability on the image and on each background (mode -> image), in one
+    forward pass: the first and last points of every curve of this image (``causal_curves``).
+
+    Example:
+        >>> end_scores(model, x, 281, {"deletion": replacement_image(x, "mean")})
+        {'image': 0.39..., 'deletion': 0.001...}
+    """
+    names = ["image", *backgrounds]
+    logits = _network(model)(torch.cat([x, *backgrounds.values()])).float()
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"The network must return scores (batch, classes) for two or more classes; "
+                         f"it returned shape {tuple(logits.shape)}.")
+    return dict(zip(names, logits.softmax(dim=1)[:, int(target)].double().cpu().tolist()))
 
 
 def causal_curve(model, x: torch.Tensor, saliency, target: int, mode: str = "deletion", *,

@@ -432,10 +432,16 @@ def score_image(model, item, index: int, settings: ValidationSettings, plan: Run
     base = {"image": item.name, "target": target, "target_label": model.labels[target],
             "target_probability": probability, "annotation": item.annotation.kind,
             "region_fraction": region.fraction}
-    backgrounds = {}
+    backgrounds, ends = {}, {}
     if settings.faithfulness:
         for r in {settings.deletion_replacement, settings.insertion_replacement}:
             backgrounds[r] = fa.replacement_image(x, r)
+        # the curves' first and last points are the same for every map of this image: computed once
+        try:
+            ends = fa.end_scores(model, x, target, {"deletion": backgrounds[settings.deletion_replacement],
+                                                    "insertion": backgrounds[settings.insertion_replacement]})
+        except ValueError:
+            ends = {}   # each method's curves then say what is wrong, one skipped item each
     maps = [(m, None) for m in plan.methods]
     maps += [(CENTRE, plan.centre), (RANDOM, lo.random_map(size, rng=np.random.default_rng([settings.seed, index])))]
     for method, fixed in maps:
@@ -457,7 +463,8 @@ def score_image(model, item, index: int, settings: ValidationSettings, plan: Run
                 curves = fa.causal_curves(model, x, saliency, target, ("deletion", "insertion"), step=plan.step,
                                           replacements=replacements, signed=signed, seed=settings.seed,
                                           batch_size=settings.batch_size,
-                                          backgrounds={m: backgrounds[r] for m, r in replacements.items()})
+                                          backgrounds={m: backgrounds[r] for m, r in replacements.items()},
+                                          end_scores=ends)
                 for mode, c in curves.items():
                     scores[f"{mode}_auc"] = c.auc
                 out.curves[method] = {"fractions": curves["deletion"].fractions,
