@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
+from .convergence import Readout
 from .devices import describe as describe_device
 from .images import ImageSource, image_hash, load_image
 from .methods import METHODS, Method
@@ -111,14 +112,20 @@ def attribute(model: Classifier, x: torch.Tensor, target: torch.Tensor, method: 
     """Run a method on a preprocessed batch. Returns (attribution, params used, diagnostics).
 
     ``progress``, ``chunk_size`` and ``preview`` reach the methods that take them and never
-    change the result."""
+    change the result. Methods that average (SmoothGrad family, Integrated Gradients) add their
+    convergence readout as ``diagnostics["convergence"]``: one dict per image
+    (saliency_core/convergence.py), on the displayed saliency (the method's ``reduction``)."""
     m = get_method(method)
     used = resolve_params(m, params, model)
     accepted = inspect.signature(m.attribute).parameters
     runtime = {k: v for k, v in (("progress", progress), ("chunk_size", chunk_size), ("preview", preview))
                if k in accepted and v is not None}
+    if "readout" in accepted:
+        runtime["readout"] = Readout(lambda a: reduce_channels(a, m.reduction))
     attribution = m.attribute(model.network, x, target, **used, **runtime)
     diagnostics = m.check(model.network, x, target, attribution, used) if m.check else {}
+    if "readout" in runtime and runtime["readout"].last is not None:
+        diagnostics = {**diagnostics, "convergence": runtime["readout"].last}
     return attribution, used, diagnostics
 
 
