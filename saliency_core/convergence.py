@@ -70,18 +70,19 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _ranks(v: torch.Tensor) -> torch.Tensor:
     """1-based ranks along dim 1, ties sharing their average rank (float64)."""
     v = v.double()
-    ordered, order = torch.sort(v, dim=1, stable=True)
+    ordered, order = torch.sort(v, dim=1)
     n = v.shape[1]
     index = torch.arange(n, device=v.device).expand_as(v)
+    ranks = torch.empty_like(v)
+    if not bool((ordered[:, 1:] == ordered[:, :-1]).any()):  # no ties: the usual case, one sort
+        return ranks.scatter_(1, order, index.double() + 1)
     starts = torch.ones_like(ordered, dtype=torch.bool)
     starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
     ends = torch.ones_like(starts)
     ends[:, :-1] = starts[:, 1:]
     first = torch.cummax(torch.where(starts, index, torch.zeros_like(index)), dim=1).values
     last = torch.cummin(torch.where(ends, index, torch.full_like(index, n)).flip(1), dim=1).values.flip(1)
-    ranks = torch.empty_like(v)
-    ranks.scatter_(1, order, (first + last).double() / 2 + 1)
-    return ranks
+    return ranks.scatter_(1, order, (first + last).double() / 2 + 1)
 
 
 def top_overlap(a: torch.Tensor, b: torch.Tensor, fraction: float = TOP_FRACTION) -> torch.Tensor:
@@ -90,9 +91,18 @@ def top_overlap(a: torch.Tensor, b: torch.Tensor, fraction: float = TOP_FRACTION
     metrics.similarity.top_k_overlap. (B, ...) -> float64 (B,)."""
     va, vb = a.flatten(1).abs(), b.flatten(1).abs()
     k = max(1, int(round(fraction * va.shape[1])))
-    mask_a = torch.zeros_like(va, dtype=torch.bool).scatter_(1, torch.argsort(-va, dim=1, stable=True)[:, :k], True)
-    mask_b = torch.zeros_like(vb, dtype=torch.bool).scatter_(1, torch.argsort(-vb, dim=1, stable=True)[:, :k], True)
+    mask_a, mask_b = _strongest(va, k), _strongest(vb, k)
     return (mask_a & mask_b).sum(1).double() / k
+
+
+def _strongest(v: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the k largest values per row, ties broken by position (lower first)."""
+    if k < v.shape[1]:
+        values, index = torch.topk(v, k + 1, dim=1)
+        if bool((values[:, k - 1] > values[:, k]).all()):  # no tie at the edge: topk's set is the set
+            return torch.zeros_like(v, dtype=torch.bool).scatter_(1, index[:, :k], True)
+    index = torch.argsort(-v, dim=1, stable=True)[:, :k]
+    return torch.zeros_like(v, dtype=torch.bool).scatter_(1, index, True)
 
 
 def extrapolate(quarter: float, half: float, chance: float = 0.0) -> tuple[float, float]:

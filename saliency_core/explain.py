@@ -38,7 +38,9 @@ class Explanation:
         reduction: how channels were reduced (``max_abs`` or ``sum``).
         image: the crop the model saw (PIL RGB, H x W), for overlays.
         prediction: top-5 (index, label, probability).
-        diagnostics: method checks, e.g. Integrated Gradients' completeness gap.
+        diagnostics: method checks, e.g. Integrated Gradients' completeness gap, and for averaging
+            methods ``convergence``: the readout of saliency_core/convergence.py (verdict, estimated
+            re-run agreement, samples or steps used).
         device: where it was computed (``cpu``, ``cuda:0 (NVIDIA H200)``).
     """
 

@@ -87,6 +87,11 @@ def test_torch_measures_match_metrics_similarity():
         assert sp[i].item() == pytest.approx(similarity.spearman(a[i].numpy(), b[i].numpy()), abs=1e-12)
         assert top[i].item() == pytest.approx(similarity.top_k_overlap(a[i].numpy(), b[i].numpy(), 0.1), abs=1e-12)
     assert spearman(b[2:], b[2:]).item() == 1.0  # both constant
+    # without ties (one sort, topk): the same numbers
+    c, d = torch.randn(2, 64, 64, generator=g, dtype=D).unbind(0)
+    d = c + 2 * d
+    assert spearman(c[None], d[None]).item() == pytest.approx(similarity.spearman(c.numpy(), d.numpy()), abs=1e-12)
+    assert top_overlap(c[None], d[None]).item() == similarity.top_k_overlap(c.numpy(), d.numpy(), 0.1)
 
 
 def test_extrapolation_is_spearman_brown_for_additive_noise():
