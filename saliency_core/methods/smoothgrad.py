@@ -211,7 +211,8 @@ def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, sample
     stops = checkpoints(samples, max_samples, bool(until_settled))
     total_count = stops[-1]
     # float64 sums per quarter of the independent units (convergence readout); map = their sum
-    sums = [torch.zeros(x.shape, dtype=torch.float64, device=x.device) for _ in range(QUARTERS)]
+    parts = QUARTERS if readout is not None else 1
+    sums = [torch.zeros(x.shape, dtype=torch.float64, device=x.device) for _ in range(parts)]
     squares = [torch.zeros_like(s) for s in sums]
     counts = [0] * QUARTERS
     done = 0
@@ -222,14 +223,15 @@ def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, sample
                 eps = noise_draws(x, seed, done, n, sampling, quasi)  # (n, C, H, W)
                 noisy = (x.unsqueeze(0) + eps.unsqueeze(1) * sigma.unsqueeze(0)).reshape(n * batch, *x.shape[1:])
                 grads = attribute(network, noisy, target.repeat(n)).reshape(n, batch, *x.shape[1:])
-                quarter = torch.tensor([quarter_of(unit_of(done + i, sampling)) for i in range(n)])
-                for q in range(QUARTERS):
+                # without a readout every sample goes to the first sum: no split, no gather
+                quarter = torch.tensor([quarter_of(unit_of(done + i, sampling)) if readout is not None else 0
+                                        for i in range(n)])
+                for q in quarter.unique().tolist():
                     rows = (quarter == q).nonzero().flatten()
-                    if len(rows):
-                        part = grads[rows.to(grads.device)]
-                        sums[q] += part.sum(0, dtype=torch.float64)
-                        squares[q] += part.double().square().sum(0)
-                        counts[q] += len(rows)
+                    part = grads if len(rows) == n else grads[rows.to(grads.device)]
+                    sums[q] += part.sum(0, dtype=torch.float64)
+                    squares[q] += part.double().square().sum(0)
+                    counts[q] += len(rows)
                 done += n
                 if progress is not None:
                     progress(done, total_count)
