@@ -2,6 +2,8 @@
 
     python bench/convergence.py                                   # the run in the README
     python bench/convergence.py --models demo --photos 1 --reference 32 --max-samples 32   # smoke run
+    python bench/convergence.py --table bench/results-convergence.json --levels 0.6 0.7 0.8 0.9 0.95
+                                                                  # the table again, other levels
 
 For each model and photo: a reference map from ``--reference`` independent samples (its own
 seed), then one run per scheme (independent, antithetic, quasi) up to ``--max-samples``, read
@@ -10,8 +12,9 @@ At each count it measures the displayed saliency (max |.| over channels) against
 reference: Spearman rank correlation and top-10 % overlap (metrics/similarity.py).
 
 Prints:
-- passes (network forward+backward passes = samples) to reach agreement 0.9 and 0.95 with
-  the reference, per scheme and model (the worst photo; "> N" if not reached by N);
+- passes (network forward+backward passes = samples) to reach agreement 0.9 and 0.95 (or
+  ``--levels``) with the reference, per scheme and model (the worst photo; "> N" if not
+  reached by N);
 - the gain of each scheme: how many independent samples give the agreement the scheme has at
   each count (interpolated on the independent curve), divided by the scheme's count; median
   over counts >= 32 and photos;
@@ -130,8 +133,16 @@ def main(argv=None) -> int:
     p.add_argument("--noise", type=float, default=0.15)
     p.add_argument("--schemes", nargs="+", default=list(SAMPLING), choices=SAMPLING)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
+    p.add_argument("--levels", nargs="+", type=float, default=list(LEVELS), help="agreements to reach")
+    p.add_argument("--table", metavar="JSON", help="print the tables of an earlier run's JSON; compute nothing")
     p.add_argument("--out", default="bench/results-convergence.json")
     args = p.parse_args(argv)
+    if args.table:
+        with open(args.table) as f:
+            runs = json.load(f)["runs"]
+        schemes = list(runs[0]["schemes"])
+        print_table(table(runs, schemes, args.levels), runs, args.levels)
+        return 0
     torch.set_num_threads(args.threads)
     photos = list(sample_images().items())
     result = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
@@ -169,9 +180,9 @@ def main(argv=None) -> int:
                     f"n={n}: {r['spearman']:.3f}/{r['top10']:.3f}" for n, r in rows.items()
                     if n in (32, 96, 192, 384, 752, 1000)), flush=True)
             result["runs"].append(entry)
-    result["table"] = table(result["runs"], args.schemes)
+    result["table"] = table(result["runs"], args.schemes, args.levels)
     result["seconds"] = round(time.perf_counter() - started)
-    print_table(result["table"], result["runs"])
+    print_table(result["table"], result["runs"], args.levels)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
@@ -183,7 +194,7 @@ def _curve(run: dict, scheme: str) -> dict[int, dict]:
     return {int(n): r for n, r in run["schemes"][scheme].items()}
 
 
-def table(runs: list[dict], schemes: list[str]) -> list[dict]:
+def table(runs: list[dict], schemes: list[str], levels=LEVELS) -> list[dict]:
     """One row per (model, scheme): passes to each level (worst photo), gain vs independent."""
     rows = []
     for model in dict.fromkeys(r["model"] for r in runs):
@@ -192,7 +203,7 @@ def table(runs: list[dict], schemes: list[str]) -> list[dict]:
             row = {"model": model, "scheme": scheme, "photos": len(mine),
                    "max_samples": max(max(_curve(r, scheme)) for r in mine)}
             for measure in ("spearman", "top10"):
-                for level in LEVELS:
+                for level in levels:
                     reached = [passes_to(_curve(r, scheme), measure, level) for r in mine]
                     row[f"passes_{measure}_{level}"] = None if None in reached else max(reached)
                 gains = []
@@ -208,20 +219,21 @@ def table(runs: list[dict], schemes: list[str]) -> list[dict]:
     return rows
 
 
-def print_table(rows: list[dict], runs: list[dict]) -> None:
+def print_table(rows: list[dict], runs: list[dict], levels=LEVELS) -> None:
     def cell(row, key):
         v = row[key]
-        return f"{v:>6}" if v is not None else f"{'>' + str(row['max_samples']):>6}"
+        return f"{v:>8}" if v is not None else f"{'>' + str(row['max_samples']):>8}"
 
     print("\npasses to reach agreement with the reference (Spearman / top-10 % overlap), worst photo;"
           " gain = independent samples for the same agreement / samples (median, n >= 32)")
-    print(f"{'model':9} {'scheme':11} {'sp 0.9':>6} {'sp 0.95':>7} {'top 0.9':>7} {'top 0.95':>8}  "
-          f"{'gain sp':>7} {'gain top':>8}")
+    print(f"{'model':9} {'scheme':11} " + " ".join(f"{'sp ' + str(v):>8}" for v in levels) + " "
+          + " ".join(f"{'top ' + str(v):>8}" for v in levels) + f"  {'gain sp':>7} {'gain top':>8}")
     for row in rows:
         gain = lambda k: f"{row[k]:.2f}" if row[k] is not None else "  n/a"  # noqa: E731
-        print(f"{row['model']:9} {row['scheme']:11} {cell(row, 'passes_spearman_0.9')} "
-              f"{cell(row, 'passes_spearman_0.95'):>7} {cell(row, 'passes_top10_0.9'):>7} "
-              f"{cell(row, 'passes_top10_0.95'):>8}  {gain('gain_spearman'):>7} {gain('gain_top10'):>8}")
+        print(f"{row['model']:9} {row['scheme']:11} "
+              + " ".join(cell(row, f"passes_spearman_{v}") for v in levels) + " "
+              + " ".join(cell(row, f"passes_top10_{v}") for v in levels)
+              + f"  {gain('gain_spearman'):>7} {gain('gain_top10'):>8}")
     print("\nreference ceiling (its readout: re-run agreement at its own count):")
     for r in runs:
         print(f"  {r['model']:9} {r['photo']:34} Spearman {r['reference_readout']['rerun_spearman']:.3f}  "
