@@ -14,6 +14,7 @@ import streamlit as st
 import saliency_core as sc
 from saliency_core import pipeline
 from saliency_core.engine import render as rd
+from saliency_core.engine.convergence import SETTLED, describe
 from saliency_core.engine.images import image_notes
 from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
 from saliency_core.engine.samples import sample_images
@@ -64,6 +65,23 @@ with st.expander("Target class and display", expanded=False):
     clip = c4.slider("Clip at percentile", 90.0, 100.0, 99.0, 0.5,
                      help="Values above this percentile get the top colour, so one extreme pixel "
                           "does not wash out the rest.")
+
+averaging = [m for m in cfg["methods"] if sc.METHODS[m].averaging]
+if averaging:
+    with st.expander("Sample until the map settles", expanded=False), st.form("settle"):
+        st.checkbox(
+            "Keep adding noisy samples until the map has settled", value=False, key="until_settled",
+            help="Starts at the sidebar's sample count and adds samples (x1.25 at a time) until a re-run with "
+                 f"other random noise would agree at {SETTLED:.0%} or more (rank correlation and the strongest "
+                 "10 % of pixels), or the maximum below is reached. Applies to "
+                 + ", ".join(sc.METHODS[m].label for m in averaging) + ".")
+        st.number_input("Most samples", 1, 2000, 1000, step=50, key="max_samples",
+                        help="Each sample is one pass through the network; 1,000 take about 20 s on a CPU.")
+        st.form_submit_button("Apply")
+    if st.session_state.get("until_settled"):
+        # never below the sidebar's count: that is where the first check happens
+        cfg["params"].update(until_settled=True, max_samples=max(int(st.session_state.get("max_samples", 1000)),
+                                                                 int(cfg["params"]["samples"])))
 
 # ---- decode, predict --------------------------------------------------------------------------
 images = []
@@ -210,6 +228,14 @@ for item in images:
                 gap = exp.diagnostics.get("completeness_gap_relative")
                 if gap is not None:
                     st.caption(f"Completeness gap {gap:.1%} (attributions vs score difference).")
+                readout = exp.diagnostics.get("convergence")
+                if isinstance(readout, dict):
+                    words, details = describe(readout)
+                    icon = {"settled": "✅", "still changing": "⏳"}.get(readout.get("verdict"), "❔")
+                    st.caption(f"{icon} {words}")
+                    if details:
+                        with st.expander("Convergence details"):
+                            st.caption(details)
                 png = png_bytes(r.overlay)
                 st.download_button("PNG", png, f"{stem}_{m}.png", "image/png", key=f"png-{item['id']}-{m}")
                 batch_files[zip_names.add(f"{stem}_{m}.png")] = png

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
+from .convergence import Readout
 from .devices import describe as describe_device
 from .images import ImageSource, image_hash, load_image
 from .methods import METHODS, Method
@@ -37,7 +38,9 @@ class Explanation:
         reduction: how channels were reduced (``max_abs`` or ``sum``).
         image: the crop the model saw (PIL RGB, H x W), for overlays.
         prediction: top-5 (index, label, probability).
-        diagnostics: method checks, e.g. Integrated Gradients' completeness gap.
+        diagnostics: method checks, e.g. Integrated Gradients' completeness gap, and for averaging
+            methods ``convergence``: the readout of saliency_core/engine/convergence.py (verdict, estimated
+            re-run agreement, samples or steps used).
         device: where it was computed (``cpu``, ``cuda:0 (NVIDIA H200)``).
     """
 
@@ -70,7 +73,7 @@ class Explanation:
 
 def versions() -> dict:
     import torchvision
-    from saliency_core._version import __version__
+    from .._version import __version__
     return {"saliency_core": __version__, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
@@ -111,14 +114,20 @@ def attribute(model: Classifier, x: torch.Tensor, target: torch.Tensor, method: 
     """Run a method on a preprocessed batch. Returns (attribution, params used, diagnostics).
 
     ``progress``, ``chunk_size`` and ``preview`` reach the methods that take them and never
-    change the result."""
+    change the result. Methods that average (SmoothGrad family, Integrated Gradients) add their
+    convergence readout as ``diagnostics["convergence"]``: one dict per image
+    (saliency_core/engine/convergence.py), on the displayed saliency (the method's ``reduction``)."""
     m = get_method(method)
     used = resolve_params(m, params, model)
     accepted = inspect.signature(m.attribute).parameters
     runtime = {k: v for k, v in (("progress", progress), ("chunk_size", chunk_size), ("preview", preview))
                if k in accepted and v is not None}
+    if "readout" in accepted:
+        runtime["readout"] = Readout(lambda a: reduce_channels(a, m.reduction))
     attribution = m.attribute(model.network, x, target, **used, **runtime)
     diagnostics = m.check(model.network, x, target, attribution, used) if m.check else {}
+    if "readout" in runtime and runtime["readout"].last is not None:
+        diagnostics = {**diagnostics, "convergence": runtime["readout"].last}
     return attribution, used, diagnostics
 
 

@@ -57,9 +57,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from saliency_core.engine.explain import attribute, check_methods, get_method, reduce_channels
-from saliency_core.engine.images import ImageSource, image_hash, load_image
-from saliency_core.engine.models import Classifier
+from ..engine.explain import attribute, check_methods, get_method, reduce_channels
+from ..engine.images import ImageSource, image_hash, load_image
+from ..engine.models import Classifier
 from .similarity import compare
 
 MODES = ("cascading", "independent")

@@ -40,9 +40,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from saliency_core.engine.explain import attribute, check_methods, get_method, reduce_channels
-from saliency_core.engine.images import ImageSource, image_hash, load_image
-from saliency_core.engine.models import Classifier
+from ..engine.explain import attribute, check_methods, get_method, reduce_channels
+from ..engine.images import ImageSource, image_hash, load_image
+from ..engine.models import Classifier
 from .similarity import compare
 
 KINDS = ("noise", "brightness", "contrast", "shift", "rotation", "jpeg")

@@ -36,8 +36,8 @@ from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
 from .annotations import CropGeometry, Dataset, Skipped
-from saliency_core.engine.explain import attribute, available_methods, reduce_channels, versions
-from saliency_core.engine.methods import METHODS
+from ..engine.explain import attribute, available_methods, reduce_channels, versions
+from ..engine.methods import METHODS
 from . import faithfulness as fa
 from . import localisation as lo
 

@@ -74,3 +74,19 @@ def test_corrupt_upload_next_to_good_one():
 
 def _captions(el):
     return el.captions
+
+
+def test_convergence_readout_and_sample_until_settled():
+    at = _app()  # the first sample photo (the cat)
+    at = _apply(at, ["smoothgrad", "gradient"], 4)
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "Still changing: a re-run with other random noise" in captions, captions
+    assert "Estimated agreement with a re-run at 4 samples: Spearman" in captions
+    assert captions.count("Estimated agreement") == 1  # single-pass gradient has no readout
+    at.checkbox(key="until_settled").check()
+    at.number_input(key="max_samples").set_value(8)
+    at = next(b for b in at.button if b.label == "Apply" and b.form_id == "settle").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    captions = " ".join(c.value for c in at.caption)
+    assert "Stopped at the maximum after 8 samples." in captions, captions
