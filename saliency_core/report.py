@@ -133,6 +133,8 @@ PARAM_HELP = {
     "baseline": "the plain reference image the path starts from",
     "rule": "how the points on the path are placed and weighted",
     "layer": "the network layer whose features the map is built from",
+    "reshape": "how that layer's output is laid out as a grid (none for a feature map; tokens of a "
+               "vision transformer: tokens, class_token, channels_last)",
 }
 
 GENERAL_LIMITS = ("Every saliency map is an approximation computed after the fact: it shows where the "
