@@ -630,6 +630,24 @@ def _percent(p: float) -> str:
     return f"{100 * p:.1f} %"
 
 
+def _multilabel_set(model: dict, prediction: list) -> list | None:
+    """For a multi-label model (``output: sigmoid``), the classes of ``prediction`` above its
+    threshold (the prediction is a set); None for a single-label model."""
+    if model.get("output") != "sigmoid":
+        return None
+    threshold = float(model.get("threshold", 0.5))
+    return [(i, label, p) for i, label, p in prediction if p > threshold]
+
+
+def _set_words(model: dict, predicted: list, quote=lambda t: f"\u201c{t}\u201d") -> str:
+    """A multi-label prediction in words: every class above the threshold, or none."""
+    threshold = _percent(float(model.get("threshold", 0.5)))
+    if not predicted:
+        return f"no class above the multi-label threshold of {threshold}"
+    return (f"{len(predicted)} class{'es' if len(predicted) != 1 else ''} above the multi-label threshold of "
+            f"{threshold}: " + ", ".join(f"{quote(label)} ({_percent(p)})" for _, label, p in predicted))
+
+
 def _confidence_words(p: float) -> str:
     if p >= 0.9:
         return "very confident"
@@ -736,9 +754,13 @@ def summary_paragraphs(report: Report) -> list[str]:
     else:
         for item in report.images:
             (_, label, p), rest = item.prediction[0], item.prediction[1:]
-            text = (f"{item.name}: the model answers \u201c{label}\u201d with {_percent(p)} confidence "
-                    f"({_confidence_words(p)})")
-            if rest:
+            predicted = _multilabel_set(report.model, item.prediction)
+            if predicted is not None:
+                text = f"{item.name}: the model finds {_set_words(report.model, predicted)}"
+            else:
+                text = (f"{item.name}: the model answers \u201c{label}\u201d with {_percent(p)} confidence "
+                        f"({_confidence_words(p)})")
+            if rest and predicted is None:
                 text += f"; next is \u201c{rest[0][1]}\u201d ({_percent(rest[0][2])})"
             text += ". " + " ".join(describe_map(m)["sentence"] for m in item.maps.values())
             maps = list(item.maps.values())
@@ -984,7 +1006,7 @@ class _Html:
     # -- per image
     def image_card(self, index: int, item: ImageEntry) -> str:
         return (f'<article class="card image-page" id="img-{index}"><h3>Image {index}: {_e(item.name)}</h3>'
-                + _prediction_html(item) + self.figures(index, item) + _errors_html(item) + "</article>")
+                + _prediction_html(item, self.r.model) + self.figures(index, item) + _errors_html(item) + "</article>")
 
     def figures(self, index: int, item: ImageEntry, fmt: str | None = None) -> str:
         fmt = fmt or self.fmt
@@ -1024,7 +1046,7 @@ class _Html:
                 f"<b>{index}. {_e(item.name)}</b><br>Prediction: \u201c{_e(label)}\u201d, {_percent(p)}"
                 f'</div><div class="thumbs">{"".join(thumbs)}</div></div>'
                 f"<details><summary>Full-size maps, colour bars and legends</summary>"
-                + _prediction_html(item) + self.figures(index, item) + "</details>"
+                + _prediction_html(item, self.r.model) + self.figures(index, item) + "</details>"
                 + _errors_html(item) + "</article>")
 
 
@@ -1040,12 +1062,17 @@ def _date(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _prediction_html(item: ImageEntry) -> str:
+def _prediction_html(item: ImageEntry, model: dict | None = None) -> str:
     rows = "".join(
         f'<tr><td>{k}</td><td>{_e(label)}</td><td class="p">{_percent(p)}</td>'
         f'<td><span class="pbar" style="width:{max(1, round(120 * p))}px"></span></td></tr>'
         for k, (_, label, p) in enumerate(item.prediction, 1))
     top = item.prediction[0]
+    predicted = _multilabel_set(model or {}, item.prediction)
+    if predicted is not None:
+        return (f"<p><b>Prediction (multi-label, each class on its own):</b> "
+                f"{_e(_set_words(model, predicted))}.</p>"
+                f'<table class="pred"><tr><th>rank</th><th>class</th><th>probability</th><th></th></tr>{rows}</table>')
     return (f"<p><b>Prediction:</b> \u201c{_e(top[1])}\u201d with {_percent(top[2])} "
             f'<a href="#g-confidence">confidence</a> ({_confidence_words(top[2])}).</p>'
             f'<table class="pred"><tr><th>rank</th><th>class</th><th>confidence</th><th></th></tr>{rows}</table>')
@@ -1291,7 +1318,10 @@ def _pdf_image_page(pdf, report, index, item, width, heading, para):
     pdf.start_section(_latin1(f"Image {index}: {item.name}"))
     heading(f"Image {index} of {len(report.images)}: {item.name}", 14)
     top = item.prediction[0]
-    para(f"Prediction: \"{top[1]}\" with {_percent(top[2])} confidence ({_confidence_words(top[2])}).", size=10,
+    predicted = _multilabel_set(report.model, item.prediction)
+    para(f"Prediction: the model finds {_set_words(report.model, predicted, quote=lambda t: chr(34) + t + chr(34))}."
+         if predicted is not None else
+         f"Prediction: \"{top[1]}\" with {_percent(top[2])} confidence ({_confidence_words(top[2])}).", size=10,
          style="B")
     pdf.set_font("Helvetica", "", 8.5)
     for k, (_, label, p) in enumerate(item.prediction, 1):

@@ -432,6 +432,8 @@ def score_image(model, item, index: int, settings: ValidationSettings, plan: Run
     base = {"image": item.name, "target": target, "target_label": model.labels[target],
             "target_probability": probability, "annotation": item.annotation.kind,
             "region_fraction": region.fraction}
+    if getattr(model, "multilabel", False):   # a multi-label prediction is a set; maps explain its top class
+        base["predicted"] = "; ".join(label for _, label, _ in model.predicted_set(probabilities=model.probabilities(x)[0]))
     backgrounds = {}
     if settings.faithfulness:
         for r in {settings.deletion_replacement, settings.insertion_replacement}:

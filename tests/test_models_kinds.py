@@ -247,6 +247,25 @@ def test_pipeline_records_the_predicted_set(multilabel, grey):
     assert len(grey_record["predicted"]) == 1 and not grey_record["errors"]
 
 
+def test_multilabel_meaning_in_faithfulness_and_the_report(multilabel):
+    """Deletion curves follow the class's own sigmoid; the report names the predicted set."""
+    from saliency_core.metrics.faithfulness import causal_curve
+    from saliency_core.report import build_report
+    card, _, threshold = multilabel
+    model = sc.load_model(card)
+    path = _photos()[0]
+    x = model.preprocess(path)
+    predicted = model.predicted_set(x)
+    exp = sc.explain(model, path, method="gradient", target=predicted[1][0])
+    curve = causal_curve(model, x, exp.saliency, exp.target, "deletion", step=SIZE * SIZE // 4)
+    assert curve.scores[0] == pytest.approx(predicted[1][2], abs=1e-6)   # the sigmoid, not a softmax
+    assert curve.record()["score"] == "sigmoid probability of the target class"
+    text = build_report(model, [path], ["gradient"]).to_html()
+    words = ", ".join(f"\u201c{label}\u201d ({100 * p:.1f} %)" for _, label, p in predicted)
+    assert f"2 classes above the multi-label threshold of {100 * threshold:.1f} %: {words}" in text.replace("&#x27;", "'")
+    assert "the model answers" not in text
+
+
 # ---- vision transformers -------------------------------------------------------------------
 
 def _vit(folder):
