@@ -241,7 +241,8 @@ def _relu_reason(count: int, smooth: dict[str, int], fmt: str | None) -> str | N
 
 
 def model_capabilities(model: Classifier) -> dict[str, str | None]:
-    """What the methods' ``needs`` ask of a model: ``{"conv": reason or None, "relu": reason or None}``.
+    """What the methods' ``needs`` ask of a model: ``{"conv": reason or None, "relu": reason or None,
+    "attention": reason or None}`` (``attention``: ``nn.MultiheadAttention`` layers, for attention rollout).
 
     ``relu`` is found with one test forward pass (cached per network): the activations must
     be visible to guided backprop's ``TorchFunctionMode``, which a TorchScript or exported
@@ -258,7 +259,11 @@ def model_capabilities(model: Classifier) -> dict[str, str | None]:
         relu = _relu_reason(*_activations(model), fmt)
     except Exception as err:  # noqa: BLE001  a model that fails here fails every method
         relu = f"the model failed a test forward pass ({type(err).__name__}: {err})"
-    caps = {"conv": conv, "relu": relu}
+    from .methods.rollout import attention_layers
+    attention = None if attention_layers(model.network) else (
+        "needs the multi-head attention layers of a vision transformer with a class token (such as "
+        "torchvision's ViT), and this model has none that can be read")
+    caps = {"conv": conv, "relu": relu, "attention": attention}
     with _capabilities_lock:
         _capabilities[model.network] = caps
     return caps

@@ -351,6 +351,7 @@ def test_transformer_methods_available_and_why_not(transformer):
         assert usable[name] is None, (name, usable[name])
     for name in ("guided_backprop", "guided_gradcam"):
         assert "GELU" in usable[name] and "ReLU" in usable[name], usable[name]
+    assert (usable["attention_rollout"] is None) == (arch == "vit_b_16")   # Swin's windowed attention: no
     path = _photos()[0]
     for name, params in (("smoothgrad", {"samples": 2}), ("integrated_gradients", {"steps": 2})):
         exp = sc.explain(model, path, method=name, **params)
@@ -366,6 +367,53 @@ def test_vit_gradcam_is_not_the_patch_embedding(transformer):
     tokens = sc.explain(model, path, method="gradcam", target=0).saliency
     patches = sc.explain(model, path, method="gradcam", target=0, layer="1.conv_proj").saliency
     assert relative_error(_min_max(patches), _min_max(tokens)) > 0.1
+
+
+def _rollout_reference(model: sc.Classifier, x: torch.Tensor) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020) of torchvision's ViT, the encoder run block by
+    block with PyTorch's own attention weights (need_weights=True), the product in float64."""
+    normalize, vit = model.network[0], model.network[1]
+    with torch.no_grad():
+        tokens = vit._process_input(normalize(x))
+        tokens = torch.cat([vit.class_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        tokens = tokens + vit.encoder.pos_embedding
+        weights = []
+        for block in vit.encoder.layers:
+            y = block.ln_1(tokens)
+            attended, w = block.self_attention(y, y, y, need_weights=True, average_attn_weights=True)
+            weights.append(w.double())
+            tokens = tokens + attended
+            tokens = tokens + block.mlp(block.ln_2(tokens))
+    eye = torch.eye(weights[0].shape[-1], dtype=torch.float64)
+    rollout = eye
+    for w in weights:
+        rollout = (0.5 * w + 0.5 * eye) @ rollout
+    side = math.isqrt(rollout.shape[-1] - 1)
+    grid = rollout[:, 0, 1:].reshape(-1, 1, side, side)
+    return F.interpolate(grid, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("transformer", ["vit_b_16"], indirect=True)
+def test_attention_rollout_on_vit(transformer, grey, record):
+    _, model, _ = transformer
+    assert sc.available_methods(model)["attention_rollout"] is None
+    path = _photos()[0]
+    x = model.preprocess(path)
+    reference = _rollout_reference(model, x)[0]
+    maps = [sc.explain(model, path, method="attention_rollout", target=t) for t in (0, 3)]
+    err = record("vit_b_16 attention rollout vs PyTorch's attention weights multiplied out (float64)",
+                 relative_error(maps[0].attribution, reference))
+    assert err < 1e-5
+    assert np.array_equal(maps[0].saliency, maps[1].saliency)   # the same for every class: the caution says so
+    assert "same map for every class" in sc.METHODS["attention_rollout"].caution
+    # a call that fails leaves no hook behind
+    attention = [m for m in model.network.modules() if isinstance(m, nn.MultiheadAttention)]
+    with pytest.raises(ValueError, match="Target class"):
+        sc.METHODS["attention_rollout"].attribute(model.network, x, torch.tensor([7]))
+    assert len(attention) == 12 and not any(m._forward_hooks for m in attention)
+    assert not model.network.training
+    grey_model = sc.load_model(grey[0])
+    assert "needs the multi-head attention layers" in sc.available_methods(grey_model)["attention_rollout"]
 
 
 # ---- the reshape, by hand ------------------------------------------------------------------

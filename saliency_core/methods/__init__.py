@@ -8,6 +8,6 @@ Pages and the CLI list ``METHODS``; they never hard-code method names.
 from ._registry import METHODS, Method, register
 
 # importing the modules fills the registry
-from . import gradient, guided, smoothgrad, integrated, gradcam  # noqa: E402,F401
+from . import gradient, guided, smoothgrad, integrated, gradcam, rollout  # noqa: E402,F401
 
 __all__ = ["METHODS", "Method", "register"]
