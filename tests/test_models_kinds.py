@@ -195,6 +195,30 @@ def test_one_channel_gradient_equals_backward_by_hand(grey, record):
         assert (grey_pixels[..., 0] == grey_pixels[..., 2]).all()        # drawn on the grey crop
 
 
+def test_one_channel_model_through_stability_sanity_and_report(grey):
+    """Every check takes the one-channel input as the model sees it."""
+    from saliency_core.metrics.randomisation import sanity_check
+    from saliency_core.metrics.stability import make_variants, stability_check
+    from saliency_core.report import build_report
+    model = sc.load_model(grey[0])
+    path = _photos()[0]
+    variants = make_variants(model, path, count=6)   # noise, brightness, contrast, shift, rotation, JPEG
+    assert {v.kind for v in variants} == {"noise", "brightness", "contrast", "shift", "rotation", "jpeg"}
+    assert all(tuple(v.x.shape) == (1, 1, SIZE, SIZE) for v in variants)
+    shifted = next(v for v in variants if v.kind == "shift")
+    right = shifted.params["right"]
+    assert torch.equal(shifted.x[0, :, :, right:], model.preprocess(path)[0, :, :, :-right])   # grey pixels moved
+    result = stability_check(model, path, ["gradient"], variants=variants)
+    assert len(result.variants) == 6
+    sanity_check(model, path, ["gradient", "gradcam"])
+    report = build_report(model, [path], ["gradient", "gradcam"])
+    assert report.images[0].crop.mode == "L" and not report.images[0].errors
+    assert "<img" in report.to_html()
+    grey_crop = np.asarray(report.images[0].crop)
+    overlay = render(sc.explain(model, path, method="gradient").saliency, grey_crop, alpha=0.0).overlay
+    assert (overlay == grey_crop[:, :, None]).all()   # alpha 0: the grey image itself
+
+
 def test_multilabel_resnet18_predictions_equal_pytorch(multilabel, record):
     card, net, threshold = multilabel
     model = sc.load_model(card)
