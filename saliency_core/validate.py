@@ -309,7 +309,8 @@ def mean_interval(values, settings: ValidationSettings, rng: np.random.Generator
 
 def _thumb(array: np.ndarray, size: int, kind: str) -> np.ndarray:
     if kind == "rgb":
-        return np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR))
+        # a one-channel model's grey crop becomes grey RGB: thumbnails are (t, t, 3)
+        return np.asarray(Image.fromarray(array).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
     if kind == "mask":
         return np.asarray(Image.fromarray(array.astype(np.uint8) * 255).resize(
             (size, size), Image.Resampling.NEAREST)) > 127

@@ -290,6 +290,26 @@ def test_multilabel_meaning_in_faithfulness_and_the_report(multilabel):
     assert "the model answers" not in text
 
 
+def test_validation_with_both_kinds(grey, multilabel):
+    """A validation run: the grey model's worst-image thumbnails are RGB, the multi-label rows
+    carry the predicted set."""
+    from saliency_core.annotations import dataset_from_files
+    from saliency_core.validate import ValidationSettings, run_validation
+    path = _photos()[0]
+    boxes = b"image,x_min,y_min,x_max,y_max\nchelsea.png,100,50,300,250\n"
+    settings = ValidationSettings(methods=["gradient", "gradcam"], step_fraction=0.25, resamples=50, worst=2)
+    for card in (grey[0], multilabel[0]):
+        model = sc.load_model(card)
+        result = run_validation(model, dataset_from_files([("chelsea.png", path)], [("boxes.csv", boxes)]),
+                                settings)
+        rows = result.per_image()
+        assert len(rows) == 4 and not result.skipped, result.skipped   # 2 methods + 2 baselines
+        assert result.worst["gradient"] and all(case.crop.shape == (112, 112, 3) for case in result.worst["gradient"])
+        if model.multilabel:
+            expected = "; ".join(label for _, label, _ in model.predicted_set(path))
+            assert set(rows["predicted"]) == {expected} and expected.count(";") == 1
+
+
 # ---- vision transformers -------------------------------------------------------------------
 
 def _vit(folder):
