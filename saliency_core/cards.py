@@ -616,6 +616,8 @@ def card_rows(card: dict) -> list[tuple[str, str, bool]]:
             value = f"{value} (found with a test image)"
         elif key == "gradcam_reshape" and card.get("gradcam_layer") is None:
             continue
+        elif key == "gradcam_reshape":
+            value = f"{value or 'none'}: {RESHAPES.get(value or 'none', '')}"
         elif key == "output":
             value = {"softmax": "softmax (one class per image)",
                      "sigmoid": "sigmoid (multi-label: every class above the threshold)"}.get(value, value)
