@@ -75,7 +75,9 @@ with st.sidebar, page_guard("the sidebar"):
             except ValueError:
                 pass
     if model is not None:
-        st.caption(f"{len(model.labels)} classes · input {model.input_size} px · "
+        kind = (" · greyscale (1 channel)" if model.channels == 1 else "") + (
+            f" · multi-label (every class above {model.threshold:.0%})" if model.multilabel else "")
+        st.caption(f"{len(model.labels)} classes · input {model.input_size} px{kind} · "
                    f"computed on {describe_device(model.device)} · "
                    f"weights sha256 `{model.fingerprint[:12]}…`",
                    help="Device: set SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard "

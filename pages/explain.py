@@ -19,8 +19,8 @@ from saliency_core.engine.images import image_notes
 from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
 from saliency_core.engine.samples import sample_images
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, decode, is_cached, method_params,
-                           page_methods, page_model, plain, png_bytes, report_error, require_frame,
-                           sanity_verdict, settings)
+                           page_methods, page_model, plain, png_bytes, prediction_words, report_error,
+                           require_frame, sanity_verdict, settings)
 
 require_frame()
 
@@ -51,7 +51,10 @@ if not sources:
 # ---- what to explain and how to draw it -----------------------------------------------------
 with st.expander("Target class and display", expanded=False):
     c1, c2, c3, c4 = st.columns(4)
-    target_mode = c1.radio("Explain the score of", ["Predicted class", "Top-5 rank", "Class by name"])
+    top_words = "Most probable class" if model.multilabel else "Predicted class"
+    target_mode = c1.radio("Explain the score of", [top_words, "Top-5 rank", "Class by name"],
+                           help="A multi-label model can predict several classes at once: choose any of "
+                                "them by rank or by name." if model.multilabel else None)
     rank = c1.number_input("Rank (1 = predicted)", 1, 5, 1, disabled=target_mode != "Top-5 rank")
     by_name = c1.selectbox("Class", range(len(model.labels)), format_func=lambda i: model.labels[i],
                            disabled=target_mode != "Class by name")
@@ -91,7 +94,8 @@ for name, data in sources:
         crop = model.crop(image)
         x = model.preprocess(image)
         images.append({"id": len(images), "name": name, "image": image, "hash": sc.image_hash(image),
-                       "crop": crop, "prediction": model.predict(x, k=5), "notes": image_notes(image)})
+                       "crop": crop, "prediction": model.predict(x, k=5), "predicted": model.predicted_set(x),
+                       "notes": image_notes(image)})
     except Exception as err:  # one bad file never hides the others
         report_error(name, err)
 
@@ -169,8 +173,13 @@ def prediction_chart(prediction, target: int) -> go.Figure:
     fig = px.bar(df[::-1], x="probability", y="class", orientation="h", range_x=[0, 1],
                  color="explained", color_discrete_map={True: "#d95f02", False: "#7570b3"},
                  text=df[::-1]["probability"].map(lambda p: f"{p:.1%}"))
+    title = "probability"
+    if model.multilabel:  # each class on its own: a line at the threshold, no sum to 100 %
+        fig.add_vline(x=model.threshold, line_dash="dash", line_color="#444",
+                      annotation_text=f"threshold {model.threshold:.0%}", annotation_position="top")
+        title = "probability of each class on its own"
     fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
-                      xaxis_title="probability", yaxis_title=None)
+                      xaxis_title=title, yaxis_title=None)
     return fig
 
 
@@ -241,10 +250,12 @@ for item in images:
                 batch_files[zip_names.add(f"{stem}_{m}.png")] = png
             records.append({**exp.record(), "legend": r.legend, "scale": r.scale})
         with cols[-1]:
-            st.markdown(f"**Prediction:** {plain(item['prediction'][0][1])} ({item['prediction'][0][2]:.1%})")
+            st.markdown(prediction_words(model, item["predicted"]))
             st.plotly_chart(prediction_chart(item["prediction"], target), key=f"pred-{item['id']}",
                             config={"displayModeBar": False})
-            st.caption(f"Maps explain **{plain(model.labels[target])}**.")
+            st.caption(f"Maps explain **{plain(model.labels[target])}**."
+                       + (" Probabilities are each class's own sigmoid; they need not add up to 100 %."
+                          if model.multilabel else ""))
             js = pipeline.dumps(result.record({m: {"legend": rendered[m].legend, "scale": rendered[m].scale}
                                                for m in methods}))
             st.download_button("Predictions & parameters (JSON)", js, f"{stem}.json", "application/json",
@@ -252,6 +263,8 @@ for item in images:
             rows = [{"image": item["name"], "method": r_["method"], "target": r_["target"],
                      "target_label": r_["target_label"], "params": json.dumps(r_["params"]),
                      "top1": item["prediction"][0][1], "top1_probability": item["prediction"][0][2],
+                     **({"predicted": "; ".join(label for _, label, _ in item["predicted"])}
+                        if model.multilabel else {}),
                      "model_fingerprint": model.fingerprint} for r_ in records]
             st.download_button("Table (CSV)", to_csv(pd.DataFrame(rows)), f"{stem}.csv",
                                "text/csv", key=f"csv-{item['id']}")

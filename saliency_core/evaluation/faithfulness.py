@@ -64,7 +64,8 @@ class Curve:
     Attributes:
         mode: ``"deletion"`` or ``"insertion"``.
         fractions: float64 (steps + 1,), share of pixels changed, 0 to 1.
-        scores: float64 (steps + 1,), softmax probability of ``target`` at each point.
+        scores: float64 (steps + 1,), probability of ``target`` at each point: softmax, or for a
+            multi-label model (``probability="sigmoid"``) the class's own sigmoid.
         auc: trapezoid area under ``scores`` over ``fractions``.
         step: pixels per step; ``replacement``: what removed pixels became.
     """
@@ -77,15 +78,21 @@ class Curve:
     replacement: str
     target: int
     seed: int
+    probability: str = "softmax"
 
     def record(self) -> dict:
         return {"mode": self.mode, "auc": self.auc, "step": self.step, "replacement": self.replacement,
                 "target": self.target, "seed": self.seed, "fractions": self.fractions.tolist(),
-                "scores": self.scores.tolist(), "score": "softmax probability of the target class"}
+                "scores": self.scores.tolist(), "score": f"{self.probability} probability of the target class"}
 
 
 def _network(model):
     return getattr(model, "network", model)
+
+
+def _multilabel(model) -> bool:
+    """A multi-label Classifier (sigmoid outputs): a class's probability is its own sigmoid."""
+    return bool(getattr(model, "multilabel", False))
 
 
 def replacement_image(x: torch.Tensor, replacement="mean", blur_kernel: int = BLUR_KERNEL,
@@ -194,14 +201,18 @@ def causal_curve(model, x: torch.Tensor, saliency, target: int, mode: str = "del
         ks = torch.arange(first, min(first + batch_size, steps + 1), device=x.device).view(-1, 1, 1, 1)
         batch = torch.where(changed_at < ks, end, start)
         logits = network(batch).float()
-        if logits.dim() != 2 or logits.shape[1] < 2:
+        multilabel = _multilabel(model)
+        if logits.dim() != 2 or logits.shape[1] < (1 if multilabel else 2):
             raise ValueError(f"The network must return scores (batch, classes) for two or more classes; "
                              f"it returned shape {tuple(logits.shape)}.")
-        scores.append(logits.softmax(dim=1)[:, int(target)].cpu())
+        # the probability the model reports: softmax over classes, or a multi-label class's sigmoid
+        probability = logits.sigmoid() if multilabel else logits.softmax(dim=1)
+        scores.append(probability[:, int(target)].cpu())
     scores = torch.cat(scores).double().numpy()
     fractions = np.minimum(np.arange(steps + 1) * step, n) / n
     return Curve(mode=mode, fractions=fractions, scores=scores, auc=area_under_curve(fractions, scores),
-                 step=step, replacement=_replacement_name(replacement), target=int(target), seed=int(seed))
+                 step=step, replacement=_replacement_name(replacement), target=int(target), seed=int(seed),
+                 probability="sigmoid" if _multilabel(model) else "softmax")
 
 
 def deletion_curve(model, x: torch.Tensor, saliency, target: int, **options) -> Curve:
