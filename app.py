@@ -76,7 +76,9 @@ with st.sidebar, page_guard("the sidebar"):
                 pass
     if model is not None:   # the full name, wrapped (the box above cuts long names)
         st.markdown(f"**{plain(choices.get(st.session_state.get('model', 'demo'), model.name))}**")
-        st.caption(f"{len(model.labels)} classes · input {model.input_size} px · "
+        kind = (" · greyscale (1 channel)" if model.channels == 1 else "") + (
+            f" · multi-label (every class above {model.threshold:.0%})" if model.multilabel else "")
+        st.caption(f"{len(model.labels)} classes · input {model.input_size} px{kind} · "
                    f"computed on {describe_device(model.device)}",
                    help=f"Weights sha256 {model.fingerprint}, recorded with every result. Device: set "
                         "SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard (auto uses a GPU when "

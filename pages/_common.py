@@ -233,6 +233,17 @@ def single_image(upload_types: list[str]) -> tuple[str, Image.Image, str]:
     return name, image, sc.image_hash(image)
 
 
+def prediction_words(model: sc.Classifier, predicted: list) -> str:
+    """The prediction in words for Markdown: the top class, or a multi-label model's set."""
+    if not model.multilabel:
+        (_, label, p), = predicted
+        return f"**Prediction:** {plain(label)} ({p:.1%})"
+    rule = f"multi-label: every class above {model.threshold:.0%}"
+    if not predicted:
+        return f"**Predicted classes** ({rule}): none"
+    return f"**Predicted classes** ({rule}): " + ", ".join(f"{plain(label)} ({p:.1%})" for _, label, p in predicted)
+
+
 def method_params(method: str, params: dict) -> dict:
     """The subset of the sidebar parameters that ``method`` takes."""
     return sc.METHODS[method].params_for(params)

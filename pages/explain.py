@@ -16,6 +16,7 @@ import saliency_core as sc
 from saliency_core import pipeline
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
+from saliency_core.engine.convergence import SETTLED, describe
 from saliency_core.engine.images import image_notes
 from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
 from saliency_core.engine.samples import sample_images
@@ -23,7 +24,8 @@ from saliency_core.report import confidence_words
 from pages import _defaults as defaults
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, cancellable, colour_bar, decode,
                            estimate_caption, is_cached, map_alt, map_rows, method_params, model_key, page_methods,
-                           page_model, plain, png_bytes, report_error, require_frame, sanity_verdict, settings)
+                           page_model, plain, png_bytes, prediction_words, report_error, require_frame,
+                           sanity_verdict, settings)
 
 ASK_ABOVE = 10.0   # seconds: longer runs wait for a click after their estimate
 UNSURE_BELOW = 0.6  # top-class probability under which the page says the model is unsure
@@ -65,8 +67,11 @@ if not sources:
 # ---- what to explain and how to draw it -----------------------------------------------------
 with st.expander("Target class and display", expanded=ss.get("explain_target_mode") == "Class by name"):
     c1, c2, c3, c4 = st.columns(4)
-    target_mode = c1.radio("Explain the score of", ["Predicted class", "Top-5 rank", "Class by name"],
-                           key="explain_target_mode")
+    top_words = "Most probable class" if model.multilabel else "Predicted class"
+    target_mode = c1.radio("Explain the score of", [top_words, "Top-5 rank", "Class by name"],
+                           key="explain_target_mode",
+                           help="A multi-label model can predict several classes at once: choose any of "
+                                "them by rank or by name." if model.multilabel else None)
     rank = c1.number_input("Rank (1 = predicted)", 1, 5, 1, disabled=target_mode != "Top-5 rank")
     by_name = c1.selectbox("Class", range(len(model.labels)), format_func=lambda i: model.labels[i],
                            index=None, placeholder="Type or pick a class…", disabled=target_mode != "Class by name")
@@ -80,6 +85,23 @@ with st.expander("Target class and display", expanded=ss.get("explain_target_mod
     clip = c4.slider("Clip at percentile", 90.0, 100.0, 99.0, 0.5,
                      help="Values above this percentile get the top colour, so one extreme pixel "
                           "does not wash out the rest.")
+averaging = [m for m in cfg["methods"] if sc.METHODS[m].averaging]
+if averaging:
+    with st.expander("Sample until the map settles", expanded=False), st.form("settle"):
+        st.checkbox(
+            "Keep adding noisy samples until the map has settled", value=False, key="until_settled",
+            help="Starts at the sidebar's sample count and adds samples (x1.25 at a time) until a re-run with "
+                 f"other random noise would agree at {SETTLED:.0%} or more (rank correlation and the strongest "
+                 "10 % of pixels), or the maximum below is reached. Applies to "
+                 + ", ".join(sc.METHODS[m].label for m in averaging) + ".")
+        st.number_input("Most samples", 1, 2000, 1000, step=50, key="max_samples",
+                        help="Each sample is one pass through the network; 1,000 take about 20 s on a CPU.")
+        st.form_submit_button("Apply")
+    if st.session_state.get("until_settled"):
+        # never below the sidebar's count: that is where the first check happens
+        cfg["params"].update(until_settled=True, max_samples=max(int(st.session_state.get("max_samples", 1000)),
+                                                                 int(cfg["params"]["samples"])))
+
 if target_mode == "Class by name" and by_name is None:   # nothing to compute before the choice
     st.info("Pick the class to explain under **Target class and display**. Nothing is computed until then.",
             icon=":material/touch_app:")
@@ -93,7 +115,8 @@ for name, data in sources:
         crop = model.crop(image)
         x = model.preprocess(image)
         images.append({"id": len(images), "name": name, "image": image, "hash": sc.image_hash(image),
-                       "crop": crop, "prediction": model.predict(x, k=5), "notes": image_notes(image)})
+                       "crop": crop, "prediction": model.predict(x, k=5), "predicted": model.predicted_set(x),
+                       "notes": image_notes(image)})
     except Exception as err:  # one bad file never hides the others
         report_error(name, err)
 
@@ -205,8 +228,13 @@ def prediction_chart(prediction, target: int) -> go.Figure:
         text=[f"{p:.1%}" + (" (explained)" if i == target else "") for i, _, p in prediction],
         textposition="auto", hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
     fig.update_yaxes(categoryorder="array", categoryarray=classes[::-1])   # rank 1 at the top
+    title = "probability"
+    if model.multilabel:  # each class on its own: a line at the threshold, no sum to 100 %
+        fig.add_vline(x=model.threshold, line_dash="dash", line_color="#444",
+                      annotation_text=f"threshold {model.threshold:.0%}", annotation_position="top")
+        title = "probability of each class on its own"
     fig.update_layout(height=230, margin=dict(l=0, r=0, t=30, b=0), showlegend=False, xaxis_range=[0, 1],
-                      xaxis_title="probability", yaxis_title=None, title="The model's five most likely classes")
+                      xaxis_title=title, yaxis_title=None, title="The model's five most likely classes")
     return fig
 
 
@@ -253,16 +281,21 @@ for item in images:
         records, rendered = [], {}
         stem = file_name(f'{item["id"] + 1:02d}_' + item["name"].rsplit(".", 1)[0], limit=80)
         with head[1]:
-            st.markdown(f"**Prediction:** {plain(top[1])} ({top[2]:.1%}, {confidence_words(top[2])})")
-            if top[2] < UNSURE_BELOW:
+            st.markdown(prediction_words(model, item["predicted"]))
+            if not model.multilabel and top[2] < UNSURE_BELOW:
                 st.warning(f"The model is **unsure** about this photo: its top class has only {top[2]:.0%}. Read "
                            "the maps as an explanation of a weak guess.", icon=":material/help:")
+            elif not model.multilabel:
+                st.caption(f"The model is {confidence_words(top[2])} about its top class.")
             st.plotly_chart(prediction_chart(item["prediction"], target), key=f"pred-{item['id']}",
                             config={"displayModeBar": False},
                             alt="Bar chart of the model's five most likely classes with their probabilities, "
                                 "the most likely at the top; the explained class is hatched orange.")
-            st.caption(f"Maps explain **{plain(model.labels[target])}**"
-                       + (f" ({probability:.1%})." if probability is not None else "."))
+            st.caption(f"Maps explain **{plain(model.labels[target])}**."
+                       + (f" The model gives it {probability:.1%}." if probability is not None and target != top[0]
+                          else "")
+                       + (" Probabilities are each class's own sigmoid; they need not add up to 100 %."
+                          if model.multilabel else ""))
         missing = [sc.METHODS[m].label for m in cfg["methods"] if m not in result.maps
                    and m not in result.errors and m not in result.crashes]
         if missing:
@@ -282,6 +315,16 @@ for item in images:
                     gap = exp.diagnostics.get("completeness_gap_relative")
                     if gap is not None:
                         st.caption(f"Completeness gap {gap:.1%} (attributions vs score difference).")
+                    readout = exp.diagnostics.get("convergence")
+                    if isinstance(readout, dict):
+                        words, details = describe(readout)
+                        icon = {"settled": ":material/check_circle:",
+                                "still changing": ":material/hourglass_top:"}.get(readout.get("verdict"),
+                                                                                  ":material/help:")
+                        st.caption(f"{icon} {words}")
+                        if details:
+                            with st.expander("Convergence details"):
+                                st.caption(details)
                     png = png_bytes(rd.captioned_overlay(r, meta.label, exp.target_label, probability, item["name"]))
                     bare = png_bytes(r.overlay)
                     suffix = f", image {item['id'] + 1}" if several else ""
@@ -308,7 +351,9 @@ for item in images:
                                            for m in methods}))
         rows = [{"image": item["name"], "method": r_["method"], "target": r_["target"],
                  "target_label": r_["target_label"], "params": json.dumps(r_["params"]),
-                 "top1": top[1], "top1_probability": top[2], "model_fingerprint": model.fingerprint}
+                 "top1": top[1], "top1_probability": top[2],
+                 **({"predicted": "; ".join(label for _, label, _ in item["predicted"])} if model.multilabel else {}),
+                 "model_fingerprint": model.fingerprint}
                 for r_ in records]
         d1, d2, _ = st.columns([1, 1, 2])
         d1.download_button(f"Predictions and settings{' of image ' + str(item['id'] + 1) if several else ''} (JSON)",

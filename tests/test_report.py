@@ -172,7 +172,7 @@ def test_replay_block_has_what_a_recomputation_needs(made, demo):
             assert set(m) >= {"method", "params", "target", "saliency"}
             assert len(m["saliency"]["sha256"]) == 64 and m["saliency"]["shape"] == [224, 224]
             assert m["saliency"]["data"]                            # 6 maps: stored, for the difference
-        assert next(m for m in item["maps"] if m["method"] == "gradcam")["params"] == {"layer": "1._act_head"}
+        assert next(m for m in item["maps"] if m["method"] == "gradcam")["params"] == {"layer": "1._act_head", "reshape": None}
 
 
 def test_pdf_pages_and_text(made):

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 from ._common import _fraction, _image_files, _make_folder, _methods, _say, _unexpected, _whole
-from saliency_core.evaluation.compare import CompareSettings, compare_models, read_labels
-from saliency_core.engine.devices import CHOICES as DEVICE_CHOICES
-from saliency_core.engine.images import image_hash
-from saliency_core.engine.methods import METHODS
-from saliency_core.engine.models import load_model
-from saliency_core.pipeline import json_default
+from ..evaluation.compare import CompareSettings, compare_models, read_labels
+from ..engine.devices import CHOICES as DEVICE_CHOICES
+from ..engine.images import image_hash
+from ..engine.methods import METHODS
+from ..engine.models import load_model
+from ..pipeline import json_default
 
 DEFAULT_METHODS = "gradient,smoothgrad,gradcam"
 
@@ -74,7 +74,7 @@ class _KeepMaps:
         self.maps: dict = {}
 
     def __call__(self, model, image, method, target, params, progress=None, preview=None):
-        from saliency_core.engine.explain import explain
+        from ..engine.explain import explain
         key = None
         if (model.fingerprint, model.card.get("digest")) == self.model_key:
             key = (image_hash(image), method, target, tuple(sorted(params.items())))

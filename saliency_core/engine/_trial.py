@@ -29,7 +29,8 @@ def main() -> int:
     size = int(settings["size"])
     mean = torch.tensor(settings["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(settings["std"], dtype=torch.float32).view(1, -1, 1, 1)
-    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0))   # models._test_batch
+    channels = int(settings.get("channels", 3))
+    x = torch.rand(3, channels, size, size, generator=torch.Generator().manual_seed(0))   # models._test_batch
     try:
         one = x[:1].clone().requires_grad_(True)
         out = net((one - mean) / std)

@@ -15,6 +15,23 @@ Example card (YAML)::
     mean: [0.485, 0.456, 0.406]
     std: [0.229, 0.224, 0.225]
     gradcam_layer: layer4
+
+A one-channel, multi-label model (X-ray findings, several per image)::
+
+    file: chest.pth
+    architecture: resnet18
+    channels: 1               # images are converted to grey; one mean and std
+    mean: [0.5]
+    std: [0.25]
+    output: sigmoid           # one probability per class; every class above threshold is predicted
+    threshold: 0.4
+
+A vision transformer: Grad-CAM reads a token layer reshaped to a grid (found for torchvision's
+ViT and Swin; state it for others)::
+
+    architecture: vit_b_16
+    gradcam_layer: encoder.layers.encoder_layer_11.ln_1
+    gradcam_reshape: class_token
 """
 from __future__ import annotations
 
@@ -36,7 +53,18 @@ LABEL_SUFFIXES = (".txt", ".json")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+GREY_MEAN, GREY_STD = (0.449,), (0.226,)   # ImageNet's three values averaged
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+CHANNELS = (1, 3)
+OUTPUTS = ("softmax", "sigmoid")
+# how a Grad-CAM layer's output becomes a grid (B, K, h, w): name -> the layer's output shape
+RESHAPES = {
+    "none": "(batch, channels, height, width), as a convolutional layer gives",
+    "channels_last": "(batch, height, width, channels), as torchvision's Swin gives",
+    "tokens": "(batch, height x width tokens, channels), a square grid of tokens",
+    "class_token": "(batch, 1 + height x width tokens, channels): the first (class) token is dropped, "
+                   "the rest form a square grid, as ViT gives",
+}
 MIN_INPUT, MAX_INPUT, MAX_RESIZE = 16, 2048, 4096
 MIN_STD = 1e-3                      # a smaller std would multiply pixel noise by > 1000
 MAX_CARD_BYTES = 1 << 20            # a card is a few hundred bytes
@@ -55,10 +83,22 @@ FIELDS: dict[str, tuple[str, str]] = {
     "resize": ("short side before the centre crop, pixels", "input_size x 8/7 (256 for 224)"),
     "crop": ("how the input square is cut", "centre"),
     "interpolation": ("resampling for the resize: " + ", ".join(INTERPOLATIONS), "bilinear"),
-    "mean": ("per-channel mean, pixels in [0, 1]", "ImageNet's 0.485, 0.456, 0.406"),
-    "std": ("per-channel standard deviation, pixels in [0, 1]", "ImageNet's 0.229, 0.224, 0.225"),
+    "channels": ("colour channels the network takes: 3 (RGB) or 1 (greyscale: images are converted "
+                 "to grey, overlays are drawn on the grey image)", "3"),
+    "mean": ("per-channel mean, pixels in [0, 1]: three values, or one for channels: 1",
+             "ImageNet's 0.485, 0.456, 0.406 (one channel: their average, 0.449)"),
+    "std": ("per-channel standard deviation, pixels in [0, 1]: three values, or one for channels: 1",
+            "ImageNet's 0.229, 0.224, 0.225 (one channel: their average, 0.226)"),
+    "output": ("how scores become probabilities: softmax (one class per image) or sigmoid (multi-label: "
+               "each class on its own, several can be predicted)", "softmax"),
+    "threshold": ("with output: sigmoid, a class is predicted when its probability is above this; "
+                  "between 0 and 1", "0.5"),
     "gradcam_layer": ("module whose feature map Grad-CAM uses",
-                      "the last layer with a spatial feature map, found with a test image"),
+                      "the last layer with a spatial feature map, found with a test image; for "
+                      "torchvision's ViT the last encoder block's ln_1, for Swin its features"),
+    "gradcam_reshape": ("how the Grad-CAM layer's output becomes a grid: " + "; ".join(
+        f"{k} = {v}" for k, v in RESHAPES.items()),
+        "class_token for torchvision's ViT, channels_last for Swin, else none"),
     "description": ("free text shown with the model", "none"),
 }
 
@@ -86,9 +126,13 @@ class ModelCard:
     resize: int = 256
     crop: str = "centre"
     interpolation: str = "bilinear"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    output: str = "softmax"
+    threshold: float = 0.5
     gradcam_layer: str | None = None
+    gradcam_reshape: str | None = None
     description: str | None = None
     defaults: list[str] = field(default_factory=list)
     sha256: str | None = None
@@ -194,15 +238,38 @@ def _whole(data: dict, key: str, card: str, low: int, high: int) -> int:
     return value
 
 
-def _triple(data: dict, key: str, card: str) -> tuple[float, float, float]:
+def _finite_number(v: Any) -> bool:
+    """An int (any size: never converted to float here) or a finite float; not a bool."""
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _per_channel(data: dict, key: str, card: str, channels: int) -> tuple[float, ...]:
+    """``mean`` / ``std``: one number per channel (a bare number is one value)."""
     value = data[key]
-    example = ", ".join(map(str, IMAGENET_MEAN if key == "mean" else IMAGENET_STD))
-    if (not isinstance(value, (list, tuple)) or len(value) != 3
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                       for v in value)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    imagenet = IMAGENET_MEAN if key == "mean" else IMAGENET_STD
+    grey = GREY_MEAN if key == "mean" else GREY_STD
+    numbers = isinstance(value, (list, tuple)) and all(map(_finite_number, value))
+    if numbers and channels == 1 and len(value) == 3:
+        raise ValueError(f"{card}: '{key}' has three values (R, G, B), but the model takes one channel "
+                         f"('channels: 1', greyscale): give one value, e.g. {key}: [{grey[0]}]; "
+                         f"got {quote(list(value))}.")
+    if numbers and channels == 3 and len(value) == 1:
+        raise ValueError(f"{card}: '{key}' has one value, but the model takes three colour channels (R, G, B; "
+                         f"'channels' is {3 if 'channels' in data else '3, the default'}): give three values, "
+                         f"or for a greyscale model set 'channels: 1'; got {quote(list(value))}.")
+    if not numbers or len(value) != channels:
+        if channels == 1:
+            raise ValueError(f"{card}: '{key}' must be one number for a one-channel model, e.g. "
+                             f"[{grey[0]}]; got {quote(value)}.")
+        example = ", ".join(map(str, imagenet))
         raise ValueError(f"{card}: '{key}' must be three numbers, one per colour channel R, G, B "
                          f"(ImageNet: [{example}]); got {quote(value)}.")
     if any(abs(v) > 1.5 for v in value):   # ints of any size compare without converting
+        example = ", ".join(map(str, imagenet if channels == 3 else grey))
         raise ValueError(f"{card}: '{key}' is in pixel units of [0, 1] (ImageNet: [{example}]); "
                          f"got {quote(list(value))}: values on the 0-255 scale must be divided by 255.")
     value = tuple(float(v) for v in value)
@@ -210,6 +277,14 @@ def _triple(data: dict, key: str, card: str) -> tuple[float, float, float]:
         raise ValueError(f"{card}: 'std' must be positive, at least {MIN_STD:g} (a standard deviation of pixels in "
                          f"[0, 1]); got {list(value)}.")
     return value
+
+
+def _choice(data: dict, key: str, card: str, options) -> str:
+    value = data[key]
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word not in options:
+        raise ValueError(f"{card}: '{key}' must be one of {', '.join(options)}; got {quote(value)}.")
+    return word
 
 
 def _text(data: dict, key: str, card: str, limit: int = 200) -> str:
@@ -314,6 +389,8 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         out.architecture = _text(given, "architecture", card)
     if "gradcam_layer" in given:
         out.gradcam_layer = _text(given, "gradcam_layer", card)
+    if "gradcam_reshape" in given:
+        out.gradcam_reshape = _choice(given, "gradcam_reshape", card, tuple(RESHAPES))
     if "file" in given:
         out.file = _inside(folder, _text(given, "file", card), "file", card)
         if not out.file.is_file():
@@ -352,10 +429,30 @@ def read_card(path: str | os.PathLike) -> ModelCard:
             raise ValueError(f"{card}: 'interpolation' must be one of {', '.join(INTERPOLATIONS)}; "
                              f"got {quote(value)}.")
         out.interpolation = mode
+    if "channels" in given:
+        value = given["channels"]
+        if isinstance(value, bool) or value not in CHANNELS:
+            raise ValueError(f"{card}: 'channels' must be 3 (colour, R, G, B) or 1 (greyscale); "
+                             f"got {quote(value)}.")
+        out.channels = int(value)
+    if out.channels == 1:
+        out.mean, out.std = GREY_MEAN, GREY_STD
     if "mean" in given:
-        out.mean = _triple(given, "mean", card)
+        out.mean = _per_channel(given, "mean", card, out.channels)
     if "std" in given:
-        out.std = _triple(given, "std", card)
+        out.std = _per_channel(given, "std", card, out.channels)
+    if "output" in given:
+        out.output = _choice(given, "output", card, OUTPUTS)
+    if "threshold" in given:
+        value = given["threshold"]
+        if out.output != "sigmoid":
+            raise ValueError(f"{card}: 'threshold' is for multi-label models ('output: sigmoid'); with "
+                             f"softmax the prediction is the most likely class. Add 'output: sigmoid' or "
+                             "remove 'threshold'.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ValueError(f"{card}: 'threshold' must be a probability strictly between 0 and 1 (a class is "
+                             f"predicted when its sigmoid probability is above it, e.g. 0.5); got {quote(value)}.")
+        out.threshold = float(value)
     return out
 
 
@@ -502,9 +599,14 @@ def card_rows(card: dict) -> list[tuple[str, str, bool]]:
     if card.get("card_file"):
         rows.append(("card", str(card["card_file"]), False))
     for key in ("name", "description", "architecture", "labels", "input_size", "resize", "crop",
-                "interpolation", "mean", "std", "gradcam_layer", "batch"):
+                "interpolation", "channels", "mean", "std", "output", "threshold", "gradcam_layer",
+                "gradcam_reshape", "batch"):
         value = card.get(key)
         if key in ("description", "architecture") and not value:
+            continue
+        if key in ("channels", "output", "threshold", "gradcam_reshape") and key not in card:
+            continue   # a card loaded before these fields existed (a replayed record)
+        if key == "threshold" and card.get("output") != "sigmoid":
             continue
         if key == "labels":
             value = f"{value} ({card.get('classes')} classes)"
@@ -512,6 +614,13 @@ def card_rows(card: dict) -> list[tuple[str, str, bool]]:
             value = "none (Grad-CAM unavailable)"
         elif key == "gradcam_layer" and key in defaults:
             value = f"{value} (found with a test image)"
+        elif key == "gradcam_reshape" and card.get("gradcam_layer") is None:
+            continue
+        elif key == "gradcam_reshape":
+            value = f"{value or 'none'}: {RESHAPES.get(value or 'none', '')}"
+        elif key == "output":
+            value = {"softmax": "softmax (one class per image)",
+                     "sigmoid": "sigmoid (multi-label: every class above the threshold)"}.get(value, value)
         elif isinstance(value, (list, tuple)):
             value = ", ".join(f"{v:.4g}" for v in value)
         rows.append((key, str(value), key in defaults))

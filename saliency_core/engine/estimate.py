@@ -80,10 +80,11 @@ def pass_times(model, refresh: bool = False) -> PassTimes:
     network = model.network
     size = int(model.input_size)
     device = _network_device(network)
-    x = torch.rand(TIMING_BATCH, 3, size, size, device=device)
+    channels = int(getattr(model, "channels", 3) or 3)
+    x = torch.rand(TIMING_BATCH, channels, size, size, device=device)
     with torch.no_grad():
         forward = _time(lambda: network(x)) / TIMING_BATCH
-    one = torch.rand(1, 3, size, size, device=device)
+    one = torch.rand(1, channels, size, size, device=device)
 
     def backward():
         y = one.clone().requires_grad_()

@@ -12,8 +12,10 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
+from torch.overrides import TorchFunctionMode
 from torchvision.transforms.functional import to_tensor
 
+from .convergence import Readout
 from .devices import describe as describe_device
 from .images import ImageSource, image_hash, load_image
 from .methods import METHODS, Method
@@ -37,7 +39,9 @@ class Explanation:
         reduction: how channels were reduced (``max_abs`` or ``sum``).
         image: the crop the model saw (PIL RGB, H x W), for overlays.
         prediction: top-5 (index, label, probability).
-        diagnostics: method checks, e.g. Integrated Gradients' completeness gap.
+        diagnostics: method checks, e.g. Integrated Gradients' completeness gap, and for averaging
+            methods ``convergence``: the readout of saliency_core/engine/convergence.py (verdict, estimated
+            re-run agreement, samples or steps used).
         device: where it was computed (``cpu``, ``cuda:0 (NVIDIA H200)``).
     """
 
@@ -70,7 +74,7 @@ class Explanation:
 
 def versions() -> dict:
     import torchvision
-    from saliency_core._version import __version__
+    from .._version import __version__
     return {"saliency_core": __version__, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
@@ -95,6 +99,8 @@ def resolve_params(method: Method, params: dict, model: Classifier | None = None
     resolved.update({k: v for k, v in params.items() if k in method.defaults})
     if "layer" in resolved and resolved["layer"] is None and model is not None:
         resolved["layer"] = model.gradcam_layer
+        if "reshape" in resolved and resolved["reshape"] is None:   # the model's layer, its reshape
+            resolved["reshape"] = model.gradcam_reshape
     return resolved
 
 
@@ -111,14 +117,20 @@ def attribute(model: Classifier, x: torch.Tensor, target: torch.Tensor, method: 
     """Run a method on a preprocessed batch. Returns (attribution, params used, diagnostics).
 
     ``progress``, ``chunk_size`` and ``preview`` reach the methods that take them and never
-    change the result."""
+    change the result. Methods that average (SmoothGrad family, Integrated Gradients) add their
+    convergence readout as ``diagnostics["convergence"]``: one dict per image
+    (saliency_core/engine/convergence.py), on the displayed saliency (the method's ``reduction``)."""
     m = get_method(method)
     used = resolve_params(m, params, model)
     accepted = inspect.signature(m.attribute).parameters
     runtime = {k: v for k, v in (("progress", progress), ("chunk_size", chunk_size), ("preview", preview))
                if k in accepted and v is not None}
+    if "readout" in accepted:
+        runtime["readout"] = Readout(lambda a: reduce_channels(a, m.reduction))
     attribution = m.attribute(model.network, x, target, **used, **runtime)
     diagnostics = m.check(model.network, x, target, attribution, used) if m.check else {}
+    if "readout" in runtime and runtime["readout"].last is not None:
+        diagnostics = {**diagnostics, "convergence": runtime["readout"].last}
     return attribution, used, diagnostics
 
 
@@ -132,7 +144,8 @@ def explain(model: Classifier, image: ImageSource, method: str = "smoothgrad", t
         model: a loaded ``Classifier``.
         image: PIL image, path or bytes.
         method: a name in ``METHODS``.
-        target: class index; None explains the predicted class.
+        target: class index; None explains the predicted class (multi-label: the most probable one;
+            any class can be explained).
         progress: ``progress(done, total)`` for methods that work in chunks.
         preview: ``preview(done, total, saliency)`` with the running (H, W) map, for methods
             that can show one before they finish (SmoothGrad and its variants).
@@ -192,22 +205,53 @@ _REASONS = {
               "(it uses other activations or is compiled)",
     },
 }
+# smooth activations: guided backprop's rule (Springenberg et al. 2015) gates gradients where a
+# ReLU's input was positive; these have no such gate
+_SMOOTH = {"gelu": "GELU", "silu": "SiLU", "hardswish": "hard swish", "mish": "Mish", "elu": "ELU",
+           "selu": "SELU", "celu": "CELU", "softplus": "softplus"}
 _capabilities: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 _capabilities_lock = threading.Lock()
 
 
-def _relu_count(model: Classifier) -> int:
-    """ReLU-type calls guided backprop intercepts in one forward pass on a test image."""
+class _SmoothActivations(TorchFunctionMode):
+    """Counts calls of smooth activations (GELU, SiLU ...) by name during a forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: dict[str, int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "").rstrip("_")
+        if name in _SMOOTH:
+            self.seen[_SMOOTH[name]] = self.seen.get(_SMOOTH[name], 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def _activations(model: Classifier) -> tuple[int, dict[str, int]]:
+    """ReLU-type calls guided backprop intercepts, and smooth activations by name, in one forward
+    pass on a test image."""
     from .methods.guided import guided_relus
-    x = torch.full((1, 3, model.input_size, model.input_size), 0.5, device=model.device)
-    mode = guided_relus()
-    with torch.enable_grad(), mode:
+    x = torch.full((1, model.channels, model.input_size, model.input_size), 0.5, device=model.device)
+    mode, smooth = guided_relus(), _SmoothActivations()
+    with torch.enable_grad(), mode, smooth:
         model.network(x.requires_grad_(True))
-    return mode.count
+    return mode.count, smooth.seen
+
+
+def _relu_reason(count: int, smooth: dict[str, int], fmt: str | None) -> str | None:
+    if count:
+        return None
+    if smooth and fmt not in ("torchscript", "exported_program"):
+        names = " and ".join(sorted(smooth, key=smooth.get, reverse=True)[:2])
+        return (f"needs ReLU or ReLU6 activations, and this model uses {names} instead (as vision transformers "
+                "do): a smooth activation has no gate that passes gradients back only where its input was "
+                "positive, so the rule of Springenberg et al. 2015 does not apply")
+    return _REASONS["relu"].get(fmt, _REASONS["relu"][None])
 
 
 def model_capabilities(model: Classifier) -> dict[str, str | None]:
-    """What the methods' ``needs`` ask of a model: ``{"conv": reason or None, "relu": reason or None}``.
+    """What the methods' ``needs`` ask of a model: ``{"conv": reason or None, "relu": reason or None,
+    "attention": reason or None}`` (``attention``: ``nn.MultiheadAttention`` layers, for attention rollout).
 
     ``relu`` is found with one test forward pass (cached per network): the activations must
     be visible to guided backprop's ``TorchFunctionMode``, which a TorchScript or exported
@@ -218,12 +262,17 @@ def model_capabilities(model: Classifier) -> dict[str, str | None]:
     if known is not None:
         return known
     fmt = (model.card or {}).get("format")
-    conv = None if model.gradcam_layer else _REASONS["conv"].get(fmt, _REASONS["conv"][None])
+    conv = None if model.gradcam_layer else ((model.card or {}).get("gradcam_unavailable")
+                                             or _REASONS["conv"].get(fmt, _REASONS["conv"][None]))
     try:
-        relu = None if _relu_count(model) else _REASONS["relu"].get(fmt, _REASONS["relu"][None])
+        relu = _relu_reason(*_activations(model), fmt)
     except Exception as err:  # noqa: BLE001  a model that fails here fails every method
         relu = f"the model failed a test forward pass ({type(err).__name__}: {err})"
-    caps = {"conv": conv, "relu": relu}
+    from .methods.rollout import attention_layers
+    attention = None if attention_layers(model.network) else (
+        "needs the multi-head attention layers of a vision transformer with a class token (such as "
+        "torchvision's ViT), and this model has none that can be read")
+    caps = {"conv": conv, "relu": relu, "attention": attention}
     with _capabilities_lock:
         _capabilities[model.network] = caps
     return caps

@@ -53,9 +53,15 @@ class Normalize(nn.Module):
 class Classifier:
     """An image classifier ready to explain.
 
-    ``network`` maps a float tensor (B, 3, H, W) of pixels in [0, 1] to logits (B, classes);
-    the mean/std normalisation is its first layer, so gradients, baselines and noise are all
-    in pixel units. ``preprocess`` gives exactly what the network sees.
+    ``network`` maps a float tensor (B, channels, H, W) of pixels in [0, 1] to logits
+    (B, classes); the mean/std normalisation is its first layer, so gradients, baselines and
+    noise are all in pixel units. ``preprocess`` gives exactly what the network sees.
+
+    ``channels`` is 3 (RGB) or 1 (greyscale: images are converted to grey). ``output`` says how
+    logits become probabilities: ``"softmax"`` (one class per image) or ``"sigmoid"``
+    (multi-label: each class on its own; every class above ``threshold`` is predicted).
+    ``gradcam_reshape`` says how the Grad-CAM layer's output becomes a grid
+    (``saliency_core.cards.RESHAPES``).
     """
 
     name: str
@@ -64,11 +70,15 @@ class Classifier:
     fingerprint: str
     input_size: int = 224
     resize: int = 256
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
     interpolation: str = "bicubic"
     gradcam_layer: str | None = None
     card: dict = field(default_factory=dict)
+    channels: int = 3
+    output: str = "softmax"
+    threshold: float = 0.5
+    gradcam_reshape: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -78,23 +88,33 @@ class Classifier:
             t = next(self.network.buffers(), None)
         return t.device if t is not None else torch.device("cpu")
 
+    @property
+    def multilabel(self) -> bool:
+        """Whether each class is predicted on its own (sigmoid outputs): a prediction is a set."""
+        return self.output == "sigmoid"
+
     def crop(self, image: ImageSource) -> Image.Image:
-        """The RGB image the network sees: resize the short side to ``resize``, centre-crop
-        to ``input_size``. Overlays are drawn on this crop."""
+        """The image the network sees: converted to grey for a one-channel model, the short side
+        resized to ``resize``, centre-cropped to ``input_size``. Overlays are drawn on this crop
+        (PIL mode ``"RGB"``, or ``"L"`` for a one-channel model)."""
         image = load_image(image)
+        if self.channels == 1:
+            image = image.convert("L")   # ITU-R 601-2 luma, as PIL and torchvision's Grayscale
         mode = TF.InterpolationMode(self.interpolation)
         image = TF.resize(image, self.resize, interpolation=mode)
         return TF.center_crop(image, self.input_size)
 
     def preprocess(self, image: ImageSource) -> torch.Tensor:
-        """Image -> float32 tensor (1, 3, input_size, input_size), pixels in [0, 1], on the CPU
-        (methods and ``predict`` move it to ``device``)."""
+        """Image -> float32 tensor (1, channels, input_size, input_size), pixels in [0, 1], on the
+        CPU (methods and ``predict`` move it to ``device``)."""
         return TF.to_tensor(self.crop(image)).unsqueeze(0)
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities (B, classes) for a preprocessed batch (moved to ``device``)."""
-        return self.network(x.to(self.device)).float().softmax(dim=1)
+        """Probabilities (B, classes) for a preprocessed batch (moved to ``device``): softmax over
+        the classes, or with ``output="sigmoid"`` each class's own sigmoid (they need not sum to 1)."""
+        logits = self.network(x.to(self.device)).float()
+        return logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
 
     def predict(self, image: ImageSource | torch.Tensor, k: int = 5) -> list[tuple[int, str, float]]:
         """Top-k classes of one image as (index, label, probability), most likely first.
@@ -108,13 +128,40 @@ class Classifier:
         values, indices = p.topk(min(k, p.numel()))
         return [(int(i), self.labels[int(i)], float(v)) for v, i in zip(values, indices)]
 
+    def predicted_set(self, image: ImageSource | torch.Tensor | None = None, *,
+                      probabilities: torch.Tensor | None = None) -> list[tuple[int, str, float]]:
+        """What the model predicts for one image, as (index, label, probability), most likely first.
+
+        Single-label (softmax): the most likely class. Multi-label (sigmoid): every class whose
+        probability is above ``threshold``, possibly none.
+
+        Args:
+            image: an image, or a preprocessed tensor (1, channels, H, W).
+            probabilities: instead of ``image``, its (classes,) probabilities already computed.
+        Example:
+            >>> xray.predicted_set("chest.png")
+            [(2, 'effusion', 0.91), (0, 'cardiomegaly', 0.62)]
+        """
+        if probabilities is None:
+            x = image if isinstance(image, torch.Tensor) else self.preprocess(image)
+            probabilities = self.probabilities(x)[0]
+        p = probabilities.detach().float().cpu().reshape(-1)
+        if not self.multilabel:
+            i = int(p.argmax())
+            return [(i, self.labels[i], float(p[i]))]
+        order = [int(i) for i in p.argsort(descending=True, stable=True) if float(p[i]) > self.threshold]
+        return [(i, self.labels[i], float(p[i])) for i in order]
+
     def describe(self) -> dict:
         """What a report or a JSON record needs to name this model and its preprocessing."""
         return {
             "name": self.name, "fingerprint": self.fingerprint, "classes": len(self.labels),
             "input_size": self.input_size, "resize": self.resize, "crop": "centre",
-            "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std),
-            "gradcam_layer": self.gradcam_layer, "device": describe_device(self.device),
+            "interpolation": self.interpolation, "channels": self.channels, "mean": list(self.mean),
+            "std": list(self.std), "output": self.output,
+            **({"threshold": self.threshold} if self.multilabel else {}),
+            "gradcam_layer": self.gradcam_layer, "gradcam_reshape": self.gradcam_reshape,
+            "device": describe_device(self.device),
             **({"card": self.card} if self.card else {}),
         }
 
@@ -331,9 +378,11 @@ def _names(keys: list[str], limit: int = 6) -> str:
     return ", ".join(cut(k) for k in keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def _build_torchvision(architecture: str, state: dict[str, torch.Tensor], where: str) -> nn.Module:
+def _build_torchvision(architecture: str, state: dict[str, torch.Tensor], where: str,
+                       channels: int = 3) -> nn.Module:
     """torchvision ``architecture`` with ``state`` loaded strictly; the number of classes is read
-    from the last weight matrix of the state dict."""
+    from the last weight matrix of the state dict. With ``channels`` 1 the first convolution
+    (the stem) takes one channel, as in the file."""
     import torchvision
     known = torchvision.models.list_models(module=torchvision.models)
     if architecture not in known:
@@ -351,6 +400,8 @@ def _build_torchvision(architecture: str, state: dict[str, torch.Tensor], where:
     except Exception as err:  # noqa: BLE001  constructors raise many kinds
         raise ValueError(f"{where}: cannot build torchvision's {architecture} with {classes} classes "
                          f"({_short(err)}).") from None
+    if channels != 3:
+        _stem_channels(net, state, channels, architecture, where)
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -365,10 +416,41 @@ def _build_torchvision(architecture: str, state: dict[str, torch.Tensor], where:
             parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
         if shapes:
             parts.append(f"{len(shapes)} tensor(s) of another shape: {_names(shapes, 3)}")
+        stem = next((k for k in expected if k in state and state[k].dim() == 4 and expected[k].dim() == 4
+                     and state[k].shape[1] in (1, 3) and state[k].shape[1] != expected[k].shape[1]
+                     and state[k].shape[0] == expected[k].shape[0]), None)
+        hint = " Is 'architecture' right?"
+        if stem is not None:
+            n = state[stem].shape[1]
+            hint = (f" The file's first convolution ({cut(stem)}) takes {n} channel{'s' if n > 1 else ''}: set "
+                    f"'channels: {n}' in the card{' (and one mean and std value)' if n == 1 else ''}.")
         raise ValueError(f"{where}: the state dict does not fit torchvision's {architecture}: "
-                         + "; ".join(parts) + ". Is 'architecture' right?")
+                         + "; ".join(parts) + "." + hint)
     net.load_state_dict(state, strict=True)
     return net
+
+
+def _stem_channels(net: nn.Module, state: dict[str, torch.Tensor], channels: int, architecture: str,
+                   where: str) -> None:
+    """Replace ``net``'s first convolution (the stem, three input channels) by one that takes
+    ``channels``, as the state dict's weights do. Exactly one convolution must fit."""
+    convs = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3]
+    fits = [(n, m) for n, m in convs
+            if m.groups == 1 and isinstance(state.get(f"{n}.weight"), torch.Tensor)
+            and tuple(state[f"{n}.weight"].shape) == (m.out_channels, channels, *m.kernel_size)]
+    if len(fits) != 1:
+        first = convs[0][0] if convs else None
+        got = state.get(f"{first}.weight") if first else None
+        shape = "x".join(map(str, got.shape)) if isinstance(got, torch.Tensor) else "missing"
+        raise ValueError(f"{where}: the card says 'channels: {channels}', but the state dict has no first "
+                         f"convolution taking {channels} channel{'s' if channels > 1 else ''} for torchvision's "
+                         f"{architecture} ({cut(first or 'none')}.weight in the file: {shape}). Remove "
+                         "'channels' for a colour model.")
+    name, old = fits[0]
+    new = nn.Conv2d(channels, old.out_channels, old.kernel_size, stride=old.stride, padding=old.padding,
+                    dilation=old.dilation, bias=old.bias is not None, padding_mode=old.padding_mode)
+    parent, _, child = name.rpartition(".")
+    setattr(net.get_submodule(parent) if parent else net, child, new)
 
 
 def _classes(architecture: str, state: dict[str, torch.Tensor]) -> int | None:
@@ -474,7 +556,8 @@ def _timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
     """Run the load-time test of a code model in a separate process; stop it and refuse the model
     when the run takes longer than ``load_timeout()`` seconds or the process dies."""
     limit = load_timeout()
-    settings = json.dumps({"size": card.input_size, "mean": list(card.mean), "std": list(card.std),
+    settings = json.dumps({"size": card.input_size, "channels": card.channels, "mean": list(card.mean),
+                           "std": list(card.std),
                            "threads": torch.get_num_threads()})
     script = Path(__file__).with_name("_trial.py")
     proc = subprocess.Popen([sys.executable, "-I", str(script), str(path), kind, settings],
@@ -704,21 +787,21 @@ def _logits(out, batch: int, where: str) -> torch.Tensor:
     return out
 
 
-def _test_batch(size: int, n: int) -> torch.Tensor:
+def _test_batch(size: int, n: int, channels: int = 3) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    return torch.rand(n, 3, size, size, generator=g)
+    return torch.rand(n, channels, size, size, generator=g)
 
 
-def _hook_spatial(net: nn.Module, found: list[str]) -> list:
-    """Forward hooks on every module of ``net`` that note the names of those whose output is a
-    feature map (B, K, h, w) with h*w > 1, in the order they finish. None for a model whose
-    modules cannot be hooked (TorchScript)."""
+def _hook_outputs(net: nn.Module, found: list[tuple[str, tuple[int, ...]]]) -> list:
+    """Forward hooks on every module of ``net`` that note (name, output shape) of each tensor
+    output, in the order the modules finish. None for a model whose modules cannot be hooked
+    (TorchScript)."""
     hooks = []
 
     def record(name):
         def hook(module, inputs, output):
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-2:].numel() > 1:
-                found.append(name)
+            if isinstance(output, torch.Tensor):
+                found.append((name, tuple(output.shape)))
         return hook
 
     try:
@@ -732,30 +815,36 @@ def _hook_spatial(net: nn.Module, found: list[str]) -> list:
     return hooks
 
 
-def _probe(network: nn.Module, net: nn.Module, size: int, where: str) -> tuple[int, bool, list[str]]:
+def _probe(network: nn.Module, net: nn.Module, size: int, where: str, channels: int = 3,
+           output: str = "softmax") -> tuple[int, bool, list[tuple[str, tuple[int, ...]]]]:
     """Run ``network`` (normalisation + ``net``) on test images: one score per class, an input
-    gradient, batches of several images, and which layers of ``net`` give feature maps.
+    gradient, batches of several images, and the output shape of each layer of ``net``.
 
     Returns:
-        (number of classes, whether batches of several images work, feature-map layers of ``net``).
+        (number of classes, whether batches of several images work, (layer, output shape) of
+        ``net``'s modules in the order they finish; a module used several times counts where it
+        last finished).
     """
-    x = _test_batch(size, 3)
+    x = _test_batch(size, 3, channels)
     one_x = x[:1].clone().requires_grad_(True)
-    layers: list[str] = []
-    hooks = _hook_spatial(net, layers)
+    outputs: list[tuple[str, tuple[int, ...]]] = []
+    hooks = _hook_outputs(net, outputs)
     try:
         with torch.enable_grad():
             one = network(one_x)
     except Exception as err:  # noqa: BLE001
-        raise ValueError(f"{where}: the model fails on a test image of 3 x {size} x {size} pixels "
-                         f"(input_size {size}): {_short(err)}. Check 'input_size' in the card.") from None
+        grey = ", channels 1: greyscale" if channels == 1 else ""
+        raise ValueError(f"{where}: the model fails on a test image of {channels} x {size} x {size} pixels "
+                         f"(input_size {size}{grey}): {_short(err)}. Check 'input_size' and 'channels' in the "
+                         "card.") from None
     finally:
         for h in hooks:
             h.remove()
     classes = _logits(one, 1, where).shape[1]
-    if classes < 2:
+    if classes < 2 and output != "sigmoid":
         raise ValueError(f"{where}: the model gives {classes} score per image; saliency needs one score "
-                         "per class, at least 2 (for a one-logit binary model, output [-z, z]).")
+                         "per class, at least 2 (for a one-logit binary model, set 'output: sigmoid' in the "
+                         "card, or output [-z, z]).")
     try:
         (grad,) = torch.autograd.grad(one[0].max(), one_x)
     except Exception as err:  # noqa: BLE001
@@ -769,32 +858,110 @@ def _probe(network: nn.Module, net: nn.Module, size: int, where: str) -> tuple[i
         batched = bool(torch.allclose(three[:1], one.detach(), rtol=1e-3, atol=1e-4))
     except Exception:  # noqa: BLE001  a fixed batch size: run image by image
         batched = False
-    # a module used several times (a shared ReLU) counts where it last finished
-    return classes, batched, list(reversed(dict.fromkeys(reversed(layers))))
+    last = {name: shape for name, shape in outputs}
+    order = list(reversed(dict.fromkeys(name for name, _ in reversed(outputs))))
+    return classes, batched, [(name, last[name]) for name in order]
 
 
-def _gradcam_layer(net: nn.Module, requested: str | None, kind: str, layers: list[str],
-                   where: str) -> str | None:
-    """The layer Grad-CAM reads (relative to ``net``), or None when there is none to hook.
-    ``layers``: the feature-map layers a test image went through, in order."""
+def _is_feature_map(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 4 and shape[-2] * shape[-1] > 1
+
+
+def _is_token_grid(shape: tuple[int, ...]) -> bool:
+    """(B, N, C) whose N (or N - 1, with a class token) tokens form a square grid of 2 x 2 or more."""
+    return len(shape) == 3 and any(n >= 4 and math.isqrt(n) ** 2 == n for n in (shape[1], shape[1] - 1))
+
+
+def _known_token_layer(net: nn.Module) -> tuple[str, str] | None:
+    """(layer, reshape) for torchvision's vision transformers: for ViT the last encoder block's
+    ``ln_1`` (its class-token output depends on the patch tokens only through that block's
+    attention: the block's own output tokens never reach the classifier; pytorch-grad-cam's
+    documented choice, ``blocks[-1].norm1``); for Swin the output of the last stage, ``features``
+    (B, h, w, C), before the final norm and pooling, as a CNN's last stage."""
+    from torchvision.models import SwinTransformer, VisionTransformer
+    if isinstance(net, VisionTransformer):
+        last = list(dict(net.encoder.layers.named_children()))[-1]
+        return f"encoder.layers.{last}.ln_1", "class_token"
+    if isinstance(net, SwinTransformer):
+        return "features", "channels_last"
+    return None
+
+
+def _default_reshape(net: nn.Module, shape: tuple[int, ...]) -> str | None:
+    """The reshape a stated Grad-CAM layer needs, from its output's shape: tokens (B, N, C) with
+    or without a class token; torchvision Swin's (B, h, w, C) maps. None: a feature map as it is."""
+    from torchvision.models import SwinTransformer
+    if len(shape) == 3:
+        n = shape[1]
+        if n >= 2 and math.isqrt(n - 1) ** 2 == n - 1:
+            return "class_token"
+        if math.isqrt(n) ** 2 == n:
+            return "tokens"
+    if len(shape) == 4 and isinstance(net, SwinTransformer) and shape[1] == shape[2] != shape[3]:
+        return "channels_last"
+    return None
+
+
+def _gradcam_layer(net: nn.Module, requested: str | None, reshape: str | None, kind: str,
+                   outputs: list[tuple[str, tuple[int, ...]]], where: str) -> tuple[str | None, str | None, str | None]:
+    """The layer Grad-CAM reads (relative to ``net``), the reshape of its output to a grid, and,
+    when there is no layer, why (None where the format says it, e.g. TorchScript).
+
+    ``outputs``: (layer, output shape) of the modules a test image went through, in order.
+    """
+    from .methods.gradcam import token_grid
     if kind == "torchscript":
-        if requested:
-            raise ValueError(f"{where}: 'gradcam_layer' cannot be used with a TorchScript model: its "
+        if requested or reshape:
+            field_name = "gradcam_layer" if requested else "gradcam_reshape"
+            raise ValueError(f"{where}: '{field_name}' cannot be used with a TorchScript model: its "
                              "layers run compiled and cannot be hooked. Remove the field (Grad-CAM is then "
                              "unavailable) or provide a state dict or .pt2 instead.")
-        return None
+        return None, None, None
+    shapes = dict(outputs)
+    spatial = [name for name, shape in outputs if _is_feature_map(shape)]
     if not requested:
-        return layers[-1] if layers else None
+        if reshape:
+            raise ValueError(f"{where}: 'gradcam_reshape' {reshape} needs the layer it applies to: name it "
+                             "with 'gradcam_layer'.")
+        known = _known_token_layer(net)
+        if known is not None and known[0] in shapes:
+            return known[0], known[1], None
+        if not spatial:
+            return None, None, None
+        last = spatial[-1]
+        later = [name for name, shape in outputs[outputs.index((last, shapes[last])) + 1:] if _is_token_grid(shape)]
+        if later:
+            return None, None, (f"needs a feature map, and this model turns the image into tokens after its last "
+                                f"convolution ({cut(last)}, likely a vision transformer's patch embedding), which is "
+                                "not the layer Grad-CAM means; the card can name a token layer ('gradcam_layer', "
+                                "with 'gradcam_reshape')")
+        return last, None, None
     try:
         net.get_submodule(requested)
     except AttributeError:
         raise ValueError(f"{where}: 'gradcam_layer' {quote(requested)} is not a layer of this model; layers "
-                         f"with a spatial feature map: {_names(layers[::-1], 8) or 'none'}.") from None
-    if requested not in layers:
+                         f"with a spatial feature map: {_names(spatial[::-1], 8) or 'none'}.") from None
+    if requested not in shapes:
+        raise ValueError(f"{where}: 'gradcam_layer' {quote(requested)} gives no tensor on a test image (it is "
+                         f"not used, or returns several values); layers with a spatial feature map: "
+                         f"{_names(spatial[::-1], 8) or 'none'}.")
+    shape = shapes[requested]
+    if reshape is None:
+        known = _known_token_layer(net)
+        reshape = known[1] if known is not None and known[0] == requested else _default_reshape(net, shape)
+    layers = f"{_names(spatial[::-1], 8) or 'none'}"
+    if reshape is None and not _is_feature_map(shape):
+        tokens = (" It gives tokens: state 'gradcam_reshape' (tokens or class_token) if they form a square grid."
+                  if len(shape) == 3 else "")
         raise ValueError(f"{where}: 'gradcam_layer' {quote(requested)} does not give a spatial feature map "
-                         "(batch, channels, height, width) on a test image; layers that do: "
-                         f"{_names(layers[::-1], 8) or 'none'}.")
-    return requested
+                         f"(batch, channels, height, width) on a test image (it gives shape {shape}); layers "
+                         f"that do: {layers}.{tokens}")
+    try:
+        token_grid(shape, reshape)
+    except ValueError as err:
+        raise ValueError(f"{where}: 'gradcam_layer' {quote(requested)} with 'gradcam_reshape' {reshape}: {err} "
+                         f"Layers with a spatial feature map: {layers}.") from None
+    return requested, (None if reshape == "none" else reshape), None
 
 
 def _default_labels(classes: int) -> tuple[list[str], str]:
@@ -821,7 +988,7 @@ def load_card(card: ModelCard) -> Classifier:
                              "name its torchvision 'architecture' (e.g. resnet18)"
                              + (f"; write one next to it, e.g. {card.file.with_suffix('.yaml').name}."
                                 if card.path is None else "."))
-        net = _build_torchvision(card.architecture, state, where)
+        net = _build_torchvision(card.architecture, state, where, card.channels)
     elif kind == "torchscript":
         net = _load_torchscript(card.file, where)
     else:
@@ -831,7 +998,7 @@ def load_card(card: ModelCard) -> Classifier:
 
     normalize = Normalize(card.mean, card.std)
     network = _freeze(nn.Sequential(normalize, net))
-    classes, batched, layers = _probe(network, net, card.input_size, where)
+    classes, batched, layers = _probe(network, net, card.input_size, where, card.channels, card.output)
     prefix = "1."
     if not batched:
         network, prefix = _freeze(nn.Sequential(normalize, _OneAtATime(net))), "1.net."
@@ -844,7 +1011,7 @@ def load_card(card: ModelCard) -> Classifier:
     else:
         labels, labels_source = card.labels, card.labels_source
 
-    layer = _gradcam_layer(net, card.gradcam_layer, kind, layers, where)
+    layer, reshape, no_layer = _gradcam_layer(net, card.gradcam_layer, card.gradcam_reshape, kind, layers, where)
     fingerprint = file_sha256(card.file)
     used = {
         "format": fmt, "format_label": FORMATS[fmt], "file": card.file.name,
@@ -852,7 +1019,9 @@ def load_card(card: ModelCard) -> Classifier:
         "name": card.name, "description": card.description, "architecture": card.architecture,
         "labels": labels_source, "classes": classes, "input_size": card.input_size,
         "resize": card.resize, "crop": "centre", "interpolation": card.interpolation,
-        "mean": list(card.mean), "std": list(card.std), "gradcam_layer": layer,
+        "channels": card.channels, "mean": list(card.mean), "std": list(card.std), "output": card.output,
+        "threshold": card.threshold, "gradcam_layer": layer, "gradcam_reshape": reshape,
+        **({"gradcam_unavailable": no_layer} if no_layer else {}),
         "batch": "any size" if batched else "one image per call",
         "defaults": list(card.defaults),
     }
@@ -862,7 +1031,8 @@ def load_card(card: ModelCard) -> Classifier:
     return Classifier(
         name=card.name, network=network, labels=list(labels), fingerprint=fingerprint,
         input_size=card.input_size, resize=card.resize, mean=tuple(card.mean), std=tuple(card.std),
-        interpolation=card.interpolation, gradcam_layer=prefix + layer if layer else None, card=used)
+        interpolation=card.interpolation, gradcam_layer=prefix + layer if layer else None, card=used,
+        channels=card.channels, output=card.output, threshold=card.threshold, gradcam_reshape=reshape)
 
 
 def load_model(source: str | Path = "demo", device: str | torch.device | None = None) -> Classifier:

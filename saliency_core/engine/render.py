@@ -267,9 +267,11 @@ def _image_array(image) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     a = np.asarray(image)
+    if a.ndim == 2 and a.dtype == np.uint8:   # a greyscale crop (one-channel model): drawn in grey
+        return np.repeat(a[:, :, None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
-        raise ValueError(f"The image must be a PIL image or a uint8 array (H, W, 3); "
-                         f"got {a.dtype} array of shape {tuple(a.shape)}.")
+        raise ValueError(f"The image must be a PIL image or a uint8 array (H, W, 3), or (H, W) for a greyscale "
+                         f"crop; got {a.dtype} array of shape {tuple(a.shape)}.")
     return a
 
 
@@ -343,7 +345,8 @@ def render(saliency: np.ndarray, image, *, sign: str = "absolute", colormap: str
 
     Args:
         saliency: (H, W) real values, e.g. ``Explanation.saliency``.
-        image: the crop the model saw (``Explanation.image``), a PIL image or uint8 (H, W, 3).
+        image: the crop the model saw (``Explanation.image``), a PIL image (RGB, or L for a
+            one-channel model: the overlay is drawn on the grey image) or uint8 (H, W, 3) / (H, W).
         sign: one of ``SIGN_MODES`` (see the module docstring).
         colormap: ``None`` -> ``"inferno"``, or ``"balance"`` for ``sign="signed"``; sequential
             colormaps go with absolute/positive/negative, diverging ones with signed.

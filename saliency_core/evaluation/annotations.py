@@ -60,8 +60,8 @@ from defusedxml import ElementTree as ET
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from torchvision.transforms import functional as TF
 
-from saliency_core.engine.images import MAX_BYTES, MAX_PIXELS, load_image
-from saliency_core.engine.safe_text import clip
+from ..engine.images import MAX_BYTES, MAX_PIXELS, load_image
+from ..engine.safe_text import clip
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 ANNOTATION_SUFFIXES = (".csv", ".xml", ".json")

@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
-from saliency_core.engine.explain import available_methods
-from saliency_core.engine.methods import METHODS
+from ..engine.explain import available_methods
+from ..engine.methods import METHODS
 from .similarity import spearman, top_k_overlap
-from saliency_core.pipeline import ExplainFn, explain_images
-from saliency_core.engine.untrusted import cut, quote
+from ..pipeline import ExplainFn, explain_images
+from ..engine.untrusted import cut, quote
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -701,7 +701,7 @@ def map_difference(a: np.ndarray, b: np.ndarray, scale: float, sign: str = "abso
         float32 (H, W) in [-1, 1]: positive where B's map is stronger, negative where A's is
         (a signed difference is halved to fit). Zeros when ``scale`` is 0 (both maps empty).
     """
-    from saliency_core.engine.render import map_values
+    from ..engine.render import map_values
     b = align(b, a.shape)
     if not scale > 0:
         return np.zeros(a.shape, dtype=np.float32)

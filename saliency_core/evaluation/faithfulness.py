@@ -65,7 +65,8 @@ class Curve:
     Attributes:
         mode: ``"deletion"`` or ``"insertion"``.
         fractions: float64 (steps + 1,), share of pixels changed, 0 to 1.
-        scores: float64 (steps + 1,), softmax probability of ``target`` at each point.
+        scores: float64 (steps + 1,), probability of ``target`` at each point: softmax, or for a
+            multi-label model (``probability="sigmoid"``) the class's own sigmoid.
         auc: trapezoid area under ``scores`` over ``fractions``.
         step: pixels per step; ``replacement``: what removed pixels became.
     """
@@ -78,15 +79,33 @@ class Curve:
     replacement: str
     target: int
     seed: int
+    probability: str = "softmax"
 
     def record(self) -> dict:
         return {"mode": self.mode, "auc": self.auc, "step": self.step, "replacement": self.replacement,
                 "target": self.target, "seed": self.seed, "fractions": self.fractions.tolist(),
-                "scores": self.scores.tolist(), "score": "softmax probability of the target class"}
+                "scores": self.scores.tolist(), "score": f"{self.probability} probability of the target class"}
 
 
 def _network(model):
     return getattr(model, "network", model)
+
+
+def _multilabel(model) -> bool:
+    """A multi-label Classifier (sigmoid outputs): a class's probability is its own sigmoid."""
+    return bool(getattr(model, "multilabel", False))
+
+
+def _probability(model, logits: torch.Tensor, target: int) -> list[float]:
+    """The probability the model reports for ``target`` in each row of ``logits``: softmax over
+    the classes, or a multi-label class's own sigmoid."""
+    logits = logits.float()
+    multilabel = _multilabel(model)
+    if logits.dim() != 2 or logits.shape[1] < (1 if multilabel else 2):
+        raise ValueError(f"The network must return scores (batch, classes) for two or more classes; "
+                         f"it returned shape {tuple(logits.shape)}.")
+    probability = logits.sigmoid() if multilabel else logits.softmax(dim=1)
+    return probability[:, int(target)].double().cpu().tolist()
 
 
 def replacement_image(x: torch.Tensor, replacement="mean", blur_kernel: int = BLUR_KERNEL,
@@ -208,16 +227,13 @@ def causal_curves(model, x: torch.Tensor, saliency, target: int, modes: Sequence
     for first in range(0, len(points), max(1, int(batch_size))):
         chunk = points[first:first + max(1, int(batch_size))]
         batch = torch.cat([torch.where(changed_at < k, ends[c][1], ends[c][0]) for c, k in chunk])
-        logits = network(batch).float()
-        if logits.dim() != 2 or logits.shape[1] < 2:
-            raise ValueError(f"The network must return scores (batch, classes) for two or more classes; "
-                             f"it returned shape {tuple(logits.shape)}.")
-        for (c, k), p in zip(chunk, logits.softmax(dim=1)[:, int(target)].double().cpu().tolist()):
+        for (c, k), p in zip(chunk, _probability(model, network(batch), target)):
             scores[c, k] = p
     fractions = np.minimum(np.arange(steps + 1) * step, n) / n
     return {mode: Curve(mode=mode, fractions=fractions.copy(), scores=scores[i],
                         auc=area_under_curve(fractions, scores[i]), step=step,
-                        replacement=_replacement_name(used[mode]), target=int(target), seed=int(seed))
+                        replacement=_replacement_name(used[mode]), target=int(target), seed=int(seed),
+                        probability="sigmoid" if _multilabel(model) else "softmax")
             for i, mode in enumerate(modes)}
 
 
@@ -231,11 +247,7 @@ def end_scores(model, x: torch.Tensor, target: int, backgrounds: dict) -> dict:
         {'image': 0.39..., 'deletion': 0.001...}
     """
     names = ["image", *backgrounds]
-    logits = _network(model)(torch.cat([x, *backgrounds.values()])).float()
-    if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(f"The network must return scores (batch, classes) for two or more classes; "
-                         f"it returned shape {tuple(logits.shape)}.")
-    return dict(zip(names, logits.softmax(dim=1)[:, int(target)].double().cpu().tolist()))
+    return dict(zip(names, _probability(model, _network(model)(torch.cat([x, *backgrounds.values()])), target)))
 
 
 def causal_curve(model, x: torch.Tensor, saliency, target: int, mode: str = "deletion", *,

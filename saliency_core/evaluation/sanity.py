@@ -57,9 +57,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from saliency_core.engine.explain import attribute, check_methods, get_method, reduce_channels
-from saliency_core.engine.images import ImageSource, image_hash, load_image
-from saliency_core.engine.models import Classifier
+from ..engine.explain import attribute, check_methods, get_method, reduce_channels
+from ..engine.images import ImageSource, image_hash, load_image
+from ..engine.models import Classifier
 from .similarity import compare
 
 MODES = ("cascading", "independent")
@@ -117,7 +117,7 @@ def _candidates(trunk: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def _forward_order(network: nn.Module, names: list[str], size: int) -> list[str]:
+def _forward_order(network: nn.Module, names: list[str], size: int, channels: int = 3) -> list[str]:
     """``names`` in the order their modules first run, observed with hooks on a copy of the
     network (the caller's is never hooked); registration order if that cannot be observed."""
     order: list[str] = []
@@ -128,7 +128,7 @@ def _forward_order(network: nn.Module, names: list[str], size: int) -> list[str]
                 lambda m, i, name=name: order.append(name) if name not in order else None)
         device = next(clone.parameters()).device
         with torch.no_grad():
-            clone(torch.zeros(1, 3, size, size, device=device))
+            clone(torch.zeros(1, channels, size, size, device=device))
     except Exception:  # noqa: BLE001  scripted or unusual models: fall back to registration order
         order = []
     if not order:
@@ -165,7 +165,8 @@ def layer_blocks(model: Classifier | nn.Module, input_size: int | None = None) -
                          "this model has none to re-initialise.")
     modules = dict(named)
     groups: list[list[str]] = []
-    for name in _forward_order(network, [n for n, _ in named], size):
+    channels = model.channels if isinstance(model, Classifier) else 3
+    for name in _forward_order(network, [n for n, _ in named], size, channels):
         if groups and isinstance(modules[name], _NORMS):
             groups[-1].append(name)   # a norm layer belongs to the layer it normalises
         else:

@@ -40,9 +40,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from saliency_core.engine.explain import attribute, check_methods, get_method, reduce_channels
-from saliency_core.engine.images import ImageSource, image_hash, load_image
-from saliency_core.engine.models import Classifier
+from ..engine.explain import attribute, check_methods, get_method, reduce_channels
+from ..engine.images import ImageSource, image_hash, load_image
+from ..engine.models import Classifier
 from .similarity import compare
 
 KINDS = ("noise", "brightness", "contrast", "shift", "rotation", "jpeg")
@@ -190,6 +190,8 @@ class _Frame:
 
     def __init__(self, model: Classifier, image: Image.Image):
         self.size = model.input_size
+        if model.channels == 1:
+            image = image.convert("L")   # as the model sees it (Classifier.crop)
         resized = TF.resize(image, model.resize, interpolation=InterpolationMode(model.interpolation))
         self.full = TF.to_tensor(resized)
         _, hr, wr = self.full.shape
@@ -243,10 +245,11 @@ def _rotation_variant(frame: _Frame, angle: float) -> Variant:
     _need_geometry(frame, "rotation")
     _, hr, wr = frame.full.shape
     centre = [frame.left + frame.size / 2, frame.top + frame.size / 2]
-    stack = torch.cat([frame.full, torch.ones_like(frame.full[:1])])   # 4th channel: image present
-    turned = TF.rotate(stack, angle, InterpolationMode.BILINEAR, center=centre, fill=[0.0] * 4)
+    channels = frame.full.shape[0]
+    stack = torch.cat([frame.full, torch.ones_like(frame.full[:1])])   # last channel: image present
+    turned = TF.rotate(stack, angle, InterpolationMode.BILINEAR, center=centre, fill=[0.0] * (channels + 1))
     crop = frame.crop(turned)
-    present = crop[3:] > 0.999
+    present = crop[channels:] > 0.999
     back = TF.rotate(present.float(), -angle, InterpolationMode.BILINEAR, fill=[0.0])[0]
     # and where the original's map, rotated there and back (``Variant.reference``), stays whole
     whole = _rotate(_rotate(np.ones((frame.size, frame.size), np.float32), angle), -angle)
@@ -257,7 +260,7 @@ def _rotation_variant(frame: _Frame, angle: float) -> Variant:
                          "is needed). Use a smaller angle.")
     direction = "anticlockwise" if angle > 0 else "clockwise"
     return Variant(f"rotate {abs(angle):g}\u00b0 {direction}", "rotation", {"degrees": angle},
-                   crop[:3].unsqueeze(0).clone(), angle=float(angle), valid=valid)
+                   crop[:channels].unsqueeze(0).clone(), angle=float(angle), valid=valid)
 
 
 def _noise_variant(frame: _Frame, sigma: float, seed: int, index: int) -> Variant:
@@ -274,7 +277,10 @@ def _brightness_variant(frame: _Frame, factor: float) -> Variant:
 
 def _contrast_variant(frame: _Frame, factor: float) -> Variant:
     # blend with the mean grey, as PIL's ImageEnhance.Contrast (ITU-R 601 luma)
-    luma = (0.299 * frame.x[:, 0] + 0.587 * frame.x[:, 1] + 0.114 * frame.x[:, 2]).mean()
+    if frame.x.shape[1] == 1:   # a greyscale model's input is the luma
+        luma = frame.x.mean()
+    else:
+        luma = (0.299 * frame.x[:, 0] + 0.587 * frame.x[:, 1] + 0.114 * frame.x[:, 2]).mean()
     x = (luma + (frame.x - luma) * factor).clamp(0, 1)
     return Variant(f"contrast \u00d7{factor:g}", "contrast", {"factor": factor}, x)
 
@@ -282,7 +288,8 @@ def _contrast_variant(frame: _Frame, factor: float) -> Variant:
 def _jpeg_variant(frame: _Frame, quality: int) -> Variant:
     buffer = io.BytesIO()
     TF.to_pil_image(frame.x[0]).save(buffer, format="JPEG", quality=int(quality))
-    x = TF.to_tensor(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")).unsqueeze(0)
+    mode = "L" if frame.x.shape[1] == 1 else "RGB"
+    x = TF.to_tensor(Image.open(io.BytesIO(buffer.getvalue())).convert(mode)).unsqueeze(0)
     return Variant(f"JPEG quality {quality}", "jpeg", {"quality": int(quality)}, x)
 
 

@@ -36,8 +36,8 @@ from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
 from .annotations import CropGeometry, Dataset, Skipped
-from saliency_core.engine.explain import attribute, available_methods, reduce_channels, versions
-from saliency_core.engine.methods import METHODS
+from ..engine.explain import attribute, available_methods, reduce_channels, versions
+from ..engine.methods import METHODS
 from . import faithfulness as fa
 from . import localisation as lo
 
@@ -309,7 +309,8 @@ def mean_interval(values, settings: ValidationSettings, rng: np.random.Generator
 
 def _thumb(array: np.ndarray, size: int, kind: str) -> np.ndarray:
     if kind == "rgb":
-        return np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.BILINEAR))
+        # a one-channel model's grey crop becomes grey RGB: thumbnails are (t, t, 3)
+        return np.asarray(Image.fromarray(array).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
     if kind == "mask":
         return np.asarray(Image.fromarray(array.astype(np.uint8) * 255).resize(
             (size, size), Image.Resampling.NEAREST)) > 127
@@ -432,6 +433,8 @@ def score_image(model, item, index: int, settings: ValidationSettings, plan: Run
     base = {"image": item.name, "target": target, "target_label": model.labels[target],
             "target_probability": probability, "annotation": item.annotation.kind,
             "region_fraction": region.fraction}
+    if getattr(model, "multilabel", False):   # a multi-label prediction is a set; maps explain its top class
+        base["predicted"] = "; ".join(label for _, label, _ in model.predicted_set(probabilities=model.probabilities(x)[0]))
     backgrounds, ends = {}, {}
     if settings.faithfulness:
         for r in {settings.deletion_replacement, settings.insertion_replacement}:

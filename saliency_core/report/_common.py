@@ -88,6 +88,8 @@ PARAM_HELP = {
     "baseline": "the plain reference image the path starts from",
     "rule": "how the points on the path are placed and weighted",
     "layer": "the network layer whose features the map is built from",
+    "reshape": "how that layer's output is laid out as a grid (none for a feature map; tokens of a "
+               "vision transformer: tokens, class_token, channels_last)",
 }
 
 GENERAL_LIMITS = ("Every saliency map is an approximation computed after the fact: it shows where the "
@@ -348,6 +350,24 @@ def _percent(p: float) -> str:
     return f"{100 * p:.1f} %"
 
 
+def _multilabel_set(model: dict, prediction: list) -> list | None:
+    """For a multi-label model (``output: sigmoid``), the classes of ``prediction`` above its
+    threshold (the prediction is a set); None for a single-label model."""
+    if model.get("output") != "sigmoid":
+        return None
+    threshold = float(model.get("threshold", 0.5))
+    return [(i, label, p) for i, label, p in prediction if p > threshold]
+
+
+def _set_words(model: dict, predicted: list, quote=lambda t: f"\u201c{t}\u201d") -> str:
+    """A multi-label prediction in words: every class above the threshold, or none."""
+    threshold = _percent(float(model.get("threshold", 0.5)))
+    if not predicted:
+        return f"no class above the multi-label threshold of {threshold}"
+    return (f"{len(predicted)} class{'es' if len(predicted) != 1 else ''} above the multi-label threshold of "
+            f"{threshold}: " + ", ".join(f"{quote(label)} ({_percent(p)})" for _, label, p in predicted))
+
+
 def confidence_words(p: float) -> str:
     """The model's probability in words, as the report and the Explain page say it: "very
     confident" (90 % and up), "fairly confident" (60 %), "unsure" (30 %), "very unsure".
@@ -464,9 +484,13 @@ def summary_paragraphs(report: Report) -> list[str]:
     else:
         for item in report.images:
             (_, label, p), rest = item.prediction[0], item.prediction[1:]
-            text = (f"{item.name}: the model answers \u201c{label}\u201d with {_percent(p)} confidence "
-                    f"({_confidence_words(p)})")
-            if rest:
+            predicted = _multilabel_set(report.model, item.prediction)
+            if predicted is not None:
+                text = f"{item.name}: the model finds {_set_words(report.model, predicted)}"
+            else:
+                text = (f"{item.name}: the model answers \u201c{label}\u201d with {_percent(p)} confidence "
+                        f"({_confidence_words(p)})")
+            if rest and predicted is None:
                 text += f"; next is \u201c{rest[0][1]}\u201d ({_percent(rest[0][2])})"
             text += ". " + " ".join(describe_map(m)["sentence"] for m in item.maps.values())
             maps = list(item.maps.values())

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 
 from ..engine.methods import METHODS
-from ._common import GENERAL_LIMITS, GLOSSARY, PARAM_HELP, REPLAY_ID, _cell, _confidence_words, _data_uri, _json, _percent, _plain, _thumb, audit_sentence, readable_table, summary_paragraphs, table_rows
+from ._common import _multilabel_set, _set_words, GENERAL_LIMITS, GLOSSARY, PARAM_HELP, REPLAY_ID, _cell, _confidence_words, _data_uri, _json, _percent, _plain, _thumb, audit_sentence, readable_table, summary_paragraphs, table_rows
 
 from typing import TYPE_CHECKING
 
@@ -238,7 +238,7 @@ class _Html:
     # -- per image
     def image_card(self, index: int, item: ImageEntry) -> str:
         return (f'<article class="card image-page" id="img-{index}"><h3>Image {index}: {_e(item.name)}</h3>'
-                + _prediction_html(item) + self.figures(index, item) + _errors_html(item) + "</article>")
+                + _prediction_html(item, self.r.model) + self.figures(index, item) + _errors_html(item) + "</article>")
 
     def figures(self, index: int, item: ImageEntry, fmt: str | None = None) -> str:
         fmt = fmt or self.fmt
@@ -278,7 +278,7 @@ class _Html:
                 f"<b>{index}. {_e(item.name)}</b><br>Prediction: \u201c{_e(label)}\u201d, {_percent(p)}"
                 f'</div><div class="thumbs">{"".join(thumbs)}</div></div>'
                 f"<details><summary>Full-size maps, colour bars and legends</summary>"
-                + _prediction_html(item) + self.figures(index, item) + "</details>"
+                + _prediction_html(item, self.r.model) + self.figures(index, item) + "</details>"
                 + _errors_html(item) + "</article>")
 
 
@@ -294,12 +294,17 @@ def _date(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _prediction_html(item: ImageEntry) -> str:
+def _prediction_html(item: ImageEntry, model: dict | None = None) -> str:
     rows = "".join(
         f'<tr><td>{k}</td><td>{_e(label)}</td><td class="p">{_percent(p)}</td>'
         f'<td><span class="pbar" style="width:{max(1, round(120 * p))}px"></span></td></tr>'
         for k, (_, label, p) in enumerate(item.prediction, 1))
     top = item.prediction[0]
+    predicted = _multilabel_set(model or {}, item.prediction)
+    if predicted is not None:
+        return (f"<p><b>Prediction (multi-label, each class on its own):</b> "
+                f"{_e(_set_words(model, predicted))}.</p>"
+                f'<table class="pred"><tr><th>rank</th><th>class</th><th>probability</th><th></th></tr>{rows}</table>')
     return (f"<p><b>Prediction:</b> \u201c{_e(top[1])}\u201d with {_percent(top[2])} "
             f'<a href="#g-confidence">confidence</a> ({_confidence_words(top[2])}).</p>'
             f'<table class="pred"><tr><th>rank</th><th>class</th><th>confidence</th><th></th></tr>{rows}</table>')

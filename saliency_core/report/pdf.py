@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from ..engine.methods import METHODS
-from ._common import GENERAL_LIMITS, GLOSSARY, PDF_ROWS_PER_PAGE, _cell, _confidence_words, _percent, _thumb, audit_sentence, readable_table, summary_paragraphs, table_rows
+from ._common import _multilabel_set, _set_words, GENERAL_LIMITS, GLOSSARY, PDF_ROWS_PER_PAGE, _cell, _confidence_words, _percent, _thumb, audit_sentence, readable_table, summary_paragraphs, table_rows
 from .html_page import _date, _diagnostics_text, _nums, _params_text, _seed_text
 
 from typing import TYPE_CHECKING
@@ -230,7 +230,10 @@ def _pdf_image_page(pdf, report, index, item, width, heading, para):
     pdf.start_section(_latin1(f"Image {index}: {item.name}"))
     heading(f"Image {index} of {len(report.images)}: {item.name}", 14)
     top = item.prediction[0]
-    para(f"Prediction: \"{top[1]}\" with {_percent(top[2])} confidence ({_confidence_words(top[2])}).", size=10,
+    predicted = _multilabel_set(report.model, item.prediction)
+    para(f"Prediction: the model finds {_set_words(report.model, predicted, quote=lambda t: chr(34) + t + chr(34))}."
+         if predicted is not None else
+         f"Prediction: \"{top[1]}\" with {_percent(top[2])} confidence ({_confidence_words(top[2])}).", size=10,
          style="B")
     pdf.set_font("Helvetica", "", 8.5)
     for k, (_, label, p) in enumerate(item.prediction, 1):

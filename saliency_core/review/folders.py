@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 from typing import Iterable
 
-from saliency_core.engine.images import MAX_BYTES
+from ..engine.images import MAX_BYTES
 
 
 def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path | None:

@@ -53,7 +53,7 @@ from typing import Iterable, Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
-from saliency_core.engine.safe_text import to_csv as _csv_text
+from ..engine.safe_text import to_csv as _csv_text
 
 DECISIONS = ("accept", "reject", "needs_expert")
 DECISION_LABELS = {"accept": "Accept", "reject": "Reject", "needs_expert": "Needs expert"}

@@ -76,6 +76,22 @@ def _captions(el):
     return el.captions
 
 
+def test_convergence_readout_and_sample_until_settled():
+    at = _app()  # the first sample photo (the cat)
+    at = _apply(at, ["smoothgrad", "gradient"], 4)
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "Still changing: a re-run with other random noise" in captions, captions
+    assert "Estimated agreement with a re-run at 4 samples: Spearman" in captions
+    assert captions.count("Estimated agreement") == 1  # single-pass gradient has no readout
+    at.checkbox(key="until_settled").check()
+    at.number_input(key="max_samples").set_value(8)
+    at = next(b for b in at.button if b.label == "Apply" and b.form_id == "settle").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    captions = " ".join(c.value for c in at.caption)
+    assert "Stopped at the maximum after 8 samples." in captions, captions
+
+
 # ---- issue 17: what a live demo showed ----------------------------------------------------------------
 
 def _target_panel(at, mode: str):
@@ -126,7 +142,7 @@ def test_rank_two_target_keeps_the_chart_in_rank_order_and_flags_an_unsure_model
     assert "(explained)" in bar["text"][1] and "(explained)" not in bar["text"][0]
     # the cat photo's top class has 39 %: the page says the model is unsure
     assert any("The model is **unsure**" in w.value for w in at.warning)
-    assert any("unsure)" in m.value for m in at.markdown if m.value.startswith("**Prediction:**"))
+    assert "**Prediction:** tiger cat (39.5%)" in [m.value for m in at.markdown]
 
 
 def test_layout_words_alt_text_downloads_and_one_caution_per_method():

@@ -22,7 +22,8 @@ class Method:
         signed: whether the saliency carries a meaningful sign.
         caution: a known limit shown next to every map of this method, or None.
         needs: what the model must offer: ``"relu"`` (hookable ReLU activations),
-            ``"conv"`` (a convolutional feature map).
+            ``"conv"`` (a feature map: convolutional, or a transformer's tokens as a grid),
+            ``"attention"`` (``nn.MultiheadAttention`` layers, e.g. torchvision's ViT).
         check: optional ``(network, x, target, attribution, params) -> dict`` of diagnostics.
         reference: the paper.
         meaning: what a bright pixel means, for legends; ``{score}`` names the explained score.

@@ -114,9 +114,9 @@ def guided_backprop(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -
 
 @register("guided_gradcam", "Guided Grad-CAM",
           "Guided backprop detail inside the Grad-CAM region (Selvaraju et al. 2017).",
-          caution=_CAUTION, needs=("relu", "conv"), defaults={"layer": None},
+          caution=_CAUTION, needs=("relu", "conv"), defaults={"layer": None, "reshape": None},
           reference="Selvaraju et al. 2017, Grad-CAM")
 def guided_gradcam(network: nn.Module, x: torch.Tensor, target: torch.Tensor,
-                   layer: str | None = None) -> torch.Tensor:
+                   layer: str | None = None, reshape: str | None = None) -> torch.Tensor:
     """Element-wise product of Grad-CAM (upsampled) and guided backprop, (B, C, H, W)."""
-    return gradcam(network, x, target, layer=layer) * guided_backprop(network, x, target)
+    return gradcam(network, x, target, layer=layer, reshape=reshape) * guided_backprop(network, x, target)

@@ -68,7 +68,7 @@ def demo_dataset() -> Dataset:
 
 @lru_cache(maxsize=None)
 def _photo(name: str) -> Image.Image:
-    from saliency_core.engine.images import load_image
+    from ...engine.images import load_image
     return load_image(photo_path(name))
 
 
