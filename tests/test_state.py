@@ -307,3 +307,25 @@ def test_snapshot_detects_what_it_should():
     finally:
         handle.remove()
     assert_unchanged(before, net)
+
+
+def test_gradcam_ignores_forward_passes_of_other_threads(demo, chelsea_path, coffee_x, monkeypatch):
+    """Sessions (and the Review page's prefetch) share one network: another thread's forward pass
+    during a Grad-CAM call must not become its activation."""
+    import threading
+
+    from saliency_core.engine.methods import gradcam as gc
+
+    alone = sc.explain(demo, chelsea_path, method="gradcam").saliency
+    original = gc.target_scores
+
+    def with_a_pass_from_another_thread(network, x, targets):
+        scores = original(network, x, targets)
+        other = threading.Thread(target=lambda: network(coffee_x.detach()))
+        other.start()
+        other.join()                          # its activation reaches the hook after ours
+        return scores
+
+    monkeypatch.setattr(gc, "target_scores", with_a_pass_from_another_thread)
+    shared = sc.explain(demo, chelsea_path, method="gradcam").saliency
+    assert torch.equal(torch.as_tensor(shared), torch.as_tensor(alone))

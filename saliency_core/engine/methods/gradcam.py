@@ -9,6 +9,8 @@ Eq. 1-2 run unchanged on the grid.
 """
 from __future__ import annotations
 
+import threading
+
 import math
 
 import torch
@@ -28,10 +30,12 @@ def find_gradcam_layer(network: nn.Module, x: torch.Tensor) -> str:
     """
     finished: list[str] = []
     hooks = []
+    me = threading.get_ident()   # the network is shared: forward passes of other threads are not ours
 
     def record(name):
         def hook(module, inputs, output):
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-2:].numel() > 1:
+            if (threading.get_ident() == me and isinstance(output, torch.Tensor) and output.dim() == 4
+                    and output.shape[-2:].numel() > 1):
                 finished.append(name)
         return hook
 
@@ -132,7 +136,9 @@ def gradcam(network: nn.Module, x: torch.Tensor, target: torch.Tensor,
     name = layer or find_gradcam_layer(network, x)
     module = _module(network, name)
     captured: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda m, i, out: captured.append(out))
+    me = threading.get_ident()   # the network is shared between sessions' threads: only our own pass
+    handle = module.register_forward_hook(lambda m, i, out: captured.append(out) if threading.get_ident() == me
+                                          else None)
     try:
         with torch.enable_grad():
             x = x.detach().clone().requires_grad_(True)

@@ -8,6 +8,8 @@ It does not depend on the class: the caution says so.
 """
 from __future__ import annotations
 
+import threading
+
 import math
 
 import torch
@@ -68,8 +70,11 @@ def attention_rollout(network: nn.Module, x: torch.Tensor, target: torch.Tensor)
         raise ValueError("Attention rollout needs multi-head attention layers (a vision transformer); this "
                          "model has none.")
     found: list[torch.Tensor] = []
+    me = threading.get_ident()   # the network is shared between sessions' threads: only our own pass
 
     def read(module, args, kwargs, output):
+        if threading.get_ident() != me:
+            return
         query = args[0] if args else kwargs["query"]
         key = args[1] if len(args) > 1 else kwargs.get("key", query)
         if kwargs.get("attn_mask") is not None or kwargs.get("key_padding_mask") is not None:
