@@ -21,8 +21,8 @@ from saliency_core.engine import render as rd
 from saliency_core.review import store as rs
 from saliency_core.engine.safe_text import file_name
 from saliency_core.engine.samples import sample_images
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, client_id, decode, explanation, is_cached, method_params,
-                           page_model, plain, require_frame, settings)
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, client_id, colour_bar, decode, explanation, is_cached,
+                           map_alt, map_rows, method_params, page_model, plain, prefetch, require_frame, settings)
 
 FOLDER_ENV = "SALIENCY_REVIEW_DIR"
 MAX_ITEMS = 2000
@@ -30,8 +30,10 @@ ss = st.session_state
 require_frame()
 
 st.title("Review queue")
-st.caption("Accept or reject each item after checking that the model looked at the relevant features. "
-           + DISCLAIMER)
+st.markdown("Go through a batch of photos and accept, reject or send each to an expert after checking that the "
+            "model looked at the right features. **Sign in, open a batch, then decide item by item.**")
+with st.expander("Before you decide"):
+    st.markdown(DISCLAIMER + " The next item's maps are computed while you look at the current one.")
 
 cfg = settings()
 model = page_model(cfg)
@@ -128,9 +130,23 @@ def sign_in() -> None:
         ss.pop(key, None)   # resume from what the database holds for this reviewer
 
 
+def no_accounts() -> bool:
+    """No reviewer account exists yet (and no organisation sign-in is configured)."""
+    if oidc_configured():
+        return False
+    try:
+        return not auth.list_users()
+    except ValueError:   # an unreadable accounts file: sign-in says why
+        return False
+
+
 account = current_account()
 with st.container(border=True):
-    if account is None:
+    if account is None and no_accounts():
+        st.info("**No reviewer accounts exist yet**, so decisions cannot be recorded. An operator creates "
+                "them on the server (README, section Configuration). You can still browse the queue.",
+                icon=":material/person_off:")
+    elif account is None:
         st.markdown("**Sign in to record decisions.** Without signing in you can browse the queue; "
                     "nothing is recorded.")
         with st.form("review_signin", clear_on_submit=True, border=False):
@@ -150,8 +166,8 @@ with st.container(border=True):
         c2.button("Sign out", on_click=sign_out, width="stretch")
     if store_error:
         st.error(f"Decisions cannot be recorded: {plain(store_error)}")
-    elif store is not None:
-        st.caption(f"Decisions are stored in {store.backend} ({plain(store.where)}).")
+    elif store is not None:   # the database's location stays on the server
+        st.caption(f"Decisions are stored in the review database ({store.backend}).")
 
 can_record = account is not None and store is not None
 
@@ -368,9 +384,10 @@ def decide(choice: str, it: dict, index: int, expected_version: int, note_key: s
 
 
 nav = st.columns([1, 1, 1, 3], vertical_alignment="center")
-nav[0].button("◀ Previous", on_click=go, args=(pos - 1,), disabled=pos == 0, width="stretch", key="review_prev")
-nav[1].button("Next ▶", on_click=go, args=(pos + 1,), disabled=pos == len(items) - 1, width="stretch",
-              key="review_next")
+nav[0].button("Previous", icon=":material/arrow_back:", on_click=go, args=(pos - 1,), disabled=pos == 0,
+              width="stretch", key="review_prev")
+nav[1].button("Next", icon=":material/arrow_forward:", icon_position="right", on_click=go, args=(pos + 1,),
+              disabled=pos == len(items) - 1, width="stretch", key="review_next")
 undecided = next((i for i, it in enumerate(items) if it["hash"] not in mine and i != pos), None)
 nav[2].button("Next undecided", on_click=go, args=(undecided if undecided is not None else pos,),
               disabled=undecided is None or not can_record, width="stretch", key="review_undecided")
@@ -399,32 +416,35 @@ if missing:
     bar.empty()
 
 with st.container(border=True):
-    cols = st.columns(len(methods) + 1)
-    cols[0].image(crop, caption="What the model sees", width="stretch")
-    for col, m in zip(cols[1:], methods):
-        meta = sc.METHODS[m]
-        with col:
-            try:
-                exp = explanation(model, image, item["hash"], m, target, methods[m])
-            except Exception:  # noqa: BLE001  reported while computing
-                st.caption(f"{meta.label}: no map")
-                continue
-            r = rd.render(exp.saliency, exp.image, sign="absolute", alpha=0.5, clip_percentile=99.0,
-                          target_label=exp.target_label, meaning=meta.meaning)
-            st.image(r.overlay, caption=meta.label, width="stretch")
-            st.image(rd.colorbar_image(r), width="stretch")
-            st.caption(plain("  ·  ".join(label for _, label in r.colorbar_ticks)) + f"\n\n{plain(r.legend)}")
-            if r.near_zero:
-                st.info("This map is zero (or numerically negligible) everywhere.")
-            if meta.caution:
-                st.warning(meta.caution, icon="⚠️")
+    st.image(crop, caption="What the model sees", width=260,
+             alt=f"{item['name']} as the model sees it: the centre crop, {model.input_size} pixels square")
+    for row, cols in map_rows(list(methods), key="review"):
+        for col, m in zip(cols, row):
+            meta = sc.METHODS[m]
+            with col:
+                try:
+                    exp = explanation(model, image, item["hash"], m, target, methods[m])
+                except Exception:  # noqa: BLE001  reported while computing
+                    st.caption(f"{meta.label}: no map")
+                    continue
+                r = rd.render(exp.saliency, exp.image, sign="absolute", alpha=0.5, clip_percentile=99.0,
+                              target_label=exp.target_label, meaning=meta.meaning)
+                st.image(r.overlay, caption=meta.label, width="stretch",
+                         alt=map_alt(meta.label, item["name"], exp.target_label, prediction[0][2]))
+                colour_bar(r, alt=f"Colour scale of the {meta.label} map: dark = low, bright = high influence")
+                st.caption(plain(r.words))
+                if r.near_zero:
+                    st.info("This map is zero (or numerically negligible) everywhere.")
+        for m in row:   # cautions below the row, full width
+            if sc.METHODS[m].caution:
+                st.warning(f"**{sc.METHODS[m].label}:** {sc.METHODS[m].caution}", icon=":material/warning:")
 
     left, right = st.columns([2, 3])
     with left:
         st.markdown(f"**Prediction:** {plain(prediction[0][1])} ({prediction[0][2]:.1%} confidence)")
         st.dataframe(pd.DataFrame([{"class": label, "probability": f"{p:.1%}"} for _, label, p in prediction]),
                      hide_index=True, key=f"top5-{pos}")
-        st.caption(f"Maps explain **{plain(model.labels[target])}**. Model sha256 `{model.fingerprint[:12]}…`")
+        st.caption(f"Maps explain **{plain(model.labels[target])}**.", help=f"Model weights sha256 {model.fingerprint}")
     with right:
         current = mine.get(item["hash"])
         if current:
@@ -455,6 +475,15 @@ with st.container(border=True):
 # The reviewer's clock for this item starts once its maps are on screen.
 if can_record and (ss.get("review_timer") or (None, None))[:2] != (batch_name, item["hash"]):
     ss["review_timer"] = (batch_name, item["hash"], time.monotonic())
+
+# While the reviewer looks at this item, the next one's maps are computed in the background.
+if pos + 1 < len(items):
+    following = items[pos + 1]
+    try:
+        prefetch(model, decode(following["data"] if "data" in following else read_path(following["path"]),
+                               following["name"]), following["hash"], methods)
+    except (ValueError, OSError):
+        pass   # an unreadable item says so when it is shown
 
 if can_record:
     with st.expander(f"Your queue ({decided} of {len(items)} decided)"):

@@ -136,7 +136,7 @@ def test_decide_three_items_reload_and_resume_at_item_four(db):
     assert counts.loc["alice", ["Accept", "Reject", "Needs expert"]].tolist() == [1, 1, 1]
 
     # previous shows the recorded decision of item three
-    _button(again, "◀ Previous").click()
+    _button(again, "Previous").click()
     again.run()
     assert _position(again) == "**Item 3 of 5:** camera.png"
     assert "**Your decision:** Needs expert" in _markdown(again)
@@ -250,3 +250,58 @@ def test_unusable_database_is_reported_and_browsing_still_works(db, tmp_path, mo
     assert _position(at) == "**Item 1 of 5:** chelsea.png"
     assert _decide(at, "Accept").disabled
 
+
+
+# ---- issue 17 --------------------------------------------------------------------------------------------
+
+def test_no_accounts_is_said_up_front_and_the_database_path_stays_on_the_server(tmp_path, monkeypatch):
+    path = tmp_path / "reviews.sqlite"
+    monkeypatch.setenv("SALIENCY_DB", str(path))
+    monkeypatch.setenv("SALIENCY_USERS", str(tmp_path / "no-users.toml"))   # no accounts file yet
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("SALIENCY_REVIEW_DIR", raising=False)
+    at = _raw_review_page()
+    assert not at.exception, at.exception
+    assert any("No reviewer accounts exist yet" in i.value for i in at.info)     # before any sign-in attempt
+    assert not [t for t in at.text_input if t.key == "signin_password"]
+    shown = " ".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+    assert str(tmp_path) not in shown and "reviews.sqlite" not in shown
+    assert "Decisions are stored in the review database (" in shown
+
+
+def test_next_item_is_computed_while_the_current_one_is_shown(db):
+    import pages._common as common
+
+    at = _review_page()
+    at = _open_batch(at)
+    _ok(at)
+    items = list(sample_images().values())
+    model = sc.load_model("demo")
+    following = sc.load_image(items[1])
+    target = model.predict(following, k=1)[0][0]
+    deadline = __import__("time").time() + 120
+    while True:   # the prefetch thread started by the page's run computes item 2 into the shared cache
+        done = [common.is_cached(model, sc.image_hash(following), m, target, sc.METHODS[m].params_for({}))
+                for m in CHEAP]
+        if all(done) or __import__("time").time() > deadline:
+            break
+        __import__("time").sleep(0.2)
+    assert all(done), done
+    calls = []
+    original = sc.explain
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("method"))
+        return original(*args, **kwargs)
+
+    common.sc.explain = counting
+    try:
+        _button(at, "Next").click()
+        at = at.run()
+    finally:
+        common.sc.explain = original
+    _ok(at)
+    assert _position(at).startswith("**Item 2 of")
+    assert calls == []                     # Next showed maps computed ahead; nothing computed on the click
+    alts = [img.alt for el in at.get("image") for img in el.proto.imgs]
+    assert all(alts) and any("Grad-CAM saliency map over" in a for a in alts)
