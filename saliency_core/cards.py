@@ -7,7 +7,7 @@ lists a models folder and stores uploads; ``models.py`` loads the weights.
 Example card (YAML)::
 
     name: Weld defect classifier v3
-    file: welds.pt            # TorchScript, state dict (.pth) or torch.export program (.pt2)
+    file: welds.pt            # TorchScript, state dict (.pth), torch.export (.pt2) or ONNX (.onnx)
     architecture: resnet18    # only for a state dict: a torchvision model name
     labels: labels.txt        # or inline: [ok, porosity, crack]
     input_size: 224
@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 CARD_SUFFIXES = (".json", ".yaml", ".yml")
-MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript")
+MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript", ".onnx")
 LABEL_SUFFIXES = (".txt", ".json")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -177,6 +177,7 @@ FORMATS = {
     "torchscript": "TorchScript (torch.jit.save)",
     "state_dict": "state dict + torchvision architecture (torch.save)",
     "exported_program": "torch.export program (.pt2)",
+    "onnx": "ONNX (onnxruntime)",  # loaded by saliency_core/onnx_model.py
 }
 _SAVE_HINT = "save a state_dict or TorchScript instead"
 
@@ -692,6 +693,9 @@ def _default_labels(classes: int) -> tuple[list[str], str]:
 
 def load_card(card: ModelCard) -> Classifier:
     """Load the model a checked card describes; see ``load_model``."""
+    if card.file.suffix.lower() == ".onnx":  # onnxruntime, not torch: saliency_core/onnx_model.py
+        from .onnx_model import load_onnx
+        return load_onnx(card)
     where = card.where()
     kind = sniff_format(card.file, where)
     fmt = "state_dict" if kind == "checkpoint" else kind
@@ -753,7 +757,8 @@ def load_model(source: str | Path = "demo", device: str | torch.device | None = 
     Args:
         source: ``"demo"`` for the built-in ImageNet EfficientNet-Lite0; a model file
             (TorchScript ``.pt``, a state dict ``.pth`` with a card naming its torchvision
-            architecture, or a ``torch.export`` program ``.pt2``); or a model card
+            architecture, a ``torch.export`` program ``.pt2``, or an ONNX model ``.onnx``, which
+            gets prediction, occlusion and RISE only); or a model card
             (``.json`` / ``.yaml``, see ``saliency_core.cards``). A model file with a card of the
             same name next to it (``welds.pt`` + ``welds.yaml``) is loaded with that card.
         device: ``"auto"`` (a CUDA GPU when there is one), ``"cpu"`` or ``"cuda"``; None reads

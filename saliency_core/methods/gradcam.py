@@ -49,7 +49,7 @@ def _module(network: nn.Module, name: str) -> nn.Module:
 
 @register("gradcam", "Grad-CAM",
           "Coarse region the last convolutional layer used for this class (Selvaraju et al. 2017).",
-          reduction="sum", needs=("conv",), defaults={"layer": None},
+          reduction="sum", needs=("gradient", "conv",), defaults={"layer": None},
           meaning="the last convolutional layer's features here support {score} most "
                   "(coarse, 32-pixel cells, smoothed)",
           reference="Selvaraju et al. 2017, Grad-CAM")
