@@ -14,8 +14,8 @@ import streamlit as st
 import saliency_core as sc
 from saliency_core import render as rd
 from saliency_core.samples import sample_images
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, decode, explanation, is_cached, method_params,
-                           page_methods, page_model, png_bytes, report_error, require_frame,
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, crop_key, decode, explanation, is_cached, method_params,
+                           page_methods, page_model, png_bytes, region_labels, report_error, require_frame,
                            sanity_verdict, settings)
 
 require_frame()
@@ -61,6 +61,13 @@ with st.expander("Target class and display", expanded=False):
     clip = c4.slider("Clip at percentile", 90.0, 100.0, 99.0, 0.5,
                      help="Values above this percentile get the top colour, so one extreme pixel "
                           "does not wash out the rest.")
+    display = c4.radio("Show each map as", ["Heatmap", "Outline"], horizontal=True, key="display",
+                       help="Outline: the image is cut into regions of similar colour, and the regions "
+                            "holding the chosen share of the map are outlined; the rest is dimmed.")
+    outline_share = c4.slider("Outline holds this share of the map", 5, 95, 30, 5, format="%d %%",
+                              key="outline_share", disabled=display != "Outline",
+                              help="The densest regions are taken until they hold this share of the "
+                                   "map's total (positive part for signed methods).")
 
 # ---- decode, predict --------------------------------------------------------------------------
 images = []
@@ -96,10 +103,10 @@ if jobs:
         def progress(done, total, n=n, label=label):
             bar.progress(min(1.0, (n + done / total) / len(jobs)), text=f"{label}: {done}/{total}")
 
-        def preview(done, total, saliency, item=item, label=label):  # anytime SmoothGrad
+        def preview(done, total, saliency, item=item, label=label):  # anytime SmoothGrad, RISE
             r = rd.render(saliency, item["crop"], colormap=colormap, alpha=alpha, clip_percentile=clip)
             live.image(r.overlay, width=260,
-                       caption=f"{label}: running average of {done} of {total} samples (still computing)")
+                       caption=f"{label}: running result after {done} of {total} (still computing)")
 
         bar.progress(n / len(jobs), text=label)
         try:
@@ -143,6 +150,12 @@ def draw(exp: sc.Explanation) -> rd.Rendered:
     return rd.render(exp.saliency, exp.image, sign=s, colormap=cmap_for(s), alpha=alpha,
                      clip_percentile=clip, scale=scales.get(exp.method), target_label=exp.target_label,
                      meaning=sc.METHODS[exp.method].meaning)
+
+
+def outline(exp: sc.Explanation, item) -> rd.Outlined:
+    labels = region_labels(crop_key(model, item["hash"]), item["crop"])
+    return rd.render_outline(exp.saliency, exp.image, labels, share=outline_share / 100,
+                             signed=sc.METHODS[exp.method].signed, target_label=exp.target_label)
 
 
 def prediction_chart(prediction, target: int) -> go.Figure:
@@ -189,10 +202,17 @@ for item in images:
             r = rendered[m] = draw(exp)
             meta = sc.METHODS[m]
             with col:
-                st.image(r.overlay, caption=meta.label, width="stretch")
-                st.image(rd.colorbar_image(r), width="stretch")
-                ticks = "  ·  ".join(label for _, label in r.colorbar_ticks)
-                st.caption(f"{ticks}\n\n{r.legend}\n\n*{meta.description}*")
+                if display == "Outline":
+                    o = outline(exp, item)
+                    shown, legend = o.overlay, o.legend
+                    st.image(shown, caption=meta.label, width="stretch")
+                    st.caption(f"{legend}\n\n*{meta.description}*")
+                else:
+                    shown, legend = r.overlay, r.legend
+                    st.image(shown, caption=meta.label, width="stretch")
+                    st.image(rd.colorbar_image(r), width="stretch")
+                    ticks = "  ·  ".join(label for _, label in r.colorbar_ticks)
+                    st.caption(f"{ticks}\n\n{legend}\n\n*{meta.description}*")
                 if r.near_zero:
                     st.info("This map is zero (or numerically negligible) everywhere.")
                 if meta.caution:
@@ -206,10 +226,10 @@ for item in images:
                 gap = exp.diagnostics.get("completeness_gap_relative")
                 if gap is not None:
                     st.caption(f"Completeness gap {gap:.1%} (attributions vs score difference).")
-                png = png_bytes(r.overlay)
+                png = png_bytes(shown)
                 st.download_button("PNG", png, f"{stem}_{m}.png", "image/png", key=f"png-{item['id']}-{m}")
                 batch_files[f"{stem}_{m}.png"] = png
-            records.append({"image": item["name"], **exp.record(), "legend": r.legend, "scale": r.scale})
+            records.append({"image": item["name"], **exp.record(), "legend": legend, "scale": r.scale})
         with cols[-1]:
             st.markdown(f"**Prediction:** {item['prediction'][0][1]} ({item['prediction'][0][2]:.1%})")
             st.plotly_chart(prediction_chart(item["prediction"], target), key=f"pred-{item['id']}",

@@ -230,7 +230,7 @@ class PatchedForward:
         if not isinstance(v, _Dirty):
             return v
         base = self.base[node]
-        full = base.expand(n, *base.shape[1:]).contiguous(memory_format=_layout(base))
+        full = base.expand(n, *base.shape[1:]).clone(memory_format=_layout(base))  # never a view of base
         h, w = v.size
         rows = (v.ys[:, None] + torch.arange(h, device=base.device))[:, :, None]
         cols = (v.xs[:, None] + torch.arange(w, device=base.device))[:, None, :]
