@@ -452,9 +452,9 @@ def card_rows(card: dict) -> list[tuple[str, str, bool]]:
     if card.get("card_file"):
         rows.append(("card", str(card["card_file"]), False))
     for key in ("name", "description", "architecture", "labels", "input_size", "resize", "crop",
-                "interpolation", "mean", "std", "gradcam_layer", "batch"):
+                "interpolation", "mean", "std", "gradcam_layer", "batch", "runtime"):
         value = card.get(key)
-        if key in ("description", "architecture") and not value:
+        if key in ("description", "architecture", "runtime") and not value:
             continue
         if key == "labels":
             value = f"{value} ({card.get('classes')} classes)"

@@ -38,7 +38,7 @@ def rise_masks(height: int, width: int, cell: int, keep: float, seed: int, start
         grids.append((torch.rand(rows, cols, generator=g) < keep).float())
         shifts.append(torch.randint(0, cell, (2,), generator=g).tolist())
     up = F.interpolate(torch.stack(grids)[:, None], size=((rows + 1) * cell, (cols + 1) * cell),
-                       mode="bilinear", align_corners=False)
+                       mode="bilinear", align_corners=False).clamp_(0, 1)  # rounding can pass 1 by an ulp
     return torch.stack([up[k, :, dy:dy + height, dx:dx + width] for k, (dy, dx) in enumerate(shifts)])
 
 
@@ -108,7 +108,7 @@ def rise(network: nn.Module, x: torch.Tensor, target: torch.Tensor, masks: int =
                 raise ValueError("Expected the model to return one score per class, shape (batch, "
                                  f"classes); got shape {tuple(logits.shape)}.")
             check_target(target, logits.shape[1])
-            p = logits.float().softmax(1).gather(1, target.repeat(n).view(-1, 1)).view(n, batch)
+            p = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(1).gather(1, target.repeat(n).view(-1, 1)).view(n, batch)
             total += torch.einsum("nb,nhw->bhw", p.double(), m[:, 0].double()).unsqueeze(1)
             done = start + n
             if progress is not None:
