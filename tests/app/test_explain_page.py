@@ -67,3 +67,21 @@ def test_corrupt_upload_next_to_good_one():
 
 def _captions(el):
     return el.captions
+
+
+def test_outline_view_for_any_method():
+    """Display "Outline": each map becomes the outline of the regions holding the chosen share,
+    said in the caption; a model-agnostic method (occlusion) and a gradient one alike."""
+    at = _app()
+    at = _apply(at, ["gradient", "occlusion"], 4)
+    assert not at.exception, at.exception
+    at = at.radio(key="display").set_value("Outline").run()
+    at = at.slider(key="outline_share").set_value(40).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    captions = [c for el in _images(at) for c in _captions(el)]
+    assert "Gradient" in captions and "Occlusion" in captions
+    legends = [c.value for c in at.caption if c.value.startswith("Outlined:")]
+    assert len(legends) == 2, [c.value for c in at.caption]
+    assert all("(asked: at least 40%)" in legend and "SLIC" in legend for legend in legends)
+    assert any("positive attribution" in legend for legend in legends)  # occlusion is signed
