@@ -246,9 +246,9 @@ class PatchedForward:
             result = self._cropped(node, values)
             if result is not None:
                 return result
-        args = fx.node.map_arg(node.args, lambda a: self._whole(values, a, n) if a in self.depends else values[a])
-        kwargs = fx.node.map_arg(node.kwargs, lambda a: self._whole(values, a, n) if a in self.depends else values[a])
-        return self._call(node, args, kwargs)
+        def whole(a):
+            return self._whole(values, a, n) if a in self.depends else values[a]
+        return self._call(node, fx.node.map_arg(node.args, whole), fx.node.map_arg(node.kwargs, whole))
 
     def _cropped(self, node: fx.Node, values: dict) -> _Dirty | None:
         """``node`` computed on boxes only, or None when it cannot be (or should not be)."""
@@ -303,7 +303,8 @@ class PatchedForward:
         for dim, (a, h) in enumerate(((v.ys, v.size[0]), (v.xs, v.size[1]))):
             reach = (k[dim] - 1) * d[dim]
             o0 = torch.div(a + before[dim] - reach + s[dim] - 1, s[dim], rounding_mode="floor").clamp(min=0)
-            o1 = torch.div(a + h - 1 + before[dim], s[dim], rounding_mode="floor").clamp(max=out_shape[2 + dim] - 1)
+            o1 = torch.div(a + h - 1 + before[dim], s[dim], rounding_mode="floor")
+            o1 = o1.clamp(max=out_shape[2 + dim] - 1)
             start, size = _fit(o0, max(1, int((o1 - o0 + 1).max())), out_shape[2 + dim])
             starts.append(start)
             sizes.append(size)

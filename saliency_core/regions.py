@@ -116,7 +116,8 @@ def outline_regions(saliency: np.ndarray, labels: np.ndarray, share: float = DEF
     size = np.bincount(labels.ravel(), minlength=n)
     total = float(mass.sum())
     if total <= 0:
-        return RegionChoice(labels, [], np.zeros(s.shape, bool), 0.0, share, 0.0, int((size > 0).sum()), True, signed)
+        return RegionChoice(labels=labels, chosen=[], selected=np.zeros(s.shape, bool), share=0.0,
+                            target_share=share, area=0.0, regions=int((size > 0).sum()), empty=True, signed=signed)
     density = np.where(size > 0, mass / np.maximum(size, 1), -np.inf)
     order = np.argsort(-density, kind="stable")
     held = np.cumsum(mass[order])

@@ -108,7 +108,8 @@ def rise(network: nn.Module, x: torch.Tensor, target: torch.Tensor, masks: int =
                 raise ValueError("Expected the model to return one score per class, shape (batch, "
                                  f"classes); got shape {tuple(logits.shape)}.")
             check_target(target, logits.shape[1])
-            p = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(1).gather(1, target.repeat(n).view(-1, 1)).view(n, batch)
+            probability = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(1)
+            p = probability.gather(1, target.repeat(n).view(-1, 1)).view(n, batch)
             total += torch.einsum("nb,nhw->bhw", p.double(), m[:, 0].double()).unsqueeze(1)
             done = start + n
             if progress is not None:
