@@ -18,9 +18,9 @@ from saliency_core.engine.convergence import SETTLED, describe
 from saliency_core.engine.images import image_notes
 from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
 from saliency_core.engine.samples import sample_images
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, decode, is_cached, method_params,
-                           page_methods, page_model, plain, png_bytes, prediction_words, report_error,
-                           require_frame, sanity_verdict, settings)
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, crop_key, decode, is_cached, method_params,
+                           page_methods, page_model, plain, png_bytes, prediction_words, region_labels,
+                           report_error, require_frame, sanity_verdict, settings)
 
 require_frame()
 
@@ -68,6 +68,13 @@ with st.expander("Target class and display", expanded=False):
     clip = c4.slider("Clip at percentile", 90.0, 100.0, 99.0, 0.5,
                      help="Values above this percentile get the top colour, so one extreme pixel "
                           "does not wash out the rest.")
+    display = c4.radio("Show each map as", ["Heatmap", "Outline"], horizontal=True, key="display",
+                       help="Outline: the image is cut into regions of similar colour, and the regions "
+                            "holding the chosen share of the map are outlined; the rest is dimmed.")
+    outline_share = c4.slider("Outline holds this share of the map", 5, 95, 30, 5, format="%d %%",
+                              key="outline_share", disabled=display != "Outline",
+                              help="The densest regions are taken until they hold this share of the "
+                                   "map's total (positive part for signed methods).")
 
 averaging = [m for m in cfg["methods"] if sc.METHODS[m].averaging]
 if averaging:
@@ -167,6 +174,12 @@ def draw(exp: sc.Explanation) -> rd.Rendered:
                      meaning=sc.METHODS[exp.method].meaning)
 
 
+def outline(exp: sc.Explanation, item) -> rd.Outlined:
+    labels = region_labels(crop_key(model, item["hash"]), item["crop"])
+    return rd.render_outline(exp.saliency, exp.image, labels, share=outline_share / 100,
+                             signed=sc.METHODS[exp.method].signed, target_label=exp.target_label)
+
+
 def prediction_chart(prediction, target: int) -> go.Figure:
     df = pd.DataFrame(prediction, columns=["index", "class", "probability"])
     df["explained"] = df["index"] == target
@@ -220,10 +233,17 @@ for item in images:
             r = rendered[m] = draw(exp)
             meta = sc.METHODS[m]
             with col:
-                st.image(r.overlay, caption=meta.label, width="stretch")
-                st.image(rd.colorbar_image(r), width="stretch")
-                ticks = "  ·  ".join(label for _, label in r.colorbar_ticks)
-                st.caption(f"{plain(ticks)}\n\n{plain(r.legend)}\n\n*{meta.description}*")
+                if display == "Outline":
+                    o = outline(exp, item)
+                    shown, legend = o.overlay, o.legend
+                    st.image(shown, caption=meta.label, width="stretch")
+                    st.caption(f"{plain(legend)}\n\n*{meta.description}*")
+                else:
+                    shown, legend = r.overlay, r.legend
+                    st.image(shown, caption=meta.label, width="stretch")
+                    st.image(rd.colorbar_image(r), width="stretch")
+                    ticks = "  ·  ".join(label for _, label in r.colorbar_ticks)
+                    st.caption(f"{plain(ticks)}\n\n{plain(legend)}\n\n*{meta.description}*")
                 if r.near_zero:
                     st.info("This map is zero (or numerically negligible) everywhere.")
                 if meta.caution:
@@ -245,10 +265,10 @@ for item in images:
                     if details:
                         with st.expander("Convergence details"):
                             st.caption(details)
-                png = png_bytes(r.overlay)
+                png = png_bytes(shown)
                 st.download_button("PNG", png, f"{stem}_{m}.png", "image/png", key=f"png-{item['id']}-{m}")
                 batch_files[zip_names.add(f"{stem}_{m}.png")] = png
-            records.append({**exp.record(), "legend": r.legend, "scale": r.scale})
+            records.append({**exp.record(), "legend": legend, "scale": r.scale})
         with cols[-1]:
             st.markdown(prediction_words(model, item["predicted"]))
             st.plotly_chart(prediction_chart(item["prediction"], target), key=f"pred-{item['id']}",

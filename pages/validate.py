@@ -113,7 +113,7 @@ with st.form("validate_settings"):
     st.caption(f"Methods: {', '.join(sc.METHODS[m].label for m in methods)} (sidebar); SmoothGrad with "
                f"{cfg['params']['samples']} samples, noise {cfg['params']['noise']:.2f}, seed {cfg['params']['seed']}. "
                "Each map explains the predicted class. Unsigned maps are scored on |saliency|, signed ones "
-               "(Integrated Gradients, gradient x input) on their positive part.")
+               "(Integrated Gradients, gradient x input, occlusion) on their positive part.")
     # a flag set in the callback survives require_frame()'s rerun, which a button's click value does not
     st.form_submit_button("Run validation", type="primary", disabled=dataset is None or not len(dataset),
                           on_click=lambda: st.session_state.update(validate_requested=True))
