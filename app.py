@@ -38,7 +38,7 @@ with st.sidebar, page_guard("the sidebar"):
             "Upload a model", type=[s.lstrip(".") for s in UPLOAD_SUFFIXES], accept_multiple_files=True,
             key="model_upload",
             help="A state dict .pth or a .safetensors file with its card (.json/.yaml naming the torchvision "
-                 "architecture), optionally a labels .txt"
+                 "architecture), or an ONNX .onnx (a graph of operators, no Python code), optionally a labels .txt"
                  + ("; also a TorchScript .pt or a torch.export .pt2" if code_models_allowed() else
                     ". Formats that hold code (TorchScript, torch.export) are not accepted here")
                  + ". Pickles that need code are refused.")
@@ -115,6 +115,14 @@ with st.sidebar, page_guard("the sidebar"):
             st.slider("Integrated Gradients steps", 8, 300, 50, key="steps")
             st.selectbox("Integrated Gradients baseline", ["black", "blurred", "uniform"], key="baseline",
                          help="The reference image the path starts from.")
+            st.select_slider("Occlusion square (pixels)", [8, 16, 24, 32, 48, 64], 32, key="window",
+                             help="Side of the grey square hidden at a time.")
+            st.select_slider("Occlusion step (pixels)", [4, 8, 16, 24, 32], 16, key="stride",
+                             help="How far the square moves between tries; must not exceed its side. "
+                                  "Half the side: every pixel is hidden by up to 4 squares.")
+            st.slider("RISE masks", 100, 8000, 1000, 100, key="masks",
+                      help="Random masks averaged. The paper used 4000-8000; 1000 takes about 25 s "
+                           "per image on a 2-core CPU.")
         st.form_submit_button("Apply", type="primary", width="stretch", icon=":material/check:",
                               on_click=lambda: st.session_state.update(settings_applied=True))
     if st.session_state.pop("settings_applied", False):

@@ -126,6 +126,19 @@ def decode(data: bytes, name: str) -> Image.Image:
     return sc.load_image(data, name=name)
 
 
+@st.cache_data(max_entries=256, show_spinner=False)
+def region_labels(key: tuple, _crop: Image.Image):
+    """SLIC regions of a crop the model saw (``saliency_core.regions.segment``); ``key`` names the
+    crop: (image hash, model preprocessing)."""
+    from saliency_core.engine.regions import segment
+    return segment(_crop)
+
+
+def crop_key(model: sc.Classifier, image_hash: str) -> tuple:
+    """What a model's crop of an image depends on."""
+    return (image_hash, model.input_size, model.resize, model.interpolation)
+
+
 def map_key(model: sc.Classifier, image_hash: str, method: str, target: int, params: dict) -> tuple:
     # card digest: the same weights with another card (preprocessing, labels) are another model
     return (model.fingerprint, model.card.get("digest"), image_hash, method, int(target),
@@ -228,7 +241,8 @@ def settings() -> dict:
         "methods": list(s.get("methods", DEFAULT_METHODS)),
         "params": {"samples": int(s.get("samples", 50)), "noise": float(s.get("noise", 0.15)),
                    "seed": int(s.get("seed", 0)), "steps": int(s.get("steps", 50)),
-                   "baseline": s.get("baseline", "black")},
+                   "baseline": s.get("baseline", "black"), "window": int(s.get("window", 32)),
+                   "stride": int(s.get("stride", 16)), "masks": int(s.get("masks", 1000))},
     }
 
 

@@ -22,10 +22,10 @@ from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
 from saliency_core.engine.samples import sample_images
 from saliency_core.report import confidence_words
 from pages import _defaults as defaults
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, cancellable, colour_bar, decode,
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, cancellable, colour_bar, crop_key, decode,
                            estimate_caption, is_cached, map_alt, map_rows, method_params, model_key, page_methods,
-                           page_model, plain, png_bytes, prediction_words, report_error, require_frame,
-                           sanity_verdict, settings)
+                           page_model, plain, png_bytes, prediction_words, region_labels, report_error,
+                           require_frame, sanity_verdict, settings)
 
 ASK_ABOVE = 10.0   # seconds: longer runs wait for a click after their estimate
 UNSURE_BELOW = 0.6  # top-class probability under which the page says the model is unsure
@@ -85,6 +85,13 @@ with st.expander("Target class and display", expanded=ss.get("explain_target_mod
     clip = c4.slider("Clip at percentile", 90.0, 100.0, 99.0, 0.5,
                      help="Values above this percentile get the top colour, so one extreme pixel "
                           "does not wash out the rest.")
+    display = c4.radio("Show each map as", ["Heatmap", "Outline"], horizontal=True, key="display",
+                       help="Outline: the image is cut into regions of similar colour, and the regions "
+                            "holding the chosen share of the map are outlined; the rest is dimmed.")
+    outline_share = c4.slider("Outline holds this share of the map", 5, 95, 30, 5, format="%d %%",
+                              key="outline_share", disabled=display != "Outline",
+                              help="The densest regions are taken until they hold this share of the "
+                                   "map's total (positive part for signed methods).")
 averaging = [m for m in cfg["methods"] if sc.METHODS[m].averaging]
 if averaging:
     with st.expander("Sample until the map settles", expanded=False), st.form("settle"):
@@ -218,6 +225,12 @@ def draw(exp: sc.Explanation) -> rd.Rendered:
                      meaning=sc.METHODS[exp.method].meaning)
 
 
+def outline(exp: sc.Explanation, item) -> rd.Outlined:
+    labels = region_labels(crop_key(model, item["hash"]), item["crop"])
+    return rd.render_outline(exp.saliency, exp.image, labels, share=outline_share / 100,
+                             signed=sc.METHODS[exp.method].signed, target_label=exp.target_label)
+
+
 def prediction_chart(prediction, target: int) -> go.Figure:
     """The top-5 classes, the first at the top, the explained one in another colour and marked."""
     classes = [label for _, label, _ in prediction]
@@ -306,10 +319,20 @@ for item in images:
                 r = rendered[m] = draw(exp)
                 meta = sc.METHODS[m]
                 with col:
-                    st.image(r.overlay, caption=meta.label, width="stretch",
-                             alt=map_alt(meta.label, item["name"], exp.target_label, probability))
-                    colour_bar(r, alt=f"Colour scale of the {meta.label} map: dark = low, bright = high influence")
-                    st.caption(f"{plain(r.words)}\n\n*{meta.description}*")
+                    if display == "Outline":
+                        o = outline(exp, item)
+                        shown, legend = o.overlay, o.legend
+                        st.image(shown, caption=meta.label, width="stretch",
+                                 alt=f"{meta.label} map of {item['name']} as outlines: the regions holding "
+                                     f"{outline_share} % of the map for the class {exp.target_label}; the rest dimmed.")
+                        st.caption(f"{plain(legend)}\n\n*{meta.description}*")
+                    else:
+                        shown, legend = r.overlay, r.legend
+                        st.image(shown, caption=meta.label, width="stretch",
+                                 alt=map_alt(meta.label, item["name"], exp.target_label, probability))
+                        colour_bar(r, alt=f"Colour scale of the {meta.label} map: dark = low, bright = high "
+                                          "influence")
+                        st.caption(f"{plain(r.words)}\n\n*{meta.description}*")
                     if r.near_zero:
                         st.info("This map is zero (or numerically negligible) everywhere.")
                     gap = exp.diagnostics.get("completeness_gap_relative")
@@ -326,17 +349,18 @@ for item in images:
                             with st.expander("Convergence details"):
                                 st.caption(details)
                     png = png_bytes(rd.captioned_overlay(r, meta.label, exp.target_label, probability, item["name"]))
-                    bare = png_bytes(r.overlay)
+                    bare = png_bytes(shown)
                     suffix = f", image {item['id'] + 1}" if several else ""
                     st.download_button(f"{meta.label} map{suffix} (PNG)", png, f"{stem}_{m}.png", "image/png",
                                        key=f"png-{item['id']}-{m}", icon=":material/download:",
                                        help="The map with its colour bar, the method, the class and the confidence.")
-                    st.download_button(f"{meta.label} overlay only{suffix} (PNG)", bare, f"{stem}_{m}_overlay.png",
+                    what = "outline" if display == "Outline" else "overlay"
+                    st.download_button(f"{meta.label} {what} only{suffix} (PNG)", bare, f"{stem}_{m}_{what}.png",
                                        "image/png", key=f"bare-{item['id']}-{m}", type="tertiary",
-                                       help="The bare overlay, without colour bar or words.")
+                                       help=f"The bare {what}, without colour bar or words.")
                     batch_files[zip_names.add(f"{stem}_{m}.png")] = png
-                    batch_files[zip_names.add(f"{stem}_{m}_overlay.png")] = bare
-                records.append({**exp.record(), "legend": r.legend, "scale": r.scale})
+                    batch_files[zip_names.add(f"{stem}_{m}_{what}.png")] = bare
+                records.append({**exp.record(), "legend": legend, "scale": r.scale})
             for m in row:   # cautions under the row, full width: one per method, its sanity verdict included
                 meta = sc.METHODS[m]
                 verdict = sanity_verdict(model, m, item["hash"])   # computed on this photo only

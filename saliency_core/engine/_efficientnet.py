@@ -29,11 +29,16 @@ _STAGES = [
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "same" padding (extra pixel at the bottom/right)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []  # (left, right, top, bottom), F.pad order
-        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+    def pads(self, shape) -> list[int]:
+        """(left, right, top, bottom) zero padding, F.pad order, for an input of ``shape`` (..., H, W)."""
+        pads = []
+        for size, k, s in zip(reversed(shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
+        return pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = self.pads(x.shape)
         if pads[0] == pads[1] and pads[2] == pads[3]:
             # symmetric: let the convolution pad (no padded copy of the activation)
             return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), self.dilation, self.groups)

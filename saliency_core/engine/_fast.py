@@ -20,6 +20,10 @@ same network. ``function_changes_allowed()`` states the rule in one place.
   fp32. TF32 on SmoothGrad-50, H200: 0.06x / 0.9917 (demo), 0.09x / 0.9983 (ResNet-50); on a
   single gradient it moves the map 9-11 %, so those stay fp32. bf16 autocast fails the
   tolerance (Spearman 0.85 on the demo model) and is not used. bench/run.py prints all of it.
+- Incremental occlusion (saliency_core/engine/_incremental.py): each hidden copy's early layers are
+  recomputed only around its square. The same operations on the same values, so not a change of
+  function: occlusion equals Captum's to 1e-5 (tests/test_occlusion.py); bench/occlusion_rise.py
+  shows the gain.
 """
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ from torch import fx, nn
 # switches for the benchmark's ablation rows and for users who need the plain path
 OPTIONS = {"fold": os.environ.get("SALIENCY_FOLD", "1") != "0",
            "cuda_graphs": os.environ.get("SALIENCY_CUDA_GRAPHS", "1") != "0",
+           # occlusion: recompute each hidden copy's layers only around its square (_incremental.py)
+           "incremental": os.environ.get("SALIENCY_INCREMENTAL", "1") != "0",
            # None: TF32 for averaging methods only (see above); True / False: always / never
            "tf32": {"1": True, "0": False}.get(os.environ.get("SALIENCY_TF32", ""))}
 # set while an activation-rewriting TorchFunctionMode (guided backprop) is active: its

@@ -7,7 +7,7 @@ lists a models folder and stores uploads; ``models.py`` loads the weights.
 Example card (YAML)::
 
     name: Weld defect classifier v3
-    file: welds.pt            # TorchScript, state dict (.pth, .safetensors) or torch.export program (.pt2)
+    file: welds.pt            # TorchScript, state dict (.pth, .safetensors), torch.export (.pt2) or ONNX (.onnx)
     architecture: resnet18    # only for a state dict: a torchvision model name
     labels: labels.txt        # or inline: [ok, porosity, crack]
     input_size: 224
@@ -48,7 +48,7 @@ from typing import Any
 from .untrusted import cut, quote
 
 CARD_SUFFIXES = (".json", ".yaml", ".yml")
-MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript", ".safetensors")
+MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript", ".safetensors", ".onnx")
 LABEL_SUFFIXES = (".txt", ".json")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -600,9 +600,9 @@ def card_rows(card: dict) -> list[tuple[str, str, bool]]:
         rows.append(("card", str(card["card_file"]), False))
     for key in ("name", "description", "architecture", "labels", "input_size", "resize", "crop",
                 "interpolation", "channels", "mean", "std", "output", "threshold", "gradcam_layer",
-                "gradcam_reshape", "batch"):
+                "gradcam_reshape", "batch", "runtime"):
         value = card.get(key)
-        if key in ("description", "architecture") and not value:
+        if key in ("description", "architecture", "runtime") and not value:
             continue
         if key in ("channels", "output", "threshold", "gradcam_reshape") and key not in card:
             continue   # a card loaded before these fields existed (a replayed record)

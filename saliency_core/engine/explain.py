@@ -191,6 +191,12 @@ def _first(diagnostics: dict) -> dict:
 
 
 _REASONS = {
+    "gradient": {
+        "onnx": "needs gradients of the score with respect to the pixels, and this ONNX model runs in "
+                "onnxruntime, which gives none (occlusion and RISE need no gradients)",
+        None: "needs gradients of the score with respect to the pixels, and this model gives none "
+              "(occlusion and RISE need no gradients)",
+    },
     "conv": {
         "torchscript": "needs a convolutional feature map, and this TorchScript model runs its layers "
                        "compiled, so none can be hooked",
@@ -249,30 +255,41 @@ def _relu_reason(count: int, smooth: dict[str, int], fmt: str | None) -> str | N
     return _REASONS["relu"].get(fmt, _REASONS["relu"][None])
 
 
+def _gives_gradients(network: torch.nn.Module) -> bool:
+    """False when a part of the network computes outside autograd (an ONNX session says so with
+    ``gives_gradients = False``)."""
+    return all(getattr(m, "gives_gradients", True) for m in network.modules())
+
+
 def model_capabilities(model: Classifier) -> dict[str, str | None]:
-    """What the methods' ``needs`` ask of a model: ``{"conv": reason or None, "relu": reason or None,
-    "attention": reason or None}`` (``attention``: ``nn.MultiheadAttention`` layers, for attention rollout).
+    """What the methods' ``needs`` ask of a model: ``{"gradient": reason or None, "conv": ...,
+    "relu": ..., "attention": ...}`` (``attention``: ``nn.MultiheadAttention`` layers, for attention
+    rollout); None means the model offers it.
 
     ``relu`` is found with one test forward pass (cached per network): the activations must
     be visible to guided backprop's ``TorchFunctionMode``, which a TorchScript or exported
-    model's compiled activations are not.
+    model's compiled activations are not. A model without gradients (ONNX) offers none of the three.
     """
     with _capabilities_lock:
         known = _capabilities.get(model.network)
     if known is not None:
         return known
     fmt = (model.card or {}).get("format")
-    conv = None if model.gradcam_layer else ((model.card or {}).get("gradcam_unavailable")
-                                             or _REASONS["conv"].get(fmt, _REASONS["conv"][None]))
-    try:
-        relu = _relu_reason(*_activations(model), fmt)
-    except Exception as err:  # noqa: BLE001  a model that fails here fails every method
-        relu = f"the model failed a test forward pass ({type(err).__name__}: {err})"
-    from .methods.rollout import attention_layers
-    attention = None if attention_layers(model.network) else (
-        "needs the multi-head attention layers of a vision transformer with a class token (such as "
-        "torchvision's ViT), and this model has none that can be read")
-    caps = {"conv": conv, "relu": relu, "attention": attention}
+    if not _gives_gradients(model.network):  # hooks and guided gradients need gradients first
+        gradient = _REASONS["gradient"].get(fmt, _REASONS["gradient"][None])
+        caps = {"gradient": gradient, "conv": gradient, "relu": gradient, "attention": gradient}
+    else:
+        conv = None if model.gradcam_layer else ((model.card or {}).get("gradcam_unavailable")
+                                                 or _REASONS["conv"].get(fmt, _REASONS["conv"][None]))
+        try:
+            relu = _relu_reason(*_activations(model), fmt)
+        except Exception as err:  # noqa: BLE001  a model that fails here fails every method
+            relu = f"the model failed a test forward pass ({type(err).__name__}: {err})"
+        from .methods.rollout import attention_layers
+        attention = None if attention_layers(model.network) else (
+            "needs the multi-head attention layers of a vision transformer with a class token (such as "
+            "torchvision's ViT), and this model has none that can be read")
+        caps = {"gradient": None, "conv": conv, "relu": relu, "attention": attention}
     with _capabilities_lock:
         _capabilities[model.network] = caps
     return caps
@@ -281,8 +298,9 @@ def model_capabilities(model: Classifier) -> dict[str, str | None]:
 def available_methods(model: Classifier) -> dict[str, str | None]:
     """Method name -> None if usable with ``model``, else the reason it is not.
 
-    A method's ``needs`` (``"conv"``: a convolutional feature map for Grad-CAM; ``"relu"``:
-    interceptable ReLU/ReLU6 for guided backprop) are checked against the model once.
+    A method's ``needs`` (``"gradient"``: input gradients, which an ONNX model lacks; ``"conv"``:
+    a convolutional feature map for Grad-CAM; ``"relu"``: interceptable ReLU/ReLU6 for guided
+    backprop) are checked against the model once. Occlusion and RISE need none of them.
 
     Example:
         >>> available_methods(load_model("models/welds_torchscript.pt"))["gradcam"]
@@ -291,7 +309,7 @@ def available_methods(model: Classifier) -> dict[str, str | None]:
     caps = model_capabilities(model)
     out = {}
     for name, m in METHODS.items():
-        reasons = [caps[need] for need in sorted(m.needs) if caps.get(need)]
+        reasons = list(dict.fromkeys(caps[need] for need in sorted(m.needs) if caps.get(need)))
         out[name] = "; ".join(reasons) or None
     return out
 

@@ -12,7 +12,7 @@ bias) and seeded uniform noise (random). A method that does not beat them on a d
 showing where the model looks.
 
 The map explained is the predicted class's. Unsigned methods are scored on |saliency|,
-signed ones (Integrated Gradients, gradient x input) on the positive part.
+signed ones (Integrated Gradients, gradient x input, occlusion) on the positive part.
 
 Example:
     >>> from saliency_core.data import pasted_objects

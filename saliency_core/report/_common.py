@@ -88,6 +88,12 @@ PARAM_HELP = {
     "baseline": "the plain reference image the path starts from",
     "rule": "how the points on the path are placed and weighted",
     "layer": "the network layer whose features the map is built from",
+    "window": "side of the square hidden at a time, in pixels",
+    "stride": "how far the hidden square moves between tries, in pixels",
+    "fill": "what the hidden pixels are replaced with",
+    "masks": "number of random masks averaged",
+    "cell": "side of one cell of a random mask, in pixels",
+    "keep": "chance that a mask cell shows the image",
     "reshape": "how that layer's output is laid out as a grid (none for a feature map; tokens of a "
                "vision transformer: tokens, class_token, channels_last)",
 }

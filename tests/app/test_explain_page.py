@@ -5,6 +5,8 @@ import re
 import skimage
 from streamlit.testing.v1 import AppTest
 
+from conftest import shown
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PHOTO = os.path.join(os.path.dirname(skimage.__file__), "data", "chelsea.png")
 
@@ -90,6 +92,24 @@ def test_convergence_readout_and_sample_until_settled():
     assert not at.exception and not at.error, [e.value for e in at.error]
     captions = " ".join(c.value for c in at.caption)
     assert "Stopped at the maximum after 8 samples." in captions, captions
+
+
+def test_outline_view_for_any_method():
+    """Display "Outline": each map becomes the outline of the regions holding the chosen share,
+    said in the caption; a model-agnostic method (occlusion) and a gradient one alike."""
+    at = _app()
+    at = _apply(at, ["gradient", "occlusion"], 4)
+    assert not at.exception, at.exception
+    at = at.radio(key="display").set_value("Outline").run()
+    at = at.slider(key="outline_share").set_value(40).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    captions = [c for el in _images(at) for c in _captions(el)]
+    assert "Gradient" in captions and "Occlusion" in captions
+    legends = [shown(c.value) for c in at.caption if shown(c.value).startswith("Outlined:")]
+    assert len(legends) == 2, [c.value for c in at.caption]
+    assert all("(asked: at least 40%)" in legend and "SLIC" in legend for legend in legends)
+    assert any("positive attribution" in legend for legend in legends)  # occlusion is signed
 
 
 # ---- issue 17: what a live demo showed ----------------------------------------------------------------

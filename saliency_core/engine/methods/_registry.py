@@ -21,9 +21,12 @@ class Method:
             ``"sum"`` (signed sum over channels; keeps Integrated Gradients' completeness).
         signed: whether the saliency carries a meaningful sign.
         caution: a known limit shown next to every map of this method, or None.
-        needs: what the model must offer: ``"relu"`` (hookable ReLU activations),
+        needs: what the model must offer: ``"gradient"`` (scores that can be differentiated with
+            respect to the pixels; not an ONNX model), ``"relu"`` (hookable ReLU activations),
             ``"conv"`` (a feature map: convolutional, or a transformer's tokens as a grid),
             ``"attention"`` (``nn.MultiheadAttention`` layers, e.g. torchvision's ViT).
+            ``register`` defaults it to ``("gradient",)``, so a method is offered for gradient-free
+            models only when it says it needs no gradient (occlusion and RISE pass ``needs=()``).
         check: optional ``(network, x, target, attribution, params) -> dict`` of diagnostics.
         reference: the paper.
         meaning: what a bright pixel means, for legends; ``{score}`` names the explained score.
@@ -61,7 +64,7 @@ def register(name: str, label: str, description: str, **options) -> Callable:
         if name in METHODS:
             raise ValueError(f"A method named {name!r} is already registered.")
         METHODS[name] = Method(name=name, label=label, description=description, attribute=fn,
-                               needs=frozenset(options.pop("needs", ())), **options)
+                               needs=frozenset(options.pop("needs", ("gradient",))), **options)
         return fn
 
     return wrap

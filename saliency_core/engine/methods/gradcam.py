@@ -119,7 +119,7 @@ def _module(network: nn.Module, name: str) -> nn.Module:
 @register("gradcam", "Grad-CAM",
           "Coarse region the last convolutional layer (or a transformer's last tokens) used for this class "
           "(Selvaraju et al. 2017).",
-          reduction="sum", needs=("conv",), defaults={"layer": None, "reshape": None},
+          reduction="sum", needs=("gradient", "conv"), defaults={"layer": None, "reshape": None},
           meaning="the last feature layer's cells here support {score} most "
                   "(coarse cells of 16-32 pixels, smoothed)",
           reference="Selvaraju et al. 2017, Grad-CAM")

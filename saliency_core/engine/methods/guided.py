@@ -94,7 +94,7 @@ class guided_relus(TorchFunctionMode):
 
 @register("guided_backprop", "Guided backprop",
           "Gradient passed back through positive paths only: sharp, edge-like detail.",
-          caution=_CAUTION, needs=("relu",),
+          caution=_CAUTION, needs=("gradient", "relu",),
           reference="Springenberg et al. 2015, Striving for Simplicity")
 def guided_backprop(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Guided backpropagation attribution (B, C, H, W).
@@ -114,7 +114,7 @@ def guided_backprop(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -
 
 @register("guided_gradcam", "Guided Grad-CAM",
           "Guided backprop detail inside the Grad-CAM region (Selvaraju et al. 2017).",
-          caution=_CAUTION, needs=("relu", "conv"), defaults={"layer": None, "reshape": None},
+          caution=_CAUTION, needs=("gradient", "relu", "conv"), defaults={"layer": None, "reshape": None},
           reference="Selvaraju et al. 2017, Grad-CAM")
 def guided_gradcam(network: nn.Module, x: torch.Tensor, target: torch.Tensor,
                    layer: str | None = None, reshape: str | None = None) -> torch.Tensor:
