@@ -2,6 +2,7 @@
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -125,8 +126,8 @@ with st.sidebar, page_guard("the sidebar"):
                            "per image on a 2-core CPU.")
         st.form_submit_button("Apply", type="primary", width="stretch", icon=":material/check:",
                               on_click=lambda: st.session_state.update(settings_applied=True))
-    if st.session_state.pop("settings_applied", False):
-        st.toast("Settings applied.", icon=":material/check:")
+    if st.session_state.pop("settings_applied", False):   # in words here: Streamlit's toast has no name
+        st.caption(f":material/check: Settings applied at {time.strftime('%H:%M:%S')}.")
 
 with page_guard("this page"):
     page.run()

@@ -196,7 +196,7 @@ if compute:
     with cancellable("explain", f"Computing {len(jobs)} map(s), {es.describe_seconds(seconds)}…") as bar:
         run_images(bar)
     ss["explain_confirmed"] = None
-    st.toast(f"{len(jobs)} map(s) computed in {time.perf_counter() - started:.1f} s")
+    st.caption(f":material/timer: {len(jobs)} map(s) computed in {time.perf_counter() - started:.1f} s.")
 else:
     run_images()
 live.empty()
@@ -239,7 +239,7 @@ def prediction_chart(prediction, target: int) -> go.Figure:
         marker=dict(color=["#d95f02" if i == target else "#7570b3" for i, _, _ in prediction],
                     pattern_shape=["/" if i == target else "" for i, _, _ in prediction]),
         text=[f"{p:.1%}" + (" (explained)" if i == target else "") for i, _, p in prediction],
-        textposition="auto", hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+        textposition="outside", cliponaxis=False, hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
     fig.update_yaxes(categoryorder="array", categoryarray=classes[::-1])   # rank 1 at the top
     title = "probability"
     if model.multilabel:  # each class on its own: a line at the threshold, no sum to 100 %

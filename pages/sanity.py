@@ -123,7 +123,7 @@ if missing and run_active("sanity"):
             except Exception as err:  # one method failing never hides the others
                 report_error(f"{label} sanity check", err)
     finish_run("sanity")
-    st.toast(f"Sanity check done in {time.perf_counter() - started:.1f} s")
+    st.caption(f":material/timer: Sanity check done in {time.perf_counter() - started:.1f} s.")
 left = [m for m in methods if not is_computed(run_key(m))]
 if left and not run_active("sanity"):
     done = len(methods) - len(left)

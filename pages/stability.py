@@ -159,7 +159,7 @@ if result is None and run_active("stability"):
                                           thresholds=stab.StabilityThresholds(top_k=request["top_k"]))
         result_cache().put(key, result)
         st.session_state.pop("stability_partial", None)
-        st.toast(f"Stability checked in {time.perf_counter() - started:.1f} s")
+        st.caption(f":material/timer: Stability checked in {time.perf_counter() - started:.1f} s.")
     except Exception as err:
         report_error("Stability check", err)
         st.stop()

@@ -170,7 +170,6 @@ if run_active("validate") and run is not None:
 
             va.run_validation(model, run.dataset, run.settings, progress=progress, run=run)
         finish_run("validate")
-        st.toast(f"{run.total} image(s) scored in {run.seconds:.1f} s")
     except Exception as err:
         finish_run("validate")
         st.session_state.pop("validate_run", None)   # a failed run leaves no half result

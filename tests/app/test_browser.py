@@ -1,4 +1,5 @@
 """End-to-end: the real app under `streamlit run`, driven by Debian's Chromium via Playwright."""
+import json
 import os
 import shutil
 import socket
@@ -25,7 +26,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     port = _free_port()
-    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", PYTHONPATH=ROOT)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
@@ -78,3 +79,96 @@ def test_upload_photo_shows_four_overlays(server):
         f.write(f"upload to four overlays (gradient, guided backprop, SmoothGrad-50, Grad-CAM): {waited:.1f} s\n")
     print(f"upload to four overlays: {waited:.1f} s; screenshot {shot}")
     assert os.path.getsize(shot) > 10_000
+
+
+# ---- every page: its demo run, screenshots at two widths, axe-core ----------------------------------------
+
+SCREENSHOTS = os.path.join(ARTIFACTS, "screenshots")
+WIDTHS = (1440, 420)
+# (navigation title, button that starts the page's demo run or None, text shown once it is done)
+PAGES = [
+    ("Explain", None, "Maps explain"),
+    ("Review", "Open batch", "Item 1 of"),
+    ("Stability", "Check stability", "Prediction on the original"),
+    ("Sanity check", "Run the sanity check", "Prediction of the trained model"),
+    ("Validate", "Run validation", "Per image"),
+    ("Compare models", None, "Model A (accepted)"),
+    ("Report", "Build report", "Report ready"),
+]
+BLOCKING = ("serious", "critical")
+_CONTENT_HEIGHT = """() => Math.max(document.body.scrollHeight, ...Array.from(
+    document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"], [data-testid="stMainBlockContainer"]'),
+    e => e.scrollHeight))"""
+
+
+def _idle(page, timeout_ms: int = 900_000) -> None:
+    """Wait until the script run is over (Streamlit's running indicator gone) and the page settled."""
+    page.wait_for_timeout(500)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                           timeout=timeout_ms)
+    page.wait_for_timeout(800)
+
+
+def _axe(axe, page) -> dict:
+    response = axe.run(page).response
+    found = [{"rule": v["id"], "impact": v.get("impact"), "help": v.get("help"), "nodes": len(v.get("nodes", [])),
+              "html": [n.get("html", "")[:160] for n in v.get("nodes", [])][:5]} for v in response.get("violations", [])]
+    return {"violations": found, "blocking": [v for v in found if v["impact"] in BLOCKING],
+            "axe_version": response.get("testEngine", {}).get("version")}
+
+
+def test_every_page_demo_screenshots_and_axe(server):
+    """Each page with its bundled demo input, run with the page's defaults; a screenshot at 1440 px and at
+    420 px wide, and axe-core (WCAG 2 A/AA rules and best practices) on each, failing on serious or
+    critical violations. Results per page: tests/artifacts/axe_results.json."""
+    from axe_playwright_python.sync_playwright import Axe
+    from playwright.sync_api import sync_playwright
+
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    axe, results, shots = Axe(), {}, []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": WIDTHS[0], "height": 1000})
+        page.goto(server)
+        page.get_by_text("Maps explain").first.wait_for(timeout=600_000)
+        for title, button, done in PAGES:
+            page.set_viewport_size({"width": WIDTHS[0], "height": 1000})
+            page.locator("[data-testid='stSidebarNav']").get_by_text(title, exact=True).click()
+            _idle(page)
+            if button is not None:
+                page.get_by_role("button", name=button).first.click()
+            page.get_by_text(done).first.wait_for(timeout=900_000)
+            _idle(page)
+            assert page.locator("[data-testid='stException']").count() == 0, title
+            slug = title.lower().replace(" ", "_")
+            results[title] = {}
+            for width in WIDTHS:
+                page.set_viewport_size({"width": width, "height": 1000})
+                page.wait_for_timeout(1000)
+                results[title][str(width)] = _axe(axe, page)
+                # the app scrolls inside its own container: a window as tall as the content shows it all
+                height = page.evaluate(_CONTENT_HEIGHT)
+                page.set_viewport_size({"width": width, "height": max(1000, min(int(height) + 40, 16000))})
+                page.wait_for_timeout(1500)
+                shot = os.path.join(SCREENSHOTS, f"{slug}_{width}.png")
+                page.screenshot(path=shot, full_page=True)
+                shots.append(shot)
+        # the dark theme (the system's choice): colour bars keep their frame, text its contrast
+        dark = browser.new_page(viewport={"width": WIDTHS[0], "height": 1000}, color_scheme="dark")
+        dark.goto(server)
+        dark.get_by_text("Maps explain").first.wait_for(timeout=600_000)
+        _idle(dark)
+        results["Explain (dark theme)"] = {str(WIDTHS[0]): _axe(axe, dark)}
+        dark.set_viewport_size({"width": WIDTHS[0], "height": max(1000, min(int(dark.evaluate(_CONTENT_HEIGHT)) + 40,
+                                                                              16000))})
+        dark.wait_for_timeout(1500)
+        shot = os.path.join(SCREENSHOTS, f"explain_dark_{WIDTHS[0]}.png")
+        dark.screenshot(path=shot, full_page=True)
+        shots.append(shot)
+        browser.close()
+    with open(os.path.join(ARTIFACTS, "axe_results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    assert all(os.path.getsize(s) > 10_000 for s in shots)
+    blocking = {f"{t} at {w} px": r["blocking"] for t, by in results.items() for w, r in by.items() if r["blocking"]}
+    assert not blocking, json.dumps(blocking, indent=1)
