@@ -439,9 +439,11 @@ GRID_CSS = """<style>
 div[class*="st-key-mapgrid"] div[data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
 div[class*="st-key-mapgrid"] div[data-testid="stColumn"] { min-width: 200px; }
 @media (max-width: 640px) {
+  div[class*="st-key-mapgrid"] div[data-testid="stHorizontalBlock"] {
+    flex-direction: row !important; flex-wrap: wrap !important; gap: 1rem !important; }
   div[class*="st-key-mapgrid"] div[data-testid="stColumn"] {
-    min-width: calc(50% - 0.5rem) !important; max-width: calc(50% - 0.5rem) !important;
-    flex: 1 1 calc(50% - 0.5rem) !important; width: calc(50% - 0.5rem) !important; }
+    min-width: calc(50% - 0.75rem) !important; max-width: calc(50% - 0.75rem) !important;
+    flex: 1 1 calc(50% - 0.75rem) !important; width: calc(50% - 0.75rem) !important; }
 }
 </style>"""
 PER_ROW = 4

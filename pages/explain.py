@@ -352,11 +352,11 @@ for item in images:
                     bare = png_bytes(shown)
                     suffix = f", image {item['id'] + 1}" if several else ""
                     st.download_button(f"{meta.label} map{suffix} (PNG)", png, f"{stem}_{m}.png", "image/png",
-                                       key=f"png-{item['id']}-{m}", icon=":material/download:",
+                                       key=f"png-{item['id']}-{m}", icon=":material/download:", wrap=True,
                                        help="The map with its colour bar, the method, the class and the confidence.")
                     what = "outline" if display == "Outline" else "overlay"
                     st.download_button(f"{meta.label} {what} only{suffix} (PNG)", bare, f"{stem}_{m}_{what}.png",
-                                       "image/png", key=f"bare-{item['id']}-{m}", type="tertiary",
+                                       "image/png", key=f"bare-{item['id']}-{m}", type="tertiary", wrap=True,
                                        help=f"The bare {what}, without colour bar or words.")
                     batch_files[zip_names.add(f"{stem}_{m}.png")] = png
                     batch_files[zip_names.add(f"{stem}_{m}_{what}.png")] = bare
@@ -382,10 +382,10 @@ for item in images:
         d1, d2, _ = st.columns([1, 1, 2])
         d1.download_button(f"Predictions and settings{' of image ' + str(item['id'] + 1) if several else ''} (JSON)",
                            js, f"{stem}.json", "application/json", key=f"json-{item['id']}",
-                           icon=":material/download:")
+                           icon=":material/download:", wrap=True)
         d2.download_button(f"Table{' of image ' + str(item['id'] + 1) if several else ''} (CSV)",
                            to_csv(pd.DataFrame(rows)), f"{stem}.csv", "text/csv", key=f"csv-{item['id']}",
-                           icon=":material/download:")
+                           icon=":material/download:", wrap=True)
         batch_files[zip_names.add(f"{stem}.json")] = js.encode()
         batch_rows += rows
         if methods:

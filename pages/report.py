@@ -145,10 +145,10 @@ if files and files["key"] == wanted:
     stem = file_name(title, default="saliency_report", limit=60)
     c1, c2 = st.columns(2)
     c1.download_button("Download HTML report", files["html"], f"{stem}.html", "text/html", type="primary",
-                       key="download-html", icon=":material/download:")
+                       key="download-html", icon=":material/download:", wrap=True)
     if files["pdf"]:
         c2.download_button("Download PDF report", files["pdf"], f"{stem}.pdf", "application/pdf",
-                           key="download-pdf", icon=":material/download:")
+                           key="download-pdf", icon=":material/download:", wrap=True)
     st.caption("The HTML file opens in any browser without a network connection and prints on A4. Reports "
                f"of more than {rp.LARGE_REPORT} images are paged, with thumbnails and full maps on demand.")
 elif files:

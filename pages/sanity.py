@@ -244,6 +244,6 @@ record = {"image": name, "model": model.describe(), "threshold": threshold,
                    for m, r in results.items()}}
 c1, c2 = st.columns(2)
 c1.download_button("Similarities per step (CSV)", to_csv(pd.DataFrame(rows)), "sanity_check.csv",
-                   "text/csv", icon=":material/download:")
+                   "text/csv", icon=":material/download:", wrap=True)
 c2.download_button("Verdicts and settings (JSON)", json.dumps(record, indent=2, default=str), "sanity_check.json",
-                   "application/json", icon=":material/download:")
+                   "application/json", icon=":material/download:", wrap=True)

@@ -254,7 +254,7 @@ export.insert(0, "image", name)
 export["model_fingerprint"] = model.fingerprint
 c1, c2 = st.columns(2)
 c1.download_button("Scores per changed copy (CSV)", to_csv(export), "stability.csv", "text/csv",
-                   icon=":material/download:")
+                   icon=":material/download:", wrap=True)
 c2.download_button("Verdicts and settings (JSON)",
                    json.dumps({"image": name, "model": model.describe(), **result.record()}, indent=2, default=str),
-                   "stability.json", "application/json", icon=":material/download:")
+                   "stability.json", "application/json", icon=":material/download:", wrap=True)

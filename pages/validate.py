@@ -353,9 +353,9 @@ if result.worst and any(result.worst.values()):
 # ---- export -----------------------------------------------------------------------------------------------
 c1, c2, c3, c4 = st.columns(4)
 c1.download_button("Per-image table (CSV)", to_csv(table), "validation_per_image.csv", "text/csv",
-                   icon=":material/download:")
-c2.download_button("Summary (CSV)", to_csv(summary), "validation_summary.csv", "text/csv", icon=":material/download:")
+                   icon=":material/download:", wrap=True)
+c2.download_button("Summary (CSV)", to_csv(summary), "validation_summary.csv", "text/csv", icon=":material/download:", wrap=True)
 c3.download_button("Skipped items (CSV)", to_csv(result.skipped_table()), "validation_skipped.csv",
-                   "text/csv", icon=":material/download:")
+                   "text/csv", icon=":material/download:", wrap=True)
 c4.download_button("Settings and summary (JSON)", json.dumps(result.record(), indent=2, default=str),
-                   "validation.json", "application/json", icon=":material/download:")
+                   "validation.json", "application/json", icon=":material/download:", wrap=True)
