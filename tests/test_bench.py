@@ -50,3 +50,26 @@ def test_convergence_bench_tiny_run(tmp_path):
     again = subprocess.run([sys.executable, "bench/convergence.py", "--table", str(out), "--levels", "0.1"],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "sp 0.1" in again.stdout, again.stderr[-2000:]
+
+
+def test_page_bench_runs_the_pages_defaults(tmp_path):
+    """bench/pages.py times the engine calls the pages make, with the defaults the pages import."""
+    out = tmp_path / "pages.json"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "bench/pages.py", "--pages", "explain,review-next", "--repeats", "1",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["page"] for r in rows] == ["explain", "review-next"]
+    assert all(r["median_wall_s"] > 0 and r["median_cpu_s"] > 0 and r["profile"] == "demo" for r in rows)
+    assert "median wall s" in proc.stdout and f"engine from {os.path.join(ROOT, 'saliency_core')}" in proc.stdout
+    from pages import _defaults as defaults
+    settings = subprocess.run([sys.executable, "-c", "import runpy, json; g = runpy.run_path('bench/pages.py', "
+                               "run_name='bench'); print(json.dumps([g['_settings'](p) for p in ('demo', 'full')]))"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    demo, full = json.loads(settings.stdout.strip().splitlines()[-1])
+    assert demo["validate_step"] == defaults.VALIDATE_STEPS[defaults.VALIDATE_STEP]
+    assert demo["stability_variants"] == defaults.STABILITY_VARIANTS
+    assert demo["sanity_map_steps"] == defaults.SANITY_MAP_STEPS
+    assert full["validate_step"] == defaults.VALIDATE_STEPS[defaults.VALIDATE_FULL_STEP]
+    assert full["stability_variants"] == defaults.STABILITY_FULL_VARIANTS and full["sanity_map_steps"] is None
