@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 import saliency_core as sc
+from pages import _defaults as defaults
 from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
 from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
 from saliency_core.engine.devices import describe as describe_device
@@ -106,14 +107,14 @@ with st.sidebar, page_guard("the sidebar"):
         if unusable:
             st.caption("Not available for this model:\n" + "\n".join(
                 f"- **{sc.METHODS[m].label}** {reason}" for m, reason in unusable.items()))
-        st.slider("SmoothGrad samples", 1, 200, 50, key="samples",
+        st.slider("SmoothGrad samples", 1, 200, defaults.PARAMS["samples"], key="samples",
                   help="Noisy copies averaged per map. The paper sees little change past 50.")
-        st.slider("SmoothGrad noise (fraction of the pixel range)", 0.0, 0.5, 0.15, 0.01, key="noise",
+        st.slider("SmoothGrad noise (fraction of the pixel range)", 0.0, 0.5, defaults.PARAMS["noise"], 0.01, key="noise",
                   help="Standard deviation of the added noise; the paper recommends 0.10-0.20.")
         with st.expander("More parameters"):
-            st.number_input("Random seed", 0, 2**31 - 1, 0, key="seed",
+            st.number_input("Random seed", 0, 2**31 - 1, defaults.PARAMS["seed"], key="seed",
                             help="The same seed gives the same map.")
-            st.slider("Integrated Gradients steps", 8, 300, 50, key="steps")
+            st.slider("Integrated Gradients steps", 8, 300, defaults.PARAMS["steps"], key="steps")
             st.selectbox("Integrated Gradients baseline", ["black", "blurred", "uniform"], key="baseline",
                          help="The reference image the path starts from.")
             st.select_slider("Occlusion square (pixels)", [8, 16, 24, 32, 48, 64], 32, key="window",

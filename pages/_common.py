@@ -15,13 +15,14 @@ import streamlit as st
 from PIL import Image
 
 import saliency_core as sc
+from pages import _defaults as defaults
 from saliency_core.engine.images import image_notes
 from saliency_core.engine.models import source_signature
 
 log = logging.getLogger("saliency_lens")
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
-DEFAULT_METHODS = ["gradient", "guided_backprop", "smoothgrad", "gradcam"]
+DEFAULT_METHODS = list(defaults.METHODS)   # pages/_defaults.py: one place for every page's defaults
 DISCLAIMER = ("Saliency maps are supporting evidence and approximations of what the model used, "
               "not proof. Compare several methods and read each map's caution.")
 
@@ -239,9 +240,11 @@ def settings() -> dict:
     return {
         "model": s.get("model", "demo"),
         "methods": list(s.get("methods", DEFAULT_METHODS)),
-        "params": {"samples": int(s.get("samples", 50)), "noise": float(s.get("noise", 0.15)),
-                   "seed": int(s.get("seed", 0)), "steps": int(s.get("steps", 50)),
-                   "baseline": s.get("baseline", "black"), "window": int(s.get("window", 32)),
+        "params": {"samples": int(s.get("samples", defaults.PARAMS["samples"])),
+                   "noise": float(s.get("noise", defaults.PARAMS["noise"])),
+                   "seed": int(s.get("seed", defaults.PARAMS["seed"])),
+                   "steps": int(s.get("steps", defaults.PARAMS["steps"])),
+                   "baseline": s.get("baseline", defaults.PARAMS["baseline"]), "window": int(s.get("window", 32)),
                    "stride": int(s.get("stride", 16)), "masks": int(s.get("masks", 1000))},
     }
 
