@@ -284,19 +284,19 @@ def read_table(data: bytes, name: str) -> tuple[list[tuple[str, str]], list[Skip
         table = list(csv.reader(io.StringIO(text)))
     except csv.Error as err:
         raise ValueError(f"{name}: not a readable CSV file ({cut(err, 120)}).") from None
-    table = [r for r in table if any(c.strip() for c in r)]
+    table = [(n, r) for n, r in enumerate(table, 1) if any(c.strip() for c in r)]   # n: row in the file
     if not table:
         raise ValueError(f"{name}: the table is empty.")
-    header = [_norm(c).replace(" ", "_") for c in table[0]]
+    header = [_norm(c).replace(" ", "_") for c in table[0][1]]
     fi = next((i for i, c in enumerate(header) if c in _FILE_COLUMNS), None)
     li = next((i for i, c in enumerate(header) if c in _LABEL_COLUMNS), None)
     start = 1
     if fi is None or li is None:
-        if len(table[0]) != 2:
+        if len(table[0][1]) != 2:
             raise ValueError(f"{name}: expected a header with a file column and a label column (file,label); "
-                             f"got {quote(table[0], 120)}.")
+                             f"got {quote(table[0][1], 120)}.")
         fi, li, start = 0, 1, 0
-    for n, row in enumerate(table[start:], start + 1):
+    for n, row in table[start:]:
         if len(row) <= max(fi, li) or not row[fi].strip() or not row[li].strip():
             problems.append(Skipped(f"{name} row {n}", "a file and a label are needed; the row is incomplete."))
             continue
