@@ -767,16 +767,29 @@ def explanations(store: ResultStore, model, image_hash_: str, methods: Sequence[
     return top5, maps, missing
 
 
-def confusion(rows: pd.DataFrame) -> pd.DataFrame:
+OTHER_REST = "other: the rest"
+
+
+def confusion(rows: pd.DataFrame, max_other: int = 12) -> pd.DataFrame:
     """Counts: index true label, columns predicted label (the set's labels first, then the
-    other predicted classes by count), over the rows with a result."""
+    ``max_other`` most frequent other predicted classes, then ``OTHER_REST`` for the others,
+    whose labels are in ``counts.attrs["rest"]``), over the rows with a result."""
     done = rows[rows["status"] == "done"]
     true = sorted(done["label"].unique())
     others = done.loc[~done["predicted_label"].isin(true), "predicted_label"].value_counts()
-    columns = true + sorted(others.index, key=lambda c: (-others[c], c))
-    counts = pd.crosstab(done["label"], done["predicted_label"]).reindex(index=true, columns=columns, fill_value=0)
+    ranked = sorted(others.index, key=lambda c: (-others[c], c))
+    shown, rest = ranked[:max_other], ranked[max_other:]
+    predicted = done["predicted_label"].where(~done["predicted_label"].isin(rest), OTHER_REST)
+    columns = true + shown + ([OTHER_REST] if rest else [])
+    counts = pd.crosstab(done["label"], predicted).reindex(index=true, columns=columns, fill_value=0)
     counts.index.name, counts.columns.name = "true", "predicted"
+    counts.attrs["rest"] = list(rest)
     return counts
+
+
+def cell_labels(counts: pd.DataFrame, predicted: str) -> list[str]:
+    """The predicted labels a confusion-matrix column stands for (``OTHER_REST``: several)."""
+    return list(counts.attrs.get("rest", [])) if predicted == OTHER_REST else [predicted]
 
 
 def class_accuracy(rows: pd.DataFrame) -> pd.DataFrame:
@@ -811,8 +824,8 @@ def to_csv(rows: pd.DataFrame, model=None) -> str:
     if model is not None:
         out["model_fingerprint"] = model.fingerprint
     for column in out.columns:
-        if out[column].dtype == object:
-            out[column] = out[column].map(_cell)
+        if not (pd.api.types.is_numeric_dtype(out[column]) or pd.api.types.is_bool_dtype(out[column])):
+            out[column] = out[column].map(_cell).astype(object)
     return out.to_csv(index=False)
 
 
