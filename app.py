@@ -21,6 +21,7 @@ st.set_page_config(page_title="Saliency Lens", page_icon="🔍", layout="wide")
 
 page = st.navigation([
     st.Page("pages/explain.py", title="Explain", icon="🖼️", default=True),
+    st.Page("pages/gallery.py", title="Gallery", icon="🗂️"),
     st.Page("pages/review.py", title="Review", icon="✅"),
     st.Page("pages/stability.py", title="Stability", icon="🎯"),
     st.Page("pages/sanity.py", title="Sanity check", icon="🧪"),

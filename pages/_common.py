@@ -234,3 +234,19 @@ def record_sanity_verdict(model: sc.Classifier, verdict) -> None:
 def sanity_verdict(model: sc.Classifier, method: str):
     """The last randomisation verdict computed for (model, method), or None."""
     return _sanity_verdicts().get((*model_key(model), method))
+
+
+@st.cache_resource
+def _stability_verdicts() -> MapCache:
+    """(model, image hash, method) -> (verdict, reason), filled by the Stability page; the
+    Gallery shows them as flags and never starts a check itself."""
+    return MapCache(size=100_000)
+
+
+def record_stability_verdict(model: sc.Classifier, image_hash: str, method: str, verdict: str, reason: str) -> None:
+    _stability_verdicts().put((*model_key(model), image_hash, method), (verdict, reason))
+
+
+def stability_verdict(model: sc.Classifier, image_hash: str, method: str) -> tuple[str, str] | None:
+    """The last stability verdict computed for this image and method, or None."""
+    return _stability_verdicts().get((*model_key(model), image_hash, method))

@@ -165,6 +165,8 @@ def batch_items(source: str, uploads) -> tuple[list[dict], list[str]]:
     items, problems = [], []
     if source == "samples":
         entries = [(os.path.basename(p), p) for p in samples.values()]
+    elif source.startswith("gallery:"):   # a selection sent from the Gallery (pages/gallery.py)
+        entries = gallery_entries(source[len("gallery:"):])
     elif source.startswith("folder:"):
         path = folder_path(source[len("folder:"):])
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in UPLOAD_TYPES)
@@ -193,6 +195,15 @@ def batch_items(source: str, uploads) -> tuple[list[dict], list[str]]:
     return items, problems
 
 
+def gallery_entries(selection: str) -> list[tuple[str, bytes]]:
+    """(name, bytes) of the images the Gallery sent as ``selection``."""
+    from saliency_core.gallery import ResultStore, gallery_path
+    found = ResultStore(gallery_path()).selection_items(selection)
+    if not found:
+        raise ValueError(f"The Gallery's selection {selection!r} is not in {gallery_path()}.")
+    return [(it["name"], it["data"]) for it in found]
+
+
 SOURCES = {"Sample photos": "samples", "Server folder": "folder", "Uploaded images": "upload"}
 source_labels = [k for k in SOURCES if k != "Server folder" or folder_choices()]
 usable = sc.available_methods(model)
@@ -201,7 +212,8 @@ if can_record and "review_batch" not in ss:
     # Come back tomorrow: reopen the batch this reviewer last worked on, where items can be found again.
     last = store.last_batch(account.name)
     batch = store.batch(last) if last else None
-    if batch and (batch.source == "samples" or (batch.source.startswith("folder:") and folder_root)):
+    if batch and (batch.source == "samples" or (batch.source.startswith("folder:") and folder_root)
+                  or batch.source.startswith("gallery:")):
         ss["review_batch"] = {"name": batch.name, "source": batch.source, "methods": batch.methods}
         flash("info", f"Continuing batch **{batch.name}** where you stopped.")
 
@@ -344,6 +356,12 @@ undecided = next((i for i, it in enumerate(items) if it["hash"] not in mine and 
 nav[2].button("Next undecided", on_click=go, args=(undecided if undecided is not None else pos,),
               disabled=undecided is None or not can_record, width="stretch", key="review_undecided")
 nav[3].markdown(f"**Item {pos + 1} of {len(items)}:** {item['name']}")
+if spec["source"].startswith("gallery:"):
+    def to_gallery(it: dict) -> None:
+        ss["gallery_focus"] = {"selection": spec["source"][len("gallery:"):], "hash": it["hash"], "name": it["name"]}
+    if st.button("Open in the Gallery", key="review_to_gallery", on_click=to_gallery, args=(item,),
+                 help="This image in the Gallery: its true class, prediction and stored maps."):
+        st.switch_page("pages/gallery.py")
 
 # ---- the item: image, prediction, overlays -----------------------------------------------------------
 try:

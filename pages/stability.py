@@ -13,8 +13,8 @@ import saliency_core as sc
 from saliency_core import render as rd
 from saliency_core.metrics import stability as stab
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, computed, decode, method_params, model_key,
-                           page_methods, page_model, report_error, require_frame, settings,
-                           single_image)
+                           page_methods, page_model, record_stability_verdict, report_error, require_frame,
+                           settings, single_image)
 
 GENERATED, SIMILAR = "Small changes made here", "Similar images I upload"
 KIND_NAMES = {"noise": "pixel noise", "brightness": "brightness", "contrast": "contrast", "shift": "shift",
@@ -154,6 +154,7 @@ table = pd.DataFrame([{
     "worst rank correlation": round(s.worst["spearman_abs"], 3)} for m, s in result.summary.items()])
 st.dataframe(table, hide_index=True)
 for m, s in result.summary.items():
+    record_stability_verdict(model, image_hash, m, s.verdict, s.reason)   # the Gallery's flags
     show, icon = VERDICT_STYLE[s.verdict]
     show(f"**{sc.METHODS[m].label}: {s.verdict}.** {s.reason}", icon=icon)
 st.caption(f"Thresholds: stable if the mean rank correlation (Spearman of |map|) is at least "

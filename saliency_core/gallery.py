@@ -144,7 +144,7 @@ CREATE TABLE IF NOT EXISTS selections (
     items INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS selection_items (
     selection_id TEXT NOT NULL, position INTEGER NOT NULL, name TEXT NOT NULL, label TEXT NOT NULL,
-    image_hash TEXT NOT NULL, data BLOB NOT NULL,
+    classes TEXT NOT NULL, image_hash TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (selection_id, position));
 """
 
@@ -347,23 +347,24 @@ class ResultStore:
 
     # ---- selections sent to review ---------------------------------------------------------------
     def save_selection(self, name: str, created_by: str, mkey: str, source: str, description: str,
-                       methods: dict, items: Sequence[tuple[str, str, str, bytes]]) -> str:
-        """Keep ``items`` ((name, label, image hash, file bytes)) as a selection; returns its id
-        (the same items, model and methods give the same id)."""
+                       methods: dict, items: Sequence[tuple[str, str, Sequence[int], str, bytes]]) -> str:
+        """Keep ``items`` ((name, label, its class indices, image hash, file bytes)) as a
+        selection; returns its id (the same items, model and methods give the same id)."""
         if not items:
             raise ValueError("No images to send: the filters leave none.")
         if len(items) > MAX_REVIEW_ITEMS:
             raise ValueError(f"{len(items):,} images are too many for one review batch; the limit is "
                              f"{MAX_REVIEW_ITEMS:,}. Narrow the filters (e.g. mistakes only, one class).")
-        digest = hashlib.sha256(json.dumps([mkey, methods, [(n, lab, h) for n, lab, h, _ in items]],
+        digest = hashlib.sha256(json.dumps([mkey, methods, [(n, lab, h) for n, lab, _, h, _ in items]],
                                            sort_keys=True, default=str).encode()).hexdigest()[:16]
         with self._write() as db:
             if db.execute("SELECT 1 FROM selections WHERE id = ?", (digest,)).fetchone() is None:
                 db.execute("INSERT INTO selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (digest, cut(name, 200), _now(), cut(created_by, 200), mkey, cut(source, 500),
                             cut(description, 1000), json.dumps(methods, default=str), len(items)))
-                db.executemany("INSERT INTO selection_items VALUES (?, ?, ?, ?, ?, ?)",
-                               [(digest, i, n, lab, h, data) for i, (n, lab, h, data) in enumerate(items)])
+                db.executemany("INSERT INTO selection_items VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               [(digest, i, n, lab, json.dumps([int(c) for c in classes]), h, data)
+                                for i, (n, lab, classes, h, data) in enumerate(items)])
         return digest
 
     def selection(self, selection_id: str) -> dict | None:
@@ -378,11 +379,12 @@ class ResultStore:
         return out
 
     def selection_items(self, selection_id: str) -> list[dict]:
-        """[{name, label, hash, data}] of a selection, in the order sent."""
+        """[{name, label, classes, hash, data}] of a selection, in the order sent."""
         with self._read() as db:
-            rows = db.execute("SELECT name, label, image_hash, data FROM selection_items WHERE selection_id = ? "
-                              "ORDER BY position", (selection_id,)).fetchall()
-        return [{"name": n, "label": lab, "hash": h, "data": bytes(d)} for n, lab, h, d in rows]
+            rows = db.execute("SELECT name, label, classes, image_hash, data FROM selection_items "
+                              "WHERE selection_id = ? ORDER BY position", (selection_id,)).fetchall()
+        return [{"name": n, "label": lab, "classes": tuple(json.loads(c)), "hash": h, "data": bytes(d)}
+                for n, lab, c, h, d in rows]
 
 
 def _plain(value):
@@ -527,7 +529,7 @@ def stored_explanation(store: ResultStore, model, h: str, method: str, params: d
 
 def run(model, labelled: LabelledSet, methods: Sequence[str], params: dict | None, store: ResultStore, *,
         progress: Callable[[RunProgress], None] | None = None, cancel: Callable[[], bool] | None = None,
-        ray_address: str | None = None, model_source: str | None = None) -> RunReport:
+        ray_address: str | None = None, model_source: str | None = None, ray_min_images: int = 200) -> RunReport:
     """Predict and explain every image of ``labelled`` that has no stored result, and store each.
 
     Args:
@@ -537,8 +539,9 @@ def run(model, labelled: LabelledSet, methods: Sequence[str], params: dict | Non
         store: where results are read and written.
         progress: called after each image with a ``RunProgress``.
         cancel: checked before each image; True stops the run (finished images are kept).
-        ray_address: run on this Ray cluster (``distributed``), when every pending image is a
-            file on the server; ``model_source`` (what ``load_model`` takes) is then needed.
+        ray_address: run on this Ray cluster (``distributed``) when at least ``ray_min_images``
+            images are pending and each is a file on the server; ``model_source`` (what
+            ``load_model`` takes, at a path every node sees) is then needed.
     Returns:
         ``RunReport``.
     """
@@ -558,7 +561,7 @@ def run(model, labelled: LabelledSet, methods: Sequence[str], params: dict | Non
     if not todo:
         report.seconds = time.perf_counter() - started
         return report
-    if ray_address and model_source and all(it.path for it in todo):
+    if ray_address and model_source and len(todo) >= ray_min_images and all(it.path for it in todo):
         results = _ray_results(model_source, todo, methods, params, ray_address, cancel)
     else:
         results = explain_images(model, [(it.name, _Lazy(it)) for it in todo], methods, params,
@@ -807,7 +810,7 @@ def class_accuracy(rows: pd.DataFrame) -> pd.DataFrame:
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")   # cells a spreadsheet may run (OWASP CSV injection)
 EXPORT_COLUMNS = ("name", "label", "predicted_label", "predicted_class", "confidence", "correct", "in_top5",
-                  "image_hash", "flags", "review")
+                  "image_hash", "flags", "checks", "review")
 
 
 def _cell(value):
@@ -816,17 +819,24 @@ def _cell(value):
     return value
 
 
+def safe_csv(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV text; text cells (and column names) that a spreadsheet would run as a
+    formula get a leading ``'``; numbers stay numbers."""
+    out = frame.copy()
+    for column in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[column]) or pd.api.types.is_bool_dtype(out[column])):
+            out[column] = out[column].map(_cell).astype(object)
+    out.columns = [_cell(str(c)) for c in out.columns]
+    return out.to_csv(index=False)
+
+
 def to_csv(rows: pd.DataFrame, model=None) -> str:
-    """The rows as CSV (``EXPORT_COLUMNS``, plus the model's fingerprint); text that a
-    spreadsheet would run as a formula gets a leading ``'``."""
+    """The rows as CSV (``EXPORT_COLUMNS``, plus the model's fingerprint), through ``safe_csv``."""
     out = rows.loc[:, [c for c in EXPORT_COLUMNS if c in rows.columns]].copy()
     out["confidence"] = out["confidence"].round(6)
     if model is not None:
         out["model_fingerprint"] = model.fingerprint
-    for column in out.columns:
-        if not (pd.api.types.is_numeric_dtype(out[column]) or pd.api.types.is_bool_dtype(out[column])):
-            out[column] = out[column].map(_cell).astype(object)
-    return out.to_csv(index=False)
+    return safe_csv(out)
 
 
 def build_report(store: ResultStore, model, labelled: LabelledSet, rows: pd.DataFrame, methods: Sequence[str],

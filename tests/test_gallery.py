@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -255,10 +254,10 @@ def test_report_of_the_filtered_set_uses_the_stored_maps(demo, folder, store, mo
 
 
 def test_selections_for_review(store):
-    items = [("a.png", "cat", "h1", b"aaa"), ("b.png", "dog", "h2", b"bbb")]
+    items = [("a.png", "cat", (281, 282), "h1", b"aaa"), ("b.png", "dog", (5,), "h2", b"bbb")]
     first = store.save_selection("mistakes", "alice", "model", "demo", "2 mistakes", {"gradcam": {}}, items)
     assert store.save_selection("again", "bob", "model", "demo", "", {"gradcam": {}}, items) == first
-    assert [i["data"] for i in store.selection_items(first)] == [b"aaa", b"bbb"]
+    assert [(i["data"], i["classes"]) for i in store.selection_items(first)] == [(b"aaa", (281, 282)), (b"bbb", (5,))]
     assert store.selection(first)["name"] == "mistakes" and store.selection("nope") is None
     with pytest.raises(ValueError, match="filters leave none"):
         store.save_selection("x", "a", "m", "s", "", {}, [])
