@@ -47,6 +47,9 @@ class MapCache:
                 return self._items[key]
         return None
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def put(self, key, value) -> None:
         with self._lock:
             self._items[key] = value
@@ -250,3 +253,7 @@ def record_stability_verdict(model: sc.Classifier, image_hash: str, method: str,
 def stability_verdict(model: sc.Classifier, image_hash: str, method: str) -> tuple[str, str] | None:
     """The last stability verdict computed for this image and method, or None."""
     return _stability_verdicts().get((*model_key(model), image_hash, method))
+
+
+def has_stability_verdicts() -> bool:
+    return len(_stability_verdicts()) > 0

@@ -7,6 +7,7 @@ computes only what is missing; reopening a set shows its stored results at once.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -22,8 +23,8 @@ from saliency_core import render as rd
 from saliency_core import store as rs
 from saliency_core.labelled import DEMO_DESCRIPTION, LabelledSet, demo_set, open_folder, open_zip
 from saliency_core.pipeline import RenderOptions
-from pages._common import (DISCLAIMER, method_params, page_model, require_frame, sanity_verdict,
-                           settings, stability_verdict)
+from pages._common import (DISCLAIMER, has_stability_verdicts, method_params, page_model, require_frame,
+                           sanity_verdict, settings, stability_verdict)
 
 FOLDER_ENVS = ("SALIENCY_GALLERY_DIR", "SALIENCY_REVIEW_DIR")   # server folders of labelled sets
 RAY_ENV = "SALIENCY_RAY_ADDRESS"                                # large runs on this Ray cluster
@@ -191,7 +192,7 @@ def show_item(name: str, label: str, classes, read, image_hash: str, methods: li
             st.info("This image has no stored result for the current model.")
             return
         predicted, predicted_label, confidence = top5[0]
-        verdict = "✅ correct" if predicted in classes else "❌ mistake"
+        verdict = ":green-badge[Correct]" if predicted in classes else ":red-badge[Mistake]"
         st.markdown(f"True class **{md(label)}** · predicted **{md(predicted_label)}** ({confidence:.1%}) · {verdict}")
         options = RenderOptions()
         cols = st.columns(len(methods) + 2)
@@ -326,41 +327,104 @@ st.caption(f"**{md(labelled.description)}** · {len(labelled):,} images · metho
               if "smoothgrad" in methods else ""))
 
 
+def session_figure(key: tuple, build) -> go.Figure:
+    """``build()`` once per session for the same data: building a plotly figure takes a
+    noticeable part of a rerun."""
+    cache = ss.setdefault("gallery_figures", {})
+    if key not in cache:
+        if len(cache) > 8:
+            cache.clear()
+        cache[key] = build()
+    return cache[key]
+
+
+def confusion_figure(counts: pd.DataFrame) -> go.Figure:
+    """The squares are a heatmap; an invisible marker on each carries the click (Streamlit
+    reports no selection for heatmaps), and the counts are its text."""
+    xs, ys, zs = [], [], []
+    for t in counts.index:
+        for p in counts.columns:
+            xs.append(p)
+            ys.append(t)
+            zs.append(int(counts.loc[t, p]))
+    top = max(zs) or 1
+    fig = go.Figure([
+        go.Heatmap(x=list(counts.columns), y=list(counts.index), z=counts.values, colorscale="Blues", zmin=0,
+                   zmax=top, xgap=2, ygap=2, hoverinfo="skip", colorbar=dict(title="images")),
+        go.Scatter(x=xs, y=ys, mode="markers+text", text=[str(z) if z else "" for z in zs],
+                   textfont=dict(color=["white" if z > top / 2 else "black" for z in zs]),
+                   marker=dict(size=30, symbol="square", color="rgba(0,0,0,0)"),
+                   hovertemplate="true: %{y}<br>predicted: %{x}<br>%{text} image(s)<extra></extra>",
+                   showlegend=False)])
+    for i, t in enumerate(counts.index):   # outline the diagonal: correct predictions
+        if t in counts.columns:
+            j = list(counts.columns).index(t)
+            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=len(counts.index) - i - 1.5,
+                          y1=len(counts.index) - i - 0.5, line=dict(color="#1b9e77", width=2))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(counts.columns),
+                     title="predicted", tickangle=-35)
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=list(counts.index)[::-1],
+                     title="true class")
+    fig.update_layout(height=160 + 40 * len(counts.index), margin=dict(l=0, r=0, t=10, b=0),
+                      clickmode="event+select", dragmode=False, plot_bgcolor="white")
+    return fig
+
+
+def accuracy_figure(per: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Bar(x=per["accuracy"], y=per["label"], orientation="h", marker_color="#7570b3",
+                           text=[f"{c} of {n} ({a:.0%})" for c, n, a in zip(per["correct"], per["images"],
+                                                                           per["accuracy"])],
+                           textposition="outside", cliponaxis=False,
+                           hovertemplate="%{y}: %{text}<extra></extra>"))
+    fig.update_layout(height=160 + 40 * len(per), margin=dict(l=0, r=0, t=10, b=0), xaxis_title="share correct",
+                      xaxis_range=[0, 1.35], xaxis_tickvals=[0, 0.25, 0.5, 0.75, 1], xaxis_tickformat=".0%",
+                      yaxis=dict(categoryorder="array", categoryarray=list(per["label"])[::-1]), plot_bgcolor="white")
+    return fig
+
+
 # ---- the table of results ------------------------------------------------------------------------------
 def results_table() -> pd.DataFrame:
-    rows = gallery.table(store, model, labelled, methods, params)
-    flags, checks = [], []
-    verdicts = {m: sanity_verdict(model, m) for m in methods}
-    for h in rows["image_hash"]:
-        bad, good = [], []
-        for m in methods:
-            label = sc.METHODS[m].label
-            v = verdicts[m]
-            if v is not None and v.image_hash == h:
-                (good if v.passed else bad).append(f"{label}: {'passes' if v.passed else 'fails'} the sanity check")
-            found = stability_verdict(model, h, m) if h else None
-            if found is not None:
-                (good if found[0] == "stable" else bad).append(f"{label}: {found[0]}")
-        flags.append("; ".join(bad))
-        checks.append("; ".join(good))
-    rows["flags"], rows["checks"] = flags, checks
-    return rows
+    """The set's rows with their stored results (read again only when the store changed), and
+    the stability / sanity verdicts computed on other pages as flags."""
+    key = (labelled.id, gallery.model_key(model), tuple(methods), json.dumps(params, sort_keys=True, default=str),
+           store.version())
+    cached = ss.get("gallery_rows")
+    if cached is None or cached[0] != key:
+        cached = ss["gallery_rows"] = (key, gallery.table(store, model, labelled, methods, params))
+    rows = cached[1]
+    sanity = {m: v for m in methods if (v := sanity_verdict(model, m)) is not None}
+    flags, checks = [""] * len(rows), [""] * len(rows)
+    if sanity or has_stability_verdicts():
+        for i, h in enumerate(rows["image_hash"]):
+            bad, good = [], []
+            for m in methods:
+                label = sc.METHODS[m].label
+                if m in sanity and sanity[m].image_hash == h:
+                    (good if sanity[m].passed else bad).append(
+                        f"{label}: {'passes' if sanity[m].passed else 'fails'} the sanity check")
+                found = stability_verdict(model, h, m) if h else None
+                if found is not None:
+                    (good if found[0] == "stable" else bad).append(f"{label}: {found[0]}")
+            flags[i], checks[i] = "; ".join(bad), "; ".join(good)
+    return rows.assign(flags=flags, checks=checks)
 
 
 rows = results_table()
 done = rows[rows["status"] == "done"]
 
-if ss.get("gallery_stopped") and not ss.get("gallery_running"):
-    missing = int((rows["status"] == "not computed").sum())
-    with status:
-        st.info(f"Stopped. {len(done):,} of {len(rows):,} images are done and kept"
-                + (f"; {missing:,} are not computed yet." if missing else "."))
-        st.button("Continue computing", on_click=continue_run, key="gallery_continue")
-elif not ss.get("gallery_running") and (rows["status"] == "not computed").any():
-    with status:
-        st.info(f"{int((rows['status'] == 'not computed').sum()):,} images have no stored result for these "
-                "methods and parameters.")
-        st.button("Compute them", on_click=continue_run, key="gallery_continue")
+if not ss.get("gallery_running"):
+    todo = int((~rows["complete"].astype(bool)).sum())
+    complete = int((rows["complete"].astype(bool) & (rows["status"] != "unreadable")).sum())
+    if ss.get("gallery_stopped"):
+        with status:
+            st.info(f"Stopped. {complete:,} of {len(labelled):,} images have every map and are kept"
+                    + (f"; {todo:,} still need computing." if todo else "."))
+            st.button("Continue computing", on_click=continue_run, key="gallery_continue")
+    elif todo:
+        with status:
+            st.info(f"{todo:,} of {len(labelled):,} images have no stored result for these methods and "
+                    "parameters yet.")
+            st.button("Compute them", on_click=continue_run, key="gallery_continue")
 if "gallery_last_run" in ss:
     st.caption(ss["gallery_last_run"])
 
@@ -414,37 +478,13 @@ else:
     with left:
         st.markdown("**Confusion matrix**: rows are the true classes, columns what the model predicted; the "
                     "diagonal holds the correct predictions. Click a square to show those images below.")
-        xs, ys, zs, colours = [], [], [], []
-        for t in counts.index:
-            for p in counts.columns:
-                xs.append(p)
-                ys.append(t)
-                zs.append(int(counts.loc[t, p]))
-                colours.append("#1b9e77" if p == t else "#d95f02")
-        top = max(zs) or 1
-        fig = go.Figure(go.Scatter(
-            x=xs, y=ys, mode="markers+text", text=[str(z) if z else "" for z in zs],
-            textfont=dict(color=["white" if z > top / 2 else "black" for z in zs]),
-            marker=dict(symbol="square", size=34, color=zs, colorscale="Blues", cmin=0, cmax=top,
-                        line=dict(width=[2 if z else 0.5 for z in zs], color=colours),
-                        colorbar=dict(title="images")),
-            hovertemplate="true: %{y}<br>predicted: %{x}<br>%{marker.color} image(s)<extra></extra>"))
-        fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(counts.columns),
-                         title="predicted", tickangle=-35)
-        fig.update_yaxes(type="category", categoryorder="array", categoryarray=list(counts.index)[::-1],
-                         title="true class")
-        fig.update_layout(height=140 + 42 * len(counts.index), margin=dict(l=0, r=0, t=10, b=0),
-                          clickmode="event+select", dragmode=False)
+        fig = session_figure(("confusion", counts.to_json()), lambda: confusion_figure(counts))
         st.plotly_chart(fig, key="gallery_confusion", on_select=pick_cell, selection_mode="points",
                         config={"displayModeBar": False})
     with right:
         accuracy = gallery.class_accuracy(rows)
         per = accuracy[accuracy["label"] != "all"]
-        bars = px.bar(per, x="accuracy", y="label", orientation="h", range_x=[0, 1],
-                      text=[f"{c} of {n} ({a:.0%})" for c, n, a in zip(per["correct"], per["images"], per["accuracy"])])
-        bars.update_traces(marker_color="#7570b3", textposition="auto")
-        bars.update_layout(height=140 + 42 * len(per), margin=dict(l=0, r=0, t=10, b=0), xaxis_title="share correct",
-                           yaxis_title=None, yaxis=dict(categoryorder="array", categoryarray=list(per["label"])[::-1]))
+        bars = session_figure(("accuracy", per.to_json()), lambda: accuracy_figure(per))
         st.markdown("**Accuracy per true class**")
         st.plotly_chart(bars, key="gallery_accuracy", config={"displayModeBar": False})
     with st.expander("The same numbers as tables"):
@@ -533,9 +573,10 @@ else:
             with col.container(border=True):
                 if tile.jpeg:
                     st.image(tile.jpeg, width="stretch", alt=tile.alt)
-                st.markdown("  \n".join(md(line) for line in tile.caption.split("\n\n")))
-                st.button("Open", key=f"gopen::{tile.image_hash}", on_click=open_item, args=(tile.name,),
-                          width="stretch", help="Show every method's map, the top 5 and the legends.")
+                badge = ":green-badge[Correct]" if tile.correct else ":red-badge[Mistake]"
+                st.markdown(badge + "  \n" + "  \n".join(md(line) for line in tile.caption.split("\n\n")))
+                st.button("Open", key=f"gopen_{tile.image_hash}", on_click=open_item, args=(tile.name,),
+                          width="stretch")
 
     # ---- send, export ---------------------------------------------------------------------------------------
     st.subheader(f"These {len(filtered):,} images")

@@ -625,7 +625,8 @@ def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[st
     predicted class, else "other: <class>"), ``predicted_class`` (the model's name),
     ``confidence`` (its probability), ``correct``, ``in_top5`` (a true class among the top 5),
     ``image_hash``, ``key``, ``duplicate_of``, ``maps`` (methods with a stored map), ``top5``,
-    and ``flags`` / ``review`` (empty; pages fill them in).
+    ``complete`` (nothing left to compute for these methods), and ``flags`` / ``review``
+    (empty; pages fill them in).
     """
     mkey = model_key(model)
     items = labelled.items
@@ -644,24 +645,24 @@ def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[st
         row = {"name": it.name, "label": it.label, "status": "not computed", "reason": "", "predicted_label": "",
                "predicted_class": "", "confidence": np.nan, "correct": None, "in_top5": None,
                "image_hash": h or "", "key": it.key, "duplicate_of": "", "maps": "", "top5": None,
-               "flags": "", "review": ""}
+               "flags": "", "review": "", "complete": False}
         if failed:
-            row.update(status="unreadable", reason=_strip_name(failed, it.name))
+            row.update(status="unreadable", reason=_strip_name(failed, it.name), complete=True)
         elif h and h in first_of:
-            row.update(status="duplicate", duplicate_of=first_of[h],
+            row.update(status="duplicate", duplicate_of=first_of[h], complete=all(h in mapped[m] for m in methods),
                        reason=f"the same picture as {first_of[h]}; counted once")
         elif h and h in predicted:
             index, confidence, top5 = predicted[h]
             label_of = owner.get(index)
             with_map = [m for m in methods if h in mapped[m] and mapped[m][h] is None]
-            row.update(status="done",
+            row.update(status="done", complete=all(h in mapped[m] for m in methods),
                        predicted_class=model.labels[index] if 0 <= index < len(model.labels) else str(index),
                        confidence=confidence, correct=index in it.classes,
                        in_top5=any(int(i) in it.classes for i, _, _ in top5), maps=",".join(with_map), top5=top5)
             row["predicted_label"] = label_of if label_of is not None else f"other: {row['predicted_class']}"
             first_of[h] = it.name
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, "maps", "top5"])
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "maps", "top5", "complete"])
     frame["confidence"] = frame["confidence"].astype(float)
     return frame
 
@@ -739,8 +740,7 @@ def tiles(store: ResultStore, model, rows: pd.DataFrame, method: str | None, par
     what = f"{METHODS[method].label} overlay" if method else "photo"
     for r in rows.itertuples(index=False):
         verdict = "correct" if r.correct else "mistake"
-        caption = (f"{'✅' if r.correct else '❌'} {r.name}\n\ntrue: {r.label} · predicted: {r.predicted_class} "
-                   f"({r.confidence:.0%})")
+        caption = f"{r.name}\n\ntrue: {r.label} · predicted: {r.predicted_class} ({r.confidence:.0%})"
         alt = (f"{what} of {r.name}; true class {r.label}, the model predicted {r.predicted_class} with "
                f"{r.confidence:.0%} confidence ({verdict})")
         out.append(Tile(r.name, r.image_hash, jpegs.get(r.image_hash), caption, alt, bool(r.correct)))

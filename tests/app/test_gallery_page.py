@@ -49,7 +49,7 @@ def _button(at, label: str):
 
 
 def _tiles(at) -> list:
-    return [b for b in at.button if (b.key or "").startswith("gopen::")]
+    return [b for b in at.button if (b.key or "").startswith("gopen_")]
 
 
 def _markdown(at) -> str:
@@ -103,7 +103,7 @@ def test_demo_set_mistakes_open_one_send_to_review_and_back(env, monkeypatch):
         at.run()
     _ok(at)
     text = _markdown(at)
-    assert "### clock/clock\\_motion\\.png" in text and "❌ mistake" in text and "True class **clock**" in text
+    assert "### clock/clock\\_motion\\.png" in text and ":red-badge[Mistake]" in text and "True class **clock**" in text
     captions = [c for img in at.get("image") for c in img.captions]
     assert {"What the model sees", "Grad-CAM", "Gradient"} <= set(captions), captions
     assert any("nothing recomputed" in c.value for c in at.caption)
