@@ -131,13 +131,16 @@ CREATE TABLE IF NOT EXISTS files (
     file_key TEXT PRIMARY KEY, image_hash TEXT, failed TEXT, width INTEGER, height INTEGER);
 CREATE TABLE IF NOT EXISTS predictions (
     model_key TEXT NOT NULL, image_hash TEXT NOT NULL, predicted INTEGER NOT NULL, confidence REAL NOT NULL,
-    top5 TEXT NOT NULL, created_at TEXT NOT NULL, thumb BLOB,
+    top5 TEXT NOT NULL, top5_index TEXT NOT NULL, created_at TEXT NOT NULL, thumb BLOB,
     PRIMARY KEY (model_key, image_hash));
 CREATE TABLE IF NOT EXISTS maps (
     model_key TEXT NOT NULL, image_hash TEXT NOT NULL, method TEXT NOT NULL, params_key TEXT NOT NULL,
     target INTEGER NOT NULL, record TEXT NOT NULL, error TEXT, created_at TEXT NOT NULL, shape TEXT,
     overlay BLOB, saliency BLOB,
     PRIMARY KEY (model_key, image_hash, method, params_key, target));
+CREATE INDEX IF NOT EXISTS predictions_covering ON predictions (model_key, image_hash, predicted, confidence,
+                                                               top5_index);
+CREATE INDEX IF NOT EXISTS maps_covering ON maps (model_key, method, params_key, image_hash, target, error);
 CREATE TABLE IF NOT EXISTS selections (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL, created_by TEXT NOT NULL,
     model_key TEXT NOT NULL, source TEXT NOT NULL, description TEXT NOT NULL, methods TEXT NOT NULL,
@@ -228,46 +231,45 @@ class ResultStore:
                                     "(SELECT count(*) FROM maps), (SELECT count(*) FROM selections)").fetchone())
 
     # ---- reading -------------------------------------------------------------------------------
-    def _chunks(self, values: Sequence, size: int = 900) -> Iterable[Sequence]:
-        for start in range(0, len(values), size):
-            yield values[start:start + size]
+    @staticmethod
+    def _wanted(db: sqlite3.Connection, values: Iterable[str]) -> None:
+        """Fill this connection's temporary table ``wanted`` with ``values``: queries join it
+        (one index probe per value) instead of passing thousands of parameters."""
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (value TEXT PRIMARY KEY)")
+        db.execute("DELETE FROM temp.wanted")
+        db.executemany("INSERT OR IGNORE INTO temp.wanted VALUES (?)", ((v,) for v in values))
 
     def files(self, keys: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
         """file key -> (image hash, why it cannot be read), for the keys that were seen."""
-        out = {}
         with self._read() as db:
-            for part in self._chunks(list(keys)):
-                marks = ",".join("?" * len(part))
-                for key, h, failed in db.execute(
-                        f"SELECT file_key, image_hash, failed FROM files WHERE file_key IN ({marks})", part):
-                    out[key] = (h, failed)
-        return out
+            self._wanted(db, keys)
+            return {key: (h, failed) for key, h, failed in db.execute(
+                "SELECT f.file_key, f.image_hash, f.failed FROM temp.wanted w JOIN files f ON f.file_key = w.value")}
 
-    def predictions(self, mkey: str, hashes: Sequence[str]) -> dict[str, tuple[int, float, list]]:
-        """image hash -> (predicted index, its probability, top-5 [(index, label, probability)])."""
-        out = {}
+    def predictions(self, mkey: str, hashes: Sequence[str], full: bool = True) -> dict[str, tuple[int, float, list]]:
+        """image hash -> (predicted index, its probability, top 5): [(index, label, probability)],
+        or with ``full=False`` only the five indices (faster for thousands of images)."""
         with self._read() as db:
-            for part in self._chunks(list(hashes)):
-                marks = ",".join("?" * len(part))
-                for h, predicted, confidence, top5 in db.execute(
-                        f"SELECT image_hash, predicted, confidence, top5 FROM predictions "
-                        f"WHERE model_key = ? AND image_hash IN ({marks})", [mkey, *part]):
-                    out[h] = (int(predicted), float(confidence), [tuple(p) for p in json.loads(top5)])
-        return out
+            self._wanted(db, hashes)
+            if not full:
+                return {h: (int(predicted), float(confidence), [int(i) for i in top5.split()])
+                        for h, predicted, confidence, top5 in db.execute(
+                            "SELECT p.image_hash, p.predicted, p.confidence, p.top5_index FROM temp.wanted w JOIN "
+                            "predictions p ON p.model_key = ? AND p.image_hash = w.value", (mkey,))}
+            return {h: (int(predicted), float(confidence), [tuple(p) for p in json.loads(top5)])
+                    for h, predicted, confidence, top5 in db.execute(
+                        "SELECT p.image_hash, p.predicted, p.confidence, p.top5 FROM temp.wanted w JOIN predictions p "
+                        "ON p.model_key = ? AND p.image_hash = w.value", (mkey,))}
 
     def mapped(self, mkey: str, method: str, pkey: str, hashes: Sequence[str]) -> dict[str, str | None]:
         """image hash -> None (map stored) or the error stored, for the maps of the predicted class."""
-        out = {}
         with self._read() as db:
-            for part in self._chunks(list(hashes)):
-                marks = ",".join("?" * len(part))
-                for h, error in db.execute(
-                        f"SELECT m.image_hash, m.error FROM maps m JOIN predictions p ON p.model_key = m.model_key "
-                        f"AND p.image_hash = m.image_hash AND p.predicted = m.target WHERE m.model_key = ? AND "
-                        f"m.method = ? AND m.params_key = ? AND m.image_hash IN ({marks})",
-                        [mkey, method, pkey, *part]):
-                    out[h] = error
-        return out
+            self._wanted(db, hashes)
+            return dict(db.execute(
+                "SELECT m.image_hash, m.error FROM temp.wanted w JOIN predictions p ON p.model_key = ? AND "
+                "p.image_hash = w.value JOIN maps m ON m.model_key = p.model_key AND m.method = ? AND "
+                "m.params_key = ? AND m.image_hash = p.image_hash AND m.target = p.predicted",
+                (mkey, method, pkey)))
 
     def thumbs(self, mkey: str, hashes: Sequence[str], method: str | None = None, pkey: str | None = None
                ) -> dict[str, bytes]:
@@ -340,9 +342,10 @@ class ResultStore:
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, NULL, ?, ?)",
                        (file_key, result.image_hash, int(result.image_size[0]), int(result.image_size[1])))
-            db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (mkey, result.image_hash, int(predicted), float(confidence),
-                        json.dumps([[int(i), str(l), float(p)] for i, l, p in result.prediction]), _now(), thumb))
+                        json.dumps([[int(i), str(l), float(p)] for i, l, p in result.prediction]),
+                        " ".join(str(int(i)) for i, _, _ in result.prediction), _now(), thumb))
             db.executemany("INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     # ---- selections sent to review ---------------------------------------------------------------
@@ -500,8 +503,9 @@ def stored_explain_fn(store: ResultStore, compute: Callable[..., Explanation] | 
             known = store.predictions(mkey, [h]).get(h)
             target = known[0] if known else None
         if target is not None:
-            hit = stored_explanation(store, model, h, method, params, int(target), crop=model.crop(image))
+            hit = stored_explanation(store, model, h, method, params, int(target))
             if hit is not None:
+                hit.image = model.crop(image)
                 return hit
         return compute(model, image, method, target, params, progress=progress, preview=preview)
     return fn
@@ -624,7 +628,7 @@ def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[st
     "duplicate"), ``reason``, ``predicted_label`` (the set's label whose classes hold the
     predicted class, else "other: <class>"), ``predicted_class`` (the model's name),
     ``confidence`` (its probability), ``correct``, ``in_top5`` (a true class among the top 5),
-    ``image_hash``, ``key``, ``duplicate_of``, ``maps`` (methods with a stored map), ``top5``,
+    ``image_hash``, ``key``, ``duplicate_of``, ``maps`` (methods with a stored map),
     ``complete`` (nothing left to compute for these methods), and ``flags`` / ``review``
     (empty; pages fill them in).
     """
@@ -632,7 +636,7 @@ def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[st
     items = labelled.items
     known = store.files([it.key for it in items])
     hashes = sorted({h for h, f in known.values() if h and not f})
-    predicted = store.predictions(mkey, hashes)
+    predicted = store.predictions(mkey, hashes, full=False)
     mapped = {m: store.mapped(mkey, m, params_key(model, m, params), list(predicted)) for m in methods}
     owner = {}
     for c, indices in labelled.classes.items():
@@ -644,7 +648,7 @@ def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[st
         h, failed = known.get(it.key, (None, None))
         row = {"name": it.name, "label": it.label, "status": "not computed", "reason": "", "predicted_label": "",
                "predicted_class": "", "confidence": np.nan, "correct": None, "in_top5": None,
-               "image_hash": h or "", "key": it.key, "duplicate_of": "", "maps": "", "top5": None,
+               "image_hash": h or "", "key": it.key, "duplicate_of": "", "maps": "",
                "flags": "", "review": "", "complete": False}
         if failed:
             row.update(status="unreadable", reason=_strip_name(failed, it.name), complete=True)
@@ -658,11 +662,11 @@ def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[st
             row.update(status="done", complete=all(h in mapped[m] for m in methods),
                        predicted_class=model.labels[index] if 0 <= index < len(model.labels) else str(index),
                        confidence=confidence, correct=index in it.classes,
-                       in_top5=any(int(i) in it.classes for i, _, _ in top5), maps=",".join(with_map), top5=top5)
+                       in_top5=any(i in it.classes for i in top5), maps=",".join(with_map))
             row["predicted_label"] = label_of if label_of is not None else f"other: {row['predicted_class']}"
             first_of[h] = it.name
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, "maps", "top5", "complete"])
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "maps", "complete"])
     frame["confidence"] = frame["confidence"].astype(float)
     return frame
 
