@@ -393,19 +393,20 @@ def results_table() -> pd.DataFrame:
         cached = ss["gallery_rows"] = (key, gallery.table(store, model, labelled, methods, params))
     rows = cached[1]
     sanity = {m: v for m in methods if (v := sanity_verdict(model, m)) is not None}
+    if not (sanity or has_stability_verdicts()):
+        return rows
     flags, checks = [""] * len(rows), [""] * len(rows)
-    if sanity or has_stability_verdicts():
-        for i, h in enumerate(rows["image_hash"]):
-            bad, good = [], []
-            for m in methods:
-                label = sc.METHODS[m].label
-                if m in sanity and sanity[m].image_hash == h:
-                    (good if sanity[m].passed else bad).append(
-                        f"{label}: {'passes' if sanity[m].passed else 'fails'} the sanity check")
-                found = stability_verdict(model, h, m) if h else None
-                if found is not None:
-                    (good if found[0] == "stable" else bad).append(f"{label}: {found[0]}")
-            flags[i], checks[i] = "; ".join(bad), "; ".join(good)
+    for i, h in enumerate(rows["image_hash"]):
+        bad, good = [], []
+        for m in methods:
+            label = sc.METHODS[m].label
+            if m in sanity and sanity[m].image_hash == h:
+                (good if sanity[m].passed else bad).append(
+                    f"{label}: {'passes' if sanity[m].passed else 'fails'} the sanity check")
+            found = stability_verdict(model, h, m) if h else None
+            if found is not None:
+                (good if found[0] == "stable" else bad).append(f"{label}: {found[0]}")
+        flags[i], checks[i] = "; ".join(bad), "; ".join(good)
     return rows.assign(flags=flags, checks=checks)
 
 
@@ -429,15 +430,17 @@ if "gallery_last_run" in ss:
     st.caption(ss["gallery_last_run"])
 
 # ---- left out ------------------------------------------------------------------------------------------
-left_out = [{"file or label": p.item, "why": p.reason} for p in labelled.problems]
-left_out += [{"file or label": r.name, "why": r.reason} for r in rows.itertuples() if r.status in ("unreadable", "duplicate")]
-if left_out:
+bad_rows = rows.loc[rows["status"].isin(["unreadable", "duplicate"]), ["name", "reason"]]
+left_out = pd.concat([pd.DataFrame([{"file or label": p.item, "why": p.reason} for p in labelled.problems],
+                                   columns=["file or label", "why"]),
+                      bad_rows.set_axis(["file or label", "why"], axis=1)], ignore_index=True)
+if len(left_out):
     with st.expander(f"{len(left_out):,} files or labels could not be used (the rest of the set is shown)"):
-        st.dataframe(pd.DataFrame(left_out[:5000]), hide_index=True, key="gallery_left_out")
+        st.dataframe(left_out.head(5000), hide_index=True, key="gallery_left_out")
         if len(left_out) > 5000:
             st.caption(f"The first 5,000 of {len(left_out):,} are listed; download them all below.")
-        st.download_button("Download this list (CSV)", gallery.safe_csv(pd.DataFrame(left_out)),
-                           "left_out.csv", "text/csv", key="gallery_left_out_csv")
+        st.download_button("Download this list (CSV)", lambda: gallery.safe_csv(left_out), "left_out.csv", "text/csv",
+                           key="gallery_left_out_csv")
 
 if done.empty:
     if not ss.get("gallery_running"):
@@ -459,7 +462,10 @@ else:
     st.markdown(words)
 
     # ---- confusion matrix and per-class accuracy ----------------------------------------------------------
-    counts = gallery.confusion(rows)
+    summary = ss.get("gallery_summary")
+    if summary is None or summary[0] is not ss["gallery_rows"]:   # again only when the rows were read again
+        summary = ss["gallery_summary"] = (ss["gallery_rows"], gallery.confusion(rows), gallery.class_accuracy(rows))
+    counts, accuracy = summary[1], summary[2]
     ss["gallery_rest"] = counts.attrs.get("rest", [])
 
     def pick_cell() -> None:
@@ -482,7 +488,6 @@ else:
         st.plotly_chart(fig, key="gallery_confusion", on_select=pick_cell, selection_mode="points",
                         config={"displayModeBar": False})
     with right:
-        accuracy = gallery.class_accuracy(rows)
         per = accuracy[accuracy["label"] != "all"]
         bars = session_figure(("accuracy", per.to_json()), lambda: accuracy_figure(per))
         st.markdown("**Accuracy per true class**")
@@ -616,7 +621,7 @@ else:
                     st.success(f"Sent {len(chosen):,} images to review as batch **{md(batch.name)}**.")
                     st.page_link("pages/review.py", label="Open the review queue")
     with a2:
-        st.download_button("Download the table (CSV)", gallery.to_csv(filtered, model),
+        st.download_button("Download the table (CSV)", lambda: gallery.to_csv(filtered, model),
                            f"gallery_{labelled.id}.csv", "text/csv", key="gallery_csv",
                            help="True and predicted class, confidence, correct, checks and review for each image.")
     with a3:

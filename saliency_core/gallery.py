@@ -629,8 +629,8 @@ def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[st
     predicted class, else "other: <class>"), ``predicted_class`` (the model's name),
     ``confidence`` (its probability), ``correct``, ``in_top5`` (a true class among the top 5),
     ``image_hash``, ``key``, ``duplicate_of``, ``maps`` (methods with a stored map),
-    ``complete`` (nothing left to compute for these methods), and ``flags`` / ``review``
-    (empty; pages fill them in).
+    ``complete`` (nothing left to compute for these methods), and ``flags`` (checks that
+    failed), ``checks`` (checks that passed) and ``review`` (empty; pages fill them in).
     """
     mkey = model_key(model)
     items = labelled.items
@@ -649,7 +649,7 @@ def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[st
         row = {"name": it.name, "label": it.label, "status": "not computed", "reason": "", "predicted_label": "",
                "predicted_class": "", "confidence": np.nan, "correct": None, "in_top5": None,
                "image_hash": h or "", "key": it.key, "duplicate_of": "", "maps": "",
-               "flags": "", "review": "", "complete": False}
+               "flags": "", "checks": "", "review": "", "complete": False}
         if failed:
             row.update(status="unreadable", reason=_strip_name(failed, it.name), complete=True)
         elif h and h in first_of:
@@ -666,7 +666,7 @@ def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[st
             row["predicted_label"] = label_of if label_of is not None else f"other: {row['predicted_class']}"
             first_of[h] = it.name
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, "maps", "complete"])
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "maps", "checks", "complete"])
     frame["confidence"] = frame["confidence"].astype(float)
     return frame
 
