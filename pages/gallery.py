@@ -155,23 +155,28 @@ def continue_run() -> None:
     ss.pop("gallery_stopped", None)
 
 
-def review_decisions(image_hash: str) -> None:
-    """The signed-in reviewer's decisions on this image in batches sent from the gallery (all
-    reviewers' for an admin, with notes), as plain text."""
+def gallery_decisions() -> list:
+    """Review decisions in batches sent from the gallery that the signed-in reviewer may see:
+    their own, or everyone's for an admin. Empty when nobody is signed in."""
     account = ss.get("review_account")
     if account is None:
-        return
+        return []
     try:
         review = review_store(rs.database_url())
-        found = [d for b in review.batches() if b.source.startswith("gallery:")
-                 for d in review.decisions(batch=b.name) if d.item_hash == image_hash
-                 and (account.is_admin or d.reviewer == account.name)]
+        return [d for b in review.batches() if b.source.startswith("gallery:")
+                for d in review.decisions(batch=b.name) if account.is_admin or d.reviewer == account.name]
     except ValueError as err:
         st.caption(f"Review decisions cannot be read: {err}")
-        return
-    for d in found:
-        st.text(f"Review ({d.batch}): {d.label} by {d.reviewer}, {d.decided_at:%Y-%m-%d %H:%M} UTC"
-                + (f" · note: {d.note}" if d.note and account.is_admin else ""))
+        return []
+
+
+def review_decisions(image_hash: str) -> None:
+    """This image's review decisions (notes for admins), as plain text."""
+    account = ss.get("review_account")
+    for d in gallery_decisions():
+        if d.item_hash == image_hash:
+            st.text(f"Review ({d.batch}): {d.label} by {d.reviewer}, {d.decided_at:%Y-%m-%d %H:%M} UTC"
+                    + (f" · note: {d.note}" if d.note and account.is_admin else ""))
 
 
 def show_item(name: str, label: str, classes, read, image_hash: str, methods: list[str], params: dict,
@@ -411,6 +416,11 @@ def results_table() -> pd.DataFrame:
 
 
 rows = results_table()
+decided = {}
+for d in gallery_decisions():
+    decided.setdefault(d.item_hash, []).append(f"{d.label} ({d.reviewer})")
+if decided:
+    rows = rows.assign(review=rows["image_hash"].map(lambda h: "; ".join(decided.get(h, []))))
 done = rows[rows["status"] == "done"]
 
 if not ss.get("gallery_running"):
@@ -579,7 +589,9 @@ else:
                 if tile.jpeg:
                     st.image(tile.jpeg, width="stretch", alt=tile.alt)
                 badge = ":green-badge[Correct]" if tile.correct else ":red-badge[Mistake]"
-                st.markdown(badge + "  \n" + "  \n".join(md(line) for line in tile.caption.split("\n\n")))
+                reviewed = decided.get(tile.image_hash)
+                st.markdown(badge + "  \n" + "  \n".join(md(line) for line in tile.caption.split("\n\n"))
+                            + (f"  \nReview: {md('; '.join(reviewed))}" if reviewed else ""))
                 st.button("Open", key=f"gopen_{tile.image_hash}", on_click=open_item, args=(tile.name,),
                           width="stretch")
 

@@ -744,7 +744,7 @@ def tiles(store: ResultStore, model, rows: pd.DataFrame, method: str | None, par
     what = f"{METHODS[method].label} overlay" if method else "photo"
     for r in rows.itertuples(index=False):
         verdict = "correct" if r.correct else "mistake"
-        caption = f"{r.name}\n\ntrue: {r.label} · predicted: {r.predicted_class} ({r.confidence:.0%})"
+        caption = f"{r.name}\n\ntrue: {r.label} · predicted: {r.predicted_class} ({r.confidence:.0%} sure)"
         alt = (f"{what} of {r.name}; true class {r.label}, the model predicted {r.predicted_class} with "
                f"{r.confidence:.0%} confidence ({verdict})")
         out.append(Tile(r.name, r.image_hash, jpegs.get(r.image_hash), caption, alt, bool(r.correct)))

@@ -142,6 +142,7 @@ def test_demo_set_mistakes_open_one_send_to_review_and_back(env, monkeypatch):
     _ok(at)
     assert "From review batch **demo mistakes**" in " ".join(c.value for c in at.caption)
     assert any(t.value.startswith("Review (demo mistakes): Reject by alice") for t in at.text)
+    assert "Review: Reject \\(alice\\)" in _markdown(at)          # on the item's tile too
 
 
 def _png(seed: int) -> bytes:
