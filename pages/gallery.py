@@ -7,6 +7,7 @@ computes only what is missing; reopening a set shows its stored results at once.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import re
@@ -224,12 +225,13 @@ def show_item(name: str, label: str, classes, read, image_hash: str, methods: li
                     st.warning(meta.caution, icon="⚠️")
                 sanity = sanity_verdict(model, m)
                 if sanity is not None:
-                    (st.caption if sanity.passed else st.warning)(sanity.summary)
+                    (st.caption if sanity.passed else st.warning)(md(sanity.summary))
                 stable = stability_verdict(model, image_hash, m)
                 if stable is not None:
-                    (st.caption if stable[0] == "stable" else st.warning)(f"Stability: {stable[0]}. {stable[1]}")
+                    (st.caption if stable[0] == "stable" else st.warning)(md(f"Stability: {stable[0]}. {stable[1]}"))
         with cols[-1]:
             frame = pd.DataFrame(top5, columns=["index", "class", "probability"])
+            frame["class"] = frame["class"].map(shown)
             frame["true class"] = frame["index"].isin(list(classes))
             chart = px.bar(frame[::-1], x="probability", y="class", orientation="h", range_x=[0, 1],
                            color="true class", color_discrete_map={True: "#1b9e77", False: "#7570b3"},
@@ -343,18 +345,25 @@ def session_figure(key: tuple, build) -> go.Figure:
     return cache[key]
 
 
+def shown(label) -> str:
+    """A label as plotly shows it: plotly reads a few HTML tags (links among them) in text, so
+    ``<`` and ``&`` are written as entities, which it shows as the characters."""
+    return html.escape(str(label), quote=False)
+
+
 def confusion_figure(counts: pd.DataFrame) -> go.Figure:
     """The squares are a heatmap; an invisible marker on each carries the click (Streamlit
     reports no selection for heatmaps), and the counts are its text."""
     xs, ys, zs = [], [], []
     for t in counts.index:
         for p in counts.columns:
-            xs.append(p)
-            ys.append(t)
+            xs.append(shown(p))
+            ys.append(shown(t))
             zs.append(int(counts.loc[t, p]))
     top = max(zs) or 1
+    columns, index = [shown(c) for c in counts.columns], [shown(t) for t in counts.index]
     fig = go.Figure([
-        go.Heatmap(x=list(counts.columns), y=list(counts.index), z=counts.values, colorscale="Blues", zmin=0,
+        go.Heatmap(x=columns, y=index, z=counts.values, colorscale="Blues", zmin=0,
                    zmax=top, xgap=2, ygap=2, hoverinfo="skip", colorbar=dict(title="images")),
         go.Scatter(x=xs, y=ys, mode="markers+text", text=[str(z) if z else "" for z in zs],
                    textfont=dict(color=["white" if z > top / 2 else "black" for z in zs]),
@@ -366,24 +375,24 @@ def confusion_figure(counts: pd.DataFrame) -> go.Figure:
             j = list(counts.columns).index(t)
             fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=len(counts.index) - i - 1.5,
                           y1=len(counts.index) - i - 0.5, line=dict(color="#1b9e77", width=2))
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=list(counts.columns),
-                     title="predicted", tickangle=-35)
-    fig.update_yaxes(type="category", categoryorder="array", categoryarray=list(counts.index)[::-1],
-                     title="true class")
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=columns, title="predicted", tickangle=-35)
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=index[::-1], title="true class")
     fig.update_layout(height=160 + 40 * len(counts.index), margin=dict(l=0, r=0, t=10, b=0),
                       clickmode="event+select", dragmode=False, plot_bgcolor="white")
     return fig
 
 
 def accuracy_figure(per: pd.DataFrame) -> go.Figure:
-    fig = go.Figure(go.Bar(x=per["accuracy"], y=per["label"], orientation="h", marker_color="#7570b3",
+    fig = go.Figure(go.Bar(x=per["accuracy"], y=[shown(v) for v in per["label"]], orientation="h",
+                           marker_color="#7570b3",
                            text=[f"{c} of {n} ({a:.0%})" for c, n, a in zip(per["correct"], per["images"],
                                                                            per["accuracy"])],
                            textposition="outside", cliponaxis=False,
                            hovertemplate="%{y}: %{text}<extra></extra>"))
     fig.update_layout(height=160 + 40 * len(per), margin=dict(l=0, r=0, t=10, b=0), xaxis_title="share correct",
                       xaxis_range=[0, 1.35], xaxis_tickvals=[0, 0.25, 0.5, 0.75, 1], xaxis_tickformat=".0%",
-                      yaxis=dict(categoryorder="array", categoryarray=list(per["label"])[::-1]), plot_bgcolor="white")
+                      yaxis=dict(categoryorder="array", categoryarray=[shown(v) for v in per["label"]][::-1]),
+                      plot_bgcolor="white")
     return fig
 
 
@@ -477,6 +486,7 @@ else:
         summary = ss["gallery_summary"] = (ss["gallery_rows"], gallery.confusion(rows), gallery.class_accuracy(rows))
     counts, accuracy = summary[1], summary[2]
     ss["gallery_rest"] = counts.attrs.get("rest", [])
+    ss["gallery_labels"] = [*counts.index, *counts.columns]
 
     def pick_cell() -> None:
         event = ss.get("gallery_confusion")
@@ -484,7 +494,10 @@ else:
             getattr(getattr(event, "selection", None), "points", [])
         if not points:
             return
-        true, predicted = points[0].get("y"), points[0].get("x")
+        labels = {shown(v): v for v in [*ss.get("gallery_labels", []), gallery.OTHER_REST]}
+        true, predicted = labels.get(points[0].get("y")), labels.get(points[0].get("x"))
+        if true is None or predicted is None:
+            return
         ss["gf_true"] = [true]
         ss["gf_pred"] = list(ss.get("gallery_rest", [])) if predicted == gallery.OTHER_REST else [predicted]
         ss["gf_outcome"] = "All images"

@@ -4,6 +4,7 @@ the review item back; a hostile ZIP upload is listed item by item."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import sqlite3
 import zipfile
@@ -20,6 +21,7 @@ from saliency_core import store as rs
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ALICE, ALICE_PW = "alice", "alice-password-1"
 DEMO_ERRORS = 12      # the demo model's mistakes on the 32-image demo set (see saliency_core.labelled)
+HOSTILE = "<img src=x onerror=alert(1)> [link](javascript:alert(1)) :red[y]"   # a folder name: no "/"
 
 
 @pytest.fixture
@@ -160,6 +162,8 @@ def test_hostile_zip_lists_each_bad_item_and_shows_the_rest(env):
         z.writestr("tripod/same.png", _png(1))
         z.writestr("unicorn/c.png", _png(3))
         z.writestr("../../escape.png", _png(4))
+        z.writestr(f"{HOSTILE}/d.png", _png(5))                     # user text: shown as text, never markup
+        z.writestr("classes.json", json.dumps({HOSTILE: ["tabby"]}))
     at = _gallery()
     at.radio(key="go_source").set_value("Upload a ZIP")
     at.get("file_uploader")[0].set_value(("set.zip", buf.getvalue(), "application/zip"))
@@ -172,4 +176,10 @@ def test_hostile_zip_lists_each_bad_item_and_shows_the_rest(env):
     assert "duplicate file" in left_out.loc["tripod/same.png", "why"]
     assert "names no class" in left_out.loc["unicorn/c.png", "why"]
     assert "not an image file" in left_out.loc["espresso/broken.png", "why"]
-    assert len(_tiles(at)) == 2 and _metric(at, "Images with a result") == "2 of 3"
+    assert len(_tiles(at)) == 3 and _metric(at, "Images with a result") == "3 of 4", left_out.to_dict()
+    text = _markdown(at)
+    assert ("true\\: \\<img src\\=x onerror\\=alert\\(1\\)\\> \\[link\\]\\(javascript\\:alert\\(1\\)\\) "
+            "\\:red\\[y\\]") in text, text
+    assert "[link](javascript" not in text
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("&lt;img src=x" in spec for spec in charts) and not any("<img" in spec for spec in charts)
