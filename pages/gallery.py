@@ -55,6 +55,12 @@ def md(text) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=^%])", r"\\\1", " ".join(str(text).split()))
 
 
+def shown(label) -> str:
+    """A label as plotly shows it: plotly reads a few HTML tags (links among them) in text, so
+    ``<`` and ``&`` are written as entities, which it shows as the characters."""
+    return html.escape(str(label), quote=False)
+
+
 def flash(kind: str, text: str) -> None:
     ss["gallery_flash"] = (kind, text)
 
@@ -345,12 +351,6 @@ def session_figure(key: tuple, build) -> go.Figure:
     return cache[key]
 
 
-def shown(label) -> str:
-    """A label as plotly shows it: plotly reads a few HTML tags (links among them) in text, so
-    ``<`` and ``&`` are written as entities, which it shows as the characters."""
-    return html.escape(str(label), quote=False)
-
-
 def confusion_figure(counts: pd.DataFrame) -> go.Figure:
     """The squares are a heatmap; an invisible marker on each carries the click (Streamlit
     reports no selection for heatmaps), and the counts are its text."""
@@ -580,33 +580,35 @@ else:
         h = rows.loc[rows["name"] == opened, "image_hash"].iloc[0]
         show_item(item.name, item.label, item.classes, item.read, h, methods, params, close_item, "item")
 
-    # ---- the grid -----------------------------------------------------------------------------------------
-    pages = gallery.pages(filtered)
-    ss["gf_page"] = min(max(int(ss.get("gf_page", 1)), 1), pages)
-    p1, p2, p3 = st.columns([4, 1, 1], vertical_alignment="bottom")
-    p1.markdown(f"**{len(filtered):,} of {len(done):,} images** match · page {ss['gf_page']} of {pages}")
-    p2.number_input("Page", 1, pages, key="gf_page", label_visibility="collapsed")
-    p3.caption(f"{gallery.PAGE_SIZE} per page")
-    if filtered.empty:
-        st.info("No image matches these filters. Press **Reset** to show every image.")
+    # ---- the grid: a fragment, so turning a page reruns (and redraws) the grid alone ------------------------
+    @st.fragment
+    def grid(filtered: pd.DataFrame, shown_method: str | None, decided: dict) -> None:
+        pages = gallery.pages(filtered)
+        ss["gf_page"] = min(max(int(ss.get("gf_page", 1)), 1), pages)
+        p1, p2, p3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+        p1.markdown(f"**{len(filtered):,} of {len(done):,} images** match · page {ss['gf_page']} of {pages}")
+        p2.number_input("Page", 1, pages, key="gf_page", label_visibility="collapsed")
+        p3.caption(f"{gallery.PAGE_SIZE} per page")
+        ss.setdefault("gallery_filters", {})["gf_page"] = ss["gf_page"]
+        if filtered.empty:
+            st.info("No image matches these filters. Press **Reset** to show every image.")
+        page_rows = gallery.page_of(filtered, ss["gf_page"])
+        for start_at in range(0, len(page_rows), COLUMNS):
+            cols = st.columns(COLUMNS)
+            for col, tile in zip(cols, gallery.tiles(store, model, page_rows.iloc[start_at:start_at + COLUMNS],
+                                                     shown_method, params)):
+                with col.container(border=True):
+                    if tile.jpeg:
+                        st.image(tile.jpeg, width="stretch", alt=tile.alt)
+                    badge = ":green-badge[Correct]" if tile.correct else ":red-badge[Mistake]"
+                    reviewed = decided.get(tile.image_hash)
+                    st.markdown(badge + "  \n" + "  \n".join(md(line) for line in tile.caption.split("\n\n"))
+                                + (f"  \nReview: {md('; '.join(reviewed))}" if reviewed else ""))
+                    if st.button("Open", key=f"gopen_{tile.image_hash}", width="stretch"):
+                        ss["gallery_open"] = tile.name
+                        st.rerun(scope="app")   # the full view sits above the grid
 
-    def open_item(name: str) -> None:
-        ss["gallery_open"] = name
-
-    page_rows = gallery.page_of(filtered, ss["gf_page"])
-    for start_at in range(0, len(page_rows), COLUMNS):
-        cols = st.columns(COLUMNS)
-        for col, tile in zip(cols, gallery.tiles(store, model, page_rows.iloc[start_at:start_at + COLUMNS],
-                                                 shown_method, params)):
-            with col.container(border=True):
-                if tile.jpeg:
-                    st.image(tile.jpeg, width="stretch", alt=tile.alt)
-                badge = ":green-badge[Correct]" if tile.correct else ":red-badge[Mistake]"
-                reviewed = decided.get(tile.image_hash)
-                st.markdown(badge + "  \n" + "  \n".join(md(line) for line in tile.caption.split("\n\n"))
-                            + (f"  \nReview: {md('; '.join(reviewed))}" if reviewed else ""))
-                st.button("Open", key=f"gopen_{tile.image_hash}", on_click=open_item, args=(tile.name,),
-                          width="stretch")
+    grid(filtered, shown_method, decided)
 
     # ---- send, export ---------------------------------------------------------------------------------------
     st.subheader(f"These {len(filtered):,} images")
