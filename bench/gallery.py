@@ -373,20 +373,28 @@ def bench_speed(work: Path, cheap_images: int, smooth_images: int) -> dict:
         labelled = demo_set(model.labels)
         labelled.items = labelled.items[:count]
         params = {"samples": 50, "noise": 0.15, "seed": 0}
-        db = work / f"speed-{name}.sqlite"
-        db.unlink(missing_ok=True)
-        store = gallery.ResultStore(db)
-        start = time.perf_counter()
-        report = gallery.run(model, labelled, methods, params, store)
-        ours = time.perf_counter() - start
-        assert report.computed == count
-        start = time.perf_counter()
-        for it in labelled.items:   # the reference: the same reads and maps by sc.explain, nothing stored
-            image = sc.load_image(it.read(), name=it.name)
-            model.predict(image, k=5)
-            for m in methods:
-                sc.explain(model, image, method=m, **sc.METHODS[m].params_for(params))
-        plain = time.perf_counter() - start
+
+        def ours_once(rep: int) -> float:
+            store = gallery.ResultStore(work / f"speed-{name}-{rep}.sqlite")   # empty: everything computed
+            start = time.perf_counter()
+            report = gallery.run(model, labelled, methods, params, store)
+            assert report.computed == count
+            return time.perf_counter() - start
+
+        def plain_once(rep: int) -> float:
+            start = time.perf_counter()
+            for it in labelled.items:   # the reference: the same reads and maps by sc.explain, nothing stored
+                image = sc.load_image(it.read(), name=it.name)
+                model.predict(image, k=5)
+                for m in methods:
+                    sc.explain(model, image, method=m, **sc.METHODS[m].params_for(params))
+            return time.perf_counter() - start
+
+        # two rounds in alternating order, the faster of each kept: other people's work on this
+        # machine slows either side at random
+        first = [ours_once(0), plain_once(0)]
+        second = [plain_once(1), ours_once(1)]
+        ours, plain = min(first[0], second[1]), min(first[1], second[0])
         out[name] = {"images": count, "gallery_images_per_s": round(count / ours, 3),
                      "plain_explain_images_per_s": round(count / plain, 3),
                      "gallery_time_over_plain": round(ours / plain, 3)}

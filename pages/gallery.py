@@ -616,7 +616,8 @@ else:
     with a1:
         outcome_word = {"all": "all", "incorrect": "mistakes", "correct": "correct"}[OUTCOME[ss["gf_outcome"]]]
         default_name = f"gallery {labelled.source.split(':')[0]} {outcome_word} {len(filtered)}"
-        st.text_input("Review batch name", value=default_name, key="gallery_batch_name", max_chars=200)
+        st.text_input("Review batch name", key="gallery_batch_name", max_chars=200,
+                      placeholder=f"blank: {default_name}")
         account = ss.get("review_account")
         send = st.button(f"Send these {len(filtered):,} to review", key="gallery_send", type="primary",
                          disabled=account is None or filtered.empty,
