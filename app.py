@@ -17,16 +17,16 @@ MODELS_DIR = os.environ.get("SALIENCY_MODELS_DIR", "models")             # the o
 ALLOW_UPLOAD = os.environ.get("SALIENCY_ALLOW_MODEL_UPLOAD", "") == "1"  # off unless enabled
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "saliency_lens_uploads"
 
-st.set_page_config(page_title="Saliency Lens", page_icon="🔍", layout="wide")
+st.set_page_config(page_title="Saliency Lens", page_icon=":material/image_search:", layout="wide")
 
 page = st.navigation([
-    st.Page("pages/explain.py", title="Explain", icon="🖼️", default=True),
-    st.Page("pages/review.py", title="Review", icon="✅"),
-    st.Page("pages/stability.py", title="Stability", icon="🎯"),
-    st.Page("pages/sanity.py", title="Sanity check", icon="🧪"),
-    st.Page("pages/validate.py", title="Validate", icon="📐"),
-    st.Page("pages/compare.py", title="Compare models", icon="⚖️"),
-    st.Page("pages/report.py", title="Report", icon="📄"),
+    st.Page("pages/explain.py", title="Explain", icon=":material/image_search:", default=True),
+    st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
+    st.Page("pages/stability.py", title="Stability", icon=":material/center_focus_strong:"),
+    st.Page("pages/sanity.py", title="Sanity check", icon=":material/science:"),
+    st.Page("pages/validate.py", title="Validate", icon=":material/rule:"),
+    st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
+    st.Page("pages/report.py", title="Report", icon=":material/description:"),
 ])
 
 with st.sidebar, page_guard("the sidebar"):
@@ -74,14 +74,15 @@ with st.sidebar, page_guard("the sidebar"):
                 st.caption(f"Still using **{plain(choices.get(active, model.name))}**.")
             except ValueError:
                 pass
-    if model is not None:
+    if model is not None:   # the full name, wrapped (the box above cuts long names)
+        st.markdown(f"**{plain(choices.get(st.session_state.get('model', 'demo'), model.name))}**")
         kind = (" · greyscale (1 channel)" if model.channels == 1 else "") + (
             f" · multi-label (every class above {model.threshold:.0%})" if model.multilabel else "")
         st.caption(f"{len(model.labels)} classes · input {model.input_size} px{kind} · "
-                   f"computed on {describe_device(model.device)} · "
-                   f"weights sha256 `{model.fingerprint[:12]}…`",
-                   help="Device: set SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard "
-                        "(auto uses a GPU when there is one). It is recorded with every result.")
+                   f"computed on {describe_device(model.device)}",
+                   help=f"Weights sha256 {model.fingerprint}, recorded with every result. Device: set "
+                        "SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard (auto uses a GPU when "
+                        "there is one).")
         if model.card:
             with st.expander("Model card"):
                 st.markdown("\n".join(f"- **{plain(k)}**: {plain(v)}" + (" *(default)*" if d else "")
@@ -97,6 +98,7 @@ with st.sidebar, page_guard("the sidebar"):
         st.session_state["methods"] = wanted
     st.session_state["method_options"] = options
     with st.form("analysis"):
+        st.caption(":material/info: Changes here wait for **Apply**.")
         st.multiselect("Saliency methods", options, key="methods",
                        format_func=lambda n: sc.METHODS[n].label,
                        help="\n".join(f"- **{m.label}**: {m.description}" for m in sc.METHODS.values()))
@@ -121,7 +123,10 @@ with st.sidebar, page_guard("the sidebar"):
             st.slider("RISE masks", 100, 8000, 1000, 100, key="masks",
                       help="Random masks averaged. The paper used 4000-8000; 1000 takes about 25 s "
                            "per image on a 2-core CPU.")
-        st.form_submit_button("Apply", type="primary", width="stretch")
+        st.form_submit_button("Apply", type="primary", width="stretch", icon=":material/check:",
+                              on_click=lambda: st.session_state.update(settings_applied=True))
+    if st.session_state.pop("settings_applied", False):
+        st.toast("Settings applied.", icon=":material/check:")
 
 with page_guard("this page"):
     page.run()

@@ -20,7 +20,7 @@ from saliency_core.engine.models import source_signature
 
 log = logging.getLogger("saliency_lens")
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 DEFAULT_METHODS = ["gradient", "guided_backprop", "smoothgrad", "gradcam"]
 DISCLAIMER = ("Saliency maps are supporting evidence and approximations of what the model used, "
               "not proof. Compare several methods and read each map's caution.")
@@ -267,7 +267,12 @@ def report_error(where: str, err: Exception) -> None:
     """A plain message on the page; the traceback goes to the server log only. ``where`` and the
     message are shown as text (they may quote file names)."""
     if isinstance(err, ValueError):
-        st.error(f"**{plain(where)}**: {plain(err)}")
+        message = str(err)
+        for name in (where, where.split(" · ")[0]):   # messages that start with the file's name: once
+            if message.startswith(f"{name}: "):
+                message = message[len(name) + 2:]
+                break
+        st.error(f"**{plain(where)}**: {plain(message)}")
     else:
         reference = secrets.token_hex(4)
         log.error("%s failed (reference %s)", where, reference, exc_info=err)
@@ -316,10 +321,108 @@ def _sanity_verdicts() -> MapCache:
 
 
 def record_sanity_verdict(model: sc.Classifier, verdict) -> None:
-    """Keep ``verdict`` (a ``metrics.SanityVerdict``) as this model's verdict for its method."""
-    _sanity_verdicts().put((*model_key(model), verdict.method), verdict)
+    """Keep ``verdict`` (a ``metrics.SanityVerdict``) as this model's verdict for its method, on
+    the photo it was computed for (and as the method's latest on any photo)."""
+    _sanity_verdicts().put((*model_key(model), verdict.method, verdict.image_hash), verdict)
+    _sanity_verdicts().put((*model_key(model), verdict.method, None), verdict)
 
 
-def sanity_verdict(model: sc.Classifier, method: str):
-    """The last randomisation verdict computed for (model, method), or None."""
-    return _sanity_verdicts().get((*model_key(model), method))
+def sanity_verdict(model: sc.Classifier, method: str, image_hash: str | None = None):
+    """The last randomisation verdict computed for (model, method) on the photo ``image_hash``;
+    with ``image_hash=None`` the latest on any photo (it names its photo). None if there is none."""
+    return _sanity_verdicts().get((*model_key(model), method, image_hash))
+
+
+# ---- long runs: an estimate before, progress and Cancel while running ---------------------------------
+
+def estimate_caption(seconds: float, what: str) -> None:
+    """Say before a run starts how long it will take here (``saliency_core.engine.estimate``)."""
+    from saliency_core.engine.estimate import describe_seconds
+    st.caption(f":material/schedule: {what}: {describe_seconds(seconds)} on this machine "
+               "(from a timing of the model made just now).")
+
+
+def request_run(name: str) -> None:
+    """Button callback: start run ``name`` on this rerun (a flag set in a callback survives
+    require_frame()'s rerun, which a button's click value does not)."""
+    st.session_state[f"{name}__running"] = True
+
+
+def cancel_run(name: str) -> None:
+    st.session_state[f"{name}__running"] = False
+    st.session_state[f"{name}__cancelled"] = True
+
+
+def run_active(name: str) -> bool:
+    """Whether run ``name`` was started and has neither finished nor been cancelled."""
+    return bool(st.session_state.get(f"{name}__running"))
+
+
+def run_cancelled(name: str) -> bool:
+    return bool(st.session_state.get(f"{name}__cancelled"))
+
+
+def finish_run(name: str) -> None:
+    st.session_state[f"{name}__running"] = False
+    st.session_state[f"{name}__cancelled"] = False
+
+
+@contextmanager
+def cancellable(name: str, text: str):
+    """A progress bar and a Cancel button while run ``name`` computes. A click on Cancel stops
+    the script at its next Streamlit call (the bar's next update); what the run stored in
+    session_state so far stays, and the page shows it. Yields the progress bar."""
+    bar = st.progress(0.0, text=text)
+    stop = st.empty()
+    stop.button("Cancel", key=f"{name}__cancel", icon=":material/cancel:", on_click=cancel_run, args=(name,),
+                help="Stops the run. What was finished so far is kept and shown.")
+    try:
+        yield bar
+    finally:
+        bar.empty()
+        stop.empty()
+
+
+# ---- layout: maps in a grid, colour bars, alt text ----------------------------------------------------
+
+GRID_CSS = """<style>
+/* Map grids (pages/_common.map_rows): at most four per row, at least 200 px each; two per row on
+   a phone-width window. Layout only: no user text here. */
+div[class*="st-key-mapgrid"] div[data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
+div[class*="st-key-mapgrid"] div[data-testid="stColumn"] { min-width: 200px; }
+@media (max-width: 640px) {
+  div[class*="st-key-mapgrid"] div[data-testid="stColumn"] {
+    min-width: calc(50% - 0.5rem) !important; max-width: calc(50% - 0.5rem) !important;
+    flex: 1 1 calc(50% - 0.5rem) !important; width: calc(50% - 0.5rem) !important; }
+}
+</style>"""
+PER_ROW = 4
+
+
+def map_rows(items: list, key: str, per_row: int = PER_ROW):
+    """Lay ``items`` out in rows of at most ``per_row`` equal columns: yields ``(row_items,
+    columns)``; what the caller draws after a row's columns (cautions) spans the full width."""
+    st.html(GRID_CSS)
+    with st.container(key=f"mapgrid-{key}"):
+        for start in range(0, len(items), per_row):
+            row = items[start:start + per_row]
+            yield row, st.columns(per_row, gap="medium")[:len(row)]
+
+
+def colour_bar(r, alt: str = "") -> None:
+    """The colour bar of a rendered map (framed, so its dark end shows on a dark theme), labelled
+    in words; the exact numbers in its tooltip."""
+    from saliency_core.engine import render as rd
+    st.image(rd.colorbar_image(r, height=12, width=256, frame=True), width="stretch",
+             alt=alt or "Colour scale from low influence (left) to high influence (right)")
+    words = ("lowers the score ← no effect → raises the score" if r.sign == "signed"
+             else "low → high influence")
+    ticks = ", ".join(label for _, label in r.colorbar_ticks)
+    st.caption(words, help=f"Values along the bar: {ticks}. {r.legend}")
+
+
+def map_alt(method_label: str, image_name: str, target_label: str, probability: float | None = None) -> str:
+    """Alt text of an overlay: which method, which class, which image."""
+    what = f"{method_label} saliency map over {image_name}, explaining the class {target_label}"
+    return what + (f" ({probability:.0%} confidence)" if probability is not None else "") + \
+        ": brighter areas influenced the score more."

@@ -113,3 +113,9 @@ def shown(text: str) -> str:
     messages) with backslashes, which the Markdown renderer removes."""
     import re
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
+
+
+def image_alts(at) -> list[tuple[str, str | None]]:
+    """(caption, alt text or None) of every image an AppTest run drew."""
+    return [(img.caption, img.alt if img.HasField("alt") else None)
+            for el in at.get("image") for img in el.proto.imgs]

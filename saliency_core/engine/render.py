@@ -230,6 +230,9 @@ class Rendered:
         legend: plain words saying what colour means.
         colorbar: uint8 (256, 3), the bar's colours, low to high.
         colorbar_ticks: ``[(position 0..1, label), ...]`` along the bar.
+        words: ``legend`` without the numbers, for readers who need no more ("Brighter = ...").
+        scale_note: the numbers part of ``legend`` ("absolute values, clipped at the 99th
+            percentile: 0.0165 and above = full colour"); empty for a near-zero map.
     """
 
     overlay: np.ndarray
@@ -242,6 +245,8 @@ class Rendered:
     legend: str
     colorbar: np.ndarray
     colorbar_ticks: list
+    words: str = ""
+    scale_note: str = ""
 
 
 def _lookup(lut: np.ndarray, position: np.ndarray) -> np.ndarray:
@@ -293,7 +298,8 @@ def _ticks(scale: float, sign: str) -> list:
 
 def _legend(sign: str, colormap: str, target_label: str | None, scale: float, fixed: bool,
             clip_percentile: float, near_zero: bool, peak: float, atol: float,
-            meaning: str | None = None) -> str:
+            meaning: str | None = None) -> tuple[str, str]:
+    """(words, scale note): the legend is ``words`` with the note in brackets."""
     score = f"the score for {target_label!r}" if target_label else "the score of the explained class"
     if near_zero:
         part = {"positive": "positive values", "negative": "negative values"}.get(sign)
@@ -307,7 +313,7 @@ def _legend(sign: str, colormap: str, target_label: str | None, scale: float, fi
         else:
             what = f"The map's {part} are numerically negligible (largest {_fmt(peak)})"
         return (f"{what}; nothing is drawn (a map whose values are all within {_fmt(atol)} of 0 "
-                "is not stretched to full colour).")
+                "is not stretched to full colour)."), ""
     if fixed:
         how = f"fixed scale shared across maps: {_fmt(scale)} and above = full colour"
     elif clip_percentile >= 100:
@@ -317,19 +323,18 @@ def _legend(sign: str, colormap: str, target_label: str | None, scale: float, fi
                f"{_fmt(scale)} and above = full colour")
     if sign == "absolute":
         if meaning:
-            return f"Brighter = {meaning.format(score=score)} (absolute values, {how})."
-        return (f"Brighter = changing these pixels changes {score} most, up or down "
-                f"(absolute values, {how}).")
+            return f"Brighter = {meaning.format(score=score)}.", f"absolute values, {how}"
+        return f"Brighter = changing these pixels changes {score} most, up or down.", f"absolute values, {how}"
     if sign == "positive":
-        return (f"Brighter = these pixels raise {score} most (positive values only, "
-                f"negative ones shown as 0; {how}).")
+        return (f"Brighter = these pixels raise {score} most.",
+                f"positive values only, negative ones shown as 0; {how}")
     if sign == "negative":
-        return (f"Brighter = these pixels lower {score} most (negative values only, by size, "
-                f"positive ones shown as 0; {how}).")
+        return (f"Brighter = these pixels lower {score} most.",
+                f"negative values only, by size, positive ones shown as 0; {how}")
     low, mid, high = _DIVERGING_WORDS[colormap]
     how = how.replace(f"{_fmt(scale)} and above", f"\u00b1{_fmt(scale)}").replace("percentile:", "percentile of |values|:")
-    return (f"{high.capitalize()} = these pixels raise {score}, {low} = they lower it, "
-            f"{mid} = no effect (signed values on a symmetric scale, {how}).")
+    return (f"{high.capitalize()} = these pixels raise {score}, {low} = they lower it, {mid} = no effect.",
+            f"signed values on a symmetric scale, {how}")
 
 
 def render(saliency: np.ndarray, image, *, sign: str = "absolute", colormap: str | None = None,
@@ -402,19 +407,26 @@ def render(saliency: np.ndarray, image, *, sign: str = "absolute", colormap: str
     position = (values.astype(np.float64) + 1.0) / 2.0 if sign == "signed" else values.astype(np.float64)
     heat = _lookup(lut, position)
     blended = (1.0 - alpha) * picture.astype(np.float64) + alpha * heat
-    legend = _legend(sign, colormap, target_label, scale, fixed=fixed, clip_percentile=p,
-                     near_zero=near_zero, peak=peak, atol=float(near_zero_atol), meaning=meaning)
+    words, note = _legend(sign, colormap, target_label, scale, fixed=fixed, clip_percentile=p,
+                          near_zero=near_zero, peak=peak, atol=float(near_zero_atol), meaning=meaning)
+    legend = f"{words[:-1]} ({note})." if note else words
     return Rendered(overlay=_to_uint8(blended), heat=_to_uint8(heat), values=values, scale=float(scale),
                     colormap=colormap, sign=sign, near_zero=near_zero, legend=legend,
-                    colorbar=lut.copy(), colorbar_ticks=_ticks(float(scale), sign))
+                    colorbar=lut.copy(), colorbar_ticks=_ticks(float(scale), sign), words=words,
+                    scale_note=note)
 
 
-def colorbar_image(rendered: Rendered, height: int = 12, width: int = 256) -> np.ndarray:
+FRAME = (128, 128, 128)   # mid grey: visible on light and dark page backgrounds
+
+
+def colorbar_image(rendered: Rendered, height: int = 12, width: int = 256, frame: bool = False) -> np.ndarray:
     """A horizontal colour bar for ``rendered``, low values on the left.
 
     Args:
         rendered: the result of ``render``.
         height, width: size in pixels.
+        frame: draw a 1 px mid-grey frame around it, so a dark end (inferno's black) stays
+            visible on a dark page.
     Returns:
         uint8 (height, width, 3); tick positions are ``rendered.colorbar_ticks`` x (width - 1).
 
@@ -426,7 +438,11 @@ def colorbar_image(rendered: Rendered, height: int = 12, width: int = 256) -> np
     if height < 1 or width < 1:
         raise ValueError(f"A colour bar needs a positive size; got {height}x{width}.")
     row = _to_uint8(_lookup(rendered.colorbar, np.linspace(0.0, 1.0, width)))
-    return np.repeat(row[None, :, :], height, axis=0)
+    bar = np.repeat(row[None, :, :], height, axis=0)
+    if frame and height > 2 and width > 2:
+        bar[[0, -1], :] = FRAME
+        bar[:, [0, -1]] = FRAME
+    return bar
 
 
 def save_png(array: np.ndarray, path) -> None:
@@ -523,3 +539,66 @@ def render_outline(saliency: np.ndarray, image, labels: np.ndarray, *, share: fl
         out[edge] = 0.0
         out[line] = OUTLINE_COLOUR
     return Outlined(overlay=_to_uint8(out), legend=legend(choice, target_label), choice=choice)
+
+
+def captioned_overlay(rendered: Rendered, method: str, target_label: str, probability: float | None = None,
+                      image_name: str | None = None, scale: int = 2) -> np.ndarray:
+    """The overlay for a download: enlarged ``scale`` times (nearest neighbour, so no pixel is
+    invented), with the method, the explained class and its confidence above it and the colour
+    bar, its numbers and "low -> high influence" below it. uint8 (H', W', 3).
+
+    Args:
+        rendered: the result of ``render``.
+        method: the method's display name; target_label: the class the map explains.
+        probability: the model's probability for that class, or None.
+        image_name: the image's name, shown when given.
+        scale: enlargement of the overlay (1 to 8).
+
+    Example:
+        >>> save_png(captioned_overlay(r, "Grad-CAM", "tabby cat", 0.62, "chelsea.png"), "chelsea_gradcam.png")
+    """
+    scale = int(scale)
+    if not 1 <= scale <= 8:
+        raise ValueError(f"scale must be between 1 and 8; got {scale}.")
+    overlay = Image.fromarray(rendered.overlay)
+    overlay = overlay.resize((overlay.width * scale, overlay.height * scale), Image.Resampling.NEAREST)
+    width = max(overlay.width, 320)
+    font, small = _font(14), _font(11)
+    lines = [f"{method}: explains \"{target_label}\""
+             + (f" ({probability:.0%} confidence)" if probability is not None else "")]
+    if image_name:
+        lines.append(f"Image: {image_name}")
+    top_h = 6 + 18 * len(lines)
+    margin, bar_h = 8, 12
+    bottom_h = 6 + bar_h + 4 + 14 + 16 + 18
+    canvas = Image.new("RGB", (width, top_h + overlay.height + bottom_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for n, line in enumerate(lines):
+        draw.text((margin, 4 + 18 * n), _fit(draw, line, font, width - 2 * margin), fill="black", font=font)
+    canvas.paste(overlay, ((width - overlay.width) // 2, top_h))
+    y = top_h + overlay.height + 6
+    bar = colorbar_image(rendered, height=bar_h, width=width - 2 * margin, frame=True)
+    canvas.paste(Image.fromarray(bar), (margin, y))
+    y += bar_h
+    for pos, label in rendered.colorbar_ticks:
+        x = margin + pos * (bar.shape[1] - 1)
+        draw.line([(x, y), (x, y + 3)], fill="black")
+        w = draw.textlength(label, font=small)
+        draw.text((min(max(x - w / 2, 0), width - w), y + 4), label, fill="black", font=small)
+    y += 4 + 14
+    words = ("lowers the score <- no effect -> raises the score" if rendered.sign == "signed"
+             else "low -> high influence")
+    w = draw.textlength(words, font=small)
+    draw.text(((width - w) / 2, y), words, fill="black", font=small)
+    draw.text((margin, y + 16), _fit(draw, rendered.scale_note or rendered.words, small, width - 2 * margin),
+              fill=(90, 90, 90), font=small)
+    return np.asarray(canvas)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
+    """``text`` cut with an ellipsis to fit ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."

@@ -180,6 +180,22 @@ def default_depth(blocks: Sequence[Block]) -> int:
     return max(1, math.ceil(len(blocks) * DEPTH_SHARE))
 
 
+def checkpoints(depth: int, count: int) -> list[int]:
+    """``count`` steps of a run of ``depth`` blocks, evenly spread, the first and the last
+    included: where maps are computed when not at every step (``sanity_check(maps_at=...)``).
+
+    Example:
+        >>> checkpoints(10, 4)
+        [1, 4, 7, 10]
+    """
+    depth, count = int(depth), int(count)
+    if depth < 1 or count < 1:
+        raise ValueError(f"depth and count must be 1 or more; got {depth} and {count}.")
+    if count >= depth:
+        return list(range(1, depth + 1))
+    return sorted({int(round(v)) for v in np.linspace(1, depth, count)})
+
+
 def _block_seed(seed: int, block: Block) -> int:
     digest = hashlib.blake2b(f"{seed}:{'|'.join(block.modules)}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
@@ -293,7 +309,7 @@ class SanityVerdict:
     def summary(self) -> str:
         """One plain sentence for a caution mark."""
         state = "passes" if self.passed else "fails"
-        how = "from the logits down" if self.mode == "cascading" else "one at a time"
+        how = "from the output down" if self.mode == "cascading" else "one at a time"
         on = f" on {self.image_name}" if self.image_name else ""
         where = "at the last step" if self.mode == "cascading" else "on average over the steps"
         return (f"{state.capitalize()} the randomisation sanity check{on} "
@@ -344,7 +360,8 @@ class SanityResult:
                 continue
             value = curve[-1] if self.mode == "cascading" else float(np.mean(curve))
             out[m] = SanityVerdict(m, bool(value < threshold), VERDICT_MEASURE, float(value), threshold,
-                                   self.mode, len(self.steps) - 1, self.total_blocks or len(self.blocks),
+                                   self.mode, (len(self.steps[-1].random_blocks) if self.mode == "cascading"
+                                               else len(self.steps) - 1), self.total_blocks or len(self.blocks),
                                    self.model_fingerprint, self.image_hash, self.image_name,
                                    final_map_zero=self.mode == "cascading" and m in self.steps[-1].zero)
         return out
@@ -393,7 +410,8 @@ def _maps(model: Classifier, x: torch.Tensor, target: int, method: str, params: 
 def sanity_check(model: Classifier, image: ImageSource, methods: Sequence[str], *, mode: str = "cascading",
                   depth: int | None = None, blocks: Sequence[Block] | None = None, target: int | None = None,
                   params: dict | None = None, threshold: float = DEFAULT_THRESHOLD, seed: int = 0,
-                  image_name: str = "", progress: Callable[[int, int], None] | None = None) -> SanityResult:
+                  image_name: str = "", progress: Callable[[int, int], None] | None = None,
+                  maps_at: Sequence[int] | None = None) -> SanityResult:
     """Run the model parameter randomisation test on one image.
 
     Args:
@@ -410,6 +428,10 @@ def sanity_check(model: Classifier, image: ImageSource, methods: Sequence[str], 
         seed: fixes the random weights.
         image_name: how to call the image in verdicts.
         progress: ``progress(done, total)`` after each map.
+        maps_at: the steps (1 .. depth) at which maps are computed; None = every step. In a
+            cascading run the blocks in between are re-initialised all the same (each with its
+            own seed), so the last step, and the verdict, equal a run with maps at every step;
+            an independent run tests only these blocks. See ``checkpoints``.
     Returns:
         ``SanityResult``; ``.verdicts()`` gives pass / fail per method. A method that fails
         to run is reported in ``errors``.
@@ -448,16 +470,33 @@ def sanity_check(model: Classifier, image: ImageSource, methods: Sequence[str], 
     params = dict(params or {})
     own = {m: {k: v for k, v in params.items() if k in get_method(m).defaults} for m in methods}
 
-    total, done = len(methods) * (len(chosen) + 1), 0
+    if maps_at is None:
+        wanted = set(range(1, len(chosen) + 1))
+    else:
+        wanted = set()
+        for i in maps_at:
+            if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 1 <= i <= len(chosen):
+                raise ValueError(f"Steps with maps must be between 1 and {len(chosen)}; got {i}.")
+            wanted.add(int(i))
+        if not wanted:
+            raise ValueError("Choose at least one step at which to compute the maps.")
+    total, done = len(methods) * (len(wanted) + 1), 0
     steps: list[Step] = []
     original: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     used_params, errors = {}, {}
+    pending: list[str] = []   # notes of cascading steps without maps, shown at the next step with maps
     for index in range(len(chosen) + 1):
         notes = []
         if index:
             if mode == "independent":
+                if index not in wanted:
+                    continue
                 network.load_state_dict(trained)
-            notes = reinitialise(network, chosen[index - 1], seed)
+            notes = pending + reinitialise(network, chosen[index - 1], seed)
+            if index not in wanted:
+                pending = notes
+                continue
+            pending = []
         random_blocks = ([] if not index else
                          [b.name for b in chosen[:index]] if mode == "cascading" else [chosen[index - 1].name])
         top = work.predict(x, k=1)[0]

@@ -550,7 +550,9 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
               perturbation: Perturbation = Perturbation(), kinds: Sequence[str] = KINDS,
               thresholds: StabilityThresholds = StabilityThresholds(), target: int | None = None,
               params: dict | None = None, batch_size: int = 8,
-              progress: Callable[[int, int], None] | None = None) -> StabilityResult:
+              progress: Callable[[int, int], None] | None = None,
+              done: StabilityResult | None = None,
+              on_result: Callable[[StabilityResult], None] | None = None) -> StabilityResult:
     """Check how much each method's map changes under small changes of the input.
 
     Args:
@@ -565,6 +567,10 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
             method takes the ones it knows. The same seed is used for every variant.
         batch_size: images per attribution call.
         progress: ``progress(done, total)`` after each batch of maps.
+        done: a result of this check for the same model, image, variants, methods and
+            parameters that stopped early: its methods are kept, the others computed.
+        on_result: ``on_result(result so far)`` after each method (a caller that stops the
+            run keeps what was done).
     Returns:
         ``StabilityResult``; ``summary[method].verdict`` is one of ``VERDICTS``. A method
         that fails is reported in ``errors`` and left out of ``summary``.
@@ -615,10 +621,30 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
             image=v.image()))
 
     params = dict(params or {})
-    total = len(methods) * math.ceil(batch.shape[0] / int(batch_size))
-    done = 0
     originals, used_params, summary, errors = {}, {}, {}, {}
-    for method in methods:
+    if done is not None:   # go on with a run that stopped early: keep its methods
+        if done.image_hash != image_hash(image) or len(done.variants) != len(outcomes) or done.target != target:
+            raise ValueError("The earlier partial result is for another image, target or set of variants.")
+        for outcome, old in zip(outcomes, done.variants):
+            outcome.saliency.update(old.saliency)
+            outcome.scores.update(old.scores)
+        originals.update(done.saliency)
+        used_params.update(done.params)
+        errors.update(done.errors)
+        summary.update({m: judge(outcomes, m, thresholds, model.labels[target]) for m in done.summary})
+    todo = [m for m in methods if m not in summary and m not in errors]
+    total = len(todo) * math.ceil(batch.shape[0] / int(batch_size))
+    count = 0
+
+    def so_far() -> StabilityResult:
+        return StabilityResult(
+            image=model.crop(image), image_hash=image_hash(image), model_fingerprint=model.fingerprint,
+            prediction=prediction, target=target, target_label=model.labels[target], saliency=dict(originals),
+            variants=[dataclasses.replace(o, saliency=dict(o.saliency), scores=dict(o.scores)) for o in outcomes],
+            summary=dict(summary), thresholds=thresholds, perturbation=perturbation,
+            params=dict(used_params), errors=dict(errors))
+
+    for method in todo:
         own = {k: v for k, v in params.items() if k in get_method(method).defaults}
         try:
             drawn, signed, used = [], [], {}
@@ -626,9 +652,9 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
                 d, s, used = _maps(model, batch[start:start + int(batch_size)], target, method, own)
                 drawn += d
                 signed += s
-                done += 1
+                count += 1
                 if progress is not None:
-                    progress(done, total)
+                    progress(count, total)
         except ValueError as err:
             errors[method] = str(err)
             continue
@@ -640,8 +666,9 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
                                              signed_a=v.reference(signed[0]), signed_b=v.align(s),
                                              fraction=thresholds.top_k, measures=MEASURES)
         summary[method] = judge(outcomes, method, thresholds, model.labels[target])
-    return StabilityResult(
-        image=model.crop(image), image_hash=image_hash(image), model_fingerprint=model.fingerprint,
-        prediction=prediction, target=target, target_label=model.labels[target], saliency=originals,
-        variants=outcomes, summary=summary, thresholds=thresholds, perturbation=perturbation,
-        params=used_params, errors=errors)
+        if on_result is not None:
+            on_result(so_far())
+    summary = {m: summary[m] for m in methods if m in summary}   # the caller's order
+    result = so_far()
+    result.summary = summary
+    return result

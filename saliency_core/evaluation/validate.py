@@ -435,10 +435,16 @@ def score_image(model, item, index: int, settings: ValidationSettings, plan: Run
             "region_fraction": region.fraction}
     if getattr(model, "multilabel", False):   # a multi-label prediction is a set; maps explain its top class
         base["predicted"] = "; ".join(label for _, label, _ in model.predicted_set(probabilities=model.probabilities(x)[0]))
-    backgrounds = {}
+    backgrounds, ends = {}, {}
     if settings.faithfulness:
         for r in {settings.deletion_replacement, settings.insertion_replacement}:
             backgrounds[r] = fa.replacement_image(x, r)
+        # the curves' first and last points are the same for every map of this image: computed once
+        try:
+            ends = fa.end_scores(model, x, target, {"deletion": backgrounds[settings.deletion_replacement],
+                                                    "insertion": backgrounds[settings.insertion_replacement]})
+        except ValueError:
+            ends = {}   # each method's curves then say what is wrong, one skipped item each
     maps = [(m, None) for m in plan.methods]
     maps += [(CENTRE, plan.centre), (RANDOM, lo.random_map(size, rng=np.random.default_rng([settings.seed, index])))]
     for method, fixed in maps:
@@ -455,14 +461,15 @@ def score_image(model, item, index: int, settings: ValidationSettings, plan: Run
             scores = lo.localisation_scores(saliency, region.mask, signed=signed,
                                             tolerance=settings.tolerance, top_k=settings.top_k)
             if settings.faithfulness:
-                curves = {}
-                for mode, r in (("deletion", settings.deletion_replacement),
-                                ("insertion", settings.insertion_replacement)):
-                    c = fa.causal_curve(model, x, saliency, target, mode, step=plan.step, replacement=r,
-                                        signed=signed, seed=settings.seed, batch_size=settings.batch_size,
-                                        background=backgrounds[r])
+                replacements = {"deletion": settings.deletion_replacement,
+                                "insertion": settings.insertion_replacement}
+                curves = fa.causal_curves(model, x, saliency, target, ("deletion", "insertion"), step=plan.step,
+                                          replacements=replacements, signed=signed, seed=settings.seed,
+                                          batch_size=settings.batch_size,
+                                          backgrounds={m: backgrounds[r] for m, r in replacements.items()},
+                                          end_scores=ends)
+                for mode, c in curves.items():
                     scores[f"{mode}_auc"] = c.auc
-                    curves[mode] = c
                 out.curves[method] = {"fractions": curves["deletion"].fractions,
                                       "deletion": curves["deletion"].scores, "insertion": curves["insertion"].scores}
         except ValueError as err:
@@ -515,8 +522,55 @@ class RunTotals:
                                 total=total, seconds=time.perf_counter() - started)
 
 
+class ValidationRun:
+    """A validation that can stop after any image and go on later (the page's Cancel keeps what
+    was done): the plan, the scores so far, the worst-image thumbnails and the time spent.
+
+    Example:
+        >>> run = ValidationRun(model, demo_dataset(), settings)
+        >>> run.step(); run.done, run.total
+        (1, 5)
+        >>> run.result().images          # the images scored so far
+        1
+    """
+
+    def __init__(self, model, dataset: Dataset, settings: ValidationSettings):
+        settings.check()
+        self.model, self.dataset, self.settings = model, dataset, settings
+        self.plan = plan_run(model, settings)
+        self.totals = RunTotals(list(dataset.skipped) + self.plan.skipped)
+        self.heaps: dict = {m: [] for m in self.plan.methods}
+        self.done, self.total, self.seconds = 0, len(dataset.items), 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+    def step(self) -> None:
+        """Score the next image; the run's state changes only once it is complete."""
+        index, item = self.done, self.dataset.items[self.done]
+        tick = time.perf_counter()
+        heaps = {m: list(h) for m, h in self.heaps.items()}
+
+        def keep(method, row, crop, region, saliency, signed, prediction, target_label):
+            if method in heaps:
+                _keep_worst(heaps[method], self.settings, row, crop, region, lo.relevance(saliency, signed),
+                            prediction, target_label, index)
+        part = score_image(self.model, item, index, self.settings, self.plan, keep=keep)
+        self.totals.add(part)
+        self.heaps, self.done = heaps, index + 1
+        self.seconds += time.perf_counter() - tick
+
+    def result(self) -> ValidationResult:
+        """The result of the images scored so far (all of them once ``finished``)."""
+        worst = {m: [w for _, _, w in sorted(h, key=lambda e: (-e[0], -e[1]))] for m, h in self.heaps.items()}
+        return self.totals.result(self.settings, self.model, self.dataset.description, self.total,
+                                  time.perf_counter() - self.seconds, worst=worst)
+
+
 def run_validation(model, dataset: Dataset, settings: ValidationSettings,
-                   progress: Callable[[int, int, float | None], None] | None = None) -> ValidationResult:
+                   progress: Callable[[int, int, float | None], None] | None = None,
+                   run: ValidationRun | None = None) -> ValidationResult:
     """Score each method (and the two baselines) on every annotated image of ``dataset``.
 
     Args:
@@ -524,6 +578,8 @@ def run_validation(model, dataset: Dataset, settings: ValidationSettings,
         dataset: annotated images (``saliency_core.annotations`` / ``saliency_core.data``).
         settings: methods, parameters and measures (``ValidationSettings``).
         progress: ``progress(done, total, eta_seconds)`` after each image (eta None at first).
+        run: a ``ValidationRun`` of the same model, data set and settings to go on with (it is
+            updated after each image, so a caller interrupted in ``progress`` keeps what was done).
     Returns:
         ``ValidationResult``: per-image rows, summary with confidence intervals, skipped items,
         mean curves and thumbnails of the worst images.
@@ -536,29 +592,14 @@ def run_validation(model, dataset: Dataset, settings: ValidationSettings,
         >>> r.per_image().columns[:4].tolist()
         ['image', 'method', 'method_label', 'signed']
     """
-    settings.check()
-    started = time.perf_counter()
-    plan = plan_run(model, settings)
-    totals = RunTotals(list(dataset.skipped) + plan.skipped)
-    heaps: dict = {m: [] for m in plan.methods}
-    total = len(dataset.items)
+    run = run if run is not None else ValidationRun(model, dataset, settings)
     if progress:
-        progress(0, total, None)
-    for index, item in enumerate(dataset.items):
-        def keep(method, row, crop, region, saliency, signed, prediction, target_label, index=index):
-            if method in heaps:
-                _keep_worst(heaps[method], settings, row, crop, region, lo.relevance(saliency, signed),
-                            prediction, target_label, index)
-        totals.add(score_image(model, item, index, settings, plan, keep=keep))
-        _tick(progress, index + 1, total, started)
-    worst = {m: [w for _, _, w in sorted(h, key=lambda e: (-e[0], -e[1]))] for m, h in heaps.items()}
-    return totals.result(settings, model, dataset.description, total, started, worst=worst)
-
-
-def _tick(progress, done: int, total: int, started: float) -> None:
-    if progress:
-        elapsed = time.perf_counter() - started
-        progress(done, total, elapsed / done * (total - done) if done else None)
+        progress(run.done, run.total, None)
+    while not run.finished:
+        run.step()
+        if progress:
+            progress(run.done, run.total, run.seconds / run.done * (run.total - run.done))
+    return run.result()
 
 
 def _keep_worst(heap: list, settings: ValidationSettings, row: dict, crop, region, relevance: np.ndarray,

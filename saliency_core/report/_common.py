@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -253,6 +254,59 @@ def table_rows(data) -> tuple[list[str], list[dict]]:
     return columns, flat
 
 
+COLUMN_WORDS = {
+    "method": "method", "passed": "passes", "verdict": "verdict", "measure": "measure",
+    "final_similarity": "rank correlation at the end", "threshold": "pass below", "mode": "how",
+    "blocks": "layer blocks re-initialised", "total_blocks": "layer blocks in all",
+    "model_fingerprint": "model weights (sha256)", "image_hash": "image (sha256)", "image_name": "image",
+    "final_map_zero": "map zero at the end", "target_label": "class explained", "top1": "prediction",
+    "top1_probability": "confidence", "item_name": "item", "decided_at": "decided (UTC)",
+    "spearman_abs": "rank correlation", "top_k_overlap": "top pixels kept", "ssim": "structural similarity",
+}
+VALUE_WORDS = {"spearman_abs": "rank correlation of the map's size (Spearman)"}
+_HASH = re.compile(r"^[0-9a-f]{40,}$")
+SHORT_HASH = 12
+
+
+def readable_table(columns: list[str], rows: list[dict]) -> tuple[list[str], list[dict], list[tuple[str, str]],
+                                                                  list[tuple[str, str]]]:
+    """``table_rows`` output for readers: column names in words, long hashes shortened to their
+    first 12 characters with each full value listed once, and, with two or more rows, the
+    columns that hold the same value in every row taken out and stated once.
+
+    Returns:
+        (columns, rows, full: (short, full value) pairs, common: (column, value) pairs).
+
+    Example:
+        >>> readable_table(["model_fingerprint"], [{"model_fingerprint": "ab" * 32}])[:2]
+        (['model weights (sha256)'], [{'model weights (sha256)': 'abababababab…'}])
+    """
+    names = {c: ": ".join(COLUMN_WORDS.get(part) or part.replace("_", " ") for part in c.split("."))
+             for c in columns}
+    full: dict[str, str] = {}
+    out = []
+    for row in rows:
+        new = {}
+        for c in columns:
+            v = row.get(c)
+            if isinstance(v, str) and _HASH.match(v):
+                full.setdefault(v[:SHORT_HASH] + "\u2026", v)
+                v = v[:SHORT_HASH] + "\u2026"
+            elif isinstance(v, str):
+                v = VALUE_WORDS.get(v, v)
+            new[names[c]] = v
+        out.append(new)
+    shown = [names[c] for c in columns]
+    common = []
+    if len(out) >= 2:
+        for c in list(shown):
+            values = {_cell(r.get(c)) for r in out}
+            if len(values) == 1 and len(shown) > 1:
+                common.append((c, values.pop()))
+                shown.remove(c)
+    return shown, out, list(full.items()), common
+
+
 def _row(value) -> dict:
     if isinstance(value, dict):
         return value
@@ -320,7 +374,14 @@ def _set_words(model: dict, predicted: list, quote=lambda t: f"\u201c{t}\u201d")
             f"{threshold}: " + ", ".join(f"{quote(label)} ({_percent(p)})" for _, label, p in predicted))
 
 
-def _confidence_words(p: float) -> str:
+def confidence_words(p: float) -> str:
+    """The model's probability in words, as the report and the Explain page say it: "very
+    confident" (90 % and up), "fairly confident" (60 %), "unsure" (30 %), "very unsure".
+
+    Example:
+        >>> confidence_words(0.39)
+        'unsure'
+    """
     if p >= 0.9:
         return "very confident"
     if p >= 0.6:
@@ -328,6 +389,9 @@ def _confidence_words(p: float) -> str:
     if p >= 0.3:
         return "unsure"
     return "very unsure"
+
+
+_confidence_words = confidence_words
 
 
 # ---- what the maps suggest, in words ----------------------------------------------------------

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 
 from ..engine.methods import METHODS
-from ._common import _multilabel_set, _set_words, GENERAL_LIMITS, GLOSSARY, PARAM_HELP, REPLAY_ID, _cell, _confidence_words, _data_uri, _json, _percent, _plain, _thumb, audit_sentence, summary_paragraphs, table_rows
+from ._common import _multilabel_set, _set_words, GENERAL_LIMITS, GLOSSARY, PARAM_HELP, REPLAY_ID, _cell, _confidence_words, _data_uri, _json, _percent, _plain, _thumb, audit_sentence, readable_table, summary_paragraphs, table_rows
 
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Ari
        max-width: 1100px; margin: 0 auto; padding: 24px; line-height: 1.45; font-size: 15px; }
 h1 { font-size: 1.8em; margin: 0 0 .2em; } h2 { border-bottom: 2px solid var(--line); padding-bottom: .2em; margin-top: 2em; }
 h3 { margin: 1.2em 0 .4em; } .muted { color: var(--muted); } code, .mono { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .9em; word-break: break-all; }
-table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; }
+table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; max-width: 100%; }
+.wide { max-width: 100%; overflow-x: auto; } td { overflow-wrap: break-word; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: var(--soft); }
 .summary p { margin: .5em 0; } .summary { background: var(--soft); padding: 12px 18px; border-radius: 8px; }
@@ -356,8 +357,7 @@ def _method_html(method: str, report: Report) -> str:
         '<p class="muted">Parameters differ between images; each image\'s values are in the replay data.</p>')
     caution = f'<p class="caution"><b>Known limit:</b> {_e(meta.caution)}</p>' if meta.caution else ""
     bright = meta.meaning.format(score="the score of the explained class")
-    return (f'<div class="card" id="method-{_e(method)}"><h3>{_e(meta.label)} <span class="muted">'
-            f"(<code>{_e(method)}</code>)</span></h3><p>{_e(meta.description)}</p>"
+    return (f'<div class="card" id="method-{_e(method)}"><h3>{_e(meta.label)}</h3><p>{_e(meta.description)}</p>'
             f"<p><b>Bright means:</b> {_e(bright)}.</p>{table}{varied}<p>{_e(_seed_text(method, report))}</p>"
             f"{caution}<p class=\"muted\">Reference: {_e(meta.reference)}.</p></div>")
 
@@ -365,6 +365,10 @@ def _method_html(method: str, report: Report) -> str:
 def _html_table(columns: list[str], rows: list[dict]) -> str:
     if not rows:
         return "<p>(no rows)</p>"
+    columns, rows, full, common = readable_table(columns, rows)
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_e(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    same = ("<p>In every row: " + "; ".join(f"{_e(c)}: {_e(v)}" for c, v in common) + ".</p>") if common else ""
+    notes = ("<p class=\"muted\">Full values: " + "; ".join(f"{_e(a)} = <code>{_e(b)}</code>" for a, b in full)
+             + "</p>") if full else ""
+    return f'{same}<div class="wide"><table><tr>{head}</tr>{body}</table></div>{notes}'

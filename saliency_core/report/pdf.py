@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from ..engine.methods import METHODS
-from ._common import _multilabel_set, _set_words, GENERAL_LIMITS, GLOSSARY, PDF_ROWS_PER_PAGE, _cell, _confidence_words, _percent, _thumb, audit_sentence, summary_paragraphs, table_rows
+from ._common import _multilabel_set, _set_words, GENERAL_LIMITS, GLOSSARY, PDF_ROWS_PER_PAGE, _cell, _confidence_words, _percent, _thumb, audit_sentence, readable_table, summary_paragraphs, table_rows
 from .html_page import _date, _diagnostics_text, _nums, _params_text, _seed_text
 
 from typing import TYPE_CHECKING
@@ -28,7 +28,7 @@ def _latin1(text) -> str:
 
 def _pdf(report: Report) -> bytes:
     try:
-        from fpdf import FPDF
+        from fpdf import FPDF, FontFace
         from fpdf.enums import XPos, YPos
     except ImportError:
         raise ValueError("Making a PDF needs the package fpdf2; install the project's requirements.txt.") from None
@@ -57,9 +57,9 @@ def _pdf(report: Report) -> bytes:
         pdf.multi_cell(width, size * 0.5, _latin1(text), **nl)
         pdf.ln(1.5)
 
-    def para(text, size=9.5, style="", h=None):
+    def para(text, size=9.5, style="", h=None, align="J"):
         pdf.set_font("Helvetica", style, size)
-        pdf.multi_cell(width, h or size * 0.47, _latin1(text), **nl)
+        pdf.multi_cell(width, h or size * 0.47, _latin1(text), align=align, **nl)
         pdf.ln(1.2)
 
     def kv_table(rows, col1=55, size=8.5):
@@ -76,16 +76,42 @@ def _pdf(report: Report) -> bytes:
         if not rows:
             para("(no rows)")
             return
+        columns, rows, full, common = readable_table(columns, rows)
+        if common:
+            para("In every row: " + "; ".join(f"{c}: {v}" for c, v in common) + ".", size=8, align="L")
+        texts = [[_latin1(c) for c in columns]] + [[_latin1(_cell(r.get(c))) for c in columns] for r in rows]
+        pad = 2 * pdf.c_margin + 1.0
+
+        def measure(size):   # (longest word, whole text) per column, header in bold
+            words, lengths = [], []
+            for i in range(len(columns)):
+                w = l = 0.0
+                for n, t in enumerate(texts):
+                    pdf.set_font("Helvetica", "B" if n == 0 else "", size)
+                    w = max([w] + [pdf.get_string_width(part) for part in t[i].split()])
+                    l = max(l, pdf.get_string_width(t[i]))
+                words.append(w + pad)
+                lengths.append(l + pad)
+            return words, lengths
+
+        words, lengths = measure(size)
+        while sum(words) > width and size > 5.0:   # too many columns: smaller type before broken words
+            size -= 0.5
+            words, lengths = measure(size)
+        spare = max(0.0, width - 0.01 - sum(words))
+        extra = [max(0.0, l - w) for l, w in zip(lengths, words)]
+        widths = [w + (spare * e / sum(extra) if sum(extra) else spare / len(words)) for w, e in zip(words, extra)]
         pdf.set_font("Helvetica", "", size)
-        with pdf.table(first_row_as_headings=True, line_height=size * 0.5, text_align="LEFT",
-                       borders_layout="HORIZONTAL_LINES") as t:
-            head = t.row()
-            for c in columns:
-                head.cell(_latin1(c))
-            for r in rows:
+        pdf.set_fill_color(255)
+        with pdf.table(col_widths=widths, width=min(sum(widths), width - 0.01), align="LEFT", first_row_as_headings=True,
+                       line_height=size * 0.5, text_align="LEFT", borders_layout="HORIZONTAL_LINES",
+                       headings_style=FontFace(emphasis="BOLD", fill_color=(235, 235, 240))) as t:
+            for line in texts:
                 row = t.row()
-                for c in columns:
-                    row.cell(_latin1(_cell(r.get(c))))
+                for cell in line:
+                    row.cell(cell)
+        if full:
+            para("Full values: " + "; ".join(f"{a} = {b}" for a, b in full), size=6.5, align="L")
         pdf.ln(2)
 
     # page 1: title and summary
@@ -133,7 +159,7 @@ def _pdf(report: Report) -> bytes:
     for m in report.methods:
         meta = METHODS[m]
         pdf.set_font("Helvetica", "B", 10.5)
-        pdf.multi_cell(width, 5.2, _latin1(f"{meta.label} ({m})"), **nl)
+        pdf.multi_cell(width, 5.2, _latin1(meta.label), **nl)
         para(meta.description, size=8.5)
         para("Bright means: " + meta.meaning.format(score="the score of the explained class") + ".", size=8.5)
         params = _params_text(m, report)

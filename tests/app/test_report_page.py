@@ -41,8 +41,15 @@ class _Images(HTMLParser):
             self.src.append(dict(attrs)["src"])
 
 
-def test_empty_selection_says_what_to_do():
-    at = _report_page()
+def test_images_chosen_on_explain_are_carried_over_and_an_empty_choice_says_what_to_do():
+    at = _report_page()                          # app.py opened Explain first: its sample photo is chosen
+    assert not at.exception, at.exception
+    carry = next(c for c in at.checkbox if c.label.startswith("The 1 image(s) chosen on the Explain page"))
+    assert carry.value and "Cat (chelsea.png)" in _shown(carry.label)
+    assert "1 image(s) × 2 method(s)" in " ".join(m.value for m in at.markdown)
+    assert any("Building it (0 of 2 maps still to compute)" in c.value for c in at.caption)   # Explain drew them
+    carry.uncheck()
+    at = _rerun(at)
     assert not at.exception, at.exception
     assert not at.error, [_shown(e.value) for e in at.error]
     info = " ".join(_shown(i.value) for i in at.info)
@@ -52,7 +59,10 @@ def test_empty_selection_says_what_to_do():
 
 
 def test_report_page_produces_downloadable_files():
+    from pages._common import _sanity_verdicts
+    _sanity_verdicts.clear()   # a sanity check run by an earlier test would add its section
     at = _report_page()
+    next(c for c in at.checkbox if c.label.startswith("The 1 image(s) chosen")).uncheck()
     next(m for m in at.multiselect if m.label.endswith("sample photos")).set_value(["Cat (chelsea.png)"])
     with open(COFFEE, "rb") as f:
         at.file_uploader[0].set_value([("coffee.png", f.read(), "image/png"),
