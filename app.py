@@ -7,29 +7,30 @@ from pathlib import Path
 import streamlit as st
 
 import saliency_core as sc
-from pages._common import DEFAULT_METHODS, get_model
-from saliency_core.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
-from saliency_core.devices import describe as describe_device
-from saliency_core.models import check_upload, code_models_allowed
+from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
+from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
+from saliency_core.engine.devices import describe as describe_device
+from saliency_core.engine.models import check_upload, code_models_allowed
 
 DEMO_LABEL = "EfficientNet-Lite0, ImageNet (demo)"
 MODELS_DIR = os.environ.get("SALIENCY_MODELS_DIR", "models")             # the operator's models
 ALLOW_UPLOAD = os.environ.get("SALIENCY_ALLOW_MODEL_UPLOAD", "") == "1"  # off unless enabled
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "saliency_lens_uploads"
 
-st.set_page_config(page_title="Saliency Lens", page_icon="🔍", layout="wide")
+st.set_page_config(page_title="Saliency Lens", page_icon=":material/image_search:", layout="wide")
 
 page = st.navigation([
-    st.Page("pages/explain.py", title="Explain", icon="🖼️", default=True),
-    st.Page("pages/gallery.py", title="Gallery", icon="🗂️"),
-    st.Page("pages/review.py", title="Review", icon="✅"),
-    st.Page("pages/stability.py", title="Stability", icon="🎯"),
-    st.Page("pages/sanity.py", title="Sanity check", icon="🧪"),
-    st.Page("pages/validate.py", title="Validate", icon="📐"),
-    st.Page("pages/report.py", title="Report", icon="📄"),
+    st.Page("pages/explain.py", title="Explain", icon=":material/image_search:", default=True),
+    st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
+    st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
+    st.Page("pages/stability.py", title="Stability", icon=":material/center_focus_strong:"),
+    st.Page("pages/sanity.py", title="Sanity check", icon=":material/science:"),
+    st.Page("pages/validate.py", title="Validate", icon=":material/rule:"),
+    st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
+    st.Page("pages/report.py", title="Report", icon=":material/description:"),
 ])
 
-with st.sidebar:
+with st.sidebar, page_guard("the sidebar"):
     # ---- model: demo, the models folder, an upload; a failing choice keeps the last good one
     choices = {"demo": DEMO_LABEL, **dict(find_models(MODELS_DIR)),
                **st.session_state.get("uploaded_models", {})}
@@ -38,7 +39,7 @@ with st.sidebar:
             "Upload a model", type=[s.lstrip(".") for s in UPLOAD_SUFFIXES], accept_multiple_files=True,
             key="model_upload",
             help="A state dict .pth or a .safetensors file with its card (.json/.yaml naming the torchvision "
-                 "architecture), optionally a labels .txt"
+                 "architecture), or an ONNX .onnx (a graph of operators, no Python code), optionally a labels .txt"
                  + ("; also a TorchScript .pt or a torch.export .pt2" if code_models_allowed() else
                     ". Formats that hold code (TorchScript, torch.export) are not accepted here")
                  + ". Pickles that need code are refused.")
@@ -55,7 +56,8 @@ with st.sidebar:
                     choices[path] = f"Uploaded: {Path(path).name}"
                     st.session_state["model_choice"] = path
             except ValueError as err:
-                st.error(f"Upload: {err}")
+                st.error(f"Upload: {plain(err)}")
+    st.session_state["model_choices"] = dict(choices)   # the Compare page picks models A and B from it
     active = st.session_state.get("model", "demo")
     if st.session_state.get("model_choice") not in choices:
         st.session_state["model_choice"] = active if active in choices else "demo"
@@ -66,22 +68,25 @@ with st.sidebar:
         model = get_model(choice)
         st.session_state["model"] = choice
     except ValueError as err:
-        st.error(f"This model cannot be used. {err}")
+        st.error(f"This model cannot be used. {plain(err)}")
         if choice != active:
             try:
                 model = get_model(active)
-                st.caption(f"Still using **{choices.get(active, model.name)}**.")
+                st.caption(f"Still using **{plain(choices.get(active, model.name))}**.")
             except ValueError:
                 pass
-    if model is not None:
-        st.caption(f"{len(model.labels)} classes · input {model.input_size} px · "
-                   f"computed on {describe_device(model.device)} · "
-                   f"weights sha256 `{model.fingerprint[:12]}…`",
-                   help="Device: set SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard "
-                        "(auto uses a GPU when there is one). It is recorded with every result.")
+    if model is not None:   # the full name, wrapped (the box above cuts long names)
+        st.markdown(f"**{plain(choices.get(st.session_state.get('model', 'demo'), model.name))}**")
+        kind = (" · greyscale (1 channel)" if model.channels == 1 else "") + (
+            f" · multi-label (every class above {model.threshold:.0%})" if model.multilabel else "")
+        st.caption(f"{len(model.labels)} classes · input {model.input_size} px{kind} · "
+                   f"computed on {describe_device(model.device)}",
+                   help=f"Weights sha256 {model.fingerprint}, recorded with every result. Device: set "
+                        "SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard (auto uses a GPU when "
+                        "there is one).")
         if model.card:
             with st.expander("Model card"):
-                st.markdown("\n".join(f"- **{k}**: {v}" + (" *(default)*" if d else "")
+                st.markdown("\n".join(f"- **{plain(k)}**: {plain(v)}" + (" *(default)*" if d else "")
                                        for k, v, d in card_rows(model.card)))
                 st.caption(f"Weights sha256 `{model.fingerprint}`; recorded with every result.")
 
@@ -94,6 +99,7 @@ with st.sidebar:
         st.session_state["methods"] = wanted
     st.session_state["method_options"] = options
     with st.form("analysis"):
+        st.caption(":material/info: Changes here wait for **Apply**.")
         st.multiselect("Saliency methods", options, key="methods",
                        format_func=lambda n: sc.METHODS[n].label,
                        help="\n".join(f"- **{m.label}**: {m.description}" for m in sc.METHODS.values()))
@@ -110,6 +116,18 @@ with st.sidebar:
             st.slider("Integrated Gradients steps", 8, 300, 50, key="steps")
             st.selectbox("Integrated Gradients baseline", ["black", "blurred", "uniform"], key="baseline",
                          help="The reference image the path starts from.")
-        st.form_submit_button("Apply", type="primary", width="stretch")
+            st.select_slider("Occlusion square (pixels)", [8, 16, 24, 32, 48, 64], 32, key="window",
+                             help="Side of the grey square hidden at a time.")
+            st.select_slider("Occlusion step (pixels)", [4, 8, 16, 24, 32], 16, key="stride",
+                             help="How far the square moves between tries; must not exceed its side. "
+                                  "Half the side: every pixel is hidden by up to 4 squares.")
+            st.slider("RISE masks", 100, 8000, 1000, 100, key="masks",
+                      help="Random masks averaged. The paper used 4000-8000; 1000 takes about 25 s "
+                           "per image on a 2-core CPU.")
+        st.form_submit_button("Apply", type="primary", width="stretch", icon=":material/check:",
+                              on_click=lambda: st.session_state.update(settings_applied=True))
+    if st.session_state.pop("settings_applied", False):
+        st.toast("Settings applied.", icon=":material/check:")
 
-page.run()
+with page_guard("this page"):
+    page.run()

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import saliency_core as sc  # noqa: E402
 from saliency_core import gallery  # noqa: E402
-from saliency_core.labelled import DEMO_CLASSES, open_folder  # noqa: E402
+from saliency_core.evaluation.labelled import DEMO_CLASSES, open_folder  # noqa: E402
 
 CLASSES = ["tabby", "tiger cat", "espresso", "tripod", "moped", "missile", "analog clock", "sorrel",
            "cup", "bubble"]
@@ -76,8 +76,8 @@ def _png(seed: int, side: int = 32) -> bytes:
 def synthesise(model, root: Path, store: gallery.ResultStore, n: int) -> None:
     """``n`` labelled PNGs under ``root`` and, in ``store``, a prediction and a gradient and a
     Grad-CAM map for each, as a run would have written them (real maps of one photo, copied)."""
-    from saliency_core import render as rd
-    from saliency_core.data import photo_path
+    from saliency_core.engine import render as rd
+    from saliency_core.evaluation.data import photo_path
     rng = np.random.default_rng(0)
     photo = sc.load_image(photo_path("chelsea.png"))
     template = {}
@@ -301,7 +301,7 @@ import os, sys, torch
 torch.set_num_threads(int(sys.argv[3]))
 import saliency_core as sc
 from saliency_core import gallery
-from saliency_core.labelled import open_folder
+from saliency_core.evaluation.labelled import open_folder
 model = sc.load_model("demo")
 labelled = open_folder(sys.argv[1], model.labels)
 store = gallery.ResultStore(sys.argv[2])
@@ -316,7 +316,7 @@ print("finished", r.stored, r.computed, len(r.failed), flush=True)
 
 
 def bench_memory(n: int, work: Path, threads: int) -> dict:
-    from saliency_core.data import pasted_objects
+    from saliency_core.evaluation.data import pasted_objects
     root = work / "pasted"
     for item in pasted_objects(n, seed=1).items:
         label = item.name.split("_")[2]
@@ -362,7 +362,7 @@ def bench_memory(n: int, work: Path, threads: int) -> dict:
 # ---- speed ---------------------------------------------------------------------------------------------
 
 def bench_speed(work: Path, cheap_images: int, smooth_images: int) -> dict:
-    from saliency_core.labelled import demo_set
+    from saliency_core.evaluation.labelled import demo_set
     model = sc.load_model("demo")
     warm = sc.load_image(demo_set(model.labels).items[0].read())
     for m in CHEAP + ["smoothgrad"]:            # first calls (capability probe, allocator) before timing

@@ -20,11 +20,9 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import saliency_core as sc  # noqa: E402
-from saliency_core._fast import switched  # noqa: E402
-from saliency_core.models import Normalize, _channels_last, _freeze  # noqa: E402
-from saliency_core.samples import sample_images  # noqa: E402
+import saliency_core as sc  # installed by the Makefile (pip install -e .)
+from saliency_core.engine._fast import switched
+from saliency_core.engine.samples import sample_images
 
 
 def _sync(device: str) -> None:
@@ -58,11 +56,16 @@ def load(name: str, device: str):
         network, layer = model.network, model.gradcam_layer
         x = model.preprocess(sample_images()["Cat (chelsea.png)"])
     elif name == "resnet50":
+        import tempfile
         import torchvision
         torch.manual_seed(0)
-        net = torchvision.models.resnet50(weights=None)  # random weights: speed does not depend on them
-        network = _channels_last(_freeze(torch.nn.Sequential(
-            Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), net)))
+        folder = tempfile.mkdtemp(prefix="bench-resnet50-")
+        # random weights (speed does not depend on them), loaded as an operator's model is: state dict + card
+        torch.save(torchvision.models.resnet50(weights=None).state_dict(), os.path.join(folder, "resnet50.pth"))
+        with open(os.path.join(folder, "resnet50.json"), "w") as f:
+            json.dump({"file": "resnet50.pth", "architecture": "resnet50", "gradcam_layer": "layer4"}, f)
+        model = sc.load_model(os.path.join(folder, "resnet50.json"), device="cpu")
+        network = model.network
         layer = "1.layer4"
         x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     else:

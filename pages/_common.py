@@ -4,22 +4,82 @@ from __future__ import annotations
 
 import io
 import logging
+import secrets
+import string
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Callable
 
 import streamlit as st
 from PIL import Image
 
 import saliency_core as sc
-from saliency_core.models import source_signature
+from saliency_core.engine.images import image_notes
+from saliency_core.engine.models import source_signature
 
 log = logging.getLogger("saliency_lens")
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"]
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 DEFAULT_METHODS = ["gradient", "guided_backprop", "smoothgrad", "gradcam"]
 DISCLAIMER = ("Saliency maps are supporting evidence and approximations of what the model used, "
               "not proof. Compare several methods and read each map's caution.")
+
+
+_ESCAPE = {ord(c): "\\" + c for c in string.punctuation}
+_BLANK = {ord(c): " " for c in "\r\n\t\v\f\x85\u2028\u2029"}
+
+
+def plain(text, limit: int = 2000) -> str:
+    """User-written text (names, notes, labels, file names, messages quoting them) for the
+    Markdown that st.markdown, st.caption, alerts, image captions, labels and toasts render:
+    every ASCII punctuation character backslash-escaped, so links, images, emphasis, HTML,
+    LaTeX and Streamlit's :colour[...] directives show as typed; line breaks become spaces;
+    at most ``limit`` characters. Longer text with line breaks belongs in st.text / st.code.
+
+    Example:
+        >>> plain("![x](http://example.invalid/a.png)")
+        '\\!\\[x\\]\\(http\\:\\/\\/example\\.invalid\\/a\\.png\\)'
+    """
+    text = str(text).translate(_BLANK)
+    text = "".join(c for c in text if c.isprintable() or c == " ")
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return text.translate(_ESCAPE)
+
+
+@contextmanager
+def page_guard(where: str):
+    """Run a page (or the sidebar) so that an unexpected error shows a short message with a
+    reference, never a stack trace; the trace goes to the server log under that reference.
+    st.stop() and reruns pass through (they are not Exceptions)."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001  the last line of defence for a page
+        reference = secrets.token_hex(4)
+        log.error("unexpected error in %s (reference %s)", where, reference, exc_info=err)
+        st.error(f"Something went wrong in {where} and it stopped. The other pages still work. If it happens "
+                 f"again, give the operator the reference **{reference}**: the details are in the server log.")
+
+
+def client_id() -> str:
+    """Who is at the keyboard, for sign-in throttling: ``ip:ADDRESS`` of the connection; behind a
+    reverse proxy on this machine (the connection comes from localhost), the address the proxy
+    appended to X-Forwarded-For (or X-Real-IP); else ``session:ID`` of this browser session."""
+    try:
+        address = st.context.ip_address
+        headers = st.context.headers or {}
+    except Exception:  # noqa: BLE001  no request context (bare script, tests)
+        address, headers = None, {}
+    if address:
+        return f"ip:{address}"[:200]
+    forwarded = headers.get("X-Forwarded-For") or headers.get("X-Real-Ip") or ""
+    last = forwarded.split(",")[-1].strip()
+    if last:
+        return f"ip:{last}"[:200]
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    ctx = get_script_run_ctx()
+    return f"session:{ctx.session_id if ctx else 'unknown'}"
 
 
 def get_model(source: str) -> sc.Classifier:
@@ -67,6 +127,19 @@ def map_cache() -> MapCache:
 def decode(data: bytes, name: str) -> Image.Image:
     """Validated RGB image from uploaded bytes (ValueError in plain words otherwise)."""
     return sc.load_image(data, name=name)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def region_labels(key: tuple, _crop: Image.Image):
+    """SLIC regions of a crop the model saw (``saliency_core.regions.segment``); ``key`` names the
+    crop: (image hash, model preprocessing)."""
+    from saliency_core.engine.regions import segment
+    return segment(_crop)
+
+
+def crop_key(model: sc.Classifier, image_hash: str) -> tuple:
+    """What a model's crop of an image depends on."""
+    return (image_hash, model.input_size, model.resize, model.interpolation)
 
 
 def map_key(model: sc.Classifier, image_hash: str, method: str, target: int, params: dict) -> tuple:
@@ -123,7 +196,8 @@ def settings() -> dict:
         "methods": list(s.get("methods", DEFAULT_METHODS)),
         "params": {"samples": int(s.get("samples", 50)), "noise": float(s.get("noise", 0.15)),
                    "seed": int(s.get("seed", 0)), "steps": int(s.get("steps", 50)),
-                   "baseline": s.get("baseline", "black")},
+                   "baseline": s.get("baseline", "black"), "window": int(s.get("window", 32)),
+                   "stride": int(s.get("stride", 16)), "masks": int(s.get("masks", 1000))},
     }
 
 
@@ -132,7 +206,7 @@ def page_model(cfg: dict) -> sc.Classifier:
     try:
         return get_model(cfg["model"])
     except ValueError as err:
-        st.error(f"The model could not be loaded: {err}")
+        st.error(f"The model could not be loaded: {plain(err)}")
         st.stop()
 
 
@@ -152,7 +226,7 @@ def page_methods(model: sc.Classifier, cfg: dict) -> list[str]:
 def single_image(upload_types: list[str]) -> tuple[str, Image.Image, str]:
     """One uploaded image or sample photo: (name, RGB image, image hash); stops with a message
     when there is none or it cannot be read."""
-    from saliency_core.samples import sample_images
+    from saliency_core.engine.samples import sample_images
     left, right = st.columns([3, 2])
     with left:
         upload = st.file_uploader("Upload an image", type=upload_types)
@@ -169,9 +243,22 @@ def single_image(upload_types: list[str]) -> tuple[str, Image.Image, str]:
     try:
         image = decode(data, name)
     except ValueError as err:
-        st.error(f"{err}")
+        st.error(plain(err))
         st.stop()
+    for note in image_notes(image):
+        st.info(plain(note))
     return name, image, sc.image_hash(image)
+
+
+def prediction_words(model: sc.Classifier, predicted: list) -> str:
+    """The prediction in words for Markdown: the top class, or a multi-label model's set."""
+    if not model.multilabel:
+        (_, label, p), = predicted
+        return f"**Prediction:** {plain(label)} ({p:.1%})"
+    rule = f"multi-label: every class above {model.threshold:.0%}"
+    if not predicted:
+        return f"**Predicted classes** ({rule}): none"
+    return f"**Predicted classes** ({rule}): " + ", ".join(f"{plain(label)} ({p:.1%})" for _, label, p in predicted)
 
 
 def method_params(method: str, params: dict) -> dict:
@@ -180,13 +267,20 @@ def method_params(method: str, params: dict) -> dict:
 
 
 def report_error(where: str, err: Exception) -> None:
-    """A plain message on the page; the traceback goes to the server log only."""
+    """A plain message on the page; the traceback goes to the server log only. ``where`` and the
+    message are shown as text (they may quote file names)."""
     if isinstance(err, ValueError):
-        st.error(f"**{where}**: {err}")
+        message = str(err)
+        for name in (where, where.split(" · ")[0]):   # messages that start with the file's name: once
+            if message.startswith(f"{name}: "):
+                message = message[len(name) + 2:]
+                break
+        st.error(f"**{plain(where)}**: {plain(message)}")
     else:
-        log.exception("%s failed", where)
-        st.error(f"**{where}**: something went wrong ({type(err).__name__}: {err}). "
-                 "The other results are unaffected; the details are in the server log.")
+        reference = secrets.token_hex(4)
+        log.error("%s failed (reference %s)", where, reference, exc_info=err)
+        st.error(f"**{plain(where)}**: something went wrong ({type(err).__name__}). The other results are "
+                 f"unaffected; the details are in the server log under reference **{reference}**.")
 
 
 def png_bytes(array) -> bytes:
@@ -230,13 +324,111 @@ def _sanity_verdicts() -> MapCache:
 
 
 def record_sanity_verdict(model: sc.Classifier, verdict) -> None:
-    """Keep ``verdict`` (a ``metrics.SanityVerdict``) as this model's verdict for its method."""
-    _sanity_verdicts().put((*model_key(model), verdict.method), verdict)
+    """Keep ``verdict`` (a ``metrics.SanityVerdict``) as this model's verdict for its method, on
+    the photo it was computed for (and as the method's latest on any photo)."""
+    _sanity_verdicts().put((*model_key(model), verdict.method, verdict.image_hash), verdict)
+    _sanity_verdicts().put((*model_key(model), verdict.method, None), verdict)
 
 
-def sanity_verdict(model: sc.Classifier, method: str):
-    """The last randomisation verdict computed for (model, method), or None."""
-    return _sanity_verdicts().get((*model_key(model), method))
+def sanity_verdict(model: sc.Classifier, method: str, image_hash: str | None = None):
+    """The last randomisation verdict computed for (model, method) on the photo ``image_hash``;
+    with ``image_hash=None`` the latest on any photo (it names its photo). None if there is none."""
+    return _sanity_verdicts().get((*model_key(model), method, image_hash))
+
+
+# ---- long runs: an estimate before, progress and Cancel while running ---------------------------------
+
+def estimate_caption(seconds: float, what: str) -> None:
+    """Say before a run starts how long it will take here (``saliency_core.engine.estimate``)."""
+    from saliency_core.engine.estimate import describe_seconds
+    st.caption(f":material/schedule: {what}: {describe_seconds(seconds)} on this machine "
+               "(from a timing of the model made just now).")
+
+
+def request_run(name: str) -> None:
+    """Button callback: start run ``name`` on this rerun (a flag set in a callback survives
+    require_frame()'s rerun, which a button's click value does not)."""
+    st.session_state[f"{name}__running"] = True
+
+
+def cancel_run(name: str) -> None:
+    st.session_state[f"{name}__running"] = False
+    st.session_state[f"{name}__cancelled"] = True
+
+
+def run_active(name: str) -> bool:
+    """Whether run ``name`` was started and has neither finished nor been cancelled."""
+    return bool(st.session_state.get(f"{name}__running"))
+
+
+def run_cancelled(name: str) -> bool:
+    return bool(st.session_state.get(f"{name}__cancelled"))
+
+
+def finish_run(name: str) -> None:
+    st.session_state[f"{name}__running"] = False
+    st.session_state[f"{name}__cancelled"] = False
+
+
+@contextmanager
+def cancellable(name: str, text: str):
+    """A progress bar and a Cancel button while run ``name`` computes. A click on Cancel stops
+    the script at its next Streamlit call (the bar's next update); what the run stored in
+    session_state so far stays, and the page shows it. Yields the progress bar."""
+    bar = st.progress(0.0, text=text)
+    stop = st.empty()
+    stop.button("Cancel", key=f"{name}__cancel", icon=":material/cancel:", on_click=cancel_run, args=(name,),
+                help="Stops the run. What was finished so far is kept and shown.")
+    try:
+        yield bar
+    finally:
+        bar.empty()
+        stop.empty()
+
+
+# ---- layout: maps in a grid, colour bars, alt text ----------------------------------------------------
+
+GRID_CSS = """<style>
+/* Map grids (pages/_common.map_rows): at most four per row, at least 200 px each; two per row on
+   a phone-width window. Layout only: no user text here. */
+div[class*="st-key-mapgrid"] div[data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
+div[class*="st-key-mapgrid"] div[data-testid="stColumn"] { min-width: 200px; }
+@media (max-width: 640px) {
+  div[class*="st-key-mapgrid"] div[data-testid="stColumn"] {
+    min-width: calc(50% - 0.5rem) !important; max-width: calc(50% - 0.5rem) !important;
+    flex: 1 1 calc(50% - 0.5rem) !important; width: calc(50% - 0.5rem) !important; }
+}
+</style>"""
+PER_ROW = 4
+
+
+def map_rows(items: list, key: str, per_row: int = PER_ROW):
+    """Lay ``items`` out in rows of at most ``per_row`` equal columns: yields ``(row_items,
+    columns)``; what the caller draws after a row's columns (cautions) spans the full width."""
+    st.html(GRID_CSS)
+    with st.container(key=f"mapgrid-{key}"):
+        for start in range(0, len(items), per_row):
+            row = items[start:start + per_row]
+            yield row, st.columns(per_row, gap="medium")[:len(row)]
+
+
+def colour_bar(r, alt: str = "") -> None:
+    """The colour bar of a rendered map (framed, so its dark end shows on a dark theme), labelled
+    in words; the exact numbers in its tooltip."""
+    from saliency_core.engine import render as rd
+    st.image(rd.colorbar_image(r, height=12, width=256, frame=True), width="stretch",
+             alt=alt or "Colour scale from low influence (left) to high influence (right)")
+    words = ("lowers the score ← no effect → raises the score" if r.sign == "signed"
+             else "low → high influence")
+    ticks = ", ".join(label for _, label in r.colorbar_ticks)
+    st.caption(words, help=f"Values along the bar: {ticks}. {r.legend}")
+
+
+def map_alt(method_label: str, image_name: str, target_label: str, probability: float | None = None) -> str:
+    """Alt text of an overlay: which method, which class, which image."""
+    what = f"{method_label} saliency map over {image_name}, explaining the class {target_label}"
+    return what + (f" ({probability:.0%} confidence)" if probability is not None else "") + \
+        ": brighter areas influenced the score more."
 
 
 @st.cache_resource

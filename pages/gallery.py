@@ -20,9 +20,9 @@ import streamlit as st
 
 import saliency_core as sc
 from saliency_core import gallery
-from saliency_core import render as rd
-from saliency_core import store as rs
-from saliency_core.labelled import DEMO_DESCRIPTION, LabelledSet, demo_set, open_folder, open_zip
+from saliency_core.engine import render as rd
+from saliency_core.review import store as rs
+from saliency_core.evaluation.labelled import DEMO_DESCRIPTION, LabelledSet, demo_set, open_folder, open_zip
 from saliency_core.pipeline import RenderOptions
 from pages._common import (DISCLAIMER, has_stability_verdicts, method_params, page_model, require_frame,
                            sanity_verdict, settings, stability_verdict)

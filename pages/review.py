@@ -8,7 +8,6 @@ visits that changed the decision; time spent computing maps is not counted.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -17,12 +16,13 @@ import pandas as pd
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core import auth
-from saliency_core import render as rd
-from saliency_core import store as rs
-from saliency_core.samples import sample_images
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, decode, explanation, is_cached, method_params,
-                           page_model, require_frame, settings)
+from saliency_core.review import auth, batches, folders
+from saliency_core.engine import render as rd
+from saliency_core.review import store as rs
+from saliency_core.engine.safe_text import file_name
+from saliency_core.engine.samples import sample_images
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, client_id, decode, explanation, is_cached, method_params,
+                           page_model, plain, require_frame, settings)
 
 FOLDER_ENV = "SALIENCY_REVIEW_DIR"
 MAX_ITEMS = 2000
@@ -51,8 +51,15 @@ except ValueError as err:   # StoreError: not cached, so the next run tries agai
 
 @st.cache_data(max_entries=4096, show_spinner=False)
 def file_hash(path: str, mtime_ns: int, size: int) -> str:
-    """Image hash of a file, recomputed only when the file changes."""
-    return sc.image_hash(sc.load_image(path))
+    """Image hash of a sample photo or a file in the review folder, recomputed only when the file changes."""
+    return sc.image_hash(sc.load_image(read_path(path), name=os.path.basename(path)))
+
+
+def read_path(path: str) -> bytes:
+    """A sample photo, or a file of the review folder (refused if it leads outside the folder)."""
+    if path in samples.values():
+        return Path(path).read_bytes()
+    return folders.read_file(folder_root, path)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -61,8 +68,19 @@ def bytes_hash(data: bytes, name: str) -> str:
 
 
 def flash(kind: str, text: str) -> None:
-    """A message shown once at the top of the next run (set from button callbacks)."""
+    """A message shown once at the top of the next run (set from button callbacks). ``text`` is
+    Markdown: quote user text in it through plain()."""
     ss["review_flash"] = (kind, text)
+
+
+@st.cache_resource
+def memory_events() -> auth.MemoryEvents:
+    """Where sign-in failures are counted when the review database cannot be opened."""
+    return auth.MemoryEvents()
+
+
+def throttle() -> auth.SignInThrottle:
+    return auth.SignInThrottle(store if store is not None else memory_events())
 
 
 # ---- who is reviewing ---------------------------------------------------------------------------------
@@ -98,10 +116,11 @@ def sign_out() -> None:
 
 
 def sign_in() -> None:
-    """Form callback (runs before the page, so the click survives any rerun)."""
+    """Form callback (runs before the page, so the click survives any rerun). Lockouts after
+    repeated failures: saliency_core.auth.SignInThrottle."""
     try:
-        ss["review_account"] = auth.authenticate(str(ss.get("signin_user", "")).strip(),
-                                                 str(ss.get("signin_password", "")))
+        ss["review_account"] = throttle().sign_in(str(ss.get("signin_user", "")).strip(),
+                                                  str(ss.get("signin_password", "")), client_id())
     except ValueError as err:
         ss["signin_error"] = str(err)
         return
@@ -120,21 +139,63 @@ with st.container(border=True):
             c2.text_input("Password", type="password", key="signin_password")
             c3.form_submit_button("Sign in", type="primary", width="stretch", on_click=sign_in)
         if "signin_error" in ss:
-            st.error(ss.pop("signin_error"))
+            st.error(plain(ss.pop("signin_error")))
         if oidc_configured():
             st.button("Sign in with your organisation's account", on_click=st.login)
     else:
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
-        c1.markdown(f"Signed in as **{account.name}** ({account.role}"
+        c1.markdown(f"Signed in as **{plain(account.name)}** ({account.role}"
                     f"{', organisation account' if account.via == 'oidc' else ''}). "
                     "Your decisions are recorded with your name.")
         c2.button("Sign out", on_click=sign_out, width="stretch")
     if store_error:
-        st.error(f"Decisions cannot be recorded: {store_error}")
+        st.error(f"Decisions cannot be recorded: {plain(store_error)}")
     elif store is not None:
-        st.caption(f"Decisions are stored in {store.backend} ({store.where}).")
+        st.caption(f"Decisions are stored in {store.backend} ({plain(store.where)}).")
 
 can_record = account is not None and store is not None
+
+
+# ---- admin: audit log integrity and sign-in lockouts ---------------------------------------------------
+def verify_audit() -> None:
+    try:
+        ss["review_audit_check"] = store.verify()
+    except ValueError as err:
+        flash("error", plain(err))
+
+
+def unlock(scope: str, key: str) -> None:
+    who = current_account()
+    if who is None or not who.is_admin:
+        flash("error", "Only an admin can unlock; nothing was changed.")
+        return
+    try:
+        throttle().unlock(actor=who.name, **{scope: key})
+    except ValueError as err:
+        flash("error", plain(err))
+        return
+    flash("success", f"Unlocked {'the user name' if scope == 'account' else 'the client'} {plain(key)}.")
+
+
+if account is not None and account.is_admin:
+    with st.expander("Audit log check and sign-in lockouts (admin)"):
+        if store is not None:
+            st.button("Verify the audit log", on_click=verify_audit, key="review_verify",
+                      help="Recomputes the hash chain of every audit row and sign-in event and compares each "
+                           "decision with its last audit row (python -m saliency_core audit verify).")
+            check = ss.get("review_audit_check")
+            if check is not None:
+                (st.success if check.ok else st.error)(plain(check.message))
+                if not check.ok:
+                    st.caption(f"First broken row: {check.table} row {check.row}.")
+        locks = throttle().locks()
+        if not locks:
+            st.caption("No user name or client is locked out.")
+        for n, lock in enumerate(locks):
+            c1, c2 = st.columns([4, 1], vertical_alignment="center")
+            c1.text(f"{'User name' if lock.scope == 'account' else 'Client'} {lock.key}: locked until "
+                    f"{lock.until:%Y-%m-%d %H:%M} UTC ({lock.detail})")
+            c2.button("Unlock", key=f"review_unlock::{n}", on_click=unlock, args=(lock.scope, lock.key))
 
 # ---- which batch -------------------------------------------------------------------------------------
 folder_root = os.environ.get(FOLDER_ENV, "").strip()
@@ -142,57 +203,30 @@ samples = sample_images()
 
 
 def folder_choices() -> list[str]:
-    """The configured review folder and its direct subfolders, relative to it ("." = the folder)."""
-    root = Path(folder_root)
-    if not folder_root or not root.is_dir():
+    """The configured review folder and its direct subfolders, relative to it ("." = the folder);
+    links that lead outside it are left out (saliency_core.folders)."""
+    if not folder_root or not Path(folder_root).is_dir():
         return []
-    subs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return ["."] + subs
-
-
-def folder_path(rel: str) -> Path:
-    """The folder ``rel`` under the review folder; ValueError if it leaves it or is missing."""
-    root = Path(folder_root).resolve()
-    path = (root / rel).resolve()
-    if not folder_root or (path != root and root not in path.parents) or not path.is_dir():
-        raise ValueError(f"The review folder {rel!r} is not available (expected a folder inside "
-                         f"{FOLDER_ENV}={folder_root or '(not set)'}).")
-    return path
+    return ["."] + folders.subfolders(folder_root)
 
 
 def batch_items(source: str, uploads) -> tuple[list[dict], list[str]]:
-    """Queue items [{name, hash, path | data}] in order, and messages about files left out."""
-    items, problems = [], []
-    if source == "samples":
-        entries = [(os.path.basename(p), p) for p in samples.values()]
-    elif source.startswith("gallery:"):   # a selection sent from the Gallery (pages/gallery.py)
-        entries = gallery_entries(source[len("gallery:"):])
-    elif source.startswith("folder:"):
-        path = folder_path(source[len("folder:"):])
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in UPLOAD_TYPES)
-        if len(files) > MAX_ITEMS:
-            problems.append(f"{len(files)} images in the folder; the queue takes the first {MAX_ITEMS}.")
-        entries = [(p.name, str(p)) for p in files[:MAX_ITEMS]]
+    """Queue items [{name, hash, path | data}] in order, and messages about files left out
+    (the rules: saliency_core.batches)."""
+    if source.startswith("gallery:"):   # a selection sent from the Gallery (pages/gallery.py)
+        entries, problems = gallery_entries(source[len("gallery:"):]), []
     else:
-        entries = [(f.name, f.getvalue()) for f in uploads or []]
-    seen = set()
-    for name, where in entries:
-        try:
-            if isinstance(where, bytes):
-                digest = bytes_hash(where, name)
-            else:
-                stat = os.stat(where)
-                digest = file_hash(where, stat.st_mtime_ns, stat.st_size)
-        except (ValueError, OSError) as err:
-            problems.append(f"{name}: {err}")
-            continue
-        if digest in seen:
-            problems.append(f"{name}: the same image as an earlier item; reviewed once.")
-            continue
-        seen.add(digest)
-        found = {"data": where} if isinstance(where, bytes) else {"path": where}
-        items.append({"name": name, "hash": digest, **found})
-    return items, problems
+        entries, problems = batches.source_entries(
+            source, samples=samples, folder_root=folder_root, suffixes=UPLOAD_TYPES, max_items=MAX_ITEMS,
+            uploads=[(f.name, f.getvalue()) for f in uploads or []])
+
+    def hash_of(name, where):
+        if isinstance(where, bytes):
+            return bytes_hash(where, name)
+        return file_hash(where, *batches.file_signature(where))
+
+    items, left_out = batches.queue_items(entries, hash_of)
+    return items, problems + left_out
 
 
 def gallery_entries(selection: str) -> list[tuple[str, bytes]]:
@@ -215,7 +249,7 @@ if can_record and "review_batch" not in ss:
     if batch and (batch.source == "samples" or (batch.source.startswith("folder:") and folder_root)
                   or batch.source.startswith("gallery:")):
         ss["review_batch"] = {"name": batch.name, "source": batch.source, "methods": batch.methods}
-        flash("info", f"Continuing batch **{batch.name}** where you stopped.")
+        flash("info", f"Continuing batch **{plain(batch.name)}** where you stopped.")
 
 def open_batch() -> None:
     """Form callback: set up the batch chosen in the form (registered in the database when signed in)."""
@@ -230,22 +264,20 @@ def open_batch() -> None:
         items, _ = batch_items(source, ss.get("rb_uploads"))
         if not items:
             raise ValueError("No readable images for this batch: upload images or pick another source.")
-        derived = {"samples": "sample-photos", "upload": "upload-" + hashlib.sha256(
-            "".join(sorted(i["hash"] for i in items)).encode()).hexdigest()[:10]}.get(
-            kind, f"folder-{'root' if rel == '.' else rel}")
+        derived = batches.default_name(source, (i["hash"] for i in items))
         spec = {"name": str(ss.get("rb_name", "")).strip() or derived, "source": source,
                 "methods": {m: method_params(m, cfg["params"]) for m in chosen}}
         if who is not None and store is not None:
             batch = store.open_batch(spec["name"], source=source, created_by=who.name,
                                      model_fingerprint=model.fingerprint, methods=spec["methods"])
             if batch.methods != spec["methods"]:
-                flash("info", f"Batch **{batch.name}** already exists (opened by {batch.created_by} on "
+                flash("info", f"Batch **{plain(batch.name)}** already exists (opened by {plain(batch.created_by)} on "
                               f"{batch.created_at:%Y-%m-%d}); it keeps its methods "
                               f"{', '.join(sc.METHODS[m].label for m in batch.methods if m in sc.METHODS)}.")
             spec = {"name": batch.name, "source": batch.source if batch.source != "upload" else source,
                     "methods": batch.methods}
     except ValueError as err:
-        flash("error", str(err))
+        flash("error", plain(err))
         return
     ss["review_batch"] = spec
     ss.pop(f"review_pos::{spec['name']}", None)
@@ -279,10 +311,10 @@ if spec is None:
 try:
     items, problems = batch_items(spec["source"], ss.get("rb_uploads"))
 except ValueError as err:
-    st.error(str(err))
+    st.error(plain(err))
     st.stop()
 for text in problems:
-    st.warning(f"Left out of the queue: {text}")
+    st.warning(f"Left out of the queue: {plain(text)}")
 if not items:
     st.info("This batch has no readable items here. Batches of uploaded images need the same images "
             "uploaded again: use the Batch panel above.")
@@ -291,23 +323,23 @@ if not items:
 batch_name = spec["name"]
 methods = {m: p for m, p in spec["methods"].items() if m in sc.METHODS and not usable.get(m)}
 for m in [m for m in spec["methods"] if m not in methods]:
-    st.warning(f"Method {m!r} of this batch is not available here; it is not shown.")
+    st.warning(f"Method {plain(repr(m))} of this batch is not available here; it is not shown.")
 
 try:
     mine = {d.item_hash: d for d in store.decisions(batch=batch_name, reviewer=account.name)} if can_record else {}
 except ValueError as err:
-    st.error(str(err))
+    st.error(plain(err))
     mine = {}
 
 pos_key = f"review_pos::{batch_name}"
 if pos_key not in ss:   # resume at the first item this reviewer has not decided
-    ss[pos_key] = next((i for i, it in enumerate(items) if it["hash"] not in mine), len(items) - 1)
+    ss[pos_key] = batches.resume_position(items, mine)
 ss[pos_key] = min(max(int(ss[pos_key]), 0), len(items) - 1)
 pos = ss[pos_key]
 item = items[pos]
 decided = sum(it["hash"] in mine for it in items)
 
-st.subheader(f"Batch {batch_name}")
+st.subheader(f"Batch {plain(batch_name)}")
 if can_record:
     st.progress(decided / len(items), text=f"{decided} of {len(items)} items decided by you")
     if decided == len(items):
@@ -331,19 +363,19 @@ def decide(choice: str, it: dict, index: int, expected_version: int, note_key: s
                             seconds=seconds, model_fingerprint=model.fingerprint, methods=methods,
                             expected_version=expected_version)
     except rs.DecisionConflict as err:
-        flash("warning", str(err))
+        flash("warning", plain(err))
         return
     except ValueError as err:
-        flash("error", f"Not recorded: {err}")
+        flash("error", f"Not recorded: {plain(err)}")
         return
     label = rs.DECISION_LABELS[choice]
     if done.action == "unchanged":
-        flash("info", f"{it['name']}: already recorded as **{label}**; nothing changed.")
+        flash("info", f"{plain(it['name'])}: already recorded as **{label}**; nothing changed.")
     elif done.action == "changed":
-        flash("success", f"Changed your decision on {it['name']} to **{label}** (the earlier one is kept "
+        flash("success", f"Changed your decision on {plain(it['name'])} to **{label}** (the earlier one is kept "
                          "in the audit log).")
     else:
-        flash("success", f"Recorded **{label}** for {it['name']}.")
+        flash("success", f"Recorded **{label}** for {plain(it['name'])}.")
     ss.pop("review_timer", None)
     ss[pos_key] = min(index + 1, len(items) - 1)
 
@@ -355,7 +387,7 @@ nav[1].button("Next ▶", on_click=go, args=(pos + 1,), disabled=pos == len(item
 undecided = next((i for i, it in enumerate(items) if it["hash"] not in mine and i != pos), None)
 nav[2].button("Next undecided", on_click=go, args=(undecided if undecided is not None else pos,),
               disabled=undecided is None or not can_record, width="stretch", key="review_undecided")
-nav[3].markdown(f"**Item {pos + 1} of {len(items)}:** {item['name']}")
+nav[3].markdown(f"**Item {pos + 1} of {len(items)}:** {plain(item['name'])}")
 if spec["source"].startswith("gallery:"):
     def to_gallery(it: dict) -> None:
         ss["gallery_focus"] = {"selection": spec["source"][len("gallery:"):], "hash": it["hash"], "name": it["name"]}
@@ -365,11 +397,11 @@ if spec["source"].startswith("gallery:"):
 
 # ---- the item: image, prediction, overlays -----------------------------------------------------------
 try:
-    image = decode(item["data"] if "data" in item else Path(item["path"]).read_bytes(), item["name"])
+    image = decode(item["data"] if "data" in item else read_path(item["path"]), item["name"])
     crop = model.crop(image)
     prediction = model.predict(model.preprocess(image), k=5)
 except (ValueError, OSError) as err:
-    st.error(f"{item['name']}: {err}")
+    st.error(f"{plain(item['name'])}: {plain(err)}")
     st.stop()
 target = prediction[0][0]
 missing = [m for m in methods if not is_cached(model, item["hash"], m, target, methods[m])]
@@ -382,7 +414,7 @@ if missing:
         try:
             explanation(model, image, item["hash"], m, target, methods[m], progress)
         except Exception as err:  # noqa: BLE001  shown below per method
-            st.error(f"{sc.METHODS[m].label}: {err}")
+            st.error(f"{sc.METHODS[m].label}: {plain(err)}")
     bar.empty()
 
 with st.container(border=True):
@@ -400,7 +432,7 @@ with st.container(border=True):
                           target_label=exp.target_label, meaning=meta.meaning)
             st.image(r.overlay, caption=meta.label, width="stretch")
             st.image(rd.colorbar_image(r), width="stretch")
-            st.caption("  ·  ".join(label for _, label in r.colorbar_ticks) + f"\n\n{r.legend}")
+            st.caption(plain("  ·  ".join(label for _, label in r.colorbar_ticks)) + f"\n\n{plain(r.legend)}")
             if r.near_zero:
                 st.info("This map is zero (or numerically negligible) everywhere.")
             if meta.caution:
@@ -408,10 +440,10 @@ with st.container(border=True):
 
     left, right = st.columns([2, 3])
     with left:
-        st.markdown(f"**Prediction:** {prediction[0][1]} ({prediction[0][2]:.1%} confidence)")
+        st.markdown(f"**Prediction:** {plain(prediction[0][1])} ({prediction[0][2]:.1%} confidence)")
         st.dataframe(pd.DataFrame([{"class": label, "probability": f"{p:.1%}"} for _, label, p in prediction]),
                      hide_index=True, key=f"top5-{pos}")
-        st.caption(f"Maps explain **{model.labels[target]}**. Model sha256 `{model.fingerprint[:12]}…`")
+        st.caption(f"Maps explain **{plain(model.labels[target])}**. Model sha256 `{model.fingerprint[:12]}…`")
     with right:
         current = mine.get(item["hash"])
         if current:
@@ -434,9 +466,10 @@ with st.container(border=True):
         if account is not None and account.is_admin and store is not None:
             others = [d for d in store.decisions(batch=batch_name) if d.item_hash == item["hash"]
                       and d.reviewer != account.name]
-            if others:
-                st.caption("Other reviewers: " + "; ".join(
-                    f"**{d.reviewer}**: {d.label}" + (f" ({d.note})" if d.note else "") for d in others))
+            if others:   # notes and names are the reviewers' own words: shown as text, never as Markdown
+                st.caption("Other reviewers on this item:")
+                for d in others:
+                    st.text(f"{d.reviewer}: {d.label}" + (f". Note: {d.note}" if d.note else ""))
 
 # The reviewer's clock for this item starts once its maps are on screen.
 if can_record and (ss.get("review_timer") or (None, None))[:2] != (batch_name, item["hash"]):
@@ -460,7 +493,7 @@ try:
     every = store.decisions(batch=batch_name)
     names = [b.name for b in store.batches()]
 except ValueError as err:
-    st.error(str(err))
+    st.error(plain(err))
     st.stop()
 summary = rs.summarize(every)
 c1, c2, c3 = st.columns(3)
@@ -503,14 +536,14 @@ if account.is_admin:
                                     "to": e.new_decision, "old note": e.old_note or "", "new note": e.new_note}
                                    for e in store.audit_log(batch=batch_name)]), hide_index=True, key="review_audit")
     e1, e2 = st.columns(2)
-    e1.download_button("Export this batch (CSV)", rs.to_csv(every), f"{batch_name}_decisions.csv", "text/csv",
-                       key="export_batch")
+    e1.download_button("Export this batch (CSV)", rs.to_csv(every), file_name(f"{batch_name}_decisions.csv"),
+                       "text/csv", key="export_batch")
     e2.download_button("Export every batch (CSV)", rs.to_csv(store.decisions()), "all_decisions.csv", "text/csv",
                        key="export_all")
 else:
     own = [d for d in every if d.reviewer == account.name]
     st.download_button("Export your decisions in this batch (CSV)", rs.to_csv(own),
-                       f"{batch_name}_{account.name}_decisions.csv", "text/csv", key="export_mine")
+                       file_name(f"{batch_name}_{account.name}_decisions.csv"), "text/csv", key="export_mine")
     st.caption("Other reviewers' notes and the full export are for admins.")
 if len(names) > 1:
     st.caption(f"{len(names)} batches in the database; open another from the Batch panel above.")

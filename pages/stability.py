@@ -10,26 +10,33 @@ import plotly.express as px
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core import render as rd
-from saliency_core.metrics import stability as stab
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, computed, decode, method_params, model_key,
-                           page_methods, page_model, record_stability_verdict, report_error, require_frame,
-                           settings, single_image)
+from saliency_core.engine import render as rd
+from saliency_core.evaluation import stability as stab
+from saliency_core.engine import estimate as es
+from saliency_core.engine.safe_text import to_csv
+from pages import _defaults as defaults
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, cancellable, colour_bar, decode, estimate_caption,
+                           finish_run, map_alt, map_rows, method_params, model_key, page_methods, page_model,
+                           plain, record_stability_verdict, report_error, request_run, require_frame,
+                           result_cache, run_active, settings, single_image)
 
 GENERATED, SIMILAR = "Small changes made here", "Similar images I upload"
 KIND_NAMES = {"noise": "pixel noise", "brightness": "brightness", "contrast": "contrast", "shift": "shift",
               "rotation": "rotation", "jpeg": "JPEG re-compression"}
-VERDICT_STYLE = {"stable": (st.success, "✅"), "unstable explanation": (st.warning, "⚠️"),
-                 "fragile prediction": (st.error, "⛔")}
-PER_ROW = 5
+VERDICT_STYLE = {"stable": (st.success, ":material/check_circle:"),
+                 "unstable explanation": (st.warning, ":material/warning:"),
+                 "fragile prediction": (st.error, ":material/error:")}
 
 require_frame()
 
 st.title("Stability across similar inputs")
-st.caption("The image is changed a little (noise, brightness, contrast, a few pixels of shift, a small "
-           "rotation, JPEG re-compression) or compared with similar images you upload. A trustworthy map "
-           "stays put when the prediction does. Shifts and rotations are undone before comparing, and only "
-           "the part visible in both images is compared. " + DISCLAIMER)
+st.markdown("Check whether the maps stay put when the photo changes a little and the prediction does not. "
+            "**Pick a photo and press Check stability.**")
+with st.expander("How it works"):
+    st.markdown("The image is changed a little (noise, brightness, contrast, a few pixels of shift, a small "
+                "rotation, JPEG re-compression) or compared with similar images you upload. A trustworthy map "
+                "stays put when the prediction does. Shifts and rotations are undone before comparing, and only "
+                "the part visible in both images is compared. " + DISCLAIMER)
 
 cfg = settings()
 model = page_model(cfg)
@@ -49,15 +56,17 @@ if source == SIMILAR:
         try:
             similar.append((f.name, decode(f.getvalue(), f.name)))
         except ValueError as err:   # one bad file never hides the others
-            st.error(f"{err}")
+            st.error(plain(err))
     if not similar:
         st.info("Upload one or more similar images, or compare with small changes made here.")
         st.stop()
 
-with st.form("stability_settings"):
+if st.session_state.get("stability_count") is None:
+    st.session_state["stability_count"] = defaults.STABILITY_VARIANTS
+with st.container(border=True):
     if source == GENERATED:
         c1, c2 = st.columns([1, 2])
-        count = c1.number_input("Number of variants (K)", 1, stab.MAX_VARIANTS, 8,
+        count = c1.number_input("Number of changed copies", 1, stab.MAX_VARIANTS, key="stability_count",
                                 help="The kinds are used in turn: noise, brightness, contrast, shift, "
                                      "rotation, JPEG, noise again with new draws...")
         kinds = c2.multiselect("Kinds of change", stab.KINDS, default=list(stab.KINDS),
@@ -71,22 +80,37 @@ with st.form("stability_settings"):
             rotation = d3.slider("Rotation (degrees, ±)", 0.5, 15.0, 3.0, 0.5)
             quality = d3.slider("JPEG quality", 10, 95, 75, 5)
             noise_seed = d3.number_input("Seed of the noise", 0, 2**31 - 1, 0)
-    st.markdown("**Verdict thresholds**")
+    st.markdown("**When is a map stable?**")
     t1, t2, t3, t4 = st.columns(4)
-    defaults = stab.StabilityThresholds()
+    limits = stab.StabilityThresholds()
     min_spearman = t1.slider("Stable if the mean rank correlation is at least", 0.0, 1.0,
-                             defaults.min_spearman, 0.05,
+                             limits.min_spearman, 0.05,
                              help="Spearman rank correlation of |map| with the original's map, averaged over "
                                   "the variants; 1 = same ordering of pixels, 0 = unrelated.")
-    min_overlap = t2.slider("… and the mean top-k overlap at least", 0.0, 1.0, defaults.min_top_k_overlap, 0.05,
-                            help="Share of the original's most salient pixels that stay most salient. "
-                                 "Unrelated maps score about the top-k share.")
-    top_k = t3.slider("Top-k share of pixels", 0.01, 0.5, defaults.top_k, 0.01)
+    min_overlap = t2.slider("… and the mean share of top pixels kept at least", 0.0, 1.0,
+                            limits.min_top_k_overlap, 0.05,
+                            help="Share of the original's most salient pixels that stay most salient (top-k "
+                                 "overlap). Unrelated maps score about the top-k share.")
+    top_k = t3.slider("Share of pixels counted as top", 0.01, 0.5, limits.top_k, 0.01)
     max_drop = t4.slider("Fragile if the class changes or its probability drops by more than", 0.0, 1.0,
-                         defaults.max_confidence_drop, 0.05, format="%.2f")
-    submitted = st.form_submit_button("Check stability", type="primary")
+                         limits.max_confidence_drop, 0.05, format="%.2f")
+    variants_planned = int(count) if source == GENERATED else len(similar)
+    maps = {m: method_params(m, cfg["params"]) for m in methods}
+    estimate_caption(es.stability_seconds(es.pass_times(model), variants_planned, maps),
+                     f"This check ({len(methods)} methods × {variants_planned + 1} images)")
+    if source == GENERATED and int(count) < defaults.STABILITY_FULL_VARIANTS:
+        full = es.stability_seconds(es.pass_times(model), defaults.STABILITY_FULL_VARIANTS, maps)
+        st.button(f"Use the full setting ({defaults.STABILITY_FULL_VARIANTS} changed copies, four of each kind: "
+                  f"{es.describe_seconds(full)})", icon=":material/tune:", key="stability_full",
+                  on_click=lambda: st.session_state.update(stability_count=defaults.STABILITY_FULL_VARIANTS))
 
-if submitted:
+    def start() -> None:
+        st.session_state["stability_new"] = True
+        request_run("stability")
+
+    st.button("Check stability", type="primary", icon=":material/play_arrow:", on_click=start)
+
+if st.session_state.pop("stability_new", False):   # this run's widget values
     settings_used = {"source": source, "top_k": float(top_k), "for": (model_key(model), image_hash)}
     if source == GENERATED:
         settings_used.update(count=int(count), kinds=tuple(kinds), perturbation=stab.Perturbation(
@@ -95,7 +119,8 @@ if submitted:
     st.session_state["stability_request"] = settings_used
 request = st.session_state.get("stability_request")
 if request is None or request["source"] != source or request["for"] != (model_key(model), image_hash):
-    st.info("Set the changes and thresholds, then press **Check stability**.")
+    finish_run("stability")
+    st.info("Nothing is computed until you press **Check stability**.")
     st.stop()
 thresholds = stab.StabilityThresholds(min_spearman=float(min_spearman), min_top_k_overlap=float(min_overlap),
                                       max_confidence_drop=float(max_drop), top_k=request["top_k"])
@@ -104,7 +129,8 @@ if source == GENERATED:
     try:
         variants = stab.make_variants(model, image, request["count"], request["perturbation"], request["kinds"])
     except ValueError as err:
-        st.error(f"The variants could not be made: {err}")
+        finish_run("stability")
+        st.error(f"The variants could not be made: {plain(err)}")
         st.stop()
     variant_key = (request["count"], request["kinds"], dataclasses.astuple(request["perturbation"]))
 else:
@@ -114,96 +140,122 @@ params = {m: method_params(m, cfg["params"]) for m in methods}
 key = ("stability", *model_key(model), image_hash, tuple(methods), variant_key, request["top_k"],
        tuple((m, tuple(sorted(p.items()))) for m, p in params.items()))
 
-# ---- compute (cached), then judge with the current thresholds ----------------------------------------
-def run_check() -> stab.StabilityResult:
-    bar = st.progress(0.0, text=f"Computing {len(methods)} x {len(variants) + 1} maps…")
+# ---- compute (finished runs cached for every session; a stopped one kept in this session) -------------
+result = result_cache().get(key)
+stored = st.session_state.get("stability_partial")
+partial = stored[1] if stored and stored[0] == key else None
+if result is None and run_active("stability"):
     started = time.perf_counter()
-
-    def progress(done, total):
-        bar.progress(min(1.0, done / total), text=f"Computing maps: batch {done} of {total}")
-
     try:
-        return stab.stability_check(model, image, methods, variants=variants, params=cfg["params"],
-                                    progress=progress, thresholds=stab.StabilityThresholds(top_k=request["top_k"]))
-    finally:
-        bar.empty()
+        with cancellable("stability", f"Computing {len(methods)} x {len(variants) + 1} maps…") as bar:
+            def progress(done, total):
+                bar.progress(min(1.0, done / total), text=f"Computing maps: batch {done} of {total}")
+
+            def keep(so_far):   # what a Cancel keeps
+                st.session_state["stability_partial"] = (key, so_far)
+
+            result = stab.stability_check(model, image, methods, variants=variants, params=cfg["params"],
+                                          progress=progress, done=partial, on_result=keep,
+                                          thresholds=stab.StabilityThresholds(top_k=request["top_k"]))
+        result_cache().put(key, result)
+        st.session_state.pop("stability_partial", None)
         st.toast(f"Stability checked in {time.perf_counter() - started:.1f} s")
-
-
-try:
-    result = computed(key, run_check).with_thresholds(thresholds)
-except Exception as err:
-    report_error("Stability check", err)
+    except Exception as err:
+        report_error("Stability check", err)
+        st.stop()
+    finally:
+        finish_run("stability")
+if result is None and partial is not None:
+    result = partial
+    left = [sc.METHODS[m].label for m in methods if m not in partial.summary and m not in partial.errors]
+    st.warning(f"Stopped after {len(partial.summary)} of {len(methods)} methods: the results below cover those.",
+               icon=":material/pause_circle:")
+    st.button(f"Go on with {', '.join(left)}", icon=":material/play_arrow:", key="stability_go_on",
+              on_click=request_run, args=("stability",))
+if result is None:
+    st.info("Press **Check stability** to compute the maps for these settings.")
     st.stop()
+result = result.with_thresholds(thresholds)
 for m, message in result.errors.items():
-    st.error(f"**{sc.METHODS[m].label}** could not be computed: {message}")
+    st.error(f"**{sc.METHODS[m].label}** could not be computed: {plain(message)}")
 if not result.summary:
     st.stop()
 
 # ---- verdicts -----------------------------------------------------------------------------------------
 top = result.prediction[0]
 steady = sum(v.steady for v in result.variants)
-st.markdown(f"**Prediction on the original:** {top[1]} ({top[2]:.1%}). Every map explains **{result.target_label}**; "
-            f"the prediction held under {steady} of {len(result.variants)} variants.")
+st.markdown(f"**Prediction on the original:** {plain(top[1])} ({top[2]:.1%}). Every map explains "
+            f"**{plain(result.target_label)}**; "
+            f"the prediction held under {steady} of {len(result.variants)} changed copies.")
 pct = f"{thresholds.top_k:.0%}"
 table = pd.DataFrame([{
-    "method": sc.METHODS[m].label, "verdict": s.verdict,
-    "mean rank correlation": round(s.mean["spearman_abs"], 3),
-    f"mean top-{pct} overlap": round(s.mean["top_k_overlap"], 3),
-    "mean SSIM": round(s.mean["ssim"], 3),
-    "worst rank correlation": round(s.worst["spearman_abs"], 3)} for m, s in result.summary.items()])
+    "Method": sc.METHODS[m].label, "Verdict": s.verdict,
+    "Mean rank correlation": round(s.mean["spearman_abs"], 3),
+    f"Mean share of top {pct} pixels kept": round(s.mean["top_k_overlap"], 3),
+    "Mean structural similarity (SSIM)": round(s.mean["ssim"], 3),
+    "Worst rank correlation": round(s.worst["spearman_abs"], 3)} for m, s in result.summary.items()])
 st.dataframe(table, hide_index=True)
 for m, s in result.summary.items():
     record_stability_verdict(model, image_hash, m, s.verdict, s.reason)   # the Gallery's flags
     show, icon = VERDICT_STYLE[s.verdict]
-    show(f"**{sc.METHODS[m].label}: {s.verdict}.** {s.reason}", icon=icon)
+    show(f"**{sc.METHODS[m].label}: {s.verdict}.** {plain(s.reason)}", icon=icon)
 st.caption(f"Thresholds: stable if the mean rank correlation (Spearman of |map|) is at least "
-           f"{thresholds.min_spearman:.2f} and the mean top-{pct} overlap at least "
+           f"{thresholds.min_spearman:.2f} and the mean share of top-{pct} pixels kept at least "
            f"{thresholds.min_top_k_overlap:.2f}; fragile prediction if the class changes or its probability "
-           f"drops by more than {thresholds.max_confidence_drop:.0%} under any variant.")
+           f"drops by more than {thresholds.max_confidence_drop:.0%} under any change.")
 
 rows = pd.DataFrame(result.rows())
 rows["method"] = rows["method"].map(lambda n: sc.METHODS[n].label)
 rows["prediction"] = rows["steady"].map({True: "held", False: "changed or dropped"})
-fig = px.scatter(rows, x="variant", y="spearman_abs", color="method", symbol="prediction",
-                 symbol_map={"held": "circle", "changed or dropped": "x"},
+fig = px.scatter(rows, x="variant", y="spearman_abs", color="method", symbol="method",
                  category_orders={"variant": list(dict.fromkeys(v.name for v in result.variants))},
-                 hover_data=["top1", "top1_probability", "top_k_overlap", "ssim"])
+                 labels={"variant": "changed copy", "spearman_abs": "rank correlation", "method": "method",
+                         "top1": "prediction", "top1_probability": "probability", "top_k_overlap": "top pixels kept",
+                         "ssim": "SSIM"},
+                 hover_data=["prediction", "top1", "top1_probability", "top_k_overlap", "ssim"])
+for v in rows.loc[~rows["steady"], "variant"].unique():
+    fig.add_annotation(x=v, y=1.03, text="prediction changed", showarrow=False, font=dict(size=10))
 fig.add_hline(y=thresholds.min_spearman, line_dash="dash", line_color="grey",
-              annotation_text=f"threshold {thresholds.min_spearman:.2f}")
+              annotation_text=f"stable from {thresholds.min_spearman:.2f}")
 fig.update_traces(marker_size=11)
-fig.update_layout(height=340, margin=dict(l=0, r=0, t=10, b=0), yaxis_range=[-0.2, 1.05],
+fig.update_layout(height=360, margin=dict(l=0, r=0, t=40, b=0), yaxis_range=[-0.2, 1.08],
+                  title="How closely each changed copy's map follows the original's",
                   yaxis_title="rank correlation with the original's map", xaxis_title=None)
-st.plotly_chart(fig, key="stability-chart")
+st.plotly_chart(fig, key="stability-chart",
+                alt="Rank correlation of each changed copy's map with the original's, one marker shape per "
+                    "method; the dashed line is the stability threshold.")
 
 # ---- grid: each variant's overlay and scores ----------------------------------------------------------
 for n, (m, s) in enumerate(result.summary.items()):
     meta = sc.METHODS[m]
-    with st.expander(f"{meta.label}: {s.verdict} · each variant's map", expanded=n == 0):
+    with st.expander(f"{meta.label}: {s.verdict} · each changed copy's map", expanded=n == 0):
         tiles = [("original", result.image, result.saliency[m], top, None)]
         tiles += [(v.name, v.image, v.saliency[m], v.prediction, v.scores[m]) for v in result.variants]
         legend = None
-        for row in range(0, len(tiles), PER_ROW):
-            cols = st.columns(PER_ROW)
-            for col, (title, picture, saliency, prediction, scores) in zip(cols, tiles[row:row + PER_ROW]):
+        for row, cols in map_rows(tiles, key=f"stability-{m}"):
+            for col, (title, picture, saliency, prediction, scores) in zip(cols, row):
                 r = rd.render(saliency, picture, target_label=result.target_label, meaning=meta.meaning)
                 legend = legend or r
-                caption = f"{title} · {prediction[1]} ({prediction[2]:.0%})"
+                caption = f"{plain(title)} · {plain(prediction[1])} ({prediction[2]:.0%})"
                 if scores:
-                    caption += (f" · ρ {scores['spearman_abs']:.2f} · top-{pct} {scores['top_k_overlap']:.2f}"
-                                f" · SSIM {scores['ssim']:.2f}")
-                col.image(r.overlay, caption=caption, width="stretch")
-        st.image(rd.colorbar_image(legend, width=400))
-        st.caption(f"Original's map: {legend.legend} Each variant's map is scaled to its own 99th percentile "
-                   "the same way. ρ = Spearman rank correlation of |map| with the original's map, compared "
-                   "where both images show the same pixels.")
+                    caption += f" · follows the original {scores['spearman_abs']:.2f}"
+                col.image(r.overlay, caption=caption, width="stretch",
+                          alt=map_alt(meta.label, f"{name} ({title})", result.target_label, prediction[2]
+                                      if prediction[0] == result.target else None))
+        left, _ = st.columns([1, 2])
+        with left:
+            colour_bar(legend, alt=f"Colour scale of the {meta.label} maps: dark = low, bright = high influence")
+        st.caption(f"{plain(legend.words)} Each map is drawn on its own scale. \"Follows the original\" is the "
+                   "rank correlation with the original's map (1 = same order of pixels), compared where both "
+                   "images show the same pixels.")
 
 # ---- export -----------------------------------------------------------------------------------------------
 export = pd.DataFrame(result.rows())
 export.insert(0, "image", name)
 export["model_fingerprint"] = model.fingerprint
 c1, c2 = st.columns(2)
-c1.download_button("Scores per variant (CSV)", export.to_csv(index=False), "stability.csv", "text/csv")
+c1.download_button("Scores per changed copy (CSV)", to_csv(export), "stability.csv", "text/csv",
+                   icon=":material/download:")
 c2.download_button("Verdicts and settings (JSON)",
                    json.dumps({"image": name, "model": model.describe(), **result.record()}, indent=2, default=str),
-                   "stability.json", "application/json")
+                   "stability.json", "application/json", icon=":material/download:")

@@ -6,12 +6,12 @@
     >>> exp.saliency.shape
     (224, 224)
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
-from .images import load_image, image_hash
-from .models import Classifier, load_model
-from .methods import METHODS, Method, register
-from .explain import (Explanation, explain, attribute, available_methods, reduce_channels,
+from .engine.images import load_image, image_hash
+from .engine.models import Classifier, load_model
+from .engine.methods import METHODS, Method, register
+from .engine.explain import (Explanation, explain, attribute, available_methods, reduce_channels,
                       resolve_params)
 
 __all__ = ["load_model", "Classifier", "METHODS", "Method", "register", "explain", "attribute",

@@ -164,7 +164,7 @@ def _prepare_worker(threads: int, gpus: float):
 
 
 def _load(model_source: str, device: str):
-    from .models import load_model
+    from .engine.models import load_model
     return load_model(model_source, device=device)  # the actor's own copy
 
 
@@ -259,7 +259,7 @@ class _ValidateWorker:
     def __init__(self, model_source: str, dataset: Callable, settings, threads: int, gpus: float, run: str):
         import torch
 
-        from .validate import plan_run
+        from .evaluation.validate import plan_run
         device = _prepare_worker(threads, gpus)
         self.model = _load(model_source, device)
         self.items = dataset().items
@@ -270,7 +270,7 @@ class _ValidateWorker:
         self.threads = torch.get_num_threads()  # recorded with each image
 
     def __call__(self, batch: dict) -> dict:
-        from .validate import score_image
+        from .evaluation.validate import score_image
         lines = []
         for index, name in zip(batch["index"], batch["name"]):
             index = int(index)
@@ -320,8 +320,8 @@ def run_validation_ray(model_source: str, dataset: Callable, settings, out: str 
         ValueError: bad settings, no usable method, Ray missing or unreachable, a results file
             of another run with ``resume``, or a data set that differs on a worker.
     """
-    from .models import load_model
-    from .validate import ImageScores, RunTotals, plan_run
+    from .engine.models import load_model
+    from .evaluation.validate import ImageScores, RunTotals, plan_run
 
     settings.check()
     started = time.perf_counter()
@@ -383,7 +383,7 @@ class _ExplainWorker:
     for the driver to write."""
 
     def __init__(self, model_source: str, methods: list[str], options: dict, threads: int, gpus: float):
-        from .explain import available_methods
+        from .engine.explain import available_methods
         device = _prepare_worker(threads, gpus)
         self.model = _load(model_source, device)
         self.usable = available_methods(self.model)

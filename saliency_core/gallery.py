@@ -48,13 +48,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .annotations import Skipped
-from .explain import Explanation, explain, get_method, resolve_params
-from .images import image_hash
-from .labelled import LabelledItem, LabelledSet
-from .methods import METHODS
+from .evaluation.annotations import Skipped
+from .engine.explain import Explanation, explain, get_method, resolve_params
+from .engine.images import image_hash
+from .evaluation.labelled import LabelledItem, LabelledSet
+from .engine.methods import METHODS
 from .pipeline import RenderOptions, explain_images, method_params
-from .untrusted import InflateError, cut, inflate
+from .engine.untrusted import InflateError, cut, inflate
 
 THUMB = 192              # thumbnail side in pixels
 THUMB_QUALITY = 85       # JPEG quality of thumbnails (display only; maps are stored exactly)
@@ -68,7 +68,7 @@ BUSY_TIMEOUT = 30.0
 def gallery_path() -> Path:
     """Where the result store lives: ``SALIENCY_GALLERY_DB``, else ``gallery.sqlite`` next to
     the review database (``SALIENCY_DB``, default ``./data/reviews.sqlite``)."""
-    from .store import DEFAULT_SQLITE
+    from .review.store import DEFAULT_SQLITE
     explicit = os.environ.get("SALIENCY_GALLERY_DB", "").strip()
     if explicit:
         return Path(explicit).expanduser().absolute()
@@ -79,7 +79,7 @@ def gallery_path() -> Path:
 def model_key(model) -> str:
     """What a stored result depends on besides the image: weights, card, engine versions."""
     import torch
-    from . import __version__
+    from ._version import __version__
     digest = (model.card or {}).get("digest") or "-"
     return f"{model.fingerprint}|{digest}|saliency_core {__version__}|torch {torch.__version__}"
 
@@ -321,7 +321,7 @@ class ResultStore:
     def put_result(self, mkey: str, file_key: str, result, pkeys: dict[str, str],
                    render: RenderOptions | None = None) -> None:
         """One image's prediction and maps (a ``pipeline.ImageResult``), in one transaction."""
-        from .render import render as draw
+        from .engine.render import render as draw
         render = render or RenderOptions()
         predicted, _, confidence = result.prediction[0]
         rows = []

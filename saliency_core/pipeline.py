@@ -21,10 +21,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+from torchvision.transforms.functional import to_tensor
 
-from .explain import Explanation, available_methods, explain, get_method
-from .images import ImageSource, image_hash, load_image
-from .methods import METHODS
+from .engine.explain import Explanation, available_methods, explain, get_method
+from .engine.images import ImageSource, image_hash, load_image
+from .engine.methods import METHODS
 
 SCHEMA = 1
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "record-1.json"
@@ -53,7 +54,7 @@ class RenderOptions:
     clip_percentile: float = CLIP_PERCENTILE
 
     def sign_for(self, method: str) -> str:
-        from .render import DIVERGING
+        from .engine.render import DIVERGING
         if self.sign:
             return self.sign
         if self.colormap in DIVERGING or (self.colormap is None and METHODS[method].signed):
@@ -70,6 +71,8 @@ class ImageResult:
         failed: why the image could not be used (then nothing else is set), or None.
         crashed: an unexpected error as plain data (type, message, traceback), or None.
         image_hash, image_size, prediction: of the decoded image (top-5 (index, label, probability)).
+        predicted: what the model predicts (``Classifier.predicted_set``): the top class, or for a
+            multi-label model every class above its threshold (possibly none).
         crop: the image the model saw (PIL RGB), overlays are drawn on it.
         maps: method -> ``Explanation``, in the order asked for.
         errors: method -> why it failed on this image, in words.
@@ -85,6 +88,7 @@ class ImageResult:
     image_hash: str = ""
     image_size: tuple[int, int] = (0, 0)
     prediction: list = field(default_factory=list)
+    predicted: list = field(default_factory=list)
     crop: Image.Image | None = None
     maps: dict[str, Explanation] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -112,6 +116,8 @@ class ImageResult:
             "image_size": list(self.image_size), "model": self.model,
             "prediction": [{"index": int(i), "label": str(label), "probability": float(p)}
                            for i, label, p in self.prediction],
+            "predicted": [{"index": int(i), "label": str(label), "probability": float(p)}
+                          for i, label, p in self.predicted],
             "maps": maps,
             "errors": {**self.errors, **{m: f"{c['type']}: {c['message']}" for m, c in self.crashes.items()}},
         }
@@ -158,13 +164,14 @@ def explain_image(model, source: ImageSource, name: str, methods: Sequence[str],
     try:
         image = load_image(source, name=name)
         crop = model.crop(image)
-        prediction = model.predict(image, k=5)
+        x = to_tensor(crop).unsqueeze(0)
+        prediction, predicted = model.predict(x, k=5), model.predicted_set(x)
     except ValueError as err:
         return ImageResult(name=name, failed=_one_line(err, name))
     except Exception as err:  # noqa: BLE001  one bad image must not stop the batch
         return ImageResult(name=name, crashed=crash(err))
     result = ImageResult(name=name, image_hash=image_hash(image), image_size=tuple(image.size),
-                         prediction=prediction, crop=crop, model=model.describe())
+                         prediction=prediction, predicted=predicted, crop=crop, model=model.describe())
     usable = available_methods(model) if usable is None else usable
     for method in methods:
         try:
@@ -229,7 +236,7 @@ def explain_images(model, sources: Iterable, methods: Sequence[str], params: dic
 
 
 def _png(exp: Explanation, options: RenderOptions) -> tuple[bytes, dict]:
-    from .render import overlay_with_colorbar, render
+    from .engine.render import overlay_with_colorbar, render
     sign = options.sign_for(exp.method)
     rendered = render(exp.saliency, exp.image, sign=sign, colormap=options.colormap, alpha=options.alpha,
                       clip_percentile=options.clip_percentile, target_label=exp.target_label,

@@ -106,3 +106,16 @@ def open_page(page: str, methods: list[str]):
 def rerun_page(at, methods: list[str]):
     at.session_state["methods"] = methods
     return at.run()
+
+
+def shown(text: str) -> str:
+    """What a reader sees of Markdown source: pages escape user text (file names, labels,
+    messages) with backslashes, which the Markdown renderer removes."""
+    import re
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
+
+
+def image_alts(at) -> list[tuple[str, str | None]]:
+    """(caption, alt text or None) of every image an AppTest run drew."""
+    return [(img.caption, img.alt if img.HasField("alt") else None)
+            for el in at.get("image") for img in el.proto.imgs]

@@ -6,8 +6,8 @@ import tomllib
 import bcrypt
 import pytest
 
-from saliency_core import auth
-from saliency_core.auth import AuthError
+from saliency_core.review import auth
+from saliency_core.review.auth import AuthError
 from saliency_core.cli import main
 
 

@@ -31,3 +31,22 @@ def test_bench_tiny_run(tmp_path):
         if "map_rel_error_vs_captum" in row:
             assert row["map_rel_error_vs_captum"] < 5e-2, row
     assert "SmoothGrad-2, 1 image" in proc.stdout
+
+
+def test_convergence_bench_tiny_run(tmp_path):
+    out = tmp_path / "convergence.json"
+    proc = subprocess.run([sys.executable, "bench/convergence.py", "--models", "demo", "--photos", "1",
+                           "--reference", "16", "--max-samples", "16", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [(r["model"], r["scheme"]) for r in result["table"]] == [
+        ("demo", "independent"), ("demo", "antithetic"), ("demo", "quasi")]
+    curve = result["runs"][0]["schemes"]["independent"]
+    assert sorted(int(n) for n in curve) == [8, 16]
+    for row in curve.values():  # agreement with the reference, the readout and a measured re-run
+        assert -1 <= row["spearman"] <= 1 and 0 <= row["top10"] <= 1
+        assert 0 <= row["measured_rerun_top10"] <= 1 and -1 <= row["readout_rerun_spearman"] <= 1
+    again = subprocess.run([sys.executable, "bench/convergence.py", "--table", str(out), "--levels", "0.1"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "sp 0.1" in again.stdout, again.stderr[-2000:]

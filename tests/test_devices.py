@@ -1,4 +1,4 @@
-"""The device setting and device-independent seeds (saliency_core/devices.py).
+"""The device setting and device-independent seeds (saliency_core/engine/devices.py).
 
 A seed is one map on any device: every random draw is made by a CPU generator and then moved.
 Without a GPU here, "another device" is PyTorch's ``meta`` device: the test catches the tensor
@@ -19,9 +19,9 @@ import torch
 import saliency_core as sc
 from saliency_core import cli
 from saliency_core import report as rp
-from saliency_core.devices import resolve_device
-from saliency_core.methods.integrated import make_baseline
-from saliency_core.methods.smoothgrad import sample_noise
+from saliency_core.engine.devices import resolve_device
+from saliency_core.engine.methods.integrated import make_baseline
+from saliency_core.engine.methods.smoothgrad import sample_noise
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_uniform_baseline_is_the_cpu_draw_on_any_device(caught):
 def test_sanity_check_weights_depend_on_the_seed_only(demo):
     """Re-initialised weights come from the seeded CPU generator whatever the device; the global
     CUDA generator is never touched (nothing drawn there)."""
-    from saliency_core.metrics import randomisation
+    from saliency_core.evaluation import sanity as randomisation
     blocks = randomisation.layer_blocks(demo)
     net_a, net_b = copy.deepcopy(demo.network), copy.deepcopy(demo.network)
     randomisation.reinitialise(net_a, blocks[0], seed=5)

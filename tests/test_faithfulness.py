@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from saliency_core.metrics import faithfulness as fa
-from saliency_core.metrics import localisation as lo
+from saliency_core.evaluation import faithfulness as fa
+from saliency_core.evaluation import localisation as lo
 
 SIDE = 8
 
@@ -159,3 +159,40 @@ def test_demo_model_gradcam_beats_its_reverse_and_random(demo, coffee_x):
     noise_in = fa.insertion_curve(demo, coffee_x, lo.random_map(224, rng=0), target, step=step)
     assert inserted.auc > noise_in.auc and inserted.auc > inserted_last.auc, \
         (inserted.auc, noise_in.auc, inserted_last.auc)
+
+
+def test_both_curves_in_shared_batches_equal_each_curve_alone(reader, image):
+    truth = reader.weight[0].sum(0).numpy()
+    for batch_size in (1, 5, 64):
+        both = fa.causal_curves(reader, image, truth, 1, step=3, batch_size=batch_size,
+                                replacements={"deletion": "black"})
+        for mode, replacement in (("deletion", "black"), ("insertion", None)):
+            alone = fa.causal_curve(reader, image, truth, 1, mode, step=3, replacement=replacement, batch_size=4)
+            assert both[mode].scores == pytest.approx(alone.scores, abs=1e-7), (mode, batch_size)
+            assert both[mode].auc == pytest.approx(alone.auc, abs=1e-7)
+            assert both[mode].replacement == alone.replacement and both[mode].mode == mode
+    assert both["insertion"].replacement == "blurred"     # the mode's default
+    with pytest.raises(ValueError, match="mode must be"):
+        fa.causal_curves(reader, image, truth, 1, ("deletion", "sideways"), step=3)
+
+
+def test_known_end_points_are_not_run_again_and_give_the_same_curves(reader, image):
+    truth = reader.weight[0].sum(0).numpy()
+    backgrounds = {"deletion": fa.replacement_image(image, "black"), "insertion": fa.replacement_image(image, "blurred")}
+    ends = fa.end_scores(reader, image, 1, backgrounds)
+    assert set(ends) == {"image", "deletion", "insertion"}
+    seen = []
+
+    class Counting(nn.Module):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return reader(x)
+
+    plain = fa.causal_curves(reader, image, truth, 1, step=3, replacements={"deletion": "black"})
+    shared = fa.causal_curves(Counting(), image, truth, 1, step=3, replacements={"deletion": "black"},
+                              backgrounds=backgrounds, end_scores=ends)
+    steps = math.ceil(64 / 3)
+    assert sum(seen) == 2 * (steps + 1) - 4                      # both ends of both curves were known
+    for mode in ("deletion", "insertion"):
+        assert shared[mode].scores == pytest.approx(plain[mode].scores, abs=1e-7)
+        assert shared[mode].auc == pytest.approx(plain[mode].auc, abs=1e-7)

@@ -1,5 +1,5 @@
 """The engine's speed choices change no map beyond the stated tolerances, measured against a
-plain copy of the demo network (default memory layout, BatchNorm kept, saliency_core/_fast.py
+plain copy of the demo network (default memory layout, BatchNorm kept, saliency_core/engine/_fast.py
 switched off).
 
 Tolerances:
@@ -25,9 +25,9 @@ import torchvision
 from scipy.stats import spearmanr
 
 import saliency_core as sc
-from saliency_core import _fast
-from saliency_core._efficientnet import SameConv2d
-from saliency_core.samples import sample_images
+from saliency_core.engine import _fast
+from saliency_core.engine._efficientnet import SameConv2d
+from saliency_core.engine.samples import sample_images
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -74,7 +74,7 @@ def test_function_changes_only_inside_averaging_methods():
         with _fast.as_written():
             assert not _fast.function_changes_allowed()
     assert not _fast.function_changes_allowed()
-    assert {n for n, m in sc.METHODS.items() if m.averaging} == {"smoothgrad", "smoothgrad_squared", "vargrad"}
+    assert {n for n, m in sc.METHODS.items() if m.averaging} == {"smoothgrad", "smoothgrad_squared", "vargrad", "rise"}
 
 
 @pytest.mark.parametrize("method,params", [("gradient", {}), ("integrated_gradients", {"steps": 8})])
@@ -119,7 +119,7 @@ def _resnet18_with_statistics() -> torch.nn.Module:
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
-    return sc.models._freeze(net)
+    return sc.engine.models._freeze(net)
 
 
 def test_fold_batchnorm_resnet18_same_function_and_original_untouched():
@@ -191,7 +191,7 @@ def test_shared_convolution_is_not_folded():
     net = _SharedConv()
     net.bn.running_mean.fill_(0.3)
     net.bn.running_var.fill_(4.0)
-    net = sc.models._freeze(net)
+    net = sc.engine.models._freeze(net)
     assert _fast.fold_batchnorm(net) is None
     x = torch.rand(1, 3, 8, 8)
     with _fast.switched(fold=False):
@@ -200,7 +200,7 @@ def test_shared_convolution_is_not_folded():
 
 
 def test_untraceable_network_keeps_the_plain_path():
-    net = sc.models._freeze(_DataDependent())
+    net = sc.engine.models._freeze(_DataDependent())
     assert _fast.fold_batchnorm(net) is None
     with _fast.averaging():
         assert _fast.gradient_network(net) is net

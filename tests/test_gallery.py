@@ -20,7 +20,7 @@ from PIL import Image
 import saliency_core as sc
 from saliency_core import gallery
 from saliency_core.gallery import ResultStore
-from saliency_core.labelled import open_folder
+from saliency_core.evaluation.labelled import open_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
@@ -107,7 +107,7 @@ import sys, torch
 torch.set_num_threads(1)
 import saliency_core as sc
 from saliency_core import gallery
-from saliency_core.labelled import open_folder
+from saliency_core.evaluation.labelled import open_folder
 model = sc.load_model("demo")
 labelled = open_folder(sys.argv[1], model.labels)
 store = gallery.ResultStore(sys.argv[2])

@@ -11,7 +11,7 @@ import skimage
 
 import saliency_core as sc
 from saliency_core import gallery
-from saliency_core.labelled import open_folder
+from saliency_core.evaluation.labelled import open_folder
 from test_ray import cluster, one_thread  # noqa: F401  (fixtures)
 
 PHOTOS = [("tiger_cat/chelsea.png", "chelsea.png"), ("espresso/coffee.png", "coffee.png"),

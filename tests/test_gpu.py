@@ -1,4 +1,4 @@
-"""GPU paths of saliency_core/_fast.py: CUDA graphs, their invalidation, bad targets, threads.
+"""GPU paths of saliency_core/engine/_fast.py: CUDA graphs, their invalidation, bad targets, threads.
 
 Skipped without a CUDA device. On a GPU machine that has PyTorch but not the dashboard's
 packages: ``python -m pytest tests/test_gpu.py --noconftest``.
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import saliency_core as sc
-from saliency_core import _fast
-from saliency_core.samples import sample_images
+from saliency_core.engine import _fast
+from saliency_core.engine.samples import sample_images
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

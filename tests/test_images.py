@@ -11,7 +11,7 @@ import skimage
 from PIL import Image
 
 import saliency_core as sc
-from saliency_core.images import MAX_PIXELS, load_image
+from saliency_core.engine.images import MAX_PIXELS, load_image
 
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 CHELSEA = os.path.join(DATA, "chelsea.png")

@@ -1,4 +1,4 @@
-"""Labelled sets (saliency_core/labelled.py): label -> class mapping, folder / table / ZIP layouts,
+"""Labelled sets (saliency_core/evaluation/labelled.py): label -> class mapping, folder / table / ZIP layouts,
 and every bad input listed by name with its reason while the rest of the set opens."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from saliency_core.labelled import (DEMO_CLASSES, DEMO_PHOTOS, DEMO_PASTED, demo_set, map_labels, open_folder,
+from saliency_core.evaluation.labelled import (DEMO_CLASSES, DEMO_PHOTOS, DEMO_PASTED, demo_set, map_labels, open_folder,
                                     open_zip, read_table)
-from saliency_core.models import imagenet_labels
+from saliency_core.engine.models import imagenet_labels
 
 LABELS = imagenet_labels()
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from saliency_core.metrics import localisation as lo
+from saliency_core.evaluation import localisation as lo
 
 H = W = 100
 

@@ -10,8 +10,8 @@ from torch import nn
 import torch.nn.functional as F
 
 import saliency_core as sc
-from saliency_core.methods.integrated import BASELINES, RULES, completeness, make_baseline
-from saliency_core.methods.smoothgrad import sample_noise
+from saliency_core.engine.methods.integrated import BASELINES, RULES, completeness, make_baseline
+from saliency_core.engine.methods.smoothgrad import sample_noise
 
 D = torch.float64
 

@@ -4,7 +4,7 @@ Pass criterion: relative error ||ours - reference|| / ||reference|| < 1e-4. Meas
 are printed in the "measured errors" section of the pytest summary. Step and sample counts are
 small: the comparison is of the same computation, not of converged maps.
 
-Single-pass methods run the network as written by default (saliency_core/_fast.py), so they
+Single-pass methods run the network as written by default (saliency_core/engine/_fast.py), so they
 are compared as the engine runs them; the last tests do so through ``sc.explain``, as a user
 calls it, on every bundled photo, to 1e-5. The SmoothGrad comparison switches BatchNorm folding
 off, so both sides evaluate the same network operation by operation (folding inside averaging
@@ -26,11 +26,11 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import saliency_core as sc
-from saliency_core import _fast
-from saliency_core.methods.integrated import make_baseline
-from saliency_core.methods._autograd import default_chunk_size
-from saliency_core.methods.smoothgrad import sample_noise
-from saliency_core.samples import sample_images
+from saliency_core.engine import _fast
+from saliency_core.engine.methods.integrated import make_baseline
+from saliency_core.engine.methods._autograd import default_chunk_size
+from saliency_core.engine.methods.smoothgrad import sample_noise
+from saliency_core.engine.samples import sample_images
 from conftest import relative_error
 
 # Captum's notices that it set requires_grad on its own input copies and hooked ReLUs

@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
 import saliency_core as sc
-from saliency_core._efficientnet import EfficientNetLite0, SameConv2d
+from saliency_core.engine._efficientnet import EfficientNetLite0, SameConv2d
 
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 NEAR_CATS = CATS | {286, 287}  # cougar, lynx

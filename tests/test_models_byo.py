@@ -16,10 +16,10 @@ import torchvision
 from torch import nn
 
 import saliency_core as sc
-from saliency_core import _fast
-from saliency_core.cards import card_rows, find_models, store_upload
+from saliency_core.engine import _fast
+from saliency_core.engine.cards import card_rows, find_models, store_upload
 from saliency_core.cli import main
-from saliency_core.models import Normalize, source_signature
+from saliency_core.engine.models import Normalize, source_signature
 
 from conftest import relative_error
 
@@ -177,8 +177,10 @@ def test_card_fingerprint_and_format_recorded(resnet_dir, resnets):
 
 def test_methods_disabled_with_reason(resnets, demo):
     ts, ep, sd = (sc.available_methods(resnets[k]) for k in ("ts", "ep", "sd"))
-    assert all(reason is None for reason in sd.values())
-    assert all(reason is None for reason in sc.available_methods(demo).values())
+    convolutional = [n for n, m in sc.METHODS.items() if "attention" not in m.needs]   # rollout: transformers
+    assert all(sd[n] is None for n in convolutional)
+    assert all(sc.available_methods(demo)[n] is None for n in convolutional)
+    assert "multi-head attention" in sd["attention_rollout"]
     for name in ("gradcam", "guided_backprop", "guided_gradcam"):
         assert ts[name] and "TorchScript" in ts[name], name
     assert "feature map" in ts["gradcam"] and "ReLU" in ts["guided_backprop"]
@@ -473,7 +475,7 @@ def test_safetensors_weights_load_like_the_state_dict(resnet_dir, resnets, chels
 
 
 def test_uploads_take_weights_only_unless_code_is_allowed(resnet_dir, tiny_dir, tmp_path, monkeypatch):
-    from saliency_core.models import check_upload
+    from saliency_core.engine.models import check_upload
     folder, _ = resnet_dir
     monkeypatch.delenv("SALIENCY_ALLOW_CODE_MODELS", raising=False)
     assert check_upload(folder / "resnet_sd.yaml") == "checkpoint"
@@ -522,7 +524,7 @@ def test_cli_model_card(tmp_path, tiny_dir, chelsea_path, capsys):
 
 
 def test_pt2_expression_screen():
-    from saliency_core.models import _plain_expression
+    from saliency_core.engine.models import _plain_expression
     plain = ["Symbol('s77', positive=True, integer=True)",
              "Add(FloorDiv(Add(Symbol('s0', positive=True, integer=True), Integer(-1)), Integer(4)), Integer(1))",
              "Mul(Integer(3), Symbol('s0', integer=True), Symbol('s53', integer=True))", "s0 + 2*s1 <= 64"]

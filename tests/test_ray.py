@@ -33,8 +33,8 @@ import torch
 import saliency_core as sc
 from saliency_core import distributed
 from saliency_core.cli import main
-from saliency_core.data import pasted_objects
-from saliency_core.validate import ValidationSettings, run_validation
+from saliency_core.evaluation.data import pasted_objects
+from saliency_core.evaluation.validate import ValidationSettings, run_validation
 from test_pipeline import validate_record
 
 ROOT = Path(__file__).resolve().parents[1]

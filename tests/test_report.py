@@ -172,7 +172,7 @@ def test_replay_block_has_what_a_recomputation_needs(made, demo):
             assert set(m) >= {"method", "params", "target", "saliency"}
             assert len(m["saliency"]["sha256"]) == 64 and m["saliency"]["shape"] == [224, 224]
             assert m["saliency"]["data"]                            # 6 maps: stored, for the difference
-        assert next(m for m in item["maps"] if m["method"] == "gradcam")["params"] == {"layer": "1._act_head"}
+        assert next(m for m in item["maps"] if m["method"] == "gradcam")["params"] == {"layer": "1._act_head", "reshape": None}
 
 
 def test_pdf_pages_and_text(made):
@@ -352,7 +352,8 @@ def test_optional_sections_from_plain_data():
     assert ids[-5:] == ["sanity", "stability", "validation", "reviews", "software"]
     visible = parsed.visible
     assert "Gradient passed and Grad-CAM failed" in visible
-    assert "mean.spearman_abs" in visible and "0.91" in visible and "pointing_game" in visible
+    assert "mean: rank correlation" in visible and "0.91" in visible and "pointing game" in visible
+    assert "final_similarity" not in visible and "rank correlation at the end" in visible      # words, not code
     assert "ana" in visible and "2025-03-01T09:30:00+00:00" in visible
     pdf = pypdf.PdfReader(io.BytesIO(report.to_pdf()))
     assert len(pdf.pages) == 3 + 2 + 4 + 1
@@ -377,7 +378,7 @@ def test_cli_report_with_seeded_method_and_result_files(demo, tmp_path, capsys):
     visible = parsed.visible
     assert "Seed 7: the same seed gives the same map." in visible
     assert "samples 2 number of noisy copies" in visible and "noise 0.15" in visible
-    assert "SmoothGrad passed" in visible and "method pointing_game smoothgrad 0.75" in visible
+    assert "SmoothGrad passed" in visible and "method pointing game smoothgrad 0.75" in visible
     assert [a.get("id") for a in parsed.of("section")][-3:] == ["sanity", "validation", "software"]
     record = rp.read_replay(out)
     assert record["images"][0]["maps"][0]["params"]["seed"] == 7
@@ -385,3 +386,24 @@ def test_cli_report_with_seeded_method_and_result_files(demo, tmp_path, capsys):
     record["images"][0]["maps"][0]["params"]["seed"] = 8            # another seed: other noise, other map
     changed = rp.replay(record, demo)[0]
     assert changed.status == "mismatch" and changed.max_abs_diff > 0
+
+
+def test_tables_shorten_hashes_once_and_fit_the_page():
+    """Sanity verdict rows as the dashboard records them: two 64-character hashes per row."""
+    fingerprint, image = "a" * 64, "b" * 64
+    sanity = [{"method": m, "passed": m == "gradcam", "measure": "spearman_abs", "final_similarity": 0.4,
+               "threshold": 0.5, "mode": "cascading", "blocks": 10, "total_blocks": 19,
+               "model_fingerprint": fingerprint, "image_hash": image, "image_name": "Cat (chelsea.png)",
+               "final_map_zero": False, "verdict": "passes"} for m in METHODS]
+    report = _fake_report(1, sanity=sanity)
+    parsed = _Parsed(report.to_html())
+    visible = parsed.visible
+    assert visible.count(fingerprint) == 1 and visible.count(image) == 1      # each full value once
+    assert "aaaaaaaaaaaa\u2026" in visible and "model weights (sha256)" in visible
+    assert ".wide { max-width: 100%; overflow-x: auto; }" in " ".join(parsed.styles)
+    text = "".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(report.to_pdf())).pages)
+    assert text.count(fingerprint) == 1
+    # no word of the table is broken over two lines: every header word and value survives whole
+    for word in ("correlation", "re-initialised", "aaaaaaaaaaaa...", "cascading", "Cat", "(chelsea.png)"):
+        assert word in text, word
+    assert "final_similarity" not in text and "(guided_backprop)" not in text

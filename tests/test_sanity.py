@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 import saliency_core as sc
-from saliency_core.metrics import randomisation as rz
+from saliency_core.evaluation import sanity as rz
 
 DEPTH = 7   # _fc, _conv_head + _bn1, _blocks.15 .. _blocks.11: keeps the run to ~24 maps on 2 cores
 
@@ -154,3 +154,22 @@ def test_command_line(chelsea_path, capsys):
     assert lines[1].split()[4] == "2/19"
     assert main(["sanity", chelsea_path, "--method", "gradient", "--depth", "0"]) == 1
     assert "between 1 and 19; got 0" in capsys.readouterr().err
+
+
+def test_maps_at_a_few_steps_give_the_cascading_verdict_of_every_step(demo, cascade, chelsea_path):
+    full, *_ = cascade
+    assert rz.checkpoints(10, 4) == [1, 4, 7, 10] and rz.checkpoints(3, 5) == [1, 2, 3]
+    few = rz.sanity_check(demo, chelsea_path, ["gradient", "gradcam", "guided_backprop"], depth=DEPTH,
+                          maps_at=rz.checkpoints(DEPTH, 3), image_name="chelsea.png")
+    assert [s.index for s in few.steps] == [0, 1, 4, 7]
+    assert few.steps[-1].random_blocks == full.steps[-1].random_blocks
+    for m in ("gradient", "gradcam", "guided_backprop"):   # same random weights at the last step
+        assert few.steps[-1].similarity[m] == pytest.approx(full.steps[-1].similarity[m], abs=1e-6)
+        a, b = few.verdicts()[m], full.verdicts()[m]
+        assert (a.passed, a.blocks) == (b.passed, b.blocks) == (b.passed, DEPTH)
+    independent = rz.sanity_check(demo, chelsea_path, ["gradcam"], mode="independent", depth=DEPTH, maps_at=[2, 5])
+    assert [s.random_blocks for s in independent.steps[1:]] == [[full.blocks[1].name], [full.blocks[4].name]]
+    assert independent.verdicts()["gradcam"].blocks == 2
+    for bad in ([0], [DEPTH + 1], [], [True]):
+        with pytest.raises(ValueError, match="Steps with maps|at least one step"):
+            rz.sanity_check(demo, chelsea_path, ["gradcam"], depth=DEPTH, maps_at=bad)

@@ -13,8 +13,8 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 import saliency_core as sc
-from saliency_core.metrics import similarity as sim
-from saliency_core.metrics import stability as stab
+from saliency_core.evaluation import similarity as sim
+from saliency_core.evaluation import stability as stab
 
 
 # ---- similarity measures: ground truth -------------------------------------------------------
@@ -248,3 +248,33 @@ def test_command_line(chelsea_path, capsys):
         main(["stability", chelsea_path, "--method", "gradcam", "--variants", "10000"])
     assert stop.value.code == 2
     assert "--variants: must be between 1 and 100, got 10000" in capsys.readouterr().err
+
+
+def test_a_check_stopped_after_one_method_goes_on_to_the_same_result(demo, chelsea_path):
+    variants = stab.make_variants(demo, chelsea_path, count=3)
+    methods = ["gradient", "gradcam"]
+    whole = stab.stability_check(demo, chelsea_path, methods, variants=variants)
+
+    class Stop(Exception):
+        pass
+
+    kept = []
+
+    def keep(result):   # the page stores the result so far; a Cancel click then stops the run
+        kept.append(result)
+        raise Stop
+
+    with pytest.raises(Stop):
+        stab.stability_check(demo, chelsea_path, methods, variants=variants, on_result=keep)
+    partial = kept[-1]
+    assert list(partial.summary) == ["gradient"] and all(list(v.scores) == ["gradient"] for v in partial.variants)
+    seen = []
+    resumed = stab.stability_check(demo, chelsea_path, methods, variants=variants, done=partial,
+                                   progress=lambda done, total: seen.append(total))
+    assert set(seen) == {1}                               # only Grad-CAM was computed
+    assert list(resumed.summary) == methods
+    assert resumed.rows() == whole.rows()
+    assert {m: s.verdict for m, s in resumed.summary.items()} == {m: s.verdict for m, s in whole.summary.items()}
+    other = stab.make_variants(demo, chelsea_path, count=2)
+    with pytest.raises(ValueError, match="another image"):
+        stab.stability_check(demo, chelsea_path, methods, variants=other, done=partial)

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from saliency_core import store as rs
-from saliency_core.store import DecisionConflict, ReviewStore, StoreError
+from saliency_core.review import store as rs
+from saliency_core.review.store import DecisionConflict, ReviewStore, StoreError
 
 import _postgres
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from saliency_core import store as rs
-from saliency_core.store import ReviewStore, StoreError
+from saliency_core.review import store as rs
+from saliency_core.review.store import ReviewStore, StoreError
 
 import _postgres
 

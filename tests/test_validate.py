@@ -13,10 +13,10 @@ import pytest
 import skimage
 from PIL import Image
 
-from saliency_core import annotations as an
+from saliency_core.evaluation import annotations as an
 from saliency_core.cli import main
-from saliency_core.data import pasted_objects
-from saliency_core.validate import (BASELINES, CENTRE, RANDOM, ValidationSettings, mean_interval,
+from saliency_core.evaluation.data import pasted_objects
+from saliency_core.evaluation.validate import (BASELINES, CENTRE, RANDOM, ValidationSettings, mean_interval,
                                     run_validation)
 
 PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
@@ -217,3 +217,31 @@ def test_cli_usage_errors(tmp_path, capsys):
     code = main(["validate", "--images", str(tmp_path / "none"), "--annotations", str(tmp_path / "x.csv"),
                  "--methods", "gradient", "--out", str(tmp_path / "o")])
     assert code == 1 and "no such folder" in capsys.readouterr().err
+
+
+def test_a_run_stopped_after_two_images_goes_on_to_the_same_result(demo, messy):
+    from saliency_core.evaluation.validate import ValidationRun
+    settings = ValidationSettings(["gradient"], step_fraction=0.2, resamples=200)
+    whole = run_validation(demo, messy, settings)
+
+    class Stop(Exception):
+        pass
+
+    run = ValidationRun(demo, messy, settings)
+
+    def progress(done, total, eta):   # a Cancel click interrupts here (the page's progress bar)
+        if done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_validation(demo, messy, settings, progress=progress, run=run)
+    partial = run.result()
+    assert run.done == 2 and not run.finished
+    assert set(partial.per_image()["image"]) == {i.name for i in messy.items[:2]} - {s.item for s in partial.skipped}
+    assert partial.total == len(messy.items) and partial.images <= 2
+    resumed = run_validation(demo, messy, settings, run=run)
+    assert run.finished
+    pd.testing.assert_frame_equal(resumed.per_image().drop(columns="seconds"), whole.per_image().drop(columns="seconds"))
+    assert [s.record() for s in resumed.skipped] == [s.record() for s in whole.skipped]
+    assert {m: [w.image for w in ws] for m, ws in resumed.worst.items()} == \
+        {m: [w.image for w in ws] for m, ws in whole.worst.items()}

@@ -2,6 +2,7 @@
 with its own labels from SALIENCY_MODELS_DIR, a broken model that leaves the previous one in use,
 and an upload when the operator enables it (TorchScript only with SALIENCY_ALLOW_CODE_MODELS=1)."""
 import os
+import re
 import tempfile
 
 import pytest
@@ -32,6 +33,12 @@ class Payload:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def _shown(text: str) -> str:
+    """What a reader sees of Markdown source: pages escape user text (file names, labels,
+    messages) with backslashes, which the Markdown renderer removes."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +83,7 @@ def _captions(at):
 
 
 def _sidebar_text(at):
-    return " ".join([c.value for c in at.sidebar.caption] + [m.value for m in at.sidebar.markdown])
+    return " ".join([_shown(c.value) for c in at.sidebar.caption] + [_shown(m.value) for m in at.sidebar.markdown])
 
 
 def test_two_class_model_end_to_end(monkeypatch, models_dir):
@@ -86,7 +93,7 @@ def test_two_class_model_end_to_end(monkeypatch, models_dir):
     assert not [u for u in at.get("file_uploader") if u.key == "model_upload"]  # upload is off by default
 
     at = _select(at, models_dir / "welds.yaml")
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not at.exception and not at.error, [_shown(e.value) for e in at.error]
     sidebar = _sidebar_text(at)
     assert "2 classes · input 64 px" in sidebar
     assert "**format**: TorchScript" in sidebar and "**labels**: inline (2 classes)" in sidebar
@@ -98,14 +105,14 @@ def test_two_class_model_end_to_end(monkeypatch, models_dir):
 
     at = _apply(at, ["gradient", "smoothgrad", "integrated_gradients"])  # on the default sample photo
     assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
+    assert not at.error, [_shown(e.value) for e in at.error]
     captions = _captions(at)
     for label in ("What the model sees", "Gradient", "SmoothGrad", "Integrated Gradients"):
         assert label in captions, captions
-    prediction = " ".join(m.value for m in at.markdown if m.value.startswith("**Prediction:**"))
+    prediction = " ".join(_shown(m.value) for m in at.markdown if m.value.startswith("**Prediction:**"))
     assert any(f"**Prediction:** {label} (" in prediction for label in LABELS), prediction
-    assert any(f"Maps explain **{label}**" in c.value for c in at.caption for label in LABELS)
-    assert not any("tabby" in c.value or "tiger cat" in c.value for c in at.caption)  # not the demo
+    assert any(f"Maps explain **{label}**" in _shown(c.value) for c in at.caption for label in LABELS)
+    assert not any("tabby" in _shown(c.value) or "tiger cat" in _shown(c.value) for c in at.caption)  # not the demo
 
 
 def test_bad_model_keeps_the_previous_one(monkeypatch, models_dir):
@@ -116,11 +123,11 @@ def test_bad_model_keeps_the_previous_one(monkeypatch, models_dir):
 
     at = _select(at, models_dir / "broken.pt")
     assert not at.exception, at.exception
-    errors = [e.value for e in at.sidebar.error]
+    errors = [_shown(e.value) for e in at.sidebar.error]
     assert len(errors) == 1 and "broken.pt" in errors[0] and "not a PyTorch model file" in errors[0], errors
     assert len(at.error) == 1  # nothing on the page itself
     assert "Still using **Weld inspector (welds.pt)**" in _sidebar_text(at)
-    prediction = " ".join(m.value for m in at.markdown if m.value.startswith("**Prediction:**"))
+    prediction = " ".join(_shown(m.value) for m in at.markdown if m.value.startswith("**Prediction:**"))
     assert any(label in prediction for label in LABELS), prediction
     assert "Gradient" in _captions(at)
 
@@ -138,7 +145,7 @@ def test_upload_when_enabled(monkeypatch, tmp_path, weights):
     uploader.set_value(("evil.pt", (tmp_path / "evil.pt").read_bytes(), "application/octet-stream"))
     at = at.run()
     assert not at.exception, at.exception
-    errors = [e.value for e in at.sidebar.error]
+    errors = [_shown(e.value) for e in at.sidebar.error]
     assert len(errors) == 1 and "this file is a pickle that needs code to load" in errors[0], errors
     assert not marker.exists()
     assert "Still using **EfficientNet-Lite0, ImageNet (demo)**" in _sidebar_text(at)
@@ -149,7 +156,7 @@ def test_upload_when_enabled(monkeypatch, tmp_path, weights):
     uploader.set_value(upload)
     at = at.run()
     assert not at.exception, at.exception
-    errors = [e.value for e in at.sidebar.error if e.value.startswith("Upload:")]   # evil.pt is still chosen
+    errors = [_shown(e.value) for e in at.sidebar.error if e.value.startswith("Upload:")]  # evil.pt is still chosen
     assert len(errors) == 1 and "welds.pt: this is TorchScript (torch.jit.save), a format that holds code" in errors[0]
     assert "SALIENCY_ALLOW_CODE_MODELS=1" in errors[0]
     assert not (tmp_path / "saliency_lens_uploads").exists() or \
@@ -159,11 +166,11 @@ def test_upload_when_enabled(monkeypatch, tmp_path, weights):
     uploader = next(u for u in at.get("file_uploader") if u.key == "model_upload")
     uploader.set_value(upload[::-1])   # another value, so the uploader reports a change
     at = at.run()
-    assert not at.exception and not at.sidebar.error, [e.value for e in at.sidebar.error]
+    assert not at.exception and not at.sidebar.error, [_shown(e.value) for e in at.sidebar.error]
     chosen = at.sidebar.selectbox(key="model_choice").value
     assert chosen.endswith("welds.yaml") and chosen.startswith(str(tmp_path / "saliency_lens_uploads"))
     assert "2 classes · input 64 px" in _sidebar_text(at)
     at = _apply(at, ["gradient"], samples=2)
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    prediction = " ".join(m.value for m in at.markdown if m.value.startswith("**Prediction:**"))
+    assert not at.exception and not at.error, [_shown(e.value) for e in at.error]
+    prediction = " ".join(_shown(m.value) for m in at.markdown if m.value.startswith("**Prediction:**"))
     assert any(label in prediction for label in LABELS), prediction

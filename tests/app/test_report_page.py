@@ -1,6 +1,7 @@
 """Drive the Report page with AppTest: real demo model, a real sample photo and a real upload."""
 import io
 import os
+import re
 from html.parser import HTMLParser
 
 import pypdf
@@ -14,6 +15,12 @@ from saliency_core import report as rp
 COFFEE = os.path.join(os.path.dirname(skimage.__file__), "data", "coffee.png")
 METHODS = ["gradient", "gradcam"]
 
+
+
+def _shown(text: str) -> str:
+    """What a reader sees of Markdown source: pages escape user text (file names, labels,
+    messages) with backslashes, which the Markdown renderer removes."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
 
 def _report_page() -> AppTest:
     return open_page("pages/report.py", METHODS)
@@ -34,18 +41,28 @@ class _Images(HTMLParser):
             self.src.append(dict(attrs)["src"])
 
 
-def test_empty_selection_says_what_to_do():
-    at = _report_page()
+def test_images_chosen_on_explain_are_carried_over_and_an_empty_choice_says_what_to_do():
+    at = _report_page()                          # app.py opened Explain first: its sample photo is chosen
     assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    info = " ".join(i.value for i in at.info)
+    carry = next(c for c in at.checkbox if c.label.startswith("The 1 image(s) chosen on the Explain page"))
+    assert carry.value and "Cat (chelsea.png)" in _shown(carry.label)
+    assert "1 image(s) × 2 method(s)" in " ".join(m.value for m in at.markdown)
+    assert any("Building it (0 of 2 maps still to compute)" in c.value for c in at.caption)   # Explain drew them
+    carry.uncheck()
+    at = _rerun(at)
+    assert not at.exception, at.exception
+    assert not at.error, [_shown(e.value) for e in at.error]
+    info = " ".join(_shown(i.value) for i in at.info)
     assert "Choose at least one image" in info and "Gradient, Grad-CAM" in info
     assert not at.get("download_button")
     assert not [b for b in at.button if b.label == "Build report"]
 
 
 def test_report_page_produces_downloadable_files():
+    from pages._common import _sanity_verdicts
+    _sanity_verdicts.clear()   # a sanity check run by an earlier test would add its section
     at = _report_page()
+    next(c for c in at.checkbox if c.label.startswith("The 1 image(s) chosen")).uncheck()
     next(m for m in at.multiselect if m.label.endswith("sample photos")).set_value(["Cat (chelsea.png)"])
     with open(COFFEE, "rb") as f:
         at.file_uploader[0].set_value([("coffee.png", f.read(), "image/png"),
@@ -54,10 +71,10 @@ def test_report_page_produces_downloadable_files():
     next(b for b in at.button if b.label == "Build report").click()
     at = _rerun(at)
     assert not at.exception, at.exception
-    errors = [e.value for e in at.error]
+    errors = [_shown(e.value) for e in at.error]
     assert len(errors) == 1 and "notes.png" in errors[0] and "not an image" in errors[0], errors
     assert not any("Traceback" in e for e in errors)
-    assert "Report ready: 2 image(s) × 2 method(s)" in " ".join(s.value for s in at.success)
+    assert "Report ready: 2 image(s) × 2 method(s)" in " ".join(_shown(s.value) for s in at.success)
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == ["Download HTML report", "Download PDF report"]
 
@@ -79,4 +96,4 @@ def test_report_page_produces_downloadable_files():
     at = _rerun(at)
     assert not at.exception, at.exception
     assert not at.get("download_button")
-    assert "changed since the last report" in " ".join(i.value for i in at.info)
+    assert "changed since the last report" in " ".join(_shown(i.value) for i in at.info)

@@ -1,6 +1,7 @@
 """Drive the Review page with AppTest: real accounts file, real SQLite file, real demo model,
 the scikit-image sample photos, cheap methods only (gradient, Grad-CAM)."""
 import os
+import re
 import shutil
 
 import pytest
@@ -8,9 +9,9 @@ import skimage
 from streamlit.testing.v1 import AppTest
 
 import saliency_core as sc
-from saliency_core import auth
-from saliency_core import store as rs
-from saliency_core.samples import sample_images
+from saliency_core.review import auth
+from saliency_core.review import store as rs
+from saliency_core.engine.samples import sample_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHEAP = ["gradient", "gradcam"]
@@ -45,7 +46,7 @@ def _review_page() -> AppTest:
 
 def _ok(at) -> None:
     assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
+    assert not at.error, [_shown(e.value) for e in at.error]
 
 
 def _button(at, label: str):
@@ -69,8 +70,14 @@ def _open_batch(at) -> AppTest:
     return at.run()
 
 
+def _shown(text: str) -> str:
+    """What a reader sees of Markdown source: the page escapes user text (names, notes, messages)
+    with backslashes, which the Markdown renderer removes."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
+
+
 def _markdown(at) -> str:
-    return "\n".join(m.value for m in at.markdown)
+    return "\n".join(_shown(m.value) for m in at.markdown)
 
 
 def _table(at, column: str):
@@ -79,7 +86,7 @@ def _table(at, column: str):
 
 
 def _position(at) -> str:
-    return next(m.value for m in at.markdown if m.value.startswith("**Item "))
+    return next(_shown(m.value) for m in at.markdown if m.value.startswith("**Item "))
 
 
 def test_decide_three_items_reload_and_resume_at_item_four(db):
@@ -102,7 +109,7 @@ def test_decide_three_items_reload_and_resume_at_item_four(db):
         _decide(at, label).click()
         at.run()
         _ok(at)
-        assert [s.value for s in at.success] == [f"Recorded **{label}** for {name}."]
+        assert [_shown(s.value) for s in at.success] == [f"Recorded **{label}** for {name}."]
     assert _position(at) == "**Item 4 of 5:** motorcycle_left.png"
 
     with rs.ReviewStore(db) as store:
@@ -118,7 +125,7 @@ def test_decide_three_items_reload_and_resume_at_item_four(db):
     # reload: a new session on the same database file, signed in again
     again = _sign_in(_review_page(), ALICE, ALICE_PW)
     _ok(again)
-    assert "Continuing batch **sample-photos** where you stopped." in [i.value for i in again.info]
+    assert "Continuing batch **sample-photos** where you stopped." in [_shown(i.value) for i in again.info]
     assert _position(again) == "**Item 4 of 5:** motorcycle_left.png"
     assert "**Your decision:** none yet" in _markdown(again)
     queue = _table(again, "your decision")
@@ -138,7 +145,7 @@ def test_decide_three_items_reload_and_resume_at_item_four(db):
     _decide(again, "Accept").click()
     again.run()
     _ok(again)
-    assert [s.value for s in again.success][0].startswith("Changed your decision on camera.png to **Accept**")
+    assert [_shown(s.value) for s in again.success][0].startswith("Changed your decision on camera.png to **Accept**")
     with rs.ReviewStore(db) as store:
         camera = store.decision("sample-photos", saved[2].item_hash, ALICE)
         assert (camera.decision, camera.version) == ("accept", 2)
@@ -149,7 +156,7 @@ def test_decide_three_items_reload_and_resume_at_item_four(db):
 def test_wrong_password_records_nothing(db):
     at = _sign_in(_review_page(), ALICE, "not-her-password")
     assert not at.exception
-    assert [e.value for e in at.error] == [auth.WRONG]
+    assert [_shown(e.value) for e in at.error] == [auth.WRONG]
     assert "Signed in as" not in _markdown(at)
     at = _open_batch(at)   # browsing works without signing in
     _ok(at)
@@ -183,7 +190,7 @@ def test_only_admins_see_other_reviewers_notes_and_export_everything(db):
     admin = _sign_in(_review_page(), ADMIN, ADMIN_PW)
     admin = _open_batch(admin)
     _ok(admin)
-    assert "bob's private note" in " ".join(c.value for c in admin.caption)   # other reviewers on this item
+    assert "bob: Accept. Note: bob's private note" in [t.value for t in admin.text]   # other reviewers, as text
     notes = _table(admin, "version")
     assert set(notes["note"]) == {"bob's private note", ""} and set(notes["reviewer"]) == {"alice", "bob"}
     assert [b.proto.label for b in admin.get("download_button")] == [
@@ -200,7 +207,7 @@ def test_same_reviewer_in_two_windows_is_told_and_nothing_is_overwritten(db):
     _decide(second, "Reject").click()   # this window still shows "no decision yet"
     second.run()
     assert not second.exception
-    [warning] = [w.value for w in second.warning if "changed elsewhere" in w.value]
+    [warning] = [_shown(w.value) for w in second.warning if "changed elsewhere" in w.value]
     assert "to Accept" in warning and "nothing was written" in warning
     assert _position(second) == "**Item 1 of 5:** chelsea.png"
     assert "**Your decision:** Accept" in _markdown(second)
@@ -223,8 +230,8 @@ def test_server_folder_batch_skips_unreadable_files(db, tmp_path, monkeypatch):
     at.selectbox(key="rb_folder").set_value("line-3")
     at = _open_batch(at)
     assert not at.exception
-    assert not at.error, [e.value for e in at.error]
-    [warning] = [w.value for w in at.warning if w.value.startswith("Left out")]
+    assert not at.error, [_shown(e.value) for e in at.error]
+    [warning] = [_shown(w.value) for w in at.warning if w.value.startswith("Left out")]
     assert "c_broken.png" in warning and "not an image" in warning
     assert _position(at) == "**Item 1 of 2:** a_coffee.png"
     assert "espresso" in _markdown(at)
@@ -236,7 +243,7 @@ def test_unusable_database_is_reported_and_browsing_still_works(db, tmp_path, mo
     monkeypatch.setenv("SALIENCY_DB", str(blocker / "reviews.sqlite"))
     at = _sign_in(_raw_review_page(), ALICE, ALICE_PW)
     assert not at.exception
-    [error] = [e.value for e in at.error]
+    [error] = [_shown(e.value) for e in at.error]
     assert error.startswith("Decisions cannot be recorded: Cannot create the folder") and "SALIENCY_DB" in error
     at = _open_batch(at)
     assert not at.exception

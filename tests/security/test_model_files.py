@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from torch import nn
 
 import saliency_core as sc
+from conftest import shown
 
 ROOT = Path(__file__).resolve().parents[2]
 REFUSED = "it was not loaded. Nothing in it was run."
@@ -211,7 +212,7 @@ def _upload(at, files):
     uploader.set_value(files)
     at = at.run()
     assert not at.exception, at.exception
-    return at, [e.value for e in at.sidebar.error]
+    return at, [shown(e.value) for e in at.sidebar.error]
 
 
 def test_uploaded_torchscript_is_refused_without_the_opt_in_and_screened_with_it(monkeypatch, tmp_path):

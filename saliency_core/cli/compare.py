@@ -1,0 +1,185 @@
+"""Command line: ``python -m saliency_core compare --model-a A --model-b B --images IMAGE... --out DIR``.
+
+Writes ``DIR/comparison.csv`` (one row per image: both predictions, the change, per method the
+agreement of the two maps), ``DIR/methods.csv`` (per method: agreement with its interval, beside
+model A against itself with another seed) and ``DIR/summary.json`` (everything, with both models'
+fingerprints and cards); prints the summary in plain words on stdout. ``--report FILE`` also
+writes an HTML report of model B's maps with a comparison section (saliency_core.report).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ._common import _fraction, _image_files, _make_folder, _methods, _say, _unexpected, _whole
+from ..evaluation.compare import CompareSettings, compare_models, read_labels
+from ..engine.devices import CHOICES as DEVICE_CHOICES
+from ..engine.images import image_hash
+from ..engine.methods import METHODS
+from ..engine.models import load_model
+from ..pipeline import json_default
+
+DEFAULT_METHODS = "gradient,smoothgrad,gradcam"
+
+
+def add_compare_command(commands) -> None:
+    """The ``compare`` subcommand (hooked into ``cli.build_parser``)."""
+    co = commands.add_parser(
+        "compare", help="what changed between two versions of a model: predictions and maps",
+        description="Run model A (the accepted version) and model B (the candidate) on the same images. Per image: "
+                    "both top-1 predictions (with --labels: fixed, broken or changed between two wrong classes) "
+                    "and per method how alike the two maps are (Spearman rank correlation of |map| and overlap of "
+                    "the strongest 10%% of pixels); per method the mean with a bootstrap interval, beside model A "
+                    "against itself with another SmoothGrad seed. Writes DIR/comparison.csv, DIR/methods.csv and "
+                    "DIR/summary.json, and prints the summary. Exit status 1 if the models' classes differ or an "
+                    "image or map failed.")
+    co.add_argument("--model-a", required=True, metavar="PATH",
+                    help="the accepted model: 'demo', a model file or a model card")
+    co.add_argument("--model-b", required=True, metavar="PATH",
+                    help="the candidate model: 'demo', a model file or a model card (same class names as A)")
+    co.add_argument("--images", nargs="+", required=True, metavar="IMAGE",
+                    help="image files, or folders of them (searched recursively)")
+    co.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    co.add_argument("--labels", metavar="FILE",
+                    help="CSV with the columns image,label (a class name or index): the true class of each image "
+                         "(matched by the name given or the file name)")
+    co.add_argument("--report", metavar="FILE",
+                    help="also write an HTML report of model B's maps with the comparison as a section")
+    co.add_argument("--method", action="append", metavar="NAME",
+                    help=f"a method ({', '.join(METHODS)}) or 'all'; repeat or comma-separate for several "
+                         f"(default {DEFAULT_METHODS})")
+    co.add_argument("--samples", type=_whole(1), help="SmoothGrad noisy samples (default 50)")
+    co.add_argument("--noise", type=_fraction, help="SmoothGrad noise, a fraction of the value range (default 0.15)")
+    co.add_argument("--seed", type=_whole(0), help="random seed of the methods' noise (default 0; the seed "
+                                                   "baseline uses seed + 1)")
+    co.add_argument("--steps", type=_whole(1), help="Integrated Gradients path steps (default 50)")
+    co.add_argument("--most-moved", type=_whole(0), default=5, metavar="N",
+                    help="images listed as those whose maps moved most (default 5)")
+    co.add_argument("--device", choices=DEVICE_CHOICES, default=None,
+                    help="where to compute: auto (a CUDA GPU when there is one), cpu or cuda "
+                         "(default: $SALIENCY_DEVICE, else auto)")
+    co.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
+    co.set_defaults(run=run_compare)
+
+
+class _KeepMaps:
+    """``explain_fn`` that remembers model B's maps, so the report reuses them instead of
+    computing them again."""
+
+    def __init__(self, model):
+        self.model_key = (model.fingerprint, model.card.get("digest"))
+        self.maps: dict = {}
+
+    def __call__(self, model, image, method, target, params, progress=None, preview=None):
+        from ..engine.explain import explain
+        key = None
+        if (model.fingerprint, model.card.get("digest")) == self.model_key:
+            key = (image_hash(image), method, target, tuple(sorted(params.items())))
+            if key in self.maps:
+                return self.maps[key]
+        exp = explain(model, image, method=method, target=target, progress=progress, preview=preview, **params)
+        if key is not None:
+            self.maps[key] = exp
+        return exp
+
+
+def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    methods, expanded = _methods(args.method or [DEFAULT_METHODS], parser)
+    out = Path(args.out)
+    if not _make_folder(out):
+        return 2
+    start = time.perf_counter()
+    try:
+        model_a = load_model(args.model_a, device=args.device)
+        model_b = load_model(args.model_b, device=args.device)
+    except ValueError as err:
+        _say(f"error: {err}")
+        return 1
+    _say(f"model A {model_a.name} (sha256 {model_a.fingerprint[:12]}…), model B {model_b.name} "
+         f"(sha256 {model_b.fingerprint[:12]}…) loaded in {time.perf_counter() - start:.1f} s")
+    labels, problems = None, []
+    if args.labels:
+        try:
+            labels, problems = read_labels(args.labels, model_a.labels)
+        except ValueError as err:
+            _say(f"error: {err}")
+            return 1
+        for problem in problems:
+            _say(f"warning: {problem}")
+    params = {k: getattr(args, k) for k in ("samples", "noise", "seed", "steps") if getattr(args, k) is not None}
+    settings = CompareSettings(methods=methods, params=params, most_moved=args.most_moved)
+    paths = _image_files(args.images)
+    stems = [p.name for p in paths]
+    names = stems if len(set(stems)) == len(stems) else [str(p) for p in paths]   # file names when unique
+    images = list(zip(names, paths))
+    keep = _KeepMaps(model_b) if args.report else None
+    shown = [0]
+
+    def progress(done, total, label):  # every 5 %
+        step = max(1, total // 20)
+        if done == total or done // step > shown[0]:
+            shown[0] = done // step
+            _say(f"[{done}/{total}] {label}")
+
+    try:
+        result = compare_models(model_a, model_b, images, settings, labels, label_problems=problems,
+                                explain_fn=keep, progress=progress)
+    except ValueError as err:
+        _say(f"error: {err}")
+        return 1
+    except Exception as err:  # noqa: BLE001
+        _unexpected(err, "compare", args)
+        return 1
+    if expanded:
+        for m, reason in result.skipped_methods.items():
+            _say(f"skipping {m}: {reason}")
+    failed = 0
+    for name, message in result.skipped:
+        _say(f"error: {message}")
+        failed += 1
+    for item in result.images:
+        for method, message in item.errors.items():
+            _say(f"error: {item.name} [{method}]: {message}")
+            failed += 1
+    try:
+        result.table().to_csv(out / "comparison.csv", index=False)
+        result.methods_table().to_csv(out / "methods.csv", index=False)
+        record = {**result.record(), "command": sys.argv[1:],
+                  "sources": {"model_a": _source(args.model_a), "model_b": _source(args.model_b)}}
+        (out / "summary.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n")
+    except OSError as err:
+        _say(f"error: cannot write to {out}: {err.strerror or err}")
+        return 1
+    for line in result.summary_lines():
+        print(line, flush=True)
+    if args.report and result.images:
+        code = _write_report(args, model_b, images, result, keep)
+        failed += code
+    _say(f"done in {time.perf_counter() - start:.1f} s: {len(result.images)} of {result.total} image(s) compared, "
+         f"tables in {out}" + (f", {failed} failure(s)" if failed else ""))
+    return 1 if failed or not result.images else 0
+
+
+def _source(given: str) -> str:
+    return given if given == "demo" else str(Path(given).resolve())
+
+
+def _write_report(args, model_b, images, result, keep: _KeepMaps) -> int:
+    from .. import report as rp
+    try:
+        report = rp.build_report(model_b, images, result.methods, params=result.settings.params,
+                                 model_source=_source(args.model_b),
+                                 title=f"Comparison: {model_b.name} against {result.model_a['name']}",
+                                 comparison=result.report_section(), explain_fn=keep)
+        size = report.write(args.report)["html"]
+    except ValueError as err:
+        _say(f"error: report: {err}")
+        return 1
+    except Exception as err:  # noqa: BLE001
+        _unexpected(err, "report", args)
+        return 1
+    _say(f"report of model B's maps with the comparison: {args.report} ({size / 2**20:.1f} MiB)")
+    return 0

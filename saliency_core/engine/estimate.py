@@ -1,0 +1,152 @@
+"""How long a run will take on this machine, said before it starts.
+
+A run's cost is counted in network passes: a map costs one forward and backward pass per
+sample or integration step (``map_passes``), a deletion / insertion point one forward pass.
+``pass_times`` times one batched forward pass and one forward + backward pass of the model
+on this machine, now (a fraction of a second), so the estimate follows the machine's current
+load; the runs' own overheads (image decoding, similarity measures, bootstrap) are left out,
+so the estimate is a lower bound of the order of the run.
+
+Example:
+    >>> times = pass_times(model)
+    >>> seconds = validation_seconds(times, images=5, maps={"gradient": {}, "smoothgrad": {"samples": 50}},
+    ...                              curve_points=11)
+    >>> describe_seconds(seconds)
+    'about 20 s'
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .methods import METHODS
+
+COUNT_PARAMS = ("samples", "steps", "masks")   # parameters that multiply a map's passes
+TIMING_BATCH = 8
+_cache: dict = {}
+_lock = threading.Lock()
+MAX_AGE = 300.0   # seconds before a model is timed again (the machine's load changes)
+
+
+@dataclass(frozen=True)
+class PassTimes:
+    """Seconds per image on this machine at the time of measuring.
+
+    Attributes:
+        forward: one image in a batched forward pass without gradients.
+        backward: one image through a forward and a backward pass (one map sample).
+        threads: torch threads used.
+        measured_at: ``time.time()`` of the measurement.
+    """
+
+    forward: float
+    backward: float
+    threads: int
+    measured_at: float
+
+
+def _network_device(network: torch.nn.Module) -> torch.device:
+    return next((p.device for p in network.parameters()), torch.device("cpu"))
+
+
+def _time(fn) -> float:
+    fn()  # warm-up: first-call allocations
+    start = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def pass_times(model, refresh: bool = False) -> PassTimes:
+    """Time the model's passes on this machine (once per model every ``MAX_AGE`` seconds).
+
+    Args:
+        model: a ``Classifier``.
+        refresh: time again even if a recent measurement exists.
+    Returns:
+        ``PassTimes``.
+    """
+    key = (model.fingerprint, model.card.get("digest") if model.card else None, str(model.device),
+           torch.get_num_threads())
+    with _lock:
+        hit = _cache.get(key)
+    if hit is not None and not refresh and time.time() - hit.measured_at < MAX_AGE:
+        return hit
+    network = model.network
+    size = int(model.input_size)
+    device = _network_device(network)
+    channels = int(getattr(model, "channels", 3) or 3)
+    x = torch.rand(TIMING_BATCH, channels, size, size, device=device)
+    with torch.no_grad():
+        forward = _time(lambda: network(x)) / TIMING_BATCH
+    one = torch.rand(1, channels, size, size, device=device)
+
+    def backward():
+        y = one.clone().requires_grad_()
+        network(y)[0].max().backward()
+    times = PassTimes(forward=forward, backward=_time(backward), threads=torch.get_num_threads(),
+                      measured_at=time.time())
+    with _lock:
+        _cache[key] = times
+    return times
+
+
+def map_passes(method: str, params: dict | None = None) -> int:
+    """Forward + backward passes one map of ``method`` takes: the product of its sample, step
+    and mask counts (``COUNT_PARAMS``, the method's defaults where ``params`` lacks them), 1 for
+    single-pass methods.
+
+    Example:
+        >>> map_passes("smoothgrad", {"samples": 20}), map_passes("gradcam")
+        (20, 1)
+    """
+    defaults = METHODS[method].defaults
+    passes = 1
+    for name in COUNT_PARAMS:
+        if name in defaults:
+            value = (params or {}).get(name, defaults[name])
+            passes *= max(1, int(value)) if isinstance(value, (int, float)) and math.isfinite(value) else 1
+    return passes
+
+
+def maps_seconds(times: PassTimes, maps: dict, images: int = 1) -> float:
+    """Seconds for the maps ``{method: params}`` of ``images`` images."""
+    return images * sum(map_passes(m, p) for m, p in maps.items()) * times.backward
+
+
+def validation_seconds(times: PassTimes, images: int, maps: dict, curve_points: int = 0,
+                       baselines: int = 2) -> float:
+    """A validation run: each image's maps, and for each map (and each baseline) a deletion and
+    an insertion curve of ``curve_points`` points (0 = no curves); the curves' first and last
+    points are shared by the maps of an image (three forward passes per image)."""
+    if curve_points < 2:
+        return maps_seconds(times, maps, images)
+    curves = images * ((len(maps) + baselines) * (2 * curve_points - 4) + 3) * times.forward
+    return maps_seconds(times, maps, images) + curves
+
+
+def stability_seconds(times: PassTimes, variants: int, maps: dict) -> float:
+    """A stability check: the maps of the original and of every variant."""
+    return maps_seconds(times, maps, variants + 1) + (variants + 1) * times.forward
+
+
+def sanity_seconds(times: PassTimes, steps: int, maps: dict) -> float:
+    """A model-randomisation check: every map at the trained model and at each of ``steps``
+    randomisation steps."""
+    return maps_seconds(times, maps, steps + 1) + (steps + 1) * times.forward
+
+
+def describe_seconds(seconds: float) -> str:
+    """Rounded, in words: 'under 5 s', 'about 20 s', 'about 3 min'."""
+    if not math.isfinite(seconds):
+        return "unknown"
+    if seconds < 5:
+        return "under 5 s"
+    if seconds < 90:
+        return f"about {5 * round(seconds / 5):.0f} s"
+    return f"about {round(seconds / 60):.0f} min"

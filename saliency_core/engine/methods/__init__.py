@@ -1,0 +1,14 @@
+"""Saliency methods, registered by name.
+
+A method is a function ``attribute(network, x, target, **params) -> Tensor (B, C, H, W)``
+(C may be 1, e.g. Grad-CAM, occlusion, RISE): ``network`` maps pixels in [0, 1] to logits, ``x``
+is a batch (B, C, H, W) (C = 3, or 1 for a greyscale model), ``target`` is a LongTensor (B,) of
+class indices. Methods never modify the network or ``x``.
+Pages and the CLI list ``METHODS``; they never hard-code method names.
+"""
+from ._registry import METHODS, Method, register
+
+# importing the modules fills the registry
+from . import gradient, guided, smoothgrad, integrated, gradcam, rollout, occlusion, rise  # noqa: E402,F401
+
+__all__ = ["METHODS", "Method", "register"]

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered saliency method.
+
+    Attributes:
+        name: registry key, e.g. ``"smoothgrad"``.
+        label: display name.
+        description: one plain-language line for reviewers.
+        attribute: ``(network, x, target, **params) -> Tensor (B, C, H, W)``.
+        defaults: every parameter the method takes, with its default.
+        reduction: how ``attribution`` (C, H, W) becomes the drawn ``saliency`` (H, W):
+            ``"max_abs"`` (max of |.| over colour channels, Simonyan et al. 2014) or
+            ``"sum"`` (signed sum over channels; keeps Integrated Gradients' completeness).
+        signed: whether the saliency carries a meaningful sign.
+        caution: a known limit shown next to every map of this method, or None.
+        needs: what the model must offer: ``"gradient"`` (scores that can be differentiated with
+            respect to the pixels; not an ONNX model), ``"relu"`` (hookable ReLU activations),
+            ``"conv"`` (a feature map: convolutional, or a transformer's tokens as a grid),
+            ``"attention"`` (``nn.MultiheadAttention`` layers, e.g. torchvision's ViT).
+            ``register`` defaults it to ``("gradient",)``, so a method is offered for gradient-free
+            models only when it says it needs no gradient (occlusion and RISE pass ``needs=()``).
+        check: optional ``(network, x, target, attribution, params) -> dict`` of diagnostics.
+        reference: the paper.
+        meaning: what a bright pixel means, for legends; ``{score}`` names the explained score.
+        averaging: an average over random draws (SmoothGrad family): the seed matters, and speed
+            paths that change the function are allowed within the tolerance saliency_core/engine/_fast.py states.
+    """
+
+    name: str
+    label: str
+    description: str
+    attribute: Callable[..., torch.Tensor]
+    defaults: dict = field(default_factory=dict)
+    reduction: str = "max_abs"
+    signed: bool = False
+    caution: str | None = None
+    needs: frozenset = frozenset()
+    check: Callable[..., dict] | None = None
+    reference: str = ""
+    meaning: str = "changing these pixels changes {score} most, up or down"
+    averaging: bool = False
+
+    def params_for(self, params: dict) -> dict:
+        """The entries of ``params`` this method takes; the others are left out (a page or a
+        command holds one set of parameters for all methods)."""
+        return {k: v for k, v in params.items() if k in self.defaults}
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, label: str, description: str, **options) -> Callable:
+    """Decorator: register ``fn`` as method ``name``. ``options`` are ``Method`` fields."""
+
+    def wrap(fn: Callable) -> Callable:
+        if name in METHODS:
+            raise ValueError(f"A method named {name!r} is already registered.")
+        METHODS[name] = Method(name=name, label=label, description=description, attribute=fn,
+                               needs=frozenset(options.pop("needs", ("gradient",))), **options)
+        return fn
+
+    return wrap

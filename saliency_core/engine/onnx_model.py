@@ -1,0 +1,174 @@
+"""ONNX models (``.onnx``) through onnxruntime: prediction and the methods that need only forward
+passes (occlusion, RISE). onnxruntime computes no gradients, so gradient methods are listed as
+unavailable for these models (``explain.available_methods``).
+
+An ONNX file is a graph of standard operators and weights; loading it runs no Python code. It is
+still screened before onnxruntime sees it: at most ``MAX_BYTES``, and no tensor stored in an
+external file (ONNX's ``external_data`` would make onnxruntime read any file the model names).
+The network the engine sees is ``Normalize`` (from the card) followed by ``OnnxNetwork``, which
+takes and returns torch tensors, so ``predict`` and the model-agnostic methods work unchanged.
+
+Example:
+    >>> model = load_model("models/welds.onnx")          # or a card naming it: file: welds.onnx
+    >>> model.card["format"], available_methods(model)["gradient"]
+    ('onnx', 'needs gradients of the score with respect to the pixels, and this ONNX model ...')
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+from torch import nn
+
+
+MAX_BYTES = 2 * 1024 ** 3 - 1  # protobuf's limit for one message: larger models need external data
+_INPUT_TYPES = {"tensor(float)": np.float32}
+
+
+def _runtime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ValueError("ONNX models need the package onnxruntime; install the project's "
+                         "requirements.txt.") from None
+    return onnxruntime
+
+
+class OnnxNetwork(nn.Module):
+    """An onnxruntime session as a module: float tensor (B, 3, H, W) in, logits (B, classes) out,
+    on the input's device. No gradients (``gives_gradients`` tells ``explain``).
+
+    Args:
+        session: an ``onnxruntime.InferenceSession`` with one float input (B, 3, H, W).
+        batched: whether the model takes several images per call; if not, images run one by one.
+    """
+
+    gives_gradients = False
+
+    def __init__(self, session, batched: bool = True):
+        super().__init__()
+        self.session, self.batched = session, batched
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+        self.provider = session.get_providers()[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):  # e.g. a torch.fx tracing proxy: onnxruntime takes arrays only
+            raise TypeError(f"An ONNX model takes a tensor, not {type(x).__name__}.")
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise ValueError("This ONNX model runs in onnxruntime, which gives no gradients; "
+                             "use occlusion or RISE.")
+        data = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        if self.batched:
+            out = self._run(data)
+        else:
+            out = np.concatenate([self._run(data[i:i + 1]) for i in range(data.shape[0])])
+        return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
+
+    def _run(self, data: np.ndarray) -> np.ndarray:
+        assert isinstance(data, np.ndarray) and data.dtype == np.float32 and data.flags.c_contiguous
+        return np.asarray(self.session.run([self.output_name], {self.input_name: data})[0])
+
+    def __deepcopy__(self, memo):
+        return self  # a session is read-only: copies (e.g. a folding attempt) share it
+
+    def extra_repr(self) -> str:
+        return f"provider={self.provider}, batched={self.batched}"
+
+
+def _screen(data: bytes, where: str) -> None:
+    """ValueError unless ``data`` is an ONNX model whose tensors are all inside the file."""
+    try:
+        import onnx
+    except ImportError:
+        raise ValueError("ONNX models need the package onnx (to check the file before loading); "
+                         "install the project's requirements.txt.") from None
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as err:  # noqa: BLE001  protobuf raises several kinds
+        raise ValueError(f"{where}: the file is not an ONNX model, or it is damaged ({_short(err)}).") from None
+    if not model.graph.node:
+        raise ValueError(f"{where}: the ONNX file holds no graph (is it an ONNX model?).")
+    external = next((name for name in _external_tensors(model.graph)), None)
+    if external is not None:
+        raise ValueError(f"{where}: the ONNX model keeps tensor {external[:80]!r} in a separate file "
+                         "(external data); only self-contained .onnx files are loaded. Save it with "
+                         "onnx.save_model(model, path, save_as_external_data=False).")
+
+
+def _external_tensors(graph):
+    """Names of tensors stored outside the file, in ``graph`` and its subgraphs."""
+    import onnx
+    external = onnx.TensorProto.EXTERNAL
+    for t in graph.initializer:
+        if t.data_location == external:
+            yield t.name
+    for t in graph.sparse_initializer:
+        if t.values.data_location == external or t.indices.data_location == external:
+            yield t.values.name
+    for node in graph.node:
+        for attr in node.attribute:
+            tensors = list(attr.tensors) + ([attr.t] if attr.HasField("t") else [])
+            for t in tensors:
+                if t.data_location == external:
+                    yield t.name or node.name
+            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                yield from _external_tensors(sub)
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _providers(ort) -> list[str]:
+    """CUDA when onnxruntime has it, else the CPU."""
+    available = ort.get_available_providers()
+    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+
+
+def _session(data: bytes, where: str):
+    ort = _runtime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only; they come back as exceptions
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(data, sess_options=options, providers=_providers(ort))
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"{where}: onnxruntime cannot load this ONNX model ({_short(err)}).") from None
+
+
+def _check_io(session, size: int, where: str) -> bool:
+    """ValueError unless the model takes one float image batch of size ``size``; returns whether
+    its batch size is free (False: fixed to 1, images run one at a time)."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        raise ValueError(f"{where}: the ONNX model takes {len(inputs)} inputs ({names}); it must take "
+                         "one image batch (batch, 3, height, width).")
+    if not outputs:
+        raise ValueError(f"{where}: the ONNX model has no output.")
+    spec = inputs[0]
+    if spec.type not in _INPUT_TYPES:
+        raise ValueError(f"{where}: the ONNX model's input is {spec.type}; it must be float32 "
+                         "(tensor(float)) pixels.")
+    shape = list(spec.shape or [])
+    if len(shape) != 4:
+        raise ValueError(f"{where}: the ONNX model's input has shape {shape}; it must be an image batch "
+                         "(batch, 3, height, width).")
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    if fixed[1] not in (None, 3):
+        raise ValueError(f"{where}: the ONNX model takes {fixed[1]} channels; it must take 3 (RGB).")
+    if (fixed[2] not in (None, size)) or (fixed[3] not in (None, size)):
+        raise ValueError(f"{where}: the ONNX model takes images of {shape[2]} x {shape[3]} pixels but the "
+                         f"card's input_size is {size}; set 'input_size' in the card to match.")
+    if fixed[0] not in (None, 1):
+        raise ValueError(f"{where}: the ONNX model takes batches of exactly {fixed[0]} images; export it "
+                         "with a free batch size (dynamic_axes) or a batch of 1.")
+    return fixed[0] is None
+
+
+_LOAD_LOCK = threading.Lock()

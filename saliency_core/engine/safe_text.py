@@ -1,0 +1,131 @@
+"""Text from users, made safe for the files we hand back: CSV cells, ZIP member and file names.
+
+- ``csv_cell`` / ``to_csv``: a spreadsheet runs a cell that starts with ``=``, ``+``, ``-``,
+  ``@``, a tab or a carriage return as a formula (OWASP "CSV injection"). Such text cells get a
+  leading single quote; numbers stay numbers. Every CSV the app or the CLI writes goes through
+  ``to_csv``.
+- ``file_name`` / ``ZipNames``: names built from user text (upload names, batch names, labels)
+  lose path separators, ``..``, control characters and length before they name a download or
+  a ZIP member, and ZIP members stay unique.
+
+Example:
+    >>> csv_cell("=HYPERLINK(\\"http://x\\")"), csv_cell(-3.5)
+    ('\\'=HYPERLINK("http://x")', -3.5)
+    >>> names = ZipNames(); names.add("../../etc/passwd"), names.add("a/b.png"), names.add("a_b.png")
+    ('etc_passwd', 'a_b.png', 'a_b_2.png')
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import unicodedata
+from typing import Sequence
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")   # OWASP: cells a spreadsheet may evaluate
+MAX_NAME = 120                                     # characters kept of a file or member name
+_UNSAFE = re.compile(r"[\\/:*?\"<>|\x00-\x1f\x7f]+")
+
+
+def csv_cell(value):
+    """``value`` with a leading ``'`` when it is text that starts like a formula; anything else
+    (numbers included, negative ones too) unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def to_csv(data, path: str | os.PathLike | None = None, *, columns: Sequence[str] | None = None) -> str:
+    """CSV text of a pandas DataFrame or of rows, every text cell passed through ``csv_cell``.
+
+    Args:
+        data: a DataFrame (written without its index; numeric columns are left alone) or an
+            iterable of rows (sequences), with ``columns`` as the header.
+        path: also write the text to this file (UTF-8).
+        columns: header for row data.
+    Returns:
+        the CSV text.
+
+    Example:
+        >>> to_csv([["=1+1", 2]], columns=["a", "b"])
+        "a,b\\r\\n'=1+1,2\\r\\n"
+    """
+    if hasattr(data, "columns") and hasattr(data, "to_csv"):
+        frame = data.copy()
+        for name in frame.columns:
+            if getattr(frame[name].dtype, "kind", "O") in "OSU":   # text, mixed, categorical, string
+                frame[name] = frame[name].astype(object).map(csv_cell)
+        frame.columns = [csv_cell(str(c)) for c in frame.columns]
+        text = frame.to_csv(index=False)
+    else:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        if columns is not None:
+            writer.writerow([csv_cell(str(c)) for c in columns])
+        for row in data:
+            writer.writerow([csv_cell(v) for v in row])
+        text = buf.getvalue()
+    if path is not None:
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    return text
+
+
+def file_name(name, default: str = "file", limit: int = MAX_NAME) -> str:
+    """One safe path component from user text: no folders, separators, ``..``, control or
+    reserved characters; whitespace becomes ``_``; at most ``limit`` characters (the suffix is
+    kept); ``default`` when nothing is left.
+
+    Example:
+        >>> file_name("../../etc/passwd"), file_name("my cat.png"), file_name("..")
+        ('etc_passwd', 'my_cat.png', 'file')
+    """
+    text = unicodedata.normalize("NFC", str(name))
+    text = "".join(c for c in text if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp"))
+    text = _UNSAFE.sub("_", text.replace("\\", "/"))
+    text = re.sub(r"\s+", "_", text)
+    text = re.sub(r"\.{2,}", ".", text)          # no ".." anywhere
+    text = re.sub(r"_+", "_", text).strip("._ ")
+    if not text:
+        return default
+    if len(text) > limit:
+        stem, dot, suffix = text.rpartition(".")
+        if dot and 0 < len(suffix) <= 10 and stem:
+            text = stem[: limit - len(suffix) - 1].rstrip("._ ") + "." + suffix
+        else:
+            text = text[:limit].rstrip("._ ")
+    return text or default
+
+
+class ZipNames:
+    """Unique, safe member names for one ZIP being written (``file_name`` of each, and a
+    ``_2``, ``_3`` ... before the suffix when a name is taken, compared case-insensitively)."""
+
+    def __init__(self, limit: int = MAX_NAME):
+        self.limit = limit
+        self._used: set[str] = set()
+
+    def add(self, name, default: str = "file") -> str:
+        """The safe, unused member name for ``name`` (now taken)."""
+        base = file_name(name, default, self.limit)
+        stem, dot, suffix = base.rpartition(".")
+        if not dot or not stem:
+            stem, suffix = base, ""
+        candidate, n = base, 1
+        while candidate.lower() in self._used:
+            n += 1
+            tail = f"_{n}" + (f".{suffix}" if suffix else "")
+            candidate = stem[: self.limit - len(tail)] + tail
+        self._used.add(candidate.lower())
+        return candidate
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._used
+
+
+def clip(text, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters for a message (untrusted values can be huge)."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
+
