@@ -812,26 +812,15 @@ def class_accuracy(rows: pd.DataFrame) -> pd.DataFrame:
 
 # ---- exports ----------------------------------------------------------------------------------------
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")   # cells a spreadsheet may run (OWASP CSV injection)
 EXPORT_COLUMNS = ("name", "label", "predicted_label", "predicted_class", "confidence", "correct", "in_top5",
                   "image_hash", "flags", "checks", "review")
 
 
-def _cell(value):
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
 def safe_csv(frame: pd.DataFrame) -> str:
-    """``frame`` as CSV text; text cells (and column names) that a spreadsheet would run as a
-    formula get a leading ``'``; numbers stay numbers."""
-    out = frame.copy()
-    for column in out.columns:
-        if not (pd.api.types.is_numeric_dtype(out[column]) or pd.api.types.is_bool_dtype(out[column])):
-            out[column] = out[column].map(_cell).astype(object)
-    out.columns = [_cell(str(c)) for c in out.columns]
-    return out.to_csv(index=False)
+    """``frame`` as CSV text through ``engine.safe_text.to_csv``: text cells (and column names)
+    that a spreadsheet would run as a formula get a leading ``'``; numbers stay numbers."""
+    from .engine.safe_text import to_csv as safe_to_csv
+    return safe_to_csv(frame)
 
 
 def to_csv(rows: pd.DataFrame, model=None) -> str:
