@@ -23,6 +23,7 @@ st.set_page_config(page_title="Saliency Lens", page_icon=":material/image_search
 
 page = st.navigation([
     st.Page("pages/explain.py", title="Explain", icon=":material/image_search:", default=True),
+    st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
     st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
     st.Page("pages/stability.py", title="Stability", icon=":material/center_focus_strong:"),
     st.Page("pages/sanity.py", title="Sanity check", icon=":material/science:"),

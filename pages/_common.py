@@ -108,6 +108,9 @@ class MapCache:
                 return self._items[key]
         return None
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def put(self, key, value) -> None:
         with self._lock:
             self._items[key] = value
@@ -479,3 +482,23 @@ def map_alt(method_label: str, image_name: str, target_label: str, probability: 
     what = f"{method_label} saliency map over {image_name}, explaining the class {target_label}"
     return what + (f" ({probability:.0%} confidence)" if probability is not None else "") + \
         ": brighter areas influenced the score more."
+
+
+@st.cache_resource
+def _stability_verdicts() -> MapCache:
+    """(model, image hash, method) -> (verdict, reason), filled by the Stability page; the
+    Gallery shows them as flags and never starts a check itself."""
+    return MapCache(size=100_000)
+
+
+def record_stability_verdict(model: sc.Classifier, image_hash: str, method: str, verdict: str, reason: str) -> None:
+    _stability_verdicts().put((*model_key(model), image_hash, method), (verdict, reason))
+
+
+def stability_verdict(model: sc.Classifier, image_hash: str, method: str) -> tuple[str, str] | None:
+    """The last stability verdict computed for this image and method, or None."""
+    return _stability_verdicts().get((*model_key(model), image_hash, method))
+
+
+def has_stability_verdicts() -> bool:
+    return len(_stability_verdicts()) > 0

@@ -171,10 +171,10 @@ def run_images(bar=None) -> None:
                 bar.progress(min(1.0, (finished + done / total) / len(jobs)),
                              text=f"{plain(item['name'])}: {done}/{total}")
 
-        def preview(done, total, saliency, item=item):  # anytime SmoothGrad
+        def preview(done, total, saliency, item=item):  # anytime SmoothGrad, RISE
             r = rd.render(saliency, item["crop"], colormap=colormap, alpha=alpha, clip_percentile=clip)
             live.image(r.overlay, width=260, alt=f"Map of {item['name']} while it is computed",
-                       caption=f"{plain(item['name'])}: running average of {done} of {total} samples "
+                       caption=f"{plain(item['name'])}: running result after {done} of {total} "
                                "(still computing)")
 
         def one_done(method, item=item):

@@ -229,9 +229,12 @@ def folder_choices() -> list[str]:
 def batch_items(source: str, uploads) -> tuple[list[dict], list[str]]:
     """Queue items [{name, hash, path | data}] in order, and messages about files left out
     (the rules: saliency_core.batches)."""
-    entries, problems = batches.source_entries(
-        source, samples=samples, folder_root=folder_root, suffixes=UPLOAD_TYPES, max_items=MAX_ITEMS,
-        uploads=[(f.name, f.getvalue()) for f in uploads or []])
+    if source.startswith("gallery:"):   # a selection sent from the Gallery (pages/gallery.py)
+        entries, problems = gallery_entries(source[len("gallery:"):]), []
+    else:
+        entries, problems = batches.source_entries(
+            source, samples=samples, folder_root=folder_root, suffixes=UPLOAD_TYPES, max_items=MAX_ITEMS,
+            uploads=[(f.name, f.getvalue()) for f in uploads or []])
 
     def hash_of(name, where):
         if isinstance(where, bytes):
@@ -242,6 +245,15 @@ def batch_items(source: str, uploads) -> tuple[list[dict], list[str]]:
     return items, problems + left_out
 
 
+def gallery_entries(selection: str) -> list[tuple[str, bytes]]:
+    """(name, bytes) of the images the Gallery sent as ``selection``."""
+    from saliency_core.gallery import ResultStore, gallery_path
+    found = ResultStore(gallery_path()).selection_items(selection)
+    if not found:
+        raise ValueError(f"The Gallery's selection {selection!r} is not in {gallery_path()}.")
+    return [(it["name"], it["data"]) for it in found]
+
+
 SOURCES = {"Sample photos": "samples", "Server folder": "folder", "Uploaded images": "upload"}
 source_labels = [k for k in SOURCES if k != "Server folder" or folder_choices()]
 usable = sc.available_methods(model)
@@ -250,7 +262,8 @@ if can_record and "review_batch" not in ss:
     # Come back tomorrow: reopen the batch this reviewer last worked on, where items can be found again.
     last = store.last_batch(account.name)
     batch = store.batch(last) if last else None
-    if batch and (batch.source == "samples" or (batch.source.startswith("folder:") and folder_root)):
+    if batch and (batch.source == "samples" or (batch.source.startswith("folder:") and folder_root)
+                  or batch.source.startswith("gallery:")):
         ss["review_batch"] = {"name": batch.name, "source": batch.source, "methods": batch.methods}
         flash("info", f"Continuing batch **{plain(batch.name)}** where you stopped.")
 
@@ -392,6 +405,12 @@ undecided = next((i for i, it in enumerate(items) if it["hash"] not in mine and 
 nav[2].button("Next undecided", on_click=go, args=(undecided if undecided is not None else pos,),
               disabled=undecided is None or not can_record, width="stretch", key="review_undecided")
 nav[3].markdown(f"**Item {pos + 1} of {len(items)}:** {plain(item['name'])}")
+if spec["source"].startswith("gallery:"):
+    def to_gallery(it: dict) -> None:
+        ss["gallery_focus"] = {"selection": spec["source"][len("gallery:"):], "hash": it["hash"], "name": it["name"]}
+    if st.button("Open in the Gallery", key="review_to_gallery", on_click=to_gallery, args=(item,),
+                 help="This image in the Gallery: its true class, prediction and stored maps."):
+        st.switch_page("pages/gallery.py")
 
 # ---- the item: image, prediction, overlays -----------------------------------------------------------
 try:

@@ -17,8 +17,8 @@ from saliency_core.engine.safe_text import to_csv
 from pages import _defaults as defaults
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, cancellable, colour_bar, decode, estimate_caption,
                            finish_run, map_alt, map_rows, method_params, model_key, page_methods, page_model,
-                           plain, report_error, request_run, require_frame, result_cache, run_active,
-                           settings, single_image)
+                           plain, record_stability_verdict, report_error, request_run, require_frame,
+                           result_cache, run_active, settings, single_image)
 
 GENERATED, SIMILAR = "Small changes made here", "Similar images I upload"
 KIND_NAMES = {"noise": "pixel noise", "brightness": "brightness", "contrast": "contrast", "shift": "shift",
@@ -196,6 +196,7 @@ table = pd.DataFrame([{
     "Worst rank correlation": round(s.worst["spearman_abs"], 3)} for m, s in result.summary.items()])
 st.dataframe(table, hide_index=True)
 for m, s in result.summary.items():
+    record_stability_verdict(model, image_hash, m, s.verdict, s.reason)   # the Gallery's flags
     show, icon = VERDICT_STYLE[s.verdict]
     show(f"**{sc.METHODS[m].label}: {s.verdict}.** {plain(s.reason)}", icon=icon)
 st.caption(f"Thresholds: stable if the mean rank correlation (Spearman of |map|) is at least "

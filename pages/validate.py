@@ -117,7 +117,7 @@ insertion = c3.selectbox("Insertion starts from", fa.REPLACEMENTS, index=fa.REPL
                          format_func=REPLACEMENT_NAMES.get)
 st.caption(f"Methods: {', '.join(sc.METHODS[m].label for m in methods)} (sidebar); SmoothGrad with "
            f"{cfg['params']['samples']} samples. Each map explains the predicted class. Maps are scored on their "
-           "size (signed maps, such as Integrated Gradients, on their positive part).")
+           "size (signed maps, such as Integrated Gradients and occlusion, on their positive part).")
 
 
 def points(fraction: float) -> int:

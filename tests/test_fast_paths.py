@@ -74,7 +74,7 @@ def test_function_changes_only_inside_averaging_methods():
         with _fast.as_written():
             assert not _fast.function_changes_allowed()
     assert not _fast.function_changes_allowed()
-    assert {n for n, m in sc.METHODS.items() if m.averaging} == {"smoothgrad", "smoothgrad_squared", "vargrad"}
+    assert {n for n, m in sc.METHODS.items() if m.averaging} == {"smoothgrad", "smoothgrad_squared", "vargrad", "rise"}
 
 
 @pytest.mark.parametrize("method,params", [("gradient", {}), ("integrated_gradients", {"steps": 8})])

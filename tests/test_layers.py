@@ -2,7 +2,7 @@
 
     python -m pytest tests/test_layers.py     # the check; the graph is read from the source (ast)
 
-Layers, lowest first (DESIGN.md): engine -> pipeline -> evaluation, review -> report -> distributed
+Layers, lowest first (DESIGN.md): engine -> pipeline -> evaluation, review -> report -> distributed, gallery
 -> cli. Imports inside functions count too: they break cycles at import time, not in the design.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "saliency_core"
 RANK = {"_version": 0, "engine": 0, "pipeline": 1, "evaluation": 2, "review": 2, "report": 3,
-        "distributed": 4, "cli": 5, "__main__": 6}
+        "distributed": 4, "gallery": 4, "cli": 5, "__main__": 6}
 
 
 def _module_name(path: Path) -> str:

@@ -483,6 +483,64 @@ def overlay_with_colorbar(rendered: Rendered) -> np.ndarray:
     return np.vstack([overlay, np.asarray(strip)])
 
 
+OUTLINE_COLOUR = (255, 214, 0)  # yellow, drawn with a dark edge so it shows on light and dark images
+
+
+@dataclass
+class Outlined:
+    """A region view (``render_outline``): the image with the chosen regions outlined.
+
+    Attributes:
+        overlay: uint8 (H, W, 3), outside the chosen regions dimmed.
+        legend: plain words, the share of the attribution held included.
+        choice: the ``regions.RegionChoice`` drawn.
+    """
+
+    overlay: np.ndarray
+    legend: str
+    choice: object
+
+
+def render_outline(saliency: np.ndarray, image, labels: np.ndarray, *, share: float = 0.3,
+                   signed: bool = False, target_label: str | None = None, dim: float = 0.45) -> Outlined:
+    """Outline the smallest set of densest regions holding ``share`` of the map's attribution.
+
+    Args:
+        saliency: (H, W) map; image: the crop the model saw; labels: ``regions.segment(image)``.
+        share: share of the attribution the outlined regions hold (default 30 %).
+        signed: the method is signed: its positive part is ranked (``Method.signed``).
+        dim: how much the rest of the image is darkened, 0 (not) to 1 (black).
+    Returns:
+        ``Outlined`` with a uint8 overlay and the legend.
+
+    Example:
+        >>> o = render_outline(exp.saliency, exp.image, segment(exp.image), share=0.3)
+        >>> o.choice.share >= 0.3
+        True
+    """
+    from scipy.ndimage import binary_dilation
+    from skimage.segmentation import find_boundaries
+    from .regions import legend, outline_regions
+
+    picture = _image_array(image).astype(np.float64)
+    choice = outline_regions(_check_map(saliency), labels, share=share, signed=signed)
+    if picture.shape[:2] != choice.selected.shape:
+        raise ValueError(f"The map has shape {tuple(choice.selected.shape)} but the image is "
+                         f"{tuple(picture.shape)} (H, W, 3); draw the map on the crop the model saw.")
+    dim = float(dim)
+    if not 0.0 <= dim <= 1.0:
+        raise ValueError(f"dim must be between 0 and 1; got {dim}.")
+    out = picture.copy()
+    if not choice.empty:
+        out[~choice.selected] *= 1.0 - dim
+        line = find_boundaries(choice.selected, mode="inner") & choice.selected
+        line = binary_dilation(line, iterations=1) & choice.selected  # 2-3 px inside the edge
+        edge = binary_dilation(line, iterations=1) & ~line            # a dark rim around it
+        out[edge] = 0.0
+        out[line] = OUTLINE_COLOUR
+    return Outlined(overlay=_to_uint8(out), legend=legend(choice, target_label), choice=choice)
+
+
 def captioned_overlay(rendered: Rendered, method: str, target_label: str, probability: float | None = None,
                       image_name: str | None = None, scale: int = 2) -> np.ndarray:
     """The overlay for a download: enlarged ``scale`` times (nearest neighbour, so no pixel is
@@ -544,61 +602,3 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
     while text and draw.textlength(text + "...", font=font) > width:
         text = text[:-1]
     return text + "..."
-
-
-OUTLINE_COLOUR = (255, 214, 0)  # yellow, drawn with a dark edge so it shows on light and dark images
-
-
-@dataclass
-class Outlined:
-    """A region view (``render_outline``): the image with the chosen regions outlined.
-
-    Attributes:
-        overlay: uint8 (H, W, 3), outside the chosen regions dimmed.
-        legend: plain words, the share of the attribution held included.
-        choice: the ``regions.RegionChoice`` drawn.
-    """
-
-    overlay: np.ndarray
-    legend: str
-    choice: object
-
-
-def render_outline(saliency: np.ndarray, image, labels: np.ndarray, *, share: float = 0.3,
-                   signed: bool = False, target_label: str | None = None, dim: float = 0.45) -> Outlined:
-    """Outline the smallest set of densest regions holding ``share`` of the map's attribution.
-
-    Args:
-        saliency: (H, W) map; image: the crop the model saw; labels: ``regions.segment(image)``.
-        share: share of the attribution the outlined regions hold (default 30 %).
-        signed: the method is signed: its positive part is ranked (``Method.signed``).
-        dim: how much the rest of the image is darkened, 0 (not) to 1 (black).
-    Returns:
-        ``Outlined`` with a uint8 overlay and the legend.
-
-    Example:
-        >>> o = render_outline(exp.saliency, exp.image, segment(exp.image), share=0.3)
-        >>> o.choice.share >= 0.3
-        True
-    """
-    from scipy.ndimage import binary_dilation
-    from skimage.segmentation import find_boundaries
-    from .regions import legend, outline_regions
-
-    picture = _image_array(image).astype(np.float64)
-    choice = outline_regions(_check_map(saliency), labels, share=share, signed=signed)
-    if picture.shape[:2] != choice.selected.shape:
-        raise ValueError(f"The map has shape {tuple(choice.selected.shape)} but the image is "
-                         f"{tuple(picture.shape)} (H, W, 3); draw the map on the crop the model saw.")
-    dim = float(dim)
-    if not 0.0 <= dim <= 1.0:
-        raise ValueError(f"dim must be between 0 and 1; got {dim}.")
-    out = picture.copy()
-    if not choice.empty:
-        out[~choice.selected] *= 1.0 - dim
-        line = find_boundaries(choice.selected, mode="inner") & choice.selected
-        line = binary_dilation(line, iterations=1) & choice.selected  # 2-3 px inside the edge
-        edge = binary_dilation(line, iterations=1) & ~line            # a dark rim around it
-        out[edge] = 0.0
-        out[line] = OUTLINE_COLOUR
-    return Outlined(overlay=_to_uint8(out), legend=legend(choice, target_label), choice=choice)

@@ -100,7 +100,7 @@ def test_explain_zip_member_names_and_table_are_safe(downloads):
     assert not at.exception, at.exception
     archive = zipfile.ZipFile(io.BytesIO(downloads["saliency_maps.zip"]))
     names = archive.namelist()
-    assert len(names) == len(set(n.lower() for n in names)) == 5   # 2 PNG + 2 JSON + the table
+    assert len(names) == len(set(n.lower() for n in names)) == 7   # 2 captioned PNG + 2 bare overlays + 2 JSON + the table
     for name in names:
         assert "/" not in name and "\\" not in name and ".." not in name and not name.startswith("."), name
         assert all(c.isprintable() for c in name) and len(name) <= 120, name

@@ -1,0 +1,699 @@
+"""Gallery: a labelled set's predictions and maps; filter to the mistakes, open each explanation.
+
+Nothing is computed until the reviewer opens a set. Results are stored as each image finishes
+(saliency_core.gallery), so a cancelled, interrupted or repeated run keeps what was done and
+computes only what is missing; reopening a set shows its stored results at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+import saliency_core as sc
+from saliency_core import gallery
+from saliency_core.engine import render as rd
+from saliency_core.review import store as rs
+from saliency_core.evaluation.labelled import DEMO_DESCRIPTION, LabelledSet, demo_set, open_folder, open_zip
+from saliency_core.pipeline import RenderOptions
+from pages._common import (DISCLAIMER, has_stability_verdicts, method_params, page_model, require_frame,
+                           sanity_verdict, settings, stability_verdict)
+
+FOLDER_ENVS = ("SALIENCY_GALLERY_DIR", "SALIENCY_REVIEW_DIR")   # server folders of labelled sets
+RAY_ENV = "SALIENCY_RAY_ADDRESS"                                # large runs on this Ray cluster
+COLUMNS = 6                                                     # tiles per row
+REPORT_LIMIT = 100                                              # images in one report
+OUTCOME = {"All images": "all", "Mistakes only": "incorrect", "Correct only": "correct"}
+ORDER = {"File name": "name", "Confident mistakes first": "confident mistakes first",
+         "Least confident first": "least confident first", "Most confident first": "most confident first"}
+FLAGS = {"Any": None, "With a warning": True, "Without a warning": False}
+FAST = ["gradcam", "gradient"]
+ss = st.session_state
+require_frame()
+
+st.title("Gallery")
+st.caption("Open a set of images whose true classes are known, see where the model is wrong and how sure "
+           "it was, and open any image to see what the model looked at. " + DISCLAIMER)
+
+cfg = settings()
+model = page_model(cfg)
+usable = sc.available_methods(model)
+
+
+def md(text) -> str:
+    """Text from files (names, labels) shown as itself inside Markdown: the characters Markdown
+    and Streamlit's extensions (:emoji:, :red[colour], $maths$) act on backslash-escaped, line
+    breaks folded."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=^%])", r"\\\1", " ".join(str(text).split()))
+
+
+def shown(label) -> str:
+    """A label as plotly shows it: plotly reads a few HTML tags (links among them) in text, so
+    ``<`` and ``&`` are written as entities, which it shows as the characters."""
+    return html.escape(str(label), quote=False)
+
+
+def flash(kind: str, text: str) -> None:
+    ss["gallery_flash"] = (kind, text)
+
+
+@st.cache_resource(show_spinner=False)
+def result_store(path: str) -> gallery.ResultStore:
+    return gallery.ResultStore(path)
+
+
+@st.cache_resource(show_spinner=False)
+def review_store(url: str) -> rs.ReviewStore:
+    return rs.ReviewStore(url)
+
+
+try:
+    store = result_store(str(gallery.gallery_path()))
+except ValueError as err:
+    st.error(f"The gallery cannot store results: {err}")
+    st.stop()
+
+
+# ---- which set ------------------------------------------------------------------------------------
+def folder_root() -> Path | None:
+    for env in FOLDER_ENVS:
+        value = os.environ.get(env, "").strip()
+        if value and Path(value).is_dir():
+            return Path(value)
+    return None
+
+
+def folder_choices() -> list[str]:
+    root = folder_root()
+    if root is None:
+        return []
+    return ["."] + sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def folder_path(rel: str) -> Path:
+    """``rel`` under the configured folder; ValueError if it leaves it or is missing."""
+    root = folder_root()
+    if root is None:
+        raise ValueError(f"No server folder is configured ({' or '.join(FOLDER_ENVS)}).")
+    base = root.resolve()
+    path = (base / rel).resolve()
+    if (path != base and base not in path.parents) or not path.is_dir():
+        raise ValueError(f"The folder {rel!r} is not available (expected a folder inside {root}).")
+    return path
+
+
+SOURCES = {"Demo set": "demo", "Server folder": "folder", "Upload a ZIP": "zip"}
+source_labels = [k for k in SOURCES if k != "Server folder" or folder_choices()]
+method_options = [m for m in sc.METHODS if not usable.get(m)]
+
+
+def _request(kind: str, methods: list[str]) -> dict | None:
+    methods = [m for m in methods if m in method_options]
+    if not methods:
+        flash("error", "Choose at least one saliency method.")
+        return None
+    request = {"kind": kind, "methods": methods, "params": dict(cfg["params"]), "model": cfg["model"]}
+    if kind == "folder":
+        request["folder"] = ss.get("go_folder") or "."
+    if kind == "zip":
+        upload = ss.get("go_zip")
+        if upload is None:
+            flash("error", "Choose a ZIP file to upload first.")
+            return None
+        data = upload.getvalue()
+        ss["gallery_zip"] = (upload.name, data)
+        request["zip"] = (upload.name, hashlib.sha256(data).hexdigest())
+    return request
+
+
+def start(request: dict | None) -> None:
+    if request is None:
+        return
+    ss["gallery_request"] = request
+    ss["gallery_running"] = True
+    for key in ("gallery_stopped", "gallery_open", "gallery_report", "gallery_last_run"):
+        ss.pop(key, None)
+    ss["gf_page"] = 1
+
+
+def open_demo() -> None:
+    start(_request("demo", [m for m in FAST if m in method_options] or method_options[:1]))
+
+
+def open_chosen() -> None:
+    start(_request(SOURCES[ss.get("go_source", source_labels[0])], list(ss.get("go_methods", []))))
+
+
+def cancel_run() -> None:
+    ss["gallery_running"] = False
+    ss["gallery_stopped"] = True
+
+
+def continue_run() -> None:
+    ss["gallery_running"] = True
+    ss.pop("gallery_stopped", None)
+
+
+def gallery_decisions() -> list:
+    """Review decisions in batches sent from the gallery that the signed-in reviewer may see:
+    their own, or everyone's for an admin. Empty when nobody is signed in."""
+    account = ss.get("review_account")
+    if account is None:
+        return []
+    try:
+        review = review_store(rs.database_url())
+        return [d for b in review.batches() if b.source.startswith("gallery:")
+                for d in review.decisions(batch=b.name) if account.is_admin or d.reviewer == account.name]
+    except ValueError as err:
+        st.caption(f"Review decisions cannot be read: {err}")
+        return []
+
+
+def review_decisions(image_hash: str) -> None:
+    """This image's review decisions (notes for admins), as plain text."""
+    account = ss.get("review_account")
+    for d in gallery_decisions():
+        if d.item_hash == image_hash:
+            st.text(f"Review ({d.batch}): {d.label} by {d.reviewer}, {d.decided_at:%Y-%m-%d %H:%M} UTC"
+                    + (f" · note: {d.note}" if d.note and account.is_admin else ""))
+
+
+def show_item(name: str, label: str, classes, read, image_hash: str, methods: list[str], params: dict,
+              on_close, key: str) -> None:
+    """One image in full: the crop, every method's stored map with its colour bar and legend, the
+    top 5 and the review decisions. Nothing is computed: maps come from the result store."""
+    with st.container(border=True, key=f"gallery_{key}"):
+        head, close = st.columns([6, 1], vertical_alignment="center")
+        head.markdown(f"### {md(name)}")
+        close.button("Close", on_click=on_close, key=f"gallery_{key}_close", width="stretch")
+        try:
+            crop = model.crop(sc.load_image(read(), name=name))
+        except ValueError as err:
+            crop = None
+            st.error(str(err))
+        top5, maps, missing = gallery.explanations(store, model, image_hash, methods, params, crop)
+        if not top5:
+            st.info("This image has no stored result for the current model.")
+            return
+        predicted, predicted_label, confidence = top5[0]
+        verdict = ":green-badge[Correct]" if predicted in classes else ":red-badge[Mistake]"
+        st.markdown(f"True class **{md(label)}** · predicted **{md(predicted_label)}** ({confidence:.1%}) · {verdict}")
+        options = RenderOptions()
+        cols = st.columns(len(methods) + 2)
+        if crop is not None:
+            cols[0].image(crop, caption="What the model sees", width="stretch",
+                          alt=f"{name} as the model sees it: resized and centre-cropped")
+        for col, m in zip(cols[1:], methods):
+            meta = sc.METHODS[m]
+            with col:
+                if m not in maps:
+                    st.caption(f"{meta.label}: no map ({md(missing.get(m, ''))})")
+                    continue
+                exp = maps[m]
+                r = rd.render(exp.saliency, crop if crop is not None else exp.image, sign=options.sign_for(m),
+                              alpha=options.alpha, clip_percentile=options.clip_percentile,
+                              target_label=exp.target_label, meaning=meta.meaning)
+                st.image(r.overlay, caption=meta.label, width="stretch",
+                         alt=f"{meta.label} map of {name} over the image: {r.legend}")
+                st.image(rd.colorbar_image(r), width="stretch", alt=f"colour bar: {r.legend}")
+                st.caption("  ·  ".join(tick for _, tick in r.colorbar_ticks) + f"\n\n{r.legend}")
+                if r.near_zero:
+                    st.info("This map is zero (or numerically negligible) everywhere.")
+                if meta.caution:
+                    st.warning(meta.caution, icon="⚠️")
+                sanity = sanity_verdict(model, m)
+                if sanity is not None:
+                    (st.caption if sanity.passed else st.warning)(md(sanity.summary))
+                stable = stability_verdict(model, image_hash, m)
+                if stable is not None:
+                    (st.caption if stable[0] == "stable" else st.warning)(md(f"Stability: {stable[0]}. {stable[1]}"))
+        with cols[-1]:
+            frame = pd.DataFrame(top5, columns=["index", "class", "probability"])
+            frame["class"] = frame["class"].map(shown)
+            frame["true class"] = frame["index"].isin(list(classes))
+            chart = px.bar(frame[::-1], x="probability", y="class", orientation="h", range_x=[0, 1],
+                           color="true class", color_discrete_map={True: "#1b9e77", False: "#7570b3"},
+                           text=frame[::-1]["probability"].map(lambda p: f"{p:.1%}"))
+            chart.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
+                                xaxis_title="probability", yaxis_title=None)
+            st.markdown("**Top 5** (green: a true class)")
+            st.plotly_chart(chart, key=f"gallery_{key}_top5", config={"displayModeBar": False})
+            st.caption(f"Maps explain the predicted class **{md(predicted_label)}**; shown from the stored "
+                       "results, nothing recomputed.")
+        review_decisions(image_hash)
+
+
+# ---- arriving from the review queue: the image of a batch the gallery sent ---------------------------------
+focus = ss.get("gallery_focus")
+if focus is not None:
+    def close_focus() -> None:
+        ss.pop("gallery_focus", None)
+
+    selection = store.selection(focus["selection"])
+    found = next((it for it in store.selection_items(focus["selection"]) if it["hash"] == focus["hash"]), None)
+    if selection is None or found is None:
+        st.warning("This review item is no longer in the gallery's results.")
+        st.button("Close", on_click=close_focus, key="gallery_focus_close")
+    else:
+        st.caption(f"From review batch **{md(selection['name'])}** ({md(selection['description'])}).")
+        merged = {k: v for p in selection["methods"].values() for k, v in p.items()}
+        show_item(found["name"], found["label"], found["classes"], lambda: found["data"], found["hash"],
+                  [m for m in selection["methods"] if m in method_options], merged, close_focus, "focus")
+
+request = ss.get("gallery_request")
+with st.expander("Data set and methods", expanded=request is None):
+    st.markdown("A **labelled set** is a folder (or ZIP) with one sub-folder per class, named like the "
+                "model's classes (e.g. `tabby/`, `espresso/`), or a `labels.csv` with columns `file,label`. "
+                "An optional `classes.json` maps your labels to the model's classes.")
+    with st.form("gallery_set_form", border=False):
+        st.radio("Images", source_labels, horizontal=True, key="go_source")
+        if "Server folder" in source_labels:
+            st.selectbox("Folder", folder_choices(), key="go_folder",
+                         help=f"Folders under {folder_root()} on the server.")
+        st.file_uploader("ZIP of a labelled set", type=["zip"], key="go_zip",
+                         help="One sub-folder per class inside, or labels.csv next to the images.")
+        st.multiselect("Methods", method_options, default=[m for m in FAST if m in method_options], key="go_methods",
+                       format_func=lambda n: sc.METHODS[n].label,
+                       help="Maps computed for every image. Gradient and Grad-CAM take a fraction of a second "
+                            "per image; SmoothGrad takes its number of samples times longer. Parameters come "
+                            "from the sidebar.")
+        st.form_submit_button("Open and compute", type="primary", on_click=open_chosen)
+if request is None:
+    st.info("Nothing is computed until you open a set. The demo set has 32 images with known classes "
+            "(some of which the demo model gets wrong).")
+    st.button("Open the demo set", type="primary", on_click=open_demo, key="gallery_demo")
+    st.caption(DEMO_DESCRIPTION)
+    st.stop()
+
+if "gallery_flash" in ss:
+    kind, text = ss.pop("gallery_flash")
+    {"success": st.success, "info": st.info, "warning": st.warning}.get(kind, st.error)(text)
+
+if request.get("model") != cfg["model"]:
+    st.warning("The sidebar's model changed since this set was opened; results are shown for the model now "
+               "chosen. Press **Open and compute** to compute what this model lacks.")
+methods = [m for m in request["methods"] if m in method_options]
+params = request["params"]
+if not methods:
+    st.error("None of this set's methods can run on the current model; choose others and open the set again.")
+    st.stop()
+
+
+def labelled_set(req: dict) -> LabelledSet:
+    """The set of ``req``, opened once per session (its files are hashed when opened)."""
+    key = (req["kind"], req.get("folder"), req.get("zip"), hashlib.sha256("\n".join(model.labels).encode()).hexdigest())
+    cache = ss.setdefault("gallery_sets", {})
+    if key not in cache:
+        cache.clear()
+        with st.spinner("Reading the set's files…"):
+            if req["kind"] == "demo":
+                cache[key] = demo_set(model.labels)
+            elif req["kind"] == "folder":
+                cache[key] = open_folder(folder_path(req["folder"]), model.labels)
+            else:
+                name, data = ss.get("gallery_zip", (None, None))
+                if data is None or hashlib.sha256(data).hexdigest() != req["zip"][1]:
+                    raise ValueError("The uploaded ZIP is no longer here; upload it again and press Open.")
+                cache[key] = open_zip(data, name, model.labels)
+    return cache[key]
+
+
+try:
+    labelled = labelled_set(request)
+except ValueError as err:
+    ss["gallery_running"] = False
+    st.error(f"This set cannot be opened: {err}")
+    st.stop()
+
+status = st.container()   # the run's progress bar goes here (the run itself is at the end of the page)
+st.caption(f"**{md(labelled.description)}** · {len(labelled):,} images · methods: "
+           + ", ".join(sc.METHODS[m].label for m in methods)
+           + (f" · SmoothGrad {params['samples']} samples, noise {params['noise']:.2f}, seed {params['seed']}"
+              if "smoothgrad" in methods else ""))
+
+
+def session_figure(key: tuple, build) -> go.Figure:
+    """``build()`` once per session for the same data: building a plotly figure takes a
+    noticeable part of a rerun."""
+    cache = ss.setdefault("gallery_figures", {})
+    if key not in cache:
+        if len(cache) > 8:
+            cache.clear()
+        cache[key] = build()
+    return cache[key]
+
+
+def confusion_figure(counts: pd.DataFrame) -> go.Figure:
+    """The squares are a heatmap; an invisible marker on each carries the click (Streamlit
+    reports no selection for heatmaps), and the counts are its text."""
+    xs, ys, zs = [], [], []
+    for t in counts.index:
+        for p in counts.columns:
+            xs.append(shown(p))
+            ys.append(shown(t))
+            zs.append(int(counts.loc[t, p]))
+    top = max(zs) or 1
+    columns, index = [shown(c) for c in counts.columns], [shown(t) for t in counts.index]
+    fig = go.Figure([
+        go.Heatmap(x=columns, y=index, z=counts.values, colorscale="Blues", zmin=0,
+                   zmax=top, xgap=2, ygap=2, hoverinfo="skip", colorbar=dict(title="images")),
+        go.Scatter(x=xs, y=ys, mode="markers+text", text=[str(z) if z else "" for z in zs],
+                   textfont=dict(color=["white" if z > top / 2 else "black" for z in zs]),
+                   marker=dict(size=30, symbol="square", color="rgba(0,0,0,0)"),
+                   hovertemplate="true: %{y}<br>predicted: %{x}<br>%{text} image(s)<extra></extra>",
+                   showlegend=False)])
+    for i, t in enumerate(counts.index):   # outline the diagonal: correct predictions
+        if t in counts.columns:
+            j = list(counts.columns).index(t)
+            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=len(counts.index) - i - 1.5,
+                          y1=len(counts.index) - i - 0.5, line=dict(color="#1b9e77", width=2))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=columns, title="predicted", tickangle=-35)
+    fig.update_yaxes(type="category", categoryorder="array", categoryarray=index[::-1], title="true class")
+    fig.update_layout(height=160 + 40 * len(counts.index), margin=dict(l=0, r=0, t=10, b=0),
+                      clickmode="event+select", dragmode=False, plot_bgcolor="white")
+    return fig
+
+
+def accuracy_figure(per: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Bar(x=per["accuracy"], y=[shown(v) for v in per["label"]], orientation="h",
+                           marker_color="#7570b3",
+                           text=[f"{c} of {n} ({a:.0%})" for c, n, a in zip(per["correct"], per["images"],
+                                                                           per["accuracy"])],
+                           textposition="outside", cliponaxis=False,
+                           hovertemplate="%{y}: %{text}<extra></extra>"))
+    fig.update_layout(height=160 + 40 * len(per), margin=dict(l=0, r=0, t=10, b=0), xaxis_title="share correct",
+                      xaxis_range=[0, 1.35], xaxis_tickvals=[0, 0.25, 0.5, 0.75, 1], xaxis_tickformat=".0%",
+                      yaxis=dict(categoryorder="array", categoryarray=[shown(v) for v in per["label"]][::-1]),
+                      plot_bgcolor="white")
+    return fig
+
+
+# ---- the table of results ------------------------------------------------------------------------------
+def results_table() -> pd.DataFrame:
+    """The set's rows with their stored results (read again only when the store changed), and
+    the stability / sanity verdicts computed on other pages as flags."""
+    key = (labelled.id, gallery.model_key(model), tuple(methods), json.dumps(params, sort_keys=True, default=str),
+           store.version())
+    cached = ss.get("gallery_rows")
+    if cached is None or cached[0] != key:
+        cached = ss["gallery_rows"] = (key, gallery.table(store, model, labelled, methods, params))
+    rows = cached[1]
+    sanity = {m: v for m in methods if (v := sanity_verdict(model, m)) is not None}
+    if not (sanity or has_stability_verdicts()):
+        return rows
+    flags, checks = [""] * len(rows), [""] * len(rows)
+    for i, h in enumerate(rows["image_hash"]):
+        bad, good = [], []
+        for m in methods:
+            label = sc.METHODS[m].label
+            if m in sanity and sanity[m].image_hash == h:
+                (good if sanity[m].passed else bad).append(
+                    f"{label}: {'passes' if sanity[m].passed else 'fails'} the sanity check")
+            found = stability_verdict(model, h, m) if h else None
+            if found is not None:
+                (good if found[0] == "stable" else bad).append(f"{label}: {found[0]}")
+        flags[i], checks[i] = "; ".join(bad), "; ".join(good)
+    return rows.assign(flags=flags, checks=checks)
+
+
+rows = results_table()
+decided = {}
+for d in gallery_decisions():
+    decided.setdefault(d.item_hash, []).append(f"{d.label} ({d.reviewer})")
+if decided:
+    rows = rows.assign(review=rows["image_hash"].map(lambda h: "; ".join(decided.get(h, []))))
+done = rows[rows["status"] == "done"]
+
+if not ss.get("gallery_running"):
+    todo = int((~rows["complete"].astype(bool)).sum())
+    complete = int((rows["complete"].astype(bool) & (rows["status"] != "unreadable")).sum())
+    if ss.get("gallery_stopped"):
+        with status:
+            st.info(f"Stopped. {complete:,} of {len(labelled):,} images have every map and are kept"
+                    + (f"; {todo:,} still need computing." if todo else "."))
+            st.button("Continue computing", on_click=continue_run, key="gallery_continue")
+    elif todo:
+        with status:
+            st.info(f"{todo:,} of {len(labelled):,} images have no stored result for these methods and "
+                    "parameters yet.")
+            st.button("Compute them", on_click=continue_run, key="gallery_continue")
+if "gallery_last_run" in ss:
+    st.caption(ss["gallery_last_run"])
+
+# ---- left out ------------------------------------------------------------------------------------------
+bad_rows = rows.loc[rows["status"].isin(["unreadable", "duplicate"]), ["name", "reason"]]
+left_out = pd.concat([pd.DataFrame([{"file or label": p.item, "why": p.reason} for p in labelled.problems],
+                                   columns=["file or label", "why"]),
+                      bad_rows.set_axis(["file or label", "why"], axis=1)], ignore_index=True)
+if len(left_out):
+    with st.expander(f"{len(left_out):,} files or labels could not be used (the rest of the set is shown)"):
+        st.dataframe(left_out.head(5000), hide_index=True, key="gallery_left_out")
+        if len(left_out) > 5000:
+            st.caption(f"The first 5,000 of {len(left_out):,} are listed; download them all below.")
+        st.download_button("Download this list (CSV)", lambda: gallery.safe_csv(left_out), "left_out.csv", "text/csv",
+                           key="gallery_left_out_csv")
+
+if done.empty:
+    if not ss.get("gallery_running"):
+        st.info("No results yet for this set with these methods.")
+else:
+    # ---- summary in words ------------------------------------------------------------------------------
+    correct = int(done["correct"].astype(bool).sum())
+    mistakes = done[~done["correct"].astype(bool)].sort_values("confidence", ascending=False)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Images with a result", f"{len(done):,} of {len(rows):,}")
+    c2.metric("Predicted correctly", f"{correct / len(done):.0%}", help=f"{correct:,} of {len(done):,} images")
+    c3.metric("Mistakes", f"{len(mistakes):,}")
+    c4.metric("Left out", f"{len(left_out):,}")
+    words = f"The model gets **{correct:,} of {len(done):,}** images right ({correct / len(done):.0%})."
+    if not mistakes.empty:
+        worst = mistakes.iloc[0]
+        words += (f" Its surest mistake: **{md(worst['name'])}** (a {md(worst['label'])}) taken for "
+                  f"**{md(worst['predicted_class'])}** with {worst['confidence']:.0%} confidence.")
+    st.markdown(words)
+
+    # ---- confusion matrix and per-class accuracy ----------------------------------------------------------
+    summary = ss.get("gallery_summary")
+    if summary is None or summary[0] is not ss["gallery_rows"]:   # again only when the rows were read again
+        summary = ss["gallery_summary"] = (ss["gallery_rows"], gallery.confusion(rows), gallery.class_accuracy(rows))
+    counts, accuracy = summary[1], summary[2]
+    ss["gallery_rest"] = counts.attrs.get("rest", [])
+    ss["gallery_labels"] = [*counts.index, *counts.columns]
+
+    def pick_cell() -> None:
+        event = ss.get("gallery_confusion")
+        points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
+            getattr(getattr(event, "selection", None), "points", [])
+        if not points:
+            return
+        labels = {shown(v): v for v in [*ss.get("gallery_labels", []), gallery.OTHER_REST]}
+        true, predicted = labels.get(points[0].get("y")), labels.get(points[0].get("x"))
+        if true is None or predicted is None:
+            return
+        ss["gf_true"] = [true]
+        ss["gf_pred"] = list(ss.get("gallery_rest", [])) if predicted == gallery.OTHER_REST else [predicted]
+        ss["gf_outcome"] = "All images"
+        ss["gf_page"] = 1
+
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown("**Confusion matrix**: rows are the true classes, columns what the model predicted; the "
+                    "diagonal holds the correct predictions. Click a square to show those images below.")
+        fig = session_figure(("confusion", counts.to_json()), lambda: confusion_figure(counts))
+        st.plotly_chart(fig, key="gallery_confusion", on_select=pick_cell, selection_mode="points",
+                        config={"displayModeBar": False})
+    with right:
+        per = accuracy[accuracy["label"] != "all"]
+        bars = session_figure(("accuracy", per.to_json()), lambda: accuracy_figure(per))
+        st.markdown("**Accuracy per true class**")
+        st.plotly_chart(bars, key="gallery_accuracy", config={"displayModeBar": False})
+    with st.expander("The same numbers as tables"):
+        st.dataframe(counts, key="gallery_counts_table")
+        st.dataframe(accuracy.assign(accuracy=accuracy["accuracy"].map(lambda a: f"{a:.0%}")), hide_index=True,
+                     key="gallery_accuracy_table")
+
+    # ---- filters ---------------------------------------------------------------------------------------
+    # Streamlit forgets a widget's value when a page without it runs: keep the filters across pages
+    filter_keys = ("gf_outcome", "gf_true", "gf_pred", "gf_order", "gf_method", "gf_flags", "gf_page")
+    for key, value in ss.get("gallery_filters", {}).items():
+        if key not in ss and key in filter_keys:
+            ss[key] = value
+    if ss.get("gf_method", methods[0]) not in [*methods, None]:
+        del ss["gf_method"]
+    true_options = sorted(done["label"].unique())
+    predicted_options = sorted(done["predicted_label"].unique())
+    ss["gf_true"] = [v for v in ss.get("gf_true", []) if v in true_options]
+    ss["gf_pred"] = [v for v in ss.get("gf_pred", []) if v in predicted_options]
+    has_flags = bool((rows["flags"] != "").any() or (rows["checks"] != "").any())
+
+    def reset_filters() -> None:
+        for key in ("gf_true", "gf_pred"):
+            ss[key] = []
+        ss["gf_outcome"], ss["gf_order"], ss["gf_page"], ss["gf_flags"] = "All images", "File name", 1, "Any"
+        ss["gf_conf_version"] = ss.get("gf_conf_version", 0) + 1   # a new slider, back at its full range
+        ss["gallery_conf"] = (0, 100)
+
+    def first_page() -> None:
+        ss["gf_page"] = 1
+
+    st.subheader("Images")
+    f1, f2, f3 = st.columns([2, 3, 3])
+    f1.radio("Show", list(OUTCOME), key="gf_outcome", on_change=first_page)
+    f2.multiselect("True class", true_options, key="gf_true", on_change=first_page,
+                   placeholder="all classes")
+    f3.multiselect("Predicted as", predicted_options, key="gf_pred", on_change=first_page, placeholder="anything",
+                   help="'other: …' is a class of the model that none of the set's labels stands for.")
+    f4, f5, f6, f7 = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
+    low, high = ss["gallery_conf"] = f4.slider(
+        "Confidence of the prediction (%)", 0, 100, tuple(ss.get("gallery_conf", (0, 100))), on_change=first_page,
+        key=f"gf_conf{ss.get('gf_conf_version', 0)}")
+    f5.selectbox("Order", list(ORDER), key="gf_order", on_change=first_page)
+    shown_method = f6.selectbox("Tiles show", [*methods, None], key="gf_method",
+                                format_func=lambda m: f"{sc.METHODS[m].label} overlay" if m else "the photo only")
+    f7.button("Reset", on_click=reset_filters, key="gf_reset", help="Show every image again.")
+    flagged = None
+    if has_flags:
+        choice = st.radio("Stability and sanity checks", list(FLAGS), horizontal=True, key="gf_flags",
+                          on_change=first_page,
+                          help="Checks run on the Stability and Sanity check pages for these images.")
+        flagged = FLAGS[choice]
+    ss["gallery_filters"] = {key: ss[key] for key in filter_keys if key in ss}
+    filtered = gallery.filter_rows(rows, true_labels=ss["gf_true"], predicted_labels=ss["gf_pred"],
+                                   outcome=OUTCOME[ss["gf_outcome"]], confidence=(low / 100, high / 100),
+                                   flagged=flagged, order=ORDER[ss["gf_order"]])
+
+    # ---- one image, full size ---------------------------------------------------------------------------
+    def close_item() -> None:
+        ss.pop("gallery_open", None)
+
+    opened = ss.get("gallery_open")
+    if opened is not None and opened in set(rows["name"]):
+        item = next(it for it in labelled.items if it.name == opened)
+        h = rows.loc[rows["name"] == opened, "image_hash"].iloc[0]
+        show_item(item.name, item.label, item.classes, item.read, h, methods, params, close_item, "item")
+
+    # ---- the grid: a fragment, so turning a page reruns (and redraws) the grid alone ------------------------
+    @st.fragment
+    def grid(filtered: pd.DataFrame, shown_method: str | None, decided: dict) -> None:
+        pages = gallery.pages(filtered)
+        ss["gf_page"] = min(max(int(ss.get("gf_page", 1)), 1), pages)
+        p1, p2, p3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+        p1.markdown(f"**{len(filtered):,} of {len(done):,} images** match · page {ss['gf_page']} of {pages}")
+        p2.number_input("Page", 1, pages, key="gf_page", label_visibility="collapsed")
+        p3.caption(f"{gallery.PAGE_SIZE} per page")
+        ss.setdefault("gallery_filters", {})["gf_page"] = ss["gf_page"]
+        if filtered.empty:
+            st.info("No image matches these filters. Press **Reset** to show every image.")
+        page_rows = gallery.page_of(filtered, ss["gf_page"])
+        for start_at in range(0, len(page_rows), COLUMNS):
+            cols = st.columns(COLUMNS)
+            for col, tile in zip(cols, gallery.tiles(store, model, page_rows.iloc[start_at:start_at + COLUMNS],
+                                                     shown_method, params)):
+                with col.container(border=True):
+                    if tile.jpeg:
+                        st.image(tile.jpeg, width="stretch", alt=tile.alt)
+                    badge = ":green-badge[Correct]" if tile.correct else ":red-badge[Mistake]"
+                    reviewed = decided.get(tile.image_hash)
+                    st.markdown(badge + "  \n" + "  \n".join(md(line) for line in tile.caption.split("\n\n"))
+                                + (f"  \nReview: {md('; '.join(reviewed))}" if reviewed else ""))
+                    if st.button("Open", key=f"gopen_{tile.image_hash}", width="stretch"):
+                        ss["gallery_open"] = tile.name
+                        st.rerun(scope="app")   # the full view sits above the grid
+
+    grid(filtered, shown_method, decided)
+
+    # ---- send, export ---------------------------------------------------------------------------------------
+    st.subheader(f"These {len(filtered):,} images")
+    a1, a2, a3 = st.columns(3)
+    with a1:
+        outcome_word = {"all": "all", "incorrect": "mistakes", "correct": "correct"}[OUTCOME[ss["gf_outcome"]]]
+        default_name = f"gallery {labelled.source.split(':')[0]} {outcome_word} {len(filtered)}"
+        st.text_input("Review batch name", key="gallery_batch_name", max_chars=200,
+                      placeholder=f"blank: {default_name}")
+        account = ss.get("review_account")
+        send = st.button(f"Send these {len(filtered):,} to review", key="gallery_send", type="primary",
+                         disabled=account is None or filtered.empty,
+                         help="They become a batch in the Review queue; decisions link back here."
+                              if account else "Sign in on the Review page first.")
+        if account is None:
+            st.page_link("pages/review.py", label="Sign in on the Review page to send images to review")
+        if send and account is not None:
+            name = str(ss.get("gallery_batch_name", "")).strip() or default_name
+            by_name = {it.name: it for it in labelled.items}
+            try:
+                chosen = [(n, lab, by_name[n].classes, h, by_name[n].read()) for n, lab, h in
+                          filtered[["name", "label", "image_hash"]].itertuples(index=False)]
+                batch_methods = {m: method_params(m, params) for m in methods}
+                selection = store.save_selection(name, account.name, gallery.model_key(model), labelled.source,
+                                                 labelled.description, batch_methods, chosen)
+                batch = review_store(rs.database_url()).open_batch(
+                    name, source=f"gallery:{selection}", created_by=account.name,
+                    model_fingerprint=model.fingerprint, methods=batch_methods)
+            except ValueError as err:
+                st.error(f"Not sent: {err}")
+            else:
+                if batch.source != f"gallery:{selection}":
+                    st.error(f"A review batch named {name!r} already exists with other images; choose another "
+                             "name. Nothing was sent.")
+                else:
+                    ss["review_batch"] = {"name": batch.name, "source": batch.source, "methods": batch.methods}
+                    ss.pop(f"review_pos::{batch.name}", None)
+                    st.success(f"Sent {len(chosen):,} images to review as batch **{md(batch.name)}**.")
+                    st.page_link("pages/review.py", label="Open the review queue")
+    with a2:
+        st.download_button("Download the table (CSV)", lambda: gallery.to_csv(filtered, model),
+                           f"gallery_{labelled.id}.csv", "text/csv", key="gallery_csv",
+                           help="True and predicted class, confidence, correct, checks and review for each image.")
+    with a3:
+        digest = hashlib.sha256("\n".join(filtered["name"]).encode()).hexdigest()[:12]
+        if len(filtered) > REPORT_LIMIT:
+            st.caption(f"Reports take up to {REPORT_LIMIT} images; narrow the filters to build one.")
+        elif st.button(f"Build a report of these {len(filtered):,}", key="gallery_build_report",
+                       disabled=filtered.empty):
+            bar = st.progress(0.0, text="Building the report from the stored maps…")
+            try:
+                report = gallery.build_report(
+                    store, model, labelled, filtered, methods, params, model_source=cfg["model"],
+                    title=f"Gallery: {labelled.description}, {outcome_word}",
+                    progress=lambda d, t, label: bar.progress(min(1.0, d / t), text=f"Report: {d} of {t} maps"))
+                ss["gallery_report"] = (digest, report.to_html().encode())
+            except ValueError as err:
+                st.error(f"No report: {err}")
+            bar.empty()
+        if ss.get("gallery_report", (None,))[0] == digest:
+            st.download_button("Download the report (HTML)", ss["gallery_report"][1], f"gallery_report_{digest}.html",
+                               "text/html", key="gallery_report_download")
+
+# ---- the run: after the page is drawn, so what is stored stays visible ------------------------------------
+if ss.get("gallery_running"):
+    with status:
+        bar = st.progress(0.0, text="Starting…")
+        st.button("Cancel", key="gallery_cancel", on_click=cancel_run,
+                  help="Stops after the image being computed; everything finished is kept.")
+
+        def progress(p: gallery.RunProgress) -> None:
+            bar.progress(min(1.0, p.done / max(p.total, 1)), text=f"Computing predictions and maps: {p.words()}")
+
+        try:
+            report = gallery.run(model, labelled, methods, params, store, progress=progress,
+                                 ray_address=os.environ.get(RAY_ENV) or None, model_source=cfg["model"])
+        except ValueError as err:
+            ss["gallery_running"] = False
+            st.error(f"The run stopped: {err}. What was finished is kept.")
+            st.stop()
+    ss["gallery_running"] = False
+    text = (f"Last run: {report.computed:,} images computed in {report.seconds:.0f} s"
+            + (f" ({report.rate:.2f} images/s)" if report.rate else "")
+            + f", {report.stored:,} already stored, {len(report.failed):,} could not be read.")
+    for problem in report.errors[:20]:
+        text += f" {md(problem.item)}: {md(problem.reason)}."
+    ss["gallery_last_run"] = text
+    st.rerun()
