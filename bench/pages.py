@@ -45,14 +45,16 @@ BEFORE = {"validate_step": 0.05, "validate_batch": 4, "stability_variants": 8, "
 
 def _engine(module: str):
     """An engine module by its path in the layered package, or by its earlier flat path (the engine
-    before issue 17, for ``--profile before``)."""
+    before issue 17, for ``--profile before``): always from the ``saliency_core`` that was imported."""
     import importlib
     flat = {"engine.samples": "samples", "evaluation.validate": "validate", "evaluation.data": "data",
             "evaluation.stability": "metrics.stability", "evaluation.sanity": "metrics.randomisation"}
-    try:
-        return importlib.import_module(f"saliency_core.{module}")
-    except ImportError:
-        return importlib.import_module(f"saliency_core.{flat[module]}")
+    base = os.path.dirname(sc.__file__)
+    name = module if os.path.isdir(os.path.join(base, module.split(".")[0])) else flat[module]
+    found = importlib.import_module(f"saliency_core.{name}")
+    if not os.path.abspath(found.__file__).startswith(base + os.sep):
+        raise SystemExit(f"saliency_core.{name} came from {found.__file__}, not from {base}: set PYTHONPATH.")
+    return found
 
 
 def _settings(profile: str) -> dict:
