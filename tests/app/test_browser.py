@@ -24,13 +24,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("app")   # review and gallery databases: never in the checkout
     port = _free_port()
-    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", PYTHONPATH=ROOT)
+    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", PYTHONPATH=ROOT,
+               SALIENCY_DB=str(data / "reviews.sqlite"))
+    for name in ("DATABASE_URL", "SALIENCY_GALLERY_DB", "SALIENCY_RAY_ADDRESS", "SALIENCY_REVIEW_DIR"):
+        env.pop(name, None)
+    log = open(data / "streamlit.log", "wb")   # a file, not a pipe nobody reads: a long run never blocks on it
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -41,13 +46,15 @@ def server():
             time.sleep(0.5)
     else:
         proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+        log.close()
+        pytest.fail("streamlit did not start: " + (data / "streamlit.log").read_text(errors="replace")[-2000:])
     yield url
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
 
 
 def test_upload_photo_shows_four_overlays(server):
@@ -101,6 +108,7 @@ PAGES = [
     ("Sanity check", "Run the sanity check", "Prediction of the trained model"),
     ("Validate", "Run validation", "Per image"),
     ("Compare models", None, "Model A (accepted)"),
+    ("Gallery", "Open the demo set", "Predicted correctly"),
     ("Report", "Build report", "Report ready"),
 ]
 BLOCKING = ("serious", "critical")
