@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="SmoothGrad noise, a fraction of the image's value range (default 0.15)")
     ex.add_argument("--seed", type=_whole(0), help="random seed for noise (default 0)")
     ex.add_argument("--steps", type=_whole(1), help="Integrated Gradients path steps (default 50)")
+    _forward_only_options(ex)
     ex.add_argument("--target", type=_whole(0), metavar="IDX",
                     help="class index to explain (default: the predicted class)")
     ex.add_argument("--colormap", choices=SEQUENTIAL + DIVERGING,
@@ -147,9 +148,19 @@ def _sign_for(method: str, args: argparse.Namespace) -> str:
     return "absolute"
 
 
+METHOD_FLAGS = ("samples", "noise", "seed", "steps", "window", "stride", "masks")
+
+
+def _forward_only_options(command) -> None:
+    """Occlusion's square and step and RISE's mask count."""
+    command.add_argument("--window", type=_whole(1), help="occlusion: side of the hidden square in pixels (default 32)")
+    command.add_argument("--stride", type=_whole(1), help="occlusion: step between squares in pixels (default 16)")
+    command.add_argument("--masks", type=_whole(1), help="RISE: random masks averaged (default 1000)")
+
+
 def _params_for(method: str, args: argparse.Namespace) -> dict:
     """Parameters given on the command line that this method takes (others would be rejected)."""
-    given = {k: getattr(args, k) for k in ("samples", "noise", "seed", "steps") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k, None) is not None}
     return {k: v for k, v in given.items() if k in METHODS[method].defaults}
 
 
@@ -414,8 +425,8 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Path) -> int | None:
     """``explain --ray``: the workers compute, this process writes in input order. None when it ran."""
     from . import distributed
-    options = argparse.Namespace(**{k: getattr(args, k) for k in ("samples", "noise", "seed", "steps", "target",
-                                                                   "colormap", "sign", "traceback")})
+    options = argparse.Namespace(**{k: getattr(args, k) for k in (*METHOD_FLAGS, "target", "colormap", "sign",
+                                                                   "traceback")})
     key = {"command": "explain", "model": model.fingerprint, "methods": methods,
            "options": {k: v for k, v in vars(options).items() if k != "traceback"}}
     images = [(str(p), str(p.resolve())) for p in paths]
@@ -807,6 +818,7 @@ def _add_validate_command(commands) -> None:
     va.add_argument("--seed", type=_whole(0), default=0,
                     help="seed of the methods' noise, the random baseline, tie breaks and the bootstrap (default 0)")
     va.add_argument("--steps", type=_whole(1), help="Integrated Gradients path steps (default 50)")
+    _forward_only_options(va)
     va.add_argument("--tolerance", type=_ranged(0, 224), default=lo.POINTING_TOLERANCE, metavar="PX",
                     help=f"pointing game tolerance in pixels of the model input (default {lo.POINTING_TOLERANCE:g})")
     va.add_argument("--top-k", type=_ranged(0.001, 1), default=lo.TOP_K, metavar="F",
@@ -864,7 +876,7 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         return 1
     if expanded:
         methods = _runnable(model, methods)
-    params = {k: getattr(args, k) for k in ("samples", "noise", "seed", "steps") if getattr(args, k) is not None}
+    params = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k, None) is not None}
     settings = ValidationSettings(
         methods=methods, params=params, tolerance=args.tolerance, top_k=args.top_k,
         faithfulness=not args.no_faithfulness, step_fraction=args.step,
