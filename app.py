@@ -124,8 +124,8 @@ with st.sidebar, page_guard("the sidebar"):
                              help="How far the square moves between tries; must not exceed its side. "
                                   "Half the side: every pixel is hidden by up to 4 squares.")
             st.slider("RISE masks", 100, 8000, 1000, 100, key="masks",
-                      help="Random masks averaged. The paper used 4000-8000; 1000 takes about 25 s "
-                           "per image on a 2-core CPU.")
+                      help="Random masks averaged. The paper used 4000-8000; 1000 take up to about "
+                           "40 s per image on a 2-core CPU. More masks: a steadier map.")
         st.form_submit_button("Apply", type="primary", width="stretch", icon=":material/check:",
                               on_click=lambda: st.session_state.update(settings_applied=True))
     if st.session_state.pop("settings_applied", False):   # in words here: Streamlit's toast has no name

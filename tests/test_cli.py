@@ -25,8 +25,8 @@ def _run(*args, timeout=600):
 @pytest.fixture(scope="module")
 def all_methods(tmp_path_factory):
     out = tmp_path_factory.mktemp("all")
-    result = _run("explain", CHELSEA, "--method", "all", "--samples", "4", "--steps", "8",
-                  "--seed", "3", "--out", out)
+    result = _run("explain", CHELSEA, "--method", "all", "--samples", "4", "--steps", "8", "--masks", "16",
+                  "--window", "56", "--stride", "28", "--seed", "3", "--out", out)
     return result, out
 
 
@@ -78,6 +78,8 @@ def test_json_record(all_methods):
     smooth = maps["smoothgrad"]["params"]
     assert smooth["seed"] == 3 and smooth["samples"] == 4 and smooth["noise"] == 0.15
     assert maps["integrated_gradients"]["params"]["steps"] == 8
+    assert maps["rise"]["params"]["masks"] == 16 and maps["rise"]["params"]["seed"] == 3
+    assert maps["occlusion"]["params"] == {"window": 56, "stride": 28, "fill": "grey"}
     assert "completeness_gap" in maps["integrated_gradients"]["diagnostics"]
     # Signed methods are drawn signed, on a diverging colormap.
     for name, method in sc.METHODS.items():

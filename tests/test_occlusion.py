@@ -210,3 +210,19 @@ def test_bad_parameters(demo, chelsea_path):
                           ({"fill": "pink"}, "fill")]:
         with pytest.raises(ValueError, match=words):
             sc.explain(demo, chelsea_path, method="occlusion", **params)
+
+
+class Wrong(PatchedForward):
+    def __call__(self, *args):
+        return super().__call__(*args) + 1.0  # a broken incremental pass
+
+
+def test_a_wrong_incremental_pass_is_caught_and_replaced(monkeypatch):
+    torch.manual_seed(0)
+    net = Mixed().eval().double()
+    x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
+    with _fast.switched(incremental=False):
+        plain = sc.METHODS["occlusion"].attribute(net, x, torch.tensor([1]), window=6, stride=4)
+    monkeypatch.setattr(occlusion_module, "PatchedForward", Wrong)
+    caught = sc.METHODS["occlusion"].attribute(net, x, torch.tensor([1]), window=6, stride=4, chunk_size=8)
+    assert relative_error(caught, plain) < 1e-12

@@ -138,7 +138,7 @@ def legend(choice: RegionChoice, target_label: str | None = None) -> str:
     what = "positive attribution (evidence for the class)" if choice.signed else "attribution"
     if choice.empty:
         return (f"Nothing is outlined: the map holds no {what} for {score}, so no region stands out.")
-    return (f"Outlined: the {len(choice.chosen)} region(s) with the most {what} per pixel for {score}, together "
-            f"{choice.share:.0%} of the map's total (asked: at least {choice.target_share:.0%}), covering "
-            f"{choice.area:.0%} of the image. The image is cut into {choice.regions} regions of similar "
-            f"colour (SLIC superpixels); the rest is dimmed.")
+    return (f"Outlined: {len(choice.chosen)} region(s) holding {choice.share:.0%} of the map's {what} for "
+            f"{score} (asked: at least {choice.target_share:.0%}), covering {choice.area:.0%} of the image; "
+            f"regions of similar colour (SLIC superpixels, {choice.regions} in all), densest first; the rest "
+            "is dimmed.")
