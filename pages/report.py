@@ -86,7 +86,7 @@ def maps_to_compute() -> dict:
     return todo
 
 
-st.write(f"{len(sources)} image(s) × {len(methods)} method(s): {labels}.")
+st.write(f"{len(sources)} image(s) × {len(methods)} method(s): {plain(labels)}.")
 todo = maps_to_compute()
 times = es.pass_times(model)
 seconds = sum(es.map_passes(m, method_params(m, cfg["params"])) for m in todo) * times.backward
