@@ -125,8 +125,9 @@ def test_grid_renders_and_filters_change_it(server):
         page.get_by_text("Data set and methods").click()
         methods = page.locator("[data-testid='stMain'] [data-testid='stMultiSelect']").filter(has_text="Methods")
         methods.locator("input").click()
-        methods.locator("input").fill("Guided")
-        page.keyboard.press("Enter")
+        methods.locator("input").fill("Guided backprop")
+        # click the listed option itself: Enter under load could pick an option before the list filters
+        page.get_by_role("option", name="Guided backprop", exact=True).click(timeout=10_000)
         page.keyboard.press("Escape")
         methods.get_by_text("Guided backprop").wait_for(timeout=10_000)
         page.get_by_role("button", name="Open and compute").click()
