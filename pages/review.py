@@ -21,7 +21,8 @@ from saliency_core.engine import render as rd
 from saliency_core.review import store as rs
 from saliency_core.engine.safe_text import file_name
 from saliency_core.engine.samples import sample_images
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, client_id, colour_bar, decode, explanation, is_cached,
+from saliency_core import pipeline
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, client_id, colour_bar, decode,
                            map_alt, map_rows, method_params, page_model, plain, prefetch, require_frame, settings)
 
 FOLDER_ENV = "SALIENCY_REVIEW_DIR"
@@ -415,35 +416,35 @@ if spec["source"].startswith("gallery:"):
 # ---- the item: image, prediction, overlays -----------------------------------------------------------
 try:
     image = decode(item["data"] if "data" in item else read_path(item["path"]), item["name"])
-    crop = model.crop(image)
-    prediction = model.predict(model.preprocess(image), k=5)
 except (ValueError, OSError) as err:
     st.error(f"{plain(item['name'])}: {plain(err)}")
     st.stop()
-target = prediction[0][0]
-missing = [m for m in methods if not is_cached(model, item["hash"], m, target, methods[m])]
-if missing:
-    bar = st.progress(0.0, text="Computing maps…")
-    for n, m in enumerate(missing):
-        def progress(done, total, n=n, m=m):
-            bar.progress(min(1.0, (n + done / total) / len(missing)), text=f"{sc.METHODS[m].label}: {done}/{total}")
-        bar.progress(n / len(missing), text=sc.METHODS[m].label)
-        try:
-            explanation(model, image, item["hash"], m, target, methods[m], progress)
-        except Exception as err:  # noqa: BLE001  shown below per method
-            st.error(f"{sc.METHODS[m].label}: {plain(err)}")
-    bar.empty()
+bar, finished = st.empty(), []
+
+
+def progress(done: int, total: int) -> None:   # called only while a map is computed, not for cached maps
+    bar.progress(min(1.0, (len(finished) + done / total) / len(methods)), text=f"Computing maps: {done}/{total}")
+
+
+result = pipeline.explain_image(model, image, item["name"], list(methods), methods, explain_fn=cached_explain,
+                                progress=progress, on_map=finished.append)
+bar.empty()
+if not result.ok:
+    st.error(plain(result.failed or (result.crashed or {}).get("message", "the image could not be used")))
+    st.stop()
+for m, why in {**result.errors, **{m: c["message"] for m, c in result.crashes.items()}}.items():
+    st.error(f"{sc.METHODS[m].label}: {plain(why)}")
+prediction, target = result.prediction, result.prediction[0][0]
 
 with st.container(border=True):
-    st.image(crop, caption="What the model sees", width=260,
+    st.image(result.crop, caption="What the model sees", width=260,
              alt=f"{item['name']} as the model sees it: the centre crop, {model.input_size} pixels square")
     for row, cols in map_rows(list(methods), key="review"):
         for col, m in zip(cols, row):
             meta = sc.METHODS[m]
             with col:
-                try:
-                    exp = explanation(model, image, item["hash"], m, target, methods[m])
-                except Exception:  # noqa: BLE001  reported while computing
+                exp = result.maps.get(m)
+                if exp is None:   # why is shown above
                     st.caption(f"{meta.label}: no map")
                     continue
                 r = rd.render(exp.saliency, exp.image, sign="absolute", alpha=0.5, clip_percentile=99.0,

@@ -37,8 +37,13 @@ Progress = Callable[[int, int, str], None]
 
 
 def method_params(method: str, params: dict | None) -> dict:
-    """The entries of ``params`` that ``method`` takes (the others would be refused by it)."""
-    return get_method(method).params_for(params or {})
+    """The entries of ``params`` that ``method`` takes (the others would be refused by it).
+    ``params`` is one dict for every method, or ``{method: params}`` per method (a review batch
+    stores each method's own)."""
+    params = params or {}
+    if params and all(k in METHODS and isinstance(v, dict) for k, v in params.items()):
+        params = params.get(method, {})
+    return get_method(method).params_for(params)
 
 
 @dataclass
@@ -149,7 +154,7 @@ def explain_image(model, source: ImageSource, name: str, methods: Sequence[str],
         model: a loaded ``Classifier``.
         source: path, bytes or PIL image; ``name`` is how messages name it.
         methods: registry names, in display order.
-        params: method parameters; each method gets the ones it takes.
+        params: method parameters, each method gets the ones it takes; or ``{method: params}``.
         target: class index; None explains each image's predicted class.
         usable: ``available_methods(model)`` when the caller has it (computed otherwise).
         render: also draw each map as a PNG overlay with its colour bar (``pngs``).

@@ -51,6 +51,20 @@ def test_method_params_are_asked_of_the_method():
     assert pipeline.method_params("gradient", params) == {}
     assert pipeline.method_params("integrated_gradients", params) == {"steps": 9, "seed": 2}
     assert pipeline.method_params("smoothgrad", params) == {"samples": 7, "seed": 2, "noise": 0.1}
+    # per method, as a review batch stores them: each method gets its own, not another's
+    per = {"smoothgrad": {"samples": 5, "seed": 1}, "integrated_gradients": {"steps": 3, "seed": 4}}
+    assert pipeline.method_params("smoothgrad", per) == {"samples": 5, "seed": 1}
+    assert pipeline.method_params("integrated_gradients", per) == {"steps": 3, "seed": 4}
+    assert pipeline.method_params("gradient", per) == {}
+
+
+def test_per_method_params_give_each_method_its_own_map(demo, chelsea_path):
+    per = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 3, "seed": 5}}
+    result = pipeline.explain_image(demo, chelsea_path, "cat", list(per), per)
+    assert result.maps["integrated_gradients"].params["steps"] == 4
+    assert result.maps["smoothgrad"].params["samples"] == 3 and result.maps["smoothgrad"].params["seed"] == 5
+    alone = sc.explain(demo, chelsea_path, "smoothgrad", samples=3, seed=5)
+    assert np.array_equal(result.maps["smoothgrad"].saliency, alone.saliency)
 
 
 def test_a_failing_method_is_that_methods_error_and_the_rest_run(demo, chelsea_path):
