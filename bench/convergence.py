@@ -60,7 +60,7 @@ def load(name: str):
         return model.network, model
     if name == "resnet50":
         import torchvision
-        from saliency_core.engine.models import Normalize, _channels_last, _freeze
+        from saliency_core.engine.classifier import Normalize, _channels_last, _freeze
         torch.manual_seed(0)
         net = torchvision.models.resnet50(weights=None)
         network = _channels_last(_freeze(torch.nn.Sequential(

@@ -9,7 +9,8 @@
 from ._version import __version__
 
 from .engine.images import load_image, image_hash
-from .engine.models import Classifier, load_model
+from .engine.classifier import Classifier
+from .engine.models import load_model
 from .engine.methods import METHODS, Method, register
 from .engine.explain import (Explanation, explain, attribute, available_methods, reduce_channels,
                       resolve_params)

@@ -16,7 +16,7 @@ from PIL import Image
 from saliency_core.evaluation import annotations as an
 from saliency_core.evaluation.annotations import Annotation, Box, CropGeometry
 from saliency_core.evaluation.data import CANVAS, demo_dataset, pasted_objects
-from saliency_core.engine.models import Classifier
+from saliency_core.engine.classifier import Classifier
 
 PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
 DEMO_GEOMETRY = CropGeometry(256, 224, "bicubic")   # the demo model's resize and crop

@@ -18,7 +18,7 @@ import saliency_core as sc
 from saliency_core.evaluation import compare as cmp
 from saliency_core.cli import main
 from saliency_core.evaluation.similarity import spearman, top_k_overlap
-from saliency_core.engine.models import file_sha256
+from saliency_core.engine.classifier import file_sha256
 
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 PHOTOS = ["chelsea.png", "coffee.png", "camera.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png"]

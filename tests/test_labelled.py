@@ -14,7 +14,7 @@ from PIL import Image
 
 from saliency_core.evaluation.labelled import (DEMO_CLASSES, DEMO_PHOTOS, DEMO_PASTED, demo_set, map_labels, open_folder,
                                     open_zip, read_table)
-from saliency_core.engine.models import imagenet_labels
+from saliency_core.engine.classifier import imagenet_labels
 
 LABELS = imagenet_labels()
 

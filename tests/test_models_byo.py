@@ -19,7 +19,8 @@ import saliency_core as sc
 from saliency_core.engine import _fast
 from saliency_core.engine.cards import card_rows, find_models, store_upload
 from saliency_core.cli import main
-from saliency_core.engine.models import Normalize, source_signature
+from saliency_core.engine.classifier import Normalize
+from saliency_core.engine.models import source_signature
 
 from conftest import relative_error
 
@@ -524,7 +525,7 @@ def test_cli_model_card(tmp_path, tiny_dir, chelsea_path, capsys):
 
 
 def test_pt2_expression_screen():
-    from saliency_core.engine.models import _plain_expression
+    from saliency_core.engine.code_models import _plain_expression
     plain = ["Symbol('s77', positive=True, integer=True)",
              "Add(FloorDiv(Add(Symbol('s0', positive=True, integer=True), Integer(-1)), Integer(4)), Integer(1))",
              "Mul(Integer(3), Symbol('s0', integer=True), Symbol('s53', integer=True))", "s0 + 2*s1 <= 64"]

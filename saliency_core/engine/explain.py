@@ -19,7 +19,7 @@ from .convergence import Readout
 from .devices import describe as describe_device
 from .images import ImageSource, image_hash, load_image
 from .methods import METHODS, Method
-from .models import Classifier
+from .classifier import Classifier
 
 # Parameters the public explain() signature always carries; a method that does not use one
 # ignores it. Any other unknown name is an error.

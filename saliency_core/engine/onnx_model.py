@@ -15,11 +15,18 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 
 import numpy as np
 import torch
 from torch import nn
+
+from .cards import ModelCard
+from .classifier import Classifier, Normalize, _default_labels, _freeze, file_sha256
+from .model_files import FORMATS
+from .probe import _logits, _test_batch
 
 
 MAX_BYTES = 2 * 1024 ** 3 - 1  # protobuf's limit for one message: larger models need external data
@@ -172,3 +179,81 @@ def _check_io(session, size: int, where: str) -> bool:
 
 
 _LOAD_LOCK = threading.Lock()
+
+
+def load_onnx(card: ModelCard) -> Classifier:
+    """Load the ``.onnx`` model a checked card describes; see ``models.load_model``.
+
+    Raises:
+        ValueError: too large, damaged, external data, not one float image input, outputs that
+            are not one score per class, class names that do not match, card fields that do
+            not apply to ONNX (``architecture``, ``gradcam_layer``).
+    """
+    where = card.where()
+    for name in ("architecture", "gradcam_layer"):
+        if getattr(card, name):
+            raise ValueError(f"{where}: {name!r} cannot be used with an ONNX model ("
+                             + ("it carries its own architecture" if name == "architecture"
+                                else "its layers run in onnxruntime and cannot be hooked; Grad-CAM is "
+                                     "unavailable") + "). Remove the field.")
+    try:
+        size = card.file.stat().st_size
+        if size == 0:
+            raise ValueError(f"{where}: the file is empty.")
+        if size > MAX_BYTES:
+            raise ValueError(f"{where}: the ONNX file is {size / 1024 ** 3:.1f} GiB; at most 2 GiB can be "
+                             "loaded (the largest single ONNX file).")
+        data = card.file.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{where}: cannot read the file ({err.strerror or err}).") from None
+    _screen(data, where)
+    with _LOAD_LOCK:
+        session = _session(data, where)
+    batched = _check_io(session, card.input_size, where)
+    net = OnnxNetwork(session, batched)
+    network = _freeze(nn.Sequential(Normalize(card.mean, card.std), net))
+    x = _test_batch(card.input_size, 3)
+    try:
+        with torch.no_grad():
+            one = _logits(network(x[:1]), 1, where)
+            three = _logits(network(x), 3, where)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"{where}: the ONNX model fails on a test image of 3 x {card.input_size} x "
+                         f"{card.input_size} pixels: {_short(err)}.") from None
+    classes = one.shape[1]
+    if classes < 2:
+        raise ValueError(f"{where}: the model gives {classes} score per image; saliency needs one score "
+                         "per class, at least 2 (for a one-logit binary model, output [-z, z]).")
+    if not (torch.isfinite(one).all() and torch.allclose(three[:1], one, rtol=1e-3, atol=1e-4)):
+        raise ValueError(f"{where}: the ONNX model's scores are not finite, or an image's scores depend on "
+                         "the other images of its batch.")
+    if card.labels is None:
+        labels, labels_source = _default_labels(classes)
+    elif len(card.labels) != classes:
+        raise ValueError(f"{where}: {len(card.labels)} class names ({card.labels_source}) but the model "
+                         f"gives {classes} scores per image; there must be one name per score.")
+    else:
+        labels, labels_source = card.labels, card.labels_source
+    fingerprint = file_sha256(card.file)
+    ort = _runtime()
+    used = {
+        "format": "onnx", "format_label": FORMATS["onnx"], "file": card.file.name,
+        "card_file": card.path.name if card.path else None, "card_sha256": card.sha256,
+        "name": card.name, "description": card.description, "architecture": None,
+        "labels": labels_source, "classes": classes, "input_size": card.input_size,
+        "resize": card.resize, "crop": "centre", "interpolation": card.interpolation,
+        "mean": list(card.mean), "std": list(card.std), "gradcam_layer": None,
+        "batch": "any size" if batched else "one image per call",
+        "runtime": f"onnxruntime {ort.__version__} ({net.provider})",
+        "defaults": list(card.defaults),
+    }
+    # cache / record key, as models.load_card: weights plus everything the card changes
+    used["digest"] = hashlib.sha256(json.dumps({**{k: v for k, v in used.items() if k != "runtime"},
+                                                "fingerprint": fingerprint, "label_names": labels},
+                                               sort_keys=True).encode()).hexdigest()
+    return Classifier(
+        name=card.name, network=network, labels=list(labels), fingerprint=fingerprint,
+        input_size=card.input_size, resize=card.resize, mean=tuple(card.mean), std=tuple(card.std),
+        interpolation=card.interpolation, gradcam_layer=None, card=used)

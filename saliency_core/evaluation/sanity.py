@@ -59,7 +59,7 @@ from torch import nn
 
 from ..engine.explain import attribute, check_methods, get_method, reduce_channels
 from ..engine.images import ImageSource, image_hash, load_image
-from ..engine.models import Classifier
+from ..engine.classifier import Classifier
 from .similarity import compare
 
 MODES = ("cascading", "independent")

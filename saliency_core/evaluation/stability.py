@@ -42,7 +42,7 @@ from torchvision.transforms import functional as TF
 
 from ..engine.explain import attribute, check_methods, get_method, reduce_channels
 from ..engine.images import ImageSource, image_hash, load_image
-from ..engine.models import Classifier
+from ..engine.classifier import Classifier
 from .similarity import compare
 
 KINDS = ("noise", "brightness", "contrast", "shift", "rotation", "jpeg")
