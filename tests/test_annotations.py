@@ -15,6 +15,7 @@ from PIL import Image
 
 from saliency_core.evaluation import annotations as an
 from saliency_core.evaluation.annotations import Annotation, Box, CropGeometry
+from saliency_core.evaluation.annotations.coco import _rle_string_counts
 from saliency_core.evaluation.data import CANVAS, demo_dataset, pasted_objects
 from saliency_core.engine.classifier import Classifier
 
@@ -195,7 +196,7 @@ def _rle_encode(counts: list[int]) -> str:
 
 def test_rle_string_hand_checked_and_round_trip():
     # [5, 6, 1, 2]: the 4th count is stored as 2 - 6 = -4 -> 5 low bits 11100 = 28 -> chr(76) 'L'
-    assert an._rle_string_counts("561L") == [5, 6, 1, 2]
+    assert _rle_string_counts("561L") == [5, 6, 1, 2]
     assert _rle_encode([5, 6, 1, 2]) == "561L"
     mask = np.zeros((7, 9), bool)
     mask[2:5, 1:7] = True
