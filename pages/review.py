@@ -19,6 +19,8 @@ import saliency_core as sc
 from saliency_core.review import auth, batches, folders
 from saliency_core.engine import render as rd
 from saliency_core.review import store as rs
+from saliency_core.review.schema import DECISION_LABELS
+from saliency_core.review.summary import summarize, to_csv as decisions_csv
 from saliency_core.engine.safe_text import file_name
 from saliency_core.engine.samples import sample_images
 from saliency_core import pipeline
@@ -385,7 +387,7 @@ def decide(choice: str, it: dict, index: int, expected_version: int, note_key: s
     except ValueError as err:
         flash("error", f"Not recorded: {plain(err)}")
         return
-    label = rs.DECISION_LABELS[choice]
+    label = DECISION_LABELS[choice]
     if done.action == "unchanged":
         flash("info", f"{plain(it['name'])}: already recorded as **{label}**; nothing changed.")
     elif done.action == "changed":
@@ -479,7 +481,7 @@ with st.container(border=True):
                      placeholder="What did the maps show? (optional)")
         buttons = st.columns(3)
         for col, choice in zip(buttons, rs.DECISIONS):
-            col.button(rs.DECISION_LABELS[choice], key=f"decide::{choice}::{batch_name}::{item['hash']}",
+            col.button(DECISION_LABELS[choice], key=f"decide::{choice}::{batch_name}::{item['hash']}",
                        type="primary" if current and current.decision == choice else "secondary",
                        disabled=not can_record, width="stretch", on_click=decide,
                        args=(choice, item, pos, current.version if current else 0, note_key),
@@ -525,14 +527,14 @@ try:
 except ValueError as err:
     st.error(plain(err))
     st.stop()
-summary = rs.summarize(every)
+summary = summarize(every)
 c1, c2, c3 = st.columns(3)
 c1.metric("Items decided", f"{summary.items} of {len(items)}")
 c2.metric("Decisions", summary.decisions)
 c3.metric("Reviewers", len(summary.by_reviewer))
-rows = [{"reviewer": r, **{rs.DECISION_LABELS[d]: n for d, n in counts.items()}, "total": sum(counts.values())}
+rows = [{"reviewer": r, **{DECISION_LABELS[d]: n for d, n in counts.items()}, "total": sum(counts.values())}
         for r, counts in sorted(summary.by_reviewer.items())]
-rows.append({"reviewer": "all", **{rs.DECISION_LABELS[d]: n for d, n in summary.by_decision.items()},
+rows.append({"reviewer": "all", **{DECISION_LABELS[d]: n for d, n in summary.by_decision.items()},
              "total": summary.decisions})
 st.markdown("**Decisions by reviewer**")
 st.dataframe(pd.DataFrame(rows), hide_index=True, key="review_counts")
@@ -548,7 +550,7 @@ with left:
         st.caption("No item has been decided by two reviewers yet.")
 with right:
     st.markdown("**Median time per decision**")
-    st.dataframe(pd.DataFrame([{"decision": rs.DECISION_LABELS[d], "median seconds": round(s, 1),
+    st.dataframe(pd.DataFrame([{"decision": DECISION_LABELS[d], "median seconds": round(s, 1),
                                 "decisions": summary.by_decision[d]} for d, s in summary.median_seconds.items()]),
                  hide_index=True, key="review_median")
     st.caption("Seconds from the item's maps appearing to the decision click, summed over the visits "
@@ -566,13 +568,13 @@ if account.is_admin:
                                     "to": e.new_decision, "old note": e.old_note or "", "new note": e.new_note}
                                    for e in store.audit_log(batch=batch_name)]), hide_index=True, key="review_audit")
     e1, e2 = st.columns(2)
-    e1.download_button("Export this batch (CSV)", rs.to_csv(every), file_name(f"{batch_name}_decisions.csv"),
+    e1.download_button("Export this batch (CSV)", decisions_csv(every), file_name(f"{batch_name}_decisions.csv"),
                        "text/csv", key="export_batch")
-    e2.download_button("Export every batch (CSV)", rs.to_csv(store.decisions()), "all_decisions.csv", "text/csv",
+    e2.download_button("Export every batch (CSV)", decisions_csv(store.decisions()), "all_decisions.csv", "text/csv",
                        key="export_all")
 else:
     own = [d for d in every if d.reviewer == account.name]
-    st.download_button("Export your decisions in this batch (CSV)", rs.to_csv(own),
+    st.download_button("Export your decisions in this batch (CSV)", decisions_csv(own),
                        file_name(f"{batch_name}_{account.name}_decisions.csv"), "text/csv", key="export_mine")
     st.caption("Other reviewers' notes and the full export are for admins.")
 if len(names) > 1:

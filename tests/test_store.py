@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from saliency_core.review import store as rs
+from saliency_core.review import summary as rsum
 from saliency_core.review.store import DecisionConflict, ReviewStore, StoreError
 
 import _postgres
@@ -173,7 +174,7 @@ def test_summary_counts_kappa_median_and_csv(store):
             _record(store, item=item, reviewer=reviewer, decision=choice, seconds=secs,
                     note=f"{reviewer} on {item[:1]}")
     _record(store, item=H1, reviewer="carol", decision="accept", seconds=5)
-    s = rs.summarize(store.decisions(batch="batch-1"))
+    s = rsum.summarize(store.decisions(batch="batch-1"))
     assert (s.items, s.decisions) == (4, 9)
     assert s.by_decision == {"accept": 4, "reject": 3, "needs_expert": 2}
     assert s.by_reviewer["alice"] == {"accept": 2, "reject": 1, "needs_expert": 1}
@@ -185,10 +186,10 @@ def test_summary_counts_kappa_median_and_csv(store):
     assert (ac.items, ac.kappa) == (1, None)   # one shared item, both "accept": kappa undefined
     # accept: 10, 20, 10, 5 -> 10; reject: 30, 20, 30 -> 30; needs expert: 40, 40 -> 40
     assert s.median_seconds == {"accept": 10.0, "reject": 30.0, "needs_expert": 40.0}
-    rows = list(csv.DictReader(io.StringIO(rs.to_csv(store.decisions()))))
-    assert len(rows) == 9 and set(rows[0]) == set(rs.CSV_COLUMNS)
+    rows = list(csv.DictReader(io.StringIO(rsum.to_csv(store.decisions()))))
+    assert len(rows) == 9 and set(rows[0]) == set(rsum.CSV_COLUMNS)
     assert {r["note"] for r in rows if r["reviewer"] == "bob"} == {f"bob on {c}" for c in "abcd"}
-    hidden = list(csv.DictReader(io.StringIO(rs.to_csv(store.decisions(), include_notes=False))))
+    hidden = list(csv.DictReader(io.StringIO(rsum.to_csv(store.decisions(), include_notes=False))))
     assert {r["note"] for r in hidden} == {""}
 
 
@@ -197,12 +198,12 @@ def test_cohen_kappa_textbook_values():
     # 50 items: both yes 20, yes/no 5, no/yes 10, both no 15 -> p_o 0.7, p_e 0.5, kappa 0.4
     a = ["yes"] * 25 + ["no"] * 25
     b = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
-    assert rs.cohen_kappa(a, b) == pytest.approx(0.4)
-    assert rs.cohen_kappa(a, a) == 1.0
-    assert rs.cohen_kappa(["x", "y"], ["y", "x"]) == pytest.approx(-1.0)
-    assert rs.cohen_kappa(["x"] * 3, ["x"] * 3) is None
+    assert rsum.cohen_kappa(a, b) == pytest.approx(0.4)
+    assert rsum.cohen_kappa(a, a) == 1.0
+    assert rsum.cohen_kappa(["x", "y"], ["y", "x"]) == pytest.approx(-1.0)
+    assert rsum.cohen_kappa(["x"] * 3, ["x"] * 3) is None
     with pytest.raises(ValueError, match="same length; got 2 and 1"):
-        rs.cohen_kappa(["x", "y"], ["x"])
+        rsum.cohen_kappa(["x", "y"], ["x"])
 
 
 def test_database_url_choice(monkeypatch, tmp_path):

@@ -18,6 +18,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from saliency_core.review import store as rs
+from saliency_core.review import summary as rsum
 from saliency_core.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,7 +33,7 @@ def test_decision_notes_that_start_like_formulas_are_neutralised(tmp_path):
         for n, text in enumerate(FORMULAS):
             store.record("b", f"{n:064x}", text + ".png", "alice", "accept", note=text, seconds=1.5)
         store.record("b", "f" * 64, "ok.png", "alice", "reject", note="fine - as typed", seconds=2)
-        rows = list(csv.DictReader(io.StringIO(rs.to_csv(store.decisions()), newline="")))
+        rows = list(csv.DictReader(io.StringIO(rsum.to_csv(store.decisions()), newline="")))
     by_note = {r["note"]: r for r in rows}
     for text in FORMULAS:
         row = by_note["'" + text]

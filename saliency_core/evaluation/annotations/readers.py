@@ -1,5 +1,5 @@
 """Reading one annotation file: CSV boxes, Pascal VOC XML, mask PNGs, and the dispatch by file type
-(COCO JSON in coco)."""
+(COCO JSON in ``coco``)."""
 from __future__ import annotations
 
 import csv
