@@ -84,9 +84,9 @@ def synthesise(model, root: Path, store: gallery.ResultStore, n: int) -> None:
     for m in CHEAP:
         exp = sc.explain(model, photo, method=m)
         r = rd.render(exp.saliency, exp.image, target_label=exp.target_label)
-        template[m] = (exp.record(), gallery.encode_map(exp.saliency), gallery._jpeg(r.overlay),
+        template[m] = (exp.record(), gallery.encode_map(exp.saliency), gallery.store._jpeg(r.overlay),
                        json.dumps(list(exp.saliency.shape)))
-    crop_thumb = gallery._jpeg(model.crop(photo))
+    crop_thumb = gallery.store._jpeg(model.crop(photo))
     mkey = gallery.model_key(model)
     pkeys = {m: gallery.params_key(model, m, {}) for m in CHEAP}
     index = {name: model.labels.index(name) for name in CLASSES}

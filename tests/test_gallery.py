@@ -1,4 +1,4 @@
-"""The gallery's batch run and result store (saliency_core/gallery.py) on the real demo model and
+"""The gallery's batch run and result store (saliency_core/gallery/) on the real demo model and
 real SQLite: stored maps equal ``sc.explain``, a second run computes nothing, cancel and kill
 keep what was finished, bad images are listed and remembered, filters / confusion / exports."""
 from __future__ import annotations
