@@ -9,6 +9,7 @@ import streamlit as st
 
 import saliency_core as sc
 from saliency_core.evaluation import compare as cmp
+from saliency_core.evaluation import compare_labels as cmp_labels
 from saliency_core.engine import render as rd
 from saliency_core.engine.samples import sample_images
 from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, get_model, model_key, report_error,
@@ -55,7 +56,7 @@ if len(models) < 2:
 model_a, model_b = models["A"], models["B"]
 for col, tag, m in ((c1, "A", model_a), (c2, "B", model_b)):
     col.caption(f"{len(m.labels)} classes · input {m.input_size} px · weights sha256 `{m.fingerprint[:12]}…`")
-difference = cmp.class_difference(model_a.labels, model_b.labels)
+difference = cmp_labels.class_difference(model_a.labels, model_b.labels)
 if difference:
     st.error(plain(difference))
     st.stop()
@@ -107,7 +108,7 @@ sources, labels_file = choose_images()
 labels, problems = None, []
 if labels_file is not None:
     try:
-        labels, problems = cmp.read_labels(labels_file[1], model_a.labels, where=labels_file[0])
+        labels, problems = cmp_labels.read_labels(labels_file[1], model_a.labels, where=labels_file[0])
     except ValueError as err:
         st.error(plain(err))
 if problems:

@@ -16,6 +16,7 @@ from PIL import Image
 
 import saliency_core as sc
 from saliency_core.evaluation import compare as cmp
+from saliency_core.evaluation import compare_labels as cmp_labels
 from saliency_core.cli import main
 from saliency_core.evaluation.similarity import spearman, top_k_overlap
 from saliency_core.engine.classifier import file_sha256
@@ -151,10 +152,10 @@ def test_different_class_lists_give_the_message(loaded, photos):
     text = str(err.value)
     assert "different class lists" in text
     assert "Only in model A (2): 'crack', 'stain'" in text and "Only in model B (2): 'hole', 'rust'" in text
-    order = cmp.class_difference(["a", "b", "c"], ["a", "c", "b"])
+    order = cmp_labels.class_difference(["a", "b", "c"], ["a", "c", "b"])
     assert "different order" in order and "class 1 is 'b' in A and 'c' in B" in order
-    assert cmp.class_difference(CLASSES, list(CLASSES)) is None
-    long = cmp.class_difference([f"x{i}" for i in range(50)], [f"y{i}" for i in range(50)])
+    assert cmp_labels.class_difference(CLASSES, list(CLASSES)) is None
+    long = cmp_labels.class_difference([f"x{i}" for i in range(50)], [f"y{i}" for i in range(50)])
     assert "and 40 more" in long and len(long) < 600
 
 
@@ -170,7 +171,7 @@ def test_labels_classify_fixed_broken_and_both_wrong(loaded, photos, nets):
         rows[os.path.basename(photos[changed[2]])] = CLASSES[top_a[changed[2]]]   # broken
     text = "image,label\n" + "".join(f"{k},{v}\n" for k, v in rows.items())
     text += "nowhere.png,unicorn\n,dent\nshort-row\n" + f"{os.path.basename(photos[0])},{CLASSES[(top_a[0] + 1) % 5]}\n"
-    labels, problems = cmp.read_labels(text.encode(), CLASSES, where="labels.csv")
+    labels, problems = cmp_labels.read_labels(text.encode(), CLASSES, where="labels.csv")
     assert len(labels) == len(rows)
     assert any("'unicorn'" in p and "not one of the models' 5 classes" in p for p in problems)
     assert any("labelled twice" in p for p in problems)
@@ -191,13 +192,13 @@ def test_labels_classify_fixed_broken_and_both_wrong(loaded, photos, nets):
 
 def test_labels_file_refusals():
     with pytest.raises(ValueError, match="first row must name the columns 'image' and 'label'"):
-        cmp.read_labels(b"a,b\n1,2\n", CLASSES)
+        cmp_labels.read_labels(b"a,b\n1,2\n", CLASSES)
     with pytest.raises(ValueError, match="not UTF-8"):
-        cmp.read_labels(b"image,label\n\xff\xfe\n", CLASSES)
+        cmp_labels.read_labels(b"image,label\n\xff\xfe\n", CLASSES)
     with pytest.raises(ValueError, match="larger than 16 MiB"):
-        cmp.read_labels(b"image,label\n" + b"x" * (16 << 20), CLASSES)
-    labels, problems = cmp.read_labels(b"image,label\n" + b"".join(b"a%d.png,99\n" % i for i in range(40)), CLASSES)
-    assert labels == {} and len(problems) == cmp.MAX_PROBLEMS + 1 and "20 more rows" in problems[-1]
+        cmp_labels.read_labels(b"image,label\n" + b"x" * (16 << 20), CLASSES)
+    labels, problems = cmp_labels.read_labels(b"image,label\n" + b"".join(b"a%d.png,99\n" % i for i in range(40)), CLASSES)
+    assert labels == {} and len(problems) == cmp_labels.MAX_PROBLEMS + 1 and "20 more rows" in problems[-1]
     assert cmp.label_for("Cat (chelsea.png)", {"chelsea.png": 1}) == 1
     assert cmp.label_for("dir/chelsea.png", {"chelsea.png": 2}) == 2
 

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from ._common import _fraction, _image_files, _make_folder, _methods, _say, _unexpected, _whole
-from ..evaluation.compare import CompareSettings, compare_models, read_labels
+from ..evaluation.compare import CompareSettings, compare_models
+from ..evaluation.compare_labels import read_labels
 from ..engine.devices import CHOICES as DEVICE_CHOICES
 from ..engine.images import image_hash
 from ..engine.methods import METHODS
