@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 
 import streamlit as st
 
@@ -12,7 +11,7 @@ from saliency_core.evaluation import compare as cmp
 from saliency_core.evaluation import compare_labels as cmp_labels
 from saliency_core.engine import render as rd
 from saliency_core.engine.samples import sample_images
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, get_model, model_key, report_error,
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, get_model, model_key, plain, report_error,
                            require_frame, settings)
 
 SHOW_ALL, SHOW_CHANGED, SHOW_MOVED = "All images", "Prediction changed", "Maps moved most"
@@ -20,19 +19,14 @@ SHOW_ALL, SHOW_CHANGED, SHOW_MOVED = "All images", "Prediction changed", "Maps m
 require_frame()
 
 st.title("Compare two model versions")
-st.caption("Change control: pick the accepted model (A) and the candidate (B), and a set of images. You get "
-           "how many predictions changed (and which way, when you give the true classes), how far the saliency "
-           "maps moved per method, set against how much a map moves anyway when only the random seed changes, "
-           "and for each image the two maps side by side on the same colour scale. Methods and SmoothGrad "
-           "settings come from the sidebar. " + DISCLAIMER)
-
-
-def plain(text) -> str:
-    """Text from files (image and class names) shown as text: the Markdown characters that act
-    inside a line are escaped, and a line start that would make a heading or a list."""
-    text = re.sub(r"([\\`*_\[\]<>$~|])", r"\\\1", str(text))
-    text = re.sub(r"^(\s*)([#+\-])", r"\1\\\2", text)
-    return re.sub(r"^(\s*\d+)([.)])", r"\1\\\2", text)
+st.markdown("See what changed between the model version you accepted and a candidate: which predictions "
+            "changed, and where each model looks. **Pick model A and model B, choose the images, then press "
+            "Compare the models.**")
+with st.expander("How it works"):
+    st.markdown("Both models run on the same images with the same methods (chosen in the sidebar). You get how "
+                "many predictions changed (and which way, when you give the true classes), how far the saliency "
+                "maps moved per method, set against how much a map moves anyway when only the random seed "
+                "changes, and for each image the two maps side by side on the same colour scale. " + DISCLAIMER)
 
 
 # ---- models A and B ---------------------------------------------------------------------------------

@@ -40,8 +40,13 @@ ss = st.session_state
 require_frame()
 
 st.title("Gallery")
-st.caption("Open a set of images whose true classes are known, see where the model is wrong and how sure "
-           "it was, and open any image to see what the model looked at. " + DISCLAIMER)
+st.markdown("Find where the model is wrong on a set of images whose true classes are known, how sure it was, "
+            "and what it looked at. **Open the demo set, or choose a data set and press Open and compute.**")
+with st.expander("How it works"):
+    st.markdown("Every image is predicted and the chosen methods' maps are computed once and stored, so reopening "
+                "the set is instant. The confusion matrix and the filters pick which images the grid shows; open "
+                "any image for its full explanation, send the filtered set to the review queue, or export it. "
+                + DISCLAIMER)
 
 cfg = settings()
 model = page_model(cfg)
