@@ -24,8 +24,8 @@ from saliency_core.engine import render as rd
 from saliency_core.review import store as rs
 from saliency_core.evaluation.labelled import DEMO_DESCRIPTION, LabelledSet, demo_set, open_folder, open_zip
 from saliency_core.pipeline import RenderOptions
-from pages._common import (DISCLAIMER, has_stability_verdicts, method_params, page_model, require_frame,
-                           sanity_verdict, settings, stability_verdict)
+from pages._common import (DISCLAIMER, crop_key, has_stability_verdicts, method_params, page_model, region_labels,
+                           require_frame, sanity_verdict, settings, stability_verdict)
 
 FOLDER_ENVS = ("SALIENCY_GALLERY_DIR", "SALIENCY_REVIEW_DIR")   # server folders of labelled sets
 RAY_ENV = "SALIENCY_RAY_ADDRESS"                                # large runs on this Ray cluster
@@ -212,6 +212,13 @@ def show_item(name: str, label: str, classes, read, image_hash: str, methods: li
         verdict = ":green-badge[Correct]" if predicted in classes else ":red-badge[Mistake]"
         st.markdown(f"True class **{md(label)}** · predicted **{md(predicted_label)}** ({confidence:.1%}) · {verdict}")
         options = RenderOptions()
+        view, share = st.columns([2, 3])
+        display = view.radio("Show each map as", ["Heatmap", "Outline"], horizontal=True, key=f"gallery_{key}_view",
+                             help="Outline: the image is cut into regions of similar colour, and the regions "
+                                  "holding the chosen share of the map are outlined; the rest is dimmed.")
+        outline_share = share.slider("Outline holds this share of the map", 5, 95,
+                                     int(ss.get("outline_share", 30)), 5, format="%d %%",
+                                     key=f"gallery_{key}_share", disabled=display != "Outline")
         cols = st.columns(len(methods) + 2)
         if crop is not None:
             cols[0].image(crop, caption="What the model sees", width="stretch",
@@ -223,15 +230,25 @@ def show_item(name: str, label: str, classes, read, image_hash: str, methods: li
                     st.caption(f"{meta.label}: no map ({md(missing.get(m, ''))})")
                     continue
                 exp = maps[m]
-                r = rd.render(exp.saliency, crop if crop is not None else exp.image, sign=options.sign_for(m),
-                              alpha=options.alpha, clip_percentile=options.clip_percentile,
-                              target_label=exp.target_label, meaning=meta.meaning)
-                st.image(r.overlay, caption=meta.label, width="stretch",
-                         alt=f"{meta.label} map of {name} over the image: {r.legend}")
-                st.image(rd.colorbar_image(r), width="stretch", alt=f"colour bar: {r.legend}")
-                st.caption("  ·  ".join(tick for _, tick in r.colorbar_ticks) + f"\n\n{r.legend}")
-                if r.near_zero:
-                    st.info("This map is zero (or numerically negligible) everywhere.")
+                picture = crop if crop is not None else exp.image
+                if display == "Outline":
+                    o = rd.render_outline(exp.saliency, picture, region_labels(crop_key(model, image_hash), picture),
+                                          share=outline_share / 100, signed=meta.signed,
+                                          target_label=exp.target_label)
+                    st.image(o.overlay, caption=meta.label, width="stretch",
+                             alt=f"{meta.label} map of {name} as outlines: the regions holding {outline_share} % "
+                                 f"of the map for the class {exp.target_label}; the rest dimmed.")
+                    st.caption(md(o.legend))
+                else:
+                    r = rd.render(exp.saliency, picture, sign=options.sign_for(m), alpha=options.alpha,
+                                  clip_percentile=options.clip_percentile, target_label=exp.target_label,
+                                  meaning=meta.meaning)
+                    st.image(r.overlay, caption=meta.label, width="stretch",
+                             alt=f"{meta.label} map of {name} over the image: {r.legend}")
+                    st.image(rd.colorbar_image(r), width="stretch", alt=f"colour bar: {r.legend}")
+                    st.caption("  ·  ".join(tick for _, tick in r.colorbar_ticks) + f"\n\n{md(r.legend)}")
+                    if r.near_zero:
+                        st.info("This map is zero (or numerically negligible) everywhere.")
                 if meta.caution:
                     st.warning(meta.caution, icon="⚠️")
                 sanity = sanity_verdict(model, m)
@@ -659,15 +676,22 @@ else:
                            help="True and predicted class, confidence, correct, checks and review for each image.")
     with a3:
         digest = hashlib.sha256("\n".join(filtered["name"]).encode()).hexdigest()[:12]
+        report_outlines = False
         if len(filtered) > REPORT_LIMIT:
             st.caption(f"Reports take up to {REPORT_LIMIT} images; narrow the filters to build one.")
-        elif st.button(f"Build a report of these {len(filtered):,}", key="gallery_build_report",
-                       disabled=filtered.empty):
+        else:
+            report_outlines = st.checkbox("With outlined regions", key="gallery_report_outlines",
+                                          help="Each map also as the outline of the regions holding "
+                                               f"{int(ss.get('outline_share', 30))} % of it, beside the heatmap.")
+            digest += "-outlines" if report_outlines else ""
+        if len(filtered) <= REPORT_LIMIT and st.button(f"Build a report of these {len(filtered):,}",
+                                                       key="gallery_build_report", disabled=filtered.empty):
             bar = st.progress(0.0, text="Building the report from the stored maps…")
             try:
                 report = gallery.build_report(
                     store, model, labelled, filtered, methods, params, model_source=cfg["model"],
                     title=f"Gallery: {labelled.description}, {outcome_word}",
+                    outline_share=int(ss.get("outline_share", 30)) / 100 if report_outlines else None,
                     progress=lambda d, t, label: bar.progress(min(1.0, d / t), text=f"Report: {d} of {t} maps"))
                 ss["gallery_report"] = (digest, report.to_html().encode())
             except ValueError as err:

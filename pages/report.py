@@ -12,7 +12,7 @@ from saliency_core.engine import estimate as es
 from saliency_core import report as rp
 from saliency_core.engine.samples import sample_images
 from saliency_core.engine.safe_text import file_name
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, cancellable, decode, estimate_caption, explanation,
+from pages._common import (DISCLAIMER, UPLOAD_TYPES, cancellable, cached_explain, decode, estimate_caption,
                            finish_run, is_cached, method_params, page_methods, page_model, plain, report_error,
                            request_run, require_frame, run_active, sanity_verdict, settings)
 
@@ -47,6 +47,13 @@ with right:
     picked = st.multiselect("…and/or sample photos", list(samples), default=[])
 title = st.text_input("Title", rp.DEFAULT_TITLE)
 make_pdf = st.checkbox("Also make a PDF", value=True)
+with_outlines = st.checkbox("Also show each map as outlined regions", value=False, key="report_outlines",
+                            help="Beside each coloured map: the smallest set of image regions that holds the chosen "
+                                 "share of the map, outlined, with the rest dimmed. Easier to read for people new "
+                                 "to saliency maps.")
+outline_share = st.slider("The outlined regions hold this share of the map", 5, 95,
+                          int(st.session_state.get("outline_share", 30)), 5, format="%d %%",
+                          key="report_outline_share", disabled=not with_outlines)
 
 sources: list[tuple[str, bytes]] = []
 wanted_samples = [n for n, sample, _ in carried if sample] if use_carried else []
@@ -103,18 +110,15 @@ if run_active("report"):
                 if (v := sanity_verdict(model, m, h)) is not None]
     started = time.perf_counter()
 
-    def cached(model_, image, method, target, params, progress=None, preview=None):
-        return explanation(model_, image, sc.image_hash(image), method,
-                           target if target is not None else model_.predict(image, k=1)[0][0], params,
-                           progress, preview)
-
     try:
         with cancellable("report", "Computing maps…") as bar:
             def progress(done, total, label):
                 bar.progress(min(1.0, done / max(1, total)), text=f"{plain(label)} ({done}/{total})")
 
             report = rp.build_report(model, sources, methods, params=cfg["params"], model_source=cfg["model"],
-                                     title=title, sanity=verdicts or None, progress=progress, explain_fn=cached)
+                                     title=title, sanity=verdicts or None, progress=progress,
+                                     explain_fn=cached_explain,
+                                     outline_share=outline_share / 100 if with_outlines else None)
             bar.progress(1.0, text="Writing the report…")
             html = report.to_html().encode("utf-8")
             pdf = report.to_pdf() if make_pdf else None

@@ -407,3 +407,37 @@ def test_tables_shorten_hashes_once_and_fit_the_page():
     for word in ("correlation", "re-initialised", "aaaaaaaaaaaa...", "cascading", "Cat", "(chelsea.png)"):
         assert word in text, word
     assert "final_similarity" not in text and "(guided_backprop)" not in text
+
+
+def test_outlined_regions_in_the_html_and_pdf(demo, tmp_path, capsys):
+    """--outline 0.3: each map also as the regions holding 30 % of it, beside the overlay, in both formats."""
+    from saliency_core.engine.regions import outline_regions, segment
+    out, pdf = tmp_path / "outlined.html", tmp_path / "outlined.pdf"
+    code = cli.main(["report", _photo("chelsea.png"), "--methods", "gradient,gradcam", "--outline", "0.3",
+                     "--out", str(out), "--pdf", str(pdf)])
+    assert code == 0, capsys.readouterr().err
+    parsed = _Parsed(out.read_text(encoding="utf-8"))
+    regions = [f["caption"] for f in parsed.figures if "as regions" in f["caption"]]
+    assert len(regions) == 2 and all("holding" in c and "(asked: at least 30%)" in c for c in regions), regions
+    alts = [a["alt"] for a in parsed.of("img") if "as outlines" in a.get("alt", "")]
+    assert len(alts) == 2 and all("30 %" in a for a in alts)
+    assert rp.read_replay(out)["render"]["outline_share"] == 0.3
+    text = "\n".join(p.extract_text() for p in pypdf.PdfReader(str(pdf)).pages)
+    assert text.count("as regions.") == 2
+
+    # what is outlined holds the share asked for, on the regions of the crop the model saw
+    report = rp.build_report(demo, [_photo("chelsea.png")], ["gradcam"], outline_share=0.3)
+    entry = report.images[0].maps["gradcam"]
+    labels = segment(report.images[0].crop)
+    choice = outline_regions(entry.saliency, labels, share=0.3)
+    assert choice.share >= 0.3 and f"holding {choice.share:.0%}" in entry.outline_legend
+    crop = np.asarray(report.images[0].crop, dtype=np.int16)
+    from scipy.ndimage import binary_erosion
+    dimmed = binary_erosion(~choice.selected, iterations=4)    # away from the drawn outline
+    assert entry.outline.shape == crop.shape
+    assert (entry.outline[dimmed].astype(np.int16) <= crop[dimmed]).all()       # the rest is darker
+    assert (entry.outline[dimmed].astype(np.int16) < crop[dimmed]).mean() > 0.5
+    assert rp.build_report(demo, [_photo("chelsea.png")], ["gradient"]).images[0].maps["gradient"].outline is None
+    for bad in (0, 1, 1.5, float("nan"), "0.3", True):
+        with pytest.raises(ValueError, match="outline share"):
+            rp.build_report(demo, [_photo("chelsea.png")], ["gradient"], outline_share=bad)

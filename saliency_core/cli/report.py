@@ -26,6 +26,9 @@ def add_report_commands(commands) -> None:
     rp.add_argument("--pdf", metavar="FILE", help="also write the report as a PDF")
     rp.add_argument("--model", default="demo", metavar="PATH", help="'demo' (default), a model file or a model card")
     rp.add_argument("--title", default=None, help="title on the first page (default 'Saliency report')")
+    rp.add_argument("--outline", type=_ranged(0.01, 0.99), metavar="SHARE",
+                    help="also show each map as the outline of the image regions holding this share of it "
+                         "(e.g. 0.3), beside the overlay")
     rp.add_argument("--target", type=_whole(0), metavar="IDX", help="class index to explain (default: the predicted class)")
     for name, what in (("sanity", "the JSON written by 'sanity --out'"), ("stability", "the JSON written by "
                        "'stability --out'"), ("validation", "validation metrics"), ("reviews", "review decisions")):
@@ -113,7 +116,7 @@ def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         names = stems if len(set(stems)) == len(stems) else list(args.images)   # file names when unique
         report = rp.build_report(model, list(zip(names, args.images)), methods, params=params, target=args.target,
                                  model_source=args.model if args.model == "demo" else str(Path(args.model).resolve()),
-                                 title=args.title, progress=progress, **extras)
+                                 title=args.title, progress=progress, outline_share=args.outline, **extras)
         sizes = report.write(args.out, args.pdf)
     except ValueError as err:
         _say(f"error: {err}")

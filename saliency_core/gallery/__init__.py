@@ -499,11 +499,12 @@ def to_csv(rows: pd.DataFrame, model=None) -> str:
 
 def build_report(store: ResultStore, model, labelled: LabelledSet, rows: pd.DataFrame, methods: Sequence[str],
                  params: dict | None, *, title: str = "Gallery report", model_source: str = "demo",
-                 progress: Callable[[int, int, str], None] | None = None):
+                 progress: Callable[[int, int, str], None] | None = None, outline_share: float | None = None):
     """A ``saliency_core.report.Report`` of ``rows`` (e.g. the filtered mistakes), built by the
-    report builder from the stored maps (none recomputed when all are stored)."""
+    report builder from the stored maps (none recomputed when all are stored); ``outline_share``
+    adds each map's region view (``report.build_report``)."""
     from ..report import build_report as build
     by_name = {it.name: it for it in labelled.items}
     images = [(name, by_name[name].read()) for name in rows["name"] if name in by_name]
     return build(model, images, list(methods), params=params, model_source=model_source, title=title,
-                 explain_fn=stored_explain_fn(store), progress=progress)
+                 explain_fn=stored_explain_fn(store), progress=progress, outline_share=outline_share)

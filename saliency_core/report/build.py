@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from ..engine.images import image_hash, load_image
-from ..engine.render import DEFAULT_DIVERGING, DEFAULT_SEQUENTIAL, Rendered, colorbar_image, render
+from ..engine.regions import segment
+from ..engine.render import DEFAULT_DIVERGING, DEFAULT_SEQUENTIAL, Rendered, colorbar_image, render, render_outline
 from ._common import ALPHA, CLIP_PERCENTILE, DEFAULT_TITLE, EMBED_MAPS_UP_TO, EMBED_ORIGINALS_UP_TO, LARGE_REPORT, PAGE_SIZE, SCHEMA, _b64, _encode, _f32, _method, _one_line, _plain, _source_bytes, _versions, map_summary
 from .html_page import _Html
 from .pdf import _pdf
@@ -31,6 +32,8 @@ class MapEntry:
         overlay: uint8 (H, W, 3), the colours blended on the crop; ``legend``, ``scale``,
             ``ticks``, ``sign``, ``colormap``, ``near_zero`` as ``render`` returned them.
         bar: uint8 (4, 256, 3), the colour bar (``render.colorbar_image``), low values left.
+        outline, outline_legend: the region view (``render.render_outline``) when the report has
+            ``outline_share``: the smallest set of regions holding that share of the map, outlined.
     """
 
     method: str
@@ -49,6 +52,8 @@ class MapEntry:
     bar: np.ndarray
     diagnostics: dict = field(default_factory=dict)
     seconds: float = 0.0
+    outline: np.ndarray | None = None   # uint8 (H, W, 3): the region view, when the report asks for one
+    outline_legend: str = ""
 
     def summary(self) -> dict:
         """sha256 of the float32 bytes and a few statistics of ``saliency``."""
@@ -95,6 +100,8 @@ class Report:
         images: the ``ImageEntry`` list; ``skipped``: (name, message) of images left out.
         sanity, stability, validation, reviews: optional results (see the module docstring).
         versions: software versions; ``environment``: CPU threads and device of the run.
+        outline_share: each map is also shown as the outline of the regions holding this share
+            of it (0 to 1), or None.
     """
 
     model: dict
@@ -114,6 +121,7 @@ class Report:
     comparison: Any = None
     alpha: float = ALPHA
     clip_percentile: float = CLIP_PERCENTILE
+    outline_share: float | None = None
 
     def __post_init__(self):
         if not self.versions:
@@ -172,7 +180,8 @@ class Report:
                 "model": {"source": self.model_source, "fingerprint": self.model.get("fingerprint"),
                           "card": self.model},
                 "methods": list(self.methods), "versions": self.versions, "environment": self.environment,
-                "render": {"alpha": self.alpha, "clip_percentile": self.clip_percentile},
+                "render": {"alpha": self.alpha, "clip_percentile": self.clip_percentile,
+                           **({"outline_share": self.outline_share} if self.outline_share is not None else {})},
                 "images": images, "skipped": [{"name": n, "message": msg} for n, msg in self.skipped]}
 
     def to_html(self, page_size: int = PAGE_SIZE, embed_maps: bool | None = None,
@@ -213,13 +222,16 @@ ExplainFn = Callable[[Any, Image.Image, str, "int | None", dict], Any]
 def map_entry(method: str, saliency: np.ndarray, crop: Image.Image, *, target: int, target_label: str,
               params: dict | None = None, reduction: str | None = None, diagnostics: dict | None = None,
               sign: str | None = None, alpha: float = ALPHA, clip_percentile: float = CLIP_PERCENTILE,
-              seconds: float = 0.0) -> MapEntry:
+              seconds: float = 0.0, outline_share: float | None = None,
+              regions: np.ndarray | None = None) -> MapEntry:
     """Render ``saliency`` on ``crop`` for the report.
 
     Args:
         method: a name in ``METHODS``.
         saliency: (H, W) real values, the same size as ``crop``.
         sign: ``None`` -> "signed" for signed methods, else "absolute".
+        outline_share: also draw the region view holding this share of the map (0 to 1), on
+            ``regions`` (``regions.segment(crop)``, computed when not given).
     Returns:
         ``MapEntry`` with the overlay (inferno, or balance for signed maps: both colour-blind safe).
 
@@ -232,12 +244,26 @@ def map_entry(method: str, saliency: np.ndarray, crop: Image.Image, *, target: i
     colormap = DEFAULT_DIVERGING if sign == "signed" else DEFAULT_SEQUENTIAL
     r: Rendered = render(saliency, crop, sign=sign, colormap=colormap, alpha=alpha,
                          clip_percentile=clip_percentile, target_label=target_label, meaning=meta.meaning)
-    return MapEntry(method=method, saliency=_f32(saliency), target=int(target), target_label=target_label,
-                    params=dict(params or {}), reduction=reduction or meta.reduction, overlay=r.overlay,
-                    legend=r.legend, scale=r.scale, ticks=list(r.colorbar_ticks), sign=r.sign,
-                    colormap=r.colormap, near_zero=r.near_zero,
-                    bar=colorbar_image(r, height=4, width=256), diagnostics=_plain(diagnostics or {}),
-                    seconds=float(seconds))
+    entry = MapEntry(method=method, saliency=_f32(saliency), target=int(target), target_label=target_label,
+                     params=dict(params or {}), reduction=reduction or meta.reduction, overlay=r.overlay,
+                     legend=r.legend, scale=r.scale, ticks=list(r.colorbar_ticks), sign=r.sign,
+                     colormap=r.colormap, near_zero=r.near_zero,
+                     bar=colorbar_image(r, height=4, width=256), diagnostics=_plain(diagnostics or {}),
+                     seconds=float(seconds))
+    if outline_share is not None:
+        if regions is None:
+            regions = segment(crop)
+        o = render_outline(saliency, crop, regions, share=_share(outline_share), signed=meta.signed,
+                           target_label=target_label)
+        entry.outline, entry.outline_legend = o.overlay, o.legend
+    return entry
+
+
+def _share(value) -> float:
+    """An outline share from a caller or a command line: a number strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < 1:
+        raise ValueError(f"The outline share must be a number between 0 and 1 (e.g. 0.3 for 30 %); got {value!r}.")
+    return float(value)
 
 
 def build_report(model, images: Sequence, methods: Sequence[str], *, params: dict | None = None,
@@ -245,7 +271,7 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
                  sign: str | None = None, sanity=None, stability=None, validation=None, reviews=None,
                  audit: dict | None = None, comparison=None,
                  progress: Callable[[int, int, str], None] | None = None,
-                 explain_fn: ExplainFn | None = None) -> Report:
+                 explain_fn: ExplainFn | None = None, outline_share: float | None = None) -> Report:
     """Compute (or fetch) every map and collect a ``Report``.
 
     Args:
@@ -262,6 +288,8 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
         progress: ``progress(done, total, label)`` after each map.
         explain_fn: ``(model, image, method, target, params, progress=, preview=) -> Explanation``;
             default ``saliency_core.explain`` (the app passes its cached version).
+        outline_share: also show each map as the outline of the regions holding this share of
+            it (0 to 1, e.g. 0.3), beside the overlay.
     Returns:
         ``Report``. Images that cannot be read are listed in ``report.skipped``; a method that
         fails on an image is recorded in that image's ``errors`` and the rest goes on.
@@ -283,6 +311,8 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
         raise ValueError("No saliency method was chosen for the report; choose at least one method.")
     for m in methods:
         _method(m)
+    if outline_share is not None:
+        outline_share = _share(outline_share)
     entries, skipped, readable = [], [], []
     for item in images:  # the bytes, once: the report embeds them
         name, source = (item if isinstance(item, tuple) else (str(item), item))
@@ -298,13 +328,14 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
             continue
         entry = ImageEntry(name=result.name, data=raw, crop=result.crop,
                            prediction=result.prediction, image_hash=result.image_hash, size=result.image_size)
+        regions = segment(result.crop) if outline_share is not None and result.maps else None
         for m in methods:
             if m in result.maps:
                 exp = result.maps[m]
                 entry.maps[m] = map_entry(m, exp.saliency, exp.image, target=exp.target,
                                           target_label=exp.target_label, params=exp.params,
                                           reduction=exp.reduction, diagnostics=exp.diagnostics, sign=sign,
-                                          seconds=exp.seconds)
+                                          seconds=exp.seconds, outline_share=outline_share, regions=regions)
             elif m in result.errors:
                 entry.errors[m] = result.errors[m]
             elif m in result.crashes:
@@ -320,4 +351,4 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
     return Report(model=model.describe(), methods=methods, images=entries, model_source=str(model_source),
                   title=title or DEFAULT_TITLE, skipped=skipped, sanity=sanity, stability=stability,
                   validation=validation, reviews=reviews, audit=audit, comparison=comparison,
-                  environment={"threads": torch.get_num_threads(), "device": device})
+                  environment={"threads": torch.get_num_threads(), "device": device}, outline_share=outline_share)

@@ -263,6 +263,14 @@ class _Html:
                 f"<figcaption><b>Figure {n}{letter}. {_e(label)}</b>, explaining \u201c{_e(m.target_label)}\u201d. "
                 f"{_e(m.legend)}" + (" Caution: " + _e(caution) if caution else "")
                 + _diagnostics_text(m) + "</figcaption></figure>")
+            if m.outline is not None:
+                share = f"{100 * self.r.outline_share:.0f} %"
+                cells.append(
+                    f'<figure class="map"><img src="{_data_uri(m.outline, fmt)}" alt="{_e(label)} map of '
+                    f'{_e(item.name)} as outlines: the regions holding {share} of the map; the rest dimmed" '
+                    f'width="{m.outline.shape[1]}" height="{m.outline.shape[0]}"{lazy}>'
+                    f"<figcaption><b>Figure {n}{letter}\u2032. {_e(label)}, as regions.</b> "
+                    f"{_e(m.outline_legend)}</figcaption></figure>")
         return (f'<div class="row">{"".join(cells)}</div>'
                 f'<p class="muted">Figure {n}: {_e(item.name)}, the crop the model saw and one saliency map per '
                 "method, side by side; the colour bar under each map gives its values.</p>")

@@ -246,10 +246,15 @@ def _pdf_image_page(pdf, report, index, item, width, heading, para):
         pdf.ln(4.2)
     pdf.ln(3)
     maps = list(item.maps.values())
-    per_row = min(4, 1 + len(maps))
+    cells = [("crop", None, "a")]
+    for k, m in enumerate(maps):
+        letter = chr(ord("b") + k) if k < 25 else f"-{k + 2}"
+        cells.append(("map", m, letter))
+        if m.outline is not None:   # the region view beside its map
+            cells.append(("outline", m, letter + "'"))
+    per_row = min(4, len(cells))
     gap = 4
     w = (width - gap * (per_row - 1)) / per_row
-    cells = [("crop", None)] + [("map", m) for m in maps]
     for start in range(0, len(cells), per_row):
         row = cells[start:start + per_row]
         y0 = pdf.get_y()
@@ -257,8 +262,18 @@ def _pdf_image_page(pdf, report, index, item, width, heading, para):
             pdf.add_page()
             y0 = pdf.get_y()
         bottoms = []
-        for j, (kind, m) in enumerate(row):
+        for j, (kind, m, letter) in enumerate(row):
             x = pdf.l_margin + j * (w + gap)
+            if kind == "outline":
+                h = _pdf_image(pdf, m.outline, x, y0, w)
+                pdf.set_xy(x, y0 + h + 1)
+                pdf.set_font("Helvetica", "B", 7)
+                pdf.multi_cell(w, 3.2, _latin1(f"Figure {index}{letter}. {METHODS[m.method].label}, as regions."),
+                               new_x=XPos.LEFT, new_y=YPos.NEXT)
+                pdf.set_font("Helvetica", "", 6.5)
+                pdf.multi_cell(w, 3.0, _latin1(m.outline_legend), new_x=XPos.LEFT, new_y=YPos.NEXT)
+                bottoms.append(pdf.get_y())
+                continue
             if kind == "crop":
                 h = _pdf_image(pdf, item.crop, x, y0, w)
                 pdf.set_xy(x, y0 + h + 1)
@@ -277,7 +292,6 @@ def _pdf_image_page(pdf, report, index, item, width, heading, para):
                 pdf.text(tx, bar_y + 5.2, _latin1(text))
             pdf.set_xy(x, bar_y + 6.5)
             label = METHODS[m.method].label
-            letter = chr(ord("b") + start + j - 1)
             pdf.set_font("Helvetica", "B", 7)
             pdf.multi_cell(w, 3.2, _latin1(f"Figure {index}{letter}. {label}, explaining \"{m.target_label}\"."),
                            new_x=XPos.LEFT, new_y=YPos.NEXT)

@@ -11,6 +11,8 @@ import torchvision.transforms as T
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from conftest import shown
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 CLASSES = ["sound", "scratch", "dent", "crack", "stain"]
@@ -72,7 +74,8 @@ def _press(at: AppTest) -> AppTest:
 
 
 def _text(at) -> str:
-    return " ".join(m.value for m in at.markdown)
+    """The page's Markdown as the reader sees it (names and messages are escaped as text)."""
+    return " ".join(shown(m.value) for m in at.markdown)
 
 
 def test_compare_page_two_checkpoints(monkeypatch, models_dir, nets):
@@ -108,7 +111,7 @@ def test_compare_page_two_checkpoints(monkeypatch, models_dir, nets):
     assert sum(a.startswith("Model A's Gradient map on Cat (chelsea.png)") for a in alts) == 1
     assert sum(a.startswith("Model B's SmoothGrad map") for a in alts) == 1
     assert sum(a.startswith("Difference of the two") for a in alts) == 2
-    captions = [c.value for c in at.caption]
+    captions = [shown(c.value) for c in at.caption]
     assert any("Both models' maps use this one scale" in c for c in captions)
     assert any("A vs A (other seed)" in c for c in captions)
 
@@ -134,7 +137,7 @@ def test_compare_page_uploads_with_labels(monkeypatch, models_dir, nets):
         ("labels.csv", f"image,label\n{files[0]},{CLASSES[truth[0][0]]}\n{files[1]},{truth[1][1]}\n"
                        "x.png,unicorn\n".encode(), "text/csv"))
     at = _press(at.run())
-    errors = [e.value for e in at.error]
+    errors = [shown(e.value) for e in at.error]
     assert len(errors) == 1 and "notes.png" in errors[0]           # the bad upload is named, the rest goes on
     assert any("1 problem(s) in the labels file" in e.label for e in at.expander)
     text = _text(at)
@@ -152,7 +155,7 @@ def test_compare_page_different_classes(monkeypatch, models_dir):
     at.selectbox(key="compare_model_b").set_value(str(models_dir / "other.yaml"))
     at = at.run()
     assert not at.exception, at.exception
-    errors = [e.value for e in at.error]
+    errors = [shown(e.value) for e in at.error]
     assert len(errors) == 1 and "different class lists" in errors[0]
     assert "Only in model A (2): 'crack', 'stain'" in errors[0] and "'hole', 'rust'" in errors[0]
     assert not [b for b in at.button if b.label == "Compare the models"]

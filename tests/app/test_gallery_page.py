@@ -112,6 +112,19 @@ def test_demo_set_mistakes_open_one_send_to_review_and_back(env, monkeypatch):
     assert {"What the model sees", "Grad-CAM", "Gradient"} <= set(captions), captions
     assert any("nothing recomputed" in c.value for c in at.caption)
 
+    # the same maps as outlined regions, still from the store
+    with monkeypatch.context() as patch:
+        for module in (gallery, saliency_core.pipeline):
+            patch.setattr(module, "explain", refuse)
+        at.radio(key="gallery_item_view").set_value("Outline")
+        at.run()
+    _ok(at)
+    outlined = [i.alt for img in at.get("image") for i in img.proto.imgs if "as outlines" in i.alt]
+    assert len(outlined) == 2 and all("30 % of the map" in a for a in outlined), outlined
+    assert sum(shown(c.value).startswith("Outlined:") and "holding" in c.value for c in at.caption) == 2
+    at.radio(key="gallery_item_view").set_value("Heatmap")
+    at.run()
+
     # sign in on the Review page, come back, send the 12 mistakes to review
     at.switch_page("pages/review.py").run()
     at.text_input(key="signin_user").input(ALICE)
