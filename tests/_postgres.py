@@ -97,3 +97,15 @@ def server() -> PostgresServer | None:
             _SERVER = PostgresServer(bindir)
             atexit.register(_SERVER.stop)
     return _SERVER
+
+
+def review_url(kind: str, folder: Path) -> str:
+    """A fresh, empty review database: ``kind`` "sqlite" (a file in ``folder``) or "postgresql"
+    (a new database on this module's server; the calling test is skipped without PostgreSQL)."""
+    if kind == "sqlite":
+        return "sqlite:///" + str(Path(folder) / "reviews.sqlite")
+    found = server()
+    if found is None:
+        import pytest
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); make test installs it")
+    return found.new_database()

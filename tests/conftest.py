@@ -108,6 +108,13 @@ def rerun_page(at, methods: list[str]):
     return at.run()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path) -> str:
+    """A fresh review database, once in SQLite and once in PostgreSQL (tests/_postgres.py)."""
+    import _postgres
+    return _postgres.review_url(request.param, tmp_path)
+
+
 def shown(text: str) -> str:
     """What a reader sees of Markdown source: pages escape user text (file names, labels,
     messages) with backslashes, which the Markdown renderer removes."""

@@ -16,24 +16,9 @@ from saliency_core.review import store as rs
 from saliency_core.review import summary as rsum
 from saliency_core.review.store import DecisionConflict, ReviewStore, StoreError
 
-import _postgres
 
 H1, H2, H3, H4 = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 METHODS = {"gradient": {}, "smoothgrad": {"samples": 50, "noise": 0.15, "seed": 0}}
-
-
-def postgres_url() -> str:
-    server = _postgres.server()
-    if server is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); make test installs it")
-    return server.new_database()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return rs.sqlite_url(tmp_path / "reviews.sqlite")
-    return postgres_url()
 
 
 @pytest.fixture

@@ -19,22 +19,11 @@ import pytest
 from saliency_core.review import store as rs
 from saliency_core.review.store import ReviewStore, StoreError
 
-import _postgres
 
 PROCESSES = 6
 ITEMS = 20
 REVIEWERS = ("alice", "bob", "carol")
 FORK = multiprocessing.get_context("fork")   # no re-import of torch per process
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return rs.sqlite_url(tmp_path / "reviews.sqlite")
-    server = _postgres.server()
-    if server is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); make test installs it")
-    return server.new_database()
 
 
 def _item(i: int) -> str:

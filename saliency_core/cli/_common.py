@@ -213,3 +213,17 @@ def _runnable(model, methods: list[str]) -> list[str]:
     for name in [m for m in methods if usable.get(m)]:
         _say(f"skipping {name}: {usable[name]}")
     return [m for m in methods if not usable.get(m)]
+
+
+def say_failures(skipped, images) -> int:
+    """One ``error:`` line per image left out (``(name, message)``) and per failed map (each item's
+    ``errors``: method -> message); returns how many."""
+    failed = 0
+    for _, message in skipped:
+        _say(f"error: {message}")
+        failed += 1
+    for item in images:
+        for method, message in item.errors.items():
+            _say(f"error: {item.name} [{method}]: {message}")
+            failed += 1
+    return failed

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import _fraction, _image_files, _make_folder, _methods, _say, _unexpected, _whole
+from ._common import _fraction, _image_files, _make_folder, _methods, _say, _unexpected, _whole, say_failures
 from ..evaluation.compare import CompareSettings, compare_models
 from ..evaluation.compare_labels import read_labels
 from ..engine.devices import CHOICES as DEVICE_CHOICES
@@ -137,14 +137,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if expanded:
         for m, reason in result.skipped_methods.items():
             _say(f"skipping {m}: {reason}")
-    failed = 0
-    for name, message in result.skipped:
-        _say(f"error: {message}")
-        failed += 1
-    for item in result.images:
-        for method, message in item.errors.items():
-            _say(f"error: {item.name} [{method}]: {message}")
-            failed += 1
+    failed = say_failures(result.skipped, result.images)
     try:
         result.table().to_csv(out / "comparison.csv", index=False)
         result.methods_table().to_csv(out / "methods.csv", index=False)

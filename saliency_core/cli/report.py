@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..engine.models import load_model
 from ..engine.methods import METHODS
-from ._common import (_methods, _ranged, _runnable, _say, _unexpected, _whole, add_method_options, method_params)
+from ._common import (_methods, _ranged, _runnable, _say, _unexpected, _whole, add_method_options,
+                      method_params, say_failures)
 
 
 def add_report_commands(commands) -> None:
@@ -124,14 +125,7 @@ def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except Exception as err:  # noqa: BLE001
         _unexpected(err, "report", args)
         return 1
-    failed = 0
-    for name, message in report.skipped:
-        _say(f"error: {message}")
-        failed += 1
-    for item in report.images:
-        for method, message in item.errors.items():
-            _say(f"error: {item.name} [{method}]: {message}")
-            failed += 1
+    failed = say_failures(report.skipped, report.images)
     written = ", ".join(f"{p} ({sizes[k] / 2**20:.1f} MiB)" for k, p in (("html", args.out), ("pdf", args.pdf)) if p)
     _say(f"done in {time.perf_counter() - start:.1f} s: {len(report.images)} image(s) x {len(report.methods)} "
          f"method(s) -> {written}" + (f", {failed} failure(s)" if failed else ""))

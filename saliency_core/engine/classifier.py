@@ -174,7 +174,14 @@ def _channels_last(network: nn.Module) -> nn.Module:
     return network.to(memory_format=torch.channels_last)
 
 
-def _default_labels(classes: int) -> tuple[list[str], str]:
-    if classes == 1000:
-        return imagenet_labels(), "default: ImageNet class names (the model has 1000 outputs)"
-    return [f"class {i}" for i in range(classes)], f"default: class 0 … class {classes - 1}"
+def _labels(card, classes: int, where: str) -> tuple[list[str], str]:
+    """The card's class names and where they came from, one per score; without names in the card,
+    ImageNet's for 1000 scores, else "class 0" ... Raises ValueError when the counts differ."""
+    if card.labels is None:
+        if classes == 1000:
+            return imagenet_labels(), "default: ImageNet class names (the model has 1000 outputs)"
+        return [f"class {i}" for i in range(classes)], f"default: class 0 … class {classes - 1}"
+    if len(card.labels) != classes:
+        raise ValueError(f"{where}: {len(card.labels)} class names ({card.labels_source}) but the model "
+                         f"gives {classes} scores per image; there must be one name per score.")
+    return card.labels, card.labels_source

@@ -16,7 +16,7 @@ from torch import nn
 from .cards import CARD_SUFFIXES, MODEL_SUFFIXES, ModelCard, bare_card, read_card, referenced_files, sidecar_card
 from ._allocator import keep_freed_memory
 from .devices import resolve_device
-from .classifier import Classifier, Normalize, _channels_last, _default_labels, _freeze, file_sha256, imagenet_labels
+from .classifier import Classifier, Normalize, _channels_last, _labels, _freeze, file_sha256, imagenet_labels
 from .code_models import _load_exported, _timed_trial
 from .model_files import (CODE_FORMATS, FORMATS, _build_torchvision, _load_torchscript, _safetensors_state,
                           _state_dict, _weights_only, sniff_format)
@@ -88,13 +88,7 @@ def load_card(card: ModelCard) -> Classifier:
     if not batched:
         network, prefix = _freeze(nn.Sequential(normalize, _OneAtATime(net))), "1.net."
 
-    if card.labels is None:
-        labels, labels_source = _default_labels(classes)
-    elif len(card.labels) != classes:
-        raise ValueError(f"{where}: {len(card.labels)} class names ({card.labels_source}) but the model "
-                         f"gives {classes} scores per image; there must be one name per score.")
-    else:
-        labels, labels_source = card.labels, card.labels_source
+    labels, labels_source = _labels(card, classes, where)
 
     layer, reshape, no_layer = _gradcam_layer(net, card.gradcam_layer, card.gradcam_reshape, kind, layers, where)
     fingerprint = file_sha256(card.file)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .cards import ModelCard
-from .classifier import Classifier, Normalize, _default_labels, _freeze, file_sha256
+from .classifier import Classifier, Normalize, _labels, _freeze, file_sha256
 from .model_files import FORMATS
 from .probe import _logits, _test_batch
 
@@ -229,13 +229,7 @@ def load_onnx(card: ModelCard) -> Classifier:
     if not (torch.isfinite(one).all() and torch.allclose(three[:1], one, rtol=1e-3, atol=1e-4)):
         raise ValueError(f"{where}: the ONNX model's scores are not finite, or an image's scores depend on "
                          "the other images of its batch.")
-    if card.labels is None:
-        labels, labels_source = _default_labels(classes)
-    elif len(card.labels) != classes:
-        raise ValueError(f"{where}: {len(card.labels)} class names ({card.labels_source}) but the model "
-                         f"gives {classes} scores per image; there must be one name per score.")
-    else:
-        labels, labels_source = card.labels, card.labels_source
+    labels, labels_source = _labels(card, classes, where)
     fingerprint = file_sha256(card.file)
     ort = _runtime()
     used = {

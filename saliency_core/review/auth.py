@@ -43,6 +43,8 @@ from pathlib import Path
 
 import bcrypt
 
+from .schema import Event   # the store's event record; here unchained (no hashes)
+
 ROLES = ("reviewer", "admin")
 DEFAULT_ACCOUNTS = os.path.join("data", "users.toml")
 BCRYPT_ROUNDS = 12            # cost factor: 2**12 rounds, about a quarter second per check
@@ -267,31 +269,19 @@ class Lock:
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class _MemoryEvent:
-    id: int
-    at: datetime
-    kind: str
-    account: str
-    client: str
-    actor: str
-    until: datetime | None
-    detail: str
-
-
 class MemoryEvents:
     """The event-log interface of ``store.ReviewStore`` (``append_event``, ``events``) in this
     process only, for when no review database can be opened. Lost when the app restarts."""
 
     def __init__(self):
-        self._items: list[_MemoryEvent] = []
+        self._items: list[Event] = []
         self._lock = threading.Lock()
 
     def append_event(self, kind: str, *, account: str = "", client: str = "", actor: str = "",
                      until: datetime | None = None, detail: str = "", at: datetime | None = None):
         with self._lock:
-            item = _MemoryEvent(len(self._items) + 1, at or datetime.now(timezone.utc), kind, str(account)[:200],
-                                str(client)[:200], str(actor)[:200], until, str(detail)[:2000])
+            item = Event(len(self._items) + 1, at or datetime.now(timezone.utc), kind, str(account)[:200],
+                         str(client)[:200], str(actor)[:200], until, str(detail)[:2000], prev_hash="", row_hash="")
             self._items.append(item)
             return item
 

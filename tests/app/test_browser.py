@@ -1,70 +1,29 @@
 """End-to-end: the real app under `streamlit run`, driven by Debian's Chromium via Playwright."""
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 import skimage
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _browser import ROOT, launch, streamlit_app
+
 ARTIFACTS = os.path.join(ROOT, "tests", "artifacts")
 PHOTO = os.path.join(os.path.dirname(skimage.__file__), "data", "coffee.png")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("app")   # review and gallery databases: never in the checkout
-    port = _free_port()
-    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", PYTHONPATH=ROOT,
-               SALIENCY_DB=str(data / "reviews.sqlite"))
-    for name in ("DATABASE_URL", "SALIENCY_GALLERY_DB", "SALIENCY_RAY_ADDRESS", "SALIENCY_REVIEW_DIR"):
-        env.pop(name, None)
-    log = open(data / "streamlit.log", "wb")   # a file, not a pipe nobody reads: a long run never blocks on it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        log.close()
-        pytest.fail("streamlit did not start: " + (data / "streamlit.log").read_text(errors="replace")[-2000:])
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with streamlit_app(tmp_path_factory.mktemp("app")) as url:   # databases: never in the checkout
+        yield url
 
 
 def test_upload_photo_shows_four_overlays(server):
     from playwright.sync_api import sync_playwright
 
-    assert os.path.exists(CHROMIUM), "Debian's chromium is needed: apt-get install -y chromium"
     os.makedirs(ARTIFACTS, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1600, "height": 1100})
         page.goto(server)
         # the default sample photo is explained first, with the default four methods
@@ -156,8 +115,7 @@ def test_every_page_demo_screenshots_and_axe(server):
     os.makedirs(SCREENSHOTS, exist_ok=True)
     axe, results, shots = Axe(), {}, []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": WIDTHS[0], "height": 1000})
         page.goto(server)
         page.get_by_text("Maps explain").first.wait_for(timeout=600_000)

@@ -2,56 +2,41 @@
 The demo set's grid renders, the "Mistakes only" filter and a click on a confusion-matrix square
 change it, and Cancel stops a run with what was finished kept. Screenshots go to tests/artifacts/."""
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _browser import ROOT, launch, streamlit_app
+
 ARTIFACTS = os.path.join(ROOT, "tests", "artifacts")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DEMO_ERRORS = 12
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("gallery")
-    port = _free_port()
-    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", SALIENCY_DB=str(data / "reviews.sqlite"),
-               PYTHONPATH=ROOT, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    for name in ("DATABASE_URL", "SALIENCY_GALLERY_DB", "SALIENCY_RAY_ADDRESS"):
-        env.pop(name, None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    data = tmp_path_factory.mktemp("gallery")   # databases: never in the checkout
+    with streamlit_app(data, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")) as url:
+        yield url
+
+
+def _choose(page, select, option: str, tries: int = 4) -> None:
+    """Add ``option`` to a multiselect by clicking it in the open list. A rerun that arrives while
+    the list is open closes it, so the list is opened again until the option was clicked."""
+    from playwright.sync_api import TimeoutError as Timeout
+    listed = []
+    for _ in range(tries):
+        select.locator("input").click()
+        select.locator("input").fill(option)
         try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+            page.get_by_role("option", name=option, exact=True).click(timeout=5_000)
+            page.keyboard.press("Escape")
+            return
+        except Timeout:
+            listed = page.get_by_role("option").all_inner_texts()
+            page.keyboard.press("Escape")
+            page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=60_000)
+    page.screenshot(path=os.path.join(ARTIFACTS, "gallery_choose_failed.png"), full_page=True)
+    pytest.fail(f"{option!r} was never listed; the open list showed {listed}")
 
 
 def _tiles(page):
@@ -77,11 +62,9 @@ def _no_errors(page) -> None:
 def test_grid_renders_and_filters_change_it(server):
     from playwright.sync_api import sync_playwright
 
-    assert os.path.exists(CHROMIUM), "Debian's chromium is needed: apt-get install -y chromium"
     os.makedirs(ARTIFACTS, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1600, "height": 2600})   # the app scrolls inside
         page.goto(f"{server}/gallery")
         page.get_by_role("button", name="Open the demo set").click()
@@ -124,11 +107,7 @@ def test_grid_renders_and_filters_change_it(server):
         # Cancel stops a run; what was finished stays
         page.get_by_text("Data set and methods").click()
         methods = page.locator("[data-testid='stMain'] [data-testid='stMultiSelect']").filter(has_text="Methods")
-        methods.locator("input").click()
-        methods.locator("input").fill("Guided backprop")
-        # click the listed option itself: Enter under load could pick an option before the list filters
-        page.get_by_role("option", name="Guided backprop", exact=True).click(timeout=10_000)
-        page.keyboard.press("Escape")
+        _choose(page, methods, "Guided backprop")
         methods.get_by_text("Guided backprop").wait_for(timeout=10_000)
         page.get_by_role("button", name="Open and compute").click()
         page.get_by_role("button", name="Cancel").wait_for(timeout=60_000)

@@ -22,20 +22,9 @@ from saliency_core.review import store as rs
 from saliency_core.cli import main
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import _postgres  # noqa: E402  tests/_postgres.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 H1, H2 = "a" * 64, "b" * 64
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return rs.sqlite_url(tmp_path / "reviews.sqlite")
-    server = _postgres.server()
-    if server is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); make test installs it")
-    return server.new_database()
 
 
 def _history(store) -> None:

@@ -17,7 +17,6 @@ from saliency_core.review import store as rs
 from saliency_core.cli import main
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import _postgres  # noqa: E402  tests/_postgres.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ALICE, ALICE_PW = "alice", "alice-password-1"
@@ -32,16 +31,6 @@ def users(tmp_path):
     auth.add_user(BOB, BOB_PW, path=path, rounds=4)
     auth.add_user(ADMIN, ADMIN_PW, role="admin", path=path, rounds=4)
     return path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return rs.sqlite_url(tmp_path / "reviews.sqlite")
-    server = _postgres.server()
-    if server is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); make test installs it")
-    return server.new_database()
 
 
 def test_twenty_wrong_passwords_then_the_right_one_is_refused(users, url, capsys):
