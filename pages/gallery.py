@@ -218,7 +218,7 @@ def show_item(name: str, label: str, classes, read, image_hash: str, methods: li
                                   "holding the chosen share of the map are outlined; the rest is dimmed.")
         outline_share = share.slider("Outline holds this share of the map", 5, 95,
                                      int(ss.get("outline_share", 30)), 5, format="%d %%",
-                                     key=f"gallery_{key}_share", disabled=display != "Outline")
+                                     key=f"gallery_{key}_share") if display == "Outline" else 30
         cols = st.columns(len(methods) + 2)
         if crop is not None:
             cols[0].image(crop, caption="What the model sees", width="stretch",

@@ -53,7 +53,7 @@ with_outlines = st.checkbox("Also show each map as outlined regions", value=Fals
                                  "to saliency maps.")
 outline_share = st.slider("The outlined regions hold this share of the map", 5, 95,
                           int(st.session_state.get("outline_share", 30)), 5, format="%d %%",
-                          key="report_outline_share", disabled=not with_outlines)
+                          key="report_outline_share") if with_outlines else None
 
 sources: list[tuple[str, bytes]] = []
 wanted_samples = [n for n, sample, _ in carried if sample] if use_carried else []
@@ -118,7 +118,7 @@ if run_active("report"):
             report = rp.build_report(model, sources, methods, params=cfg["params"], model_source=cfg["model"],
                                      title=title, sanity=verdicts or None, progress=progress,
                                      explain_fn=cached_explain,
-                                     outline_share=outline_share / 100 if with_outlines else None)
+                                     outline_share=outline_share / 100 if outline_share else None)
             bar.progress(1.0, text="Writing the report…")
             html = report.to_html().encode("utf-8")
             pdf = report.to_pdf() if make_pdf else None
