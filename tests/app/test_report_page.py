@@ -91,6 +91,19 @@ def test_report_page_produces_downloadable_files():
     assert len(pdf.pages) == 3 + 2 + 1
     assert "espresso" in pdf.pages[3].extract_text() and "tiger cat" in pdf.pages[4].extract_text()
 
+    # with outlined regions: each map also as regions, at the share chosen on the page
+    assert not [s for s in at.slider if s.key == "report_outline_share"]      # no slider until asked for
+    at.checkbox(key="report_outlines").check()
+    at = _rerun(at)
+    at.slider(key="report_outline_share").set_value(40)
+    at = _rerun(at)
+    next(b for b in at.button if b.label == "Build report").click()
+    at = _rerun(at)
+    assert not at.exception, at.exception
+    outlined = at.session_state["report_files"]["html"].decode("utf-8")
+    assert outlined.count("as regions.</b>") == 2 * len(METHODS) and "(asked: at least 40%)" in outlined
+    assert rp.read_replay(outlined)["render"]["outline_share"] == 0.4
+
     # a changed selection makes the built report stale instead of offering it for the new choice
     next(m for m in at.multiselect if m.label.endswith("sample photos")).set_value([])
     at = _rerun(at)
