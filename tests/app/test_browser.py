@@ -48,7 +48,23 @@ def test_upload_photo_shows_four_overlays(server):
             assert label in captions, (label, captions)
         assert page.locator("[data-testid='stException']").count() == 0
         assert page.locator("[data-testid='stAlertContentError']").count() == 0
+
+        # the same maps as outlined regions (issue 20): no map is computed again
+        page.get_by_text("Target class and display").click()
+        page.locator("[data-testid='stRadio']").filter(has_text="Show each map as") \
+            .get_by_text("Outline", exact=True).click()
+        outlined = page.locator("img[alt*='as outlines']")
+        deadline = time.perf_counter() + 60
+        while time.perf_counter() < deadline and outlined.count() < 4:
+            page.wait_for_timeout(500)
+        assert outlined.count() == 4, outlined.count()
+        page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=60_000)
+        outline_shot = os.path.join(ARTIFACTS, "explain_outline.png")
+        outlined.first.scroll_into_view_if_needed()      # the app scrolls inside: show the maps row
+        page.screenshot(path=outline_shot)
+        assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
+    assert os.path.getsize(outline_shot) > 10_000
     with open(os.path.join(ARTIFACTS, "explain_timing.txt"), "w") as f:
         f.write(f"upload to four overlays (gradient, guided backprop, SmoothGrad-50, Grad-CAM): {waited:.1f} s\n")
     print(f"upload to four overlays: {waited:.1f} s; screenshot {shot}")
