@@ -382,3 +382,23 @@ def test_integrated_gradients_readout():
     few = Readout()
     ig(Kinked(size), x, torch.tensor([0]), steps=3, readout=few)
     assert few.last[0]["verdict"] == "unknown"
+
+
+def test_command_line_until_settled_records_where_it_stopped(demo, chelsea_path, tmp_path):
+    """explain --until-settled: the same run as sc.explain(until_settled=True), the count used in
+    the JSON; without the flag the fixed count (the command line's default)."""
+    from saliency_core import cli
+    for flags, folder in ((["--until-settled", "--max-samples", "24"], "settle"), ([], "fixed")):
+        code = cli.main(["explain", chelsea_path, "--method", "smoothgrad", "--samples", "8", "--seed", "3",
+                         *flags, "--out", str(tmp_path / folder)])
+        assert code == 0
+    settled = json.loads((tmp_path / "settle" / "chelsea.json").read_text())["maps"][0]
+    fixed = json.loads((tmp_path / "fixed" / "chelsea.json").read_text())["maps"][0]
+    assert settled["params"]["until_settled"] is True and fixed["params"]["until_settled"] is False
+    readout = settled["diagnostics"]["convergence"]
+    assert readout["stopped"] in ("settled", "at the maximum") and 8 <= readout["samples"] <= 24
+    assert readout["samples"] == 24 or readout["verdict"] == "settled"
+    assert fixed["diagnostics"]["convergence"]["samples"] == 8
+    same = sc.explain(demo, chelsea_path, "smoothgrad", samples=8, seed=3, until_settled=True, max_samples=24)
+    assert same.diagnostics["convergence"]["samples"] == readout["samples"]
+    assert same.diagnostics["convergence"]["rerun_spearman"] == pytest.approx(readout["rerun_spearman"], abs=1e-12)

@@ -441,3 +441,14 @@ def test_outlined_regions_in_the_html_and_pdf(demo, tmp_path, capsys):
     for bad in (0, 1, 1.5, float("nan"), "0.3", True):
         with pytest.raises(ValueError, match="outline share"):
             rp.build_report(demo, [_photo("chelsea.png")], ["gradient"], outline_share=bad)
+
+
+def test_convergence_readout_is_in_the_report_text(demo):
+    """An averaging method's readout (settled / still changing, with its numbers) under its map."""
+    report = rp.build_report(demo, [_photo("chelsea.png")], ["smoothgrad"], params={"samples": 8, "seed": 1})
+    readout = report.images[0].maps["smoothgrad"].diagnostics["convergence"]
+    parsed = _Parsed(report.to_html())
+    caption = next(f["caption"] for f in parsed.figures if "SmoothGrad" in f["caption"])
+    assert "Still changing" in caption and f"Spearman {readout['rerun_spearman']:.2f}" in caption
+    text = "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(report.to_pdf())).pages)
+    assert "Still changing" in " ".join(text.split())

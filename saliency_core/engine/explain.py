@@ -277,7 +277,9 @@ def model_capabilities(model: Classifier) -> dict[str, str | None]:
     fmt = (model.card or {}).get("format")
     if not _gives_gradients(model.network):  # hooks and guided gradients need gradients first
         gradient = _REASONS["gradient"].get(fmt, _REASONS["gradient"][None])
-        caps = {"gradient": gradient, "conv": gradient, "relu": gradient, "attention": gradient}
+        attention = ("needs the attention weights of a vision transformer's layers, and this model's layers "
+                     "cannot be read" + (" (it runs in onnxruntime)" if fmt == "onnx" else ""))
+        caps = {"gradient": gradient, "conv": gradient, "relu": gradient, "attention": attention}
     else:
         conv = None if model.gradcam_layer else ((model.card or {}).get("gradcam_unavailable")
                                                  or _REASONS["conv"].get(fmt, _REASONS["conv"][None]))

@@ -333,8 +333,10 @@ class Comparison:
         for m, s in agreement.items():
             lines.append(_method_sentence(m, s, self.settings))
         if agreement and next(iter(agreement.values())).over == "held" and changed:
-            lines.append(f"Map agreement is measured on the {done - len(changed)} images whose prediction held; "
-                         f"on the {len(changed)} others the two maps explain different classes.")
+            held = done - len(changed)
+            lines.append(f"Map agreement is measured on the {held} image{'' if held == 1 else 's'} whose "
+                         "prediction held; "
+                         f"on the other {len(changed)} the two maps explain different classes.")
         moved = self.most_moved()
         if moved:
             lines.append("The maps moved most on: " + "; ".join(

@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 
 
+from ..engine.convergence import describe as describe_convergence
 from ..engine.methods import METHODS
 from ._common import _multilabel_set, _set_words, GENERAL_LIMITS, GLOSSARY, PARAM_HELP, REPLAY_ID, _cell, _confidence_words, _data_uri, _json, _percent, _plain, _thumb, audit_sentence, readable_table, summary_paragraphs, table_rows
 
@@ -262,7 +263,7 @@ class _Html:
                 f'<div class="ticks">{ticks}</div>'
                 f"<figcaption><b>Figure {n}{letter}. {_e(label)}</b>, explaining \u201c{_e(m.target_label)}\u201d. "
                 f"{_e(m.legend)}" + (" Caution: " + _e(caution) if caution else "")
-                + _diagnostics_text(m) + "</figcaption></figure>")
+                + _e(_diagnostics_text(m)) + "</figcaption></figure>")
             if m.outline is not None:
                 share = f"{100 * self.r.outline_share:.0f} %"
                 cells.append(
@@ -327,11 +328,18 @@ def _errors_html(item: ImageEntry) -> str:
 
 
 def _diagnostics_text(m: MapEntry) -> str:
+    """The map's checks in words: Integrated Gradients' completeness gap, an averaging method's
+    convergence readout (saliency_core/engine/convergence.py)."""
+    text = ""
     gap = m.diagnostics.get("completeness_gap_relative")
-    if gap is None:
-        return ""
-    return (f" Completeness gap {gap:.1%}: how far the pixels' contributions fall short of adding up to "
-            "the score difference (small is good).")
+    if gap is not None:
+        text += (f" Completeness gap {gap:.1%}: how far the pixels' contributions fall short of adding up to "
+                 "the score difference (small is good).")
+    readout = m.diagnostics.get("convergence")
+    if isinstance(readout, dict):
+        words, details = describe_convergence(readout)
+        text += " " + " ".join(t for t in (words, details) if t)
+    return text
 
 
 def _params_text(method: str, report: Report) -> list[tuple[str, str, str]]:
