@@ -39,12 +39,11 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import saliency_core as sc  # noqa: E402
-from saliency_core.engine.convergence import Readout  # noqa: E402
-from saliency_core.engine.methods.smoothgrad import SAMPLING, checkpoints, smoothgrad  # noqa: E402
-from saliency_core.evaluation.similarity import spearman, top_k_overlap  # noqa: E402
-from saliency_core.engine.samples import sample_images  # noqa: E402
+import saliency_core as sc
+from saliency_core.engine.convergence import Readout
+from saliency_core.engine.methods.smoothgrad import SAMPLING, checkpoints, smoothgrad
+from saliency_core.evaluation.similarity import spearman, top_k_overlap
+from saliency_core.engine.samples import sample_images
 
 LEVELS = (0.9, 0.95)
 REFERENCE_SEED, RUN_SEED = 1_000_003, 0
@@ -54,7 +53,6 @@ FIRST = 8  # first count read; also the chunk size, so every checkpoint ends a c
 def load(name: str):
     """(network, crop -> input tensor) for ``demo`` or ``resnet50`` (torchvision, random weights:
     nothing is downloaded; ImageNet normalisation in front, as bench/run.py)."""
-    from torchvision.transforms.functional import to_tensor
     if name == "demo":
         model = sc.load_model("demo")
         return model.network, model

@@ -37,10 +37,9 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import saliency_core as sc  # noqa: E402
-from saliency_core import gallery  # noqa: E402
-from saliency_core.evaluation.labelled import DEMO_CLASSES, open_folder  # noqa: E402
+import saliency_core as sc
+from saliency_core import gallery
+from saliency_core.evaluation.labelled import DEMO_CLASSES, open_folder
 
 CLASSES = ["tabby", "tiger cat", "espresso", "tripod", "moped", "missile", "analog clock", "sorrel",
            "cup", "bubble"]

@@ -30,10 +30,9 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import saliency_core as sc  # noqa: E402
-from saliency_core.engine._fast import switched  # noqa: E402
-from saliency_core.engine.samples import sample_images  # noqa: E402
+import saliency_core as sc
+from saliency_core.engine._fast import switched
+from saliency_core.engine.samples import sample_images
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:

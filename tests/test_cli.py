@@ -133,3 +133,17 @@ def test_target_out_of_range(tmp_path, capsys):
     assert main(["explain", CHELSEA, "--method", "gradient", "--target", "5000", "--out", str(tmp_path)]) == 2
     assert "--target" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_every_command_that_computes_maps_takes_every_method_parameter():
+    """Flags derived from each method's defaults: every parameter the sidebar offers exists on every
+    command that computes maps (explain, report, validate, stability, sanity, compare)."""
+    from saliency_core.cli import build_parser
+    from saliency_core.cli._common import FIXED_BY_NAME     # chosen by the method's name, not a flag
+    wanted = {"--" + name.replace("_", "-") for m in sc.METHODS.values() for name in m.defaults
+              if name not in FIXED_BY_NAME}
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name in ("explain", "report", "validate", "stability", "sanity", "compare"):
+        flags = set(commands[name]._option_string_actions)
+        assert wanted <= flags, (name, sorted(wanted - flags))

@@ -402,3 +402,14 @@ def test_command_line_until_settled_records_where_it_stopped(demo, chelsea_path,
     same = sc.explain(demo, chelsea_path, "smoothgrad", samples=8, seed=3, until_settled=True, max_samples=24)
     assert same.diagnostics["convergence"]["samples"] == readout["samples"]
     assert same.diagnostics["convergence"]["rerun_spearman"] == pytest.approx(readout["rerun_spearman"], abs=1e-12)
+
+
+def test_what_smoothgrad_can_wrap_is_a_method_flag(demo, chelsea_path):
+    """Method.smoothable says it once: the SmoothGrad family and path methods are not wrapped."""
+    assert {m for m, meta in sc.METHODS.items() if not meta.smoothable} == {
+        "smoothgrad", "smoothgrad_squared", "vargrad", "integrated_gradients"}
+    for base in ("vargrad", "integrated_gradients", "no_such_method"):
+        with pytest.raises(ValueError, match=f"SmoothGrad cannot wrap '{base}'"):
+            sc.explain(demo, chelsea_path, "smoothgrad", samples=4, base=base)
+    assert sc.explain(demo, chelsea_path, "smoothgrad", samples=4, base="gradient_x_input").params["base"] == \
+        "gradient_x_input"

@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import _fraction, _image_files, _make_folder, _methods, _say, _unexpected, _whole, say_failures
+from ._common import (_image_files, _make_folder, _methods, _say, _unexpected, _whole,
+                      add_method_options, method_params, say_failures)
 from ..evaluation.compare import CompareSettings, compare_models
 from ..evaluation.compare_labels import read_labels
 from ..engine.devices import CHOICES as DEVICE_CHOICES
@@ -52,17 +53,13 @@ def add_compare_command(commands) -> None:
     co.add_argument("--method", action="append", metavar="NAME",
                     help=f"a method ({', '.join(METHODS)}) or 'all'; repeat or comma-separate for several "
                          f"(default {DEFAULT_METHODS})")
-    co.add_argument("--samples", type=_whole(1), help="SmoothGrad noisy samples (default 50)")
-    co.add_argument("--noise", type=_fraction, help="SmoothGrad noise, a fraction of the value range (default 0.15)")
-    co.add_argument("--seed", type=_whole(0), help="random seed of the methods' noise (default 0; the seed "
-                                                   "baseline uses seed + 1)")
-    co.add_argument("--steps", type=_whole(1), help="Integrated Gradients path steps (default 50)")
     co.add_argument("--most-moved", type=_whole(0), default=5, metavar="N",
                     help="images listed as those whose maps moved most (default 5)")
     co.add_argument("--device", choices=DEVICE_CHOICES, default=None,
                     help="where to compute: auto (a CUDA GPU when there is one), cpu or cuda "
                          "(default: $SALIENCY_DEVICE, else auto)")
     co.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
+    add_method_options(co)   # --samples, --noise, --seed (the seed baseline uses seed + 1), --steps, ...
     co.set_defaults(run=run_compare)
 
 
@@ -110,7 +107,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             return 1
         for problem in problems:
             _say(f"warning: {problem}")
-    params = {k: getattr(args, k) for k in ("samples", "noise", "seed", "steps") if getattr(args, k) is not None}
+    params = method_params(args)
     settings = CompareSettings(methods=methods, params=params, most_moved=args.most_moved)
     paths = _image_files(args.images)
     stems = [p.name for p in paths]

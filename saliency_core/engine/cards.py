@@ -49,7 +49,6 @@ from .untrusted import cut, quote
 
 CARD_SUFFIXES = (".json", ".yaml", ".yml")
 MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript", ".safetensors", ".onnx")
-LABEL_SUFFIXES = (".txt", ".json")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -49,7 +49,6 @@ WORST_BY = "relevance_mass"  # the worst images per method: least relevance insi
 METRICS = {**lo.METRICS, **fa.METRICS}
 LOCALISATION = tuple(lo.METRICS)
 FAITHFULNESS = tuple(fa.METRICS)
-DATA_PARAMS = ("samples", "noise", "seed", "steps", "baseline")
 
 
 @dataclass

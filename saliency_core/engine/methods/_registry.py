@@ -32,6 +32,8 @@ class Method:
         meaning: what a bright pixel means, for legends; ``{score}`` names the explained score.
         averaging: an average over random draws (SmoothGrad family): the seed matters, and speed
             paths that change the function are allowed within the tolerance saliency_core/engine/_fast.py states.
+        smoothable: SmoothGrad may average this method's map over noisy copies of the image
+            (its ``base``); False for SmoothGrad itself and for path methods (Integrated Gradients).
     """
 
     name: str
@@ -47,6 +49,7 @@ class Method:
     reference: str = ""
     meaning: str = "changing these pixels changes {score} most, up or down"
     averaging: bool = False
+    smoothable: bool = True
 
     def params_for(self, params: dict) -> dict:
         """The entries of ``params`` this method takes; the others are left out (a page or a

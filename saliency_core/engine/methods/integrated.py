@@ -135,5 +135,5 @@ register("integrated_gradients", "Integrated Gradients",
          "Sums gradients along a path from a plain reference image to this one; "
          "the contributions add up to the score difference.",
          defaults={"steps": 50, "baseline": "black", "rule": "gausslegendre", "seed": 0},
-         reduction="sum", signed=True, check=completeness,
+         reduction="sum", signed=True, check=completeness, smoothable=False,
          reference="Sundararajan, Taly, Yan 2017, Axiomatic Attribution for Deep Networks")(integrated_gradients)

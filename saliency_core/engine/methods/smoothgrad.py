@@ -193,7 +193,7 @@ def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, sample
         raise ValueError(f"SmoothGrad variant must be one of {', '.join(VARIANTS)}; got {variant!r}.")
     if sampling not in SAMPLING:
         raise ValueError(f"SmoothGrad sampling must be one of {', '.join(SAMPLING)}; got {sampling!r}.")
-    if base not in METHODS or base.startswith(("smoothgrad", "vargrad")) or base == "integrated_gradients":
+    if base not in METHODS or not METHODS[base].smoothable:
         raise ValueError(f"SmoothGrad cannot wrap {base!r}; use a gradient method such as 'gradient'.")
     if until_settled not in (True, False):
         raise ValueError(f"until_settled must be true or false; got {until_settled!r}.")
@@ -273,17 +273,17 @@ _PARAMS = {"samples": 50, "noise": 0.15, "seed": 0, "base": "gradient", "samplin
            "until_settled": False, "max_samples": 1000}
 register("smoothgrad", "SmoothGrad",
          "Gradient averaged over noisy copies of the image: less speckle, same meaning.",
-         defaults=dict(_PARAMS, variant="mean"), averaging=True,
+         defaults=dict(_PARAMS, variant="mean"), averaging=True, smoothable=False,
          reference="Smilkov et al. 2017, SmoothGrad: removing noise by adding noise")(smoothgrad)
 # partial: a direct call of METHODS[name].attribute computes that variant, not the mean
 register("smoothgrad_squared", "SmoothGrad squared",
          "Mean of squared noisy gradients: emphasises consistently strong pixels.",
-         defaults=dict(_PARAMS, variant="squared"), averaging=True,
+         defaults=dict(_PARAMS, variant="squared"), averaging=True, smoothable=False,
          reference="Hooker et al. 2019, A Benchmark for Interpretability Methods")(
     partial(smoothgrad, variant="squared"))
 register("vargrad", "VarGrad",
          "Variance of noisy gradients: where the model's sensitivity changes most.",
-         defaults=dict(_PARAMS, variant="vargrad"), averaging=True,
+         defaults=dict(_PARAMS, variant="vargrad"), averaging=True, smoothable=False,
          meaning="the gradient of {score} varies most under small noise here",
          reference="Adebayo et al. 2018, Local explanation methods ... via noise")(
     partial(smoothgrad, variant="vargrad"))
