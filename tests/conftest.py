@@ -115,6 +115,23 @@ def url(request, tmp_path) -> str:
     return _postgres.review_url(request.param, tmp_path)
 
 
+def models_app(monkeypatch, models_dir):
+    """The app with ``models_dir`` as its models folder; the first run (demo model) computes no map."""
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("SALIENCY_MODELS_DIR", str(models_dir))
+    at = AppTest.from_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py"), default_timeout=300)
+    at.session_state["methods"] = []
+    at = at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def select_model(at, path):
+    """Pick the model ``path`` in the sidebar's model list."""
+    at.sidebar.selectbox(key="model_choice").set_value(str(path))
+    return at.run()
+
+
 def shown(text: str) -> str:
     """What a reader sees of Markdown source: pages escape user text (file names, labels,
     messages) with backslashes, which the Markdown renderer removes."""

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import skimage
 import torch
-import torchvision
 import torchvision.transforms as T
 from PIL import Image
 
@@ -23,7 +22,7 @@ from saliency_core.engine.classifier import file_sha256
 
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 PHOTOS = ["chelsea.png", "coffee.png", "camera.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png"]
-CLASSES = ["sound", "scratch", "dent", "crack", "stain"]
+from _checkpoints import CLASSES, accepted_and_candidate
 CARD = ("name: {name}\nfile: {file}\narchitecture: resnet18\nlabels: [{labels}]\ninput_size: 64\nresize: 72\n")
 METHODS = ["gradient", "smoothgrad", "gradcam"]
 PARAMS = {"samples": 4, "noise": 0.15, "seed": 0}
@@ -40,14 +39,7 @@ def _write(folder, stem, state, name, labels=CLASSES, size=(64, 72)):
 
 @pytest.fixture(scope="module")
 def nets():
-    torch.manual_seed(0)
-    a = torchvision.models.resnet18(num_classes=len(CLASSES)).eval()
-    b = torchvision.models.resnet18(num_classes=len(CLASSES)).eval()
-    b.load_state_dict(a.state_dict())
-    with torch.no_grad():   # B: the last layer changed, the rest as in A
-        noise = torch.randn(b.fc.weight.shape, generator=torch.Generator().manual_seed(2))
-        b.fc.weight.add_(noise * b.fc.weight.std() * 0.5)
-    return a, b
+    return accepted_and_candidate(CLASSES)
 
 
 @pytest.fixture(scope="module")

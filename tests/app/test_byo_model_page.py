@@ -7,8 +7,9 @@ import tempfile
 
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
 from torch import nn
+
+from conftest import models_app, select_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LABELS = ("sound weld", "porosity")
@@ -57,20 +58,6 @@ def models_dir(tmp_path, weights):
     return tmp_path
 
 
-def _app(monkeypatch, models_dir) -> AppTest:
-    monkeypatch.setenv("SALIENCY_MODELS_DIR", str(models_dir))
-    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300)
-    at.session_state["methods"] = []  # the first run (demo model) computes no map
-    at = at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _select(at, path):
-    at.sidebar.selectbox(key="model_choice").set_value(str(path))
-    return at.run()
-
-
 def _apply(at, methods, samples=4):
     at.sidebar.multiselect(key="methods").set_value(methods)
     at.sidebar.slider(key="samples").set_value(samples)
@@ -87,12 +74,12 @@ def _sidebar_text(at):
 
 
 def test_two_class_model_end_to_end(monkeypatch, models_dir):
-    at = _app(monkeypatch, models_dir)
+    at = models_app(monkeypatch, models_dir)
     choice = at.sidebar.selectbox(key="model_choice")
     assert "Weld inspector (welds.pt)" in choice.options and "broken.pt" in choice.options
     assert not [u for u in at.get("file_uploader") if u.key == "model_upload"]  # upload is off by default
 
-    at = _select(at, models_dir / "welds.yaml")
+    at = select_model(at, models_dir / "welds.yaml")
     assert not at.exception and not at.error, [_shown(e.value) for e in at.error]
     sidebar = _sidebar_text(at)
     assert "2 classes · input 64 px" in sidebar
@@ -116,12 +103,12 @@ def test_two_class_model_end_to_end(monkeypatch, models_dir):
 
 
 def test_bad_model_keeps_the_previous_one(monkeypatch, models_dir):
-    at = _app(monkeypatch, models_dir)
-    at = _select(at, models_dir / "welds.yaml")
+    at = models_app(monkeypatch, models_dir)
+    at = select_model(at, models_dir / "welds.yaml")
     at = _apply(at, ["gradient"], samples=2)
     assert any(m.value.startswith("**Prediction:** ") for m in at.markdown)
 
-    at = _select(at, models_dir / "broken.pt")
+    at = select_model(at, models_dir / "broken.pt")
     assert not at.exception, at.exception
     errors = [_shown(e.value) for e in at.sidebar.error]
     assert len(errors) == 1 and "broken.pt" in errors[0] and "not a PyTorch model file" in errors[0], errors
@@ -137,7 +124,7 @@ def test_upload_when_enabled(monkeypatch, tmp_path, weights):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # uploads are stored under the temp dir
     empty = tmp_path / "models"
     empty.mkdir()
-    at = _app(monkeypatch, empty)
+    at = models_app(monkeypatch, empty)
     uploader = next(u for u in at.get("file_uploader") if u.key == "model_upload")
 
     marker = tmp_path / "MARKER"

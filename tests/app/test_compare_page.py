@@ -6,7 +6,6 @@ import os
 import pytest
 import skimage
 import torch
-import torchvision
 import torchvision.transforms as T
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -15,21 +14,14 @@ from conftest import shown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
-CLASSES = ["sound", "scratch", "dent", "crack", "stain"]
+from _checkpoints import CLASSES, accepted_and_candidate
 SAMPLES = {"Cat (chelsea.png)": "chelsea.png", "Espresso (coffee.png)": "coffee.png",
            "Rocket (rocket.jpg)": "rocket.jpg"}
 
 
 @pytest.fixture(scope="module")
 def nets():
-    torch.manual_seed(0)
-    a = torchvision.models.resnet18(num_classes=len(CLASSES)).eval()
-    b = torchvision.models.resnet18(num_classes=len(CLASSES)).eval()
-    b.load_state_dict(a.state_dict())
-    with torch.no_grad():
-        noise = torch.randn(b.fc.weight.shape, generator=torch.Generator().manual_seed(2))
-        b.fc.weight.add_(noise * b.fc.weight.std() * 0.5)
-    return a, b
+    return accepted_and_candidate(CLASSES)
 
 
 @pytest.fixture(scope="module")

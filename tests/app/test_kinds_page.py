@@ -7,12 +7,11 @@ import os
 import pytest
 import torch
 import torchvision
-from streamlit.testing.v1 import AppTest
 from torch import nn
 
 import saliency_core as sc
 from saliency_core.engine.samples import sample_images
-from conftest import shown
+from conftest import shown, models_app, select_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GREY = ["sound", "porosity", "crack"]
@@ -73,20 +72,6 @@ def _photo() -> str:
     return next(iter(sample_images().values()))   # the page's default sample photo
 
 
-def _app(monkeypatch, models_dir) -> AppTest:
-    monkeypatch.setenv("SALIENCY_MODELS_DIR", str(models_dir))
-    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300)
-    at.session_state["methods"] = []  # the first run (demo model) computes no map
-    at = at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _select(at, path):
-    at.sidebar.selectbox(key="model_choice").set_value(str(path))
-    return at.run()
-
-
 def _apply(at, methods):
     at.sidebar.multiselect(key="methods").set_value(methods)
     next(b for b in at.sidebar.button if b.label == "Apply").click()
@@ -107,7 +92,7 @@ def _maps(at):
 
 
 def test_one_channel_model_end_to_end(monkeypatch, models_dir):
-    at = _select(_app(monkeypatch, models_dir), models_dir / "radiograph.yaml")
+    at = select_model(models_app(monkeypatch, models_dir), models_dir / "radiograph.yaml")
     _no_errors(at)
     sidebar = _sidebar_text(at)
     assert "3 classes · input 64 px · greyscale (1 channel)" in sidebar
@@ -126,7 +111,7 @@ def test_multilabel_model_shows_the_predicted_set(monkeypatch, models_dir):
     model = sc.load_model(models_dir / "defects.yaml")
     predicted = model.predicted_set(_photo())
     assert len(predicted) == 2
-    at = _select(_app(monkeypatch, models_dir), models_dir / "defects.yaml")
+    at = select_model(models_app(monkeypatch, models_dir), models_dir / "defects.yaml")
     _no_errors(at)
     assert f"multi-label (every class above {model.threshold:.0%})" in _sidebar_text(at)
     assert "**output**: sigmoid (multi-label: every class above the threshold)" in _sidebar_text(at)
@@ -160,8 +145,8 @@ def test_multilabel_model_shows_the_predicted_set(monkeypatch, models_dir):
                     "Reshape 'class_token' would give a square grid."),
 ], ids=["three_value_mean", "threshold", "reshape_not_square"])
 def test_card_errors_in_the_sidebar(monkeypatch, models_dir, card, message):
-    at = _select(_app(monkeypatch, models_dir), models_dir / "radiograph.yaml")
-    at = _select(at, models_dir / card)
+    at = select_model(models_app(monkeypatch, models_dir), models_dir / "radiograph.yaml")
+    at = select_model(at, models_dir / card)
     assert not at.exception, at.exception
     errors = [shown(e.value) for e in at.sidebar.error]
     assert len(errors) == 1 and message in errors[0], errors
