@@ -1,4 +1,5 @@
 """Saliency Lens: router and frame (st.navigation) with the shared sidebar."""
+
 import os
 import shutil
 import tempfile
@@ -15,43 +16,54 @@ from saliency_core.engine.devices import describe as describe_device
 from saliency_core.engine.models import check_upload, code_models_allowed
 
 DEMO_LABEL = "EfficientNet-Lite0, ImageNet (demo)"
-MODELS_DIR = os.environ.get("SALIENCY_MODELS_DIR", "models")             # the operator's models
+MODELS_DIR = os.environ.get("SALIENCY_MODELS_DIR", "models")  # the operator's models
 ALLOW_UPLOAD = os.environ.get("SALIENCY_ALLOW_MODEL_UPLOAD", "") == "1"  # off unless enabled
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "saliency_lens_uploads"
 
 st.set_page_config(page_title="Saliency Lens", page_icon=":material/image_search:", layout="wide")
 
-page = st.navigation([
-    st.Page("pages/explain.py", title="Explain", icon=":material/image_search:", default=True),
-    st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
-    st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
-    st.Page("pages/stability.py", title="Stability", icon=":material/center_focus_strong:"),
-    st.Page("pages/sanity.py", title="Sanity check", icon=":material/science:"),
-    st.Page("pages/validate.py", title="Validate", icon=":material/rule:"),
-    st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
-    st.Page("pages/report.py", title="Report", icon=":material/description:"),
-])
+page = st.navigation(
+    [
+        st.Page("pages/explain.py", title="Explain", icon=":material/image_search:", default=True),
+        st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
+        st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
+        st.Page("pages/stability.py", title="Stability", icon=":material/center_focus_strong:"),
+        st.Page("pages/sanity.py", title="Sanity check", icon=":material/science:"),
+        st.Page("pages/validate.py", title="Validate", icon=":material/rule:"),
+        st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
+        st.Page("pages/report.py", title="Report", icon=":material/description:"),
+    ]
+)
 
 with st.sidebar, page_guard("the sidebar"):
     # ---- model: demo, the models folder, an upload; a failing choice keeps the last good one
-    choices = {"demo": DEMO_LABEL, **dict(find_models(MODELS_DIR)),
-               **st.session_state.get("uploaded_models", {})}
+    choices = {
+        "demo": DEMO_LABEL,
+        **dict(find_models(MODELS_DIR)),
+        **st.session_state.get("uploaded_models", {}),
+    }
     if ALLOW_UPLOAD:
         files = st.file_uploader(
-            "Upload a model", type=[s.lstrip(".") for s in UPLOAD_SUFFIXES], accept_multiple_files=True,
+            "Upload a model",
+            type=[s.lstrip(".") for s in UPLOAD_SUFFIXES],
+            accept_multiple_files=True,
             key="model_upload",
             help="A state dict .pth or a .safetensors file with its card (.json/.yaml naming the torchvision "
-                 "architecture), or an ONNX .onnx (a graph of operators, no Python code), optionally a labels .txt"
-                 + ("; also a TorchScript .pt or a torch.export .pt2" if code_models_allowed() else
-                    ". Formats that hold code (TorchScript, torch.export) are not accepted here")
-                 + ". Pickles that need code are refused.")
+            "architecture), or an ONNX .onnx (a graph of operators, no Python code), optionally a labels .txt"
+            + (
+                "; also a TorchScript .pt or a torch.export .pt2"
+                if code_models_allowed()
+                else ". Formats that hold code (TorchScript, torch.export) are not accepted here"
+            )
+            + ". Pickles that need code are refused.",
+        )
         if files:
             try:
                 path = str(store_upload([(f.name, f.getvalue()) for f in files], UPLOAD_DIR))
                 try:
-                    check_upload(path)   # weights only, unless the operator allows code formats
+                    check_upload(path)  # weights only, unless the operator allows code formats
                 except ValueError:
-                    shutil.rmtree(Path(path).parent, ignore_errors=True)   # never loaded: remove it
+                    shutil.rmtree(Path(path).parent, ignore_errors=True)  # never loaded: remove it
                     raise
                 if path not in choices:
                     st.session_state.setdefault("uploaded_models", {})[path] = f"Uploaded: {Path(path).name}"
@@ -59,12 +71,17 @@ with st.sidebar, page_guard("the sidebar"):
                     st.session_state["model_choice"] = path
             except ValueError as err:
                 st.error(f"Upload: {plain(err)}")
-    st.session_state["model_choices"] = dict(choices)   # the Compare page picks models A and B from it
+    st.session_state["model_choices"] = dict(choices)  # the Compare page picks models A and B from it
     active = st.session_state.get("model", "demo")
     if st.session_state.get("model_choice") not in choices:
         st.session_state["model_choice"] = active if active in choices else "demo"
-    choice = st.selectbox("Model", list(choices), key="model_choice", format_func=lambda s: choices.get(s, s),
-                          help=f"The built-in demo, or a model card / model file in {MODELS_DIR}.")
+    choice = st.selectbox(
+        "Model",
+        list(choices),
+        key="model_choice",
+        format_func=lambda s: choices.get(s, s),
+        help=f"The built-in demo, or a model card / model file in {MODELS_DIR}.",
+    )
     model = None
     try:
         model = get_model(choice)
@@ -77,19 +94,26 @@ with st.sidebar, page_guard("the sidebar"):
                 st.caption(f"Still using **{plain(choices.get(active, model.name))}**.")
             except ValueError:
                 pass
-    if model is not None:   # the full name, wrapped (the box above cuts long names)
+    if model is not None:  # the full name, wrapped (the box above cuts long names)
         st.markdown(f"**{plain(choices.get(st.session_state.get('model', 'demo'), model.name))}**")
         kind = (" · greyscale (1 channel)" if model.channels == 1 else "") + (
-            f" · multi-label (every class above {model.threshold:.0%})" if model.multilabel else "")
-        st.caption(f"{len(model.labels)} classes · input {model.input_size} px{kind} · "
-                   f"computed on {describe_device(model.device)}",
-                   help=f"Weights sha256 {model.fingerprint}, recorded with every result. Device: set "
-                        "SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard (auto uses a GPU when "
-                        "there is one).")
+            f" · multi-label (every class above {model.threshold:.0%})" if model.multilabel else ""
+        )
+        st.caption(
+            f"{len(model.labels)} classes · input {model.input_size} px{kind} · "
+            f"computed on {describe_device(model.device)}",
+            help=f"Weights sha256 {model.fingerprint}, recorded with every result. Device: set "
+            "SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard (auto uses a GPU when "
+            "there is one).",
+        )
         if model.card:
             with st.expander("Model card"):
-                st.markdown("\n".join(f"- **{plain(k)}**: {plain(v)}" + (" *(default)*" if d else "")
-                                       for k, v, d in card_rows(model.card)))
+                st.markdown(
+                    "\n".join(
+                        f"- **{plain(k)}**: {plain(v)}" + (" *(default)*" if d else "")
+                        for k, v, d in card_rows(model.card)
+                    )
+                )
                 st.caption(f"Weights sha256 `{model.fingerprint}`; recorded with every result.")
 
     # ---- methods: only those the model supports; the others are listed with the reason
@@ -102,33 +126,84 @@ with st.sidebar, page_guard("the sidebar"):
     st.session_state["method_options"] = options
     with st.form("analysis"):
         st.caption(":material/info: Changes here wait for **Apply**.")
-        st.multiselect("Saliency methods", options, key="methods",
-                       format_func=lambda n: sc.METHODS[n].label,
-                       help="\n".join(f"- **{m.label}**: {m.description}" for m in sc.METHODS.values()))
+        st.multiselect(
+            "Saliency methods",
+            options,
+            key="methods",
+            format_func=lambda n: sc.METHODS[n].label,
+            help="\n".join(f"- **{m.label}**: {m.description}" for m in sc.METHODS.values()),
+        )
         if unusable:
-            st.caption("Not available for this model:\n" + "\n".join(
-                f"- **{sc.METHODS[m].label}** {reason}" for m, reason in unusable.items()))
-        st.slider("SmoothGrad samples", 1, 200, defaults.PARAMS["samples"], key="samples",
-                  help="Noisy copies averaged per map. The paper sees little change past 50.")
-        st.slider("SmoothGrad noise (fraction of the pixel range)", 0.0, 0.5, defaults.PARAMS["noise"], 0.01, key="noise",
-                  help="Standard deviation of the added noise; the paper recommends 0.10-0.20.")
+            st.caption(
+                "Not available for this model:\n"
+                + "\n".join(f"- **{sc.METHODS[m].label}** {reason}" for m, reason in unusable.items())
+            )
+        st.slider(
+            "SmoothGrad samples",
+            1,
+            200,
+            defaults.PARAMS["samples"],
+            key="samples",
+            help="Noisy copies averaged per map. The paper sees little change past 50.",
+        )
+        st.slider(
+            "SmoothGrad noise (fraction of the pixel range)",
+            0.0,
+            0.5,
+            defaults.PARAMS["noise"],
+            0.01,
+            key="noise",
+            help="Standard deviation of the added noise; the paper recommends 0.10-0.20.",
+        )
         with st.expander("More parameters"):
-            st.number_input("Random seed", 0, 2**31 - 1, defaults.PARAMS["seed"], key="seed",
-                            help="The same seed gives the same map.")
+            st.number_input(
+                "Random seed",
+                0,
+                2**31 - 1,
+                defaults.PARAMS["seed"],
+                key="seed",
+                help="The same seed gives the same map.",
+            )
             st.slider("Integrated Gradients steps", 8, 300, defaults.PARAMS["steps"], key="steps")
-            st.selectbox("Integrated Gradients baseline", ["black", "blurred", "uniform"], key="baseline",
-                         help="The reference image the path starts from.")
-            st.select_slider("Occlusion square (pixels)", [8, 16, 24, 32, 48, 64], 32, key="window",
-                             help="Side of the grey square hidden at a time.")
-            st.select_slider("Occlusion step (pixels)", [4, 8, 16, 24, 32], 16, key="stride",
-                             help="How far the square moves between tries; must not exceed its side. "
-                                  "Half the side: every pixel is hidden by up to 4 squares.")
-            st.slider("RISE masks", 100, 8000, 1000, 100, key="masks",
-                      help="Random masks averaged. The paper used 4000-8000; 1000 take up to about "
-                           "40 s per image on a 2-core CPU. More masks: a steadier map.")
-        st.form_submit_button("Apply", type="primary", width="stretch", icon=":material/check:",
-                              on_click=lambda: st.session_state.update(settings_applied=True))
-    if st.session_state.pop("settings_applied", False):   # in words here: Streamlit's toast has no name
+            st.selectbox(
+                "Integrated Gradients baseline",
+                ["black", "blurred", "uniform"],
+                key="baseline",
+                help="The reference image the path starts from.",
+            )
+            st.select_slider(
+                "Occlusion square (pixels)",
+                [8, 16, 24, 32, 48, 64],
+                32,
+                key="window",
+                help="Side of the grey square hidden at a time.",
+            )
+            st.select_slider(
+                "Occlusion step (pixels)",
+                [4, 8, 16, 24, 32],
+                16,
+                key="stride",
+                help="How far the square moves between tries; must not exceed its side. "
+                "Half the side: every pixel is hidden by up to 4 squares.",
+            )
+            st.slider(
+                "RISE masks",
+                100,
+                8000,
+                1000,
+                100,
+                key="masks",
+                help="Random masks averaged. The paper used 4000-8000; 1000 take up to about "
+                "40 s per image on a 2-core CPU. More masks: a steadier map.",
+            )
+        st.form_submit_button(
+            "Apply",
+            type="primary",
+            width="stretch",
+            icon=":material/check:",
+            on_click=lambda: st.session_state.update(settings_applied=True),
+        )
+    if st.session_state.pop("settings_applied", False):  # in words here: Streamlit's toast has no name
         st.caption(f":material/check: Settings applied at {time.strftime('%H:%M:%S')}.")
 
 with page_guard("this page"):

@@ -26,6 +26,7 @@ The agreement with a finite reference is capped by the reference's own noise: it
 (re-run agreement at ``--reference`` samples) is printed as the ceiling.
 Writes everything as JSON (--out).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,8 @@ import torch
 import saliency_core as sc
 from saliency_core.engine.convergence import Readout
 from saliency_core.engine.methods.smoothgrad import SAMPLING, checkpoints, smoothgrad
-from saliency_core.evaluation.similarity import spearman, top_k_overlap
 from saliency_core.engine.samples import sample_images
+from saliency_core.evaluation.similarity import spearman, top_k_overlap
 
 LEVELS = (0.9, 0.95)
 REFERENCE_SEED, RUN_SEED = 1_000_003, 0
@@ -58,11 +59,14 @@ def load(name: str):
         return model.network, model
     if name == "resnet50":
         import torchvision
+
         from saliency_core.engine.classifier import Normalize, _channels_last, _freeze
+
         torch.manual_seed(0)
         net = torchvision.models.resnet50(weights=None)
-        network = _channels_last(_freeze(torch.nn.Sequential(
-            Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), net)))
+        network = _channels_last(
+            _freeze(torch.nn.Sequential(Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), net))
+        )
         return network, sc.load_model("demo")  # the demo's 224 px resize + centre crop
     raise SystemExit(f"unknown model {name!r}: use demo or resnet50")
 
@@ -90,8 +94,20 @@ def run(network, x, target, samples: int, sampling: str, seed: int, noise: float
         if done in counts:
             maps[done] = running.abs().amax(1)[0].double()
 
-    final = smoothgrad(network, x, target, samples=FIRST, noise=noise, seed=seed, sampling=sampling,
-                       until_settled=True, max_samples=samples, chunk_size=FIRST, preview=keep, readout=readout)
+    final = smoothgrad(
+        network,
+        x,
+        target,
+        samples=FIRST,
+        noise=noise,
+        seed=seed,
+        sampling=sampling,
+        until_settled=True,
+        max_samples=samples,
+        chunk_size=FIRST,
+        preview=keep,
+        readout=readout,
+    )
     maps[samples] = final.abs().amax(1)[0].double()
     return maps, readout.history
 
@@ -123,7 +139,9 @@ def equivalent_independent(curve: dict[int, dict], measure: str, value: float) -
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["demo", "resnet50"])
-    p.add_argument("--photos", type=int, default=2, help="the first N bundled photos (saliency_core/engine/samples.py)")
+    p.add_argument(
+        "--photos", type=int, default=2, help="the first N bundled photos (saliency_core/engine/samples.py)"
+    )
     p.add_argument("--resnet50-photos", type=int, default=1, help="photos for resnet50 (costs ~6x the demo)")
     p.add_argument("--reference", type=int, default=1000, help="samples of the reference map")
     p.add_argument("--max-samples", type=int, default=384, help="most samples per scheme")
@@ -132,7 +150,9 @@ def main(argv=None) -> int:
     p.add_argument("--schemes", nargs="+", default=list(SAMPLING), choices=SAMPLING)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     p.add_argument("--levels", nargs="+", type=float, default=list(LEVELS), help="agreements to reach")
-    p.add_argument("--table", metavar="JSON", help="print the tables of an earlier run's JSON; compute nothing")
+    p.add_argument(
+        "--table", metavar="JSON", help="print the tables of an earlier run's JSON; compute nothing"
+    )
     p.add_argument("--out", default="bench/results-convergence.json")
     args = p.parse_args(argv)
     if args.table:
@@ -143,9 +163,16 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     photos = list(sample_images().items())
-    result = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads()},
-              "settings": {k: v for k, v in vars(args).items() if k != "out"}, "runs": []}
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "runs": [],
+    }
     started = time.perf_counter()
     for name in args.models:
         network, prep = load(name)
@@ -156,27 +183,51 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 target = torch.tensor([int(network(x).argmax())])
             t0 = time.perf_counter()
-            ref_maps, ref_readout = run(network, x, target, args.reference, "independent", REFERENCE_SEED, args.noise)
+            ref_maps, ref_readout = run(
+                network, x, target, args.reference, "independent", REFERENCE_SEED, args.noise
+            )
             reference = ref_maps[args.reference]
-            entry = {"model": name, "photo": label, "target": int(target), "reference_samples": args.reference,
-                     "reference_readout": ref_readout[args.reference], "schemes": {}}
-            print(f"{name} · {label}: reference {args.reference} samples in {time.perf_counter() - t0:.0f} s; its "
-                  f"own re-run agreement (readout) Spearman {ref_readout[args.reference]['rerun_spearman']:.3f}, "
-                  f"top-10 % {ref_readout[args.reference]['rerun_top10']:.3f}", flush=True)
+            entry = {
+                "model": name,
+                "photo": label,
+                "target": int(target),
+                "reference_samples": args.reference,
+                "reference_readout": ref_readout[args.reference],
+                "schemes": {},
+            }
+            print(
+                f"{name} · {label}: reference {args.reference} samples in {time.perf_counter() - t0:.0f} s; its "
+                f"own re-run agreement (readout) Spearman {ref_readout[args.reference]['rerun_spearman']:.3f}, "
+                f"top-10 % {ref_readout[args.reference]['rerun_top10']:.3f}",
+                flush=True,
+            )
             for scheme in args.schemes:
                 t0 = time.perf_counter()
                 maps, readout = run(network, x, target, top, scheme, RUN_SEED, args.noise)
                 curve = {n: agreement(m, reference) for n, m in sorted(maps.items())}
-                rows = {n: {**curve[n],
-                            "readout_rerun_spearman": readout[n]["rerun_spearman"],
-                            "readout_rerun_top10": readout[n]["rerun_top10"],
-                            **({"measured_rerun_" + k: v for k, v in agreement(maps[n], ref_maps[n]).items()}
-                               if scheme == "independent" and n in ref_maps else {})}
-                        for n in curve}
+                rows = {
+                    n: {
+                        **curve[n],
+                        "readout_rerun_spearman": readout[n]["rerun_spearman"],
+                        "readout_rerun_top10": readout[n]["rerun_top10"],
+                        **(
+                            {"measured_rerun_" + k: v for k, v in agreement(maps[n], ref_maps[n]).items()}
+                            if scheme == "independent" and n in ref_maps
+                            else {}
+                        ),
+                    }
+                    for n in curve
+                }
                 entry["schemes"][scheme] = {str(n): r for n, r in rows.items()}
-                print(f"  {scheme:11} {time.perf_counter() - t0:5.0f} s  " + "  ".join(
-                    f"n={n}: {r['spearman']:.3f}/{r['top10']:.3f}" for n, r in rows.items()
-                    if n in (32, 96, 192, 384, 752, 1000)), flush=True)
+                print(
+                    f"  {scheme:11} {time.perf_counter() - t0:5.0f} s  "
+                    + "  ".join(
+                        f"n={n}: {r['spearman']:.3f}/{r['top10']:.3f}"
+                        for n, r in rows.items()
+                        if n in (32, 96, 192, 384, 752, 1000)
+                    ),
+                    flush=True,
+                )
             result["runs"].append(entry)
     result["table"] = table(result["runs"], args.schemes, args.levels)
     result["seconds"] = round(time.perf_counter() - started)
@@ -198,8 +249,12 @@ def table(runs: list[dict], schemes: list[str], levels=LEVELS) -> list[dict]:
     for model in dict.fromkeys(r["model"] for r in runs):
         mine = [r for r in runs if r["model"] == model]
         for scheme in schemes:
-            row = {"model": model, "scheme": scheme, "photos": len(mine),
-                   "max_samples": max(max(_curve(r, scheme)) for r in mine)}
+            row = {
+                "model": model,
+                "scheme": scheme,
+                "photos": len(mine),
+                "max_samples": max(max(_curve(r, scheme)) for r in mine),
+            }
             for measure in ("spearman", "top10"):
                 for level in levels:
                     reached = [passes_to(_curve(r, scheme), measure, level) for r in mine]
@@ -222,31 +277,49 @@ def print_table(rows: list[dict], runs: list[dict], levels=LEVELS) -> None:
         v = row[key]
         return f"{v:>8}" if v is not None else f"{'>' + str(row['max_samples']):>8}"
 
-    print("\npasses to reach agreement with the reference (Spearman / top-10 % overlap), worst photo;"
-          " gain = independent samples for the same agreement / samples (median, n >= 32)")
-    print(f"{'model':9} {'scheme':11} " + " ".join(f"{'sp ' + str(v):>8}" for v in levels) + " "
-          + " ".join(f"{'top ' + str(v):>8}" for v in levels) + f"  {'gain sp':>7} {'gain top':>8}")
+    print(
+        "\npasses to reach agreement with the reference (Spearman / top-10 % overlap), worst photo;"
+        " gain = independent samples for the same agreement / samples (median, n >= 32)"
+    )
+    print(
+        f"{'model':9} {'scheme':11} "
+        + " ".join(f"{'sp ' + str(v):>8}" for v in levels)
+        + " "
+        + " ".join(f"{'top ' + str(v):>8}" for v in levels)
+        + f"  {'gain sp':>7} {'gain top':>8}"
+    )
     for row in rows:
         gain = lambda k: f"{row[k]:.2f}" if row[k] is not None else "  n/a"  # noqa: E731
-        print(f"{row['model']:9} {row['scheme']:11} "
-              + " ".join(cell(row, f"passes_spearman_{v}") for v in levels) + " "
-              + " ".join(cell(row, f"passes_top10_{v}") for v in levels)
-              + f"  {gain('gain_spearman'):>7} {gain('gain_top10'):>8}")
+        print(
+            f"{row['model']:9} {row['scheme']:11} "
+            + " ".join(cell(row, f"passes_spearman_{v}") for v in levels)
+            + " "
+            + " ".join(cell(row, f"passes_top10_{v}") for v in levels)
+            + f"  {gain('gain_spearman'):>7} {gain('gain_top10'):>8}"
+        )
     print("\nreference ceiling (its readout: re-run agreement at its own count):")
     for r in runs:
-        print(f"  {r['model']:9} {r['photo']:34} Spearman {r['reference_readout']['rerun_spearman']:.3f}  "
-              f"top-10 % {r['reference_readout']['rerun_top10']:.3f}")
-    print("\nreadout check, independent draws: estimated re-run agreement vs measured (against the "
-          "reference run's first n samples, another seed)")
-    print(f"  {'model':9} {'photo':34} {'n':>5}  {'sp est':>6} {'sp meas':>7}  {'top est':>7} {'top meas':>8}")
+        print(
+            f"  {r['model']:9} {r['photo']:34} Spearman {r['reference_readout']['rerun_spearman']:.3f}  "
+            f"top-10 % {r['reference_readout']['rerun_top10']:.3f}"
+        )
+    print(
+        "\nreadout check, independent draws: estimated re-run agreement vs measured (against the "
+        "reference run's first n samples, another seed)"
+    )
+    print(
+        f"  {'model':9} {'photo':34} {'n':>5}  {'sp est':>6} {'sp meas':>7}  {'top est':>7} {'top meas':>8}"
+    )
     for r in runs:
         if "independent" not in r["schemes"]:
             continue
         for n, v in sorted(_curve(r, "independent").items()):
             if "measured_rerun_spearman" in v:
-                print(f"  {r['model']:9} {r['photo']:34} {n:5d}  {v['readout_rerun_spearman']:6.3f} "
-                      f"{v['measured_rerun_spearman']:7.3f}  {v['readout_rerun_top10']:7.3f} "
-                      f"{v['measured_rerun_top10']:8.3f}")
+                print(
+                    f"  {r['model']:9} {r['photo']:34} {n:5d}  {v['readout_rerun_spearman']:6.3f} "
+                    f"{v['measured_rerun_spearman']:7.3f}  {v['readout_rerun_top10']:7.3f} "
+                    f"{v['measured_rerun_top10']:8.3f}"
+                )
 
 
 if __name__ == "__main__":

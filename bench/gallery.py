@@ -17,6 +17,7 @@ Parts:
   SmoothGrad-50 added; the ratio of the two in the same run.
 Writes the numbers as JSON (--out).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,18 @@ import saliency_core as sc
 from saliency_core import gallery
 from saliency_core.evaluation.labelled import DEMO_CLASSES, open_folder
 
-CLASSES = ["tabby", "tiger cat", "espresso", "tripod", "moped", "missile", "analog clock", "sorrel",
-           "cup", "bubble"]
+CLASSES = [
+    "tabby",
+    "tiger cat",
+    "espresso",
+    "tripod",
+    "moped",
+    "missile",
+    "analog clock",
+    "sorrel",
+    "cup",
+    "bubble",
+]
 CHEAP = ["gradient", "gradcam"]
 
 
@@ -65,6 +76,7 @@ def median_time(fn, repeats: int = 5) -> float:
 
 # ---- grid ----------------------------------------------------------------------------------------------
 
+
 def _png(seed: int, side: int = 32) -> bytes:
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
@@ -77,14 +89,19 @@ def synthesise(model, root: Path, store: gallery.ResultStore, n: int) -> None:
     Grad-CAM map for each, as a run would have written them (real maps of one photo, copied)."""
     from saliency_core.engine import render as rd
     from saliency_core.evaluation.data import photo_path
+
     rng = np.random.default_rng(0)
     photo = sc.load_image(photo_path("chelsea.png"))
     template = {}
     for m in CHEAP:
         exp = sc.explain(model, photo, method=m)
         r = rd.render(exp.saliency, exp.image, target_label=exp.target_label)
-        template[m] = (exp.record(), gallery.encode_map(exp.saliency), gallery.store._jpeg(r.overlay),
-                       json.dumps(list(exp.saliency.shape)))
+        template[m] = (
+            exp.record(),
+            gallery.encode_map(exp.saliency),
+            gallery.store._jpeg(r.overlay),
+            json.dumps(list(exp.saliency.shape)),
+        )
     crop_thumb = gallery.store._jpeg(model.crop(photo))
     mkey = gallery.model_key(model)
     pkeys = {m: gallery.params_key(model, m, {}) for m in CHEAP}
@@ -98,22 +115,50 @@ def synthesise(model, root: Path, store: gallery.ResultStore, n: int) -> None:
         (folder / f"{i:05d}.png").write_bytes(data)
         h = sc.image_hash(sc.load_image(data))
         truth = index[label]
-        predicted = truth if rng.random() < 0.7 else int(rng.choice([c for c in index.values() if c != truth]))
+        predicted = (
+            truth if rng.random() < 0.7 else int(rng.choice([c for c in index.values() if c != truth]))
+        )
         confidence = float(rng.uniform(0.05, 0.99))
-        top5 = [[predicted, model.labels[predicted], confidence]] + \
-               [[int(c), model.labels[int(c)], (1 - confidence) / 4] for c in rng.choice(1000, 4, replace=False)]
+        top5 = [[predicted, model.labels[predicted], confidence]] + [
+            [int(c), model.labels[int(c)], (1 - confidence) / 4] for c in rng.choice(1000, 4, replace=False)
+        ]
         files.append((hashlib.sha256(data).hexdigest(), h, None, 32, 32))
-        predictions.append((mkey, h, predicted, confidence, json.dumps(top5), " ".join(str(t[0]) for t in top5),
-                            "2026-01-01T00:00:00", crop_thumb))
+        predictions.append(
+            (
+                mkey,
+                h,
+                predicted,
+                confidence,
+                json.dumps(top5),
+                " ".join(str(t[0]) for t in top5),
+                "2026-01-01T00:00:00",
+                crop_thumb,
+            )
+        )
         for m in CHEAP:
             record, blob, overlay, shape = template[m]
             record = {**record, "image_hash": h, "target": predicted, "target_label": model.labels[predicted]}
-            maps.append((mkey, h, m, pkeys[m], predicted, json.dumps(record), None, "2026-01-01T00:00:00", shape,
-                         overlay, blob))
+            maps.append(
+                (
+                    mkey,
+                    h,
+                    m,
+                    pkeys[m],
+                    predicted,
+                    json.dumps(record),
+                    None,
+                    "2026-01-01T00:00:00",
+                    shape,
+                    overlay,
+                    blob,
+                )
+            )
         if len(maps) >= 2000 or i == n - 1:
             with store._write() as db:
                 db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", files)
-                db.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", predictions)
+                db.executemany(
+                    "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", predictions
+                )
                 db.executemany("INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", maps)
             files, predictions, maps = [], [], []
 
@@ -139,7 +184,7 @@ def bench_grid(n: int, work: Path) -> dict:
     first_table = time.perf_counter() - start
     assert (rows["status"] == "done").sum() == n
     table_s = median_time(lambda: gallery.table(fresh, model, labelled, CHEAP, {}), 3)
-    full = max(1, int((rows["correct"] == False).sum()) // gallery.PAGE_SIZE)   # noqa: E712  full pages
+    full = max(1, int((rows["correct"] == False).sum()) // gallery.PAGE_SIZE)  # noqa: E712  full pages
     pages = iter(range(10_000))
 
     def one_page():
@@ -147,36 +192,52 @@ def bench_grid(n: int, work: Path) -> dict:
         page = gallery.page_of(filtered, next(pages) % full + 1)
         tiles = gallery.tiles(fresh, model, page, "gradcam", {})
         assert len(tiles) == gallery.PAGE_SIZE and all(t.jpeg for t in tiles)
+
     page_s = median_time(one_page, 7)
 
     def whole_page():
         gallery.table(fresh, model, labelled, CHEAP, {})
         one_page()
+
     open_s = median_time(whole_page, 3)
     app = bench_page(work, n)
     app.update(bench_browser(work))
-    return {"images": n, "synthesis_s": round(made, 1), "store_mb": round(size_mb), "open_folder_s": round(opened, 2),
-            "table_first_s": round(first_table, 3), "table_s": round(table_s, 3),
-            "page_of_48_s": round(page_s, 4), "table_and_page_of_48_s": round(open_s, 3), **app}
+    return {
+        "images": n,
+        "synthesis_s": round(made, 1),
+        "store_mb": round(size_mb),
+        "open_folder_s": round(opened, 2),
+        "table_first_s": round(first_table, 3),
+        "table_s": round(table_s, 3),
+        "page_of_48_s": round(page_s, 4),
+        "table_and_page_of_48_s": round(open_s, 3),
+        **app,
+    }
 
 
 def bench_page(work: Path, n: int) -> dict:
     """The Gallery page under AppTest on the synthesised set: the script's run time on the server."""
-    from streamlit.testing.v1 import AppTest
     from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
     original = PagesManager.__init__
 
-    def init(self, *args, **kwargs):   # as tests/conftest.py: stay in st.navigation mode
+    def init(self, *args, **kwargs):  # as tests/conftest.py: stay in st.navigation mode
         original(self, *args, **kwargs)
         PagesManager.uses_pages_directory = False
+
     PagesManager.__init__ = init
     os.environ["SALIENCY_GALLERY_DIR"] = str(work / "sets")
     os.environ["SALIENCY_DB"] = str(work / "data" / "reviews.sqlite")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900).run()
     at.switch_page("pages/gallery.py")
-    at.session_state["gallery_request"] = {"kind": "folder", "folder": "big", "methods": CHEAP,
-                                           "params": {"samples": 50, "noise": 0.15, "seed": 0, "steps": 50,
-                                                      "baseline": "black"}, "model": "demo"}
+    at.session_state["gallery_request"] = {
+        "kind": "folder",
+        "folder": "big",
+        "methods": CHEAP,
+        "params": {"samples": 50, "noise": 0.15, "seed": 0, "steps": 50, "baseline": "black"},
+        "model": "demo",
+    }
     start = time.perf_counter()
     at.run()
     first = time.perf_counter() - start
@@ -194,8 +255,11 @@ def bench_page(work: Path, n: int) -> dict:
     start = time.perf_counter()
     at.run()
     mistakes = time.perf_counter() - start
-    return {"page_first_open_s": round(first, 2), "page_switch_s": round(statistics.median(times), 3),
-            "page_filter_mistakes_s": round(mistakes, 3)}
+    return {
+        "page_first_open_s": round(first, 2),
+        "page_switch_s": round(statistics.median(times), 3),
+        "page_filter_mistakes_s": round(mistakes, 3),
+    }
 
 
 def bench_browser(work: Path) -> dict:
@@ -203,15 +267,38 @@ def bench_browser(work: Path) -> dict:
     screen (server run, transfer and drawing)."""
     import socket
     import urllib.request
+
     from playwright.sync_api import sync_playwright
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SALIENCY_GALLERY_DIR": str(work / "sets"),
-           "SALIENCY_DB": str(work / "data" / "reviews.sqlite"), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                               "--server.address", "127.0.0.1", "--server.headless", "true"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SALIENCY_GALLERY_DIR": str(work / "sets"),
+        "SALIENCY_DB": str(work / "data" / "reviews.sqlite"),
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -221,12 +308,14 @@ def bench_browser(work: Path) -> dict:
             except OSError:
                 time.sleep(0.5)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                        headless=True, args=["--no-sandbox", "--disable-gpu",
-                                                             "--disable-background-networking"])
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
             page = browser.new_page(viewport={"width": 1600, "height": 2600})
             page.goto(f"{url}/gallery")
-            page.get_by_text("Server folder", exact=True).click()   # the set panel is open on a first visit
+            page.get_by_text("Server folder", exact=True).click()  # the set panel is open on a first visit
             folder = page.locator("[data-testid='stSelectbox']").filter(has_text="Folder")
             folder.click()
             page.get_by_role("option", name="big", exact=True).click()
@@ -234,7 +323,8 @@ def bench_browser(work: Path) -> dict:
             # from the action to the first DOM change after which the first tile names another
             # image and the page holds 48 tiles ("shown"), and to the moment every tile's picture
             # has loaded ("loaded").
-            page.evaluate("""size => {
+            page.evaluate(
+                """size => {
                 const check = () => {
                     if (window.__done !== null || window.__started === undefined) return;
                     const text = [...document.querySelectorAll("[data-testid='stMarkdownContainer']")]
@@ -251,7 +341,9 @@ def bench_browser(work: Path) -> dict:
                 new MutationObserver(check).observe(document.body, {subtree: true, childList: true,
                                                                     characterData: true, attributes: true});
                 document.addEventListener("load", check, true);   // a picture finishing loads no DOM change
-            }""", gallery.PAGE_SIZE)
+            }""",
+                gallery.PAGE_SIZE,
+            )
 
             def timed(action, timeout: float = 600) -> tuple[float, float]:
                 page.evaluate("""() => {
@@ -286,11 +378,13 @@ def bench_browser(work: Path) -> dict:
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
-    return {"browser_first_open_s": round(first_open[1], 2),
-            "browser_page_switch_tiles_shown_s": round(statistics.median(t[0] for t in times), 3),
-            "browser_page_switch_pictures_loaded_s": round(statistics.median(t[1] for t in times), 3),
-            "browser_page_switch_all_s": [[round(a, 3), round(b, 3)] for a, b in times],
-            "browser_filter_mistakes_s": [round(mistakes[0], 3), round(mistakes[1], 3)]}
+    return {
+        "browser_first_open_s": round(first_open[1], 2),
+        "browser_page_switch_tiles_shown_s": round(statistics.median(t[0] for t in times), 3),
+        "browser_page_switch_pictures_loaded_s": round(statistics.median(t[1] for t in times), 3),
+        "browser_page_switch_all_s": [[round(a, 3), round(b, 3)] for a, b in times],
+        "browser_filter_mistakes_s": [round(mistakes[0], 3), round(mistakes[1], 3)],
+    }
 
 
 # ---- memory, kill and resume -----------------------------------------------------------------------------
@@ -316,19 +410,26 @@ print("finished", r.stored, r.computed, len(r.failed), flush=True)
 
 def bench_memory(n: int, work: Path, threads: int) -> dict:
     from saliency_core.evaluation.data import pasted_objects
+
     root = work / "pasted"
     for item in pasted_objects(n, seed=1).items:
         label = item.name.split("_")[2]
         (root / label).mkdir(parents=True, exist_ok=True)
         item.image().save(root / label / item.name)
-    (root / "classes.json").write_text(json.dumps({k: DEMO_CLASSES[k] for k in ("cat", "espresso", "motorcycle",
-                                                                                "tripod")}))
+    (root / "classes.json").write_text(
+        json.dumps({k: DEMO_CLASSES[k] for k in ("cat", "espresso", "motorcycle", "tripod")})
+    )
     db = work / "memory.sqlite"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
 
     def launch():
-        return subprocess.Popen([sys.executable, "-c", WORKER, str(root), str(db), str(threads)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(root), str(db), str(threads)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     first, killed_at = launch(), None
     trace_first = []
@@ -352,29 +453,37 @@ def bench_memory(n: int, work: Path, threads: int) -> dict:
     second.wait()
     computed = [(c, mb) for c, mb in trace if c > 0]
     a, b = computed[len(computed) // 10], computed[-1]
-    return {"images": n, "killed_after": killed_at, "resumed": finished,
-            "rss_mb_first_run": [mb for c, mb in trace_first if c in (1, killed_at)],
-            "rss_mb_resumed": {"after_1": computed[0][1], f"after_{a[0]}": a[1], f"after_{b[0]}": b[1]},
-            "rss_growth_mb_per_100_images": round((b[1] - a[1]) / max(b[0] - a[0], 1) * 100, 2)}
+    return {
+        "images": n,
+        "killed_after": killed_at,
+        "resumed": finished,
+        "rss_mb_first_run": [mb for c, mb in trace_first if c in (1, killed_at)],
+        "rss_mb_resumed": {"after_1": computed[0][1], f"after_{a[0]}": a[1], f"after_{b[0]}": b[1]},
+        "rss_growth_mb_per_100_images": round((b[1] - a[1]) / max(b[0] - a[0], 1) * 100, 2),
+    }
 
 
 # ---- speed ---------------------------------------------------------------------------------------------
 
+
 def bench_speed(work: Path, cheap_images: int, smooth_images: int) -> dict:
     from saliency_core.evaluation.labelled import demo_set
+
     model = sc.load_model("demo")
     warm = sc.load_image(demo_set(model.labels).items[0].read())
-    for m in CHEAP + ["smoothgrad"]:            # first calls (capability probe, allocator) before timing
+    for m in CHEAP + ["smoothgrad"]:  # first calls (capability probe, allocator) before timing
         sc.explain(model, warm, method=m, samples=4)
     out = {}
-    for name, methods, count in (("gradient+gradcam", CHEAP, cheap_images),
-                                 ("gradient+gradcam+smoothgrad50", CHEAP + ["smoothgrad"], smooth_images)):
+    for name, methods, count in (
+        ("gradient+gradcam", CHEAP, cheap_images),
+        ("gradient+gradcam+smoothgrad50", CHEAP + ["smoothgrad"], smooth_images),
+    ):
         labelled = demo_set(model.labels)
         labelled.items = labelled.items[:count]
         params = {"samples": 50, "noise": 0.15, "seed": 0}
 
         def ours_once(rep: int) -> float:
-            store = gallery.ResultStore(work / f"speed-{name}-{rep}.sqlite")   # empty: everything computed
+            store = gallery.ResultStore(work / f"speed-{name}-{rep}.sqlite")  # empty: everything computed
             start = time.perf_counter()
             report = gallery.run(model, labelled, methods, params, store)
             assert report.computed == count
@@ -382,7 +491,7 @@ def bench_speed(work: Path, cheap_images: int, smooth_images: int) -> dict:
 
         def plain_once(rep: int) -> float:
             start = time.perf_counter()
-            for it in labelled.items:   # the reference: the same reads and maps by sc.explain, nothing stored
+            for it in labelled.items:  # the reference: the same reads and maps by sc.explain, nothing stored
                 image = sc.load_image(it.read(), name=it.name)
                 model.predict(image, k=5)
                 for m in methods:
@@ -394,14 +503,19 @@ def bench_speed(work: Path, cheap_images: int, smooth_images: int) -> dict:
         first = [ours_once(0), plain_once(0)]
         second = [plain_once(1), ours_once(1)]
         ours, plain = min(first[0], second[1]), min(first[1], second[0])
-        out[name] = {"images": count, "gallery_images_per_s": round(count / ours, 3),
-                     "plain_explain_images_per_s": round(count / plain, 3),
-                     "gallery_time_over_plain": round(ours / plain, 3)}
+        out[name] = {
+            "images": count,
+            "gallery_images_per_s": round(count / ours, 3),
+            "plain_explain_images_per_s": round(count / plain, 3),
+            "gallery_time_over_plain": round(ours / plain, 3),
+        }
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--parts", default="grid,memory,speed")
     parser.add_argument("--images", type=int, default=10_000, help="stored results for the grid part")
     parser.add_argument("--memory-images", type=int, default=120)
@@ -414,8 +528,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
     work = Path(tempfile.mkdtemp(prefix="gallery-bench-"))
-    results = {"cpu": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-               "load_average_at_start": os.getloadavg()}
+    results = {
+        "cpu": os.cpu_count(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "load_average_at_start": os.getloadavg(),
+    }
     try:
         if "speed" in parts:
             results["speed"] = bench_speed(work, args.speed_images, args.smooth_images)
@@ -429,7 +547,9 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    results["load_average_at_end"] = os.getloadavg()   # other people's work on a shared machine slows every number
+    results["load_average_at_end"] = (
+        os.getloadavg()
+    )  # other people's work on a shared machine slows every number
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"written {args.out}")
 

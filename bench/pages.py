@@ -16,6 +16,7 @@ other work the wall time is inflated; the CPU time much less so. Run it on a qui
 the numbers to quote; --threads sets torch's threads (the dashboard uses torch's default).
 Nothing here downloads anything: the demo model comes from its installed package.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,20 +25,28 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]   # "pages" is the app's folder
+sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]  # "pages" is the app's folder
 if ROOT not in sys.path:
-    sys.path.append(ROOT)   # pages._defaults; an engine earlier on PYTHONPATH wins (--profile before)
+    sys.path.append(ROOT)  # pages._defaults; an engine earlier on PYTHONPATH wins (--profile before)
 
 import torch  # noqa: E402
 
 import saliency_core as sc  # noqa: E402
 from pages import _defaults as defaults  # noqa: E402
 
-PAGES = ("explain", "validate", "stability", "sanity-cascading", "sanity-independent", "review-next", "report")
+PAGES = (
+    "explain",
+    "validate",
+    "stability",
+    "sanity-cascading",
+    "sanity-independent",
+    "review-next",
+    "report",
+)
 
 # The defaults before issue 17 (for the "before" column; see the module docstring).
 BEFORE = {"validate_step": 0.05, "validate_batch": 4, "stability_variants": 8, "sanity_map_steps": None}
@@ -47,8 +56,14 @@ def _engine(module: str):
     """An engine module by its path in the layered package, or by its earlier flat path (the engine
     before issue 17, for ``--profile before``): always from the ``saliency_core`` that was imported."""
     import importlib
-    flat = {"engine.samples": "samples", "evaluation.validate": "validate", "evaluation.data": "data",
-            "evaluation.stability": "metrics.stability", "evaluation.sanity": "metrics.randomisation"}
+
+    flat = {
+        "engine.samples": "samples",
+        "evaluation.validate": "validate",
+        "evaluation.data": "data",
+        "evaluation.stability": "metrics.stability",
+        "evaluation.sanity": "metrics.randomisation",
+    }
     base = os.path.dirname(sc.__file__)
     name = module if os.path.isdir(os.path.join(base, module.split(".")[0])) else flat[module]
     found = importlib.import_module(f"saliency_core.{name}")
@@ -61,10 +76,18 @@ def _settings(profile: str) -> dict:
     if profile == "before":
         return dict(BEFORE)
     if profile == "full":
-        return {"validate_step": defaults.VALIDATE_STEPS[defaults.VALIDATE_FULL_STEP], "validate_batch": None,
-                "stability_variants": defaults.STABILITY_FULL_VARIANTS, "sanity_map_steps": None}
-    return {"validate_step": defaults.VALIDATE_STEPS[defaults.VALIDATE_STEP], "validate_batch": None,
-            "stability_variants": defaults.STABILITY_VARIANTS, "sanity_map_steps": defaults.SANITY_MAP_STEPS}
+        return {
+            "validate_step": defaults.VALIDATE_STEPS[defaults.VALIDATE_FULL_STEP],
+            "validate_batch": None,
+            "stability_variants": defaults.STABILITY_FULL_VARIANTS,
+            "sanity_map_steps": None,
+        }
+    return {
+        "validate_step": defaults.VALIDATE_STEPS[defaults.VALIDATE_STEP],
+        "validate_batch": None,
+        "stability_variants": defaults.STABILITY_VARIANTS,
+        "sanity_map_steps": defaults.SANITY_MAP_STEPS,
+    }
 
 
 def _photos() -> list[tuple[str, str]]:
@@ -80,13 +103,19 @@ def engine_runs(model, profile: str) -> dict[str, Callable[[], object]]:
 
     def explain():
         from saliency_core import pipeline
-        for name, path in photos[:defaults.EXPLAIN_SAMPLES]:
+
+        for name, path in photos[: defaults.EXPLAIN_SAMPLES]:
             pipeline.explain_image(model, path, name, methods, params)
 
     def validate():
         va, demo_dataset = _engine("evaluation.validate"), _engine("evaluation.data").demo_dataset
-        options = dict(methods=methods, params=params, faithfulness=defaults.VALIDATE_FAITHFULNESS,
-                       step_fraction=s["validate_step"], seed=params["seed"])
+        options = dict(
+            methods=methods,
+            params=params,
+            faithfulness=defaults.VALIDATE_FAITHFULNESS,
+            step_fraction=s["validate_step"],
+            seed=params["seed"],
+        )
         if s["validate_batch"]:
             options["batch_size"] = s["validate_batch"]
         return va.run_validation(model, demo_dataset(), va.ValidationSettings(**options))
@@ -102,9 +131,17 @@ def engine_runs(model, profile: str) -> dict[str, Callable[[], object]]:
         extra = {}
         if s["sanity_map_steps"]:
             extra["maps_at"] = rz.checkpoints(depth, s["sanity_map_steps"])
-        for m in methods:   # the page runs one method at a time
-            rz.sanity_check(model, first, [m], mode=mode, depth=depth, seed=0, params=sc.METHODS[m].params_for(params),
-                            **extra)
+        for m in methods:  # the page runs one method at a time
+            rz.sanity_check(
+                model,
+                first,
+                [m],
+                mode=mode,
+                depth=depth,
+                seed=0,
+                params=sc.METHODS[m].params_for(params),
+                **extra,
+            )
 
     def review_next():
         # what "Next" computes for the second item (the page computes it ahead in the background)
@@ -115,27 +152,36 @@ def engine_runs(model, profile: str) -> dict[str, Callable[[], object]]:
 
     def report():
         from saliency_core import report as rp
-        sources = [(name, open(path, "rb").read()) for name, path in photos[:defaults.EXPLAIN_SAMPLES]]
+
+        sources = [(name, open(path, "rb").read()) for name, path in photos[: defaults.EXPLAIN_SAMPLES]]
         built = rp.build_report(model, sources, methods, params=params, model_source="demo")
         built.to_html()
         built.to_pdf()
 
-    return {"explain": explain, "validate": validate, "stability": stability,
-            "sanity-cascading": lambda: sanity("cascading"), "sanity-independent": lambda: sanity("independent"),
-            "review-next": review_next, "report": report}
+    return {
+        "explain": explain,
+        "validate": validate,
+        "stability": stability,
+        "sanity-cascading": lambda: sanity("cascading"),
+        "sanity-independent": lambda: sanity("independent"),
+        "review-next": review_next,
+        "report": report,
+    }
 
 
 def apptest_runs(profile: str) -> dict[str, Callable[[], object]]:
     """page -> a callable that opens the page in AppTest and times what its button starts."""
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
+
     if profile != "demo":
         raise SystemExit("--apptest times the pages as they are: --profile demo only.")
     original = PagesManager.__init__
 
-    def init(self, *args, **kwargs):   # as tests/conftest.py: stay in st.navigation mode
+    def init(self, *args, **kwargs):  # as tests/conftest.py: stay in st.navigation mode
         original(self, *args, **kwargs)
         PagesManager.uses_pages_directory = False
+
     PagesManager.__init__ = init
 
     def page(path: str, button: str | None, before: Callable | None = None) -> Callable:
@@ -154,6 +200,7 @@ def apptest_runs(profile: str) -> dict[str, Callable[[], object]]:
             if at.exception:
                 raise RuntimeError(f"{path}: {at.exception[0].value}")
             return clock
+
         return run
 
     def explain():
@@ -166,6 +213,7 @@ def apptest_runs(profile: str) -> dict[str, Callable[[], object]]:
     def sanity_mode(mode: str):
         def choose(at):
             next(r for r in at.radio if r.label == "Randomisation").set_value(mode)
+
         return page("pages/sanity.py", "Run the sanity check", choose)
 
     def review_next():
@@ -174,23 +222,27 @@ def apptest_runs(profile: str) -> dict[str, Callable[[], object]]:
         at.run()
         next(b for b in at.button if b.label.startswith("Open batch")).click()
         at.run()
-        time.sleep(30)   # the reviewer looks at the first item; the next one is computed meanwhile
+        time.sleep(30)  # the reviewer looks at the first item; the next one is computed meanwhile
         next(b for b in at.button if b.label.startswith("Next")).click()
         start, cpu = time.perf_counter(), time.process_time()
         at.run()
         clock = {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}
         import threading
-        for thread in threading.enumerate():   # the item after it, computed ahead: let it finish
+
+        for thread in threading.enumerate():  # the item after it, computed ahead: let it finish
             if thread.name == "saliency-prefetch":
                 thread.join()
         return clock
 
-    return {"explain": explain,
-            "validate": page("pages/validate.py", "Run validation"),
-            "stability": page("pages/stability.py", "Check stability"),
-            "sanity-cascading": sanity_mode("cascading"), "sanity-independent": sanity_mode("independent"),
-            "review-next": review_next,
-            "report": page("pages/report.py", "Build report")}
+    return {
+        "explain": explain,
+        "validate": page("pages/validate.py", "Run validation"),
+        "stability": page("pages/stability.py", "Check stability"),
+        "sanity-cascading": sanity_mode("cascading"),
+        "sanity-independent": sanity_mode("independent"),
+        "review-next": review_next,
+        "report": page("pages/report.py", "Build report"),
+    }
 
 
 def main(argv=None) -> None:
@@ -213,11 +265,13 @@ def main(argv=None) -> None:
     else:
         model = sc.load_model("demo")
         runs = engine_runs(model, args.profile)
-        runs["explain"]()   # warm-up: first-call allocations, lazy imports
+        runs["explain"]()  # warm-up: first-call allocations, lazy imports
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {'AppTest' if args.apptest else 'engine'} runs, profile {args.profile}, torch threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load:.1f} at the start; "
-          f"engine from {os.path.dirname(sc.__file__)}")
+    print(
+        f"# {'AppTest' if args.apptest else 'engine'} runs, profile {args.profile}, torch threads "
+        f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load:.1f} at the start; "
+        f"engine from {os.path.dirname(sc.__file__)}"
+    )
     print(f"{'page':<20} {'median wall s':>14} {'median CPU s':>13} {'runs':>5}  each run (wall s)")
     rows = []
     for page in pages:
@@ -226,16 +280,26 @@ def main(argv=None) -> None:
             start, cpu = time.perf_counter(), time.process_time()
             clock = runs[page]()
             wall, used = time.perf_counter() - start, time.process_time() - cpu
-            if isinstance(clock, dict) and "wall" in clock:   # AppTest: the timed part only
+            if isinstance(clock, dict) and "wall" in clock:  # AppTest: the timed part only
                 wall, used = clock["wall"], clock["cpu"]
             walls.append(wall)
             cpus.append(used)
-        row = {"page": page, "profile": args.profile, "apptest": args.apptest,
-               "median_wall_s": round(statistics.median(walls), 2), "median_cpu_s": round(statistics.median(cpus), 2),
-               "runs": [round(w, 2) for w in walls], "threads": torch.get_num_threads(), "load_average": load}
+        row = {
+            "page": page,
+            "profile": args.profile,
+            "apptest": args.apptest,
+            "median_wall_s": round(statistics.median(walls), 2),
+            "median_cpu_s": round(statistics.median(cpus), 2),
+            "runs": [round(w, 2) for w in walls],
+            "threads": torch.get_num_threads(),
+            "load_average": load,
+        }
         rows.append(row)
-        print(f"{page:<20} {row['median_wall_s']:>14.1f} {row['median_cpu_s']:>13.1f} {len(walls):>5}  "
-              + ", ".join(f"{w:.1f}" for w in walls), flush=True)
+        print(
+            f"{page:<20} {row['median_wall_s']:>14.1f} {row['median_cpu_s']:>13.1f} {len(walls):>5}  "
+            + ", ".join(f"{w:.1f}" for w in walls),
+            flush=True,
+        )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=2)

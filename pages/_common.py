@@ -1,5 +1,6 @@
 """App-side helpers shared by app.py and the pages: cached model, map cache, sidebar settings.
 The only module besides app.py and the page scripts that imports streamlit."""
+
 from __future__ import annotations
 
 import io
@@ -8,8 +9,8 @@ import secrets
 import string
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import streamlit as st
 from PIL import Image
@@ -22,9 +23,11 @@ from saliency_core.engine.models import source_signature
 log = logging.getLogger("saliency_lens")
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
-DEFAULT_METHODS = list(defaults.METHODS)   # pages/_defaults.py: one place for every page's defaults
-DISCLAIMER = ("Saliency maps are supporting evidence and approximations of what the model used, "
-              "not proof. Compare several methods and read each map's caution.")
+DEFAULT_METHODS = list(defaults.METHODS)  # pages/_defaults.py: one place for every page's defaults
+DISCLAIMER = (
+    "Saliency maps are supporting evidence and approximations of what the model used, "
+    "not proof. Compare several methods and read each map's caution."
+)
 
 
 _ESCAPE = {ord(c): "\\" + c for c in string.punctuation}
@@ -59,8 +62,10 @@ def page_guard(where: str):
     except Exception as err:  # noqa: BLE001  the last line of defence for a page
         reference = secrets.token_hex(4)
         log.error("unexpected error in %s (reference %s)", where, reference, exc_info=err)
-        st.error(f"Something went wrong in {where} and it stopped. The other pages still work. If it happens "
-                 f"again, give the operator the reference **{reference}**: the details are in the server log.")
+        st.error(
+            f"Something went wrong in {where} and it stopped. The other pages still work. If it happens "
+            f"again, give the operator the reference **{reference}**: the details are in the server log."
+        )
 
 
 def client_id() -> str:
@@ -79,6 +84,7 @@ def client_id() -> str:
     if last:
         return f"ip:{last}"[:200]
     from streamlit.runtime.scriptrunner import get_script_run_ctx
+
     ctx = get_script_run_ctx()
     return f"session:{ctx.session_id if ctx else 'unknown'}"
 
@@ -135,6 +141,7 @@ def region_labels(key: tuple, _crop: Image.Image):
     """SLIC regions of a crop the model saw (``saliency_core.regions.segment``); ``key`` names the
     crop: (image hash, model preprocessing)."""
     from saliency_core.engine.regions import segment
+
     return segment(_crop)
 
 
@@ -145,13 +152,26 @@ def crop_key(model: sc.Classifier, image_hash: str) -> tuple:
 
 def map_key(model: sc.Classifier, image_hash: str, method: str, target: int, params: dict) -> tuple:
     # card digest: the same weights with another card (preprocessing, labels) are another model
-    return (model.fingerprint, model.card.get("digest"), image_hash, method, int(target),
-            tuple(sorted(params.items())))
+    return (
+        model.fingerprint,
+        model.card.get("digest"),
+        image_hash,
+        method,
+        int(target),
+        tuple(sorted(params.items())),
+    )
 
 
-def explanation(model: sc.Classifier, image: Image.Image, image_hash: str, method: str, target: int,
-                params: dict, progress: Callable[[int, int], None] | None = None,
-                preview: Callable | None = None) -> sc.Explanation:
+def explanation(
+    model: sc.Classifier,
+    image: Image.Image,
+    image_hash: str,
+    method: str,
+    target: int,
+    params: dict,
+    progress: Callable[[int, int], None] | None = None,
+    preview: Callable | None = None,
+) -> sc.Explanation:
     """The map for (model, image, method, target, params), computed at most once.
     ``preview(done, total, saliency)`` shows a running map while SmoothGrad works."""
     used = sc.resolve_params(sc.METHODS[method], params, model)
@@ -160,10 +180,11 @@ def explanation(model: sc.Classifier, image: Image.Image, image_hash: str, metho
     hit = cache.get(key)
     if hit is None:
         with _compute_lock:
-            hit = cache.get(key)   # computed meanwhile (the Review prefetch, another session)
+            hit = cache.get(key)  # computed meanwhile (the Review prefetch, another session)
             if hit is None:
-                hit = sc.explain(model, image, method=method, target=target, progress=progress,
-                                 preview=preview, **used)
+                hit = sc.explain(
+                    model, image, method=method, target=target, progress=progress, preview=preview, **used
+                )
                 cache.put(key, hit)
     return hit
 
@@ -172,17 +193,23 @@ def explanation(model: sc.Classifier, image: Image.Image, image_hash: str, metho
 # prefetch then never competes with the map a reviewer is waiting for.
 _compute_lock = threading.RLock()
 _prefetching: set = set()
-_prefetched = MapCache(size=256)   # prefetches done (their maps may since have left the map cache)
+_prefetched = MapCache(size=256)  # prefetches done (their maps may since have left the map cache)
 _prefetch_guard = threading.Lock()
 
 
-def prefetch(model: sc.Classifier, image: Image.Image, image_hash: str, methods: dict) -> threading.Thread | None:
+def prefetch(
+    model: sc.Classifier, image: Image.Image, image_hash: str, methods: dict
+) -> threading.Thread | None:
     """Compute the maps ``{method: params}`` of ``image`` (its predicted class) in a background
     thread into the shared map cache, one map at a time under the same lock as ``explanation``:
     the Review page does this for the next item while the reviewer looks at the current one.
     Returns the thread, or None when every map is cached or the same prefetch is already running.
     Errors are logged only: the page computes a failed map again in the foreground and says why."""
-    key = (*model_key(model), image_hash, tuple(sorted((m, tuple(sorted(p.items()))) for m, p in methods.items())))
+    key = (
+        *model_key(model),
+        image_hash,
+        tuple(sorted((m, tuple(sorted(p.items()))) for m, p in methods.items())),
+    )
     cache = map_cache()
     with _prefetch_guard:
         if key in _prefetching or _prefetched.get(key):
@@ -213,9 +240,15 @@ def prefetch(model: sc.Classifier, image: Image.Image, image_hash: str, methods:
     return thread
 
 
-def cached_explain(model: sc.Classifier, image: Image.Image, method: str, target: int | None, params: dict,
-                   progress: Callable[[int, int], None] | None = None,
-                   preview: Callable | None = None) -> sc.Explanation:
+def cached_explain(
+    model: sc.Classifier,
+    image: Image.Image,
+    method: str,
+    target: int | None,
+    params: dict,
+    progress: Callable[[int, int], None] | None = None,
+    preview: Callable | None = None,
+) -> sc.Explanation:
     """``explanation`` in the form the pipeline calls (saliency_core.pipeline, ``explain_fn``)."""
     if target is None:
         target = model.predict(image, k=1)[0][0]
@@ -232,6 +265,7 @@ def require_frame() -> None:
     Streamlit starts in its legacy mode, where a first request for a page's URL runs that page
     alone (and AppTest starts every run so); switch that off and rerun through app.py."""
     from streamlit.runtime.pages_manager import PagesManager
+
     if PagesManager.uses_pages_directory:  # st.navigation (app.py) sets it False before pages run
         PagesManager.uses_pages_directory = False
         st.rerun()
@@ -243,12 +277,16 @@ def settings() -> dict:
     return {
         "model": s.get("model", "demo"),
         "methods": list(s.get("methods", DEFAULT_METHODS)),
-        "params": {"samples": int(s.get("samples", defaults.PARAMS["samples"])),
-                   "noise": float(s.get("noise", defaults.PARAMS["noise"])),
-                   "seed": int(s.get("seed", defaults.PARAMS["seed"])),
-                   "steps": int(s.get("steps", defaults.PARAMS["steps"])),
-                   "baseline": s.get("baseline", defaults.PARAMS["baseline"]), "window": int(s.get("window", 32)),
-                   "stride": int(s.get("stride", 16)), "masks": int(s.get("masks", 1000))},
+        "params": {
+            "samples": int(s.get("samples", defaults.PARAMS["samples"])),
+            "noise": float(s.get("noise", defaults.PARAMS["noise"])),
+            "seed": int(s.get("seed", defaults.PARAMS["seed"])),
+            "steps": int(s.get("steps", defaults.PARAMS["steps"])),
+            "baseline": s.get("baseline", defaults.PARAMS["baseline"]),
+            "window": int(s.get("window", 32)),
+            "stride": int(s.get("stride", 16)),
+            "masks": int(s.get("masks", 1000)),
+        },
     }
 
 
@@ -278,6 +316,7 @@ def single_image(upload_types: list[str]) -> tuple[str, Image.Image, str]:
     """One uploaded image or sample photo: (name, RGB image, image hash); stops with a message
     when there is none or it cannot be read."""
     from saliency_core.engine.samples import sample_images
+
     left, right = st.columns([3, 2])
     with left:
         upload = st.file_uploader("Upload an image", type=upload_types)
@@ -304,12 +343,14 @@ def single_image(upload_types: list[str]) -> tuple[str, Image.Image, str]:
 def prediction_words(model: sc.Classifier, predicted: list) -> str:
     """The prediction in words for Markdown: the top class, or a multi-label model's set."""
     if not model.multilabel:
-        (_, label, p), = predicted
+        ((_, label, p),) = predicted
         return f"**Prediction:** {plain(label)} ({p:.1%})"
     rule = f"multi-label: every class above {model.threshold:.0%}"
     if not predicted:
         return f"**Predicted classes** ({rule}): none"
-    return f"**Predicted classes** ({rule}): " + ", ".join(f"{plain(label)} ({p:.1%})" for _, label, p in predicted)
+    return f"**Predicted classes** ({rule}): " + ", ".join(
+        f"{plain(label)} ({p:.1%})" for _, label, p in predicted
+    )
 
 
 def method_params(method: str, params: dict) -> dict:
@@ -322,16 +363,18 @@ def report_error(where: str, err: Exception) -> None:
     message are shown as text (they may quote file names)."""
     if isinstance(err, ValueError):
         message = str(err)
-        for name in (where, where.split(" · ")[0]):   # messages that start with the file's name: once
+        for name in (where, where.split(" · ")[0]):  # messages that start with the file's name: once
             if message.startswith(f"{name}: "):
-                message = message[len(name) + 2:]
+                message = message[len(name) + 2 :]
                 break
         st.error(f"**{plain(where)}**: {plain(message)}")
     else:
         reference = secrets.token_hex(4)
         log.error("%s failed (reference %s)", where, reference, exc_info=err)
-        st.error(f"**{plain(where)}**: something went wrong ({type(err).__name__}). The other results are "
-                 f"unaffected; the details are in the server log under reference **{reference}**.")
+        st.error(
+            f"**{plain(where)}**: something went wrong ({type(err).__name__}). The other results are "
+            f"unaffected; the details are in the server log under reference **{reference}**."
+        )
 
 
 def png_bytes(array) -> bytes:
@@ -341,6 +384,7 @@ def png_bytes(array) -> bytes:
 
 
 # ---- stability and sanity-check results (pages/stability.py, pages/sanity.py) ----------------
+
 
 def model_key(model: sc.Classifier) -> tuple:
     """What identifies a model in cache keys: weights and card."""
@@ -389,11 +433,15 @@ def sanity_verdict(model: sc.Classifier, method: str, image_hash: str | None = N
 
 # ---- long runs: an estimate before, progress and Cancel while running ---------------------------------
 
+
 def estimate_caption(seconds: float, what: str) -> None:
     """Say before a run starts how long it will take here (``saliency_core.engine.estimate``)."""
     from saliency_core.engine.estimate import describe_seconds
-    st.caption(f":material/schedule: {what}: {describe_seconds(seconds)} on this machine "
-               "(from a timing of the model made just now).")
+
+    st.caption(
+        f":material/schedule: {what}: {describe_seconds(seconds)} on this machine "
+        "(from a timing of the model made just now)."
+    )
 
 
 def request_run(name: str) -> None:
@@ -428,8 +476,14 @@ def cancellable(name: str, text: str):
     session_state so far stays, and the page shows it. Yields the progress bar."""
     bar = st.progress(0.0, text=text)
     stop = st.empty()
-    stop.button("Cancel", key=f"{name}__cancel", icon=":material/cancel:", on_click=cancel_run, args=(name,),
-                help="Stops the run. What was finished so far is kept and shown.")
+    stop.button(
+        "Cancel",
+        key=f"{name}__cancel",
+        icon=":material/cancel:",
+        on_click=cancel_run,
+        args=(name,),
+        help="Stops the run. What was finished so far is kept and shown.",
+    )
     try:
         yield bar
     finally:
@@ -461,18 +515,23 @@ def map_rows(items: list, key: str, per_row: int = PER_ROW):
     st.html(GRID_CSS)
     with st.container(key=f"mapgrid-{key}"):
         for start in range(0, len(items), per_row):
-            row = items[start:start + per_row]
-            yield row, st.columns(per_row, gap="medium")[:len(row)]
+            row = items[start : start + per_row]
+            yield row, st.columns(per_row, gap="medium")[: len(row)]
 
 
 def colour_bar(r, alt: str = "") -> None:
     """The colour bar of a rendered map (framed, so its dark end shows on a dark theme), labelled
     in words; the exact numbers in its tooltip."""
     from saliency_core.engine import render as rd
-    st.image(rd.colorbar_image(r, height=12, width=256, frame=True), width="stretch",
-             alt=alt or "Colour scale from low influence (left) to high influence (right)")
-    words = ("lowers the score ← no effect → raises the score" if r.sign == "signed"
-             else "low → high influence")
+
+    st.image(
+        rd.colorbar_image(r, height=12, width=256, frame=True),
+        width="stretch",
+        alt=alt or "Colour scale from low influence (left) to high influence (right)",
+    )
+    words = (
+        "lowers the score ← no effect → raises the score" if r.sign == "signed" else "low → high influence"
+    )
     ticks = ", ".join(label for _, label in r.colorbar_ticks)
     st.caption(words, help=f"Values along the bar: {ticks}. {r.legend}")
 
@@ -480,8 +539,11 @@ def colour_bar(r, alt: str = "") -> None:
 def map_alt(method_label: str, image_name: str, target_label: str, probability: float | None = None) -> str:
     """Alt text of an overlay: which method, which class, which image."""
     what = f"{method_label} saliency map over {image_name}, explaining the class {target_label}"
-    return what + (f" ({probability:.0%} confidence)" if probability is not None else "") + \
-        ": brighter areas influenced the score more."
+    return (
+        what
+        + (f" ({probability:.0%} confidence)" if probability is not None else "")
+        + ": brighter areas influenced the score more."
+    )
 
 
 @st.cache_resource
@@ -491,7 +553,9 @@ def _stability_verdicts() -> MapCache:
     return MapCache(size=100_000)
 
 
-def record_stability_verdict(model: sc.Classifier, image_hash: str, method: str, verdict: str, reason: str) -> None:
+def record_stability_verdict(
+    model: sc.Classifier, image_hash: str, method: str, verdict: str, reason: str
+) -> None:
     _stability_verdicts().put((*model_key(model), image_hash, method), (verdict, reason))
 
 

@@ -1,4 +1,5 @@
 """Compare models: what changed between the accepted model (A) and the candidate (B)?"""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,26 +8,39 @@ import json
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core.evaluation import compare as cmp
-from saliency_core.evaluation import compare_labels as cmp_labels
+from pages._common import (
+    DISCLAIMER,
+    UPLOAD_TYPES,
+    cached_explain,
+    get_model,
+    model_key,
+    plain,
+    report_error,
+    require_frame,
+    settings,
+)
 from saliency_core.engine import render as rd
 from saliency_core.engine.samples import sample_images
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, get_model, model_key, plain, report_error,
-                           require_frame, settings)
+from saliency_core.evaluation import compare as cmp
+from saliency_core.evaluation import compare_labels as cmp_labels
 
 SHOW_ALL, SHOW_CHANGED, SHOW_MOVED = "All images", "Prediction changed", "Maps moved most"
 
 require_frame()
 
 st.title("Compare two model versions")
-st.markdown("See what changed between the model version you accepted and a candidate: which predictions "
-            "changed, and where each model looks. **Pick model A and model B, choose the images, then press "
-            "Compare the models.**")
+st.markdown(
+    "See what changed between the model version you accepted and a candidate: which predictions "
+    "changed, and where each model looks. **Pick model A and model B, choose the images, then press "
+    "Compare the models.**"
+)
 with st.expander("How it works"):
-    st.markdown("Both models run on the same images with the same methods (chosen in the sidebar). You get how "
-                "many predictions changed (and which way, when you give the true classes), how far the saliency "
-                "maps moved per method, set against how much a map moves anyway when only the random seed "
-                "changes, and for each image the two maps side by side on the same colour scale. " + DISCLAIMER)
+    st.markdown(
+        "Both models run on the same images with the same methods (chosen in the sidebar). You get how "
+        "many predictions changed (and which way, when you give the true classes), how far the saliency "
+        "maps moved per method, set against how much a map moves anyway when only the random seed "
+        "changes, and for each image the two maps side by side on the same colour scale. " + DISCLAIMER
+    )
 
 
 # ---- models A and B ---------------------------------------------------------------------------------
@@ -35,10 +49,22 @@ choices = st.session_state.get("model_choices") or {"demo": "demo"}
 options = list(choices)
 first = options.index(cfg["model"]) if cfg["model"] in options else 0
 c1, c2 = st.columns(2)
-source_a = c1.selectbox("Model A (accepted)", options, index=first, key="compare_model_a",
-                        format_func=lambda s: choices.get(s, s), help="The version that was accepted before.")
-source_b = c2.selectbox("Model B (candidate)", options, index=(first + 1) % len(options), key="compare_model_b",
-                        format_func=lambda s: choices.get(s, s), help="The retrained version to accept or not.")
+source_a = c1.selectbox(
+    "Model A (accepted)",
+    options,
+    index=first,
+    key="compare_model_a",
+    format_func=lambda s: choices.get(s, s),
+    help="The version that was accepted before.",
+)
+source_b = c2.selectbox(
+    "Model B (candidate)",
+    options,
+    index=(first + 1) % len(options),
+    key="compare_model_b",
+    format_func=lambda s: choices.get(s, s),
+    help="The retrained version to accept or not.",
+)
 models = {}
 for tag, source in (("A", source_a), ("B", source_b)):
     try:
@@ -55,8 +81,10 @@ if difference:
     st.error(plain(difference))
     st.stop()
 if model_a.fingerprint == model_b.fingerprint:
-    st.info("Model A and model B have identical weights (the same fingerprint): the comparison should find no "
-            "change, which makes it a check of the comparison itself.")
+    st.info(
+        "Model A and model B have identical weights (the same fingerprint): the comparison should find no "
+        "change, which makes it a check of the comparison itself."
+    )
 
 usable_a, usable_b = sc.available_methods(model_a), sc.available_methods(model_b)
 methods = []
@@ -67,7 +95,9 @@ for m in cfg["methods"]:
     else:
         methods.append(m)
 if not methods:
-    st.info("Choose at least one saliency method in the sidebar that both models can run, then press **Apply**.")
+    st.info(
+        "Choose at least one saliency method in the sidebar that both models can run, then press **Apply**."
+    )
     st.stop()
 
 
@@ -77,17 +107,25 @@ def choose_images() -> tuple[list[tuple[str, bytes]], tuple[str, bytes] | None]:
     The one place images come from: uploads or the sample photos."""
     left, right = st.columns([3, 2])
     with left:
-        uploads = st.file_uploader("Upload images", type=UPLOAD_TYPES, accept_multiple_files=True,
-                                   key="compare_uploads")
+        uploads = st.file_uploader(
+            "Upload images", type=UPLOAD_TYPES, accept_multiple_files=True, key="compare_uploads"
+        )
     with right:
         samples = sample_images()
-        picked = st.multiselect("…and/or sample photos", list(samples), key="compare_samples",
-                                default=[] if uploads else list(samples))
-    labels = st.file_uploader("True classes (optional): CSV with the columns image,label", type=["csv"],
-                              key="compare_labels",
-                              help="One row per image: its file name and the true class (a class name of the "
-                                   "models, or its index). With it, changed predictions are told apart: fixed, "
-                                   "broken, or changed between two wrong classes.")
+        picked = st.multiselect(
+            "…and/or sample photos",
+            list(samples),
+            key="compare_samples",
+            default=[] if uploads else list(samples),
+        )
+    labels = st.file_uploader(
+        "True classes (optional): CSV with the columns image,label",
+        type=["csv"],
+        key="compare_labels",
+        help="One row per image: its file name and the true class (a class name of the "
+        "models, or its index). With it, changed predictions are told apart: fixed, "
+        "broken, or changed between two wrong classes.",
+    )
     sources = [(f.name, f.getvalue()) for f in uploads or []]
     for name in picked:
         try:
@@ -114,23 +152,43 @@ if not sources:
     st.stop()
 
 params = cfg["params"]
-request = hashlib.sha256(repr((model_key(model_a), model_key(model_b), methods, sorted(params.items()),
-                               [(n, hashlib.sha256(d).hexdigest()) for n, d in sources],
-                               labels_file and hashlib.sha256(labels_file[1]).hexdigest())).encode()).hexdigest()
+request = hashlib.sha256(
+    repr(
+        (
+            model_key(model_a),
+            model_key(model_b),
+            methods,
+            sorted(params.items()),
+            [(n, hashlib.sha256(d).hexdigest()) for n, d in sources],
+            labels_file and hashlib.sha256(labels_file[1]).hexdigest(),
+        )
+    ).encode()
+).hexdigest()
 averaging = [sc.METHODS[m].label for m in methods if sc.METHODS[m].averaging]
-st.write(f"{len(sources)} image(s) × {len(methods)} method(s): "
-         f"{', '.join(sc.METHODS[m].label for m in methods)}."
-         + (f" {', '.join(averaging)} also run a second time on model A with seed {int(params['seed']) + 1}, to "
-            "show how much a map moves by chance." if averaging else ""))
+st.write(
+    f"{len(sources)} image(s) × {len(methods)} method(s): "
+    f"{', '.join(sc.METHODS[m].label for m in methods)}."
+    + (
+        f" {', '.join(averaging)} also run a second time on model A with seed {int(params['seed']) + 1}, to "
+        "show how much a map moves by chance."
+        if averaging
+        else ""
+    )
+)
 # a flag set in the callback survives require_frame()'s rerun, which a button's click value does not
-st.button("Compare the models", type="primary", on_click=lambda: st.session_state.update(compare_requested=True))
+st.button(
+    "Compare the models", type="primary", on_click=lambda: st.session_state.update(compare_requested=True)
+)
 
 if st.session_state.pop("compare_requested", False):
     st.session_state["compare_cancel"] = False
     bar = st.progress(0.0, text="Starting…")
     stop = st.empty()
-    stop.button("Cancel", on_click=lambda: st.session_state.update(compare_cancel=True),
-                help="Stops after the image in progress; the summary then covers the images done.")
+    stop.button(
+        "Cancel",
+        on_click=lambda: st.session_state.update(compare_cancel=True),
+        help="Stops after the image in progress; the summary then covers the images done.",
+    )
 
     def progress(done, total, label):
         bar.progress(min(1.0, done / max(total, 1)), text=f"{plain(label)} ({done}/{total} maps)")
@@ -139,11 +197,20 @@ if st.session_state.pop("compare_requested", False):
         st.session_state["compare_result"] = (request, result)
 
     try:
-        cmp.compare_models(model_a, model_b, sources, cmp.CompareSettings(methods, params), labels,
-                           label_problems=problems, explain_fn=cached_explain, progress=progress,
-                           cancel=lambda: st.session_state.get("compare_cancel", False), on_start=keep)
+        cmp.compare_models(
+            model_a,
+            model_b,
+            sources,
+            cmp.CompareSettings(methods, params),
+            labels,
+            label_problems=problems,
+            explain_fn=cached_explain,
+            progress=progress,
+            cancel=lambda: st.session_state.get("compare_cancel", False),
+            on_start=keep,
+        )
     except Exception as err:
-        st.session_state.pop("compare_result", None)   # a failed run leaves no half result behind
+        st.session_state.pop("compare_result", None)  # a failed run leaves no half result behind
         report_error("Comparison", err)
     finally:
         bar.empty()
@@ -158,8 +225,10 @@ result: cmp.Comparison = stored[1]
 # ---- summary -----------------------------------------------------------------------------------------
 st.header("Summary")
 if result.cancelled:
-    st.warning(f"Cancelled: {len(result.images)} of {result.total} images were compared; the summary covers those.")
-for name, message in result.skipped:
+    st.warning(
+        f"Cancelled: {len(result.images)} of {result.total} images were compared; the summary covers those."
+    )
+for _name, message in result.skipped:
     st.error(plain(message))
 with st.container(border=True):
     for line in result.summary_lines():
@@ -169,17 +238,24 @@ if not result.images:
 methods_table = result.methods_table()
 if not methods_table.empty:
     st.dataframe(methods_table, hide_index=True)
-    st.caption("Rank correlation: Spearman correlation of the two maps' |values| (1 = the same order of pixels, "
-               "0 = unrelated). Overlap: share of the strongest 10 % of pixels that are strongest in both maps "
-               f"(unrelated maps: about 10 %). Intervals: {result.settings.record()['interval']}. A vs A (other "
-               "seed): model A against itself with another seed, what moves by chance; deterministic methods give "
-               "the same map every run.")
+    st.caption(
+        "Rank correlation: Spearman correlation of the two maps' |values| (1 = the same order of pixels, "
+        "0 = unrelated). Overlap: share of the strongest 10 % of pixels that are strongest in both maps "
+        f"(unrelated maps: about 10 %). Intervals: {result.settings.record()['interval']}. A vs A (other "
+        "seed): model A against itself with another seed, what moves by chance; deterministic methods give "
+        "the same map every run."
+    )
 
 # ---- every image ---------------------------------------------------------------------------------------
 st.header("Every image")
 table = result.table()
-show = st.radio("Show", [SHOW_ALL, SHOW_CHANGED, SHOW_MOVED], horizontal=True, key="compare_show",
-                help="Click a column heading to sort.")
+show = st.radio(
+    "Show",
+    [SHOW_ALL, SHOW_CHANGED, SHOW_MOVED],
+    horizontal=True,
+    key="compare_show",
+    help="Click a column heading to sort.",
+)
 if show == SHOW_CHANGED:
     table = table[table["prediction"] != cmp.UNCHANGED]
 elif show == SHOW_MOVED:
@@ -187,8 +263,12 @@ elif show == SHOW_MOVED:
 st.dataframe(table, hide_index=True)
 c1, c2 = st.columns(2)
 c1.download_button("Table (CSV)", result.table().to_csv(index=False), "comparison.csv", "text/csv")
-c2.download_button("Summary, settings and both model cards (JSON)",
-                   json.dumps(result.record(), indent=2, default=str), "comparison.json", "application/json")
+c2.download_button(
+    "Summary, settings and both model cards (JSON)",
+    json.dumps(result.record(), indent=2, default=str),
+    "comparison.json",
+    "application/json",
+)
 if table.empty:
     st.info("No image in this view.")
     st.stop()
@@ -198,9 +278,12 @@ by_name = {item.name: item for item in result.images}
 chosen = st.selectbox("Look at one image", list(table["image"]), key="compare_image")
 item = by_name[chosen]
 a_top, b_top = item.top_a, item.top_b
-st.markdown(f"**Model A** predicts {plain(a_top[1])} ({a_top[2]:.0%}); **model B** predicts {plain(b_top[1])} "
-            f"({b_top[2]:.0%}): prediction **{item.change}**"
-            + (f" (true class: {plain(item.truth_label)})" if item.truth_label else "") + ".")
+st.markdown(
+    f"**Model A** predicts {plain(a_top[1])} ({a_top[2]:.0%}); **model B** predicts {plain(b_top[1])} "
+    f"({b_top[2]:.0%}): prediction **{item.change}**"
+    + (f" (true class: {plain(item.truth_label)})" if item.truth_label else "")
+    + "."
+)
 for m in result.methods:
     meta = sc.METHODS[m]
     if m in item.errors:
@@ -219,30 +302,51 @@ for m in result.methods:
     with st.container(border=True):
         st.subheader(meta.label)
         cols = st.columns(3)
-        cols[0].image(ra.overlay, caption=f"Model A: explains {plain(a_top[1])}", width="stretch",
-                      alt=f"Model A's {meta.label} map on {item.name}, explaining {a_top[1]}")
-        cols[1].image(rb.overlay, caption=f"Model B: explains {plain(b_top[1])}", width="stretch",
-                      alt=f"Model B's {meta.label} map on {item.name}, explaining {b_top[1]}, on the same colour "
-                          "scale as model A's")
-        cols[2].image(rdiff.overlay, caption="Difference, B minus A", width="stretch",
-                      alt=f"Difference of the two {meta.label} maps on {item.name}: red where model B's map is "
-                          "stronger, blue where model A's is")
+        cols[0].image(
+            ra.overlay,
+            caption=f"Model A: explains {plain(a_top[1])}",
+            width="stretch",
+            alt=f"Model A's {meta.label} map on {item.name}, explaining {a_top[1]}",
+        )
+        cols[1].image(
+            rb.overlay,
+            caption=f"Model B: explains {plain(b_top[1])}",
+            width="stretch",
+            alt=f"Model B's {meta.label} map on {item.name}, explaining {b_top[1]}, on the same colour "
+            "scale as model A's",
+        )
+        cols[2].image(
+            rdiff.overlay,
+            caption="Difference, B minus A",
+            width="stretch",
+            alt=f"Difference of the two {meta.label} maps on {item.name}: red where model B's map is "
+            "stronger, blue where model A's is",
+        )
         ticks = "  ·  ".join(label for _, label in ra.colorbar_ticks)
         for col in cols[:2]:
             col.image(rd.colorbar_image(ra), width="stretch", alt="Colour bar of both models' maps")
             col.caption(ticks)
         cols[2].image(rd.colorbar_image(rdiff), width="stretch", alt="Colour bar of the difference")
-        cols[2].caption("No difference: the two maps are the same on their shared scale." if rdiff.near_zero else
-                        "Red = stronger in B, blue = stronger in A, light grey = the same (difference of the two "
-                        "maps on their shared scale, −1 to 1).")
-        st.caption(plain(ra.legend) + " Both models' maps use this one scale, so equal colours mean equal values.")
+        cols[2].caption(
+            "No difference: the two maps are the same on their shared scale."
+            if rdiff.near_zero
+            else "Red = stronger in B, blue = stronger in A, light grey = the same (difference of the two "
+            "maps on their shared scale, −1 to 1)."
+        )
+        st.caption(
+            plain(ra.legend) + " Both models' maps use this one scale, so equal colours mean equal values."
+        )
         if scores:
-            text = (f"Rank correlation {scores['spearman']:.2f}, {100 * scores['top_overlap']:.0f} % of the "
-                    "strongest 10 % of pixels shared.")
+            text = (
+                f"Rank correlation {scores['spearman']:.2f}, {100 * scores['top_overlap']:.0f} % of the "
+                "strongest 10 % of pixels shared."
+            )
             seed = item.seed_agreement.get(m)
             if seed:
-                text += (f" Model A against itself with another seed: {seed['spearman']:.2f} and "
-                         f"{100 * seed['top_overlap']:.0f} %.")
+                text += (
+                    f" Model A against itself with another seed: {seed['spearman']:.2f} and "
+                    f"{100 * seed['top_overlap']:.0f} %."
+                )
             if item.changed:
                 text += " The two maps explain different classes."
             st.caption(text)

@@ -1,4 +1,5 @@
 """Explain: upload or pick photos, compare each method's overlay next to the prediction."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +14,32 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import saliency_core as sc
+from pages import _defaults as defaults
+from pages._common import (
+    DISCLAIMER,
+    UPLOAD_TYPES,
+    cached_explain,
+    cancellable,
+    colour_bar,
+    crop_key,
+    decode,
+    estimate_caption,
+    is_cached,
+    map_alt,
+    map_rows,
+    method_params,
+    model_key,
+    page_methods,
+    page_model,
+    plain,
+    png_bytes,
+    prediction_words,
+    region_labels,
+    report_error,
+    require_frame,
+    sanity_verdict,
+    settings,
+)
 from saliency_core import pipeline
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
@@ -21,24 +48,23 @@ from saliency_core.engine.images import image_notes
 from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
 from saliency_core.engine.samples import sample_images
 from saliency_core.report import confidence_words
-from pages import _defaults as defaults
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, cancellable, colour_bar, crop_key, decode,
-                           estimate_caption, is_cached, map_alt, map_rows, method_params, model_key, page_methods,
-                           page_model, plain, png_bytes, prediction_words, region_labels, report_error,
-                           require_frame, sanity_verdict, settings)
 
-ASK_ABOVE = 10.0   # seconds: longer runs wait for a click after their estimate
+ASK_ABOVE = 10.0  # seconds: longer runs wait for a click after their estimate
 UNSURE_BELOW = 0.6  # top-class probability under which the page says the model is unsure
 
 require_frame()
 ss = st.session_state
 
 st.title("Explain a prediction")
-st.markdown("See which parts of a photo drove the model's decision, one map per method. **Upload a photo or "
-            "pick a sample photo; the maps appear below.**")
+st.markdown(
+    "See which parts of a photo drove the model's decision, one map per method. **Upload a photo or "
+    "pick a sample photo; the maps appear below.**"
+)
 with st.expander("Read this before trusting a map"):
-    st.markdown(DISCLAIMER + " Methods and their settings are in the sidebar; a change there applies when you "
-                "press **Apply**.")
+    st.markdown(
+        DISCLAIMER + " Methods and their settings are in the sidebar; a change there applies when you "
+        "press **Apply**."
+    )
 
 cfg = settings()
 model = page_model(cfg)
@@ -47,14 +73,21 @@ cfg["methods"] = page_methods(model, cfg)
 # ---- images -------------------------------------------------------------------------------
 left, right = st.columns([3, 2])
 with left:
-    uploads = st.file_uploader("Upload images", type=UPLOAD_TYPES, accept_multiple_files=True,
-                               help="PNG, JPEG, WebP, BMP, GIF or TIFF (an animated file: its first frame). "
-                                    f"Each is resized and centre-cropped to {model.input_size} px, as the model "
-                                    "sees it.")
+    uploads = st.file_uploader(
+        "Upload images",
+        type=UPLOAD_TYPES,
+        accept_multiple_files=True,
+        help="PNG, JPEG, WebP, BMP, GIF or TIFF (an animated file: its first frame). "
+        f"Each is resized and centre-cropped to {model.input_size} px, as the model "
+        "sees it.",
+    )
 with right:
     samples = sample_images()
-    picked = st.multiselect("…or try sample photos", list(samples),
-                            default=[] if uploads else list(samples)[:defaults.EXPLAIN_SAMPLES])
+    picked = st.multiselect(
+        "…or try sample photos",
+        list(samples),
+        default=[] if uploads else list(samples)[: defaults.EXPLAIN_SAMPLES],
+    )
 
 sources: list[tuple[str, bytes]] = [(f.name, f.getvalue()) for f in uploads or []]
 sources += [(name, open(samples[name], "rb").read()) for name in picked]
@@ -68,50 +101,100 @@ if not sources:
 with st.expander("Target class and display", expanded=ss.get("explain_target_mode") == "Class by name"):
     c1, c2, c3, c4 = st.columns(4)
     top_words = "Most probable class" if model.multilabel else "Predicted class"
-    target_mode = c1.radio("Explain the score of", [top_words, "Top-5 rank", "Class by name"],
-                           key="explain_target_mode",
-                           help="A multi-label model can predict several classes at once: choose any of "
-                                "them by rank or by name." if model.multilabel else None)
+    target_mode = c1.radio(
+        "Explain the score of",
+        [top_words, "Top-5 rank", "Class by name"],
+        key="explain_target_mode",
+        help="A multi-label model can predict several classes at once: choose any of them by rank or by name."
+        if model.multilabel
+        else None,
+    )
     rank = c1.number_input("Rank (1 = predicted)", 1, 5, 1, disabled=target_mode != "Top-5 rank")
-    by_name = c1.selectbox("Class", range(len(model.labels)), format_func=lambda i: model.labels[i],
-                           index=None, placeholder="Type or pick a class…", disabled=target_mode != "Class by name")
+    by_name = c1.selectbox(
+        "Class",
+        range(len(model.labels)),
+        format_func=lambda i: model.labels[i],
+        index=None,
+        placeholder="Type or pick a class…",
+        disabled=target_mode != "Class by name",
+    )
     colormap = c2.selectbox("Colour map", rd.SEQUENTIAL, help="Perceptually uniform colour maps.")
-    sign = c2.radio("Signed methods show", ["absolute", "positive", "signed"],
-                    help="Integrated Gradients and gradient x input can be negative (evidence against "
-                         "the class). The other methods are drawn as magnitudes.")
+    sign = c2.radio(
+        "Signed methods show",
+        ["absolute", "positive", "signed"],
+        help="Integrated Gradients and gradient x input can be negative (evidence against "
+        "the class). The other methods are drawn as magnitudes.",
+    )
     alpha = c3.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05)
-    shared = c3.checkbox("One colour scale for all images", value=False,
-                         help="Makes map strength comparable across images of one method.")
-    clip = c4.slider("Clip at percentile", 90.0, 100.0, 99.0, 0.5,
-                     help="Values above this percentile get the top colour, so one extreme pixel "
-                          "does not wash out the rest.")
-    display = c4.radio("Show each map as", ["Heatmap", "Outline"], horizontal=True, key="display",
-                       help="Outline: the image is cut into regions of similar colour, and the regions "
-                            "holding the chosen share of the map are outlined; the rest is dimmed.")
-    outline_share = c4.slider("Outline holds this share of the map", 5, 95, 30, 5, format="%d %%",
-                              key="outline_share", disabled=display != "Outline",
-                              help="The densest regions are taken until they hold this share of the "
-                                   "map's total (positive part for signed methods).")
+    shared = c3.checkbox(
+        "One colour scale for all images",
+        value=False,
+        help="Makes map strength comparable across images of one method.",
+    )
+    clip = c4.slider(
+        "Clip at percentile",
+        90.0,
+        100.0,
+        99.0,
+        0.5,
+        help="Values above this percentile get the top colour, so one extreme pixel "
+        "does not wash out the rest.",
+    )
+    display = c4.radio(
+        "Show each map as",
+        ["Heatmap", "Outline"],
+        horizontal=True,
+        key="display",
+        help="Outline: the image is cut into regions of similar colour, and the regions "
+        "holding the chosen share of the map are outlined; the rest is dimmed.",
+    )
+    outline_share = c4.slider(
+        "Outline holds this share of the map",
+        5,
+        95,
+        30,
+        5,
+        format="%d %%",
+        key="outline_share",
+        disabled=display != "Outline",
+        help="The densest regions are taken until they hold this share of the "
+        "map's total (positive part for signed methods).",
+    )
 averaging = [m for m in cfg["methods"] if sc.METHODS[m].averaging]
 if averaging:
     with st.expander("Sample until the map settles", expanded=False), st.form("settle"):
         st.checkbox(
-            "Keep adding noisy samples until the map has settled", value=False, key="until_settled",
+            "Keep adding noisy samples until the map has settled",
+            value=False,
+            key="until_settled",
             help="Starts at the sidebar's sample count and adds samples (x1.25 at a time) until a re-run with "
-                 f"other random noise would agree at {SETTLED:.0%} or more (rank correlation and the strongest "
-                 "10 % of pixels), or the maximum below is reached. Applies to "
-                 + ", ".join(sc.METHODS[m].label for m in averaging) + ".")
-        st.number_input("Most samples", 1, 2000, 1000, step=50, key="max_samples",
-                        help="Each sample is one pass through the network; 1,000 take about 20 s on a CPU.")
+            f"other random noise would agree at {SETTLED:.0%} or more (rank correlation and the strongest "
+            "10 % of pixels), or the maximum below is reached. Applies to "
+            + ", ".join(sc.METHODS[m].label for m in averaging)
+            + ".",
+        )
+        st.number_input(
+            "Most samples",
+            1,
+            2000,
+            1000,
+            step=50,
+            key="max_samples",
+            help="Each sample is one pass through the network; 1,000 take about 20 s on a CPU.",
+        )
         st.form_submit_button("Apply")
     if st.session_state.get("until_settled"):
         # never below the sidebar's count: that is where the first check happens
-        cfg["params"].update(until_settled=True, max_samples=max(int(st.session_state.get("max_samples", 1000)),
-                                                                 int(cfg["params"]["samples"])))
+        cfg["params"].update(
+            until_settled=True,
+            max_samples=max(int(st.session_state.get("max_samples", 1000)), int(cfg["params"]["samples"])),
+        )
 
-if target_mode == "Class by name" and by_name is None:   # nothing to compute before the choice
-    st.info("Pick the class to explain under **Target class and display**. Nothing is computed until then.",
-            icon=":material/touch_app:")
+if target_mode == "Class by name" and by_name is None:  # nothing to compute before the choice
+    st.info(
+        "Pick the class to explain under **Target class and display**. Nothing is computed until then.",
+        icon=":material/touch_app:",
+    )
     st.stop()
 
 # ---- decode, predict --------------------------------------------------------------------------
@@ -121,9 +204,18 @@ for name, data in sources:
         image = decode(data, name)
         crop = model.crop(image)
         x = model.preprocess(image)
-        images.append({"id": len(images), "name": name, "image": image, "hash": sc.image_hash(image),
-                       "crop": crop, "prediction": model.predict(x, k=5), "predicted": model.predicted_set(x),
-                       "notes": image_notes(image)})
+        images.append(
+            {
+                "id": len(images),
+                "name": name,
+                "image": image,
+                "hash": sc.image_hash(image),
+                "crop": crop,
+                "prediction": model.predict(x, k=5),
+                "predicted": model.predicted_set(x),
+                "notes": image_notes(image),
+            }
+        )
     except Exception as err:  # one bad file never hides the others
         report_error(name, err)
 
@@ -137,23 +229,43 @@ def target_for(item) -> int:
 
 
 # ---- maps: the pipeline, with cached maps; an estimate, progress and Cancel while any is computed ----
-jobs = [(item, m) for item in images for m in cfg["methods"]
-        if not is_cached(model, item["hash"], m, target_for(item), method_params(m, cfg["params"]))]
-signature = hashlib.sha256(repr((model_key(model), [(i["hash"], target_for(i)) for i in images], cfg["methods"],
-                                 sorted(cfg["params"].items()))).encode()).hexdigest()
-if ss.pop("explain__cancelled", False):        # Cancel was pressed: keep what was done, compute no more
+jobs = [
+    (item, m)
+    for item in images
+    for m in cfg["methods"]
+    if not is_cached(model, item["hash"], m, target_for(item), method_params(m, cfg["params"]))
+]
+signature = hashlib.sha256(
+    repr(
+        (
+            model_key(model),
+            [(i["hash"], target_for(i)) for i in images],
+            cfg["methods"],
+            sorted(cfg["params"].items()),
+        )
+    ).encode()
+).hexdigest()
+if ss.pop("explain__cancelled", False):  # Cancel was pressed: keep what was done, compute no more
     ss["explain_paused"] = ss.get("explain_signature")
     ss["explain__running"] = False
-seconds = (sum(es.map_passes(m, method_params(m, cfg["params"])) for _, m in jobs) * es.pass_times(model).backward
-           if jobs else 0.0)
+seconds = (
+    sum(es.map_passes(m, method_params(m, cfg["params"])) for _, m in jobs) * es.pass_times(model).backward
+    if jobs
+    else 0.0
+)
 paused = ss.get("explain_paused") == signature
 compute = bool(jobs) and not paused and (seconds <= ASK_ABOVE or ss.get("explain_confirmed") == signature)
 if jobs and not compute:
     if paused:
         st.warning("Stopped: the maps computed so far are shown below.", icon=":material/pause_circle:")
     estimate_caption(seconds, f"Computing the {len(jobs)} map(s) still missing")
-    st.button(f"Compute {len(jobs)} map(s)", type="primary", icon=":material/play_arrow:", key="explain_go",
-              on_click=lambda s=signature: ss.update(explain_confirmed=s, explain_paused=None))
+    st.button(
+        f"Compute {len(jobs)} map(s)",
+        type="primary",
+        icon=":material/play_arrow:",
+        key="explain_go",
+        on_click=lambda s=signature: ss.update(explain_confirmed=s, explain_paused=None),
+    )
 
 live = st.empty()
 started, finished = time.perf_counter(), 0
@@ -162,20 +274,31 @@ results: dict[int, pipeline.ImageResult] = {}
 
 def run_images(bar=None) -> None:
     for item in images:
-        wanted = cfg["methods"] if compute else [
-            m for m in cfg["methods"]
-            if is_cached(model, item["hash"], m, target_for(item), method_params(m, cfg["params"]))]
+        wanted = (
+            cfg["methods"]
+            if compute
+            else [
+                m
+                for m in cfg["methods"]
+                if is_cached(model, item["hash"], m, target_for(item), method_params(m, cfg["params"]))
+            ]
+        )
 
         def progress(done, total, item=item):
             if bar is not None:
-                bar.progress(min(1.0, (finished + done / total) / len(jobs)),
-                             text=f"{plain(item['name'])}: {done}/{total}")
+                bar.progress(
+                    min(1.0, (finished + done / total) / len(jobs)),
+                    text=f"{plain(item['name'])}: {done}/{total}",
+                )
 
         def preview(done, total, saliency, item=item):  # anytime SmoothGrad, RISE
             r = rd.render(saliency, item["crop"], colormap=colormap, alpha=alpha, clip_percentile=clip)
-            live.image(r.overlay, width=260, alt=f"Map of {item['name']} while it is computed",
-                       caption=f"{plain(item['name'])}: running result after {done} of {total} "
-                               "(still computing)")
+            live.image(
+                r.overlay,
+                width=260,
+                alt=f"Map of {item['name']} while it is computed",
+                caption=f"{plain(item['name'])}: running result after {done} of {total} (still computing)",
+            )
 
         def one_done(method, item=item):
             global finished
@@ -183,8 +306,17 @@ def run_images(bar=None) -> None:
                 finished += 1
 
         result = results[item["id"]] = pipeline.explain_image(
-            model, item["image"], item["name"], wanted, cfg["params"], target_for(item),
-            explain_fn=cached_explain, progress=progress, preview=preview, on_map=one_done)
+            model,
+            item["image"],
+            item["name"],
+            wanted,
+            cfg["params"],
+            target_for(item),
+            explain_fn=cached_explain,
+            progress=progress,
+            preview=preview,
+            on_map=one_done,
+        )
         for m, message in result.errors.items():
             report_error(f"{item['name']} · {sc.METHODS[m].label}", ValueError(message))
         for m, crashed in result.crashes.items():
@@ -220,34 +352,69 @@ if shared:
 
 def draw(exp: sc.Explanation) -> rd.Rendered:
     s = sign_for(exp.method)
-    return rd.render(exp.saliency, exp.image, sign=s, colormap=cmap_for(s), alpha=alpha,
-                     clip_percentile=clip, scale=scales.get(exp.method), target_label=exp.target_label,
-                     meaning=sc.METHODS[exp.method].meaning)
+    return rd.render(
+        exp.saliency,
+        exp.image,
+        sign=s,
+        colormap=cmap_for(s),
+        alpha=alpha,
+        clip_percentile=clip,
+        scale=scales.get(exp.method),
+        target_label=exp.target_label,
+        meaning=sc.METHODS[exp.method].meaning,
+    )
 
 
 def outline(exp: sc.Explanation, item) -> rd.Outlined:
     labels = region_labels(crop_key(model, item["hash"]), item["crop"])
-    return rd.render_outline(exp.saliency, exp.image, labels, share=outline_share / 100,
-                             signed=sc.METHODS[exp.method].signed, target_label=exp.target_label)
+    return rd.render_outline(
+        exp.saliency,
+        exp.image,
+        labels,
+        share=outline_share / 100,
+        signed=sc.METHODS[exp.method].signed,
+        target_label=exp.target_label,
+    )
 
 
 def prediction_chart(prediction, target: int) -> go.Figure:
     """The top-5 classes, the first at the top, the explained one in another colour and marked."""
     classes = [label for _, label, _ in prediction]
-    fig = go.Figure(go.Bar(
-        x=[p for _, _, p in prediction], y=classes, orientation="h",
-        marker=dict(color=["#d95f02" if i == target else "#7570b3" for i, _, _ in prediction],
-                    pattern_shape=["/" if i == target else "" for i, _, _ in prediction]),
-        text=[f"{p:.1%}" + (" (explained)" if i == target else "") for i, _, p in prediction],
-        textposition="outside", cliponaxis=False, hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    fig.update_yaxes(categoryorder="array", categoryarray=classes[::-1])   # rank 1 at the top
+    fig = go.Figure(
+        go.Bar(
+            x=[p for _, _, p in prediction],
+            y=classes,
+            orientation="h",
+            marker=dict(
+                color=["#d95f02" if i == target else "#7570b3" for i, _, _ in prediction],
+                pattern_shape=["/" if i == target else "" for i, _, _ in prediction],
+            ),
+            text=[f"{p:.1%}" + (" (explained)" if i == target else "") for i, _, p in prediction],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(categoryorder="array", categoryarray=classes[::-1])  # rank 1 at the top
     title = "probability"
     if model.multilabel:  # each class on its own: a line at the threshold, no sum to 100 %
-        fig.add_vline(x=model.threshold, line_dash="dash", line_color="#444",
-                      annotation_text=f"threshold {model.threshold:.0%}", annotation_position="top")
+        fig.add_vline(
+            x=model.threshold,
+            line_dash="dash",
+            line_color="#444",
+            annotation_text=f"threshold {model.threshold:.0%}",
+            annotation_position="top",
+        )
         title = "probability of each class on its own"
-    fig.update_layout(height=230, margin=dict(l=0, r=0, t=30, b=0), showlegend=False, xaxis_range=[0, 1],
-                      xaxis_title=title, yaxis_title=None, title="The model's five most likely classes")
+    fig.update_layout(
+        height=230,
+        margin=dict(l=0, r=0, t=30, b=0),
+        showlegend=False,
+        xaxis_range=[0, 1],
+        xaxis_title=title,
+        yaxis_title=None,
+        title="The model's five most likely classes",
+    )
     return fig
 
 
@@ -256,21 +423,39 @@ def interactive_map(exp: sc.Explanation, r: rd.Rendered, key: str) -> None:
     if r.near_zero:
         st.info(plain(r.legend))
         return
-    values = {"absolute": abs(exp.saliency), "positive": exp.saliency.clip(min=0),
-              "negative": (-exp.saliency).clip(min=0)}.get(r.sign, exp.saliency)
+    values = {
+        "absolute": abs(exp.saliency),
+        "positive": exp.saliency.clip(min=0),
+        "negative": (-exp.saliency).clip(min=0),
+    }.get(r.sign, exp.saliency)
     zmin = -r.scale if r.sign == "signed" else 0.0
     h, w = values.shape
     fig = go.Figure()
     fig.add_trace(go.Image(z=np.asarray(exp.image.convert("RGB")), hoverinfo="skip"))
-    fig.add_trace(go.Heatmap(z=values, colorscale=rd.plotly_colorscale(r.colormap), zmin=zmin, zmax=r.scale,
-                             opacity=max(0.2, alpha), colorbar=dict(title="influence"),
-                             hovertemplate="x %{x}, y %{y}: %{z:.4g}<extra></extra>"))
+    fig.add_trace(
+        go.Heatmap(
+            z=values,
+            colorscale=rd.plotly_colorscale(r.colormap),
+            zmin=zmin,
+            zmax=r.scale,
+            opacity=max(0.2, alpha),
+            colorbar=dict(title="influence"),
+            hovertemplate="x %{x}, y %{y}: %{z:.4g}<extra></extra>",
+        )
+    )
     fig.update_xaxes(range=[0, w - 1], constrain="domain", title="x (pixels of the model's input)")
     fig.update_yaxes(range=[h - 1, 0], scaleanchor="x", constrain="domain", title="y (pixels)")
-    fig.update_layout(height=560, margin=dict(l=0, r=0, t=30, b=0),
-                      title=f"{sc.METHODS[exp.method].label} map over the photo")
-    st.plotly_chart(fig, key=key, alt=f"Zoomable {sc.METHODS[exp.method].label} map drawn over the photo the "
-                                      f"model saw, {w} by {h} pixels; hover shows each pixel's value.")
+    fig.update_layout(
+        height=560,
+        margin=dict(l=0, r=0, t=30, b=0),
+        title=f"{sc.METHODS[exp.method].label} map over the photo",
+    )
+    st.plotly_chart(
+        fig,
+        key=key,
+        alt=f"Zoomable {sc.METHODS[exp.method].label} map drawn over the photo the "
+        f"model saw, {w} by {h} pixels; hover shows each pixel's value.",
+    )
     st.caption(plain(r.words), help=r.legend)
 
 
@@ -289,28 +474,49 @@ for item in images:
         for note in item["notes"]:
             st.info(plain(note), icon=":material/animation:")
         head = st.columns([1, 2], gap="medium")
-        head[0].image(item["crop"], caption="What the model sees", width="stretch",
-                      alt=f"{item['name']} as the model sees it: the centre crop, {model.input_size} pixels square")
+        head[0].image(
+            item["crop"],
+            caption="What the model sees",
+            width="stretch",
+            alt=f"{item['name']} as the model sees it: the centre crop, {model.input_size} pixels square",
+        )
         records, rendered = [], {}
-        stem = file_name(f'{item["id"] + 1:02d}_' + item["name"].rsplit(".", 1)[0], limit=80)
+        stem = file_name(f"{item['id'] + 1:02d}_" + item["name"].rsplit(".", 1)[0], limit=80)
         with head[1]:
             st.markdown(prediction_words(model, item["predicted"]))
             if not model.multilabel and top[2] < UNSURE_BELOW:
-                st.warning(f"The model is **unsure** about this photo: its top class has only {top[2]:.0%}. Read "
-                           "the maps as an explanation of a weak guess.", icon=":material/help:")
+                st.warning(
+                    f"The model is **unsure** about this photo: its top class has only {top[2]:.0%}. Read "
+                    "the maps as an explanation of a weak guess.",
+                    icon=":material/help:",
+                )
             elif not model.multilabel:
                 st.caption(f"The model is {confidence_words(top[2])} about its top class.")
-            st.plotly_chart(prediction_chart(item["prediction"], target), key=f"pred-{item['id']}",
-                            config={"displayModeBar": False},
-                            alt="Bar chart of the model's five most likely classes with their probabilities, "
-                                "the most likely at the top; the explained class is hatched orange.")
-            st.caption(f"Maps explain **{plain(model.labels[target])}**."
-                       + (f" The model gives it {probability:.1%}." if probability is not None and target != top[0]
-                          else "")
-                       + (" Probabilities are each class's own sigmoid; they need not add up to 100 %."
-                          if model.multilabel else ""))
-        missing = [sc.METHODS[m].label for m in cfg["methods"] if m not in result.maps
-                   and m not in result.errors and m not in result.crashes]
+            st.plotly_chart(
+                prediction_chart(item["prediction"], target),
+                key=f"pred-{item['id']}",
+                config={"displayModeBar": False},
+                alt="Bar chart of the model's five most likely classes with their probabilities, "
+                "the most likely at the top; the explained class is hatched orange.",
+            )
+            st.caption(
+                f"Maps explain **{plain(model.labels[target])}**."
+                + (
+                    f" The model gives it {probability:.1%}."
+                    if probability is not None and target != top[0]
+                    else ""
+                )
+                + (
+                    " Probabilities are each class's own sigmoid; they need not add up to 100 %."
+                    if model.multilabel
+                    else ""
+                )
+            )
+        missing = [
+            sc.METHODS[m].label
+            for m in cfg["methods"]
+            if m not in result.maps and m not in result.errors and m not in result.crashes
+        ]
         if missing:
             st.caption(f"Not computed yet: {', '.join(missing)}.")
         for row, cols in map_rows(methods, key=f"explain-{item['id']}"):
@@ -322,16 +528,26 @@ for item in images:
                     if display == "Outline":
                         o = outline(exp, item)
                         shown, legend = o.overlay, o.legend
-                        st.image(shown, caption=meta.label, width="stretch",
-                                 alt=f"{meta.label} map of {item['name']} as outlines: the regions holding "
-                                     f"{outline_share} % of the map for the class {exp.target_label}; the rest dimmed.")
+                        st.image(
+                            shown,
+                            caption=meta.label,
+                            width="stretch",
+                            alt=f"{meta.label} map of {item['name']} as outlines: the regions holding "
+                            f"{outline_share} % of the map for the class {exp.target_label}; the rest dimmed.",
+                        )
                         st.caption(f"{plain(legend)}\n\n*{meta.description}*")
                     else:
                         shown, legend = r.overlay, r.legend
-                        st.image(shown, caption=meta.label, width="stretch",
-                                 alt=map_alt(meta.label, item["name"], exp.target_label, probability))
-                        colour_bar(r, alt=f"Colour scale of the {meta.label} map: dark = low, bright = high "
-                                          "influence")
+                        st.image(
+                            shown,
+                            caption=meta.label,
+                            width="stretch",
+                            alt=map_alt(meta.label, item["name"], exp.target_label, probability),
+                        )
+                        colour_bar(
+                            r,
+                            alt=f"Colour scale of the {meta.label} map: dark = low, bright = high influence",
+                        )
                         st.caption(f"{plain(r.words)}\n\n*{meta.description}*")
                     if r.near_zero:
                         st.info("This map is zero (or numerically negligible) everywhere.")
@@ -341,29 +557,46 @@ for item in images:
                     readout = exp.diagnostics.get("convergence")
                     if isinstance(readout, dict):
                         words, details = describe(readout)
-                        icon = {"settled": ":material/check_circle:",
-                                "still changing": ":material/hourglass_top:"}.get(readout.get("verdict"),
-                                                                                  ":material/help:")
+                        icon = {
+                            "settled": ":material/check_circle:",
+                            "still changing": ":material/hourglass_top:",
+                        }.get(readout.get("verdict"), ":material/help:")
                         st.caption(f"{icon} {words}")
                         if details:
                             with st.expander("Convergence details"):
                                 st.caption(details)
-                    png = png_bytes(rd.captioned_overlay(r, meta.label, exp.target_label, probability, item["name"]))
+                    png = png_bytes(
+                        rd.captioned_overlay(r, meta.label, exp.target_label, probability, item["name"])
+                    )
                     bare = png_bytes(shown)
                     suffix = f", image {item['id'] + 1}" if several else ""
-                    st.download_button(f"{meta.label} map{suffix} (PNG)", png, f"{stem}_{m}.png", "image/png",
-                                       key=f"png-{item['id']}-{m}", icon=":material/download:", wrap=True,
-                                       help="The map with its colour bar, the method, the class and the confidence.")
+                    st.download_button(
+                        f"{meta.label} map{suffix} (PNG)",
+                        png,
+                        f"{stem}_{m}.png",
+                        "image/png",
+                        key=f"png-{item['id']}-{m}",
+                        icon=":material/download:",
+                        wrap=True,
+                        help="The map with its colour bar, the method, the class and the confidence.",
+                    )
                     what = "outline" if display == "Outline" else "overlay"
-                    st.download_button(f"{meta.label} {what} only{suffix} (PNG)", bare, f"{stem}_{m}_{what}.png",
-                                       "image/png", key=f"bare-{item['id']}-{m}", type="tertiary", wrap=True,
-                                       help=f"The bare {what}, without colour bar or words.")
+                    st.download_button(
+                        f"{meta.label} {what} only{suffix} (PNG)",
+                        bare,
+                        f"{stem}_{m}_{what}.png",
+                        "image/png",
+                        key=f"bare-{item['id']}-{m}",
+                        type="tertiary",
+                        wrap=True,
+                        help=f"The bare {what}, without colour bar or words.",
+                    )
                     batch_files[zip_names.add(f"{stem}_{m}.png")] = png
                     batch_files[zip_names.add(f"{stem}_{m}_{what}.png")] = bare
                 records.append({**exp.record(), "legend": legend, "scale": r.scale})
-            for m in row:   # cautions under the row, full width: one per method, its sanity verdict included
+            for m in row:  # cautions under the row, full width: one per method, its sanity verdict included
                 meta = sc.METHODS[m]
-                verdict = sanity_verdict(model, m, item["hash"])   # computed on this photo only
+                verdict = sanity_verdict(model, m, item["hash"])  # computed on this photo only
                 parts = [meta.caution] if meta.caution else []
                 if verdict is not None and not verdict.passed:
                     parts.append(plain(verdict.summary))
@@ -371,27 +604,53 @@ for item in images:
                     st.warning(f"**{meta.label}:** " + " ".join(parts), icon=":material/warning:")
                 if verdict is not None and verdict.passed:
                     st.caption(f":material/check_circle: **{meta.label}:** {plain(verdict.summary)}")
-        js = pipeline.dumps(result.record({m: {"legend": rendered[m].legend, "scale": rendered[m].scale}
-                                           for m in methods}))
-        rows = [{"image": item["name"], "method": r_["method"], "target": r_["target"],
-                 "target_label": r_["target_label"], "params": json.dumps(r_["params"]),
-                 "top1": top[1], "top1_probability": top[2],
-                 **({"predicted": "; ".join(label for _, label, _ in item["predicted"])} if model.multilabel else {}),
-                 "model_fingerprint": model.fingerprint}
-                for r_ in records]
+        js = pipeline.dumps(
+            result.record({m: {"legend": rendered[m].legend, "scale": rendered[m].scale} for m in methods})
+        )
+        rows = [
+            {
+                "image": item["name"],
+                "method": r_["method"],
+                "target": r_["target"],
+                "target_label": r_["target_label"],
+                "params": json.dumps(r_["params"]),
+                "top1": top[1],
+                "top1_probability": top[2],
+                **(
+                    {"predicted": "; ".join(label for _, label, _ in item["predicted"])}
+                    if model.multilabel
+                    else {}
+                ),
+                "model_fingerprint": model.fingerprint,
+            }
+            for r_ in records
+        ]
         d1, d2, _ = st.columns([1, 1, 2])
-        d1.download_button(f"Predictions and settings{' of image ' + str(item['id'] + 1) if several else ''} (JSON)",
-                           js, f"{stem}.json", "application/json", key=f"json-{item['id']}",
-                           icon=":material/download:", wrap=True)
-        d2.download_button(f"Table{' of image ' + str(item['id'] + 1) if several else ''} (CSV)",
-                           to_csv(pd.DataFrame(rows)), f"{stem}.csv", "text/csv", key=f"csv-{item['id']}",
-                           icon=":material/download:", wrap=True)
+        d1.download_button(
+            f"Predictions and settings{' of image ' + str(item['id'] + 1) if several else ''} (JSON)",
+            js,
+            f"{stem}.json",
+            "application/json",
+            key=f"json-{item['id']}",
+            icon=":material/download:",
+            wrap=True,
+        )
+        d2.download_button(
+            f"Table{' of image ' + str(item['id'] + 1) if several else ''} (CSV)",
+            to_csv(pd.DataFrame(rows)),
+            f"{stem}.csv",
+            "text/csv",
+            key=f"csv-{item['id']}",
+            icon=":material/download:",
+            wrap=True,
+        )
         batch_files[zip_names.add(f"{stem}.json")] = js.encode()
         batch_rows += rows
         if methods:
             with st.expander("Interactive map (zoom, hover for values)"):
-                m = st.selectbox("Method", methods, format_func=lambda n: sc.METHODS[n].label,
-                                 key=f"inter-{item['id']}")
+                m = st.selectbox(
+                    "Method", methods, format_func=lambda n: sc.METHODS[n].label, key=f"inter-{item['id']}"
+                )
                 interactive_map(result.maps[m], rendered[m], key=f"heat-{item['id']}-{m}")
 
 if batch_rows:
@@ -400,5 +659,11 @@ if batch_rows:
         for name, data in batch_files.items():
             z.writestr(name, data)
         z.writestr(zip_names.add("maps.csv"), to_csv(pd.DataFrame(batch_rows)))
-    st.download_button("Download everything (ZIP: maps, overlays, JSON, CSV)", buf.getvalue(),
-                       "saliency_maps.zip", "application/zip", type="primary", icon=":material/folder_zip:")
+    st.download_button(
+        "Download everything (ZIP: maps, overlays, JSON, CSV)",
+        buf.getvalue(),
+        "saliency_maps.zip",
+        "application/zip",
+        type="primary",
+        icon=":material/folder_zip:",
+    )

@@ -4,6 +4,7 @@ Nothing is computed until the reviewer opens a set. Results are stored as each i
 (saliency_core.gallery), so a cancelled, interrupted or repeated run keeps what was done and
 computes only what is missing; reopening a set shows its stored results at once.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,34 +20,52 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import saliency_core as sc
+from pages._common import (
+    DISCLAIMER,
+    crop_key,
+    has_stability_verdicts,
+    method_params,
+    page_model,
+    region_labels,
+    require_frame,
+    sanity_verdict,
+    settings,
+    stability_verdict,
+)
 from saliency_core import gallery
 from saliency_core.engine import render as rd
-from saliency_core.review import store as rs
 from saliency_core.evaluation.labelled import DEMO_DESCRIPTION, LabelledSet, demo_set, open_folder, open_zip
 from saliency_core.pipeline import RenderOptions
-from pages._common import (DISCLAIMER, crop_key, has_stability_verdicts, method_params, page_model, region_labels,
-                           require_frame, sanity_verdict, settings, stability_verdict)
+from saliency_core.review import store as rs
 
-FOLDER_ENVS = ("SALIENCY_GALLERY_DIR", "SALIENCY_REVIEW_DIR")   # server folders of labelled sets
-RAY_ENV = "SALIENCY_RAY_ADDRESS"                                # large runs on this Ray cluster
-COLUMNS = 6                                                     # tiles per row
-REPORT_LIMIT = 100                                              # images in one report
+FOLDER_ENVS = ("SALIENCY_GALLERY_DIR", "SALIENCY_REVIEW_DIR")  # server folders of labelled sets
+RAY_ENV = "SALIENCY_RAY_ADDRESS"  # large runs on this Ray cluster
+COLUMNS = 6  # tiles per row
+REPORT_LIMIT = 100  # images in one report
 OUTCOME = {"All images": "all", "Mistakes only": "incorrect", "Correct only": "correct"}
-ORDER = {"File name": "name", "Confident mistakes first": "confident mistakes first",
-         "Least confident first": "least confident first", "Most confident first": "most confident first"}
+ORDER = {
+    "File name": "name",
+    "Confident mistakes first": "confident mistakes first",
+    "Least confident first": "least confident first",
+    "Most confident first": "most confident first",
+}
 FLAGS = {"Any": None, "With a warning": True, "Without a warning": False}
 FAST = ["gradcam", "gradient"]
 ss = st.session_state
 require_frame()
 
 st.title("Gallery")
-st.markdown("Find where the model is wrong on a set of images whose true classes are known, how sure it was, "
-            "and what it looked at. **Open the demo set, or choose a data set and press Open and compute.**")
+st.markdown(
+    "Find where the model is wrong on a set of images whose true classes are known, how sure it was, "
+    "and what it looked at. **Open the demo set, or choose a data set and press Open and compute.**"
+)
 with st.expander("How it works"):
-    st.markdown("Every image is predicted and the chosen methods' maps are computed once and stored, so reopening "
-                "the set is instant. The confusion matrix and the filters pick which images the grid shows; open "
-                "any image for its full explanation, send the filtered set to the review queue, or export it. "
-                + DISCLAIMER)
+    st.markdown(
+        "Every image is predicted and the chosen methods' maps are computed once and stored, so reopening "
+        "the set is instant. The confusion matrix and the filters pick which images the grid shows; open "
+        "any image for its full explanation, send the filtered set to the review queue, or export it. "
+        + DISCLAIMER
+    )
 
 cfg = settings()
 model = page_model(cfg)
@@ -175,8 +194,13 @@ def gallery_decisions() -> list:
         return []
     try:
         review = review_store(rs.database_url())
-        return [d for b in review.batches() if b.source.startswith("gallery:")
-                for d in review.decisions(batch=b.name) if account.is_admin or d.reviewer == account.name]
+        return [
+            d
+            for b in review.batches()
+            if b.source.startswith("gallery:")
+            for d in review.decisions(batch=b.name)
+            if account.is_admin or d.reviewer == account.name
+        ]
     except ValueError as err:
         st.caption(f"Review decisions cannot be read: {err}")
         return []
@@ -187,12 +211,23 @@ def review_decisions(image_hash: str) -> None:
     account = ss.get("review_account")
     for d in gallery_decisions():
         if d.item_hash == image_hash:
-            st.text(f"Review ({d.batch}): {d.label} by {d.reviewer}, {d.decided_at:%Y-%m-%d %H:%M} UTC"
-                    + (f" · note: {d.note}" if d.note and account.is_admin else ""))
+            st.text(
+                f"Review ({d.batch}): {d.label} by {d.reviewer}, {d.decided_at:%Y-%m-%d %H:%M} UTC"
+                + (f" · note: {d.note}" if d.note and account.is_admin else "")
+            )
 
 
-def show_item(name: str, label: str, classes, read, image_hash: str, methods: list[str], params: dict,
-              on_close, key: str) -> None:
+def show_item(
+    name: str,
+    label: str,
+    classes,
+    read,
+    image_hash: str,
+    methods: list[str],
+    params: dict,
+    on_close,
+    key: str,
+) -> None:
     """One image in full: the crop, every method's stored map with its colour bar and legend, the
     top 5 and the review decisions. Nothing is computed: maps come from the result store."""
     with st.container(border=True, key=f"gallery_{key}"):
@@ -210,19 +245,40 @@ def show_item(name: str, label: str, classes, read, image_hash: str, methods: li
             return
         predicted, predicted_label, confidence = top5[0]
         verdict = ":green-badge[Correct]" if predicted in classes else ":red-badge[Mistake]"
-        st.markdown(f"True class **{md(label)}** · predicted **{md(predicted_label)}** ({confidence:.1%}) · {verdict}")
+        st.markdown(
+            f"True class **{md(label)}** · predicted **{md(predicted_label)}** ({confidence:.1%}) · {verdict}"
+        )
         options = RenderOptions()
         view, share = st.columns([2, 3])
-        display = view.radio("Show each map as", ["Heatmap", "Outline"], horizontal=True, key=f"gallery_{key}_view",
-                             help="Outline: the image is cut into regions of similar colour, and the regions "
-                                  "holding the chosen share of the map are outlined; the rest is dimmed.")
-        outline_share = share.slider("Outline holds this share of the map", 5, 95,
-                                     int(ss.get("outline_share", 30)), 5, format="%d %%",
-                                     key=f"gallery_{key}_share") if display == "Outline" else 30
+        display = view.radio(
+            "Show each map as",
+            ["Heatmap", "Outline"],
+            horizontal=True,
+            key=f"gallery_{key}_view",
+            help="Outline: the image is cut into regions of similar colour, and the regions "
+            "holding the chosen share of the map are outlined; the rest is dimmed.",
+        )
+        outline_share = (
+            share.slider(
+                "Outline holds this share of the map",
+                5,
+                95,
+                int(ss.get("outline_share", 30)),
+                5,
+                format="%d %%",
+                key=f"gallery_{key}_share",
+            )
+            if display == "Outline"
+            else 30
+        )
         cols = st.columns(len(methods) + 2)
         if crop is not None:
-            cols[0].image(crop, caption="What the model sees", width="stretch",
-                          alt=f"{name} as the model sees it: resized and centre-cropped")
+            cols[0].image(
+                crop,
+                caption="What the model sees",
+                width="stretch",
+                alt=f"{name} as the model sees it: resized and centre-cropped",
+            )
         for col, m in zip(cols[1:], methods):
             meta = sc.METHODS[m]
             with col:
@@ -232,19 +288,38 @@ def show_item(name: str, label: str, classes, read, image_hash: str, methods: li
                 exp = maps[m]
                 picture = crop if crop is not None else exp.image
                 if display == "Outline":
-                    o = rd.render_outline(exp.saliency, picture, region_labels(crop_key(model, image_hash), picture),
-                                          share=outline_share / 100, signed=meta.signed,
-                                          target_label=exp.target_label)
-                    st.image(o.overlay, caption=meta.label, width="stretch",
-                             alt=f"{meta.label} map of {name} as outlines: the regions holding {outline_share} % "
-                                 f"of the map for the class {exp.target_label}; the rest dimmed.")
+                    o = rd.render_outline(
+                        exp.saliency,
+                        picture,
+                        region_labels(crop_key(model, image_hash), picture),
+                        share=outline_share / 100,
+                        signed=meta.signed,
+                        target_label=exp.target_label,
+                    )
+                    st.image(
+                        o.overlay,
+                        caption=meta.label,
+                        width="stretch",
+                        alt=f"{meta.label} map of {name} as outlines: the regions holding {outline_share} % "
+                        f"of the map for the class {exp.target_label}; the rest dimmed.",
+                    )
                     st.caption(md(o.legend))
                 else:
-                    r = rd.render(exp.saliency, picture, sign=options.sign_for(m), alpha=options.alpha,
-                                  clip_percentile=options.clip_percentile, target_label=exp.target_label,
-                                  meaning=meta.meaning)
-                    st.image(r.overlay, caption=meta.label, width="stretch",
-                             alt=f"{meta.label} map of {name} over the image: {r.legend}")
+                    r = rd.render(
+                        exp.saliency,
+                        picture,
+                        sign=options.sign_for(m),
+                        alpha=options.alpha,
+                        clip_percentile=options.clip_percentile,
+                        target_label=exp.target_label,
+                        meaning=meta.meaning,
+                    )
+                    st.image(
+                        r.overlay,
+                        caption=meta.label,
+                        width="stretch",
+                        alt=f"{meta.label} map of {name} over the image: {r.legend}",
+                    )
                     st.image(rd.colorbar_image(r), width="stretch", alt=f"colour bar: {r.legend}")
                     st.caption("  ·  ".join(tick for _, tick in r.colorbar_ticks) + f"\n\n{md(r.legend)}")
                     if r.near_zero:
@@ -256,61 +331,106 @@ def show_item(name: str, label: str, classes, read, image_hash: str, methods: li
                     (st.caption if sanity.passed else st.warning)(md(sanity.summary))
                 stable = stability_verdict(model, image_hash, m)
                 if stable is not None:
-                    (st.caption if stable[0] == "stable" else st.warning)(md(f"Stability: {stable[0]}. {stable[1]}"))
+                    (st.caption if stable[0] == "stable" else st.warning)(
+                        md(f"Stability: {stable[0]}. {stable[1]}")
+                    )
         with cols[-1]:
             frame = pd.DataFrame(top5, columns=["index", "class", "probability"])
             frame["class"] = frame["class"].map(shown)
             frame["true class"] = frame["index"].isin(list(classes))
-            chart = px.bar(frame[::-1], x="probability", y="class", orientation="h", range_x=[0, 1],
-                           color="true class", color_discrete_map={True: "#1b9e77", False: "#7570b3"},
-                           text=frame[::-1]["probability"].map(lambda p: f"{p:.1%}"))
-            chart.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), showlegend=False,
-                                xaxis_title="probability", yaxis_title=None)
+            chart = px.bar(
+                frame[::-1],
+                x="probability",
+                y="class",
+                orientation="h",
+                range_x=[0, 1],
+                color="true class",
+                color_discrete_map={True: "#1b9e77", False: "#7570b3"},
+                text=frame[::-1]["probability"].map(lambda p: f"{p:.1%}"),
+            )
+            chart.update_layout(
+                height=230,
+                margin=dict(l=0, r=0, t=10, b=0),
+                showlegend=False,
+                xaxis_title="probability",
+                yaxis_title=None,
+            )
             st.markdown("**Top 5** (green: a true class)")
             st.plotly_chart(chart, key=f"gallery_{key}_top5", config={"displayModeBar": False})
-            st.caption(f"Maps explain the predicted class **{md(predicted_label)}**; shown from the stored "
-                       "results, nothing recomputed.")
+            st.caption(
+                f"Maps explain the predicted class **{md(predicted_label)}**; shown from the stored "
+                "results, nothing recomputed."
+            )
         review_decisions(image_hash)
 
 
 # ---- arriving from the review queue: the image of a batch the gallery sent ---------------------------------
 focus = ss.get("gallery_focus")
 if focus is not None:
+
     def close_focus() -> None:
         ss.pop("gallery_focus", None)
 
     selection = store.selection(focus["selection"])
-    found = next((it for it in store.selection_items(focus["selection"]) if it["hash"] == focus["hash"]), None)
+    found = next(
+        (it for it in store.selection_items(focus["selection"]) if it["hash"] == focus["hash"]), None
+    )
     if selection is None or found is None:
         st.warning("This review item is no longer in the gallery's results.")
         st.button("Close", on_click=close_focus, key="gallery_focus_close")
     else:
         st.caption(f"From review batch **{md(selection['name'])}** ({md(selection['description'])}).")
         merged = {k: v for p in selection["methods"].values() for k, v in p.items()}
-        show_item(found["name"], found["label"], found["classes"], lambda: found["data"], found["hash"],
-                  [m for m in selection["methods"] if m in method_options], merged, close_focus, "focus")
+        show_item(
+            found["name"],
+            found["label"],
+            found["classes"],
+            lambda: found["data"],
+            found["hash"],
+            [m for m in selection["methods"] if m in method_options],
+            merged,
+            close_focus,
+            "focus",
+        )
 
 request = ss.get("gallery_request")
 with st.expander("Data set and methods", expanded=request is None):
-    st.markdown("A **labelled set** is a folder (or ZIP) with one sub-folder per class, named like the "
-                "model's classes (e.g. `tabby/`, `espresso/`), or a `labels.csv` with columns `file,label`. "
-                "An optional `classes.json` maps your labels to the model's classes.")
+    st.markdown(
+        "A **labelled set** is a folder (or ZIP) with one sub-folder per class, named like the "
+        "model's classes (e.g. `tabby/`, `espresso/`), or a `labels.csv` with columns `file,label`. "
+        "An optional `classes.json` maps your labels to the model's classes."
+    )
     with st.form("gallery_set_form", border=False):
         st.radio("Images", source_labels, horizontal=True, key="go_source")
         if "Server folder" in source_labels:
-            st.selectbox("Folder", folder_choices(), key="go_folder",
-                         help=f"Folders under {folder_root()} on the server.")
-        st.file_uploader("ZIP of a labelled set", type=["zip"], key="go_zip",
-                         help="One sub-folder per class inside, or labels.csv next to the images.")
-        st.multiselect("Methods", method_options, default=[m for m in FAST if m in method_options], key="go_methods",
-                       format_func=lambda n: sc.METHODS[n].label,
-                       help="Maps computed for every image. Gradient and Grad-CAM take a fraction of a second "
-                            "per image; SmoothGrad takes its number of samples times longer. Parameters come "
-                            "from the sidebar.")
+            st.selectbox(
+                "Folder",
+                folder_choices(),
+                key="go_folder",
+                help=f"Folders under {folder_root()} on the server.",
+            )
+        st.file_uploader(
+            "ZIP of a labelled set",
+            type=["zip"],
+            key="go_zip",
+            help="One sub-folder per class inside, or labels.csv next to the images.",
+        )
+        st.multiselect(
+            "Methods",
+            method_options,
+            default=[m for m in FAST if m in method_options],
+            key="go_methods",
+            format_func=lambda n: sc.METHODS[n].label,
+            help="Maps computed for every image. Gradient and Grad-CAM take a fraction of a second "
+            "per image; SmoothGrad takes its number of samples times longer. Parameters come "
+            "from the sidebar.",
+        )
         st.form_submit_button("Open and compute", type="primary", on_click=open_chosen)
 if request is None:
-    st.info("Nothing is computed until you open a set. The demo set has 32 images with known classes "
-            "(some of which the demo model gets wrong).")
+    st.info(
+        "Nothing is computed until you open a set. The demo set has 32 images with known classes "
+        "(some of which the demo model gets wrong)."
+    )
     st.button("Open the demo set", type="primary", on_click=open_demo, key="gallery_demo")
     st.caption(DEMO_DESCRIPTION)
     st.stop()
@@ -320,8 +440,10 @@ if "gallery_flash" in ss:
     {"success": st.success, "info": st.info, "warning": st.warning}.get(kind, st.error)(text)
 
 if request.get("model") != cfg["model"]:
-    st.warning("The sidebar's model changed since this set was opened; results are shown for the model now "
-               "chosen. Press **Open and compute** to compute what this model lacks.")
+    st.warning(
+        "The sidebar's model changed since this set was opened; results are shown for the model now "
+        "chosen. Press **Open and compute** to compute what this model lacks."
+    )
 methods = [m for m in request["methods"] if m in method_options]
 params = request["params"]
 if not methods:
@@ -331,7 +453,12 @@ if not methods:
 
 def labelled_set(req: dict) -> LabelledSet:
     """The set of ``req``, opened once per session (its files are hashed when opened)."""
-    key = (req["kind"], req.get("folder"), req.get("zip"), hashlib.sha256("\n".join(model.labels).encode()).hexdigest())
+    key = (
+        req["kind"],
+        req.get("folder"),
+        req.get("zip"),
+        hashlib.sha256("\n".join(model.labels).encode()).hexdigest(),
+    )
     cache = ss.setdefault("gallery_sets", {})
     if key not in cache:
         cache.clear()
@@ -355,11 +482,16 @@ except ValueError as err:
     st.error(f"This set cannot be opened: {err}")
     st.stop()
 
-status = st.container()   # the run's progress bar goes here (the run itself is at the end of the page)
-st.caption(f"**{md(labelled.description)}** · {len(labelled):,} images · methods: "
-           + ", ".join(sc.METHODS[m].label for m in methods)
-           + (f" · SmoothGrad {params['samples']} samples, noise {params['noise']:.2f}, seed {params['seed']}"
-              if "smoothgrad" in methods else ""))
+status = st.container()  # the run's progress bar goes here (the run itself is at the end of the page)
+st.caption(
+    f"**{md(labelled.description)}** · {len(labelled):,} images · methods: "
+    + ", ".join(sc.METHODS[m].label for m in methods)
+    + (
+        f" · SmoothGrad {params['samples']} samples, noise {params['noise']:.2f}, seed {params['seed']}"
+        if "smoothgrad" in methods
+        else ""
+    )
+)
 
 
 def session_figure(key: tuple, build) -> go.Figure:
@@ -384,37 +516,80 @@ def confusion_figure(counts: pd.DataFrame) -> go.Figure:
             zs.append(int(counts.loc[t, p]))
     top = max(zs) or 1
     columns, index = [shown(c) for c in counts.columns], [shown(t) for t in counts.index]
-    fig = go.Figure([
-        go.Heatmap(x=columns, y=index, z=counts.values, colorscale="Blues", zmin=0,
-                   zmax=top, xgap=2, ygap=2, hoverinfo="skip", colorbar=dict(title="images")),
-        go.Scatter(x=xs, y=ys, mode="markers+text", text=[str(z) if z else "" for z in zs],
-                   textfont=dict(color=["white" if z > top / 2 else "black" for z in zs]),
-                   marker=dict(size=30, symbol="square", color="rgba(0,0,0,0)"),
-                   hovertemplate="true: %{y}<br>predicted: %{x}<br>%{text} image(s)<extra></extra>",
-                   showlegend=False)])
-    for i, t in enumerate(counts.index):   # outline the diagonal: correct predictions
+    fig = go.Figure(
+        [
+            go.Heatmap(
+                x=columns,
+                y=index,
+                z=counts.values,
+                colorscale="Blues",
+                zmin=0,
+                zmax=top,
+                xgap=2,
+                ygap=2,
+                hoverinfo="skip",
+                colorbar=dict(title="images"),
+            ),
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="markers+text",
+                text=[str(z) if z else "" for z in zs],
+                textfont=dict(color=["white" if z > top / 2 else "black" for z in zs]),
+                marker=dict(size=30, symbol="square", color="rgba(0,0,0,0)"),
+                hovertemplate="true: %{y}<br>predicted: %{x}<br>%{text} image(s)<extra></extra>",
+                showlegend=False,
+            ),
+        ]
+    )
+    for i, t in enumerate(counts.index):  # outline the diagonal: correct predictions
         if t in counts.columns:
             j = list(counts.columns).index(t)
-            fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=len(counts.index) - i - 1.5,
-                          y1=len(counts.index) - i - 0.5, line=dict(color="#1b9e77", width=2))
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=columns, title="predicted", tickangle=-35)
+            fig.add_shape(
+                type="rect",
+                x0=j - 0.5,
+                x1=j + 0.5,
+                y0=len(counts.index) - i - 1.5,
+                y1=len(counts.index) - i - 0.5,
+                line=dict(color="#1b9e77", width=2),
+            )
+    fig.update_xaxes(
+        type="category", categoryorder="array", categoryarray=columns, title="predicted", tickangle=-35
+    )
     fig.update_yaxes(type="category", categoryorder="array", categoryarray=index[::-1], title="true class")
-    fig.update_layout(height=160 + 40 * len(counts.index), margin=dict(l=0, r=0, t=10, b=0),
-                      clickmode="event+select", dragmode=False, plot_bgcolor="white")
+    fig.update_layout(
+        height=160 + 40 * len(counts.index),
+        margin=dict(l=0, r=0, t=10, b=0),
+        clickmode="event+select",
+        dragmode=False,
+        plot_bgcolor="white",
+    )
     return fig
 
 
 def accuracy_figure(per: pd.DataFrame) -> go.Figure:
-    fig = go.Figure(go.Bar(x=per["accuracy"], y=[shown(v) for v in per["label"]], orientation="h",
-                           marker_color="#7570b3",
-                           text=[f"{c} of {n} ({a:.0%})" for c, n, a in zip(per["correct"], per["images"],
-                                                                           per["accuracy"])],
-                           textposition="outside", cliponaxis=False,
-                           hovertemplate="%{y}: %{text}<extra></extra>"))
-    fig.update_layout(height=160 + 40 * len(per), margin=dict(l=0, r=0, t=10, b=0), xaxis_title="share correct",
-                      xaxis_range=[0, 1.35], xaxis_tickvals=[0, 0.25, 0.5, 0.75, 1], xaxis_tickformat=".0%",
-                      yaxis=dict(categoryorder="array", categoryarray=[shown(v) for v in per["label"]][::-1]),
-                      plot_bgcolor="white")
+    fig = go.Figure(
+        go.Bar(
+            x=per["accuracy"],
+            y=[shown(v) for v in per["label"]],
+            orientation="h",
+            marker_color="#7570b3",
+            text=[f"{c} of {n} ({a:.0%})" for c, n, a in zip(per["correct"], per["images"], per["accuracy"])],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}: %{text}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=160 + 40 * len(per),
+        margin=dict(l=0, r=0, t=10, b=0),
+        xaxis_title="share correct",
+        xaxis_range=[0, 1.35],
+        xaxis_tickvals=[0, 0.25, 0.5, 0.75, 1],
+        xaxis_tickformat=".0%",
+        yaxis=dict(categoryorder="array", categoryarray=[shown(v) for v in per["label"]][::-1]),
+        plot_bgcolor="white",
+    )
     return fig
 
 
@@ -422,8 +597,13 @@ def accuracy_figure(per: pd.DataFrame) -> go.Figure:
 def results_table() -> pd.DataFrame:
     """The set's rows with their stored results (read again only when the store changed), and
     the stability / sanity verdicts computed on other pages as flags."""
-    key = (labelled.id, gallery.model_key(model), tuple(methods), json.dumps(params, sort_keys=True, default=str),
-           store.version())
+    key = (
+        labelled.id,
+        gallery.model_key(model),
+        tuple(methods),
+        json.dumps(params, sort_keys=True, default=str),
+        store.version(),
+    )
     cached = ss.get("gallery_rows")
     if cached is None or cached[0] != key:
         cached = ss["gallery_rows"] = (key, gallery.table(store, model, labelled, methods, params))
@@ -438,7 +618,8 @@ def results_table() -> pd.DataFrame:
             label = sc.METHODS[m].label
             if m in sanity and sanity[m].image_hash == h:
                 (good if sanity[m].passed else bad).append(
-                    f"{label}: {'passes' if sanity[m].passed else 'fails'} the sanity check")
+                    f"{label}: {'passes' if sanity[m].passed else 'fails'} the sanity check"
+                )
             found = stability_verdict(model, h, m) if h else None
             if found is not None:
                 (good if found[0] == "stable" else bad).append(f"{label}: {found[0]}")
@@ -459,29 +640,45 @@ if not ss.get("gallery_running"):
     complete = int((rows["complete"].astype(bool) & (rows["status"] != "unreadable")).sum())
     if ss.get("gallery_stopped"):
         with status:
-            st.info(f"Stopped. {complete:,} of {len(labelled):,} images have every map and are kept"
-                    + (f"; {todo:,} still need computing." if todo else "."))
+            st.info(
+                f"Stopped. {complete:,} of {len(labelled):,} images have every map and are kept"
+                + (f"; {todo:,} still need computing." if todo else ".")
+            )
             st.button("Continue computing", on_click=continue_run, key="gallery_continue")
     elif todo:
         with status:
-            st.info(f"{todo:,} of {len(labelled):,} images have no stored result for these methods and "
-                    "parameters yet.")
+            st.info(
+                f"{todo:,} of {len(labelled):,} images have no stored result for these methods and "
+                "parameters yet."
+            )
             st.button("Compute them", on_click=continue_run, key="gallery_continue")
 if "gallery_last_run" in ss:
     st.caption(ss["gallery_last_run"])
 
 # ---- left out ------------------------------------------------------------------------------------------
 bad_rows = rows.loc[rows["status"].isin(["unreadable", "duplicate"]), ["name", "reason"]]
-left_out = pd.concat([pd.DataFrame([{"file or label": p.item, "why": p.reason} for p in labelled.problems],
-                                   columns=["file or label", "why"]),
-                      bad_rows.set_axis(["file or label", "why"], axis=1)], ignore_index=True)
+left_out = pd.concat(
+    [
+        pd.DataFrame(
+            [{"file or label": p.item, "why": p.reason} for p in labelled.problems],
+            columns=["file or label", "why"],
+        ),
+        bad_rows.set_axis(["file or label", "why"], axis=1),
+    ],
+    ignore_index=True,
+)
 if len(left_out):
     with st.expander(f"{len(left_out):,} files or labels could not be used (the rest of the set is shown)"):
         st.dataframe(left_out.head(5000), hide_index=True, key="gallery_left_out")
         if len(left_out) > 5000:
             st.caption(f"The first 5,000 of {len(left_out):,} are listed; download them all below.")
-        st.download_button("Download this list (CSV)", lambda: gallery.safe_csv(left_out), "left_out.csv", "text/csv",
-                           key="gallery_left_out_csv")
+        st.download_button(
+            "Download this list (CSV)",
+            lambda: gallery.safe_csv(left_out),
+            "left_out.csv",
+            "text/csv",
+            key="gallery_left_out_csv",
+        )
 
 if done.empty:
     if not ss.get("gallery_running"):
@@ -492,28 +689,39 @@ else:
     mistakes = done[~done["correct"].astype(bool)].sort_values("confidence", ascending=False)
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Images with a result", f"{len(done):,} of {len(rows):,}")
-    c2.metric("Predicted correctly", f"{correct / len(done):.0%}", help=f"{correct:,} of {len(done):,} images")
+    c2.metric(
+        "Predicted correctly", f"{correct / len(done):.0%}", help=f"{correct:,} of {len(done):,} images"
+    )
     c3.metric("Mistakes", f"{len(mistakes):,}")
     c4.metric("Left out", f"{len(left_out):,}")
     words = f"The model gets **{correct:,} of {len(done):,}** images right ({correct / len(done):.0%})."
     if not mistakes.empty:
         worst = mistakes.iloc[0]
-        words += (f" Its surest mistake: **{md(worst['name'])}** (a {md(worst['label'])}) taken for "
-                  f"**{md(worst['predicted_class'])}** with {worst['confidence']:.0%} confidence.")
+        words += (
+            f" Its surest mistake: **{md(worst['name'])}** (a {md(worst['label'])}) taken for "
+            f"**{md(worst['predicted_class'])}** with {worst['confidence']:.0%} confidence."
+        )
     st.markdown(words)
 
     # ---- confusion matrix and per-class accuracy ----------------------------------------------------------
     summary = ss.get("gallery_summary")
-    if summary is None or summary[0] is not ss["gallery_rows"]:   # again only when the rows were read again
-        summary = ss["gallery_summary"] = (ss["gallery_rows"], gallery.confusion(rows), gallery.class_accuracy(rows))
+    if summary is None or summary[0] is not ss["gallery_rows"]:  # again only when the rows were read again
+        summary = ss["gallery_summary"] = (
+            ss["gallery_rows"],
+            gallery.confusion(rows),
+            gallery.class_accuracy(rows),
+        )
     counts, accuracy = summary[1], summary[2]
     ss["gallery_rest"] = counts.attrs.get("rest", [])
     ss["gallery_labels"] = [*counts.index, *counts.columns]
 
     def pick_cell() -> None:
         event = ss.get("gallery_confusion")
-        points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
-            getattr(getattr(event, "selection", None), "points", [])
+        points = (
+            (event or {}).get("selection", {}).get("points", [])
+            if isinstance(event, dict)
+            else getattr(getattr(event, "selection", None), "points", [])
+        )
         if not points:
             return
         labels = {shown(v): v for v in [*ss.get("gallery_labels", []), gallery.OTHER_REST]}
@@ -527,11 +735,18 @@ else:
 
     left, right = st.columns([3, 2])
     with left:
-        st.markdown("**Confusion matrix**: rows are the true classes, columns what the model predicted; the "
-                    "diagonal holds the correct predictions. Click a square to show those images below.")
+        st.markdown(
+            "**Confusion matrix**: rows are the true classes, columns what the model predicted; the "
+            "diagonal holds the correct predictions. Click a square to show those images below."
+        )
         fig = session_figure(("confusion", counts.to_json()), lambda: confusion_figure(counts))
-        st.plotly_chart(fig, key="gallery_confusion", on_select=pick_cell, selection_mode="points",
-                        config={"displayModeBar": False})
+        st.plotly_chart(
+            fig,
+            key="gallery_confusion",
+            on_select=pick_cell,
+            selection_mode="points",
+            config={"displayModeBar": False},
+        )
     with right:
         per = accuracy[accuracy["label"] != "all"]
         bars = session_figure(("accuracy", per.to_json()), lambda: accuracy_figure(per))
@@ -539,8 +754,11 @@ else:
         st.plotly_chart(bars, key="gallery_accuracy", config={"displayModeBar": False})
     with st.expander("The same numbers as tables"):
         st.dataframe(counts, key="gallery_counts_table")
-        st.dataframe(accuracy.assign(accuracy=accuracy["accuracy"].map(lambda a: f"{a:.0%}")), hide_index=True,
-                     key="gallery_accuracy_table")
+        st.dataframe(
+            accuracy.assign(accuracy=accuracy["accuracy"].map(lambda a: f"{a:.0%}")),
+            hide_index=True,
+            key="gallery_accuracy_table",
+        )
 
     # ---- filters ---------------------------------------------------------------------------------------
     # Streamlit forgets a widget's value when a page without it runs: keep the filters across pages
@@ -560,7 +778,7 @@ else:
         for key in ("gf_true", "gf_pred"):
             ss[key] = []
         ss["gf_outcome"], ss["gf_order"], ss["gf_page"], ss["gf_flags"] = "All images", "File name", 1, "Any"
-        ss["gf_conf_version"] = ss.get("gf_conf_version", 0) + 1   # a new slider, back at its full range
+        ss["gf_conf_version"] = ss.get("gf_conf_version", 0) + 1  # a new slider, back at its full range
         ss["gallery_conf"] = (0, 100)
 
     def first_page() -> None:
@@ -569,28 +787,53 @@ else:
     st.subheader("Images")
     f1, f2, f3 = st.columns([2, 3, 3])
     f1.radio("Show", list(OUTCOME), key="gf_outcome", on_change=first_page)
-    f2.multiselect("True class", true_options, key="gf_true", on_change=first_page,
-                   placeholder="all classes")
-    f3.multiselect("Predicted as", predicted_options, key="gf_pred", on_change=first_page, placeholder="anything",
-                   help="'other: …' is a class of the model that none of the set's labels stands for.")
+    f2.multiselect("True class", true_options, key="gf_true", on_change=first_page, placeholder="all classes")
+    f3.multiselect(
+        "Predicted as",
+        predicted_options,
+        key="gf_pred",
+        on_change=first_page,
+        placeholder="anything",
+        help="'other: …' is a class of the model that none of the set's labels stands for.",
+    )
     f4, f5, f6, f7 = st.columns([3, 2, 2, 1], vertical_alignment="bottom")
     low, high = ss["gallery_conf"] = f4.slider(
-        "Confidence of the prediction (%)", 0, 100, tuple(ss.get("gallery_conf", (0, 100))), on_change=first_page,
-        key=f"gf_conf{ss.get('gf_conf_version', 0)}")
+        "Confidence of the prediction (%)",
+        0,
+        100,
+        tuple(ss.get("gallery_conf", (0, 100))),
+        on_change=first_page,
+        key=f"gf_conf{ss.get('gf_conf_version', 0)}",
+    )
     f5.selectbox("Order", list(ORDER), key="gf_order", on_change=first_page)
-    shown_method = f6.selectbox("Tiles show", [*methods, None], key="gf_method",
-                                format_func=lambda m: f"{sc.METHODS[m].label} overlay" if m else "the photo only")
+    shown_method = f6.selectbox(
+        "Tiles show",
+        [*methods, None],
+        key="gf_method",
+        format_func=lambda m: f"{sc.METHODS[m].label} overlay" if m else "the photo only",
+    )
     f7.button("Reset", on_click=reset_filters, key="gf_reset", help="Show every image again.")
     flagged = None
     if has_flags:
-        choice = st.radio("Stability and sanity checks", list(FLAGS), horizontal=True, key="gf_flags",
-                          on_change=first_page,
-                          help="Checks run on the Stability and Sanity check pages for these images.")
+        choice = st.radio(
+            "Stability and sanity checks",
+            list(FLAGS),
+            horizontal=True,
+            key="gf_flags",
+            on_change=first_page,
+            help="Checks run on the Stability and Sanity check pages for these images.",
+        )
         flagged = FLAGS[choice]
     ss["gallery_filters"] = {key: ss[key] for key in filter_keys if key in ss}
-    filtered = gallery.filter_rows(rows, true_labels=ss["gf_true"], predicted_labels=ss["gf_pred"],
-                                   outcome=OUTCOME[ss["gf_outcome"]], confidence=(low / 100, high / 100),
-                                   flagged=flagged, order=ORDER[ss["gf_order"]])
+    filtered = gallery.filter_rows(
+        rows,
+        true_labels=ss["gf_true"],
+        predicted_labels=ss["gf_pred"],
+        outcome=OUTCOME[ss["gf_outcome"]],
+        confidence=(low / 100, high / 100),
+        flagged=flagged,
+        order=ORDER[ss["gf_order"]],
+    )
 
     # ---- one image, full size ---------------------------------------------------------------------------
     def close_item() -> None:
@@ -617,18 +860,26 @@ else:
         page_rows = gallery.page_of(filtered, ss["gf_page"])
         for start_at in range(0, len(page_rows), COLUMNS):
             cols = st.columns(COLUMNS)
-            for col, tile in zip(cols, gallery.tiles(store, model, page_rows.iloc[start_at:start_at + COLUMNS],
-                                                     shown_method, params)):
+            for col, tile in zip(
+                cols,
+                gallery.tiles(
+                    store, model, page_rows.iloc[start_at : start_at + COLUMNS], shown_method, params
+                ),
+            ):
                 with col.container(border=True):
                     if tile.jpeg:
                         st.image(tile.jpeg, width="stretch", alt=tile.alt)
                     badge = ":green-badge[Correct]" if tile.correct else ":red-badge[Mistake]"
                     reviewed = decided.get(tile.image_hash)
-                    st.markdown(badge + "  \n" + "  \n".join(md(line) for line in tile.caption.split("\n\n"))
-                                + (f"  \nReview: {md('; '.join(reviewed))}" if reviewed else ""))
+                    st.markdown(
+                        badge
+                        + "  \n"
+                        + "  \n".join(md(line) for line in tile.caption.split("\n\n"))
+                        + (f"  \nReview: {md('; '.join(reviewed))}" if reviewed else "")
+                    )
                     if st.button("Open", key=f"gopen_{tile.image_hash}", width="stretch"):
                         ss["gallery_open"] = tile.name
-                        st.rerun(scope="app")   # the full view sits above the grid
+                        st.rerun(scope="app")  # the full view sits above the grid
 
     grid(filtered, shown_method, decided)
 
@@ -636,92 +887,158 @@ else:
     st.subheader(f"These {len(filtered):,} images")
     a1, a2, a3 = st.columns(3)
     with a1:
-        outcome_word = {"all": "all", "incorrect": "mistakes", "correct": "correct"}[OUTCOME[ss["gf_outcome"]]]
+        outcome_word = {"all": "all", "incorrect": "mistakes", "correct": "correct"}[
+            OUTCOME[ss["gf_outcome"]]
+        ]
         default_name = f"gallery {labelled.source.split(':')[0]} {outcome_word} {len(filtered)}"
-        st.text_input("Review batch name", key="gallery_batch_name", max_chars=200,
-                      placeholder=f"blank: {default_name}")
+        st.text_input(
+            "Review batch name", key="gallery_batch_name", max_chars=200, placeholder=f"blank: {default_name}"
+        )
         account = ss.get("review_account")
-        send = st.button(f"Send these {len(filtered):,} to review", key="gallery_send", type="primary",
-                         disabled=account is None or filtered.empty,
-                         help="They become a batch in the Review queue; decisions link back here."
-                              if account else "Sign in on the Review page first.")
+        send = st.button(
+            f"Send these {len(filtered):,} to review",
+            key="gallery_send",
+            type="primary",
+            disabled=account is None or filtered.empty,
+            help="They become a batch in the Review queue; decisions link back here."
+            if account
+            else "Sign in on the Review page first.",
+        )
         if account is None:
             st.page_link("pages/review.py", label="Sign in on the Review page to send images to review")
         if send and account is not None:
             name = str(ss.get("gallery_batch_name", "")).strip() or default_name
             by_name = {it.name: it for it in labelled.items}
             try:
-                chosen = [(n, lab, by_name[n].classes, h, by_name[n].read()) for n, lab, h in
-                          filtered[["name", "label", "image_hash"]].itertuples(index=False)]
+                chosen = [
+                    (n, lab, by_name[n].classes, h, by_name[n].read())
+                    for n, lab, h in filtered[["name", "label", "image_hash"]].itertuples(index=False)
+                ]
                 batch_methods = {m: method_params(m, params) for m in methods}
-                selection = store.save_selection(name, account.name, gallery.model_key(model), labelled.source,
-                                                 labelled.description, batch_methods, chosen)
+                selection = store.save_selection(
+                    name,
+                    account.name,
+                    gallery.model_key(model),
+                    labelled.source,
+                    labelled.description,
+                    batch_methods,
+                    chosen,
+                )
                 batch = review_store(rs.database_url()).open_batch(
-                    name, source=f"gallery:{selection}", created_by=account.name,
-                    model_fingerprint=model.fingerprint, methods=batch_methods)
+                    name,
+                    source=f"gallery:{selection}",
+                    created_by=account.name,
+                    model_fingerprint=model.fingerprint,
+                    methods=batch_methods,
+                )
             except ValueError as err:
                 st.error(f"Not sent: {err}")
             else:
                 if batch.source != f"gallery:{selection}":
-                    st.error(f"A review batch named {name!r} already exists with other images; choose another "
-                             "name. Nothing was sent.")
+                    st.error(
+                        f"A review batch named {name!r} already exists with other images; choose another "
+                        "name. Nothing was sent."
+                    )
                 else:
-                    ss["review_batch"] = {"name": batch.name, "source": batch.source, "methods": batch.methods}
+                    ss["review_batch"] = {
+                        "name": batch.name,
+                        "source": batch.source,
+                        "methods": batch.methods,
+                    }
                     ss.pop(f"review_pos::{batch.name}", None)
                     st.success(f"Sent {len(chosen):,} images to review as batch **{md(batch.name)}**.")
                     st.page_link("pages/review.py", label="Open the review queue")
     with a2:
-        st.download_button("Download the table (CSV)", lambda: gallery.to_csv(filtered, model),
-                           f"gallery_{labelled.id}.csv", "text/csv", key="gallery_csv",
-                           help="True and predicted class, confidence, correct, checks and review for each image.")
+        st.download_button(
+            "Download the table (CSV)",
+            lambda: gallery.to_csv(filtered, model),
+            f"gallery_{labelled.id}.csv",
+            "text/csv",
+            key="gallery_csv",
+            help="True and predicted class, confidence, correct, checks and review for each image.",
+        )
     with a3:
         digest = hashlib.sha256("\n".join(filtered["name"]).encode()).hexdigest()[:12]
         report_outlines = False
         if len(filtered) > REPORT_LIMIT:
             st.caption(f"Reports take up to {REPORT_LIMIT} images; narrow the filters to build one.")
         else:
-            report_outlines = st.checkbox("With outlined regions", key="gallery_report_outlines",
-                                          help="Each map also as the outline of the regions holding "
-                                               f"{int(ss.get('outline_share', 30))} % of it, beside the heatmap.")
+            report_outlines = st.checkbox(
+                "With outlined regions",
+                key="gallery_report_outlines",
+                help="Each map also as the outline of the regions holding "
+                f"{int(ss.get('outline_share', 30))} % of it, beside the heatmap.",
+            )
             digest += "-outlines" if report_outlines else ""
-        if len(filtered) <= REPORT_LIMIT and st.button(f"Build a report of these {len(filtered):,}",
-                                                       key="gallery_build_report", disabled=filtered.empty):
+        if len(filtered) <= REPORT_LIMIT and st.button(
+            f"Build a report of these {len(filtered):,}", key="gallery_build_report", disabled=filtered.empty
+        ):
             bar = st.progress(0.0, text="Building the report from the stored maps…")
             try:
                 report = gallery.build_report(
-                    store, model, labelled, filtered, methods, params, model_source=cfg["model"],
+                    store,
+                    model,
+                    labelled,
+                    filtered,
+                    methods,
+                    params,
+                    model_source=cfg["model"],
                     title=f"Gallery: {labelled.description}, {outcome_word}",
                     outline_share=int(ss.get("outline_share", 30)) / 100 if report_outlines else None,
-                    progress=lambda d, t, label: bar.progress(min(1.0, d / t), text=f"Report: {d} of {t} maps"))
+                    progress=lambda d, t, label: bar.progress(
+                        min(1.0, d / t), text=f"Report: {d} of {t} maps"
+                    ),
+                )
                 ss["gallery_report"] = (digest, report.to_html().encode())
             except ValueError as err:
                 st.error(f"No report: {err}")
             bar.empty()
         if ss.get("gallery_report", (None,))[0] == digest:
-            st.download_button("Download the report (HTML)", ss["gallery_report"][1], f"gallery_report_{digest}.html",
-                               "text/html", key="gallery_report_download")
+            st.download_button(
+                "Download the report (HTML)",
+                ss["gallery_report"][1],
+                f"gallery_report_{digest}.html",
+                "text/html",
+                key="gallery_report_download",
+            )
 
 # ---- the run: after the page is drawn, so what is stored stays visible ------------------------------------
 if ss.get("gallery_running"):
     with status:
         bar = st.progress(0.0, text="Starting…")
-        st.button("Cancel", key="gallery_cancel", on_click=cancel_run,
-                  help="Stops after the image being computed; everything finished is kept.")
+        st.button(
+            "Cancel",
+            key="gallery_cancel",
+            on_click=cancel_run,
+            help="Stops after the image being computed; everything finished is kept.",
+        )
 
         def progress(p: gallery.RunProgress) -> None:
-            bar.progress(min(1.0, p.done / max(p.total, 1)), text=f"Computing predictions and maps: {p.words()}")
+            bar.progress(
+                min(1.0, p.done / max(p.total, 1)), text=f"Computing predictions and maps: {p.words()}"
+            )
 
         try:
-            report = gallery.run(model, labelled, methods, params, store, progress=progress,
-                                 ray_address=os.environ.get(RAY_ENV) or None, model_source=cfg["model"])
+            report = gallery.run(
+                model,
+                labelled,
+                methods,
+                params,
+                store,
+                progress=progress,
+                ray_address=os.environ.get(RAY_ENV) or None,
+                model_source=cfg["model"],
+            )
         except ValueError as err:
             ss["gallery_running"] = False
             st.error(f"The run stopped: {err}. What was finished is kept.")
             st.stop()
     ss["gallery_running"] = False
-    text = (f"Last run: {report.computed:,} images computed in {report.seconds:.0f} s"
-            + (f" ({report.rate:.2f} images/s)" if report.rate else "")
-            + f", {report.stored:,} already stored, {len(report.failed):,} could not be read.")
+    text = (
+        f"Last run: {report.computed:,} images computed in {report.seconds:.0f} s"
+        + (f" ({report.rate:.2f} images/s)" if report.rate else "")
+        + f", {report.stored:,} already stored, {len(report.failed):,} could not be read."
+    )
     for problem in report.errors[:20]:
         text += f" {md(problem.item)}: {md(problem.reason)}."
     ss["gallery_last_run"] = text

@@ -1,5 +1,6 @@
 """Report: choose images, build a self-contained HTML report (and a PDF) for people who will not
 open the dashboard."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,23 +9,44 @@ import time
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core.engine import estimate as es
+from pages._common import (
+    DISCLAIMER,
+    UPLOAD_TYPES,
+    cached_explain,
+    cancellable,
+    decode,
+    estimate_caption,
+    finish_run,
+    is_cached,
+    method_params,
+    page_methods,
+    page_model,
+    plain,
+    report_error,
+    request_run,
+    require_frame,
+    run_active,
+    sanity_verdict,
+    settings,
+)
 from saliency_core import report as rp
-from saliency_core.engine.samples import sample_images
+from saliency_core.engine import estimate as es
 from saliency_core.engine.safe_text import file_name
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, cancellable, cached_explain, decode, estimate_caption,
-                           finish_run, is_cached, method_params, page_methods, page_model, plain, report_error,
-                           request_run, require_frame, run_active, sanity_verdict, settings)
+from saliency_core.engine.samples import sample_images
 
 require_frame()
 
 st.title("Report")
-st.markdown("Make a document that a regulator or stakeholder can read without the dashboard: the predictions, "
-            "maps and known limits of the images you choose. **Choose the images and press Build report.**")
+st.markdown(
+    "Make a document that a regulator or stakeholder can read without the dashboard: the predictions, "
+    "maps and known limits of the images you choose. **Choose the images and press Build report.**"
+)
 with st.expander("What the report holds"):
-    st.markdown("A plain-language summary, the model card, each method's parameters and known limits, every "
-                "prediction with its maps, colour bars and legends, and the data to recompute each map. Methods "
-                "and parameters come from the sidebar. " + DISCLAIMER)
+    st.markdown(
+        "A plain-language summary, the model card, each method's parameters and known limits, every "
+        "prediction with its maps, colour bars and legends, and the data to recompute each map. Methods "
+        "and parameters come from the sidebar. " + DISCLAIMER
+    )
 
 cfg = settings()
 model = page_model(cfg)
@@ -32,28 +54,49 @@ methods = page_methods(model, cfg)
 
 # ---- images and options ----------------------------------------------------------------------------
 samples = sample_images()
-carried = st.session_state.get("explain_chosen") or []   # (name, sample name or None, bytes or None)
+carried = st.session_state.get("explain_chosen") or []  # (name, sample name or None, bytes or None)
 use_carried = False
 if carried:
     names = ", ".join(name for name, _, _ in carried)
-    use_carried = st.checkbox(f"The {len(carried)} image(s) chosen on the Explain page: {plain(names)}", value=True,
-                              key="report_carry", help="Kept in step with the Explain page's choice.")
+    use_carried = st.checkbox(
+        f"The {len(carried)} image(s) chosen on the Explain page: {plain(names)}",
+        value=True,
+        key="report_carry",
+        help="Kept in step with the Explain page's choice.",
+    )
 left, right = st.columns([3, 2])
 with left:
-    uploads = st.file_uploader("Upload more images" if carried else "Upload images", type=UPLOAD_TYPES,
-                               accept_multiple_files=True,
-                               help="Each becomes one section of the report, with one map per method.")
+    uploads = st.file_uploader(
+        "Upload more images" if carried else "Upload images",
+        type=UPLOAD_TYPES,
+        accept_multiple_files=True,
+        help="Each becomes one section of the report, with one map per method.",
+    )
 with right:
     picked = st.multiselect("…and/or sample photos", list(samples), default=[])
 title = st.text_input("Title", rp.DEFAULT_TITLE)
 make_pdf = st.checkbox("Also make a PDF", value=True)
-with_outlines = st.checkbox("Also show each map as outlined regions", value=False, key="report_outlines",
-                            help="Beside each coloured map: the smallest set of image regions that holds the chosen "
-                                 "share of the map, outlined, with the rest dimmed. Easier to read for people new "
-                                 "to saliency maps.")
-outline_share = st.slider("The outlined regions hold this share of the map", 5, 95,
-                          int(st.session_state.get("outline_share", 30)), 5, format="%d %%",
-                          key="report_outline_share") if with_outlines else None
+with_outlines = st.checkbox(
+    "Also show each map as outlined regions",
+    value=False,
+    key="report_outlines",
+    help="Beside each coloured map: the smallest set of image regions that holds the chosen "
+    "share of the map, outlined, with the rest dimmed. Easier to read for people new "
+    "to saliency maps.",
+)
+outline_share = (
+    st.slider(
+        "The outlined regions hold this share of the map",
+        5,
+        95,
+        int(st.session_state.get("outline_share", 30)),
+        5,
+        format="%d %%",
+        key="report_outline_share",
+    )
+    if with_outlines
+    else None
+)
 
 sources: list[tuple[str, bytes]] = []
 wanted_samples = [n for n, sample, _ in carried if sample] if use_carried else []
@@ -65,30 +108,46 @@ for name in dict.fromkeys(wanted_samples + list(picked)):
         with open(samples[name], "rb") as f:
             sources.append((name, f.read()))
     except (OSError, KeyError) as err:
-        st.error(f"**{plain(name)}**: the sample photo cannot be read ({plain(getattr(err, 'strerror', None) or err)}).")
+        st.error(
+            f"**{plain(name)}**: the sample photo cannot be read ({plain(getattr(err, 'strerror', None) or err)})."
+        )
 
 labels = ", ".join(sc.METHODS[m].label for m in methods)
 if not sources:
-    st.info(f"Choose at least one image (upload or sample photo) to build a report. The report will show "
-            f"{labels} for each image.")
+    st.info(
+        f"Choose at least one image (upload or sample photo) to build a report. The report will show "
+        f"{labels} for each image."
+    )
     st.stop()
 
 # what the report is built from: a changed choice makes the last report stale
-wanted = hashlib.sha256(repr((model.fingerprint, model.card.get("digest"), methods,
-                              sorted(cfg["params"].items()), title, make_pdf,
-                              [(n, hashlib.sha256(d).hexdigest()) for n, d in sources])).encode()).hexdigest()
+wanted = hashlib.sha256(
+    repr(
+        (
+            model.fingerprint,
+            model.card.get("digest"),
+            methods,
+            sorted(cfg["params"].items()),
+            title,
+            make_pdf,
+            [(n, hashlib.sha256(d).hexdigest()) for n, d in sources],
+        )
+    ).encode()
+).hexdigest()
 
 
 def maps_to_compute() -> dict:
     """{method: params} per map not in the map cache yet (each image's predicted class)."""
     todo = []
-    for name, data in sources[:50]:   # beyond 50 images every map is counted
+    for name, data in sources[:50]:  # beyond 50 images every map is counted
         try:
             image = decode(data, name)
         except ValueError:
             continue
         target, digest = model.predict(image, k=1)[0][0], sc.image_hash(image)
-        todo += [m for m in methods if not is_cached(model, digest, m, target, method_params(m, cfg["params"]))]
+        todo += [
+            m for m in methods if not is_cached(model, digest, m, target, method_params(m, cfg["params"]))
+        ]
     todo += [m for _ in sources[50:] for m in methods]
     return todo
 
@@ -98,27 +157,42 @@ todo = maps_to_compute()
 times = es.pass_times(model)
 seconds = sum(es.map_passes(m, method_params(m, cfg["params"])) for m in todo) * times.backward
 estimate_caption(seconds, f"Building it ({len(todo)} of {len(sources) * len(methods)} maps still to compute)")
-st.button("Build report", type="primary", icon=":material/description:", on_click=request_run, args=("report",))
+st.button(
+    "Build report", type="primary", icon=":material/description:", on_click=request_run, args=("report",)
+)
 if run_active("report"):
-    hashes = []   # sanity verdicts computed on the report's own photos only
+    hashes = []  # sanity verdicts computed on the report's own photos only
     for name, data in sources:
         try:
             hashes.append(sc.image_hash(decode(data, name)))
         except ValueError:
             continue
-    verdicts = [v.record() for h in dict.fromkeys(hashes) for m in methods
-                if (v := sanity_verdict(model, m, h)) is not None]
+    verdicts = [
+        v.record()
+        for h in dict.fromkeys(hashes)
+        for m in methods
+        if (v := sanity_verdict(model, m, h)) is not None
+    ]
     started = time.perf_counter()
 
     try:
         with cancellable("report", "Computing maps…") as bar:
+
             def progress(done, total, label):
                 bar.progress(min(1.0, done / max(1, total)), text=f"{plain(label)} ({done}/{total})")
 
-            report = rp.build_report(model, sources, methods, params=cfg["params"], model_source=cfg["model"],
-                                     title=title, sanity=verdicts or None, progress=progress,
-                                     explain_fn=cached_explain,
-                                     outline_share=outline_share / 100 if outline_share else None)
+            report = rp.build_report(
+                model,
+                sources,
+                methods,
+                params=cfg["params"],
+                model_source=cfg["model"],
+                title=title,
+                sanity=verdicts or None,
+                progress=progress,
+                explain_fn=cached_explain,
+                outline_share=outline_share / 100 if outline_share else None,
+            )
             bar.progress(1.0, text="Writing the report…")
             html = report.to_html().encode("utf-8")
             pdf = report.to_pdf() if make_pdf else None
@@ -128,14 +202,23 @@ if run_active("report"):
         st.stop()
     finish_run("report")
     st.session_state["report_files"] = {
-        "key": wanted, "html": html, "pdf": pdf, "images": len(report.images), "methods": len(methods),
-        "skipped": report.skipped, "errors": [f"{i.name} [{sc.METHODS[m].label}]: {e}"
-                                              for i in report.images for m, e in i.errors.items()],
+        "key": wanted,
+        "html": html,
+        "pdf": pdf,
+        "images": len(report.images),
+        "methods": len(methods),
+        "skipped": report.skipped,
+        "errors": [
+            f"{i.name} [{sc.METHODS[m].label}]: {e}" for i in report.images for m, e in i.errors.items()
+        ],
         "seconds": time.perf_counter() - started,
     }
 elif st.session_state.get("report__cancelled") and todo and not st.session_state.get("report_files"):
-    st.warning(f"Stopped. The maps computed so far are kept: pressing **Build report** again computes only the "
-               f"{len(todo)} still missing.", icon=":material/pause_circle:")
+    st.warning(
+        f"Stopped. The maps computed so far are kept: pressing **Build report** again computes only the "
+        f"{len(todo)} still missing.",
+        icon=":material/pause_circle:",
+    )
 
 files = st.session_state.get("report_files")
 if files and files["key"] == wanted:
@@ -143,18 +226,39 @@ if files and files["key"] == wanted:
         st.error(f"Left out of the report: {plain(message)}")
     for message in files["errors"]:
         st.error(f"Map missing from the report: {plain(message)}")
-    st.success(f"Report ready: {files['images']} image(s) × {files['methods']} method(s), built in "
-               f"{files['seconds']:.1f} s. HTML {len(files['html']) / 2**20:.1f} MiB"
-               + (f", PDF {len(files['pdf']) / 2**20:.1f} MiB." if files["pdf"] else "."))
+    st.success(
+        f"Report ready: {files['images']} image(s) × {files['methods']} method(s), built in "
+        f"{files['seconds']:.1f} s. HTML {len(files['html']) / 2**20:.1f} MiB"
+        + (f", PDF {len(files['pdf']) / 2**20:.1f} MiB." if files["pdf"] else ".")
+    )
     stem = file_name(title, default="saliency_report", limit=60)
     c1, c2 = st.columns(2)
-    c1.download_button("Download HTML report", files["html"], f"{stem}.html", "text/html", type="primary",
-                       key="download-html", icon=":material/download:", wrap=True)
+    c1.download_button(
+        "Download HTML report",
+        files["html"],
+        f"{stem}.html",
+        "text/html",
+        type="primary",
+        key="download-html",
+        icon=":material/download:",
+        wrap=True,
+    )
     if files["pdf"]:
-        c2.download_button("Download PDF report", files["pdf"], f"{stem}.pdf", "application/pdf",
-                           key="download-pdf", icon=":material/download:", wrap=True)
-    st.caption("The HTML file opens in any browser without a network connection and prints on A4. Reports "
-               f"of more than {rp.LARGE_REPORT} images are paged, with thumbnails and full maps on demand.")
+        c2.download_button(
+            "Download PDF report",
+            files["pdf"],
+            f"{stem}.pdf",
+            "application/pdf",
+            key="download-pdf",
+            icon=":material/download:",
+            wrap=True,
+        )
+    st.caption(
+        "The HTML file opens in any browser without a network connection and prints on A4. Reports "
+        f"of more than {rp.LARGE_REPORT} images are paged, with thumbnails and full maps on demand."
+    )
 elif files:
-    st.info("The choice of images, methods or settings changed since the last report; press **Build report** "
-            "again.")
+    st.info(
+        "The choice of images, methods or settings changed since the last report; press **Build report** "
+        "again."
+    )

@@ -6,6 +6,7 @@ recorded. Time per item: from the moment the item's overlays were on screen (end
 run that first drew it) to the moment the decision click reached the server; added up over the
 visits that changed the decision; time spent computing maps is not counted.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,16 +17,31 @@ import pandas as pd
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core.review import auth, batches, folders
+from pages._common import (
+    DISCLAIMER,
+    UPLOAD_TYPES,
+    cached_explain,
+    client_id,
+    colour_bar,
+    decode,
+    map_alt,
+    map_rows,
+    method_params,
+    page_model,
+    plain,
+    prefetch,
+    require_frame,
+    settings,
+)
+from saliency_core import pipeline
 from saliency_core.engine import render as rd
-from saliency_core.review import store as rs
-from saliency_core.review.schema import DECISION_LABELS
-from saliency_core.review.summary import summarize, to_csv as decisions_csv
 from saliency_core.engine.safe_text import file_name
 from saliency_core.engine.samples import sample_images
-from saliency_core import pipeline
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, cached_explain, client_id, colour_bar, decode,
-                           map_alt, map_rows, method_params, page_model, plain, prefetch, require_frame, settings)
+from saliency_core.review import auth, batches, folders
+from saliency_core.review import store as rs
+from saliency_core.review.schema import DECISION_LABELS
+from saliency_core.review.summary import summarize
+from saliency_core.review.summary import to_csv as decisions_csv
 
 FOLDER_ENV = "SALIENCY_REVIEW_DIR"
 MAX_ITEMS = 2000
@@ -33,8 +49,10 @@ ss = st.session_state
 require_frame()
 
 st.title("Review queue")
-st.markdown("Go through a batch of photos and accept, reject or send each to an expert after checking that the "
-            "model looked at the right features. **Sign in, open a batch, then decide item by item.**")
+st.markdown(
+    "Go through a batch of photos and accept, reject or send each to an expert after checking that the "
+    "model looked at the right features. **Sign in, open a batch, then decide item by item.**"
+)
 with st.expander("Before you decide"):
     st.markdown(DISCLAIMER + " The next item's maps are computed while you look at the current one.")
 
@@ -50,7 +68,7 @@ def open_store(url: str) -> rs.ReviewStore:
 store, store_error = None, None
 try:
     store = open_store(rs.database_url())
-except ValueError as err:   # StoreError: not cached, so the next run tries again
+except ValueError as err:  # StoreError: not cached, so the next run tries again
     store_error = str(err)
 
 
@@ -124,13 +142,14 @@ def sign_in() -> None:
     """Form callback (runs before the page, so the click survives any rerun). Lockouts after
     repeated failures: saliency_core.auth.SignInThrottle."""
     try:
-        ss["review_account"] = throttle().sign_in(str(ss.get("signin_user", "")).strip(),
-                                                  str(ss.get("signin_password", "")), client_id())
+        ss["review_account"] = throttle().sign_in(
+            str(ss.get("signin_user", "")).strip(), str(ss.get("signin_password", "")), client_id()
+        )
     except ValueError as err:
         ss["signin_error"] = str(err)
         return
     for key in [k for k in ss if str(k).startswith("review_pos::")] + ["review_batch", "review_timer"]:
-        ss.pop(key, None)   # resume from what the database holds for this reviewer
+        ss.pop(key, None)  # resume from what the database holds for this reviewer
 
 
 def no_accounts() -> bool:
@@ -139,19 +158,23 @@ def no_accounts() -> bool:
         return False
     try:
         return not auth.list_users()
-    except ValueError:   # an unreadable accounts file: sign-in says why
+    except ValueError:  # an unreadable accounts file: sign-in says why
         return False
 
 
 account = current_account()
 with st.container(border=True):
     if account is None and no_accounts():
-        st.info("**No reviewer accounts exist yet**, so decisions cannot be recorded. An operator creates "
-                "them on the server (README, section Configuration). You can still browse the queue.",
-                icon=":material/person_off:")
+        st.info(
+            "**No reviewer accounts exist yet**, so decisions cannot be recorded. An operator creates "
+            "them on the server (README, section Configuration). You can still browse the queue.",
+            icon=":material/person_off:",
+        )
     elif account is None:
-        st.markdown("**Sign in to record decisions.** Without signing in you can browse the queue; "
-                    "nothing is recorded.")
+        st.markdown(
+            "**Sign in to record decisions.** Without signing in you can browse the queue; "
+            "nothing is recorded."
+        )
         with st.form("review_signin", clear_on_submit=True, border=False):
             c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
             c1.text_input("User name", key="signin_user")
@@ -163,13 +186,15 @@ with st.container(border=True):
             st.button("Sign in with your organisation's account", on_click=st.login)
     else:
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
-        c1.markdown(f"Signed in as **{plain(account.name)}** ({account.role}"
-                    f"{', organisation account' if account.via == 'oidc' else ''}). "
-                    "Your decisions are recorded with your name.")
+        c1.markdown(
+            f"Signed in as **{plain(account.name)}** ({account.role}"
+            f"{', organisation account' if account.via == 'oidc' else ''}). "
+            "Your decisions are recorded with your name."
+        )
         c2.button("Sign out", on_click=sign_out, width="stretch")
     if store_error:
         st.error(f"Decisions cannot be recorded: {plain(store_error)}")
-    elif store is not None:   # the database's location stays on the server
+    elif store is not None:  # the database's location stays on the server
         st.caption(f"Decisions are stored in the review database ({store.backend}).")
 
 can_record = account is not None and store is not None
@@ -199,9 +224,13 @@ def unlock(scope: str, key: str) -> None:
 if account is not None and account.is_admin:
     with st.expander("Audit log check and sign-in lockouts (admin)"):
         if store is not None:
-            st.button("Verify the audit log", on_click=verify_audit, key="review_verify",
-                      help="Recomputes the hash chain of every audit row and sign-in event and compares each "
-                           "decision with its last audit row (python -m saliency_core audit verify).")
+            st.button(
+                "Verify the audit log",
+                on_click=verify_audit,
+                key="review_verify",
+                help="Recomputes the hash chain of every audit row and sign-in event and compares each "
+                "decision with its last audit row (python -m saliency_core audit verify).",
+            )
             check = ss.get("review_audit_check")
             if check is not None:
                 (st.success if check.ok else st.error)(plain(check.message))
@@ -212,8 +241,10 @@ if account is not None and account.is_admin:
             st.caption("No user name or client is locked out.")
         for n, lock in enumerate(locks):
             c1, c2 = st.columns([4, 1], vertical_alignment="center")
-            c1.text(f"{'User name' if lock.scope == 'account' else 'Client'} {lock.key}: locked until "
-                    f"{lock.until:%Y-%m-%d %H:%M} UTC ({lock.detail})")
+            c1.text(
+                f"{'User name' if lock.scope == 'account' else 'Client'} {lock.key}: locked until "
+                f"{lock.until:%Y-%m-%d %H:%M} UTC ({lock.detail})"
+            )
             c2.button("Unlock", key=f"review_unlock::{n}", on_click=unlock, args=(lock.scope, lock.key))
 
 # ---- which batch -------------------------------------------------------------------------------------
@@ -232,12 +263,17 @@ def folder_choices() -> list[str]:
 def batch_items(source: str, uploads) -> tuple[list[dict], list[str]]:
     """Queue items [{name, hash, path | data}] in order, and messages about files left out
     (the rules: saliency_core.batches)."""
-    if source.startswith("gallery:"):   # a selection sent from the Gallery (pages/gallery.py)
-        entries, problems = gallery_entries(source[len("gallery:"):]), []
+    if source.startswith("gallery:"):  # a selection sent from the Gallery (pages/gallery.py)
+        entries, problems = gallery_entries(source[len("gallery:") :]), []
     else:
         entries, problems = batches.source_entries(
-            source, samples=samples, folder_root=folder_root, suffixes=UPLOAD_TYPES, max_items=MAX_ITEMS,
-            uploads=[(f.name, f.getvalue()) for f in uploads or []])
+            source,
+            samples=samples,
+            folder_root=folder_root,
+            suffixes=UPLOAD_TYPES,
+            max_items=MAX_ITEMS,
+            uploads=[(f.name, f.getvalue()) for f in uploads or []],
+        )
 
     def hash_of(name, where):
         if isinstance(where, bytes):
@@ -251,6 +287,7 @@ def batch_items(source: str, uploads) -> tuple[list[dict], list[str]]:
 def gallery_entries(selection: str) -> list[tuple[str, bytes]]:
     """(name, bytes) of the images the Gallery sent as ``selection``."""
     from saliency_core.gallery import ResultStore, gallery_path
+
     found = ResultStore(gallery_path()).selection_items(selection)
     if not found:
         raise ValueError(f"The Gallery's selection {selection!r} is not in {gallery_path()}.")
@@ -265,10 +302,14 @@ if can_record and "review_batch" not in ss:
     # Come back tomorrow: reopen the batch this reviewer last worked on, where items can be found again.
     last = store.last_batch(account.name)
     batch = store.batch(last) if last else None
-    if batch and (batch.source == "samples" or (batch.source.startswith("folder:") and folder_root)
-                  or batch.source.startswith("gallery:")):
+    if batch and (
+        batch.source == "samples"
+        or (batch.source.startswith("folder:") and folder_root)
+        or batch.source.startswith("gallery:")
+    ):
         ss["review_batch"] = {"name": batch.name, "source": batch.source, "methods": batch.methods}
         flash("info", f"Continuing batch **{plain(batch.name)}** where you stopped.")
+
 
 def open_batch() -> None:
     """Form callback: set up the batch chosen in the form (registered in the database when signed in)."""
@@ -284,17 +325,31 @@ def open_batch() -> None:
         if not items:
             raise ValueError("No readable images for this batch: upload images or pick another source.")
         derived = batches.default_name(source, (i["hash"] for i in items))
-        spec = {"name": str(ss.get("rb_name", "")).strip() or derived, "source": source,
-                "methods": {m: method_params(m, cfg["params"]) for m in chosen}}
+        spec = {
+            "name": str(ss.get("rb_name", "")).strip() or derived,
+            "source": source,
+            "methods": {m: method_params(m, cfg["params"]) for m in chosen},
+        }
         if who is not None and store is not None:
-            batch = store.open_batch(spec["name"], source=source, created_by=who.name,
-                                     model_fingerprint=model.fingerprint, methods=spec["methods"])
+            batch = store.open_batch(
+                spec["name"],
+                source=source,
+                created_by=who.name,
+                model_fingerprint=model.fingerprint,
+                methods=spec["methods"],
+            )
             if batch.methods != spec["methods"]:
-                flash("info", f"Batch **{plain(batch.name)}** already exists (opened by {plain(batch.created_by)} on "
-                              f"{batch.created_at:%Y-%m-%d}); it keeps its methods "
-                              f"{', '.join(sc.METHODS[m].label for m in batch.methods if m in sc.METHODS)}.")
-            spec = {"name": batch.name, "source": batch.source if batch.source != "upload" else source,
-                    "methods": batch.methods}
+                flash(
+                    "info",
+                    f"Batch **{plain(batch.name)}** already exists (opened by {plain(batch.created_by)} on "
+                    f"{batch.created_at:%Y-%m-%d}); it keeps its methods "
+                    f"{', '.join(sc.METHODS[m].label for m in batch.methods if m in sc.METHODS)}.",
+                )
+            spec = {
+                "name": batch.name,
+                "source": batch.source if batch.source != "upload" else source,
+                "methods": batch.methods,
+            }
     except ValueError as err:
         flash("error", plain(err))
         return
@@ -307,15 +362,24 @@ with st.expander("Batch: choose the items and methods", expanded="review_batch" 
     with st.form("review_batch_form", border=False):
         st.radio("Items", source_labels, horizontal=True, key="rb_source")
         if "Server folder" in source_labels:
-            st.selectbox("Folder", folder_choices(), key="rb_folder",
-                         help=f"Folders under {FOLDER_ENV} on the server.")
+            st.selectbox(
+                "Folder", folder_choices(), key="rb_folder", help=f"Folders under {FOLDER_ENV} on the server."
+            )
         st.file_uploader("Images to upload", type=UPLOAD_TYPES, accept_multiple_files=True, key="rb_uploads")
-        st.multiselect("Methods shown for each item", [m for m in sc.METHODS if not usable.get(m)],
-                       default=[m for m in cfg["methods"] if not usable.get(m)], key="rb_methods",
-                       format_func=lambda n: sc.METHODS[n].label,
-                       help="Fixed for the batch when it is first opened, so every reviewer sees the same.")
-        st.text_input("Batch name", key="rb_name", placeholder="blank: named after the items",
-                      help="Reviewers who open the same batch name review the same queue.")
+        st.multiselect(
+            "Methods shown for each item",
+            [m for m in sc.METHODS if not usable.get(m)],
+            default=[m for m in cfg["methods"] if not usable.get(m)],
+            key="rb_methods",
+            format_func=lambda n: sc.METHODS[n].label,
+            help="Fixed for the batch when it is first opened, so every reviewer sees the same.",
+        )
+        st.text_input(
+            "Batch name",
+            key="rb_name",
+            placeholder="blank: named after the items",
+            help="Reviewers who open the same batch name review the same queue.",
+        )
         st.form_submit_button("Open batch", type="primary", on_click=open_batch)
 
 if "review_flash" in ss:
@@ -335,8 +399,10 @@ except ValueError as err:
 for text in problems:
     st.warning(f"Left out of the queue: {plain(text)}")
 if not items:
-    st.info("This batch has no readable items here. Batches of uploaded images need the same images "
-            "uploaded again: use the Batch panel above.")
+    st.info(
+        "This batch has no readable items here. Batches of uploaded images need the same images "
+        "uploaded again: use the Batch panel above."
+    )
     st.stop()
 
 batch_name = spec["name"]
@@ -345,13 +411,17 @@ for m in [m for m in spec["methods"] if m not in methods]:
     st.warning(f"Method {plain(repr(m))} of this batch is not available here; it is not shown.")
 
 try:
-    mine = {d.item_hash: d for d in store.decisions(batch=batch_name, reviewer=account.name)} if can_record else {}
+    mine = (
+        {d.item_hash: d for d in store.decisions(batch=batch_name, reviewer=account.name)}
+        if can_record
+        else {}
+    )
 except ValueError as err:
     st.error(plain(err))
     mine = {}
 
 pos_key = f"review_pos::{batch_name}"
-if pos_key not in ss:   # resume at the first item this reviewer has not decided
+if pos_key not in ss:  # resume at the first item this reviewer has not decided
     ss[pos_key] = batches.resume_position(items, mine)
 ss[pos_key] = min(max(int(ss[pos_key]), 0), len(items) - 1)
 pos = ss[pos_key]
@@ -362,8 +432,10 @@ st.subheader(f"Batch {plain(batch_name)}")
 if can_record:
     st.progress(decided / len(items), text=f"{decided} of {len(items)} items decided by you")
     if decided == len(items):
-        st.success("You have decided every item of this batch. Use Previous to revisit one, "
-                   "or see the summary below.")
+        st.success(
+            "You have decided every item of this batch. Use Previous to revisit one, "
+            "or see the summary below."
+        )
 
 
 def go(to: int) -> None:
@@ -378,9 +450,18 @@ def decide(choice: str, it: dict, index: int, expected_version: int, note_key: s
     timer = ss.get("review_timer")
     seconds = time.monotonic() - timer[2] if timer and timer[:2] == (batch_name, it["hash"]) else 0.0
     try:
-        done = store.record(batch_name, it["hash"], it["name"], who.name, choice, note=ss.get(note_key, ""),
-                            seconds=seconds, model_fingerprint=model.fingerprint, methods=methods,
-                            expected_version=expected_version)
+        done = store.record(
+            batch_name,
+            it["hash"],
+            it["name"],
+            who.name,
+            choice,
+            note=ss.get(note_key, ""),
+            seconds=seconds,
+            model_fingerprint=model.fingerprint,
+            methods=methods,
+            expected_version=expected_version,
+        )
     except rs.DecisionConflict as err:
         flash("warning", plain(err))
         return
@@ -391,8 +472,11 @@ def decide(choice: str, it: dict, index: int, expected_version: int, note_key: s
     if done.action == "unchanged":
         flash("info", f"{plain(it['name'])}: already recorded as **{label}**; nothing changed.")
     elif done.action == "changed":
-        flash("success", f"Changed your decision on {plain(it['name'])} to **{label}** (the earlier one is kept "
-                         "in the audit log).")
+        flash(
+            "success",
+            f"Changed your decision on {plain(it['name'])} to **{label}** (the earlier one is kept "
+            "in the audit log).",
+        )
     else:
         flash("success", f"Recorded **{label}** for {plain(it['name'])}.")
     ss.pop("review_timer", None)
@@ -400,19 +484,51 @@ def decide(choice: str, it: dict, index: int, expected_version: int, note_key: s
 
 
 nav = st.columns([1, 1, 1, 3], vertical_alignment="center")
-nav[0].button("Previous", icon=":material/arrow_back:", on_click=go, args=(pos - 1,), disabled=pos == 0,
-              width="stretch", key="review_prev")
-nav[1].button("Next", icon=":material/arrow_forward:", icon_position="right", on_click=go, args=(pos + 1,),
-              disabled=pos == len(items) - 1, width="stretch", key="review_next")
+nav[0].button(
+    "Previous",
+    icon=":material/arrow_back:",
+    on_click=go,
+    args=(pos - 1,),
+    disabled=pos == 0,
+    width="stretch",
+    key="review_prev",
+)
+nav[1].button(
+    "Next",
+    icon=":material/arrow_forward:",
+    icon_position="right",
+    on_click=go,
+    args=(pos + 1,),
+    disabled=pos == len(items) - 1,
+    width="stretch",
+    key="review_next",
+)
 undecided = next((i for i, it in enumerate(items) if it["hash"] not in mine and i != pos), None)
-nav[2].button("Next undecided", on_click=go, args=(undecided if undecided is not None else pos,),
-              disabled=undecided is None or not can_record, width="stretch", key="review_undecided")
+nav[2].button(
+    "Next undecided",
+    on_click=go,
+    args=(undecided if undecided is not None else pos,),
+    disabled=undecided is None or not can_record,
+    width="stretch",
+    key="review_undecided",
+)
 nav[3].markdown(f"**Item {pos + 1} of {len(items)}:** {plain(item['name'])}")
 if spec["source"].startswith("gallery:"):
+
     def to_gallery(it: dict) -> None:
-        ss["gallery_focus"] = {"selection": spec["source"][len("gallery:"):], "hash": it["hash"], "name": it["name"]}
-    if st.button("Open in the Gallery", key="review_to_gallery", on_click=to_gallery, args=(item,),
-                 help="This image in the Gallery: its true class, prediction and stored maps."):
+        ss["gallery_focus"] = {
+            "selection": spec["source"][len("gallery:") :],
+            "hash": it["hash"],
+            "name": it["name"],
+        }
+
+    if st.button(
+        "Open in the Gallery",
+        key="review_to_gallery",
+        on_click=to_gallery,
+        args=(item,),
+        help="This image in the Gallery: its true class, prediction and stored maps.",
+    ):
         st.switch_page("pages/gallery.py")
 
 # ---- the item: image, prediction, overlays -----------------------------------------------------------
@@ -424,12 +540,22 @@ except (ValueError, OSError) as err:
 bar, finished = st.empty(), []
 
 
-def progress(done: int, total: int) -> None:   # called only while a map is computed, not for cached maps
-    bar.progress(min(1.0, (len(finished) + done / total) / len(methods)), text=f"Computing maps: {done}/{total}")
+def progress(done: int, total: int) -> None:  # called only while a map is computed, not for cached maps
+    bar.progress(
+        min(1.0, (len(finished) + done / total) / len(methods)), text=f"Computing maps: {done}/{total}"
+    )
 
 
-result = pipeline.explain_image(model, image, item["name"], list(methods), methods, explain_fn=cached_explain,
-                                progress=progress, on_map=finished.append)
+result = pipeline.explain_image(
+    model,
+    image,
+    item["name"],
+    list(methods),
+    methods,
+    explain_fn=cached_explain,
+    progress=progress,
+    on_map=finished.append,
+)
 bar.empty()
 if not result.ok:
     st.error(plain(result.failed or (result.crashed or {}).get("message", "the image could not be used")))
@@ -439,57 +565,96 @@ for m, why in {**result.errors, **{m: c["message"] for m, c in result.crashes.it
 prediction, target = result.prediction, result.prediction[0][0]
 
 with st.container(border=True):
-    st.image(result.crop, caption="What the model sees", width=260,
-             alt=f"{item['name']} as the model sees it: the centre crop, {model.input_size} pixels square")
+    st.image(
+        result.crop,
+        caption="What the model sees",
+        width=260,
+        alt=f"{item['name']} as the model sees it: the centre crop, {model.input_size} pixels square",
+    )
     for row, cols in map_rows(list(methods), key="review"):
         for col, m in zip(cols, row):
             meta = sc.METHODS[m]
             with col:
                 exp = result.maps.get(m)
-                if exp is None:   # why is shown above
+                if exp is None:  # why is shown above
                     st.caption(f"{meta.label}: no map")
                     continue
-                r = rd.render(exp.saliency, exp.image, sign="absolute", alpha=0.5, clip_percentile=99.0,
-                              target_label=exp.target_label, meaning=meta.meaning)
-                st.image(r.overlay, caption=meta.label, width="stretch",
-                         alt=map_alt(meta.label, item["name"], exp.target_label, prediction[0][2]))
-                colour_bar(r, alt=f"Colour scale of the {meta.label} map: dark = low, bright = high influence")
+                r = rd.render(
+                    exp.saliency,
+                    exp.image,
+                    sign="absolute",
+                    alpha=0.5,
+                    clip_percentile=99.0,
+                    target_label=exp.target_label,
+                    meaning=meta.meaning,
+                )
+                st.image(
+                    r.overlay,
+                    caption=meta.label,
+                    width="stretch",
+                    alt=map_alt(meta.label, item["name"], exp.target_label, prediction[0][2]),
+                )
+                colour_bar(
+                    r, alt=f"Colour scale of the {meta.label} map: dark = low, bright = high influence"
+                )
                 st.caption(plain(r.words))
                 if r.near_zero:
                     st.info("This map is zero (or numerically negligible) everywhere.")
-        for m in row:   # cautions below the row, full width
+        for m in row:  # cautions below the row, full width
             if sc.METHODS[m].caution:
                 st.warning(f"**{sc.METHODS[m].label}:** {sc.METHODS[m].caution}", icon=":material/warning:")
 
     left, right = st.columns([2, 3])
     with left:
         st.markdown(f"**Prediction:** {plain(prediction[0][1])} ({prediction[0][2]:.1%} confidence)")
-        st.dataframe(pd.DataFrame([{"class": label, "probability": f"{p:.1%}"} for _, label, p in prediction]),
-                     hide_index=True, key=f"top5-{pos}")
-        st.caption(f"Maps explain **{plain(model.labels[target])}**.", help=f"Model weights sha256 {model.fingerprint}")
+        st.dataframe(
+            pd.DataFrame([{"class": label, "probability": f"{p:.1%}"} for _, label, p in prediction]),
+            hide_index=True,
+            key=f"top5-{pos}",
+        )
+        st.caption(
+            f"Maps explain **{plain(model.labels[target])}**.",
+            help=f"Model weights sha256 {model.fingerprint}",
+        )
     with right:
         current = mine.get(item["hash"])
         if current:
-            st.markdown(f"**Your decision:** {current.label} · {current.decided_at:%Y-%m-%d %H:%M} UTC · "
-                        f"{current.seconds:.0f} s on this item" + (f" · changed {current.version - 1}×"
-                                                                   if current.version > 1 else ""))
+            st.markdown(
+                f"**Your decision:** {current.label} · {current.decided_at:%Y-%m-%d %H:%M} UTC · "
+                f"{current.seconds:.0f} s on this item"
+                + (f" · changed {current.version - 1}×" if current.version > 1 else "")
+            )
         elif can_record:
             st.markdown("**Your decision:** none yet")
         note_key = f"review_note::{batch_name}::{item['hash']}"
-        st.text_area("Note", value=current.note if current else "", key=note_key, height=80,
-                     disabled=not can_record, max_chars=rs.MAX_NOTE,
-                     placeholder="What did the maps show? (optional)")
+        st.text_area(
+            "Note",
+            value=current.note if current else "",
+            key=note_key,
+            height=80,
+            disabled=not can_record,
+            max_chars=rs.MAX_NOTE,
+            placeholder="What did the maps show? (optional)",
+        )
         buttons = st.columns(3)
         for col, choice in zip(buttons, rs.DECISIONS):
-            col.button(DECISION_LABELS[choice], key=f"decide::{choice}::{batch_name}::{item['hash']}",
-                       type="primary" if current and current.decision == choice else "secondary",
-                       disabled=not can_record, width="stretch", on_click=decide,
-                       args=(choice, item, pos, current.version if current else 0, note_key),
-                       help=None if can_record else "Sign in to record decisions.")
+            col.button(
+                DECISION_LABELS[choice],
+                key=f"decide::{choice}::{batch_name}::{item['hash']}",
+                type="primary" if current and current.decision == choice else "secondary",
+                disabled=not can_record,
+                width="stretch",
+                on_click=decide,
+                args=(choice, item, pos, current.version if current else 0, note_key),
+                help=None if can_record else "Sign in to record decisions.",
+            )
         if account is not None and account.is_admin and store is not None:
-            others = [d for d in store.decisions(batch=batch_name) if d.item_hash == item["hash"]
-                      and d.reviewer != account.name]
-            if others:   # notes and names are the reviewers' own words: shown as text, never as Markdown
+            others = [
+                d
+                for d in store.decisions(batch=batch_name)
+                if d.item_hash == item["hash"] and d.reviewer != account.name
+            ]
+            if others:  # notes and names are the reviewers' own words: shown as text, never as Markdown
                 st.caption("Other reviewers on this item:")
                 for d in others:
                     st.text(f"{d.reviewer}: {d.label}" + (f". Note: {d.note}" if d.note else ""))
@@ -502,19 +667,37 @@ if can_record and (ss.get("review_timer") or (None, None))[:2] != (batch_name, i
 if pos + 1 < len(items):
     following = items[pos + 1]
     try:
-        prefetch(model, decode(following["data"] if "data" in following else read_path(following["path"]),
-                               following["name"]), following["hash"], methods)
+        prefetch(
+            model,
+            decode(
+                following["data"] if "data" in following else read_path(following["path"]), following["name"]
+            ),
+            following["hash"],
+            methods,
+        )
     except (ValueError, OSError):
-        pass   # an unreadable item says so when it is shown
+        pass  # an unreadable item says so when it is shown
 
 if can_record:
     with st.expander(f"Your queue ({decided} of {len(items)} decided)"):
-        st.dataframe(pd.DataFrame([{
-            "#": i + 1, "item": it["name"],
-            "your decision": mine[it["hash"]].label if it["hash"] in mine else "",
-            "note": mine[it["hash"]].note if it["hash"] in mine else "",
-            "decided (UTC)": f"{mine[it['hash']].decided_at:%Y-%m-%d %H:%M:%S}" if it["hash"] in mine else "",
-        } for i, it in enumerate(items)]), hide_index=True, key="review_queue_table")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "#": i + 1,
+                        "item": it["name"],
+                        "your decision": mine[it["hash"]].label if it["hash"] in mine else "",
+                        "note": mine[it["hash"]].note if it["hash"] in mine else "",
+                        "decided (UTC)": f"{mine[it['hash']].decided_at:%Y-%m-%d %H:%M:%S}"
+                        if it["hash"] in mine
+                        else "",
+                    }
+                    for i, it in enumerate(items)
+                ]
+            ),
+            hide_index=True,
+            key="review_queue_table",
+        )
 
 # ---- summary ----------------------------------------------------------------------------------------
 if not can_record:
@@ -532,50 +715,126 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Items decided", f"{summary.items} of {len(items)}")
 c2.metric("Decisions", summary.decisions)
 c3.metric("Reviewers", len(summary.by_reviewer))
-rows = [{"reviewer": r, **{DECISION_LABELS[d]: n for d, n in counts.items()}, "total": sum(counts.values())}
-        for r, counts in sorted(summary.by_reviewer.items())]
-rows.append({"reviewer": "all", **{DECISION_LABELS[d]: n for d, n in summary.by_decision.items()},
-             "total": summary.decisions})
+rows = [
+    {"reviewer": r, **{DECISION_LABELS[d]: n for d, n in counts.items()}, "total": sum(counts.values())}
+    for r, counts in sorted(summary.by_reviewer.items())
+]
+rows.append(
+    {
+        "reviewer": "all",
+        **{DECISION_LABELS[d]: n for d, n in summary.by_decision.items()},
+        "total": summary.decisions,
+    }
+)
 st.markdown("**Decisions by reviewer**")
 st.dataframe(pd.DataFrame(rows), hide_index=True, key="review_counts")
 left, right = st.columns(2)
 with left:
     st.markdown("**Agreement between reviewers** (Cohen's kappa over items both decided)")
     if summary.agreement:
-        st.dataframe(pd.DataFrame([{
-            "reviewers": f"{a.reviewer_a} / {a.reviewer_b}", "shared items": a.items, "agreed": a.agreed,
-            "kappa": "undefined (one category only)" if a.kappa is None else f"{a.kappa:.2f}"}
-            for a in summary.agreement]), hide_index=True, key="review_kappa")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "reviewers": f"{a.reviewer_a} / {a.reviewer_b}",
+                        "shared items": a.items,
+                        "agreed": a.agreed,
+                        "kappa": "undefined (one category only)" if a.kappa is None else f"{a.kappa:.2f}",
+                    }
+                    for a in summary.agreement
+                ]
+            ),
+            hide_index=True,
+            key="review_kappa",
+        )
     else:
         st.caption("No item has been decided by two reviewers yet.")
 with right:
     st.markdown("**Median time per decision**")
-    st.dataframe(pd.DataFrame([{"decision": DECISION_LABELS[d], "median seconds": round(s, 1),
-                                "decisions": summary.by_decision[d]} for d, s in summary.median_seconds.items()]),
-                 hide_index=True, key="review_median")
-    st.caption("Seconds from the item's maps appearing to the decision click, summed over the visits "
-               "that changed the decision.")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "decision": DECISION_LABELS[d],
+                    "median seconds": round(s, 1),
+                    "decisions": summary.by_decision[d],
+                }
+                for d, s in summary.median_seconds.items()
+            ]
+        ),
+        hide_index=True,
+        key="review_median",
+    )
+    st.caption(
+        "Seconds from the item's maps appearing to the decision click, summed over the visits "
+        "that changed the decision."
+    )
 
 if account.is_admin:
     with st.expander("All decisions with notes (admin)"):
-        st.dataframe(pd.DataFrame([{"item": d.item_name, "reviewer": d.reviewer, "decision": d.label,
-                                    "note": d.note, "seconds": round(d.seconds, 1),
-                                    "decided (UTC)": f"{d.decided_at:%Y-%m-%d %H:%M:%S}", "version": d.version}
-                                   for d in every]), hide_index=True, key="review_all")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "item": d.item_name,
+                        "reviewer": d.reviewer,
+                        "decision": d.label,
+                        "note": d.note,
+                        "seconds": round(d.seconds, 1),
+                        "decided (UTC)": f"{d.decided_at:%Y-%m-%d %H:%M:%S}",
+                        "version": d.version,
+                    }
+                    for d in every
+                ]
+            ),
+            hide_index=True,
+            key="review_all",
+        )
     with st.expander("Audit log of this batch (admin)"):
-        st.dataframe(pd.DataFrame([{"when (UTC)": f"{e.at:%Y-%m-%d %H:%M:%S}", "by": e.actor, "reviewer": e.reviewer,
-                                    "item": e.item_name, "action": e.action, "from": e.old_decision or "",
-                                    "to": e.new_decision, "old note": e.old_note or "", "new note": e.new_note}
-                                   for e in store.audit_log(batch=batch_name)]), hide_index=True, key="review_audit")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "when (UTC)": f"{e.at:%Y-%m-%d %H:%M:%S}",
+                        "by": e.actor,
+                        "reviewer": e.reviewer,
+                        "item": e.item_name,
+                        "action": e.action,
+                        "from": e.old_decision or "",
+                        "to": e.new_decision,
+                        "old note": e.old_note or "",
+                        "new note": e.new_note,
+                    }
+                    for e in store.audit_log(batch=batch_name)
+                ]
+            ),
+            hide_index=True,
+            key="review_audit",
+        )
     e1, e2 = st.columns(2)
-    e1.download_button("Export this batch (CSV)", decisions_csv(every), file_name(f"{batch_name}_decisions.csv"),
-                       "text/csv", key="export_batch")
-    e2.download_button("Export every batch (CSV)", decisions_csv(store.decisions()), "all_decisions.csv", "text/csv",
-                       key="export_all")
+    e1.download_button(
+        "Export this batch (CSV)",
+        decisions_csv(every),
+        file_name(f"{batch_name}_decisions.csv"),
+        "text/csv",
+        key="export_batch",
+    )
+    e2.download_button(
+        "Export every batch (CSV)",
+        decisions_csv(store.decisions()),
+        "all_decisions.csv",
+        "text/csv",
+        key="export_all",
+    )
 else:
     own = [d for d in every if d.reviewer == account.name]
-    st.download_button("Export your decisions in this batch (CSV)", decisions_csv(own),
-                       file_name(f"{batch_name}_{account.name}_decisions.csv"), "text/csv", key="export_mine")
+    st.download_button(
+        "Export your decisions in this batch (CSV)",
+        decisions_csv(own),
+        file_name(f"{batch_name}_{account.name}_decisions.csv"),
+        "text/csv",
+        key="export_mine",
+    )
     st.caption("Other reviewers' notes and the full export are for admins.")
 if len(names) > 1:
     st.caption(f"{len(names)} batches in the database; open another from the Batch panel above.")

@@ -1,5 +1,6 @@
 """Sanity check: does each method's map change when the model's weights are destroyed?
 (model parameter randomisation, Adebayo et al. 2018)"""
+
 from __future__ import annotations
 
 import json
@@ -10,32 +11,64 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core.engine import render as rd
-from saliency_core.evaluation import sanity as rz
-from saliency_core.engine import estimate as es
-from saliency_core.engine.safe_text import to_csv
 from pages import _defaults as defaults
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, cancellable, colour_bar, computed, estimate_caption,
-                           finish_run, is_computed, map_alt, map_rows, method_params, model_key, page_methods,
-                           page_model, plain, record_sanity_verdict, report_error, request_run, require_frame,
-                           run_active, settings, single_image)
+from pages._common import (
+    DISCLAIMER,
+    UPLOAD_TYPES,
+    cancellable,
+    colour_bar,
+    computed,
+    estimate_caption,
+    finish_run,
+    is_computed,
+    map_alt,
+    map_rows,
+    method_params,
+    model_key,
+    page_methods,
+    page_model,
+    plain,
+    record_sanity_verdict,
+    report_error,
+    request_run,
+    require_frame,
+    run_active,
+    settings,
+    single_image,
+)
+from saliency_core.engine import estimate as es
+from saliency_core.engine import render as rd
+from saliency_core.engine.safe_text import to_csv
+from saliency_core.evaluation import sanity as rz
 
-MEASURE_NAMES = {"spearman_abs": "rank correlation of the map's size", "spearman_signed": "rank correlation, signed",
-                 "ssim": "structural similarity (SSIM)", "hog": "edge-pattern similarity (HOG)"}
-MEASURE_STYLE = {"spearman_abs": ("solid", "circle"), "spearman_signed": ("dash", "square"),
-                 "ssim": ("dot", "diamond"), "hog": ("dashdot", "triangle-up")}
+MEASURE_NAMES = {
+    "spearman_abs": "rank correlation of the map's size",
+    "spearman_signed": "rank correlation, signed",
+    "ssim": "structural similarity (SSIM)",
+    "hog": "edge-pattern similarity (HOG)",
+}
+MEASURE_STYLE = {
+    "spearman_abs": ("solid", "circle"),
+    "spearman_signed": ("dash", "square"),
+    "ssim": ("dot", "diamond"),
+    "hog": ("dashdot", "triangle-up"),
+}
 EVERY, FEW = "every", "few"
 
 require_frame()
 
 st.title("Sanity check: model randomisation")
-st.markdown("Check that each method's map depends on what the model learned: destroy the model's weights step "
-            "by step and see whether the map changes. **Pick a photo and press Run the sanity check.**")
+st.markdown(
+    "Check that each method's map depends on what the model learned: destroy the model's weights step "
+    "by step and see whether the map changes. **Pick a photo and press Run the sanity check.**"
+)
 with st.expander("How it works"):
-    st.markdown("The weights of the model are re-initialised layer block by layer block, from the output "
-                "down (Adebayo et al. 2018), and each map is computed again. A map that explains the model "
-                "must change as the model is destroyed; a map that stays the same shows the image, not the "
-                "model. The run works on a copy: the model used everywhere else is never changed. " + DISCLAIMER)
+    st.markdown(
+        "The weights of the model are re-initialised layer block by layer block, from the output "
+        "down (Adebayo et al. 2018), and each map is computed again. A map that explains the model "
+        "must change as the model is destroyed; a map that stays the same shows the image, not the "
+        "model. The run works on a copy: the model used everywhere else is never changed. " + DISCLAIMER
+    )
 
 cfg = settings()
 model = page_model(cfg)
@@ -50,33 +83,63 @@ except ValueError as err:
 name, image, image_hash = single_image(UPLOAD_TYPES)
 
 c1, c2, c3 = st.columns(3)
-mode = c1.radio("How the weights are destroyed", rz.MODES, key="sanity_mode", format_func=lambda m: {
-    "cascading": "Cascading: from the output down, adding up",
-    "independent": "Independent: one block at a time"}[m],
-    index=rz.MODES.index(defaults.SANITY_MODE))
-depth = c2.slider("Layer blocks to re-initialise (from the output)", 1, len(blocks), rz.default_depth(blocks),
-                  help=f"This model has {len(blocks)} blocks of layers. The default, the top half, leaves the "
-                       "prediction meaningless; re-initialising the first layers too changes every map, so the "
-                       "curve matters more than its end there.")
+mode = c1.radio(
+    "How the weights are destroyed",
+    rz.MODES,
+    key="sanity_mode",
+    format_func=lambda m: {
+        "cascading": "Cascading: from the output down, adding up",
+        "independent": "Independent: one block at a time",
+    }[m],
+    index=rz.MODES.index(defaults.SANITY_MODE),
+)
+depth = c2.slider(
+    "Layer blocks to re-initialise (from the output)",
+    1,
+    len(blocks),
+    rz.default_depth(blocks),
+    help=f"This model has {len(blocks)} blocks of layers. The default, the top half, leaves the "
+    "prediction meaningless; re-initialising the first layers too changes every map, so the "
+    "curve matters more than its end there.",
+)
 if st.session_state.get("sanity_maps") not in (FEW, EVERY):
     st.session_state["sanity_maps"] = FEW
 few_steps = rz.checkpoints(int(depth), defaults.SANITY_MAP_STEPS)
-maps_choice = c2.radio("Maps computed", [FEW, EVERY], key="sanity_maps", format_func={
-    FEW: f"at {len(few_steps)} of the {int(depth)} steps (quick)", EVERY: f"at every step ({int(depth)})"}.get,
+maps_choice = c2.radio(
+    "Maps computed",
+    [FEW, EVERY],
+    key="sanity_maps",
+    format_func={
+        FEW: f"at {len(few_steps)} of the {int(depth)} steps (quick)",
+        EVERY: f"at every step ({int(depth)})",
+    }.get,
     help="Cascading runs re-initialise every block either way, so the verdict is the same; maps at every step "
-         "draw the whole curve. Independent runs test only the blocks with maps.")
-threshold = c3.slider("Pass if the final rank correlation is below", 0.05, 0.95, rz.DEFAULT_THRESHOLD, 0.05,
-                      help="Spearman rank correlation of the map's size with the trained model's map at the "
-                           "last step (independent runs: the mean over the steps).")
+    "draw the whole curve. Independent runs test only the blocks with maps.",
+)
+threshold = c3.slider(
+    "Pass if the final rank correlation is below",
+    0.05,
+    0.95,
+    rz.DEFAULT_THRESHOLD,
+    0.05,
+    help="Spearman rank correlation of the map's size with the trained model's map at the "
+    "last step (independent runs: the mean over the steps).",
+)
 seed = c3.number_input("Seed of the random weights", 0, 2**31 - 1, 0)
 maps_at = few_steps if maps_choice == FEW else list(range(1, int(depth) + 1))
 maps = {m: method_params(m, cfg["params"]) for m in methods}
-estimate_caption(es.sanity_seconds(es.pass_times(model), len(maps_at), maps),
-                 f"This check ({len(methods)} methods × {len(maps_at) + 1} maps)")
+estimate_caption(
+    es.sanity_seconds(es.pass_times(model), len(maps_at), maps),
+    f"This check ({len(methods)} methods × {len(maps_at) + 1} maps)",
+)
 if maps_choice == FEW and len(few_steps) < int(depth):
     full = es.sanity_seconds(es.pass_times(model), int(depth), maps)
-    st.button(f"Use the full setting (maps at every step: {es.describe_seconds(full)})", icon=":material/tune:",
-              key="sanity_full", on_click=lambda: st.session_state.update(sanity_maps=EVERY))
+    st.button(
+        f"Use the full setting (maps at every step: {es.describe_seconds(full)})",
+        icon=":material/tune:",
+        key="sanity_full",
+        on_click=lambda: st.session_state.update(sanity_maps=EVERY),
+    )
 
 
 def start() -> None:
@@ -85,27 +148,53 @@ def start() -> None:
 
 
 st.button("Run the sanity check", type="primary", icon=":material/play_arrow:", on_click=start)
-if st.session_state.pop("sanity_new", False):   # this run's widget values
-    st.session_state["sanity_request"] = {"mode": mode, "depth": int(depth), "seed": int(seed),
-                                          "maps_at": tuple(maps_at), "for": (model_key(model), image_hash)}
+if st.session_state.pop("sanity_new", False):  # this run's widget values
+    st.session_state["sanity_request"] = {
+        "mode": mode,
+        "depth": int(depth),
+        "seed": int(seed),
+        "maps_at": tuple(maps_at),
+        "for": (model_key(model), image_hash),
+    }
 request = st.session_state.get("sanity_request")
-if request is None or request["for"] != (model_key(model), image_hash):   # no long run unasked
+if request is None or request["for"] != (model_key(model), image_hash):  # no long run unasked
     finish_run("sanity")
     st.info("Nothing is computed until you press **Run the sanity check**.")
     st.stop()
 
 
 def run_key(method: str) -> tuple:
-    return ("sanity", *model_key(model), image_hash, method, request["mode"], request["depth"], request["seed"],
-            request["maps_at"], tuple(sorted(method_params(method, cfg["params"]).items())))
+    return (
+        "sanity",
+        *model_key(model),
+        image_hash,
+        method,
+        request["mode"],
+        request["depth"],
+        request["seed"],
+        request["maps_at"],
+        tuple(sorted(method_params(method, cfg["params"]).items())),
+    )
 
 
 # ---- compute (cached per model, image, method and settings; a Cancel keeps the methods done) ----------
 def compute(m: str, progress=None) -> rz.SanityResult:
-    return computed(run_key(m), lambda: rz.sanity_check(
-        model, image, [m], mode=request["mode"], depth=request["depth"], seed=request["seed"],
-        params=method_params(m, cfg["params"]), threshold=threshold, image_name=name, progress=progress,
-        maps_at=list(request["maps_at"])))
+    return computed(
+        run_key(m),
+        lambda: rz.sanity_check(
+            model,
+            image,
+            [m],
+            mode=request["mode"],
+            depth=request["depth"],
+            seed=request["seed"],
+            params=method_params(m, cfg["params"]),
+            threshold=threshold,
+            image_name=name,
+            progress=progress,
+            maps_at=list(request["maps_at"]),
+        ),
+    )
 
 
 missing = [m for m in methods if not is_computed(run_key(m))]
@@ -116,7 +205,9 @@ if missing and run_active("sanity"):
             label = sc.METHODS[m].label
 
             def progress(done, total, n=n, label=label):
-                bar.progress(min(1.0, (n + done / total) / len(missing)), text=f"{label}: map {done} of {total}")
+                bar.progress(
+                    min(1.0, (n + done / total) / len(missing)), text=f"{label}: map {done} of {total}"
+                )
 
             try:
                 compute(m, progress)
@@ -128,15 +219,22 @@ left = [m for m in methods if not is_computed(run_key(m))]
 if left and not run_active("sanity"):
     done = len(methods) - len(left)
     if done:
-        st.warning(f"Stopped after {done} of {len(methods)} methods: the results below cover those.",
-                   icon=":material/pause_circle:")
-    st.button(f"Go on with {', '.join(sc.METHODS[m].label for m in left)}", icon=":material/play_arrow:",
-              key="sanity_go_on", on_click=request_run, args=("sanity",))
+        st.warning(
+            f"Stopped after {done} of {len(methods)} methods: the results below cover those.",
+            icon=":material/pause_circle:",
+        )
+    st.button(
+        f"Go on with {', '.join(sc.METHODS[m].label for m in left)}",
+        icon=":material/play_arrow:",
+        key="sanity_go_on",
+        on_click=request_run,
+        args=("sanity",),
+    )
 
 results = {}
 for m in methods:
     if not is_computed(run_key(m)):
-        continue   # failed above, already reported
+        continue  # failed above, already reported
     result = compute(m)
     if m in result.errors:
         st.error(f"**{sc.METHODS[m].label}** could not be computed at {plain(result.errors[m])}")
@@ -148,23 +246,35 @@ if not results:
 verdicts = {}
 for m, result in results.items():
     verdicts[m] = result.verdicts(threshold)[m]
-    record_sanity_verdict(model, verdicts[m])   # the Explain page's caution marks show it
+    record_sanity_verdict(model, verdicts[m])  # the Explain page's caution marks show it
 
 # ---- summary ----------------------------------------------------------------------------------------
 first = next(iter(results.values()))
 top = first.prediction[0]
-st.markdown(f"**Prediction of the trained model:** {plain(top[1])} ({top[2]:.1%}). Every map explains the score "
-            f"of **{plain(first.target_label)}**, at every step.")
-summary = pd.DataFrame([{
-    "Method": sc.METHODS[m].label, "Verdict": "passes" if v.passed else "fails",
-    "Rank correlation at the end" if request["mode"] == "cascading" else "Mean rank correlation":
-        round(v.final_similarity, 3),
-    "Pass below": v.threshold, "Layer blocks re-initialised": f"{v.blocks} of {v.total_blocks}"}
-    for m, v in verdicts.items()])
+st.markdown(
+    f"**Prediction of the trained model:** {plain(top[1])} ({top[2]:.1%}). Every map explains the score "
+    f"of **{plain(first.target_label)}**, at every step."
+)
+summary = pd.DataFrame(
+    [
+        {
+            "Method": sc.METHODS[m].label,
+            "Verdict": "passes" if v.passed else "fails",
+            "Rank correlation at the end"
+            if request["mode"] == "cascading"
+            else "Mean rank correlation": round(v.final_similarity, 3),
+            "Pass below": v.threshold,
+            "Layer blocks re-initialised": f"{v.blocks} of {v.total_blocks}",
+        }
+        for m, v in verdicts.items()
+    ]
+)
 st.dataframe(summary, hide_index=True)
-st.caption("Rank correlation: how closely the map still orders the pixels like the trained model's map (1 = the "
-           "same order, 0 = unrelated). A method passes when its map has moved away from the trained model's "
-           "(below the threshold).")
+st.caption(
+    "Rank correlation: how closely the map still orders the pixels like the trained model's map (1 = the "
+    "same order, 0 = unrelated). A method passes when its map has moved away from the trained model's "
+    "(below the threshold)."
+)
 
 
 def step_title(step, mode: str) -> str:
@@ -182,17 +292,34 @@ def curve_chart(result: rz.SanityResult, method: str, threshold: float) -> go.Fi
     fig = go.Figure()
     for measure, title in MEASURE_NAMES.items():
         dash, marker = MEASURE_STYLE[measure]
-        fig.add_trace(go.Scatter(x=x, y=[s.similarity[method][measure] for s in steps], mode="lines+markers",
-                                 name=title, line=dict(dash=dash, width=2 if measure == "spearman_abs" else 1.5),
-                                 marker=dict(symbol=marker, size=8),
-                                 customdata=[s.block or "(trained)" for s in steps],
-                                 hovertemplate="%{x} (%{customdata}): %{y:.2f}<extra>" + title + "</extra>"))
-    fig.add_hline(y=threshold, line_dash="dash", line_color="grey",
-                  annotation_text=f"pass threshold {threshold:.2f}", annotation_position="bottom right")
-    fig.update_layout(height=360, margin=dict(l=0, r=0, t=60, b=0), yaxis_range=[-0.5, 1.05],
-                      title=f"{sc.METHODS[method].label}: similarity to the trained model's map as weights are destroyed",
-                      yaxis_title="similarity to the trained model's map", xaxis_title=None,
-                      legend=dict(orientation="h", y=-0.25))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[s.similarity[method][measure] for s in steps],
+                mode="lines+markers",
+                name=title,
+                line=dict(dash=dash, width=2 if measure == "spearman_abs" else 1.5),
+                marker=dict(symbol=marker, size=8),
+                customdata=[s.block or "(trained)" for s in steps],
+                hovertemplate="%{x} (%{customdata}): %{y:.2f}<extra>" + title + "</extra>",
+            )
+        )
+    fig.add_hline(
+        y=threshold,
+        line_dash="dash",
+        line_color="grey",
+        annotation_text=f"pass threshold {threshold:.2f}",
+        annotation_position="bottom right",
+    )
+    fig.update_layout(
+        height=360,
+        margin=dict(l=0, r=0, t=60, b=0),
+        yaxis_range=[-0.5, 1.05],
+        title=f"{sc.METHODS[method].label}: similarity to the trained model's map as weights are destroyed",
+        yaxis_title="similarity to the trained model's map",
+        xaxis_title=None,
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
@@ -203,47 +330,83 @@ for m, result in results.items():
         text = plain(verdict.summary)
         if verdict.passed:
             st.success(text, icon=":material/check_circle:")
-        else:   # one warning: the verdict with the method's known limit
-            st.warning(text + (f" Known limit: {meta.caution}" if meta.caution else ""), icon=":material/error:")
+        else:  # one warning: the verdict with the method's known limit
+            st.warning(
+                text + (f" Known limit: {meta.caution}" if meta.caution else ""), icon=":material/error:"
+            )
         if meta.caution and verdict.passed:
             st.caption(f"Known limit: {meta.caution}")
-        st.plotly_chart(curve_chart(result, m, verdict.threshold), key=f"curve-{m}",
-                        alt=f"Line chart: how similar the {meta.label} map stays to the trained model's map at "
-                            "each step; four measures, each with its own line style and marker.")
-        st.markdown("**Maps at each step** (each on its own colour scale, so the pattern stays visible "
-                    "even where the values shrink):")
+        st.plotly_chart(
+            curve_chart(result, m, verdict.threshold),
+            key=f"curve-{m}",
+            alt=f"Line chart: how similar the {meta.label} map stays to the trained model's map at "
+            "each step; four measures, each with its own line style and marker.",
+        )
+        st.markdown(
+            "**Maps at each step** (each on its own colour scale, so the pattern stays visible "
+            "even where the values shrink):"
+        )
         steps = [s for s in result.steps if m in s.saliency]
         legend = None
         for row, cols in map_rows(steps, key=f"sanity-{m}"):
             for col, step in zip(cols, row):
-                r = rd.render(step.saliency[m], result.image, target_label=result.target_label,
-                              meaning=meta.meaning)
+                r = rd.render(
+                    step.saliency[m], result.image, target_label=result.target_label, meaning=meta.meaning
+                )
                 legend = legend or r
                 similarity = step.similarity[m]["spearman_abs"]
                 title = step_title(step, result.mode)
-                col.image(r.overlay, width="stretch",
-                          caption=f"{title} · predicts {plain(step.prediction[1])} ({step.prediction[2]:.0%}) · "
-                                  f"similarity {similarity:.2f}" + (" · map is zero" if r.near_zero else ""),
-                          alt=map_alt(meta.label, f"{name}, {title}", result.target_label))
+                col.image(
+                    r.overlay,
+                    width="stretch",
+                    caption=f"{title} · predicts {plain(step.prediction[1])} ({step.prediction[2]:.0%}) · "
+                    f"similarity {similarity:.2f}" + (" · map is zero" if r.near_zero else ""),
+                    alt=map_alt(meta.label, f"{name}, {title}", result.target_label),
+                )
         if legend is not None:
             left, _ = st.columns([1, 2])
             with left:
-                colour_bar(legend, alt=f"Colour scale of the {meta.label} maps: dark = low, bright = high influence")
-            st.caption(f"{plain(legend.words)} Each map is drawn on its own scale. Similarity = rank correlation "
-                       "with the trained model's map.")
+                colour_bar(
+                    legend, alt=f"Colour scale of the {meta.label} maps: dark = low, bright = high influence"
+                )
+            st.caption(
+                f"{plain(legend.words)} Each map is drawn on its own scale. Similarity = rank correlation "
+                "with the trained model's map."
+            )
         notes = sorted({n for s in result.steps for n in s.notes})
         if notes:
             with st.expander("Technical notes: what was re-initialised and how"):
                 st.markdown("\n".join(f"- {plain(n)}" for n in notes))
 
 # ---- export -------------------------------------------------------------------------------------------
-rows = [{"image": name, "model_fingerprint": model.fingerprint, **row}
-        for result in results.values() for row in result.rows()]
-record = {"image": name, "model": model.describe(), "threshold": threshold,
-          "runs": {m: {**r.record(), "verdicts": {k: v.record() for k, v in r.verdicts(threshold).items()}}
-                   for m, r in results.items()}}
+rows = [
+    {"image": name, "model_fingerprint": model.fingerprint, **row}
+    for result in results.values()
+    for row in result.rows()
+]
+record = {
+    "image": name,
+    "model": model.describe(),
+    "threshold": threshold,
+    "runs": {
+        m: {**r.record(), "verdicts": {k: v.record() for k, v in r.verdicts(threshold).items()}}
+        for m, r in results.items()
+    },
+}
 c1, c2 = st.columns(2)
-c1.download_button("Similarities per step (CSV)", to_csv(pd.DataFrame(rows)), "sanity_check.csv",
-                   "text/csv", icon=":material/download:", wrap=True)
-c2.download_button("Verdicts and settings (JSON)", json.dumps(record, indent=2, default=str), "sanity_check.json",
-                   "application/json", icon=":material/download:", wrap=True)
+c1.download_button(
+    "Similarities per step (CSV)",
+    to_csv(pd.DataFrame(rows)),
+    "sanity_check.csv",
+    "text/csv",
+    icon=":material/download:",
+    wrap=True,
+)
+c2.download_button(
+    "Verdicts and settings (JSON)",
+    json.dumps(record, indent=2, default=str),
+    "sanity_check.json",
+    "application/json",
+    icon=":material/download:",
+    wrap=True,
+)

@@ -1,4 +1,5 @@
 """Stability: do the maps stay put when the input barely changes and the prediction does not?"""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,33 +11,65 @@ import plotly.express as px
 import streamlit as st
 
 import saliency_core as sc
-from saliency_core.engine import render as rd
-from saliency_core.evaluation import stability as stab
-from saliency_core.engine import estimate as es
-from saliency_core.engine.safe_text import to_csv
 from pages import _defaults as defaults
-from pages._common import (DISCLAIMER, UPLOAD_TYPES, cancellable, colour_bar, decode, estimate_caption,
-                           finish_run, map_alt, map_rows, method_params, model_key, page_methods, page_model,
-                           plain, record_stability_verdict, report_error, request_run, require_frame,
-                           result_cache, run_active, settings, single_image)
+from pages._common import (
+    DISCLAIMER,
+    UPLOAD_TYPES,
+    cancellable,
+    colour_bar,
+    decode,
+    estimate_caption,
+    finish_run,
+    map_alt,
+    map_rows,
+    method_params,
+    model_key,
+    page_methods,
+    page_model,
+    plain,
+    record_stability_verdict,
+    report_error,
+    request_run,
+    require_frame,
+    result_cache,
+    run_active,
+    settings,
+    single_image,
+)
+from saliency_core.engine import estimate as es
+from saliency_core.engine import render as rd
+from saliency_core.engine.safe_text import to_csv
+from saliency_core.evaluation import stability as stab
 
 GENERATED, SIMILAR = "Small changes made here", "Similar images I upload"
-KIND_NAMES = {"noise": "pixel noise", "brightness": "brightness", "contrast": "contrast", "shift": "shift",
-              "rotation": "rotation", "jpeg": "JPEG re-compression"}
-VERDICT_STYLE = {"stable": (st.success, ":material/check_circle:"),
-                 "unstable explanation": (st.warning, ":material/warning:"),
-                 "fragile prediction": (st.error, ":material/error:")}
+KIND_NAMES = {
+    "noise": "pixel noise",
+    "brightness": "brightness",
+    "contrast": "contrast",
+    "shift": "shift",
+    "rotation": "rotation",
+    "jpeg": "JPEG re-compression",
+}
+VERDICT_STYLE = {
+    "stable": (st.success, ":material/check_circle:"),
+    "unstable explanation": (st.warning, ":material/warning:"),
+    "fragile prediction": (st.error, ":material/error:"),
+}
 
 require_frame()
 
 st.title("Stability across similar inputs")
-st.markdown("Check whether the maps stay put when the photo changes a little and the prediction does not. "
-            "**Pick a photo and press Check stability.**")
+st.markdown(
+    "Check whether the maps stay put when the photo changes a little and the prediction does not. "
+    "**Pick a photo and press Check stability.**"
+)
 with st.expander("How it works"):
-    st.markdown("The image is changed a little (noise, brightness, contrast, a few pixels of shift, a small "
-                "rotation, JPEG re-compression) or compared with similar images you upload. A trustworthy map "
-                "stays put when the prediction does. Shifts and rotations are undone before comparing, and only "
-                "the part visible in both images is compared. " + DISCLAIMER)
+    st.markdown(
+        "The image is changed a little (noise, brightness, contrast, a few pixels of shift, a small "
+        "rotation, JPEG re-compression) or compared with similar images you upload. A trustworthy map "
+        "stays put when the prediction does. Shifts and rotations are undone before comparing, and only "
+        "the part visible in both images is compared. " + DISCLAIMER
+    )
 
 cfg = settings()
 model = page_model(cfg)
@@ -48,14 +81,17 @@ name, image, image_hash = single_image(UPLOAD_TYPES)
 source = st.radio("Compare with", [GENERATED, SIMILAR], horizontal=True)
 similar = []
 if source == SIMILAR:
-    files = st.file_uploader("Similar images (frames of one product, say)", type=UPLOAD_TYPES,
-                             accept_multiple_files=True,
-                             help="They are compared pixel for pixel after the model's resize and crop, so "
-                                  "the object should sit at the same place and scale.")
+    files = st.file_uploader(
+        "Similar images (frames of one product, say)",
+        type=UPLOAD_TYPES,
+        accept_multiple_files=True,
+        help="They are compared pixel for pixel after the model's resize and crop, so "
+        "the object should sit at the same place and scale.",
+    )
     for f in files or []:
         try:
             similar.append((f.name, decode(f.getvalue(), f.name)))
-        except ValueError as err:   # one bad file never hides the others
+        except ValueError as err:  # one bad file never hides the others
             st.error(plain(err))
     if not similar:
         st.info("Upload one or more similar images, or compare with small changes made here.")
@@ -66,11 +102,17 @@ if st.session_state.get("stability_count") is None:
 with st.container(border=True):
     if source == GENERATED:
         c1, c2 = st.columns([1, 2])
-        count = c1.number_input("Number of changed copies", 1, stab.MAX_VARIANTS, key="stability_count",
-                                help="The kinds are used in turn: noise, brightness, contrast, shift, "
-                                     "rotation, JPEG, noise again with new draws...")
-        kinds = c2.multiselect("Kinds of change", stab.KINDS, default=list(stab.KINDS),
-                               format_func=KIND_NAMES.get)
+        count = c1.number_input(
+            "Number of changed copies",
+            1,
+            stab.MAX_VARIANTS,
+            key="stability_count",
+            help="The kinds are used in turn: noise, brightness, contrast, shift, "
+            "rotation, JPEG, noise again with new draws...",
+        )
+        kinds = c2.multiselect(
+            "Kinds of change", stab.KINDS, default=list(stab.KINDS), format_func=KIND_NAMES.get
+        )
         with st.expander("Strength of the changes"):
             d1, d2, d3 = st.columns(3)
             pixel_noise = d1.slider("Pixel noise (std., fraction of the pixel range)", 0.0, 0.2, 0.02, 0.005)
@@ -83,26 +125,48 @@ with st.container(border=True):
     st.markdown("**When is a map stable?**")
     t1, t2, t3, t4 = st.columns(4)
     limits = stab.StabilityThresholds()
-    min_spearman = t1.slider("Stable if the mean rank correlation is at least", 0.0, 1.0,
-                             limits.min_spearman, 0.05,
-                             help="Spearman rank correlation of |map| with the original's map, averaged over "
-                                  "the variants; 1 = same ordering of pixels, 0 = unrelated.")
-    min_overlap = t2.slider("… and the mean share of top pixels kept at least", 0.0, 1.0,
-                            limits.min_top_k_overlap, 0.05,
-                            help="Share of the original's most salient pixels that stay most salient (top-k "
-                                 "overlap). Unrelated maps score about the top-k share.")
+    min_spearman = t1.slider(
+        "Stable if the mean rank correlation is at least",
+        0.0,
+        1.0,
+        limits.min_spearman,
+        0.05,
+        help="Spearman rank correlation of |map| with the original's map, averaged over "
+        "the variants; 1 = same ordering of pixels, 0 = unrelated.",
+    )
+    min_overlap = t2.slider(
+        "… and the mean share of top pixels kept at least",
+        0.0,
+        1.0,
+        limits.min_top_k_overlap,
+        0.05,
+        help="Share of the original's most salient pixels that stay most salient (top-k "
+        "overlap). Unrelated maps score about the top-k share.",
+    )
     top_k = t3.slider("Share of pixels counted as top", 0.01, 0.5, limits.top_k, 0.01)
-    max_drop = t4.slider("Fragile if the class changes or its probability drops by more than", 0.0, 1.0,
-                         limits.max_confidence_drop, 0.05, format="%.2f")
+    max_drop = t4.slider(
+        "Fragile if the class changes or its probability drops by more than",
+        0.0,
+        1.0,
+        limits.max_confidence_drop,
+        0.05,
+        format="%.2f",
+    )
     variants_planned = int(count) if source == GENERATED else len(similar)
     maps = {m: method_params(m, cfg["params"]) for m in methods}
-    estimate_caption(es.stability_seconds(es.pass_times(model), variants_planned, maps),
-                     f"This check ({len(methods)} methods × {variants_planned + 1} images)")
+    estimate_caption(
+        es.stability_seconds(es.pass_times(model), variants_planned, maps),
+        f"This check ({len(methods)} methods × {variants_planned + 1} images)",
+    )
     if source == GENERATED and int(count) < defaults.STABILITY_FULL_VARIANTS:
         full = es.stability_seconds(es.pass_times(model), defaults.STABILITY_FULL_VARIANTS, maps)
-        st.button(f"Use the full setting ({defaults.STABILITY_FULL_VARIANTS} changed copies, four of each kind: "
-                  f"{es.describe_seconds(full)})", icon=":material/tune:", key="stability_full",
-                  on_click=lambda: st.session_state.update(stability_count=defaults.STABILITY_FULL_VARIANTS))
+        st.button(
+            f"Use the full setting ({defaults.STABILITY_FULL_VARIANTS} changed copies, four of each kind: "
+            f"{es.describe_seconds(full)})",
+            icon=":material/tune:",
+            key="stability_full",
+            on_click=lambda: st.session_state.update(stability_count=defaults.STABILITY_FULL_VARIANTS),
+        )
 
     def start() -> None:
         st.session_state["stability_new"] = True
@@ -110,24 +174,40 @@ with st.container(border=True):
 
     st.button("Check stability", type="primary", icon=":material/play_arrow:", on_click=start)
 
-if st.session_state.pop("stability_new", False):   # this run's widget values
+if st.session_state.pop("stability_new", False):  # this run's widget values
     settings_used = {"source": source, "top_k": float(top_k), "for": (model_key(model), image_hash)}
     if source == GENERATED:
-        settings_used.update(count=int(count), kinds=tuple(kinds), perturbation=stab.Perturbation(
-            pixel_noise=float(pixel_noise), brightness=float(brightness), contrast=float(contrast), shift=int(shift),
-            rotation=float(rotation), jpeg_quality=int(quality), seed=int(noise_seed)))
+        settings_used.update(
+            count=int(count),
+            kinds=tuple(kinds),
+            perturbation=stab.Perturbation(
+                pixel_noise=float(pixel_noise),
+                brightness=float(brightness),
+                contrast=float(contrast),
+                shift=int(shift),
+                rotation=float(rotation),
+                jpeg_quality=int(quality),
+                seed=int(noise_seed),
+            ),
+        )
     st.session_state["stability_request"] = settings_used
 request = st.session_state.get("stability_request")
 if request is None or request["source"] != source or request["for"] != (model_key(model), image_hash):
     finish_run("stability")
     st.info("Nothing is computed until you press **Check stability**.")
     st.stop()
-thresholds = stab.StabilityThresholds(min_spearman=float(min_spearman), min_top_k_overlap=float(min_overlap),
-                                      max_confidence_drop=float(max_drop), top_k=request["top_k"])
+thresholds = stab.StabilityThresholds(
+    min_spearman=float(min_spearman),
+    min_top_k_overlap=float(min_overlap),
+    max_confidence_drop=float(max_drop),
+    top_k=request["top_k"],
+)
 
 if source == GENERATED:
     try:
-        variants = stab.make_variants(model, image, request["count"], request["perturbation"], request["kinds"])
+        variants = stab.make_variants(
+            model, image, request["count"], request["perturbation"], request["kinds"]
+        )
     except ValueError as err:
         finish_run("stability")
         st.error(f"The variants could not be made: {plain(err)}")
@@ -137,8 +217,15 @@ else:
     variants = stab.similar_variants(model, similar)
     variant_key = tuple(sc.image_hash(i) for _, i in similar)
 params = {m: method_params(m, cfg["params"]) for m in methods}
-key = ("stability", *model_key(model), image_hash, tuple(methods), variant_key, request["top_k"],
-       tuple((m, tuple(sorted(p.items()))) for m, p in params.items()))
+key = (
+    "stability",
+    *model_key(model),
+    image_hash,
+    tuple(methods),
+    variant_key,
+    request["top_k"],
+    tuple((m, tuple(sorted(p.items()))) for m, p in params.items()),
+)
 
 # ---- compute (finished runs cached for every session; a stopped one kept in this session) -------------
 result = result_cache().get(key)
@@ -148,15 +235,24 @@ if result is None and run_active("stability"):
     started = time.perf_counter()
     try:
         with cancellable("stability", f"Computing {len(methods)} x {len(variants) + 1} maps…") as bar:
+
             def progress(done, total):
                 bar.progress(min(1.0, done / total), text=f"Computing maps: batch {done} of {total}")
 
-            def keep(so_far):   # what a Cancel keeps
+            def keep(so_far):  # what a Cancel keeps
                 st.session_state["stability_partial"] = (key, so_far)
 
-            result = stab.stability_check(model, image, methods, variants=variants, params=cfg["params"],
-                                          progress=progress, done=partial, on_result=keep,
-                                          thresholds=stab.StabilityThresholds(top_k=request["top_k"]))
+            result = stab.stability_check(
+                model,
+                image,
+                methods,
+                variants=variants,
+                params=cfg["params"],
+                progress=progress,
+                done=partial,
+                on_result=keep,
+                thresholds=stab.StabilityThresholds(top_k=request["top_k"]),
+            )
         result_cache().put(key, result)
         st.session_state.pop("stability_partial", None)
         st.caption(f":material/timer: Stability checked in {time.perf_counter() - started:.1f} s.")
@@ -168,10 +264,17 @@ if result is None and run_active("stability"):
 if result is None and partial is not None:
     result = partial
     left = [sc.METHODS[m].label for m in methods if m not in partial.summary and m not in partial.errors]
-    st.warning(f"Stopped after {len(partial.summary)} of {len(methods)} methods: the results below cover those.",
-               icon=":material/pause_circle:")
-    st.button(f"Go on with {', '.join(left)}", icon=":material/play_arrow:", key="stability_go_on",
-              on_click=request_run, args=("stability",))
+    st.warning(
+        f"Stopped after {len(partial.summary)} of {len(methods)} methods: the results below cover those.",
+        icon=":material/pause_circle:",
+    )
+    st.button(
+        f"Go on with {', '.join(left)}",
+        icon=":material/play_arrow:",
+        key="stability_go_on",
+        on_click=request_run,
+        args=("stability",),
+    )
 if result is None:
     st.info("Press **Check stability** to compute the maps for these settings.")
     st.stop()
@@ -184,46 +287,81 @@ if not result.summary:
 # ---- verdicts -----------------------------------------------------------------------------------------
 top = result.prediction[0]
 steady = sum(v.steady for v in result.variants)
-st.markdown(f"**Prediction on the original:** {plain(top[1])} ({top[2]:.1%}). Every map explains "
-            f"**{plain(result.target_label)}**; "
-            f"the prediction held under {steady} of {len(result.variants)} changed copies.")
+st.markdown(
+    f"**Prediction on the original:** {plain(top[1])} ({top[2]:.1%}). Every map explains "
+    f"**{plain(result.target_label)}**; "
+    f"the prediction held under {steady} of {len(result.variants)} changed copies."
+)
 pct = f"{thresholds.top_k:.0%}"
-table = pd.DataFrame([{
-    "Method": sc.METHODS[m].label, "Verdict": s.verdict,
-    "Mean rank correlation": round(s.mean["spearman_abs"], 3),
-    f"Mean share of top {pct} pixels kept": round(s.mean["top_k_overlap"], 3),
-    "Mean structural similarity (SSIM)": round(s.mean["ssim"], 3),
-    "Worst rank correlation": round(s.worst["spearman_abs"], 3)} for m, s in result.summary.items()])
+table = pd.DataFrame(
+    [
+        {
+            "Method": sc.METHODS[m].label,
+            "Verdict": s.verdict,
+            "Mean rank correlation": round(s.mean["spearman_abs"], 3),
+            f"Mean share of top {pct} pixels kept": round(s.mean["top_k_overlap"], 3),
+            "Mean structural similarity (SSIM)": round(s.mean["ssim"], 3),
+            "Worst rank correlation": round(s.worst["spearman_abs"], 3),
+        }
+        for m, s in result.summary.items()
+    ]
+)
 st.dataframe(table, hide_index=True)
 for m, s in result.summary.items():
-    record_stability_verdict(model, image_hash, m, s.verdict, s.reason)   # the Gallery's flags
+    record_stability_verdict(model, image_hash, m, s.verdict, s.reason)  # the Gallery's flags
     show, icon = VERDICT_STYLE[s.verdict]
     show(f"**{sc.METHODS[m].label}: {s.verdict}.** {plain(s.reason)}", icon=icon)
-st.caption(f"Thresholds: stable if the mean rank correlation (Spearman of |map|) is at least "
-           f"{thresholds.min_spearman:.2f} and the mean share of top-{pct} pixels kept at least "
-           f"{thresholds.min_top_k_overlap:.2f}; fragile prediction if the class changes or its probability "
-           f"drops by more than {thresholds.max_confidence_drop:.0%} under any change.")
+st.caption(
+    f"Thresholds: stable if the mean rank correlation (Spearman of |map|) is at least "
+    f"{thresholds.min_spearman:.2f} and the mean share of top-{pct} pixels kept at least "
+    f"{thresholds.min_top_k_overlap:.2f}; fragile prediction if the class changes or its probability "
+    f"drops by more than {thresholds.max_confidence_drop:.0%} under any change."
+)
 
 rows = pd.DataFrame(result.rows())
 rows["method"] = rows["method"].map(lambda n: sc.METHODS[n].label)
 rows["prediction"] = rows["steady"].map({True: "held", False: "changed or dropped"})
-fig = px.scatter(rows, x="variant", y="spearman_abs", color="method", symbol="method",
-                 category_orders={"variant": list(dict.fromkeys(v.name for v in result.variants))},
-                 labels={"variant": "changed copy", "spearman_abs": "rank correlation", "method": "method",
-                         "top1": "prediction", "top1_probability": "probability", "top_k_overlap": "top pixels kept",
-                         "ssim": "SSIM"},
-                 hover_data=["prediction", "top1", "top1_probability", "top_k_overlap", "ssim"])
+fig = px.scatter(
+    rows,
+    x="variant",
+    y="spearman_abs",
+    color="method",
+    symbol="method",
+    category_orders={"variant": list(dict.fromkeys(v.name for v in result.variants))},
+    labels={
+        "variant": "changed copy",
+        "spearman_abs": "rank correlation",
+        "method": "method",
+        "top1": "prediction",
+        "top1_probability": "probability",
+        "top_k_overlap": "top pixels kept",
+        "ssim": "SSIM",
+    },
+    hover_data=["prediction", "top1", "top1_probability", "top_k_overlap", "ssim"],
+)
 for v in rows.loc[~rows["steady"], "variant"].unique():
     fig.add_annotation(x=v, y=1.03, text="prediction changed", showarrow=False, font=dict(size=10))
-fig.add_hline(y=thresholds.min_spearman, line_dash="dash", line_color="grey",
-              annotation_text=f"stable from {thresholds.min_spearman:.2f}")
+fig.add_hline(
+    y=thresholds.min_spearman,
+    line_dash="dash",
+    line_color="grey",
+    annotation_text=f"stable from {thresholds.min_spearman:.2f}",
+)
 fig.update_traces(marker_size=11)
-fig.update_layout(height=360, margin=dict(l=0, r=0, t=40, b=0), yaxis_range=[-0.2, 1.08],
-                  title="How closely each changed copy's map follows the original's",
-                  yaxis_title="rank correlation with the original's map", xaxis_title=None)
-st.plotly_chart(fig, key="stability-chart",
-                alt="Rank correlation of each changed copy's map with the original's, one marker shape per "
-                    "method; the dashed line is the stability threshold.")
+fig.update_layout(
+    height=360,
+    margin=dict(l=0, r=0, t=40, b=0),
+    yaxis_range=[-0.2, 1.08],
+    title="How closely each changed copy's map follows the original's",
+    yaxis_title="rank correlation with the original's map",
+    xaxis_title=None,
+)
+st.plotly_chart(
+    fig,
+    key="stability-chart",
+    alt="Rank correlation of each changed copy's map with the original's, one marker shape per "
+    "method; the dashed line is the stability threshold.",
+)
 
 # ---- grid: each variant's overlay and scores ----------------------------------------------------------
 for n, (m, s) in enumerate(result.summary.items()):
@@ -239,23 +377,46 @@ for n, (m, s) in enumerate(result.summary.items()):
                 caption = f"{plain(title)} · {plain(prediction[1])} ({prediction[2]:.0%})"
                 if scores:
                     caption += f" · follows the original {scores['spearman_abs']:.2f}"
-                col.image(r.overlay, caption=caption, width="stretch",
-                          alt=map_alt(meta.label, f"{name} ({title})", result.target_label, prediction[2]
-                                      if prediction[0] == result.target else None))
+                col.image(
+                    r.overlay,
+                    caption=caption,
+                    width="stretch",
+                    alt=map_alt(
+                        meta.label,
+                        f"{name} ({title})",
+                        result.target_label,
+                        prediction[2] if prediction[0] == result.target else None,
+                    ),
+                )
         left, _ = st.columns([1, 2])
         with left:
-            colour_bar(legend, alt=f"Colour scale of the {meta.label} maps: dark = low, bright = high influence")
-        st.caption(f"{plain(legend.words)} Each map is drawn on its own scale. \"Follows the original\" is the "
-                   "rank correlation with the original's map (1 = same order of pixels), compared where both "
-                   "images show the same pixels.")
+            colour_bar(
+                legend, alt=f"Colour scale of the {meta.label} maps: dark = low, bright = high influence"
+            )
+        st.caption(
+            f'{plain(legend.words)} Each map is drawn on its own scale. "Follows the original" is the '
+            "rank correlation with the original's map (1 = same order of pixels), compared where both "
+            "images show the same pixels."
+        )
 
 # ---- export -----------------------------------------------------------------------------------------------
 export = pd.DataFrame(result.rows())
 export.insert(0, "image", name)
 export["model_fingerprint"] = model.fingerprint
 c1, c2 = st.columns(2)
-c1.download_button("Scores per changed copy (CSV)", to_csv(export), "stability.csv", "text/csv",
-                   icon=":material/download:", wrap=True)
-c2.download_button("Verdicts and settings (JSON)",
-                   json.dumps({"image": name, "model": model.describe(), **result.record()}, indent=2, default=str),
-                   "stability.json", "application/json", icon=":material/download:", wrap=True)
+c1.download_button(
+    "Scores per changed copy (CSV)",
+    to_csv(export),
+    "stability.csv",
+    "text/csv",
+    icon=":material/download:",
+    wrap=True,
+)
+c2.download_button(
+    "Verdicts and settings (JSON)",
+    json.dumps({"image": name, "model": model.describe(), **result.record()}, indent=2, default=str),
+    "stability.json",
+    "application/json",
+    icon=":material/download:",
+    wrap=True,
+)

@@ -28,6 +28,7 @@ Example:
     ...                             "out/", address="auto", workers=2)
     >>> result.per_image()            # the same table as run_validation(model, pasted_objects(60), ...)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,29 +40,43 @@ import pickle
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-VALIDATE_LOG = "rows.jsonl"         # validate: one line per finished image
-EXPLAIN_LOG = "explained.jsonl"     # explain: one line per image whose files are written
-BATCH_SIZE = 8                      # images per actor call (and per fsync'd block of the results file)
-PER_IMAGE_SETTINGS = ("methods", "params", "tolerance", "top_k", "faithfulness", "step_fraction",
-                      "deletion_replacement", "insertion_replacement", "centre_sigma", "seed", "batch_size")
+VALIDATE_LOG = "rows.jsonl"  # validate: one line per finished image
+EXPLAIN_LOG = "explained.jsonl"  # explain: one line per image whose files are written
+BATCH_SIZE = 8  # images per actor call (and per fsync'd block of the results file)
+PER_IMAGE_SETTINGS = (
+    "methods",
+    "params",
+    "tolerance",
+    "top_k",
+    "faithfulness",
+    "step_fraction",
+    "deletion_replacement",
+    "insertion_replacement",
+    "centre_sigma",
+    "seed",
+    "batch_size",
+)
 
 
 # ---- connecting ------------------------------------------------------------------------------------
+
 
 def _import_ray():
     try:
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise ValueError("--ray needs Ray, an optional extra: install it with "
-                         "'.venv/bin/pip install -r requirements-ray.txt'.") from None
+        raise ValueError(
+            "--ray needs Ray, an optional extra: install it with "
+            "'.venv/bin/pip install -r requirements-ray.txt'."
+        ) from None
     return ray
 
 
@@ -84,16 +99,20 @@ def connected(address: str = "auto"):
         return
     _check_reachable(address)
     # the workers import this very saliency_core (a zip of the package, sent through the cluster)
-    options = {"logging_level": logging.WARNING,
-               "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]}}
+    options = {
+        "logging_level": logging.WARNING,
+        "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]},
+    }
     try:
         if address == "local":
             ray.init(**options)
         else:
             ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        raise ValueError(f"cannot connect to a Ray cluster at {address!r}: {' '.join(str(err).split())[:300]} "
-                         "(start one with 'ray start --head', or use --ray local)") from None
+        raise ValueError(
+            f"cannot connect to a Ray cluster at {address!r}: {' '.join(str(err).split())[:300]} "
+            "(start one with 'ray start --head', or use --ray local)"
+        ) from None
     try:
         yield ray
     finally:
@@ -110,8 +129,10 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as err:
-        raise ValueError(f"no Ray cluster answers at {address} ({err.strerror or err}); start one with "
-                         f"'ray start --head --port {port}' or check the address.") from None
+        raise ValueError(
+            f"no Ray cluster answers at {address} ({err.strerror or err}); start one with "
+            f"'ray start --head --port {port}' or check the address."
+        ) from None
 
 
 def _pool(ray, workers: int | None, threads: int, gpu: bool | None) -> tuple[int, int, float]:
@@ -132,17 +153,29 @@ def _pool(ray, workers: int | None, threads: int, gpu: bool | None) -> tuple[int
 def _describe_pool(ray, address: str, actors: int, cpus: int, gpus: float) -> str:
     resources = ray.cluster_resources()
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-    return (f"Ray cluster at {address}: {nodes} node(s), {resources.get('CPU', 0):g} CPU(s), "
-            f"{resources.get('GPU', 0):g} GPU(s); {actors} worker(s) x {cpus} torch thread(s)"
-            + (", one GPU each" if gpus else ""))
+    return (
+        f"Ray cluster at {address}: {nodes} node(s), {resources.get('CPU', 0):g} CPU(s), "
+        f"{resources.get('GPU', 0):g} GPU(s); {actors} worker(s) x {cpus} torch thread(s)"
+        + (", one GPU each" if gpus else "")
+    )
 
 
-def stream(rows: list[dict], worker: type, constructor: dict, *, workers: int, cpus: int, gpus: float,
-           batch_size: int, preserve_order: bool = False) -> Iterator[dict]:
+def stream(
+    rows: list[dict],
+    worker: type,
+    constructor: dict,
+    *,
+    workers: int,
+    cpus: int,
+    gpus: float,
+    batch_size: int,
+    preserve_order: bool = False,
+) -> Iterator[dict]:
     """Run ``worker`` (a class: ``__init__(**constructor)``, ``__call__(batch) -> batch``) over
     ``rows`` on a fixed pool of ``workers`` actors; yield the output blocks (dicts of numpy
     columns) as they finish, in input order if ``preserve_order``."""
     import ray.data
+
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # the command prints its own progress
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
@@ -150,21 +183,29 @@ def stream(rows: list[dict], worker: type, constructor: dict, *, workers: int, c
     batch_size = max(1, min(batch_size, math.ceil(len(rows) / workers)))  # work for every actor
     blocks = max(1, math.ceil(len(rows) / batch_size))
     data = ray.data.from_items(rows, override_num_blocks=blocks)
-    mapped = data.map_batches(worker, fn_constructor_kwargs=constructor, batch_size=batch_size,
-                              batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
-                              num_cpus=cpus, num_gpus=gpus or None)
+    mapped = data.map_batches(
+        worker,
+        fn_constructor_kwargs=constructor,
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=cpus,
+        num_gpus=gpus or None,
+    )
     yield from mapped.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0)
 
 
 def _prepare_worker(threads: int, gpus: float):
     """Torch threads and device of an actor; returns the device name."""
     import torch
+
     torch.set_num_threads(threads)
     return "cuda" if gpus and torch.cuda.is_available() else "cpu"
 
 
 def _load(model_source: str, device: str):
     from .engine.models import load_model
+
     return load_model(model_source, device=device)  # the actor's own copy
 
 
@@ -173,6 +214,7 @@ def _where() -> str:
 
 
 # ---- the results file ------------------------------------------------------------------------------
+
 
 class ResultsLog:
     """An append-only JSON-lines file of finished work: a header line saying what run it belongs
@@ -215,8 +257,10 @@ class ResultsLog:
         found = header.get("run", {}) if isinstance(header, dict) else {}
         if found != self.key:
             differs = sorted(k for k in set(self.key) | set(found) if found.get(k) != self.key.get(k))
-            raise ValueError(f"{self.path} holds results of a different run ({', '.join(differs) or 'its header'} "
-                             "differ); run without --resume to start over, or use another --out folder.")
+            raise ValueError(
+                f"{self.path} holds results of a different run ({', '.join(differs) or 'its header'} "
+                "differ); run without --resume to start over, or use another --out folder."
+            )
 
     @staticmethod
     def _index(text: str) -> int | None:
@@ -252,6 +296,7 @@ def _names_digest(names: Sequence[str]) -> str:
 
 # ---- validate --------------------------------------------------------------------------------------
 
+
 class _ValidateWorker:
     """A Ray actor: the model, the data set's item list (images are read when scored) and the
     run's plan, loaded once; scores blocks of images with ``validate.score_image``."""
@@ -260,6 +305,7 @@ class _ValidateWorker:
         import torch
 
         from .evaluation.validate import plan_run
+
         device = _prepare_worker(threads, gpus)
         self.model = _load(model_source, device)
         self.items = dataset().items
@@ -271,25 +317,43 @@ class _ValidateWorker:
 
     def __call__(self, batch: dict) -> dict:
         from .evaluation.validate import score_image
+
         lines = []
         for index, name in zip(batch["index"], batch["name"]):
             index = int(index)
             item = self.items[index] if index < len(self.items) else None
             if item is None or item.name != name:
-                raise ValueError(f"the data set differs on worker {self.where}: image {index} is "
-                                 f"{item.name if item else 'missing'!r} there but {name!r} on the driver; "
-                                 "every node must see the same files at the same paths.")
+                raise ValueError(
+                    f"the data set differs on worker {self.where}: image {index} is "
+                    f"{item.name if item else 'missing'!r} there but {name!r} on the driver; "
+                    "every node must see the same files at the same paths."
+                )
             scores = score_image(self.model, item, index, self.settings, self.plan)
-            lines.append(json.dumps({**scores.record(), "worker": self.where, "threads": self.threads,
-                                     "run": self.run}))
+            lines.append(
+                json.dumps(
+                    {**scores.record(), "worker": self.where, "threads": self.threads, "run": self.run}
+                )
+            )
         return {"index": np.asarray(batch["index"]), "line": np.asarray(lines, dtype=object)}
 
 
-def run_validation_ray(model_source: str, dataset: Callable, settings, out: str | os.PathLike, *,
-                       address: str = "auto", workers: int | None = None, resume: bool = False,
-                       threads: int = 1, gpu: bool | None = None, batch_size: int = BATCH_SIZE,
-                       progress: Callable[[int, int, float | None], None] | None = None,
-                       log: Callable[[str], None] | None = None, model=None, listing=None):
+def run_validation_ray(
+    model_source: str,
+    dataset: Callable,
+    settings,
+    out: str | os.PathLike,
+    *,
+    address: str = "auto",
+    workers: int | None = None,
+    resume: bool = False,
+    threads: int = 1,
+    gpu: bool | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[int, int, float | None], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    model=None,
+    listing=None,
+):
     """``validate.run_validation`` on a Ray cluster, with a results file to resume from.
 
     Args:
@@ -330,9 +394,12 @@ def run_validation_ray(model_source: str, dataset: Callable, settings, out: str 
     plan = plan_run(model, settings)
     names = [item.name for item in data.items]
     record = settings.record()
-    key = {"command": "validate", "model": model.fingerprint,
-           "settings": {k: record[k] for k in PER_IMAGE_SETTINGS},
-           "data": {"description": data.description, "images": len(names), "names_sha256": _names_digest(names)}}
+    key = {
+        "command": "validate",
+        "model": model.fingerprint,
+        "settings": {k: record[k] for k in PER_IMAGE_SETTINGS},
+        "data": {"description": data.description, "images": len(names), "names_sha256": _names_digest(names)},
+    }
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     results = ResultsLog(folder / VALIDATE_LOG, key, resume)
@@ -340,7 +407,9 @@ def run_validation_ray(model_source: str, dataset: Callable, settings, out: str 
     total, done = len(names), len(results.done)
     say = log or (lambda line: None)
     if resume:
-        say(f"resuming: {done} of {total} image(s) already scored in {results.path}; computing the other {len(todo)}")
+        say(
+            f"resuming: {done} of {total} image(s) already scored in {results.path}; computing the other {len(todo)}"
+        )
     if progress:
         progress(done, total, None)
     if todo:
@@ -348,10 +417,25 @@ def run_validation_ray(model_source: str, dataset: Callable, settings, out: str 
         with connected(address) as ray:
             actors, cpus, gpus = _pool(ray, workers, threads, gpu)
             say(_describe_pool(ray, address, actors, cpus, gpus))
-            constructor = {"model_source": model_source, "dataset": dataset, "settings": settings,
-                           "threads": cpus, "gpus": gpus, "run": run}
-            for block in _user_errors(stream(todo, _ValidateWorker, constructor, workers=actors, cpus=cpus,
-                                             gpus=gpus, batch_size=batch_size)):
+            constructor = {
+                "model_source": model_source,
+                "dataset": dataset,
+                "settings": settings,
+                "threads": cpus,
+                "gpus": gpus,
+                "run": run,
+            }
+            for block in _user_errors(
+                stream(
+                    todo,
+                    _ValidateWorker,
+                    constructor,
+                    workers=actors,
+                    cpus=cpus,
+                    gpus=gpus,
+                    batch_size=batch_size,
+                )
+            ):
                 results.append([json.loads(line) for line in block["line"]])
                 done += len(block["line"])
                 if progress:  # no estimate of the time left: blocks come back in bursts
@@ -377,6 +461,7 @@ def _user_errors(blocks: Iterator[dict]) -> Iterator[dict]:
 
 # ---- explain ---------------------------------------------------------------------------------------
 
+
 class _ExplainWorker:
     """A Ray actor: the model, loaded once; explains blocks of images with the pipeline's
     ``explain_image`` and returns the results (PNG bytes included, attribution arrays left out)
@@ -384,6 +469,7 @@ class _ExplainWorker:
 
     def __init__(self, model_source: str, methods: list[str], options: dict, threads: int, gpus: float):
         from .engine.explain import available_methods
+
         device = _prepare_worker(threads, gpus)
         self.model = _load(model_source, device)
         self.usable = available_methods(self.model)
@@ -392,10 +478,23 @@ class _ExplainWorker:
 
     def __call__(self, batch: dict) -> dict:
         from .pipeline import explain_image
+
         o = self.options
-        results = [pickle.dumps(explain_image(self.model, path, name, self.methods, o["params"], o["target"],
-                                              usable=self.usable, render=o["render"]).shipped())
-                   for path, name in zip(batch["path"], batch["name"])]
+        results = [
+            pickle.dumps(
+                explain_image(
+                    self.model,
+                    path,
+                    name,
+                    self.methods,
+                    o["params"],
+                    o["target"],
+                    usable=self.usable,
+                    render=o["render"],
+                ).shipped()
+            )
+            for path, name in zip(batch["path"], batch["name"])
+        ]
         return {"index": np.asarray(batch["index"]), "results": np.asarray(results, dtype=object)}
 
 
@@ -411,11 +510,24 @@ class ExplainedImage:
     failed: int
 
 
-def run_explain_ray(model_source: str, images: Sequence[tuple[str, str]], methods: list[str], options, out,
-                    write: Callable[[int, str, list], ExplainedImage],
-                    replay: Callable[[ExplainedImage], None], *, key: dict, address: str = "auto",
-                    workers: int | None = None, resume: bool = False, threads: int = 1, gpu: bool | None = None,
-                    batch_size: int = 4, log: Callable[[str], None] | None = None) -> list[ExplainedImage]:
+def run_explain_ray(
+    model_source: str,
+    images: Sequence[tuple[str, str]],
+    methods: list[str],
+    options,
+    out,
+    write: Callable[[int, str, list], ExplainedImage],
+    replay: Callable[[ExplainedImage], None],
+    *,
+    key: dict,
+    address: str = "auto",
+    workers: int | None = None,
+    resume: bool = False,
+    threads: int = 1,
+    gpu: bool | None = None,
+    batch_size: int = 4,
+    log: Callable[[str], None] | None = None,
+) -> list[ExplainedImage]:
     """Explain ``images`` on a Ray cluster; the driver writes each image's files in input order.
 
     Args:
@@ -434,14 +546,21 @@ def run_explain_ray(model_source: str, images: Sequence[tuple[str, str]], method
     Returns:
         every image's ``ExplainedImage``, those of the earlier run included, in input order.
     """
-    results = ResultsLog(Path(out) / EXPLAIN_LOG,
-                         {**key, "images": len(images), "names_sha256": _names_digest([n for n, _ in images])}, resume)
-    earlier = [ExplainedImage(**{k: r[k] for k in ("index", "image", "stem", "written", "failed")})
-               for r in results.records()]
+    results = ResultsLog(
+        Path(out) / EXPLAIN_LOG,
+        {**key, "images": len(images), "names_sha256": _names_digest([n for n, _ in images])},
+        resume,
+    )
+    earlier = [
+        ExplainedImage(**{k: r[k] for k in ("index", "image", "stem", "written", "failed")})
+        for r in results.records()
+    ]
     say = log or (lambda line: None)
     if resume:
-        say(f"resuming: {len(earlier)} of {len(images)} image(s) already written ({results.path}); "
-            f"explaining the other {len(images) - len(earlier)}")
+        say(
+            f"resuming: {len(earlier)} of {len(images)} image(s) already written ({results.path}); "
+            f"explaining the other {len(images) - len(earlier)}"
+        )
     pending = list(earlier)
     out_list: list[ExplainedImage] = []
 
@@ -451,24 +570,49 @@ def run_explain_ray(model_source: str, images: Sequence[tuple[str, str]], method
             replay(item)
             out_list.append(item)
 
-    todo = [{"index": i, "path": path, "name": name} for i, (name, path) in enumerate(images)
-            if i not in results.done]
+    todo = [
+        {"index": i, "path": path, "name": name}
+        for i, (name, path) in enumerate(images)
+        if i not in results.done
+    ]
     if todo:
         with connected(address) as ray:
             actors, cpus, gpus = _pool(ray, workers, threads, gpu)
             say(_describe_pool(ray, address, actors, cpus, gpus))
-            constructor = {"model_source": model_source, "methods": methods, "options": options,
-                           "threads": cpus, "gpus": gpus}
-            for block in _user_errors(stream(todo, _ExplainWorker, constructor, workers=actors, cpus=cpus, gpus=gpus,
-                                             batch_size=batch_size, preserve_order=True)):
+            constructor = {
+                "model_source": model_source,
+                "methods": methods,
+                "options": options,
+                "threads": cpus,
+                "gpus": gpus,
+            }
+            for block in _user_errors(
+                stream(
+                    todo,
+                    _ExplainWorker,
+                    constructor,
+                    workers=actors,
+                    cpus=cpus,
+                    gpus=gpus,
+                    batch_size=batch_size,
+                    preserve_order=True,
+                )
+            ):
                 finished = []
                 for index, blob in zip(block["index"], block["results"]):
                     index = int(index)
                     replay_until(index)
                     item = write(index, images[index][0], pickle.loads(blob))
                     out_list.append(item)
-                    finished.append({"index": index, "image": item.image, "stem": item.stem,
-                                     "written": item.written, "failed": item.failed})
+                    finished.append(
+                        {
+                            "index": index,
+                            "image": item.image,
+                            "stem": item.stem,
+                            "written": item.written,
+                            "failed": item.failed,
+                        }
+                    )
                 results.append(finished)
     replay_until(len(images))
     return out_list

@@ -10,14 +10,16 @@ one JSON layout, versioned (``"schema": 1``), described by ``saliency_core/schem
     ...     result.record()["maps"][0]["method"]
     'gradient'
 """
+
 from __future__ import annotations
 
 import io
 import json
 import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -29,7 +31,7 @@ from .engine.methods import METHODS
 
 SCHEMA = 1
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "record-1.json"
-ALPHA = 0.5             # overlay: weight of the colours
+ALPHA = 0.5  # overlay: weight of the colours
 CLIP_PERCENTILE = 99.0  # full colour at this percentile of |values| (PAIR saliency)
 
 ExplainFn = Callable[..., Explanation]
@@ -60,6 +62,7 @@ class RenderOptions:
 
     def sign_for(self, method: str) -> str:
         from .engine.render import DIVERGING
+
         if self.sign:
             return self.sign
         if self.colormap in DIVERGING or (self.colormap is None and METHODS[method].signed):
@@ -117,17 +120,24 @@ class ImageResult:
             entry.update((extra or {}).get(method, {}))
             maps.append(entry)
         return {
-            "schema": SCHEMA, "image": self.name, "image_hash": self.image_hash,
-            "image_size": list(self.image_size), "model": self.model,
-            "prediction": [{"index": int(i), "label": str(label), "probability": float(p)}
-                           for i, label, p in self.prediction],
-            "predicted": [{"index": int(i), "label": str(label), "probability": float(p)}
-                          for i, label, p in self.predicted],
+            "schema": SCHEMA,
+            "image": self.name,
+            "image_hash": self.image_hash,
+            "image_size": list(self.image_size),
+            "model": self.model,
+            "prediction": [
+                {"index": int(i), "label": str(label), "probability": float(p)}
+                for i, label, p in self.prediction
+            ],
+            "predicted": [
+                {"index": int(i), "label": str(label), "probability": float(p)}
+                for i, label, p in self.predicted
+            ],
             "maps": maps,
             "errors": {**self.errors, **{m: f"{c['type']}: {c['message']}" for m, c in self.crashes.items()}},
         }
 
-    def shipped(self) -> "ImageResult":
+    def shipped(self) -> ImageResult:
         """A copy without the attribution arrays (C, H, W), for sending across processes."""
         maps = {m: _light(e) for m, e in self.maps.items()}
         return ImageResult(**{**self.__dict__, "maps": maps})
@@ -135,19 +145,34 @@ class ImageResult:
 
 def _light(exp: Explanation) -> Explanation:
     from dataclasses import replace
+
     return replace(exp, attribution=np.zeros((0,), np.float32))
 
 
 def crash(err: BaseException) -> dict:
     """An unexpected error as plain data (it may have to travel from a Ray worker)."""
-    return {"type": type(err).__name__, "message": str(err),
-            "traceback": "".join(traceback.format_exception(err))}
+    return {
+        "type": type(err).__name__,
+        "message": str(err),
+        "traceback": "".join(traceback.format_exception(err)),
+    }
 
 
-def explain_image(model, source: ImageSource, name: str, methods: Sequence[str], params: dict | None = None,
-                  target: int | None = None, *, usable: dict | None = None, render: RenderOptions | None = None,
-                  explain_fn: ExplainFn | None = None, progress: Callable[[int, int], None] | None = None,
-                  preview: Callable | None = None, on_map: Callable[[str], None] | None = None) -> ImageResult:
+def explain_image(
+    model,
+    source: ImageSource,
+    name: str,
+    methods: Sequence[str],
+    params: dict | None = None,
+    target: int | None = None,
+    *,
+    usable: dict | None = None,
+    render: RenderOptions | None = None,
+    explain_fn: ExplainFn | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    preview: Callable | None = None,
+    on_map: Callable[[str], None] | None = None,
+) -> ImageResult:
     """Predict one image and compute each method's map on it.
 
     Args:
@@ -175,8 +200,15 @@ def explain_image(model, source: ImageSource, name: str, methods: Sequence[str],
         return ImageResult(name=name, failed=_one_line(err, name))
     except Exception as err:  # noqa: BLE001  one bad image must not stop the batch
         return ImageResult(name=name, crashed=crash(err))
-    result = ImageResult(name=name, image_hash=image_hash(image), image_size=tuple(image.size),
-                         prediction=prediction, predicted=predicted, crop=crop, model=model.describe())
+    result = ImageResult(
+        name=name,
+        image_hash=image_hash(image),
+        image_size=tuple(image.size),
+        prediction=prediction,
+        predicted=predicted,
+        crop=crop,
+        model=model.describe(),
+    )
     usable = available_methods(model) if usable is None else usable
     for method in methods:
         try:
@@ -186,8 +218,9 @@ def explain_image(model, source: ImageSource, name: str, methods: Sequence[str],
             if explain_fn is not None:
                 exp = explain_fn(model, image, method, target, used, progress=progress, preview=preview)
             else:
-                exp = explain(model, image, method=method, target=target, progress=progress, preview=preview,
-                              **used)
+                exp = explain(
+                    model, image, method=method, target=target, progress=progress, preview=preview, **used
+                )
             result.maps[method] = exp
             if render is not None:
                 result.pngs[method], result.rendered[method] = _png(exp, render)
@@ -200,10 +233,18 @@ def explain_image(model, source: ImageSource, name: str, methods: Sequence[str],
     return result
 
 
-def explain_images(model, sources: Iterable, methods: Sequence[str], params: dict | None = None,
-                   target: int | None = None, *, render: RenderOptions | None = None,
-                   explain_fn: ExplainFn | None = None, progress: Progress | None = None,
-                   cancel: Callable[[], bool] | None = None) -> Iterator[ImageResult]:
+def explain_images(
+    model,
+    sources: Iterable,
+    methods: Sequence[str],
+    params: dict | None = None,
+    target: int | None = None,
+    *,
+    render: RenderOptions | None = None,
+    explain_fn: ExplainFn | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Iterator[ImageResult]:
     """``explain_image`` over many images, one result at a time, in order.
 
     Args:
@@ -231,8 +272,18 @@ def explain_images(model, sources: Iterable, methods: Sequence[str], params: dic
             if progress is not None:
                 progress(done, total, f"{name} · {METHODS[method].label}")
 
-        result = explain_image(model, source, name, methods, params, target, usable=usable, render=render,
-                               explain_fn=explain_fn, on_map=step)
+        result = explain_image(
+            model,
+            source,
+            name,
+            methods,
+            params,
+            target,
+            usable=usable,
+            render=render,
+            explain_fn=explain_fn,
+            on_map=step,
+        )
         if not result.ok:
             done += len(methods)
             if progress is not None:
@@ -242,15 +293,29 @@ def explain_images(model, sources: Iterable, methods: Sequence[str], params: dic
 
 def _png(exp: Explanation, options: RenderOptions) -> tuple[bytes, dict]:
     from .engine.render import overlay_with_colorbar, render
+
     sign = options.sign_for(exp.method)
-    rendered = render(exp.saliency, exp.image, sign=sign, colormap=options.colormap, alpha=options.alpha,
-                      clip_percentile=options.clip_percentile, target_label=exp.target_label,
-                      meaning=METHODS[exp.method].meaning)
+    rendered = render(
+        exp.saliency,
+        exp.image,
+        sign=sign,
+        colormap=options.colormap,
+        alpha=options.alpha,
+        clip_percentile=options.clip_percentile,
+        target_label=exp.target_label,
+        meaning=METHODS[exp.method].meaning,
+    )
     buf = io.BytesIO()
     Image.fromarray(overlay_with_colorbar(rendered)).save(buf, format="PNG")
-    return buf.getvalue(), {"sign": rendered.sign, "colormap": rendered.colormap, "scale": rendered.scale,
-                            "near_zero": rendered.near_zero, "legend": rendered.legend,
-                            "clip_percentile": options.clip_percentile, "alpha": options.alpha}
+    return buf.getvalue(), {
+        "sign": rendered.sign,
+        "colormap": rendered.colormap,
+        "scale": rendered.scale,
+        "near_zero": rendered.near_zero,
+        "legend": rendered.legend,
+        "clip_percentile": options.clip_percentile,
+        "alpha": options.alpha,
+    }
 
 
 def _one_line(err: BaseException, name: str) -> str:

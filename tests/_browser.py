@@ -1,5 +1,6 @@
 """The real app under `streamlit run`, and Debian's Chromium driven by Playwright: what the
 browser tests (tests/app/test_browser.py, test_gallery_browser.py) share."""
+
 from __future__ import annotations
 
 import os
@@ -9,9 +10,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -35,17 +36,37 @@ def streamlit_app(data: Path, **env: str) -> Iterator[str]:
     The server writes its log to ``data/streamlit.log`` (a file, not a pipe nobody reads: a long
     run never blocks on a full pipe) and is stopped on exit."""
     port = free_port()
-    environment = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", PYTHONPATH=ROOT,
-                       SALIENCY_DB=str(data / "reviews.sqlite"), **env)
+    environment = dict(
+        os.environ,
+        STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+        PYTHONPATH=ROOT,
+        SALIENCY_DB=str(data / "reviews.sqlite"),
+        **env,
+    )
     for name in FOREIGN_ENV:
         if name not in env:
             environment.pop(name, None)
     log_path = data / "streamlit.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+            ],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.time() + 120

@@ -1,5 +1,6 @@
 """Two versions of a small model for the comparison tests: A (accepted) and B (candidate), a
 ResNet-18 whose last layer only was changed."""
+
 from __future__ import annotations
 
 import torch

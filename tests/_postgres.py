@@ -5,6 +5,7 @@ Uses Debian's ``postgresql`` binaries (``apt-get install postgresql``; ``make te
 ``.ci/run`` install it). As root, the server runs as the ``postgres`` user (PostgreSQL refuses
 to run as root). ``server()`` returns None when the binaries are absent.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -18,7 +19,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-_SERVER: "PostgresServer | None | bool" = False   # False: not tried yet
+_SERVER: PostgresServer | None | bool = False  # False: not tried yet
 
 
 def bin_dir() -> Path | None:
@@ -26,8 +27,10 @@ def bin_dir() -> Path | None:
     found = shutil.which("initdb")
     if found and shutil.which("pg_ctl"):
         return Path(os.path.realpath(found)).parent
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                      key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     return Path(versions[-1]).parent if versions else None
 
 
@@ -50,12 +53,34 @@ class PostgresServer:
             self.user = "postgres"
             pw = pwd.getpwnam(self.user)
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
-        self._run("initdb", "-D", str(self.data), "-U", "saliency", "--auth=trust", "-E", "UTF8",
-                  "--no-sync", "--no-instructions")
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c max_connections=60")
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w",
-                  "-t", "60", "start")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "saliency",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def _run(self, tool: str, *args: str) -> None:
         cmd = [str(self.bindir / tool), *args]
@@ -72,9 +97,11 @@ class PostgresServer:
     def new_database(self) -> str:
         """Create an empty database; returns its SQLAlchemy URL."""
         import psycopg
+
         name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=saliency dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=saliency dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
@@ -107,5 +134,6 @@ def review_url(kind: str, folder: Path) -> str:
     found = server()
     if found is None:
         import pytest
+
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql); make test installs it")
     return found.new_database()

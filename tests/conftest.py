@@ -1,4 +1,5 @@
 """Shared fixtures: the demo model, two scikit-image photos, and a log of measured errors."""
+
 from __future__ import annotations
 
 import os
@@ -64,9 +65,11 @@ def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
 @pytest.fixture
 def record(request):
     """record(comparison, value): keep a measured number for the terminal summary."""
+
     def add(comparison: str, value: float) -> float:
         MEASURED.append((request.node.name, comparison, float(value)))
         return value
+
     return add
 
 
@@ -97,6 +100,7 @@ def open_page(page: str, methods: list[str]):
     """Run app.py, switch to ``page`` and set the sidebar's methods (AppTest does not list the
     sidebar's widgets after a page switch). Call ``rerun_page`` after changing widgets."""
     from streamlit.testing.v1 import AppTest
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     at = AppTest.from_file(os.path.join(root, "app.py"), default_timeout=300).run()
     at.switch_page(page)
@@ -112,14 +116,19 @@ def rerun_page(at, methods: list[str]):
 def url(request, tmp_path) -> str:
     """A fresh review database, once in SQLite and once in PostgreSQL (tests/_postgres.py)."""
     import _postgres
+
     return _postgres.review_url(request.param, tmp_path)
 
 
 def models_app(monkeypatch, models_dir):
     """The app with ``models_dir`` as its models folder; the first run (demo model) computes no map."""
     from streamlit.testing.v1 import AppTest
+
     monkeypatch.setenv("SALIENCY_MODELS_DIR", str(models_dir))
-    at = AppTest.from_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py"), default_timeout=300)
+    at = AppTest.from_file(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app.py"),
+        default_timeout=300,
+    )
     at.session_state["methods"] = []
     at = at.run()
     assert not at.exception, at.exception
@@ -136,10 +145,14 @@ def shown(text: str) -> str:
     """What a reader sees of Markdown source: pages escape user text (file names, labels,
     messages) with backslashes, which the Markdown renderer removes."""
     import re
+
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
 
 
 def image_alts(at) -> list[tuple[str, str | None]]:
     """(caption, alt text or None) of every image an AppTest run drew."""
-    return [(img.caption, img.alt if img.HasField("alt") else None)
-            for el in at.get("image") for img in el.proto.imgs]
+    return [
+        (img.caption, img.alt if img.HasField("alt") else None)
+        for el in at.get("image")
+        for img in el.proto.imgs
+    ]

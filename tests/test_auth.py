@@ -1,4 +1,5 @@
 """Reviewer accounts: bcrypt-hashed accounts file, sign-in checks and the `users` CLI."""
+
 import io
 import stat
 import tomllib
@@ -6,9 +7,9 @@ import tomllib
 import bcrypt
 import pytest
 
+from saliency_core.cli import main
 from saliency_core.review import auth
 from saliency_core.review.auth import AuthError
-from saliency_core.cli import main
 
 
 @pytest.fixture
@@ -30,8 +31,12 @@ def test_add_then_sign_in(users):
 
 def test_wrong_password_and_unknown_user_get_the_same_answer(users):
     auth.add_user("alice", "alice-password-1", path=users, rounds=4)
-    for name, password in (("alice", "alice-password-2"), ("mallory", "alice-password-1"), ("alice", ""),
-                           ("alice", "x" * 100)):
+    for name, password in (
+        ("alice", "alice-password-2"),
+        ("mallory", "alice-password-1"),
+        ("alice", ""),
+        ("alice", "x" * 100),
+    ):
         with pytest.raises(AuthError) as caught:
             auth.authenticate(name, password, path=users)
         assert str(caught.value) == auth.WRONG
@@ -59,12 +64,15 @@ def test_existing_user_needs_replace(users):
         auth.remove_user("alice", path=users)
 
 
-@pytest.mark.parametrize("name, password, role, words", [
-    ("al ice", "long-enough-1", "reviewer", "Expected a user name"),
-    ("alice", "short", "reviewer", "at least 8 characters; got 5"),
-    ("alice", "é" * 40, "reviewer", "at most 72 bytes (bcrypt's limit); got 80"),
-    ("alice", "long-enough-1", "owner", "role among reviewer, admin; got 'owner'"),
-])
+@pytest.mark.parametrize(
+    "name, password, role, words",
+    [
+        ("al ice", "long-enough-1", "reviewer", "Expected a user name"),
+        ("alice", "short", "reviewer", "at least 8 characters; got 5"),
+        ("alice", "é" * 40, "reviewer", "at most 72 bytes (bcrypt's limit); got 80"),
+        ("alice", "long-enough-1", "owner", "role among reviewer, admin; got 'owner'"),
+    ],
+)
 def test_bad_accounts_are_refused_in_words(users, name, password, role, words):
     with pytest.raises(AuthError, match=words.replace("(", r"\(").replace(")", r"\)")):
         auth.add_user(name, password, role=role, path=users, rounds=4)
@@ -87,7 +95,10 @@ def test_identity_provider_roles_come_from_the_accounts_file(users):
 
 def test_users_command(users, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("carol-password-1\n"))
-    assert main(["users", "add", "carol", "--admin", "--file", str(users), "--password-stdin", "--rounds", "4"]) == 0
+    assert (
+        main(["users", "add", "carol", "--admin", "--file", str(users), "--password-stdin", "--rounds", "4"])
+        == 0
+    )
     assert "added carol (admin)" in capsys.readouterr().err
     assert auth.authenticate("carol", "carol-password-1", path=users).is_admin
     assert main(["users", "list", "--file", str(users)]) == 0

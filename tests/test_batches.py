@@ -1,4 +1,5 @@
 """Review batch rules (saliency_core/review/batches.py): items, order, dedup, names, resume position."""
+
 from __future__ import annotations
 
 import io
@@ -7,8 +8,8 @@ import os
 import pytest
 from PIL import Image
 
-from saliency_core.review import batches
 from saliency_core import image_hash, load_image
+from saliency_core.review import batches
 
 
 def _png(colour) -> bytes:
@@ -22,8 +23,12 @@ def _hash(name, where):
 
 
 def test_queue_keeps_order_drops_duplicates_and_names_unreadable_files():
-    entries = [("a.png", _png("red")), ("b.png", b"not an image"), ("c.png", _png("blue")),
-               ("a-copy.png", _png("red"))]
+    entries = [
+        ("a.png", _png("red")),
+        ("b.png", b"not an image"),
+        ("c.png", _png("blue")),
+        ("a-copy.png", _png("red")),
+    ]
     items, problems = batches.queue_items(entries, _hash)
     assert [i["name"] for i in items] == ["a.png", "c.png"]
     assert problems[0].startswith("b.png: ") and not problems[0].startswith("b.png: b.png")
@@ -45,7 +50,7 @@ def test_resume_at_the_first_undecided_item():
     assert batches.resume_position(items, []) == 0
     assert batches.resume_position(items, ["a"]) == 1
     assert batches.resume_position(items, ["a", "c"]) == 1
-    assert batches.resume_position(items, ["a", "b", "c"]) == 2   # all decided: the last one
+    assert batches.resume_position(items, ["a", "b", "c"]) == 2  # all decided: the last one
     assert batches.resume_position([], ["a"]) == 0
 
 
@@ -56,11 +61,13 @@ def test_folder_source_stays_inside_the_review_folder(tmp_path):
     outside = tmp_path / "secret.png"
     outside.write_bytes(_png("black"))
     os.symlink(outside, root / "line4" / "link.png")
-    entries, problems = batches.source_entries("folder:line4", samples={}, folder_root=str(root),
-                                               suffixes=["png"])
+    entries, problems = batches.source_entries(
+        "folder:line4", samples={}, folder_root=str(root), suffixes=["png"]
+    )
     assert [name for name, _ in entries] == ["ok.png"] and not problems
     with pytest.raises(ValueError, match="no review folder is configured"):
         batches.source_entries("folder:line4", samples={}, folder_root=None)
-    entries, problems = batches.source_entries("folder:line4", samples={}, folder_root=str(root),
-                                               suffixes=["png"], max_items=0)
+    entries, problems = batches.source_entries(
+        "folder:line4", samples={}, folder_root=str(root), suffixes=["png"], max_items=0
+    )
     assert entries == [] and "the queue takes the first 0" in problems[0]

@@ -1,4 +1,5 @@
 """The benchmark runs end to end with a tiny setting (no timing assertions: timings are for bench/)."""
+
 import json
 import os
 import subprocess
@@ -9,21 +10,52 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_bench_tiny_run(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "bench/run.py", "--models", "demo", "--devices", "cpu",
-                           "--samples", "2", "--steps", "2", "--repeats", "1", "--batch", "2",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/run.py",
+            "--models",
+            "demo",
+            "--devices",
+            "cpu",
+            "--samples",
+            "2",
+            "--steps",
+            "2",
+            "--repeats",
+            "1",
+            "--batch",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = json.loads(out.read_text())
     tasks = [r["task"] for r in table["rows"] if "ours with" not in r["task"]]
-    assert tasks == ["gradient, 1 image", "SmoothGrad-2, 1 image", "SmoothGrad-2, 1 image, captum in its own process",
-                     "Integrated Gradients-2, 1 image",
-                     "Grad-CAM, 1 image", "SmoothGrad-2, batch of 2 (images/s)"]
+    assert tasks == [
+        "gradient, 1 image",
+        "SmoothGrad-2, 1 image",
+        "SmoothGrad-2, 1 image, captum in its own process",
+        "Integrated Gradients-2, 1 image",
+        "Grad-CAM, 1 image",
+        "SmoothGrad-2, batch of 2 (images/s)",
+    ]
     for row in table["rows"]:
         assert row.get("speedup_vs_captum_best", 1) > 0 and row.get("ours_s", 1) > 0
     ablations = [r for r in table["rows"] if "ours with" in r["task"]]
     assert [r["task"].split("ours with ")[1] for r in ablations] == [
-        "seed 1 (map only)", "default layout", "no BatchNorm folding", "chunks of 5", "chunks of 25",
-        "one pass of all samples"]
+        "seed 1 (map only)",
+        "default layout",
+        "no BatchNorm folding",
+        "chunks of 5",
+        "chunks of 25",
+        "one pass of all samples",
+    ]
     for row in ablations:  # every variant says how far its map is from the default one
         assert 0 <= row["map_rel_error"] and -1 <= row["map_spearman"] <= 1
     assert ablations[-1]["map_rel_error"] < 1e-6  # chunking never changes the map
@@ -35,20 +67,45 @@ def test_bench_tiny_run(tmp_path):
 
 def test_convergence_bench_tiny_run(tmp_path):
     out = tmp_path / "convergence.json"
-    proc = subprocess.run([sys.executable, "bench/convergence.py", "--models", "demo", "--photos", "1",
-                           "--reference", "16", "--max-samples", "16", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/convergence.py",
+            "--models",
+            "demo",
+            "--photos",
+            "1",
+            "--reference",
+            "16",
+            "--max-samples",
+            "16",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert [(r["model"], r["scheme"]) for r in result["table"]] == [
-        ("demo", "independent"), ("demo", "antithetic"), ("demo", "quasi")]
+        ("demo", "independent"),
+        ("demo", "antithetic"),
+        ("demo", "quasi"),
+    ]
     curve = result["runs"][0]["schemes"]["independent"]
     assert sorted(int(n) for n in curve) == [8, 16]
     for row in curve.values():  # agreement with the reference, the readout and a measured re-run
         assert -1 <= row["spearman"] <= 1 and 0 <= row["top10"] <= 1
         assert 0 <= row["measured_rerun_top10"] <= 1 and -1 <= row["readout_rerun_spearman"] <= 1
-    again = subprocess.run([sys.executable, "bench/convergence.py", "--table", str(out), "--levels", "0.1"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "bench/convergence.py", "--table", str(out), "--levels", "0.1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0 and "sp 0.1" in again.stdout, again.stderr[-2000:]
 
 
@@ -56,17 +113,45 @@ def test_page_bench_runs_the_pages_defaults(tmp_path):
     """bench/pages.py times the engine calls the pages make, with the defaults the pages import."""
     out = tmp_path / "pages.json"
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "bench/pages.py", "--pages", "explain,review-next", "--repeats", "1",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/pages.py",
+            "--pages",
+            "explain,review-next",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     assert [r["page"] for r in rows] == ["explain", "review-next"]
     assert all(r["median_wall_s"] > 0 and r["median_cpu_s"] > 0 and r["profile"] == "demo" for r in rows)
-    assert "median wall s" in proc.stdout and f"engine from {os.path.join(ROOT, 'saliency_core')}" in proc.stdout
+    assert (
+        "median wall s" in proc.stdout and f"engine from {os.path.join(ROOT, 'saliency_core')}" in proc.stdout
+    )
     from pages import _defaults as defaults
-    settings = subprocess.run([sys.executable, "-c", "import runpy, json; g = runpy.run_path('bench/pages.py', "
-                               "run_name='bench'); print(json.dumps([g['_settings'](p) for p in ('demo', 'full')]))"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+    settings = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import runpy, json; g = runpy.run_path('bench/pages.py', "
+            "run_name='bench'); print(json.dumps([g['_settings'](p) for p in ('demo', 'full')]))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     demo, full = json.loads(settings.stdout.strip().splitlines()[-1])
     assert demo["validate_step"] == defaults.VALIDATE_STEPS[defaults.VALIDATE_STEP]
     assert demo["stability_variants"] == defaults.STABILITY_VARIANTS

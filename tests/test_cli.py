@@ -1,4 +1,5 @@
 """The command line, run as a subprocess the way an operator runs it."""
+
 import json
 import os
 import subprocess
@@ -18,15 +19,38 @@ CAT_LABELS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"
 
 
 def _run(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "saliency_core", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "saliency_core", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
 def all_methods(tmp_path_factory):
     out = tmp_path_factory.mktemp("all")
-    result = _run("explain", CHELSEA, "--method", "all", "--samples", "4", "--steps", "8", "--masks", "16",
-                  "--window", "56", "--stride", "28", "--seed", "3", "--out", out)
+    result = _run(
+        "explain",
+        CHELSEA,
+        "--method",
+        "all",
+        "--samples",
+        "4",
+        "--steps",
+        "8",
+        "--masks",
+        "16",
+        "--window",
+        "56",
+        "--stride",
+        "28",
+        "--seed",
+        "3",
+        "--out",
+        out,
+    )
     return result, out
 
 
@@ -42,7 +66,7 @@ def test_all_methods_write_one_png_each(all_methods):
     assert len(sc.METHODS) >= 5
     usable = _usable()
     for name in sc.METHODS:
-        if name not in usable:   # e.g. attention rollout needs a transformer: skipped with the reason
+        if name not in usable:  # e.g. attention rollout needs a transformer: skipped with the reason
             assert f"skipping {name}: " in result.stderr
             continue
         png = out / f"chelsea_{name}.png"
@@ -111,13 +135,16 @@ def test_unknown_method_lists_the_available_ones(tmp_path):
     assert not list(tmp_path.glob("*.png"))  # refused before any work
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--samples", "0"], ["--samples", "at least 1"]),
-    (["--noise", "abc"], ["--noise", "abc"]),
-    (["--noise", "1.5"], ["--noise", "between 0 and 1"]),
-    (["--sign", "signed", "--colormap", "inferno"], ["diverging"]),
-    (["--colormap", "jet"], ["--colormap", "jet"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--samples", "0"], ["--samples", "at least 1"]),
+        (["--noise", "abc"], ["--noise", "abc"]),
+        (["--noise", "1.5"], ["--noise", "between 0 and 1"]),
+        (["--sign", "signed", "--colormap", "inferno"], ["diverging"]),
+        (["--colormap", "jet"], ["--colormap", "jet"]),
+    ],
+)
 def test_bad_numbers_and_options_are_one_line_errors(tmp_path, capsys, args, words):
     # In-process: argparse errors need no model, and this saves a subprocess start per case.
     with pytest.raises(SystemExit) as info:
@@ -139,9 +166,14 @@ def test_every_command_that_computes_maps_takes_every_method_parameter():
     """Flags derived from each method's defaults: every parameter the sidebar offers exists on every
     command that computes maps (explain, report, validate, stability, sanity, compare)."""
     from saliency_core.cli import build_parser
-    from saliency_core.cli._common import FIXED_BY_NAME     # chosen by the method's name, not a flag
-    wanted = {"--" + name.replace("_", "-") for m in sc.METHODS.values() for name in m.defaults
-              if name not in FIXED_BY_NAME}
+    from saliency_core.cli._common import FIXED_BY_NAME  # chosen by the method's name, not a flag
+
+    wanted = {
+        "--" + name.replace("_", "-")
+        for m in sc.METHODS.values()
+        for name in m.defaults
+        if name not in FIXED_BY_NAME
+    }
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
     for name in ("explain", "report", "validate", "stability", "sanity", "compare"):

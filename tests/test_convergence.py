@@ -1,5 +1,6 @@
 """The convergence readout (saliency_core/engine/convergence.py), SmoothGrad's sampling schemes and
 stop-when-settled (methods/smoothgrad.py), on tiny models whose gradient under noise is known."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,13 @@ from torch import nn
 
 import saliency_core as sc
 from saliency_core.engine.convergence import Readout, describe, extrapolate, spearman, top_overlap
-from saliency_core.engine.methods.smoothgrad import SAMPLING, QuasiNormal, checkpoints, noise_draws, smoothgrad
+from saliency_core.engine.methods.smoothgrad import (
+    SAMPLING,
+    QuasiNormal,
+    checkpoints,
+    noise_draws,
+    smoothgrad,
+)
 from saliency_core.evaluation import similarity
 
 D = torch.float64
@@ -39,7 +46,7 @@ class WeightedCube(nn.Module):
         self.w = w
 
     def forward(self, x):
-        return (self.w * x ** 3).flatten(1).sum(1, keepdim=True).expand(-1, 2) / 3
+        return (self.w * x**3).flatten(1).sum(1, keepdim=True).expand(-1, 2) / 3
 
 
 class Linear(nn.Module):
@@ -57,7 +64,7 @@ class Quartic(nn.Module):
     """score = sum(x^4) / 4: gradient x^3, with E[(x + sigma e)^3] = x^3 + 3 sigma^2 x (e ~ N(0, 1))."""
 
     def forward(self, x):
-        return (x ** 4).flatten(1).sum(1, keepdim=True).expand(-1, 2) / 4
+        return (x**4).flatten(1).sum(1, keepdim=True).expand(-1, 2) / 4
 
 
 def _image(size: int, seed: int = 0, channels: int = 1) -> torch.Tensor:
@@ -81,16 +88,20 @@ def test_torch_measures_match_metrics_similarity():
     b = a + torch.randn(3, 20, 20, generator=g, dtype=D)
     a[0, :5] = 0.0  # ties share their average rank
     b[1] = b[1].round()
-    b[2] = 1.0      # one constant map
+    b[2] = 1.0  # one constant map
     sp, top = spearman(a, b), top_overlap(a, b)
     for i in range(3):
         assert sp[i].item() == pytest.approx(similarity.spearman(a[i].numpy(), b[i].numpy()), abs=1e-12)
-        assert top[i].item() == pytest.approx(similarity.top_k_overlap(a[i].numpy(), b[i].numpy(), 0.1), abs=1e-12)
+        assert top[i].item() == pytest.approx(
+            similarity.top_k_overlap(a[i].numpy(), b[i].numpy(), 0.1), abs=1e-12
+        )
     assert spearman(b[2:], b[2:]).item() == 1.0  # both constant
     # without ties (one sort, topk): the same numbers
     c, d = torch.randn(2, 64, 64, generator=g, dtype=D).unbind(0)
     d = c + 2 * d
-    assert spearman(c[None], d[None]).item() == pytest.approx(similarity.spearman(c.numpy(), d.numpy()), abs=1e-12)
+    assert spearman(c[None], d[None]).item() == pytest.approx(
+        similarity.spearman(c.numpy(), d.numpy()), abs=1e-12
+    )
     assert top_overlap(c[None], d[None]).item() == similarity.top_k_overlap(c.numpy(), d.numpy(), 0.1)
 
 
@@ -117,8 +128,10 @@ def _true_rerun(w, x, noise, n, draws=6, seed=123):
     g = torch.Generator().manual_seed(seed)
     sp, top = [], []
     for _ in range(draws):
-        m1, m2 = [(w * x + w * noise * torch.randn(x.shape, generator=g, dtype=D) / math.sqrt(n)).abs()[:, 0]
-                  for _ in range(2)]
+        m1, m2 = [
+            (w * x + w * noise * torch.randn(x.shape, generator=g, dtype=D) / math.sqrt(n)).abs()[:, 0]
+            for _ in range(2)
+        ]
         sp.append(spearman(m1, m2).item())
         top.append(top_overlap(m1, m2).item())
     return float(np.mean(sp)), float(np.mean(top))
@@ -133,7 +146,9 @@ def test_readout_matches_the_true_rerun_agreement(n, seed):
     x, w = _image(size), _weights(size, spread=0.5)
     net = WeightedSquare(w)
     readout = Readout()
-    mine = smoothgrad(net, x, torch.tensor([0]), samples=n, noise=noise, seed=seed, readout=readout, chunk_size=64)
+    mine = smoothgrad(
+        net, x, torch.tensor([0]), samples=n, noise=noise, seed=seed, readout=readout, chunk_size=64
+    )
     est = readout.last[0]
     true_sp, true_top = _true_rerun(w, x, noise, n)
     assert est["samples"] == n
@@ -150,7 +165,9 @@ def test_readout_spans_the_range():
     x, w = _image(size), _weights(size)
     few, many = Readout(), Readout()
     smoothgrad(WeightedSquare(w), x, torch.tensor([0]), samples=8, noise=noise, readout=few)
-    smoothgrad(WeightedSquare(w), x, torch.tensor([0]), samples=2000, noise=noise, readout=many, chunk_size=500)
+    smoothgrad(
+        WeightedSquare(w), x, torch.tensor([0]), samples=2000, noise=noise, readout=many, chunk_size=500
+    )
     assert few.last[0]["verdict"] == "still changing"
     assert few.last[0]["rerun_spearman"] < many.last[0]["rerun_spearman"] - 0.1
     assert many.last[0]["verdict"] == "settled", many.last[0]
@@ -176,12 +193,14 @@ def test_readout_needs_four_draws():
 def test_draws_are_standard_normal_noise(sampling):
     """Each sample is N(0, 1) noise: over 32 seeds x 8 samples, per-coordinate mean 0 and variance 1."""
     like = torch.zeros(1, 3, 16, 16)
-    eps = torch.cat([noise_draws(like, seed, 0, 8, sampling) for seed in range(32)]).double()  # (256, 3, 16, 16)
-    assert abs(eps.mean().item()) < 0.01          # standard error 1/sqrt(196608) = 0.0023
+    eps = torch.cat(
+        [noise_draws(like, seed, 0, 8, sampling) for seed in range(32)]
+    ).double()  # (256, 3, 16, 16)
+    assert abs(eps.mean().item()) < 0.01  # standard error 1/sqrt(196608) = 0.0023
     assert abs(eps.var().item() - 1) < 0.02
     assert eps.mean(0).abs().max() < 5 / math.sqrt(256)
     if sampling == "antithetic":
-        assert torch.equal(eps[1], -eps[0])       # pairs (x + e, x - e)
+        assert torch.equal(eps[1], -eps[0])  # pairs (x + e, x - e)
     else:
         # four replicates of a shifted Sobol sequence: replicate r holds samples r, r + 4, ...
         # and its first two points lie in opposite halves of every coordinate's range
@@ -193,9 +212,22 @@ def test_draws_are_standard_normal_noise(sampling):
 def test_schemes_are_unbiased(sampling):
     """Mean over seeds of SmoothGrad(8) of x^3 equals the many-sample limit x^3 + 3 sigma^2 x."""
     x, noise, seeds = _image(6, channels=3), 0.5, 400
-    maps = torch.stack([smoothgrad(Quartic(), x, torch.tensor([0]), samples=8, noise=noise, seed=s,
-                                   sampling=sampling, chunk_size=8) for s in range(seeds)])
-    limit = x ** 3 + 3 * noise ** 2 * x
+    maps = torch.stack(
+        [
+            smoothgrad(
+                Quartic(),
+                x,
+                torch.tensor([0]),
+                samples=8,
+                noise=noise,
+                seed=s,
+                sampling=sampling,
+                chunk_size=8,
+            )
+            for s in range(seeds)
+        ]
+    )
+    limit = x**3 + 3 * noise**2 * x
     standard_error = maps.std(0) / math.sqrt(seeds)
     exact = standard_error == 0  # antithetic pairs at x = 0: (sigma e)^3 cancels in every pair
     assert torch.allclose(maps.mean(0)[exact], limit[exact], atol=1e-15)
@@ -219,8 +251,8 @@ def test_quasi_draws_out_of_order_are_the_same_numbers():
     q = QuasiNormal((2, 5, 5), seed=9)
     forward = torch.cat([q.draw(0, 6), q.draw(6, 5)])
     again = QuasiNormal((2, 5, 5), seed=9)
-    assert torch.equal(again.draw(6, 5), forward[6:])   # fast-forwards
-    assert torch.equal(again.draw(0, 6), forward[:6])   # restarts
+    assert torch.equal(again.draw(6, 5), forward[6:])  # fast-forwards
+    assert torch.equal(again.draw(0, 6), forward[:6])  # restarts
     assert torch.equal(again.draw(3, 8), forward[3:])
 
 
@@ -255,7 +287,9 @@ def test_sampling_is_checked():
     with pytest.raises(ValueError, match="sampling must be one of independent, antithetic, quasi"):
         smoothgrad(Linear(_weights(4)), _image(4), torch.tensor([0]), sampling="sobol")
     with pytest.raises(ValueError, match="maximum samples .* at least the samples"):
-        smoothgrad(Linear(_weights(4)), _image(4), torch.tensor([0]), samples=20, until_settled=True, max_samples=10)
+        smoothgrad(
+            Linear(_weights(4)), _image(4), torch.tensor([0]), samples=20, until_settled=True, max_samples=10
+        )
     with pytest.raises(ValueError, match="until_settled must be true or false"):
         smoothgrad(Linear(_weights(4)), _image(4), torch.tensor([0]), until_settled="yes")
 
@@ -273,8 +307,9 @@ def test_stops_at_the_first_check_on_a_converged_model():
     """Gradient constant under noise: every quarter agrees, settled at ``samples``."""
     net, x = Linear(_weights(16, channels=3)), _image(16, channels=3)
     readout = Readout()
-    out = smoothgrad(net, x, torch.tensor([0]), samples=8, noise=0.2, until_settled=True, max_samples=400,
-                     readout=readout)
+    out = smoothgrad(
+        net, x, torch.tensor([0]), samples=8, noise=0.2, until_settled=True, max_samples=400, readout=readout
+    )
     entry = readout.last[0]
     assert entry["samples"] == 8 and entry["stopped"] == "settled" and entry["verdict"] == "settled"
     assert torch.allclose(out, net.w.expand_as(x), rtol=1e-12)
@@ -286,10 +321,23 @@ def test_runs_to_the_maximum_on_a_noisy_model():
     x.view(-1)[:2] = torch.tensor([0.0, 1.0], dtype=D)
     net = WeightedSquare(torch.ones_like(x))
     readout, seen = Readout(), []
-    out = smoothgrad(net, x, torch.tensor([0]), samples=8, noise=0.5, until_settled=True, max_samples=60,
-                     readout=readout, progress=lambda done, total: seen.append((done, total)))
+    out = smoothgrad(
+        net,
+        x,
+        torch.tensor([0]),
+        samples=8,
+        noise=0.5,
+        until_settled=True,
+        max_samples=60,
+        readout=readout,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     entry = readout.last[0]
-    assert entry["samples"] == 60 and entry["stopped"] == "at the maximum" and entry["verdict"] == "still changing"
+    assert (
+        entry["samples"] == 60
+        and entry["stopped"] == "at the maximum"
+        and entry["verdict"] == "still changing"
+    )
     assert seen[-1] == (60, 60)
     plain = smoothgrad(net, x, torch.tensor([0]), samples=60, noise=0.5)
     assert torch.allclose(out, plain, rtol=1e-12, atol=1e-15)  # the same map as asking for 60
@@ -302,8 +350,18 @@ def test_where_it_stops_does_not_depend_on_chunks(sampling):
     runs = []
     for chunk in (3, 16, 1000):
         readout = Readout(threshold=0.8)
-        out = smoothgrad(WeightedCube(w), x, torch.tensor([0]), samples=8, noise=noise, sampling=sampling,
-                         until_settled=True, max_samples=400, readout=readout, chunk_size=chunk)
+        out = smoothgrad(
+            WeightedCube(w),
+            x,
+            torch.tensor([0]),
+            samples=8,
+            noise=noise,
+            sampling=sampling,
+            until_settled=True,
+            max_samples=400,
+            readout=readout,
+            chunk_size=chunk,
+        )
         runs.append((out, readout.last[0]["samples"]))
     assert 8 < runs[0][1] < 400, runs[0][1]  # stopped in between: the test says something
     for out, used in runs[1:]:
@@ -321,8 +379,9 @@ def test_attribute_records_the_readout_per_image():
     size = 16
     x = torch.cat([_image(size, seed=s, channels=3) for s in range(2)])
     net = WeightedSquare(_weights(size, channels=3))
-    _, used, diagnostics = sc.attribute(_classifier(net), x, torch.tensor([0, 1]), "vargrad", samples=8,
-                                        until_settled=True, max_samples=16)
+    _, used, diagnostics = sc.attribute(
+        _classifier(net), x, torch.tensor([0, 1]), "vargrad", samples=8, until_settled=True, max_samples=16
+    )
     assert used["until_settled"] is True and used["max_samples"] == 16 and used["sampling"] == "independent"
     readouts = diagnostics["convergence"]
     assert len(readouts) == 2 and {r["samples"] for r in readouts} == {16}
@@ -388,9 +447,23 @@ def test_command_line_until_settled_records_where_it_stopped(demo, chelsea_path,
     """explain --until-settled: the same run as sc.explain(until_settled=True), the count used in
     the JSON; without the flag the fixed count (the command line's default)."""
     from saliency_core import cli
+
     for flags, folder in ((["--until-settled", "--max-samples", "24"], "settle"), ([], "fixed")):
-        code = cli.main(["explain", chelsea_path, "--method", "smoothgrad", "--samples", "8", "--seed", "3",
-                         *flags, "--out", str(tmp_path / folder)])
+        code = cli.main(
+            [
+                "explain",
+                chelsea_path,
+                "--method",
+                "smoothgrad",
+                "--samples",
+                "8",
+                "--seed",
+                "3",
+                *flags,
+                "--out",
+                str(tmp_path / folder),
+            ]
+        )
         assert code == 0
     settled = json.loads((tmp_path / "settle" / "chelsea.json").read_text())["maps"][0]
     fixed = json.loads((tmp_path / "fixed" / "chelsea.json").read_text())["maps"][0]
@@ -401,15 +474,23 @@ def test_command_line_until_settled_records_where_it_stopped(demo, chelsea_path,
     assert fixed["diagnostics"]["convergence"]["samples"] == 8
     same = sc.explain(demo, chelsea_path, "smoothgrad", samples=8, seed=3, until_settled=True, max_samples=24)
     assert same.diagnostics["convergence"]["samples"] == readout["samples"]
-    assert same.diagnostics["convergence"]["rerun_spearman"] == pytest.approx(readout["rerun_spearman"], abs=1e-12)
+    assert same.diagnostics["convergence"]["rerun_spearman"] == pytest.approx(
+        readout["rerun_spearman"], abs=1e-12
+    )
 
 
 def test_what_smoothgrad_can_wrap_is_a_method_flag(demo, chelsea_path):
     """Method.smoothable says it once: the SmoothGrad family and path methods are not wrapped."""
     assert {m for m, meta in sc.METHODS.items() if not meta.smoothable} == {
-        "smoothgrad", "smoothgrad_squared", "vargrad", "integrated_gradients"}
+        "smoothgrad",
+        "smoothgrad_squared",
+        "vargrad",
+        "integrated_gradients",
+    }
     for base in ("vargrad", "integrated_gradients", "no_such_method"):
         with pytest.raises(ValueError, match=f"SmoothGrad cannot wrap '{base}'"):
             sc.explain(demo, chelsea_path, "smoothgrad", samples=4, base=base)
-    assert sc.explain(demo, chelsea_path, "smoothgrad", samples=4, base="gradient_x_input").params["base"] == \
-        "gradient_x_input"
+    assert (
+        sc.explain(demo, chelsea_path, "smoothgrad", samples=4, base="gradient_x_input").params["base"]
+        == "gradient_x_input"
+    )

@@ -5,6 +5,7 @@ Without a GPU here, "another device" is PyTorch's ``meta`` device: the test catc
 on its way there and checks it is the CPU draw, bit for bit. The real CPU-vs-GPU comparison is
 in tests/test_gpu.py (skipped without CUDA).
 """
+
 from __future__ import annotations
 
 import base64
@@ -62,6 +63,7 @@ def test_sanity_check_weights_depend_on_the_seed_only(demo):
     """Re-initialised weights come from the seeded CPU generator whatever the device; the global
     CUDA generator is never touched (nothing drawn there)."""
     from saliency_core.evaluation import sanity as randomisation
+
     blocks = randomisation.layer_blocks(demo)
     net_a, net_b = copy.deepcopy(demo.network), copy.deepcopy(demo.network)
     randomisation.reinitialise(net_a, blocks[0], seed=5)
@@ -107,8 +109,10 @@ def test_cpu_forces_the_cpu_and_is_recorded(monkeypatch, chelsea_path):
 
 
 def test_cli_device_flag_and_json(tmp_path, chelsea_path, capsys):
-    assert cli.main(["explain", chelsea_path, "--method", "gradient", "--device", "cpu",
-                     "--out", str(tmp_path)]) == 0
+    assert (
+        cli.main(["explain", chelsea_path, "--method", "gradient", "--device", "cpu", "--out", str(tmp_path)])
+        == 0
+    )
     record = json.loads((tmp_path / "chelsea.json").read_text())
     assert record["model"]["device"] == "cpu"
     assert [m["device"] for m in record["maps"]] == ["cpu"]

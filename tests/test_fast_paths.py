@@ -15,6 +15,7 @@ Tolerances:
 - Reduced precision on a GPU (TF32 for the SmoothGrad family): precision_tolerated(), measured
   on the H200 by bench/run.py; bf16 fails it, checked here on the CPU with bf16 autocast.
 """
+
 import copy
 
 import numpy as np
@@ -47,9 +48,14 @@ def paths(demo, chelsea_path):
     return demo.network, plain, x, torch.tensor([demo.predict(x, 1)[0][0]])
 
 
-@pytest.mark.parametrize("method,params,tol", [
-    ("gradient", {}, 1e-5), ("gradcam", {"layer": "1._act_head"}, 1e-5),
-    ("integrated_gradients", {"steps": 8}, 1e-5)])
+@pytest.mark.parametrize(
+    "method,params,tol",
+    [
+        ("gradient", {}, 1e-5),
+        ("gradcam", {"layer": "1._act_head"}, 1e-5),
+        ("integrated_gradients", {"steps": 8}, 1e-5),
+    ],
+)
 def test_layout_and_padding_match_plain_network(paths, method, params, tol):
     fast, plain, x, t = paths
     attribute = sc.METHODS[method].attribute
@@ -74,7 +80,12 @@ def test_function_changes_only_inside_averaging_methods():
         with _fast.as_written():
             assert not _fast.function_changes_allowed()
     assert not _fast.function_changes_allowed()
-    assert {n for n, m in sc.METHODS.items() if m.averaging} == {"smoothgrad", "smoothgrad_squared", "vargrad", "rise"}
+    assert {n for n, m in sc.METHODS.items() if m.averaging} == {
+        "smoothgrad",
+        "smoothgrad_squared",
+        "vargrad",
+        "rise",
+    }
 
 
 @pytest.mark.parametrize("method,params", [("gradient", {}), ("integrated_gradients", {"steps": 8})])
@@ -106,7 +117,10 @@ def test_smoothgrad_matches_plain_network(paths, record):
         other_seed = sc.METHODS["smoothgrad"].attribute(plain, x, t, samples=8, seed=1)
     assert _rel(a, b) < 1e-2
     assert _rho(a, b) >= 0.999
-    record("smoothgrad-8 folded vs plain, as a share of the seed-to-seed change", _rel(a, b) / _rel(other_seed, b))
+    record(
+        "smoothgrad-8 folded vs plain, as a share of the seed-to-seed change",
+        _rel(a, b) / _rel(other_seed, b),
+    )
     assert _fast.precision_tolerated(a, b, other_seed)  # < 0.1x what a change of seed does
 
 
@@ -181,7 +195,11 @@ class _SharedConv(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv, self.bn, self.fc = torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.Linear(3, 2)
+        self.conv, self.bn, self.fc = (
+            torch.nn.Conv2d(3, 3, 3, padding=1),
+            torch.nn.BatchNorm2d(3),
+            torch.nn.Linear(3, 2),
+        )
 
     def forward(self, x):
         return self.fc((self.bn(self.conv(x)) + self.conv(x)).mean((2, 3)))

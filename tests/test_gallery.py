@@ -1,6 +1,7 @@
 """The gallery's batch run and result store (saliency_core/gallery/) on the real demo model and
 real SQLite: stored maps equal ``sc.explain``, a second run computes nothing, cancel and kill
 keep what was finished, bad images are listed and remembered, filters / confusion / exports."""
+
 from __future__ import annotations
 
 import io
@@ -19,15 +20,19 @@ from PIL import Image
 
 import saliency_core as sc
 from saliency_core import gallery
-from saliency_core.gallery import ResultStore
 from saliency_core.evaluation.labelled import open_folder
+from saliency_core.gallery import ResultStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 CHEAP = ["gradient", "gradcam"]
 # (path in the set, scikit-image photo): folder names are ImageNet classes; the clock is a mistake
-PHOTOS = [("tiger_cat/chelsea.png", "chelsea.png"), ("espresso/coffee.png", "coffee.png"),
-          ("tripod/camera.png", "camera.png"), ("analog_clock/clock_motion.png", "clock_motion.png")]
+PHOTOS = [
+    ("tiger_cat/chelsea.png", "chelsea.png"),
+    ("espresso/coffee.png", "coffee.png"),
+    ("tripod/camera.png", "camera.png"),
+    ("analog_clock/clock_motion.png", "clock_motion.png"),
+]
 
 
 @pytest.fixture
@@ -60,11 +65,17 @@ def test_stored_maps_equal_explain(demo, folder, store):
             reference = sc.explain(demo, item.path, method=m, samples=4, noise=0.2, seed=3)
             np.testing.assert_array_equal(maps[m].saliency, reference.saliency)
             assert maps[m].saliency.dtype == np.float32
-            assert (maps[m].target, maps[m].params, maps[m].image_hash) == \
-                   (reference.target, reference.params, reference.image_hash)
+            assert (maps[m].target, maps[m].params, maps[m].image_hash) == (
+                reference.target,
+                reference.params,
+                reference.image_hash,
+            )
         assert [i for i, _, _ in top5] == [i for i, _, _ in reference.prediction]
         assert top5[0][2] == pytest.approx(reference.prediction[0][2], abs=1e-6)
-    assert rows.loc["espresso/coffee.png", "correct"] and not rows.loc["analog_clock/clock_motion.png", "correct"]
+    assert (
+        rows.loc["espresso/coffee.png", "correct"]
+        and not rows.loc["analog_clock/clock_motion.png", "correct"]
+    )
     assert rows.loc["analog_clock/clock_motion.png", "predicted_label"] == "other: bubble"
 
 
@@ -81,9 +92,10 @@ def test_second_run_computes_nothing_and_a_new_method_only_its_maps(demo, folder
     def counting(model, image, method, **kwargs):
         computed.append(method)
         return real(model, image, method, **kwargs)
+
     monkeypatch.setattr(gallery, "explain", counting)
     more = gallery.run(demo, labelled, ["gradient", "gradcam"], {}, store)
-    assert more.computed == 4 and computed == ["gradcam"] * 4   # gradient maps came from the store
+    assert more.computed == 4 and computed == ["gradcam"] * 4  # gradient maps came from the store
     # other parameters are other results
     computed.clear()
     assert gallery.run(demo, labelled, ["gradcam"], {"layer": "features.5"}, store).computed == 4
@@ -93,8 +105,15 @@ def test_second_run_computes_nothing_and_a_new_method_only_its_maps(demo, folder
 def test_cancel_keeps_finished_images_and_the_next_run_does_the_rest(demo, folder, store):
     labelled = open_folder(folder, demo.labels)
     seen = []
-    report = gallery.run(demo, labelled, CHEAP, {}, store, progress=seen.append,
-                         cancel=lambda: sum(p.computed > 0 for p in seen) >= 2)
+    report = gallery.run(
+        demo,
+        labelled,
+        CHEAP,
+        {},
+        store,
+        progress=seen.append,
+        cancel=lambda: sum(p.computed > 0 for p in seen) >= 2,
+    )
     assert report.cancelled and report.computed == 2
     assert seen[-1].done == 2 and seen[-1].total == 4 and seen[-1].rate > 0
     assert "2 of 4 images" in seen[-1].words() and "left" in seen[-1].words()
@@ -120,8 +139,13 @@ print("finished", flush=True)
 def test_killed_run_resumes_where_it_stopped(demo, folder, tmp_path):
     path = tmp_path / "killed.sqlite"
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(folder), str(path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(folder), str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     try:
         for line in proc.stdout:
@@ -152,10 +176,14 @@ def test_killed_run_resumes_where_it_stopped(demo, folder, tmp_path):
 
 def test_unreadable_and_duplicate_images_are_listed_and_remembered(demo, folder, store, monkeypatch):
     (folder / "tiger_cat" / "broken.png").write_bytes(b"not a picture at all")
-    Image.open(folder / "espresso" / "coffee.png").save(folder / "espresso" / "coffee_again.bmp")  # same pixels
+    Image.open(folder / "espresso" / "coffee.png").save(
+        folder / "espresso" / "coffee_again.bmp"
+    )  # same pixels
     labelled = open_folder(folder, demo.labels)
     report = gallery.run(demo, labelled, CHEAP, {}, store)
-    assert [(f.item, "not an image file" in f.reason) for f in report.failed] == [("tiger_cat/broken.png", True)]
+    assert [(f.item, "not an image file" in f.reason) for f in report.failed] == [
+        ("tiger_cat/broken.png", True)
+    ]
     assert report.computed == 5
     rows = gallery.table(store, demo, labelled, CHEAP, {}).set_index("name")
     assert rows.loc["tiger_cat/broken.png", "status"] == "unreadable"
@@ -185,14 +213,31 @@ def test_tiles_thumbnails_and_words(demo, folder, store):
 
 def _rows() -> pd.DataFrame:
     data = [  # name, label, predicted_label, confidence, correct
-        ("a", "cat", "cat", 0.9, True), ("b", "cat", "other: reel", 0.8, False),
-        ("c", "cat", "dog", 0.3, False), ("d", "dog", "dog", 0.5, True),
-        ("e", "dog", "cat", 0.95, False), ("f", "dog", "other: bubble", 0.2, False),
+        ("a", "cat", "cat", 0.9, True),
+        ("b", "cat", "other: reel", 0.8, False),
+        ("c", "cat", "dog", 0.3, False),
+        ("d", "dog", "dog", 0.5, True),
+        ("e", "dog", "cat", 0.95, False),
+        ("f", "dog", "other: bubble", 0.2, False),
         ("g", "dog", "other: reel", 0.1, False),
     ]
-    rows = pd.DataFrame([{"name": n, "label": lab, "status": "done", "predicted_label": p, "predicted_class": p,
-                          "confidence": c, "correct": ok, "flags": "", "review": "", "image_hash": n}
-                         for n, lab, p, c, ok in data])
+    rows = pd.DataFrame(
+        [
+            {
+                "name": n,
+                "label": lab,
+                "status": "done",
+                "predicted_label": p,
+                "predicted_class": p,
+                "confidence": c,
+                "correct": ok,
+                "flags": "",
+                "review": "",
+                "image_hash": n,
+            }
+            for n, lab, p, c, ok in data
+        ]
+    )
     rows.loc[rows["name"] == "c", "flags"] = "Guided backprop fails the sanity check"
     extra = rows.iloc[:1].assign(name="z", status="unreadable", correct=None, confidence=np.nan)
     return pd.concat([rows, extra], ignore_index=True)
@@ -200,8 +245,8 @@ def _rows() -> pd.DataFrame:
 
 def test_filters_and_orders():
     rows = _rows()
-    names = lambda **kw: gallery.filter_rows(rows, **kw)["name"].tolist()   # noqa: E731
-    assert names() == ["a", "b", "c", "d", "e", "f", "g"]               # unreadable rows never shown
+    names = lambda **kw: gallery.filter_rows(rows, **kw)["name"].tolist()  # noqa: E731
+    assert names() == ["a", "b", "c", "d", "e", "f", "g"]  # unreadable rows never shown
     assert names(outcome="incorrect", order="confident mistakes first") == ["e", "b", "c", "f", "g"]
     assert names(order="confident mistakes first")[:5] == ["e", "b", "c", "f", "g"]
     assert names(order="least confident first") == ["g", "f", "c", "d", "b", "a", "e"]
@@ -211,8 +256,12 @@ def test_filters_and_orders():
     assert names(flagged=True) == ["c"] and "c" not in names(flagged=False)
     with pytest.raises(ValueError, match="outcome"):
         gallery.filter_rows(rows, outcome="wrong")
-    many = pd.concat([rows] * 20, ignore_index=True)                   # 160 rows
-    assert gallery.pages(many) == 4 and len(gallery.page_of(many, 4)) == 16 and len(gallery.page_of(many, 9)) == 16
+    many = pd.concat([rows] * 20, ignore_index=True)  # 160 rows
+    assert (
+        gallery.pages(many) == 4
+        and len(gallery.page_of(many, 4)) == 16
+        and len(gallery.page_of(many, 9)) == 16
+    )
 
 
 def test_confusion_matrix_and_class_accuracy():
@@ -220,7 +269,9 @@ def test_confusion_matrix_and_class_accuracy():
     counts = gallery.confusion(rows)
     assert list(counts.index) == ["cat", "dog"]
     assert list(counts.columns) == ["cat", "dog", "other: reel", "other: bubble"]
-    assert counts.loc["dog", "other: reel"] == 1 and counts.loc["cat", "cat"] == 1 and counts.values.sum() == 7
+    assert (
+        counts.loc["dog", "other: reel"] == 1 and counts.loc["cat", "cat"] == 1 and counts.values.sum() == 7
+    )
     grouped = gallery.confusion(rows, max_other=1)
     assert list(grouped.columns) == ["cat", "dog", "other: reel", gallery.OTHER_REST]
     assert gallery.cell_labels(grouped, gallery.OTHER_REST) == ["other: bubble"]
@@ -231,20 +282,22 @@ def test_confusion_matrix_and_class_accuracy():
 
 def test_csv_export_defuses_formulas():
     rows = _rows()
-    rows.loc[0, "label"] = "=HYPERLINK(\"http://x\",\"y\")"
+    rows.loc[0, "label"] = '=HYPERLINK("http://x","y")'
     rows.loc[1, "name"] = "@SUM(1)"
     text = gallery.to_csv(gallery.filter_rows(rows))
     table = pd.read_csv(io.StringIO(text))
     by_name = table.set_index("name")
-    assert by_name.loc["a", "label"] == "'=HYPERLINK(\"http://x\",\"y\")"
+    assert by_name.loc["a", "label"] == '\'=HYPERLINK("http://x","y")'
     assert by_name.loc["'@SUM(1)", "label"] == "cat"
-    assert by_name["confidence"].tolist()[:2] == [0.8, 0.9]        # numbers stay numbers
+    assert by_name["confidence"].tolist()[:2] == [0.8, 0.9]  # numbers stay numbers
 
 
 def test_report_of_the_filtered_set_uses_the_stored_maps(demo, folder, store, monkeypatch):
     labelled = open_folder(folder, demo.labels)
     gallery.run(demo, labelled, CHEAP, {}, store)
-    rows = gallery.filter_rows(gallery.table(store, demo, labelled, CHEAP, {}), true_labels=["espresso", "tripod"])
+    rows = gallery.filter_rows(
+        gallery.table(store, demo, labelled, CHEAP, {}), true_labels=["espresso", "tripod"]
+    )
     monkeypatch.setattr(gallery, "explain", lambda *a, **k: pytest.fail("a map was computed again"))
     report = gallery.build_report(store, demo, labelled, rows, CHEAP, {})
     assert [i.name for i in report.images] == ["espresso/coffee.png", "tripod/camera.png"]
@@ -257,7 +310,10 @@ def test_selections_for_review(store):
     items = [("a.png", "cat", (281, 282), "h1", b"aaa"), ("b.png", "dog", (5,), "h2", b"bbb")]
     first = store.save_selection("mistakes", "alice", "model", "demo", "2 mistakes", {"gradcam": {}}, items)
     assert store.save_selection("again", "bob", "model", "demo", "", {"gradcam": {}}, items) == first
-    assert [(i["data"], i["classes"]) for i in store.selection_items(first)] == [(b"aaa", (281, 282)), (b"bbb", (5,))]
+    assert [(i["data"], i["classes"]) for i in store.selection_items(first)] == [
+        (b"aaa", (281, 282)),
+        (b"bbb", (5,)),
+    ]
     assert store.selection(first)["name"] == "mistakes" and store.selection("nope") is None
     with pytest.raises(ValueError, match="filters leave none"):
         store.save_selection("x", "a", "m", "s", "", {}, [])

@@ -3,6 +3,7 @@
 Skipped without a CUDA device. On a GPU machine that has PyTorch but not the dashboard's
 packages: ``python -m pytest tests/test_gpu.py --noconftest``.
 """
+
 import copy
 import threading
 
@@ -116,10 +117,12 @@ def test_same_seed_same_smoothgrad_map_on_cpu_and_gpu(record):
 
 def test_gpu_made_report_replays_on_the_cpu():
     from saliency_core import report as rp
+
     gpu = sc.load_model("demo", device="cuda")
     path = list(sample_images().values())[0]
-    record = rp.build_report(gpu, [path], ["gradient", "smoothgrad", "gradcam"],
-                             params={"samples": 20}).replay_record(embed_maps=True)
+    record = rp.build_report(
+        gpu, [path], ["gradient", "smoothgrad", "gradcam"], params={"samples": 20}
+    ).replay_record(embed_maps=True)
     assert record["environment"]["device"].startswith("cuda")
     results = rp.replay(record, sc.load_model("demo", device="cpu"))
     assert [r.status for r in results] == ["match"] * 3, [r.line() for r in results]

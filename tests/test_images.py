@@ -1,4 +1,5 @@
 """images.load_image: every kind of upload either becomes RGB of the right size or a plain ValueError."""
+
 import io
 import os
 import struct
@@ -62,6 +63,7 @@ def _value_error(source, *words, name="upload.png"):
 
 # --- inputs that must be refused ---------------------------------------------------------
 
+
 def test_text_file_named_png(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("these are notes, not pixels\n")
@@ -117,6 +119,7 @@ def test_empty_bytes_and_empty_file(tmp_path):
 
 
 # --- inputs that must work ---------------------------------------------------------------
+
 
 def test_rgb_png_path_bytes_and_file_object():
     with Image.open(CHELSEA) as im:
@@ -205,6 +208,7 @@ def test_pil_image_input_is_converted():
 
 # --- the model accepts what load_image produced ------------------------------------------
 
+
 def _mode_samples(photo):
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -214,7 +218,7 @@ def _mode_samples(photo):
         "P": _encode(photo.convert("P"), "PNG"),
         "P+transparency": _encode(photo.convert("P"), "PNG", transparency=0),
         "CMYK": _encode(photo.convert("CMYK"), "JPEG"),
-        "I;16": _encode(Image.fromarray((np.asarray(photo.convert("L")).astype(np.uint16) * 257)), "PNG"),
+        "I;16": _encode(Image.fromarray(np.asarray(photo.convert("L")).astype(np.uint16) * 257), "PNG"),
         "EXIF-6": _encode(photo, "JPEG", exif=exif.tobytes()),
         "1": _encode(photo.convert("1"), "PNG"),
     }

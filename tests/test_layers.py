@@ -5,6 +5,7 @@
 Layers, lowest first (DESIGN.md): engine -> pipeline -> evaluation, review -> report -> distributed, gallery
 -> cli. Imports inside functions count too: they break cycles at import time, not in the design.
 """
+
 from __future__ import annotations
 
 import ast
@@ -13,8 +14,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "saliency_core"
-RANK = {"_version": 0, "engine": 0, "pipeline": 1, "evaluation": 2, "review": 2, "report": 3,
-        "distributed": 4, "gallery": 4, "cli": 5, "__main__": 6}
+RANK = {
+    "_version": 0,
+    "engine": 0,
+    "pipeline": 1,
+    "evaluation": 2,
+    "review": 2,
+    "report": 3,
+    "distributed": 4,
+    "gallery": 4,
+    "cli": 5,
+    "__main__": 6,
+}
 
 
 def _module_name(path: Path) -> str:
@@ -28,8 +39,12 @@ def _graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         tree = ast.parse(path.read_text(), str(path))
-        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                       and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
+        typing_only = {
+            id(n)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+            for n in ast.walk(block)
+        }
         for node in ast.walk(tree):
             if id(node) in typing_only:  # never runs: annotations only
                 continue
@@ -40,7 +55,7 @@ def _graph() -> dict[str, set[str]]:
                 base = node.module or ""
                 if node.level:
                     parent = package.split(".")
-                    parent = parent[:len(parent) - (node.level - 1)]
+                    parent = parent[: len(parent) - (node.level - 1)]
                     base = ".".join([*parent, *([base] if base else [])])
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
             for t in targets:
@@ -61,7 +76,7 @@ def _unresolved() -> list[str]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:
                 parent = package.split(".")
-                parent = parent[:len(parent) - (node.level - 1)]
+                parent = parent[: len(parent) - (node.level - 1)]
                 base = ".".join([*parent, *([node.module] if node.module else [])])
                 if base not in modules:
                     bad.append(f"{name}: from {'.' * node.level}{node.module or ''} import ...")
@@ -89,7 +104,7 @@ def test_no_import_cycle():
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                cycle = stack[stack.index(n):] + [n]
+                cycle = stack[stack.index(n) :] + [n]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if n not in state:
                 visit(n)
@@ -125,11 +140,18 @@ def test_every_module_is_in_a_layer():
 
 
 def test_no_streamlit_in_the_package():
-    offenders = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
-                 if any(isinstance(n, (ast.Import, ast.ImportFrom)) and
-                        any((getattr(n, "module", None) or "").startswith("streamlit") or
-                            a.name.startswith("streamlit") for a in n.names)
-                        for n in ast.walk(ast.parse(p.read_text())))]
+    offenders = [
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if any(
+            isinstance(n, (ast.Import, ast.ImportFrom))
+            and any(
+                (getattr(n, "module", None) or "").startswith("streamlit") or a.name.startswith("streamlit")
+                for a in n.names
+            )
+            for n in ast.walk(ast.parse(p.read_text()))
+        )
+    ]
     assert not offenders
 
 

@@ -1,4 +1,5 @@
 """Localisation measures on hand-made maps and regions whose answer is known by construction."""
+
 from __future__ import annotations
 
 import math
@@ -24,10 +25,11 @@ def _peak(y, x, shape=(H, W)) -> np.ndarray:
     return s
 
 
-BOX = _box(40, 60, 30, 70)   # 20 x 40 = 800 px of 10 000
+BOX = _box(40, 60, 30, 70)  # 20 x 40 = 800 px of 10 000
 
 
 # ---- pointing game -----------------------------------------------------------------------------
+
 
 def test_peak_inside_hits_peak_far_outside_misses():
     assert lo.pointing_game(_peak(50, 50), BOX) == 1.0
@@ -35,11 +37,11 @@ def test_peak_inside_hits_peak_far_outside_misses():
 
 
 def test_tolerance_decides_a_peak_just_outside():
-    s = _peak(50, 80)                 # 11 px right of the last box column (69)
+    s = _peak(50, 80)  # 11 px right of the last box column (69)
     assert lo.pointing_game(s, BOX, tolerance=15) == 1.0
     assert lo.pointing_game(s, BOX, tolerance=10) == 0.0
     assert lo.pointing_game(s, BOX, tolerance=11) == 1.0
-    diagonal = _peak(70, 79)          # (10, 10) from the corner (59, 69): 14.1 px
+    diagonal = _peak(70, 79)  # (10, 10) from the corner (59, 69): 14.1 px
     assert lo.pointing_game(diagonal, BOX, tolerance=14) == 0.0
     assert lo.pointing_game(diagonal, BOX, tolerance=15) == 1.0
     assert lo.pointing_game(_peak(50, 70), BOX, tolerance=0) == 0.0
@@ -55,18 +57,19 @@ def test_ties_score_the_share_of_maximal_pixels_that_hit():
 
 def test_signed_maps_point_with_their_positive_part():
     s = _peak(50, 50) * 0.5
-    s[5, 5] = -3.0                    # strong evidence against the class, outside
+    s[5, 5] = -3.0  # strong evidence against the class, outside
     assert lo.pointing_game(s, BOX, signed=True) == 1.0
-    assert lo.pointing_game(s, BOX, signed=False) == 0.0   # |s|: the negative spike is the maximum
+    assert lo.pointing_game(s, BOX, signed=False) == 0.0  # |s|: the negative spike is the maximum
 
 
 # ---- relevance mass ---------------------------------------------------------------------------------
+
 
 def test_relevance_mass_of_the_mask_itself_is_one_and_of_a_uniform_map_the_area():
     assert lo.relevance_mass(BOX.astype(float), BOX) == 1.0
     assert lo.relevance_mass(np.ones((H, W)), BOX) == pytest.approx(BOX.mean())
     assert lo.relevance_mass((~BOX).astype(float), BOX) == 0.0
-    half = BOX * 3.0 + (~BOX) * (3.0 * BOX.sum() / (~BOX).sum())   # equal mass in and out
+    half = BOX * 3.0 + (~BOX) * (3.0 * BOX.sum() / (~BOX).sum())  # equal mass in and out
     assert lo.relevance_mass(half, BOX) == pytest.approx(0.5)
 
 
@@ -78,10 +81,11 @@ def test_relevance_mass_ignores_negative_values_of_signed_maps():
 
 # ---- relevance rank accuracy and top-k IoU --------------------------------------------------------------
 
+
 def test_relevance_rank_accuracy_on_constructed_maps():
     assert lo.relevance_rank(BOX * 2.0 + 0.1, BOX) == 1.0
     assert lo.relevance_rank((~BOX) * 1.0, BOX) == 0.0
-    assert lo.relevance_rank(np.ones((H, W)), BOX) == pytest.approx(BOX.mean())   # ties: chance level
+    assert lo.relevance_rank(np.ones((H, W)), BOX) == pytest.approx(BOX.mean())  # ties: chance level
     # the 800 most relevant pixels: 400 in the box (its left half), 400 outside (rows 0-9 of 40 columns)
     s = np.zeros((H, W))
     s[40:60, 30:50] = 2.0
@@ -90,10 +94,10 @@ def test_relevance_rank_accuracy_on_constructed_maps():
 
 
 def test_top_k_iou_on_constructed_maps():
-    ramp = np.arange(H * W, dtype=float).reshape(H, W)   # row 99 highest ... row 0 lowest
-    top = ramp >= H * W * 0.9                            # the 10 % most relevant pixels: rows 90-99
+    ramp = np.arange(H * W, dtype=float).reshape(H, W)  # row 99 highest ... row 0 lowest
+    top = ramp >= H * W * 0.9  # the 10 % most relevant pixels: rows 90-99
     assert lo.top_k_iou(ramp, top, top_k=0.1) == 1.0
-    region = _box(80, 100, 0, W)                         # rows 80-99: 2000 px, contains the top 1000
+    region = _box(80, 100, 0, W)  # rows 80-99: 2000 px, contains the top 1000
     assert lo.top_k_iou(ramp, region, top_k=0.1) == pytest.approx(1000 / 2000)
     assert lo.top_k_iou(ramp, _box(0, 10, 0, W), top_k=0.1) == 0.0
     # a uniform map selects a tenth of every pixel: intersection 80, union 800 + 1000 - 80
@@ -105,24 +109,28 @@ def test_all_measures_at_once_and_zero_map_is_nan():
     assert scores == {"pointing_game": 1.0, "relevance_mass": 1.0, "relevance_rank": 1.0, "iou_top_k": 1.0}
     empty = lo.localisation_scores(np.zeros((H, W)), BOX)
     assert all(math.isnan(v) for v in empty.values())
-    negative = lo.localisation_scores(-np.ones((H, W)), BOX, signed=True)   # no positive evidence
+    negative = lo.localisation_scores(-np.ones((H, W)), BOX, signed=True)  # no positive evidence
     assert all(math.isnan(v) for v in negative.values())
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda: lo.pointing_game(np.ones((4, 4)), np.ones((4, 5), bool)), "the map's shape"),
-    (lambda: lo.relevance_mass(np.ones((4, 4)), np.zeros((4, 4), bool)), "region is empty"),
-    (lambda: lo.relevance_rank(np.ones((2, 4, 4)), np.ones((4, 4), bool)), "must be 2-D"),
-    (lambda: lo.top_k_iou(np.full((4, 4), np.nan), np.ones((4, 4), bool)), "NaN"),
-    (lambda: lo.top_k_iou(np.ones((4, 4)), np.ones((4, 4), bool), top_k=0), "top_k"),
-    (lambda: lo.pointing_game(np.ones((4, 4)), np.ones((4, 4), bool), tolerance=-1), "tolerance"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: lo.pointing_game(np.ones((4, 4)), np.ones((4, 5), bool)), "the map's shape"),
+        (lambda: lo.relevance_mass(np.ones((4, 4)), np.zeros((4, 4), bool)), "region is empty"),
+        (lambda: lo.relevance_rank(np.ones((2, 4, 4)), np.ones((4, 4), bool)), "must be 2-D"),
+        (lambda: lo.top_k_iou(np.full((4, 4), np.nan), np.ones((4, 4), bool)), "NaN"),
+        (lambda: lo.top_k_iou(np.ones((4, 4)), np.ones((4, 4), bool), top_k=0), "top_k"),
+        (lambda: lo.pointing_game(np.ones((4, 4)), np.ones((4, 4), bool), tolerance=-1), "tolerance"),
+    ],
+)
 def test_bad_input_says_what_was_expected(call, message):
     with pytest.raises(ValueError, match=message):
         call()
 
 
 # ---- baselines -------------------------------------------------------------------------------------------
+
 
 def test_centre_bias_map_is_a_centred_gaussian():
     m = lo.centre_bias_map(224, sigma=0.25)

@@ -1,13 +1,14 @@
 """Methods on tiny models whose attributions are known in closed form (PAIR saliency's and
 zennit's style of test). Float64 wherever the comparison should be exact."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
 
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 import saliency_core as sc
 from saliency_core.engine.methods.integrated import BASELINES, RULES, completeness, make_baseline
@@ -21,8 +22,9 @@ def method(name):
 
 
 def classifier(network: nn.Module, classes: int) -> sc.Classifier:
-    return sc.Classifier(name="tiny", network=network, labels=[f"class {i}" for i in range(classes)],
-                         fingerprint="0" * 64)
+    return sc.Classifier(
+        name="tiny", network=network, labels=[f"class {i}" for i in range(classes)], fingerprint="0" * 64
+    )
 
 
 # ---------------------------------------------------------------- tiny models
@@ -33,7 +35,7 @@ class Pair(nn.Module):
 
     def forward(self, x):
         a, b = x[:, 0, 0, 0], x[:, 0, 0, 1]
-        return torch.stack([5 * a + b ** 2, a * b], dim=1)
+        return torch.stack([5 * a + b**2, a * b], dim=1)
 
 
 class LinearQuadratic(nn.Module):
@@ -64,8 +66,14 @@ class HalfSquare(nn.Module):
 def smooth_convnet(seed=0) -> nn.Module:
     """Small conv net with smooth non-linearities (fast quadrature convergence), float64."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Softplus(), nn.Conv2d(4, 6, 3, stride=2),
-                        nn.Tanh(), nn.Flatten(), nn.Linear(6 * 15 * 15, 5))  # for 32 x 32 inputs
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.Softplus(),
+        nn.Conv2d(4, 6, 3, stride=2),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(6 * 15 * 15, 5),
+    )  # for 32 x 32 inputs
     with torch.no_grad():  # scores that differ clearly between an image and its baselines
         net[0].weight.mul_(3)
         net[-1].weight.mul_(10)
@@ -74,9 +82,17 @@ def smooth_convnet(seed=0) -> nn.Module:
 
 def relu_convnet(seed=0) -> nn.Module:
     torch.manual_seed(seed)
-    net = nn.Sequential(OrderedDict(
-        conv1=nn.Conv2d(3, 4, 3, padding=1), relu1=nn.ReLU(), conv2=nn.Conv2d(4, 6, 3, stride=2),
-        relu2=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(6, 5)))
+    net = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 4, 3, padding=1),
+            relu1=nn.ReLU(),
+            conv2=nn.Conv2d(4, 6, 3, stride=2),
+            relu2=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(6, 5),
+        )
+    )
     return net.to(D).eval().requires_grad_(False)
 
 
@@ -105,9 +121,12 @@ def test_gradient_and_gradient_x_input_closed_form(target):
     net = LinearQuadratic((3, 5, 4))
     x = torch.randn(2, 3, 5, 4, dtype=D, generator=torch.Generator().manual_seed(1))
     expected = net.w[target] + 2 * net.c[target] * x
-    assert torch.allclose(method("gradient")(net, x, torch.tensor([target])), expected, rtol=1e-12, atol=1e-12)
-    assert torch.allclose(method("gradient_x_input")(net, x, torch.tensor([target])), x * expected,
-                          rtol=1e-12, atol=1e-12)
+    assert torch.allclose(
+        method("gradient")(net, x, torch.tensor([target])), expected, rtol=1e-12, atol=1e-12
+    )
+    assert torch.allclose(
+        method("gradient_x_input")(net, x, torch.tensor([target])), x * expected, rtol=1e-12, atol=1e-12
+    )
 
 
 # ---------------------------------------------------------------- Integrated Gradients
@@ -118,13 +137,16 @@ def _scores(net, x, target):
         return net(x)[torch.arange(len(x)), target]
 
 
-@pytest.mark.parametrize("rule, steps, tolerance", [("gausslegendre", 32, 1e-9), ("riemann_trapezoid", 256, 1e-5)])
+@pytest.mark.parametrize(
+    "rule, steps, tolerance", [("gausslegendre", 32, 1e-9), ("riemann_trapezoid", 256, 1e-5)]
+)
 @pytest.mark.parametrize("baseline", BASELINES)
 def test_integrated_gradients_completeness(baseline, rule, steps, tolerance):
     """Prop. 1, Sundararajan et al. 2017: attributions sum to F(x) - F(x')."""
     net, x, target = smooth_convnet(), images(2), torch.tensor([1, 3])
-    attribution = method("integrated_gradients")(net, x, target, steps=steps, baseline=baseline,
-                                                 rule=rule, seed=7, chunk_size=64)
+    attribution = method("integrated_gradients")(
+        net, x, target, steps=steps, baseline=baseline, rule=rule, seed=7, chunk_size=64
+    )
     reference = make_baseline(x, baseline, seed=7)
     if baseline == "black":
         assert torch.equal(reference, torch.zeros_like(x))
@@ -155,8 +177,9 @@ def test_integrated_gradients_gap_shrinks_with_steps():
 def test_attribute_reports_completeness_gap():
     """sc.attribute runs the method's check; the gap is |sum(attribution) - (F(x) - F(x'))|."""
     net, x, target = smooth_convnet(), images(1), torch.tensor([4])
-    attribution, used, diagnostics = sc.attribute(classifier(net, 5), x, target, "integrated_gradients",
-                                                  steps=16, baseline="blurred")
+    attribution, used, diagnostics = sc.attribute(
+        classifier(net, 5), x, target, "integrated_gradients", steps=16, baseline="blurred"
+    )
     assert used == {"steps": 16, "baseline": "blurred", "rule": "gausslegendre", "seed": 0}
     delta = _scores(net, x, target) - _scores(net, make_baseline(x, "blurred"), target)
     gap = float((attribution.sum() - delta).abs())
@@ -183,7 +206,9 @@ def test_integrated_gradients_linear_model_is_exact(baseline, rule):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4)).to(D).requires_grad_(False)
     x, target = images(2), torch.tensor([0, 3])
-    attribution = method("integrated_gradients")(net, x, target, steps=3, baseline=baseline, rule=rule, seed=2)
+    attribution = method("integrated_gradients")(
+        net, x, target, steps=3, baseline=baseline, rule=rule, seed=2
+    )
     weights = net[1].weight[target].view_as(x)
     expected = (x - make_baseline(x, baseline, seed=2)) * weights
     assert torch.allclose(attribution, expected, rtol=1e-12, atol=1e-14)
@@ -219,10 +244,13 @@ def test_smoothgrad_one_sample_no_noise_is_the_gradient(net):
 def test_smoothgrad_chunked_equals_unchunked(variant, batch):
     net, x = relu_convnet(), images(batch, size=16)
     target = torch.tensor([1, 2][:batch])
-    whole = method("smoothgrad")(net, x, target, samples=10, noise=0.2, seed=3, variant=variant, chunk_size=1000)
+    whole = method("smoothgrad")(
+        net, x, target, samples=10, noise=0.2, seed=3, variant=variant, chunk_size=1000
+    )
     for chunk_size in (1, 3, 7):
-        part = method("smoothgrad")(net, x, target, samples=10, noise=0.2, seed=3, variant=variant,
-                                    chunk_size=chunk_size)
+        part = method("smoothgrad")(
+            net, x, target, samples=10, noise=0.2, seed=3, variant=variant, chunk_size=chunk_size
+        )
         assert torch.allclose(part, whole, rtol=1e-10, atol=1e-13), chunk_size
 
 
@@ -231,8 +259,16 @@ def test_chunk_size_through_attribute_and_integrated_gradients():
     model = classifier(net, 5)
     done = []
     whole, _, _ = sc.attribute(model, x, target, "smoothgrad", samples=7, seed=1, chunk_size=100)
-    part, _, _ = sc.attribute(model, x, target, "smoothgrad", samples=7, seed=1, chunk_size=3,
-                              progress=lambda d, n: done.append((d, n)))
+    part, _, _ = sc.attribute(
+        model,
+        x,
+        target,
+        "smoothgrad",
+        samples=7,
+        seed=1,
+        chunk_size=3,
+        progress=lambda d, n: done.append((d, n)),
+    )
     assert torch.allclose(part, whole, rtol=1e-10, atol=1e-13)
     assert done == [(3, 7), (6, 7), (7, 7)]
     whole = method("integrated_gradients")(net, x, target, steps=9, chunk_size=100)
@@ -274,7 +310,8 @@ def test_smoothgrad_sigma_is_noise_times_range_exact():
     eps = torch.stack([sample_noise(x, 9, i) for i in range(n)])  # (n, C, H, W)
     grads = x.unsqueeze(0) + sigma.view(1, 2, 1, 1, 1) * eps.unsqueeze(1)  # (n, B, C, H, W)
     # registered methods called directly, without naming the variant
-    run = lambda name: method(name)(HalfSquare(), x, target, samples=n, noise=0.2, seed=9)
+    def run(name):
+        return method(name)(HalfSquare(), x, target, samples=n, noise=0.2, seed=9)
     mean = grads.mean(0)
     assert torch.allclose(run("smoothgrad"), mean, rtol=1e-12, atol=1e-14)  # Eq. 3, Smilkov et al.
     assert torch.allclose(run("smoothgrad_squared"), grads.square().mean(0), rtol=1e-12, atol=1e-14)
@@ -288,23 +325,32 @@ def test_smoothgrad_sigma_statistically():
     and the SmoothGrad mean is x within the noise's standard error."""
     x, sigma = _two_ranges()
     n, target = 400, torch.tensor([0, 1])
-    vargrad = method("vargrad")(HalfSquare(), x, target, samples=n, noise=0.2, seed=0, variant="vargrad",
-                                chunk_size=400)
-    ratio = vargrad.flatten(1).mean(1) / sigma ** 2
+    vargrad = method("vargrad")(
+        HalfSquare(), x, target, samples=n, noise=0.2, seed=0, variant="vargrad", chunk_size=400
+    )
+    ratio = vargrad.flatten(1).mean(1) / sigma**2
     assert torch.allclose(ratio, torch.ones(2, dtype=D), atol=0.1), ratio  # ~0.01 standard error
     mean = method("smoothgrad")(HalfSquare(), x, target, samples=n, noise=0.2, seed=0, chunk_size=400)
-    standard_error = sigma.view(2, 1, 1, 1) / n ** 0.5
+    standard_error = sigma.view(2, 1, 1, 1) / n**0.5
     assert ((mean - x).abs() < 5 * standard_error).all()
     # smoothgrad_squared = vargrad + mean^2 (E[g^2] = Var g + (E g)^2)
-    squared = method("smoothgrad_squared")(HalfSquare(), x, target, samples=n, noise=0.2, seed=0,
-                                           variant="squared", chunk_size=400)
+    squared = method("smoothgrad_squared")(
+        HalfSquare(), x, target, samples=n, noise=0.2, seed=0, variant="squared", chunk_size=400
+    )
     assert torch.allclose(squared, vargrad + mean.square(), rtol=1e-9, atol=1e-14)
 
 
 def test_smoothgrad_rejects_bad_parameters():
     net, x, t = relu_convnet(), images(1, size=16), torch.tensor([0])
-    for kwargs in ({"samples": 0}, {"noise": -0.1}, {"noise": 2.0}, {"variant": "median"},
-                   {"base": "integrated_gradients"}, {"base": "smoothgrad"}, {"base": "nope"}):
+    for kwargs in (
+        {"samples": 0},
+        {"noise": -0.1},
+        {"noise": 2.0},
+        {"variant": "median"},
+        {"base": "integrated_gradients"},
+        {"base": "smoothgrad"},
+        {"base": "nope"},
+    ):
         with pytest.raises(ValueError):
             method("smoothgrad")(net, x, t, **kwargs)
 
@@ -313,24 +359,31 @@ def test_smoothgrad_rejects_bad_parameters():
 
 
 def _all_calls():
-    return [("gradient", {}), ("gradient_x_input", {}), ("guided_backprop", {}),
-            ("gradcam", {"layer": "conv2"}), ("guided_gradcam", {"layer": "relu2"}),
-            ("smoothgrad", {"samples": 3, "variant": "mean"}),
-            ("smoothgrad_squared", {"samples": 3, "variant": "squared"}),
-            ("vargrad", {"samples": 3, "variant": "vargrad"})] + [
-        ("integrated_gradients", {"steps": 4, "baseline": b, "seed": 3}) for b in BASELINES]
+    return [
+        ("gradient", {}),
+        ("gradient_x_input", {}),
+        ("guided_backprop", {}),
+        ("gradcam", {"layer": "conv2"}),
+        ("guided_gradcam", {"layer": "relu2"}),
+        ("smoothgrad", {"samples": 3, "variant": "mean"}),
+        ("smoothgrad_squared", {"samples": 3, "variant": "squared"}),
+        ("vargrad", {"samples": 3, "variant": "vargrad"}),
+    ] + [("integrated_gradients", {"steps": 4, "baseline": b, "seed": 3}) for b in BASELINES]
 
 
-@pytest.mark.parametrize("name, params", _all_calls(), ids=lambda v: v if isinstance(v, str) else
-                         "-".join(str(p) for p in v.values()))
+@pytest.mark.parametrize(
+    "name, params",
+    _all_calls(),
+    ids=lambda v: v if isinstance(v, str) else "-".join(str(p) for p in v.values()),
+)
 def test_one_image_does_not_depend_on_the_batch(name, params):
     net, x = relu_convnet(), images(3)
     x[2] = x[2] * 0.5  # a different value range too
     target = torch.tensor([1, 4, 2])
     together = method(name)(net, x, target, **params)
     for i in range(3):
-        alone = method(name)(net, x[i:i + 1], target[i:i + 1], **params)
-        assert torch.allclose(together[i:i + 1], alone, rtol=1e-10, atol=1e-14), (name, i)
+        alone = method(name)(net, x[i : i + 1], target[i : i + 1], **params)
+        assert torch.allclose(together[i : i + 1], alone, rtol=1e-10, atol=1e-14), (name, i)
 
 
 # ---------------------------------------------------------------- Grad-CAM
@@ -344,8 +397,14 @@ def gradcam_net():
     """features: 2x2 stride-2 convolution averaging each channel's 2x2 blocks, A (3, 2, 2);
     score_k = sum_c W_kc mean(A_c) + b_k, so d score / d A_c = W_kc / 4 everywhere and the
     Grad-CAM weights (Eq. 1) are w_c = W_kc / 4."""
-    net = nn.Sequential(OrderedDict(features=nn.Conv2d(3, 3, 2, stride=2, bias=False),
-                                    pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(3, 2)))
+    net = nn.Sequential(
+        OrderedDict(
+            features=nn.Conv2d(3, 3, 2, stride=2, bias=False),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(3, 2),
+        )
+    )
     with torch.no_grad():
         net.features.weight.zero_()
         for c in range(3):
@@ -367,7 +426,9 @@ def test_gradcam_by_hand(layer):
     out = method("gradcam")(gradcam_net(), x, torch.tensor([0]), layer=layer)
     assert out.shape == (1, 1, 4, 4)
     assert torch.allclose(out[0, 0], UPSAMPLE_2_TO_4 @ cam0 @ UPSAMPLE_2_TO_4.T, rtol=1e-12, atol=1e-14)
-    assert torch.equal(method("gradcam")(gradcam_net(), x, torch.tensor([1]), layer=layer), torch.zeros_like(out))
+    assert torch.equal(
+        method("gradcam")(gradcam_net(), x, torch.tensor([1]), layer=layer), torch.zeros_like(out)
+    )
 
 
 def test_gradcam_bad_layer():
@@ -403,8 +464,12 @@ class TwoLayer(nn.Module):
                 layer.weight.copy_(w)
                 if b is not None:
                     layer.bias.copy_(b)
-        self.relu_module = {"ReLU": nn.ReLU(), "ReLU_inplace": nn.ReLU(inplace=True), "ReLU6": nn.ReLU6(),
-                            "ReLU6_inplace": nn.ReLU6(inplace=True)}.get(activation)
+        self.relu_module = {
+            "ReLU": nn.ReLU(),
+            "ReLU_inplace": nn.ReLU(inplace=True),
+            "ReLU6": nn.ReLU6(),
+            "ReLU6_inplace": nn.ReLU6(inplace=True),
+        }.get(activation)
         self.requires_grad_(False)
 
     def act(self, h):
@@ -437,10 +502,13 @@ class TwoLayer(nn.Module):
 
 def _weights():
     # first layer: one unit per pixel (z = pixel) plus a mixing unit
-    W1 = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0.5, -0.5, 0.5, -0.5]], dtype=D)
+    W1 = torch.tensor(
+        [[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0.5, -0.5, 0.5, -0.5]], dtype=D
+    )
     b1 = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.5], dtype=D)
-    W2 = torch.tensor([[1.0, -2.0, 0.5, 1.0, -1.0], [-1.0, 1.0, 0.5, -0.5, 0.5], [0.5, 0.5, -0.2, 1.0, 1.0]],
-                      dtype=D)
+    W2 = torch.tensor(
+        [[1.0, -2.0, 0.5, 1.0, -1.0], [-1.0, 1.0, 0.5, -0.5, 0.5], [0.5, 0.5, -0.2, 1.0, 1.0]], dtype=D
+    )
     b2 = torch.tensor([0.5, 0.5, 3.0], dtype=D)  # third unit above 6 for both images
     V = torch.tensor([[1.0, -1.0, 2.0], [-1.0, 2.0, 1.0]], dtype=D)
     return W1, b1, W2, b2, V
@@ -449,7 +517,7 @@ def _weights():
 def _guided_by_hand(x, target, upper=None):
     """Backward by hand: at each activation grad_in = relu(grad_out) * (0 < z [< upper])."""
     W1, b1, W2, b2, V = _weights()
-    gate = (lambda z: (z > 0)) if upper is None else (lambda z: (z > 0) & (z < upper))
+    gate = (lambda z: z > 0) if upper is None else (lambda z: (z > 0) & (z < upper))
     act = (lambda z: z.clamp(min=0)) if upper is None else (lambda z: z.clamp(0, upper))
     x = x.flatten(1)
     z1 = x @ W1.T + b1
@@ -464,9 +532,19 @@ def _x():
     return torch.tensor([[[[1.0, -2.0], [7.0, 0.5]]], [[[-1.0, 3.0], [0.2, 9.0]]]], dtype=D)
 
 
-@pytest.mark.parametrize("activation", ["ReLU", "ReLU_inplace", "F.relu", "F.relu_keyword",
-                                        "F.relu_inplace_no_return", "torch.relu", "Tensor.relu",
-                                        "Tensor.relu__no_return"])
+@pytest.mark.parametrize(
+    "activation",
+    [
+        "ReLU",
+        "ReLU_inplace",
+        "F.relu",
+        "F.relu_keyword",
+        "F.relu_inplace_no_return",
+        "torch.relu",
+        "Tensor.relu",
+        "Tensor.relu__no_return",
+    ],
+)
 def test_guided_backprop_relu_by_hand(activation):
     x, target = _x(), torch.tensor([1, 0])
     net = TwoLayer(activation, *_weights())
@@ -501,7 +579,9 @@ def test_guided_backprop_sign_pattern():
     """With non-negative first-layer weights every guided gradient is >= 0 (only positive
     gradients reach the input), while the plain gradient has both signs."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+    net = nn.Sequential(
+        nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)
+    )
     with torch.no_grad():
         net[1].weight.abs_()
     net = net.to(D).requires_grad_(False)

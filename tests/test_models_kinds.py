@@ -9,6 +9,7 @@
   to 1e-4; guided backprop is unavailable on their GELU activations, with the reason;
 - every card error of these kinds gives its message (the sidebar: tests/app/test_kinds_page.py).
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from captum.attr import Saliency
+from conftest import relative_error
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.reshape_transforms import swinT_reshape_transform, vit_reshape_transform
@@ -28,11 +30,9 @@ from torchvision import transforms as T
 
 import saliency_core as sc
 from saliency_core.cli import main
-from saliency_core.engine.render import render
 from saliency_core.engine.methods.gradcam import to_grid, token_grid
+from saliency_core.engine.render import render
 from saliency_core.engine.samples import sample_images
-
-from conftest import relative_error
 
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 
@@ -42,10 +42,11 @@ SIZE, RESIZE = 64, 72
 
 
 def _photos() -> list[str]:
-    return list(sample_images().values())[:2]   # chelsea.png, coffee.png
+    return list(sample_images().values())[:2]  # chelsea.png, coffee.png
 
 
 # ---- a backward pass written out, for torchvision's ResNet-18 in eval mode -------------------
+
 
 def _bn(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode BatchNorm as y = a x + b per channel."""
@@ -59,12 +60,16 @@ def _conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 def _conv_back(conv: nn.Conv2d, grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """d/d input of a convolution: its adjoint, the transposed convolution, sized to ``shape``."""
-    extra = [shape[i + 2] - ((grad.shape[i + 2] - 1) * conv.stride[i] - 2 * conv.padding[i] + conv.kernel_size[i])
-             for i in range(2)]
+    extra = [
+        shape[i + 2] - ((grad.shape[i + 2] - 1) * conv.stride[i] - 2 * conv.padding[i] + conv.kernel_size[i])
+        for i in range(2)
+    ]
     return F.conv_transpose2d(grad, conv.weight, None, conv.stride, conv.padding, output_padding=tuple(extra))
 
 
-def resnet18_by_hand(net: nn.Module, x: torch.Tensor, mean, std, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+def resnet18_by_hand(
+    net: nn.Module, x: torch.Tensor, mean, std, target: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, d logit[target] / d x) of a torchvision ResNet-18 with (x - mean) / std in front,
     in float64, the forward pass and the chain rule written out layer by layer, without autograd."""
     net = copy.deepcopy(net).double().eval()
@@ -96,7 +101,7 @@ def resnet18_by_hand(net: nn.Module, x: torch.Tensor, mean, std, target: int) ->
         # backward: mean pooling, then each block in reverse
         g = (net.fc.weight[target] / (h.shape[2] * h.shape[3])).view(1, -1, 1, 1).expand_as(h).clone()
         for block, shape, inner, a, c, e, total in reversed(tape):
-            g = g * (total > 0)                                              # ReLU after the sum
+            g = g * (total > 0)  # ReLU after the sum
             inner_grad = _conv_back(block.conv2, g * c, inner.shape) * (inner > 0) * a
             into = _conv_back(block.conv1, inner_grad, shape)
             into = into + (_conv_back(block.downsample[0], g * e, shape) if e is not None else g)
@@ -109,6 +114,7 @@ def resnet18_by_hand(net: nn.Module, x: torch.Tensor, mean, std, target: int) ->
 
 # ---- the two ResNet-18 kinds -------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def grey(tmp_path_factory):
     """A one-channel ResNet-18 (first convolution with 1 input channel), 3 classes."""
@@ -120,7 +126,8 @@ def grey(tmp_path_factory):
     torch.save(net.state_dict(), folder / "radiograph.pth")
     (folder / "radiograph.yaml").write_text(
         f"name: Weld radiograph\nfile: radiograph.pth\narchitecture: resnet18\nchannels: 1\nmean: [0.5]\n"
-        f"std: [0.25]\ninput_size: {SIZE}\nresize: {RESIZE}\nlabels: [{', '.join(GREY_LABELS)}]\n")
+        f"std: [0.25]\ninput_size: {SIZE}\nresize: {RESIZE}\nlabels: [{', '.join(GREY_LABELS)}]\n"
+    )
     return folder / "radiograph.yaml", net
 
 
@@ -139,15 +146,20 @@ def multilabel(tmp_path_factory):
     torch.manual_seed(1)
     net = torchvision.models.resnet18(num_classes=len(DEFECTS)).eval()
     with torch.no_grad():
-        net.fc.weight.mul_(8)   # spread the logits: probabilities far from 0.5
+        net.fc.weight.mul_(8)  # spread the logits: probabilities far from 0.5
     torch.save(net.state_dict(), folder / "defects.pth")
     x = _reference_input(_photos()[0], channels=3)
-    p = _eager_probabilities(net, x, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), True).sort(descending=True).values
+    p = (
+        _eager_probabilities(net, x, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), True)
+        .sort(descending=True)
+        .values
+    )
     threshold = round(float(p[1] + p[2]) / 2, 4)
     assert p[1] - threshold > 0.01 and threshold - p[2] > 0.01, p
     (folder / "defects.yaml").write_text(
         f"name: Surface defects\nfile: defects.pth\narchitecture: resnet18\noutput: sigmoid\n"
-        f"threshold: {threshold}\ninput_size: {SIZE}\nresize: {RESIZE}\nlabels: [{', '.join(DEFECTS)}]\n")
+        f"threshold: {threshold}\ninput_size: {SIZE}\nresize: {RESIZE}\nlabels: [{', '.join(DEFECTS)}]\n"
+    )
     return folder / "defects.yaml", net, threshold
 
 
@@ -164,13 +176,15 @@ def test_one_channel_resnet18_predictions_equal_pytorch(grey, record):
     assert model.card["channels"] == 1 and model.gradcam_layer == "1.layer4"
     for path in _photos():
         x = _reference_input(path, channels=1)
-        assert model.crop(path).mode == "L"                   # overlays are drawn on the grey crop
-        assert torch.equal(model.preprocess(path), x)         # (1, 1, 64, 64), as torchvision makes it
+        assert model.crop(path).mode == "L"  # overlays are drawn on the grey crop
+        assert torch.equal(model.preprocess(path), x)  # (1, 1, 64, 64), as torchvision makes it
         reference = _eager_probabilities(net, x, (0.5,), (0.25,), sigmoid=False)
         ours = model.predict(path, k=3)
         assert [i for i, _, _ in ours] == reference.argsort(descending=True).tolist()
-        err = record("one-channel ResNet-18 probabilities vs PyTorch (max abs)",
-                     max(abs(p - float(reference[i])) for i, _, p in ours))
+        err = record(
+            "one-channel ResNet-18 probabilities vs PyTorch (max abs)",
+            max(abs(p - float(reference[i])) for i, _, p in ours),
+        )
         assert err < 1e-6
         assert model.predicted_set(path) == ours[:1]
 
@@ -183,16 +197,20 @@ def test_one_channel_gradient_equals_backward_by_hand(grey, record):
         target = model.predict(x, k=1)[0][0]
         logits, grad = resnet18_by_hand(net, x, (0.5,), (0.25,), target)
         with torch.no_grad():
-            assert relative_error(net((x - 0.5) / 0.25), logits) < 1e-5   # the written-out forward is the model (fp32)
+            assert (
+                relative_error(net((x - 0.5) / 0.25), logits) < 1e-5
+            )  # the written-out forward is the model (fp32)
         exp = sc.explain(model, path, method="gradient")
         assert exp.target == target and exp.attribution.shape == (1, SIZE, SIZE) and exp.image.mode == "L"
-        err = record("one-channel ResNet-18 gradient vs backward by hand", relative_error(exp.attribution, grad[0]))
+        err = record(
+            "one-channel ResNet-18 gradient vs backward by hand", relative_error(exp.attribution, grad[0])
+        )
         assert err < 1e-5
-        assert relative_error(exp.saliency, grad[0, 0].abs()) < 1e-5     # one channel: the map is |gradient|
+        assert relative_error(exp.saliency, grad[0, 0].abs()) < 1e-5  # one channel: the map is |gradient|
         rendered = render(exp.saliency, exp.image)
         grey_pixels = np.asarray(exp.image.convert("RGB"))
         assert rendered.overlay.shape == (SIZE, SIZE, 3)
-        assert (grey_pixels[..., 0] == grey_pixels[..., 2]).all()        # drawn on the grey crop
+        assert (grey_pixels[..., 0] == grey_pixels[..., 2]).all()  # drawn on the grey crop
 
 
 def test_one_channel_model_through_stability_sanity_and_report(grey):
@@ -200,14 +218,17 @@ def test_one_channel_model_through_stability_sanity_and_report(grey):
     from saliency_core.evaluation.sanity import sanity_check
     from saliency_core.evaluation.stability import make_variants, stability_check
     from saliency_core.report import build_report
+
     model = sc.load_model(grey[0])
     path = _photos()[0]
-    variants = make_variants(model, path, count=6)   # noise, brightness, contrast, shift, rotation, JPEG
+    variants = make_variants(model, path, count=6)  # noise, brightness, contrast, shift, rotation, JPEG
     assert {v.kind for v in variants} == {"noise", "brightness", "contrast", "shift", "rotation", "jpeg"}
     assert all(tuple(v.x.shape) == (1, 1, SIZE, SIZE) for v in variants)
     shifted = next(v for v in variants if v.kind == "shift")
     right = shifted.params["right"]
-    assert torch.equal(shifted.x[0, :, :, right:], model.preprocess(path)[0, :, :, :-right])   # grey pixels moved
+    assert torch.equal(
+        shifted.x[0, :, :, right:], model.preprocess(path)[0, :, :, :-right]
+    )  # grey pixels moved
     result = stability_check(model, path, ["gradient"], variants=variants)
     assert len(result.variants) == 6
     sanity_check(model, path, ["gradient", "gradcam"])
@@ -216,7 +237,7 @@ def test_one_channel_model_through_stability_sanity_and_report(grey):
     assert "<img" in report.to_html()
     grey_crop = np.asarray(report.images[0].crop)
     overlay = render(sc.explain(model, path, method="gradient").saliency, grey_crop, alpha=0.0).overlay
-    assert (overlay == grey_crop[:, :, None]).all()   # alpha 0: the grey image itself
+    assert (overlay == grey_crop[:, :, None]).all()  # alpha 0: the grey image itself
 
 
 def test_multilabel_resnet18_predictions_equal_pytorch(multilabel, record):
@@ -230,16 +251,18 @@ def test_multilabel_resnet18_predictions_equal_pytorch(multilabel, record):
         reference = _eager_probabilities(net, x, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), sigmoid=True)
         ours = model.predict(path, k=4)
         assert [i for i, _, _ in ours] == reference.argsort(descending=True).tolist()
-        err = record("multi-label ResNet-18 sigmoid probabilities vs PyTorch (max abs)",
-                     max(abs(p - float(reference[i])) for i, _, p in ours))
+        err = record(
+            "multi-label ResNet-18 sigmoid probabilities vs PyTorch (max abs)",
+            max(abs(p - float(reference[i])) for i, _, p in ours),
+        )
         assert err < 1e-6
-        assert sum(p for _, _, p in ours) != pytest.approx(1.0, abs=1e-3)   # not a softmax
+        assert sum(p for _, _, p in ours) != pytest.approx(1.0, abs=1e-3)  # not a softmax
         predicted = model.predicted_set(path)
         expected = [i for i in reference.argsort(descending=True).tolist() if reference[i] > threshold]
         assert [i for i, _, _ in predicted] == expected
         assert all(label == DEFECTS[i] for i, label, _ in predicted)
         sizes.append(len(predicted))
-    assert sizes[0] == 2   # the threshold was set so: a set, not a top-1
+    assert sizes[0] == 2  # the threshold was set so: a set, not a top-1
 
 
 def test_multilabel_gradient_equals_backward_by_hand_for_any_class(multilabel, record):
@@ -247,17 +270,20 @@ def test_multilabel_gradient_equals_backward_by_hand_for_any_class(multilabel, r
     model = sc.load_model(card)
     path = _photos()[0]
     x = model.preprocess(path)
-    for target in range(len(DEFECTS)):   # predicted or not, every class can be explained
+    for target in range(len(DEFECTS)):  # predicted or not, every class can be explained
         _, grad = resnet18_by_hand(net, x, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), target)
         exp = sc.explain(model, path, method="gradient", target=target)
-        err = record(f"multi-label ResNet-18 gradient (class {target}) vs backward by hand",
-                     relative_error(exp.attribution, grad[0]))
+        err = record(
+            f"multi-label ResNet-18 gradient (class {target}) vs backward by hand",
+            relative_error(exp.attribution, grad[0]),
+        )
         assert err < 1e-5
         assert relative_error(exp.saliency, grad[0].abs().amax(0)) < 1e-5
 
 
 def test_pipeline_records_the_predicted_set(multilabel, grey):
     from saliency_core.pipeline import explain_image
+
     card, _, threshold = multilabel
     model = sc.load_model(card)
     result = explain_image(model, _photos()[0], "chelsea.png", ["gradient"])
@@ -275,6 +301,7 @@ def test_multilabel_meaning_in_faithfulness_and_the_report(multilabel):
     """Deletion curves follow the class's own sigmoid; the report names the predicted set."""
     from saliency_core.evaluation.faithfulness import causal_curve
     from saliency_core.report import build_report
+
     card, _, threshold = multilabel
     model = sc.load_model(card)
     path = _photos()[0]
@@ -282,11 +309,13 @@ def test_multilabel_meaning_in_faithfulness_and_the_report(multilabel):
     predicted = model.predicted_set(x)
     exp = sc.explain(model, path, method="gradient", target=predicted[1][0])
     curve = causal_curve(model, x, exp.saliency, exp.target, "deletion", step=SIZE * SIZE // 4)
-    assert curve.scores[0] == pytest.approx(predicted[1][2], abs=1e-6)   # the sigmoid, not a softmax
+    assert curve.scores[0] == pytest.approx(predicted[1][2], abs=1e-6)  # the sigmoid, not a softmax
     assert curve.record()["score"] == "sigmoid probability of the target class"
     text = build_report(model, [path], ["gradient"]).to_html()
     words = ", ".join(f"\u201c{label}\u201d ({100 * p:.1f} %)" for _, label, p in predicted)
-    assert f"2 classes above the multi-label threshold of {100 * threshold:.1f} %: {words}" in text.replace("&#x27;", "'")
+    assert f"2 classes above the multi-label threshold of {100 * threshold:.1f} %: {words}" in text.replace(
+        "&#x27;", "'"
+    )
     assert "the model answers" not in text
 
 
@@ -295,16 +324,20 @@ def test_validation_with_both_kinds(grey, multilabel):
     carry the predicted set."""
     from saliency_core.evaluation.annotations import dataset_from_files
     from saliency_core.evaluation.validate import ValidationSettings, run_validation
+
     path = _photos()[0]
     boxes = b"image,x_min,y_min,x_max,y_max\nchelsea.png,100,50,300,250\n"
     settings = ValidationSettings(methods=["gradient", "gradcam"], step_fraction=0.25, resamples=50, worst=2)
     for card in (grey[0], multilabel[0]):
         model = sc.load_model(card)
-        result = run_validation(model, dataset_from_files([("chelsea.png", path)], [("boxes.csv", boxes)]),
-                                settings)
+        result = run_validation(
+            model, dataset_from_files([("chelsea.png", path)], [("boxes.csv", boxes)]), settings
+        )
         rows = result.per_image()
-        assert len(rows) == 4 and not result.skipped, result.skipped   # 2 methods + 2 baselines
-        assert result.worst["gradient"] and all(case.crop.shape == (112, 112, 3) for case in result.worst["gradient"])
+        assert len(rows) == 4 and not result.skipped, result.skipped  # 2 methods + 2 baselines
+        assert result.worst["gradient"] and all(
+            case.crop.shape == (112, 112, 3) for case in result.worst["gradient"]
+        )
         if model.multilabel:
             expected = "; ".join(label for _, label, _ in model.predicted_set(path))
             assert set(rows["predicted"]) == {expected} and expected.count(";") == 1
@@ -312,10 +345,11 @@ def test_validation_with_both_kinds(grey, multilabel):
 
 # ---- vision transformers -------------------------------------------------------------------
 
+
 def _vit(folder):
     torch.manual_seed(0)
     net = torchvision.models.vit_b_16(num_classes=len(DEFECTS))
-    nn.init.normal_(net.heads.head.weight, std=0.05)   # torchvision starts the head at zero
+    nn.init.normal_(net.heads.head.weight, std=0.05)  # torchvision starts the head at zero
     return net.eval(), vit_reshape_transform
 
 
@@ -323,12 +357,15 @@ def _swin(folder):
     torch.manual_seed(0)
     # pytorch-grad-cam's documented Swin transform takes (B, 49, C) tokens; torchvision's Swin
     # keeps them as (B, 7, 7, C): flatten the grid row by row first
-    return torchvision.models.swin_t(num_classes=len(DEFECTS)).eval(), \
-        lambda t: swinT_reshape_transform(t.flatten(1, 2))
+    return torchvision.models.swin_t(num_classes=len(DEFECTS)).eval(), lambda t: swinT_reshape_transform(
+        t.flatten(1, 2)
+    )
 
 
-TRANSFORMERS = {"vit_b_16": (_vit, "1.encoder.layers.encoder_layer_11.ln_1", "class_token"),
-                "swin_t": (_swin, "1.features", "channels_last")}
+TRANSFORMERS = {
+    "vit_b_16": (_vit, "1.encoder.layers.encoder_layer_11.ln_1", "class_token"),
+    "swin_t": (_swin, "1.features", "channels_last"),
+}
 
 
 @pytest.fixture(scope="module", params=list(TRANSFORMERS))
@@ -338,9 +375,11 @@ def transformer(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(arch)
     net, transform = build(folder)
     torch.save(net.state_dict(), folder / f"{arch}.pth")
-    (folder / f"{arch}.yaml").write_text(f"file: {arch}.pth\narchitecture: {arch}\nlabels: [{', '.join(DEFECTS)}]\n")
+    (folder / f"{arch}.yaml").write_text(
+        f"file: {arch}.pth\narchitecture: {arch}\nlabels: [{', '.join(DEFECTS)}]\n"
+    )
     model = sc.load_model(folder / f"{arch}.yaml")
-    (folder / f"{arch}.pth").unlink()   # 110-330 MB
+    (folder / f"{arch}.pth").unlink()  # 110-330 MB
     assert model.gradcam_layer == layer and model.gradcam_reshape == reshape
     return arch, model, transform
 
@@ -349,9 +388,11 @@ def test_transformer_gradient_equals_captum_saliency(transformer, record):
     arch, model, _ = transformer
     path = _photos()[0]
     x = model.preprocess(path)
-    exp = sc.explain(model, path, method="gradient")   # as a user calls it: the predicted class
+    exp = sc.explain(model, path, method="gradient")  # as a user calls it: the predicted class
     reference = Saliency(model.network).attribute(x.clone(), target=exp.target, abs=False)
-    err = record(f"{arch} gradient vs captum Saliency(abs=False)", relative_error(exp.attribution, reference[0]))
+    err = record(
+        f"{arch} gradient vs captum Saliency(abs=False)", relative_error(exp.attribution, reference[0])
+    )
     assert err < 1e-4
 
 
@@ -376,12 +417,15 @@ def test_transformer_gradcam_on_tokens_equals_pytorch_grad_cam(transformer, reco
         assert exp.params == {"layer": model.gradcam_layer, "reshape": model.gradcam_reshape}
         with GradCAM(model=network, target_layers=[layer], reshape_transform=transform) as cam:
             reference = cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(target)])[0]
-        if not reference.any():   # ReLU(cam) = 0 everywhere for this class: both must say so
+        if not reference.any():  # ReLU(cam) = 0 everywhere for this class: both must say so
             assert not exp.saliency.any()
             continue
         ours = _min_max(exp.saliency)
-        err = record(f"{arch} Grad-CAM on tokens vs pytorch_grad_cam + reshape_transform, min-max scaled "
-                     f"(class {target})", relative_error(torch.from_numpy(ours), torch.from_numpy(reference)))
+        err = record(
+            f"{arch} Grad-CAM on tokens vs pytorch_grad_cam + reshape_transform, min-max scaled "
+            f"(class {target})",
+            relative_error(torch.from_numpy(ours), torch.from_numpy(reference)),
+        )
         assert err < 1e-4
         assert np.abs(ours - reference).max() < 1e-4
         checked += 1
@@ -395,7 +439,7 @@ def test_transformer_methods_available_and_why_not(transformer):
         assert usable[name] is None, (name, usable[name])
     for name in ("guided_backprop", "guided_gradcam"):
         assert "GELU" in usable[name] and "ReLU" in usable[name], usable[name]
-    assert (usable["attention_rollout"] is None) == (arch == "vit_b_16")   # Swin's windowed attention: no
+    assert (usable["attention_rollout"] is None) == (arch == "vit_b_16")  # Swin's windowed attention: no
     path = _photos()[0]
     for name, params in (("smoothgrad", {"samples": 2}), ("integrated_gradients", {"steps": 2})):
         exp = sc.explain(model, path, method=name, **params)
@@ -445,10 +489,12 @@ def test_attention_rollout_on_vit(transformer, grey, record):
     x = model.preprocess(path)
     reference = _rollout_reference(model, x)[0]
     maps = [sc.explain(model, path, method="attention_rollout", target=t) for t in (0, 3)]
-    err = record("vit_b_16 attention rollout vs PyTorch's attention weights multiplied out (float64)",
-                 relative_error(maps[0].attribution, reference))
+    err = record(
+        "vit_b_16 attention rollout vs PyTorch's attention weights multiplied out (float64)",
+        relative_error(maps[0].attribution, reference),
+    )
     assert err < 1e-5
-    assert np.array_equal(maps[0].saliency, maps[1].saliency)   # the same for every class: the caution says so
+    assert np.array_equal(maps[0].saliency, maps[1].saliency)  # the same for every class: the caution says so
     assert "same map for every class" in sc.METHODS["attention_rollout"].caution
     # a call that fails leaves no hook behind
     attention = [m for m in model.network.modules() if isinstance(m, nn.MultiheadAttention)]
@@ -462,11 +508,12 @@ def test_attention_rollout_on_vit(transformer, grey, record):
 
 # ---- the reshape, by hand ------------------------------------------------------------------
 
+
 def test_to_grid_lays_tokens_out_row_by_row():
-    tokens = torch.arange(2 * 10 * 3, dtype=torch.float64).view(2, 10, 3)   # class token + 3 x 3
+    tokens = torch.arange(2 * 10 * 3, dtype=torch.float64).view(2, 10, 3)  # class token + 3 x 3
     grid = to_grid(tokens, "class_token")
     assert grid.shape == (2, 3, 3, 3)
-    assert torch.equal(grid[1, 2, 1, 0], tokens[1, 1 + 1 * 3 + 0, 2])       # row 1, column 0, channel 2
+    assert torch.equal(grid[1, 2, 1, 0], tokens[1, 1 + 1 * 3 + 0, 2])  # row 1, column 0, channel 2
     assert torch.equal(to_grid(tokens[:, 1:], "tokens"), grid)
     bhwc = tokens[:, 1:].reshape(2, 3, 3, 3)
     assert torch.equal(to_grid(bhwc, "channels_last"), grid)
@@ -478,6 +525,7 @@ def test_to_grid_lays_tokens_out_row_by_row():
 
 
 # ---- card errors of these kinds: the message, from the engine and the command line -----------
+
 
 @pytest.fixture(scope="module")
 def token_model(tmp_path_factory):
@@ -501,36 +549,68 @@ def token_model(tmp_path_factory):
             return self.head(t[:, 0])
 
     torch.manual_seed(0)
-    program = torch.export.export(Tokens().eval(), (torch.rand(2, 3, 56, 56),),
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        Tokens().eval(), (torch.rand(2, 3, 56, 56),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, folder / "tokens.pt2")
     return folder
 
 
 CARD_ERRORS = [
-    ("grey_three_means", "channels: 1\nmean: [0.485, 0.456, 0.406]\n",
-     "'mean' has three values (R, G, B), but the model takes one channel ('channels: 1', greyscale): give one "
-     "value, e.g. mean: [0.449]"),
+    (
+        "grey_three_means",
+        "channels: 1\nmean: [0.485, 0.456, 0.406]\n",
+        "'mean' has three values (R, G, B), but the model takes one channel ('channels: 1', greyscale): give one "
+        "value, e.g. mean: [0.449]",
+    ),
     ("grey_three_stds", "channels: 1\nmean: 0.5\nstd: [0.2, 0.2, 0.2]\n", "'std' has three values (R, G, B)"),
     ("colour_one_mean", "mean: [0.5]\n", "'mean' has one value, but the model takes three colour channels"),
     ("channels_2", "channels: 2\n", "'channels' must be 3 (colour, R, G, B) or 1 (greyscale); got 2."),
-    ("threshold_high", "output: sigmoid\nthreshold: 1.5\n",
-     "'threshold' must be a probability strictly between 0 and 1"),
-    ("threshold_zero", "output: sigmoid\nthreshold: 0\n", "'threshold' must be a probability strictly between 0 and 1"),
-    ("threshold_nan", "output: sigmoid\nthreshold: .nan\n", "'threshold' must be a probability strictly between"),
-    ("threshold_text", "output: sigmoid\nthreshold: high\n", "'threshold' must be a probability strictly between"),
+    (
+        "threshold_high",
+        "output: sigmoid\nthreshold: 1.5\n",
+        "'threshold' must be a probability strictly between 0 and 1",
+    ),
+    (
+        "threshold_zero",
+        "output: sigmoid\nthreshold: 0\n",
+        "'threshold' must be a probability strictly between 0 and 1",
+    ),
+    (
+        "threshold_nan",
+        "output: sigmoid\nthreshold: .nan\n",
+        "'threshold' must be a probability strictly between",
+    ),
+    (
+        "threshold_text",
+        "output: sigmoid\nthreshold: high\n",
+        "'threshold' must be a probability strictly between",
+    ),
     ("threshold_softmax", "threshold: 0.5\n", "'threshold' is for multi-label models ('output: sigmoid')"),
     ("output_word", "output: logits\n", "'output' must be one of softmax, sigmoid; got 'logits'."),
-    ("reshape_word", "gradcam_layer: norm\ngradcam_reshape: grid\n",
-     "'gradcam_reshape' must be one of none, channels_last, tokens, class_token; got 'grid'."),
-    ("reshape_not_square", "gradcam_layer: norm\ngradcam_reshape: tokens\n",
-     "'gradcam_layer' 'norm' with 'gradcam_reshape' tokens: Grad-CAM reshape 'tokens': the layer gives 50 "
-     "tokens (shape (1, 50, 8)), which do not form a square grid (side x side). Reshape 'class_token' would "
-     "give a square grid."),
-    ("reshape_wrong_rank", "gradcam_layer: patches\ngradcam_reshape: class_token\n",
-     "Grad-CAM reshape 'class_token' expects the layer to give tokens (batch, tokens, channels); it gives "
-     "shape (1, 8, 7, 7)."),
-    ("reshape_without_layer", "gradcam_reshape: class_token\n", "'gradcam_reshape' class_token needs the layer"),
+    (
+        "reshape_word",
+        "gradcam_layer: norm\ngradcam_reshape: grid\n",
+        "'gradcam_reshape' must be one of none, channels_last, tokens, class_token; got 'grid'.",
+    ),
+    (
+        "reshape_not_square",
+        "gradcam_layer: norm\ngradcam_reshape: tokens\n",
+        "'gradcam_layer' 'norm' with 'gradcam_reshape' tokens: Grad-CAM reshape 'tokens': the layer gives 50 "
+        "tokens (shape (1, 50, 8)), which do not form a square grid (side x side). Reshape 'class_token' would "
+        "give a square grid.",
+    ),
+    (
+        "reshape_wrong_rank",
+        "gradcam_layer: patches\ngradcam_reshape: class_token\n",
+        "Grad-CAM reshape 'class_token' expects the layer to give tokens (batch, tokens, channels); it gives "
+        "shape (1, 8, 7, 7).",
+    ),
+    (
+        "reshape_without_layer",
+        "gradcam_reshape: class_token\n",
+        "'gradcam_reshape' class_token needs the layer",
+    ),
 ]
 
 
@@ -542,7 +622,9 @@ def test_card_errors_of_these_kinds(token_model, tmp_path, capsys, name, text, m
         sc.load_model(card)
     assert message in str(err.value) and str(err.value).startswith(f"{name}.yaml")
     # the command line prints the same message and fails
-    code = main(["explain", _photos()[0], "--method", "gradient", "--model", str(card), "--out", str(tmp_path)])
+    code = main(
+        ["explain", _photos()[0], "--method", "gradient", "--model", str(card), "--out", str(tmp_path)]
+    )
     printed = " ".join(capsys.readouterr().err.split())
     assert code == 1 and f"error: {name}.yaml" in printed and " ".join(message.split()) in printed, printed
 
@@ -552,10 +634,10 @@ def test_token_model_from_its_card(token_model):
     card = token_model / "plain.yaml"
     card.write_text("file: tokens.pt2\ninput_size: 56\n")
     model = sc.load_model(card)
-    assert model.gradcam_layer is None   # tokens after the last feature map: not guessed
+    assert model.gradcam_layer is None  # tokens after the last feature map: not guessed
     assert "tokens after its last convolution" in sc.available_methods(model)["gradcam"]
     card.write_text("file: tokens.pt2\ninput_size: 56\ngradcam_layer: norm\n")
-    model = sc.load_model(card)   # the class token is found from the shape (50 = 1 + 7 x 7)
+    model = sc.load_model(card)  # the class token is found from the shape (50 = 1 + 7 x 7)
     assert model.gradcam_reshape == "class_token" and sc.available_methods(model)["gradcam"] is None
     exp = sc.explain(model, _photos()[0], method="gradcam")
     assert exp.saliency.shape == (56, 56) and exp.params["reshape"] == "class_token"
@@ -564,9 +646,14 @@ def test_token_model_from_its_card(token_model):
 def test_one_channel_card_on_a_colour_state_dict(tmp_path):
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), tmp_path / "colour.pth")
-    (tmp_path / "colour.yaml").write_text("file: colour.pth\narchitecture: resnet18\nchannels: 1\ninput_size: 32\n")
-    with pytest.raises(ValueError, match=r"'channels: 1', but the state dict has no first convolution taking 1 "
-                                         r"channel .*conv1.weight in the file: 64x3x7x7"):
+    (tmp_path / "colour.yaml").write_text(
+        "file: colour.pth\narchitecture: resnet18\nchannels: 1\ninput_size: 32\n"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"'channels: 1', but the state dict has no first convolution taking 1 "
+        r"channel .*conv1.weight in the file: 64x3x7x7",
+    ):
         sc.load_model(tmp_path / "colour.yaml")
 
 
@@ -574,7 +661,9 @@ def test_colour_card_on_a_one_channel_state_dict(grey, tmp_path):
     _, net = grey
     torch.save(net.state_dict(), tmp_path / "g.pth")
     (tmp_path / "g.yaml").write_text("file: g.pth\narchitecture: resnet18\ninput_size: 32\n")
-    with pytest.raises(ValueError, match=r"first convolution \(conv1.weight\) takes 1 channel: set 'channels: 1'"):
+    with pytest.raises(
+        ValueError, match=r"first convolution \(conv1.weight\) takes 1 channel: set 'channels: 1'"
+    ):
         sc.load_model(tmp_path / "g.yaml")
 
 
@@ -582,10 +671,11 @@ def test_one_logit_sigmoid_model(tmp_path):
     """With output: sigmoid, one score is one class (present or not)."""
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(num_classes=1).state_dict(), tmp_path / "one.pth")
-    (tmp_path / "one.yaml").write_text("file: one.pth\narchitecture: resnet18\noutput: sigmoid\ninput_size: 32\n"
-                                       "labels: [defect]\n")
+    (tmp_path / "one.yaml").write_text(
+        "file: one.pth\narchitecture: resnet18\noutput: sigmoid\ninput_size: 32\nlabels: [defect]\n"
+    )
     model = sc.load_model(tmp_path / "one.yaml")
-    (index, label, p), = model.predict(_photos()[0])
+    ((index, label, p),) = model.predict(_photos()[0])
     assert (index, label) == (0, "defect") and 0 < p < 1
     assert model.predicted_set(_photos()[0]) == ([(0, "defect", p)] if p > 0.5 else [])
     assert math.isfinite(float(sc.explain(model, _photos()[0], method="gradient").saliency.sum()))

@@ -1,21 +1,22 @@
 """Occlusion against Captum's ``Occlusion`` on the demo model as users call it, against the analytic
 score drop of a linear model, and the incremental pass against the plain batched pass."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torchvision
-from torch import nn
 from captum.attr import Occlusion
+from conftest import relative_error
+from torch import nn
 
 import saliency_core as sc
 from saliency_core.engine import _fast
 from saliency_core.engine._incremental import PatchedForward
-from saliency_core.engine.methods.integrated import make_baseline
 from saliency_core.engine.methods import occlusion as occlusion_module
+from saliency_core.engine.methods.integrated import make_baseline
 from saliency_core.engine.methods.occlusion import fill_image, window_starts
 from saliency_core.engine.samples import sample_images
-from conftest import relative_error
 
 EXACT = 1e-5
 
@@ -23,8 +24,13 @@ EXACT = 1e-5
 def _captum(network, x, target, window, stride, baselines, per_eval=32):
     """Captum's Occlusion over all channels at once: (3, k, k) windows, (3, s, s) strides."""
     attribution = Occlusion(network).attribute(
-        x.clone(), sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
-        baselines=baselines, target=target, perturbations_per_eval=per_eval)
+        x.clone(),
+        sliding_window_shapes=(3, window, window),
+        strides=(3, stride, stride),
+        baselines=baselines,
+        target=target,
+        perturbations_per_eval=per_eval,
+    )
     assert torch.equal(attribution[:, :1].expand_as(attribution), attribution)  # one value per pixel
     return attribution[:, :1]
 
@@ -58,13 +64,16 @@ def test_explain_as_users_call_it_equals_captum(demo, record):
 @pytest.mark.parametrize("fill", ["black", "mean", "blurred"])
 def test_other_fills_equal_captum(demo, chelsea_x, fill, record):
     """Large squares (56 px, 16 per image) keep this quick; the fill is Captum's baseline tensor."""
-    ours = sc.METHODS["occlusion"].attribute(demo.network, chelsea_x, torch.tensor([282]), window=56,
-                                             stride=56, fill=fill)
+    ours = sc.METHODS["occlusion"].attribute(
+        demo.network, chelsea_x, torch.tensor([282]), window=56, stride=56, fill=fill
+    )
     baselines = fill_image(chelsea_x, fill)
     if fill == "blurred":
         assert torch.equal(baselines, make_baseline(chelsea_x, "blurred"))
-    err = record(f"occlusion fill={fill} vs captum", relative_error(ours, _captum(demo.network, chelsea_x, 282, 56, 56,
-                                                                                   baselines)))
+    err = record(
+        f"occlusion fill={fill} vs captum",
+        relative_error(ours, _captum(demo.network, chelsea_x, 282, 56, 56, baselines)),
+    )
     assert err < EXACT
 
 
@@ -97,10 +106,10 @@ def test_linear_model_gives_the_analytic_drop(window, stride):
         contribution = w[target[b]] * (x[b] - fill[b])  # (3, 12, 12)
         for r in starts:
             for c in starts:
-                drop = contribution[:, r:r + window, c:c + window].sum()
-                expected[b, 0, r:r + window, c:c + window] += drop
+                drop = contribution[:, r : r + window, c : c + window].sum()
+                expected[b, 0, r : r + window, c : c + window] += drop
                 if b == 0:
-                    covered[r:r + window, c:c + window] += 1
+                    covered[r : r + window, c : c + window] += 1
     expected /= covered
     assert relative_error(ours, expected) < 1e-12
 
@@ -108,8 +117,15 @@ def test_linear_model_gives_the_analytic_drop(window, stride):
 def test_chunks_and_progress(demo, chelsea_x):
     calls = []
     a = sc.METHODS["occlusion"].attribute(demo.network, chelsea_x, torch.tensor([282]), window=56, stride=28)
-    b = sc.METHODS["occlusion"].attribute(demo.network, chelsea_x, torch.tensor([282]), window=56, stride=28,
-                                          chunk_size=5, progress=lambda d, t: calls.append((d, t)))
+    b = sc.METHODS["occlusion"].attribute(
+        demo.network,
+        chelsea_x,
+        torch.tensor([282]),
+        window=56,
+        stride=28,
+        chunk_size=5,
+        progress=lambda d, t: calls.append((d, t)),
+    )
     assert relative_error(b, a) < 1e-5
     assert calls == [(min(d, 49), 49) for d in range(5, 50, 5)] + [(49, 49)]
 
@@ -119,6 +135,7 @@ def test_chunks_and_progress(demo, chelsea_x):
 
 class Counting(PatchedForward):
     """Counts passes and the layers computed on boxes only (and the ones made whole)."""
+
     calls = cropped = whole = 0
 
     def __call__(self, *args):
@@ -159,7 +176,10 @@ def test_incremental_equals_plain_on_resnet(record, monkeypatch):
     x = torch.rand(2, 3, 96, 96, dtype=torch.float64)
     assert PatchedForward(net, x[:1]).usable
     fast, plain = _both_ways(net, x, torch.tensor([3, 7]), monkeypatch, window=16, stride=8)
-    assert record("occlusion incremental vs plain, ResNet-18 96 px, float64", relative_error(fast, plain)) < 1e-10
+    assert (
+        record("occlusion incremental vs plain, ResNet-18 96 px, float64", relative_error(fast, plain))
+        < 1e-10
+    )
 
 
 def test_incremental_equals_plain_on_the_demo(demo, coffee_x, record, monkeypatch):
@@ -205,9 +225,13 @@ def test_incremental_is_not_used_where_it_cannot_see_the_layers(demo, chelsea_x)
 
 
 def test_bad_parameters(demo, chelsea_path):
-    for params, words in [({"window": 300}, "window"), ({"window": 0}, "window"),
-                          ({"window": 16, "stride": 17}, "stride"), ({"stride": 2.5}, "stride"),
-                          ({"fill": "pink"}, "fill")]:
+    for params, words in [
+        ({"window": 300}, "window"),
+        ({"window": 0}, "window"),
+        ({"window": 16, "stride": 17}, "stride"),
+        ({"stride": 2.5}, "stride"),
+        ({"fill": "pink"}, "fill"),
+    ]:
         with pytest.raises(ValueError, match=words):
             sc.explain(demo, chelsea_path, method="occlusion", **params)
 

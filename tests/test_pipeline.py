@@ -2,6 +2,7 @@
 
 Every writer's output is validated against saliency_core/schemas/record-1.json: the command
 line and the pipeline here, Ray in tests/test_ray.py."""
+
 from __future__ import annotations
 
 import io
@@ -31,12 +32,20 @@ def test_schema_rejects_other_layouts():
 def test_explain_images_order_errors_and_record(demo, chelsea_path, coffee_path):
     broken = ("broken.png", b"not an image")
     done = []
-    results = list(pipeline.explain_images(demo, [chelsea_path, broken, coffee_path],
-                                           ["gradient", "gradcam"], {"samples": 3, "steps": 4},
-                                           progress=lambda d, t, label: done.append((d, t))))
+    results = list(
+        pipeline.explain_images(
+            demo,
+            [chelsea_path, broken, coffee_path],
+            ["gradient", "gradcam"],
+            {"samples": 3, "steps": 4},
+            progress=lambda d, t, label: done.append((d, t)),
+        )
+    )
     assert [r.name for r in results] == [chelsea_path, "broken.png", coffee_path]
     assert done[-1] == (6, 6) and [d for d, _ in done] == sorted(d for d, _ in done)
-    assert results[1].failed.startswith("broken.png: ") and not results[1].failed.startswith("broken.png: broken.png")
+    assert results[1].failed.startswith("broken.png: ") and not results[1].failed.startswith(
+        "broken.png: broken.png"
+    )
     good = results[0]
     assert list(good.maps) == ["gradient", "gradcam"] and not good.errors
     record = good.record()
@@ -68,8 +77,9 @@ def test_per_method_params_give_each_method_its_own_map(demo, chelsea_path):
 
 
 def test_a_failing_method_is_that_methods_error_and_the_rest_run(demo, chelsea_path):
-    result = pipeline.explain_image(demo, chelsea_path, "cat", ["gradient", "integrated_gradients"],
-                                    {"steps": 0})
+    result = pipeline.explain_image(
+        demo, chelsea_path, "cat", ["gradient", "integrated_gradients"], {"steps": 0}
+    )
     assert "gradient" in result.maps and "integrated_gradients" not in result.maps
     assert "steps must be a whole number between 1" in result.errors["integrated_gradients"]
     validate_record(result.record())
@@ -77,24 +87,28 @@ def test_a_failing_method_is_that_methods_error_and_the_rest_run(demo, chelsea_p
 
 def test_cancel_stops_before_the_next_image(demo, chelsea_path, coffee_path):
     seen = []
-    results = pipeline.explain_images(demo, [chelsea_path, coffee_path], ["gradient"],
-                                      cancel=lambda: len(seen) >= 1)
+    results = pipeline.explain_images(
+        demo, [chelsea_path, coffee_path], ["gradient"], cancel=lambda: len(seen) >= 1
+    )
     for r in results:
         seen.append(r)
     assert [r.name for r in seen] == [chelsea_path]
 
 
 def test_cli_explain_writes_schema_1(tmp_path, chelsea_path):
-    assert cli.main(["explain", chelsea_path, "--method", "gradient", "--method", "gradcam",
-                     "--out", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            ["explain", chelsea_path, "--method", "gradient", "--method", "gradcam", "--out", str(tmp_path)]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "chelsea.json").read_text())
     validate_record(record)
     assert [m["png"] for m in record["maps"]] == ["chelsea_gradient.png", "chelsea_gradcam.png"]
 
 
 def test_shipped_result_keeps_the_record(demo, chelsea_path):
-    result = pipeline.explain_image(demo, chelsea_path, "cat", ["gradient"],
-                                    render=pipeline.RenderOptions())
+    result = pipeline.explain_image(demo, chelsea_path, "cat", ["gradient"], render=pipeline.RenderOptions())
     light = result.shipped()
     assert light.maps["gradient"].attribution.size == 0 and light.pngs == result.pngs
     assert light.record() == result.record()

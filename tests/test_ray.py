@@ -10,6 +10,7 @@ Both sides use one torch thread (the local run here, the workers via ``threads=1
 per-image tables match to the last bit. ``seconds`` (wall time per map) is the one column left
 out of the comparisons.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,13 +30,13 @@ import pandas as pd
 import pytest
 import skimage
 import torch
+from test_pipeline import validate_record
 
 import saliency_core as sc
 from saliency_core import distributed
 from saliency_core.cli import main
 from saliency_core.evaluation.data import pasted_objects
 from saliency_core.evaluation.validate import ValidationSettings, run_validation
-from test_pipeline import validate_record
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).parent / "ray"
@@ -46,8 +47,12 @@ PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
 # every Ray process of the test on 127.0.0.1 (Ray would otherwise pick the machine's own address),
 # no usage reports, no token from ~/.ray/auth_token (a test cluster is private to this machine),
 # and a SIGTERM stops the node at once instead of draining for 30 s
-ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
-       "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+}
 
 
 def _free_port() -> int:
@@ -79,10 +84,30 @@ def cluster():
         for k, v in ENV.items():
             mp.setenv(k, v)
         head = subprocess.Popen(
-            [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-             "--object-store-memory", "200000000", "--include-dashboard", "false", "--disable-usage-stats",
-             "--temp-dir", temp, "--block"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+            [
+                str(RAY),
+                "start",
+                "--head",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num-cpus",
+                "2",
+                "--object-store-memory",
+                "200000000",
+                "--include-dashboard",
+                "false",
+                "--disable-usage-stats",
+                "--temp-dir",
+                temp,
+                "--block",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
         try:
             deadline = time.monotonic() + 120
             while "Ray runtime started" not in Path(log.name).read_text():
@@ -92,6 +117,7 @@ def cluster():
             yield f"127.0.0.1:{port}", head.pid
         finally:
             import ray
+
             if ray.is_initialized():
                 ray.shutdown()
             head.send_signal(signal.SIGTERM)
@@ -147,14 +173,23 @@ def test_validate_on_ray_gives_exactly_the_local_table(cluster, local, tmp_path,
     local_result, local_rate = local
     said = []
     start = time.perf_counter()
-    result = distributed.run_validation_ray("demo", DATA, ValidationSettings(**SETTINGS), tmp_path, address=address,
-                                            workers=2, threads=1, batch_size=4, log=said.append)
+    result = distributed.run_validation_ray(
+        "demo",
+        DATA,
+        ValidationSettings(**SETTINGS),
+        tmp_path,
+        address=address,
+        workers=2,
+        threads=1,
+        batch_size=4,
+        log=said.append,
+    )
     ray_rate = IMAGES / (time.perf_counter() - start)
     _assert_same_as_local(result, local_result)
     assert len(_table(result)) == IMAGES * 4 and result.per_image()["image"].nunique() == IMAGES
     lines = _lines(tmp_path)
     assert sorted(line["index"] for line in lines) == list(range(IMAGES))
-    assert len({line["worker"] for line in lines}) == 2           # two worker processes shared the images
+    assert len({line["worker"] for line in lines}) == 2  # two worker processes shared the images
     assert {line["threads"] for line in lines} == {torch.get_num_threads()} == {1}
     assert any("2 worker(s) x 1 torch thread(s)" in s for s in said), said
     record("local run, images/s (1 thread)", local_rate)
@@ -167,8 +202,9 @@ def test_deletion_and_insertion_curves_add_up_to_the_same_floats(cluster, one_th
     settings = dict(methods=["gradient"], step_fraction=0.25, worst=0)
     data = partial(pasted_objects, 4, seed=1)
     local_result = run_validation(sc.load_model("demo"), data(), ValidationSettings(**settings))
-    result = distributed.run_validation_ray("demo", data, ValidationSettings(**settings), tmp_path, address=address,
-                                            workers=2, batch_size=1)
+    result = distributed.run_validation_ray(
+        "demo", data, ValidationSettings(**settings), tmp_path, address=address, workers=2, batch_size=1
+    )
     pd.testing.assert_frame_equal(_table(result), _table(local_result), check_exact=True)
     assert "deletion_auc" in _table(result) and list(result.curves) == list(local_result.curves)
     for method, curve in local_result.curves.items():
@@ -197,17 +233,25 @@ def test_a_killed_worker_is_restarted_and_the_table_is_complete(cluster, local, 
     killed: list = []
     killer = threading.Thread(target=_kill_first_worker, args=(tmp_path, session, killed))
     killer.start()
-    result = distributed.run_validation_ray("demo", DATA, ValidationSettings(**SETTINGS), tmp_path, address=address,
-                                            workers=2, threads=1, batch_size=2)
+    result = distributed.run_validation_ray(
+        "demo",
+        DATA,
+        ValidationSettings(**SETTINGS),
+        tmp_path,
+        address=address,
+        workers=2,
+        threads=1,
+        batch_size=2,
+    )
     killer.join()
     assert killed, "no worker was killed"
     pid, done_before = killed[0]
-    assert done_before < IMAGES - 10          # it died mid-run, with most of the work still to do
-    assert _session(pid) is None              # it is gone ...
+    assert done_before < IMAGES - 10  # it died mid-run, with most of the work still to do
+    assert _session(pid) is None  # it is gone ...
     lines = _lines(tmp_path)
     workers = [line["worker"] for line in lines]
-    assert len(set(workers)) >= 3, set(workers)   # ... and Ray started a new one that took over its block
-    assert sorted(line["index"] for line in lines) == list(range(IMAGES))   # each image once
+    assert len(set(workers)) >= 3, set(workers)  # ... and Ray started a new one that took over its block
+    assert sorted(line["index"] for line in lines) == list(range(IMAGES))  # each image once
     _assert_same_as_local(result, local[0])
     record("worker killed after this many images were written", done_before)
     record("worker processes that wrote images (2 + restarted)", len(set(workers)))
@@ -217,10 +261,31 @@ def test_run_killed_midway_resumes_and_recomputes_only_the_missing_images(cluste
     """The driver (the validate command) is killed with SIGKILL mid-run; --resume finishes it."""
     address, _ = cluster
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "saliency_core", "validate", "--pasted", str(IMAGES), "--methods",
-               "gradient,gradcam", "--no-faithfulness", "--ray", address, "--workers", "2", "--out", str(out)]
-    first = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "saliency_core",
+        "validate",
+        "--pasted",
+        str(IMAGES),
+        "--methods",
+        "gradient,gradcam",
+        "--no-faithfulness",
+        "--ray",
+        address,
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    ]
+    first = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 150
     while len(_lines(out)) < 12 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -228,7 +293,7 @@ def test_run_killed_midway_resumes_and_recomputes_only_the_missing_images(cluste
     stderr = first.communicate()[1]
     before = _lines(out)
     assert 12 <= len(before) < IMAGES, stderr[-2000:]
-    assert not (out / "per_image.csv").exists()   # the first run never finished
+    assert not (out / "per_image.csv").exists()  # the first run never finished
 
     code = main([*command[3:], "--resume"])
     assert code == 0
@@ -236,12 +301,14 @@ def test_run_killed_midway_resumes_and_recomputes_only_the_missing_images(cluste
     first_run = {line["index"] for line in before}
     second_run = {line["index"] for line in after if line["run"] != before[0]["run"]}
     assert first_run | second_run == set(range(IMAGES)) and not first_run & second_run
-    assert len(after) == IMAGES                   # nothing computed twice
+    assert len(after) == IMAGES  # nothing computed twice
     record("resume: images finished before the command was killed", len(first_run))
     record("resume: images computed by --resume", len(second_run))
     table = pd.read_csv(out / "per_image.csv", keep_default_na=False)
     expected = pd.read_csv(_csv(local[0].per_image(), tmp_path / "local.csv"), keep_default_na=False)
-    pd.testing.assert_frame_equal(table.drop(columns="seconds"), expected.drop(columns="seconds"), check_exact=True)
+    pd.testing.assert_frame_equal(
+        table.drop(columns="seconds"), expected.drop(columns="seconds"), check_exact=True
+    )
     record = json.loads((out / "validation.json").read_text())
     assert record["images_scored"] == IMAGES and record["images_given"] == IMAGES
 
@@ -254,10 +321,13 @@ def _csv(frame: pd.DataFrame, path: Path) -> Path:
 def test_resume_refuses_results_of_another_run(cluster, tmp_path):
     address, _ = cluster
     settings = ValidationSettings(["gradient"], faithfulness=False, worst=0)
-    distributed.ResultsLog(tmp_path / distributed.VALIDATE_LOG, {"command": "validate", "seed": 1}, resume=False)
+    distributed.ResultsLog(
+        tmp_path / distributed.VALIDATE_LOG, {"command": "validate", "seed": 1}, resume=False
+    )
     with pytest.raises(ValueError, match=r"holds results of a different run \(.*differ\)"):
-        distributed.run_validation_ray("demo", partial(pasted_objects, 4), settings, tmp_path, address=address,
-                                       resume=True)
+        distributed.run_validation_ray(
+            "demo", partial(pasted_objects, 4), settings, tmp_path, address=address, resume=True
+        )
 
 
 def test_results_file_drops_a_line_cut_short(tmp_path):
@@ -265,7 +335,7 @@ def test_results_file_drops_a_line_cut_short(tmp_path):
     log = distributed.ResultsLog(tmp_path / "rows.jsonl", key, resume=False)
     log.append([{"index": 0, "rows": []}, {"index": 1, "rows": []}])
     with open(tmp_path / "rows.jsonl", "a") as f:
-        f.write('{"index": 2, "ro')                      # the run stopped while writing
+        f.write('{"index": 2, "ro')  # the run stopped while writing
     again = distributed.ResultsLog(tmp_path / "rows.jsonl", key, resume=True)
     assert again.done == {0, 1}
     again.append([{"index": 2, "rows": []}])
@@ -279,10 +349,10 @@ def test_explain_on_ray_writes_the_local_files_and_resumes(cluster, one_thread, 
     (folder / "more").mkdir(parents=True)
     shutil.copy(os.path.join(PHOTOS, "chelsea.png"), folder / "chelsea.png")
     shutil.copy(os.path.join(PHOTOS, "coffee.png"), folder / "coffee.png")
-    shutil.copy(os.path.join(PHOTOS, "camera.png"), folder / "more" / "chelsea.png")   # same stem: chelsea-2
+    shutil.copy(os.path.join(PHOTOS, "camera.png"), folder / "more" / "chelsea.png")  # same stem: chelsea-2
     (folder / "broken.png").write_text("not a picture")
     args = ["explain", str(folder), "--method", "gradient,smoothgrad", "--samples", "3"]
-    assert main([*args, "--out", str(tmp_path / "local")]) == 1            # the broken file
+    assert main([*args, "--out", str(tmp_path / "local")]) == 1  # the broken file
     local_err = capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "ray"), "--ray", address, "--workers", "2"]) == 1
     ray_err = capsys.readouterr().err
@@ -293,9 +363,9 @@ def test_explain_on_ray_writes_the_local_files_and_resumes(cluster, one_thread, 
     # the run stopped after the first two images: --resume explains only the others
     log = tmp_path / "ray" / distributed.EXPLAIN_LOG
     lines = log.read_text().splitlines()
-    assert [json.loads(line)["image"] for line in lines[1:]] == [str(folder / n) for n in
-                                                                  ("broken.png", "chelsea.png", "coffee.png",
-                                                                   "more/chelsea.png")]
+    assert [json.loads(line)["image"] for line in lines[1:]] == [
+        str(folder / n) for n in ("broken.png", "chelsea.png", "coffee.png", "more/chelsea.png")
+    ]
     log.write_text("\n".join(lines[:3]) + "\n")
     for name in ("coffee.json", "coffee_gradient.png", "chelsea-2.json", "chelsea-2_smoothgrad.png"):
         (tmp_path / "ray" / name).unlink()
@@ -303,8 +373,8 @@ def test_explain_on_ray_writes_the_local_files_and_resumes(cluster, one_thread, 
     err = capsys.readouterr().err
     assert "resuming: 2 of 4 image(s) already written" in err
     assert "coffee.png: gradient" in err and "more/chelsea.png: smoothgrad" in err
-    assert "in/chelsea.png:" not in err and "broken.png" not in err          # not redone
-    assert "6 map(s) written" in err and "1 failure(s)" in err               # totals of the whole run
+    assert "in/chelsea.png:" not in err and "broken.png" not in err  # not redone
+    assert "6 map(s) written" in err and "1 failure(s)" in err  # totals of the whole run
     _assert_same_files(tmp_path / "local", tmp_path / "ray")
 
 
@@ -327,20 +397,42 @@ def _assert_same_files(local: Path, ray: Path) -> None:
 def test_ray_options_need_ray_and_a_reachable_cluster(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["validate", "--demo", "--methods", "gradient", "--resume", "--out", str(tmp_path)])
-    assert stop.value.code == 2 and "--workers, --threads and --resume go with --ray" in capsys.readouterr().err
-    code = main(["validate", "--demo", "--methods", "gradient", "--no-faithfulness", "--ray",
-                 f"127.0.0.1:{_free_port()}", "--out", str(tmp_path)])
+    assert (
+        stop.value.code == 2 and "--workers, --threads and --resume go with --ray" in capsys.readouterr().err
+    )
+    code = main(
+        [
+            "validate",
+            "--demo",
+            "--methods",
+            "gradient",
+            "--no-faithfulness",
+            "--ray",
+            f"127.0.0.1:{_free_port()}",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 1
     assert "error: no Ray cluster answers at 127.0.0.1:" in capsys.readouterr().err
 
 
 def test_ray_is_an_optional_extra(monkeypatch):
     """Importing the engine, its command line and this module loads no Ray; a missing Ray is a plain error."""
-    probe = subprocess.run([sys.executable, "-c", "import sys, saliency_core, saliency_core.cli, "
-                            "saliency_core.distributed; print('ray' in sys.modules)"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, saliency_core, saliency_core.cli, "
+            "saliency_core.distributed; print('ray' in sys.modules)",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert probe.stdout.strip() == "False", probe.stderr
-    monkeypatch.setitem(sys.modules, "ray", None)   # as if it were not installed
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     with pytest.raises(ValueError, match=r"--ray needs Ray, an optional extra: .*requirements-ray.txt"):
         with distributed.connected("auto"):
             pass

@@ -1,5 +1,6 @@
 """Region view: the outlined regions hold at least the stated share of the attribution, the set is
 the shortest densest-first prefix, and a map concentrated in one region outlines that region."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,6 +26,7 @@ def test_segments_are_dense_connected_and_repeatable(maps):
     assert len(np.unique(labels)) == n
     assert np.array_equal(segment(maps[0].image), labels)
     from scipy.ndimage import label as components
+
     assert all(components(labels == k)[1] == 1 for k in range(n))
 
 
@@ -84,8 +86,8 @@ def test_render_outline(maps):
     picture = np.asarray(grad.image).astype(int)
     selected = out.choice.selected
     assert out.overlay.shape == (224, 224, 3) and out.overlay.dtype == np.uint8
-    assert (out.overlay[~selected].astype(int) <= picture[~selected]).all()          # the rest is dimmed
-    assert (out.overlay == rd.OUTLINE_COLOUR).all(axis=-1)[selected].any()            # outline inside
+    assert (out.overlay[~selected].astype(int) <= picture[~selected]).all()  # the rest is dimmed
+    assert (out.overlay == rd.OUTLINE_COLOUR).all(axis=-1)[selected].any()  # outline inside
     assert not (out.overlay == rd.OUTLINE_COLOUR).all(axis=-1)[~selected].any()
     assert grad.target_label in out.legend and "30%" in out.legend
 

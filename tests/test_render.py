@@ -1,4 +1,5 @@
 """render.py: colormaps, scaling, sign modes, near-zero maps, overlays."""
+
 import os
 import subprocess
 import sys
@@ -10,13 +11,28 @@ import skimage
 from PIL import Image
 
 import saliency_core as sc
-from saliency_core.engine.render import (DIVERGING, SEQUENTIAL, SIGN_MODES, Rendered, colorbar_image,
-                                  colormap_lut, map_values, plotly_colorscale, render, save_png,
-                                  shared_scale)
+from saliency_core.engine.render import (
+    DIVERGING,
+    SEQUENTIAL,
+    SIGN_MODES,
+    Rendered,
+    colorbar_image,
+    colormap_lut,
+    map_values,
+    plotly_colorscale,
+    render,
+    save_png,
+    shared_scale,
+)
 
-PLOTLY = {"inferno": pc.sequential.Inferno, "viridis": pc.sequential.Viridis,
-          "magma": pc.sequential.Magma, "cividis": pc.sequential.Cividis,
-          "balance": pc.cmocean.balance, "rdbu": pc.diverging.RdBu}
+PLOTLY = {
+    "inferno": pc.sequential.Inferno,
+    "viridis": pc.sequential.Viridis,
+    "magma": pc.sequential.Magma,
+    "cividis": pc.sequential.Cividis,
+    "balance": pc.cmocean.balance,
+    "rdbu": pc.diverging.RdBu,
+}
 
 
 def _rgb255(colour: str) -> tuple:
@@ -243,24 +259,32 @@ def test_real_explanation_renders():
 
 
 def test_engine_imports_neither_streamlit_nor_matplotlib():
-    code = ("import sys, saliency_core, saliency_core.engine.render, saliency_core.cli; "
-            "bad = [m for m in ('streamlit', 'matplotlib') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (
+        "import sys, saliency_core, saliency_core.engine.render, saliency_core.cli; "
+        "bad = [m for m in ('streamlit', 'matplotlib') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_captioned_overlay_carries_bar_method_class_and_confidence():
     from saliency_core.engine.render import captioned_overlay
+
     rng = np.random.default_rng(0)
     r = render(rng.random((224, 224)), np.zeros((224, 224, 3), np.uint8), target_label="tabby cat")
     out = captioned_overlay(r, "Grad-CAM", "tabby cat", 0.62, "chelsea.png")
     assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[1] >= 448 and out.shape[0] > 448 + 60
     # the overlay itself is in there, enlarged without new colours
     big, x0 = np.repeat(np.repeat(r.overlay, 2, axis=0), 2, axis=1), (out.shape[1] - 448) // 2
-    top = next(y for y in range(out.shape[0] - 448) if np.array_equal(out[y:y + 448, x0:x0 + 448], big))
-    assert top > 30                                        # the method and class lines above it
+    top = next(y for y in range(out.shape[0] - 448) if np.array_equal(out[y : y + 448, x0 : x0 + 448], big))
+    assert top > 30  # the method and class lines above it
     # the colour bar below it runs from the colormap's low to its high end, framed in grey
     bar_row = out[top + 448 + 12]
     assert tuple(bar_row[8]) == (128, 128, 128)

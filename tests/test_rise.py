@@ -1,14 +1,15 @@
 """RISE (Petsiuk et al. 2018): analytic ground truth on a model whose probability is the mean of
 one region, Eq. 6 against a plain loop over the same masks, same seed same map, and chunking."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import relative_error
 from torch import nn
 
 import saliency_core as sc
 from saliency_core.engine.methods.rise import rise_masks
-from conftest import relative_error
 
 rise = sc.METHODS["rise"].attribute
 
@@ -22,7 +23,7 @@ class RegionMean(nn.Module):
         self.r0, self.r1 = r0, r1
 
     def forward(self, x):
-        m = x[:, :, self.r0:self.r1, self.r0:self.r1].mean((1, 2, 3)).clamp(1e-6, 1 - 1e-6).double()
+        m = x[:, :, self.r0 : self.r1, self.r0 : self.r1].mean((1, 2, 3)).clamp(1e-6, 1 - 1e-6).double()
         return torch.stack([m.log(), (1 - m).log()], 1).to(x.dtype)
 
 
@@ -39,24 +40,30 @@ def test_region_model_recovers_its_region():
     expected value is E[p] E[M(p)] / keep = keep * keep / keep = keep exactly; inside the region
     the mask and the probability rise together, so the map is higher there."""
     cell, keep, lo, hi = 8, 0.5, 24, 40
-    saliency = rise(RegionMean(lo, hi), torch.ones(1, 3, 64, 64), torch.tensor([0]), masks=4000, cell=cell,
-                    keep=keep)[0, 0]
+    saliency = rise(
+        RegionMean(lo, hi), torch.ones(1, 3, 64, 64), torch.tensor([0]), masks=4000, cell=cell, keep=keep
+    )[0, 0]
     region = torch.zeros(64, 64, dtype=torch.bool)
     region[lo:hi, lo:hi] = True
     far = torch.ones(64, 64, dtype=torch.bool)
-    far[lo - 2 * cell:hi + 2 * cell, lo - 2 * cell:hi + 2 * cell] = False
-    assert abs(float(saliency[far].mean()) - keep) < 0.02          # Monte Carlo: 4000 masks
+    far[lo - 2 * cell : hi + 2 * cell, lo - 2 * cell : hi + 2 * cell] = False
+    assert abs(float(saliency[far].mean()) - keep) < 0.02  # Monte Carlo: 4000 masks
     assert float((saliency[far] - keep).abs().max()) < 0.06
     assert float(saliency[region].mean()) > keep + 0.05
     top = saliency.flatten().topk(int(region.sum())).indices
-    assert float(region.flatten()[top].float().mean()) > 0.8      # the brightest pixels are the region
+    assert float(region.flatten()[top].float().mean()) > 0.8  # the brightest pixels are the region
 
 
 def test_equation_6_against_a_plain_loop():
     """sum_i P(target | x * M_i + fill * (1 - M_i)) M_i / (N keep), image by image, mask by mask."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(4, 3)).eval().double()
+    net = (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+        )
+        .eval()
+        .double()
+    )
     x = torch.rand(2, 3, 20, 20, dtype=torch.float64)
     target = torch.tensor([2, 0])
     ours = rise(net, x, target, masks=37, cell=6, keep=0.3, fill="grey", seed=5, chunk_size=10)
@@ -76,11 +83,11 @@ def test_masks():
     m = rise_masks(50, 40, 8, 0.5, seed=3, start=0, n=200)
     assert m.shape == (200, 1, 50, 40) and m.dtype == torch.float32
     assert float(m.min()) >= 0 and float(m.max()) <= 1
-    assert abs(float(m.mean()) - 0.5) < 0.05                           # E[M] = keep
-    assert torch.equal(rise_masks(50, 40, 8, 0.5, 3, 5, 7), m[5:12])   # mask i depends on (seed, i) only
+    assert abs(float(m.mean()) - 0.5) < 0.05  # E[M] = keep
+    assert torch.equal(rise_masks(50, 40, 8, 0.5, 3, 5, 7), m[5:12])  # mask i depends on (seed, i) only
     assert not torch.equal(rise_masks(50, 40, 8, 0.5, 4, 0, 200), m)
     binary = rise_masks(64, 64, 8, 0.5, 0, 0, 1)[0, 0]
-    assert ((binary > 0) & (binary < 1)).any()                         # bilinear, not nearest
+    assert ((binary > 0) & (binary < 1)).any()  # bilinear, not nearest
 
 
 def test_same_seed_same_map_and_chunks(demo, chelsea_x, record):
@@ -103,9 +110,15 @@ def test_progress_and_preview_are_the_map_so_far(demo, chelsea_x):
     """The preview after k masks is the map RISE gives with k masks (mask i depends only on i)."""
     calls, previews = [], {}
     target = torch.tensor([282])
-    final = rise(demo.network, chelsea_x, target, masks=24, chunk_size=8,
-                 progress=lambda d, t: calls.append((d, t)),
-                 preview=lambda d, t, running: previews.__setitem__(d, running))
+    final = rise(
+        demo.network,
+        chelsea_x,
+        target,
+        masks=24,
+        chunk_size=8,
+        progress=lambda d, t: calls.append((d, t)),
+        preview=lambda d, t, running: previews.__setitem__(d, running),
+    )
     assert calls == [(8, 24), (16, 24), (24, 24)] and sorted(previews) == [8, 16]
     sixteen = rise(demo.network, chelsea_x, target, masks=16, chunk_size=8)
     assert relative_error(previews[16], sixteen) < 1e-6
@@ -117,14 +130,28 @@ def test_explain_on_demo(demo, chelsea_path):
     assert exp.params == {"masks": 32, "cell": 32, "keep": 0.5, "fill": "black", "seed": 0}
     assert exp.saliency.shape == (224, 224) and exp.saliency.min() >= 0
     shown = []
-    sc.explain(demo, chelsea_path, method="rise", masks=64, chunk_size=32,
-               preview=lambda d, t, s: shown.append((d, s.shape)))
+    sc.explain(
+        demo,
+        chelsea_path,
+        method="rise",
+        masks=64,
+        chunk_size=32,
+        preview=lambda d, t, s: shown.append((d, s.shape)),
+    )
     assert shown == [(32, (224, 224))]
 
 
-@pytest.mark.parametrize("params,words", [({"masks": 0}, "masks"), ({"masks": 10**9}, "masks"),
-                                          ({"keep": 1.0}, "keep"), ({"keep": float("nan")}, "keep"),
-                                          ({"cell": 1}, "cell"), ({"fill": "x"}, "fill")])
+@pytest.mark.parametrize(
+    "params,words",
+    [
+        ({"masks": 0}, "masks"),
+        ({"masks": 10**9}, "masks"),
+        ({"keep": 1.0}, "keep"),
+        ({"keep": float("nan")}, "keep"),
+        ({"cell": 1}, "cell"),
+        ({"fill": "x"}, "fill"),
+    ],
+)
 def test_bad_parameters(demo, chelsea_path, params, words):
     with pytest.raises(ValueError, match=words):
         sc.explain(demo, chelsea_path, method="rise", **params)

@@ -1,5 +1,6 @@
 """Stability of maps across similar inputs: similarity measures with known answers, geometric
 variants that can be undone, verdicts on the real demo model, and the bad inputs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,24 +17,24 @@ import saliency_core as sc
 from saliency_core.evaluation import similarity as sim
 from saliency_core.evaluation import stability as stab
 
-
 # ---- similarity measures: ground truth -------------------------------------------------------
+
 
 def test_spearman_is_rank_correlation_with_ties():
     rng = np.random.default_rng(0)
-    a = rng.integers(0, 6, size=(30, 30)).astype(float)          # many ties
+    a = rng.integers(0, 6, size=(30, 30)).astype(float)  # many ties
     b = a + rng.normal(size=a.shape)
     assert sim.spearman(a, b) == pytest.approx(spearmanr(a.ravel(), b.ravel())[0], abs=1e-12)
-    assert sim.spearman(a, a ** 3 + 7) == pytest.approx(1.0)     # any increasing transform
+    assert sim.spearman(a, a**3 + 7) == pytest.approx(1.0)  # any increasing transform
     assert sim.spearman(a, -a) == pytest.approx(-1.0)
     assert sim.spearman(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
     assert sim.spearman(np.zeros((4, 4)), a[:4, :4]) == 0.0
 
 
 def test_top_k_overlap_counts_shared_top_pixels():
-    a = np.arange(100, dtype=float).reshape(10, 10)              # top 10% = values 90..99
+    a = np.arange(100, dtype=float).reshape(10, 10)  # top 10% = values 90..99
     b = a.copy()
-    b.ravel()[[99, 98, 97, 96, 95]] = 0                         # half of a's top 10 leave b's top
+    b.ravel()[[99, 98, 97, 96, 95]] = 0  # half of a's top 10 leave b's top
     assert sim.top_k_overlap(a, a, 0.1) == 1.0
     assert sim.top_k_overlap(a, b, 0.1) == pytest.approx(0.5)
     rng = np.random.default_rng(1)
@@ -45,11 +46,17 @@ def test_ssim_matches_scikit_image_and_masks():
     rng = np.random.default_rng(2)
     a = rng.random((64, 64))
     b = 0.5 * a + 0.5 * rng.random((64, 64))
-    expected = structural_similarity(sim.normalise(a), sim.normalise(b), data_range=1.0, gaussian_weights=True,
-                                     sigma=1.5, use_sample_covariance=False)
+    expected = structural_similarity(
+        sim.normalise(a),
+        sim.normalise(b),
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
     assert sim.ssim(a, b) == pytest.approx(expected, abs=1e-12)
     assert sim.ssim(a, a) == pytest.approx(1.0)
-    assert sim.ssim(a, 3 * a) == pytest.approx(1.0)                # scale-free
+    assert sim.ssim(a, 3 * a) == pytest.approx(1.0)  # scale-free
     # a region where the maps agree scores 1 when only it is compared
     c = b.copy()
     c[:, :32] = a[:, :32]
@@ -71,6 +78,7 @@ def test_compare_refuses_mismatched_maps():
 
 # ---- variants -------------------------------------------------------------------------------
 
+
 def test_geometric_variants_are_undone(demo, chelsea_path):
     variants = stab.make_variants(demo, chelsea_path, count=12)
     assert [v.kind for v in variants] == list(stab.KINDS) * 2
@@ -83,10 +91,10 @@ def test_geometric_variants_are_undone(demo, chelsea_path):
         aligned = np.stack([v.align(channel) for channel in v.x[0].numpy()])
         error = np.abs(aligned - x0)[:, v.valid]
         if v.kind == "shift":
-            assert error.max() == 0.0, v.name                        # whole pixels: exact
+            assert error.max() == 0.0, v.name  # whole pixels: exact
             assert v.valid.mean() == pytest.approx(1 - 4 / 224)
         else:
-            assert error.mean() < 0.02, (v.name, error.mean())        # bilinear there and back
+            assert error.mean() < 0.02, (v.name, error.mean())  # bilinear there and back
             assert 0.9 < v.valid.mean() < 1.0
         # and the variant really is moved: compared unaligned it differs
         assert np.abs(v.x[0].numpy() - x0).mean() > 5 * error.mean() + 1e-3
@@ -97,10 +105,11 @@ def test_same_variants_from_same_seed(demo, coffee_path):
     a = stab.make_variants(demo, coffee_path, count=7)
     b = stab.make_variants(demo, coffee_path, count=7)
     assert all(torch.equal(u.x, v.x) for u, v in zip(a, b))
-    assert not torch.equal(a[0].x, a[6].x)                          # two noise draws differ
+    assert not torch.equal(a[0].x, a[6].x)  # two noise draws differ
 
 
 # ---- verdicts ---------------------------------------------------------------------------------
+
 
 def test_map_computed_twice_is_perfectly_stable(demo, chelsea_path):
     variants = stab.similar_variants(demo, [("same photo", chelsea_path), ("same photo again", chelsea_path)])
@@ -160,15 +169,20 @@ def test_random_noise_method_scores_unstable(demo, chelsea_path, noise_method):
     summary = result.summary[noise_method]
     assert summary.verdict == "unstable explanation", summary.reason
     assert abs(summary.mean["spearman_abs"]) < 0.05
-    assert summary.mean["top_k_overlap"] == pytest.approx(0.1, abs=0.03)   # chance level
+    assert summary.mean["top_k_overlap"] == pytest.approx(0.1, abs=0.03)  # chance level
     assert "map moved" in summary.reason
 
 
 def test_generated_variants_on_demo(demo, coffee_path):
     """Grad-CAM's coarse map moves less than the pixel gradient under the same small changes."""
     seen = []
-    result = stab.stability_check(demo, coffee_path, ["gradient", "gradcam"], count=6,
-                                  progress=lambda done, total: seen.append((done, total)))
+    result = stab.stability_check(
+        demo,
+        coffee_path,
+        ["gradient", "gradcam"],
+        count=6,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert seen[-1][0] == seen[-1][1]
     assert result.target_label == "espresso" and len(result.variants) == 6
     grad, cam = result.summary["gradient"], result.summary["gradcam"]
@@ -197,6 +211,7 @@ def test_fragile_prediction_and_threshold_are_stated(demo, coffee_path):
 
 # ---- bad input ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("count", [0, 10_000, -3, 2.5])
 def test_count_out_of_range(demo, chelsea_path, count):
     with pytest.raises(ValueError, match="between 1 and 100"):
@@ -205,10 +220,13 @@ def test_count_out_of_range(demo, chelsea_path, count):
 
 def test_image_too_small_for_shift(demo, chelsea_path):
     with pytest.raises(ValueError, match="too small for a 20 px shift.*16 px of picture above"):
-        stab.make_variants(demo, chelsea_path, count=10, perturbation=stab.Perturbation(shift=20))  # 2nd shift: down
-    tight = dataclasses.replace(demo, resize=224)          # crop = whole resized image: no margin
+        stab.make_variants(
+            demo, chelsea_path, count=10, perturbation=stab.Perturbation(shift=20)
+        )  # 2nd shift: down
+    tight = dataclasses.replace(demo, resize=224)  # crop = whole resized image: no margin
     square = np.zeros((300, 300, 3), np.uint8)
     from PIL import Image
+
     with pytest.raises(ValueError, match="too small for a 4 px shift"):
         stab.make_variants(tight, Image.fromarray(square), count=4)
     # the photometric kinds still work on it
@@ -221,7 +239,9 @@ def test_bad_settings_and_methods(demo, chelsea_path):
     with pytest.raises(ValueError, match="rotation setting must be between"):
         stab.make_variants(demo, chelsea_path, count=2, perturbation=stab.Perturbation(rotation=90))
     with pytest.raises(ValueError, match="min spearman threshold must be between 0 and 1"):
-        stab.stability_check(demo, chelsea_path, ["gradient"], thresholds=stab.StabilityThresholds(min_spearman=2))
+        stab.stability_check(
+            demo, chelsea_path, ["gradient"], thresholds=stab.StabilityThresholds(min_spearman=2)
+        )
     with pytest.raises(ValueError, match="at least one saliency method"):
         stab.stability_check(demo, chelsea_path, [])
     with pytest.raises(ValueError, match="Unknown method 'nope'"):
@@ -240,6 +260,7 @@ def test_method_the_model_lacks(chelsea_path):
 
 def test_command_line(chelsea_path, capsys):
     from saliency_core.cli import main
+
     assert main(["stability", chelsea_path, "--method", "gradcam", "--variants", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:3] == ["image", "explained", "class"]
@@ -260,21 +281,31 @@ def test_a_check_stopped_after_one_method_goes_on_to_the_same_result(demo, chels
 
     kept = []
 
-    def keep(result):   # the page stores the result so far; a Cancel click then stops the run
+    def keep(result):  # the page stores the result so far; a Cancel click then stops the run
         kept.append(result)
         raise Stop
 
     with pytest.raises(Stop):
         stab.stability_check(demo, chelsea_path, methods, variants=variants, on_result=keep)
     partial = kept[-1]
-    assert list(partial.summary) == ["gradient"] and all(list(v.scores) == ["gradient"] for v in partial.variants)
+    assert list(partial.summary) == ["gradient"] and all(
+        list(v.scores) == ["gradient"] for v in partial.variants
+    )
     seen = []
-    resumed = stab.stability_check(demo, chelsea_path, methods, variants=variants, done=partial,
-                                   progress=lambda done, total: seen.append(total))
-    assert set(seen) == {1}                               # only Grad-CAM was computed
+    resumed = stab.stability_check(
+        demo,
+        chelsea_path,
+        methods,
+        variants=variants,
+        done=partial,
+        progress=lambda done, total: seen.append(total),
+    )
+    assert set(seen) == {1}  # only Grad-CAM was computed
     assert list(resumed.summary) == methods
     assert resumed.rows() == whole.rows()
-    assert {m: s.verdict for m, s in resumed.summary.items()} == {m: s.verdict for m, s in whole.summary.items()}
+    assert {m: s.verdict for m, s in resumed.summary.items()} == {
+        m: s.verdict for m, s in whole.summary.items()
+    }
     other = stab.make_variants(demo, chelsea_path, count=2)
     with pytest.raises(ValueError, match="another image"):
         stab.stability_check(demo, chelsea_path, methods, variants=other, done=partial)

@@ -1,34 +1,53 @@
 """Methods leave no trace (STYLE.md 4-5): the network object is shared by every session of the
 app, so after any call, including one that raises midway, it must have no hook, no changed
 flag, no swapped module, and the caller's input must be untouched."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
 
 import pytest
 import torch
-from torch import nn
 import torch.nn.modules.module as module_globals
+from torch import nn
 
 import saliency_core as sc
 
-_MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-                 "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
-_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                 "_global_backward_pre_hooks", "_global_forward_hooks_with_kwargs",
-                 "_global_forward_hooks_always_called")
+_MODULE_HOOKS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
+_GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+    "_global_forward_hooks_with_kwargs",
+    "_global_forward_hooks_always_called",
+)
 
 
 def snapshot(network: nn.Module) -> dict:
     """Everything a method could leave behind on a network or in torch's global state."""
     return {
-        "modules": [(name, id(m), type(m), m.training, m.__dict__.get("inplace"))
-                    for name, m in network.named_modules()],
-        "hooks": {name: {h: len(getattr(m, h, {}) or {}) for h in _MODULE_HOOKS}
-                  for name, m in network.named_modules()},
+        "modules": [
+            (name, id(m), type(m), m.training, m.__dict__.get("inplace"))
+            for name, m in network.named_modules()
+        ],
+        "hooks": {
+            name: {h: len(getattr(m, h, {}) or {}) for h in _MODULE_HOOKS}
+            for name, m in network.named_modules()
+        },
         "global_hooks": {h: len(getattr(module_globals, h, {}) or {}) for h in _GLOBAL_HOOKS},
-        "parameters": [(name, id(p), p.requires_grad, p.grad is None, p._version, p.detach().clone())
-                       for name, p in network.named_parameters()],
+        "parameters": [
+            (name, id(p), p.requires_grad, p.grad is None, p._version, p.detach().clone())
+            for name, p in network.named_parameters()
+        ],
         "buffers": [(name, b._version, b.detach().clone()) for name, b in network.named_buffers()],
         "grad_enabled": torch.is_grad_enabled(),
         "function_modes": len(torch.overrides._get_current_function_mode_stack()),
@@ -42,8 +61,9 @@ def assert_unchanged(before: dict, network: nn.Module):
     assert after["hooks"] == before["hooks"], "a hook was left on a module"
     assert after["global_hooks"] == before["global_hooks"], "a global module hook was left"
     assert all(v == 0 for v in after["global_hooks"].values())
-    assert after["function_modes"] == 0 and after["torch_function_stack"] == 0, \
+    assert after["function_modes"] == 0 and after["torch_function_stack"] == 0, (
         "a TorchFunctionMode is still active"
+    )
     assert after["grad_enabled"] == before["grad_enabled"]
     for (name, *meta, value), (_, *meta_after, value_after) in zip(before["parameters"], after["parameters"]):
         assert meta == meta_after, f"parameter {name}: identity, requires_grad, .grad or version changed"
@@ -97,9 +117,18 @@ class _RaiseInBackward(torch.autograd.Function):
 def tiny_network(training: bool = False) -> nn.Sequential:
     """ReLU conv net; some parameters trainable and some frozen, to see that neither flips."""
     torch.manual_seed(0)
-    net = nn.Sequential(OrderedDict(
-        conv1=nn.Conv2d(3, 4, 3, padding=1), relu1=nn.ReLU(inplace=True), conv2=nn.Conv2d(4, 6, 3, stride=2),
-        relu2=nn.ReLU6(), explode=Explode(), pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(6, 5)))
+    net = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 4, 3, padding=1),
+            relu1=nn.ReLU(inplace=True),
+            conv2=nn.Conv2d(4, 6, 3, stride=2),
+            relu2=nn.ReLU6(),
+            explode=Explode(),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(6, 5),
+        )
+    )
     net.conv1.requires_grad_(False)
     net.train(training)
     net.fc.eval()  # mixed flags
@@ -107,8 +136,15 @@ def tiny_network(training: bool = False) -> nn.Sequential:
 
 
 def tiny_model(training: bool = False) -> sc.Classifier:
-    return sc.Classifier(name="tiny", network=tiny_network(training), labels=[f"c{i}" for i in range(5)],
-                         fingerprint="0" * 64, input_size=16, resize=16, gradcam_layer="relu2")
+    return sc.Classifier(
+        name="tiny",
+        network=tiny_network(training),
+        labels=[f"c{i}" for i in range(5)],
+        fingerprint="0" * 64,
+        input_size=16,
+        resize=16,
+        gradcam_layer="relu2",
+    )
 
 
 FAST = {"samples": 2, "steps": 2, "noise": 0.1, "seed": 1, "window": 16, "stride": 16, "masks": 8, "cell": 8}
@@ -256,10 +292,13 @@ def test_progress_callback_raising_midway_leaves_no_trace(demo, chelsea_x):
         raise Boom("stopped")
 
     with pytest.raises(Boom):
-        sc.attribute(demo, chelsea_x, torch.tensor([282]), "smoothgrad", samples=4, chunk_size=1, progress=stop)
+        sc.attribute(
+            demo, chelsea_x, torch.tensor([282]), "smoothgrad", samples=4, chunk_size=1, progress=stop
+        )
     with pytest.raises(Boom):
-        sc.attribute(demo, chelsea_x, torch.tensor([282]), "integrated_gradients", steps=4, chunk_size=1,
-                     progress=stop)
+        sc.attribute(
+            demo, chelsea_x, torch.tensor([282]), "integrated_gradients", steps=4, chunk_size=1, progress=stop
+        )
     assert calls == [1, 1]
     assert_unchanged(before, demo.network)
     caller.assert_unchanged()
@@ -330,7 +369,7 @@ def test_gradcam_ignores_forward_passes_of_other_threads(demo, chelsea_path, cof
         scores = original(network, x, targets)
         other = threading.Thread(target=lambda: network(coffee_x.detach()))
         other.start()
-        other.join()                          # its activation reaches the hook after ours
+        other.join()  # its activation reaches the hook after ours
         return scores
 
     monkeypatch.setattr(gc, "target_scores", with_a_pass_from_another_thread)

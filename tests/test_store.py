@@ -3,11 +3,12 @@
 The PostgreSQL cases start a throwaway cluster (tests/_postgres.py); they are skipped only when
 Debian's postgresql binaries are not installed (``make test`` and ``.ci/run`` install them).
 """
+
 from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +16,6 @@ import sqlalchemy as sa
 from saliency_core.review import store as rs
 from saliency_core.review import summary as rsum
 from saliency_core.review.store import DecisionConflict, ReviewStore, StoreError
-
 
 H1, H2, H3, H4 = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 METHODS = {"gradient": {}, "smoothgrad": {"samples": 50, "noise": 0.15, "seed": 0}}
@@ -34,21 +34,41 @@ def _record(store, item=H1, reviewer="alice", decision="accept", **kw):
 
 
 def test_record_stores_every_field_and_one_audit_row(store):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     done = _record(store, note="ears and whiskers lit", seconds=12.5)
     assert done.action == "created" and done.audit_id is not None
     d = done.decision
     assert (d.batch, d.item_hash, d.item_name, d.reviewer, d.decision) == (
-        "batch-1", H1, "aaaa.png", "alice", "accept")
+        "batch-1",
+        H1,
+        "aaaa.png",
+        "alice",
+        "accept",
+    )
     assert (d.note, d.seconds, d.model_fingerprint, d.methods, d.version) == (
-        "ears and whiskers lit", 12.5, "f" * 64, METHODS, 1)
+        "ears and whiskers lit",
+        12.5,
+        "f" * 64,
+        METHODS,
+        1,
+    )
     assert d.decided_at.tzinfo is not None
-    assert before - timedelta(seconds=1) <= d.decided_at <= datetime.now(timezone.utc)
+    assert before - timedelta(seconds=1) <= d.decided_at <= datetime.now(UTC)
     assert store.decisions() == [d]
     assert store.decision("batch-1", H1, "alice") == d
     [entry] = store.audit_log()
-    assert (entry.id, entry.decision_id, entry.action, entry.actor) == (done.audit_id, d.id, "create", "alice")
-    assert (entry.old_decision, entry.new_decision, entry.new_note, entry.version) == (None, "accept", d.note, 1)
+    assert (entry.id, entry.decision_id, entry.action, entry.actor) == (
+        done.audit_id,
+        d.id,
+        "create",
+        "alice",
+    )
+    assert (entry.old_decision, entry.new_decision, entry.new_note, entry.version) == (
+        None,
+        "accept",
+        d.note,
+        1,
+    )
 
 
 def test_double_submit_writes_nothing(store):
@@ -68,7 +88,10 @@ def test_changes_are_appended_never_overwritten(store):
     assert (d.decision, d.note, d.version, d.seconds) == ("reject", "background, not the part", 3, 12.0)
     log = store.audit_log(decision_id=d.id)
     assert [(e.action, e.old_decision, e.new_decision, e.version) for e in log] == [
-        ("create", None, "accept", 1), ("change", "accept", "reject", 2), ("change", "reject", "reject", 3)]
+        ("create", None, "accept", 1),
+        ("change", "accept", "reject", 2),
+        ("change", "reject", "reject", 3),
+    ]
     assert [(e.old_note, e.new_note) for e in log][2] == ("", "background, not the part")
     assert [e.seconds for e in log] == [4.0, 6.0, 2.0]
     assert [e.at for e in log] == sorted(e.at for e in log)
@@ -92,7 +115,11 @@ def test_one_decision_per_item_reviewer_and_batch(store):
     _record(store, reviewer="bob", decision="reject")
     store.record("batch-2", H1, "aaaa.png", "alice", "needs_expert")
     rows = {(d.batch, d.reviewer): d.decision for d in store.decisions()}
-    assert rows == {("batch-1", "alice"): "accept", ("batch-1", "bob"): "reject", ("batch-2", "alice"): "needs_expert"}
+    assert rows == {
+        ("batch-1", "alice"): "accept",
+        ("batch-1", "bob"): "reject",
+        ("batch-2", "alice"): "needs_expert",
+    }
     assert [d.reviewer for d in store.decisions(batch="batch-1", reviewer="bob")] == ["bob"]
     assert len(store.audit_log(batch="batch-1")) == 2
 
@@ -100,27 +127,44 @@ def test_one_decision_per_item_reviewer_and_batch(store):
 def test_database_refuses_to_edit_or_delete_history(store):
     _record(store)
     engine = store._engine
-    for sql in ("UPDATE review_audit SET new_decision = 'reject'", "DELETE FROM review_audit",
-                "DELETE FROM review_decisions"):
+    for sql in (
+        "UPDATE review_audit SET new_decision = 'reject'",
+        "DELETE FROM review_audit",
+        "DELETE FROM review_decisions",
+    ):
         with pytest.raises(sa.exc.DBAPIError, match="append-only|never deleted"):
             with engine.begin() as conn:
                 conn.execute(sa.text(sql))
-    with pytest.raises(sa.exc.IntegrityError):   # the unique constraint itself, bypassing record()
+    with pytest.raises(sa.exc.IntegrityError):  # the unique constraint itself, bypassing record()
         with engine.begin() as conn:
-            conn.execute(rs.decisions.insert().values(
-                batch="batch-1", item_hash=H1, item_name="dup.png", reviewer="alice", decision="reject",
-                note="", seconds=0, model_fingerprint="", methods={}, decided_at=datetime.now(timezone.utc),
-                version=1))
+            conn.execute(
+                rs.decisions.insert().values(
+                    batch="batch-1",
+                    item_hash=H1,
+                    item_name="dup.png",
+                    reviewer="alice",
+                    decision="reject",
+                    note="",
+                    seconds=0,
+                    model_fingerprint="",
+                    methods={},
+                    decided_at=datetime.now(UTC),
+                    version=1,
+                )
+            )
     assert len(store.decisions()) == 1 and len(store.audit_log()) == 1
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"decision": "maybe"}, "accept, reject, needs_expert; got 'maybe'"),
-    ({"seconds": -1}, "finite number >= 0; got -1"),
-    ({"seconds": float("nan")}, "finite number"),
-    ({"reviewer": " "}, "reviewer name must be a non-empty text"),
-    ({"note": "x" * (rs.MAX_NOTE + 1)}, f"at most {rs.MAX_NOTE} characters"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"decision": "maybe"}, "accept, reject, needs_expert; got 'maybe'"),
+        ({"seconds": -1}, "finite number >= 0; got -1"),
+        ({"seconds": float("nan")}, "finite number"),
+        ({"reviewer": " "}, "reviewer name must be a non-empty text"),
+        ({"note": "x" * (rs.MAX_NOTE + 1)}, f"at most {rs.MAX_NOTE} characters"),
+    ],
+)
 def test_bad_arguments_are_plain_value_errors(store, kwargs, words):
     with pytest.raises(ValueError) as caught:
         _record(store, **kwargs)
@@ -129,16 +173,18 @@ def test_bad_arguments_are_plain_value_errors(store, kwargs, words):
 
 
 def test_batches_keep_the_methods_of_their_first_opening(store):
-    first = store.open_batch("line-3", source="folder:line-3", created_by="alice", model_fingerprint="f",
-                             methods={"gradcam": {}})
-    again = store.open_batch("line-3", source="samples", created_by="bob", model_fingerprint="g",
-                             methods={"gradient": {}})
+    first = store.open_batch(
+        "line-3", source="folder:line-3", created_by="alice", model_fingerprint="f", methods={"gradcam": {}}
+    )
+    again = store.open_batch(
+        "line-3", source="samples", created_by="bob", model_fingerprint="g", methods={"gradient": {}}
+    )
     assert again == first and again.methods == {"gradcam": {}} and again.created_by == "alice"
     assert [b.name for b in store.batches()] == ["line-3"]
     assert store.batch("nope") is None
-    assert store.last_batch("alice") == "line-3"      # opened, nothing decided yet
+    assert store.last_batch("alice") == "line-3"  # opened, nothing decided yet
     store.record("other", H1, "x.png", "alice", "accept")
-    assert store.last_batch("alice") == "other"       # the batch of the latest decision
+    assert store.last_batch("alice") == "other"  # the batch of the latest decision
     assert store.last_batch("carol") is None
 
 
@@ -152,12 +198,20 @@ def test_decisions_survive_closing_and_reopening(url):
 
 def test_summary_counts_kappa_median_and_csv(store):
     # alice and bob both decide four items; they agree on 3 of 4.
-    votes = {"alice": ["accept", "accept", "reject", "needs_expert"],
-             "bob": ["accept", "reject", "reject", "needs_expert"]}
+    votes = {
+        "alice": ["accept", "accept", "reject", "needs_expert"],
+        "bob": ["accept", "reject", "reject", "needs_expert"],
+    }
     for reviewer, choices in votes.items():
         for item, choice, secs in zip((H1, H2, H3, H4), choices, (10, 20, 30, 40)):
-            _record(store, item=item, reviewer=reviewer, decision=choice, seconds=secs,
-                    note=f"{reviewer} on {item[:1]}")
+            _record(
+                store,
+                item=item,
+                reviewer=reviewer,
+                decision=choice,
+                seconds=secs,
+                note=f"{reviewer} on {item[:1]}",
+            )
     _record(store, item=H1, reviewer="carol", decision="accept", seconds=5)
     s = rsum.summarize(store.decisions(batch="batch-1"))
     assert (s.items, s.decisions) == (4, 9)
@@ -168,7 +222,7 @@ def test_summary_counts_kappa_median_and_csv(store):
     # p_o = 3/4; p_e = (2/4)(1/4) + (1/4)(2/4) + (1/4)(1/4) = 5/16; kappa = (12/16 - 5/16) / (11/16)
     assert (ab.items, ab.agreed) == (4, 3) and ab.kappa == pytest.approx(7 / 11)
     ac = next(a for a in s.agreement if (a.reviewer_a, a.reviewer_b) == ("alice", "carol"))
-    assert (ac.items, ac.kappa) == (1, None)   # one shared item, both "accept": kappa undefined
+    assert (ac.items, ac.kappa) == (1, None)  # one shared item, both "accept": kappa undefined
     # accept: 10, 20, 10, 5 -> 10; reject: 30, 20, 30 -> 30; needs expert: 40, 40 -> 40
     assert s.median_seconds == {"accept": 10.0, "reject": 30.0, "needs_expert": 40.0}
     rows = list(csv.DictReader(io.StringIO(rsum.to_csv(store.decisions()))))
@@ -212,17 +266,21 @@ def test_default_sqlite_file_and_folder_are_created(monkeypatch, tmp_path):
         assert s.where == str(tmp_path / "data" / "reviews.sqlite")
     assert (tmp_path / "data" / "reviews.sqlite").is_file()
     import sqlite3
+
     with sqlite3.connect(tmp_path / "data" / "reviews.sqlite") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert raw.execute("SELECT decision FROM review_decisions").fetchall() == [("accept",)]
 
 
-@pytest.mark.parametrize("url, words", [
-    ("sqlite://", "in-memory database"),
-    ("sqlite:///:memory:", "in-memory database"),
-    ("mysql://u@h/db", "SQLite or PostgreSQL"),
-    ("not a url", "Expected a database URL"),
-])
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("sqlite://", "in-memory database"),
+        ("sqlite:///:memory:", "in-memory database"),
+        ("mysql://u@h/db", "SQLite or PostgreSQL"),
+        ("not a url", "Expected a database URL"),
+    ],
+)
 def test_unusable_urls_are_refused_in_words(url, words):
     with pytest.raises(StoreError, match=words):
         ReviewStore(url)
@@ -238,11 +296,12 @@ def test_not_a_database_file(tmp_path):
 def test_unreachable_postgresql_server_is_reported(monkeypatch):
     pytest.importorskip("psycopg")
     import socket
-    with socket.socket() as s:   # a port nobody listens on
+
+    with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(StoreError) as caught:
         ReviewStore(f"postgresql://qa:secret@127.0.0.1:{port}/reviews")
     text = str(caught.value)
     assert "cannot be reached" in text and f"127.0.0.1:{port}" in text and "DATABASE_URL" in text
-    assert "secret" not in text   # the password never reaches the page
+    assert "secret" not in text  # the password never reaches the page

@@ -1,6 +1,7 @@
 """Review store under faults: concurrent writer processes, a writer killed mid-transaction, a
 read-only database file and a locked database. Real processes (fork), a real SQLite file and a
 real PostgreSQL server (tests/_postgres.py)."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -19,11 +20,10 @@ import pytest
 from saliency_core.review import store as rs
 from saliency_core.review.store import ReviewStore, StoreError
 
-
 PROCESSES = 6
 ITEMS = 20
 REVIEWERS = ("alice", "bob", "carol")
-FORK = multiprocessing.get_context("fork")   # no re-import of torch per process
+FORK = multiprocessing.get_context("fork")  # no re-import of torch per process
 
 
 def _item(i: int) -> str:
@@ -37,7 +37,7 @@ def _writer(url: str, worker: int, barrier, results) -> None:
     rng = random.Random(worker)
     # the first two items in the same order in every process: simultaneous first decisions on the
     # same row; the rest in a different random order per process
-    head, tail = pairs[:2 * len(REVIEWERS)], pairs[2 * len(REVIEWERS):]
+    head, tail = pairs[: 2 * len(REVIEWERS)], pairs[2 * len(REVIEWERS) :]
     rng.shuffle(tail)
     pairs = head + tail
     out = []
@@ -45,16 +45,24 @@ def _writer(url: str, worker: int, barrier, results) -> None:
     for n, (i, reviewer) in enumerate(pairs):
         choice = rng.choice(rs.DECISIONS)
         # every call carries a distinct note, so every call is a real change to be audited
-        done = store.record("line-7", _item(i), f"part-{i:02d}.png", reviewer, choice,
-                            note=f"worker {worker} call {n}", seconds=1.0, model_fingerprint="f" * 64,
-                            methods={"gradcam": {}})
+        done = store.record(
+            "line-7",
+            _item(i),
+            f"part-{i:02d}.png",
+            reviewer,
+            choice,
+            note=f"worker {worker} call {n}",
+            seconds=1.0,
+            model_fingerprint="f" * 64,
+            methods={"gradcam": {}},
+        )
         out.append((done.audit_id, done.action, done.decision.id, choice, done.decision.note))
     store.close()
     results.put((worker, out))
 
 
 def test_processes_recording_the_same_items_at_once_lose_nothing(url, capsys):
-    ReviewStore(url).close()   # schema first, so the writers start on the same footing
+    ReviewStore(url).close()  # schema first, so the writers start on the same footing
     barrier, results = FORK.Barrier(PROCESSES), FORK.Queue()
     procs = [FORK.Process(target=_writer, args=(url, w, barrier, results)) for w in range(PROCESSES)]
     started = time.perf_counter()
@@ -86,7 +94,11 @@ def test_processes_recording_the_same_items_at_once_lose_nothing(url, capsys):
     for audit_id, action, decision_id, choice, note in calls:
         e = by_id[audit_id]
         assert (e.decision_id, e.new_decision, e.new_note, e.action) == (
-            decision_id, choice, note, "create" if action == "created" else "change")
+            decision_id,
+            choice,
+            note,
+            "create" if action == "created" else "change",
+        )
 
     # replaying each decision's audit chain gives exactly the stored row
     chains = defaultdict(list)
@@ -101,16 +113,18 @@ def test_processes_recording_the_same_items_at_once_lose_nothing(url, capsys):
         assert (chain[-1].new_decision, chain[-1].new_note) == (d.decision, d.note)
         assert d.seconds == pytest.approx(float(len(chain)))
     with capsys.disabled():
-        print(f"\n[{url.split(':')[0]}] processes {PROCESSES}, record() calls {len(calls)}, decisions "
-              f"{len(decisions)} ({actions['created']} created, {actions['changed']} changed), audit rows "
-              f"{len(log)}, lost: {len(lost)}, duplicated: {len(reported) - len(set(reported))}, {seconds:.1f} s")
+        print(
+            f"\n[{url.split(':')[0]}] processes {PROCESSES}, record() calls {len(calls)}, decisions "
+            f"{len(decisions)} ({actions['created']} created, {actions['changed']} changed), audit rows "
+            f"{len(log)}, lost: {len(lost)}, duplicated: {len(reported) - len(set(reported))}, {seconds:.1f} s"
+        )
 
 
 def _slow_creator(url: str, ready, go) -> None:
     store = ReviewStore(url)
     append = rs._append_audit
 
-    def pause(conn, **row):   # the new decision row is inserted, its transaction still open
+    def pause(conn, **row):  # the new decision row is inserted, its transaction still open
         ready.send("inserted")
         go.poll(60)
         return append(conn, **row)
@@ -130,12 +144,15 @@ def test_two_windows_deciding_the_same_new_item_at_the_same_moment(url):
     try:
         assert parent.poll(60) and parent.recv() == "inserted"
         second = {}
-        thread = threading.Thread(target=lambda: second.update(done=store.record(
-            "line-7", _item(0), "part-0.png", "alice", "reject", note="second window")))
+        thread = threading.Thread(
+            target=lambda: second.update(
+                done=store.record("line-7", _item(0), "part-0.png", "alice", "reject", note="second window")
+            )
+        )
         thread.start()
         thread.join(0.5)
         assert thread.is_alive(), "the second writer should wait for the first one's transaction"
-        assert store.decisions() == []      # nothing committed yet, and readers are not blocked
+        assert store.decisions() == []  # nothing committed yet, and readers are not blocked
     finally:
         go_parent.send("go")
     thread.join(30)
@@ -145,7 +162,9 @@ def test_two_windows_deciding_the_same_new_item_at_the_same_moment(url):
     [d] = store.decisions()
     assert (d.decision, d.note) == ("reject", "second window")
     assert [(e.action, e.old_decision, e.new_decision) for e in store.audit_log()] == [
-        ("create", None, "accept"), ("change", "accept", "reject")]
+        ("create", None, "accept"),
+        ("change", "accept", "reject"),
+    ]
     store.close()
 
 
@@ -158,7 +177,7 @@ def _killed_writer(url: str, ready) -> None:
         ready.send("decision row written, audit row not yet, transaction open")
         time.sleep(120)
 
-    rs._append_audit = stall   # pause inside record()'s transaction, after the UPDATE
+    rs._append_audit = stall  # pause inside record()'s transaction, after the UPDATE
     store.record("line-7", _item(0), "part-0.png", "alice", "reject", note="never committed")
 
 
@@ -174,13 +193,14 @@ def test_writer_killed_mid_transaction_leaves_a_clean_database(url):
     assert proc.exitcode == -signal.SIGKILL
 
     if url.startswith("sqlite"):
-        path = url[len("sqlite:///"):]
+        path = url[len("sqlite:///") :]
         with sqlite3.connect(path) as raw:
             assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    with ReviewStore(url, busy_timeout=5) as store:   # opens cleanly, the lock is gone
+    with ReviewStore(url, busy_timeout=5) as store:  # opens cleanly, the lock is gone
         decisions = store.decisions()
         assert [(d.item_hash, d.decision, d.note, d.version) for d in decisions] == [
-            (_item(i), "accept", "committed", 1) for i in range(5)]
+            (_item(i), "accept", "committed", 1) for i in range(5)
+        ]
         assert [e.action for e in store.audit_log()] == ["create"] * 5
         # and it takes writes again, including the change that was interrupted
         done = store.record("line-7", _item(0), "part-0.png", "alice", "reject", note="after the crash")
@@ -214,7 +234,7 @@ def test_read_only_database_file_gives_a_clear_error():
             store.record("b", _item(1), "a.png", "alice", "accept")
         path.chmod(0o444)
         folder.chmod(0o555)
-        as_nobody = os.geteuid() == 0     # root ignores file modes: check as an ordinary user
+        as_nobody = os.geteuid() == 0  # root ignores file modes: check as an ordinary user
         parent, child = FORK.Pipe()
         proc = FORK.Process(target=_try_open, args=(str(path), as_nobody, child))
         proc.start()
@@ -226,7 +246,7 @@ def test_read_only_database_file_gives_a_clear_error():
     finally:
         folder.chmod(0o755)
         path.chmod(0o644)
-        with ReviewStore(rs.sqlite_url(path)) as store:   # untouched: still exactly the one decision
+        with ReviewStore(rs.sqlite_url(path)) as store:  # untouched: still exactly the one decision
             assert [d.item_hash for d in store.decisions()] == [_item(1)]
         for p in folder.iterdir():
             p.unlink()
@@ -260,7 +280,7 @@ def test_locked_database_gives_a_clear_error_and_records_after(tmp_path):
         text = str(caught.value)
         assert "locked by another program" in text and "0.3 s" in text and "nothing was written" in text
         assert 0.25 <= waited < 10
-        assert [d.item_hash for d in store.decisions()] == [_item(1)]   # readers are not blocked (WAL)
+        assert [d.item_hash for d in store.decisions()] == [_item(1)]  # readers are not blocked (WAL)
     finally:
         release_parent.send("go")
         proc.join(timeout=30)

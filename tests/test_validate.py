@@ -1,5 +1,6 @@
 """The streaming validation run: tables, intervals, bad input reported item by item, the
 pasted-object benchmark on the real demo model, and the ``validate`` command."""
+
 from __future__ import annotations
 
 import io
@@ -13,11 +14,17 @@ import pytest
 import skimage
 from PIL import Image
 
-from saliency_core.evaluation import annotations as an
 from saliency_core.cli import main
+from saliency_core.evaluation import annotations as an
 from saliency_core.evaluation.data import pasted_objects
-from saliency_core.evaluation.validate import (BASELINES, CENTRE, RANDOM, ValidationSettings, mean_interval,
-                                    run_validation)
+from saliency_core.evaluation.validate import (
+    BASELINES,
+    CENTRE,
+    RANDOM,
+    ValidationSettings,
+    mean_interval,
+    run_validation,
+)
 
 PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
 SCORES = ["pointing_game", "relevance_mass", "relevance_rank", "iou_top_k", "deletion_auc", "insertion_auc"]
@@ -34,23 +41,36 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-BOXES = ("image,x_min,y_min,x_max,y_max,label\n"
-         "chelsea.png,125,70,355,285,cat face\n"
-         "coffee.png,170,15,420,300,cup\n"
-         "camera.png,228,195,405,512,tripod\n"
-         "motorcycle_left.png,800,10,900,50,motorcycle\n"     # the image is 741 px wide
-         "ghost.png,1,1,50,50,nothing\n"                       # no such image
-         "coffee.png,300,20,200,90,saucer\n")                  # x_max < x_min
+BOXES = (
+    "image,x_min,y_min,x_max,y_max,label\n"
+    "chelsea.png,125,70,355,285,cat face\n"
+    "coffee.png,170,15,420,300,cup\n"
+    "camera.png,228,195,405,512,tripod\n"
+    "motorcycle_left.png,800,10,900,50,motorcycle\n"  # the image is 741 px wide
+    "ghost.png,1,1,50,50,nothing\n"  # no such image
+    "coffee.png,300,20,200,90,saucer\n"
+)  # x_max < x_min
 
 
 @pytest.fixture(scope="module")
 def messy():
     """Three good images and one of each kind of bad input."""
-    images = [(n, _photo(n)) for n in ("chelsea.png", "coffee.png", "camera.png", "astronaut.png",
-                                       "motorcycle_left.png", "rocket.jpg")]
+    images = [
+        (n, _photo(n))
+        for n in (
+            "chelsea.png",
+            "coffee.png",
+            "camera.png",
+            "astronaut.png",
+            "motorcycle_left.png",
+            "rocket.jpg",
+        )
+    ]
     wrong_size = np.zeros((100, 100), np.uint8)
     wrong_size[20:60, 20:60] = 255
-    return an.dataset_from_files(images, [("boxes.csv", BOXES.encode()), ("masks/astronaut.png", _png(wrong_size))])
+    return an.dataset_from_files(
+        images, [("boxes.csv", BOXES.encode()), ("masks/astronaut.png", _png(wrong_size))]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +87,21 @@ def test_tables_have_the_expected_columns_and_sane_values(messy_result):
     assert result.images == 3 and result.total == 5
     assert sorted(rows["image"].unique()) == ["camera.png", "chelsea.png", "coffee.png"]
     assert list(rows["method"].unique()) == ["gradient", "gradcam", "gradient_x_input", CENTRE, RANDOM]
-    for column in ["image", "method", "method_label", "signed", "target", "target_label", "target_probability",
-                   "top1_label", "annotation", "region_fraction", "seconds", "notes", *SCORES]:
+    for column in [
+        "image",
+        "method",
+        "method_label",
+        "signed",
+        "target",
+        "target_label",
+        "target_probability",
+        "top1_label",
+        "annotation",
+        "region_fraction",
+        "seconds",
+        "notes",
+        *SCORES,
+    ]:
         assert column in rows, column
     assert rows[SCORES].notna().all().all()
     assert ((rows[SCORES] >= 0) & (rows[SCORES] <= 1)).all().all()
@@ -83,12 +116,19 @@ def test_tables_have_the_expected_columns_and_sane_values(messy_result):
     assert set(summary["method"]) == {"gradient", "gradcam", "gradient_x_input", *BASELINES}
     assert set(summary["metric"]) == set(SCORES)
     assert (summary["n"] == 3).all()
-    assert ((summary["ci_low"] <= summary["mean"] + 1e-12) & (summary["mean"] <= summary["ci_high"] + 1e-12)).all()
+    assert (
+        (summary["ci_low"] <= summary["mean"] + 1e-12) & (summary["mean"] <= summary["ci_high"] + 1e-12)
+    ).all()
     assert summary["gain_vs_centre"].isna().tolist() == (summary["method"] == CENTRE).tolist()
     assert summary["interval"].iloc[0].startswith("95% CI: percentile bootstrap over images, 2000 resamples")
     table = result.summary_table()
-    assert table["method"].tolist() == ["Gradient", "Grad-CAM", "Gradient x input", "Centre bias (Gaussian)",
-                                        "Random map"]
+    assert table["method"].tolist() == [
+        "Gradient",
+        "Grad-CAM",
+        "Gradient x input",
+        "Centre bias (Gaussian)",
+        "Random map",
+    ]
     assert table["Pointing game"].str.match(r"^\d\.\d{3}( \[\d\.\d{3}, \d\.\d{3}\])?$").all()
     assert result.warnings and "Only 3 annotated example(s)" in result.warnings[0]
     record = json.loads(json.dumps(result.record(), default=str))
@@ -115,10 +155,10 @@ def test_progress_and_only_thumbnails_are_kept(messy_result):
     assert [d for d, _, _ in seen] == list(range(6)) and seen[-1][2] == 0
     assert all(eta is None or eta >= 0 for _, _, eta in seen)
     assert set(result.worst) == {"gradient", "gradcam", "gradient_x_input"}
-    for method, cases in result.worst.items():
+    for _method, cases in result.worst.items():
         assert len(cases) == 2
         masses = [c.scores["relevance_mass"] for c in cases]
-        assert masses == sorted(masses)          # worst first
+        assert masses == sorted(masses)  # worst first
         others = result.per_image().query("method == @method")["relevance_mass"]
         assert masses[-1] <= others.sort_values().iloc[1] + 1e-12
         for c in cases:
@@ -130,7 +170,7 @@ def test_progress_and_only_thumbnails_are_kept(messy_result):
 def test_mean_intervals():
     t = ValidationSettings(["gradient"], interval="t")
     mean, low, high, n = mean_interval([0, 1, 1, 1, float("nan")], t)
-    half = 3.182446305284263 * 0.5 / 2      # t(0.975, 3) x sd / sqrt(4)
+    half = 3.182446305284263 * 0.5 / 2  # t(0.975, 3) x sd / sqrt(4)
     assert (mean, n) == (0.75, 4) and low == pytest.approx(0.75 - half) and high == pytest.approx(0.75 + half)
     boot = ValidationSettings(["gradient"])
     assert mean_interval([0.3] * 10, boot)[1:3] == pytest.approx((0.3, 0.3))
@@ -141,11 +181,13 @@ def test_mean_intervals():
 
 
 def test_bad_settings_say_what_is_wrong(demo, messy):
-    for settings, message in ((ValidationSettings(["nope"]), "Unknown method"),
-                              (ValidationSettings([]), "at least one"),
-                              (ValidationSettings(["gradient"], step_fraction=0), "step"),
-                              (ValidationSettings(["gradient"], deletion_replacement="grey"), "replacement"),
-                              (ValidationSettings(["gradient"], interval="z"), "interval")):
+    for settings, message in (
+        (ValidationSettings(["nope"]), "Unknown method"),
+        (ValidationSettings([]), "at least one"),
+        (ValidationSettings(["gradient"], step_fraction=0), "step"),
+        (ValidationSettings(["gradient"], deletion_replacement="grey"), "replacement"),
+        (ValidationSettings(["gradient"], interval="z"), "interval"),
+    ):
         with pytest.raises(ValueError, match=message):
             run_validation(demo, messy, settings)
 
@@ -154,8 +196,11 @@ def test_pasted_object_benchmark_a_gradient_method_beats_the_centre_bias(demo, r
     """60 real object photos pasted at random places on real textures (exact boxes): on pointing
     game, at least one gradient method beats the centre-bias Gaussian, with the 95% interval of
     the per-image difference above zero."""
-    result = run_validation(demo, pasted_objects(60, seed=0),
-                            ValidationSettings(["gradient", "gradcam"], faithfulness=False, worst=0))
+    result = run_validation(
+        demo,
+        pasted_objects(60, seed=0),
+        ValidationSettings(["gradient", "gradcam"], faithfulness=False, worst=0),
+    )
     assert result.images == 60 and not result.skipped and not result.warnings
     summary = result.summary().set_index(["method", "metric"])
     centre = summary.loc[(CENTRE, "pointing_game"), "mean"]
@@ -168,13 +213,16 @@ def test_pasted_object_benchmark_a_gradient_method_beats_the_centre_bias(demo, r
         assert summary.loc[(m, "pointing_game"), "mean"] > centre
     random = summary.loc[(RANDOM, "relevance_mass"), "mean"]
     region = result.per_image().query("method == @RANDOM")["region_fraction"].mean()
-    assert random == pytest.approx(region, abs=0.02)   # noise puts its mass where the area is
+    assert random == pytest.approx(region, abs=0.02)  # noise puts its mass where the area is
 
 
 # ---- command line -------------------------------------------------------------------------------
 
+
 def test_cli_demo_writes_the_tables(tmp_path, capsys):
-    code = main(["validate", "--demo", "--methods", "gradient,gradcam", "--no-faithfulness", "--out", str(tmp_path)])
+    code = main(
+        ["validate", "--demo", "--methods", "gradient,gradcam", "--no-faithfulness", "--out", str(tmp_path)]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     for name in ("per_image.csv", "summary.csv", "summary_table.csv", "skipped.csv", "validation.json"):
@@ -182,7 +230,9 @@ def test_cli_demo_writes_the_tables(tmp_path, capsys):
     rows = pd.read_csv(tmp_path / "per_image.csv")
     assert len(rows) == 5 * 4 and "deletion_auc" not in rows
     summary = pd.read_csv(tmp_path / "summary.csv")
-    assert {"method", "metric", "n", "mean", "ci_low", "ci_high", "gain_vs_centre", "interval"} <= set(summary)
+    assert {"method", "metric", "n", "mean", "ci_low", "ci_high", "gain_vs_centre", "interval"} <= set(
+        summary
+    )
     assert "Centre bias (Gaussian)" in out and "Pointing game" in out
     assert "warning: Only 5 annotated example(s)" in err
     record = json.loads((tmp_path / "validation.json").read_text())
@@ -194,10 +244,25 @@ def test_cli_folder_with_bad_input_reports_and_goes_on(tmp_path, capsys):
     images.mkdir()
     for name in ("chelsea.png", "coffee.png", "rocket.jpg"):
         (images / name).write_bytes(_photo(name))
-    (tmp_path / "boxes.csv").write_text("image,x_min,y_min,x_max,y_max\nchelsea.png,125,70,355,285\n"
-                                        "coffee.png,170,15,420,300\nghost.png,1,1,5,5\n")
-    code = main(["validate", "--images", str(images), "--annotations", str(tmp_path / "boxes.csv"),
-                 "--methods", "gradient", "--step", "0.25", "--out", str(tmp_path / "out")])
+    (tmp_path / "boxes.csv").write_text(
+        "image,x_min,y_min,x_max,y_max\nchelsea.png,125,70,355,285\n"
+        "coffee.png,170,15,420,300\nghost.png,1,1,5,5\n"
+    )
+    code = main(
+        [
+            "validate",
+            "--images",
+            str(images),
+            "--annotations",
+            str(tmp_path / "boxes.csv"),
+            "--methods",
+            "gradient",
+            "--step",
+            "0.25",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     _, err = capsys.readouterr()
     assert code == 1
     assert "skipped: ghost.png: annotated in boxes.csv line 4, but no image named 'ghost' was given" in err
@@ -214,13 +279,25 @@ def test_cli_usage_errors(tmp_path, capsys):
         main(["validate", "--methods", "gradient", "--out", str(tmp_path)])
     assert stop.value.code == 2
     assert "give one data set" in capsys.readouterr().err
-    code = main(["validate", "--images", str(tmp_path / "none"), "--annotations", str(tmp_path / "x.csv"),
-                 "--methods", "gradient", "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "validate",
+            "--images",
+            str(tmp_path / "none"),
+            "--annotations",
+            str(tmp_path / "x.csv"),
+            "--methods",
+            "gradient",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 1 and "no such folder" in capsys.readouterr().err
 
 
 def test_a_run_stopped_after_two_images_goes_on_to_the_same_result(demo, messy):
     from saliency_core.evaluation.validate import ValidationRun
+
     settings = ValidationSettings(["gradient"], step_fraction=0.2, resamples=200)
     whole = run_validation(demo, messy, settings)
 
@@ -229,7 +306,7 @@ def test_a_run_stopped_after_two_images_goes_on_to_the_same_result(demo, messy):
 
     run = ValidationRun(demo, messy, settings)
 
-    def progress(done, total, eta):   # a Cancel click interrupts here (the page's progress bar)
+    def progress(done, total, eta):  # a Cancel click interrupts here (the page's progress bar)
         if done == 2:
             raise Stop
 
@@ -237,11 +314,16 @@ def test_a_run_stopped_after_two_images_goes_on_to_the_same_result(demo, messy):
         run_validation(demo, messy, settings, progress=progress, run=run)
     partial = run.result()
     assert run.done == 2 and not run.finished
-    assert set(partial.per_image()["image"]) == {i.name for i in messy.items[:2]} - {s.item for s in partial.skipped}
+    assert set(partial.per_image()["image"]) == {i.name for i in messy.items[:2]} - {
+        s.item for s in partial.skipped
+    }
     assert partial.total == len(messy.items) and partial.images <= 2
     resumed = run_validation(demo, messy, settings, run=run)
     assert run.finished
-    pd.testing.assert_frame_equal(resumed.per_image().drop(columns="seconds"), whole.per_image().drop(columns="seconds"))
+    pd.testing.assert_frame_equal(
+        resumed.per_image().drop(columns="seconds"), whole.per_image().drop(columns="seconds")
+    )
     assert [s.record() for s in resumed.skipped] == [s.record() for s in whole.skipped]
-    assert {m: [w.image for w in ws] for m, ws in resumed.worst.items()} == \
-        {m: [w.image for w in ws] for m, ws in whole.worst.items()}
+    assert {m: [w.image for w in ws] for m, ws in resumed.worst.items()} == {
+        m: [w.image for w in ws] for m, ws in whole.worst.items()
+    }

@@ -4,6 +4,7 @@ One module per command; each is a thin caller of the engine, the pipeline and th
 runs, and nothing below this package imports it. Progress and errors go to stderr, one line each;
 a bad image or a failing method is reported and skipped, and the exit status is 1 if anything failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,15 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_command(commands)
     add_users_command(commands, _Parser)  # users add|remove|list|unlock: saliency_core/review/auth.py
     add_audit_command(commands, _Parser)  # audit verify: saliency_core/review/store.py
-    add_check_commands(commands)           # stability, sanity: saliency_core/evaluation/
-    add_validate_command(commands)         # validate: saliency_core/evaluation/validate.py
-    add_report_commands(commands)          # report, replay: saliency_core/report.py
-    add_compare_command(commands)         # compare: saliency_core/cli/compare.py (adds its own --device)
+    add_check_commands(commands)  # stability, sanity: saliency_core/evaluation/
+    add_validate_command(commands)  # validate: saliency_core/evaluation/validate.py
+    add_report_commands(commands)  # report, replay: saliency_core/report.py
+    add_compare_command(commands)  # compare: saliency_core/cli/compare.py (adds its own --device)
     for command in commands.choices.values():  # every command that loads a model
         if "--model" in command._option_string_actions:
-            command.add_argument("--device", choices=DEVICE_CHOICES, default=None,
-                                 help="where to compute: auto (a CUDA GPU when there is one), cpu or cuda "
-                                      "(default: $SALIENCY_DEVICE, else auto)")
+            command.add_argument(
+                "--device",
+                choices=DEVICE_CHOICES,
+                default=None,
+                help="where to compute: auto (a CUDA GPU when there is one), cpu or cuda "
+                "(default: $SALIENCY_DEVICE, else auto)",
+            )
     return parser
 
 

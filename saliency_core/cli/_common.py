@@ -1,6 +1,7 @@
 """What every command shares: the parser class, number checks, one-line messages, image lists,
 and the method-parameter flags, derived from each method's ``defaults`` (so every parameter the
 dashboard offers exists on every command that computes maps)."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,7 @@ def _whole(low: int):
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         return value
+
     return parse
 
 
@@ -78,19 +80,34 @@ def _message(err: BaseException, name: str) -> str:
 def _ray_options(parser: argparse.ArgumentParser, what: str) -> None:
     """``--ray``, ``--workers`` and ``--resume`` (saliency_core/distributed.py)."""
     group = parser.add_argument_group("scaling out (optional extra: pip install -r requirements-ray.txt)")
-    group.add_argument("--ray", metavar="ADDRESS",
-                       help=f"{what} on a Ray cluster: 'auto' (the cluster 'ray start' started on this machine), "
-                            "HOST:PORT of its head node, or 'local' (a private cluster on this "
-                            "machine). Images and the model are read by the workers: paths must be the same on "
-                            "every node. Without it everything runs here, in this process")
-    group.add_argument("--workers", type=_whole(1), metavar="N",
-                       help="model-holding Ray workers (default: one per GPU of the cluster, else one per CPU)")
-    group.add_argument("--threads", type=_whole(1), default=1, metavar="T",
-                       help="torch threads (and CPUs reserved) per Ray worker (default 1). Results equal a local "
-                            "run's to the last bit when the thread counts match: OMP_NUM_THREADS=1 for the local run")
-    group.add_argument("--resume", action="store_true",
-                       help="keep what an earlier --ray run into the same --out folder finished (same model, data "
-                            "and settings) and compute only the missing images")
+    group.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help=f"{what} on a Ray cluster: 'auto' (the cluster 'ray start' started on this machine), "
+        "HOST:PORT of its head node, or 'local' (a private cluster on this "
+        "machine). Images and the model are read by the workers: paths must be the same on "
+        "every node. Without it everything runs here, in this process",
+    )
+    group.add_argument(
+        "--workers",
+        type=_whole(1),
+        metavar="N",
+        help="model-holding Ray workers (default: one per GPU of the cluster, else one per CPU)",
+    )
+    group.add_argument(
+        "--threads",
+        type=_whole(1),
+        default=1,
+        metavar="T",
+        help="torch threads (and CPUs reserved) per Ray worker (default 1). Results equal a local "
+        "run's to the last bit when the thread counts match: OMP_NUM_THREADS=1 for the local run",
+    )
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep what an earlier --ray run into the same --out folder finished (same model, data "
+        "and settings) and compute only the missing images",
+    )
 
 
 def _check_ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -106,11 +123,17 @@ def _absolute(source: str) -> str:
 def _image_files(given: list[str]) -> list[Path]:
     """The images given: files as they are, folders as the image files in them (recursively, in name order)."""
     from ..evaluation.annotations import IMAGE_SUFFIXES
+
     paths = []
     for item in map(Path, given):
         if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                            and not any(part.startswith(".") for part in p.relative_to(item).parts))
+            paths += sorted(
+                p
+                for p in item.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(item).parts)
+            )
         else:
             paths.append(item)
     return paths
@@ -133,8 +156,10 @@ def _unexpected_report(where: str, crash: dict, args: argparse.Namespace) -> Non
     if args.traceback:
         sys.stderr.write(crash["traceback"])
         sys.stderr.flush()
-    _say(f"error: {where}: unexpected {crash['type']}: {crash['message']}"
-         + ("" if args.traceback else " (run with --traceback for details)"))
+    _say(
+        f"error: {where}: unexpected {crash['type']}: {crash['message']}"
+        + ("" if args.traceback else " (run with --traceback for details)")
+    )
 
 
 def _ranged(low: float, high: float, whole: bool = False):
@@ -142,12 +167,14 @@ def _ranged(low: float, high: float, whole: bool = False):
         try:
             value = int(text) if whole else float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if whole else ''}number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a {'whole ' if whole else ''}number, got {text!r}"
+            ) from None
         if not (math.isfinite(value) and low <= value <= high):
             raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {text}")
         return value
-    return parse
 
+    return parse
 
 
 def _number(low: float):
@@ -159,6 +186,7 @@ def _number(low: float):
         if not (math.isfinite(value) and value >= low):
             raise argparse.ArgumentTypeError(f"must be a finite number of at least {low:g}, got {text}")
         return value
+
     return parse
 
 
@@ -179,8 +207,9 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     """One flag per method parameter (``--samples``, ``--noise``, ``--steps``, ``--baseline``...),
     typed by its defaults; a command's own flag of the same name wins. Unset flags leave each
     method its own default."""
-    group = parser.add_argument_group("method parameters (each method takes the ones it knows; "
-                                      "unset: the method's own default)")
+    group = parser.add_argument_group(
+        "method parameters (each method takes the ones it knows; unset: the method's own default)"
+    )
     for name, uses in sorted(_method_parameters().items()):
         flag = "--" + name.replace("_", "-")
         if flag in parser._option_string_actions:
@@ -191,20 +220,27 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         shown = ", ".join(dict.fromkeys("the model's" if v is None else str(v) for v in values))
         text = f"{labels} (default {shown})"
         if kinds == {bool}:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            group.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
         elif kinds == {int}:
-            group.add_argument(flag, dest=name, type=_whole(1 if min(values) >= 1 else 0), metavar="N", help=text)
+            group.add_argument(
+                flag, dest=name, type=_whole(1 if min(values) >= 1 else 0), metavar="N", help=text
+            )
         elif kinds <= {int, float} and kinds:
             fraction = all(0 <= v <= 1 for v in values)
-            group.add_argument(flag, dest=name, type=_fraction if fraction else _number(0), metavar="X", help=text)
+            group.add_argument(
+                flag, dest=name, type=_fraction if fraction else _number(0), metavar="X", help=text
+            )
         else:
             group.add_argument(flag, dest=name, metavar="VALUE", help=text)
 
 
 def method_params(args: argparse.Namespace) -> dict:
     """The method parameters given on the command line (each method later takes its own)."""
-    return {name: getattr(args, name) for name in _method_parameters()
-            if getattr(args, name, None) is not None}
+    return {
+        name: getattr(args, name) for name in _method_parameters() if getattr(args, name, None) is not None
+    }
 
 
 def _runnable(model, methods: list[str]) -> list[str]:

@@ -6,6 +6,7 @@ model A against itself with another seed) and ``DIR/summary.json`` (everything, 
 fingerprints and cards); prints the summary in plain words on stdout. ``--report FILE`` also
 writes an HTML report of model B's maps with a comparison section (saliency_core.report).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,15 +15,24 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import (_image_files, _make_folder, _methods, _say, _unexpected, _whole,
-                      add_method_options, method_params, say_failures)
-from ..evaluation.compare import CompareSettings, compare_models
-from ..evaluation.compare_labels import read_labels
 from ..engine.devices import CHOICES as DEVICE_CHOICES
 from ..engine.images import image_hash
 from ..engine.methods import METHODS
 from ..engine.models import load_model
+from ..evaluation.compare import CompareSettings, compare_models
+from ..evaluation.compare_labels import read_labels
 from ..pipeline import json_default
+from ._common import (
+    _image_files,
+    _make_folder,
+    _methods,
+    _say,
+    _unexpected,
+    _whole,
+    add_method_options,
+    method_params,
+    say_failures,
+)
 
 DEFAULT_METHODS = "gradient,smoothgrad,gradcam"
 
@@ -30,36 +40,70 @@ DEFAULT_METHODS = "gradient,smoothgrad,gradcam"
 def add_compare_command(commands) -> None:
     """The ``compare`` subcommand (hooked into ``cli.build_parser``)."""
     co = commands.add_parser(
-        "compare", help="what changed between two versions of a model: predictions and maps",
+        "compare",
+        help="what changed between two versions of a model: predictions and maps",
         description="Run model A (the accepted version) and model B (the candidate) on the same images. Per image: "
-                    "both top-1 predictions (with --labels: fixed, broken or changed between two wrong classes) "
-                    "and per method how alike the two maps are (Spearman rank correlation of |map| and overlap of "
-                    "the strongest 10%% of pixels); per method the mean with a bootstrap interval, beside model A "
-                    "against itself with another SmoothGrad seed. Writes DIR/comparison.csv, DIR/methods.csv and "
-                    "DIR/summary.json, and prints the summary. Exit status 1 if the models' classes differ or an "
-                    "image or map failed.")
-    co.add_argument("--model-a", required=True, metavar="PATH",
-                    help="the accepted model: 'demo', a model file or a model card")
-    co.add_argument("--model-b", required=True, metavar="PATH",
-                    help="the candidate model: 'demo', a model file or a model card (same class names as A)")
-    co.add_argument("--images", nargs="+", required=True, metavar="IMAGE",
-                    help="image files, or folders of them (searched recursively)")
+        "both top-1 predictions (with --labels: fixed, broken or changed between two wrong classes) "
+        "and per method how alike the two maps are (Spearman rank correlation of |map| and overlap of "
+        "the strongest 10%% of pixels); per method the mean with a bootstrap interval, beside model A "
+        "against itself with another SmoothGrad seed. Writes DIR/comparison.csv, DIR/methods.csv and "
+        "DIR/summary.json, and prints the summary. Exit status 1 if the models' classes differ or an "
+        "image or map failed.",
+    )
+    co.add_argument(
+        "--model-a",
+        required=True,
+        metavar="PATH",
+        help="the accepted model: 'demo', a model file or a model card",
+    )
+    co.add_argument(
+        "--model-b",
+        required=True,
+        metavar="PATH",
+        help="the candidate model: 'demo', a model file or a model card (same class names as A)",
+    )
+    co.add_argument(
+        "--images",
+        nargs="+",
+        required=True,
+        metavar="IMAGE",
+        help="image files, or folders of them (searched recursively)",
+    )
     co.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    co.add_argument("--labels", metavar="FILE",
-                    help="CSV with the columns image,label (a class name or index): the true class of each image "
-                         "(matched by the name given or the file name)")
-    co.add_argument("--report", metavar="FILE",
-                    help="also write an HTML report of model B's maps with the comparison as a section")
-    co.add_argument("--method", action="append", metavar="NAME",
-                    help=f"a method ({', '.join(METHODS)}) or 'all'; repeat or comma-separate for several "
-                         f"(default {DEFAULT_METHODS})")
-    co.add_argument("--most-moved", type=_whole(0), default=5, metavar="N",
-                    help="images listed as those whose maps moved most (default 5)")
-    co.add_argument("--device", choices=DEVICE_CHOICES, default=None,
-                    help="where to compute: auto (a CUDA GPU when there is one), cpu or cuda "
-                         "(default: $SALIENCY_DEVICE, else auto)")
+    co.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="CSV with the columns image,label (a class name or index): the true class of each image "
+        "(matched by the name given or the file name)",
+    )
+    co.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write an HTML report of model B's maps with the comparison as a section",
+    )
+    co.add_argument(
+        "--method",
+        action="append",
+        metavar="NAME",
+        help=f"a method ({', '.join(METHODS)}) or 'all'; repeat or comma-separate for several "
+        f"(default {DEFAULT_METHODS})",
+    )
+    co.add_argument(
+        "--most-moved",
+        type=_whole(0),
+        default=5,
+        metavar="N",
+        help="images listed as those whose maps moved most (default 5)",
+    )
+    co.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default=None,
+        help="where to compute: auto (a CUDA GPU when there is one), cpu or cuda "
+        "(default: $SALIENCY_DEVICE, else auto)",
+    )
     co.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
-    add_method_options(co)   # --samples, --noise, --seed (the seed baseline uses seed + 1), --steps, ...
+    add_method_options(co)  # --samples, --noise, --seed (the seed baseline uses seed + 1), --steps, ...
     co.set_defaults(run=run_compare)
 
 
@@ -73,12 +117,15 @@ class _KeepMaps:
 
     def __call__(self, model, image, method, target, params, progress=None, preview=None):
         from ..engine.explain import explain
+
         key = None
         if (model.fingerprint, model.card.get("digest")) == self.model_key:
             key = (image_hash(image), method, target, tuple(sorted(params.items())))
             if key in self.maps:
                 return self.maps[key]
-        exp = explain(model, image, method=method, target=target, progress=progress, preview=preview, **params)
+        exp = explain(
+            model, image, method=method, target=target, progress=progress, preview=preview, **params
+        )
         if key is not None:
             self.maps[key] = exp
         return exp
@@ -96,8 +143,10 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     except ValueError as err:
         _say(f"error: {err}")
         return 1
-    _say(f"model A {model_a.name} (sha256 {model_a.fingerprint[:12]}…), model B {model_b.name} "
-         f"(sha256 {model_b.fingerprint[:12]}…) loaded in {time.perf_counter() - start:.1f} s")
+    _say(
+        f"model A {model_a.name} (sha256 {model_a.fingerprint[:12]}…), model B {model_b.name} "
+        f"(sha256 {model_b.fingerprint[:12]}…) loaded in {time.perf_counter() - start:.1f} s"
+    )
     labels, problems = None, []
     if args.labels:
         try:
@@ -111,7 +160,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     settings = CompareSettings(methods=methods, params=params, most_moved=args.most_moved)
     paths = _image_files(args.images)
     stems = [p.name for p in paths]
-    names = stems if len(set(stems)) == len(stems) else [str(p) for p in paths]   # file names when unique
+    names = stems if len(set(stems)) == len(stems) else [str(p) for p in paths]  # file names when unique
     images = list(zip(names, paths))
     keep = _KeepMaps(model_b) if args.report else None
     shown = [0]
@@ -123,8 +172,16 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             _say(f"[{done}/{total}] {label}")
 
     try:
-        result = compare_models(model_a, model_b, images, settings, labels, label_problems=problems,
-                                explain_fn=keep, progress=progress)
+        result = compare_models(
+            model_a,
+            model_b,
+            images,
+            settings,
+            labels,
+            label_problems=problems,
+            explain_fn=keep,
+            progress=progress,
+        )
     except ValueError as err:
         _say(f"error: {err}")
         return 1
@@ -138,8 +195,11 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     try:
         result.table().to_csv(out / "comparison.csv", index=False)
         result.methods_table().to_csv(out / "methods.csv", index=False)
-        record = {**result.record(), "command": sys.argv[1:],
-                  "sources": {"model_a": _source(args.model_a), "model_b": _source(args.model_b)}}
+        record = {
+            **result.record(),
+            "command": sys.argv[1:],
+            "sources": {"model_a": _source(args.model_a), "model_b": _source(args.model_b)},
+        }
         (out / "summary.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n")
     except OSError as err:
         _say(f"error: cannot write to {out}: {err.strerror or err}")
@@ -149,8 +209,10 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if args.report and result.images:
         code = _write_report(args, model_b, images, result, keep)
         failed += code
-    _say(f"done in {time.perf_counter() - start:.1f} s: {len(result.images)} of {result.total} image(s) compared, "
-         f"tables in {out}" + (f", {failed} failure(s)" if failed else ""))
+    _say(
+        f"done in {time.perf_counter() - start:.1f} s: {len(result.images)} of {result.total} image(s) compared, "
+        f"tables in {out}" + (f", {failed} failure(s)" if failed else "")
+    )
     return 1 if failed or not result.images else 0
 
 
@@ -160,11 +222,18 @@ def _source(given: str) -> str:
 
 def _write_report(args, model_b, images, result, keep: _KeepMaps) -> int:
     from .. import report as rp
+
     try:
-        report = rp.build_report(model_b, images, result.methods, params=result.settings.params,
-                                 model_source=_source(args.model_b),
-                                 title=f"Comparison: {model_b.name} against {result.model_a['name']}",
-                                 comparison=result.report_section(), explain_fn=keep)
+        report = rp.build_report(
+            model_b,
+            images,
+            result.methods,
+            params=result.settings.params,
+            model_source=_source(args.model_b),
+            title=f"Comparison: {model_b.name} against {result.model_a['name']}",
+            comparison=result.report_section(),
+            explain_fn=keep,
+        )
         size = report.write(args.report)["html"]
     except ValueError as err:
         _say(f"error: report: {err}")

@@ -1,5 +1,6 @@
 """``explain``: overlay PNGs with their colour bar and a JSON record (schema 1) per image, through
 the pipeline; locally or on a Ray cluster."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,31 +11,70 @@ from ..engine.methods import METHODS
 from ..engine.models import load_model
 from ..engine.render import DIVERGING, SEQUENTIAL, SIGN_MODES
 from ..pipeline import ImageResult, RenderOptions, dumps, explain_images
-from ._common import (_absolute, _check_ray_options, _image_files, _make_folder, _message, _methods,
-                      _ray_options, _runnable, _say, _stem, _unexpected, _unexpected_report, _whole, add_method_options,
-                      method_params)
+from ._common import (
+    _absolute,
+    _check_ray_options,
+    _image_files,
+    _make_folder,
+    _message,
+    _methods,
+    _ray_options,
+    _runnable,
+    _say,
+    _stem,
+    _unexpected,
+    _unexpected_report,
+    _whole,
+    add_method_options,
+    method_params,
+)
 
 
 def add_explain_command(commands) -> None:
     ex = commands.add_parser(
-        "explain", help="overlay PNGs and a JSON record per image",
+        "explain",
+        help="overlay PNGs and a JSON record per image",
         description="Write DIR/<image stem>_<method>.png per image and method, and DIR/<image stem>.json "
-                    "with the prediction and every parameter needed to replay each map.")
-    ex.add_argument("images", nargs="+", metavar="IMAGE",
-                    help="image files (PNG, JPEG, WebP, BMP, TIFF), or folders of them (searched recursively)")
-    ex.add_argument("--method", action="append", required=True, metavar="NAME",
-                    help=f"a method ({', '.join(METHODS)}) or 'all'; repeat for several")
-    ex.add_argument("--target", type=_whole(0), metavar="IDX",
-                    help="class index to explain (default: the predicted class)")
-    ex.add_argument("--colormap", choices=SEQUENTIAL + DIVERGING,
-                    help="colours (default inferno, or balance for signed maps)")
-    ex.add_argument("--sign", choices=SIGN_MODES,
-                    help="which values to draw (default: signed for signed methods, else absolute)")
+        "with the prediction and every parameter needed to replay each map.",
+    )
+    ex.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (PNG, JPEG, WebP, BMP, TIFF), or folders of them (searched recursively)",
+    )
+    ex.add_argument(
+        "--method",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help=f"a method ({', '.join(METHODS)}) or 'all'; repeat for several",
+    )
+    ex.add_argument(
+        "--target",
+        type=_whole(0),
+        metavar="IDX",
+        help="class index to explain (default: the predicted class)",
+    )
+    ex.add_argument(
+        "--colormap",
+        choices=SEQUENTIAL + DIVERGING,
+        help="colours (default inferno, or balance for signed maps)",
+    )
+    ex.add_argument(
+        "--sign",
+        choices=SIGN_MODES,
+        help="which values to draw (default: signed for signed methods, else absolute)",
+    )
     ex.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    ex.add_argument("--model", default="demo", metavar="PATH",
-                    help="'demo' (default), a model file (TorchScript .pt, torch.export .pt2, or a "
-                         "state dict with a card of the same name) or a model card (.json, .yaml); "
-                         "see README 'Bring your own model'")
+    ex.add_argument(
+        "--model",
+        default="demo",
+        metavar="PATH",
+        help="'demo' (default), a model file (TorchScript .pt, torch.export .pt2, or a "
+        "state dict with a card of the same name) or a model card (.json, .yaml); "
+        "see README 'Bring your own model'",
+    )
     ex.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
     add_method_options(ex)
     _ray_options(ex, "explain")
@@ -57,7 +97,9 @@ class _ExplainWriter:
         self.stems: dict[str, int] = {}
         self.written = self.failed = 0
 
-    def image(self, result: ImageResult, seconds: dict[str, float] | None = None) -> tuple[str | None, int, int]:
+    def image(
+        self, result: ImageResult, seconds: dict[str, float] | None = None
+    ) -> tuple[str | None, int, int]:
         """Returns (file stem or None if the image could not be read, maps written, failures)."""
         name = result.name
         if result.failed is not None:
@@ -105,8 +147,10 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         if (args.sign == "signed") != (args.colormap in DIVERGING):
             kind = "a diverging" if args.sign == "signed" else "a sequential"
             choices = DIVERGING if args.sign == "signed" else SEQUENTIAL
-            parser.error(f"--sign {args.sign} needs {kind} colormap ({', '.join(choices)}); "
-                         f"got --colormap {args.colormap}")
+            parser.error(
+                f"--sign {args.sign} needs {kind} colormap ({', '.join(choices)}); "
+                f"got --colormap {args.colormap}"
+            )
     out = Path(args.out)
     if not _make_folder(out):
         return 2
@@ -117,9 +161,14 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     except ValueError as err:
         _say(f"error: {err}")
         return 1
-    _say(f"model {model.name} loaded in {time.perf_counter() - start:.1f} s"
-         + (f" ({model.card['format_label']}, weights sha256 {model.fingerprint[:12]}…)"
-            if model.card.get("format_label") else ""))
+    _say(
+        f"model {model.name} loaded in {time.perf_counter() - start:.1f} s"
+        + (
+            f" ({model.card['format_label']}, weights sha256 {model.fingerprint[:12]}…)"
+            if model.card.get("format_label")
+            else ""
+        )
+    )
     if args.target is not None and args.target >= len(model.labels):
         _say(f"error: --target must be a class index below {len(model.labels)}; got {args.target}")
         return 2
@@ -134,21 +183,29 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             return code
     else:
         params, render_options = _options(args)
-        for result in explain_images(model, [(str(p), p) for p in paths], methods, params, args.target,
-                                     render=render_options):
+        for result in explain_images(
+            model, [(str(p), p) for p in paths], methods, params, args.target, render=render_options
+        ):
             writer.image(result)
-    _say(f"done in {time.perf_counter() - start:.1f} s: {writer.written} map(s) written to {out}"
-         + (f", {writer.failed} failure(s)" if writer.failed else ""))
+    _say(
+        f"done in {time.perf_counter() - start:.1f} s: {writer.written} map(s) written to {out}"
+        + (f", {writer.failed} failure(s)" if writer.failed else "")
+    )
     return 1 if writer.failed else 0
 
 
 def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Path) -> int | None:
     """``explain --ray``: the workers compute, this process writes in input order. None when it ran."""
     from .. import distributed
+
     params, render_options = _options(args)
     options = {"params": params, "target": args.target, "render": render_options}
-    key = {"command": "explain", "model": model.fingerprint, "methods": methods,
-           "options": {"params": params, "target": args.target, "sign": args.sign, "colormap": args.colormap}}
+    key = {
+        "command": "explain",
+        "model": model.fingerprint,
+        "methods": methods,
+        "options": {"params": params, "target": args.target, "sign": args.sign, "colormap": args.colormap},
+    }
     images = [(str(p), str(p.resolve())) for p in paths]
 
     def replay(item):
@@ -163,8 +220,20 @@ def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Pa
 
     try:
         done = distributed.run_explain_ray(
-            _absolute(args.model), images, methods, options, out, write, replay, key=key, address=args.ray,
-            workers=args.workers, threads=args.threads, resume=args.resume, log=_say)
+            _absolute(args.model),
+            images,
+            methods,
+            options,
+            out,
+            write,
+            replay,
+            key=key,
+            address=args.ray,
+            workers=args.workers,
+            threads=args.threads,
+            resume=args.resume,
+            log=_say,
+        )
     except ValueError as err:
         _say(f"error: {err}")
         return 1

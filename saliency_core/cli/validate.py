@@ -1,9 +1,10 @@
 """``validate``: maps against annotations over a data set (saliency_core/evaluation/validate.py)."""
+
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -12,8 +13,20 @@ from ..engine.methods import METHODS
 from ..engine.models import load_model
 from ..engine.safe_text import to_csv
 from ..pipeline import json_default
-from ._common import (_absolute, _check_ray_options, _make_folder, _methods, _ray_options, _ranged, _runnable,
-                      _say, _unexpected, _whole, add_method_options, method_params)
+from ._common import (
+    _absolute,
+    _check_ray_options,
+    _make_folder,
+    _methods,
+    _ranged,
+    _ray_options,
+    _runnable,
+    _say,
+    _unexpected,
+    _whole,
+    add_method_options,
+    method_params,
+)
 
 
 def add_validate_command(commands) -> None:
@@ -22,43 +35,92 @@ def add_validate_command(commands) -> None:
     from ..evaluation import localisation as lo
 
     va = commands.add_parser(
-        "validate", help="score maps against annotated regions over a data set (50+ images)",
+        "validate",
+        help="score maps against annotated regions over a data set (50+ images)",
         description="For each annotated image: predict, compute each method's map for the predicted class, "
-                    "score it against the annotated region (pointing game, relevance mass, relevance rank "
-                    "accuracy, top-k IoU) and with deletion/insertion curves, beside a centre-bias Gaussian "
-                    "and a random map. Writes DIR/per_image.csv, DIR/summary.csv (method x metric: mean, CI, "
-                    "gain over the centre baseline), DIR/summary_table.csv, DIR/skipped.csv and "
-                    "DIR/validation.json. Exit status 1 if any item was skipped.")
+        "score it against the annotated region (pointing game, relevance mass, relevance rank "
+        "accuracy, top-k IoU) and with deletion/insertion curves, beside a centre-bias Gaussian "
+        "and a random map. Writes DIR/per_image.csv, DIR/summary.csv (method x metric: mean, CI, "
+        "gain over the centre baseline), DIR/summary_table.csv, DIR/skipped.csv and "
+        "DIR/validation.json. Exit status 1 if any item was skipped.",
+    )
     source = va.add_argument_group("data set (one of)")
     source.add_argument("--images", metavar="DIR", help="folder of images (searched recursively) or a ZIP")
-    source.add_argument("--annotations", metavar="FILE",
-                        help="CSV boxes (image,x_min,y_min,x_max,y_max[,label]), Pascal VOC XML, COCO JSON, "
-                             "a folder of these or of mask PNGs (matched by file stem), or a ZIP")
-    source.add_argument("--demo", action="store_true",
-                        help="the bundled demo: 5 scikit-image photos with hand-drawn boxes (a demonstration, "
-                             "not a validation)")
-    source.add_argument("--pasted", type=_whole(1), metavar="N",
-                        help="the synthetic benchmark: N scikit-image object photos pasted at random places on "
-                             "real textures, exact boxes by construction")
+    source.add_argument(
+        "--annotations",
+        metavar="FILE",
+        help="CSV boxes (image,x_min,y_min,x_max,y_max[,label]), Pascal VOC XML, COCO JSON, "
+        "a folder of these or of mask PNGs (matched by file stem), or a ZIP",
+    )
+    source.add_argument(
+        "--demo",
+        action="store_true",
+        help="the bundled demo: 5 scikit-image photos with hand-drawn boxes (a demonstration, "
+        "not a validation)",
+    )
+    source.add_argument(
+        "--pasted",
+        type=_whole(1),
+        metavar="N",
+        help="the synthetic benchmark: N scikit-image object photos pasted at random places on "
+        "real textures, exact boxes by construction",
+    )
     source.add_argument("--pasted-seed", type=_whole(0), default=0, metavar="S", help="its seed (default 0)")
-    va.add_argument("--methods", "--method", dest="methods", action="append", required=True, metavar="NAME",
-                    help=f"methods, comma-separated or repeated ({', '.join(METHODS)}), or 'all'")
-    va.add_argument("--tolerance", type=_ranged(0, 224), default=lo.POINTING_TOLERANCE, metavar="PX",
-                    help=f"pointing game tolerance in pixels of the model input (default {lo.POINTING_TOLERANCE:g})")
-    va.add_argument("--top-k", type=_ranged(0.001, 1), default=lo.TOP_K, metavar="F",
-                    help=f"share of most relevant pixels for the top-k IoU (default {lo.TOP_K:g})")
-    va.add_argument("--no-faithfulness", action="store_true",
-                    help="skip the deletion/insertion curves (the slow part)")
-    va.add_argument("--step", type=_ranged(0.0001, 0.5), default=0.05, metavar="F",
-                    help="deletion/insertion: share of pixels changed per step (default 0.05; Petsiuk et al. "
-                         "used 224 px of 224x224 = 0.0045)")
-    va.add_argument("--deletion-replacement", choices=fa.REPLACEMENTS, default=fa.DELETION_REPLACEMENT,
-                    help=f"what deleted pixels become (default {fa.DELETION_REPLACEMENT}: the image's mean colour)")
-    va.add_argument("--insertion-replacement", choices=fa.REPLACEMENTS, default=fa.INSERTION_REPLACEMENT,
-                    help=f"what insertion starts from (default {fa.INSERTION_REPLACEMENT})")
-    va.add_argument("--interval", choices=("bootstrap", "t"), default="bootstrap",
-                    help="95%% CI: percentile bootstrap over images (default) or Student t")
-    va.add_argument("--model", default="demo", metavar="PATH", help="'demo' (default), a model file or a model card")
+    va.add_argument(
+        "--methods",
+        "--method",
+        dest="methods",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help=f"methods, comma-separated or repeated ({', '.join(METHODS)}), or 'all'",
+    )
+    va.add_argument(
+        "--tolerance",
+        type=_ranged(0, 224),
+        default=lo.POINTING_TOLERANCE,
+        metavar="PX",
+        help=f"pointing game tolerance in pixels of the model input (default {lo.POINTING_TOLERANCE:g})",
+    )
+    va.add_argument(
+        "--top-k",
+        type=_ranged(0.001, 1),
+        default=lo.TOP_K,
+        metavar="F",
+        help=f"share of most relevant pixels for the top-k IoU (default {lo.TOP_K:g})",
+    )
+    va.add_argument(
+        "--no-faithfulness", action="store_true", help="skip the deletion/insertion curves (the slow part)"
+    )
+    va.add_argument(
+        "--step",
+        type=_ranged(0.0001, 0.5),
+        default=0.05,
+        metavar="F",
+        help="deletion/insertion: share of pixels changed per step (default 0.05; Petsiuk et al. "
+        "used 224 px of 224x224 = 0.0045)",
+    )
+    va.add_argument(
+        "--deletion-replacement",
+        choices=fa.REPLACEMENTS,
+        default=fa.DELETION_REPLACEMENT,
+        help=f"what deleted pixels become (default {fa.DELETION_REPLACEMENT}: the image's mean colour)",
+    )
+    va.add_argument(
+        "--insertion-replacement",
+        choices=fa.REPLACEMENTS,
+        default=fa.INSERTION_REPLACEMENT,
+        help=f"what insertion starts from (default {fa.INSERTION_REPLACEMENT})",
+    )
+    va.add_argument(
+        "--interval",
+        choices=("bootstrap", "t"),
+        default="bootstrap",
+        help="95%% CI: percentile bootstrap over images (default) or Student t",
+    )
+    va.add_argument(
+        "--model", default="demo", metavar="PATH", help="'demo' (default), a model file or a model card"
+    )
     va.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     va.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
     _ray_options(va, "score the images")
@@ -89,8 +151,11 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     elif args.pasted is not None:
         make_dataset = partial(pasted_objects, args.pasted, seed=args.pasted_seed)
     elif args.ray:  # the workers list the folder themselves: absolute paths
-        make_dataset = partial(an.dataset_from_folder, str(Path(args.images).resolve()),
-                               str(Path(args.annotations).resolve()) if args.annotations else None)
+        make_dataset = partial(
+            an.dataset_from_folder,
+            str(Path(args.images).resolve()),
+            str(Path(args.annotations).resolve()) if args.annotations else None,
+        )
     else:
         make_dataset = partial(an.dataset_from_folder, args.images, args.annotations)
     try:
@@ -103,12 +168,22 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         methods = _runnable(model, methods)
     params = method_params(args)
     settings = ValidationSettings(
-        methods=methods, params=params, tolerance=args.tolerance, top_k=args.top_k,
-        faithfulness=not args.no_faithfulness, step_fraction=args.step,
-        deletion_replacement=args.deletion_replacement, insertion_replacement=args.insertion_replacement,
-        seed=args.seed or 0, interval=args.interval, worst=0)
-    _say(f"{dataset.description} ({len(dataset)} annotated image(s), {len(dataset.skipped)} item(s) skipped "
-         f"so far); model {model.name}")
+        methods=methods,
+        params=params,
+        tolerance=args.tolerance,
+        top_k=args.top_k,
+        faithfulness=not args.no_faithfulness,
+        step_fraction=args.step,
+        deletion_replacement=args.deletion_replacement,
+        insertion_replacement=args.insertion_replacement,
+        seed=args.seed or 0,
+        interval=args.interval,
+        worst=0,
+    )
+    _say(
+        f"{dataset.description} ({len(dataset)} annotated image(s), {len(dataset.skipped)} item(s) skipped "
+        f"so far); model {model.name}"
+    )
 
     shown = [0]
 
@@ -121,9 +196,21 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     try:
         if args.ray:
             from ..distributed import run_validation_ray
-            result = run_validation_ray(_absolute(args.model), make_dataset, settings, out, address=args.ray,
-                                        workers=args.workers, threads=args.threads, resume=args.resume,
-                                        progress=progress, log=_say, model=model, listing=dataset)
+
+            result = run_validation_ray(
+                _absolute(args.model),
+                make_dataset,
+                settings,
+                out,
+                address=args.ray,
+                workers=args.workers,
+                threads=args.threads,
+                resume=args.resume,
+                progress=progress,
+                log=_say,
+                model=model,
+                listing=dataset,
+            )
         else:
             result = run_validation(model, dataset, settings, progress=progress)
     except ValueError as err:
@@ -150,6 +237,8 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if not table.empty:
         print(table.to_string(index=False), flush=True)
     print(result.summary()["interval"].iloc[0] if not table.empty else "no image could be scored", flush=True)
-    _say(f"done in {time.perf_counter() - start:.1f} s ({result.seconds / max(result.images, 1):.2f} s per image): "
-         f"{result.images} of {result.total} image(s) scored, tables in {out}")
+    _say(
+        f"done in {time.perf_counter() - start:.1f} s ({result.seconds / max(result.images, 1):.2f} s per image): "
+        f"{result.images} of {result.total} image(s) scored, tables in {out}"
+    )
     return 1 if result.skipped or not result.images else 0

@@ -1,4 +1,5 @@
 """Keep freed memory in the process for reuse (glibc malloc settings)."""
+
 from __future__ import annotations
 
 import ctypes
@@ -20,4 +21,6 @@ def keep_freed_memory(mmap_mb: int = 256, trim_mb: int = 1024) -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_mb << 20)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_mb << 20))
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_mb << 20)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, trim_mb << 20)
+    )

@@ -5,13 +5,14 @@ state dict (``_conv_stem``, ``_blocks.N._depthwise_conv``, ``_fc``).
 Convolutions use TensorFlow "same" padding, computed from the input size at run time so
 inputs other than 224 px still line up with the weights' training.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 _BN_EPS = 1e-3  # TensorFlow EfficientNet's BatchNorm epsilon
 # (repeats, kernel, stride, expand ratio, in, out) per stage, EfficientNet-B0 / Lite0
@@ -41,7 +42,9 @@ class SameConv2d(nn.Conv2d):
         pads = self.pads(x.shape)
         if pads[0] == pads[1] and pads[2] == pads[3]:
             # symmetric: let the convolution pad (no padded copy of the activation)
-            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), self.dilation, self.groups)
+            return F.conv2d(
+                x, self.weight, self.bias, self.stride, (pads[2], pads[0]), self.dilation, self.groups
+            )
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
@@ -83,7 +86,9 @@ class EfficientNetLite0(nn.Module):
         blocks = []
         for repeats, kernel, stride, expand, c_in, c_out in _STAGES:
             for i in range(repeats):
-                blocks.append(MBConv(c_in if i == 0 else c_out, c_out, kernel, stride if i == 0 else 1, expand))
+                blocks.append(
+                    MBConv(c_in if i == 0 else c_out, c_out, kernel, stride if i == 0 else 1, expand)
+                )
         self._blocks = nn.Sequential(*blocks)
         self._conv_head = SameConv2d(320, 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)

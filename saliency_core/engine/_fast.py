@@ -25,6 +25,7 @@ same network. ``function_changes_allowed()`` states the rule in one place.
   function: occlusion equals Captum's to 1e-5 (tests/test_occlusion.py); bench/occlusion_rise.py
   shows the gain.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -39,12 +40,14 @@ import torch
 from torch import fx, nn
 
 # switches for the benchmark's ablation rows and for users who need the plain path
-OPTIONS = {"fold": os.environ.get("SALIENCY_FOLD", "1") != "0",
-           "cuda_graphs": os.environ.get("SALIENCY_CUDA_GRAPHS", "1") != "0",
-           # occlusion: recompute each hidden copy's layers only around its square (_incremental.py)
-           "incremental": os.environ.get("SALIENCY_INCREMENTAL", "1") != "0",
-           # None: TF32 for averaging methods only (see above); True / False: always / never
-           "tf32": {"1": True, "0": False}.get(os.environ.get("SALIENCY_TF32", ""))}
+OPTIONS = {
+    "fold": os.environ.get("SALIENCY_FOLD", "1") != "0",
+    "cuda_graphs": os.environ.get("SALIENCY_CUDA_GRAPHS", "1") != "0",
+    # occlusion: recompute each hidden copy's layers only around its square (_incremental.py)
+    "incremental": os.environ.get("SALIENCY_INCREMENTAL", "1") != "0",
+    # None: TF32 for averaging methods only (see above); True / False: always / never
+    "tf32": {"1": True, "0": False}.get(os.environ.get("SALIENCY_TF32", "")),
+}
 # set while an activation-rewriting TorchFunctionMode (guided backprop) is active: its
 # gradients must come from the network as written and never from a graph captured without it
 plain_network = contextvars.ContextVar("plain_network", default=False)
@@ -118,9 +121,16 @@ def fold_batchnorm(network: nn.Module) -> nn.Module | None:
         if not isinstance(bn, nn.BatchNorm2d) or bn.training or bn.running_mean is None:
             continue
         source = node.args[0]
-        conv = modules.get(source.target) if isinstance(source, fx.Node) and source.op == "call_module" else None
-        if not isinstance(conv, nn.Conv2d) or calls[source.target] != 1 or len(source.users) != 1 \
-                or len(node.args) != 1 or node.kwargs:  # a shared convolution must stay as it is
+        conv = (
+            modules.get(source.target) if isinstance(source, fx.Node) and source.op == "call_module" else None
+        )
+        if (
+            not isinstance(conv, nn.Conv2d)
+            or calls[source.target] != 1
+            or len(source.users) != 1
+            or len(node.args) != 1
+            or node.kwargs
+        ):  # a shared convolution must stay as it is
             continue
         with torch.no_grad():
             scale = torch.rsqrt(bn.running_var + bn.eps)
@@ -143,7 +153,7 @@ def fold_batchnorm(network: nn.Module) -> nn.Module | None:
     return result
 
 
-_FOLDED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_FOLDED: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
 _LOCK = threading.RLock()
 
 
@@ -154,8 +164,10 @@ def _stamp(network: nn.Module) -> tuple:
 
 def _has_hooks(network: nn.Module) -> bool:
     """Hooks see the modules as written; a folded copy would call them differently."""
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-               for m in network.modules())
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for m in network.modules()
+    )
 
 
 def _same_function(folded: nn.Module, network: nn.Module, probe: torch.Tensor) -> bool:
@@ -224,7 +236,7 @@ def check_target(target: torch.Tensor, classes: int) -> None:
         raise ValueError(f"Target class must be between 0 and {classes - 1}; got {target.tolist()}.")
 
 
-_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 _MAX_GRAPHS = 2  # per network: each holds its activations' memory
 
 
@@ -239,8 +251,12 @@ def graphed_gradient(network: nn.Module, x: torch.Tensor, target: torch.Tensor) 
     """Input gradient through a CUDA graph, or None where graphs do not apply:
     not a GPU, switched off, inside guided backprop, or a shape seen for the first time
     (captured on its second use, so one-off shapes never pay for a capture)."""
-    if x.device.type != "cuda" or not OPTIONS["cuda_graphs"] or plain_network.get() or \
-            isinstance(network, torch.jit.ScriptModule):
+    if (
+        x.device.type != "cuda"
+        or not OPTIONS["cuda_graphs"]
+        or plain_network.get()
+        or isinstance(network, torch.jit.ScriptModule)
+    ):
         return None
     with _LOCK:  # one replay at a time: a graph's input and output buffers are shared
         return _replay(network, x, target)
@@ -291,7 +307,9 @@ def precision_tolerated(candidate: torch.Tensor, reference: torch.Tensor, other_
     """The stated tolerance for a reduced-precision SmoothGrad map: ``candidate`` (reduced
     precision) is at most 0.1x as far from ``reference`` (fp32) as ``other_seed`` (fp32, another
     noise seed) is, and the drawn maps' Spearman rank correlation with it is >= 0.99."""
+
     def rel(a):
         return float((a.detach().double() - reference.double()).norm() / reference.double().norm())
+
     rho = float(torch.corrcoef(torch.stack([_ranks(candidate), _ranks(reference)]))[0, 1])
     return rel(candidate) <= 0.1 * rel(other_seed) and rho >= 0.99

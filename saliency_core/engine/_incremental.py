@@ -14,14 +14,15 @@ order; activations are continuous, so rounding stays rounding). ``PatchedForward
 own pass against the network as written and ``usable`` is False when they differ: callers then
 run the plain batched forward. Used by occlusion only (saliency_core/engine/methods/occlusion.py).
 """
+
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
 
 import torch
-from torch import fx, nn
 import torch.nn.functional as F
+from torch import fx, nn
 
 FULL_SHARE = 0.5  # a changed region covering this share of a layer: make the copies whole
 
@@ -62,11 +63,34 @@ _POINTWISE_MODULES = {
     nn.GELU: lambda m, x: F.gelu(x, approximate=m.approximate),
     nn.Identity: lambda m, x: x,
 }
-_INPLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
-            operator.itruediv: operator.truediv, torch.relu_: torch.relu}
-_POINTWISE_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub,
-                        torch.mul, torch.div, torch.relu, torch.sigmoid, torch.tanh, F.relu, F.relu6,
-                        F.hardtanh, F.silu, F.hardswish, F.hardsigmoid, F.leaky_relu, F.gelu}
+_INPLACE = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+    torch.relu_: torch.relu,
+}
+_POINTWISE_FUNCTIONS = {
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    F.relu,
+    F.relu6,
+    F.hardtanh,
+    F.silu,
+    F.hardswish,
+    F.hardsigmoid,
+    F.leaky_relu,
+    F.gelu,
+}
 _POINTWISE_METHODS = {"add", "sub", "mul", "div", "relu", "sigmoid", "tanh", "contiguous"}
 
 
@@ -90,7 +114,7 @@ def _window_geometry(m: nn.Module, shape) -> tuple | None:
             return None
         k, s, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
         if hasattr(m, "pads") and type(m).forward is not nn.Conv2d.forward:
-            left, _, top, _ = m.pads(shape)   # "same" padding computed from the input size
+            left, _, top, _ = m.pads(shape)  # "same" padding computed from the input size
             before = (top, left)
         elif type(m).forward is nn.Conv2d.forward:
             if m.padding == "valid":
@@ -104,6 +128,7 @@ def _window_geometry(m: nn.Module, shape) -> tuple | None:
 
         def op(x):
             return F.conv2d(x, m.weight, m.bias, s, 0, d, m.groups)
+
         return k, s, d, before, 0.0, op
     if isinstance(m, nn.MaxPool2d) and not m.ceil_mode and not m.return_indices:
         k, d = _pair(m.kernel_size), _pair(m.dilation)
@@ -132,9 +157,15 @@ class PatchedForward:
 
     def __init__(self, network: nn.Module, x: torch.Tensor):
         self.network, self.usable = network, False
-        if x.dim() != 4 or x.shape[0] != 1 or isinstance(network, torch.jit.ScriptModule) \
-                or any(m._forward_hooks or m._forward_pre_hooks or not getattr(m, "gives_gradients", True)
-                       for m in network.modules()):  # hooks see the modules as written; ONNX: opaque
+        if (
+            x.dim() != 4
+            or x.shape[0] != 1
+            or isinstance(network, torch.jit.ScriptModule)
+            or any(
+                m._forward_hooks or m._forward_pre_hooks or not getattr(m, "gives_gradients", True)
+                for m in network.modules()
+            )
+        ):  # hooks see the modules as written; ONNX: opaque
             return
         try:
             self.graph = _Tracer().trace(network)
@@ -156,9 +187,13 @@ class PatchedForward:
         except Exception:  # noqa: BLE001
             return
         out = self.base.get("output")
-        self.usable = (isinstance(out, torch.Tensor) and isinstance(reference, torch.Tensor)
-                       and out.shape == reference.shape and out.dim() == 2
-                       and bool((out - reference).norm() <= 1e-5 * reference.norm() + 1e-12))
+        self.usable = (
+            isinstance(out, torch.Tensor)
+            and isinstance(reference, torch.Tensor)
+            and out.shape == reference.shape
+            and out.dim() == 2
+            and bool((out - reference).norm() <= 1e-5 * reference.norm() + 1e-12)
+        )
 
     # ---- one node, on whole tensors ---------------------------------------------------------
 
@@ -166,8 +201,11 @@ class PatchedForward:
         if node.op == "call_module":
             m = self.modules[node.target]
             pointwise = _pointwise_module(m)
-            return pointwise(m, *args) if pointwise is not None and len(args) == 1 and not kwargs \
+            return (
+                pointwise(m, *args)
+                if pointwise is not None and len(args) == 1 and not kwargs
                 else m(*args, **kwargs)
+            )
         if node.op == "call_function":
             fn = _INPLACE.get(node.target, node.target)
             if kwargs.get("inplace"):
@@ -234,8 +272,9 @@ class PatchedForward:
         h, w = v.size
         rows = (v.ys[:, None] + torch.arange(h, device=base.device))[:, :, None]
         cols = (v.xs[:, None] + torch.arange(w, device=base.device))[:, None, :]
-        full.permute(0, 2, 3, 1)[torch.arange(n, device=base.device)[:, None, None], rows, cols] = \
+        full.permute(0, 2, 3, 1)[torch.arange(n, device=base.device)[:, None, None], rows, cols] = (
             v.crop.permute(0, 2, 3, 1).to(full.dtype)
+        )
         values[node] = full  # later readers get the whole copies too
         return full
 
@@ -246,8 +285,10 @@ class PatchedForward:
             result = self._cropped(node, values)
             if result is not None:
                 return result
+
         def whole(a):
             return self._whole(values, a, n) if a in self.depends else values[a]
+
         return self._call(node, fx.node.map_arg(node.args, whole), fx.node.map_arg(node.kwargs, whole))
 
     def _cropped(self, node: fx.Node, values: dict) -> _Dirty | None:
@@ -270,8 +311,12 @@ class PatchedForward:
             if geometry is not None:
                 return self._windowed(src, values[src], out_shape, geometry)
             return None
-        if node.op == "call_function" and _INPLACE.get(node.target, node.target) in _POINTWISE_FUNCTIONS \
-                or node.op == "call_method" and node.target.rstrip("_") in _POINTWISE_METHODS:
+        if (
+            node.op == "call_function"
+            and _INPLACE.get(node.target, node.target) in _POINTWISE_FUNCTIONS
+            or node.op == "call_method"
+            and node.target.rstrip("_") in _POINTWISE_METHODS
+        ):
             return self._pointwise(node, values, out_shape)
         return None
 
@@ -315,8 +360,9 @@ class PatchedForward:
         crop = op(self._region(src, v, r0, rh, c0, cw, pad_value))
         return _Dirty(crop, starts[0], starts[1])
 
-    def _region(self, node: fx.Node, v: _Dirty, r0: torch.Tensor, rh: int, c0: torch.Tensor, cw: int,
-                pad_value: float) -> torch.Tensor:
+    def _region(
+        self, node: fx.Node, v: _Dirty, r0: torch.Tensor, rh: int, c0: torch.Tensor, cw: int, pad_value: float
+    ) -> torch.Tensor:
         """Each copy's values of ``node`` at rows r0..r0+rh, columns c0..c0+cw (N, C, rh, cw): its
         box where it lies, the unchanged image elsewhere, ``pad_value`` outside the activation."""
         h, w = v.size
@@ -330,21 +376,29 @@ class PatchedForward:
         key = (node, top, bottom, left, right, pad_value)
         padded = self._padded.get(key)
         if padded is None:
-            padded = F.pad(base, (left, right, top, bottom), value=pad_value) if top + bottom + left + right \
+            padded = (
+                F.pad(base, (left, right, top, bottom), value=pad_value)
+                if top + bottom + left + right
                 else base
+            )
             self._padded[key] = padded
-        out = torch.cat([padded[:, :, r + top:r + top + rh, c + left:c + left + cw] for r, c in zip(rows, cols)])
+        out = torch.cat(
+            [padded[:, :, r + top : r + top + rh, c + left : c + left + cw] for r, c in zip(rows, cols)]
+        )
         out = out.contiguous(memory_format=torch.channels_last)
         for n, (r, c, y, x) in enumerate(zip(rows, cols, ys, xs)):  # the copy's own box, where it overlaps
             y0, y1, x0, x1 = max(y, r), min(y + h, r + rh), max(x, c), min(x + w, c + cw)
             if y0 < y1 and x0 < x1:
-                out[n, :, y0 - r:y1 - r, x0 - c:x1 - c] = v.crop[n, :, y0 - y:y1 - y, x0 - x:x1 - x]
+                out[n, :, y0 - r : y1 - r, x0 - c : x1 - c] = v.crop[n, :, y0 - y : y1 - y, x0 - x : x1 - x]
         return out
 
 
 def _layout(t: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
-        and not t.is_contiguous() else torch.contiguous_format
+    return (
+        torch.channels_last
+        if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+        else torch.contiguous_format
+    )
 
 
 def _fit(start: torch.Tensor, size: int, limit: int) -> tuple[torch.Tensor, int]:

@@ -1,4 +1,5 @@
 """What a pickle refers to, read without running it (pickletools): one reader for every model format."""
+
 from __future__ import annotations
 
 import io
@@ -16,8 +17,15 @@ def pickle_globals(data: bytes) -> list[str] | None:
                 found.append(str(arg).replace(" ", "."))
             elif name == "STACK_GLOBAL":
                 found.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
-            if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING",
-                        "BINSTRING", "SHORT_BINSTRING"):
+            if name in (
+                "SHORT_BINUNICODE",
+                "BINUNICODE",
+                "BINUNICODE8",
+                "UNICODE",
+                "STRING",
+                "BINSTRING",
+                "SHORT_BINSTRING",
+            ):
                 last = str(arg)
                 strings.append(last)
                 continue

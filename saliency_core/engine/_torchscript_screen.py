@@ -18,6 +18,7 @@ method resolved by the compiler to another operator is caught before a forward p
 The lists are literals on purpose: an operator registered at run time by some library is not
 allowed because it exists.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,119 +29,652 @@ from .untrusted import cut, quote
 
 # aten operators (written ``torch.NAME`` or ``ops.aten.NAME`` in serialized code, ``aten::NAME``
 # in graphs). Seen in the models named above, then their siblings.
-TENSOR_OPS = frozenset({
-    # seen in the serialized code / graphs of the reference models
-    "Int", "Float", "Bool", "ScalarImplicit", "__contains__", "__is__", "__isnot__", "__not__",
-    "__getitem__", "__range_length", "__derive_index", "_convolution", "_native_multi_head_attention",
-    "adaptive_avg_pool2d", "add", "add_", "all", "any", "append", "baddbmm", "batch_norm", "bernoulli_",
-    "bmm", "cat", "chunk", "contiguous", "conv2d", "dim", "div", "div_", "dropout", "dropout_", "empty",
-    "eq", "expand", "flatten", "floor_divide", "floordiv", "format", "gelu", "gt", "hardsigmoid",
-    "hardsigmoid_", "hardswish", "hardswish_", "hardtanh", "is_autocast_enabled", "is_floating_point",
-    "is_grad_enabled", "layer_norm", "le", "len", "linear", "lt", "masked_fill_", "max_pool2d", "mean",
-    "mul", "ne", "pad", "permute", "relu", "relu_", "remainder", "repeat", "reshape", "rsub",
-    "scaled_dot_product_attention", "select", "sigmoid", "silu", "silu_", "size", "slice", "softmax",
-    "split", "sqrt", "squeeze", "sub", "transpose", "unflatten", "unsqueeze", "view", "warn", "zeros",
-    "zeros_like", "to", "sum",
-    # convolutions, pooling, normalisation
-    "conv1d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "max_pool1d",
-    "max_pool3d", "max_pool2d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-    "adaptive_avg_pool1d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
-    "adaptive_max_pool3d", "instance_norm", "group_norm", "local_response_norm", "native_layer_norm",
-    "native_batch_norm", "upsample_nearest2d", "upsample_bilinear2d", "upsample_bicubic2d",
-    "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "embedding", "alpha_dropout",
-    "feature_dropout", "feature_alpha_dropout", "dropout2d",
-    # activations
-    "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu", "prelu", "glu",
-    "mish", "softplus", "softsign", "tanh", "tanh_", "sigmoid_", "hardtanh_", "log_sigmoid",
-    "log_softmax", "threshold", "threshold_", "hardshrink", "softshrink", "tanhshrink", "logsigmoid",
-    # arithmetic and reductions
-    "sub_", "mul_", "neg", "abs", "exp", "log", "log2", "log10", "log1p", "pow", "rsqrt", "reciprocal",
-    "clamp", "clamp_", "clamp_min", "clamp_max", "floor", "ceil", "round", "trunc", "sign", "max",
-    "min", "maximum", "minimum", "prod", "std", "var", "norm", "linalg_vector_norm", "matmul", "mm",
-    "addmm", "addmv", "einsum", "t", "erf", "sin", "cos", "atan2", "argmax", "argmin", "topk", "sort",
-    "cumsum", "where", "masked_fill", "square", "lerp", "true_divide", "mv", "dot", "outer",
-    "__and__", "__or__", "__xor__", "__lshift__", "__rshift__", "ge", "logical_and", "logical_or",
-    "logical_not", "isnan", "isinf", "isfinite", "nan_to_num", "divmod", "fmod", "sqrt_", "exp_",
-    # shapes, copies, creation of small tensors
-    "narrow", "stack", "hstack", "vstack", "index_select", "gather", "roll", "flip", "expand_as",
-    "view_as", "reshape_as", "type_as", "clone", "detach", "new_zeros", "new_ones", "new_full",
-    "new_empty", "ones", "ones_like", "full", "full_like", "empty_like", "arange", "linspace",
-    "tensor", "numel", "stride", "tensor_split", "unbind", "movedim", "moveaxis", "swapaxes",
-    "squeeze_", "unsqueeze_", "repeat_interleave", "tile", "broadcast_to", "diag", "tril", "triu",
-    "index", "index_put_", "masked_select", "nonzero", "zero_", "fill_", "copy_", "float", "half",
-    "double", "long", "int", "bool", "item", "tolist", "is_contiguous", "requires_grad_", "unfold",
-    "_shape_as_tensor", "_reshape_from_tensor", "_set_item", "_unwrap_optional", "scalar_tensor",
-    "NumToTensor", "__interpolate", "interpolate", "upsample", "_upsample_bilinear2d_aa",
-    "_upsample_bicubic2d_aa", "_upsample_lanczos2d_aa", "upsample_nearest1d", "upsample_nearest3d",
-    "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d",
-    "upsample_linear1d", "upsample_trilinear3d", "clamp_min_", "clamp_max_", "adaptive_max_pool2d_with_indices",
-    "bilinear", "cosine_similarity", "pairwise_distance", "softmin", "l1_loss", "mse_loss",
-    "dropout1d", "dropout3d", "native_dropout", "_transformer_encoder_layer_fwd", "gelu_",
-    # Python values: lists, dicts, strings, numbers
-    "list", "extend", "insert", "pop", "clear", "copy", "keys", "values", "items", "get",
-    "setdefault", "reverse", "count", "startswith", "endswith", "join", "str", "lower", "upper",
-    "strip", "replace", "__getattr__", "dict", "sorted", "is_scripting", "sym_size", "sym_numel",
-    "__iand__", "__ior__", "device",
-})
+TENSOR_OPS = frozenset(
+    {
+        # seen in the serialized code / graphs of the reference models
+        "Int",
+        "Float",
+        "Bool",
+        "ScalarImplicit",
+        "__contains__",
+        "__is__",
+        "__isnot__",
+        "__not__",
+        "__getitem__",
+        "__range_length",
+        "__derive_index",
+        "_convolution",
+        "_native_multi_head_attention",
+        "adaptive_avg_pool2d",
+        "add",
+        "add_",
+        "all",
+        "any",
+        "append",
+        "baddbmm",
+        "batch_norm",
+        "bernoulli_",
+        "bmm",
+        "cat",
+        "chunk",
+        "contiguous",
+        "conv2d",
+        "dim",
+        "div",
+        "div_",
+        "dropout",
+        "dropout_",
+        "empty",
+        "eq",
+        "expand",
+        "flatten",
+        "floor_divide",
+        "floordiv",
+        "format",
+        "gelu",
+        "gt",
+        "hardsigmoid",
+        "hardsigmoid_",
+        "hardswish",
+        "hardswish_",
+        "hardtanh",
+        "is_autocast_enabled",
+        "is_floating_point",
+        "is_grad_enabled",
+        "layer_norm",
+        "le",
+        "len",
+        "linear",
+        "lt",
+        "masked_fill_",
+        "max_pool2d",
+        "mean",
+        "mul",
+        "ne",
+        "pad",
+        "permute",
+        "relu",
+        "relu_",
+        "remainder",
+        "repeat",
+        "reshape",
+        "rsub",
+        "scaled_dot_product_attention",
+        "select",
+        "sigmoid",
+        "silu",
+        "silu_",
+        "size",
+        "slice",
+        "softmax",
+        "split",
+        "sqrt",
+        "squeeze",
+        "sub",
+        "transpose",
+        "unflatten",
+        "unsqueeze",
+        "view",
+        "warn",
+        "zeros",
+        "zeros_like",
+        "to",
+        "sum",
+        # convolutions, pooling, normalisation
+        "conv1d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "max_pool1d",
+        "max_pool3d",
+        "max_pool2d_with_indices",
+        "avg_pool1d",
+        "avg_pool2d",
+        "avg_pool3d",
+        "adaptive_avg_pool1d",
+        "adaptive_avg_pool3d",
+        "adaptive_max_pool1d",
+        "adaptive_max_pool2d",
+        "adaptive_max_pool3d",
+        "instance_norm",
+        "group_norm",
+        "local_response_norm",
+        "native_layer_norm",
+        "native_batch_norm",
+        "upsample_nearest2d",
+        "upsample_bilinear2d",
+        "upsample_bicubic2d",
+        "pixel_shuffle",
+        "pixel_unshuffle",
+        "channel_shuffle",
+        "embedding",
+        "alpha_dropout",
+        "feature_dropout",
+        "feature_alpha_dropout",
+        "dropout2d",
+        # activations
+        "relu6",
+        "leaky_relu",
+        "leaky_relu_",
+        "elu",
+        "elu_",
+        "selu",
+        "selu_",
+        "celu",
+        "prelu",
+        "glu",
+        "mish",
+        "softplus",
+        "softsign",
+        "tanh",
+        "tanh_",
+        "sigmoid_",
+        "hardtanh_",
+        "log_sigmoid",
+        "log_softmax",
+        "threshold",
+        "threshold_",
+        "hardshrink",
+        "softshrink",
+        "tanhshrink",
+        "logsigmoid",
+        # arithmetic and reductions
+        "sub_",
+        "mul_",
+        "neg",
+        "abs",
+        "exp",
+        "log",
+        "log2",
+        "log10",
+        "log1p",
+        "pow",
+        "rsqrt",
+        "reciprocal",
+        "clamp",
+        "clamp_",
+        "clamp_min",
+        "clamp_max",
+        "floor",
+        "ceil",
+        "round",
+        "trunc",
+        "sign",
+        "max",
+        "min",
+        "maximum",
+        "minimum",
+        "prod",
+        "std",
+        "var",
+        "norm",
+        "linalg_vector_norm",
+        "matmul",
+        "mm",
+        "addmm",
+        "addmv",
+        "einsum",
+        "t",
+        "erf",
+        "sin",
+        "cos",
+        "atan2",
+        "argmax",
+        "argmin",
+        "topk",
+        "sort",
+        "cumsum",
+        "where",
+        "masked_fill",
+        "square",
+        "lerp",
+        "true_divide",
+        "mv",
+        "dot",
+        "outer",
+        "__and__",
+        "__or__",
+        "__xor__",
+        "__lshift__",
+        "__rshift__",
+        "ge",
+        "logical_and",
+        "logical_or",
+        "logical_not",
+        "isnan",
+        "isinf",
+        "isfinite",
+        "nan_to_num",
+        "divmod",
+        "fmod",
+        "sqrt_",
+        "exp_",
+        # shapes, copies, creation of small tensors
+        "narrow",
+        "stack",
+        "hstack",
+        "vstack",
+        "index_select",
+        "gather",
+        "roll",
+        "flip",
+        "expand_as",
+        "view_as",
+        "reshape_as",
+        "type_as",
+        "clone",
+        "detach",
+        "new_zeros",
+        "new_ones",
+        "new_full",
+        "new_empty",
+        "ones",
+        "ones_like",
+        "full",
+        "full_like",
+        "empty_like",
+        "arange",
+        "linspace",
+        "tensor",
+        "numel",
+        "stride",
+        "tensor_split",
+        "unbind",
+        "movedim",
+        "moveaxis",
+        "swapaxes",
+        "squeeze_",
+        "unsqueeze_",
+        "repeat_interleave",
+        "tile",
+        "broadcast_to",
+        "diag",
+        "tril",
+        "triu",
+        "index",
+        "index_put_",
+        "masked_select",
+        "nonzero",
+        "zero_",
+        "fill_",
+        "copy_",
+        "float",
+        "half",
+        "double",
+        "long",
+        "int",
+        "bool",
+        "item",
+        "tolist",
+        "is_contiguous",
+        "requires_grad_",
+        "unfold",
+        "_shape_as_tensor",
+        "_reshape_from_tensor",
+        "_set_item",
+        "_unwrap_optional",
+        "scalar_tensor",
+        "NumToTensor",
+        "__interpolate",
+        "interpolate",
+        "upsample",
+        "_upsample_bilinear2d_aa",
+        "_upsample_bicubic2d_aa",
+        "_upsample_lanczos2d_aa",
+        "upsample_nearest1d",
+        "upsample_nearest3d",
+        "_upsample_nearest_exact1d",
+        "_upsample_nearest_exact2d",
+        "_upsample_nearest_exact3d",
+        "upsample_linear1d",
+        "upsample_trilinear3d",
+        "clamp_min_",
+        "clamp_max_",
+        "adaptive_max_pool2d_with_indices",
+        "bilinear",
+        "cosine_similarity",
+        "pairwise_distance",
+        "softmin",
+        "l1_loss",
+        "mse_loss",
+        "dropout1d",
+        "dropout3d",
+        "native_dropout",
+        "_transformer_encoder_layer_fwd",
+        "gelu_",
+        # Python values: lists, dicts, strings, numbers
+        "list",
+        "extend",
+        "insert",
+        "pop",
+        "clear",
+        "copy",
+        "keys",
+        "values",
+        "items",
+        "get",
+        "setdefault",
+        "reverse",
+        "count",
+        "startswith",
+        "endswith",
+        "join",
+        "str",
+        "lower",
+        "upper",
+        "strip",
+        "replace",
+        "__getattr__",
+        "dict",
+        "sorted",
+        "is_scripting",
+        "sym_size",
+        "sym_numel",
+        "__iand__",
+        "__ior__",
+        "device",
+    }
+)
 
 # prim operators as written in serialized code (``ops.prim.NAME``)
-PRIM_CALLS = frozenset({
-    "NumToTensor", "RaiseException", "device", "dtype", "is_nested", "requires_grad", "type",
-    "layout", "is_cuda", "is_cpu", "is_mkldnn", "is_quantized", "is_meta", "is_sparse", "data",
-    "min", "max", "abs", "shape", "unchecked_unwrap_optional", "rangelist", "tolist", "name",
-    "is_xpu", "is_mps", "is_vulkan", "is_ipu", "is_maia", "is_mtia", "unchecked_cast", "grad",
-    "itemsize", "nbytes", "index",
-})
+PRIM_CALLS = frozenset(
+    {
+        "NumToTensor",
+        "RaiseException",
+        "device",
+        "dtype",
+        "is_nested",
+        "requires_grad",
+        "type",
+        "layout",
+        "is_cuda",
+        "is_cpu",
+        "is_mkldnn",
+        "is_quantized",
+        "is_meta",
+        "is_sparse",
+        "data",
+        "min",
+        "max",
+        "abs",
+        "shape",
+        "unchecked_unwrap_optional",
+        "rangelist",
+        "tolist",
+        "name",
+        "is_xpu",
+        "is_mps",
+        "is_vulkan",
+        "is_ipu",
+        "is_maia",
+        "is_mtia",
+        "unchecked_cast",
+        "grad",
+        "itemsize",
+        "nbytes",
+        "index",
+    }
+)
 
 # node kinds of a compiled graph besides operators: control flow, constants, attributes, tuples
-GRAPH_NODES = frozenset({
-    "Constant", "GetAttr", "SetAttr", "If", "Loop", "ListConstruct", "ListUnpack", "TupleConstruct",
-    "TupleUnpack", "TupleIndex", "TupleSlice", "DictConstruct", "DictIndex", "CreateObject",
-    "Uninitialized", "unchecked_cast", "isinstance", "ListIndex", "EnumValue", "EnumName",
-    "AutogradZero", "AutogradAdd", "Return", "Param",
-}) | PRIM_CALLS
+GRAPH_NODES = (
+    frozenset(
+        {
+            "Constant",
+            "GetAttr",
+            "SetAttr",
+            "If",
+            "Loop",
+            "ListConstruct",
+            "ListUnpack",
+            "TupleConstruct",
+            "TupleUnpack",
+            "TupleIndex",
+            "TupleSlice",
+            "DictConstruct",
+            "DictIndex",
+            "CreateObject",
+            "Uninitialized",
+            "unchecked_cast",
+            "isinstance",
+            "ListIndex",
+            "EnumValue",
+            "EnumName",
+            "AutogradZero",
+            "AutogradAdd",
+            "Return",
+            "Param",
+        }
+    )
+    | PRIM_CALLS
+)
 
 # bare names the TorchScript compiler resolves itself: types and a few builtins
-BUILTIN_NAMES = frozenset({
-    "Tensor", "List", "Optional", "Tuple", "Dict", "NoneType", "Final", "Module", "Device", "Any",
-    "Union", "number", "Enum", "NamedTuple", "int", "float", "bool", "str", "complex", "annotate",
-    "uninitialized", "unchecked_cast", "range", "len", "getattr", "hasattr", "isinstance", "min",
-    "max", "abs", "list", "tuple", "dict", "enumerate", "zip", "round", "divmod", "sum", "all", "any",
-    "inf", "nan", "staticmethod", "Layout", "ScalarType", "MemoryFormat", "QScheme", "sorted",
-})
+BUILTIN_NAMES = frozenset(
+    {
+        "Tensor",
+        "List",
+        "Optional",
+        "Tuple",
+        "Dict",
+        "NoneType",
+        "Final",
+        "Module",
+        "Device",
+        "Any",
+        "Union",
+        "number",
+        "Enum",
+        "NamedTuple",
+        "int",
+        "float",
+        "bool",
+        "str",
+        "complex",
+        "annotate",
+        "uninitialized",
+        "unchecked_cast",
+        "range",
+        "len",
+        "getattr",
+        "hasattr",
+        "isinstance",
+        "min",
+        "max",
+        "abs",
+        "list",
+        "tuple",
+        "dict",
+        "enumerate",
+        "zip",
+        "round",
+        "divmod",
+        "sum",
+        "all",
+        "any",
+        "inf",
+        "nan",
+        "staticmethod",
+        "Layout",
+        "ScalarType",
+        "MemoryFormat",
+        "QScheme",
+        "sorted",
+    }
+)
 
 # roots of dotted names that the importer resolves globally
 _ROOTS = ("torch", "ops", "__torch__", "CONSTANTS", "math")
-MATH_NAMES = frozenset({"pi", "e", "inf", "nan", "sqrt", "exp", "log", "log2", "log10", "ceil", "floor",
-                        "isnan", "isinf", "isfinite", "fabs", "pow", "tanh", "erf", "cos", "sin", "trunc",
-                        "copysign", "fmod", "gcd", "log1p", "expm1", "degrees", "radians", "atan2"})
+MATH_NAMES = frozenset(
+    {
+        "pi",
+        "e",
+        "inf",
+        "nan",
+        "sqrt",
+        "exp",
+        "log",
+        "log2",
+        "log10",
+        "ceil",
+        "floor",
+        "isnan",
+        "isinf",
+        "isfinite",
+        "fabs",
+        "pow",
+        "tanh",
+        "erf",
+        "cos",
+        "sin",
+        "trunc",
+        "copysign",
+        "fmod",
+        "gcd",
+        "log1p",
+        "expm1",
+        "degrees",
+        "radians",
+        "atan2",
+    }
+)
 
-_NODES = tuple(getattr(ast, name) for name in (
-    "Module", "ClassDef", "FunctionDef", "arguments", "arg", "Assign", "AnnAssign", "AugAssign", "Expr",
-    "Return", "Pass", "If", "For", "While", "Break", "Continue", "Assert", "Attribute", "Call", "keyword",
-    "Name", "Constant", "List", "Tuple", "Dict", "Subscript", "Slice", "UnaryOp", "BinOp", "BoolOp",
-    "Compare", "IfExp", "Load", "Store", "Add", "Sub", "Mult", "Div", "FloorDiv", "Mod", "Pow", "USub",
-    "UAdd", "Not", "Invert", "And", "Or", "Eq", "NotEq", "Lt", "LtE", "Gt", "GtE", "Is", "IsNot", "In",
-    "NotIn", "BitAnd", "BitOr", "BitXor", "LShift", "RShift", "MatMult"))
+_NODES = tuple(
+    getattr(ast, name)
+    for name in (
+        "Module",
+        "ClassDef",
+        "FunctionDef",
+        "arguments",
+        "arg",
+        "Assign",
+        "AnnAssign",
+        "AugAssign",
+        "Expr",
+        "Return",
+        "Pass",
+        "If",
+        "For",
+        "While",
+        "Break",
+        "Continue",
+        "Assert",
+        "Attribute",
+        "Call",
+        "keyword",
+        "Name",
+        "Constant",
+        "List",
+        "Tuple",
+        "Dict",
+        "Subscript",
+        "Slice",
+        "UnaryOp",
+        "BinOp",
+        "BoolOp",
+        "Compare",
+        "IfExp",
+        "Load",
+        "Store",
+        "Add",
+        "Sub",
+        "Mult",
+        "Div",
+        "FloorDiv",
+        "Mod",
+        "Pow",
+        "USub",
+        "UAdd",
+        "Not",
+        "Invert",
+        "And",
+        "Or",
+        "Eq",
+        "NotEq",
+        "Lt",
+        "LtE",
+        "Gt",
+        "GtE",
+        "Is",
+        "IsNot",
+        "In",
+        "NotIn",
+        "BitAnd",
+        "BitOr",
+        "BitXor",
+        "LShift",
+        "RShift",
+        "MatMult",
+    )
+)
 
 # what a name does, for the message (the refusal does not depend on it)
-_FILES = ("file", "load", "save", "open", "read", "write", "mmap", "path", "dir", "unlink", "remove",
-          "pickle", "storage", "library")
+_FILES = (
+    "file",
+    "load",
+    "save",
+    "open",
+    "read",
+    "write",
+    "mmap",
+    "path",
+    "dir",
+    "unlink",
+    "remove",
+    "pickle",
+    "storage",
+    "library",
+)
 _PROCESS = ("system", "popen", "spawn", "exec", "fork", "wait", "subprocess", "process", "thread", "kill")
-_NETWORK = ("socket", "connect", "url", "http", "download", "rpc", "remote", "distributed", "send",
-            "recv", "c10d", "store")
+_NETWORK = (
+    "socket",
+    "connect",
+    "url",
+    "http",
+    "download",
+    "rpc",
+    "remote",
+    "distributed",
+    "send",
+    "recv",
+    "c10d",
+    "store",
+)
 
-MAX_CODE_BYTES = 64 << 20     # all serialized source together
+MAX_CODE_BYTES = 64 << 20  # all serialized source together
 MAX_PICKLE_BYTES = 256 << 20  # one pickle (data.pkl holds names and storage keys, not tensor data)
 MAX_MEMBERS = 200_000
-_PICKLE_GLOBALS = frozenset({
-    "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "collections.OrderedDict",
-    "torch.jit._pickle.build_intlist", "torch.jit._pickle.build_doublelist",
-    "torch.jit._pickle.build_boollist", "torch.jit._pickle.build_tensorlist",
-    "torch.jit._pickle.build_genericlist", "torch.jit._pickle.restore_type_tag",
-}) | {f"torch.{kind}Storage" for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int",
-                                          "Short", "Char", "Byte", "Bool", "ComplexFloat",
-                                          "ComplexDouble", "Untyped")}
+_PICKLE_GLOBALS = frozenset(
+    {
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_parameter",
+        "collections.OrderedDict",
+        "torch.jit._pickle.build_intlist",
+        "torch.jit._pickle.build_doublelist",
+        "torch.jit._pickle.build_boollist",
+        "torch.jit._pickle.build_tensorlist",
+        "torch.jit._pickle.build_genericlist",
+        "torch.jit._pickle.restore_type_tag",
+    }
+) | {
+    f"torch.{kind}Storage"
+    for kind in (
+        "Float",
+        "Double",
+        "Half",
+        "BFloat16",
+        "Long",
+        "Int",
+        "Short",
+        "Char",
+        "Byte",
+        "Bool",
+        "ComplexFloat",
+        "ComplexDouble",
+        "Untyped",
+    )
+}
 
 
 class Refused(ValueError):
@@ -165,8 +699,10 @@ def _what(name: str) -> str:
 
 
 def _refuse(where: str, name: str, verb: str = "calls") -> Refused:
-    return Refused(f"{where}: this TorchScript model {verb} {cut(name)}, which {_what(name)}; "
-                   "it was not loaded. Nothing in it was run.")
+    return Refused(
+        f"{where}: this TorchScript model {verb} {cut(name)}, which {_what(name)}; "
+        "it was not loaded. Nothing in it was run."
+    )
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -226,15 +762,17 @@ class _Checker:
         if name in self.defined:
             return True
         parent, _, _ = name.rpartition(".")
-        if parent in self.defined:          # a member of a defined class (an enum value)
+        if parent in self.defined:  # a member of a defined class (an enum value)
             return True
-        return any(d.startswith(name + ".") for d in self.defined)   # a package on the way
+        return any(d.startswith(name + ".") for d in self.defined)  # a package on the way
 
     def check(self, tree: ast.Module, module: str) -> None:
         for node in ast.walk(tree):
             if not isinstance(node, _NODES):
-                raise Refused(f"{self.where}: the TorchScript code uses a construct this app does not "
-                              f"check ({type(node).__name__}); it was not loaded. Nothing in it was run.")
+                raise Refused(
+                    f"{self.where}: the TorchScript code uses a construct this app does not "
+                    f"check ({type(node).__name__}); it was not loaded. Nothing in it was run."
+                )
         for top in tree.body:
             if isinstance(top, ast.ClassDef):
                 for base in top.bases:
@@ -243,26 +781,33 @@ class _Checker:
                     if isinstance(item, ast.FunctionDef):
                         self.function(item, f"{module}.{top.name}")
                     elif isinstance(item, (ast.AnnAssign, ast.Assign, ast.Pass, ast.Expr)):
-                        self.expression(item, {"__annotations__"})   # __annotations__["0"] = type
+                        self.expression(item, {"__annotations__"})  # __annotations__["0"] = type
                     else:
-                        raise Refused(f"{self.where}: the TorchScript class {top.name} holds a "
-                                      f"{type(item).__name__} statement this app does not check; it was "
-                                      "not loaded. Nothing in it was run.")
+                        raise Refused(
+                            f"{self.where}: the TorchScript class {top.name} holds a "
+                            f"{type(item).__name__} statement this app does not check; it was "
+                            "not loaded. Nothing in it was run."
+                        )
             elif isinstance(top, ast.FunctionDef):
                 self.function(top, module)
             elif isinstance(top, (ast.Assign, ast.AnnAssign)) and all(
-                    isinstance(n, (ast.Name, ast.Constant, ast.Store, ast.Load, ast.Assign, ast.AnnAssign))
-                    for n in ast.walk(top)):
-                continue    # op_version_set = 1
+                isinstance(n, (ast.Name, ast.Constant, ast.Store, ast.Load, ast.Assign, ast.AnnAssign))
+                for n in ast.walk(top)
+            ):
+                continue  # op_version_set = 1
             else:
-                raise Refused(f"{self.where}: the TorchScript code has a top-level {type(top).__name__} "
-                              "statement this app does not check; it was not loaded. Nothing in it was run.")
+                raise Refused(
+                    f"{self.where}: the TorchScript code has a top-level {type(top).__name__} "
+                    "statement this app does not check; it was not loaded. Nothing in it was run."
+                )
 
     def function(self, function: ast.FunctionDef, owner: str) -> None:
         local = _locals(function)
         if local & set(_ROOTS):
-            raise Refused(f"{self.where}: the TorchScript function {function.name} reassigns the name "
-                          f"{sorted(local & set(_ROOTS))[0]}; it was not loaded. Nothing in it was run.")
+            raise Refused(
+                f"{self.where}: the TorchScript function {function.name} reassigns the name "
+                f"{sorted(local & set(_ROOTS))[0]}; it was not loaded. Nothing in it was run."
+            )
         if function.name == "__setstate__":
             self.setstate(function, owner)
         for decorator in function.decorator_list:
@@ -275,10 +820,28 @@ class _Checker:
 
     def setstate(self, function: ast.FunctionDef, owner: str) -> None:
         """``__setstate__`` runs while the file loads: allow only storing the saved values."""
+
         def plain(statement):
-            return all(isinstance(n, (ast.Name, ast.Constant, ast.Subscript, ast.Tuple, ast.Load,
-                                      ast.Store, ast.Attribute, ast.Slice, ast.UnaryOp, ast.USub))
-                       for n in ast.walk(statement) if n is not statement)
+            return all(
+                isinstance(
+                    n,
+                    (
+                        ast.Name,
+                        ast.Constant,
+                        ast.Subscript,
+                        ast.Tuple,
+                        ast.Load,
+                        ast.Store,
+                        ast.Attribute,
+                        ast.Slice,
+                        ast.UnaryOp,
+                        ast.USub,
+                    ),
+                )
+                for n in ast.walk(statement)
+                if n is not statement
+            )
+
         for statement in function.body:
             if isinstance(statement, ast.Assign) and plain(statement):
                 continue
@@ -289,10 +852,12 @@ class _Checker:
             call = next((n for n in ast.walk(statement) if isinstance(n, ast.Call)), None)
             name = _dotted(call.func) if call is not None else None
             calls = f" (it calls {cut(name)})" if name else ""
-            raise Refused(f"{self.where}: this TorchScript model's class {cut(owner.rsplit('.', 1)[-1])} has a "
-                          "__setstate__ method "
-                          f"that does more than store its saved values{calls}; it would run while the file "
-                          "loads, so it was not loaded. Nothing in it was run.")
+            raise Refused(
+                f"{self.where}: this TorchScript model's class {cut(owner.rsplit('.', 1)[-1])} has a "
+                "__setstate__ method "
+                f"that does more than store its saved values{calls}; it would run while the file "
+                "loads, so it was not loaded. Nothing in it was run."
+            )
 
     def expression(self, node: ast.AST, local: set[str]) -> None:
         """Walk ``node``: every dotted name rooted outside the function's locals is checked as a
@@ -340,14 +905,16 @@ def _read(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, where: str, wha
     with z.open(info) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise Refused(f"{where}: {what} in the TorchScript file is larger than this app checks; it was "
-                      "not loaded. Nothing in it was run.")
+        raise Refused(
+            f"{where}: {what} in the TorchScript file is larger than this app checks; it was "
+            "not loaded. Nothing in it was run."
+        )
     return data
 
 
 def _module_name(rel: str) -> str:
     """code/__torch__/a/b.py -> __torch__.a.b"""
-    return ".".join(PurePosixPath(rel[len("code/"):-len(".py")]).parts)
+    return ".".join(PurePosixPath(rel[len("code/") : -len(".py")]).parts)
 
 
 def screen_archive(path, where: str) -> None:
@@ -366,34 +933,46 @@ def screen_archive(path, where: str) -> None:
     with z:
         infos = z.infolist()
         if len(infos) > MAX_MEMBERS:
-            raise Refused(f"{where}: the TorchScript file has {len(infos):,} parts, more than this app "
-                          f"checks ({MAX_MEMBERS:,}); it was not loaded. Nothing in it was run.")
+            raise Refused(
+                f"{where}: the TorchScript file has {len(infos):,} parts, more than this app "
+                f"checks ({MAX_MEMBERS:,}); it was not loaded. Nothing in it was run."
+            )
         roots = {i.filename.split("/", 1)[0] for i in infos}
         if len(roots) != 1 or any("/" not in i.filename for i in infos):
-            raise Refused(f"{where}: the TorchScript file is not laid out as torch.jit.save writes it "
-                          "(one top folder); it was not loaded. Nothing in it was run.")
+            raise Refused(
+                f"{where}: the TorchScript file is not laid out as torch.jit.save writes it "
+                "(one top folder); it was not loaded. Nothing in it was run."
+            )
         sources, total = {}, 0
         for info in infos:
             rel = info.filename.split("/", 1)[1]
             if info.is_dir() or not rel:
                 continue
             if ".." in rel.split("/") or "\\" in rel:
-                raise Refused(f"{where}: the TorchScript file has a part named {quote(rel)}; it was not "
-                              "loaded. Nothing in it was run.")
+                raise Refused(
+                    f"{where}: the TorchScript file has a part named {quote(rel)}; it was not "
+                    "loaded. Nothing in it was run."
+                )
             if rel.startswith("code/") and rel.endswith(".py"):
-                data = _read(z, info, MAX_CODE_BYTES - total, where, f"the code ({MAX_CODE_BYTES >> 20} MiB in all)")
+                data = _read(
+                    z, info, MAX_CODE_BYTES - total, where, f"the code ({MAX_CODE_BYTES >> 20} MiB in all)"
+                )
                 total += len(data)
                 try:
                     sources[rel] = ast.parse(data.decode("utf-8"), filename=rel)
                 except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
-                    raise Refused(f"{where}: the TorchScript code in {quote(rel)} cannot be checked (it "
-                                  "is not plain serialized TorchScript); it was not loaded. Nothing in it "
-                                  "was run.") from None
+                    raise Refused(
+                        f"{where}: the TorchScript code in {quote(rel)} cannot be checked (it "
+                        "is not plain serialized TorchScript); it was not loaded. Nothing in it "
+                        "was run."
+                    ) from None
             elif rel.endswith((".pkl", ".debug_pkl")):
                 continue
             elif rel.startswith("code/"):
-                raise Refused(f"{where}: the TorchScript file holds {quote(rel)} among its code, which "
-                              "this app does not check; it was not loaded. Nothing in it was run.")
+                raise Refused(
+                    f"{where}: the TorchScript file holds {quote(rel)} among its code, which "
+                    "this app does not check; it was not loaded. Nothing in it was run."
+                )
 
         defined, methods = set(), set()
         for rel, tree in sources.items():
@@ -414,11 +993,14 @@ def screen_archive(path, where: str) -> None:
                 continue
             names = _pickle_globals(_read(z, info, MAX_PICKLE_BYTES, where, quote(rel)))
             if names is None:
-                raise Refused(f"{where}: {quote(rel)} in the TorchScript file is damaged (not a pickle); "
-                              "it was not loaded. Nothing in it was run.")
+                raise Refused(
+                    f"{where}: {quote(rel)} in the TorchScript file is damaged (not a pickle); "
+                    "it was not loaded. Nothing in it was run."
+                )
             for name in names:
-                if name in _PICKLE_GLOBALS or (name.startswith("__torch__.") and name in defined
-                                                and not rel.endswith(".debug_pkl")):
+                if name in _PICKLE_GLOBALS or (
+                    name.startswith("__torch__.") and name in defined and not rel.endswith(".debug_pkl")
+                ):
                     continue
                 raise _refuse(where, name, "uses")
 
@@ -442,8 +1024,10 @@ def screen_graphs(module, where: str) -> None:
         for getter in ("_get_forward_hooks", "_get_forward_pre_hooks"):
             hooks = getattr(c, getter, lambda: [])()
             if hooks:
-                raise Refused(f"{where}: this TorchScript model has compiled forward hooks, which this app "
-                              "does not check; it was not loaded. Nothing in it was run.")
+                raise Refused(
+                    f"{where}: this TorchScript model has compiled forward hooks, which this app "
+                    "does not check; it was not loaded. Nothing in it was run."
+                )
         for graph in graphs:
             for kind in _graph_kinds(graph):
                 space, _, op = kind.partition("::")

@@ -8,6 +8,7 @@ input gradient, then a batch of three. It prints ``loaded`` once the file is loa
 timed separately from the run) and ``done`` or ``failed`` at the end; the server process then
 runs its own probe, which says what went wrong.
 """
+
 import json
 import sys
 
@@ -15,6 +16,7 @@ import sys
 def main() -> int:
     path, kind, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     import torch
+
     torch.set_num_threads(int(settings["threads"]))
     try:
         if kind == "torchscript":
@@ -30,7 +32,7 @@ def main() -> int:
     mean = torch.tensor(settings["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(settings["std"], dtype=torch.float32).view(1, -1, 1, 1)
     channels = int(settings.get("channels", 3))
-    x = torch.rand(3, channels, size, size, generator=torch.Generator().manual_seed(0))   # probe._test_batch
+    x = torch.rand(3, channels, size, size, generator=torch.Generator().manual_seed(0))  # probe._test_batch
     try:
         one = x[:1].clone().requires_grad_(True)
         out = net((one - mean) / std)

@@ -33,6 +33,7 @@ ViT and Swin; state it for others)::
     gradcam_layer: encoder.layers.encoder_layer_11.ln_1
     gradcam_reshape: class_token
 """
+
 from __future__ import annotations
 
 import difflib
@@ -52,7 +53,7 @@ MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript", ".safetensors", 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-GREY_MEAN, GREY_STD = (0.449,), (0.226,)   # ImageNet's three values averaged
+GREY_MEAN, GREY_STD = (0.449,), (0.226,)  # ImageNet's three values averaged
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 CHANNELS = (1, 3)
 OUTPUTS = ("softmax", "sigmoid")
@@ -62,42 +63,63 @@ RESHAPES = {
     "channels_last": "(batch, height, width, channels), as torchvision's Swin gives",
     "tokens": "(batch, height x width tokens, channels), a square grid of tokens",
     "class_token": "(batch, 1 + height x width tokens, channels): the first (class) token is dropped, "
-                   "the rest form a square grid, as ViT gives",
+    "the rest form a square grid, as ViT gives",
 }
 MIN_INPUT, MAX_INPUT, MAX_RESIZE = 16, 2048, 4096
-MIN_STD = 1e-3                      # a smaller std would multiply pixel noise by > 1000
-MAX_CARD_BYTES = 1 << 20            # a card is a few hundred bytes
-MAX_LABELS_BYTES = 16 << 20         # class-name files (ImageNet-21k's names are ~0.5 MB)
+MIN_STD = 1e-3  # a smaller std would multiply pixel noise by > 1000
+MAX_CARD_BYTES = 1 << 20  # a card is a few hundred bytes
+MAX_LABELS_BYTES = 16 << 20  # class-name files (ImageNet-21k's names are ~0.5 MB)
 MAX_LABELS, MAX_LABEL_CHARS = 100_000, 200
 
 # field -> (what it is, the default used when the card leaves it out)
 FIELDS: dict[str, tuple[str, str]] = {
     "name": ("display name", "the card's (or model file's) name"),
-    "file": ("model file, relative to the card", "the file next to the card with the same name "
-             "and a model extension (" + ", ".join(MODEL_SUFFIXES) + ")"),
+    "file": (
+        "model file, relative to the card",
+        "the file next to the card with the same name "
+        "and a model extension (" + ", ".join(MODEL_SUFFIXES) + ")",
+    ),
     "architecture": ("torchvision model name, for a state dict", "none: needed only for a state dict"),
-    "labels": ("class names: a list, or a .txt (one per line) / .json file",
-               "ImageNet's names if the model has 1000 outputs, else class 0, class 1, ..."),
+    "labels": (
+        "class names: a list, or a .txt (one per line) / .json file",
+        "ImageNet's names if the model has 1000 outputs, else class 0, class 1, ...",
+    ),
     "input_size": ("side of the square the network sees, pixels", "224"),
     "resize": ("short side before the centre crop, pixels", "input_size x 8/7 (256 for 224)"),
     "crop": ("how the input square is cut", "centre"),
     "interpolation": ("resampling for the resize: " + ", ".join(INTERPOLATIONS), "bilinear"),
-    "channels": ("colour channels the network takes: 3 (RGB) or 1 (greyscale: images are converted "
-                 "to grey, overlays are drawn on the grey image)", "3"),
-    "mean": ("per-channel mean, pixels in [0, 1]: three values, or one for channels: 1",
-             "ImageNet's 0.485, 0.456, 0.406 (one channel: their average, 0.449)"),
-    "std": ("per-channel standard deviation, pixels in [0, 1]: three values, or one for channels: 1",
-            "ImageNet's 0.229, 0.224, 0.225 (one channel: their average, 0.226)"),
-    "output": ("how scores become probabilities: softmax (one class per image) or sigmoid (multi-label: "
-               "each class on its own, several can be predicted)", "softmax"),
-    "threshold": ("with output: sigmoid, a class is predicted when its probability is above this; "
-                  "between 0 and 1", "0.5"),
-    "gradcam_layer": ("module whose feature map Grad-CAM uses",
-                      "the last layer with a spatial feature map, found with a test image; for "
-                      "torchvision's ViT the last encoder block's ln_1, for Swin its features"),
-    "gradcam_reshape": ("how the Grad-CAM layer's output becomes a grid: " + "; ".join(
-        f"{k} = {v}" for k, v in RESHAPES.items()),
-        "class_token for torchvision's ViT, channels_last for Swin, else none"),
+    "channels": (
+        "colour channels the network takes: 3 (RGB) or 1 (greyscale: images are converted "
+        "to grey, overlays are drawn on the grey image)",
+        "3",
+    ),
+    "mean": (
+        "per-channel mean, pixels in [0, 1]: three values, or one for channels: 1",
+        "ImageNet's 0.485, 0.456, 0.406 (one channel: their average, 0.449)",
+    ),
+    "std": (
+        "per-channel standard deviation, pixels in [0, 1]: three values, or one for channels: 1",
+        "ImageNet's 0.229, 0.224, 0.225 (one channel: their average, 0.226)",
+    ),
+    "output": (
+        "how scores become probabilities: softmax (one class per image) or sigmoid (multi-label: "
+        "each class on its own, several can be predicted)",
+        "softmax",
+    ),
+    "threshold": (
+        "with output: sigmoid, a class is predicted when its probability is above this; between 0 and 1",
+        "0.5",
+    ),
+    "gradcam_layer": (
+        "module whose feature map Grad-CAM uses",
+        "the last layer with a spatial feature map, found with a test image; for "
+        "torchvision's ViT the last encoder block's ln_1, for Swin its features",
+    ),
+    "gradcam_reshape": (
+        "how the Grad-CAM layer's output becomes a grid: "
+        + "; ".join(f"{k} = {v}" for k, v in RESHAPES.items()),
+        "class_token for torchvision's ViT, channels_last for Swin, else none",
+    ),
     "description": ("free text shown with the model", "none"),
 }
 
@@ -160,8 +182,11 @@ def _yaml_loader():
             event = self.peek_event()
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
                 raise yaml.composer.ComposerError(
-                    None, None, "anchors and aliases (&name, *name) are not allowed in cards; write the "
-                    "values out", event.start_mark)
+                    None,
+                    None,
+                    "anchors and aliases (&name, *name) are not allowed in cards; write the values out",
+                    event.start_mark,
+                )
             return super().compose_node(parent, index)
 
     return NoAliasLoader
@@ -174,17 +199,20 @@ def parse_card_text(text: str, name: str) -> Any:
         try:
             return json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{name} is not valid JSON (line {err.lineno}, column {err.colno}: "
-                             f"{err.msg}).") from None
+            raise ValueError(
+                f"{name} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})."
+            ) from None
         except RecursionError:
             raise ValueError(f"{name} is nested too deeply to be a card.") from None
-        except ValueError as err:   # e.g. an integer with more than 4300 digits
+        except ValueError as err:  # e.g. an integer with more than 4300 digits
             raise ValueError(f"{name} is not a valid card ({cut(err, 120)}).") from None
     try:
         import yaml
     except ImportError:
-        raise ValueError(f"{name}: reading YAML cards needs the package pyyaml "
-                         "(install the project's requirements.txt), or write the card as JSON.") from None
+        raise ValueError(
+            f"{name}: reading YAML cards needs the package pyyaml "
+            "(install the project's requirements.txt), or write the card as JSON."
+        ) from None
     try:
         return yaml.load(text, Loader=_yaml_loader())  # noqa: S506  a SafeLoader subclass
     except yaml.YAMLError as err:
@@ -194,7 +222,7 @@ def parse_card_text(text: str, name: str) -> Any:
         raise ValueError(f"{name} is not valid YAML{where}: {cut(problem, 200)}.") from None
     except RecursionError:
         raise ValueError(f"{name} is nested too deeply to be a card.") from None
-    except ValueError as err:   # a constructor's refusal, e.g. an integer with more than 4300 digits
+    except ValueError as err:  # a constructor's refusal, e.g. an integer with more than 4300 digits
         raise ValueError(f"{name} is not a valid card ({cut(err, 120)}).") from None
 
 
@@ -223,8 +251,10 @@ def _inside(folder: Path, value: str, field_name: str, card: str) -> Path:
     """A path named by the card, kept inside the card's folder (no absolute paths, no '..')."""
     pure = PurePosixPath(value.replace("\\", "/"))
     if not value.strip() or pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", value):
-        raise ValueError(f"{card}: '{field_name}' must be a file name inside the card's folder "
-                         f"(no absolute path, no '..'); got {quote(value)}.")
+        raise ValueError(
+            f"{card}: '{field_name}' must be a file name inside the card's folder "
+            f"(no absolute path, no '..'); got {quote(value)}."
+        )
     return folder.joinpath(*pure.parts)
 
 
@@ -232,8 +262,10 @@ def _whole(data: dict, key: str, card: str, low: int, high: int) -> int:
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         shape = " (one number: the input is square)" if isinstance(value, (list, tuple)) else ""
-        raise ValueError(f"{card}: '{key}' must be a whole number of pixels between {low} and {high}"
-                         f"{shape}; got {quote(value)}.")
+        raise ValueError(
+            f"{card}: '{key}' must be a whole number of pixels between {low} and {high}"
+            f"{shape}; got {quote(value)}."
+        )
     return value
 
 
@@ -253,28 +285,40 @@ def _per_channel(data: dict, key: str, card: str, channels: int) -> tuple[float,
     grey = GREY_MEAN if key == "mean" else GREY_STD
     numbers = isinstance(value, (list, tuple)) and all(map(_finite_number, value))
     if numbers and channels == 1 and len(value) == 3:
-        raise ValueError(f"{card}: '{key}' has three values (R, G, B), but the model takes one channel "
-                         f"('channels: 1', greyscale): give one value, e.g. {key}: [{grey[0]}]; "
-                         f"got {quote(list(value))}.")
+        raise ValueError(
+            f"{card}: '{key}' has three values (R, G, B), but the model takes one channel "
+            f"('channels: 1', greyscale): give one value, e.g. {key}: [{grey[0]}]; "
+            f"got {quote(list(value))}."
+        )
     if numbers and channels == 3 and len(value) == 1:
-        raise ValueError(f"{card}: '{key}' has one value, but the model takes three colour channels (R, G, B; "
-                         f"'channels' is {3 if 'channels' in data else '3, the default'}): give three values, "
-                         f"or for a greyscale model set 'channels: 1'; got {quote(list(value))}.")
+        raise ValueError(
+            f"{card}: '{key}' has one value, but the model takes three colour channels (R, G, B; "
+            f"'channels' is {3 if 'channels' in data else '3, the default'}): give three values, "
+            f"or for a greyscale model set 'channels: 1'; got {quote(list(value))}."
+        )
     if not numbers or len(value) != channels:
         if channels == 1:
-            raise ValueError(f"{card}: '{key}' must be one number for a one-channel model, e.g. "
-                             f"[{grey[0]}]; got {quote(value)}.")
+            raise ValueError(
+                f"{card}: '{key}' must be one number for a one-channel model, e.g. "
+                f"[{grey[0]}]; got {quote(value)}."
+            )
         example = ", ".join(map(str, imagenet))
-        raise ValueError(f"{card}: '{key}' must be three numbers, one per colour channel R, G, B "
-                         f"(ImageNet: [{example}]); got {quote(value)}.")
-    if any(abs(v) > 1.5 for v in value):   # ints of any size compare without converting
+        raise ValueError(
+            f"{card}: '{key}' must be three numbers, one per colour channel R, G, B "
+            f"(ImageNet: [{example}]); got {quote(value)}."
+        )
+    if any(abs(v) > 1.5 for v in value):  # ints of any size compare without converting
         example = ", ".join(map(str, imagenet if channels == 3 else grey))
-        raise ValueError(f"{card}: '{key}' is in pixel units of [0, 1] (ImageNet: [{example}]); "
-                         f"got {quote(list(value))}: values on the 0-255 scale must be divided by 255.")
+        raise ValueError(
+            f"{card}: '{key}' is in pixel units of [0, 1] (ImageNet: [{example}]); "
+            f"got {quote(list(value))}: values on the 0-255 scale must be divided by 255."
+        )
     value = tuple(float(v) for v in value)
     if key == "std" and min(value) < MIN_STD:
-        raise ValueError(f"{card}: 'std' must be positive, at least {MIN_STD:g} (a standard deviation of pixels in "
-                         f"[0, 1]); got {list(value)}.")
+        raise ValueError(
+            f"{card}: 'std' must be positive, at least {MIN_STD:g} (a standard deviation of pixels in "
+            f"[0, 1]); got {list(value)}."
+        )
     return value
 
 
@@ -303,15 +347,19 @@ def _label_list(items: Any, where: str) -> list[str]:
     out = []
     for i, item in enumerate(items):
         if isinstance(item, bool) or item is None:
-            raise ValueError(f"{where}: class name {i} is {item!r}, not text (YAML reads yes/no/on/off/"
-                             "true/false/null as values: put such names in quotes).")
+            raise ValueError(
+                f"{where}: class name {i} is {item!r}, not text (YAML reads yes/no/on/off/"
+                "true/false/null as values: put such names in quotes)."
+            )
         if isinstance(item, (int, float)):
             item = quote(item, MAX_LABEL_CHARS)
         if not isinstance(item, str) or not item.strip():
             raise ValueError(f"{where}: class name {i} must be non-empty text; got {quote(item)}.")
         if len(item) > MAX_LABEL_CHARS:
-            raise ValueError(f"{where}: class name {i} is {len(item):,} characters long; at most "
-                             f"{MAX_LABEL_CHARS} are allowed.")
+            raise ValueError(
+                f"{where}: class name {i} is {len(item):,} characters long; at most "
+                f"{MAX_LABEL_CHARS} are allowed."
+            )
         out.append(item.strip())
     return out
 
@@ -328,8 +376,9 @@ def read_labels(path: Path, card: str) -> list[str]:
             raise ValueError(f"{card}: the labels file {path.name} has no class names.")
         return names
     if path.suffix.lower() != ".json":
-        raise ValueError(f"{card}: the labels file must be .txt (one name per line) or .json; "
-                         f"got {path.name}.")
+        raise ValueError(
+            f"{card}: the labels file must be .txt (one name per line) or .json; got {path.name}."
+        )
     data = parse_card_text(text, path.name)
     if isinstance(data, dict):
         if len(data) > MAX_LABELS:
@@ -337,8 +386,9 @@ def read_labels(path: Path, card: str) -> list[str]:
         try:
             keys = sorted(data, key=int)
         except (TypeError, ValueError):
-            raise ValueError(f"{path.name}: a labels mapping must have class indices 0, 1, ... "
-                             "as keys.") from None
+            raise ValueError(
+                f"{path.name}: a labels mapping must have class indices 0, 1, ... as keys."
+            ) from None
         if [int(k) for k in keys] != list(range(len(keys))):
             raise ValueError(f"{path.name}: class indices must run 0 to {len(keys) - 1} without gaps.")
         data = [data[k][-1] if isinstance(data[k], list) and data[k] else data[k] for k in keys]
@@ -367,8 +417,10 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"{card}: a model card must be a mapping of fields (name: ..., file: ...); "
-                         f"got a {type(data).__name__}.")
+        raise ValueError(
+            f"{card}: a model card must be a mapping of fields (name: ..., file: ...); "
+            f"got a {type(data).__name__}."
+        )
     for key in data:
         if key not in FIELDS:
             close = difflib.get_close_matches(str(key)[:100], FIELDS, n=1)
@@ -376,8 +428,13 @@ def read_card(path: str | os.PathLike) -> ModelCard:
             shown = f"'{key}'" if isinstance(key, str) and len(key) <= 60 else quote(key, 60)
             raise ValueError(f"{card}: unknown field {shown}{hint}. Known fields: {', '.join(FIELDS)}.")
     folder = path.parent
-    out = ModelCard(file=path, name=path.stem, path=path, sha256=_sha256(path),
-                    defaults=[k for k in FIELDS if data.get(k) is None])
+    out = ModelCard(
+        file=path,
+        name=path.stem,
+        path=path,
+        sha256=_sha256(path),
+        defaults=[k for k in FIELDS if data.get(k) is None],
+    )
     given = {k: v for k, v in data.items() if v is not None}
 
     if "name" in given:
@@ -393,15 +450,21 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     if "file" in given:
         out.file = _inside(folder, _text(given, "file", card), "file", card)
         if not out.file.is_file():
-            raise ValueError(f"{card}: the model file {quote(given['file'])} does not exist next to the card.")
+            raise ValueError(
+                f"{card}: the model file {quote(given['file'])} does not exist next to the card."
+            )
     else:
         found = [path.with_suffix(s) for s in MODEL_SUFFIXES if path.with_suffix(s).is_file()]
         if not found:
-            raise ValueError(f"{card} names no 'file', and there is no {path.stem} with a model extension "
-                             f"({', '.join(MODEL_SUFFIXES)}) next to it.")
+            raise ValueError(
+                f"{card} names no 'file', and there is no {path.stem} with a model extension "
+                f"({', '.join(MODEL_SUFFIXES)}) next to it."
+            )
         if len(found) > 1:
-            raise ValueError(f"{card} names no 'file', and several files could be meant "
-                             f"({', '.join(p.name for p in found)}): name one with 'file'.")
+            raise ValueError(
+                f"{card} names no 'file', and several files could be meant "
+                f"({', '.join(p.name for p in found)}): name one with 'file'."
+            )
         out.file = found[0]
 
     if "labels" in given:
@@ -419,20 +482,24 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     if "crop" in given:
         crop = given["crop"].strip().lower() if isinstance(given["crop"], str) else None
         if crop not in ("centre", "center"):
-            raise ValueError(f"{card}: 'crop' can only be 'centre' (resize the short side to 'resize', "
-                             f"then cut the central input_size square); got {quote(given['crop'])}.")
+            raise ValueError(
+                f"{card}: 'crop' can only be 'centre' (resize the short side to 'resize', "
+                f"then cut the central input_size square); got {quote(given['crop'])}."
+            )
     if "interpolation" in given:
         value = given["interpolation"]
         mode = value.strip().lower() if isinstance(value, str) else None
         if mode not in INTERPOLATIONS:
-            raise ValueError(f"{card}: 'interpolation' must be one of {', '.join(INTERPOLATIONS)}; "
-                             f"got {quote(value)}.")
+            raise ValueError(
+                f"{card}: 'interpolation' must be one of {', '.join(INTERPOLATIONS)}; got {quote(value)}."
+            )
         out.interpolation = mode
     if "channels" in given:
         value = given["channels"]
         if isinstance(value, bool) or value not in CHANNELS:
-            raise ValueError(f"{card}: 'channels' must be 3 (colour, R, G, B) or 1 (greyscale); "
-                             f"got {quote(value)}.")
+            raise ValueError(
+                f"{card}: 'channels' must be 3 (colour, R, G, B) or 1 (greyscale); got {quote(value)}."
+            )
         out.channels = int(value)
     if out.channels == 1:
         out.mean, out.std = GREY_MEAN, GREY_STD
@@ -445,12 +512,16 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     if "threshold" in given:
         value = given["threshold"]
         if out.output != "sigmoid":
-            raise ValueError(f"{card}: 'threshold' is for multi-label models ('output: sigmoid'); with "
-                             f"softmax the prediction is the most likely class. Add 'output: sigmoid' or "
-                             "remove 'threshold'.")
+            raise ValueError(
+                f"{card}: 'threshold' is for multi-label models ('output: sigmoid'); with "
+                f"softmax the prediction is the most likely class. Add 'output: sigmoid' or "
+                "remove 'threshold'."
+            )
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise ValueError(f"{card}: 'threshold' must be a probability strictly between 0 and 1 (a class is "
-                             f"predicted when its sigmoid probability is above it, e.g. 0.5); got {quote(value)}.")
+            raise ValueError(
+                f"{card}: 'threshold' must be a probability strictly between 0 and 1 (a class is "
+                f"predicted when its sigmoid probability is above it, e.g. 0.5); got {quote(value)}."
+            )
         out.threshold = float(value)
     return out
 
@@ -458,8 +529,7 @@ def read_card(path: str | os.PathLike) -> ModelCard:
 def bare_card(model_file: str | os.PathLike) -> ModelCard:
     """The card of a model file that has none: every field at its default."""
     model_file = Path(model_file)
-    return ModelCard(file=model_file, name=model_file.name,
-                     defaults=[k for k in FIELDS if k != "file"])
+    return ModelCard(file=model_file, name=model_file.name, defaults=[k for k in FIELDS if k != "file"])
 
 
 def sidecar_card(model_file: str | os.PathLike) -> Path | None:
@@ -560,10 +630,13 @@ def store_upload(files: list[tuple[str, bytes]], root: str | os.PathLike) -> Pat
     clean = []
     for name, data in files:
         base = os.path.basename(str(name).replace("\\", "/"))
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,120}", base) or \
-                not base.lower().endswith(UPLOAD_SUFFIXES):
-            raise ValueError(f"{quote(str(name))}: upload model files ({', '.join(MODEL_SUFFIXES)}), a card "
-                             f"({', '.join(CARD_SUFFIXES)}) or a labels .txt, with plain file names.")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,120}", base) or not base.lower().endswith(
+            UPLOAD_SUFFIXES
+        ):
+            raise ValueError(
+                f"{quote(str(name))}: upload model files ({', '.join(MODEL_SUFFIXES)}), a card "
+                f"({', '.join(CARD_SUFFIXES)}) or a labels .txt, with plain file names."
+            )
         clean.append((base, bytes(data)))
         h.update(base.encode() + b"\0" + hashlib.sha256(data).digest())
     if len({n for n, _ in clean}) != len(clean):
@@ -581,8 +654,10 @@ def store_upload(files: list[tuple[str, bytes]], root: str | os.PathLike) -> Pat
     if cards:
         return cards[0]
     if len(models) != 1:
-        raise ValueError("Upload exactly one model file (" + ", ".join(MODEL_SUFFIXES) + "), optionally "
-                         f"with its card and labels file; got {len(models)} model files.")
+        raise ValueError(
+            "Upload exactly one model file (" + ", ".join(MODEL_SUFFIXES) + "), optionally "
+            f"with its card and labels file; got {len(models)} model files."
+        )
     return models[0]
 
 
@@ -593,18 +668,36 @@ def card_rows(card: dict) -> list[tuple[str, str, bool]]:
         (field, value as text, whether the value is the stated default) rows.
     """
     defaults = set(card.get("defaults", ()))
-    rows = [("format", str(card.get("format_label", card.get("format", ""))), False),
-            ("file", str(card.get("file", "")), "file" in defaults)]
+    rows = [
+        ("format", str(card.get("format_label", card.get("format", ""))), False),
+        ("file", str(card.get("file", "")), "file" in defaults),
+    ]
     if card.get("card_file"):
         rows.append(("card", str(card["card_file"]), False))
-    for key in ("name", "description", "architecture", "labels", "input_size", "resize", "crop",
-                "interpolation", "channels", "mean", "std", "output", "threshold", "gradcam_layer",
-                "gradcam_reshape", "batch", "runtime"):
+    for key in (
+        "name",
+        "description",
+        "architecture",
+        "labels",
+        "input_size",
+        "resize",
+        "crop",
+        "interpolation",
+        "channels",
+        "mean",
+        "std",
+        "output",
+        "threshold",
+        "gradcam_layer",
+        "gradcam_reshape",
+        "batch",
+        "runtime",
+    ):
         value = card.get(key)
         if key in ("description", "architecture", "runtime") and not value:
             continue
         if key in ("channels", "output", "threshold", "gradcam_reshape") and key not in card:
-            continue   # a card loaded before these fields existed (a replayed record)
+            continue  # a card loaded before these fields existed (a replayed record)
         if key == "threshold" and card.get("output") != "sigmoid":
             continue
         if key == "labels":
@@ -618,8 +711,10 @@ def card_rows(card: dict) -> list[tuple[str, str, bool]]:
         elif key == "gradcam_reshape":
             value = f"{value or 'none'}: {RESHAPES.get(value or 'none', '')}"
         elif key == "output":
-            value = {"softmax": "softmax (one class per image)",
-                     "sigmoid": "sigmoid (multi-label: every class above the threshold)"}.get(value, value)
+            value = {
+                "softmax": "softmax (one class per image)",
+                "sigmoid": "sigmoid (multi-label: every class above the threshold)",
+            }.get(value, value)
         elif isinstance(value, (list, tuple)):
             value = ", ".join(f"{v:.4g}" for v in value)
         rows.append((key, str(value), key in defaults))

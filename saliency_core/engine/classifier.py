@@ -1,14 +1,15 @@
 """Classifier: a network with its preprocessing, labels and fingerprint; the helpers every loader shares."""
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
-from torch import nn
 from PIL import Image
+from torch import nn
 from torchvision.transforms import functional as TF
 
 from .devices import describe as describe_device
@@ -77,7 +78,7 @@ class Classifier:
         (PIL mode ``"RGB"``, or ``"L"`` for a one-channel model)."""
         image = load_image(image)
         if self.channels == 1:
-            image = image.convert("L")   # ITU-R 601-2 luma, as PIL and torchvision's Grayscale
+            image = image.convert("L")  # ITU-R 601-2 luma, as PIL and torchvision's Grayscale
         mode = TF.InterpolationMode(self.interpolation)
         image = TF.resize(image, self.resize, interpolation=mode)
         return TF.center_crop(image, self.input_size)
@@ -106,8 +107,9 @@ class Classifier:
         values, indices = p.topk(min(k, p.numel()))
         return [(int(i), self.labels[int(i)], float(v)) for v, i in zip(values, indices)]
 
-    def predicted_set(self, image: ImageSource | torch.Tensor | None = None, *,
-                      probabilities: torch.Tensor | None = None) -> list[tuple[int, str, float]]:
+    def predicted_set(
+        self, image: ImageSource | torch.Tensor | None = None, *, probabilities: torch.Tensor | None = None
+    ) -> list[tuple[int, str, float]]:
         """What the model predicts for one image, as (index, label, probability), most likely first.
 
         Single-label (softmax): the most likely class. Multi-label (sigmoid): every class whose
@@ -133,12 +135,20 @@ class Classifier:
     def describe(self) -> dict:
         """What a report or a JSON record needs to name this model and its preprocessing."""
         return {
-            "name": self.name, "fingerprint": self.fingerprint, "classes": len(self.labels),
-            "input_size": self.input_size, "resize": self.resize, "crop": "centre",
-            "interpolation": self.interpolation, "channels": self.channels, "mean": list(self.mean),
-            "std": list(self.std), "output": self.output,
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "classes": len(self.labels),
+            "input_size": self.input_size,
+            "resize": self.resize,
+            "crop": "centre",
+            "interpolation": self.interpolation,
+            "channels": self.channels,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "output": self.output,
             **({"threshold": self.threshold} if self.multilabel else {}),
-            "gradcam_layer": self.gradcam_layer, "gradcam_reshape": self.gradcam_reshape,
+            "gradcam_layer": self.gradcam_layer,
+            "gradcam_reshape": self.gradcam_reshape,
             "device": describe_device(self.device),
             **({"card": self.card} if self.card else {}),
         }
@@ -155,6 +165,7 @@ def file_sha256(path: str | Path) -> str:
 def imagenet_labels() -> list[str]:
     """The 1000 ImageNet class names shipped with torchvision (no download)."""
     from torchvision.models import ResNet18_Weights
+
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
@@ -182,6 +193,8 @@ def _labels(card, classes: int, where: str) -> tuple[list[str], str]:
             return imagenet_labels(), "default: ImageNet class names (the model has 1000 outputs)"
         return [f"class {i}" for i in range(classes)], f"default: class 0 … class {classes - 1}"
     if len(card.labels) != classes:
-        raise ValueError(f"{where}: {len(card.labels)} class names ({card.labels_source}) but the model "
-                         f"gives {classes} scores per image; there must be one name per score.")
+        raise ValueError(
+            f"{where}: {len(card.labels)} class names ({card.labels_source}) but the model "
+            f"gives {classes} scores per image; there must be one name per score."
+        )
     return card.labels, card.labels_source

@@ -1,5 +1,6 @@
 """Models that are code (TorchScript, torch.export): the load-time test run in a process of its own
 with a time limit, and the checks a .pt2 program passes before it is loaded."""
+
 from __future__ import annotations
 
 import ast
@@ -20,9 +21,8 @@ import torch
 from torch import nn
 
 from .cards import ModelCard
-from .untrusted import quote
 from .model_files import _short, _weights_only
-
+from .untrusted import quote
 
 # ---- the load-time test run of a code model, with a time limit --------------------------------
 # A compiled operator cannot be interrupted from Python (a signal handler runs only between
@@ -31,7 +31,7 @@ from .model_files import _short, _weights_only
 
 LOAD_TIMEOUT_ENV = "SALIENCY_LOAD_TIMEOUT"
 DEFAULT_LOAD_TIMEOUT = 60.0
-_TRIAL_LOADING = 120.0   # seconds for the test process to start Python, import torch and load the file
+_TRIAL_LOADING = 120.0  # seconds for the test process to start Python, import torch and load the file
 
 
 def load_timeout() -> float:
@@ -44,8 +44,9 @@ def load_timeout() -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and 0 < value <= 3600):
-        raise ValueError(f"{LOAD_TIMEOUT_ENV} must be a number of seconds above 0 and at most 3600; "
-                         f"got {quote(raw)}.")
+        raise ValueError(
+            f"{LOAD_TIMEOUT_ENV} must be a number of seconds above 0 and at most 3600; got {quote(raw)}."
+        )
     return value
 
 
@@ -77,32 +78,50 @@ def _timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
     """Run the load-time test of a code model in a separate process; stop it and refuse the model
     when the run takes longer than ``load_timeout()`` seconds or the process dies."""
     limit = load_timeout()
-    settings = json.dumps({"size": card.input_size, "channels": card.channels, "mean": list(card.mean),
-                           "std": list(card.std),
-                           "threads": torch.get_num_threads()})
+    settings = json.dumps(
+        {
+            "size": card.input_size,
+            "channels": card.channels,
+            "mean": list(card.mean),
+            "std": list(card.std),
+            "threads": torch.get_num_threads(),
+        }
+    )
     script = Path(__file__).with_name("_trial.py")
-    proc = subprocess.Popen([sys.executable, "-I", str(script), str(path), kind, settings],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-I", str(script), str(path), kind, settings],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     lines = _Lines(proc)
     try:
         loaded = lines.next(time.monotonic() + max(_TRIAL_LOADING, limit))
         if loaded is None:
-            raise ValueError(f"{where}: a test process could not even load the model within "
-                             f"{max(_TRIAL_LOADING, limit):g} seconds; it was stopped and the model was not loaded.")
+            raise ValueError(
+                f"{where}: a test process could not even load the model within "
+                f"{max(_TRIAL_LOADING, limit):g} seconds; it was stopped and the model was not loaded."
+            )
         if loaded == "failed":
-            return   # the probe in this process says what is wrong
+            return  # the probe in this process says what is wrong
         if loaded != "loaded":
-            raise ValueError(f"{where}: loading the model crashed a test process"
-                             f"{_exit_words(proc)}; the model was not loaded.")
+            raise ValueError(
+                f"{where}: loading the model crashed a test process"
+                f"{_exit_words(proc)}; the model was not loaded."
+            )
         started = time.monotonic()
         result = lines.next(started + limit)
         if result is None:
-            raise ValueError(f"{where}: the model did not finish its test run on one image within {limit:g} "
-                             f"seconds (the limit set by {LOAD_TIMEOUT_ENV}); it may loop forever or be far "
-                             "too slow for this server. The run was stopped and the model was not loaded.")
+            raise ValueError(
+                f"{where}: the model did not finish its test run on one image within {limit:g} "
+                f"seconds (the limit set by {LOAD_TIMEOUT_ENV}); it may loop forever or be far "
+                "too slow for this server. The run was stopped and the model was not loaded."
+            )
         if result not in ("done", "failed"):
-            raise ValueError(f"{where}: the model crashed a test process during its test run"
-                             f"{_exit_words(proc)}; the model was not loaded.")
+            raise ValueError(
+                f"{where}: the model crashed a test process during its test run"
+                f"{_exit_words(proc)}; the model was not loaded."
+            )
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -126,18 +145,89 @@ def _exit_words(proc: subprocess.Popen) -> str:
 # pickles load weights-only, expressions and guards are arithmetic on sizes, no compiled code.
 
 _SYMPY_NAMES = {
-    "Symbol", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Max", "Min", "Abs", "Eq", "Ne",
-    "Lt", "Le", "Gt", "Ge", "And", "Or", "Not", "True", "False", "None", "true", "false", "oo",
-    "floor", "ceiling", "Piecewise", "FloorDiv", "ModularIndexing", "Where", "PythonMod", "Mod",
-    "CleanDiv", "CeilToInt", "FloorToInt", "CeilDiv", "LShift", "RShift", "PowByNatural", "FloatPow",
-    "FloatTrueDiv", "IntTrueDiv", "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt",
-    "RoundToInt", "RoundDecimal", "ToFloat", "Identity",
+    "Symbol",
+    "Integer",
+    "Rational",
+    "Float",
+    "Add",
+    "Mul",
+    "Pow",
+    "Max",
+    "Min",
+    "Abs",
+    "Eq",
+    "Ne",
+    "Lt",
+    "Le",
+    "Gt",
+    "Ge",
+    "And",
+    "Or",
+    "Not",
+    "True",
+    "False",
+    "None",
+    "true",
+    "false",
+    "oo",
+    "floor",
+    "ceiling",
+    "Piecewise",
+    "FloorDiv",
+    "ModularIndexing",
+    "Where",
+    "PythonMod",
+    "Mod",
+    "CleanDiv",
+    "CeilToInt",
+    "FloorToInt",
+    "CeilDiv",
+    "LShift",
+    "RShift",
+    "PowByNatural",
+    "FloatPow",
+    "FloatTrueDiv",
+    "IntTrueDiv",
+    "IsNonOverlappingAndDenseIndicator",
+    "TruncToFloat",
+    "TruncToInt",
+    "RoundToInt",
+    "RoundDecimal",
+    "ToFloat",
+    "Identity",
 }
 _SIZE_METHODS = {"size", "stride", "dim", "storage_offset", "numel"}
-_PLAIN_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.Load, ast.Tuple,
-                ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd,
-                ast.Not, ast.And, ast.Or, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE,
-                ast.BitAnd, ast.BitOr, ast.LShift, ast.RShift)
+_PLAIN_NODES = (
+    ast.Expression,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.BoolOp,
+    ast.Compare,
+    ast.Load,
+    ast.Tuple,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
+    ast.Pow,
+    ast.USub,
+    ast.UAdd,
+    ast.Not,
+    ast.And,
+    ast.Or,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.BitAnd,
+    ast.BitOr,
+    ast.LShift,
+    ast.RShift,
+)
 _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,40}")
 
 
@@ -160,16 +250,21 @@ def _plain_expression(text: str, guard: bool) -> bool:
             if not isinstance(v, (int, float, str, bool, type(None))):
                 return False
         elif isinstance(node, ast.Name):
-            if not (node.id in _SYMPY_NAMES or re.fullmatch(r"[a-z]{1,8}\d+", node.id)
-                    or (guard and node.id == "L")):
+            if not (
+                node.id in _SYMPY_NAMES
+                or re.fullmatch(r"[a-z]{1,8}\d+", node.id)
+                or (guard and node.id == "L")
+            ):
                 return False
         elif isinstance(node, ast.keyword):
             if node.arg is None or not _IDENT.fullmatch(node.arg):
                 return False
         elif isinstance(node, ast.Call):
             f = node.func
-            if not ((isinstance(f, ast.Name) and f.id in _SYMPY_NAMES)
-                    or (guard and isinstance(f, ast.Attribute) and f.attr in _SIZE_METHODS)):
+            if not (
+                (isinstance(f, ast.Name) and f.id in _SYMPY_NAMES)
+                or (guard and isinstance(f, ast.Attribute) and f.attr in _SIZE_METHODS)
+            ):
                 return False
         elif guard and isinstance(node, ast.Attribute):
             if node.attr not in _SIZE_METHODS:
@@ -215,14 +310,17 @@ def _check_pt2(path: Path, where: str) -> None:
         roots = {n.split("/", 1)[0] for n in names if "/" in n}
         root = next(iter(roots)) + "/" if len(roots) == 1 else ""
         for name in names:
-            rel = name[len(root):]
-            if rel.startswith(("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/")) \
-                    or rel.endswith((".so", ".dll", ".dylib", ".cubin", ".cpp")):
-                raise ValueError(f"{where}: the exported program contains compiled code or a storage "
-                                 f"layout this app does not load ({rel}); save it with "
-                                 "torch.export.save(torch.export.export(model, ...)) and no compilation.")
+            rel = name[len(root) :]
+            if rel.startswith(
+                ("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/")
+            ) or rel.endswith((".so", ".dll", ".dylib", ".cubin", ".cpp")):
+                raise ValueError(
+                    f"{where}: the exported program contains compiled code or a storage "
+                    f"layout this app does not load ({rel}); save it with "
+                    "torch.export.save(torch.export.export(model, ...)) and no compilation."
+                )
         for name in names:
-            rel = name[len(root):]
+            rel = name[len(root) :]
             if rel.endswith(".pt"):
                 data = z.read(name)
                 _weights_only(io.BytesIO(data), f"{where} ({rel})", raw=_inner_pickle(data))
@@ -235,9 +333,11 @@ def _check_pt2(path: Path, where: str) -> None:
                 for fqn, meta in config.items():
                     file = str(meta.get("path_name", ""))
                     if file.startswith(("custom_obj_", "opaque_obj_")):
-                        raise ValueError(f"{where}: the exported program holds pickled Python objects "
-                                         f"({fqn}), which would run code when loaded; export a model "
-                                         "that holds only tensors.")
+                        raise ValueError(
+                            f"{where}: the exported program holds pickled Python objects "
+                            f"({fqn}), which would run code when loaded; export a model "
+                            "that holds only tensors."
+                        )
                     if meta.get("use_pickle"):
                         data = z.read(root + folder + file)
                         _weights_only(io.BytesIO(data), f"{where} ({fqn})", raw=_inner_pickle(data))
@@ -247,9 +347,11 @@ def _check_pt2(path: Path, where: str) -> None:
                 except ValueError as err:
                     raise ValueError(f"{where}: {rel} is damaged ({_short(err)}).") from None
                 if bad:
-                    raise ValueError(f"{where}: the exported program has shape expressions or guards "
-                                     f"that are not plain arithmetic (e.g. {bad[0][:80]!r}); they would "
-                                     "run as Python code, so it is not loaded.")
+                    raise ValueError(
+                        f"{where}: the exported program has shape expressions or guards "
+                        f"that are not plain arithmetic (e.g. {bad[0][:80]!r}); they would "
+                        "run as Python code, so it is not loaded."
+                    )
 
 
 def _inner_pickle(data: bytes) -> bytes | None:
@@ -270,8 +372,10 @@ def _load_exported(path: Path, where: str) -> nn.Module:
             warnings.simplefilter("ignore")
             program = torch.export.load(f)
     except Exception as err:  # noqa: BLE001
-        raise ValueError(f"{where}: the exported program cannot be loaded: it is damaged or was saved "
-                         f"by an incompatible PyTorch ({_short(err)}).") from None
+        raise ValueError(
+            f"{where}: the exported program cannot be loaded: it is damaged or was saved "
+            f"by an incompatible PyTorch ({_short(err)})."
+        ) from None
     try:
         return torch.export.unflatten(program)
     except Exception:  # noqa: BLE001  some programs cannot be unflattened: flat, no hooks

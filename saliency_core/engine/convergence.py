@@ -37,17 +37,18 @@ Example:
     >>> exp.diagnostics["convergence"]["verdict"], exp.diagnostics["convergence"]["rerun_spearman"]
     ('still changing', 0.41)
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-SETTLED = 0.9          # re-run agreement (Spearman and top-10 % overlap) of a settled map
-TOP_FRACTION = 0.1     # "strongest pixels": the top 10 %, as metrics.similarity.top_k_overlap
+SETTLED = 0.9  # re-run agreement (Spearman and top-10 % overlap) of a settled map
+TOP_FRACTION = 0.1  # "strongest pixels": the top 10 %, as metrics.similarity.top_k_overlap
 QUARTERS = 4
-_DIGITS = 4            # rounding of recorded numbers
+_DIGITS = 4  # rounding of recorded numbers
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -126,7 +127,7 @@ def extrapolate(quarter: float, half: float, chance: float = 0.0) -> tuple[float
     beta = 1.0
     if 0 < q < 1:
         beta = min(1.0, max(0.0, math.log2((1 / q - 1) / u_half)))
-    full = 1 / (1 + u_half * 2 ** -beta)
+    full = 1 / (1 + u_half * 2**-beta)
     return chance + (1 - chance) * full, beta
 
 
@@ -148,14 +149,16 @@ class Readout:
         threshold: re-run agreement of a settled map (``SETTLED``).
     """
 
-    def __init__(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 threshold: float = SETTLED):
+    def __init__(
+        self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None, threshold: float = SETTLED
+    ):
         self.reduce = reduce or (lambda a: a.abs().amax(dim=1))
         self.threshold = float(threshold)
         self.last: list[dict] | None = None
 
-    def check(self, quarters: list[torch.Tensor], halves: list[torch.Tensor], terms: int,
-              what: str = "samples") -> list[dict]:
+    def check(
+        self, quarters: list[torch.Tensor], halves: list[torch.Tensor], terms: int, what: str = "samples"
+    ) -> list[dict]:
         """Per-image readout from 4 quarter and 2 half attributions, each (B, C, H, W)."""
         q = [self.reduce(a) for a in quarters]
         h = [self.reduce(a) for a in halves]
@@ -168,16 +171,23 @@ class Readout:
             sp, beta_sp = extrapolate(sp_q[i], sp_h[i])
             top, beta_top = extrapolate(top_q[i], top_h[i], chance=TOP_FRACTION)
             settled = sp >= self.threshold and top >= self.threshold
-            out.append({
-                "verdict": "settled" if settled else "still changing",
-                "rerun_spearman": round(sp, _DIGITS), "rerun_top10": round(top, _DIGITS),
-                "threshold": self.threshold, what: int(terms),
-                "split_half_spearman": round(sp_h[i], _DIGITS), "split_half_top10": round(top_h[i], _DIGITS),
-                "quarter_spearman": round(sp_q[i], _DIGITS), "quarter_top10": round(top_q[i], _DIGITS),
-                "exponent_spearman": round(beta_sp, 3), "exponent_top10": round(beta_top, 3),
-                "estimate": "split-quarter agreement of the displayed saliency, extrapolated to the full "
-                            "count (saliency_core/engine/convergence.py)",
-            })
+            out.append(
+                {
+                    "verdict": "settled" if settled else "still changing",
+                    "rerun_spearman": round(sp, _DIGITS),
+                    "rerun_top10": round(top, _DIGITS),
+                    "threshold": self.threshold,
+                    what: int(terms),
+                    "split_half_spearman": round(sp_h[i], _DIGITS),
+                    "split_half_top10": round(top_h[i], _DIGITS),
+                    "quarter_spearman": round(sp_q[i], _DIGITS),
+                    "quarter_top10": round(top_q[i], _DIGITS),
+                    "exponent_spearman": round(beta_sp, 3),
+                    "exponent_top10": round(beta_top, 3),
+                    "estimate": "split-quarter agreement of the displayed saliency, extrapolated to the full "
+                    "count (saliency_core/engine/convergence.py)",
+                }
+            )
         self.last = out
         return out
 
@@ -205,14 +215,18 @@ def describe(readout: dict) -> tuple[str, str]:
         if unit == "steps":
             words = "Settled: more path steps would not change this map."
     else:
-        words = ("Still changing: a re-run with other random noise would look noticeably different; "
-                 "more samples would sharpen it.")
+        words = (
+            "Still changing: a re-run with other random noise would look noticeably different; "
+            "more samples would sharpen it."
+        )
         if unit == "steps":
             words = "Still changing: more path steps would change this map; raise the step count."
-    details = (f"Estimated agreement with a re-run at {terms} {unit}: Spearman "
-               f"{readout.get('rerun_spearman', float('nan')):.2f}, strongest 10 % of pixels "
-               f"{readout.get('rerun_top10', float('nan')):.0%} shared "
-               f"(settled from {readout.get('threshold', SETTLED):.2f} on both).")
+    details = (
+        f"Estimated agreement with a re-run at {terms} {unit}: Spearman "
+        f"{readout.get('rerun_spearman', float('nan')):.2f}, strongest 10 % of pixels "
+        f"{readout.get('rerun_top10', float('nan')):.0%} shared "
+        f"(settled from {readout.get('threshold', SETTLED):.2f} on both)."
+    )
     if "stopped" in readout:
         details += f" Stopped {readout['stopped']} after {terms} {unit}."
     return words, details

@@ -5,6 +5,7 @@ on the CPU and then moved (methods/smoothgrad.py, methods/integrated.py,
 metrics/randomisation.py), so a seed gives the same noise on any device; what still differs
 between devices is float arithmetic (README, "Reproducibility").
 """
+
 from __future__ import annotations
 
 import os
@@ -42,12 +43,16 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise ValueError(f"The device {name!r}{where} is a CUDA GPU, but PyTorch sees none on this "
-                             "machine; use 'cpu' or 'auto'.")
+            raise ValueError(
+                f"The device {name!r}{where} is a CUDA GPU, but PyTorch sees none on this "
+                "machine; use 'cpu' or 'auto'."
+            )
         index = int(name[5:]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise ValueError(f"The device {name!r}{where} is GPU {index}, but this machine has "
-                             f"{torch.cuda.device_count()}.")
+            raise ValueError(
+                f"The device {name!r}{where} is GPU {index}, but this machine has "
+                f"{torch.cuda.device_count()}."
+            )
         return torch.device("cuda", index)
     shown = name if len(name) <= 40 else name[:40] + "…"
     raise ValueError(f"Unknown device {shown!r}{where}; use one of {', '.join(CHOICES)} (or cuda:N).")

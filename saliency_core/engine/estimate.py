@@ -14,6 +14,7 @@ Example:
     >>> describe_seconds(seconds)
     'about 20 s'
 """
+
 from __future__ import annotations
 
 import math
@@ -25,11 +26,11 @@ import torch
 
 from .methods import METHODS
 
-COUNT_PARAMS = ("samples", "steps", "masks")   # parameters that multiply a map's passes
+COUNT_PARAMS = ("samples", "steps", "masks")  # parameters that multiply a map's passes
 TIMING_BATCH = 8
 _cache: dict = {}
 _lock = threading.Lock()
-MAX_AGE = 300.0   # seconds before a model is timed again (the machine's load changes)
+MAX_AGE = 300.0  # seconds before a model is timed again (the machine's load changes)
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,12 @@ def pass_times(model, refresh: bool = False) -> PassTimes:
     Returns:
         ``PassTimes``.
     """
-    key = (model.fingerprint, model.card.get("digest") if model.card else None, str(model.device),
-           torch.get_num_threads())
+    key = (
+        model.fingerprint,
+        model.card.get("digest") if model.card else None,
+        str(model.device),
+        torch.get_num_threads(),
+    )
     with _lock:
         hit = _cache.get(key)
     if hit is not None and not refresh and time.time() - hit.measured_at < MAX_AGE:
@@ -89,8 +94,10 @@ def pass_times(model, refresh: bool = False) -> PassTimes:
     def backward():
         y = one.clone().requires_grad_()
         network(y)[0].max().backward()
-    times = PassTimes(forward=forward, backward=_time(backward), threads=torch.get_num_threads(),
-                      measured_at=time.time())
+
+    times = PassTimes(
+        forward=forward, backward=_time(backward), threads=torch.get_num_threads(), measured_at=time.time()
+    )
     with _lock:
         _cache[key] = times
     return times
@@ -119,8 +126,9 @@ def maps_seconds(times: PassTimes, maps: dict, images: int = 1) -> float:
     return images * sum(map_passes(m, p) for m, p in maps.items()) * times.backward
 
 
-def validation_seconds(times: PassTimes, images: int, maps: dict, curve_points: int = 0,
-                       baselines: int = 2) -> float:
+def validation_seconds(
+    times: PassTimes, images: int, maps: dict, curve_points: int = 0, baselines: int = 2
+) -> float:
     """A validation run: each image's maps, and for each map (and each baseline) a deletion and
     an insertion curve of ``curve_points`` points (0 = no curves); the curves' first and last
     points are shared by the maps of an image (three forward passes per image)."""

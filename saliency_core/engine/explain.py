@@ -1,4 +1,5 @@
 """explain(): one image, one method -> an Explanation with everything needed to replay it."""
+
 from __future__ import annotations
 
 import inspect
@@ -6,8 +7,8 @@ import platform
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -15,11 +16,11 @@ from PIL import Image
 from torch.overrides import TorchFunctionMode
 from torchvision.transforms.functional import to_tensor
 
+from .classifier import Classifier
 from .convergence import Readout
 from .devices import describe as describe_device
 from .images import ImageSource, image_hash, load_image
 from .methods import METHODS, Method
-from .classifier import Classifier
 
 # Parameters the public explain() signature always carries; a method that does not use one
 # ignores it. Any other unknown name is an error.
@@ -63,21 +64,33 @@ class Explanation:
     def record(self) -> dict:
         """JSON-ready description: enough to recompute this map."""
         return {
-            "method": self.method, "params": self.params, "target": self.target,
-            "target_label": self.target_label, "reduction": self.reduction,
+            "method": self.method,
+            "params": self.params,
+            "target": self.target,
+            "target_label": self.target_label,
+            "reduction": self.reduction,
             "prediction": [{"index": i, "label": l, "probability": p} for i, l, p in self.prediction],
-            "image_hash": self.image_hash, "model_fingerprint": self.model_fingerprint,
-            "diagnostics": self.diagnostics, "seconds": round(self.seconds, 3), "device": self.device,
+            "image_hash": self.image_hash,
+            "model_fingerprint": self.model_fingerprint,
+            "diagnostics": self.diagnostics,
+            "seconds": round(self.seconds, 3),
+            "device": self.device,
             "versions": versions(),
         }
 
 
 def versions() -> dict:
     import torchvision
+
     from .._version import __version__
-    return {"saliency_core": __version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+
+    return {
+        "saliency_core": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def reduce_channels(attribution: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -93,13 +106,15 @@ def resolve_params(method: Method, params: dict, model: Classifier | None = None
     """The method's defaults updated with ``params``; unknown names raise ValueError."""
     unknown = set(params) - set(method.defaults) - COMMON_PARAMS - RUNTIME_PARAMS
     if unknown:
-        raise ValueError(f"Method {method.name!r} takes {', '.join(sorted(method.defaults)) or 'no parameters'}; "
-                         f"got unknown {', '.join(sorted(unknown))}.")
+        raise ValueError(
+            f"Method {method.name!r} takes {', '.join(sorted(method.defaults)) or 'no parameters'}; "
+            f"got unknown {', '.join(sorted(unknown))}."
+        )
     resolved = dict(method.defaults)
     resolved.update({k: v for k, v in params.items() if k in method.defaults})
     if "layer" in resolved and resolved["layer"] is None and model is not None:
         resolved["layer"] = model.gradcam_layer
-        if "reshape" in resolved and resolved["reshape"] is None:   # the model's layer, its reshape
+        if "reshape" in resolved and resolved["reshape"] is None:  # the model's layer, its reshape
             resolved["reshape"] = model.gradcam_reshape
     return resolved
 
@@ -110,10 +125,16 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def attribute(model: Classifier, x: torch.Tensor, target: torch.Tensor, method: str,
-              progress: Callable[[int, int], None] | None = None, chunk_size: int | None = None,
-              preview: Callable[[int, int, torch.Tensor], None] | None = None,
-              **params) -> tuple[torch.Tensor, dict, dict]:
+def attribute(
+    model: Classifier,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    method: str,
+    progress: Callable[[int, int], None] | None = None,
+    chunk_size: int | None = None,
+    preview: Callable[[int, int, torch.Tensor], None] | None = None,
+    **params,
+) -> tuple[torch.Tensor, dict, dict]:
     """Run a method on a preprocessed batch. Returns (attribution, params used, diagnostics).
 
     ``progress``, ``chunk_size`` and ``preview`` reach the methods that take them and never
@@ -123,8 +144,11 @@ def attribute(model: Classifier, x: torch.Tensor, target: torch.Tensor, method: 
     m = get_method(method)
     used = resolve_params(m, params, model)
     accepted = inspect.signature(m.attribute).parameters
-    runtime = {k: v for k, v in (("progress", progress), ("chunk_size", chunk_size), ("preview", preview))
-               if k in accepted and v is not None}
+    runtime = {
+        k: v
+        for k, v in (("progress", progress), ("chunk_size", chunk_size), ("preview", preview))
+        if k in accepted and v is not None
+    }
     if "readout" in accepted:
         runtime["readout"] = Readout(lambda a: reduce_channels(a, m.reduction))
     attribution = m.attribute(model.network, x, target, **used, **runtime)
@@ -134,10 +158,16 @@ def attribute(model: Classifier, x: torch.Tensor, target: torch.Tensor, method: 
     return attribution, used, diagnostics
 
 
-def explain(model: Classifier, image: ImageSource, method: str = "smoothgrad", target: int | None = None,
-            progress: Callable[[int, int], None] | None = None, chunk_size: int | None = None,
-            preview: Callable[[int, int, np.ndarray], None] | None = None,
-            **params) -> Explanation:
+def explain(
+    model: Classifier,
+    image: ImageSource,
+    method: str = "smoothgrad",
+    target: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    chunk_size: int | None = None,
+    preview: Callable[[int, int, np.ndarray], None] | None = None,
+    **params,
+) -> Explanation:
     """Explain the model's score for ``target`` on ``image`` with ``method``.
 
     Args:
@@ -170,19 +200,37 @@ def explain(model: Classifier, image: ImageSource, method: str = "smoothgrad", t
     if not 0 <= int(target) < len(model.labels):
         raise ValueError(f"Target class must be between 0 and {len(model.labels) - 1}; got {target}.")
     start = time.perf_counter()
+
     def running(done, total, partial):
         preview(done, total, reduce_channels(partial, m.reduction)[0].float().cpu().numpy())
-    attribution, used, diagnostics = attribute(model, x, torch.tensor([int(target)], device=x.device), method,
-                                               progress=progress, chunk_size=chunk_size,
-                                               preview=running if preview else None,
-                                               **params)
+
+    attribution, used, diagnostics = attribute(
+        model,
+        x,
+        torch.tensor([int(target)], device=x.device),
+        method,
+        progress=progress,
+        chunk_size=chunk_size,
+        preview=running if preview else None,
+        **params,
+    )
     saliency = reduce_channels(attribution, m.reduction)
     return Explanation(
-        attribution=attribution[0].float().cpu().numpy(), saliency=saliency[0].float().cpu().numpy(),
-        target=int(target), target_label=model.labels[int(target)], method=method, params=used,
-        reduction=m.reduction, image=crop, prediction=prediction, image_hash=image_hash(image),
-        model_fingerprint=model.fingerprint, diagnostics=_first(diagnostics),
-        seconds=time.perf_counter() - start, device=describe_device(x.device))
+        attribution=attribution[0].float().cpu().numpy(),
+        saliency=saliency[0].float().cpu().numpy(),
+        target=int(target),
+        target_label=model.labels[int(target)],
+        method=method,
+        params=used,
+        reduction=m.reduction,
+        image=crop,
+        prediction=prediction,
+        image_hash=image_hash(image),
+        model_fingerprint=model.fingerprint,
+        diagnostics=_first(diagnostics),
+        seconds=time.perf_counter() - start,
+        device=describe_device(x.device),
+    )
 
 
 def _first(diagnostics: dict) -> dict:
@@ -193,29 +241,37 @@ def _first(diagnostics: dict) -> dict:
 _REASONS = {
     "gradient": {
         "onnx": "needs gradients of the score with respect to the pixels, and this ONNX model runs in "
-                "onnxruntime, which gives none (occlusion and RISE need no gradients)",
+        "onnxruntime, which gives none (occlusion and RISE need no gradients)",
         None: "needs gradients of the score with respect to the pixels, and this model gives none "
-              "(occlusion and RISE need no gradients)",
+        "(occlusion and RISE need no gradients)",
     },
     "conv": {
         "torchscript": "needs a convolutional feature map, and this TorchScript model runs its layers "
-                       "compiled, so none can be hooked",
+        "compiled, so none can be hooked",
         None: "needs a convolutional layer, and this model has none that can be hooked",
     },
     "relu": {
         "torchscript": "needs ReLU/ReLU6 activations it can intercept, and this TorchScript model runs "
-                       "them compiled",
+        "them compiled",
         "exported_program": "needs ReLU/ReLU6 activations it can intercept, and this torch.export "
-                            "program calls them as compiled ATen operators",
+        "program calls them as compiled ATen operators",
         None: "needs ReLU or ReLU6 activations that can be intercepted, and this model has none "
-              "(it uses other activations or is compiled)",
+        "(it uses other activations or is compiled)",
     },
 }
 # smooth activations: guided backprop's rule (Springenberg et al. 2015) gates gradients where a
 # ReLU's input was positive; these have no such gate
-_SMOOTH = {"gelu": "GELU", "silu": "SiLU", "hardswish": "hard swish", "mish": "Mish", "elu": "ELU",
-           "selu": "SELU", "celu": "CELU", "softplus": "softplus"}
-_capabilities: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+_SMOOTH = {
+    "gelu": "GELU",
+    "silu": "SiLU",
+    "hardswish": "hard swish",
+    "mish": "Mish",
+    "elu": "ELU",
+    "selu": "SELU",
+    "celu": "CELU",
+    "softplus": "softplus",
+}
+_capabilities: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
 _capabilities_lock = threading.Lock()
 
 
@@ -237,6 +293,7 @@ def _activations(model: Classifier) -> tuple[int, dict[str, int]]:
     """ReLU-type calls guided backprop intercepts, and smooth activations by name, in one forward
     pass on a test image."""
     from .methods.guided import guided_relus
+
     x = torch.full((1, model.channels, model.input_size, model.input_size), 0.5, device=model.device)
     mode, smooth = guided_relus(), _SmoothActivations()
     with torch.enable_grad(), mode, smooth:
@@ -249,9 +306,11 @@ def _relu_reason(count: int, smooth: dict[str, int], fmt: str | None) -> str | N
         return None
     if smooth and fmt not in ("torchscript", "exported_program"):
         names = " and ".join(sorted(smooth, key=smooth.get, reverse=True)[:2])
-        return (f"needs ReLU or ReLU6 activations, and this model uses {names} instead (as vision transformers "
-                "do): a smooth activation has no gate that passes gradients back only where its input was "
-                "positive, so the rule of Springenberg et al. 2015 does not apply")
+        return (
+            f"needs ReLU or ReLU6 activations, and this model uses {names} instead (as vision transformers "
+            "do): a smooth activation has no gate that passes gradients back only where its input was "
+            "positive, so the rule of Springenberg et al. 2015 does not apply"
+        )
     return _REASONS["relu"].get(fmt, _REASONS["relu"][None])
 
 
@@ -277,20 +336,34 @@ def model_capabilities(model: Classifier) -> dict[str, str | None]:
     fmt = (model.card or {}).get("format")
     if not _gives_gradients(model.network):  # hooks and guided gradients need gradients first
         gradient = _REASONS["gradient"].get(fmt, _REASONS["gradient"][None])
-        attention = ("needs the attention weights of a vision transformer's layers, and this model's layers "
-                     "cannot be read" + (" (it runs in onnxruntime)" if fmt == "onnx" else ""))
+        attention = (
+            "needs the attention weights of a vision transformer's layers, and this model's layers "
+            "cannot be read" + (" (it runs in onnxruntime)" if fmt == "onnx" else "")
+        )
         caps = {"gradient": gradient, "conv": gradient, "relu": gradient, "attention": attention}
     else:
-        conv = None if model.gradcam_layer else ((model.card or {}).get("gradcam_unavailable")
-                                                 or _REASONS["conv"].get(fmt, _REASONS["conv"][None]))
+        conv = (
+            None
+            if model.gradcam_layer
+            else (
+                (model.card or {}).get("gradcam_unavailable")
+                or _REASONS["conv"].get(fmt, _REASONS["conv"][None])
+            )
+        )
         try:
             relu = _relu_reason(*_activations(model), fmt)
         except Exception as err:  # noqa: BLE001  a model that fails here fails every method
             relu = f"the model failed a test forward pass ({type(err).__name__}: {err})"
         from .methods.rollout import attention_layers
-        attention = None if attention_layers(model.network) else (
-            "needs the multi-head attention layers of a vision transformer with a class token (such as "
-            "torchvision's ViT), and this model has none that can be read")
+
+        attention = (
+            None
+            if attention_layers(model.network)
+            else (
+                "needs the multi-head attention layers of a vision transformer with a class token (such as "
+                "torchvision's ViT), and this model has none that can be read"
+            )
+        )
         caps = {"gradient": None, "conv": conv, "relu": relu, "attention": attention}
     with _capabilities_lock:
         _capabilities[model.network] = caps

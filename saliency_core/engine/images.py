@@ -1,4 +1,5 @@
 """Decoding and validation of user images: everything before the model's preprocessing."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,10 +14,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageSource = Union[Image.Image, str, os.PathLike, bytes, io.IOBase]
 
-MAX_PIXELS = 50_000_000   # larger images are refused (decompression-bomb guard)
-MIN_SIDE = 8              # smaller images carry too little to explain
-MAX_BYTES = 512 * 2**20   # larger files are refused before they are read into memory
-FRAMES_KEY = "saliency_frames"   # Image.info key: frames in the file when it held more than one
+MAX_PIXELS = 50_000_000  # larger images are refused (decompression-bomb guard)
+MIN_SIDE = 8  # smaller images carry too little to explain
+MAX_BYTES = 512 * 2**20  # larger files are refused before they are read into memory
+FRAMES_KEY = "saliency_frames"  # Image.info key: frames in the file when it held more than one
 
 
 def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
@@ -86,7 +87,9 @@ def image_notes(image: Image.Image) -> list[str]:
     if not frames:
         return []
     name = str((image.info or {}).get("saliency_name") or "The image")
-    return [f"{name} is animated or has several pages ({int(frames)} frames); only its first frame is explained."]
+    return [
+        f"{name} is animated or has several pages ({int(frames)} frames); only its first frame is explained."
+    ]
 
 
 def _read_file(path: Path, label: str) -> bytes:
@@ -96,8 +99,10 @@ def _read_file(path: Path, label: str) -> bytes:
         raise ValueError(f"{label}: no such file.")
     try:
         if path.stat().st_size > MAX_BYTES:
-            raise ValueError(f"{label}: the file is too large ({path.stat().st_size / 2**20:,.0f} MiB; "
-                             f"the limit is {MAX_BYTES // 2**20} MiB).")
+            raise ValueError(
+                f"{label}: the file is too large ({path.stat().st_size / 2**20:,.0f} MiB; "
+                f"the limit is {MAX_BYTES // 2**20} MiB)."
+            )
         return path.read_bytes()
     except OSError as err:
         raise ValueError(f"{label}: cannot read the file ({err.strerror or err}).") from None
@@ -109,14 +114,17 @@ def _decode(data: bytes, label: str) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
             _check_size(image, label)
-            _frames(image)   # counted before load(): seeking later would change the loaded frame
+            _frames(image)  # counted before load(): seeking later would change the loaded frame
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ValueError(f"{label}: the image is too large to process safely "
-                             f"(more than {MAX_PIXELS:,} pixels).") from None
+            raise ValueError(
+                f"{label}: the image is too large to process safely (more than {MAX_PIXELS:,} pixels)."
+            ) from None
         except UnidentifiedImageError:
-            raise ValueError(f"{label}: this is not an image file, or not in a format that can be "
-                             "read (PNG, JPEG, WebP, BMP, GIF or TIFF).") from None
+            raise ValueError(
+                f"{label}: this is not an image file, or not in a format that can be "
+                "read (PNG, JPEG, WebP, BMP, GIF or TIFF)."
+            ) from None
         except ValueError as err:
             if str(err).startswith(label):
                 raise
@@ -131,11 +139,15 @@ def _decode(data: bytes, label: str) -> Image.Image:
 def _check_size(image: Image.Image, label: str) -> None:
     w, h = image.size
     if w * h > MAX_PIXELS:
-        raise ValueError(f"{label}: the image is too large to process safely ({w}x{h} pixels; "
-                         f"the limit is {MAX_PIXELS:,} pixels). Resize it and try again.")
+        raise ValueError(
+            f"{label}: the image is too large to process safely ({w}x{h} pixels; "
+            f"the limit is {MAX_PIXELS:,} pixels). Resize it and try again."
+        )
     if min(w, h) < MIN_SIDE:
-        raise ValueError(f"{label}: the image is too small ({w}x{h} pixels); "
-                         f"it needs at least {MIN_SIDE} pixels on each side.")
+        raise ValueError(
+            f"{label}: the image is too small ({w}x{h} pixels); "
+            f"it needs at least {MIN_SIDE} pixels on each side."
+        )
 
 
 def _to_rgb(image: Image.Image, label: str) -> Image.Image:

@@ -13,6 +13,7 @@ Example:
     >>> model.card["format"], available_methods(model)["gradient"]
     ('onnx', 'needs gradients of the score with respect to the pixels, and this ONNX model ...')
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,12 +25,11 @@ import torch
 from torch import nn
 
 from .cards import ModelCard
-from .classifier import Classifier, Normalize, _labels, _freeze, file_sha256
+from .classifier import Classifier, Normalize, _freeze, _labels, file_sha256
 from .model_files import FORMATS
 from .probe import _logits, _test_batch
 
-
-MAX_BYTES = 2 * 1024 ** 3 - 1  # protobuf's limit for one message: larger models need external data
+MAX_BYTES = 2 * 1024**3 - 1  # protobuf's limit for one message: larger models need external data
 _INPUT_TYPES = {"tensor(float)": np.float32}
 
 
@@ -37,8 +37,9 @@ def _runtime():
     try:
         import onnxruntime
     except ImportError:
-        raise ValueError("ONNX models need the package onnxruntime; install the project's "
-                         "requirements.txt.") from None
+        raise ValueError(
+            "ONNX models need the package onnxruntime; install the project's requirements.txt."
+        ) from None
     return onnxruntime
 
 
@@ -64,13 +65,14 @@ class OnnxNetwork(nn.Module):
         if not isinstance(x, torch.Tensor):  # e.g. a torch.fx tracing proxy: onnxruntime takes arrays only
             raise TypeError(f"An ONNX model takes a tensor, not {type(x).__name__}.")
         if torch.is_grad_enabled() and x.requires_grad:
-            raise ValueError("This ONNX model runs in onnxruntime, which gives no gradients; "
-                             "use occlusion or RISE.")
+            raise ValueError(
+                "This ONNX model runs in onnxruntime, which gives no gradients; use occlusion or RISE."
+            )
         data = x.detach().to("cpu", torch.float32).contiguous().numpy()
         if self.batched:
             out = self._run(data)
         else:
-            out = np.concatenate([self._run(data[i:i + 1]) for i in range(data.shape[0])])
+            out = np.concatenate([self._run(data[i : i + 1]) for i in range(data.shape[0])])
         return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
 
     def _run(self, data: np.ndarray) -> np.ndarray:
@@ -89,24 +91,31 @@ def _screen(data: bytes, where: str) -> None:
     try:
         import onnx
     except ImportError:
-        raise ValueError("ONNX models need the package onnx (to check the file before loading); "
-                         "install the project's requirements.txt.") from None
+        raise ValueError(
+            "ONNX models need the package onnx (to check the file before loading); "
+            "install the project's requirements.txt."
+        ) from None
     try:
         model = onnx.load_model_from_string(data)
     except Exception as err:  # noqa: BLE001  protobuf raises several kinds
-        raise ValueError(f"{where}: the file is not an ONNX model, or it is damaged ({_short(err)}).") from None
+        raise ValueError(
+            f"{where}: the file is not an ONNX model, or it is damaged ({_short(err)})."
+        ) from None
     if not model.graph.node:
         raise ValueError(f"{where}: the ONNX file holds no graph (is it an ONNX model?).")
     external = next((name for name in _external_tensors(model.graph)), None)
     if external is not None:
-        raise ValueError(f"{where}: the ONNX model keeps tensor {external[:80]!r} in a separate file "
-                         "(external data); only self-contained .onnx files are loaded. Save it with "
-                         "onnx.save_model(model, path, save_as_external_data=False).")
+        raise ValueError(
+            f"{where}: the ONNX model keeps tensor {external[:80]!r} in a separate file "
+            "(external data); only self-contained .onnx files are loaded. Save it with "
+            "onnx.save_model(model, path, save_as_external_data=False)."
+        )
 
 
 def _external_tensors(graph):
     """Names of tensors stored outside the file, in ``graph`` and its subgraphs."""
     import onnx
+
     external = onnx.TensorProto.EXTERNAL
     for t in graph.initializer:
         if t.data_location == external:
@@ -133,7 +142,9 @@ def _short(err: BaseException, limit: int = 300) -> str:
 def _providers(ort) -> list[str]:
     """CUDA when onnxruntime has it, else the CPU."""
     available = ort.get_available_providers()
-    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + [
+        "CPUExecutionProvider"
+    ]
 
 
 def _session(data: bytes, where: str):
@@ -154,27 +165,36 @@ def _check_io(session, size: int, where: str) -> bool:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs)
-        raise ValueError(f"{where}: the ONNX model takes {len(inputs)} inputs ({names}); it must take "
-                         "one image batch (batch, 3, height, width).")
+        raise ValueError(
+            f"{where}: the ONNX model takes {len(inputs)} inputs ({names}); it must take "
+            "one image batch (batch, 3, height, width)."
+        )
     if not outputs:
         raise ValueError(f"{where}: the ONNX model has no output.")
     spec = inputs[0]
     if spec.type not in _INPUT_TYPES:
-        raise ValueError(f"{where}: the ONNX model's input is {spec.type}; it must be float32 "
-                         "(tensor(float)) pixels.")
+        raise ValueError(
+            f"{where}: the ONNX model's input is {spec.type}; it must be float32 (tensor(float)) pixels."
+        )
     shape = list(spec.shape or [])
     if len(shape) != 4:
-        raise ValueError(f"{where}: the ONNX model's input has shape {shape}; it must be an image batch "
-                         "(batch, 3, height, width).")
+        raise ValueError(
+            f"{where}: the ONNX model's input has shape {shape}; it must be an image batch "
+            "(batch, 3, height, width)."
+        )
     fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
     if fixed[1] not in (None, 3):
         raise ValueError(f"{where}: the ONNX model takes {fixed[1]} channels; it must take 3 (RGB).")
     if (fixed[2] not in (None, size)) or (fixed[3] not in (None, size)):
-        raise ValueError(f"{where}: the ONNX model takes images of {shape[2]} x {shape[3]} pixels but the "
-                         f"card's input_size is {size}; set 'input_size' in the card to match.")
+        raise ValueError(
+            f"{where}: the ONNX model takes images of {shape[2]} x {shape[3]} pixels but the "
+            f"card's input_size is {size}; set 'input_size' in the card to match."
+        )
     if fixed[0] not in (None, 1):
-        raise ValueError(f"{where}: the ONNX model takes batches of exactly {fixed[0]} images; export it "
-                         "with a free batch size (dynamic_axes) or a batch of 1.")
+        raise ValueError(
+            f"{where}: the ONNX model takes batches of exactly {fixed[0]} images; export it "
+            "with a free batch size (dynamic_axes) or a batch of 1."
+        )
     return fixed[0] is None
 
 
@@ -192,17 +212,24 @@ def load_onnx(card: ModelCard) -> Classifier:
     where = card.where()
     for name in ("architecture", "gradcam_layer"):
         if getattr(card, name):
-            raise ValueError(f"{where}: {name!r} cannot be used with an ONNX model ("
-                             + ("it carries its own architecture" if name == "architecture"
-                                else "its layers run in onnxruntime and cannot be hooked; Grad-CAM is "
-                                     "unavailable") + "). Remove the field.")
+            raise ValueError(
+                f"{where}: {name!r} cannot be used with an ONNX model ("
+                + (
+                    "it carries its own architecture"
+                    if name == "architecture"
+                    else "its layers run in onnxruntime and cannot be hooked; Grad-CAM is unavailable"
+                )
+                + "). Remove the field."
+            )
     try:
         size = card.file.stat().st_size
         if size == 0:
             raise ValueError(f"{where}: the file is empty.")
         if size > MAX_BYTES:
-            raise ValueError(f"{where}: the ONNX file is {size / 1024 ** 3:.1f} GiB; at most 2 GiB can be "
-                             "loaded (the largest single ONNX file).")
+            raise ValueError(
+                f"{where}: the ONNX file is {size / 1024**3:.1f} GiB; at most 2 GiB can be "
+                "loaded (the largest single ONNX file)."
+            )
         data = card.file.read_bytes()
     except OSError as err:
         raise ValueError(f"{where}: cannot read the file ({err.strerror or err}).") from None
@@ -220,34 +247,67 @@ def load_onnx(card: ModelCard) -> Classifier:
     except ValueError:
         raise
     except Exception as err:  # noqa: BLE001
-        raise ValueError(f"{where}: the ONNX model fails on a test image of 3 x {card.input_size} x "
-                         f"{card.input_size} pixels: {_short(err)}.") from None
+        raise ValueError(
+            f"{where}: the ONNX model fails on a test image of 3 x {card.input_size} x "
+            f"{card.input_size} pixels: {_short(err)}."
+        ) from None
     classes = one.shape[1]
     if classes < 2:
-        raise ValueError(f"{where}: the model gives {classes} score per image; saliency needs one score "
-                         "per class, at least 2 (for a one-logit binary model, output [-z, z]).")
+        raise ValueError(
+            f"{where}: the model gives {classes} score per image; saliency needs one score "
+            "per class, at least 2 (for a one-logit binary model, output [-z, z])."
+        )
     if not (torch.isfinite(one).all() and torch.allclose(three[:1], one, rtol=1e-3, atol=1e-4)):
-        raise ValueError(f"{where}: the ONNX model's scores are not finite, or an image's scores depend on "
-                         "the other images of its batch.")
+        raise ValueError(
+            f"{where}: the ONNX model's scores are not finite, or an image's scores depend on "
+            "the other images of its batch."
+        )
     labels, labels_source = _labels(card, classes, where)
     fingerprint = file_sha256(card.file)
     ort = _runtime()
     used = {
-        "format": "onnx", "format_label": FORMATS["onnx"], "file": card.file.name,
-        "card_file": card.path.name if card.path else None, "card_sha256": card.sha256,
-        "name": card.name, "description": card.description, "architecture": None,
-        "labels": labels_source, "classes": classes, "input_size": card.input_size,
-        "resize": card.resize, "crop": "centre", "interpolation": card.interpolation,
-        "mean": list(card.mean), "std": list(card.std), "gradcam_layer": None,
+        "format": "onnx",
+        "format_label": FORMATS["onnx"],
+        "file": card.file.name,
+        "card_file": card.path.name if card.path else None,
+        "card_sha256": card.sha256,
+        "name": card.name,
+        "description": card.description,
+        "architecture": None,
+        "labels": labels_source,
+        "classes": classes,
+        "input_size": card.input_size,
+        "resize": card.resize,
+        "crop": "centre",
+        "interpolation": card.interpolation,
+        "mean": list(card.mean),
+        "std": list(card.std),
+        "gradcam_layer": None,
         "batch": "any size" if batched else "one image per call",
         "runtime": f"onnxruntime {ort.__version__} ({net.provider})",
         "defaults": list(card.defaults),
     }
     # cache / record key, as models.load_card: weights plus everything the card changes
-    used["digest"] = hashlib.sha256(json.dumps({**{k: v for k, v in used.items() if k != "runtime"},
-                                                "fingerprint": fingerprint, "label_names": labels},
-                                               sort_keys=True).encode()).hexdigest()
+    used["digest"] = hashlib.sha256(
+        json.dumps(
+            {
+                **{k: v for k, v in used.items() if k != "runtime"},
+                "fingerprint": fingerprint,
+                "label_names": labels,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
     return Classifier(
-        name=card.name, network=network, labels=list(labels), fingerprint=fingerprint,
-        input_size=card.input_size, resize=card.resize, mean=tuple(card.mean), std=tuple(card.std),
-        interpolation=card.interpolation, gradcam_layer=None, card=used)
+        name=card.name,
+        network=network,
+        labels=list(labels),
+        fingerprint=fingerprint,
+        input_size=card.input_size,
+        resize=card.resize,
+        mean=tuple(card.mean),
+        std=tuple(card.std),
+        interpolation=card.interpolation,
+        gradcam_layer=None,
+        card=used,
+    )

@@ -1,5 +1,6 @@
 """Checks of a loaded network with a test image: one score per class, batch behaviour, finite
 outputs, and the layer Grad-CAM uses (with the token-to-grid reshape of vision transformers)."""
+
 from __future__ import annotations
 
 import math
@@ -7,11 +8,11 @@ import math
 import torch
 from torch import nn
 
-from .untrusted import cut, quote
 from .model_files import _names, _short
-
+from .untrusted import cut, quote
 
 # ---- checks with a test image ------------------------------------------------------------------
+
 
 class _OneAtATime(nn.Module):
     """Runs a model that only takes one image per call (e.g. exported with a fixed batch of 1)
@@ -22,7 +23,7 @@ class _OneAtATime(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.net(x[i:i + 1]) for i in range(x.shape[0])])
+        return torch.cat([self.net(x[i : i + 1]) for i in range(x.shape[0])])
 
 
 def _describe_output(out) -> str:
@@ -34,10 +35,13 @@ def _describe_output(out) -> str:
 
 
 def _logits(out, batch: int, where: str) -> torch.Tensor:
-    if not (isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == batch
-            and out.is_floating_point()):
-        raise ValueError(f"{where}: the model must return one score per class, a float tensor of shape "
-                         f"(batch, classes); for {batch} image(s) it returned {_describe_output(out)}.")
+    if not (
+        isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == batch and out.is_floating_point()
+    ):
+        raise ValueError(
+            f"{where}: the model must return one score per class, a float tensor of shape "
+            f"(batch, classes); for {batch} image(s) it returned {_describe_output(out)}."
+        )
     return out
 
 
@@ -56,6 +60,7 @@ def _hook_outputs(net: nn.Module, found: list[tuple[str, tuple[int, ...]]]) -> l
         def hook(module, inputs, output):
             if isinstance(output, torch.Tensor):
                 found.append((name, tuple(output.shape)))
+
         return hook
 
     try:
@@ -69,8 +74,9 @@ def _hook_outputs(net: nn.Module, found: list[tuple[str, tuple[int, ...]]]) -> l
     return hooks
 
 
-def _probe(network: nn.Module, net: nn.Module, size: int, where: str, channels: int = 3,
-           output: str = "softmax") -> tuple[int, bool, list[tuple[str, tuple[int, ...]]]]:
+def _probe(
+    network: nn.Module, net: nn.Module, size: int, where: str, channels: int = 3, output: str = "softmax"
+) -> tuple[int, bool, list[tuple[str, tuple[int, ...]]]]:
     """Run ``network`` (normalisation + ``net``) on test images: one score per class, an input
     gradient, batches of several images, and the output shape of each layer of ``net``.
 
@@ -88,22 +94,28 @@ def _probe(network: nn.Module, net: nn.Module, size: int, where: str, channels: 
             one = network(one_x)
     except Exception as err:  # noqa: BLE001
         grey = ", channels 1: greyscale" if channels == 1 else ""
-        raise ValueError(f"{where}: the model fails on a test image of {channels} x {size} x {size} pixels "
-                         f"(input_size {size}{grey}): {_short(err)}. Check 'input_size' and 'channels' in the "
-                         "card.") from None
+        raise ValueError(
+            f"{where}: the model fails on a test image of {channels} x {size} x {size} pixels "
+            f"(input_size {size}{grey}): {_short(err)}. Check 'input_size' and 'channels' in the "
+            "card."
+        ) from None
     finally:
         for h in hooks:
             h.remove()
     classes = _logits(one, 1, where).shape[1]
     if classes < 2 and output != "sigmoid":
-        raise ValueError(f"{where}: the model gives {classes} score per image; saliency needs one score "
-                         "per class, at least 2 (for a one-logit binary model, set 'output: sigmoid' in the "
-                         "card, or output [-z, z]).")
+        raise ValueError(
+            f"{where}: the model gives {classes} score per image; saliency needs one score "
+            "per class, at least 2 (for a one-logit binary model, set 'output: sigmoid' in the "
+            "card, or output [-z, z])."
+        )
     try:
         (grad,) = torch.autograd.grad(one[0].max(), one_x)
     except Exception as err:  # noqa: BLE001
-        raise ValueError(f"{where}: the model's scores cannot be differentiated with respect to the "
-                         f"input ({_short(err)}); every saliency method needs that.") from None
+        raise ValueError(
+            f"{where}: the model's scores cannot be differentiated with respect to the "
+            f"input ({_short(err)}); every saliency method needs that."
+        ) from None
     if not torch.isfinite(grad).all():
         raise ValueError(f"{where}: the model's input gradient is not finite on a test image.")
     try:
@@ -133,6 +145,7 @@ def _known_token_layer(net: nn.Module) -> tuple[str, str] | None:
     documented choice, ``blocks[-1].norm1``); for Swin the output of the last stage, ``features``
     (B, h, w, C), before the final norm and pooling, as a CNN's last stage."""
     from torchvision.models import SwinTransformer, VisionTransformer
+
     if isinstance(net, VisionTransformer):
         last = list(dict(net.encoder.layers.named_children()))[-1]
         return f"encoder.layers.{last}.ln_1", "class_token"
@@ -145,6 +158,7 @@ def _default_reshape(net: nn.Module, shape: tuple[int, ...]) -> str | None:
     """The reshape a stated Grad-CAM layer needs, from its output's shape: tokens (B, N, C) with
     or without a class token; torchvision Swin's (B, h, w, C) maps. None: a feature map as it is."""
     from torchvision.models import SwinTransformer
+
     if len(shape) == 3:
         n = shape[1]
         if n >= 2 and math.isqrt(n - 1) ** 2 == n - 1:
@@ -156,63 +170,95 @@ def _default_reshape(net: nn.Module, shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def _gradcam_layer(net: nn.Module, requested: str | None, reshape: str | None, kind: str,
-                   outputs: list[tuple[str, tuple[int, ...]]], where: str) -> tuple[str | None, str | None, str | None]:
+def _gradcam_layer(
+    net: nn.Module,
+    requested: str | None,
+    reshape: str | None,
+    kind: str,
+    outputs: list[tuple[str, tuple[int, ...]]],
+    where: str,
+) -> tuple[str | None, str | None, str | None]:
     """The layer Grad-CAM reads (relative to ``net``), the reshape of its output to a grid, and,
     when there is no layer, why (None where the format says it, e.g. TorchScript).
 
     ``outputs``: (layer, output shape) of the modules a test image went through, in order.
     """
     from .methods.gradcam import token_grid
+
     if kind == "torchscript":
         if requested or reshape:
             field_name = "gradcam_layer" if requested else "gradcam_reshape"
-            raise ValueError(f"{where}: '{field_name}' cannot be used with a TorchScript model: its "
-                             "layers run compiled and cannot be hooked. Remove the field (Grad-CAM is then "
-                             "unavailable) or provide a state dict or .pt2 instead.")
+            raise ValueError(
+                f"{where}: '{field_name}' cannot be used with a TorchScript model: its "
+                "layers run compiled and cannot be hooked. Remove the field (Grad-CAM is then "
+                "unavailable) or provide a state dict or .pt2 instead."
+            )
         return None, None, None
     shapes = dict(outputs)
     spatial = [name for name, shape in outputs if _is_feature_map(shape)]
     if not requested:
         if reshape:
-            raise ValueError(f"{where}: 'gradcam_reshape' {reshape} needs the layer it applies to: name it "
-                             "with 'gradcam_layer'.")
+            raise ValueError(
+                f"{where}: 'gradcam_reshape' {reshape} needs the layer it applies to: name it "
+                "with 'gradcam_layer'."
+            )
         known = _known_token_layer(net)
         if known is not None and known[0] in shapes:
             return known[0], known[1], None
         if not spatial:
             return None, None, None
         last = spatial[-1]
-        later = [name for name, shape in outputs[outputs.index((last, shapes[last])) + 1:] if _is_token_grid(shape)]
+        later = [
+            name
+            for name, shape in outputs[outputs.index((last, shapes[last])) + 1 :]
+            if _is_token_grid(shape)
+        ]
         if later:
-            return None, None, (f"needs a feature map, and this model turns the image into tokens after its last "
-                                f"convolution ({cut(last)}, likely a vision transformer's patch embedding), which is "
-                                "not the layer Grad-CAM means; the card can name a token layer ('gradcam_layer', "
-                                "with 'gradcam_reshape')")
+            return (
+                None,
+                None,
+                (
+                    f"needs a feature map, and this model turns the image into tokens after its last "
+                    f"convolution ({cut(last)}, likely a vision transformer's patch embedding), which is "
+                    "not the layer Grad-CAM means; the card can name a token layer ('gradcam_layer', "
+                    "with 'gradcam_reshape')"
+                ),
+            )
         return last, None, None
     try:
         net.get_submodule(requested)
     except AttributeError:
-        raise ValueError(f"{where}: 'gradcam_layer' {quote(requested)} is not a layer of this model; layers "
-                         f"with a spatial feature map: {_names(spatial[::-1], 8) or 'none'}.") from None
+        raise ValueError(
+            f"{where}: 'gradcam_layer' {quote(requested)} is not a layer of this model; layers "
+            f"with a spatial feature map: {_names(spatial[::-1], 8) or 'none'}."
+        ) from None
     if requested not in shapes:
-        raise ValueError(f"{where}: 'gradcam_layer' {quote(requested)} gives no tensor on a test image (it is "
-                         f"not used, or returns several values); layers with a spatial feature map: "
-                         f"{_names(spatial[::-1], 8) or 'none'}.")
+        raise ValueError(
+            f"{where}: 'gradcam_layer' {quote(requested)} gives no tensor on a test image (it is "
+            f"not used, or returns several values); layers with a spatial feature map: "
+            f"{_names(spatial[::-1], 8) or 'none'}."
+        )
     shape = shapes[requested]
     if reshape is None:
         known = _known_token_layer(net)
         reshape = known[1] if known is not None and known[0] == requested else _default_reshape(net, shape)
     layers = f"{_names(spatial[::-1], 8) or 'none'}"
     if reshape is None and not _is_feature_map(shape):
-        tokens = (" It gives tokens: state 'gradcam_reshape' (tokens or class_token) if they form a square grid."
-                  if len(shape) == 3 else "")
-        raise ValueError(f"{where}: 'gradcam_layer' {quote(requested)} does not give a spatial feature map "
-                         f"(batch, channels, height, width) on a test image (it gives shape {shape}); layers "
-                         f"that do: {layers}.{tokens}")
+        tokens = (
+            " It gives tokens: state 'gradcam_reshape' (tokens or class_token) if they form a square grid."
+            if len(shape) == 3
+            else ""
+        )
+        raise ValueError(
+            f"{where}: 'gradcam_layer' {quote(requested)} does not give a spatial feature map "
+            f"(batch, channels, height, width) on a test image (it gives shape {shape}); layers "
+            f"that do: {layers}.{tokens}"
+        )
     try:
         token_grid(shape, reshape)
     except ValueError as err:
-        raise ValueError(f"{where}: 'gradcam_layer' {quote(requested)} with 'gradcam_reshape' {reshape}: {err} "
-                         f"Layers with a spatial feature map: {layers}.") from None
+        raise ValueError(
+            f"{where}: 'gradcam_layer' {quote(requested)} with 'gradcam_reshape' {reshape}: {err} "
+            f"Layers with a spatial feature map: {layers}."
+        ) from None
     return requested, (None if reshape == "none" else reshape), None

@@ -19,6 +19,7 @@ Example:
     >>> chosen.share >= 0.3, chosen.area
     (True, 0.12)
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,8 @@ import numpy as np
 from PIL import Image
 
 DEFAULT_SHARE = 0.3
-DEFAULT_REGIONS = 100   # about 22 x 22 px regions at 224 px
-COMPACTNESS = 10.0      # scikit-image's default for Lab colour: regions follow edges, stay compact
+DEFAULT_REGIONS = 100  # about 22 x 22 px regions at 224 px
+COMPACTNESS = 10.0  # scikit-image's default for Lab colour: regions follow edges, stay compact
 
 
 def segment(image, regions: int = DEFAULT_REGIONS, compactness: float = COMPACTNESS) -> np.ndarray:
@@ -43,6 +44,7 @@ def segment(image, regions: int = DEFAULT_REGIONS, compactness: float = COMPACTN
         int (H, W) labels 0 .. n-1, every region connected. Deterministic.
     """
     from skimage.segmentation import slic
+
     picture = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
     if picture.ndim != 3 or picture.shape[2] != 3:
         raise ValueError(f"Regions need an RGB image (H, W, 3); got shape {tuple(picture.shape)}.")
@@ -86,8 +88,9 @@ def relevance(saliency: np.ndarray, signed: bool) -> np.ndarray:
     return np.clip(s, 0, None) if signed else np.abs(s)
 
 
-def outline_regions(saliency: np.ndarray, labels: np.ndarray, share: float = DEFAULT_SHARE,
-                    signed: bool = False) -> RegionChoice:
+def outline_regions(
+    saliency: np.ndarray, labels: np.ndarray, share: float = DEFAULT_SHARE, signed: bool = False
+) -> RegionChoice:
     """The densest regions, in order, until they hold ``share`` of the map's attribution.
 
     Args:
@@ -101,8 +104,10 @@ def outline_regions(saliency: np.ndarray, labels: np.ndarray, share: float = DEF
     s = np.asarray(saliency)
     labels = np.asarray(labels)
     if s.shape != labels.shape or s.ndim != 2:
-        raise ValueError(f"The map has shape {tuple(s.shape)} and the regions {tuple(labels.shape)}; "
-                         "both must be the same (H, W).")
+        raise ValueError(
+            f"The map has shape {tuple(s.shape)} and the regions {tuple(labels.shape)}; "
+            "both must be the same (H, W)."
+        )
     share = float(share)
     if not (math.isfinite(share) and 0 < share <= 1):
         raise ValueError(f"The share of the attribution must be between 0 and 1; got {share}.")
@@ -116,8 +121,17 @@ def outline_regions(saliency: np.ndarray, labels: np.ndarray, share: float = DEF
     size = np.bincount(labels.ravel(), minlength=n)
     total = float(mass.sum())
     if total <= 0:
-        return RegionChoice(labels=labels, chosen=[], selected=np.zeros(s.shape, bool), share=0.0,
-                            target_share=share, area=0.0, regions=int((size > 0).sum()), empty=True, signed=signed)
+        return RegionChoice(
+            labels=labels,
+            chosen=[],
+            selected=np.zeros(s.shape, bool),
+            share=0.0,
+            target_share=share,
+            area=0.0,
+            regions=int((size > 0).sum()),
+            empty=True,
+            signed=signed,
+        )
     density = np.where(size > 0, mass / np.maximum(size, 1), -np.inf)
     order = np.argsort(-density, kind="stable")
     held = np.cumsum(mass[order])
@@ -127,9 +141,17 @@ def outline_regions(saliency: np.ndarray, labels: np.ndarray, share: float = DEF
         k += 1
     chosen = [int(i) for i in order[:k]]
     selected = np.isin(labels, chosen)
-    return RegionChoice(labels=labels, chosen=chosen, selected=selected,
-                        share=float(mass[chosen].sum() / total), target_share=share,
-                        area=float(selected.mean()), regions=int((size > 0).sum()), empty=False, signed=signed)
+    return RegionChoice(
+        labels=labels,
+        chosen=chosen,
+        selected=selected,
+        share=float(mass[chosen].sum() / total),
+        target_share=share,
+        area=float(selected.mean()),
+        regions=int((size > 0).sum()),
+        empty=False,
+        signed=signed,
+    )
 
 
 def legend(choice: RegionChoice, target_label: str | None = None) -> str:
@@ -137,8 +159,10 @@ def legend(choice: RegionChoice, target_label: str | None = None) -> str:
     score = f"the score for {target_label!r}" if target_label else "the explained class's score"
     what = "positive attribution (evidence for the class)" if choice.signed else "attribution"
     if choice.empty:
-        return (f"Nothing is outlined: the map holds no {what} for {score}, so no region stands out.")
-    return (f"Outlined: {len(choice.chosen)} region(s) holding {choice.share:.0%} of the map's {what} for "
-            f"{score} (asked: at least {choice.target_share:.0%}), covering {choice.area:.0%} of the image; "
-            f"regions of similar colour (SLIC superpixels, {choice.regions} in all), densest first; the rest "
-            "is dimmed.")
+        return f"Nothing is outlined: the map holds no {what} for {score}, so no region stands out."
+    return (
+        f"Outlined: {len(choice.chosen)} region(s) holding {choice.share:.0%} of the map's {what} for "
+        f"{score} (asked: at least {choice.target_share:.0%}), covering {choice.area:.0%} of the image; "
+        f"regions of similar colour (SLIC superpixels, {choice.regions} in all), densest first; the rest "
+        "is dimmed."
+    )

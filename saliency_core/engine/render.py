@@ -23,18 +23,19 @@ Example:
     ((224, 224, 3), dtype('uint8'))
     >>> save_png(r.overlay, "chelsea_gradient.png")
 """
+
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-SEQUENTIAL = ("inferno", "viridis", "magma", "cividis")   # perceptually uniform, for absolute/positive maps
-DIVERGING = ("balance", "rdbu")                             # for signed maps; "balance" (cmocean) default
+SEQUENTIAL = ("inferno", "viridis", "magma", "cividis")  # perceptually uniform, for absolute/positive maps
+DIVERGING = ("balance", "rdbu")  # for signed maps; "balance" (cmocean) default
 SIGN_MODES = ("absolute", "positive", "negative", "signed")
 
 DEFAULT_SEQUENTIAL = "inferno"
@@ -48,21 +49,24 @@ def _plotly_colors(name: str) -> list:
     import plotly.colors as pc
 
     sources = {
-        "inferno": pc.sequential.Inferno, "viridis": pc.sequential.Viridis,
-        "magma": pc.sequential.Magma, "cividis": pc.sequential.Cividis,
-        "balance": pc.cmocean.balance, "rdbu": pc.diverging.RdBu,
+        "inferno": pc.sequential.Inferno,
+        "viridis": pc.sequential.Viridis,
+        "magma": pc.sequential.Magma,
+        "cividis": pc.sequential.Cividis,
+        "balance": pc.cmocean.balance,
+        "rdbu": pc.diverging.RdBu,
     }
     return list(sources[name])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lut(name: str) -> np.ndarray:
     import plotly.colors as pc
 
     # plotly's lists mix "#rrggbb" and "rgb(r, g, b)"; "tuple" gives floats in [0, 1].
     stops, _ = pc.convert_colors_to_same_type(_plotly_colors(name), colortype="tuple")
-    stops = np.asarray(stops, dtype=np.float64) * 255.0          # (n, 3)
-    at = np.linspace(0.0, 1.0, len(stops))                       # evenly spaced, as plotly spaces them
+    stops = np.asarray(stops, dtype=np.float64) * 255.0  # (n, 3)
+    at = np.linspace(0.0, 1.0, len(stops))  # evenly spaced, as plotly spaces them
     grid = np.linspace(0.0, 1.0, 256)
     lut = np.stack([np.interp(grid, at, stops[:, c]) for c in range(3)], axis=1)
     lut = np.clip(np.rint(lut), 0, 255).astype(np.uint8)
@@ -124,8 +128,10 @@ def _check_map(saliency) -> np.ndarray:
     s = s.astype(np.float64, copy=False)
     bad = int(np.count_nonzero(~np.isfinite(s)))
     if bad:
-        raise ValueError(f"The saliency map (shape {tuple(s.shape)}) contains {bad} NaN or infinite "
-                         "values; the method did not produce a usable map.")
+        raise ValueError(
+            f"The saliency map (shape {tuple(s.shape)}) contains {bad} NaN or infinite "
+            "values; the method did not produce a usable map."
+        )
     return s
 
 
@@ -154,8 +160,9 @@ def _percentile_scale(magnitudes: list[np.ndarray], clip_percentile: float) -> f
     return float(np.percentile(nonzero, clip_percentile))
 
 
-def map_values(saliency, sign: str = "absolute", clip_percentile: float = 99.0,
-               scale: float | None = None) -> tuple[np.ndarray, float]:
+def map_values(
+    saliency, sign: str = "absolute", clip_percentile: float = 99.0, scale: float | None = None
+) -> tuple[np.ndarray, float]:
     """Normalise a map for colouring.
 
     Args:
@@ -267,11 +274,13 @@ def _image_array(image) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     a = np.asarray(image)
-    if a.ndim == 2 and a.dtype == np.uint8:   # a greyscale crop (one-channel model): drawn in grey
+    if a.ndim == 2 and a.dtype == np.uint8:  # a greyscale crop (one-channel model): drawn in grey
         return np.repeat(a[:, :, None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
-        raise ValueError(f"The image must be a PIL image or a uint8 array (H, W, 3), or (H, W) for a greyscale "
-                         f"crop; got {a.dtype} array of shape {tuple(a.shape)}.")
+        raise ValueError(
+            f"The image must be a PIL image or a uint8 array (H, W, 3), or (H, W) for a greyscale "
+            f"crop; got {a.dtype} array of shape {tuple(a.shape)}."
+        )
     return a
 
 
@@ -296,9 +305,18 @@ def _ticks(scale: float, sign: str) -> list:
     return [(0.0, "0"), (0.5, _fmt(scale / 2)), (1.0, _fmt(scale))]
 
 
-def _legend(sign: str, colormap: str, target_label: str | None, scale: float, fixed: bool,
-            clip_percentile: float, near_zero: bool, peak: float, atol: float,
-            meaning: str | None = None) -> tuple[str, str]:
+def _legend(
+    sign: str,
+    colormap: str,
+    target_label: str | None,
+    scale: float,
+    fixed: bool,
+    clip_percentile: float,
+    near_zero: bool,
+    peak: float,
+    atol: float,
+    meaning: str | None = None,
+) -> tuple[str, str]:
     """(words, scale note): the legend is ``words`` with the note in brackets."""
     score = f"the score for {target_label!r}" if target_label else "the score of the explained class"
     if near_zero:
@@ -312,35 +330,56 @@ def _legend(sign: str, colormap: str, target_label: str | None, scale: float, fi
             what = f"The map has no {part}: no pixel {verb} {score} by this method"
         else:
             what = f"The map's {part} are numerically negligible (largest {_fmt(peak)})"
-        return (f"{what}; nothing is drawn (a map whose values are all within {_fmt(atol)} of 0 "
-                "is not stretched to full colour)."), ""
+        return (
+            f"{what}; nothing is drawn (a map whose values are all within {_fmt(atol)} of 0 "
+            "is not stretched to full colour)."
+        ), ""
     if fixed:
         how = f"fixed scale shared across maps: {_fmt(scale)} and above = full colour"
     elif clip_percentile >= 100:
         how = f"full colour at the largest value, {_fmt(scale)}"
     else:
-        how = (f"clipped at the {_ordinal(clip_percentile)} percentile: "
-               f"{_fmt(scale)} and above = full colour")
+        how = f"clipped at the {_ordinal(clip_percentile)} percentile: {_fmt(scale)} and above = full colour"
     if sign == "absolute":
         if meaning:
             return f"Brighter = {meaning.format(score=score)}.", f"absolute values, {how}"
-        return f"Brighter = changing these pixels changes {score} most, up or down.", f"absolute values, {how}"
+        return (
+            f"Brighter = changing these pixels changes {score} most, up or down.",
+            f"absolute values, {how}",
+        )
     if sign == "positive":
-        return (f"Brighter = these pixels raise {score} most.",
-                f"positive values only, negative ones shown as 0; {how}")
+        return (
+            f"Brighter = these pixels raise {score} most.",
+            f"positive values only, negative ones shown as 0; {how}",
+        )
     if sign == "negative":
-        return (f"Brighter = these pixels lower {score} most.",
-                f"negative values only, by size, positive ones shown as 0; {how}")
+        return (
+            f"Brighter = these pixels lower {score} most.",
+            f"negative values only, by size, positive ones shown as 0; {how}",
+        )
     low, mid, high = _DIVERGING_WORDS[colormap]
-    how = how.replace(f"{_fmt(scale)} and above", f"\u00b1{_fmt(scale)}").replace("percentile:", "percentile of |values|:")
-    return (f"{high.capitalize()} = these pixels raise {score}, {low} = they lower it, {mid} = no effect.",
-            f"signed values on a symmetric scale, {how}")
+    how = how.replace(f"{_fmt(scale)} and above", f"\u00b1{_fmt(scale)}").replace(
+        "percentile:", "percentile of |values|:"
+    )
+    return (
+        f"{high.capitalize()} = these pixels raise {score}, {low} = they lower it, {mid} = no effect.",
+        f"signed values on a symmetric scale, {how}",
+    )
 
 
-def render(saliency: np.ndarray, image, *, sign: str = "absolute", colormap: str | None = None,
-           alpha: float = 0.5, clip_percentile: float = 99.0, scale: float | None = None,
-           target_label: str | None = None, near_zero_atol: float = 1e-8,
-           meaning: str | None = None) -> Rendered:
+def render(
+    saliency: np.ndarray,
+    image,
+    *,
+    sign: str = "absolute",
+    colormap: str | None = None,
+    alpha: float = 0.5,
+    clip_percentile: float = 99.0,
+    scale: float | None = None,
+    target_label: str | None = None,
+    near_zero_atol: float = 1e-8,
+    meaning: str | None = None,
+) -> Rendered:
     """Colour a saliency map and blend it onto the image the model saw.
 
     Args:
@@ -374,19 +413,25 @@ def render(saliency: np.ndarray, image, *, sign: str = "absolute", colormap: str
         colormap = DEFAULT_DIVERGING if sign == "signed" else DEFAULT_SEQUENTIAL
     colormap = _check_colormap(colormap)
     if sign == "signed" and colormap not in DIVERGING:
-        raise ValueError(f"Signed maps need a diverging colormap ({', '.join(DIVERGING)}) so that 0 "
-                         f"sits at the centre colour; {colormap!r} is sequential.")
+        raise ValueError(
+            f"Signed maps need a diverging colormap ({', '.join(DIVERGING)}) so that 0 "
+            f"sits at the centre colour; {colormap!r} is sequential."
+        )
     if sign != "signed" and colormap not in SEQUENTIAL:
-        raise ValueError(f"{sign.capitalize()} maps need a sequential colormap "
-                         f"({', '.join(SEQUENTIAL)}); {colormap!r} is diverging, for signed maps.")
+        raise ValueError(
+            f"{sign.capitalize()} maps need a sequential colormap "
+            f"({', '.join(SEQUENTIAL)}); {colormap!r} is diverging, for signed maps."
+        )
     alpha = float(alpha)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be between 0 and 1; got {alpha}.")
     s = _check_map(saliency)
     picture = _image_array(image)
     if picture.shape[:2] != s.shape:
-        raise ValueError(f"The saliency map has shape {tuple(s.shape)} but the image is "
-                         f"{tuple(picture.shape)} (H, W, 3); draw the map on the crop the model saw.")
+        raise ValueError(
+            f"The saliency map has shape {tuple(s.shape)} but the image is "
+            f"{tuple(picture.shape)} (H, W, 3); draw the map on the crop the model saw."
+        )
     p = _check_percentile(clip_percentile)
 
     fixed = scale is not None
@@ -407,16 +452,36 @@ def render(saliency: np.ndarray, image, *, sign: str = "absolute", colormap: str
     position = (values.astype(np.float64) + 1.0) / 2.0 if sign == "signed" else values.astype(np.float64)
     heat = _lookup(lut, position)
     blended = (1.0 - alpha) * picture.astype(np.float64) + alpha * heat
-    words, note = _legend(sign, colormap, target_label, scale, fixed=fixed, clip_percentile=p,
-                          near_zero=near_zero, peak=peak, atol=float(near_zero_atol), meaning=meaning)
+    words, note = _legend(
+        sign,
+        colormap,
+        target_label,
+        scale,
+        fixed=fixed,
+        clip_percentile=p,
+        near_zero=near_zero,
+        peak=peak,
+        atol=float(near_zero_atol),
+        meaning=meaning,
+    )
     legend = f"{words[:-1]} ({note})." if note else words
-    return Rendered(overlay=_to_uint8(blended), heat=_to_uint8(heat), values=values, scale=float(scale),
-                    colormap=colormap, sign=sign, near_zero=near_zero, legend=legend,
-                    colorbar=lut.copy(), colorbar_ticks=_ticks(float(scale), sign), words=words,
-                    scale_note=note)
+    return Rendered(
+        overlay=_to_uint8(blended),
+        heat=_to_uint8(heat),
+        values=values,
+        scale=float(scale),
+        colormap=colormap,
+        sign=sign,
+        near_zero=near_zero,
+        legend=legend,
+        colorbar=lut.copy(),
+        colorbar_ticks=_ticks(float(scale), sign),
+        words=words,
+        scale_note=note,
+    )
 
 
-FRAME = (128, 128, 128)   # mid grey: visible on light and dark page backgrounds
+FRAME = (128, 128, 128)  # mid grey: visible on light and dark page backgrounds
 
 
 def colorbar_image(rendered: Rendered, height: int = 12, width: int = 256, frame: bool = False) -> np.ndarray:
@@ -453,8 +518,9 @@ def save_png(array: np.ndarray, path) -> None:
     """
     a = np.asarray(array)
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
-        raise ValueError(f"save_png expects a uint8 array (H, W, 3) or (H, W); "
-                         f"got {a.dtype} of shape {tuple(a.shape)}.")
+        raise ValueError(
+            f"save_png expects a uint8 array (H, W, 3) or (H, W); got {a.dtype} of shape {tuple(a.shape)}."
+        )
     Image.fromarray(a).save(os.fspath(path), format="PNG")
 
 
@@ -501,8 +567,16 @@ class Outlined:
     choice: object
 
 
-def render_outline(saliency: np.ndarray, image, labels: np.ndarray, *, share: float = 0.3,
-                   signed: bool = False, target_label: str | None = None, dim: float = 0.45) -> Outlined:
+def render_outline(
+    saliency: np.ndarray,
+    image,
+    labels: np.ndarray,
+    *,
+    share: float = 0.3,
+    signed: bool = False,
+    target_label: str | None = None,
+    dim: float = 0.45,
+) -> Outlined:
     """Outline the smallest set of densest regions holding ``share`` of the map's attribution.
 
     Args:
@@ -520,13 +594,16 @@ def render_outline(saliency: np.ndarray, image, labels: np.ndarray, *, share: fl
     """
     from scipy.ndimage import binary_dilation
     from skimage.segmentation import find_boundaries
+
     from .regions import legend, outline_regions
 
     picture = _image_array(image).astype(np.float64)
     choice = outline_regions(_check_map(saliency), labels, share=share, signed=signed)
     if picture.shape[:2] != choice.selected.shape:
-        raise ValueError(f"The map has shape {tuple(choice.selected.shape)} but the image is "
-                         f"{tuple(picture.shape)} (H, W, 3); draw the map on the crop the model saw.")
+        raise ValueError(
+            f"The map has shape {tuple(choice.selected.shape)} but the image is "
+            f"{tuple(picture.shape)} (H, W, 3); draw the map on the crop the model saw."
+        )
     dim = float(dim)
     if not 0.0 <= dim <= 1.0:
         raise ValueError(f"dim must be between 0 and 1; got {dim}.")
@@ -535,14 +612,20 @@ def render_outline(saliency: np.ndarray, image, labels: np.ndarray, *, share: fl
         out[~choice.selected] *= 1.0 - dim
         line = find_boundaries(choice.selected, mode="inner") & choice.selected
         line = binary_dilation(line, iterations=1) & choice.selected  # 2-3 px inside the edge
-        edge = binary_dilation(line, iterations=1) & ~line            # a dark rim around it
+        edge = binary_dilation(line, iterations=1) & ~line  # a dark rim around it
         out[edge] = 0.0
         out[line] = OUTLINE_COLOUR
     return Outlined(overlay=_to_uint8(out), legend=legend(choice, target_label), choice=choice)
 
 
-def captioned_overlay(rendered: Rendered, method: str, target_label: str, probability: float | None = None,
-                      image_name: str | None = None, scale: int = 2) -> np.ndarray:
+def captioned_overlay(
+    rendered: Rendered,
+    method: str,
+    target_label: str,
+    probability: float | None = None,
+    image_name: str | None = None,
+    scale: int = 2,
+) -> np.ndarray:
     """The overlay for a download: enlarged ``scale`` times (nearest neighbour, so no pixel is
     invented), with the method, the explained class and its confidence above it and the colour
     bar, its numbers and "low -> high influence" below it. uint8 (H', W', 3).
@@ -564,8 +647,10 @@ def captioned_overlay(rendered: Rendered, method: str, target_label: str, probab
     overlay = overlay.resize((overlay.width * scale, overlay.height * scale), Image.Resampling.NEAREST)
     width = max(overlay.width, 320)
     font, small = _font(14), _font(11)
-    lines = [f"{method}: explains \"{target_label}\""
-             + (f" ({probability:.0%} confidence)" if probability is not None else "")]
+    lines = [
+        f'{method}: explains "{target_label}"'
+        + (f" ({probability:.0%} confidence)" if probability is not None else "")
+    ]
     if image_name:
         lines.append(f"Image: {image_name}")
     top_h = 6 + 18 * len(lines)
@@ -586,12 +671,19 @@ def captioned_overlay(rendered: Rendered, method: str, target_label: str, probab
         w = draw.textlength(label, font=small)
         draw.text((min(max(x - w / 2, 0), width - w), y + 4), label, fill="black", font=small)
     y += 4 + 14
-    words = ("lowers the score <- no effect -> raises the score" if rendered.sign == "signed"
-             else "low -> high influence")
+    words = (
+        "lowers the score <- no effect -> raises the score"
+        if rendered.sign == "signed"
+        else "low -> high influence"
+    )
     w = draw.textlength(words, font=small)
     draw.text(((width - w) / 2, y), words, fill="black", font=small)
-    draw.text((margin, y + 16), _fit(draw, rendered.scale_note or rendered.words, small, width - 2 * margin),
-              fill=(90, 90, 90), font=small)
+    draw.text(
+        (margin, y + 16),
+        _fit(draw, rendered.scale_note or rendered.words, small, width - 2 * margin),
+        fill=(90, 90, 90),
+        font=small,
+    )
     return np.asarray(canvas)
 
 

@@ -14,6 +14,7 @@ Example:
     >>> names = ZipNames(); names.add("../../etc/passwd"), names.add("a/b.png"), names.add("a_b.png")
     ('etc_passwd', 'a_b.png', 'a_b_2.png')
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,10 +22,10 @@ import io
 import os
 import re
 import unicodedata
-from typing import Sequence
+from collections.abc import Sequence
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")   # OWASP: cells a spreadsheet may evaluate
-MAX_NAME = 120                                     # characters kept of a file or member name
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP: cells a spreadsheet may evaluate
+MAX_NAME = 120  # characters kept of a file or member name
 _UNSAFE = re.compile(r"[\\/:*?\"<>|\x00-\x1f\x7f]+")
 
 
@@ -54,7 +55,7 @@ def to_csv(data, path: str | os.PathLike | None = None, *, columns: Sequence[str
     if hasattr(data, "columns") and hasattr(data, "to_csv"):
         frame = data.copy()
         for name in frame.columns:
-            if getattr(frame[name].dtype, "kind", "O") in "OSU":   # text, mixed, categorical, string
+            if getattr(frame[name].dtype, "kind", "O") in "OSU":  # text, mixed, categorical, string
                 frame[name] = frame[name].astype(object).map(csv_cell)
         frame.columns = [csv_cell(str(c)) for c in frame.columns]
         text = frame.to_csv(index=False)
@@ -85,7 +86,7 @@ def file_name(name, default: str = "file", limit: int = MAX_NAME) -> str:
     text = "".join(c for c in text if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp"))
     text = _UNSAFE.sub("_", text.replace("\\", "/"))
     text = re.sub(r"\s+", "_", text)
-    text = re.sub(r"\.{2,}", ".", text)          # no ".." anywhere
+    text = re.sub(r"\.{2,}", ".", text)  # no ".." anywhere
     text = re.sub(r"_+", "_", text).strip("._ ")
     if not text:
         return default
@@ -128,4 +129,3 @@ def clip(text, limit: int = 200) -> str:
     """``text`` cut to ``limit`` characters for a message (untrusted values can be huge)."""
     text = str(text)
     return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
-

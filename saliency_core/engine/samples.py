@@ -1,4 +1,5 @@
 """Sample photos bundled with scikit-image, so the app can be tried without uploading."""
+
 from __future__ import annotations
 
 import os
@@ -19,5 +20,8 @@ def sample_images() -> dict[str, str]:
     except ImportError:
         return {}
     folder = os.path.join(os.path.dirname(skimage.__file__), "data")
-    return {label: os.path.join(folder, f) for label, f in _FILES.items()
-            if os.path.isfile(os.path.join(folder, f))}
+    return {
+        label: os.path.join(folder, f)
+        for label, f in _FILES.items()
+        if os.path.isfile(os.path.join(folder, f))
+    }

@@ -1,5 +1,6 @@
 """Helpers for values read from files users hand us: quoting them in messages, inflating
 compressed data, with hard limits on the time and memory either can take."""
+
 from __future__ import annotations
 
 import reprlib
@@ -22,13 +23,13 @@ def quote(value, limit: int = 80) -> str:
         "'xxxxxxxx…"
     """
     text = _REPR.repr(value)
-    return text if len(text) <= limit else text[:max(limit - 1, 1)] + "…"
+    return text if len(text) <= limit else text[: max(limit - 1, 1)] + "…"
 
 
 def cut(text: str, limit: int = 80) -> str:
     """Text from a file (a name, a key, a parser's message) cut to ``limit`` characters, unquoted."""
     text = str(text)
-    return text if len(text) <= limit else text[:max(limit - 1, 1)] + "…"
+    return text if len(text) <= limit else text[: max(limit - 1, 1)] + "…"
 
 
 class InflateError(ValueError):
@@ -45,7 +46,7 @@ def inflate(data: bytes, limit: int) -> bytes:
         raise InflateError(f"invalid output limit {quote(limit)}")
     inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(data, limit + 1)   # one byte more than allowed tells "too large"
+        out = inflater.decompress(data, limit + 1)  # one byte more than allowed tells "too large"
     except zlib.error as err:
         raise InflateError(f"damaged compressed data ({err})") from None
     if len(out) > limit or inflater.unconsumed_tail:

@@ -22,36 +22,48 @@ Example:
     >>> result.summary_lines()[2]
     'The top class changed on 1 of 2 images (50 %): ...'
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..engine.explain import available_methods
 from ..engine.methods import METHODS
-from .similarity import spearman, top_k_overlap
-from ..pipeline import ExplainFn, explain_images
 from ..engine.untrusted import quote
-from .compare_labels import (BOTH_WRONG, BROKEN, CHANGED, CHANGES, FIXED, UNCHANGED, check_same_classes,
-                             classify_change, label_for)
+from ..pipeline import ExplainFn, explain_images
+from .compare_labels import (
+    BOTH_WRONG,
+    BROKEN,
+    CHANGED,
+    CHANGES,
+    FIXED,
+    UNCHANGED,
+    check_same_classes,
+    classify_change,
+    label_for,
+)
+from .similarity import spearman, top_k_overlap
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
-TOP_SHARE = 0.1                 # "strongest pixels": the top 10 % by |value|
+TOP_SHARE = 0.1  # "strongest pixels": the top 10 % by |value|
 MEASURES = {"spearman": "rank correlation of |map|", "top_overlap": "overlap of the strongest 10 % of pixels"}
 PREPROCESSING = ("input_size", "resize", "crop", "interpolation", "mean", "std", "gradcam_layer")
-SAME_CROP = 1e-3                # crop share (input_size / resize) within which two models see the same region
+SAME_CROP = 1e-3  # crop share (input_size / resize) within which two models see the same region
 
 Progress = Callable[[int, int, str], None]
 
 
 # ---- settings and results -----------------------------------------------------------------------
+
 
 @dataclass
 class CompareSettings:
@@ -77,7 +89,9 @@ class CompareSettings:
     def check(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
-            raise ValueError(f"Unknown method(s) {', '.join(map(quote, unknown))}; available: {', '.join(METHODS)}.")
+            raise ValueError(
+                f"Unknown method(s) {', '.join(map(quote, unknown))}; available: {', '.join(METHODS)}."
+            )
         if not self.methods:
             raise ValueError("Choose at least one saliency method.")
         if not 0 < self.top_share <= 1:
@@ -101,8 +115,10 @@ class CompareSettings:
         out = asdict(self)
         out["methods"] = list(self.methods)
         out["baseline_seed"] = self.baseline_seed
-        out["interval"] = (f"{_pct(self.confidence)} percentile bootstrap over images, {self.resamples} resamples, "
-                           f"seed {self.seed}")
+        out["interval"] = (
+            f"{_pct(self.confidence)} percentile bootstrap over images, {self.resamples} resamples, "
+            f"seed {self.seed}"
+        )
         return out
 
 
@@ -194,8 +210,14 @@ class MethodAgreement:
 
 def _mean_interval(values, settings: CompareSettings, salt: int) -> Interval:
     from .validate import ValidationSettings, mean_interval
-    options = ValidationSettings(methods=list(settings.methods), seed=settings.seed, interval="bootstrap",
-                                 confidence=settings.confidence, resamples=int(settings.resamples))
+
+    options = ValidationSettings(
+        methods=list(settings.methods),
+        seed=settings.seed,
+        interval="bootstrap",
+        confidence=settings.confidence,
+        resamples=int(settings.resamples),
+    )
     mean, low, high, n = mean_interval(values, options, np.random.default_rng([settings.seed, salt]))
     return Interval(mean, low, high, n, settings.confidence)
 
@@ -227,8 +249,11 @@ class Comparison:
     def preprocessing_differences(self) -> list[str]:
         """What the two models do differently before and around the network (their class lists
         are the same, or nothing would be compared)."""
-        return [f"{k} {self.model_a.get(k)} in A, {self.model_b.get(k)} in B" for k in PREPROCESSING
-                if self.model_a.get(k) != self.model_b.get(k)]
+        return [
+            f"{k} {self.model_a.get(k)} in A, {self.model_b.get(k)} in B"
+            for k in PREPROCESSING
+            if self.model_a.get(k) != self.model_b.get(k)
+        ]
 
     def changed(self) -> list[ImageComparison]:
         return [i for i in self.images if i.changed]
@@ -242,7 +267,11 @@ class Comparison:
     def accuracy(self) -> tuple[int, int, int]:
         """(right by A, right by B, labelled images)."""
         known = [i for i in self.images if i.truth is not None]
-        return (sum(i.top_a[0] == i.truth for i in known), sum(i.top_b[0] == i.truth for i in known), len(known))
+        return (
+            sum(i.top_a[0] == i.truth for i in known),
+            sum(i.top_b[0] == i.truth for i in known),
+            len(known),
+        )
 
     def _pool(self) -> tuple[list[ImageComparison], str]:
         held = [i for i in self.images if not i.changed]
@@ -268,8 +297,9 @@ class Comparison:
                 seeds = [i.seed_agreement[m] for i in pool if m in i.seed_agreement]
                 seed_rho = _mean_interval([r["spearman"] for r in seeds], self.settings, 1000 + 2 * k)
                 seed_top = _mean_interval([r["top_overlap"] for r in seeds], self.settings, 1001 + 2 * k)
-            out[m] = MethodAgreement(m, rho, top, seed_rho, seed_top, over,
-                                     _verdict(rows, rho, top, seed_rho, seed_top))
+            out[m] = MethodAgreement(
+                m, rho, top, seed_rho, seed_top, over, _verdict(rows, rho, top, seed_rho, seed_top)
+            )
         return out
 
     def most_moved(self, n: int | None = None) -> list[ImageComparison]:
@@ -277,8 +307,10 @@ class Comparison:
         among those whose prediction held (all images when none held); identical maps never count."""
         n = self.settings.most_moved if n is None else n
         pool, _ = self._pool()
-        ranked = sorted((i for i in pool if math.isfinite(i.lowest_spearman()) and not _identical(i)),
-                        key=lambda i: i.lowest_spearman())
+        ranked = sorted(
+            (i for i in pool if math.isfinite(i.lowest_spearman()) and not _identical(i)),
+            key=lambda i: i.lowest_spearman(),
+        )
         return ranked[:n]
 
     # -- words
@@ -287,34 +319,50 @@ class Comparison:
         a, lines, done = self.model_a, [], len(self.images)
         if self.identical_weights:
             differences = self.preprocessing_differences()
-            lines.append("The two models have identical weights (the same fingerprint "
-                         f"{a['fingerprint'][:12]}…)" + (
-                             f" but differ in {'; '.join(differences)}: differences below come from that."
-                             if differences else " and the same preprocessing: no difference is expected."))
+            lines.append(
+                "The two models have identical weights (the same fingerprint "
+                f"{a['fingerprint'][:12]}…)"
+                + (
+                    f" but differ in {'; '.join(differences)}: differences below come from that."
+                    if differences
+                    else " and the same preprocessing: no difference is expected."
+                )
+            )
         if not done:
             return lines
         right_a, right_b, known = self.accuracy()
         if known:
-            lines.append(f"Accuracy on the {known} labelled image{'s' if known != 1 else ''}: model A "
-                         f"{right_a} right ({_pct(right_a / known)}), model B {right_b} right ({_pct(right_b / known)}).")
+            lines.append(
+                f"Accuracy on the {known} labelled image{'s' if known != 1 else ''}: model A "
+                f"{right_a} right ({_pct(right_a / known)}), model B {right_b} right ({_pct(right_b / known)})."
+            )
         changed, counts = self.changed(), self.counts()
         if not changed:
             lines.append(f"No prediction changed: both models give the same top class on all {done} images.")
         else:
-            ways = [(FIXED, "fixed (A wrong, B right)"), (BROKEN, "broken (A right, B wrong)"),
-                    (BOTH_WRONG, "changed between two wrong classes"), (CHANGED, "without a label")]
+            ways = [
+                (FIXED, "fixed (A wrong, B right)"),
+                (BROKEN, "broken (A right, B wrong)"),
+                (BOTH_WRONG, "changed between two wrong classes"),
+                (CHANGED, "without a label"),
+            ]
             detail = ", ".join(f"{counts[k]} {w}" for k, w in ways if counts[k]) if known else ""
             shown = "; ".join(f"{i.name}: {i.top_a[1]} → {i.top_b[1]}" for i in changed[:5])
             more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
-            lines.append(f"The top class changed on {len(changed)} of {done} images ({_pct(len(changed) / done)})"
-                         + (f": {detail}" if detail else "") + f". Changed: {shown}{more}.")
+            lines.append(
+                f"The top class changed on {len(changed)} of {done} images ({_pct(len(changed) / done)})"
+                + (f": {detail}" if detail else "")
+                + f". Changed: {shown}{more}."
+            )
         return lines
 
     def summary_lines(self) -> list[str]:
         """The comparison in plain words, most important first (numbers with their meaning)."""
         a, b = self.model_a, self.model_b
-        lines = [f"Model A (accepted): {a['name']}, weights sha256 {a['fingerprint'][:12]}…. "
-                 f"Model B (candidate): {b['name']}, weights sha256 {b['fingerprint'][:12]}…."]
+        lines = [
+            f"Model A (accepted): {a['name']}, weights sha256 {a['fingerprint'][:12]}…. "
+            f"Model B (candidate): {b['name']}, weights sha256 {b['fingerprint'][:12]}…."
+        ]
         done = len(self.images)
         head = f"Compared on {done} image{'s' if done != 1 else ''}"
         if self.cancelled:
@@ -334,29 +382,44 @@ class Comparison:
             lines.append(_method_sentence(m, s, self.settings))
         if agreement and next(iter(agreement.values())).over == "held" and changed:
             held = done - len(changed)
-            lines.append(f"Map agreement is measured on the {held} image{'' if held == 1 else 's'} whose "
-                         "prediction held; "
-                         f"on the other {len(changed)} the two maps explain different classes.")
+            lines.append(
+                f"Map agreement is measured on the {held} image{'' if held == 1 else 's'} whose "
+                "prediction held; "
+                f"on the other {len(changed)} the two maps explain different classes."
+            )
         moved = self.most_moved()
         if moved:
-            lines.append("The maps moved most on: " + "; ".join(
-                f"{i.name} (lowest rank correlation {i.lowest_spearman():.2f}, "
-                f"{METHODS[min(i.agreement, key=lambda m: i.agreement[m]['spearman'])].label})" for i in moved) + ".")
+            lines.append(
+                "The maps moved most on: "
+                + "; ".join(
+                    f"{i.name} (lowest rank correlation {i.lowest_spearman():.2f}, "
+                    f"{METHODS[min(i.agreement, key=lambda m: i.agreement[m]['spearman'])].label})"
+                    for i in moved
+                )
+                + "."
+            )
         for m, reason in self.skipped_methods.items():
             lines.append(f"{METHODS[m].label} was left out: {reason}")
         return lines
 
     # -- tables and records
-    def table(self) -> "pd.DataFrame":
+    def table(self) -> pd.DataFrame:
         """One row per image: both predictions, the change, and per method the agreement of the maps."""
         import pandas as pd
+
         moved = {i.name for i in self.most_moved()}
         rows = []
         for item in self.images:
-            row = {"image": item.name, "true class": item.truth_label or "",
-                   "model A predicts": item.top_a[1], "A probability": round(item.top_a[2], 4),
-                   "model B predicts": item.top_b[1], "B probability": round(item.top_b[2], 4),
-                   "prediction": item.change, "map moved most": item.name in moved}
+            row = {
+                "image": item.name,
+                "true class": item.truth_label or "",
+                "model A predicts": item.top_a[1],
+                "A probability": round(item.top_a[2], 4),
+                "model B predicts": item.top_b[1],
+                "B probability": round(item.top_b[2], 4),
+                "prediction": item.change,
+                "map moved most": item.name in moved,
+            }
             for m in self.methods:
                 label = METHODS[m].label
                 got = item.agreement.get(m, {})
@@ -370,18 +433,28 @@ class Comparison:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def methods_table(self) -> "pd.DataFrame":
+    def methods_table(self) -> pd.DataFrame:
         """One row per method: agreement of A and B, and of A with itself under another seed."""
         import pandas as pd
+
         rows = []
         for m, s in ({} if self.maps_not_compared else self.method_agreement()).items():
-            rows.append({
-                "method": METHODS[m].label, "images": s.spearman.n, "over": s.over, "verdict": s.verdict,
-                "rank correlation A vs B": s.spearman.words(), "top-10% overlap A vs B": s.top_overlap.words(True),
-                "rank correlation A vs A (other seed)": s.seed_spearman.words() if s.seed_spearman else
-                "1.00 (deterministic)",
-                "top-10% overlap A vs A (other seed)": s.seed_top_overlap.words(True) if s.seed_top_overlap else
-                "100 % (deterministic)"})
+            rows.append(
+                {
+                    "method": METHODS[m].label,
+                    "images": s.spearman.n,
+                    "over": s.over,
+                    "verdict": s.verdict,
+                    "rank correlation A vs B": s.spearman.words(),
+                    "top-10% overlap A vs B": s.top_overlap.words(True),
+                    "rank correlation A vs A (other seed)": s.seed_spearman.words()
+                    if s.seed_spearman
+                    else "1.00 (deterministic)",
+                    "top-10% overlap A vs A (other seed)": s.seed_top_overlap.words(True)
+                    if s.seed_top_overlap
+                    else "100 % (deterministic)",
+                }
+            )
         return pd.DataFrame(rows)
 
     def record(self) -> dict:
@@ -390,23 +463,39 @@ class Comparison:
         agreement = {} if self.maps_not_compared else self.method_agreement()
         right_a, right_b, known = self.accuracy()
         return {
-            "kind": "comparison", "model_a": self.model_a, "model_b": self.model_b,
-            "identical_weights": self.identical_weights, "settings": self.settings.record(),
-            "methods": list(self.methods), "skipped_methods": dict(self.skipped_methods),
-            "images": len(self.images), "total": self.total, "cancelled": self.cancelled,
-            "labelled": known, "accuracy": {"a": right_a, "b": right_b, "labelled": known} if known else None,
-            "predictions": self.counts(), "maps_not_compared": self.maps_not_compared,
+            "kind": "comparison",
+            "model_a": self.model_a,
+            "model_b": self.model_b,
+            "identical_weights": self.identical_weights,
+            "settings": self.settings.record(),
+            "methods": list(self.methods),
+            "skipped_methods": dict(self.skipped_methods),
+            "images": len(self.images),
+            "total": self.total,
+            "cancelled": self.cancelled,
+            "labelled": known,
+            "accuracy": {"a": right_a, "b": right_b, "labelled": known} if known else None,
+            "predictions": self.counts(),
+            "maps_not_compared": self.maps_not_compared,
             "agreement": {m: s.record() for m, s in agreement.items()},
             "most_moved": [i.name for i in self.most_moved()],
             "summary": self.summary_lines(),
             "skipped": [{"image": n, "reason": r} for n, r in self.skipped],
             "label_problems": list(self.label_problems),
-            "per_image": [{
-                "image": i.name, "image_hash": i.image_hash, "truth": i.truth, "change": i.change,
-                "prediction_a": [list(p) for p in i.prediction_a[:3]],
-                "prediction_b": [list(p) for p in i.prediction_b[:3]],
-                "agreement": i.agreement, "seed_agreement": i.seed_agreement, "errors": i.errors,
-            } for i in self.images],
+            "per_image": [
+                {
+                    "image": i.name,
+                    "image_hash": i.image_hash,
+                    "truth": i.truth,
+                    "change": i.change,
+                    "prediction_a": [list(p) for p in i.prediction_a[:3]],
+                    "prediction_b": [list(p) for p in i.prediction_b[:3]],
+                    "agreement": i.agreement,
+                    "seed_agreement": i.seed_agreement,
+                    "errors": i.errors,
+                }
+                for i in self.images
+            ],
             "seconds": round(self.seconds, 2),
         }
 
@@ -414,19 +503,40 @@ class Comparison:
         """The comparison as the report builder's ``comparison`` section: paragraphs and tables,
         with model A's fingerprint and card (the report itself describes model B)."""
         card = self.model_a.get("card") or {}
-        model_rows = [{"": "Model A (accepted)", "name": self.model_a["name"], "fingerprint": self.model_a["fingerprint"],
-                       "classes": self.model_a["classes"], "input_size": self.model_a["input_size"],
-                       "card": ", ".join(f"{k}={v}" for k, v in card.items() if k != "digest"
-                                         and not isinstance(v, (dict, list)))},
-                      {"": "Model B (candidate)", "name": self.model_b["name"], "fingerprint": self.model_b["fingerprint"],
-                       "classes": self.model_b["classes"], "input_size": self.model_b["input_size"],
-                       "card": ", ".join(f"{k}={v}" for k, v in (self.model_b.get("card") or {}).items()
-                                         if k != "digest" and not isinstance(v, (dict, list)))}]
+        model_rows = [
+            {
+                "": "Model A (accepted)",
+                "name": self.model_a["name"],
+                "fingerprint": self.model_a["fingerprint"],
+                "classes": self.model_a["classes"],
+                "input_size": self.model_a["input_size"],
+                "card": ", ".join(
+                    f"{k}={v}" for k, v in card.items() if k != "digest" and not isinstance(v, (dict, list))
+                ),
+            },
+            {
+                "": "Model B (candidate)",
+                "name": self.model_b["name"],
+                "fingerprint": self.model_b["fingerprint"],
+                "classes": self.model_b["classes"],
+                "input_size": self.model_b["input_size"],
+                "card": ", ".join(
+                    f"{k}={v}"
+                    for k, v in (self.model_b.get("card") or {}).items()
+                    if k != "digest" and not isinstance(v, (dict, list))
+                ),
+            },
+        ]
         table = self.table().drop(columns=["errors"], errors="ignore")
-        return {"headline": " ".join(self.headline_lines()), "paragraphs": self.summary_lines(),
-                "tables": [("The two models", model_rows),
-                           ("Map agreement per method", self.methods_table().to_dict(orient="records")),
-                           ("Every image", table.to_dict(orient="records"))]}
+        return {
+            "headline": " ".join(self.headline_lines()),
+            "paragraphs": self.summary_lines(),
+            "tables": [
+                ("The two models", model_rows),
+                ("Map agreement per method", self.methods_table().to_dict(orient="records")),
+                ("Every image", table.to_dict(orient="records")),
+            ],
+        }
 
 
 def _pct(share: float) -> str:
@@ -449,9 +559,12 @@ def _verdict(rows, rho: Interval, top: Interval, seed_rho, seed_top) -> str:
     if seed_rho is None:
         return "changed"
     # moved when A-vs-B agreement lies wholly below A-vs-A's (either measure)
-    below = [ab.high < aa.low for ab, aa in ((rho, seed_rho), (top, seed_top))
-             if math.isfinite(ab.high) and math.isfinite(aa.low)]
-    if not below:   # one image: no intervals; compare the values
+    below = [
+        ab.high < aa.low
+        for ab, aa in ((rho, seed_rho), (top, seed_top))
+        if math.isfinite(ab.high) and math.isfinite(aa.low)
+    ]
+    if not below:  # one image: no intervals; compare the values
         below = [rho.mean < seed_rho.mean and top.mean < seed_top.mean]
     return "moved beyond seed noise" if any(below) else "within seed noise"
 
@@ -461,15 +574,21 @@ def _method_sentence(method: str, s: MethodAgreement, settings: CompareSettings)
     if s.verdict == "none":
         return f"{label}: no image had both maps, nothing to compare."
     pct = _pct(settings.top_share)
-    text = (f"{label}: the maps of A and B have a rank correlation of {s.spearman.words()} and share "
-            f"{s.top_overlap.words(True)} of their strongest {pct} of pixels")
+    text = (
+        f"{label}: the maps of A and B have a rank correlation of {s.spearman.words()} and share "
+        f"{s.top_overlap.words(True)} of their strongest {pct} of pixels"
+    )
     if s.verdict == "identical":
         return text + " — the maps are identical on every image."
     if s.seed_spearman is None:
-        return text + (f". {label} is deterministic (the same model gives the same map every time), so any "
-                       "value below 1 is a change between the models.")
-    text += (f". Model A against itself with another seed ({settings.baseline_seed} instead of "
-             f"{settings.baseline_seed - 1}): {s.seed_spearman.words()} and {s.seed_top_overlap.words(True)}")
+        return text + (
+            f". {label} is deterministic (the same model gives the same map every time), so any "
+            "value below 1 is a change between the models."
+        )
+    text += (
+        f". Model A against itself with another seed ({settings.baseline_seed} instead of "
+        f"{settings.baseline_seed - 1}): {s.seed_spearman.words()} and {s.seed_top_overlap.words(True)}"
+    )
     if s.verdict == "moved beyond seed noise":
         return text + ": the maps moved more than a change of seed moves them."
     return text + ": the difference is within what a change of seed does, so it is not a clear change."
@@ -477,15 +596,18 @@ def _method_sentence(method: str, s: MethodAgreement, settings: CompareSettings)
 
 # ---- maps of two models --------------------------------------------------------------------------
 
+
 def map_grid_reason(model_a, model_b) -> str | None:
     """None when the two models' maps can be compared pixel by pixel (they see the same region of
     the image, maybe at different resolutions); else why not, in words."""
     share_a = model_a.input_size / model_a.resize
     share_b = model_b.input_size / model_b.resize
     if abs(share_a - share_b) > SAME_CROP:
-        return (f"model A sees a {model_a.input_size} px centre crop of the image resized to {model_a.resize} px, "
-                f"model B a {model_b.input_size} px crop of {model_b.resize} px: they see different parts of the "
-                "image, so their maps do not line up pixel for pixel.")
+        return (
+            f"model A sees a {model_a.input_size} px centre crop of the image resized to {model_a.resize} px, "
+            f"model B a {model_b.input_size} px crop of {model_b.resize} px: they see different parts of the "
+            "image, so their maps do not line up pixel for pixel."
+        )
     return None
 
 
@@ -496,6 +618,7 @@ def align(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return saliency
     import torch
     import torch.nn.functional as F
+
     t = torch.from_numpy(np.ascontiguousarray(saliency))[None, None]
     return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy()
 
@@ -523,6 +646,7 @@ def map_difference(a: np.ndarray, b: np.ndarray, scale: float, sign: str = "abso
         (a signed difference is halved to fit). Zeros when ``scale`` is 0 (both maps empty).
     """
     from ..engine.render import map_values
+
     b = align(b, a.shape)
     if not scale > 0:
         return np.zeros(a.shape, dtype=np.float32)
@@ -532,11 +656,19 @@ def map_difference(a: np.ndarray, b: np.ndarray, scale: float, sign: str = "abso
     return (diff / 2 if sign == "signed" else diff).astype(np.float32)
 
 
-def compare_models(model_a, model_b, images: Iterable, settings: CompareSettings,
-                   labels: dict[str, int] | None = None, *, label_problems: Sequence[str] = (),
-                   explain_fn: ExplainFn | None = None, progress: Progress | None = None,
-                   cancel: Callable[[], bool] | None = None,
-                   on_start: Callable[[Comparison], None] | None = None) -> Comparison:
+def compare_models(
+    model_a,
+    model_b,
+    images: Iterable,
+    settings: CompareSettings,
+    labels: dict[str, int] | None = None,
+    *,
+    label_problems: Sequence[str] = (),
+    explain_fn: ExplainFn | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+    on_start: Callable[[Comparison], None] | None = None,
+) -> Comparison:
     """Run both models over the same images and compare predictions and maps.
 
     Args:
@@ -572,8 +704,10 @@ def compare_models(model_a, model_b, images: Iterable, settings: CompareSettings
         else:
             methods.append(m)
     if not methods:
-        raise ValueError("None of the chosen methods can run on both models: "
-                         + " ".join(f"{METHODS[m].label}: {r}" for m, r in skipped_methods.items()))
+        raise ValueError(
+            "None of the chosen methods can run on both models: "
+            + " ".join(f"{METHODS[m].label}: {r}" for m, r in skipped_methods.items())
+        )
     grid = map_grid_reason(model_a, model_b)
     averaging = [m for m in methods if METHODS[m].averaging] if grid is None else []
 
@@ -585,21 +719,54 @@ def compare_models(model_a, model_b, images: Iterable, settings: CompareSettings
             done[run] = count
             if progress is not None:
                 progress(sum(done.values()), total, f"{label} ({run})")
+
         return report
 
-    run_a = explain_images(model_a, sources, methods, settings.params, explain_fn=explain_fn,
-                           progress=tick("model A"), cancel=cancel)
-    run_b = explain_images(model_b, sources, methods, settings.params, explain_fn=explain_fn,
-                           progress=tick("model B"), cancel=cancel)
+    run_a = explain_images(
+        model_a,
+        sources,
+        methods,
+        settings.params,
+        explain_fn=explain_fn,
+        progress=tick("model A"),
+        cancel=cancel,
+    )
+    run_b = explain_images(
+        model_b,
+        sources,
+        methods,
+        settings.params,
+        explain_fn=explain_fn,
+        progress=tick("model B"),
+        cancel=cancel,
+    )
     runs = [run_a, run_b]
     if averaging:
-        runs.append(explain_images(model_a, sources, averaging, settings.baseline_params(), explain_fn=explain_fn,
-                                   progress=tick("model A, other seed"), cancel=cancel))
+        runs.append(
+            explain_images(
+                model_a,
+                sources,
+                averaging,
+                settings.baseline_params(),
+                explain_fn=explain_fn,
+                progress=tick("model A, other seed"),
+                cancel=cancel,
+            )
+        )
 
-    result = Comparison(model_a=model_a.describe(), model_b=model_b.describe(), settings=settings,
-                        methods=methods, images=[], total=len(sources), skipped_methods=skipped_methods,
-                        label_problems=list(label_problems), labelled=bool(labels), maps_not_compared=grid,
-                        cancelled=True)
+    result = Comparison(
+        model_a=model_a.describe(),
+        model_b=model_b.describe(),
+        settings=settings,
+        methods=methods,
+        images=[],
+        total=len(sources),
+        skipped_methods=skipped_methods,
+        label_problems=list(label_problems),
+        labelled=bool(labels),
+        maps_not_compared=grid,
+        cancelled=True,
+    )
     if on_start is not None:
         on_start(result)
     for results in zip(*runs):
@@ -630,16 +797,32 @@ def _compare_one(results, methods, averaging, labels, class_names, settings: Com
         return (a.name, problem)
     truth = label_for(a.name, labels)
     item = ImageComparison(
-        name=a.name, image_hash=a.image_hash, prediction_a=list(a.prediction), prediction_b=list(b.prediction),
-        truth=truth, truth_label=class_names[truth] if truth is not None else None,
-        change=classify_change(a.prediction[0][0], b.prediction[0][0], truth), crop_a=a.crop, crop_b=b.crop)
+        name=a.name,
+        image_hash=a.image_hash,
+        prediction_a=list(a.prediction),
+        prediction_b=list(b.prediction),
+        truth=truth,
+        truth_label=class_names[truth] if truth is not None else None,
+        change=classify_change(a.prediction[0][0], b.prediction[0][0], truth),
+        crop_a=a.crop,
+        crop_b=b.crop,
+    )
     for m in methods:
         for tag, run in (("model A", a), ("model B", b)):
             if m in run.errors or m in run.crashes:
-                message = run.errors.get(m) or f"unexpected {run.crashes[m]['type']}: {run.crashes[m]['message']}"
+                message = (
+                    run.errors.get(m) or f"unexpected {run.crashes[m]['type']}: {run.crashes[m]['message']}"
+                )
                 item.errors[m] = f"{tag}: {' '.join(message.split())}"
-        if seed is not None and m in averaging and m not in item.errors and (m in seed.errors or m in seed.crashes):
-            message = seed.errors.get(m) or f"unexpected {seed.crashes[m]['type']}: {seed.crashes[m]['message']}"
+        if (
+            seed is not None
+            and m in averaging
+            and m not in item.errors
+            and (m in seed.errors or m in seed.crashes)
+        ):
+            message = (
+                seed.errors.get(m) or f"unexpected {seed.crashes[m]['type']}: {seed.crashes[m]['message']}"
+            )
             item.errors[m] = f"model A with another seed: {' '.join(message.split())}"
         if m in a.maps:
             item.saliency_a[m] = a.maps[m].saliency
@@ -649,7 +832,9 @@ def _compare_one(results, methods, averaging, labels, class_names, settings: Com
             try:
                 item.agreement[m] = agreement(a.maps[m].saliency, b.maps[m].saliency, settings.top_share)
                 if m in averaging and seed is not None and m in seed.maps:
-                    item.seed_agreement[m] = agreement(a.maps[m].saliency, seed.maps[m].saliency, settings.top_share)
+                    item.seed_agreement[m] = agreement(
+                        a.maps[m].saliency, seed.maps[m].saliency, settings.top_share
+                    )
             except ValueError as err:
                 item.errors[m] = " ".join(str(err).split())
     return item

@@ -1,26 +1,27 @@
 """What two models' classes and an image's label say about a comparison: the classes the models do
 not share, the labels CSV (image name, class), and what a change of prediction was (fixed, broken...)."""
+
 from __future__ import annotations
 
 import csv
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..engine.untrusted import cut, quote
-
 
 UNCHANGED, CHANGED = "unchanged", "changed"
 FIXED, BROKEN, BOTH_WRONG = "fixed", "broken", "changed, both wrong"
 CHANGES = (UNCHANGED, CHANGED, FIXED, BROKEN, BOTH_WRONG)
-MAX_LABELS_BYTES = 16 << 20     # a labels CSV: image name, class per row
+MAX_LABELS_BYTES = 16 << 20  # a labels CSV: image name, class per row
 MAX_LABEL_ROWS = 1_000_000
 MAX_NAME_CHARS = 1000
-MAX_PROBLEMS = 20               # label problems listed one by one; the rest are counted
+MAX_PROBLEMS = 20  # label problems listed one by one; the rest are counted
 
 
 # ---- class lists ---------------------------------------------------------------------------------
+
 
 def _names(items: Sequence[str], limit: int = 10) -> str:
     shown = ", ".join(quote(s, 60) for s in items[:limit])
@@ -46,16 +47,25 @@ def class_difference(labels_a: Sequence[str], labels_b: Sequence[str], limit: in
     if only_b:
         parts.append(f"Only in model B ({len(only_b)}): {_names(only_b, limit)}.")
     if not parts and len(labels_a) != len(labels_b):
-        parts.append(f"Model A has {len(labels_a)} classes and model B {len(labels_b)}, with the same names "
-                     "(one of them repeats a name).")
+        parts.append(
+            f"Model A has {len(labels_a)} classes and model B {len(labels_b)}, with the same names "
+            "(one of them repeats a name)."
+        )
     elif not parts:
         moved = [i for i, (x, y) in enumerate(zip(labels_a, labels_b)) if x != y]
-        shown = "; ".join(f"class {i} is {quote(labels_a[i], 60)} in A and {quote(labels_b[i], 60)} in B"
-                          for i in moved[:limit])
-        parts.append(f"The same {len(labels_a)} class names in a different order: {shown}"
-                     + (f" and {len(moved) - limit} more" if len(moved) > limit else "") + ".")
-    return ("Model A and model B have different class lists, so their predictions cannot be compared. "
-            + " ".join(parts))
+        shown = "; ".join(
+            f"class {i} is {quote(labels_a[i], 60)} in A and {quote(labels_b[i], 60)} in B"
+            for i in moved[:limit]
+        )
+        parts.append(
+            f"The same {len(labels_a)} class names in a different order: {shown}"
+            + (f" and {len(moved) - limit} more" if len(moved) > limit else "")
+            + "."
+        )
+    return (
+        "Model A and model B have different class lists, so their predictions cannot be compared. "
+        + " ".join(parts)
+    )
 
 
 def check_same_classes(model_a, model_b) -> None:
@@ -67,6 +77,7 @@ def check_same_classes(model_a, model_b) -> None:
 
 # ---- labels --------------------------------------------------------------------------------------
 
+
 def _name_keys(name: str) -> list[str]:
     """The names an image is looked up by in a labels file: as given, its file name, and the
     file name in brackets of a sample photo ("Cat (chelsea.png)")."""
@@ -77,8 +88,9 @@ def _name_keys(name: str) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def read_labels(source: str | Path | bytes, class_names: Sequence[str],
-                where: str | None = None) -> tuple[dict[str, int], list[str]]:
+def read_labels(
+    source: str | Path | bytes, class_names: Sequence[str], where: str | None = None
+) -> tuple[dict[str, int], list[str]]:
     """The true class of each image from a CSV file with the columns ``image`` and ``label``.
 
     ``label`` is a class name of the models, or its index. Images are matched by the name given
@@ -105,16 +117,19 @@ def read_labels(source: str | Path | bytes, class_names: Sequence[str],
         where = where or path.name
         try:
             if path.stat().st_size > MAX_LABELS_BYTES:
-                raise ValueError(f"{where} is larger than {MAX_LABELS_BYTES >> 20} MiB; a labels file has one "
-                                 "short row per image.")
+                raise ValueError(
+                    f"{where} is larger than {MAX_LABELS_BYTES >> 20} MiB; a labels file has one "
+                    "short row per image."
+                )
             data = path.read_bytes()
         except FileNotFoundError:
             raise ValueError(f"{where}: no such labels file.") from None
         except OSError as err:
             raise ValueError(f"{where}: cannot be read ({err.strerror or err}).") from None
     if len(data) > MAX_LABELS_BYTES:
-        raise ValueError(f"{where} is larger than {MAX_LABELS_BYTES >> 20} MiB; a labels file has one short "
-                         "row per image.")
+        raise ValueError(
+            f"{where} is larger than {MAX_LABELS_BYTES >> 20} MiB; a labels file has one short row per image."
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -124,8 +139,10 @@ def read_labels(source: str | Path | bytes, class_names: Sequence[str],
     rows = csv.reader(io.StringIO(text))
     header = [h.strip().lower() for h in next(rows, [])]
     if "image" not in header or not ({"label", "class"} & set(header)):
-        raise ValueError(f"{where}: the first row must name the columns 'image' and 'label' "
-                         f"(e.g. image,label); got {quote(','.join(header), 80)}.")
+        raise ValueError(
+            f"{where}: the first row must name the columns 'image' and 'label' "
+            f"(e.g. image,label); got {quote(','.join(header), 80)}."
+        )
     col_image = header.index("image")
     col_label = header.index("label") if "label" in header else header.index("class")
     index_of = {name: i for i, name in reversed(list(enumerate(class_names)))}
@@ -141,31 +158,41 @@ def read_labels(source: str | Path | bytes, class_names: Sequence[str],
                 problems.append(f"{where}: more than {MAX_LABEL_ROWS:,} rows; the rest is left out.")
                 break
             if len(row) <= max(col_image, col_label):
-                problems.append(f"{where} line {line}: expected an image name and a label; got {quote(row, 80)}.")
+                problems.append(
+                    f"{where} line {line}: expected an image name and a label; got {quote(row, 80)}."
+                )
                 continue
             image, label = row[col_image].strip(), row[col_label].strip()
             if not image or len(image) > MAX_NAME_CHARS:
-                problems.append(f"{where} line {line}: the image name is empty or longer than {MAX_NAME_CHARS} "
-                                "characters.")
+                problems.append(
+                    f"{where} line {line}: the image name is empty or longer than {MAX_NAME_CHARS} "
+                    "characters."
+                )
                 continue
             if label in index_of:
                 value = index_of[label]
             elif label.isdigit() and len(label) < 10 and int(label) < len(class_names):
                 value = int(label)
             else:
-                problems.append(f"{where} line {line}: {quote(label, 60)} for {quote(image, 60)} is not one of the "
-                                f"models' {len(class_names)} classes (a class name or an index below "
-                                f"{len(class_names)}).")
+                problems.append(
+                    f"{where} line {line}: {quote(label, 60)} for {quote(image, 60)} is not one of the "
+                    f"models' {len(class_names)} classes (a class name or an index below "
+                    f"{len(class_names)})."
+                )
                 continue
             if image in labels and labels[image] != value:
-                problems.append(f"{where} line {line}: {quote(image, 60)} is labelled twice, differently; the "
-                                "first label is kept.")
+                problems.append(
+                    f"{where} line {line}: {quote(image, 60)} is labelled twice, differently; the "
+                    "first label is kept."
+                )
                 continue
             labels.setdefault(image, value)
     except csv.Error as err:
         problems.append(f"{where}: the CSV cannot be read past line {rows.line_num} ({cut(err, 120)}).")
     if len(problems) > MAX_PROBLEMS:
-        problems = problems[:MAX_PROBLEMS] + [f"{where}: {len(problems) - MAX_PROBLEMS} more rows with problems."]
+        problems = problems[:MAX_PROBLEMS] + [
+            f"{where}: {len(problems) - MAX_PROBLEMS} more rows with problems."
+        ]
     return labels, problems
 
 

@@ -28,11 +28,12 @@ Example:
     >>> round(curve.auc, 3), curve.replacement
     (0.071, 'mean')
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,21 +41,27 @@ from torchvision.transforms import functional as TF
 
 from .localisation import relevance
 
-STEP = 224                      # pixels per step (Petsiuk et al. 2018)
+STEP = 224  # pixels per step (Petsiuk et al. 2018)
 DELETION_REPLACEMENT = "mean"
 INSERTION_REPLACEMENT = "blurred"
 REPLACEMENTS = ("blurred", "mean", "black")
-BLUR_KERNEL = 11                # RISE code: gkern(klen=11, nsig=5)
+BLUR_KERNEL = 11  # RISE code: gkern(klen=11, nsig=5)
 BLUR_SIGMA = 5.0
-BATCH_SIZE = 32                 # images per forward pass (CPU, one thread: 24 ms per image alone,
-                                # 18 ms in batches of 32; see bench/pages.py)
+BATCH_SIZE = 32  # images per forward pass (CPU, one thread: 24 ms per image alone,
+# 18 ms in batches of 32; see bench/pages.py)
 
 METRICS = {
     # name: (label, higher is better, one-line meaning)
-    "deletion_auc": ("Deletion AUC", False,
-                     "area under the target probability as the most relevant pixels are removed; lower is better"),
-    "insertion_auc": ("Insertion AUC", True,
-                      "area under the target probability as the most relevant pixels are restored; higher is better"),
+    "deletion_auc": (
+        "Deletion AUC",
+        False,
+        "area under the target probability as the most relevant pixels are removed; lower is better",
+    ),
+    "insertion_auc": (
+        "Insertion AUC",
+        True,
+        "area under the target probability as the most relevant pixels are restored; higher is better",
+    ),
 }
 
 
@@ -82,9 +89,17 @@ class Curve:
     probability: str = "softmax"
 
     def record(self) -> dict:
-        return {"mode": self.mode, "auc": self.auc, "step": self.step, "replacement": self.replacement,
-                "target": self.target, "seed": self.seed, "fractions": self.fractions.tolist(),
-                "scores": self.scores.tolist(), "score": f"{self.probability} probability of the target class"}
+        return {
+            "mode": self.mode,
+            "auc": self.auc,
+            "step": self.step,
+            "replacement": self.replacement,
+            "target": self.target,
+            "seed": self.seed,
+            "fractions": self.fractions.tolist(),
+            "scores": self.scores.tolist(),
+            "score": f"{self.probability} probability of the target class",
+        }
 
 
 def _network(model):
@@ -102,14 +117,17 @@ def _probability(model, logits: torch.Tensor, target: int) -> list[float]:
     logits = logits.float()
     multilabel = _multilabel(model)
     if logits.dim() != 2 or logits.shape[1] < (1 if multilabel else 2):
-        raise ValueError(f"The network must return scores (batch, classes) for two or more classes; "
-                         f"it returned shape {tuple(logits.shape)}.")
+        raise ValueError(
+            f"The network must return scores (batch, classes) for two or more classes; "
+            f"it returned shape {tuple(logits.shape)}."
+        )
     probability = logits.sigmoid() if multilabel else logits.softmax(dim=1)
     return probability[:, int(target)].double().cpu().tolist()
 
 
-def replacement_image(x: torch.Tensor, replacement="mean", blur_kernel: int = BLUR_KERNEL,
-                      blur_sigma: float = BLUR_SIGMA) -> torch.Tensor:
+def replacement_image(
+    x: torch.Tensor, replacement="mean", blur_kernel: int = BLUR_KERNEL, blur_sigma: float = BLUR_SIGMA
+) -> torch.Tensor:
     """What removed pixels become, same shape as ``x`` (1, C, H, W).
 
     Args:
@@ -126,8 +144,10 @@ def replacement_image(x: torch.Tensor, replacement="mean", blur_kernel: int = BL
             return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
         if replacement == "black":
             return torch.zeros_like(x)
-        raise ValueError(f"Unknown replacement {replacement!r}; use one of {', '.join(REPLACEMENTS)} "
-                         "or a colour (three numbers in [0, 1]).")
+        raise ValueError(
+            f"Unknown replacement {replacement!r}; use one of {', '.join(REPLACEMENTS)} "
+            "or a colour (three numbers in [0, 1])."
+        )
     colour = torch.as_tensor(list(replacement), dtype=x.dtype, device=x.device)
     if colour.numel() != x.shape[1]:
         raise ValueError(f"A replacement colour needs {x.shape[1]} numbers; got {colour.numel()}.")
@@ -171,10 +191,21 @@ def _check_inputs(x: torch.Tensor, saliency, step) -> tuple[np.ndarray, int]:
 
 
 @torch.no_grad()
-def causal_curves(model, x: torch.Tensor, saliency, target: int, modes: Sequence[str] = ("deletion", "insertion"),
-                  *, step: int = STEP, replacements: dict | None = None, signed: bool = False, seed: int = 0,
-                  batch_size: int = BATCH_SIZE, backgrounds: dict | None = None,
-                  end_scores: dict | None = None) -> dict[str, Curve]:
+def causal_curves(
+    model,
+    x: torch.Tensor,
+    saliency,
+    target: int,
+    modes: Sequence[str] = ("deletion", "insertion"),
+    *,
+    step: int = STEP,
+    replacements: dict | None = None,
+    signed: bool = False,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+    backgrounds: dict | None = None,
+    end_scores: dict | None = None,
+) -> dict[str, Curve]:
     """Several curves of one image and one map, their points sent through the network together
     (``batch_size`` images per forward pass, whichever curve they belong to).
 
@@ -225,16 +256,25 @@ def causal_curves(model, x: torch.Tensor, saliency, target: int, modes: Sequence
     points = [(c, k) for c in range(len(ends)) for k in range(steps + 1) if np.isnan(scores[c, k])]
     network = _network(model)
     for first in range(0, len(points), max(1, int(batch_size))):
-        chunk = points[first:first + max(1, int(batch_size))]
+        chunk = points[first : first + max(1, int(batch_size))]
         batch = torch.cat([torch.where(changed_at < k, ends[c][1], ends[c][0]) for c, k in chunk])
         for (c, k), p in zip(chunk, _probability(model, network(batch), target)):
             scores[c, k] = p
     fractions = np.minimum(np.arange(steps + 1) * step, n) / n
-    return {mode: Curve(mode=mode, fractions=fractions.copy(), scores=scores[i],
-                        auc=area_under_curve(fractions, scores[i]), step=step,
-                        replacement=_replacement_name(used[mode]), target=int(target), seed=int(seed),
-                        probability="sigmoid" if _multilabel(model) else "softmax")
-            for i, mode in enumerate(modes)}
+    return {
+        mode: Curve(
+            mode=mode,
+            fractions=fractions.copy(),
+            scores=scores[i],
+            auc=area_under_curve(fractions, scores[i]),
+            step=step,
+            replacement=_replacement_name(used[mode]),
+            target=int(target),
+            seed=int(seed),
+            probability="sigmoid" if _multilabel(model) else "softmax",
+        )
+        for i, mode in enumerate(modes)
+    }
 
 
 @torch.no_grad()
@@ -247,12 +287,25 @@ def end_scores(model, x: torch.Tensor, target: int, backgrounds: dict) -> dict:
         {'image': 0.39..., 'deletion': 0.001...}
     """
     names = ["image", *backgrounds]
-    return dict(zip(names, _probability(model, _network(model)(torch.cat([x, *backgrounds.values()])), target)))
+    return dict(
+        zip(names, _probability(model, _network(model)(torch.cat([x, *backgrounds.values()])), target))
+    )
 
 
-def causal_curve(model, x: torch.Tensor, saliency, target: int, mode: str = "deletion", *,
-                 step: int = STEP, replacement=None, signed: bool = False, seed: int = 0,
-                 batch_size: int = BATCH_SIZE, background: torch.Tensor | None = None) -> Curve:
+def causal_curve(
+    model,
+    x: torch.Tensor,
+    saliency,
+    target: int,
+    mode: str = "deletion",
+    *,
+    step: int = STEP,
+    replacement=None,
+    signed: bool = False,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+    background: torch.Tensor | None = None,
+) -> Curve:
     """A deletion or insertion curve of one image.
 
     Args:
@@ -281,9 +334,19 @@ def causal_curve(model, x: torch.Tensor, saliency, target: int, mode: str = "del
     """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion'; got {mode!r}.")
-    return causal_curves(model, x, saliency, target, (mode,), step=step, replacements={mode: replacement},
-                         signed=signed, seed=seed, batch_size=batch_size,
-                         backgrounds={mode: background})[mode]
+    return causal_curves(
+        model,
+        x,
+        saliency,
+        target,
+        (mode,),
+        step=step,
+        replacements={mode: replacement},
+        signed=signed,
+        seed=seed,
+        batch_size=batch_size,
+        backgrounds={mode: background},
+    )[mode]
 
 
 def deletion_curve(model, x: torch.Tensor, saliency, target: int, **options) -> Curve:

@@ -24,6 +24,7 @@ Example:
     >>> labelled.items[0].label, labelled.classes["cat"]
     ('cat', (281, 282, 283, 284, 285))
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,19 +37,19 @@ import re
 import stat
 import threading
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Sequence
 
-from .annotations import Skipped
 from ..engine.untrusted import cut, quote
+from .annotations import Skipped
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 TABLE_NAMES = ("labels.csv", "labels.json")
 CLASSES_NAME = "classes.json"
-MAX_TABLE_BYTES = 16 * 2**20        # labels.csv / labels.json / classes.json
-MAX_LABEL = 200                     # characters in a label
-MAX_ZIP_MEMBERS = 200_000           # entries in an archive's directory
+MAX_TABLE_BYTES = 16 * 2**20  # labels.csv / labels.json / classes.json
+MAX_LABEL = 200  # characters in a label
+MAX_ZIP_MEMBERS = 200_000  # entries in an archive's directory
 
 
 def max_images() -> int:
@@ -92,7 +93,7 @@ class LabelledItem:
     classes: tuple[int, ...]
     key: str
     read: Callable[[], bytes] = field(repr=False)
-    path: str | None = None   # the file on the server, for a folder set (Ray workers read it)
+    path: str | None = None  # the file on the server, for a folder set (Ray workers read it)
 
 
 @dataclass
@@ -130,6 +131,7 @@ class LabelledSet:
 
 # ---- labels -> classes -------------------------------------------------------------------------
 
+
 def _norm(text: str) -> str:
     return " ".join(re.split(r"[\s_\-]+", str(text).strip().lower())).strip()
 
@@ -156,8 +158,9 @@ def _resolve(target, names: dict[str, int], count: int) -> int | None:
     return None
 
 
-def map_labels(labels: Iterable[str], model_labels: Sequence[str], mapping: dict | None = None
-               ) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+def map_labels(
+    labels: Iterable[str], model_labels: Sequence[str], mapping: dict | None = None
+) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """Which of the model's classes each label stands for.
 
     Args:
@@ -186,15 +189,20 @@ def map_labels(labels: Iterable[str], model_labels: Sequence[str], mapping: dict
                 continue
             if bad:
                 hint = _closest(bad[0], model_labels) if isinstance(bad[0], str) else ""
-                missing[label] = (f"{CLASSES_NAME} maps it to {', '.join(quote(t, 60) for t in bad[:5])}, which "
-                                  f"{'is' if len(bad) == 1 else 'are'} not a class of this model{hint}")
+                missing[label] = (
+                    f"{CLASSES_NAME} maps it to {', '.join(quote(t, 60) for t in bad[:5])}, which "
+                    f"{'is' if len(bad) == 1 else 'are'} not a class of this model{hint}"
+                )
                 continue
             found[label] = tuple(dict.fromkeys(int(r) for r in resolved))
             continue
         index = _resolve(label, names, count)
         if index is None:
-            missing[label] = ("names no class of this model" + _closest(label, model_labels)
-                              + f". Rename the folder or label to a class name, or map it in {CLASSES_NAME}")
+            missing[label] = (
+                "names no class of this model"
+                + _closest(label, model_labels)
+                + f". Rename the folder or label to a class name, or map it in {CLASSES_NAME}"
+            )
         else:
             found[label] = (index,)
     return found, missing
@@ -210,13 +218,19 @@ def read_mapping(data: bytes, name: str = CLASSES_NAME) -> dict:
     """``classes.json``: ``{label: class name / index, or a list of them}``; ValueError otherwise."""
     value = _json(data, name)
     if not isinstance(value, dict):
-        raise ValueError(f"{name}: expected an object {{label: class or [classes]}}; got {type(value).__name__}.")
+        raise ValueError(
+            f"{name}: expected an object {{label: class or [classes]}}; got {type(value).__name__}."
+        )
     out = {}
     for label, target in value.items():
         targets = target if isinstance(target, list) else [target]
-        if len(targets) > 1000 or not all(isinstance(t, (str, int)) and not isinstance(t, bool) for t in targets):
-            raise ValueError(f"{name}: the entry for {quote(label)} must be a class name or index, or a list "
-                             "of up to 1,000 of them.")
+        if len(targets) > 1000 or not all(
+            isinstance(t, (str, int)) and not isinstance(t, bool) for t in targets
+        ):
+            raise ValueError(
+                f"{name}: the entry for {quote(label)} must be a class name or index, or a list "
+                "of up to 1,000 of them."
+            )
         out[str(label)] = [cut(t, MAX_LABEL) if isinstance(t, str) else t for t in targets]
     return out
 
@@ -229,8 +243,10 @@ _LABEL_COLUMNS = {"label", "class", "class_name", "category", "true_label", "tar
 
 def _json(data: bytes, name: str):
     if len(data) > MAX_TABLE_BYTES:
-        raise ValueError(f"{name}: the file is too large ({len(data) / 2**20:,.1f} MiB; the limit is "
-                         f"{MAX_TABLE_BYTES // 2**20} MiB).")
+        raise ValueError(
+            f"{name}: the file is too large ({len(data) / 2**20:,.1f} MiB; the limit is "
+            f"{MAX_TABLE_BYTES // 2**20} MiB)."
+        )
     try:
         return json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -257,25 +273,37 @@ def read_table(data: bytes, name: str) -> tuple[list[tuple[str, str]], list[Skip
         elif isinstance(value, list):
             raw = []
             for n, entry in enumerate(value, 1):
-                if isinstance(entry, dict) and any(k in entry for k in _FILE_COLUMNS) and \
-                        any(k in entry for k in _LABEL_COLUMNS):
+                if (
+                    isinstance(entry, dict)
+                    and any(k in entry for k in _FILE_COLUMNS)
+                    and any(k in entry for k in _LABEL_COLUMNS)
+                ):
                     f = next(entry[k] for k in entry if k in _FILE_COLUMNS)
                     lab = next(entry[k] for k in entry if k in _LABEL_COLUMNS)
                     raw.append((f, lab))
                 else:
-                    problems.append(Skipped(f"{name} entry {n}", "expected an object with a file and a label."))
+                    problems.append(
+                        Skipped(f"{name} entry {n}", "expected an object with a file and a label.")
+                    )
         else:
             raise ValueError(f"{name}: expected {{file: label}} or a list of {{file, label}} objects.")
         for f, lab in raw:
             if not isinstance(f, str) or isinstance(lab, bool) or not isinstance(lab, (str, int)):
-                problems.append(Skipped(cut(str(f), 120), f"{name}: the file must be text and the label text or a "
-                                                          f"whole number; got {quote(lab, 60)}."))
+                problems.append(
+                    Skipped(
+                        cut(str(f), 120),
+                        f"{name}: the file must be text and the label text or a "
+                        f"whole number; got {quote(lab, 60)}.",
+                    )
+                )
                 continue
             rows.append((f, str(lab)))
         return rows, problems
     if len(data) > MAX_TABLE_BYTES:
-        raise ValueError(f"{name}: the file is too large ({len(data) / 2**20:,.1f} MiB; the limit is "
-                         f"{MAX_TABLE_BYTES // 2**20} MiB).")
+        raise ValueError(
+            f"{name}: the file is too large ({len(data) / 2**20:,.1f} MiB; the limit is "
+            f"{MAX_TABLE_BYTES // 2**20} MiB)."
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -284,7 +312,7 @@ def read_table(data: bytes, name: str) -> tuple[list[tuple[str, str]], list[Skip
         table = list(csv.reader(io.StringIO(text)))
     except csv.Error as err:
         raise ValueError(f"{name}: not a readable CSV file ({cut(err, 120)}).") from None
-    table = [(n, r) for n, r in enumerate(table, 1) if any(c.strip() for c in r)]   # n: row in the file
+    table = [(n, r) for n, r in enumerate(table, 1) if any(c.strip() for c in r)]  # n: row in the file
     if not table:
         raise ValueError(f"{name}: the table is empty.")
     header = [_norm(c).replace(" ", "_") for c in table[0][1]]
@@ -293,18 +321,23 @@ def read_table(data: bytes, name: str) -> tuple[list[tuple[str, str]], list[Skip
     start = 1
     if fi is None or li is None:
         if len(table[0][1]) != 2:
-            raise ValueError(f"{name}: expected a header with a file column and a label column (file,label); "
-                             f"got {quote(table[0][1], 120)}.")
+            raise ValueError(
+                f"{name}: expected a header with a file column and a label column (file,label); "
+                f"got {quote(table[0][1], 120)}."
+            )
         fi, li, start = 0, 1, 0
     for n, row in table[start:]:
         if len(row) <= max(fi, li) or not row[fi].strip() or not row[li].strip():
-            problems.append(Skipped(f"{name} row {n}", "a file and a label are needed; the row is incomplete."))
+            problems.append(
+                Skipped(f"{name} row {n}", "a file and a label are needed; the row is incomplete.")
+            )
             continue
         rows.append((row[fi].strip(), row[li].strip()))
     return rows, problems
 
 
 # ---- safe paths ----------------------------------------------------------------------------------
+
 
 def _unsafe_path(path: str) -> str | None:
     """Why ``path`` (a path inside a set) cannot be used, or None."""
@@ -327,17 +360,26 @@ def _is_image(name: str) -> bool:
 
 # ---- building a set ------------------------------------------------------------------------------
 
+
 @dataclass
 class _File:
-    name: str                       # path inside the set (POSIX)
-    size: int                       # bytes, as stated by the file system or the archive
-    read: Callable[[int], bytes]    # read(limit) -> bytes; ValueError if it fails or exceeds limit
+    name: str  # path inside the set (POSIX)
+    size: int  # bytes, as stated by the file system or the archive
+    read: Callable[[int], bytes]  # read(limit) -> bytes; ValueError if it fails or exceeds limit
     path: str | None = None
 
 
-def _assemble(files: list[_File], problems: list[Skipped], model_labels: Sequence[str], *,
-              table: tuple[str, bytes] | None, mapping: dict | None, description: str, source: str,
-              limit: int | None) -> LabelledSet:
+def _assemble(
+    files: list[_File],
+    problems: list[Skipped],
+    model_labels: Sequence[str],
+    *,
+    table: tuple[str, bytes] | None,
+    mapping: dict | None,
+    description: str,
+    source: str,
+    limit: int | None,
+) -> LabelledSet:
     """Labels for ``files`` (from ``table`` or the ImageFolder layout), mapped to classes;
     duplicates, size and count limits applied; each file's bytes hashed."""
     limit = max_images() if limit is None else int(limit)
@@ -345,8 +387,11 @@ def _assemble(files: list[_File], problems: list[Skipped], model_labels: Sequenc
     images = sorted((f for f in files if _is_image(f.name)), key=lambda f: f.name)
     for f in files:
         if not _is_image(f.name):
-            problems.append(Skipped(f.name, f"not an image file ({PurePosixPath(f.name).suffix or 'no suffix'}); "
-                                            "left out."))
+            problems.append(
+                Skipped(
+                    f.name, f"not an image file ({PurePosixPath(f.name).suffix or 'no suffix'}); left out."
+                )
+            )
     labelled: list[tuple[_File, str]] = []
     if table is not None:
         tname, tdata = table
@@ -360,10 +405,16 @@ def _assemble(files: list[_File], problems: list[Skipped], model_labels: Sequenc
             if why:
                 problems.append(Skipped(shown, f"{tname}: {why}."))
                 continue
-            rel = PurePosixPath(path.replace("\\", "/")).as_posix()   # also drops "./" and doubled "/"
+            rel = PurePosixPath(path.replace("\\", "/")).as_posix()  # also drops "./" and doubled "/"
             if rel in used:
-                same = "the same label" if used[rel] == label else f"label {quote(used[rel])}, here {quote(label)}"
-                problems.append(Skipped(shown, f"{tname} lists this file twice ({same}); the first row is used."))
+                same = (
+                    "the same label"
+                    if used[rel] == label
+                    else f"label {quote(used[rel])}, here {quote(label)}"
+                )
+                problems.append(
+                    Skipped(shown, f"{tname} lists this file twice ({same}); the first row is used.")
+                )
                 continue
             f = by_name.get(rel)
             if f is None:
@@ -373,24 +424,35 @@ def _assemble(files: list[_File], problems: list[Skipped], model_labels: Sequenc
             labelled.append((f, label))
         for f in images:
             if f.name not in used:
-                problems.append(Skipped(f.name, f"not listed in {tname}, so its true class is unknown; left out."))
+                problems.append(
+                    Skipped(f.name, f"not listed in {tname}, so its true class is unknown; left out.")
+                )
     else:
         for f in images:
             parts = PurePosixPath(f.name).parts
             if len(parts) < 2:
-                problems.append(Skipped(f.name, "not inside a class folder (ImageFolder layout: one sub-folder "
-                                                "per class), so its true class is unknown; left out."))
+                problems.append(
+                    Skipped(
+                        f.name,
+                        "not inside a class folder (ImageFolder layout: one sub-folder "
+                        "per class), so its true class is unknown; left out.",
+                    )
+                )
                 continue
             labelled.append((f, parts[0]))
     if not labelled and not images:
-        raise ValueError(f"{description}: no images found (expected one sub-folder per class with images in "
-                         f"it, or {' / '.join(TABLE_NAMES)} next to the images).")
+        raise ValueError(
+            f"{description}: no images found (expected one sub-folder per class with images in "
+            f"it, or {' / '.join(TABLE_NAMES)} next to the images)."
+        )
     # labels -> classes
     too_long = {lab for _, lab in labelled if len(lab) > MAX_LABEL}
     classes, missing = map_labels([lab for _, lab in labelled if lab not in too_long], model_labels, mapping)
     for lab in sorted(missing):
         count = sum(1 for _, x in labelled if x == lab)
-        problems.append(Skipped(f"label {cut(lab, 80)!r}", f"{missing[lab]}; its {count} image(s) are left out."))
+        problems.append(
+            Skipped(f"label {cut(lab, 80)!r}", f"{missing[lab]}; its {count} image(s) are left out.")
+        )
     items: list[LabelledItem] = []
     seen: dict[str, LabelledItem] = {}
     total = 0
@@ -399,19 +461,36 @@ def _assemble(files: list[_File], problems: list[Skipped], model_labels: Sequenc
             problems.append(Skipped(f.name, f"its label is longer than {MAX_LABEL} characters; left out."))
             continue
         if label not in classes:
-            problems.append(Skipped(f.name, f"its label {cut(label, 80)!r} names no class of this model; left out."))
+            problems.append(
+                Skipped(f.name, f"its label {cut(label, 80)!r} names no class of this model; left out.")
+            )
             continue
         if len(items) >= limit:
-            problems.append(Skipped(f.name, f"the set holds more than {limit:,} images, the configured limit "
-                                            "(SALIENCY_GALLERY_MAX_IMAGES); left out."))
+            problems.append(
+                Skipped(
+                    f.name,
+                    f"the set holds more than {limit:,} images, the configured limit "
+                    "(SALIENCY_GALLERY_MAX_IMAGES); left out.",
+                )
+            )
             continue
         if f.size > per_file:
-            problems.append(Skipped(f.name, f"the file is too large ({f.size / 2**20:,.1f} MiB; the limit is "
-                                            f"{per_file // 2**20} MiB); left out."))
+            problems.append(
+                Skipped(
+                    f.name,
+                    f"the file is too large ({f.size / 2**20:,.1f} MiB; the limit is "
+                    f"{per_file // 2**20} MiB); left out.",
+                )
+            )
             continue
         if total + f.size > total_limit:
-            problems.append(Skipped(f.name, f"the set's images together exceed {total_limit // 2**20:,} MiB, the "
-                                            "configured limit (SALIENCY_GALLERY_MAX_TOTAL_MB); left out."))
+            problems.append(
+                Skipped(
+                    f.name,
+                    f"the set's images together exceed {total_limit // 2**20:,} MiB, the "
+                    "configured limit (SALIENCY_GALLERY_MAX_TOTAL_MB); left out.",
+                )
+            )
             continue
         try:
             data = f.read(per_file)
@@ -424,20 +503,37 @@ def _assemble(files: list[_File], problems: list[Skipped], model_labels: Sequenc
         if key in seen:
             first = seen[key]
             conflict = "" if first.label == label else f" (labelled {first.label!r} there, {label!r} here)"
-            problems.append(Skipped(f.name, f"duplicate file: the same bytes as {first.name}{conflict}; "
-                                            "counted once, under the first name."))
+            problems.append(
+                Skipped(
+                    f.name,
+                    f"duplicate file: the same bytes as {first.name}{conflict}; "
+                    "counted once, under the first name.",
+                )
+            )
             continue
-        item = LabelledItem(name=f.name, label=label, classes=classes[label], key=key,
-                            read=_checked(f.read, per_file, key, f.name), path=f.path)
+        item = LabelledItem(
+            name=f.name,
+            label=label,
+            classes=classes[label],
+            key=key,
+            read=_checked(f.read, per_file, key, f.name),
+            path=f.path,
+        )
         seen[key] = item
         items.append(item)
     if not items:
         reasons = "; ".join(f"{p.item}: {p.reason}" for p in problems[:5])
-        raise ValueError(f"{description}: none of its images can be used ({len(problems)} problem(s): "
-                         f"{cut(reasons, 600)}).")
-    return LabelledSet(items=items, problems=problems, classes={k: v for k, v in classes.items()
-                                                                 if any(i.label == k for i in items)},
-                       description=description, source=source)
+        raise ValueError(
+            f"{description}: none of its images can be used ({len(problems)} problem(s): "
+            f"{cut(reasons, 600)})."
+        )
+    return LabelledSet(
+        items=items,
+        problems=problems,
+        classes={k: v for k, v in classes.items() if any(i.label == k for i in items)},
+        description=description,
+        source=source,
+    )
 
 
 def _checked(read: Callable[[int], bytes], limit: int, key: str, name: str) -> Callable[[], bytes]:
@@ -446,18 +542,25 @@ def _checked(read: Callable[[int], bytes], limit: int, key: str, name: str) -> C
         if hashlib.sha256(data).hexdigest() != key:
             raise ValueError(f"{name}: the file changed since the set was opened; open the set again.")
         return data
+
     return again
 
 
 def _strip(err: Exception, name: str) -> str:
     text = " ".join(str(err).split())
-    return text[len(name) + 2:] if text.startswith(name + ": ") else text
+    return text[len(name) + 2 :] if text.startswith(name + ": ") else text
 
 
 # ---- folder --------------------------------------------------------------------------------------
 
-def open_folder(root: str | os.PathLike, model_labels: Sequence[str], *, mapping: dict | None = None,
-                limit: int | None = None) -> LabelledSet:
+
+def open_folder(
+    root: str | os.PathLike,
+    model_labels: Sequence[str],
+    *,
+    mapping: dict | None = None,
+    limit: int | None = None,
+) -> LabelledSet:
     """A labelled set from a folder (ImageFolder layout, or ``labels.csv`` / ``labels.json``).
 
     Args:
@@ -484,8 +587,12 @@ def open_folder(root: str | os.PathLike, model_labels: Sequence[str], *, mapping
         for d in list(dirnames):
             if (Path(dirpath) / d).is_symlink():
                 dirnames.remove(d)
-                problems.append(Skipped((rel_dir / d).as_posix(), "a link to another folder; links are not "
-                                                                   "followed, so it is left out."))
+                problems.append(
+                    Skipped(
+                        (rel_dir / d).as_posix(),
+                        "a link to another folder; links are not followed, so it is left out.",
+                    )
+                )
         for fname in sorted(filenames):
             if fname.startswith("."):
                 continue
@@ -494,7 +601,9 @@ def open_folder(root: str | os.PathLike, model_labels: Sequence[str], *, mapping
             if rel_dir == Path(".") and fname.lower() in TABLE_NAMES + (CLASSES_NAME,):
                 continue
             if p.is_symlink() and not _inside(p, real_root):
-                problems.append(Skipped(rel, "a link that points outside the set's folder; left out for safety."))
+                problems.append(
+                    Skipped(rel, "a link that points outside the set's folder; left out for safety.")
+                )
                 continue
             try:
                 size = p.stat().st_size
@@ -503,8 +612,10 @@ def open_folder(root: str | os.PathLike, model_labels: Sequence[str], *, mapping
                 continue
             files.append(_File(rel, size, _file_reader(p, rel), path=str(p.resolve())))
         if len(files) > 10 * max_images() + 100_000:
-            raise ValueError(f"{root}: more than {len(files):,} files; the gallery takes at most "
-                             f"{max_images():,} images (SALIENCY_GALLERY_MAX_IMAGES).")
+            raise ValueError(
+                f"{root}: more than {len(files):,} files; the gallery takes at most "
+                f"{max_images():,} images (SALIENCY_GALLERY_MAX_IMAGES)."
+            )
     tables = [n for n in TABLE_NAMES if (root / n).is_file()]
     if tables:
         table = (tables[0], _read_small(root / tables[0], tables[0]))
@@ -513,10 +624,20 @@ def open_folder(root: str | os.PathLike, model_labels: Sequence[str], *, mapping
     if mapping is None and (root / CLASSES_NAME).is_file():
         mapping = read_mapping(_read_small(root / CLASSES_NAME, CLASSES_NAME))
     if not files:
-        raise ValueError(f"The folder {root.name or root} is empty: it holds no image files (expected one "
-                         "sub-folder per class with images in it).")
-    return _assemble(files, problems, model_labels, table=table, mapping=mapping,
-                     description=f"folder {root.name or root}", source=f"folder:{root}", limit=limit)
+        raise ValueError(
+            f"The folder {root.name or root} is empty: it holds no image files (expected one "
+            "sub-folder per class with images in it)."
+        )
+    return _assemble(
+        files,
+        problems,
+        model_labels,
+        table=table,
+        mapping=mapping,
+        description=f"folder {root.name or root}",
+        source=f"folder:{root}",
+        limit=limit,
+    )
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -529,8 +650,10 @@ def _inside(path: Path, root: Path) -> bool:
 
 def _read_small(path: Path, name: str) -> bytes:
     if path.stat().st_size > MAX_TABLE_BYTES:
-        raise ValueError(f"{name}: the file is too large ({path.stat().st_size / 2**20:,.1f} MiB; the limit is "
-                         f"{MAX_TABLE_BYTES // 2**20} MiB).")
+        raise ValueError(
+            f"{name}: the file is too large ({path.stat().st_size / 2**20:,.1f} MiB; the limit is "
+            f"{MAX_TABLE_BYTES // 2**20} MiB)."
+        )
     return path.read_bytes()
 
 
@@ -544,13 +667,21 @@ def _file_reader(path: Path, name: str) -> Callable[[int], bytes]:
         if len(data) > limit:
             raise ValueError(f"{name}: the file is too large (more than {limit // 2**20} MiB).")
         return data
+
     return read
 
 
 # ---- ZIP ------------------------------------------------------------------------------------------
 
-def open_zip(data: bytes, name: str, model_labels: Sequence[str], *, mapping: dict | None = None,
-             limit: int | None = None) -> LabelledSet:
+
+def open_zip(
+    data: bytes,
+    name: str,
+    model_labels: Sequence[str],
+    *,
+    mapping: dict | None = None,
+    limit: int | None = None,
+) -> LabelledSet:
     """A labelled set from a ZIP holding the folder layout (optionally inside one top folder).
 
     Members that are links, encrypted, or whose path leaves the archive's root are listed and
@@ -566,7 +697,9 @@ def open_zip(data: bytes, name: str, model_labels: Sequence[str], *, mapping: di
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
         raise ValueError(f"{name}: not a readable ZIP file ({cut(err, 120)}).") from None
     if len(infos) > MAX_ZIP_MEMBERS:
-        raise ValueError(f"{name}: the archive holds {len(infos):,} entries; the limit is {MAX_ZIP_MEMBERS:,}.")
+        raise ValueError(
+            f"{name}: the archive holds {len(infos):,} entries; the limit is {MAX_ZIP_MEMBERS:,}."
+        )
     lock = threading.Lock()
     problems: list[Skipped] = []
     members: dict[str, zipfile.ZipInfo] = {}
@@ -584,15 +717,22 @@ def open_zip(data: bytes, name: str, model_labels: Sequence[str], *, mapping: di
             continue
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
-            problems.append(Skipped(shown, "a symbolic link inside the archive; links are not followed, so it is "
-                                           "left out."))
+            problems.append(
+                Skipped(
+                    shown, "a symbolic link inside the archive; links are not followed, so it is left out."
+                )
+            )
             continue
         if info.flag_bits & 0x1:
-            problems.append(Skipped(shown, "encrypted; it cannot be read without a password, so it is left out."))
+            problems.append(
+                Skipped(shown, "encrypted; it cannot be read without a password, so it is left out.")
+            )
             continue
         key = path.as_posix()
         if key in members:
-            problems.append(Skipped(shown, "the archive holds two entries with this name; the first is used."))
+            problems.append(
+                Skipped(shown, "the archive holds two entries with this name; the first is used.")
+            )
             continue
         members[key] = info
     # one top folder holding everything (zip of a folder): strip it
@@ -601,31 +741,42 @@ def open_zip(data: bytes, name: str, model_labels: Sequence[str], *, mapping: di
     if len(tops) == 1 and all(len(PurePosixPath(k).parts) > 1 for k in members):
         top = next(iter(tops))
         inner = {PurePosixPath(k).relative_to(top).as_posix() for k in members}
-        if any(n.lower() in TABLE_NAMES for n in inner) or \
-                all(len(PurePosixPath(n).parts) > 1 for n in inner if _is_image(n)):
+        if any(n.lower() in TABLE_NAMES for n in inner) or all(
+            len(PurePosixPath(n).parts) > 1 for n in inner if _is_image(n)
+        ):
             prefix = top + "/"
 
     def reader(info: zipfile.ZipInfo, rel: str) -> Callable[[int], bytes]:
         def read(limit: int) -> bytes:
             if info.file_size > limit:
-                raise ValueError(f"{rel}: the file is too large ({info.file_size / 2**20:,.1f} MiB unpacked; "
-                                 f"the limit is {limit // 2**20} MiB).")
+                raise ValueError(
+                    f"{rel}: the file is too large ({info.file_size / 2**20:,.1f} MiB unpacked; "
+                    f"the limit is {limit // 2**20} MiB)."
+                )
             try:
                 with lock, archive.open(info) as f:
                     out = f.read(limit + 1)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError) as err:
+            except (
+                zipfile.BadZipFile,
+                OSError,
+                ValueError,
+                EOFError,
+                RuntimeError,
+                NotImplementedError,
+            ) as err:
                 raise ValueError(f"{rel}: cannot be read from the archive ({cut(err, 120)}).") from None
             except Exception as err:  # noqa: BLE001  decompressors raise many types on damaged data
                 raise ValueError(f"{rel}: cannot be read from the archive ({type(err).__name__}).") from None
             if len(out) > limit:
                 raise ValueError(f"{rel}: it inflates to more than {limit // 2**20} MiB; left out.")
             return out
+
         return read
 
     files: list[_File] = []
     table = None
     for key, info in members.items():
-        rel = key[len(prefix):] if prefix and key.startswith(prefix) else key
+        rel = key[len(prefix) :] if prefix and key.startswith(prefix) else key
         if "/" not in rel and rel.lower() in TABLE_NAMES:
             if table is None:
                 table = (rel, reader(info, rel)(MAX_TABLE_BYTES))
@@ -638,11 +789,25 @@ def open_zip(data: bytes, name: str, model_labels: Sequence[str], *, mapping: di
             continue
         files.append(_File(rel, int(info.file_size), reader(info, rel)))
     if not files:
-        raise ValueError(f"{name}: the archive holds no image files"
-                         + (f" ({len(problems)} entries left out: {cut(problems[0].item, 80)}: "
-                            f"{problems[0].reason})" if problems else "") + ".")
-    return _assemble(files, problems, model_labels, table=table, mapping=mapping, description=f"ZIP {cut(name, 80)}",
-                     source=f"zip:{cut(name, 120)}", limit=limit)
+        raise ValueError(
+            f"{name}: the archive holds no image files"
+            + (
+                f" ({len(problems)} entries left out: {cut(problems[0].item, 80)}: {problems[0].reason})"
+                if problems
+                else ""
+            )
+            + "."
+        )
+    return _assemble(
+        files,
+        problems,
+        model_labels,
+        table=table,
+        mapping=mapping,
+        description=f"ZIP {cut(name, 80)}",
+        source=f"zip:{cut(name, 120)}",
+        limit=limit,
+    )
 
 
 # ---- the bundled demo set --------------------------------------------------------------------------
@@ -661,16 +826,22 @@ DEMO_CLASSES = {
 }
 # scikit-image photos with a known class (file, label)
 DEMO_PHOTOS = (
-    ("chelsea.png", "cat"), ("coffee.png", "espresso"), ("motorcycle_left.png", "motorcycle"),
-    ("motorcycle_right.png", "motorcycle"), ("camera.png", "tripod"), ("rocket.jpg", "rocket"),
-    ("clock_motion.png", "clock"), ("horse.png", "horse"),
+    ("chelsea.png", "cat"),
+    ("coffee.png", "espresso"),
+    ("motorcycle_left.png", "motorcycle"),
+    ("motorcycle_right.png", "motorcycle"),
+    ("camera.png", "tripod"),
+    ("rocket.jpg", "rocket"),
+    ("clock_motion.png", "clock"),
+    ("horse.png", "horse"),
 )
-DEMO_PASTED = 24        # pasted-object images (seed 0): cat, espresso, motorcycle, tripod in turn
+DEMO_PASTED = 24  # pasted-object images (seed 0): cat, espresso, motorcycle, tripod in turn
 DEMO_DESCRIPTION = (
     f"Demo set: {DEMO_PASTED} pasted-object images (scikit-image objects on grass, gravel and brick) and "
     f"{len(DEMO_PHOTOS)} scikit-image photos, with their true classes. ImageNet has no motorcycle, rocket, "
     "clock or horse class: moped / motor scooter, missile / projectile, analog / wall clock and sorrel count "
-    "as correct.")
+    "as correct."
+)
 
 
 def demo_set(model_labels: Sequence[str]) -> LabelledSet:
@@ -682,6 +853,7 @@ def demo_set(model_labels: Sequence[str]) -> LabelledSet:
         (32, ['cat', 'clock'])
     """
     from .data import OBJECTS, pasted_objects, photo_path
+
     files: list[_File] = []
     problems: list[Skipped] = []
     pasted = pasted_objects(DEMO_PASTED, seed=0)
@@ -693,6 +865,7 @@ def demo_set(model_labels: Sequence[str]) -> LabelledSet:
             buf = io.BytesIO()
             item.image().save(buf, format="PNG")
             return buf.getvalue()
+
         files.append(_File(name, 0, read))
     for photo, label in DEMO_PHOTOS:
         try:
@@ -700,6 +873,16 @@ def demo_set(model_labels: Sequence[str]) -> LabelledSet:
         except ValueError as err:
             problems.append(Skipped(photo, str(err)))
             continue
-        files.append(_File(f"{label}/{photo}", path.stat().st_size, _file_reader(path, photo), path=str(path)))
-    return _assemble(files, problems, model_labels, table=None, mapping=DEMO_CLASSES,
-                     description="Demo set", source="demo", limit=None)
+        files.append(
+            _File(f"{label}/{photo}", path.stat().st_size, _file_reader(path, photo), path=str(path))
+        )
+    return _assemble(
+        files,
+        problems,
+        model_labels,
+        table=None,
+        mapping=DEMO_CLASSES,
+        description="Demo set",
+        source="demo",
+        limit=None,
+    )

@@ -30,6 +30,7 @@ Example:
     >>> localisation_scores(region.astype(float), region)["relevance_mass"]
     1.0
 """
+
 from __future__ import annotations
 
 import math
@@ -37,20 +38,32 @@ import math
 import numpy as np
 from scipy import ndimage
 
-POINTING_TOLERANCE = 15.0   # pixels, Zhang et al. 2016
-TOP_K = 0.1                 # share of pixels for the top-k IoU
-CENTRE_SIGMA = 0.25         # centre-bias Gaussian: standard deviation as a share of the side
+POINTING_TOLERANCE = 15.0  # pixels, Zhang et al. 2016
+TOP_K = 0.1  # share of pixels for the top-k IoU
+CENTRE_SIGMA = 0.25  # centre-bias Gaussian: standard deviation as a share of the side
 
 METRICS = {
     # name: (label, higher is better, one-line meaning)
-    "pointing_game": ("Pointing game", True,
-                      "1 when the map's maximum lies in the region (within the tolerance), else 0"),
-    "relevance_mass": ("Relevance mass", True,
-                       "share of the map's relevance inside the region (energy-based pointing game)"),
-    "relevance_rank": ("Relevance rank accuracy", True,
-                       "share of the |region| most relevant pixels that lie inside the region"),
-    "iou_top_k": ("IoU of the top-k %", True,
-                  "intersection over union of the top-k % most relevant pixels with the region"),
+    "pointing_game": (
+        "Pointing game",
+        True,
+        "1 when the map's maximum lies in the region (within the tolerance), else 0",
+    ),
+    "relevance_mass": (
+        "Relevance mass",
+        True,
+        "share of the map's relevance inside the region (energy-based pointing game)",
+    ),
+    "relevance_rank": (
+        "Relevance rank accuracy",
+        True,
+        "share of the |region| most relevant pixels that lie inside the region",
+    ),
+    "iou_top_k": (
+        "IoU of the top-k %",
+        True,
+        "intersection over union of the top-k % most relevant pixels with the region",
+    ),
 }
 
 
@@ -176,8 +189,9 @@ def top_k_iou(saliency, region, top_k: float = TOP_K, signed: bool = False) -> f
     return float(inter / (r.sum() + w.sum() - inter))
 
 
-def localisation_scores(saliency, region, *, signed: bool = False, tolerance: float = POINTING_TOLERANCE,
-                        top_k: float = TOP_K) -> dict[str, float]:
+def localisation_scores(
+    saliency, region, *, signed: bool = False, tolerance: float = POINTING_TOLERANCE, top_k: float = TOP_K
+) -> dict[str, float]:
     """Every localisation measure of one map against one region.
 
     Args:
@@ -195,8 +209,12 @@ def localisation_scores(saliency, region, *, signed: bool = False, tolerance: fl
         {'pointing_game': 1.0, 'relevance_mass': 0.61, 'relevance_rank': 0.55, 'iou_top_k': 0.31}
     """
     s, r = _check(relevance(saliency, signed), region)
-    return {"pointing_game": pointing_game(s, r, tolerance), "relevance_mass": relevance_mass(s, r),
-            "relevance_rank": relevance_rank(s, r), "iou_top_k": top_k_iou(s, r, top_k)}
+    return {
+        "pointing_game": pointing_game(s, r, tolerance),
+        "relevance_mass": relevance_mass(s, r),
+        "relevance_rank": relevance_rank(s, r),
+        "iou_top_k": top_k_iou(s, r, top_k),
+    }
 
 
 def centre_bias_map(height: int, width: int | None = None, sigma: float = CENTRE_SIGMA) -> np.ndarray:

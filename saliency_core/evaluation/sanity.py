@@ -42,33 +42,39 @@ Example:
     >>> {m: v.passed for m, v in result.verdicts().items()}
     {'gradient': True, 'guided_backprop': False}
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import hashlib
 import math
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from ..engine.classifier import Classifier
 from ..engine.explain import attribute, check_methods, get_method, reduce_channels
 from ..engine.images import ImageSource, image_hash, load_image
-from ..engine.classifier import Classifier
 from .similarity import compare
 
 MODES = ("cascading", "independent")
-DEPTH_SHARE = 0.5          # default run: the top half of the blocks
+DEPTH_SHARE = 0.5  # default run: the top half of the blocks
 MEASURES = ("spearman_abs", "spearman_signed", "ssim", "hog")
 VERDICT_MEASURE = "spearman_abs"
 DEFAULT_THRESHOLD = 0.5
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
-          nn.LocalResponseNorm)
+_NORMS = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
+)
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 
@@ -125,7 +131,8 @@ def _forward_order(network: nn.Module, names: list[str], size: int, channels: in
         clone = copy.deepcopy(network)
         for name in names:
             clone.get_submodule(name).register_forward_pre_hook(
-                lambda m, i, name=name: order.append(name) if name not in order else None)
+                lambda m, i, name=name: order.append(name) if name not in order else None
+            )
         device = next(clone.parameters()).device
         with torch.no_grad():
             clone(torch.zeros(1, channels, size, size, device=device))
@@ -158,20 +165,24 @@ def layer_blocks(model: Classifier | nn.Module, input_size: int | None = None) -
     size = input_size or (model.input_size if isinstance(model, Classifier) else 224)
     trunk, prefix = _trunk(network)
     named = _candidates(trunk, prefix)
-    if not named and _has_own_parameters(trunk):   # a single layer, e.g. one nn.Linear
+    if not named and _has_own_parameters(trunk):  # a single layer, e.g. one nn.Linear
         named = [(prefix[:-1], trunk)]
     if not named:
-        raise ValueError("The randomisation check needs a model with layers that have weights; "
-                         "this model has none to re-initialise.")
+        raise ValueError(
+            "The randomisation check needs a model with layers that have weights; "
+            "this model has none to re-initialise."
+        )
     modules = dict(named)
     groups: list[list[str]] = []
     channels = model.channels if isinstance(model, Classifier) else 3
     for name in _forward_order(network, [n for n, _ in named], size, channels):
         if groups and isinstance(modules[name], _NORMS):
-            groups[-1].append(name)   # a norm layer belongs to the layer it normalises
+            groups[-1].append(name)  # a norm layer belongs to the layer it normalises
         else:
             groups.append([name])
-    blocks = [Block(" + ".join(n[len(prefix):] or type(modules[n]).__name__ for n in g), tuple(g)) for g in groups]
+    blocks = [
+        Block(" + ".join(n[len(prefix) :] or type(modules[n]).__name__ for n in g), tuple(g)) for g in groups
+    ]
     return blocks[::-1]
 
 
@@ -242,8 +253,10 @@ def _reset(module: nn.Module, name: str) -> list[str]:
     if isinstance(module, _NORMS):
         for pname, p in module.named_parameters(recurse=False):
             p.fill_(1.0 if pname == "weight" else 0.0)
-        return [f"{name}: normalisation layer, affine weight/bias reset to 1/0"
-                + (", running statistics kept" if isinstance(module, nn.modules.batchnorm._BatchNorm) else "")]
+        return [
+            f"{name}: normalisation layer, affine weight/bias reset to 1/0"
+            + (", running statistics kept" if isinstance(module, nn.modules.batchnorm._BatchNorm) else "")
+        ]
     if callable(getattr(module, "reset_parameters", None)):
         module.reset_parameters()
         return []
@@ -312,12 +325,18 @@ class SanityVerdict:
         how = "from the output down" if self.mode == "cascading" else "one at a time"
         on = f" on {self.image_name}" if self.image_name else ""
         where = "at the last step" if self.mode == "cascading" else "on average over the steps"
-        return (f"{state.capitalize()} the randomisation sanity check{on} "
-                f"({self.blocks} of {self.total_blocks} layer blocks re-initialised {how}): "
-                f"rank correlation with the trained model's map {self.final_similarity:.2f} {where} "
-                f"({'below' if self.passed else 'not below'} the threshold {self.threshold:.2f})."
-                + (" At the last step the map is zero everywhere: nothing in the randomised model supports "
-                   "the class by this method." if self.final_map_zero else ""))
+        return (
+            f"{state.capitalize()} the randomisation sanity check{on} "
+            f"({self.blocks} of {self.total_blocks} layer blocks re-initialised {how}): "
+            f"rank correlation with the trained model's map {self.final_similarity:.2f} {where} "
+            f"({'below' if self.passed else 'not below'} the threshold {self.threshold:.2f})."
+            + (
+                " At the last step the map is zero everywhere: nothing in the randomised model supports "
+                "the class by this method."
+                if self.final_map_zero
+                else ""
+            )
+        )
 
     def record(self) -> dict:
         return {**dataclasses.asdict(self), "verdict": "passes" if self.passed else "fails"}
@@ -359,30 +378,66 @@ class SanityResult:
             if not curve:
                 continue
             value = curve[-1] if self.mode == "cascading" else float(np.mean(curve))
-            out[m] = SanityVerdict(m, bool(value < threshold), VERDICT_MEASURE, float(value), threshold,
-                                   self.mode, (len(self.steps[-1].random_blocks) if self.mode == "cascading"
-                                               else len(self.steps) - 1), self.total_blocks or len(self.blocks),
-                                   self.model_fingerprint, self.image_hash, self.image_name,
-                                   final_map_zero=self.mode == "cascading" and m in self.steps[-1].zero)
+            out[m] = SanityVerdict(
+                m,
+                bool(value < threshold),
+                VERDICT_MEASURE,
+                float(value),
+                threshold,
+                self.mode,
+                (len(self.steps[-1].random_blocks) if self.mode == "cascading" else len(self.steps) - 1),
+                self.total_blocks or len(self.blocks),
+                self.model_fingerprint,
+                self.image_hash,
+                self.image_name,
+                final_map_zero=self.mode == "cascading" and m in self.steps[-1].zero,
+            )
         return out
 
     def rows(self) -> list[dict]:
         """One row per (step, method) with every similarity; for a table or CSV."""
-        return [{"step": s.index, "block": s.block or "(trained model)", "method": m,
-                 "prediction": s.prediction[1], "probability": s.prediction[2], **s.similarity.get(m, {})}
-                for s in self.steps for m in self.methods if m in s.saliency]
+        return [
+            {
+                "step": s.index,
+                "block": s.block or "(trained model)",
+                "method": m,
+                "prediction": s.prediction[1],
+                "probability": s.prediction[2],
+                **s.similarity.get(m, {}),
+            }
+            for s in self.steps
+            for m in self.methods
+            if m in s.saliency
+        ]
 
     def record(self) -> dict:
         """JSON-ready summary: settings, verdicts, curves."""
-        return {"mode": self.mode, "blocks": [b.name for b in self.blocks], "target": self.target,
-                "target_label": self.target_label, "image_hash": self.image_hash, "image_name": self.image_name,
-                "model_fingerprint": self.model_fingerprint, "threshold": self.threshold, "seed": self.seed,
-                "measure": VERDICT_MEASURE, "params": self.params,
-                "verdicts": {m: v.record() for m, v in self.verdicts().items()},
-                "steps": [{"step": s.index, "block": s.block, "prediction": list(s.prediction),
-                           "similarity": s.similarity, "zero_maps": sorted(s.zero), "notes": s.notes}
-                          for s in self.steps],
-                "errors": self.errors}
+        return {
+            "mode": self.mode,
+            "blocks": [b.name for b in self.blocks],
+            "target": self.target,
+            "target_label": self.target_label,
+            "image_hash": self.image_hash,
+            "image_name": self.image_name,
+            "model_fingerprint": self.model_fingerprint,
+            "threshold": self.threshold,
+            "seed": self.seed,
+            "measure": VERDICT_MEASURE,
+            "params": self.params,
+            "verdicts": {m: v.record() for m, v in self.verdicts().items()},
+            "steps": [
+                {
+                    "step": s.index,
+                    "block": s.block,
+                    "prediction": list(s.prediction),
+                    "similarity": s.similarity,
+                    "zero_maps": sorted(s.zero),
+                    "notes": s.notes,
+                }
+                for s in self.steps
+            ],
+            "errors": self.errors,
+        }
 
 
 def _check_threshold(threshold) -> float:
@@ -395,8 +450,10 @@ def _independent_copy(network: nn.Module) -> nn.Module:
     clone = copy.deepcopy(network)
     theirs = {t.data_ptr() for t in list(network.parameters()) + list(network.buffers()) if t.numel()}
     if any(t.data_ptr() in theirs for t in list(clone.parameters()) + list(clone.buffers()) if t.numel()):
-        raise ValueError("The model could not be copied without sharing its weights; "
-                         "the randomisation check refuses to run on the original.")
+        raise ValueError(
+            "The model could not be copied without sharing its weights; "
+            "the randomisation check refuses to run on the original."
+        )
     return clone.eval()
 
 
@@ -407,11 +464,22 @@ def _maps(model: Classifier, x: torch.Tensor, target: int, method: str, params: 
     return drawn, signed, used
 
 
-def sanity_check(model: Classifier, image: ImageSource, methods: Sequence[str], *, mode: str = "cascading",
-                  depth: int | None = None, blocks: Sequence[Block] | None = None, target: int | None = None,
-                  params: dict | None = None, threshold: float = DEFAULT_THRESHOLD, seed: int = 0,
-                  image_name: str = "", progress: Callable[[int, int], None] | None = None,
-                  maps_at: Sequence[int] | None = None) -> SanityResult:
+def sanity_check(
+    model: Classifier,
+    image: ImageSource,
+    methods: Sequence[str],
+    *,
+    mode: str = "cascading",
+    depth: int | None = None,
+    blocks: Sequence[Block] | None = None,
+    target: int | None = None,
+    params: dict | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    seed: int = 0,
+    image_name: str = "",
+    progress: Callable[[int, int], None] | None = None,
+    maps_at: Sequence[int] | None = None,
+) -> SanityResult:
     """Run the model parameter randomisation test on one image.
 
     Args:
@@ -454,8 +522,10 @@ def sanity_check(model: Classifier, image: ImageSource, methods: Sequence[str], 
     if depth is None:
         depth = default_depth(every)
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or not 1 <= depth <= len(every):
-        raise ValueError(f"The number of blocks to re-initialise must be between 1 and {len(every)}; got {depth}.")
-    chosen = every[:int(depth)]
+        raise ValueError(
+            f"The number of blocks to re-initialise must be between 1 and {len(every)}; got {depth}."
+        )
+    chosen = every[: int(depth)]
 
     image = load_image(image)
     network = _independent_copy(model.network)
@@ -484,7 +554,7 @@ def sanity_check(model: Classifier, image: ImageSource, methods: Sequence[str], 
     steps: list[Step] = []
     original: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     used_params, errors = {}, {}
-    pending: list[str] = []   # notes of cascading steps without maps, shown at the next step with maps
+    pending: list[str] = []  # notes of cascading steps without maps, shown at the next step with maps
     for index in range(len(chosen) + 1):
         notes = []
         if index:
@@ -497,8 +567,13 @@ def sanity_check(model: Classifier, image: ImageSource, methods: Sequence[str], 
                 pending = notes
                 continue
             pending = []
-        random_blocks = ([] if not index else
-                         [b.name for b in chosen[:index]] if mode == "cascading" else [chosen[index - 1].name])
+        random_blocks = (
+            []
+            if not index
+            else [b.name for b in chosen[:index]]
+            if mode == "cascading"
+            else [chosen[index - 1].name]
+        )
         top = work.predict(x, k=1)[0]
         step = Step(index, chosen[index - 1].name if index else "", random_blocks, top, notes=notes)
         for m in methods:
@@ -514,22 +589,37 @@ def sanity_check(model: Classifier, image: ImageSource, methods: Sequence[str], 
                 if progress is not None:
                     progress(done, total)
             step.saliency[m] = drawn
-            if not np.any(drawn):   # exactly zero, e.g. Grad-CAM's ReLU (tiny values still rank)
+            if not np.any(drawn):  # exactly zero, e.g. Grad-CAM's ReLU (tiny values still rank)
                 step.zero.add(m)
             if index == 0:
                 original[m], used_params[m] = (drawn, signed), used
-            step.similarity[m] = compare(original[m][0], drawn, signed_a=original[m][1], signed_b=signed,
-                                         measures=MEASURES)
+            step.similarity[m] = compare(
+                original[m][0], drawn, signed_a=original[m][1], signed_b=signed, measures=MEASURES
+            )
         steps.append(step)
-    return SanityResult(mode=mode, blocks=chosen, steps=steps, methods=[m for m in methods if m not in errors],
-                          target=target, target_label=model.labels[target], prediction=prediction,
-                          image=model.crop(image), image_hash=image_hash(image),
-                          model_fingerprint=model.fingerprint, threshold=float(threshold), params=used_params,
-                          seed=int(seed), image_name=image_name, total_blocks=len(every), errors=errors)
+    return SanityResult(
+        mode=mode,
+        blocks=chosen,
+        steps=steps,
+        methods=[m for m in methods if m not in errors],
+        target=target,
+        target_label=model.labels[target],
+        prediction=prediction,
+        image=model.crop(image),
+        image_hash=image_hash(image),
+        model_fingerprint=model.fingerprint,
+        threshold=float(threshold),
+        params=used_params,
+        seed=int(seed),
+        image_name=image_name,
+        total_blocks=len(every),
+        errors=errors,
+    )
 
 
-def sanity_verdicts(model: Classifier, image: ImageSource, methods: Sequence[str],
-                    **options) -> dict[str, SanityVerdict]:
+def sanity_verdicts(
+    model: Classifier, image: ImageSource, methods: Sequence[str], **options
+) -> dict[str, SanityVerdict]:
     """The pass / fail verdict of each method: a default cascading run (the top half of the blocks).
 
     This is what the Explain page's caution marks show once it has been computed; it takes

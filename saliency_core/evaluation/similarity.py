@@ -14,6 +14,7 @@ Example:
     >>> compare(a, a)["spearman_abs"]
     1.0
 """
+
 from __future__ import annotations
 
 import math
@@ -22,18 +23,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SSIM_SIGMA = 1.5          # Gaussian window, Wang et al. 2004 (11 x 11 window)
-SSIM_RADIUS = 5           # pixels; skimage's window radius for sigma 1.5 (truncate 3.5)
+SSIM_SIGMA = 1.5  # Gaussian window, Wang et al. 2004 (11 x 11 window)
+SSIM_RADIUS = 5  # pixels; skimage's window radius for sigma 1.5 (truncate 3.5)
 NORMALISE_PERCENTILE = 99.0
-HOG_CELL = 16             # pixels per HOG cell (14 x 14 cells on a 224 px map)
+HOG_CELL = 16  # pixels per HOG cell (14 x 14 cells on a 224 px map)
 
 
 def _check_pair(a, b, mask=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"Two saliency maps of the same 2-D shape (H, W) are needed; "
-                         f"got {a.shape} and {b.shape}.")
+        raise ValueError(
+            f"Two saliency maps of the same 2-D shape (H, W) are needed; got {a.shape} and {b.shape}."
+        )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("A saliency map contains NaN or infinite values; it cannot be compared.")
     if mask is None:
@@ -55,7 +57,7 @@ def rank(values: np.ndarray) -> np.ndarray:
     position[order] = np.arange(len(values))
     ordered = values[order]
     starts = np.concatenate([[True], ordered[1:] != ordered[:-1]])
-    group = np.cumsum(starts)[position]                 # 1-based tie group of each value
+    group = np.cumsum(starts)[position]  # 1-based tie group of each value
     bounds = np.concatenate([np.flatnonzero(starts), [len(values)]])
     # a group spans sorted positions bounds[g-1] .. bounds[g]-1: average 1-based rank
     return 0.5 * (bounds[group - 1] + bounds[group] + 1)
@@ -66,9 +68,9 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     y = y - y.mean()
     nx, ny = math.sqrt(float(x @ x)), math.sqrt(float(y @ y))
     if nx == 0 and ny == 0:
-        return 1.0   # both constant: nothing distinguishes them
+        return 1.0  # both constant: nothing distinguishes them
     if nx == 0 or ny == 0:
-        return 0.0   # one constant: no shared ordering
+        return 0.0  # one constant: no shared ordering
     return float(np.clip((x @ y) / (nx * ny), -1.0, 1.0))
 
 
@@ -151,8 +153,15 @@ def ssim(a, b, mask=None) -> float:
     a, b, mask = _check_pair(a, b, mask)
     if min(a.shape) < 2 * SSIM_RADIUS + 1:
         raise ValueError(f"SSIM needs maps of at least {2 * SSIM_RADIUS + 1} pixels a side; got {a.shape}.")
-    _, full = structural_similarity(normalise(a), normalise(b), data_range=1.0, gaussian_weights=True,
-                                    sigma=SSIM_SIGMA, use_sample_covariance=False, full=True)
+    _, full = structural_similarity(
+        normalise(a),
+        normalise(b),
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=SSIM_SIGMA,
+        use_sample_covariance=False,
+        full=True,
+    )
     inner = _erode(mask, SSIM_RADIUS)
     if not inner.any():
         raise ValueError(f"The region to compare is too thin for SSIM's {2 * SSIM_RADIUS + 1} px window.")
@@ -169,7 +178,9 @@ def hog_similarity(a, b, mask=None) -> float:
 
     a, b, mask = _check_pair(a, b, mask)
     if min(a.shape) < 2 * HOG_CELL:
-        raise ValueError(f"HOG similarity needs maps of at least {2 * HOG_CELL} pixels a side; got {a.shape}.")
+        raise ValueError(
+            f"HOG similarity needs maps of at least {2 * HOG_CELL} pixels a side; got {a.shape}."
+        )
     options = dict(orientations=9, pixels_per_cell=(HOG_CELL, HOG_CELL), cells_per_block=(2, 2))
     ha = hog(normalise(a) * mask, **options)
     hb = hog(normalise(b) * mask, **options)
@@ -179,8 +190,16 @@ def hog_similarity(a, b, mask=None) -> float:
 MEASURES = ("spearman_abs", "spearman_signed", "top_k_overlap", "ssim", "hog")
 
 
-def compare(a, b, mask=None, *, signed_a=None, signed_b=None, fraction: float = 0.1,
-            measures: tuple[str, ...] = ("spearman_abs", "spearman_signed", "top_k_overlap", "ssim")) -> dict:
+def compare(
+    a,
+    b,
+    mask=None,
+    *,
+    signed_a=None,
+    signed_b=None,
+    fraction: float = 0.1,
+    measures: tuple[str, ...] = ("spearman_abs", "spearman_signed", "top_k_overlap", "ssim"),
+) -> dict:
     """Several similarities of map ``b`` to map ``a`` in one call.
 
     Args:
@@ -200,14 +219,17 @@ def compare(a, b, mask=None, *, signed_a=None, signed_b=None, fraction: float = 
     """
     unknown = set(measures) - set(MEASURES)
     if unknown:
-        raise ValueError(f"Unknown similarity measure(s) {', '.join(sorted(unknown))}; "
-                         f"choose from {', '.join(MEASURES)}.")
+        raise ValueError(
+            f"Unknown similarity measure(s) {', '.join(sorted(unknown))}; choose from {', '.join(MEASURES)}."
+        )
     out = {}
     for name in measures:
         if name == "spearman_abs":
             out[name] = spearman(np.abs(np.asarray(a)), np.abs(np.asarray(b)), mask)
         elif name == "spearman_signed":
-            out[name] = spearman(a if signed_a is None else signed_a, b if signed_b is None else signed_b, mask)
+            out[name] = spearman(
+                a if signed_a is None else signed_a, b if signed_b is None else signed_b, mask
+            )
         elif name == "top_k_overlap":
             out[name] = top_k_overlap(a, b, fraction, mask)
         elif name == "ssim":

@@ -26,13 +26,14 @@ Example:
     >>> result.summary["gradcam"].verdict
     'stable'
 """
+
 from __future__ import annotations
 
 import dataclasses
 import io
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,16 +41,16 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from ..engine.classifier import Classifier
 from ..engine.explain import attribute, check_methods, get_method, reduce_channels
 from ..engine.images import ImageSource, image_hash, load_image
-from ..engine.classifier import Classifier
 from .similarity import compare
 
 KINDS = ("noise", "brightness", "contrast", "shift", "rotation", "jpeg")
 VERDICTS = ("stable", "unstable explanation", "fragile prediction")
 MEASURES = ("spearman_abs", "spearman_signed", "top_k_overlap", "ssim")
 MAX_VARIANTS = 100
-MIN_VALID_SHARE = 0.5     # a geometric variant must leave at least half the crop comparable
+MIN_VALID_SHARE = 0.5  # a geometric variant must leave at least half the crop comparable
 _SHIFT_DIRECTIONS = [(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1)]
 _ROTATION_FACTORS = [1.0, -1.0, 0.5, -0.5]
 
@@ -79,13 +80,20 @@ class Perturbation:
 
     def check(self) -> None:
         """Raise ValueError naming any setting out of range."""
-        limits = [("pixel_noise", 0.0, 0.5), ("brightness", 0.0, 0.9), ("contrast", 0.0, 0.9),
-                  ("shift", 1, 64), ("rotation", 0.1, 45.0), ("jpeg_quality", 5, 100)]
+        limits = [
+            ("pixel_noise", 0.0, 0.5),
+            ("brightness", 0.0, 0.9),
+            ("contrast", 0.0, 0.9),
+            ("shift", 1, 64),
+            ("rotation", 0.1, 45.0),
+            ("jpeg_quality", 5, 100),
+        ]
         for name, low, high in limits:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-                raise ValueError(f"The {name.replace('_', ' ')} setting must be between {low} and {high}; "
-                                 f"got {value}.")
+                raise ValueError(
+                    f"The {name.replace('_', ' ')} setting must be between {low} and {high}; got {value}."
+                )
 
 
 @dataclass(frozen=True)
@@ -111,9 +119,13 @@ class StabilityThresholds:
         for name in ("min_spearman", "min_top_k_overlap", "max_confidence_drop"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
-                raise ValueError(f"The {name.replace('_', ' ')} threshold must be between 0 and 1; got {value}.")
+                raise ValueError(
+                    f"The {name.replace('_', ' ')} threshold must be between 0 and 1; got {value}."
+                )
         if not 0 < self.top_k <= 0.5:
-            raise ValueError(f"The top-k share must be between 0 and 0.5 (e.g. 0.1 for 10%); got {self.top_k}.")
+            raise ValueError(
+                f"The top-k share must be between 0 and 0.5 (e.g. 0.1 for 10%); got {self.top_k}."
+            )
 
 
 @dataclass
@@ -181,7 +193,7 @@ def _unshift(saliency: np.ndarray, right: int, down: int) -> np.ndarray:
 
 def _shift_valid(h: int, w: int, right: int, down: int) -> np.ndarray:
     valid = np.zeros((h, w), dtype=bool)
-    valid[max(0, -down):min(h, h - down), max(0, -right):min(w, w - right)] = True
+    valid[max(0, -down) : min(h, h - down), max(0, -right) : min(w, w - right)] = True
     return valid
 
 
@@ -191,19 +203,23 @@ class _Frame:
     def __init__(self, model: Classifier, image: Image.Image):
         self.size = model.input_size
         if model.channels == 1:
-            image = image.convert("L")   # as the model sees it (Classifier.crop)
+            image = image.convert("L")  # as the model sees it (Classifier.crop)
         resized = TF.resize(image, model.resize, interpolation=InterpolationMode(model.interpolation))
         self.full = TF.to_tensor(resized)
         _, hr, wr = self.full.shape
         self.top = int(round((hr - self.size) / 2.0))
         self.left = int(round((wr - self.size) / 2.0))
         self.x = model.preprocess(image)
-        self.geometric = (self.top >= 0 and self.left >= 0 and tuple(self.x.shape[-2:]) == (self.size, self.size)
-                          and torch.allclose(self.crop(self.full), self.x[0], atol=1e-6))
+        self.geometric = (
+            self.top >= 0
+            and self.left >= 0
+            and tuple(self.x.shape[-2:]) == (self.size, self.size)
+            and torch.allclose(self.crop(self.full), self.x[0], atol=1e-6)
+        )
 
     def crop(self, full: torch.Tensor, down: int = 0, right: int = 0) -> torch.Tensor:
         t, l = self.top + down, self.left + right
-        return full[:, t:t + self.size, l:l + self.size]
+        return full[:, t : t + self.size, l : l + self.size]
 
     def margin(self) -> tuple[int, int, int, int]:
         """Pixels of real image around the crop: (top, bottom, left, right)."""
@@ -213,9 +229,11 @@ class _Frame:
 
 def _need_geometry(frame: _Frame, what: str) -> None:
     if not frame.geometric:
-        raise ValueError(f"A {what} variant needs the model's preprocessing to be a resize followed by a "
-                         f"centre crop of {frame.size} px; this model's preprocessing is different. "
-                         "Leave out shift and rotation, or supply similar images.")
+        raise ValueError(
+            f"A {what} variant needs the model's preprocessing to be a resize followed by a "
+            f"centre crop of {frame.size} px; this model's preprocessing is different. "
+            "Leave out shift and rotation, or supply similar images."
+        )
 
 
 def _shift_variant(frame: _Frame, right: int, down: int, pixels: int) -> Variant:
@@ -232,13 +250,20 @@ def _shift_variant(frame: _Frame, right: int, down: int, pixels: int) -> Variant
                 f"The image is too small for a {pixels} px shift: resized for this model it is {wr}x{hr} px, "
                 f"which leaves {room[direction]} px of picture {side[direction]} the {frame.size} px crop where "
                 f"{n} px are needed. Use a shift of at most {max(0, min(room.values()))} px, or leave the "
-                "shift out.")
+                "shift out."
+            )
     x = frame.crop(frame.full, down=-down, right=-right).unsqueeze(0).clone()
     words = {(1, 0): "right", (0, 1): "down", (-1, 0): "left", (0, -1): "up"}
     sign = (int(np.sign(right)), int(np.sign(down)))
     direction = words.get(sign) or f"{words[(0, sign[1])]} and {words[(sign[0], 0)]}"
-    return Variant(f"shift {pixels} px {direction}", "shift", {"right": right, "down": down}, x,
-                   shift=(right, down), valid=_shift_valid(frame.size, frame.size, right, down))
+    return Variant(
+        f"shift {pixels} px {direction}",
+        "shift",
+        {"right": right, "down": down},
+        x,
+        shift=(right, down),
+        valid=_shift_valid(frame.size, frame.size, right, down),
+    )
 
 
 def _rotation_variant(frame: _Frame, angle: float) -> Variant:
@@ -246,7 +271,7 @@ def _rotation_variant(frame: _Frame, angle: float) -> Variant:
     _, hr, wr = frame.full.shape
     centre = [frame.left + frame.size / 2, frame.top + frame.size / 2]
     channels = frame.full.shape[0]
-    stack = torch.cat([frame.full, torch.ones_like(frame.full[:1])])   # last channel: image present
+    stack = torch.cat([frame.full, torch.ones_like(frame.full[:1])])  # last channel: image present
     turned = TF.rotate(stack, angle, InterpolationMode.BILINEAR, center=centre, fill=[0.0] * (channels + 1))
     crop = frame.crop(turned)
     present = crop[channels:] > 0.999
@@ -255,19 +280,29 @@ def _rotation_variant(frame: _Frame, angle: float) -> Variant:
     whole = _rotate(_rotate(np.ones((frame.size, frame.size), np.float32), angle), -angle)
     valid = (back > 0.999).numpy() & (whole > 0.999)
     if valid.mean() < MIN_VALID_SHARE:
-        raise ValueError(f"The image is too small for a {angle:g} degree rotation: only {valid.mean():.0%} of "
-                         f"the {frame.size} px crop would remain comparable (at least {MIN_VALID_SHARE:.0%} "
-                         "is needed). Use a smaller angle.")
+        raise ValueError(
+            f"The image is too small for a {angle:g} degree rotation: only {valid.mean():.0%} of "
+            f"the {frame.size} px crop would remain comparable (at least {MIN_VALID_SHARE:.0%} "
+            "is needed). Use a smaller angle."
+        )
     direction = "anticlockwise" if angle > 0 else "clockwise"
-    return Variant(f"rotate {abs(angle):g}\u00b0 {direction}", "rotation", {"degrees": angle},
-                   crop[:channels].unsqueeze(0).clone(), angle=float(angle), valid=valid)
+    return Variant(
+        f"rotate {abs(angle):g}\u00b0 {direction}",
+        "rotation",
+        {"degrees": angle},
+        crop[:channels].unsqueeze(0).clone(),
+        angle=float(angle),
+        valid=valid,
+    )
 
 
 def _noise_variant(frame: _Frame, sigma: float, seed: int, index: int) -> Variant:
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
     noise = torch.randn(frame.x.shape, generator=g, dtype=frame.x.dtype)
     x = (frame.x + sigma * noise).clamp(0, 1)
-    return Variant(f"noise \u03c3={sigma:g} #{index + 1}", "noise", {"sigma": sigma, "seed": seed, "index": index}, x)
+    return Variant(
+        f"noise \u03c3={sigma:g} #{index + 1}", "noise", {"sigma": sigma, "seed": seed, "index": index}, x
+    )
 
 
 def _brightness_variant(frame: _Frame, factor: float) -> Variant:
@@ -277,7 +312,7 @@ def _brightness_variant(frame: _Frame, factor: float) -> Variant:
 
 def _contrast_variant(frame: _Frame, factor: float) -> Variant:
     # blend with the mean grey, as PIL's ImageEnhance.Contrast (ITU-R 601 luma)
-    if frame.x.shape[1] == 1:   # a greyscale model's input is the luma
+    if frame.x.shape[1] == 1:  # a greyscale model's input is the luma
         luma = frame.x.mean()
     else:
         luma = (0.299 * frame.x[:, 0] + 0.587 * frame.x[:, 1] + 0.114 * frame.x[:, 2]).mean()
@@ -295,12 +330,19 @@ def _jpeg_variant(frame: _Frame, quality: int) -> Variant:
 
 def _check_count(count) -> int:
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 1 <= count <= MAX_VARIANTS:
-        raise ValueError(f"The number of variants must be a whole number between 1 and {MAX_VARIANTS}; got {count}.")
+        raise ValueError(
+            f"The number of variants must be a whole number between 1 and {MAX_VARIANTS}; got {count}."
+        )
     return int(count)
 
 
-def make_variants(model: Classifier, image: ImageSource, count: int = 8,
-                  perturbation: Perturbation = Perturbation(), kinds: Sequence[str] = KINDS) -> list[Variant]:
+def make_variants(
+    model: Classifier,
+    image: ImageSource,
+    count: int = 8,
+    perturbation: Perturbation = Perturbation(),
+    kinds: Sequence[str] = KINDS,
+) -> list[Variant]:
     """``count`` slightly changed copies of ``image`` as the model sees it.
 
     The kinds are taken in turn (noise, brightness, contrast, shift, rotation, JPEG, noise,
@@ -327,8 +369,9 @@ def make_variants(model: Classifier, image: ImageSource, count: int = 8,
     kinds = list(dict.fromkeys(kinds))
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
-        raise ValueError(f"Variant kinds must be some of {', '.join(KINDS)}; "
-                         f"got {', '.join(map(str, kinds)) or 'none'}.")
+        raise ValueError(
+            f"Variant kinds must be some of {', '.join(KINDS)}; got {', '.join(map(str, kinds)) or 'none'}."
+        )
     frame = _Frame(model, load_image(image))
     p = perturbation
     variants = []
@@ -344,7 +387,9 @@ def make_variants(model: Classifier, image: ImageSource, count: int = 8,
             dx, dy = _SHIFT_DIRECTIONS[n % len(_SHIFT_DIRECTIONS)]
             variants.append(_shift_variant(frame, dx * int(p.shift), dy * int(p.shift), int(p.shift)))
         elif kind == "rotation":
-            variants.append(_rotation_variant(frame, p.rotation * _ROTATION_FACTORS[n % len(_ROTATION_FACTORS)]))
+            variants.append(
+                _rotation_variant(frame, p.rotation * _ROTATION_FACTORS[n % len(_ROTATION_FACTORS)])
+            )
         else:
             variants.append(_jpeg_variant(frame, max(5, p.jpeg_quality - 20 * (n % 2))))
     return variants
@@ -363,8 +408,10 @@ def similar_variants(model: Classifier, images: Sequence[tuple[str, ImageSource]
     """
     if not 1 <= len(images) <= MAX_VARIANTS:
         raise ValueError(f"Between 1 and {MAX_VARIANTS} similar images are needed; got {len(images)}.")
-    return [Variant(name, "similar", {"image": name}, model.preprocess(load_image(source, name=name)))
-            for name, source in images]
+    return [
+        Variant(name, "similar", {"image": name}, model.preprocess(load_image(source, name=name)))
+        for name, source in images
+    ]
 
 
 @dataclass
@@ -438,7 +485,7 @@ class StabilityResult:
     params: dict
     errors: dict = field(default_factory=dict)
 
-    def with_thresholds(self, thresholds: StabilityThresholds) -> "StabilityResult":
+    def with_thresholds(self, thresholds: StabilityThresholds) -> StabilityResult:
         """The same maps and scores judged with other thresholds (no map is recomputed).
 
         Raises:
@@ -447,11 +494,16 @@ class StabilityResult:
         """
         thresholds.check()
         if thresholds.top_k != self.thresholds.top_k:
-            raise ValueError(f"The top-k share is part of the scores ({self.thresholds.top_k:g} in this run); "
-                             f"changing it to {thresholds.top_k:g} needs a new run.")
-        variants = [dataclasses.replace(v, steady=not v.class_changed
-                                        and v.confidence_drop <= thresholds.max_confidence_drop)
-                    for v in self.variants]
+            raise ValueError(
+                f"The top-k share is part of the scores ({self.thresholds.top_k:g} in this run); "
+                f"changing it to {thresholds.top_k:g} needs a new run."
+            )
+        variants = [
+            dataclasses.replace(
+                v, steady=not v.class_changed and v.confidence_drop <= thresholds.max_confidence_drop
+            )
+            for v in self.variants
+        ]
         summary = {m: judge(variants, m, thresholds, self.target_label) for m in self.summary}
         return dataclasses.replace(self, variants=variants, summary=summary, thresholds=thresholds)
 
@@ -460,34 +512,68 @@ class StabilityResult:
         out = []
         for v in self.variants:
             for method, scores in v.scores.items():
-                out.append({"variant": v.name, "kind": v.kind, "method": method,
-                            "top1": v.prediction[1], "top1_probability": v.prediction[2],
-                            "target_probability": v.target_probability, "class_changed": v.class_changed,
-                            "steady": v.steady, "valid_share": v.valid_share, **scores})
+                out.append(
+                    {
+                        "variant": v.name,
+                        "kind": v.kind,
+                        "method": method,
+                        "top1": v.prediction[1],
+                        "top1_probability": v.prediction[2],
+                        "target_probability": v.target_probability,
+                        "class_changed": v.class_changed,
+                        "steady": v.steady,
+                        "valid_share": v.valid_share,
+                        **scores,
+                    }
+                )
         return out
 
     def record(self) -> dict:
         """JSON-ready summary: verdicts, mean and worst scores, thresholds, settings."""
         return {
-            "image_hash": self.image_hash, "model_fingerprint": self.model_fingerprint,
+            "image_hash": self.image_hash,
+            "model_fingerprint": self.model_fingerprint,
             "prediction": [{"index": i, "label": l, "probability": p} for i, l, p in self.prediction],
-            "target": self.target, "target_label": self.target_label,
+            "target": self.target,
+            "target_label": self.target_label,
             "thresholds": asdict(self.thresholds),
             "perturbation": asdict(self.perturbation) if self.perturbation else "similar images supplied",
             "params": self.params,
-            "methods": {m: {"verdict": s.verdict, "reason": s.reason, "mean": s.mean, "worst": s.worst,
-                            "steady_variants": s.steady, "variants": s.variants} for m, s in self.summary.items()},
-            "variants": [{"name": v.name, "kind": v.kind, "params": v.params,
-                          "prediction": {"index": v.prediction[0], "label": v.prediction[1],
-                                         "probability": v.prediction[2]},
-                          "target_probability": v.target_probability, "steady": v.steady,
-                          "valid_share": v.valid_share, "scores": v.scores} for v in self.variants],
+            "methods": {
+                m: {
+                    "verdict": s.verdict,
+                    "reason": s.reason,
+                    "mean": s.mean,
+                    "worst": s.worst,
+                    "steady_variants": s.steady,
+                    "variants": s.variants,
+                }
+                for m, s in self.summary.items()
+            },
+            "variants": [
+                {
+                    "name": v.name,
+                    "kind": v.kind,
+                    "params": v.params,
+                    "prediction": {
+                        "index": v.prediction[0],
+                        "label": v.prediction[1],
+                        "probability": v.prediction[2],
+                    },
+                    "target_probability": v.target_probability,
+                    "steady": v.steady,
+                    "valid_share": v.valid_share,
+                    "scores": v.scores,
+                }
+                for v in self.variants
+            ],
             "errors": self.errors,
         }
 
 
-def _maps(model: Classifier, x: torch.Tensor, target: int, method: str,
-          params: dict) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+def _maps(
+    model: Classifier, x: torch.Tensor, target: int, method: str, params: dict
+) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     """Drawn maps and signed (channel-summed) maps of every image in ``x`` (N, 3, H, W)."""
     targets = torch.full((x.shape[0],), int(target), dtype=torch.long, device=x.device)
     attribution, used, _ = attribute(model, x, targets, method, **params)
@@ -495,8 +581,9 @@ def _maps(model: Classifier, x: torch.Tensor, target: int, method: str,
     return drawn, list(attribution.sum(dim=1).float().cpu().numpy()), used
 
 
-def judge(outcomes: Sequence[VariantOutcome], method: str, thresholds: StabilityThresholds,
-          target_label: str) -> MethodStability:
+def judge(
+    outcomes: Sequence[VariantOutcome], method: str, thresholds: StabilityThresholds, target_label: str
+) -> MethodStability:
     """The verdict for one method from its variants' predictions and scores.
 
     Args:
@@ -511,48 +598,70 @@ def judge(outcomes: Sequence[VariantOutcome], method: str, thresholds: Stability
     worst = {k: float(np.min([s[k] for s in scored])) for k in MEASURES} if scored else {}
     map_stable = None
     if scored:
-        map_stable = (mean["spearman_abs"] >= thresholds.min_spearman
-                      and mean["top_k_overlap"] >= thresholds.min_top_k_overlap)
+        map_stable = (
+            mean["spearman_abs"] >= thresholds.min_spearman
+            and mean["top_k_overlap"] >= thresholds.min_top_k_overlap
+        )
     pct = f"{thresholds.top_k:.0%}"
     if len(steady) < len(outcomes):
         changed = [v for v in outcomes if v.class_changed]
         dropped = [v for v in outcomes if not v.class_changed and not v.steady]
         parts = []
         if changed:
-            parts.append(f"the predicted class changed under {len(changed)} of {len(outcomes)} small changes ("
-                         + "; ".join(f"{v.name}: {v.prediction[1]}" for v in changed[:3])
-                         + ("; ..." if len(changed) > 3 else "") + ")")
+            parts.append(
+                f"the predicted class changed under {len(changed)} of {len(outcomes)} small changes ("
+                + "; ".join(f"{v.name}: {v.prediction[1]}" for v in changed[:3])
+                + ("; ..." if len(changed) > 3 else "")
+                + ")"
+            )
         if dropped:
-            parts.append(f"the probability of {target_label!r} fell by more than "
-                         f"{thresholds.max_confidence_drop:.0%} under " + ", ".join(v.name for v in dropped[:3]))
+            parts.append(
+                f"the probability of {target_label!r} fell by more than "
+                f"{thresholds.max_confidence_drop:.0%} under " + ", ".join(v.name for v in dropped[:3])
+            )
         reason = "; ".join(parts) + "."
         reason = reason[0].upper() + reason[1:]
         if map_stable is not None:
-            reason += (f" The map itself (same class explained on every variant) is "
-                       f"{'stable' if map_stable else 'unstable'} (mean Spearman {mean['spearman_abs']:.2f}, "
-                       f"top-{pct} overlap {mean['top_k_overlap']:.2f}).")
+            reason += (
+                f" The map itself (same class explained on every variant) is "
+                f"{'stable' if map_stable else 'unstable'} (mean Spearman {mean['spearman_abs']:.2f}, "
+                f"top-{pct} overlap {mean['top_k_overlap']:.2f})."
+            )
         verdict = "fragile prediction"
     elif map_stable:
         verdict = "stable"
-        reason = (f"The prediction held under all {len(outcomes)} changes and the map stayed put: mean Spearman "
-                  f"{mean['spearman_abs']:.2f} (at least {thresholds.min_spearman:.2f}), top-{pct} overlap "
-                  f"{mean['top_k_overlap']:.2f} (at least {thresholds.min_top_k_overlap:.2f}).")
+        reason = (
+            f"The prediction held under all {len(outcomes)} changes and the map stayed put: mean Spearman "
+            f"{mean['spearman_abs']:.2f} (at least {thresholds.min_spearman:.2f}), top-{pct} overlap "
+            f"{mean['top_k_overlap']:.2f} (at least {thresholds.min_top_k_overlap:.2f})."
+        )
     else:
         verdict = "unstable explanation"
-        reason = (f"The prediction held under all {len(outcomes)} changes but the map moved: mean Spearman "
-                  f"{mean['spearman_abs']:.2f} (needs {thresholds.min_spearman:.2f}), top-{pct} overlap "
-                  f"{mean['top_k_overlap']:.2f} (needs {thresholds.min_top_k_overlap:.2f}).")
+        reason = (
+            f"The prediction held under all {len(outcomes)} changes but the map moved: mean Spearman "
+            f"{mean['spearman_abs']:.2f} (needs {thresholds.min_spearman:.2f}), top-{pct} overlap "
+            f"{mean['top_k_overlap']:.2f} (needs {thresholds.min_top_k_overlap:.2f})."
+        )
     return MethodStability(method, verdict, reason, mean, worst, len(steady), len(outcomes), map_stable)
 
 
-def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str], *,
-              variants: Sequence[Variant] | None = None, count: int = 8,
-              perturbation: Perturbation = Perturbation(), kinds: Sequence[str] = KINDS,
-              thresholds: StabilityThresholds = StabilityThresholds(), target: int | None = None,
-              params: dict | None = None, batch_size: int = 8,
-              progress: Callable[[int, int], None] | None = None,
-              done: StabilityResult | None = None,
-              on_result: Callable[[StabilityResult], None] | None = None) -> StabilityResult:
+def stability_check(
+    model: Classifier,
+    image: ImageSource,
+    methods: Sequence[str],
+    *,
+    variants: Sequence[Variant] | None = None,
+    count: int = 8,
+    perturbation: Perturbation = Perturbation(),
+    kinds: Sequence[str] = KINDS,
+    thresholds: StabilityThresholds = StabilityThresholds(),
+    target: int | None = None,
+    params: dict | None = None,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+    done: StabilityResult | None = None,
+    on_result: Callable[[StabilityResult], None] | None = None,
+) -> StabilityResult:
     """Check how much each method's map changes under small changes of the input.
 
     Args:
@@ -598,7 +707,7 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
     for v in variants:
         if tuple(v.x.shape) != tuple(x0.shape):
             raise ValueError(f"Variant {v.name!r} has shape {tuple(v.x.shape)}; expected {tuple(x0.shape)}.")
-    batch = torch.cat([x0] + [v.x.to(device) for v in variants])   # original first
+    batch = torch.cat([x0] + [v.x.to(device) for v in variants])  # original first
 
     probabilities = model.probabilities(batch).cpu()
     prediction = model.predict(x0, k=5)
@@ -613,17 +722,29 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
         changed = top != prediction[0][0]
         drop = p0 - pt
         valid = v.valid if v.valid is not None else np.ones(size, dtype=bool)
-        outcomes.append(VariantOutcome(
-            name=v.name, kind=v.kind, params=v.params,
-            prediction=(top, model.labels[top], float(probabilities[i, top])),
-            target_probability=pt, class_changed=changed, confidence_drop=drop,
-            steady=not changed and drop <= thresholds.max_confidence_drop, valid_share=float(valid.mean()),
-            image=v.image()))
+        outcomes.append(
+            VariantOutcome(
+                name=v.name,
+                kind=v.kind,
+                params=v.params,
+                prediction=(top, model.labels[top], float(probabilities[i, top])),
+                target_probability=pt,
+                class_changed=changed,
+                confidence_drop=drop,
+                steady=not changed and drop <= thresholds.max_confidence_drop,
+                valid_share=float(valid.mean()),
+                image=v.image(),
+            )
+        )
 
     params = dict(params or {})
     originals, used_params, summary, errors = {}, {}, {}, {}
-    if done is not None:   # go on with a run that stopped early: keep its methods
-        if done.image_hash != image_hash(image) or len(done.variants) != len(outcomes) or done.target != target:
+    if done is not None:  # go on with a run that stopped early: keep its methods
+        if (
+            done.image_hash != image_hash(image)
+            or len(done.variants) != len(outcomes)
+            or done.target != target
+        ):
             raise ValueError("The earlier partial result is for another image, target or set of variants.")
         for outcome, old in zip(outcomes, done.variants):
             outcome.saliency.update(old.saliency)
@@ -638,18 +759,29 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
 
     def so_far() -> StabilityResult:
         return StabilityResult(
-            image=model.crop(image), image_hash=image_hash(image), model_fingerprint=model.fingerprint,
-            prediction=prediction, target=target, target_label=model.labels[target], saliency=dict(originals),
-            variants=[dataclasses.replace(o, saliency=dict(o.saliency), scores=dict(o.scores)) for o in outcomes],
-            summary=dict(summary), thresholds=thresholds, perturbation=perturbation,
-            params=dict(used_params), errors=dict(errors))
+            image=model.crop(image),
+            image_hash=image_hash(image),
+            model_fingerprint=model.fingerprint,
+            prediction=prediction,
+            target=target,
+            target_label=model.labels[target],
+            saliency=dict(originals),
+            variants=[
+                dataclasses.replace(o, saliency=dict(o.saliency), scores=dict(o.scores)) for o in outcomes
+            ],
+            summary=dict(summary),
+            thresholds=thresholds,
+            perturbation=perturbation,
+            params=dict(used_params),
+            errors=dict(errors),
+        )
 
     for method in todo:
         own = {k: v for k, v in params.items() if k in get_method(method).defaults}
         try:
             drawn, signed, used = [], [], {}
             for start in range(0, batch.shape[0], int(batch_size)):
-                d, s, used = _maps(model, batch[start:start + int(batch_size)], target, method, own)
+                d, s, used = _maps(model, batch[start : start + int(batch_size)], target, method, own)
                 drawn += d
                 signed += s
                 count += 1
@@ -662,13 +794,19 @@ def stability_check(model: Classifier, image: ImageSource, methods: Sequence[str
         for v, outcome, d, s in zip(variants, outcomes, drawn[1:], signed[1:]):
             outcome.saliency[method] = d
             valid = v.valid if v.valid is not None else np.ones(size, dtype=bool)
-            outcome.scores[method] = compare(v.reference(drawn[0]), v.align(d), valid,
-                                             signed_a=v.reference(signed[0]), signed_b=v.align(s),
-                                             fraction=thresholds.top_k, measures=MEASURES)
+            outcome.scores[method] = compare(
+                v.reference(drawn[0]),
+                v.align(d),
+                valid,
+                signed_a=v.reference(signed[0]),
+                signed_b=v.align(s),
+                fraction=thresholds.top_k,
+                measures=MEASURES,
+            )
         summary[method] = judge(outcomes, method, thresholds, model.labels[target])
         if on_result is not None:
             on_result(so_far())
-    summary = {m: summary[m] for m in methods if m in summary}   # the caller's order
+    summary = {m: summary[m] for m in methods if m in summary}  # the caller's order
     result = so_far()
     result.summary = summary
     return result

@@ -19,6 +19,7 @@ Example:
     >>> result = run_validation(model, pasted_objects(60), ValidationSettings(["gradient", "gradcam"]))
     >>> result.summary_table()          # methods x metrics, mean [95% CI], baselines included
 """
+
 from __future__ import annotations
 
 import heapq
@@ -26,8 +27,8 @@ import json
 import math
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,13 +36,13 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
-from .annotations import CropGeometry, Dataset, Skipped
 from ..engine.explain import attribute, available_methods, reduce_channels, versions
 from ..engine.methods import METHODS
 from . import faithfulness as fa
 from . import localisation as lo
+from .annotations import CropGeometry, Dataset, Skipped
 
-MIN_EXAMPLES = 50            # fewer annotated examples: the summary cannot support trust
+MIN_EXAMPLES = 50  # fewer annotated examples: the summary cannot support trust
 CENTRE, RANDOM = "centre_baseline", "random_baseline"
 BASELINES = {CENTRE: "Centre bias (Gaussian)", RANDOM: "Random map"}
 INTERVALS = ("bootstrap", "t")
@@ -104,8 +105,10 @@ class ValidationSettings:
         if not 0 < self.top_k <= 1:
             raise ValueError(f"top_k must be a share of the pixels in (0, 1]; got {self.top_k}.")
         if not 0 < self.step_fraction <= 0.5:
-            raise ValueError(f"The deletion/insertion step must be a share of the pixels in (0, 0.5]; "
-                             f"got {self.step_fraction}.")
+            raise ValueError(
+                f"The deletion/insertion step must be a share of the pixels in (0, 0.5]; "
+                f"got {self.step_fraction}."
+            )
         for r in (self.deletion_replacement, self.insertion_replacement):
             if r not in fa.REPLACEMENTS:
                 raise ValueError(f"Unknown replacement {r!r}; use one of {', '.join(fa.REPLACEMENTS)}.")
@@ -132,8 +135,7 @@ def interval_description(settings: ValidationSettings) -> str:
     pct = f"{settings.confidence:.0%}"
     if settings.interval == "t":
         return f"{pct} CI: Student t-interval of the mean over images"
-    return (f"{pct} CI: percentile bootstrap over images, {settings.resamples} resamples, "
-            f"seed {settings.seed}")
+    return f"{pct} CI: percentile bootstrap over images, {settings.resamples} resamples, seed {settings.seed}"
 
 
 @dataclass
@@ -143,11 +145,11 @@ class WorstCase:
     image: str
     method: str
     scores: dict
-    crop: np.ndarray          # uint8 (t, t, 3)
-    region: np.ndarray        # bool (t, t)
-    saliency: np.ndarray      # float32 (t, t), the relevance that was scored
-    boxes: list               # (x0, y0, x1, y1, label) in thumbnail pixels
-    prediction: tuple         # (index, label, probability) of the top class
+    crop: np.ndarray  # uint8 (t, t, 3)
+    region: np.ndarray  # bool (t, t)
+    saliency: np.ndarray  # float32 (t, t), the relevance that was scored
+    boxes: list  # (x0, y0, x1, y1, label) in thumbnail pixels
+    prediction: tuple  # (index, label, probability) of the top class
     target_label: str
 
 
@@ -190,9 +192,11 @@ class ValidationResult:
     def warnings(self) -> list[str]:
         out = []
         if self.images < MIN_EXAMPLES:
-            out.append(f"Only {self.images} annotated example(s) were scored; at least {MIN_EXAMPLES} are "
-                       "needed before these numbers can support trust in a method (the confidence intervals "
-                       "are wide, and a few images decide the means).")
+            out.append(
+                f"Only {self.images} annotated example(s) were scored; at least {MIN_EXAMPLES} are "
+                "needed before these numbers can support trust in a method (the confidence intervals "
+                "are wide, and a few images decide the means)."
+            )
         return out
 
     def per_image(self) -> pd.DataFrame:
@@ -218,16 +222,28 @@ class ValidationResult:
                 # one stream per (method, metric): an interval does not depend on what else is in the table
                 rng = np.random.default_rng([self.settings.seed, zlib.crc32(f"{method}/{metric}".encode())])
                 mean, low, high, n = mean_interval(values, self.settings, rng)
-                row = {"method": method, "method_label": label_of(method), "metric": metric,
-                       "metric_label": label, "better": "higher" if higher else "lower", "n": n,
-                       "mean": mean, "ci_low": low, "ci_high": high}
+                row = {
+                    "method": method,
+                    "method_label": label_of(method),
+                    "metric": metric,
+                    "metric_label": label,
+                    "better": "higher" if higher else "lower",
+                    "n": n,
+                    "mean": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                }
                 if method != CENTRE and metric in centre:
                     joined = part[[metric]].join(centre[[metric]], rsuffix="_centre", how="inner")
                     diff = (joined[metric] - joined[f"{metric}_centre"]).to_numpy(dtype=float)
                     diff = diff if higher else -diff
                     d_mean, d_low, d_high, _ = mean_interval(diff, self.settings, rng)
-                    row.update(gain_vs_centre=d_mean, gain_ci_low=d_low, gain_ci_high=d_high,
-                               beats_centre=bool(d_low > 0) if math.isfinite(d_low) else False)
+                    row.update(
+                        gain_vs_centre=d_mean,
+                        gain_ci_low=d_low,
+                        gain_ci_high=d_high,
+                        beats_centre=bool(d_low > 0) if math.isfinite(d_low) else False,
+                    )
                 out.append(row)
         table = pd.DataFrame(out)
         table["interval"] = interval_description(self.settings)
@@ -255,13 +271,19 @@ class ValidationResult:
     def record(self) -> dict:
         """JSON-ready: settings, model, timing, summary and skipped items."""
         summary = self.summary()
-        return {"description": self.description, "model": self.model,
-                "settings": self.settings.record(self.model.get("input_size")),
-                "images_scored": self.images, "images_given": self.total, "seconds": round(self.seconds, 2),
-                "seconds_per_image": round(self.seconds / max(self.images, 1), 3),
-                "warnings": self.warnings, "skipped": [s.record() for s in self.skipped],
-                "summary": json.loads(summary.to_json(orient="records")) if not summary.empty else [],
-                "versions": versions()}
+        return {
+            "description": self.description,
+            "model": self.model,
+            "settings": self.settings.record(self.model.get("input_size")),
+            "images_scored": self.images,
+            "images_given": self.total,
+            "seconds": round(self.seconds, 2),
+            "seconds_per_image": round(self.seconds / max(self.images, 1), 3),
+            "warnings": self.warnings,
+            "skipped": [s.record() for s in self.skipped],
+            "summary": json.loads(summary.to_json(orient="records")) if not summary.empty else [],
+            "versions": versions(),
+        }
 
 
 def _cell(mean: float, low: float, high: float, digits: int) -> str:
@@ -276,8 +298,9 @@ def label_of(method: str) -> str:
     return BASELINES.get(method) or (METHODS[method].label if method in METHODS else method)
 
 
-def mean_interval(values, settings: ValidationSettings, rng: np.random.Generator | None = None
-                  ) -> tuple[float, float, float, int]:
+def mean_interval(
+    values, settings: ValidationSettings, rng: np.random.Generator | None = None
+) -> tuple[float, float, float, int]:
     """Mean and confidence interval of ``values`` (NaNs left out).
 
     Returns:
@@ -298,6 +321,7 @@ def mean_interval(values, settings: ValidationSettings, rng: np.random.Generator
     alpha = 1.0 - settings.confidence
     if settings.interval == "t":
         from scipy import stats
+
         half = float(stats.t.ppf(1 - alpha / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
         return mean, mean - half, mean + half, n
     rng = rng if rng is not None else np.random.default_rng(settings.seed)
@@ -309,12 +333,22 @@ def mean_interval(values, settings: ValidationSettings, rng: np.random.Generator
 def _thumb(array: np.ndarray, size: int, kind: str) -> np.ndarray:
     if kind == "rgb":
         # a one-channel model's grey crop becomes grey RGB: thumbnails are (t, t, 3)
-        return np.asarray(Image.fromarray(array).convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+        return np.asarray(
+            Image.fromarray(array).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        )
     if kind == "mask":
-        return np.asarray(Image.fromarray(array.astype(np.uint8) * 255).resize(
-            (size, size), Image.Resampling.NEAREST)) > 127
-    return np.asarray(Image.fromarray(np.ascontiguousarray(array, dtype=np.float32)).resize(
-        (size, size), Image.Resampling.BOX), dtype=np.float32)
+        return (
+            np.asarray(
+                Image.fromarray(array.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
+            )
+            > 127
+        )
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(array, dtype=np.float32)).resize(
+            (size, size), Image.Resampling.BOX
+        ),
+        dtype=np.float32,
+    )
 
 
 def _method_params(method: str, params: dict) -> dict:
@@ -344,15 +378,24 @@ def plan_run(model, settings: ValidationSettings) -> RunPlan:
     methods, skipped = [], []
     for m in settings.methods:
         if usable.get(m):
-            skipped.append(Skipped(f"method {m}", f"{METHODS[m].label} cannot run on this model: {usable[m]}."))
+            skipped.append(
+                Skipped(f"method {m}", f"{METHODS[m].label} cannot run on this model: {usable[m]}.")
+            )
         else:
             methods.append(m)
     if not methods:
-        raise ValueError("None of the chosen methods can run on this model: "
-                         + "; ".join(f"{m}: {usable[m]}" for m in settings.methods))
+        raise ValueError(
+            "None of the chosen methods can run on this model: "
+            + "; ".join(f"{m}: {usable[m]}" for m in settings.methods)
+        )
     size = model.input_size
-    return RunPlan(methods=methods, skipped=skipped, centre=lo.centre_bias_map(size, sigma=settings.centre_sigma),
-                   step=settings.step_pixels(size), geometry=CropGeometry.of(model))
+    return RunPlan(
+        methods=methods,
+        skipped=skipped,
+        centre=lo.centre_bias_map(size, sigma=settings.centre_sigma),
+        step=settings.step_pixels(size),
+        geometry=CropGeometry.of(model),
+    )
 
 
 @dataclass
@@ -377,22 +420,36 @@ class ImageScores:
 
     def record(self) -> dict:
         """JSON-ready; ``from_record`` gives back exactly the same values (floats included)."""
-        return {"index": self.index, "name": self.name, "scored": self.scored, "rows": self.rows,
-                "skipped": [s.record() for s in self.skipped],
-                "curves": {m: {k: np.asarray(v, dtype=np.float64).tolist() for k, v in c.items()}
-                           for m, c in self.curves.items()}}
+        return {
+            "index": self.index,
+            "name": self.name,
+            "scored": self.scored,
+            "rows": self.rows,
+            "skipped": [s.record() for s in self.skipped],
+            "curves": {
+                m: {k: np.asarray(v, dtype=np.float64).tolist() for k, v in c.items()}
+                for m, c in self.curves.items()
+            },
+        }
 
     @classmethod
-    def from_record(cls, record: dict) -> "ImageScores":
-        return cls(index=int(record["index"]), name=record["name"], rows=list(record["rows"]),
-                   skipped=[Skipped(s["item"], s["reason"]) for s in record["skipped"]],
-                   curves={m: {k: np.asarray(v, dtype=np.float64) for k, v in c.items()}
-                           for m, c in record["curves"].items()},
-                   scored=bool(record["scored"]))
+    def from_record(cls, record: dict) -> ImageScores:
+        return cls(
+            index=int(record["index"]),
+            name=record["name"],
+            rows=list(record["rows"]),
+            skipped=[Skipped(s["item"], s["reason"]) for s in record["skipped"]],
+            curves={
+                m: {k: np.asarray(v, dtype=np.float64) for k, v in c.items()}
+                for m, c in record["curves"].items()
+            },
+            scored=bool(record["scored"]),
+        )
 
 
-def score_image(model, item, index: int, settings: ValidationSettings, plan: RunPlan,
-                keep: Callable | None = None) -> ImageScores:
+def score_image(
+    model, item, index: int, settings: ValidationSettings, plan: RunPlan, keep: Callable | None = None
+) -> ImageScores:
     """Score every method of ``plan`` and the two baselines on one annotated image.
 
     The local run and the Ray run (``saliency_core.distributed``) both call this, so an image's
@@ -429,60 +486,107 @@ def score_image(model, item, index: int, settings: ValidationSettings, plan: Run
     prediction = model.predict(x, k=5)
     target = prediction[0][0]
     probability = prediction[0][2]
-    base = {"image": item.name, "target": target, "target_label": model.labels[target],
-            "target_probability": probability, "annotation": item.annotation.kind,
-            "region_fraction": region.fraction}
-    if getattr(model, "multilabel", False):   # a multi-label prediction is a set; maps explain its top class
-        base["predicted"] = "; ".join(label for _, label, _ in model.predicted_set(probabilities=model.probabilities(x)[0]))
+    base = {
+        "image": item.name,
+        "target": target,
+        "target_label": model.labels[target],
+        "target_probability": probability,
+        "annotation": item.annotation.kind,
+        "region_fraction": region.fraction,
+    }
+    if getattr(model, "multilabel", False):  # a multi-label prediction is a set; maps explain its top class
+        base["predicted"] = "; ".join(
+            label for _, label, _ in model.predicted_set(probabilities=model.probabilities(x)[0])
+        )
     backgrounds, ends = {}, {}
     if settings.faithfulness:
         for r in {settings.deletion_replacement, settings.insertion_replacement}:
             backgrounds[r] = fa.replacement_image(x, r)
         # the curves' first and last points are the same for every map of this image: computed once
         try:
-            ends = fa.end_scores(model, x, target, {"deletion": backgrounds[settings.deletion_replacement],
-                                                    "insertion": backgrounds[settings.insertion_replacement]})
+            ends = fa.end_scores(
+                model,
+                x,
+                target,
+                {
+                    "deletion": backgrounds[settings.deletion_replacement],
+                    "insertion": backgrounds[settings.insertion_replacement],
+                },
+            )
         except ValueError:
-            ends = {}   # each method's curves then say what is wrong, one skipped item each
+            ends = {}  # each method's curves then say what is wrong, one skipped item each
     maps = [(m, None) for m in plan.methods]
-    maps += [(CENTRE, plan.centre), (RANDOM, lo.random_map(size, rng=np.random.default_rng([settings.seed, index])))]
+    maps += [
+        (CENTRE, plan.centre),
+        (RANDOM, lo.random_map(size, rng=np.random.default_rng([settings.seed, index]))),
+    ]
     for method, fixed in maps:
         tick = time.perf_counter()
         signed = bool(METHODS[method].signed) if method in METHODS else False
         try:
             if fixed is None:
-                attribution, used, _ = attribute(model, x, torch.tensor([target], device=device), method,
-                                                 **_method_params(method, settings.params))
+                attribution, used, _ = attribute(
+                    model,
+                    x,
+                    torch.tensor([target], device=device),
+                    method,
+                    **_method_params(method, settings.params),
+                )
                 saliency = reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
                 del attribution
             else:
                 saliency = fixed
-            scores = lo.localisation_scores(saliency, region.mask, signed=signed,
-                                            tolerance=settings.tolerance, top_k=settings.top_k)
+            scores = lo.localisation_scores(
+                saliency, region.mask, signed=signed, tolerance=settings.tolerance, top_k=settings.top_k
+            )
             if settings.faithfulness:
-                replacements = {"deletion": settings.deletion_replacement,
-                                "insertion": settings.insertion_replacement}
-                curves = fa.causal_curves(model, x, saliency, target, ("deletion", "insertion"), step=plan.step,
-                                          replacements=replacements, signed=signed, seed=settings.seed,
-                                          batch_size=settings.batch_size,
-                                          backgrounds={m: backgrounds[r] for m, r in replacements.items()},
-                                          end_scores=ends)
+                replacements = {
+                    "deletion": settings.deletion_replacement,
+                    "insertion": settings.insertion_replacement,
+                }
+                curves = fa.causal_curves(
+                    model,
+                    x,
+                    saliency,
+                    target,
+                    ("deletion", "insertion"),
+                    step=plan.step,
+                    replacements=replacements,
+                    signed=signed,
+                    seed=settings.seed,
+                    batch_size=settings.batch_size,
+                    backgrounds={m: backgrounds[r] for m, r in replacements.items()},
+                    end_scores=ends,
+                )
                 for mode, c in curves.items():
                     scores[f"{mode}_auc"] = c.auc
-                out.curves[method] = {"fractions": curves["deletion"].fractions,
-                                      "deletion": curves["deletion"].scores, "insertion": curves["insertion"].scores}
+                out.curves[method] = {
+                    "fractions": curves["deletion"].fractions,
+                    "deletion": curves["deletion"].scores,
+                    "insertion": curves["insertion"].scores,
+                }
         except ValueError as err:
             out.skipped.append(Skipped(f"{item.name} [{label_of(method)}]", str(err)))
             continue
         except Exception as err:  # noqa: BLE001  one failing method must not stop the run
-            out.skipped.append(Skipped(f"{item.name} [{label_of(method)}]",
-                                       f"the method failed ({type(err).__name__}: {err})."))
+            out.skipped.append(
+                Skipped(
+                    f"{item.name} [{label_of(method)}]", f"the method failed ({type(err).__name__}: {err})."
+                )
+            )
             continue
-        row = {"image": item.name, "method": method, "method_label": label_of(method), "signed": signed,
-               **{k: v for k, v in base.items() if k != "image"},
-               "top1_label": prediction[0][1], "top1_probability": prediction[0][2],
-               **scores, "seconds": time.perf_counter() - tick,
-               "notes": "; ".join(region.notes)}
+        row = {
+            "image": item.name,
+            "method": method,
+            "method_label": label_of(method),
+            "signed": signed,
+            **{k: v for k, v in base.items() if k != "image"},
+            "top1_label": prediction[0][1],
+            "top1_probability": prediction[0][2],
+            **scores,
+            "seconds": time.perf_counter() - tick,
+            "notes": "; ".join(region.notes),
+        }
         out.rows.append(row)
         if keep is not None:
             keep(method, row, crop, region, saliency, signed, prediction, model.labels[target])
@@ -505,20 +609,44 @@ class RunTotals:
         self.skipped += part.skipped
         self.rows += part.rows
         for method, c in part.curves.items():
-            acc = self.sums.setdefault(method, {"fractions": c["fractions"], "n": 0, "deletion": 0.0,
-                                                "insertion": 0.0})
+            acc = self.sums.setdefault(
+                method, {"fractions": c["fractions"], "n": 0, "deletion": 0.0, "insertion": 0.0}
+            )
             acc["n"] += 1
             acc["deletion"] = acc["deletion"] + c["deletion"]
             acc["insertion"] = acc["insertion"] + c["insertion"]
         self.scored += bool(part.scored)
 
-    def result(self, settings: ValidationSettings, model, description: str, total: int, started: float,
-               worst: dict | None = None) -> ValidationResult:
-        curves = {m: {"fractions": a["fractions"], "deletion": a["deletion"] / a["n"],
-                      "insertion": a["insertion"] / a["n"], "n": a["n"]} for m, a in self.sums.items()}
-        return ValidationResult(rows=self.rows, skipped=self.skipped, settings=settings, model=model.describe(),
-                                description=description, curves=curves, worst=worst or {}, images=self.scored,
-                                total=total, seconds=time.perf_counter() - started)
+    def result(
+        self,
+        settings: ValidationSettings,
+        model,
+        description: str,
+        total: int,
+        started: float,
+        worst: dict | None = None,
+    ) -> ValidationResult:
+        curves = {
+            m: {
+                "fractions": a["fractions"],
+                "deletion": a["deletion"] / a["n"],
+                "insertion": a["insertion"] / a["n"],
+                "n": a["n"],
+            }
+            for m, a in self.sums.items()
+        }
+        return ValidationResult(
+            rows=self.rows,
+            skipped=self.skipped,
+            settings=settings,
+            model=model.describe(),
+            description=description,
+            curves=curves,
+            worst=worst or {},
+            images=self.scored,
+            total=total,
+            seconds=time.perf_counter() - started,
+        )
 
 
 class ValidationRun:
@@ -553,8 +681,18 @@ class ValidationRun:
 
         def keep(method, row, crop, region, saliency, signed, prediction, target_label):
             if method in heaps:
-                _keep_worst(heaps[method], self.settings, row, crop, region, lo.relevance(saliency, signed),
-                            prediction, target_label, index)
+                _keep_worst(
+                    heaps[method],
+                    self.settings,
+                    row,
+                    crop,
+                    region,
+                    lo.relevance(saliency, signed),
+                    prediction,
+                    target_label,
+                    index,
+                )
+
         part = score_image(self.model, item, index, self.settings, self.plan, keep=keep)
         self.totals.add(part)
         self.heaps, self.done = heaps, index + 1
@@ -563,13 +701,23 @@ class ValidationRun:
     def result(self) -> ValidationResult:
         """The result of the images scored so far (all of them once ``finished``)."""
         worst = {m: [w for _, _, w in sorted(h, key=lambda e: (-e[0], -e[1]))] for m, h in self.heaps.items()}
-        return self.totals.result(self.settings, self.model, self.dataset.description, self.total,
-                                  time.perf_counter() - self.seconds, worst=worst)
+        return self.totals.result(
+            self.settings,
+            self.model,
+            self.dataset.description,
+            self.total,
+            time.perf_counter() - self.seconds,
+            worst=worst,
+        )
 
 
-def run_validation(model, dataset: Dataset, settings: ValidationSettings,
-                   progress: Callable[[int, int, float | None], None] | None = None,
-                   run: ValidationRun | None = None) -> ValidationResult:
+def run_validation(
+    model,
+    dataset: Dataset,
+    settings: ValidationSettings,
+    progress: Callable[[int, int, float | None], None] | None = None,
+    run: ValidationRun | None = None,
+) -> ValidationResult:
     """Score each method (and the two baselines) on every annotated image of ``dataset``.
 
     Args:
@@ -601,8 +749,17 @@ def run_validation(model, dataset: Dataset, settings: ValidationSettings,
     return run.result()
 
 
-def _keep_worst(heap: list, settings: ValidationSettings, row: dict, crop, region, relevance: np.ndarray,
-                prediction, target_label: str, index: int) -> None:
+def _keep_worst(
+    heap: list,
+    settings: ValidationSettings,
+    row: dict,
+    crop,
+    region,
+    relevance: np.ndarray,
+    prediction,
+    target_label: str,
+    index: int,
+) -> None:
     """Keep the ``settings.worst`` rows with the least relevance mass (NaN = worst), with
     thumbnails; a min-heap on the negated badness drops the best of the kept ones."""
     if settings.worst <= 0:
@@ -613,12 +770,17 @@ def _keep_worst(heap: list, settings: ValidationSettings, row: dict, crop, regio
         return
     t = settings.thumbnail
     f = t / region.mask.shape[0]
-    case = WorstCase(image=row["image"], method=row["method"],
-                     scores={k: row[k] for k in METRICS if k in row},
-                     crop=_thumb(np.asarray(crop), t, "rgb"), region=_thumb(region.mask, t, "mask"),
-                     saliency=_thumb(relevance, t, "map"),
-                     boxes=[(x0 * f, y0 * f, x1 * f, y1 * f, label) for x0, y0, x1, y1, label in region.boxes],
-                     prediction=tuple(prediction[0]), target_label=target_label)
+    case = WorstCase(
+        image=row["image"],
+        method=row["method"],
+        scores={k: row[k] for k in METRICS if k in row},
+        crop=_thumb(np.asarray(crop), t, "rgb"),
+        region=_thumb(region.mask, t, "mask"),
+        saliency=_thumb(relevance, t, "map"),
+        boxes=[(x0 * f, y0 * f, x1 * f, y1 * f, label) for x0, y0, x1, y1, label in region.boxes],
+        prediction=tuple(prediction[0]),
+        target_label=target_label,
+    )
     entry = (badness, -index, case)
     if len(heap) < settings.worst:
         heapq.heappush(heap, entry)

@@ -31,39 +31,81 @@ Example:
     >>> rows = table(store, model, labelled, ["gradient", "gradcam"], {})
     >>> filter_rows(rows, outcome="incorrect", order="confident mistakes first").name.head(3).tolist()
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..evaluation.annotations import Skipped
 from ..engine.explain import Explanation, explain, get_method
 from ..engine.images import image_hash
-from ..evaluation.labelled import LabelledItem, LabelledSet
 from ..engine.methods import METHODS
-from ..pipeline import explain_images
 from ..engine.untrusted import cut
-from .store import (BUSY_TIMEOUT, MAX_REVIEW_ITEMS, THUMB, THUMB_QUALITY, ResultStore, decode_map, encode_map,
-                    gallery_path, model_key, params_key)
+from ..evaluation.annotations import Skipped
+from ..evaluation.labelled import LabelledItem, LabelledSet
+from ..pipeline import explain_images
+from .store import (
+    BUSY_TIMEOUT,
+    MAX_REVIEW_ITEMS,
+    THUMB,
+    THUMB_QUALITY,
+    ResultStore,
+    decode_map,
+    encode_map,
+    gallery_path,
+    model_key,
+    params_key,
+)
 
-__all__ = ["BUSY_TIMEOUT", "MAX_REVIEW_ITEMS", "ORDERS", "OTHER_REST", "OUTCOMES", "PAGE_SIZE", "THUMB",
-           "THUMB_QUALITY", "ResultStore", "RunProgress", "RunReport", "Tile", "build_report", "cell_labels",
-           "class_accuracy", "confusion", "decode_map", "encode_map", "explanations", "filter_rows", "gallery_path",
-           "model_key", "page_of", "pages", "params_key", "pending", "run", "safe_csv", "stored_explain_fn",
-           "stored_explanation", "table", "tiles", "to_csv"]
+__all__ = [
+    "BUSY_TIMEOUT",
+    "MAX_REVIEW_ITEMS",
+    "ORDERS",
+    "OTHER_REST",
+    "OUTCOMES",
+    "PAGE_SIZE",
+    "THUMB",
+    "THUMB_QUALITY",
+    "ResultStore",
+    "RunProgress",
+    "RunReport",
+    "Tile",
+    "build_report",
+    "cell_labels",
+    "class_accuracy",
+    "confusion",
+    "decode_map",
+    "encode_map",
+    "explanations",
+    "filter_rows",
+    "gallery_path",
+    "model_key",
+    "page_of",
+    "pages",
+    "params_key",
+    "pending",
+    "run",
+    "safe_csv",
+    "stored_explain_fn",
+    "stored_explanation",
+    "table",
+    "tiles",
+    "to_csv",
+]
 
 
-PAGE_SIZE = 48           # tiles per page
+PAGE_SIZE = 48  # tiles per page
 OUTCOMES = ("all", "incorrect", "correct")
 ORDERS = ("name", "confident mistakes first", "least confident first", "most confident first")
 
 
 # ---- runs -------------------------------------------------------------------------------------------
+
 
 @dataclass
 class RunProgress:
@@ -132,8 +174,9 @@ class _Lazy:
         return self.item.read()
 
 
-def pending(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[str], params: dict | None
-            ) -> tuple[list[LabelledItem], int, list[Skipped]]:
+def pending(
+    store: ResultStore, model, labelled: LabelledSet, methods: Sequence[str], params: dict | None
+) -> tuple[list[LabelledItem], int, list[Skipped]]:
     """(items without a complete stored result, how many have one, files already found unreadable)."""
     mkey = model_key(model)
     pkeys = {m: params_key(model, m, params) for m in methods}
@@ -157,9 +200,11 @@ def pending(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[
 def stored_explain_fn(store: ResultStore, compute: Callable[..., Explanation] | None = None):
     """An ``explain_fn`` for the pipeline that returns stored maps and computes (with ``compute``,
     default ``saliency_core.explain``) only the others."""
-    compute = compute or (lambda model, image, method, target, params, progress=None, preview=None:
-                          explain(model, image, method=method, target=target, progress=progress, preview=preview,
-                                  **params))
+    compute = compute or (
+        lambda model, image, method, target, params, progress=None, preview=None: explain(
+            model, image, method=method, target=target, progress=progress, preview=preview, **params
+        )
+    )
 
     def fn(model, image, method, target, params, progress=None, preview=None):
         mkey = model_key(model)
@@ -173,11 +218,19 @@ def stored_explain_fn(store: ResultStore, compute: Callable[..., Explanation] | 
                 hit.image = model.crop(image)
                 return hit
         return compute(model, image, method, target, params, progress=progress, preview=preview)
+
     return fn
 
 
-def stored_explanation(store: ResultStore, model, h: str, method: str, params: dict | None, target: int,
-                       crop: Image.Image | None = None) -> Explanation | None:
+def stored_explanation(
+    store: ResultStore,
+    model,
+    h: str,
+    method: str,
+    params: dict | None,
+    target: int,
+    crop: Image.Image | None = None,
+) -> Explanation | None:
     """The stored ``Explanation`` (saliency exact; ``attribution`` is not stored: empty), or None.
     Raises ValueError with the stored reason when the method failed on this image."""
     mkey = model_key(model)
@@ -188,17 +241,37 @@ def stored_explanation(store: ResultStore, model, h: str, method: str, params: d
     if error is not None:
         raise ValueError(error)
     prediction = [(int(p["index"]), str(p["label"]), float(p["probability"])) for p in record["prediction"]]
-    return Explanation(attribution=np.zeros((0,), np.float32), saliency=saliency, target=int(record["target"]),
-                       target_label=str(record["target_label"]), method=method, params=dict(record["params"]),
-                       reduction=str(record["reduction"]), image=crop, prediction=prediction, image_hash=h,
-                       model_fingerprint=str(record["model_fingerprint"]),
-                       diagnostics=dict(record.get("diagnostics") or {}), seconds=float(record.get("seconds", 0)),
-                       device=str(record.get("device", "cpu")))
+    return Explanation(
+        attribution=np.zeros((0,), np.float32),
+        saliency=saliency,
+        target=int(record["target"]),
+        target_label=str(record["target_label"]),
+        method=method,
+        params=dict(record["params"]),
+        reduction=str(record["reduction"]),
+        image=crop,
+        prediction=prediction,
+        image_hash=h,
+        model_fingerprint=str(record["model_fingerprint"]),
+        diagnostics=dict(record.get("diagnostics") or {}),
+        seconds=float(record.get("seconds", 0)),
+        device=str(record.get("device", "cpu")),
+    )
 
 
-def run(model, labelled: LabelledSet, methods: Sequence[str], params: dict | None, store: ResultStore, *,
-        progress: Callable[[RunProgress], None] | None = None, cancel: Callable[[], bool] | None = None,
-        ray_address: str | None = None, model_source: str | None = None, ray_min_images: int = 200) -> RunReport:
+def run(
+    model,
+    labelled: LabelledSet,
+    methods: Sequence[str],
+    params: dict | None,
+    store: ResultStore,
+    *,
+    progress: Callable[[RunProgress], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    ray_address: str | None = None,
+    model_source: str | None = None,
+    ray_min_images: int = 200,
+) -> RunReport:
     """Predict and explain every image of ``labelled`` that has no stored result, and store each.
 
     Args:
@@ -233,15 +306,24 @@ def run(model, labelled: LabelledSet, methods: Sequence[str], params: dict | Non
     if ray_address and model_source and len(todo) >= ray_min_images and all(it.path for it in todo):
         results = _ray_results(model_source, todo, methods, params, ray_address, cancel)
     else:
-        results = explain_images(model, [(it.name, _Lazy(it)) for it in todo], methods, params,
-                                 explain_fn=stored_explain_fn(store), cancel=cancel)
+        results = explain_images(
+            model,
+            [(it.name, _Lazy(it)) for it in todo],
+            methods,
+            params,
+            explain_fn=stored_explain_fn(store),
+            cancel=cancel,
+        )
     for item, result in zip(todo, results):
         if result.failed is not None:
             store.put_failure(item.key, result.failed)
             report.failed.append(Skipped(item.name, _strip_name(result.failed, item.name)))
         elif result.crashed is not None:
-            report.errors.append(Skipped(item.name, f"unexpected {result.crashed['type']}: "
-                                                    f"{cut(result.crashed['message'], 300)}"))
+            report.errors.append(
+                Skipped(
+                    item.name, f"unexpected {result.crashed['type']}: {cut(result.crashed['message'], 300)}"
+                )
+            )
         else:
             store.put_result(mkey, item.key, result, pkeys)
             report.computed += 1
@@ -250,29 +332,51 @@ def run(model, labelled: LabelledSet, methods: Sequence[str], params: dict | Non
         done += 1
         del result
         if progress is not None:
-            progress(RunProgress(done, report.total, report.computed, time.perf_counter() - started, item.name))
+            progress(
+                RunProgress(done, report.total, report.computed, time.perf_counter() - started, item.name)
+            )
     report.cancelled = done < report.total
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _strip_name(text: str, name: str) -> str:
-    return text[len(name) + 2:] if text.startswith(name + ": ") else text
+    return text[len(name) + 2 :] if text.startswith(name + ": ") else text
 
 
-def _ray_results(model_source: str, todo: Sequence[LabelledItem], methods, params, address: str,
-                 cancel: Callable[[], bool] | None):
+def _ray_results(
+    model_source: str,
+    todo: Sequence[LabelledItem],
+    methods,
+    params,
+    address: str,
+    cancel: Callable[[], bool] | None,
+):
     """Pipeline results of ``todo`` computed by Ray workers (``distributed``), in order."""
     import pickle
+
     from .. import distributed
+
     rows = [{"index": i, "path": it.path, "name": it.name} for i, it in enumerate(todo)]
     with distributed.connected(address) as ray:
         actors, cpus, gpus = distributed._pool(ray, None, 1, None)
-        constructor = {"model_source": model_source, "methods": list(methods),
-                       "options": {"params": params or {}, "target": None, "render": None},
-                       "threads": cpus, "gpus": gpus}
-        for block in distributed.stream(rows, distributed._ExplainWorker, constructor, workers=actors, cpus=cpus,
-                                        gpus=gpus, batch_size=distributed.BATCH_SIZE, preserve_order=True):
+        constructor = {
+            "model_source": model_source,
+            "methods": list(methods),
+            "options": {"params": params or {}, "target": None, "render": None},
+            "threads": cpus,
+            "gpus": gpus,
+        }
+        for block in distributed.stream(
+            rows,
+            distributed._ExplainWorker,
+            constructor,
+            workers=actors,
+            cpus=cpus,
+            gpus=gpus,
+            batch_size=distributed.BATCH_SIZE,
+            preserve_order=True,
+        ):
             for blob in block["results"]:
                 if cancel is not None and cancel():
                     return
@@ -281,12 +385,27 @@ def _ray_results(model_source: str, todo: Sequence[LabelledItem], methods, param
 
 # ---- the table --------------------------------------------------------------------------------------
 
-COLUMNS = ("name", "label", "status", "reason", "predicted_label", "predicted_class", "confidence", "correct",
-           "in_top5", "image_hash", "key", "duplicate_of", "flags", "review")
+COLUMNS = (
+    "name",
+    "label",
+    "status",
+    "reason",
+    "predicted_label",
+    "predicted_class",
+    "confidence",
+    "correct",
+    "in_top5",
+    "image_hash",
+    "key",
+    "duplicate_of",
+    "flags",
+    "review",
+)
 
 
-def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[str], params: dict | None
-          ) -> pd.DataFrame:
+def table(
+    store: ResultStore, model, labelled: LabelledSet, methods: Sequence[str], params: dict | None
+) -> pd.DataFrame:
     """One row per image of ``labelled`` with its stored result.
 
     Columns: ``name``, ``label`` (true), ``status`` ("done", "not computed", "unreadable",
@@ -311,23 +430,47 @@ def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[st
     rows = []
     for it in items:
         h, failed = known.get(it.key, (None, None))
-        row = {"name": it.name, "label": it.label, "status": "not computed", "reason": "", "predicted_label": "",
-               "predicted_class": "", "confidence": np.nan, "correct": None, "in_top5": None,
-               "image_hash": h or "", "key": it.key, "duplicate_of": "", "maps": "",
-               "flags": "", "checks": "", "review": "", "complete": False}
+        row = {
+            "name": it.name,
+            "label": it.label,
+            "status": "not computed",
+            "reason": "",
+            "predicted_label": "",
+            "predicted_class": "",
+            "confidence": np.nan,
+            "correct": None,
+            "in_top5": None,
+            "image_hash": h or "",
+            "key": it.key,
+            "duplicate_of": "",
+            "maps": "",
+            "flags": "",
+            "checks": "",
+            "review": "",
+            "complete": False,
+        }
         if failed:
             row.update(status="unreadable", reason=_strip_name(failed, it.name), complete=True)
         elif h and h in first_of:
-            row.update(status="duplicate", duplicate_of=first_of[h], complete=all(h in mapped[m] for m in methods),
-                       reason=f"the same picture as {first_of[h]}; counted once")
+            row.update(
+                status="duplicate",
+                duplicate_of=first_of[h],
+                complete=all(h in mapped[m] for m in methods),
+                reason=f"the same picture as {first_of[h]}; counted once",
+            )
         elif h and h in predicted:
             index, confidence, top5 = predicted[h]
             label_of = owner.get(index)
             with_map = [m for m in methods if h in mapped[m] and mapped[m][h] is None]
-            row.update(status="done", complete=all(h in mapped[m] for m in methods),
-                       predicted_class=model.labels[index] if 0 <= index < len(model.labels) else str(index),
-                       confidence=confidence, correct=index in it.classes,
-                       in_top5=any(i in it.classes for i in top5), maps=",".join(with_map))
+            row.update(
+                status="done",
+                complete=all(h in mapped[m] for m in methods),
+                predicted_class=model.labels[index] if 0 <= index < len(model.labels) else str(index),
+                confidence=confidence,
+                correct=index in it.classes,
+                in_top5=any(i in it.classes for i in top5),
+                maps=",".join(with_map),
+            )
             row["predicted_label"] = label_of if label_of is not None else f"other: {row['predicted_class']}"
             first_of[h] = it.name
         rows.append(row)
@@ -336,9 +479,16 @@ def table(store: ResultStore, model, labelled: LabelledSet, methods: Sequence[st
     return frame
 
 
-def filter_rows(rows: pd.DataFrame, *, true_labels: Sequence[str] = (), predicted_labels: Sequence[str] = (),
-                outcome: str = "all", confidence: tuple[float, float] = (0.0, 1.0), flagged: bool | None = None,
-                order: str = "name") -> pd.DataFrame:
+def filter_rows(
+    rows: pd.DataFrame,
+    *,
+    true_labels: Sequence[str] = (),
+    predicted_labels: Sequence[str] = (),
+    outcome: str = "all",
+    confidence: tuple[float, float] = (0.0, 1.0),
+    flagged: bool | None = None,
+    order: str = "name",
+) -> pd.DataFrame:
     """The rows with a result that pass every filter, in ``order``.
 
     Args:
@@ -366,8 +516,11 @@ def filter_rows(rows: pd.DataFrame, *, true_labels: Sequence[str] = (), predicte
         keep &= (rows["flags"] != "") == flagged
     out = rows[keep]
     if order == "confident mistakes first":
-        out = out.assign(_c=out["correct"].astype(bool)).sort_values(["_c", "confidence", "name"],
-                                                                      ascending=[True, False, True]).drop(columns="_c")
+        out = (
+            out.assign(_c=out["correct"].astype(bool))
+            .sort_values(["_c", "confidence", "name"], ascending=[True, False, True])
+            .drop(columns="_c")
+        )
     elif order == "least confident first":
         out = out.sort_values(["confidence", "name"], ascending=[True, True])
     elif order == "most confident first":
@@ -381,7 +534,7 @@ def page_of(rows: pd.DataFrame, page: int, size: int = PAGE_SIZE) -> pd.DataFram
     """Rows of page ``page`` (1-based; clamped to the pages there are)."""
     pages = max(1, -(-len(rows) // size))
     page = min(max(int(page), 1), pages)
-    return rows.iloc[(page - 1) * size: page * size]
+    return rows.iloc[(page - 1) * size : page * size]
 
 
 def pages(rows: pd.DataFrame, size: int = PAGE_SIZE) -> int:
@@ -400,7 +553,9 @@ class Tile:
     correct: bool
 
 
-def tiles(store: ResultStore, model, rows: pd.DataFrame, method: str | None, params: dict | None) -> list[Tile]:
+def tiles(
+    store: ResultStore, model, rows: pd.DataFrame, method: str | None, params: dict | None
+) -> list[Tile]:
     """Tiles for ``rows`` (a page): one query for all their thumbnails."""
     mkey = model_key(model)
     pkey = params_key(model, method, params) if method else None
@@ -410,14 +565,22 @@ def tiles(store: ResultStore, model, rows: pd.DataFrame, method: str | None, par
     for r in rows.itertuples(index=False):
         verdict = "correct" if r.correct else "mistake"
         caption = f"{r.name}\n\ntrue: {r.label} · predicted: {r.predicted_class} ({r.confidence:.0%} sure)"
-        alt = (f"{what} of {r.name}; true class {r.label}, the model predicted {r.predicted_class} with "
-               f"{r.confidence:.0%} confidence ({verdict})")
+        alt = (
+            f"{what} of {r.name}; true class {r.label}, the model predicted {r.predicted_class} with "
+            f"{r.confidence:.0%} confidence ({verdict})"
+        )
         out.append(Tile(r.name, r.image_hash, jpegs.get(r.image_hash), caption, alt, bool(r.correct)))
     return out
 
 
-def explanations(store: ResultStore, model, image_hash_: str, methods: Sequence[str], params: dict | None,
-                 crop: Image.Image | None) -> tuple[list, dict[str, Explanation], dict[str, str]]:
+def explanations(
+    store: ResultStore,
+    model,
+    image_hash_: str,
+    methods: Sequence[str],
+    params: dict | None,
+    crop: Image.Image | None,
+) -> tuple[list, dict[str, Explanation], dict[str, str]]:
     """(top-5, method -> stored Explanation, method -> why there is none) of one image; nothing
     is computed."""
     mkey = model_key(model)
@@ -469,7 +632,9 @@ def class_accuracy(rows: pd.DataFrame) -> pd.DataFrame:
     done = rows[rows["status"] == "done"]
     per = done.groupby("label")["correct"].agg(images="count", correct="sum").reset_index()
     per["correct"] = per["correct"].astype(int)
-    total = pd.DataFrame([{"label": "all", "images": int(per["images"].sum()), "correct": int(per["correct"].sum())}])
+    total = pd.DataFrame(
+        [{"label": "all", "images": int(per["images"].sum()), "correct": int(per["correct"].sum())}]
+    )
     per = pd.concat([per, total], ignore_index=True)
     per["accuracy"] = per["correct"] / per["images"].where(per["images"] > 0)
     return per
@@ -477,14 +642,26 @@ def class_accuracy(rows: pd.DataFrame) -> pd.DataFrame:
 
 # ---- exports ----------------------------------------------------------------------------------------
 
-EXPORT_COLUMNS = ("name", "label", "predicted_label", "predicted_class", "confidence", "correct", "in_top5",
-                  "image_hash", "flags", "checks", "review")
+EXPORT_COLUMNS = (
+    "name",
+    "label",
+    "predicted_label",
+    "predicted_class",
+    "confidence",
+    "correct",
+    "in_top5",
+    "image_hash",
+    "flags",
+    "checks",
+    "review",
+)
 
 
 def safe_csv(frame: pd.DataFrame) -> str:
     """``frame`` as CSV text through ``engine.safe_text.to_csv``: text cells (and column names)
     that a spreadsheet would run as a formula get a leading ``'``; numbers stay numbers."""
     from ..engine.safe_text import to_csv as safe_to_csv
+
     return safe_to_csv(frame)
 
 
@@ -497,14 +674,34 @@ def to_csv(rows: pd.DataFrame, model=None) -> str:
     return safe_csv(out)
 
 
-def build_report(store: ResultStore, model, labelled: LabelledSet, rows: pd.DataFrame, methods: Sequence[str],
-                 params: dict | None, *, title: str = "Gallery report", model_source: str = "demo",
-                 progress: Callable[[int, int, str], None] | None = None, outline_share: float | None = None):
+def build_report(
+    store: ResultStore,
+    model,
+    labelled: LabelledSet,
+    rows: pd.DataFrame,
+    methods: Sequence[str],
+    params: dict | None,
+    *,
+    title: str = "Gallery report",
+    model_source: str = "demo",
+    progress: Callable[[int, int, str], None] | None = None,
+    outline_share: float | None = None,
+):
     """A ``saliency_core.report.Report`` of ``rows`` (e.g. the filtered mistakes), built by the
     report builder from the stored maps (none recomputed when all are stored); ``outline_share``
     adds each map's region view (``report.build_report``)."""
     from ..report import build_report as build
+
     by_name = {it.name: it for it in labelled.items}
     images = [(name, by_name[name].read()) for name in rows["name"] if name in by_name]
-    return build(model, images, list(methods), params=params, model_source=model_source, title=title,
-                 explain_fn=stored_explain_fn(store), progress=progress, outline_share=outline_share)
+    return build(
+        model,
+        images,
+        list(methods),
+        params=params,
+        model_source=model_source,
+        title=title,
+        explain_fn=stored_explain_fn(store),
+        progress=progress,
+        outline_share=outline_share,
+    )

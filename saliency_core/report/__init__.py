@@ -47,16 +47,61 @@ Example:
     >>> [r.status for r in replay(read_replay("report.html"))]
     ['match', 'match', 'match', 'match']
 """
+
 from __future__ import annotations
 
-from ._common import (ALPHA, confidence_words, CLIP_PERCENTILE, DEFAULT_TITLE, EMBED_MAPS_UP_TO, GENERAL_LIMITS, GLOSSARY,
-                      LARGE_REPORT, PAGE_SIZE, PDF_ROWS_PER_PAGE, REPLAY_ID, SCHEMA, agreement, audit_sentence,
-                      describe_map, map_summary, readable_table, summary_paragraphs, table_rows)
+from ._common import (
+    ALPHA,
+    CLIP_PERCENTILE,
+    DEFAULT_TITLE,
+    EMBED_MAPS_UP_TO,
+    GENERAL_LIMITS,
+    GLOSSARY,
+    LARGE_REPORT,
+    PAGE_SIZE,
+    PDF_ROWS_PER_PAGE,
+    REPLAY_ID,
+    SCHEMA,
+    agreement,
+    audit_sentence,
+    confidence_words,
+    describe_map,
+    map_summary,
+    readable_table,
+    summary_paragraphs,
+    table_rows,
+)
 from .build import ImageEntry, MapEntry, Report, build_report, map_entry
 from .replay import ReplayResult, find_replay_model, read_replay, recorded_fingerprint, replay
 
-__all__ = ["build_report", "Report", "ImageEntry", "MapEntry", "map_entry", "read_replay", "replay",
-           "ReplayResult", "find_replay_model", "recorded_fingerprint", "map_summary", "table_rows", "readable_table",
-           "summary_paragraphs", "confidence_words", "describe_map", "agreement", "audit_sentence", "SCHEMA", "REPLAY_ID",
-           "DEFAULT_TITLE", "LARGE_REPORT", "PAGE_SIZE", "PDF_ROWS_PER_PAGE", "EMBED_MAPS_UP_TO", "GLOSSARY",
-           "GENERAL_LIMITS", "ALPHA", "CLIP_PERCENTILE"]
+__all__ = [
+    "build_report",
+    "Report",
+    "ImageEntry",
+    "MapEntry",
+    "map_entry",
+    "read_replay",
+    "replay",
+    "ReplayResult",
+    "find_replay_model",
+    "recorded_fingerprint",
+    "map_summary",
+    "table_rows",
+    "readable_table",
+    "summary_paragraphs",
+    "confidence_words",
+    "describe_map",
+    "agreement",
+    "audit_sentence",
+    "SCHEMA",
+    "REPLAY_ID",
+    "DEFAULT_TITLE",
+    "LARGE_REPORT",
+    "PAGE_SIZE",
+    "PDF_ROWS_PER_PAGE",
+    "EMBED_MAPS_UP_TO",
+    "GLOSSARY",
+    "GENERAL_LIMITS",
+    "ALPHA",
+    "CLIP_PERCENTILE",
+]

@@ -1,5 +1,6 @@
 """What every part of the report shares: limits, words for readers who do not write code, small
 helpers and what the maps suggest, in words."""
+
 from __future__ import annotations
 
 import base64
@@ -12,13 +13,12 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from ..engine.methods import METHODS
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .build import MapEntry, Report
@@ -26,56 +26,90 @@ if TYPE_CHECKING:
 SCHEMA = "saliency-lens-report/1"
 REPLAY_ID = "saliency-replay"
 DEFAULT_TITLE = "Saliency report"
-LARGE_REPORT = 20        # more images than this: paged HTML with thumbnails, compact PDF
-PAGE_SIZE = 25           # images per HTML page of a large report
-PDF_ROWS_PER_PAGE = 8    # images per PDF page of a large report
-EMBED_MAPS_UP_TO = 24    # maps stored in the replay block (compressed float32) up to this count
+LARGE_REPORT = 20  # more images than this: paged HTML with thumbnails, compact PDF
+PAGE_SIZE = 25  # images per HTML page of a large report
+PDF_ROWS_PER_PAGE = 8  # images per PDF page of a large report
+EMBED_MAPS_UP_TO = 24  # maps stored in the replay block (compressed float32) up to this count
 EMBED_ORIGINALS_UP_TO = 16 * 2**20  # image files (bytes, all together) embedded as given up to this
-THUMB = 112              # thumbnail side in pixels
-MAX_REPORT_BYTES = 512 * 2**20   # replay reads reports up to this size
-MAX_MAP_SIDE = 4096              # a stored map's side (models take at most 2048 x 2048)
-MAX_THREADS = 256                # a recorded CPU thread count above this is not believed
-TOP_SHARE = 0.10         # "strongest pixels" in the summary: the top 10 %
+THUMB = 112  # thumbnail side in pixels
+MAX_REPORT_BYTES = 512 * 2**20  # replay reads reports up to this size
+MAX_MAP_SIDE = 4096  # a stored map's side (models take at most 2048 x 2048)
+MAX_THREADS = 256  # a recorded CPU thread count above this is not believed
+TOP_SHARE = 0.10  # "strongest pixels" in the summary: the top 10 %
 ALPHA = 0.5
 CLIP_PERCENTILE = 99.0
 
 # ---- words for readers who do not write code --------------------------------------------------
 
 GLOSSARY: dict[str, tuple[str, str]] = {
-    "saliency-map": ("Saliency map", "A picture of how much each pixel mattered to the model's score, "
-                                     "according to one method."),
+    "saliency-map": (
+        "Saliency map",
+        "A picture of how much each pixel mattered to the model's score, according to one method.",
+    ),
     "overlay": ("Overlay", "The saliency map's colours laid half-transparently over the photo."),
     "crop": ("Crop", "The square part of the photo the model actually looks at, after resizing."),
     "prediction": ("Prediction", "The class (kind of object) the model ranks first for an image."),
-    "confidence": ("Confidence", "The model's own probability for a class, from 0 to 100 %; a high value "
-                                 "is not a guarantee that it is right."),
-    "score": ("Score", "The model's raw number for a class before it becomes a probability; the maps "
-                       "explain this number."),
-    "target": ("Explained class", "The class whose score a map explains (here the predicted one unless "
-                                  "stated)."),
+    "confidence": (
+        "Confidence",
+        "The model's own probability for a class, from 0 to 100 %; a high value "
+        "is not a guarantee that it is right.",
+    ),
+    "score": (
+        "Score",
+        "The model's raw number for a class before it becomes a probability; the maps explain this number.",
+    ),
+    "target": (
+        "Explained class",
+        "The class whose score a map explains (here the predicted one unless stated).",
+    ),
     "colour-bar": ("Colour bar", "The strip under a map that shows which colour stands for which value."),
-    "clipping": ("Clipping at the 99th percentile", "The top 1 % of values all get the brightest colour, so "
-                                                    "a few extreme pixels do not make the rest look dark."),
+    "clipping": (
+        "Clipping at the 99th percentile",
+        "The top 1 % of values all get the brightest colour, so "
+        "a few extreme pixels do not make the rest look dark.",
+    ),
     "method": ("Method", "One way of computing a saliency map; different methods can disagree."),
     "parameter": ("Parameter", "A setting of a method, recorded so the map can be computed again."),
-    "seed": ("Seed", "A number that fixes the random noise some methods add: the same seed gives the "
-                     "same map."),
-    "fingerprint": ("Fingerprint (sha256)", "A 64-character code computed from a file; any change to the "
-                                            "file changes it, so it identifies the exact model weights or "
-                                            "image."),
-    "sanity-check": ("Sanity check (model randomisation)", "The model's weights are replaced by random ones; "
-                                                           "a map that still looks the same cannot be "
-                                                           "explaining what the model learned."),
-    "rank-correlation": ("Rank correlation (Spearman)", "How alike two maps are in the order of their "
-                                                        "pixels, from -1 (opposite) to 1 (same order); "
-                                                        "0 = unrelated."),
-    "stability": ("Stability", "Whether a map stays much the same when the photo is changed slightly "
-                               "(noise, brightness, a small shift)."),
-    "validation": ("Validation metrics", "How well maps agree with regions that experts marked on the "
-                                         "images."),
-    "strongest-pixels": ("Strongest pixels", f"The {100 * TOP_SHARE:.0f} % of pixels with the largest map values."),
-    "replay": ("Replay", "Recomputing every map from the data stored in this report, to show that the "
-                         "same inputs give the same numbers."),
+    "seed": (
+        "Seed",
+        "A number that fixes the random noise some methods add: the same seed gives the same map.",
+    ),
+    "fingerprint": (
+        "Fingerprint (sha256)",
+        "A 64-character code computed from a file; any change to the "
+        "file changes it, so it identifies the exact model weights or "
+        "image.",
+    ),
+    "sanity-check": (
+        "Sanity check (model randomisation)",
+        "The model's weights are replaced by random ones; "
+        "a map that still looks the same cannot be "
+        "explaining what the model learned.",
+    ),
+    "rank-correlation": (
+        "Rank correlation (Spearman)",
+        "How alike two maps are in the order of their "
+        "pixels, from -1 (opposite) to 1 (same order); "
+        "0 = unrelated.",
+    ),
+    "stability": (
+        "Stability",
+        "Whether a map stays much the same when the photo is changed slightly "
+        "(noise, brightness, a small shift).",
+    ),
+    "validation": (
+        "Validation metrics",
+        "How well maps agree with regions that experts marked on the images.",
+    ),
+    "strongest-pixels": (
+        "Strongest pixels",
+        f"The {100 * TOP_SHARE:.0f} % of pixels with the largest map values.",
+    ),
+    "replay": (
+        "Replay",
+        "Recomputing every map from the data stored in this report, to show that the "
+        "same inputs give the same numbers.",
+    ),
 }
 
 PARAM_HELP = {
@@ -95,16 +129,19 @@ PARAM_HELP = {
     "cell": "side of one cell of a random mask, in pixels",
     "keep": "chance that a mask cell shows the image",
     "reshape": "how that layer's output is laid out as a grid (none for a feature map; tokens of a "
-               "vision transformer: tokens, class_token, channels_last)",
+    "vision transformer: tokens, class_token, channels_last)",
 }
 
-GENERAL_LIMITS = ("Every saliency map is an approximation computed after the fact: it shows where the "
-                  "model's score is sensitive according to one method, not the model's reasoning itself. "
-                  "Different methods can disagree, a bright region is evidence and not proof, and a map "
-                  "says nothing about whether the prediction is right.")
+GENERAL_LIMITS = (
+    "Every saliency map is an approximation computed after the fact: it shows where the "
+    "model's score is sensitive according to one method, not the model's reasoning itself. "
+    "Different methods can disagree, a bright region is evidence and not proof, and a map "
+    "says nothing about whether the prediction is right."
+)
 
 
 # ---- small helpers ---------------------------------------------------------------------------
+
 
 def _method(name: str):
     if name not in METHODS:
@@ -114,11 +151,14 @@ def _method(name: str):
 
 def _versions() -> dict:
     import PIL
+
     from ..engine.explain import versions
+
     out = dict(versions())
     out["pillow"] = PIL.__version__
     try:
         import fpdf
+
         out["fpdf2"] = fpdf.__version__
     except ImportError:
         pass
@@ -165,10 +205,17 @@ def map_summary(saliency: np.ndarray) -> dict:
     """
     s = _f32(saliency)
     finite = s[np.isfinite(s)]
-    stat = (lambda f: float(f(finite)) if finite.size else float("nan"))
-    return {"sha256": hashlib.sha256(s.tobytes()).hexdigest(), "shape": list(s.shape), "dtype": "float32",
-            "min": stat(np.min), "max": stat(np.max), "mean": stat(np.mean),
-            "abs_sum": stat(lambda a: np.abs(a, dtype=np.float64).sum())}
+    def stat(f):
+        return float(f(finite)) if finite.size else float("nan")
+    return {
+        "sha256": hashlib.sha256(s.tobytes()).hexdigest(),
+        "shape": list(s.shape),
+        "dtype": "float32",
+        "min": stat(np.min),
+        "max": stat(np.max),
+        "mean": stat(np.mean),
+        "abs_sum": stat(lambda a: np.abs(a, dtype=np.float64).sum()),
+    }
 
 
 def _b64(data: bytes) -> str:
@@ -237,39 +284,57 @@ def table_rows(data) -> tuple[list[str], list[dict]]:
     """
     if data is None:
         return [], []
-    if hasattr(data, "to_dict") and hasattr(data, "columns"):      # pandas DataFrame
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas DataFrame
         rows = data.to_dict(orient="records")
     elif isinstance(data, dict):
-        if all(isinstance(v, dict) or hasattr(v, "record") or dataclasses.is_dataclass(v) for v in data.values()):
+        if all(
+            isinstance(v, dict) or hasattr(v, "record") or dataclasses.is_dataclass(v) for v in data.values()
+        ):
             rows = [{"key": k, **_row(v)} for k, v in data.items()]
         else:
             rows = [data]
     elif isinstance(data, (list, tuple)):
         rows = list(data)
     else:
-        raise ValueError(f"Expected a list of rows (dicts), a DataFrame or a dict of rows; "
-                         f"got {type(data).__name__}.")
+        raise ValueError(
+            f"Expected a list of rows (dicts), a DataFrame or a dict of rows; got {type(data).__name__}."
+        )
     flat = [_flatten(_row(r)) for r in rows]
     columns = list(dict.fromkeys(k for r in flat for k in r))
     return columns, flat
 
 
 COLUMN_WORDS = {
-    "method": "method", "passed": "passes", "verdict": "verdict", "measure": "measure",
-    "final_similarity": "rank correlation at the end", "threshold": "pass below", "mode": "how",
-    "blocks": "layer blocks re-initialised", "total_blocks": "layer blocks in all",
-    "model_fingerprint": "model weights (sha256)", "image_hash": "image (sha256)", "image_name": "image",
-    "final_map_zero": "map zero at the end", "target_label": "class explained", "top1": "prediction",
-    "top1_probability": "confidence", "item_name": "item", "decided_at": "decided (UTC)",
-    "spearman_abs": "rank correlation", "top_k_overlap": "top pixels kept", "ssim": "structural similarity",
+    "method": "method",
+    "passed": "passes",
+    "verdict": "verdict",
+    "measure": "measure",
+    "final_similarity": "rank correlation at the end",
+    "threshold": "pass below",
+    "mode": "how",
+    "blocks": "layer blocks re-initialised",
+    "total_blocks": "layer blocks in all",
+    "model_fingerprint": "model weights (sha256)",
+    "image_hash": "image (sha256)",
+    "image_name": "image",
+    "final_map_zero": "map zero at the end",
+    "target_label": "class explained",
+    "top1": "prediction",
+    "top1_probability": "confidence",
+    "item_name": "item",
+    "decided_at": "decided (UTC)",
+    "spearman_abs": "rank correlation",
+    "top_k_overlap": "top pixels kept",
+    "ssim": "structural similarity",
 }
 VALUE_WORDS = {"spearman_abs": "rank correlation of the map's size (Spearman)"}
 _HASH = re.compile(r"^[0-9a-f]{40,}$")
 SHORT_HASH = 12
 
 
-def readable_table(columns: list[str], rows: list[dict]) -> tuple[list[str], list[dict], list[tuple[str, str]],
-                                                                  list[tuple[str, str]]]:
+def readable_table(
+    columns: list[str], rows: list[dict]
+) -> tuple[list[str], list[dict], list[tuple[str, str]], list[tuple[str, str]]]:
     """``table_rows`` output for readers: column names in words, long hashes shortened to their
     first 12 characters with each full value listed once, and, with two or more rows, the
     columns that hold the same value in every row taken out and stated once.
@@ -281,8 +346,10 @@ def readable_table(columns: list[str], rows: list[dict]) -> tuple[list[str], lis
         >>> readable_table(["model_fingerprint"], [{"model_fingerprint": "ab" * 32}])[:2]
         (['model weights (sha256)'], [{'model weights (sha256)': 'abababababab…'}])
     """
-    names = {c: ": ".join(COLUMN_WORDS.get(part) or part.replace("_", " ") for part in c.split("."))
-             for c in columns}
+    names = {
+        c: ": ".join(COLUMN_WORDS.get(part) or part.replace("_", " ") for part in c.split("."))
+        for c in columns
+    }
     full: dict[str, str] = {}
     out = []
     for row in rows:
@@ -343,12 +410,16 @@ def _cell(value) -> str:
 def audit_sentence(audit: dict | None) -> str:
     """One sentence on the review audit log's hash chain, for the review section."""
     if not audit:
-        return ("The review audit log was not checked for this report (python -m saliency_core audit verify "
-                "checks it).")
+        return (
+            "The review audit log was not checked for this report (python -m saliency_core audit verify "
+            "checks it)."
+        )
     if audit.get("verified"):
-        return (f"The review audit log verified when this report was made: {audit.get('audit_rows', 0)} audit "
-                f"row(s) in an unbroken hash chain, every decision matching its last audit row; last hash "
-                f"{str(audit.get('head', ''))[:64]}.")
+        return (
+            f"The review audit log verified when this report was made: {audit.get('audit_rows', 0)} audit "
+            f"row(s) in an unbroken hash chain, every decision matching its last audit row; last hash "
+            f"{str(audit.get('head', ''))[:64]}."
+        )
     return f"WARNING: the review audit log did NOT verify when this report was made: {audit.get('problem')}"
 
 
@@ -370,8 +441,10 @@ def _set_words(model: dict, predicted: list, quote=lambda t: f"\u201c{t}\u201d")
     threshold = _percent(float(model.get("threshold", 0.5)))
     if not predicted:
         return f"no class above the multi-label threshold of {threshold}"
-    return (f"{len(predicted)} class{'es' if len(predicted) != 1 else ''} above the multi-label threshold of "
-            f"{threshold}: " + ", ".join(f"{quote(label)} ({_percent(p)})" for _, label, p in predicted))
+    return (
+        f"{len(predicted)} class{'es' if len(predicted) != 1 else ''} above the multi-label threshold of "
+        f"{threshold}: " + ", ".join(f"{quote(label)} ({_percent(p)})" for _, label, p in predicted)
+    )
 
 
 def confidence_words(p: float) -> str:
@@ -396,16 +469,24 @@ _confidence_words = confidence_words
 
 # ---- what the maps suggest, in words ----------------------------------------------------------
 
-_REGIONS = {(0, 0): "top left", (0, 1): "top centre", (0, 2): "top right", (1, 0): "left side",
-            (1, 1): "centre", (1, 2): "right side", (2, 0): "bottom left", (2, 1): "bottom centre",
-            (2, 2): "bottom right"}
+_REGIONS = {
+    (0, 0): "top left",
+    (0, 1): "top centre",
+    (0, 2): "top right",
+    (1, 0): "left side",
+    (1, 1): "centre",
+    (1, 2): "right side",
+    (2, 0): "bottom left",
+    (2, 1): "bottom centre",
+    (2, 2): "bottom right",
+}
 
 
 def _top_mask(s: np.ndarray, share: float = TOP_SHARE) -> np.ndarray:
     a = np.abs(_f32(s)).ravel()
     k = max(1, int(round(share * a.size)))
     mask = np.zeros(a.size, dtype=bool)
-    mask[np.argpartition(a, a.size - k)[a.size - k:]] = True
+    mask[np.argpartition(a, a.size - k)[a.size - k :]] = True
     return mask.reshape(s.shape)
 
 
@@ -420,8 +501,11 @@ def describe_map(m: MapEntry) -> dict:
     label = METHODS[m.method].label if m.method in METHODS else m.method
     total = float(s.sum(dtype=np.float64))
     if m.near_zero or total == 0:
-        return {"region": None, "top_share": None,
-                "sentence": f"{label}: the map is zero or negligible everywhere, so it points nowhere."}
+        return {
+            "region": None,
+            "top_share": None,
+            "sentence": f"{label}: the map is zero or negligible everywhere, so it points nowhere.",
+        }
     mask = _top_mask(s)
     share = float(s[mask].sum(dtype=np.float64) / total)
     rows, cols = np.nonzero(mask)
@@ -430,9 +514,14 @@ def describe_map(m: MapEntry) -> dict:
     c = float((cols * weights).sum() / weights.sum()) / max(1, s.shape[1])
     region = _REGIONS[(min(2, int(r * 3)), min(2, int(c * 3)))]
     how = "concentrated" if share >= 0.5 else "spread out"
-    return {"region": region, "top_share": share,
-            "sentence": (f"{label}: strongest around the {region} of the crop; its strongest 10 % of pixels "
-                         f"hold {100 * share:.0f} % of the map's total ({how}).")}
+    return {
+        "region": region,
+        "top_share": share,
+        "sentence": (
+            f"{label}: strongest around the {region} of the crop; its strongest 10 % of pixels "
+            f"hold {100 * share:.0f} % of the map's total ({how})."
+        ),
+    }
 
 
 def agreement(a: MapEntry, b: MapEntry) -> float:
@@ -474,19 +563,24 @@ def summary_paragraphs(report: Report) -> list[str]:
     """The plain-language summary: what the model decided, what the maps suggest, how far to trust them."""
     out = []
     n, labels = len(report.images), [METHODS[m].label for m in report.methods]
-    out.append(f"This report explains the decisions of the image classifier \u201c{report.model.get('name')}\u201d "
-               f"on {n} image{'s' if n != 1 else ''}, with {len(labels)} saliency method"
-               f"{'s' if len(labels) != 1 else ''} ({', '.join(labels)}). A saliency map colours the pixels "
-               "that most affected the model's score for its answer.")
+    out.append(
+        f"This report explains the decisions of the image classifier \u201c{report.model.get('name')}\u201d "
+        f"on {n} image{'s' if n != 1 else ''}, with {len(labels)} saliency method"
+        f"{'s' if len(labels) != 1 else ''} ({', '.join(labels)}). A saliency map colours the pixels "
+        "that most affected the model's score for its answer."
+    )
     if report.large:
         counts: dict[str, int] = {}
         for item in report.images:
             counts[item.prediction[0][1]] = counts.get(item.prediction[0][1], 0) + 1
         top = sorted(counts.items(), key=lambda kv: -kv[1])[:5]
         unsure = sum(1 for i in report.images if i.prediction[0][2] < 0.6)
-        out.append("Most frequent answers: " + ", ".join(f"{k} ({v} images)" for k, v in top)
-                   + f". The model was unsure (below 60 % confidence) on {unsure} of the {n} images; "
-                     "those deserve a closer look.")
+        out.append(
+            "Most frequent answers: "
+            + ", ".join(f"{k} ({v} images)" for k, v in top)
+            + f". The model was unsure (below 60 % confidence) on {unsure} of the {n} images; "
+            "those deserve a closer look."
+        )
     else:
         for item in report.images:
             (_, label, p), rest = item.prediction[0], item.prediction[1:]
@@ -494,23 +588,30 @@ def summary_paragraphs(report: Report) -> list[str]:
             if predicted is not None:
                 text = f"{item.name}: the model finds {_set_words(report.model, predicted)}"
             else:
-                text = (f"{item.name}: the model answers \u201c{label}\u201d with {_percent(p)} confidence "
-                        f"({_confidence_words(p)})")
+                text = (
+                    f"{item.name}: the model answers \u201c{label}\u201d with {_percent(p)} confidence "
+                    f"({_confidence_words(p)})"
+                )
             if rest and predicted is None:
                 text += f"; next is \u201c{rest[0][1]}\u201d ({_percent(rest[0][2])})"
             text += ". " + " ".join(describe_map(m)["sentence"] for m in item.maps.values())
             maps = list(item.maps.values())
             if len(maps) >= 2:
-                pairs = [(a, b, agreement(a, b)) for i, a in enumerate(maps) for b in maps[i + 1:]][:3]
+                pairs = [(a, b, agreement(a, b)) for i, a in enumerate(maps) for b in maps[i + 1 :]][:3]
                 text += " " + " ".join(
                     f"{METHODS[a.method].label} and {METHODS[b.method].label} share {100 * v:.0f} % of their strongest "
-                    f"pixels ({_agreement_words(v)}; chance is about 10 %)." for a, b, v in pairs if math.isfinite(v))
+                    f"pixels ({_agreement_words(v)}; chance is about 10 %)."
+                    for a, b, v in pairs
+                    if math.isfinite(v)
+                )
             if item.errors:
                 text += f" {len(item.errors)} map(s) could not be computed (see below)."
             out.append(text)
     if isinstance(report.comparison, dict) and report.comparison.get("headline"):
-        out.append(f"Compared with another version of the model (see \u201cComparison\u201d): "
-                   f"{report.comparison['headline']}")
+        out.append(
+            f"Compared with another version of the model (see \u201cComparison\u201d): "
+            f"{report.comparison['headline']}"
+        )
     trust = [GENERAL_LIMITS]
     cautions = [f"{METHODS[m].label}: {METHODS[m].caution}" for m in report.methods if METHODS[m].caution]
     if cautions:
@@ -519,17 +620,28 @@ def summary_paragraphs(report: Report) -> list[str]:
     if rows:
         failed = sorted({_label(r.get("method")) for r in rows if _passed(r) is False})
         passed = sorted({_label(r.get("method")) for r in rows if _passed(r) is True} - set(failed))
-        trust.append("In the sanity check supplied with this report, "
-                     + (f"{', '.join(passed)} passed" if passed else "no method passed")
-                     + (f" and {', '.join(failed)} failed: maps of a failing method should not be trusted "
-                        "as explanations" if failed else "") + ".")
+        trust.append(
+            "In the sanity check supplied with this report, "
+            + (f"{', '.join(passed)} passed" if passed else "no method passed")
+            + (
+                f" and {', '.join(failed)} failed: maps of a failing method should not be trusted "
+                "as explanations"
+                if failed
+                else ""
+            )
+            + "."
+        )
     else:
-        trust.append("No sanity-check results were supplied with this report; the literature reports that "
-                     "gradient and Grad-CAM pass the randomisation check and guided backprop fails it.")
+        trust.append(
+            "No sanity-check results were supplied with this report; the literature reports that "
+            "gradient and Grad-CAM pass the randomisation check and guided backprop fails it."
+        )
     if report.stability is not None:
         rows = table_rows(report.stability)[1]
         unstable = [r for r in rows if str(r.get("verdict", "")).lower() not in ("stable", "")]
-        trust.append(f"Stability was checked for {len(rows)} image/method pair(s); {len(unstable)} were "
-                     "not stable (see the stability section).")
+        trust.append(
+            f"Stability was checked for {len(rows)} image/method pair(s); {len(unstable)} were "
+            "not stable (see the stability section)."
+        )
     out.append("How far to trust the maps: " + " ".join(trust))
     return out

@@ -1,25 +1,53 @@
 """The report's data (Report, ImageEntry, MapEntry) and build_report: maps through the pipeline."""
+
 from __future__ import annotations
 
 import hashlib
 import os
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..engine.images import image_hash, load_image
 from ..engine.regions import segment
-from ..engine.render import DEFAULT_DIVERGING, DEFAULT_SEQUENTIAL, Rendered, colorbar_image, render, render_outline
-from ._common import ALPHA, CLIP_PERCENTILE, DEFAULT_TITLE, EMBED_MAPS_UP_TO, EMBED_ORIGINALS_UP_TO, LARGE_REPORT, PAGE_SIZE, SCHEMA, _b64, _encode, _f32, _method, _one_line, _plain, _source_bytes, _versions, map_summary
+from ..engine.render import (
+    DEFAULT_DIVERGING,
+    DEFAULT_SEQUENTIAL,
+    Rendered,
+    colorbar_image,
+    render,
+    render_outline,
+)
+from ._common import (
+    ALPHA,
+    CLIP_PERCENTILE,
+    DEFAULT_TITLE,
+    EMBED_MAPS_UP_TO,
+    EMBED_ORIGINALS_UP_TO,
+    LARGE_REPORT,
+    PAGE_SIZE,
+    SCHEMA,
+    _b64,
+    _encode,
+    _f32,
+    _method,
+    _one_line,
+    _plain,
+    _source_bytes,
+    _versions,
+    map_summary,
+)
 from .html_page import _Html
 from .pdf import _pdf
 
 # ---- data model ----------------------------------------------------------------------------
+
 
 @dataclass
 class MapEntry:
@@ -52,7 +80,7 @@ class MapEntry:
     bar: np.ndarray
     diagnostics: dict = field(default_factory=dict)
     seconds: float = 0.0
-    outline: np.ndarray | None = None   # uint8 (H, W, 3): the region view, when the report asks for one
+    outline: np.ndarray | None = None  # uint8 (H, W, 3): the region view, when the report asks for one
     outline_legend: str = ""
 
     def summary(self) -> dict:
@@ -109,7 +137,7 @@ class Report:
     images: list
     model_source: str = "demo"
     title: str = DEFAULT_TITLE
-    created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
     versions: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)
@@ -128,6 +156,7 @@ class Report:
             self.versions = _versions()
         if not self.environment:
             import torch
+
             self.environment = {"threads": torch.get_num_threads(), "device": "cpu"}
 
     @property
@@ -155,7 +184,9 @@ class Report:
         if embed_maps is None:
             embed_maps = self.map_count() <= EMBED_MAPS_UP_TO
         if embed_input == "auto":
-            embed_input = "original" if sum(len(i.data) for i in self.images) <= EMBED_ORIGINALS_UP_TO else "crop"
+            embed_input = (
+                "original" if sum(len(i.data) for i in self.images) <= EMBED_ORIGINALS_UP_TO else "crop"
+            )
         images = []
         for item in self.images:
             if embed_input == "original":
@@ -168,24 +199,54 @@ class Report:
                 summary = m.summary()
                 if embed_maps:
                     summary["data"] = _b64(zlib.compress(_f32(m.saliency).tobytes(), 6))
-                maps.append({"method": m.method, "target": m.target, "target_label": m.target_label,
-                             "params": m.params, "reduction": m.reduction, "diagnostics": m.diagnostics,
-                             "render": {"sign": m.sign, "colormap": m.colormap, "scale": m.scale},
-                             "saliency": summary})
-            images.append({"name": item.name, "file_sha256": item.file_sha256, "image_hash": item.image_hash,
-                           "size": list(item.size), "input": payload,
-                           "prediction": [{"index": i, "label": l, "probability": p} for i, l, p in item.prediction],
-                           "maps": maps, "errors": item.errors})
-        return {"schema": SCHEMA, "title": self.title, "created": self.created.isoformat(),
-                "model": {"source": self.model_source, "fingerprint": self.model.get("fingerprint"),
-                          "card": self.model},
-                "methods": list(self.methods), "versions": self.versions, "environment": self.environment,
-                "render": {"alpha": self.alpha, "clip_percentile": self.clip_percentile,
-                           **({"outline_share": self.outline_share} if self.outline_share is not None else {})},
-                "images": images, "skipped": [{"name": n, "message": msg} for n, msg in self.skipped]}
+                maps.append(
+                    {
+                        "method": m.method,
+                        "target": m.target,
+                        "target_label": m.target_label,
+                        "params": m.params,
+                        "reduction": m.reduction,
+                        "diagnostics": m.diagnostics,
+                        "render": {"sign": m.sign, "colormap": m.colormap, "scale": m.scale},
+                        "saliency": summary,
+                    }
+                )
+            images.append(
+                {
+                    "name": item.name,
+                    "file_sha256": item.file_sha256,
+                    "image_hash": item.image_hash,
+                    "size": list(item.size),
+                    "input": payload,
+                    "prediction": [{"index": i, "label": l, "probability": p} for i, l, p in item.prediction],
+                    "maps": maps,
+                    "errors": item.errors,
+                }
+            )
+        return {
+            "schema": SCHEMA,
+            "title": self.title,
+            "created": self.created.isoformat(),
+            "model": {
+                "source": self.model_source,
+                "fingerprint": self.model.get("fingerprint"),
+                "card": self.model,
+            },
+            "methods": list(self.methods),
+            "versions": self.versions,
+            "environment": self.environment,
+            "render": {
+                "alpha": self.alpha,
+                "clip_percentile": self.clip_percentile,
+                **({"outline_share": self.outline_share} if self.outline_share is not None else {}),
+            },
+            "images": images,
+            "skipped": [{"name": n, "message": msg} for n, msg in self.skipped],
+        }
 
-    def to_html(self, page_size: int = PAGE_SIZE, embed_maps: bool | None = None,
-                embed_input: str = "auto") -> str:
+    def to_html(
+        self, page_size: int = PAGE_SIZE, embed_maps: bool | None = None, embed_input: str = "auto"
+    ) -> str:
         """The self-contained HTML document (see the module docstring)."""
         return _Html(self, page_size).document(self.replay_record(embed_maps, embed_input))
 
@@ -201,15 +262,19 @@ class Report:
             ValueError: a file cannot be written (the folder is missing or not writable).
         """
         sizes = {}
-        for kind, path, make in (("html", html_path, lambda: self.to_html().encode("utf-8")),
-                                 ("pdf", pdf_path, self.to_pdf)):
+        for kind, path, make in (
+            ("html", html_path, lambda: self.to_html().encode("utf-8")),
+            ("pdf", pdf_path, self.to_pdf),
+        ):
             if path is None:
                 continue
             data = make()
             try:
                 Path(path).write_bytes(data)
             except OSError as err:
-                raise ValueError(f"Cannot write the {kind.upper()} report to {path}: {err.strerror or err}.") from None
+                raise ValueError(
+                    f"Cannot write the {kind.upper()} report to {path}: {err.strerror or err}."
+                ) from None
             sizes[kind] = len(data)
         return sizes
 
@@ -219,11 +284,23 @@ class Report:
 ExplainFn = Callable[[Any, Image.Image, str, "int | None", dict], Any]
 
 
-def map_entry(method: str, saliency: np.ndarray, crop: Image.Image, *, target: int, target_label: str,
-              params: dict | None = None, reduction: str | None = None, diagnostics: dict | None = None,
-              sign: str | None = None, alpha: float = ALPHA, clip_percentile: float = CLIP_PERCENTILE,
-              seconds: float = 0.0, outline_share: float | None = None,
-              regions: np.ndarray | None = None) -> MapEntry:
+def map_entry(
+    method: str,
+    saliency: np.ndarray,
+    crop: Image.Image,
+    *,
+    target: int,
+    target_label: str,
+    params: dict | None = None,
+    reduction: str | None = None,
+    diagnostics: dict | None = None,
+    sign: str | None = None,
+    alpha: float = ALPHA,
+    clip_percentile: float = CLIP_PERCENTILE,
+    seconds: float = 0.0,
+    outline_share: float | None = None,
+    regions: np.ndarray | None = None,
+) -> MapEntry:
     """Render ``saliency`` on ``crop`` for the report.
 
     Args:
@@ -242,19 +319,45 @@ def map_entry(method: str, saliency: np.ndarray, crop: Image.Image, *, target: i
     meta = _method(method)
     sign = sign or ("signed" if meta.signed else "absolute")
     colormap = DEFAULT_DIVERGING if sign == "signed" else DEFAULT_SEQUENTIAL
-    r: Rendered = render(saliency, crop, sign=sign, colormap=colormap, alpha=alpha,
-                         clip_percentile=clip_percentile, target_label=target_label, meaning=meta.meaning)
-    entry = MapEntry(method=method, saliency=_f32(saliency), target=int(target), target_label=target_label,
-                     params=dict(params or {}), reduction=reduction or meta.reduction, overlay=r.overlay,
-                     legend=r.legend, scale=r.scale, ticks=list(r.colorbar_ticks), sign=r.sign,
-                     colormap=r.colormap, near_zero=r.near_zero,
-                     bar=colorbar_image(r, height=4, width=256), diagnostics=_plain(diagnostics or {}),
-                     seconds=float(seconds))
+    r: Rendered = render(
+        saliency,
+        crop,
+        sign=sign,
+        colormap=colormap,
+        alpha=alpha,
+        clip_percentile=clip_percentile,
+        target_label=target_label,
+        meaning=meta.meaning,
+    )
+    entry = MapEntry(
+        method=method,
+        saliency=_f32(saliency),
+        target=int(target),
+        target_label=target_label,
+        params=dict(params or {}),
+        reduction=reduction or meta.reduction,
+        overlay=r.overlay,
+        legend=r.legend,
+        scale=r.scale,
+        ticks=list(r.colorbar_ticks),
+        sign=r.sign,
+        colormap=r.colormap,
+        near_zero=r.near_zero,
+        bar=colorbar_image(r, height=4, width=256),
+        diagnostics=_plain(diagnostics or {}),
+        seconds=float(seconds),
+    )
     if outline_share is not None:
         if regions is None:
             regions = segment(crop)
-        o = render_outline(saliency, crop, regions, share=_share(outline_share), signed=meta.signed,
-                           target_label=target_label)
+        o = render_outline(
+            saliency,
+            crop,
+            regions,
+            share=_share(outline_share),
+            signed=meta.signed,
+            target_label=target_label,
+        )
         entry.outline, entry.outline_legend = o.overlay, o.legend
     return entry
 
@@ -262,16 +365,32 @@ def map_entry(method: str, saliency: np.ndarray, crop: Image.Image, *, target: i
 def _share(value) -> float:
     """An outline share from a caller or a command line: a number strictly between 0 and 1."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < 1:
-        raise ValueError(f"The outline share must be a number between 0 and 1 (e.g. 0.3 for 30 %); got {value!r}.")
+        raise ValueError(
+            f"The outline share must be a number between 0 and 1 (e.g. 0.3 for 30 %); got {value!r}."
+        )
     return float(value)
 
 
-def build_report(model, images: Sequence, methods: Sequence[str], *, params: dict | None = None,
-                 target: int | None = None, model_source: str = "demo", title: str = DEFAULT_TITLE,
-                 sign: str | None = None, sanity=None, stability=None, validation=None, reviews=None,
-                 audit: dict | None = None, comparison=None,
-                 progress: Callable[[int, int, str], None] | None = None,
-                 explain_fn: ExplainFn | None = None, outline_share: float | None = None) -> Report:
+def build_report(
+    model,
+    images: Sequence,
+    methods: Sequence[str],
+    *,
+    params: dict | None = None,
+    target: int | None = None,
+    model_source: str = "demo",
+    title: str = DEFAULT_TITLE,
+    sign: str | None = None,
+    sanity=None,
+    stability=None,
+    validation=None,
+    reviews=None,
+    audit: dict | None = None,
+    comparison=None,
+    progress: Callable[[int, int, str], None] | None = None,
+    explain_fn: ExplainFn | None = None,
+    outline_share: float | None = None,
+) -> Report:
     """Compute (or fetch) every map and collect a ``Report``.
 
     Args:
@@ -315,40 +434,80 @@ def build_report(model, images: Sequence, methods: Sequence[str], *, params: dic
         outline_share = _share(outline_share)
     entries, skipped, readable = [], [], []
     for item in images:  # the bytes, once: the report embeds them
-        name, source = (item if isinstance(item, tuple) else (str(item), item))
+        name, source = item if isinstance(item, tuple) else (str(item), item)
         try:
             readable.append((name, _source_bytes(source, name)))
         except ValueError as err:
             skipped.append((name, _one_line(err, name)))
-    results = explain_images(model, readable, methods, params, target, explain_fn=explain_fn, progress=progress)
+    results = explain_images(
+        model, readable, methods, params, target, explain_fn=explain_fn, progress=progress
+    )
     for (_, raw), result in zip(readable, results):
         if not result.ok:
-            skipped.append((result.name, result.failed or f"unexpected {result.crashed['type']}: "
-                            f"{' '.join(result.crashed['message'].split())}"))
+            skipped.append(
+                (
+                    result.name,
+                    result.failed
+                    or f"unexpected {result.crashed['type']}: {' '.join(result.crashed['message'].split())}",
+                )
+            )
             continue
-        entry = ImageEntry(name=result.name, data=raw, crop=result.crop,
-                           prediction=result.prediction, image_hash=result.image_hash, size=result.image_size)
+        entry = ImageEntry(
+            name=result.name,
+            data=raw,
+            crop=result.crop,
+            prediction=result.prediction,
+            image_hash=result.image_hash,
+            size=result.image_size,
+        )
         regions = segment(result.crop) if outline_share is not None and result.maps else None
         for m in methods:
             if m in result.maps:
                 exp = result.maps[m]
-                entry.maps[m] = map_entry(m, exp.saliency, exp.image, target=exp.target,
-                                          target_label=exp.target_label, params=exp.params,
-                                          reduction=exp.reduction, diagnostics=exp.diagnostics, sign=sign,
-                                          seconds=exp.seconds, outline_share=outline_share, regions=regions)
+                entry.maps[m] = map_entry(
+                    m,
+                    exp.saliency,
+                    exp.image,
+                    target=exp.target,
+                    target_label=exp.target_label,
+                    params=exp.params,
+                    reduction=exp.reduction,
+                    diagnostics=exp.diagnostics,
+                    sign=sign,
+                    seconds=exp.seconds,
+                    outline_share=outline_share,
+                    regions=regions,
+                )
             elif m in result.errors:
                 entry.errors[m] = result.errors[m]
             elif m in result.crashes:
-                entry.errors[m] = f"unexpected {result.crashes[m]['type']}: " \
-                                  f"{' '.join(result.crashes[m]['message'].split())}"
+                entry.errors[m] = (
+                    f"unexpected {result.crashes[m]['type']}: "
+                    f"{' '.join(result.crashes[m]['message'].split())}"
+                )
         entries.append(entry)
     if not entries:
-        raise ValueError(f"None of the {len(images)} image(s) could be read: "
-                         + "; ".join(msg for _, msg in skipped))
+        raise ValueError(
+            f"None of the {len(images)} image(s) could be read: " + "; ".join(msg for _, msg in skipped)
+        )
     import torch
+
     from ..engine.devices import describe as describe_device
+
     device = describe_device(model.device)
-    return Report(model=model.describe(), methods=methods, images=entries, model_source=str(model_source),
-                  title=title or DEFAULT_TITLE, skipped=skipped, sanity=sanity, stability=stability,
-                  validation=validation, reviews=reviews, audit=audit, comparison=comparison,
-                  environment={"threads": torch.get_num_threads(), "device": device}, outline_share=outline_share)
+    return Report(
+        model=model.describe(),
+        methods=methods,
+        images=entries,
+        model_source=str(model_source),
+        title=title or DEFAULT_TITLE,
+        skipped=skipped,
+        sanity=sanity,
+        stability=stability,
+        validation=validation,
+        reviews=reviews,
+        audit=audit,
+        comparison=comparison,
+        environment={"threads": torch.get_num_threads(), "device": device},
+        outline_share=outline_share,
+    )

@@ -1,21 +1,39 @@
 """The self-contained HTML document."""
+
 from __future__ import annotations
 
 import html
 import json
-from datetime import datetime, timezone
-
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from ..engine.convergence import describe as describe_convergence
 from ..engine.methods import METHODS
-from ._common import _multilabel_set, _set_words, GENERAL_LIMITS, GLOSSARY, PARAM_HELP, REPLAY_ID, _cell, _confidence_words, _data_uri, _json, _percent, _plain, _thumb, audit_sentence, readable_table, summary_paragraphs, table_rows
-
-from typing import TYPE_CHECKING
+from ._common import (
+    GENERAL_LIMITS,
+    GLOSSARY,
+    PARAM_HELP,
+    REPLAY_ID,
+    _cell,
+    _confidence_words,
+    _data_uri,
+    _json,
+    _multilabel_set,
+    _percent,
+    _plain,
+    _set_words,
+    _thumb,
+    audit_sentence,
+    readable_table,
+    summary_paragraphs,
+    table_rows,
+)
 
 if TYPE_CHECKING:
     from .build import ImageEntry, MapEntry, Report
 
 # ---- HTML ---------------------------------------------------------------------------------------
+
 
 def _e(text) -> str:
     return html.escape(str(text), quote=True)
@@ -72,79 +90,128 @@ class _Html:
     def __init__(self, report: Report, page_size: int):
         self.r = report
         self.page_size = max(1, int(page_size))
-        self.fmt = "JPEG" if report.large else "PNG"   # large reports: JPEG keeps the file usable
+        self.fmt = "JPEG" if report.large else "PNG"  # large reports: JPEG keeps the file usable
         self.figure = 0
 
     def document(self, record: dict) -> str:
         r = self.r
-        bars = {m.colormap: m.bar for i in r.images for m in i.maps.values()}   # one per colormap
+        bars = {m.colormap: m.bar for i in r.images for m in i.maps.values()}  # one per colormap
         css = _CSS + "".join(
-            f".cb-{c} {{ background-image: url({_data_uri(bar)}); }}\n" for c, bar in sorted(bars.items()))
-        csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'none'; "
-               "base-uri 'none'; form-action 'none'")
+            f".cb-{c} {{ background-image: url({_data_uri(bar)}); }}\n" for c, bar in sorted(bars.items())
+        )
+        csp = (
+            "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'none'; "
+            "base-uri 'none'; form-action 'none'"
+        )
         parts = [
-            "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
             f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f'<meta name="generator" content="saliency_core {_e(r.versions.get("saliency_core", ""))}">',
-            f"<title>{_e(r.title)}</title>", f"<style>{css}</style>", "</head>", "<body>",
-            self.header(), self.summary(), self.glossary(), self.model(), self.methods(), self.images(),
-            self.optional(), self.software(),
+            f"<title>{_e(r.title)}</title>",
+            f"<style>{css}</style>",
+            "</head>",
+            "<body>",
+            self.header(),
+            self.summary(),
+            self.glossary(),
+            self.model(),
+            self.methods(),
+            self.images(),
+            self.optional(),
+            self.software(),
             f'<script type="application/json" id="{REPLAY_ID}">{_json(record)}</script>',
-            "</body>", "</html>",
+            "</body>",
+            "</html>",
         ]
         return "\n".join(p for p in parts if p)
 
     # -- sections
     def header(self) -> str:
         r = self.r
-        toc = [("summary", "Summary"), ("glossary", "Words used"), ("model", "The model"),
-               ("methods", "Methods"), ("images", "Images")]
-        toc += [(k, t) for k, t in (("comparison", "Comparison"), ("sanity", "Sanity check"), ("stability", "Stability"),
-                                    ("validation", "Validation"), ("reviews", "Review decisions"))
-                if getattr(r, k) is not None]
+        toc = [
+            ("summary", "Summary"),
+            ("glossary", "Words used"),
+            ("model", "The model"),
+            ("methods", "Methods"),
+            ("images", "Images"),
+        ]
+        toc += [
+            (k, t)
+            for k, t in (
+                ("comparison", "Comparison"),
+                ("sanity", "Sanity check"),
+                ("stability", "Stability"),
+                ("validation", "Validation"),
+                ("reviews", "Review decisions"),
+            )
+            if getattr(r, k) is not None
+        ]
         toc.append(("software", "Software and replay"))
-        return (f"<header><h1>{_e(r.title)}</h1>"
-                f'<p class="muted">Created {_e(_date(r.created))} · model {_e(r.model.get("name"))} · '
-                f"{len(r.images)} image(s) × {len(r.methods)} method(s)</p>"
-                '<nav class="screen-only">' + " · ".join(f'<a href="#{k}">{_e(t)}</a>' for k, t in toc)
-                + "</nav></header>")
+        return (
+            f"<header><h1>{_e(r.title)}</h1>"
+            f'<p class="muted">Created {_e(_date(r.created))} · model {_e(r.model.get("name"))} · '
+            f"{len(r.images)} image(s) × {len(r.methods)} method(s)</p>"
+            '<nav class="screen-only">'
+            + " · ".join(f'<a href="#{k}">{_e(t)}</a>' for k, t in toc)
+            + "</nav></header>"
+        )
 
     def summary(self) -> str:
         paras = summary_paragraphs(self.r)
-        return ('<section id="summary"><h2 class="first">Summary in plain words</h2><div class="summary">'
-                + "".join(f"<p>{_e(p)}</p>" for p in paras)
-                + '<p class="muted">Terms are explained under <a href="#glossary">Words used</a>.</p></div></section>')
+        return (
+            '<section id="summary"><h2 class="first">Summary in plain words</h2><div class="summary">'
+            + "".join(f"<p>{_e(p)}</p>" for p in paras)
+            + '<p class="muted">Terms are explained under <a href="#glossary">Words used</a>.</p></div></section>'
+        )
 
     def glossary(self) -> str:
         items = "".join(f'<dt id="g-{k}">{_e(t)}</dt><dd>{_e(d)}</dd>' for k, (t, d) in GLOSSARY.items())
-        return ('<section id="glossary"><h2>Words used in this report</h2>'
-                f'<dl class="glossary">{items}</dl></section>')
+        return (
+            '<section id="glossary"><h2>Words used in this report</h2>'
+            f'<dl class="glossary">{items}</dl></section>'
+        )
 
     def model(self) -> str:
         d = self.r.model
-        rows = [("Name", d.get("name")), ("Fingerprint (sha256 of the weights)", d.get("fingerprint")),
-                ("Classes", d.get("classes")), ("Input", f'{d.get("input_size")} × {d.get("input_size")} pixels'),
-                ("Preprocessing", f'resize the short side to {d.get("resize")} px ({d.get("interpolation")}), '
-                                  f'{d.get("crop")} crop of {d.get("input_size")} px, normalise with mean '
-                                  f'{_nums(d.get("mean"))} and standard deviation {_nums(d.get("std"))}'),
-                ("Grad-CAM layer", d.get("gradcam_layer") or "none"),
-                ("Loaded from", self.r.model_source)]
+        rows = [
+            ("Name", d.get("name")),
+            ("Fingerprint (sha256 of the weights)", d.get("fingerprint")),
+            ("Classes", d.get("classes")),
+            ("Input", f"{d.get('input_size')} × {d.get('input_size')} pixels"),
+            (
+                "Preprocessing",
+                f"resize the short side to {d.get('resize')} px ({d.get('interpolation')}), "
+                f"{d.get('crop')} crop of {d.get('input_size')} px, normalise with mean "
+                f"{_nums(d.get('mean'))} and standard deviation {_nums(d.get('std'))}",
+            ),
+            ("Grad-CAM layer", d.get("gradcam_layer") or "none"),
+            ("Loaded from", self.r.model_source),
+        ]
         card = d.get("card") or {}
         for k, v in card.items():
             if k == "digest" or (isinstance(v, (dict, list)) and len(str(v)) > 200):
                 continue
             rows.append((f"Card: {k}", v))
-        body = "".join(f"<tr><th>{_e(k)}</th><td>{f'<code>{_e(v)}</code>' if 'sha256' in k else _e(v)}</td></tr>"
-                       for k, v in rows)
-        return ('<section id="model"><h2>The model</h2>'
-                '<p>The model card: what was explained and how images were prepared. The '
-                '<a href="#g-fingerprint">fingerprint</a> identifies the exact weights.</p>'
-                f"<table>{body}</table></section>")
+        body = "".join(
+            f"<tr><th>{_e(k)}</th><td>{f'<code>{_e(v)}</code>' if 'sha256' in k else _e(v)}</td></tr>"
+            for k, v in rows
+        )
+        return (
+            '<section id="model"><h2>The model</h2>'
+            "<p>The model card: what was explained and how images were prepared. The "
+            '<a href="#g-fingerprint">fingerprint</a> identifies the exact weights.</p>'
+            f"<table>{body}</table></section>"
+        )
 
     def methods(self) -> str:
-        out = ['<section id="methods"><h2>Methods, parameters and known limits</h2>',
-               f'<p class="caution">{_e(GENERAL_LIMITS)}</p>']
+        out = [
+            '<section id="methods"><h2>Methods, parameters and known limits</h2>',
+            f'<p class="caution">{_e(GENERAL_LIMITS)}</p>',
+        ]
         for m in self.r.methods:
             out.append(_method_html(m, self.r))
         out.append("</section>")
@@ -152,30 +219,42 @@ class _Html:
 
     def images(self) -> str:
         r = self.r
-        head = ('<section id="images"><h2>Images, predictions and maps</h2>'
-                '<p>Each <a href="#g-overlay">overlay</a> is drawn on the <a href="#g-crop">crop</a> the model '
-                'saw. Under each map a <a href="#g-colour-bar">colour bar</a> gives the values; colours are '
-                'perceptually uniform and readable with colour-vision deficiencies (inferno; blue-grey-red for '
-                'signed maps). Values are <a href="#g-clipping">clipped at the 99th percentile</a>.</p>')
+        head = (
+            '<section id="images"><h2>Images, predictions and maps</h2>'
+            '<p>Each <a href="#g-overlay">overlay</a> is drawn on the <a href="#g-crop">crop</a> the model '
+            'saw. Under each map a <a href="#g-colour-bar">colour bar</a> gives the values; colours are '
+            "perceptually uniform and readable with colour-vision deficiencies (inferno; blue-grey-red for "
+            'signed maps). Values are <a href="#g-clipping">clipped at the 99th percentile</a>.</p>'
+        )
         skipped = ""
         if r.skipped:
-            skipped = ('<div class="caution"><b>Images left out</b> (they could not be read):<ul>'
-                       + "".join(f"<li>{_e(msg)}</li>" for _, msg in r.skipped) + "</ul></div>")
+            skipped = (
+                '<div class="caution"><b>Images left out</b> (they could not be read):<ul>'
+                + "".join(f"<li>{_e(msg)}</li>" for _, msg in r.skipped)
+                + "</ul></div>"
+            )
         if not r.large:
             cards = "".join(self.image_card(i, item) for i, item in enumerate(r.images, 1))
             return head + skipped + cards + "</section>"
-        pages = [r.images[k:k + self.page_size] for k in range(0, len(r.images), self.page_size)]
-        nav = ('<nav class="pager">Pages: ' + "".join(
-            f'<a href="#page-{p}">{p}</a>' for p in range(1, len(pages) + 1)) + "</nav>")
-        note = (f'<p class="muted screen-only">{len(r.images)} images on {len(pages)} pages of {self.page_size}. '
-                "Each row shows thumbnails; open <i>Full-size maps</i> for the maps with colour bars and "
-                "legends. Pictures in this large report are stored as JPEG to keep the file small; the replay "
-                "data at the end is exact. Printing prints the thumbnails.</p>")
+        pages = [r.images[k : k + self.page_size] for k in range(0, len(r.images), self.page_size)]
+        nav = (
+            '<nav class="pager">Pages: '
+            + "".join(f'<a href="#page-{p}">{p}</a>' for p in range(1, len(pages) + 1))
+            + "</nav>"
+        )
+        note = (
+            f'<p class="muted screen-only">{len(r.images)} images on {len(pages)} pages of {self.page_size}. '
+            "Each row shows thumbnails; open <i>Full-size maps</i> for the maps with colour bars and "
+            "legends. Pictures in this large report are stored as JPEG to keep the file small; the replay "
+            "data at the end is exact. Printing prints the thumbnails.</p>"
+        )
         body = ['<div class="pages">']
         for p, chunk in enumerate(pages, 1):
             first = (p - 1) * self.page_size + 1
-            body.append(f'<section class="page" id="page-{p}"><h3>Page {p} of {len(pages)}: images {first}'
-                        f"\u2013{first + len(chunk) - 1}</h3>")
+            body.append(
+                f'<section class="page" id="page-{p}"><h3>Page {p} of {len(pages)}: images {first}'
+                f"\u2013{first + len(chunk) - 1}</h3>"
+            )
             body += [self.image_row(first + j, item) for j, item in enumerate(chunk)]
             body.append("</section>")
         body.append("</div>")
@@ -185,20 +264,34 @@ class _Html:
         r, out = self.r, []
         if isinstance(r.comparison, dict):
             out.append(self.comparison(r.comparison))
-        specs = (("sanity", "Sanity check: model randomisation",
-                  "Each method's maps were computed again after the model's weights were replaced, layer by "
-                  "layer, with random ones (Adebayo et al. 2018). A method <b>passes</b> when its map then "
-                  "changes (low <a href=\"#g-rank-correlation\">rank correlation</a> with the original); a method "
-                  "that <b>fails</b> shows the image more than the model."),
-                 ("stability", "Stability",
-                  "Maps of slightly changed copies of each image (noise, brightness, small shifts) compared with "
-                  "the original's. A stable explanation changes little; a fragile one changes a lot although "
-                  "the prediction did not."),
-                 ("validation", "Validation against expert annotations",
-                  "How well the maps agree with regions experts marked on the images (higher is better unless "
-                  "the column says otherwise)."),
-                 ("reviews", "Review decisions",
-                  "Accept / reject decisions recorded by reviewers, with who decided and when (times in UTC)."))
+        specs = (
+            (
+                "sanity",
+                "Sanity check: model randomisation",
+                "Each method's maps were computed again after the model's weights were replaced, layer by "
+                "layer, with random ones (Adebayo et al. 2018). A method <b>passes</b> when its map then "
+                'changes (low <a href="#g-rank-correlation">rank correlation</a> with the original); a method '
+                "that <b>fails</b> shows the image more than the model.",
+            ),
+            (
+                "stability",
+                "Stability",
+                "Maps of slightly changed copies of each image (noise, brightness, small shifts) compared with "
+                "the original's. A stable explanation changes little; a fragile one changes a lot although "
+                "the prediction did not.",
+            ),
+            (
+                "validation",
+                "Validation against expert annotations",
+                "How well the maps agree with regions experts marked on the images (higher is better unless "
+                "the column says otherwise).",
+            ),
+            (
+                "reviews",
+                "Review decisions",
+                "Accept / reject decisions recorded by reviewers, with who decided and when (times in UTC).",
+            ),
+        )
         for key, title, text in specs:
             data = getattr(r, key)
             if data is None:
@@ -207,9 +300,11 @@ class _Html:
             columns, rows = table_rows(data)
             table = _html_table(columns, rows)
             audit = f"<p>{_e(audit_sentence(r.audit))}</p>" if key == "reviews" else ""
-            out.append(f'<section id="{key}"><h2>{_e(title)}</h2><p>{text}</p>{audit}{table}'
-                       f'<p class="muted">Table {self.figure}: {_e(title.lower())}, {len(rows)} row(s), '
-                       "as supplied with the report.</p></section>")
+            out.append(
+                f'<section id="{key}"><h2>{_e(title)}</h2><p>{text}</p>{audit}{table}'
+                f'<p class="muted">Table {self.figure}: {_e(title.lower())}, {len(rows)} row(s), '
+                "as supplied with the report.</p></section>"
+            )
         return "".join(out)
 
     def comparison(self, data: dict) -> str:
@@ -218,43 +313,56 @@ class _Html:
         for title, rows in data.get("tables") or []:
             self.figure += 1
             columns, rows = table_rows(rows)
-            parts.append(f"<h3>{_e(title)}</h3>{_html_table(columns, rows)}"
-                         f'<p class="muted">Table {self.figure}: {_e(str(title).lower())}, {len(rows)} row(s).</p>')
+            parts.append(
+                f"<h3>{_e(title)}</h3>{_html_table(columns, rows)}"
+                f'<p class="muted">Table {self.figure}: {_e(str(title).lower())}, {len(rows)} row(s).</p>'
+            )
         return "".join(parts) + "</section>"
 
     def software(self) -> str:
         r = self.r
         rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in r.versions.items())
         env = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in r.environment.items())
-        return ('<section id="software"><h2>Software, date and replay</h2>'
-                f"<p>Created {_e(_date(r.created))}.</p><table>{rows}{env}</table>"
-                "<p><b>Replay.</b> This file contains a machine-readable block (JSON, element id "
-                f"<code>{REPLAY_ID}</code>) with every input and parameter: the model's source and "
-                "fingerprint, each image, each method with its parameters and seed, the explained class, and "
-                "a fingerprint of each resulting map. The command <code>python -m saliency_core replay "
-                "REPORT.html</code> recomputes every map and says whether it matches, with the largest "
-                "difference. Use the same CPU thread count (recorded above) for bit-identical numbers.</p>"
-                "</section>")
+        return (
+            '<section id="software"><h2>Software, date and replay</h2>'
+            f"<p>Created {_e(_date(r.created))}.</p><table>{rows}{env}</table>"
+            "<p><b>Replay.</b> This file contains a machine-readable block (JSON, element id "
+            f"<code>{REPLAY_ID}</code>) with every input and parameter: the model's source and "
+            "fingerprint, each image, each method with its parameters and seed, the explained class, and "
+            "a fingerprint of each resulting map. The command <code>python -m saliency_core replay "
+            "REPORT.html</code> recomputes every map and says whether it matches, with the largest "
+            "difference. Use the same CPU thread count (recorded above) for bit-identical numbers.</p>"
+            "</section>"
+        )
 
     # -- per image
     def image_card(self, index: int, item: ImageEntry) -> str:
-        return (f'<article class="card image-page" id="img-{index}"><h3>Image {index}: {_e(item.name)}</h3>'
-                + _prediction_html(item, self.r.model) + self.figures(index, item) + _errors_html(item) + "</article>")
+        return (
+            f'<article class="card image-page" id="img-{index}"><h3>Image {index}: {_e(item.name)}</h3>'
+            + _prediction_html(item, self.r.model)
+            + self.figures(index, item)
+            + _errors_html(item)
+            + "</article>"
+        )
 
     def figures(self, index: int, item: ImageEntry, fmt: str | None = None) -> str:
         fmt = fmt or self.fmt
-        lazy = ' loading="lazy"' if self.r.large else ""   # eager in small reports: printing needs them
+        lazy = ' loading="lazy"' if self.r.large else ""  # eager in small reports: printing needs them
         self.figure += 1
         n = self.figure
-        cells = [f'<figure class="crop"><img src="{_data_uri(item.crop, fmt)}" alt="{_e(item.name)} as the model '
-                 f'sees it" width="{item.crop.size[0]}" height="{item.crop.size[1]}"{lazy}>'
-                 f"<figcaption>Figure {n}a. What the model sees: the {item.crop.size[0]}-pixel crop of "
-                 f"{_e(item.name)}.</figcaption></figure>"]
+        cells = [
+            f'<figure class="crop"><img src="{_data_uri(item.crop, fmt)}" alt="{_e(item.name)} as the model '
+            f'sees it" width="{item.crop.size[0]}" height="{item.crop.size[1]}"{lazy}>'
+            f"<figcaption>Figure {n}a. What the model sees: the {item.crop.size[0]}-pixel crop of "
+            f"{_e(item.name)}.</figcaption></figure>"
+        ]
         for k, m in enumerate(item.maps.values()):
             letter = chr(ord("b") + k) if k < 25 else f"-{k + 2}"
             label = METHODS[m.method].label
-            ticks = "".join(f'<span class="{_tick_class(pos)}" style="left:{100 * pos:.0f}%">{_e(t)}</span>'
-                            for pos, t in m.ticks)
+            ticks = "".join(
+                f'<span class="{_tick_class(pos)}" style="left:{100 * pos:.0f}%">{_e(t)}</span>'
+                for pos, t in m.ticks
+            )
             caution = METHODS[m.method].caution
             cells.append(
                 f'<figure class="map"><img src="{_data_uri(m.overlay, fmt)}" alt="{_e(label)} map of {_e(item.name)}" '
@@ -262,8 +370,11 @@ class _Html:
                 f'<div class="bar cb-{m.colormap}" role="img" aria-label="colour bar"></div>'
                 f'<div class="ticks">{ticks}</div>'
                 f"<figcaption><b>Figure {n}{letter}. {_e(label)}</b>, explaining \u201c{_e(m.target_label)}\u201d. "
-                f"{_e(m.legend)}" + (" Caution: " + _e(caution) if caution else "")
-                + _e(_diagnostics_text(m)) + "</figcaption></figure>")
+                f"{_e(m.legend)}"
+                + (" Caution: " + _e(caution) if caution else "")
+                + _e(_diagnostics_text(m))
+                + "</figcaption></figure>"
+            )
             if m.outline is not None:
                 share = f"{100 * self.r.outline_share:.0f} %"
                 cells.append(
@@ -271,24 +382,36 @@ class _Html:
                     f'{_e(item.name)} as outlines: the regions holding {share} of the map; the rest dimmed" '
                     f'width="{m.outline.shape[1]}" height="{m.outline.shape[0]}"{lazy}>'
                     f"<figcaption><b>Figure {n}{letter}\u2032. {_e(label)}, as regions.</b> "
-                    f"{_e(m.outline_legend)}</figcaption></figure>")
-        return (f'<div class="row">{"".join(cells)}</div>'
-                f'<p class="muted">Figure {n}: {_e(item.name)}, the crop the model saw and one saliency map per '
-                "method, side by side; the colour bar under each map gives its values.</p>")
+                    f"{_e(m.outline_legend)}</figcaption></figure>"
+                )
+        return (
+            f'<div class="row">{"".join(cells)}</div>'
+            f'<p class="muted">Figure {n}: {_e(item.name)}, the crop the model saw and one saliency map per '
+            "method, side by side; the colour bar under each map gives its values.</p>"
+        )
 
     def image_row(self, index: int, item: ImageEntry) -> str:
         (_, label, p) = item.prediction[0]
-        thumbs = [f'<figure><img src="{_data_uri(_thumb(item.crop), "JPEG")}" alt="{_e(item.name)}" '
-                  f'loading="lazy"><figcaption>crop</figcaption></figure>']
-        thumbs += [f'<figure><img src="{_data_uri(_thumb(m.overlay), "JPEG")}" alt="{_e(METHODS[m.method].label)} '
-                   f'thumbnail" loading="lazy"><figcaption>{_e(METHODS[m.method].label)}</figcaption></figure>'
-                   for m in item.maps.values()]
-        return (f'<article class="card" id="img-{index}"><div class="row"><div style="min-width:220px">'
-                f"<b>{index}. {_e(item.name)}</b><br>Prediction: \u201c{_e(label)}\u201d, {_percent(p)}"
-                f'</div><div class="thumbs">{"".join(thumbs)}</div></div>'
-                f"<details><summary>Full-size maps, colour bars and legends</summary>"
-                + _prediction_html(item, self.r.model) + self.figures(index, item) + "</details>"
-                + _errors_html(item) + "</article>")
+        thumbs = [
+            f'<figure><img src="{_data_uri(_thumb(item.crop), "JPEG")}" alt="{_e(item.name)}" '
+            f'loading="lazy"><figcaption>crop</figcaption></figure>'
+        ]
+        thumbs += [
+            f'<figure><img src="{_data_uri(_thumb(m.overlay), "JPEG")}" alt="{_e(METHODS[m.method].label)} '
+            f'thumbnail" loading="lazy"><figcaption>{_e(METHODS[m.method].label)}</figcaption></figure>'
+            for m in item.maps.values()
+        ]
+        return (
+            f'<article class="card" id="img-{index}"><div class="row"><div style="min-width:220px">'
+            f"<b>{index}. {_e(item.name)}</b><br>Prediction: \u201c{_e(label)}\u201d, {_percent(p)}"
+            f'</div><div class="thumbs">{"".join(thumbs)}</div></div>'
+            f"<details><summary>Full-size maps, colour bars and legends</summary>"
+            + _prediction_html(item, self.r.model)
+            + self.figures(index, item)
+            + "</details>"
+            + _errors_html(item)
+            + "</article>"
+        )
 
 
 def _tick_class(pos: float) -> str:
@@ -300,31 +423,40 @@ def _nums(values) -> str:
 
 
 def _date(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _prediction_html(item: ImageEntry, model: dict | None = None) -> str:
     rows = "".join(
         f'<tr><td>{k}</td><td>{_e(label)}</td><td class="p">{_percent(p)}</td>'
         f'<td><span class="pbar" style="width:{max(1, round(120 * p))}px"></span></td></tr>'
-        for k, (_, label, p) in enumerate(item.prediction, 1))
+        for k, (_, label, p) in enumerate(item.prediction, 1)
+    )
     top = item.prediction[0]
     predicted = _multilabel_set(model or {}, item.prediction)
     if predicted is not None:
-        return (f"<p><b>Prediction (multi-label, each class on its own):</b> "
-                f"{_e(_set_words(model, predicted))}.</p>"
-                f'<table class="pred"><tr><th>rank</th><th>class</th><th>probability</th><th></th></tr>{rows}</table>')
-    return (f"<p><b>Prediction:</b> \u201c{_e(top[1])}\u201d with {_percent(top[2])} "
-            f'<a href="#g-confidence">confidence</a> ({_confidence_words(top[2])}).</p>'
-            f'<table class="pred"><tr><th>rank</th><th>class</th><th>confidence</th><th></th></tr>{rows}</table>')
+        return (
+            f"<p><b>Prediction (multi-label, each class on its own):</b> "
+            f"{_e(_set_words(model, predicted))}.</p>"
+            f'<table class="pred"><tr><th>rank</th><th>class</th><th>probability</th><th></th></tr>{rows}</table>'
+        )
+    return (
+        f"<p><b>Prediction:</b> \u201c{_e(top[1])}\u201d with {_percent(top[2])} "
+        f'<a href="#g-confidence">confidence</a> ({_confidence_words(top[2])}).</p>'
+        f'<table class="pred"><tr><th>rank</th><th>class</th><th>confidence</th><th></th></tr>{rows}</table>'
+    )
 
 
 def _errors_html(item: ImageEntry) -> str:
     if not item.errors:
         return ""
-    return ('<p class="err">Maps that could not be computed: '
-            + "; ".join(f"{_e(METHODS[m].label if m in METHODS else m)}: {_e(msg)}" for m, msg in item.errors.items())
-            + "</p>")
+    return (
+        '<p class="err">Maps that could not be computed: '
+        + "; ".join(
+            f"{_e(METHODS[m].label if m in METHODS else m)}: {_e(msg)}" for m, msg in item.errors.items()
+        )
+        + "</p>"
+    )
 
 
 def _diagnostics_text(m: MapEntry) -> str:
@@ -333,8 +465,10 @@ def _diagnostics_text(m: MapEntry) -> str:
     text = ""
     gap = m.diagnostics.get("completeness_gap_relative")
     if gap is not None:
-        text += (f" Completeness gap {gap:.1%}: how far the pixels' contributions fall short of adding up to "
-                 "the score difference (small is good).")
+        text += (
+            f" Completeness gap {gap:.1%}: how far the pixels' contributions fall short of adding up to "
+            "the score difference (small is good)."
+        )
     readout = m.diagnostics.get("convergence")
     if isinstance(readout, dict):
         words, details = describe_convergence(readout)
@@ -358,24 +492,38 @@ def _seed_text(method: str, report: Report) -> str:
 
 
 def _same_params(method: str, report: Report) -> bool:
-    seen = {json.dumps(_plain(i.maps[method].params), sort_keys=True) for i in report.images if method in i.maps}
+    seen = {
+        json.dumps(_plain(i.maps[method].params), sort_keys=True) for i in report.images if method in i.maps
+    }
     return len(seen) <= 1
 
 
 def _method_html(method: str, report: Report) -> str:
     meta = METHODS[method]
     params = _params_text(method, report)
-    rows = "".join(f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(v)}</code></td><td>{_e(h)}</td></tr>"
-                   for k, v, h in params)
-    table = (f"<table><tr><th>parameter</th><th>value</th><th>what it means</th></tr>{rows}</table>"
-             if params else "<p>Parameters: none; this method has no settings.</p>")
-    varied = "" if _same_params(method, report) else (
-        '<p class="muted">Parameters differ between images; each image\'s values are in the replay data.</p>')
+    rows = "".join(
+        f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(v)}</code></td><td>{_e(h)}</td></tr>"
+        for k, v, h in params
+    )
+    table = (
+        f"<table><tr><th>parameter</th><th>value</th><th>what it means</th></tr>{rows}</table>"
+        if params
+        else "<p>Parameters: none; this method has no settings.</p>"
+    )
+    varied = (
+        ""
+        if _same_params(method, report)
+        else (
+            '<p class="muted">Parameters differ between images; each image\'s values are in the replay data.</p>'
+        )
+    )
     caution = f'<p class="caution"><b>Known limit:</b> {_e(meta.caution)}</p>' if meta.caution else ""
     bright = meta.meaning.format(score="the score of the explained class")
-    return (f'<div class="card" id="method-{_e(method)}"><h3>{_e(meta.label)}</h3><p>{_e(meta.description)}</p>'
-            f"<p><b>Bright means:</b> {_e(bright)}.</p>{table}{varied}<p>{_e(_seed_text(method, report))}</p>"
-            f"{caution}<p class=\"muted\">Reference: {_e(meta.reference)}.</p></div>")
+    return (
+        f'<div class="card" id="method-{_e(method)}"><h3>{_e(meta.label)}</h3><p>{_e(meta.description)}</p>'
+        f"<p><b>Bright means:</b> {_e(bright)}.</p>{table}{varied}<p>{_e(_seed_text(method, report))}</p>"
+        f'{caution}<p class="muted">Reference: {_e(meta.reference)}.</p></div>'
+    )
 
 
 def _html_table(columns: list[str], rows: list[dict]) -> str:
@@ -383,8 +531,19 @@ def _html_table(columns: list[str], rows: list[dict]) -> str:
         return "<p>(no rows)</p>"
     columns, rows, full, common = readable_table(columns, rows)
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_e(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
-    same = ("<p>In every row: " + "; ".join(f"{_e(c)}: {_e(v)}" for c, v in common) + ".</p>") if common else ""
-    notes = ("<p class=\"muted\">Full values: " + "; ".join(f"{_e(a)} = <code>{_e(b)}</code>" for a, b in full)
-             + "</p>") if full else ""
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
+    )
+    same = (
+        ("<p>In every row: " + "; ".join(f"{_e(c)}: {_e(v)}" for c, v in common) + ".</p>") if common else ""
+    )
+    notes = (
+        (
+            '<p class="muted">Full values: '
+            + "; ".join(f"{_e(a)} = <code>{_e(b)}</code>" for a, b in full)
+            + "</p>"
+        )
+        if full
+        else ""
+    )
     return f'{same}<div class="wide"><table><tr>{head}</tr>{body}</table></div>{notes}'

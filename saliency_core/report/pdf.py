@@ -1,24 +1,53 @@
 """The PDF document (fpdf2, pure Python)."""
+
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from ..engine.methods import METHODS
-from ._common import _multilabel_set, _set_words, GENERAL_LIMITS, GLOSSARY, PDF_ROWS_PER_PAGE, _cell, _confidence_words, _percent, _thumb, audit_sentence, readable_table, summary_paragraphs, table_rows
+from ._common import (
+    GENERAL_LIMITS,
+    GLOSSARY,
+    PDF_ROWS_PER_PAGE,
+    _cell,
+    _confidence_words,
+    _multilabel_set,
+    _percent,
+    _set_words,
+    _thumb,
+    audit_sentence,
+    readable_table,
+    summary_paragraphs,
+    table_rows,
+)
 from .html_page import _date, _diagnostics_text, _nums, _params_text, _seed_text
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .build import Report
 
 # ---- PDF ------------------------------------------------------------------------------------------
 
-_LATIN1 = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"',
-                         "\u201d": '"', "\u2026": "...", "\u2264": "<=", "\u2265": ">=", "\u2192": "->",
-                         "\u2212": "-", "\u2248": "~", "\u00a0": " ", "\u2022": "-"})
+_LATIN1 = str.maketrans(
+    {
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2026": "...",
+        "\u2264": "<=",
+        "\u2265": ">=",
+        "\u2192": "->",
+        "\u2212": "-",
+        "\u2248": "~",
+        "\u00a0": " ",
+        "\u2022": "-",
+    }
+)
 
 
 def _latin1(text) -> str:
@@ -31,16 +60,24 @@ def _pdf(report: Report) -> bytes:
         from fpdf import FPDF, FontFace
         from fpdf.enums import XPos, YPos
     except ImportError:
-        raise ValueError("Making a PDF needs the package fpdf2; install the project's requirements.txt.") from None
+        raise ValueError(
+            "Making a PDF needs the package fpdf2; install the project's requirements.txt."
+        ) from None
 
     class Doc(FPDF):
         def footer(self):
             self.set_y(-12)
             self.set_font("Helvetica", "", 7)
             self.set_text_color(110)
-            self.cell(0, 5, _latin1(f"{report.title} - {_date(report.created)} - model sha256 "
-                                    f"{str(report.model.get('fingerprint'))[:16]}... - page {self.page_no()} of {{nb}}"),
-                      align="C")
+            self.cell(
+                0,
+                5,
+                _latin1(
+                    f"{report.title} - {_date(report.created)} - model sha256 "
+                    f"{str(report.model.get('fingerprint'))[:16]}... - page {self.page_no()} of {{nb}}"
+                ),
+                align="C",
+            )
             self.set_text_color(0)
 
     pdf = Doc(orientation="P", unit="mm", format="A4")
@@ -64,8 +101,13 @@ def _pdf(report: Report) -> bytes:
 
     def kv_table(rows, col1=55, size=8.5):
         pdf.set_font("Helvetica", "", size)
-        with pdf.table(col_widths=(col1, width - col1), first_row_as_headings=False, line_height=size * 0.5,
-                       text_align="LEFT", borders_layout="HORIZONTAL_LINES") as t:
+        with pdf.table(
+            col_widths=(col1, width - col1),
+            first_row_as_headings=False,
+            line_height=size * 0.5,
+            text_align="LEFT",
+            borders_layout="HORIZONTAL_LINES",
+        ) as t:
             for k, v in rows:
                 row = t.row()
                 row.cell(_latin1(k))
@@ -82,7 +124,7 @@ def _pdf(report: Report) -> bytes:
         texts = [[_latin1(c) for c in columns]] + [[_latin1(_cell(r.get(c))) for c in columns] for r in rows]
         pad = 2 * pdf.c_margin + 1.0
 
-        def measure(size):   # (longest word, whole text) per column, header in bold
+        def measure(size):  # (longest word, whole text) per column, header in bold
             words, lengths = [], []
             for i in range(len(columns)):
                 w = l = 0.0
@@ -95,17 +137,26 @@ def _pdf(report: Report) -> bytes:
             return words, lengths
 
         words, lengths = measure(size)
-        while sum(words) > width and size > 5.0:   # too many columns: smaller type before broken words
+        while sum(words) > width and size > 5.0:  # too many columns: smaller type before broken words
             size -= 0.5
             words, lengths = measure(size)
         spare = max(0.0, width - 0.01 - sum(words))
         extra = [max(0.0, l - w) for l, w in zip(lengths, words)]
-        widths = [w + (spare * e / sum(extra) if sum(extra) else spare / len(words)) for w, e in zip(words, extra)]
+        widths = [
+            w + (spare * e / sum(extra) if sum(extra) else spare / len(words)) for w, e in zip(words, extra)
+        ]
         pdf.set_font("Helvetica", "", size)
         pdf.set_fill_color(255)
-        with pdf.table(col_widths=widths, width=min(sum(widths), width - 0.01), align="LEFT", first_row_as_headings=True,
-                       line_height=size * 0.5, text_align="LEFT", borders_layout="HORIZONTAL_LINES",
-                       headings_style=FontFace(emphasis="BOLD", fill_color=(235, 235, 240))) as t:
+        with pdf.table(
+            col_widths=widths,
+            width=min(sum(widths), width - 0.01),
+            align="LEFT",
+            first_row_as_headings=True,
+            line_height=size * 0.5,
+            text_align="LEFT",
+            borders_layout="HORIZONTAL_LINES",
+            headings_style=FontFace(emphasis="BOLD", fill_color=(235, 235, 240)),
+        ) as t:
             for line in texts:
                 row = t.row()
                 for cell in line:
@@ -119,8 +170,11 @@ def _pdf(report: Report) -> bytes:
     pdf.start_section(_latin1("Summary"))
     pdf.set_font("Helvetica", "B", 20)
     pdf.multi_cell(width, 9, _latin1(report.title), **nl)
-    para(f"Created {_date(report.created)} - model {report.model.get('name')} - {len(report.images)} image(s) x "
-         f"{len(report.methods)} method(s)", size=9)
+    para(
+        f"Created {_date(report.created)} - model {report.model.get('name')} - {len(report.images)} image(s) x "
+        f"{len(report.methods)} method(s)",
+        size=9,
+    )
     para(f"Model fingerprint (sha256 of the weights): {report.model.get('fingerprint')}", size=7.5)
     pdf.ln(2)
     heading("Summary in plain words", 14)
@@ -128,8 +182,11 @@ def _pdf(report: Report) -> bytes:
     for p in paras[:-1]:
         para(p)
     para(paras[-1])
-    para("Terms are explained on the next page. The HTML version of this report carries the data to replay "
-         "every map.", size=8)
+    para(
+        "Terms are explained on the next page. The HTML version of this report carries the data to replay "
+        "every map.",
+        size=8,
+    )
 
     # page 2: glossary
     pdf.add_page()
@@ -147,13 +204,26 @@ def _pdf(report: Report) -> bytes:
     pdf.start_section("The model and the methods")
     heading("The model")
     d = report.model
-    kv_table([("Name", d.get("name")), ("Fingerprint (sha256)", d.get("fingerprint")),
-              ("Classes", d.get("classes")), ("Input", f"{d.get('input_size')} x {d.get('input_size')} pixels"),
-              ("Preprocessing", f"short side to {d.get('resize')} px ({d.get('interpolation')}), {d.get('crop')} "
-                                f"crop, mean {_nums(d.get('mean'))}, std {_nums(d.get('std'))}"),
-              ("Grad-CAM layer", d.get("gradcam_layer") or "none"), ("Loaded from", report.model_source)]
-             + [(f"Card: {k}", v) for k, v in (d.get("card") or {}).items()
-                if k != "digest" and not (isinstance(v, (dict, list)) and len(str(v)) > 200)])
+    kv_table(
+        [
+            ("Name", d.get("name")),
+            ("Fingerprint (sha256)", d.get("fingerprint")),
+            ("Classes", d.get("classes")),
+            ("Input", f"{d.get('input_size')} x {d.get('input_size')} pixels"),
+            (
+                "Preprocessing",
+                f"short side to {d.get('resize')} px ({d.get('interpolation')}), {d.get('crop')} "
+                f"crop, mean {_nums(d.get('mean'))}, std {_nums(d.get('std'))}",
+            ),
+            ("Grad-CAM layer", d.get("gradcam_layer") or "none"),
+            ("Loaded from", report.model_source),
+        ]
+        + [
+            (f"Card: {k}", v)
+            for k, v in (d.get("card") or {}).items()
+            if k != "digest" and not (isinstance(v, (dict, list)) and len(str(v)) > 200)
+        ]
+    )
     heading("Methods, parameters and known limits", 13)
     para(GENERAL_LIMITS, size=8.5)
     for m in report.methods:
@@ -163,8 +233,15 @@ def _pdf(report: Report) -> bytes:
         para(meta.description, size=8.5)
         para("Bright means: " + meta.meaning.format(score="the score of the explained class") + ".", size=8.5)
         params = _params_text(m, report)
-        para("Parameters: " + ("; ".join(f"{k} = {v} ({h})" if h else f"{k} = {v}" for k, v, h in params)
-                               if params else "none; this method has no settings."), size=8.5)
+        para(
+            "Parameters: "
+            + (
+                "; ".join(f"{k} = {v} ({h})" if h else f"{k} = {v}" for k, v, h in params)
+                if params
+                else "none; this method has no settings."
+            ),
+            size=8.5,
+        )
         para(_seed_text(m, report), size=8.5)
         if meta.caution:
             pdf.set_text_color(140, 70, 0)
@@ -179,7 +256,10 @@ def _pdf(report: Report) -> bytes:
         for index, item in enumerate(report.images, 1):
             _pdf_image_page(pdf, report, index, item, width, heading, para)
     if report.skipped:
-        para("Images left out (they could not be read): " + "; ".join(msg for _, msg in report.skipped), size=8.5)
+        para(
+            "Images left out (they could not be read): " + "; ".join(msg for _, msg in report.skipped),
+            size=8.5,
+        )
 
     # optional results
     if isinstance(report.comparison, dict):
@@ -191,8 +271,12 @@ def _pdf(report: Report) -> bytes:
         for title, rows in report.comparison.get("tables") or []:
             heading(str(title), 11)
             grid_table(*table_rows(rows))
-    for key, title in (("sanity", "Sanity check: model randomisation"), ("stability", "Stability"),
-                       ("validation", "Validation against expert annotations"), ("reviews", "Review decisions")):
+    for key, title in (
+        ("sanity", "Sanity check: model randomisation"),
+        ("stability", "Stability"),
+        ("validation", "Validation against expert annotations"),
+        ("reviews", "Review decisions"),
+    ):
         data = getattr(report, key)
         if data is None:
             continue
@@ -211,14 +295,20 @@ def _pdf(report: Report) -> bytes:
     heading("Software, date and replay")
     para(f"Created {_date(report.created)}.")
     kv_table([(k, v) for k, v in report.versions.items()] + [(k, v) for k, v in report.environment.items()])
-    para("Replay: the HTML version of this report contains a machine-readable block (JSON) with every input and "
-         "parameter and a fingerprint of each map; 'python -m saliency_core replay REPORT.html' recomputes every "
-         "map and says whether it matches. Use the same CPU thread count for bit-identical numbers.")
+    para(
+        "Replay: the HTML version of this report contains a machine-readable block (JSON) with every input and "
+        "parameter and a fingerprint of each map; 'python -m saliency_core replay REPORT.html' recomputes every "
+        "map and says whether it matches. Use the same CPU thread count for bit-identical numbers."
+    )
     return bytes(pdf.output())
 
 
 def _pdf_image(pdf, array_or_image, x, y, w):
-    image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(np.asarray(array_or_image))
+    image = (
+        array_or_image
+        if isinstance(array_or_image, Image.Image)
+        else Image.fromarray(np.asarray(array_or_image))
+    )
     h = w * image.size[1] / image.size[0]
     pdf.image(image, x=x, y=y, w=w, h=h)
     return h
@@ -226,15 +316,19 @@ def _pdf_image(pdf, array_or_image, x, y, w):
 
 def _pdf_image_page(pdf, report, index, item, width, heading, para):
     from fpdf.enums import XPos, YPos
+
     pdf.add_page()
     pdf.start_section(_latin1(f"Image {index}: {item.name}"))
     heading(f"Image {index} of {len(report.images)}: {item.name}", 14)
     top = item.prediction[0]
     predicted = _multilabel_set(report.model, item.prediction)
-    para(f"Prediction: the model finds {_set_words(report.model, predicted, quote=lambda t: chr(34) + t + chr(34))}."
-         if predicted is not None else
-         f"Prediction: \"{top[1]}\" with {_percent(top[2])} confidence ({_confidence_words(top[2])}).", size=10,
-         style="B")
+    para(
+        f"Prediction: the model finds {_set_words(report.model, predicted, quote=lambda t: chr(34) + t + chr(34))}."
+        if predicted is not None
+        else f'Prediction: "{top[1]}" with {_percent(top[2])} confidence ({_confidence_words(top[2])}).',
+        size=10,
+        style="B",
+    )
     pdf.set_font("Helvetica", "", 8.5)
     for k, (_, label, p) in enumerate(item.prediction, 1):
         y = pdf.get_y()
@@ -250,13 +344,13 @@ def _pdf_image_page(pdf, report, index, item, width, heading, para):
     for k, m in enumerate(maps):
         letter = chr(ord("b") + k) if k < 25 else f"-{k + 2}"
         cells.append(("map", m, letter))
-        if m.outline is not None:   # the region view beside its map
+        if m.outline is not None:  # the region view beside its map
             cells.append(("outline", m, letter + "'"))
     per_row = min(4, len(cells))
     gap = 4
     w = (width - gap * (per_row - 1)) / per_row
     for start in range(0, len(cells), per_row):
-        row = cells[start:start + per_row]
+        row = cells[start : start + per_row]
         y0 = pdf.get_y()
         if y0 + w + 40 > pdf.h - pdf.b_margin:
             pdf.add_page()
@@ -268,8 +362,13 @@ def _pdf_image_page(pdf, report, index, item, width, heading, para):
                 h = _pdf_image(pdf, m.outline, x, y0, w)
                 pdf.set_xy(x, y0 + h + 1)
                 pdf.set_font("Helvetica", "B", 7)
-                pdf.multi_cell(w, 3.2, _latin1(f"Figure {index}{letter}. {METHODS[m.method].label}, as regions."),
-                               new_x=XPos.LEFT, new_y=YPos.NEXT)
+                pdf.multi_cell(
+                    w,
+                    3.2,
+                    _latin1(f"Figure {index}{letter}. {METHODS[m.method].label}, as regions."),
+                    new_x=XPos.LEFT,
+                    new_y=YPos.NEXT,
+                )
                 pdf.set_font("Helvetica", "", 6.5)
                 pdf.multi_cell(w, 3.0, _latin1(m.outline_legend), new_x=XPos.LEFT, new_y=YPos.NEXT)
                 bottoms.append(pdf.get_y())
@@ -278,8 +377,13 @@ def _pdf_image_page(pdf, report, index, item, width, heading, para):
                 h = _pdf_image(pdf, item.crop, x, y0, w)
                 pdf.set_xy(x, y0 + h + 1)
                 pdf.set_font("Helvetica", "", 7)
-                pdf.multi_cell(w, 3.2, _latin1(f"Figure {index}a. What the model sees: the crop of {item.name}."),
-                               new_x=XPos.LEFT, new_y=YPos.NEXT)
+                pdf.multi_cell(
+                    w,
+                    3.2,
+                    _latin1(f"Figure {index}a. What the model sees: the crop of {item.name}."),
+                    new_x=XPos.LEFT,
+                    new_y=YPos.NEXT,
+                )
                 bottoms.append(pdf.get_y())
                 continue
             h = _pdf_image(pdf, m.overlay, x, y0, w)
@@ -293,8 +397,13 @@ def _pdf_image_page(pdf, report, index, item, width, heading, para):
             pdf.set_xy(x, bar_y + 6.5)
             label = METHODS[m.method].label
             pdf.set_font("Helvetica", "B", 7)
-            pdf.multi_cell(w, 3.2, _latin1(f"Figure {index}{letter}. {label}, explaining \"{m.target_label}\"."),
-                           new_x=XPos.LEFT, new_y=YPos.NEXT)
+            pdf.multi_cell(
+                w,
+                3.2,
+                _latin1(f'Figure {index}{letter}. {label}, explaining "{m.target_label}".'),
+                new_x=XPos.LEFT,
+                new_y=YPos.NEXT,
+            )
             pdf.set_font("Helvetica", "", 6.5)
             text = m.legend + _diagnostics_text(m)
             if METHODS[m.method].caution:
@@ -302,12 +411,18 @@ def _pdf_image_page(pdf, report, index, item, width, heading, para):
             pdf.multi_cell(w, 3.0, _latin1(text), new_x=XPos.LEFT, new_y=YPos.NEXT)
             bottoms.append(pdf.get_y())
         pdf.set_xy(pdf.l_margin, max(bottoms) + 3)
-    para(f"Figure {index}: {item.name}, the crop the model saw and one saliency map per method, side by side; the "
-         "colour bar under each map gives its values (inferno, or blue-grey-red for signed maps: readable with "
-         "colour-vision deficiencies).", size=7.5)
+    para(
+        f"Figure {index}: {item.name}, the crop the model saw and one saliency map per method, side by side; the "
+        "colour bar under each map gives its values (inferno, or blue-grey-red for signed maps: readable with "
+        "colour-vision deficiencies).",
+        size=7.5,
+    )
     if item.errors:
         pdf.set_text_color(160, 0, 0)
-        para("Maps that could not be computed: " + "; ".join(f"{m}: {msg}" for m, msg in item.errors.items()), size=8)
+        para(
+            "Maps that could not be computed: " + "; ".join(f"{m}: {msg}" for m, msg in item.errors.items()),
+            size=8,
+        )
         pdf.set_text_color(0)
 
 
@@ -322,9 +437,12 @@ def _pdf_rows(pdf, report, width, heading, para):
             if k == 0:
                 pdf.start_section("Images")
                 heading("Images, predictions and maps (thumbnails)", 13)
-                para("One row per image: the crop the model saw, then one thumbnail per method in the order "
-                     + ", ".join(METHODS[m].label for m in report.methods)
-                     + ". Full-size maps with colour bars and legends are in the HTML version.", size=8)
+                para(
+                    "One row per image: the crop the model saw, then one thumbnail per method in the order "
+                    + ", ".join(METHODS[m].label for m in report.methods)
+                    + ". Full-size maps with colour bars and legends are in the HTML version.",
+                    size=8,
+                )
         y = pdf.get_y()
         pdf.set_font("Helvetica", "B", 8)
         pdf.set_xy(pdf.l_margin, y)
@@ -332,7 +450,7 @@ def _pdf_rows(pdf, report, width, heading, para):
         pdf.set_x(pdf.l_margin)
         pdf.set_font("Helvetica", "", 7.5)
         top = item.prediction[0]
-        pdf.multi_cell(text_w, 3.4, _latin1(f"Prediction: \"{top[1]}\", {_percent(top[2])}"))
+        pdf.multi_cell(text_w, 3.4, _latin1(f'Prediction: "{top[1]}", {_percent(top[2])}'))
         x = pdf.l_margin + text_w
         _pdf_image(pdf, _thumb(item.crop, 160), x, y, side)
         for j, m in enumerate(report.methods, 1):

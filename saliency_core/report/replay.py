@@ -1,14 +1,15 @@
 """Replay: read a report's replay block, find its model by fingerprint, recompute and compare every map."""
+
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from ..engine.untrusted import InflateError, cut, inflate, quote
 from ._common import MAX_MAP_SIDE, MAX_REPORT_BYTES, MAX_THREADS, REPLAY_ID, SCHEMA, _f32, map_summary
 
 # ---- replay ---------------------------------------------------------------------------------------
+
 
 class _ReplayFinder(HTMLParser):
     def __init__(self):
@@ -48,7 +50,7 @@ def read_replay(source: str | os.PathLike) -> dict:
         'saliency-lens-report/1'
     """
     text = source if isinstance(source, str) else ""
-    if not text.lstrip().startswith(("<", "{")):          # a file name, not the document itself
+    if not text.lstrip().startswith(("<", "{")):  # a file name, not the document itself
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"{path}: no such file.")
@@ -56,8 +58,10 @@ def read_replay(source: str | os.PathLike) -> dict:
             with open(path, "rb") as f:
                 data = f.read(MAX_REPORT_BYTES + 1)
             if len(data) > MAX_REPORT_BYTES:
-                raise ValueError(f"{path}: larger than {MAX_REPORT_BYTES >> 20} MiB, more than a report "
-                                 "made here holds; it was not read.")
+                raise ValueError(
+                    f"{path}: larger than {MAX_REPORT_BYTES >> 20} MiB, more than a report "
+                    "made here holds; it was not read."
+                )
             text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise ValueError(f"{path}: cannot read it as a text file ({cut(err, 160)}).") from None
@@ -71,14 +75,18 @@ def read_replay(source: str | os.PathLike) -> dict:
         finder = _ReplayFinder()
         finder.feed(text)
         if not finder.found:
-            raise ValueError(f"{name}: no replay data found (expected a <script id=\"{REPLAY_ID}\"> block, "
-                             "as written by saliency_core's report). Was this file made by another tool?")
+            raise ValueError(
+                f'{name}: no replay data found (expected a <script id="{REPLAY_ID}"> block, '
+                "as written by saliency_core's report). Was this file made by another tool?"
+            )
         raw = "".join(finder.chunks)
     try:
         record = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{name}: the replay data is damaged (not valid JSON: {err.msg} at line {err.lineno}).") from None
-    except (ValueError, RecursionError) as err:   # nesting too deep, a 5000-digit number
+        raise ValueError(
+            f"{name}: the replay data is damaged (not valid JSON: {err.msg} at line {err.lineno})."
+        ) from None
+    except (ValueError, RecursionError) as err:  # nesting too deep, a 5000-digit number
         raise ValueError(f"{name}: the replay data is damaged ({cut(err, 120)}).") from None
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         got = record.get("schema") if isinstance(record, dict) else type(record).__name__
@@ -102,8 +110,12 @@ class ReplayResult:
         return self.status == "match"
 
     def line(self) -> str:
-        diff = "max abs difference " + ("unknown" if self.max_abs_diff is None else f"{self.max_abs_diff:.3g}")
-        return f"{self.image}  {self.method}  {self.status}  {diff}" + (f"  ({self.detail})" if self.detail else "")
+        diff = "max abs difference " + (
+            "unknown" if self.max_abs_diff is None else f"{self.max_abs_diff:.3g}"
+        )
+        return f"{self.image}  {self.method}  {self.status}  {diff}" + (
+            f"  ({self.detail})" if self.detail else ""
+        )
 
 
 def recorded_fingerprint(record: dict) -> str:
@@ -115,8 +127,10 @@ def recorded_fingerprint(record: dict) -> str:
     model = record.get("model")
     want = model.get("fingerprint") if isinstance(model, dict) else None
     if not (isinstance(want, str) and len(want) == 64 and all(c in "0123456789abcdef" for c in want)):
-        raise ValueError("The report does not record the fingerprint (sha256) of its model's weights, so "
-                         "no model can be matched to it; nothing was replayed.")
+        raise ValueError(
+            "The report does not record the fingerprint (sha256) of its model's weights, so "
+            "no model can be matched to it; nothing was replayed."
+        )
     return want
 
 
@@ -143,10 +157,13 @@ def find_replay_model(record: dict, models_dir: str | os.PathLike | None = None,
             if file_sha256(weights) == want:
                 candidates.append(source)
         except (ValueError, OSError):
-            continue   # an unreadable card is not the one
+            continue  # an unreadable card is not the one
     card = (record.get("model") or {}).get("card")
-    digest = card.get("card", {}).get("digest") if isinstance(card, dict) and isinstance(card.get("card"), dict) \
+    digest = (
+        card.get("card", {}).get("digest")
+        if isinstance(card, dict) and isinstance(card.get("card"), dict)
         else None
+    )
     loaded, errors = [], []
     for source in candidates:
         try:
@@ -155,20 +172,27 @@ def find_replay_model(record: dict, models_dir: str | os.PathLike | None = None,
             errors.append(str(err))
             continue
         if digest is None or model.card.get("digest") == digest:
-            return model       # the same weights with the same card (preprocessing, labels)
+            return model  # the same weights with the same card (preprocessing, labels)
         loaded.append(model)
     if loaded:
         return loaded[0]
     if errors:
         raise ValueError(f"The model with this report's fingerprint cannot be loaded: {errors[0]}")
-    raise ValueError(f"No model with this report's fingerprint ({want[:12]}…) was found: it is not the demo "
-                     f"and not in the models folder {folder}. Put the model there or give it with --model PATH "
-                     "(its fingerprint must match); a model path written in the report is never used.")
+    raise ValueError(
+        f"No model with this report's fingerprint ({want[:12]}…) was found: it is not the demo "
+        f"and not in the models folder {folder}. Put the model there or give it with --model PATH "
+        "(its fingerprint must match); a model path written in the report is never used."
+    )
 
 
-def replay(record: dict, model=None, *, tolerance: float = 0.0,
-           progress: Callable[[ReplayResult], None] | None = None,
-           models_dir: str | os.PathLike | None = None) -> list[ReplayResult]:
+def replay(
+    record: dict,
+    model=None,
+    *,
+    tolerance: float = 0.0,
+    progress: Callable[[ReplayResult], None] | None = None,
+    models_dir: str | os.PathLike | None = None,
+) -> list[ReplayResult]:
     """Recompute every map of a report's replay block and compare it with the recorded one.
 
     Args:
@@ -193,24 +217,32 @@ def replay(record: dict, model=None, *, tolerance: float = 0.0,
     """
     import torch
     from torchvision.transforms.functional import to_tensor
+
     from ..engine.explain import attribute, explain, reduce_channels
 
     want = recorded_fingerprint(record)
     if model is None:
         model = find_replay_model(record, models_dir)
     if model.fingerprint != want:
-        raise ValueError(f"The model given ({cut(model.name)}) is not the one this report was made with: its "
-                         f"weights' sha256 is {model.fingerprint[:12]}…, the report's {want[:12]}…. Nothing "
-                         "was replayed.")
+        raise ValueError(
+            f"The model given ({cut(model.name)}) is not the one this report was made with: its "
+            f"weights' sha256 is {model.fingerprint[:12]}…, the report's {want[:12]}…. Nothing "
+            "was replayed."
+        )
     environment = record.get("environment")
     threads = environment.get("threads") if isinstance(environment, dict) else None
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or not 1 <= threads <= MAX_THREADS):
-        raise ValueError(f"The report's CPU thread count must be a whole number from 1 to {MAX_THREADS}; "
-                         f"got {quote(threads)}. Nothing was replayed.")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS
+    ):
+        raise ValueError(
+            f"The report's CPU thread count must be a whole number from 1 to {MAX_THREADS}; "
+            f"got {quote(threads)}. Nothing was replayed."
+        )
     images = record.get("images", [])
     if not isinstance(images, list):
-        raise ValueError(f"The report's list of images is damaged (got {quote(images)}); nothing was replayed.")
+        raise ValueError(
+            f"The report's list of images is damaged (got {quote(images)}); nothing was replayed."
+        )
     made_on = _device_type(environment.get("device") if isinstance(environment, dict) else None)
     replay_on = model.device.type
     before = torch.get_num_threads()
@@ -223,7 +255,7 @@ def replay(record: dict, model=None, *, tolerance: float = 0.0,
 
     try:
         if threads:
-            torch.set_num_threads(threads)   # reductions are ordered by thread count
+            torch.set_num_threads(threads)  # reductions are ordered by thread count
         for index, item in enumerate(images):
             if not isinstance(item, dict) or not isinstance(item.get("maps", []), list):
                 add(ReplayResult(f"image {index + 1}", "?", "error", None, "this image's record is damaged"))
@@ -238,8 +270,11 @@ def replay(record: dict, model=None, *, tolerance: float = 0.0,
                 picture = load_image(data, name=name)
             except (KeyError, TypeError, ValueError) as err:
                 for m in maps:
-                    add(ReplayResult(name, cut(m.get("method", "?")), "error", None,
-                                     f"image unusable: {cut(err, 200)}"))
+                    add(
+                        ReplayResult(
+                            name, cut(m.get("method", "?")), "error", None, f"image unusable: {cut(err, 200)}"
+                        )
+                    )
                 continue
             for m in maps:
                 method = cut(m.get("method", "?"))
@@ -248,25 +283,47 @@ def replay(record: dict, model=None, *, tolerance: float = 0.0,
                     if not isinstance(params, dict):
                         raise ValueError(f"the parameters are not a mapping ({quote(params)})")
                     target = m.get("target")
-                    if isinstance(target, bool) or not isinstance(target, int) or \
-                            not 0 <= target < len(model.labels):
-                        raise ValueError(f"the class index must be a whole number from 0 to "
-                                         f"{len(model.labels) - 1}; got {quote(target)}")
+                    if (
+                        isinstance(target, bool)
+                        or not isinstance(target, int)
+                        or not 0 <= target < len(model.labels)
+                    ):
+                        raise ValueError(
+                            f"the class index must be a whole number from 0 to "
+                            f"{len(model.labels) - 1}; got {quote(target)}"
+                        )
                     if payload.get("kind") == "crop":
                         if picture.size != (model.input_size, model.input_size):
-                            raise ValueError(f"the stored crop is {picture.size[0]}x{picture.size[1]} but the "
-                                             f"model takes {model.input_size}x{model.input_size}")
+                            raise ValueError(
+                                f"the stored crop is {picture.size[0]}x{picture.size[1]} but the "
+                                f"model takes {model.input_size}x{model.input_size}"
+                            )
                         x = to_tensor(picture).unsqueeze(0).to(model.device)
-                        attribution, _, _ = attribute(model, x, torch.tensor([target], device=x.device), method,
-                                                      **params)
-                        saliency = reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
+                        attribution, _, _ = attribute(
+                            model, x, torch.tensor([target], device=x.device), method, **params
+                        )
+                        saliency = (
+                            reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
+                        )
                     else:
                         saliency = explain(model, picture, method=method, target=target, **params).saliency
                     result = _compare(name, method, saliency, m.get("saliency") or {}, tolerance)
                     if not result.ok and made_on != replay_on:
-                        result = _across_devices(result, saliency, m.get("saliency") or {}, made_on, replay_on,
-                                                 lambda: _recompute(model, payload, picture, method, target,
-                                                                    {**params, "seed": _next_seed(params)}))
+                        result = _across_devices(
+                            result,
+                            saliency,
+                            m.get("saliency") or {},
+                            made_on,
+                            replay_on,
+                            lambda: _recompute(
+                                model,
+                                payload,
+                                picture,
+                                method,
+                                target,
+                                {**params, "seed": _next_seed(params)},
+                            ),
+                        )
                 except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as err:
                     add(ReplayResult(name, method, "error", None, cut(" ".join(str(err).split()), 300)))
                     continue
@@ -295,7 +352,9 @@ def _device_type(recorded) -> str:
 def _recompute(model, payload: dict, picture, method: str, target: int, params: dict) -> np.ndarray:
     import torch
     from torchvision.transforms.functional import to_tensor
+
     from ..engine.explain import attribute, explain, reduce_channels
+
     if payload.get("kind") == "crop":
         x = to_tensor(picture).unsqueeze(0).to(model.device)
         attribution, _, _ = attribute(model, x, torch.tensor([target], device=x.device), method, **params)
@@ -308,8 +367,14 @@ def _relative_l2(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def _across_devices(result: "ReplayResult", saliency: np.ndarray, recorded: dict, made_on: str,
-                    replay_on: str, other_seed: Callable[[], np.ndarray]) -> "ReplayResult":
+def _across_devices(
+    result: ReplayResult,
+    saliency: np.ndarray,
+    recorded: dict,
+    made_on: str,
+    replay_on: str,
+    other_seed: Callable[[], np.ndarray],
+) -> ReplayResult:
     """A mismatch between devices judged by the stated cross-device tolerance (above)."""
     stored = _stored_map(recorded, np.shape(saliency))
     if stored is None:
@@ -319,8 +384,10 @@ def _across_devices(result: "ReplayResult", saliency: np.ndarray, recorded: dict
     if METHODS[result.method].averaging:
         spread = _relative_l2(other_seed(), saliency)
         ok = moved <= AVERAGING_DEVICE_SHARE * spread
-        rule = (f"{where}: the map moved {moved:.3g} (relative), {moved / max(spread, 1e-30):.3g}x what a change "
-                f"of seed moves it (allowed {AVERAGING_DEVICE_SHARE:g}x)")
+        rule = (
+            f"{where}: the map moved {moved:.3g} (relative), {moved / max(spread, 1e-30):.3g}x what a change "
+            f"of seed moves it (allowed {AVERAGING_DEVICE_SHARE:g}x)"
+        )
     else:
         ok = moved <= SINGLE_PASS_DEVICE_TOLERANCE
         rule = f"{where}: the map moved {moved:.3g} (relative), allowed {SINGLE_PASS_DEVICE_TOLERANCE:g}"
@@ -351,8 +418,11 @@ def _stored_map(recorded: dict, shape) -> np.ndarray | None:
 def _recorded_shape(recorded: dict) -> tuple[int, ...] | None:
     """A stored map's (height, width), or None when the record holds something else."""
     shape = recorded.get("shape")
-    if not (isinstance(shape, list) and len(shape) == 2
-            and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_MAP_SIDE for n in shape)):
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_MAP_SIDE for n in shape)
+    ):
         return None
     return tuple(shape)
 
@@ -364,14 +434,19 @@ def _compare(name: str, method: str, saliency: np.ndarray, recorded: dict, toler
         return ReplayResult(name, method, "error", None, "the recorded map is damaged")
     shape = _recorded_shape(recorded)
     if shape is None:
-        return ReplayResult(name, method, "error", None,
-                            f"the recorded map's shape is not two sides of 1 to {MAX_MAP_SIDE} pixels "
-                            f"({quote(recorded.get('shape'))})")
+        return ReplayResult(
+            name,
+            method,
+            "error",
+            None,
+            f"the recorded map's shape is not two sides of 1 to {MAX_MAP_SIDE} pixels "
+            f"({quote(recorded.get('shape'))})",
+        )
     if shape != s.shape:
         return ReplayResult(name, method, "mismatch", None, f"shape {tuple(s.shape)} vs recorded {shape}")
     stored = None
     if recorded.get("data"):
-        size = s.size * 4   # float32: the recorded shape, checked above, bounds the inflated bytes
+        size = s.size * 4  # float32: the recorded shape, checked above, bounds the inflated bytes
         try:
             if not isinstance(recorded["data"], str) or len(recorded["data"]) > 2 * size + 1024:
                 raise InflateError("it is not compressed data of a map this size")
@@ -380,16 +455,26 @@ def _compare(name: str, method: str, saliency: np.ndarray, recorded: dict, toler
                 raise InflateError(f"it holds {len(raw):,} bytes, not {size:,}")
             stored = np.frombuffer(raw, dtype="<f4").reshape(s.shape)
         except (InflateError, ValueError) as err:
-            return ReplayResult(name, method, "error", None,
-                                f"the map stored in the report is not a float32 map of {shape[0]} x {shape[1]} "
-                                f"({err}); it was not used")
-    diff = float(np.abs(s.astype(np.float64) - stored.astype(np.float64)).max()) if stored is not None else None
+            return ReplayResult(
+                name,
+                method,
+                "error",
+                None,
+                f"the map stored in the report is not a float32 map of {shape[0]} x {shape[1]} "
+                f"({err}); it was not used",
+            )
+    diff = (
+        float(np.abs(s.astype(np.float64) - stored.astype(np.float64)).max()) if stored is not None else None
+    )
     if now["sha256"] == recorded.get("sha256"):
         return ReplayResult(name, method, "match", 0.0 if diff is None else diff)
     if diff is not None and tolerance > 0:
         peak = float(np.abs(stored).max()) if stored.size else 0.0
         if diff <= tolerance * peak:
             return ReplayResult(name, method, "match", diff, f"within tolerance {tolerance:g} x max|map|")
-    detail = "" if stored is not None else (
-        f"map not stored in the report; maximum now {now['max']:.6g}, recorded {recorded.get('max')}")
+    detail = (
+        ""
+        if stored is not None
+        else (f"map not stored in the report; maximum now {now['max']:.6g}, recorded {recorded.get('max')}")
+    )
     return ReplayResult(name, method, "mismatch", diff, detail)

@@ -26,6 +26,7 @@ Example:
     >>> authenticate("alice", "correct horse battery", path="users.toml").is_admin
     True
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -33,27 +34,27 @@ import json
 import os
 import re
 import tempfile
-import tomllib
 import threading
+import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
 import bcrypt
 
-from .schema import Event   # the store's event record; here unchained (no hashes)
+from .schema import Event  # the store's event record; here unchained (no hashes)
 
 ROLES = ("reviewer", "admin")
 DEFAULT_ACCOUNTS = os.path.join("data", "users.toml")
-BCRYPT_ROUNDS = 12            # cost factor: 2**12 rounds, about a quarter second per check
-MIN_PASSWORD = 8              # characters
-MAX_PASSWORD_BYTES = 72       # bcrypt uses at most 72 bytes; longer ones are refused, not cut
+BCRYPT_ROUNDS = 12  # cost factor: 2**12 rounds, about a quarter second per check
+MIN_PASSWORD = 8  # characters
+MAX_PASSWORD_BYTES = 72  # bcrypt uses at most 72 bytes; longer ones are refused, not cut
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 WRONG = "Wrong user name or password. Nothing was recorded; try again."
-ACCOUNT_FAILURES = 5                 # wrong passwords for one user name within WINDOW lock it
-CLIENT_FAILURES = 10                 # wrong passwords from one client within WINDOW lock the client
+ACCOUNT_FAILURES = 5  # wrong passwords for one user name within WINDOW lock it
+CLIENT_FAILURES = 10  # wrong passwords from one client within WINDOW lock the client
 WINDOW = timedelta(minutes=15)
 LOCKOUT = timedelta(minutes=15)
 
@@ -107,30 +108,37 @@ def load_accounts(path: str | os.PathLike | None = None) -> dict[str, dict]:
         raise ValueError(f"The accounts file {file} is not valid TOML ({err}).") from None
     users = data.get("users", {})
     if not isinstance(users, dict):
-        raise ValueError(f"The accounts file {file} should have [users.\"NAME\"] tables; got {type(users).__name__}.")
+        raise ValueError(
+            f'The accounts file {file} should have [users."NAME"] tables; got {type(users).__name__}.'
+        )
     out = {}
     for name, entry in users.items():
         if not isinstance(entry, dict) or entry.get("role", "reviewer") not in ROLES:
-            raise ValueError(f"The accounts file {file}: user {name!r} needs role = \"reviewer\" or \"admin\".")
+            raise ValueError(f'The accounts file {file}: user {name!r} needs role = "reviewer" or "admin".')
         out[name] = {"role": entry.get("role", "reviewer"), "hash": str(entry.get("hash", ""))}
     return out
 
 
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise AuthError("Expected a user name of 1-100 letters, digits or . _ @ + - (starting with a letter "
-                        f"or digit); got {name!r}.")
+        raise AuthError(
+            "Expected a user name of 1-100 letters, digits or . _ @ + - (starting with a letter "
+            f"or digit); got {name!r}."
+        )
     return name
 
 
 def _check_password(password: str) -> bytes:
     if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-        raise AuthError(f"Expected a password of at least {MIN_PASSWORD} characters; "
-                        f"got {len(password) if isinstance(password, str) else 0}.")
+        raise AuthError(
+            f"Expected a password of at least {MIN_PASSWORD} characters; "
+            f"got {len(password) if isinstance(password, str) else 0}."
+        )
     data = password.encode("utf-8")
     if len(data) > MAX_PASSWORD_BYTES:
-        raise AuthError(f"Expected a password of at most {MAX_PASSWORD_BYTES} bytes (bcrypt's limit); "
-                        f"got {len(data)}.")
+        raise AuthError(
+            f"Expected a password of at most {MAX_PASSWORD_BYTES} bytes (bcrypt's limit); got {len(data)}."
+        )
     return data
 
 
@@ -152,11 +160,18 @@ def _locked(file: Path):
 
 
 def _save(file: Path, users: dict[str, dict]) -> None:
-    lines = ["# Saliency Lens reviewer accounts: bcrypt hashes, never passwords.",
-             "# Manage with: python -m saliency_core users add NAME [--admin] | remove NAME | list", ""]
+    lines = [
+        "# Saliency Lens reviewer accounts: bcrypt hashes, never passwords.",
+        "# Manage with: python -m saliency_core users add NAME [--admin] | remove NAME | list",
+        "",
+    ]
     for name in sorted(users):
-        lines += [f"[users.{json.dumps(name)}]", f"role = {json.dumps(users[name]['role'])}",
-                  f"hash = {json.dumps(users[name]['hash'])}", ""]
+        lines += [
+            f"[users.{json.dumps(name)}]",
+            f"role = {json.dumps(users[name]['role'])}",
+            f"hash = {json.dumps(users[name]['hash'])}",
+            "",
+        ]
     fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -164,15 +179,22 @@ def _save(file: Path, users: dict[str, dict]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
-        os.replace(tmp, file)   # atomic: readers see the old or the new file, never half
+        os.replace(tmp, file)  # atomic: readers see the old or the new file, never half
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def add_user(name: str, password: str, *, role: str = "reviewer", path: str | os.PathLike | None = None,
-             rounds: int = BCRYPT_ROUNDS, replace: bool = False) -> Account:
+def add_user(
+    name: str,
+    password: str,
+    *,
+    role: str = "reviewer",
+    path: str | os.PathLike | None = None,
+    rounds: int = BCRYPT_ROUNDS,
+    replace: bool = False,
+) -> Account:
     """Add an account (or, with ``replace``, set a new password / role).
 
     Args:
@@ -193,7 +215,9 @@ def add_user(name: str, password: str, *, role: str = "reviewer", path: str | os
         with _locked(file):
             users = load_accounts(file)
             if name in users and not replace:
-                raise AuthError(f"User {name!r} already exists in {file}; use --replace to set a new password.")
+                raise AuthError(
+                    f"User {name!r} already exists in {file}; use --replace to set a new password."
+                )
             users[name] = {"role": role, "hash": hashed}
             _save(file, users)
     except OSError as err:
@@ -242,8 +266,10 @@ def authenticate(name: str, password: str, path: str | os.PathLike | None = None
     """
     users = load_accounts(path)
     if not users:
-        raise AuthError(f"No reviewer accounts are configured ({accounts_path(path)} is missing or empty). "
-                        "The operator adds them with: python -m saliency_core users add NAME")
+        raise AuthError(
+            f"No reviewer accounts are configured ({accounts_path(path)} is missing or empty). "
+            "The operator adds them with: python -m saliency_core users add NAME"
+        )
     data = (password or "").encode("utf-8")
     entry = users.get(name or "")
     if entry is None or len(data) > MAX_PASSWORD_BYTES or not entry["hash"]:
@@ -251,8 +277,10 @@ def authenticate(name: str, password: str, path: str | os.PathLike | None = None
         raise WrongPassword(WRONG)
     try:
         ok = bcrypt.checkpw(data, entry["hash"].encode("ascii"))
-    except ValueError:   # a damaged hash in the file
-        raise AuthError(f"The stored password hash of {name!r} is damaged; ask the operator to reset it.") from None
+    except ValueError:  # a damaged hash in the file
+        raise AuthError(
+            f"The stored password hash of {name!r} is damaged; ask the operator to reset it."
+        ) from None
     if not ok:
         raise WrongPassword(WRONG)
     return Account(name, entry["role"])
@@ -277,20 +305,44 @@ class MemoryEvents:
         self._items: list[Event] = []
         self._lock = threading.Lock()
 
-    def append_event(self, kind: str, *, account: str = "", client: str = "", actor: str = "",
-                     until: datetime | None = None, detail: str = "", at: datetime | None = None):
+    def append_event(
+        self,
+        kind: str,
+        *,
+        account: str = "",
+        client: str = "",
+        actor: str = "",
+        until: datetime | None = None,
+        detail: str = "",
+        at: datetime | None = None,
+    ):
         with self._lock:
-            item = Event(len(self._items) + 1, at or datetime.now(timezone.utc), kind, str(account)[:200],
-                         str(client)[:200], str(actor)[:200], until, str(detail)[:2000], prev_hash="", row_hash="")
+            item = Event(
+                len(self._items) + 1,
+                at or datetime.now(UTC),
+                kind,
+                str(account)[:200],
+                str(client)[:200],
+                str(actor)[:200],
+                until,
+                str(detail)[:2000],
+                prev_hash="",
+                row_hash="",
+            )
             self._items.append(item)
             return item
 
     def events(self, kinds=None, account=None, client=None, since=None):
         with self._lock:
             items = list(self._items)
-        return [e for e in items if (kinds is None or e.kind in kinds)
-                and (account is None or e.account == str(account)[:200])
-                and (client is None or e.client == str(client)[:200]) and (since is None or e.at >= since)]
+        return [
+            e
+            for e in items
+            if (kinds is None or e.kind in kinds)
+            and (account is None or e.account == str(account)[:200])
+            and (client is None or e.client == str(client)[:200])
+            and (since is None or e.at >= since)
+        ]
 
 
 def _until_words(until: datetime, now: datetime) -> str:
@@ -318,19 +370,29 @@ class SignInThrottle:
         WrongPassword: Wrong user name or password. Nothing was recorded; try again.
     """
 
-    def __init__(self, log, *, account_failures: int = ACCOUNT_FAILURES, client_failures: int = CLIENT_FAILURES,
-                 window: timedelta = WINDOW, lockout: timedelta = LOCKOUT, clock=None):
+    def __init__(
+        self,
+        log,
+        *,
+        account_failures: int = ACCOUNT_FAILURES,
+        client_failures: int = CLIENT_FAILURES,
+        window: timedelta = WINDOW,
+        lockout: timedelta = LOCKOUT,
+        clock=None,
+    ):
         self.log = log
         self.account_failures, self.client_failures = int(account_failures), int(client_failures)
         self.window, self.lockout = window, lockout
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
 
     def _append(self, kind: str, now: datetime, **fields):
         return self.log.append_event(kind, at=now, **fields)
 
     def _lock(self, scope: str, key: str, now: datetime) -> Lock | None:
         field = {scope: key}
-        found = self.log.events(kinds=(f"{scope}_locked", f"{scope}_unlocked"), since=now - self.lockout, **field)
+        found = self.log.events(
+            kinds=(f"{scope}_locked", f"{scope}_unlocked"), since=now - self.lockout, **field
+        )
         if found and found[-1].kind == f"{scope}_locked" and found[-1].until and found[-1].until > now:
             return Lock(scope, key, found[-1].until, found[-1].detail)
         return None
@@ -349,7 +411,9 @@ class SignInThrottle:
         # strictly after a reset: the failure that caused a lockout is written with the lockout's time
         return sum(e.at > since for e in self.log.events(kinds=("signin_failed",), since=since, **field))
 
-    def sign_in(self, name: str, password: str, client: str, path: str | os.PathLike | None = None) -> Account:
+    def sign_in(
+        self, name: str, password: str, client: str, path: str | os.PathLike | None = None
+    ) -> Account:
         """``authenticate`` unless a lock applies; failures and lockouts go to the event log.
 
         Args:
@@ -372,15 +436,22 @@ class SignInThrottle:
         except WrongPassword:
             self._append("signin_failed", now, account=name, client=client)
             locked = []
-            for scope, key, limit in (("account", name, self.account_failures),
-                                      ("client", client, self.client_failures)):
+            for scope, key, limit in (
+                ("account", name, self.account_failures),
+                ("client", client, self.client_failures),
+            ):
                 failures = self._failures(scope, key, now)
                 if failures >= limit:
                     until = now + self.lockout
-                    self._append(f"{scope}_locked", now, account=name if scope == "account" else "",
-                                 client=client if scope == "client" else "", until=until,
-                                 detail=f"{failures} failed sign-ins within {self.window.total_seconds() / 60:g} "
-                                        "minutes")
+                    self._append(
+                        f"{scope}_locked",
+                        now,
+                        account=name if scope == "account" else "",
+                        client=client if scope == "client" else "",
+                        until=until,
+                        detail=f"{failures} failed sign-ins within {self.window.total_seconds() / 60:g} "
+                        "minutes",
+                    )
                     locked.append(self.message(Lock(scope, key, until), now, just_locked=True))
             raise WrongPassword(" ".join([WRONG, *locked])) from None
         self._append("signin", now, account=name, client=client)
@@ -392,13 +463,19 @@ class SignInThrottle:
         when = _until_words(lock.until, now or self.clock())
         if just_locked:
             whom = "this user name" if lock.scope == "account" else "signing in from this device or network"
-            return (f"After {self.account_failures if lock.scope == 'account' else self.client_failures} failed "
-                    f"sign-ins, {whom} is locked until {when}. An admin can unlock it sooner.")
+            return (
+                f"After {self.account_failures if lock.scope == 'account' else self.client_failures} failed "
+                f"sign-ins, {whom} is locked until {when}. An admin can unlock it sooner."
+            )
         if lock.scope == "account":
-            return (f"Too many failed sign-ins for this user name: it is locked until {when}. No password was "
-                    "checked. Try again then, or ask an admin to unlock it.")
-        return (f"Too many failed sign-ins from this device or network: signing in from here is paused until "
-                f"{when}. No password was checked. Try again then, or ask an admin to unlock it.")
+            return (
+                f"Too many failed sign-ins for this user name: it is locked until {when}. No password was "
+                "checked. Try again then, or ask an admin to unlock it."
+            )
+        return (
+            f"Too many failed sign-ins from this device or network: signing in from here is paused until "
+            f"{when}. No password was checked. Try again then, or ask an admin to unlock it."
+        )
 
     def locks(self) -> list[Lock]:
         """Every lock in force now (for the admin view), accounts first."""
@@ -408,9 +485,14 @@ class SignInThrottle:
         for e in self.log.events(kinds=kinds, since=now - self.lockout):
             scope = e.kind.split("_")[0]
             latest[scope, e.account if scope == "account" else e.client] = e
-        return sorted((Lock(scope, key, e.until, e.detail) for (scope, key), e in latest.items()
-                       if e.kind.endswith("_locked") and e.until and e.until > now),
-                      key=lambda lock: (lock.scope != "account", lock.key))
+        return sorted(
+            (
+                Lock(scope, key, e.until, e.detail)
+                for (scope, key), e in latest.items()
+                if e.kind.endswith("_locked") and e.until and e.until > now
+            ),
+            key=lambda lock: (lock.scope != "account", lock.key),
+        )
 
     def unlock(self, *, actor: str, account: str | None = None, client: str | None = None) -> bool:
         """Clear the lock of ``account`` or ``client`` (and its failure count), recorded with ``actor``.
@@ -423,9 +505,14 @@ class SignInThrottle:
         now = self.clock()
         scope, key = ("account", str(account)[:200]) if account is not None else ("client", str(client)[:200])
         was = self._lock(scope, key, now) is not None
-        self._append(f"{scope}_unlocked", now, account=key if scope == "account" else "",
-                     client=key if scope == "client" else "", actor=actor,
-                     detail="lock cleared" if was else "no lock was in force; failure count cleared")
+        self._append(
+            f"{scope}_unlocked",
+            now,
+            account=key if scope == "account" else "",
+            client=key if scope == "client" else "",
+            actor=actor,
+            detail="lock cleared" if was else "no lock was in force; failure count cleared",
+        )
         return was
 
 

@@ -1,21 +1,28 @@
 """Review batches: which items a queue holds, in what order, under what name, and where a
 reviewer resumes. The rules the Review page applies, without a page (tests/test_batches.py).
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from . import folders
 
 MAX_ITEMS = 500
 
 
-def source_entries(source: str, *, samples: dict[str, str], folder_root: str | None,
-                   uploads: Sequence[tuple[str, bytes]] = (), suffixes: Sequence[str] = (),
-                   max_items: int = MAX_ITEMS) -> tuple[list[tuple[str, str | bytes]], list[str]]:
+def source_entries(
+    source: str,
+    *,
+    samples: dict[str, str],
+    folder_root: str | None,
+    uploads: Sequence[tuple[str, bytes]] = (),
+    suffixes: Sequence[str] = (),
+    max_items: int = MAX_ITEMS,
+) -> tuple[list[tuple[str, str | bytes]], list[str]]:
     """The (name, path or bytes) entries of a batch source, and messages about what was left out.
 
     Args:
@@ -30,7 +37,7 @@ def source_entries(source: str, *, samples: dict[str, str], folder_root: str | N
     if source == "samples":
         return [(os.path.basename(p), p) for p in samples.values()], problems
     if source.startswith("folder:"):
-        rel = source[len("folder:"):]
+        rel = source[len("folder:") :]
         if not folder_root:
             raise ValueError(f"The review folder {rel!r} is not available (no review folder is configured).")
         files = folders.list_files(folder_root, rel, list(suffixes))
@@ -42,8 +49,9 @@ def source_entries(source: str, *, samples: dict[str, str], folder_root: str | N
     raise ValueError(f"Unknown batch source {source[:40]!r}.")
 
 
-def queue_items(entries: Iterable[tuple[str, str | bytes]],
-                hash_of: Callable[[str, str | bytes], str]) -> tuple[list[dict], list[str]]:
+def queue_items(
+    entries: Iterable[tuple[str, str | bytes]], hash_of: Callable[[str, str | bytes], str]
+) -> tuple[list[dict], list[str]]:
     """Queue items ``{name, hash, path | data}`` in order, one per distinct image (by
     ``hash_of(name, path or bytes)``), and a message per file left out (unreadable, or the same
     image as an earlier item)."""
@@ -59,7 +67,13 @@ def queue_items(entries: Iterable[tuple[str, str | bytes]],
             problems.append(f"{name}: the same image as an earlier item; reviewed once.")
             continue
         seen.add(digest)
-        items.append({"name": name, "hash": digest, **({"data": where} if isinstance(where, bytes) else {"path": where})})
+        items.append(
+            {
+                "name": name,
+                "hash": digest,
+                **({"data": where} if isinstance(where, bytes) else {"path": where}),
+            }
+        )
     return items, problems
 
 
@@ -69,7 +83,7 @@ def default_name(source: str, hashes: Iterable[str]) -> str:
     if source == "samples":
         return "sample-photos"
     if source.startswith("folder:"):
-        rel = source[len("folder:"):]
+        rel = source[len("folder:") :]
         return f"folder-{'root' if rel in ('', '.') else rel}"
     return "upload-" + hashlib.sha256("".join(sorted(hashes)).encode()).hexdigest()[:10]
 

@@ -1,5 +1,6 @@
 """Tamper evidence: every audit and event row carries the sha256 of its canonical JSON and the hash of the
 row before it; ``verify`` walks both chains and compares every decision with its last audit row."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +9,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from .schema import AuditCheck, Decision, GENESIS, _PG_CHAIN_LOCK, _decision, _utc, audit, decisions, events
+from .schema import _PG_CHAIN_LOCK, GENESIS, AuditCheck, Decision, _decision, _utc, audit, decisions, events
 
 
 # ---- hash chain ------------------------------------------------------------------------------------
@@ -29,16 +30,29 @@ def _canonical(value):
 def content_hash(fields: dict) -> str:
     """sha256 hex of ``fields`` as canonical JSON (sorted keys, no spaces, UTF-8, times as UTC
     ISO 8601 with microseconds)."""
-    text = json.dumps(_canonical(fields), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    text = json.dumps(
+        _canonical(fields), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-_DECISION_FIELDS = ("id", "batch", "item_hash", "item_name", "reviewer", "decision", "note", "seconds",
-                    "model_fingerprint", "methods", "decided_at", "version")
+_DECISION_FIELDS = (
+    "id",
+    "batch",
+    "item_hash",
+    "item_name",
+    "reviewer",
+    "decision",
+    "note",
+    "seconds",
+    "model_fingerprint",
+    "methods",
+    "decided_at",
+    "version",
+)
 
 
-def decision_hash(d: "Decision") -> str:
+def decision_hash(d: Decision) -> str:
     """The content hash of a decision row (every column), as audit rows record it."""
     return content_hash({k: getattr(d, k) for k in _DECISION_FIELDS})
 
@@ -55,7 +69,9 @@ def _append_chained(conn: sa.Connection, table: sa.Table, row: dict) -> int:
         key = _PG_CHAIN_LOCK if table is audit else _PG_CHAIN_LOCK + 1
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
     last = conn.execute(sa.select(table.c.id, table.c.row_hash).order_by(table.c.id.desc()).limit(1)).first()
-    row = dict(row, id=(last.id + 1) if last else 1, prev_hash=(last.row_hash or GENESIS) if last else GENESIS)
+    row = dict(
+        row, id=(last.id + 1) if last else 1, prev_hash=(last.row_hash or GENESIS) if last else GENESIS
+    )
     row["row_hash"] = _row_hash(table, row)
     conn.execute(table.insert().values(**row))
     return row["id"]
@@ -75,12 +91,18 @@ def _walk_chain(conn: sa.Connection, table: sa.Table, what: str):
         where = f"{what} row {row['id']}"
         if row["prev_hash"] != prev:
             before = f"row {prev_id}" if prev_id is not None else "the start of the log"
-            raise _Broken(table.name, row["id"],
-                          f"{where} does not follow {before} (its previous-row hash differs): a row was removed, "
-                          "inserted or replaced there.")
+            raise _Broken(
+                table.name,
+                row["id"],
+                f"{where} does not follow {before} (its previous-row hash differs): a row was removed, "
+                "inserted or replaced there.",
+            )
         if not row["row_hash"] or _row_hash(table, row) != row["row_hash"]:
-            raise _Broken(table.name, row["id"],
-                          f"{where} was changed after it was written (its content no longer matches its hash).")
+            raise _Broken(
+                table.name,
+                row["id"],
+                f"{where} was changed after it was written (its content no longer matches its hash).",
+            )
         prev, prev_id = row["row_hash"], row["id"]
         yield row
 
@@ -106,13 +128,20 @@ def _verify(conn: sa.Connection) -> AuditCheck:
             entry = last.get(d.id)
             name = f"decision {d.id} ({d.reviewer} on {d.item_name} in batch {d.batch})"
             if entry is None:
-                raise _Broken("review_decisions", d.id, f"{name} has no audit row: it was written outside the app.")
+                raise _Broken(
+                    "review_decisions", d.id, f"{name} has no audit row: it was written outside the app."
+                )
             if entry["decision_hash"] != decision_hash(d):
-                raise _Broken("review_decisions", d.id,
-                              f"{name} differs from what its last audit row (row {entry['id']}) recorded: it was "
-                              "changed outside the app.")
+                raise _Broken(
+                    "review_decisions",
+                    d.id,
+                    f"{name} differs from what its last audit row (row {entry['id']}) recorded: it was "
+                    "changed outside the app.",
+                )
         for _ in _walk_chain(conn, events, "sign-in event log"):
             counts["event_rows"] += 1
     except _Broken as broken:
-        return AuditCheck(False, head=head, problem=broken.problem, table=broken.table, row=broken.row, **counts)
+        return AuditCheck(
+            False, head=head, problem=broken.problem, table=broken.table, row=broken.row, **counts
+        )
     return AuditCheck(True, head=head, **counts)

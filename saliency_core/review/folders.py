@@ -7,12 +7,13 @@ Example:
     ['part-001.png', 'part-002.png']
     >>> data = read_file("/srv/review", "/srv/review/line-3/part-001.png")
 """
+
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..engine.images import MAX_BYTES
 
@@ -22,7 +23,7 @@ def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path | None:
     base = Path(root).resolve()
     try:
         real = Path(path).resolve(strict=True)
-    except (OSError, RuntimeError):   # missing, or a loop of links
+    except (OSError, RuntimeError):  # missing, or a loop of links
         return None
     return real if real == base or base in real.parents else None
 
@@ -32,8 +33,11 @@ def subfolders(root: str | os.PathLike) -> list[str]:
     base = Path(root)
     if not base.is_dir():
         return []
-    return sorted(p.name for p in base.iterdir()
-                  if not p.name.startswith(".") and p.is_dir() and inside(base, p) is not None)
+    return sorted(
+        p.name
+        for p in base.iterdir()
+        if not p.name.startswith(".") and p.is_dir() and inside(base, p) is not None
+    )
 
 
 def folder(root: str | os.PathLike, rel: str) -> Path:
@@ -77,7 +81,9 @@ def read_file(root: str | os.PathLike, path: str | os.PathLike, limit: int = MAX
     name = Path(path).name
     real = inside(root, path)
     if real is None:
-        raise ValueError(f"{name}: not a file inside the review folder (a link that leads outside it is not read).")
+        raise ValueError(
+            f"{name}: not a file inside the review folder (a link that leads outside it is not read)."
+        )
     try:
         fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as err:
@@ -87,8 +93,10 @@ def read_file(root: str | os.PathLike, path: str | os.PathLike, limit: int = MAX
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"{name}: not a regular file.")
         if info.st_size > limit:
-            raise ValueError(f"{name}: the file is too large ({info.st_size / 2**20:,.0f} MiB; the limit is "
-                             f"{limit // 2**20} MiB).")
+            raise ValueError(
+                f"{name}: the file is too large ({info.st_size / 2**20:,.0f} MiB; the limit is "
+                f"{limit // 2**20} MiB)."
+            )
         data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"{name}: the file is too large (the limit is {limit // 2**20} MiB).")

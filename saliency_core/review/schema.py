@@ -1,31 +1,38 @@
 """The review database's tables (with the triggers that keep the logs append-only), the records read
 from them, and the checks of what is written."""
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
-
-
 DECISIONS = ("accept", "reject", "needs_expert")
 DECISION_LABELS = {"accept": "Accept", "reject": "Reject", "needs_expert": "Needs expert"}
 DEFAULT_SQLITE = os.path.join("data", "reviews.sqlite")
-BUSY_TIMEOUT = 10.0   # seconds a SQLite writer waits for another writer before giving up
-MAX_NOTE = 10_000     # characters
+BUSY_TIMEOUT = 10.0  # seconds a SQLite writer waits for another writer before giving up
+MAX_NOTE = 10_000  # characters
 _PG_SCHEMA_LOCK = 724_531_001  # advisory lock id: one process creates the tables at a time
-_PG_CHAIN_LOCK = 724_531_002   # advisory lock ids: one writer appends to a hash chain at a time
-GENESIS = "0" * 64             # the "previous hash" of the first row of a chain
-EVENT_KINDS = ("signin", "signin_failed", "account_locked", "client_locked", "account_unlocked",
-               "client_unlocked", "chain_started")
+_PG_CHAIN_LOCK = 724_531_002  # advisory lock ids: one writer appends to a hash chain at a time
+GENESIS = "0" * 64  # the "previous hash" of the first row of a chain
+EVENT_KINDS = (
+    "signin",
+    "signin_failed",
+    "account_locked",
+    "client_locked",
+    "account_unlocked",
+    "client_unlocked",
+    "chain_started",
+)
 
 metadata = sa.MetaData()
 
 batches = sa.Table(
-    "review_batches", metadata,
+    "review_batches",
+    metadata,
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("source", sa.String(500), nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
@@ -35,7 +42,8 @@ batches = sa.Table(
 )
 
 decisions = sa.Table(
-    "review_decisions", metadata,
+    "review_decisions",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("batch", sa.String(200), nullable=False),
     sa.Column("item_hash", sa.String(128), nullable=False),
@@ -53,7 +61,8 @@ decisions = sa.Table(
 )
 
 audit = sa.Table(
-    "review_audit", metadata,
+    "review_audit",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("decision_id", sa.Integer, sa.ForeignKey("review_decisions.id"), nullable=False),
     sa.Column("batch", sa.String(200), nullable=False),
@@ -61,31 +70,32 @@ audit = sa.Table(
     sa.Column("item_name", sa.String(500), nullable=False),
     sa.Column("reviewer", sa.String(200), nullable=False),
     sa.Column("actor", sa.String(200), nullable=False),
-    sa.Column("action", sa.String(10), nullable=False),      # "create" or "change"
+    sa.Column("action", sa.String(10), nullable=False),  # "create" or "change"
     sa.Column("old_decision", sa.String(20)),
     sa.Column("new_decision", sa.String(20), nullable=False),
     sa.Column("old_note", sa.Text),
     sa.Column("new_note", sa.Text, nullable=False),
     sa.Column("seconds", sa.Float, nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),        # the decision's version after this change
+    sa.Column("version", sa.Integer, nullable=False),  # the decision's version after this change
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     # tamper evidence (nullable only so that older databases can gain the columns; see _migrate)
-    sa.Column("decision_hash", sa.String(64)),               # the decision row after this change
-    sa.Column("prev_hash", sa.String(64)),                   # row_hash of the row before
-    sa.Column("row_hash", sa.String(64)),                    # sha256 of this row's canonical JSON
+    sa.Column("decision_hash", sa.String(64)),  # the decision row after this change
+    sa.Column("prev_hash", sa.String(64)),  # row_hash of the row before
+    sa.Column("row_hash", sa.String(64)),  # sha256 of this row's canonical JSON
     sa.Index("ix_review_audit_batch", "batch"),
     sa.Index("ix_review_audit_decision", "decision_id"),
 )
 
 events = sa.Table(
-    "review_events", metadata,
+    "review_events",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("kind", sa.String(20), nullable=False),        # one of EVENT_KINDS
-    sa.Column("account", sa.String(200), nullable=False),    # the user name typed / locked / unlocked
-    sa.Column("client", sa.String(200), nullable=False),     # "ip:ADDRESS" or "session:ID"
-    sa.Column("actor", sa.String(200), nullable=False),      # who unlocked; "" for sign-in events
-    sa.Column("until", sa.DateTime(timezone=True)),          # end of a lockout
+    sa.Column("kind", sa.String(20), nullable=False),  # one of EVENT_KINDS
+    sa.Column("account", sa.String(200), nullable=False),  # the user name typed / locked / unlocked
+    sa.Column("client", sa.String(200), nullable=False),  # "ip:ADDRESS" or "session:ID"
+    sa.Column("actor", sa.String(200), nullable=False),  # who unlocked; "" for sign-in events
+    sa.Column("until", sa.DateTime(timezone=True)),  # end of a lockout
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("row_hash", sa.String(64), nullable=False),
@@ -94,25 +104,45 @@ events = sa.Table(
 )
 
 # Append-only: the database itself refuses to edit or delete audit rows and decisions.
-_SQLITE_AUDIT_NO_UPDATE = ("CREATE TRIGGER review_audit_no_update BEFORE UPDATE ON review_audit "
-                           "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END")
+_SQLITE_AUDIT_NO_UPDATE = (
+    "CREATE TRIGGER review_audit_no_update BEFORE UPDATE ON review_audit "
+    "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END"
+)
 for _table, _sql in (
     (audit, _SQLITE_AUDIT_NO_UPDATE),
-    (audit, "CREATE TRIGGER review_audit_no_delete BEFORE DELETE ON review_audit "
-            "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END"),
-    (events, "CREATE TRIGGER review_events_no_update BEFORE UPDATE ON review_events "
-             "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END"),
-    (events, "CREATE TRIGGER review_events_no_delete BEFORE DELETE ON review_events "
-             "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END"),
+    (
+        audit,
+        "CREATE TRIGGER review_audit_no_delete BEFORE DELETE ON review_audit "
+        "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END",
+    ),
+    (
+        events,
+        "CREATE TRIGGER review_events_no_update BEFORE UPDATE ON review_events "
+        "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END",
+    ),
+    (
+        events,
+        "CREATE TRIGGER review_events_no_delete BEFORE DELETE ON review_events "
+        "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END",
+    ),
 ):
     event.listen(_table, "after_create", sa.DDL(_sql).execute_if(dialect="sqlite"))
-event.listen(decisions, "after_create", sa.DDL(
-    "CREATE TRIGGER review_decisions_no_delete BEFORE DELETE ON review_decisions "
-    "BEGIN SELECT RAISE(ABORT, 'review decisions are never deleted'); END").execute_if(dialect="sqlite"))
-event.listen(audit, "after_create", sa.DDL(
-    "CREATE OR REPLACE FUNCTION review_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
-    "BEGIN RAISE EXCEPTION 'the review audit log is append-only and decisions are never deleted'; END $$"
-).execute_if(dialect="postgresql"))
+event.listen(
+    decisions,
+    "after_create",
+    sa.DDL(
+        "CREATE TRIGGER review_decisions_no_delete BEFORE DELETE ON review_decisions "
+        "BEGIN SELECT RAISE(ABORT, 'review decisions are never deleted'); END"
+    ).execute_if(dialect="sqlite"),
+)
+event.listen(
+    audit,
+    "after_create",
+    sa.DDL(
+        "CREATE OR REPLACE FUNCTION review_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION 'the review audit log is append-only and decisions are never deleted'; END $$"
+    ).execute_if(dialect="postgresql"),
+)
 for _sql in (
     "CREATE TRIGGER review_audit_no_change BEFORE UPDATE OR DELETE ON review_audit "
     "FOR EACH ROW EXECUTE FUNCTION review_refuse_change()",
@@ -120,13 +150,22 @@ for _sql in (
     "FOR EACH ROW EXECUTE FUNCTION review_refuse_change()",
 ):
     event.listen(audit, "after_create", sa.DDL(_sql).execute_if(dialect="postgresql"))
-event.listen(events, "after_create", sa.DDL(
-    "CREATE OR REPLACE FUNCTION review_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
-    "BEGIN RAISE EXCEPTION 'the review audit log is append-only and decisions are never deleted'; END $$"
-).execute_if(dialect="postgresql"))
-event.listen(events, "after_create", sa.DDL(
-    "CREATE TRIGGER review_events_no_change BEFORE UPDATE OR DELETE ON review_events "
-    "FOR EACH ROW EXECUTE FUNCTION review_refuse_change()").execute_if(dialect="postgresql"))
+event.listen(
+    events,
+    "after_create",
+    sa.DDL(
+        "CREATE OR REPLACE FUNCTION review_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION 'the review audit log is append-only and decisions are never deleted'; END $$"
+    ).execute_if(dialect="postgresql"),
+)
+event.listen(
+    events,
+    "after_create",
+    sa.DDL(
+        "CREATE TRIGGER review_events_no_change BEFORE UPDATE OR DELETE ON review_events "
+        "FOR EACH ROW EXECUTE FUNCTION review_refuse_change()"
+    ).execute_if(dialect="postgresql"),
+)
 
 
 class StoreError(ValueError):
@@ -139,7 +178,7 @@ class DecisionConflict(StoreError):
     ``current`` is the decision as it is now; nothing was written.
     """
 
-    def __init__(self, message: str, current: "Decision"):
+    def __init__(self, message: str, current: Decision):
         super().__init__(message)
         self.current = current
 
@@ -226,15 +265,25 @@ class AuditCheck:
     @property
     def message(self) -> str:
         if self.ok:
-            return (f"The audit log verified: {self.audit_rows} audit row(s) and {self.event_rows} sign-in "
-                    f"event(s) form unbroken hash chains, and each of the {self.decisions} decision(s) matches "
-                    f"its last audit row. Last hash {self.head[:16]}….")
+            return (
+                f"The audit log verified: {self.audit_rows} audit row(s) and {self.event_rows} sign-in "
+                f"event(s) form unbroken hash chains, and each of the {self.decisions} decision(s) matches "
+                f"its last audit row. Last hash {self.head[:16]}…."
+            )
         return f"The audit log did NOT verify: {self.problem}"
 
     def record(self) -> dict:
-        return {"verified": self.ok, "audit_rows": self.audit_rows, "event_rows": self.event_rows,
-                "decisions": self.decisions, "head": self.head, "problem": self.problem,
-                "table": self.table, "row": self.row, "message": self.message}
+        return {
+            "verified": self.ok,
+            "audit_rows": self.audit_rows,
+            "event_rows": self.event_rows,
+            "decisions": self.decisions,
+            "head": self.head,
+            "problem": self.problem,
+            "table": self.table,
+            "row": self.row,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -261,19 +310,29 @@ class Batch:
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _decision(row) -> Decision:
     m = row._mapping
-    return Decision(id=m["id"], batch=m["batch"], item_hash=m["item_hash"], item_name=m["item_name"],
-                    reviewer=m["reviewer"], decision=m["decision"], note=m["note"],
-                    seconds=float(m["seconds"]), model_fingerprint=m["model_fingerprint"],
-                    methods=dict(m["methods"] or {}), decided_at=_utc(m["decided_at"]), version=m["version"])
+    return Decision(
+        id=m["id"],
+        batch=m["batch"],
+        item_hash=m["item_hash"],
+        item_name=m["item_name"],
+        reviewer=m["reviewer"],
+        decision=m["decision"],
+        note=m["note"],
+        seconds=float(m["seconds"]),
+        model_fingerprint=m["model_fingerprint"],
+        methods=dict(m["methods"] or {}),
+        decided_at=_utc(m["decided_at"]),
+        version=m["version"],
+    )
 
 
 def _audit_entry(row) -> AuditEntry:
@@ -292,9 +351,14 @@ def _event(row) -> Event:
 
 def _batch(row) -> Batch:
     m = row._mapping
-    return Batch(name=m["name"], source=m["source"], created_by=m["created_by"],
-                 created_at=_utc(m["created_at"]), model_fingerprint=m["model_fingerprint"],
-                 methods=dict(m["methods"] or {}))
+    return Batch(
+        name=m["name"],
+        source=m["source"],
+        created_by=m["created_by"],
+        created_at=_utc(m["created_at"]),
+        model_fingerprint=m["model_fingerprint"],
+        methods=dict(m["methods"] or {}),
+    )
 
 
 def _text(value, what: str, limit: int = 200) -> str:

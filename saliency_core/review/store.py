@@ -36,23 +36,50 @@ Example:
     >>> r.action, r.decision.version
     ('created', 1)
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
 from .chain import _append_audit, _append_chained, _row_hash, _verify, decision_hash
-from .schema import (AuditCheck, AuditEntry, BUSY_TIMEOUT, Batch, DECISIONS, DEFAULT_SQLITE, Decision,
-                     DecisionConflict, EVENT_KINDS, Event, GENESIS, MAX_NOTE, Recorded, StoreError,
-                     _PG_SCHEMA_LOCK, _SQLITE_AUDIT_NO_UPDATE, _audit_entry, _batch, _decision, _event, _now,
-                     _text, _utc, audit, batches, decisions, events, metadata)
+from .schema import (
+    _PG_SCHEMA_LOCK,
+    _SQLITE_AUDIT_NO_UPDATE,
+    BUSY_TIMEOUT,
+    DECISIONS,
+    DEFAULT_SQLITE,
+    EVENT_KINDS,
+    GENESIS,
+    MAX_NOTE,
+    AuditCheck,
+    AuditEntry,
+    Batch,
+    Decision,
+    DecisionConflict,
+    Event,
+    Recorded,
+    StoreError,
+    _audit_entry,
+    _batch,
+    _decision,
+    _event,
+    _now,
+    _text,
+    _utc,
+    audit,
+    batches,
+    decisions,
+    events,
+    metadata,
+)
 
 
 def database_url(url: str | None = None) -> str:
@@ -73,7 +100,7 @@ def database_url(url: str | None = None) -> str:
     url = url.strip()
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -102,8 +129,10 @@ class ReviewStore:
         try:
             self.url = sa.engine.make_url(database_url(url))
         except exc.ArgumentError:
-            raise StoreError(f"Expected a database URL such as sqlite:////path/reviews.sqlite or "
-                             f"postgresql://user@host/db; got {url!r}.") from None
+            raise StoreError(
+                f"Expected a database URL such as sqlite:////path/reviews.sqlite or "
+                f"postgresql://user@host/db; got {url!r}."
+            ) from None
         self.backend = self.url.get_backend_name()
         self.busy_timeout = float(busy_timeout)
         if self.backend == "sqlite":
@@ -112,10 +141,13 @@ class ReviewStore:
             if self.url.drivername == "postgresql":
                 self.url = self.url.set(drivername="postgresql+psycopg")
             try:
-                self._engine = sa.create_engine(self.url, pool_pre_ping=True,
-                                                connect_args={"connect_timeout": 10})
+                self._engine = sa.create_engine(
+                    self.url, pool_pre_ping=True, connect_args={"connect_timeout": 10}
+                )
             except ImportError as err:
-                raise StoreError(f"PostgreSQL needs the psycopg package ({err}); install requirements.txt.") from None
+                raise StoreError(
+                    f"PostgreSQL needs the psycopg package ({err}); install requirements.txt."
+                ) from None
         else:
             raise StoreError(f"Expected a SQLite or PostgreSQL database URL; got one for {self.backend!r}.")
         self._create_schema()
@@ -131,20 +163,24 @@ class ReviewStore:
     def _sqlite_engine(self) -> sa.Engine:
         path = self.url.database
         if not path or path == ":memory:" or self.url.query.get("mode") == "memory":
-            raise StoreError("Expected a SQLite database file path; got an in-memory database, "
-                             "which would lose every decision when the app stops.")
+            raise StoreError(
+                "Expected a SQLite database file path; got an in-memory database, "
+                "which would lose every decision when the app stops."
+            )
         folder = Path(path).parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise StoreError(f"Cannot create the folder {folder} for the review database: "
-                             f"{err.strerror or err}. Set SALIENCY_DB to a writable path.") from None
+            raise StoreError(
+                f"Cannot create the folder {folder} for the review database: "
+                f"{err.strerror or err}. Set SALIENCY_DB to a writable path."
+            ) from None
         engine = sa.create_engine(self.url, connect_args={"timeout": self.busy_timeout})
         busy_ms = int(self.busy_timeout * 1000)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection, _record):
-            dbapi_connection.isolation_level = None   # SQLAlchemy's "begin" event issues BEGIN
+            dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN
             cursor = dbapi_connection.cursor()
             try:
                 cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
@@ -188,28 +224,43 @@ class ReviewStore:
                 return StoreError(
                     f"The review database {path} is locked by another program and stayed locked for "
                     f"{self.busy_timeout:g} s, so the app could not {doing}; nothing was written. "
-                    "Try again in a moment; if it persists, close the program holding the file.")
-            if "readonly" in low or "read-only" in low or (
-                    "unable to open" in low and os.path.exists(path) and not _writable(path, folder)):
+                    "Try again in a moment; if it persists, close the program holding the file."
+                )
+            if (
+                "readonly" in low
+                or "read-only" in low
+                or ("unable to open" in low and os.path.exists(path) and not _writable(path, folder))
+            ):
                 return StoreError(
                     f"The review database {path} is read-only (the file or its folder {folder} cannot be "
                     f"written), so the app could not {doing}; nothing was written. Ask the operator to make "
-                    "both writable, or set SALIENCY_DB to a writable path.")
+                    "both writable, or set SALIENCY_DB to a writable path."
+                )
             if "unable to open" in low:
-                return StoreError(f"Cannot open the review database {path}: the folder {folder} is missing "
-                                  "or not accessible. Set SALIENCY_DB to a writable path.")
+                return StoreError(
+                    f"Cannot open the review database {path}: the folder {folder} is missing "
+                    "or not accessible. Set SALIENCY_DB to a writable path."
+                )
             if "not a database" in low or "malformed" in low:
-                return StoreError(f"{path} is not a usable SQLite database ({text}). Point SALIENCY_DB to "
-                                  "the review database, or move this file away to start a new one.")
+                return StoreError(
+                    f"{path} is not a usable SQLite database ({text}). Point SALIENCY_DB to "
+                    "the review database, or move this file away to start a new one."
+                )
             if "disk is full" in low or "disk i/o" in low:
-                return StoreError(f"The disk holding {path} failed or is full ({text}), so the app could not "
-                                  f"{doing}; nothing was written.")
+                return StoreError(
+                    f"The disk holding {path} failed or is full ({text}), so the app could not "
+                    f"{doing}; nothing was written."
+                )
         elif isinstance(err, exc.OperationalError):
-            return StoreError(f"The PostgreSQL database {self.where} cannot be reached or refused the request "
-                              f"({text}), so the app could not {doing}; nothing was written. Check DATABASE_URL "
-                              "and that the server is running.")
-        return StoreError(f"The review database {self.where} reported an error, so the app could not {doing} "
-                          f"({type(getattr(err, 'orig', err)).__name__}: {text}); nothing was written.")
+            return StoreError(
+                f"The PostgreSQL database {self.where} cannot be reached or refused the request "
+                f"({text}), so the app could not {doing}; nothing was written. Check DATABASE_URL "
+                "and that the server is running."
+            )
+        return StoreError(
+            f"The review database {self.where} reported an error, so the app could not {doing} "
+            f"({type(getattr(err, 'orig', err)).__name__}: {text}); nothing was written."
+        )
 
     def _create_schema(self) -> None:
         with self._transaction(write=True, doing="open the review database") as conn:
@@ -226,8 +277,9 @@ class ReviewStore:
         missing = [c for c in ("decision_hash", "prev_hash", "row_hash") if c not in present]
         for name in missing:
             conn.execute(sa.text(f"ALTER TABLE review_audit ADD COLUMN {name} VARCHAR(64)"))
-        unsealed = conn.execute(sa.select(sa.func.count()).select_from(audit)
-                                .where(audit.c.row_hash.is_(None))).scalar()
+        unsealed = conn.execute(
+            sa.select(sa.func.count()).select_from(audit).where(audit.c.row_hash.is_(None))
+        ).scalar()
         if not unsealed:
             return
         rows = [dict(r._mapping) for r in conn.execute(sa.select(audit).order_by(audit.c.id))]
@@ -242,35 +294,54 @@ class ReviewStore:
             r["at"], r["seconds"] = _utc(r["at"]), float(r["seconds"])
             if r["row_hash"] is None:
                 d = current.get(r["decision_id"])
-                r["decision_hash"] = decision_hash(d) if d is not None and last_of[r["decision_id"]] == r["id"] \
+                r["decision_hash"] = (
+                    decision_hash(d)
+                    if d is not None and last_of[r["decision_id"]] == r["id"]
                     else r["decision_hash"]
+                )
                 r["prev_hash"] = prev
                 r["row_hash"] = _row_hash(audit, r)
-                conn.execute(audit.update().where(audit.c.id == r["id"]).values(
-                    decision_hash=r["decision_hash"], prev_hash=r["prev_hash"], row_hash=r["row_hash"]))
+                conn.execute(
+                    audit.update()
+                    .where(audit.c.id == r["id"])
+                    .values(
+                        decision_hash=r["decision_hash"], prev_hash=r["prev_hash"], row_hash=r["row_hash"]
+                    )
+                )
             prev = r["row_hash"]
         if self.backend == "sqlite":
             conn.exec_driver_sql(_SQLITE_AUDIT_NO_UPDATE)
         else:
             conn.exec_driver_sql("ALTER TABLE review_audit ENABLE TRIGGER USER")
-        _append_chained(conn, events, {"at": _now(), "kind": "chain_started", "account": "", "client": "",
-                                       "actor": "", "until": None,
-                                       "detail": f"{unsealed} audit row(s) written before the hash chain existed "
-                                                 "were sealed as found"})
+        _append_chained(
+            conn,
+            events,
+            {
+                "at": _now(),
+                "kind": "chain_started",
+                "account": "",
+                "client": "",
+                "actor": "",
+                "until": None,
+                "detail": f"{unsealed} audit row(s) written before the hash chain existed "
+                "were sealed as found",
+            },
+        )
 
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
 
-    def __enter__(self) -> "ReviewStore":
+    def __enter__(self) -> ReviewStore:
         return self
 
     def __exit__(self, *_exc) -> None:
         self.close()
 
     # ---- batches ---------------------------------------------------------------------------------
-    def open_batch(self, name: str, *, source: str, created_by: str, model_fingerprint: str,
-                   methods: dict) -> Batch:
+    def open_batch(
+        self, name: str, *, source: str, created_by: str, model_fingerprint: str, methods: dict
+    ) -> Batch:
         """Register a batch, or return it unchanged if it exists (the first opener fixes its methods).
 
         Args:
@@ -281,8 +352,14 @@ class ReviewStore:
         """
         _text(name, "batch name")
         _text(created_by, "reviewer name")
-        row = {"name": name, "source": str(source)[:500], "created_by": created_by, "created_at": _now(),
-               "model_fingerprint": str(model_fingerprint), "methods": dict(methods)}
+        row = {
+            "name": name,
+            "source": str(source)[:500],
+            "created_by": created_by,
+            "created_at": _now(),
+            "model_fingerprint": str(model_fingerprint),
+            "methods": dict(methods),
+        }
         with self._transaction(write=True, doing="open the batch") as conn:
             conn.execute(self._insert(batches).values(**row).on_conflict_do_nothing(index_elements=["name"]))
             return _batch(conn.execute(sa.select(batches).where(batches.c.name == name)).one())
@@ -296,17 +373,27 @@ class ReviewStore:
     def batches(self) -> list[Batch]:
         """All batches, newest first."""
         with self._transaction(write=False) as conn:
-            rows = conn.execute(sa.select(batches).order_by(batches.c.created_at.desc(), batches.c.name)).all()
+            rows = conn.execute(
+                sa.select(batches).order_by(batches.c.created_at.desc(), batches.c.name)
+            ).all()
         return [_batch(r) for r in rows]
 
     def last_batch(self, reviewer: str) -> str | None:
         """The batch ``reviewer`` last recorded a decision in (else last opened), or None."""
         with self._transaction(write=False) as conn:
-            name = conn.execute(sa.select(decisions.c.batch).where(decisions.c.reviewer == reviewer)
-                                .order_by(decisions.c.decided_at.desc(), decisions.c.id.desc()).limit(1)).scalar()
+            name = conn.execute(
+                sa.select(decisions.c.batch)
+                .where(decisions.c.reviewer == reviewer)
+                .order_by(decisions.c.decided_at.desc(), decisions.c.id.desc())
+                .limit(1)
+            ).scalar()
             if name is None:
-                name = conn.execute(sa.select(batches.c.name).where(batches.c.created_by == reviewer)
-                                    .order_by(batches.c.created_at.desc()).limit(1)).scalar()
+                name = conn.execute(
+                    sa.select(batches.c.name)
+                    .where(batches.c.created_by == reviewer)
+                    .order_by(batches.c.created_at.desc())
+                    .limit(1)
+                ).scalar()
         return name
 
     # ---- decisions -------------------------------------------------------------------------------
@@ -317,10 +404,21 @@ class ReviewStore:
             from sqlalchemy.dialects.sqlite import insert
         return insert(table)
 
-    def record(self, batch: str, item_hash: str, item_name: str, reviewer: str, decision: str, *,
-               note: str = "", seconds: float = 0.0, model_fingerprint: str = "",
-               methods: dict | None = None, actor: str | None = None,
-               expected_version: int | None = None) -> Recorded:
+    def record(
+        self,
+        batch: str,
+        item_hash: str,
+        item_name: str,
+        reviewer: str,
+        decision: str,
+        *,
+        note: str = "",
+        seconds: float = 0.0,
+        model_fingerprint: str = "",
+        methods: dict | None = None,
+        actor: str | None = None,
+        expected_version: int | None = None,
+    ) -> Recorded:
         """Record ``reviewer``'s decision on one item, appending an audit row in the same transaction.
 
         A repeat of the current decision and note writes nothing ("unchanged"), so a double submit
@@ -363,29 +461,58 @@ class ReviewStore:
         if not (math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"Expected the seconds spent to be a finite number >= 0; got {seconds}.")
         methods = dict(methods or {})
-        key = ((decisions.c.batch == batch) & (decisions.c.item_hash == item_hash)
-               & (decisions.c.reviewer == reviewer))
+        key = (
+            (decisions.c.batch == batch)
+            & (decisions.c.item_hash == item_hash)
+            & (decisions.c.reviewer == reviewer)
+        )
         with self._transaction(write=True) as conn:
             current = conn.execute(sa.select(decisions).where(key).with_for_update()).first()
             now = _now()
             if current is None:
                 if expected_version not in (None, 0):
-                    raise StoreError(f"Expected to change version {expected_version} of {reviewer}'s decision "
-                                     f"on {item_name}, but there is no decision to change.")
+                    raise StoreError(
+                        f"Expected to change version {expected_version} of {reviewer}'s decision "
+                        f"on {item_name}, but there is no decision to change."
+                    )
                 new_id = conn.execute(
-                    self._insert(decisions).values(
-                        batch=batch, item_hash=item_hash, item_name=item_name, reviewer=reviewer,
-                        decision=decision, note=note, seconds=seconds, model_fingerprint=model_fingerprint,
-                        methods=methods, decided_at=now, version=1)
+                    self._insert(decisions)
+                    .values(
+                        batch=batch,
+                        item_hash=item_hash,
+                        item_name=item_name,
+                        reviewer=reviewer,
+                        decision=decision,
+                        note=note,
+                        seconds=seconds,
+                        model_fingerprint=model_fingerprint,
+                        methods=methods,
+                        decided_at=now,
+                        version=1,
+                    )
                     .on_conflict_do_nothing(index_elements=["batch", "item_hash", "reviewer"])
-                    .returning(decisions.c.id)).scalar()
+                    .returning(decisions.c.id)
+                ).scalar()
                 if new_id is not None:
                     made = _decision(conn.execute(sa.select(decisions).where(decisions.c.id == new_id)).one())
-                    audit_id = _append_audit(conn, decision_id=new_id, batch=batch, item_hash=item_hash,
-                                             item_name=item_name, reviewer=reviewer, actor=actor, action="create",
-                                             old_decision=None, new_decision=decision, old_note=None,
-                                             new_note=note, seconds=seconds, version=1, at=now,
-                                             decision_hash=decision_hash(made))
+                    audit_id = _append_audit(
+                        conn,
+                        decision_id=new_id,
+                        batch=batch,
+                        item_hash=item_hash,
+                        item_name=item_name,
+                        reviewer=reviewer,
+                        actor=actor,
+                        action="create",
+                        old_decision=None,
+                        new_decision=decision,
+                        old_note=None,
+                        new_note=note,
+                        seconds=seconds,
+                        version=1,
+                        at=now,
+                        decision_hash=decision_hash(made),
+                    )
                     return Recorded(made, "created", audit_id)
                 # Another writer created it between our read and insert (PostgreSQL): use theirs.
                 current = conn.execute(sa.select(decisions).where(key).with_for_update()).one()
@@ -396,29 +523,60 @@ class ReviewStore:
                 raise DecisionConflict(
                     f"{reviewer}'s decision on {item_name} was changed elsewhere (another window or tab) to "
                     f"{old.label} at {old.decided_at:%Y-%m-%d %H:%M:%S} UTC since this page showed it; "
-                    "nothing was written. Check the item and decide again.", old)
+                    "nothing was written. Check the item and decide again.",
+                    old,
+                )
             version = old.version + 1
             done = conn.execute(
-                decisions.update().where((decisions.c.id == old.id) & (decisions.c.version == old.version))
-                .values(decision=decision, note=note, seconds=old.seconds + seconds, item_name=item_name,
-                        model_fingerprint=model_fingerprint, methods=methods, decided_at=now, version=version))
+                decisions.update()
+                .where((decisions.c.id == old.id) & (decisions.c.version == old.version))
+                .values(
+                    decision=decision,
+                    note=note,
+                    seconds=old.seconds + seconds,
+                    item_name=item_name,
+                    model_fingerprint=model_fingerprint,
+                    methods=methods,
+                    decided_at=now,
+                    version=version,
+                )
+            )
             if done.rowcount != 1:  # cannot happen under the row lock; refuse rather than guess
-                raise StoreError(f"{reviewer}'s decision on {item_name} changed during the update; "
-                                 "nothing was written. Try again.")
+                raise StoreError(
+                    f"{reviewer}'s decision on {item_name} changed during the update; "
+                    "nothing was written. Try again."
+                )
             changed = _decision(conn.execute(sa.select(decisions).where(decisions.c.id == old.id)).one())
-            audit_id = _append_audit(conn, decision_id=old.id, batch=batch, item_hash=item_hash,
-                                     item_name=item_name, reviewer=reviewer, actor=actor, action="change",
-                                     old_decision=old.decision, new_decision=decision, old_note=old.note,
-                                     new_note=note, seconds=seconds, version=version, at=now,
-                                     decision_hash=decision_hash(changed))
+            audit_id = _append_audit(
+                conn,
+                decision_id=old.id,
+                batch=batch,
+                item_hash=item_hash,
+                item_name=item_name,
+                reviewer=reviewer,
+                actor=actor,
+                action="change",
+                old_decision=old.decision,
+                new_decision=decision,
+                old_note=old.note,
+                new_note=note,
+                seconds=seconds,
+                version=version,
+                at=now,
+                decision_hash=decision_hash(changed),
+            )
             return Recorded(changed, "changed", audit_id)
 
     def decision(self, batch: str, item_hash: str, reviewer: str) -> Decision | None:
         """``reviewer``'s current decision on one item, or None."""
         with self._transaction(write=False) as conn:
-            row = conn.execute(sa.select(decisions).where(
-                (decisions.c.batch == batch) & (decisions.c.item_hash == item_hash)
-                & (decisions.c.reviewer == reviewer))).first()
+            row = conn.execute(
+                sa.select(decisions).where(
+                    (decisions.c.batch == batch)
+                    & (decisions.c.item_hash == item_hash)
+                    & (decisions.c.reviewer == reviewer)
+                )
+            ).first()
         return _decision(row) if row else None
 
     def decisions(self, batch: str | None = None, reviewer: str | None = None) -> list[Decision]:
@@ -432,8 +590,17 @@ class ReviewStore:
             return [_decision(r) for r in conn.execute(query)]
 
     # ---- sign-in events (auth.SignInThrottle) ----------------------------------------------------------
-    def append_event(self, kind: str, *, account: str = "", client: str = "", actor: str = "",
-                     until: datetime | None = None, detail: str = "", at: datetime | None = None) -> Event:
+    def append_event(
+        self,
+        kind: str,
+        *,
+        account: str = "",
+        client: str = "",
+        actor: str = "",
+        until: datetime | None = None,
+        detail: str = "",
+        at: datetime | None = None,
+    ) -> Event:
         """Append one sign-in event (``EVENT_KINDS``) to the chained event log.
 
         Text is cut to the column sizes (user names typed at the sign-in form are untrusted).
@@ -441,14 +608,26 @@ class ReviewStore:
         """
         if kind not in EVENT_KINDS:
             raise ValueError(f"Expected an event kind among {', '.join(EVENT_KINDS)}; got {kind!r}.")
-        row = {"at": _utc(at) if at is not None else _now(), "kind": kind, "account": str(account or "")[:200], "client": str(client or "")[:200],
-               "actor": str(actor or "")[:200], "until": until, "detail": str(detail or "")[:2000]}
+        row = {
+            "at": _utc(at) if at is not None else _now(),
+            "kind": kind,
+            "account": str(account or "")[:200],
+            "client": str(client or "")[:200],
+            "actor": str(actor or "")[:200],
+            "until": until,
+            "detail": str(detail or "")[:2000],
+        }
         with self._transaction(write=True, doing="record the sign-in event") as conn:
             new_id = _append_chained(conn, events, row)
             return _event(conn.execute(sa.select(events).where(events.c.id == new_id)).one())
 
-    def events(self, kinds: Sequence[str] | None = None, account: str | None = None, client: str | None = None,
-               since: datetime | None = None) -> list[Event]:
+    def events(
+        self,
+        kinds: Sequence[str] | None = None,
+        account: str | None = None,
+        client: str | None = None,
+        since: datetime | None = None,
+    ) -> list[Event]:
         """Sign-in events in the order written, optionally of some kinds / one account / one client /
         at or after ``since``."""
         query = sa.select(events).order_by(events.c.id)
@@ -477,7 +656,7 @@ class ReviewStore:
             True
         """
         with self._engine.connect() as conn:
-            if self.backend == "postgresql":   # one snapshot for all three tables
+            if self.backend == "postgresql":  # one snapshot for all three tables
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             try:
                 with conn.begin():
@@ -498,5 +677,6 @@ class ReviewStore:
 
 def _writable(path: str, folder: str) -> bool:
     # effective ids: what the process can do now (a root process that dropped privileges included)
-    return (os.access(path, os.W_OK, effective_ids=True)
-            and os.access(folder, os.W_OK | os.X_OK, effective_ids=True))
+    return os.access(path, os.W_OK, effective_ids=True) and os.access(
+        folder, os.W_OK | os.X_OK, effective_ids=True
+    )

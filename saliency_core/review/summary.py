@@ -1,13 +1,14 @@
 """What a batch's decisions add up to: counts per reviewer and decision, Cohen's kappa between reviewers,
 median seconds per decision, and the CSV export."""
+
 from __future__ import annotations
 
 import json
 import math
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Iterable, Sequence
 
 from ..engine.safe_text import to_csv as _csv_text
 from .schema import DECISIONS, Decision
@@ -57,7 +58,7 @@ def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
     n = len(a)
     if n == 0:
         return None
-    observed = sum(x == y for x, y in zip(a, b)) / n                     # Cohen 1960, p_o
+    observed = sum(x == y for x, y in zip(a, b)) / n  # Cohen 1960, p_o
     labels = set(a) | set(b)
     expected = sum((list(a).count(k) / n) * (list(b).count(k) / n) for k in labels)  # p_e
     if math.isclose(expected, 1.0):
@@ -90,20 +91,55 @@ def summarize(items: Iterable[Decision]) -> Summary:
         a = [per_reviewer[ra][h] for h in shared]
         b = [per_reviewer[rb][h] for h in shared]
         agreement.append(Agreement(ra, rb, len(shared), sum(x == y for x, y in zip(a, b)), cohen_kappa(a, b)))
-    median_seconds = {d: statistics.median([x.seconds for x in items if x.decision == d])
-                      for d in DECISIONS if by_decision[d]}
-    return Summary(items=len({x.item_hash for x in items}), decisions=len(items), by_decision=by_decision,
-                   by_reviewer=by_reviewer, agreement=agreement, median_seconds=median_seconds)
+    median_seconds = {
+        d: statistics.median([x.seconds for x in items if x.decision == d])
+        for d in DECISIONS
+        if by_decision[d]
+    }
+    return Summary(
+        items=len({x.item_hash for x in items}),
+        decisions=len(items),
+        by_decision=by_decision,
+        by_reviewer=by_reviewer,
+        agreement=agreement,
+        median_seconds=median_seconds,
+    )
 
 
-CSV_COLUMNS = ("batch", "item_name", "item_hash", "reviewer", "decision", "note", "seconds", "decided_at",
-               "version", "model_fingerprint", "methods")
+CSV_COLUMNS = (
+    "batch",
+    "item_name",
+    "item_hash",
+    "reviewer",
+    "decision",
+    "note",
+    "seconds",
+    "decided_at",
+    "version",
+    "model_fingerprint",
+    "methods",
+)
 
 
 def to_csv(items: Iterable[Decision], include_notes: bool = True) -> str:
     """Decisions as CSV text (one row each; ``methods`` as JSON; notes blank unless included).
     Text that a spreadsheet would run as a formula gets a leading ``'`` (``safe_text.csv_cell``)."""
-    return _csv_text(([x.batch, x.item_name, x.item_hash, x.reviewer, x.decision,
-                       x.note if include_notes else "", round(x.seconds, 3), x.decided_at.isoformat(),
-                       x.version, x.model_fingerprint, json.dumps(x.methods, sort_keys=True)] for x in items),
-                     columns=CSV_COLUMNS)
+    return _csv_text(
+        (
+            [
+                x.batch,
+                x.item_name,
+                x.item_hash,
+                x.reviewer,
+                x.decision,
+                x.note if include_notes else "",
+                round(x.seconds, 3),
+                x.decided_at.isoformat(),
+                x.version,
+                x.model_fingerprint,
+                json.dumps(x.methods, sort_keys=True),
+            ]
+            for x in items
+        ),
+        columns=CSV_COLUMNS,
+    )

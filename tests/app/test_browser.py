@@ -1,11 +1,11 @@
 """End-to-end: the real app under `streamlit run`, driven by Debian's Chromium via Playwright."""
+
 import json
 import os
 import time
 
 import pytest
 import skimage
-
 from _browser import ROOT, launch, streamlit_app
 
 ARTIFACTS = os.path.join(ROOT, "tests", "artifacts")
@@ -14,7 +14,7 @@ PHOTO = os.path.join(os.path.dirname(skimage.__file__), "data", "coffee.png")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with streamlit_app(tmp_path_factory.mktemp("app")) as url:   # databases: never in the checkout
+    with streamlit_app(tmp_path_factory.mktemp("app")) as url:  # databases: never in the checkout
         yield url
 
 
@@ -51,8 +51,9 @@ def test_upload_photo_shows_four_overlays(server):
 
         # the same maps as outlined regions (issue 20): no map is computed again
         page.get_by_text("Target class and display").click()
-        page.locator("[data-testid='stRadio']").filter(has_text="Show each map as") \
-            .get_by_text("Outline", exact=True).click()
+        page.locator("[data-testid='stRadio']").filter(has_text="Show each map as").get_by_text(
+            "Outline", exact=True
+        ).click()
         outlined = page.locator("img[alt*='as outlines']")
         deadline = time.perf_counter() + 60
         while time.perf_counter() < deadline and outlined.count() < 4:
@@ -60,13 +61,15 @@ def test_upload_photo_shows_four_overlays(server):
         assert outlined.count() == 4, outlined.count()
         page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=60_000)
         outline_shot = os.path.join(ARTIFACTS, "explain_outline.png")
-        outlined.first.scroll_into_view_if_needed()      # the app scrolls inside: show the maps row
+        outlined.first.scroll_into_view_if_needed()  # the app scrolls inside: show the maps row
         page.screenshot(path=outline_shot)
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
     assert os.path.getsize(outline_shot) > 10_000
     with open(os.path.join(ARTIFACTS, "explain_timing.txt"), "w") as f:
-        f.write(f"upload to four overlays (gradient, guided backprop, SmoothGrad-50, Grad-CAM): {waited:.1f} s\n")
+        f.write(
+            f"upload to four overlays (gradient, guided backprop, SmoothGrad-50, Grad-CAM): {waited:.1f} s\n"
+        )
     print(f"upload to four overlays: {waited:.1f} s; screenshot {shot}")
     assert os.path.getsize(shot) > 10_000
 
@@ -95,8 +98,9 @@ _CONTENT_HEIGHT = """() => Math.max(document.body.scrollHeight, ...Array.from(
 def _idle(page, timeout_ms: int = 900_000) -> None:
     """Wait until the script run is over (Streamlit's running indicator gone) and the page settled."""
     page.wait_for_timeout(500)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
-                           timeout=timeout_ms)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms
+    )
     page.wait_for_timeout(800)
 
 
@@ -115,10 +119,21 @@ def _maps_drawn(page, timeout_s: float = 600) -> None:
 
 def _axe(axe, page) -> dict:
     response = axe.run(page).response
-    found = [{"rule": v["id"], "impact": v.get("impact"), "help": v.get("help"), "nodes": len(v.get("nodes", [])),
-              "html": [n.get("html", "")[:160] for n in v.get("nodes", [])][:5]} for v in response.get("violations", [])]
-    return {"violations": found, "blocking": [v for v in found if v["impact"] in BLOCKING],
-            "axe_version": response.get("testEngine", {}).get("version")}
+    found = [
+        {
+            "rule": v["id"],
+            "impact": v.get("impact"),
+            "help": v.get("help"),
+            "nodes": len(v.get("nodes", [])),
+            "html": [n.get("html", "")[:160] for n in v.get("nodes", [])][:5],
+        }
+        for v in response.get("violations", [])
+    ]
+    return {
+        "violations": found,
+        "blocking": [v for v in found if v["impact"] in BLOCKING],
+        "axe_version": response.get("testEngine", {}).get("version"),
+    }
 
 
 def test_every_page_demo_screenshots_and_axe(server):
@@ -164,8 +179,9 @@ def test_every_page_demo_screenshots_and_axe(server):
         dark.get_by_text("Maps explain").first.wait_for(timeout=600_000)
         _maps_drawn(dark)
         results["Explain (dark theme)"] = {str(WIDTHS[0]): _axe(axe, dark)}
-        dark.set_viewport_size({"width": WIDTHS[0], "height": max(1000, min(int(dark.evaluate(_CONTENT_HEIGHT)) + 40,
-                                                                              16000))})
+        dark.set_viewport_size(
+            {"width": WIDTHS[0], "height": max(1000, min(int(dark.evaluate(_CONTENT_HEIGHT)) + 40, 16000))}
+        )
         dark.wait_for_timeout(1500)
         shot = os.path.join(SCREENSHOTS, f"explain_dark_{WIDTHS[0]}.png")
         dark.screenshot(path=shot, full_page=True)
@@ -174,5 +190,7 @@ def test_every_page_demo_screenshots_and_axe(server):
     with open(os.path.join(ARTIFACTS, "axe_results.json"), "w") as f:
         json.dump(results, f, indent=2)
     assert all(os.path.getsize(s) > 10_000 for s in shots)
-    blocking = {f"{t} at {w} px": r["blocking"] for t, by in results.items() for w, r in by.items() if r["blocking"]}
+    blocking = {
+        f"{t} at {w} px": r["blocking"] for t, by in results.items() for w, r in by.items() if r["blocking"]
+    }
     assert not blocking, json.dumps(blocking, indent=1)

@@ -1,15 +1,15 @@
 """Bring your own model on the Explain page, driven with AppTest: a two-class TorchScript model
 with its own labels from SALIENCY_MODELS_DIR, a broken model that leaves the previous one in use,
 and an upload when the operator enables it (TorchScript only with SALIENCY_ALLOW_CODE_MODELS=1)."""
+
 import os
 import re
 import tempfile
 
 import pytest
 import torch
-from torch import nn
-
 from conftest import models_app, select_model
+from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LABELS = ("sound weld", "porosity")
@@ -70,7 +70,9 @@ def _captions(at):
 
 
 def _sidebar_text(at):
-    return " ".join([_shown(c.value) for c in at.sidebar.caption] + [_shown(m.value) for m in at.sidebar.markdown])
+    return " ".join(
+        [_shown(c.value) for c in at.sidebar.caption] + [_shown(m.value) for m in at.sidebar.markdown]
+    )
 
 
 def test_two_class_model_end_to_end(monkeypatch, models_dir):
@@ -88,7 +90,9 @@ def test_two_class_model_end_to_end(monkeypatch, models_dir):
     # methods the model cannot run are not offered, and the reason is shown
     offered = at.sidebar.multiselect(key="methods").options
     assert "Gradient" in offered and "Grad-CAM" not in offered and "Guided backprop" not in offered
-    assert "Not available for this model" in sidebar and "TorchScript model runs its layers compiled" in sidebar
+    assert (
+        "Not available for this model" in sidebar and "TorchScript model runs its layers compiled" in sidebar
+    )
 
     at = _apply(at, ["gradient", "smoothgrad", "integrated_gradients"])  # on the default sample photo
     assert not at.exception, at.exception
@@ -99,7 +103,9 @@ def test_two_class_model_end_to_end(monkeypatch, models_dir):
     prediction = " ".join(_shown(m.value) for m in at.markdown if m.value.startswith("**Prediction:**"))
     assert any(f"**Prediction:** {label} (" in prediction for label in LABELS), prediction
     assert any(f"Maps explain **{label}**" in _shown(c.value) for c in at.caption for label in LABELS)
-    assert not any("tabby" in _shown(c.value) or "tiger cat" in _shown(c.value) for c in at.caption)  # not the demo
+    assert not any(
+        "tabby" in _shown(c.value) or "tiger cat" in _shown(c.value) for c in at.caption
+    )  # not the demo
 
 
 def test_bad_model_keeps_the_previous_one(monkeypatch, models_dir):
@@ -138,20 +144,29 @@ def test_upload_when_enabled(monkeypatch, tmp_path, weights):
     assert "Still using **EfficientNet-Lite0, ImageNet (demo)**" in _sidebar_text(at)
 
     # TorchScript holds code: refused unless the operator opts in to code formats
-    upload = [("welds.pt", weights, "application/octet-stream"), ("welds.yaml", CARD.encode(), "application/x-yaml")]
+    upload = [
+        ("welds.pt", weights, "application/octet-stream"),
+        ("welds.yaml", CARD.encode(), "application/x-yaml"),
+    ]
     uploader = next(u for u in at.get("file_uploader") if u.key == "model_upload")
     uploader.set_value(upload)
     at = at.run()
     assert not at.exception, at.exception
-    errors = [_shown(e.value) for e in at.sidebar.error if e.value.startswith("Upload:")]  # evil.pt is still chosen
-    assert len(errors) == 1 and "welds.pt: this is TorchScript (torch.jit.save), a format that holds code" in errors[0]
+    errors = [
+        _shown(e.value) for e in at.sidebar.error if e.value.startswith("Upload:")
+    ]  # evil.pt is still chosen
+    assert (
+        len(errors) == 1
+        and "welds.pt: this is TorchScript (torch.jit.save), a format that holds code" in errors[0]
+    )
     assert "SALIENCY_ALLOW_CODE_MODELS=1" in errors[0]
-    assert not (tmp_path / "saliency_lens_uploads").exists() or \
-        not list((tmp_path / "saliency_lens_uploads").glob("*/welds.pt"))   # removed, never loaded
+    assert not (tmp_path / "saliency_lens_uploads").exists() or not list(
+        (tmp_path / "saliency_lens_uploads").glob("*/welds.pt")
+    )  # removed, never loaded
 
     monkeypatch.setenv("SALIENCY_ALLOW_CODE_MODELS", "1")
     uploader = next(u for u in at.get("file_uploader") if u.key == "model_upload")
-    uploader.set_value(upload[::-1])   # another value, so the uploader reports a change
+    uploader.set_value(upload[::-1])  # another value, so the uploader reports a change
     at = at.run()
     assert not at.exception and not at.sidebar.error, [_shown(e.value) for e in at.sidebar.error]
     chosen = at.sidebar.selectbox(key="model_choice").value

@@ -1,22 +1,26 @@
 """Drive the Compare models page with AppTest: two small ResNet-18 checkpoints (random weights, B with
 its last layer changed) and one with other class names, in a models folder given by SALIENCY_MODELS_DIR.
 Which top-1 classes change is computed here directly with the networks."""
+
 import os
 
 import pytest
 import skimage
 import torch
 import torchvision.transforms as T
+from conftest import shown
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-
-from conftest import shown
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 from _checkpoints import CLASSES, accepted_and_candidate
-SAMPLES = {"Cat (chelsea.png)": "chelsea.png", "Espresso (coffee.png)": "coffee.png",
-           "Rocket (rocket.jpg)": "rocket.jpg"}
+
+SAMPLES = {
+    "Cat (chelsea.png)": "chelsea.png",
+    "Espresso (coffee.png)": "coffee.png",
+    "Rocket (rocket.jpg)": "rocket.jpg",
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +31,28 @@ def nets():
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, nets):
     folder = tmp_path_factory.mktemp("models")
-    for stem, net, name, labels in (("accepted", nets[0], "Inspector v1", CLASSES),
-                                    ("candidate", nets[1], "Inspector v2", CLASSES),
-                                    ("other", nets[1], "Other", CLASSES[:3] + ["hole", "rust"])):
+    for stem, net, name, labels in (
+        ("accepted", nets[0], "Inspector v1", CLASSES),
+        ("candidate", nets[1], "Inspector v2", CLASSES),
+        ("other", nets[1], "Other", CLASSES[:3] + ["hole", "rust"]),
+    ):
         torch.save(net.state_dict(), folder / f"{stem}.pth")
-        (folder / f"{stem}.yaml").write_text(f"name: {name}\nfile: {stem}.pth\narchitecture: resnet18\n"
-                                             f"labels: [{', '.join(labels)}]\ninput_size: 64\nresize: 72\n")
+        (folder / f"{stem}.yaml").write_text(
+            f"name: {name}\nfile: {stem}.pth\narchitecture: resnet18\n"
+            f"labels: [{', '.join(labels)}]\ninput_size: 64\nresize: 72\n"
+        )
     return folder
 
 
 def _top1(nets, files) -> list[tuple[int, int]]:
-    prep = T.Compose([T.Resize(72), T.CenterCrop(64), T.ToTensor(),
-                      T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    prep = T.Compose(
+        [
+            T.Resize(72),
+            T.CenterCrop(64),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     x = torch.stack([prep(Image.open(os.path.join(DATA, f)).convert("RGB")) for f in files])
     with torch.no_grad():
         return list(zip(nets[0](x).argmax(1).tolist(), nets[1](x).argmax(1).tolist()))
@@ -47,7 +61,7 @@ def _top1(nets, files) -> list[tuple[int, int]]:
 def _page(monkeypatch, models_dir) -> AppTest:
     monkeypatch.setenv("SALIENCY_MODELS_DIR", str(models_dir))
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300)
-    at.session_state["model_choice"] = str(models_dir / "accepted.yaml")   # the sidebar loads no demo model
+    at.session_state["model_choice"] = str(models_dir / "accepted.yaml")  # the sidebar loads no demo model
     at = at.run()
     at.sidebar.multiselect(key="methods").set_value(["gradient", "smoothgrad"])
     at.sidebar.slider(key="samples").set_value(4)
@@ -77,7 +91,7 @@ def test_compare_page_two_checkpoints(monkeypatch, models_dir, nets):
     at.multiselect(key="compare_samples").set_value(list(SAMPLES))
     at = at.run()
     assert any("Nothing is computed until you press" in i.value for i in at.info)
-    assert not at.dataframe and not at.get("image")            # nothing computed before the button
+    assert not at.dataframe and not at.get("image")  # nothing computed before the button
 
     at = _press(at)
     assert not at.error, [e.value for e in at.error]
@@ -95,7 +109,9 @@ def test_compare_page_two_checkpoints(monkeypatch, models_dir, nets):
     assert list(images_table["image"]) == list(SAMPLES)
     assert sorted(images_table.loc[images_table["prediction"] != "unchanged", "image"]) == sorted(changed)
     assert {b.proto.label for b in at.get("download_button")} == {
-        "Table (CSV)", "Summary, settings and both model cards (JSON)"}
+        "Table (CSV)",
+        "Summary, settings and both model cards (JSON)",
+    }
 
     # one image: per method A and B on one scale plus the difference, each with alt text
     alts = [img.alt for el in at.get("image") for img in el.proto.imgs]
@@ -119,18 +135,26 @@ def test_compare_page_uploads_with_labels(monkeypatch, models_dir, nets):
     at.selectbox(key="compare_model_b").set_value(str(models_dir / "candidate.yaml"))
     files = ["chelsea.png", "coffee.png"]
     with open(os.path.join(DATA, files[0]), "rb") as f0, open(os.path.join(DATA, files[1]), "rb") as f1:
-        uploads = [(files[0], f0.read(), "image/png"), (files[1], f1.read(), "image/png"),
-                   ("notes.png", b"not a picture", "image/png")]
+        uploads = [
+            (files[0], f0.read(), "image/png"),
+            (files[1], f1.read(), "image/png"),
+            ("notes.png", b"not a picture", "image/png"),
+        ]
     at.file_uploader(key="compare_uploads").set_value(uploads)
     at = at.run()
     at.multiselect(key="compare_samples").set_value([])
     truth = _top1(nets, files)
     at.file_uploader(key="compare_labels").set_value(
-        ("labels.csv", f"image,label\n{files[0]},{CLASSES[truth[0][0]]}\n{files[1]},{truth[1][1]}\n"
-                       "x.png,unicorn\n".encode(), "text/csv"))
+        (
+            "labels.csv",
+            f"image,label\n{files[0]},{CLASSES[truth[0][0]]}\n{files[1]},{truth[1][1]}\n"
+            "x.png,unicorn\n".encode(),
+            "text/csv",
+        )
+    )
     at = _press(at.run())
     errors = [shown(e.value) for e in at.error]
-    assert len(errors) == 1 and "notes.png" in errors[0]           # the bad upload is named, the rest goes on
+    assert len(errors) == 1 and "notes.png" in errors[0]  # the bad upload is named, the rest goes on
     assert any("1 problem(s) in the labels file" in e.label for e in at.expander)
     text = _text(at)
     assert "Compared on 2 images; 1 could not be used" in text

@@ -1,21 +1,21 @@
 """Drive the Explain page with streamlit's AppTest: real model, real photo, real uploads."""
+
 import os
 import re
 
 import skimage
-from streamlit.testing.v1 import AppTest
-
 from conftest import shown
+from streamlit.testing.v1 import AppTest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PHOTO = os.path.join(os.path.dirname(skimage.__file__), "data", "chelsea.png")
-
 
 
 def _shown(text: str) -> str:
     """What a reader sees of Markdown source: pages escape user text (file names, labels,
     messages) with backslashes, which the Markdown renderer removes."""
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
+
 
 def _app() -> AppTest:
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300)
@@ -60,9 +60,13 @@ def test_corrupt_upload_next_to_good_one():
     at.multiselect[0].set_value([])
     with open(PHOTO, "rb") as f:
         good = f.read()
-    at.file_uploader[0].set_value([("notes.png", b"this is a text file, not a picture", "image/png"),
-                                   ("chelsea.png", good, "image/png"),
-                                   ("broken.png", good[: len(good) // 3], "image/png")])
+    at.file_uploader[0].set_value(
+        [
+            ("notes.png", b"this is a text file, not a picture", "image/png"),
+            ("chelsea.png", good, "image/png"),
+            ("broken.png", good[: len(good) // 3], "image/png"),
+        ]
+    )
     at = _apply(at, ["gradient", "gradcam"], 4)
     assert not at.exception, at.exception
     errors = [_shown(e.value) for e in at.error]
@@ -114,6 +118,7 @@ def test_outline_view_for_any_method():
 
 # ---- issue 17: what a live demo showed ----------------------------------------------------------------
 
+
 def _target_panel(at, mode: str):
     next(r for r in at.radio if r.label == "Explain the score of").set_value(mode)
     return at
@@ -134,11 +139,11 @@ def test_class_by_name_computes_nothing_before_a_class_is_picked(monkeypatch):
     monkeypatch.setattr(pipeline, "explain_image", counting)
     at = _target_panel(at, "Class by name").run()
     assert not at.exception, at.exception
-    assert calls == []                                     # no map for "tench" or any class
+    assert calls == []  # no map for "tench" or any class
     assert any("Pick the class to explain" in i.value for i in at.info)
     box = next(s for s in at.selectbox if s.label == "Class")
     assert box.value is None
-    box.set_value(967)                                     # espresso
+    box.set_value(967)  # espresso
     at = at.run()
     assert not at.exception, at.exception
     assert [c[2] for c in calls] == [967]
@@ -154,10 +159,11 @@ def test_rank_two_target_keeps_the_chart_in_rank_order_and_flags_an_unsure_model
     assert not at.exception, at.exception
     chart = next(c for c in at.get("plotly_chart") if "five most likely" in c.proto.spec)
     import json
+
     spec = json.loads(chart.proto.spec)
     bar = spec["data"][0]
     order = spec["layout"]["yaxis"]["categoryarray"]
-    assert order == bar["y"][::-1]                          # rank 1 drawn at the top, then 2, 3...
+    assert order == bar["y"][::-1]  # rank 1 drawn at the top, then 2, 3...
     assert bar["x"] == sorted(bar["x"], reverse=True)
     assert "(explained)" in bar["text"][1] and "(explained)" not in bar["text"][0]
     # the cat photo's top class has 39 %: the page says the model is unsure
@@ -172,24 +178,24 @@ def test_layout_words_alt_text_downloads_and_one_caution_per_method():
     at = _apply(at, ["gradient", "guided_backprop", "smoothgrad", "gradcam"], 4)
     assert not at.exception, at.exception
     alts = image_alts(at)
-    assert alts and all(alt for _, alt in alts), alts                    # every image says what it shows
+    assert alts and all(alt for _, alt in alts), alts  # every image says what it shows
     overlay = next(alt for caption, alt in alts if caption == "Grad-CAM")
     assert "Grad-CAM saliency map over Cat (chelsea.png), explaining the class tiger cat" in overlay
     captions = [c.value for c in at.caption]
-    assert captions.count("low → high influence") == 4                  # colour bars in words
+    assert captions.count("low → high influence") == 4  # colour bars in words
     assert not any("percentile" in c for c in captions if c != "low → high influence")
     labels = [b.proto.label for b in at.get("download_button")]
-    assert len(labels) == len(set(labels))                               # distinct download labels
+    assert len(labels) == len(set(labels))  # distinct download labels
     assert "Grad-CAM map (PNG)" in labels and "Grad-CAM overlay only (PNG)" in labels
     guided = [w.value for w in at.warning if "Guided backprop" in w.value]
-    assert len(guided) == 1                                              # one caution, not two
+    assert len(guided) == 1  # one caution, not two
     assert all(not b.proto.icon or b.proto.icon.startswith(":material/") for b in at.get("download_button"))
 
 
 def test_sanity_verdict_shows_only_under_the_maps_of_its_photo():
+    import saliency_core as sc
     from pages._common import _sanity_verdicts, record_sanity_verdict
     from saliency_core.evaluation import sanity as rz
-    import saliency_core as sc
 
     _sanity_verdicts.clear()
     at = _app()
@@ -197,18 +203,33 @@ def test_sanity_verdict_shows_only_under_the_maps_of_its_photo():
     at = _apply(at, ["guided_backprop"], 4)
     model = sc.load_model("demo")
     cat = sc.image_hash(sc.load_image(PHOTO))
-    verdict = rz.SanityVerdict("guided_backprop", False, "spearman_abs", 0.9, 0.5, "cascading", 10, 19,
-                               model.fingerprint, cat, "Cat (chelsea.png)")
+    verdict = rz.SanityVerdict(
+        "guided_backprop",
+        False,
+        "spearman_abs",
+        0.9,
+        0.5,
+        "cascading",
+        10,
+        19,
+        model.fingerprint,
+        cat,
+        "Cat (chelsea.png)",
+    )
     record_sanity_verdict(model, verdict)
     at = at.run()
     assert not at.exception, at.exception
     warnings = [w.value for w in at.warning if "Guided backprop" in w.value]
-    assert len(warnings) == 2                                            # the method's caution, once per photo
+    assert len(warnings) == 2  # the method's caution, once per photo
     with_verdict = [w for w in warnings if "Fails the randomisation sanity check" in w]
     assert len(with_verdict) == 1 and "Cat" in with_verdict[0]
     # the verdict sits in the cat's container, before the espresso's heading
-    texts = [e.value for e in at.main if getattr(e, "type", "") in ("subheader", "alert")
-             or e.__class__.__name__ in ("Subheader", "Warning")]
+    texts = [
+        e.value
+        for e in at.main
+        if getattr(e, "type", "") in ("subheader", "alert")
+        or e.__class__.__name__ in ("Subheader", "Warning")
+    ]
     headings = [i for i, t in enumerate(texts) if "coffee" in str(t)]
     verdict_at = [i for i, t in enumerate(texts) if "Fails the randomisation" in str(t)]
     assert headings and verdict_at and verdict_at[0] < headings[0]
@@ -216,15 +237,20 @@ def test_sanity_verdict_shows_only_under_the_maps_of_its_photo():
 
 
 def test_gif_upload_is_read_and_errors_name_the_file_once():
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     at = _app()
     at.multiselect[0].set_value([])
     buf = io.BytesIO()
     Image.open(PHOTO).convert("P").save(buf, format="GIF")
-    at.file_uploader[0].set_value([("cat.gif", buf.getvalue(), "image/gif"),
-                                   ("notes.png", b"this is a text file, not a picture", "image/png")])
+    at.file_uploader[0].set_value(
+        [
+            ("cat.gif", buf.getvalue(), "image/gif"),
+            ("notes.png", b"this is a text file, not a picture", "image/png"),
+        ]
+    )
     at = _apply(at, ["gradcam"], 4)
     assert not at.exception, at.exception
     errors = [_shown(e.value) for e in at.error]
@@ -255,7 +281,7 @@ def test_cancel_keeps_the_maps_done_and_computes_the_rest_on_request(monkeypatch
 
     def cancelled_on_the_second_map(model, image, method, *args, **kwargs):
         calls.append(method)
-        if len(calls) == 2:          # Cancel pressed while the second map computes
+        if len(calls) == 2:  # Cancel pressed while the second map computes
             at.session_state["explain__cancelled"] = True
             at.session_state["explain__running"] = False
             raise __import__("streamlit").runtime.scriptrunner.StopException()
@@ -265,9 +291,9 @@ def test_cancel_keeps_the_maps_done_and_computes_the_rest_on_request(monkeypatch
     at.sidebar.multiselect(key="methods").set_value(["gradient", "gradcam"])
     at.sidebar.button[0].click()
     at = at.run()
-    at = at.run()                                          # the rerun the click starts
+    at = at.run()  # the rerun the click starts
     assert not at.exception, at.exception
-    assert calls[:2] == ["gradient", "gradcam"] and calls.count("gradcam") == 1   # no new attempt after Cancel
+    assert calls[:2] == ["gradient", "gradcam"] and calls.count("gradcam") == 1  # no new attempt after Cancel
     assert any("Stopped: the maps computed so far are shown" in w.value for w in at.warning)
     captions = [c for el in _images(at) for c in _captions(el)]
     assert "Gradient" in captions and "Grad-CAM" not in captions

@@ -1,11 +1,11 @@
 """The Gallery in a real browser: the app under `streamlit run`, Debian's Chromium via Playwright.
 The demo set's grid renders, the "Mistakes only" filter and a click on a confusion-matrix square
 change it, and Cancel stops a run with what was finished kept. Screenshots go to tests/artifacts/."""
+
 import os
 import time
 
 import pytest
-
 from _browser import ROOT, launch, streamlit_app
 
 ARTIFACTS = os.path.join(ROOT, "tests", "artifacts")
@@ -14,7 +14,7 @@ DEMO_ERRORS = 12
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("gallery")   # databases: never in the checkout
+    data = tmp_path_factory.mktemp("gallery")  # databases: never in the checkout
     with streamlit_app(data, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")) as url:
         yield url
 
@@ -23,6 +23,7 @@ def _choose(page, select, option: str, tries: int = 4) -> None:
     """Add ``option`` to a multiselect by clicking it in the open list. A rerun that arrives while
     the list is open closes it, so the list is opened again until the option was clicked."""
     from playwright.sync_api import TimeoutError as Timeout
+
     listed = []
     for _ in range(tries):
         select.locator("input").click()
@@ -65,7 +66,7 @@ def test_grid_renders_and_filters_change_it(server):
     os.makedirs(ARTIFACTS, exist_ok=True)
     with sync_playwright() as p:
         browser = launch(p)
-        page = browser.new_page(viewport={"width": 1600, "height": 2600})   # the app scrolls inside
+        page = browser.new_page(viewport={"width": 1600, "height": 2600})  # the app scrolls inside
         page.goto(f"{server}/gallery")
         page.get_by_role("button", name="Open the demo set").click()
         started = time.perf_counter()
@@ -93,8 +94,8 @@ def test_grid_renders_and_filters_change_it(server):
         # a click on a confusion-matrix square (true motorcycle, predicted motorcycle) shows those images
         chart = page.locator("[data-testid='stPlotlyChart']").first
         points = chart.locator(".scatterlayer .points path.point")
-        columns = points.count() // 7                  # 7 true classes (rows), in the order drawn
-        index = 4 * columns + 4                        # motorcycle is row 4 and column 4 (alphabetical)
+        columns = points.count() // 7  # 7 true classes (rows), in the order drawn
+        index = 4 * columns + 4  # motorcycle is row 4 and column 4 (alphabetical)
         points.nth(index).click(force=True)
         _wait_tiles(page, 2)
         page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=60_000)
@@ -106,7 +107,9 @@ def test_grid_renders_and_filters_change_it(server):
 
         # Cancel stops a run; what was finished stays
         page.get_by_text("Data set and methods").click()
-        methods = page.locator("[data-testid='stMain'] [data-testid='stMultiSelect']").filter(has_text="Methods")
+        methods = page.locator("[data-testid='stMain'] [data-testid='stMultiSelect']").filter(
+            has_text="Methods"
+        )
         _choose(page, methods, "Guided backprop")
         methods.get_by_text("Guided backprop").wait_for(timeout=10_000)
         page.get_by_role("button", name="Open and compute").click()

@@ -1,6 +1,7 @@
 """Drive the Gallery page with AppTest on the real demo model, real SQLite files and a real
 accounts file: open the demo set, filter to the mistakes, open one, send them to review, follow
 the review item back; a hostile ZIP upload is listed item by item."""
+
 from __future__ import annotations
 
 import io
@@ -11,19 +12,19 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import shown
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import saliency_core
-from saliency_core.review import auth
 from saliency_core import gallery
-from conftest import shown
+from saliency_core.review import auth
 from saliency_core.review import store as rs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ALICE, ALICE_PW = "alice", "alice-password-1"
-DEMO_ERRORS = 12      # the demo model's mistakes on the 32-image demo set (see saliency_core.labelled)
-HOSTILE = "<img src=x onerror=alert(1)> [link](javascript:alert(1)) :red[y]"   # a folder name: no "/"
+DEMO_ERRORS = 12  # the demo model's mistakes on the 32-image demo set (see saliency_core.labelled)
+HOSTILE = "<img src=x onerror=alert(1)> [link](javascript:alert(1)) :red[y]"  # a folder name: no "/"
 
 
 @pytest.fixture
@@ -32,8 +33,13 @@ def env(tmp_path, monkeypatch):
     auth.add_user(ALICE, ALICE_PW, path=users, rounds=4)
     monkeypatch.setenv("SALIENCY_DB", str(tmp_path / "data" / "reviews.sqlite"))
     monkeypatch.setenv("SALIENCY_USERS", str(users))
-    for name in ("DATABASE_URL", "SALIENCY_GALLERY_DB", "SALIENCY_REVIEW_DIR", "SALIENCY_GALLERY_DIR",
-                 "SALIENCY_RAY_ADDRESS"):
+    for name in (
+        "DATABASE_URL",
+        "SALIENCY_GALLERY_DB",
+        "SALIENCY_REVIEW_DIR",
+        "SALIENCY_GALLERY_DIR",
+        "SALIENCY_RAY_ADDRESS",
+    ):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
@@ -75,7 +81,7 @@ def test_demo_set_mistakes_open_one_send_to_review_and_back(env, monkeypatch):
     db = env / "data" / "gallery.sqlite"
     at = _gallery()
     _ok(at)
-    assert _predictions(db) == 0                                   # nothing computed before asked
+    assert _predictions(db) == 0  # nothing computed before asked
     _button(at, "Open the demo set").click()
     at.run()
     _ok(at)
@@ -85,7 +91,9 @@ def test_demo_set_mistakes_open_one_send_to_review_and_back(env, monkeypatch):
     assert "The model gets **20 of 32** images right" in _markdown(at)
     assert len(_tiles(at)) == 32
     images = at.get("image")
-    assert len(images) >= 32 and all(i.alt for img in images for i in img.proto.imgs), "every image needs alt text"
+    assert len(images) >= 32 and all(i.alt for img in images for i in img.proto.imgs), (
+        "every image needs alt text"
+    )
     assert "Last run: 32 images computed" in " ".join(c.value for c in at.caption)
 
     # filter to the mistakes, surest first
@@ -100,6 +108,7 @@ def test_demo_set_mistakes_open_one_send_to_review_and_back(env, monkeypatch):
     # open the first: every map from the store, nothing recomputed
     def refuse(*args, **kwargs):
         raise AssertionError("a map was computed again")
+
     with monkeypatch.context() as patch:
         for module in (gallery, saliency_core.pipeline):
             patch.setattr(module, "explain", refuse)
@@ -107,7 +116,11 @@ def test_demo_set_mistakes_open_one_send_to_review_and_back(env, monkeypatch):
         at.run()
     _ok(at)
     text = _markdown(at)
-    assert "### clock/clock\\_motion\\.png" in text and ":red-badge[Mistake]" in text and "True class **clock**" in text
+    assert (
+        "### clock/clock\\_motion\\.png" in text
+        and ":red-badge[Mistake]" in text
+        and "True class **clock**" in text
+    )
     captions = [c for img in at.get("image") for c in img.captions]
     assert {"What the model sees", "Grad-CAM", "Gradient"} <= set(captions), captions
     assert any("nothing recomputed" in c.value for c in at.caption)
@@ -133,12 +146,14 @@ def test_demo_set_mistakes_open_one_send_to_review_and_back(env, monkeypatch):
     at.run()
     at.switch_page("pages/gallery.py").run()
     _ok(at)
-    assert len(_tiles(at)) == DEMO_ERRORS                        # the filters were kept
+    assert len(_tiles(at)) == DEMO_ERRORS  # the filters were kept
     at.text_input(key="gallery_batch_name").input("demo mistakes")
     _button(at, f"Send these {DEMO_ERRORS} to review").click()
     at.run()
     _ok(at)
-    assert [s.value for s in at.success] == [f"Sent {DEMO_ERRORS} images to review as batch **demo mistakes**."]
+    assert [s.value for s in at.success] == [
+        f"Sent {DEMO_ERRORS} images to review as batch **demo mistakes**."
+    ]
     with rs.ReviewStore(rs.sqlite_url(env / "data" / "reviews.sqlite")) as review:
         batch = review.batch("demo mistakes")
         assert batch.source.startswith("gallery:") and batch.created_by == ALICE
@@ -159,12 +174,14 @@ def test_demo_set_mistakes_open_one_send_to_review_and_back(env, monkeypatch):
     _ok(at)
     assert "From review batch **demo mistakes**" in " ".join(c.value for c in at.caption)
     assert any(t.value.startswith("Review (demo mistakes): Reject by alice") for t in at.text)
-    assert "Review: Reject \\(alice\\)" in _markdown(at)          # on the item's tile too
+    assert "Review: Reject \\(alice\\)" in _markdown(at)  # on the item's tile too
 
 
 def _png(seed: int) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buf, "PNG")
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+        buf, "PNG"
+    )
     return buf.getvalue()
 
 
@@ -177,7 +194,7 @@ def test_hostile_zip_lists_each_bad_item_and_shows_the_rest(env):
         z.writestr("tripod/same.png", _png(1))
         z.writestr("unicorn/c.png", _png(3))
         z.writestr("../../escape.png", _png(4))
-        z.writestr(f"{HOSTILE}/d.png", _png(5))                     # user text: shown as text, never markup
+        z.writestr(f"{HOSTILE}/d.png", _png(5))  # user text: shown as text, never markup
         z.writestr("classes.json", json.dumps({HOSTILE: ["tabby"]}))
     at = _gallery()
     at.radio(key="go_source").set_value("Upload a ZIP")
@@ -193,8 +210,10 @@ def test_hostile_zip_lists_each_bad_item_and_shows_the_rest(env):
     assert "not an image file" in left_out.loc["espresso/broken.png", "why"]
     assert len(_tiles(at)) == 3 and _metric(at, "Images with a result") == "3 of 4", left_out.to_dict()
     text = _markdown(at)
-    assert ("true\\: \\<img src\\=x onerror\\=alert\\(1\\)\\> \\[link\\]\\(javascript\\:alert\\(1\\)\\) "
-            "\\:red\\[y\\]") in text, text
+    assert (
+        "true\\: \\<img src\\=x onerror\\=alert\\(1\\)\\> \\[link\\]\\(javascript\\:alert\\(1\\)\\) "
+        "\\:red\\[y\\]"
+    ) in text, text
     assert "[link](javascript" not in text
     charts = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("&lt;img src=x" in spec for spec in charts) and not any("<img" in spec for spec in charts)

@@ -1,5 +1,6 @@
 """Drive the Review page with AppTest: real accounts file, real SQLite file, real demo model,
 the scikit-image sample photos, cheap methods only (gradient, Grad-CAM)."""
+
 import os
 import re
 import shutil
@@ -9,9 +10,9 @@ import skimage
 from streamlit.testing.v1 import AppTest
 
 import saliency_core as sc
+from saliency_core.engine.samples import sample_images
 from saliency_core.review import auth
 from saliency_core.review import store as rs
-from saliency_core.engine.samples import sample_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHEAP = ["gradient", "gradcam"]
@@ -117,7 +118,8 @@ def test_decide_three_items_reload_and_resume_at_item_four(db):
         assert [(d.item_name, d.reviewer, d.decision, d.note) for d in saved] == [
             ("chelsea.png", ALICE, "accept", "ears and whiskers lit"),
             ("coffee.png", ALICE, "reject", "looked at the saucer"),
-            ("camera.png", ALICE, "needs_expert", "")]
+            ("camera.png", ALICE, "needs_expert", ""),
+        ]
         assert all(d.methods == {"gradient": {}, "gradcam": {}} for d in saved)
         assert all(0 < d.seconds < 120 for d in saved), [d.seconds for d in saved]
         assert len(store.audit_log()) == 3
@@ -145,12 +147,16 @@ def test_decide_three_items_reload_and_resume_at_item_four(db):
     _decide(again, "Accept").click()
     again.run()
     _ok(again)
-    assert [_shown(s.value) for s in again.success][0].startswith("Changed your decision on camera.png to **Accept**")
+    assert [_shown(s.value) for s in again.success][0].startswith(
+        "Changed your decision on camera.png to **Accept**"
+    )
     with rs.ReviewStore(db) as store:
         camera = store.decision("sample-photos", saved[2].item_hash, ALICE)
         assert (camera.decision, camera.version) == ("accept", 2)
         assert [(e.old_decision, e.new_decision) for e in store.audit_log(decision_id=camera.id)] == [
-            (None, "needs_expert"), ("needs_expert", "accept")]
+            (None, "needs_expert"),
+            ("needs_expert", "accept"),
+        ]
 
 
 def test_wrong_password_records_nothing(db):
@@ -158,7 +164,7 @@ def test_wrong_password_records_nothing(db):
     assert not at.exception
     assert [_shown(e.value) for e in at.error] == [auth.WRONG]
     assert "Signed in as" not in _markdown(at)
-    at = _open_batch(at)   # browsing works without signing in
+    at = _open_batch(at)  # browsing works without signing in
     _ok(at)
     assert _position(at) == "**Item 1 of 5:** chelsea.png"
     assert all(_decide(at, label).disabled for label in ("Accept", "Reject", "Needs expert"))
@@ -169,13 +175,25 @@ def test_wrong_password_records_nothing(db):
 
 
 def test_only_admins_see_other_reviewers_notes_and_export_everything(db):
-    with rs.ReviewStore(db) as store:   # bob reviewed the first two photos earlier
-        store.open_batch("sample-photos", source="samples", created_by="bob", model_fingerprint="x",
-                         methods={m: {} for m in CHEAP})
+    with rs.ReviewStore(db) as store:  # bob reviewed the first two photos earlier
+        store.open_batch(
+            "sample-photos",
+            source="samples",
+            created_by="bob",
+            model_fingerprint="x",
+            methods={m: {} for m in CHEAP},
+        )
         paths = list(sample_images().values())[:2]
         for path, choice in zip(paths, ("accept", "accept")):
-            store.record("sample-photos", sc.image_hash(sc.load_image(path)), os.path.basename(path), "bob",
-                         choice, note="bob's private note", seconds=7)
+            store.record(
+                "sample-photos",
+                sc.image_hash(sc.load_image(path)),
+                os.path.basename(path),
+                "bob",
+                choice,
+                note="bob's private note",
+                seconds=7,
+            )
 
     at = _open_batch(_sign_in(_review_page(), ALICE, ALICE_PW))
     _decide(at, "Reject").click()
@@ -190,11 +208,15 @@ def test_only_admins_see_other_reviewers_notes_and_export_everything(db):
     admin = _sign_in(_review_page(), ADMIN, ADMIN_PW)
     admin = _open_batch(admin)
     _ok(admin)
-    assert "bob: Accept. Note: bob's private note" in [t.value for t in admin.text]   # other reviewers, as text
+    assert "bob: Accept. Note: bob's private note" in [
+        t.value for t in admin.text
+    ]  # other reviewers, as text
     notes = _table(admin, "version")
     assert set(notes["note"]) == {"bob's private note", ""} and set(notes["reviewer"]) == {"alice", "bob"}
     assert [b.proto.label for b in admin.get("download_button")] == [
-        "Export this batch (CSV)", "Export every batch (CSV)"]
+        "Export this batch (CSV)",
+        "Export every batch (CSV)",
+    ]
 
 
 def test_same_reviewer_in_two_windows_is_told_and_nothing_is_overwritten(db):
@@ -204,7 +226,7 @@ def test_same_reviewer_in_two_windows_is_told_and_nothing_is_overwritten(db):
     _decide(first, "Accept").click()
     first.run()
     _ok(first)
-    _decide(second, "Reject").click()   # this window still shows "no decision yet"
+    _decide(second, "Reject").click()  # this window still shows "no decision yet"
     second.run()
     assert not second.exception
     [warning] = [_shown(w.value) for w in second.warning if "changed elsewhere" in w.value]
@@ -244,25 +266,27 @@ def test_unusable_database_is_reported_and_browsing_still_works(db, tmp_path, mo
     at = _sign_in(_raw_review_page(), ALICE, ALICE_PW)
     assert not at.exception
     [error] = [_shown(e.value) for e in at.error]
-    assert error.startswith("Decisions cannot be recorded: Cannot create the folder") and "SALIENCY_DB" in error
+    assert (
+        error.startswith("Decisions cannot be recorded: Cannot create the folder") and "SALIENCY_DB" in error
+    )
     at = _open_batch(at)
     assert not at.exception
     assert _position(at) == "**Item 1 of 5:** chelsea.png"
     assert _decide(at, "Accept").disabled
 
 
-
 # ---- issue 17 --------------------------------------------------------------------------------------------
+
 
 def test_no_accounts_is_said_up_front_and_the_database_path_stays_on_the_server(tmp_path, monkeypatch):
     path = tmp_path / "reviews.sqlite"
     monkeypatch.setenv("SALIENCY_DB", str(path))
-    monkeypatch.setenv("SALIENCY_USERS", str(tmp_path / "no-users.toml"))   # no accounts file yet
+    monkeypatch.setenv("SALIENCY_USERS", str(tmp_path / "no-users.toml"))  # no accounts file yet
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("SALIENCY_REVIEW_DIR", raising=False)
     at = _raw_review_page()
     assert not at.exception, at.exception
-    assert any("No reviewer accounts exist yet" in i.value for i in at.info)     # before any sign-in attempt
+    assert any("No reviewer accounts exist yet" in i.value for i in at.info)  # before any sign-in attempt
     assert not [t for t in at.text_input if t.key == "signin_password"]
     shown = " ".join([m.value for m in at.markdown] + [c.value for c in at.caption])
     assert str(tmp_path) not in shown and "reviews.sqlite" not in shown
@@ -280,9 +304,11 @@ def test_next_item_is_computed_while_the_current_one_is_shown(db):
     following = sc.load_image(items[1])
     target = model.predict(following, k=1)[0][0]
     deadline = __import__("time").time() + 120
-    while True:   # the prefetch thread started by the page's run computes item 2 into the shared cache
-        done = [common.is_cached(model, sc.image_hash(following), m, target, sc.METHODS[m].params_for({}))
-                for m in CHEAP]
+    while True:  # the prefetch thread started by the page's run computes item 2 into the shared cache
+        done = [
+            common.is_cached(model, sc.image_hash(following), m, target, sc.METHODS[m].params_for({}))
+            for m in CHEAP
+        ]
         if all(done) or __import__("time").time() > deadline:
             break
         __import__("time").sleep(0.2)
@@ -302,6 +328,6 @@ def test_next_item_is_computed_while_the_current_one_is_shown(db):
         common.sc.explain = original
     _ok(at)
     assert _position(at).startswith("**Item 2 of")
-    assert calls == []                     # Next showed maps computed ahead; nothing computed on the click
+    assert calls == []  # Next showed maps computed ahead; nothing computed on the click
     alts = [img.alt for el in at.get("image") for img in el.proto.imgs]
     assert all(alts) and any("Grad-CAM saliency map over" in a for a in alts)

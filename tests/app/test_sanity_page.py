@@ -1,5 +1,6 @@
 """Drive the Sanity check page with AppTest: real demo model, real photo; its verdicts then show
 on the Explain page."""
+
 import os
 import re
 
@@ -10,11 +11,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PHOTO = os.path.join(os.path.dirname(skimage.__file__), "data", "chelsea.png")
 
 
-
 def _shown(text: str) -> str:
     """What a reader sees of Markdown source: pages escape user text (file names, labels,
     messages) with backslashes, which the Markdown renderer removes."""
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
+
 
 def _sanity_page(methods) -> AppTest:
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
@@ -34,9 +35,9 @@ def test_sanity_page_verdicts_and_explain_caution():
     at = _sanity_page(["gradient", "guided_backprop", "gradcam"])
     assert not at.exception, at.exception
     assert any("Nothing is computed until you press **Run the sanity check**" in i.value for i in at.info)
-    assert any("This check (3 methods × 5 maps)" in c.value for c in at.caption)     # estimate before the run
+    assert any("This check (3 methods × 5 maps)" in c.value for c in at.caption)  # estimate before the run
     assert any(b.label.startswith("Use the full setting (maps at every step") for b in at.button)
-    at = _run(at, 3)   # _fc, _conv_head + _bn1, _blocks.15
+    at = _run(at, 3)  # _fc, _conv_head + _bn1, _blocks.15
     assert not at.exception, at.exception
     assert not at.error, [_shown(e.value) for e in at.error]
 
@@ -46,18 +47,25 @@ def test_sanity_page_verdicts_and_explain_caution():
     assert "Fails the randomisation sanity check" in failed and "3 of 19" in failed
     table = at.dataframe[0].value
     assert dict(zip(table["Method"], table["Verdict"])) == {
-        "Gradient": "passes", "Guided backprop": "fails", "Grad-CAM": "passes"}
+        "Gradient": "passes",
+        "Guided backprop": "fails",
+        "Grad-CAM": "passes",
+    }
     assert "Prediction of the trained model:** tiger cat" in " ".join(_shown(m.value) for m in at.markdown)
     captions = [_shown(c) for el in at.get("image") for c in el.captions]
     assert sum(c.startswith("trained model · predicts tiger cat") for c in captions) == 3
     assert sum(c.startswith("top 3 of 19 blocks random · predicts") for c in captions) == 3
-    assert not any("_blocks" in c for c in captions)                                 # no layer names
+    assert not any("_blocks" in c for c in captions)  # no layer names
     # guided backprop: one warning (verdict and known limit together), not two
-    assert len([w for w in at.warning if "Guided" in w.value or "guided" in w.value or "edges" in w.value]) == 1
+    assert (
+        len([w for w in at.warning if "Guided" in w.value or "guided" in w.value or "edges" in w.value]) == 1
+    )
     assert len(at.get("plotly_chart")) == 3
-    assert "Brighter =" in " ".join(_shown(c.value) for c in at.caption)              # legend
+    assert "Brighter =" in " ".join(_shown(c.value) for c in at.caption)  # legend
     assert {b.proto.label for b in at.get("download_button")} == {
-        "Similarities per step (CSV)", "Verdicts and settings (JSON)"}
+        "Similarities per step (CSV)",
+        "Verdicts and settings (JSON)",
+    }
 
     # the verdicts feed the Explain page's caution marks for this model
     at = at.switch_page("pages/explain.py").run()
@@ -83,7 +91,7 @@ def test_cancel_keeps_the_methods_done_and_go_on_computes_the_rest():
     at = _sanity_page(["gradient", "gradcam"])
     original, calls = rz.sanity_check, []
 
-    def second_is_cancelled(*args, **kwargs):   # Cancel pressed while the second method runs
+    def second_is_cancelled(*args, **kwargs):  # Cancel pressed while the second method runs
         calls.append(args[2])
         if len(calls) == 2:
             at.session_state["sanity__running"] = False

@@ -4,11 +4,12 @@ Review page's admin view, reports).
 
 SQLite's REPLACE INTO gets past the append-only triggers; on PostgreSQL an owner can switch the
 triggers off (session_replication_role = replica). Real SQLite file and PostgreSQL server."""
+
 from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import skimage
@@ -16,10 +17,10 @@ import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
 import saliency_core as sc
-from saliency_core.review import auth
 from saliency_core import report as rp
-from saliency_core.review import store as rs
 from saliency_core.cli import main
+from saliency_core.review import auth
+from saliency_core.review import store as rs
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,8 +30,16 @@ H1, H2 = "a" * 64, "b" * 64
 
 def _history(store) -> None:
     """alice accepts then rejects cat.png; bob accepts dog.png; one sign-in failure."""
-    store.record("b1", H1, "cat.png", "alice", "accept", note="ears lit", seconds=3,
-                 methods={"smoothgrad": {"noise": 0.15, "samples": 50}})
+    store.record(
+        "b1",
+        H1,
+        "cat.png",
+        "alice",
+        "accept",
+        note="ears lit",
+        seconds=3,
+        methods={"smoothgrad": {"noise": 0.15, "samples": 50}},
+    )
     store.record("b1", H1, "cat.png", "alice", "reject", note="it looked at the floor", seconds=4.25)
     store.record("b1", H2, "dog.png", "bob", "accept", seconds=1)
     store.append_event("signin_failed", account="mallory", client="ip:203.0.113.7")
@@ -49,11 +58,16 @@ def _rewrite_audit_row_2(store) -> None:
     columns = ", ".join(c.name for c in rs.audit.columns)
     values = ", ".join("'accept'" if c.name == "new_decision" else c.name for c in rs.audit.columns)
     if store.backend == "sqlite":
-        _tamper(store, f"REPLACE INTO review_audit ({columns}) SELECT {values} FROM review_audit WHERE id = 2")
-    else:   # the same rewrite where REPLACE does not exist: delete and insert with triggers off
-        _tamper(store, f"CREATE TEMP TABLE keep AS SELECT {values} FROM review_audit WHERE id = 2; "
-                       "DELETE FROM review_audit WHERE id = 2; "
-                       f"INSERT INTO review_audit ({columns}) SELECT * FROM keep")
+        _tamper(
+            store, f"REPLACE INTO review_audit ({columns}) SELECT {values} FROM review_audit WHERE id = 2"
+        )
+    else:  # the same rewrite where REPLACE does not exist: delete and insert with triggers off
+        _tamper(
+            store,
+            f"CREATE TEMP TABLE keep AS SELECT {values} FROM review_audit WHERE id = 2; "
+            "DELETE FROM review_audit WHERE id = 2; "
+            f"INSERT INTO review_audit ({columns}) SELECT * FROM keep",
+        )
 
 
 def test_untouched_history_verifies(url):
@@ -70,7 +84,7 @@ def test_replaced_audit_row_is_detected(url, capsys):
     with rs.ReviewStore(url) as store:
         _history(store)
         _rewrite_audit_row_2(store)
-        assert [e.new_decision for e in store.audit_log()] == ["accept", "accept", "accept"]   # it worked
+        assert [e.new_decision for e in store.audit_log()] == ["accept", "accept", "accept"]  # it worked
         check = store.verify()
     assert not check.ok and (check.table, check.row) == ("review_audit", 2)
     assert "audit log row 2 was changed after it was written" in check.problem
@@ -83,14 +97,19 @@ def test_rehashed_audit_row_breaks_the_chain_after_it(url):
     """Hostile input: a rewritten audit row with its own hash recomputed (the algorithm is public)."""
     with rs.ReviewStore(url) as store:
         _history(store)
-        row = dict(store._engine.connect().execute(sa.select(rs.audit).where(rs.audit.c.id == 2)).one()._mapping)
-        row.update(new_decision="accept", at=row["at"].replace(tzinfo=timezone.utc))
+        row = dict(
+            store._engine.connect().execute(sa.select(rs.audit).where(rs.audit.c.id == 2)).one()._mapping
+        )
+        row.update(new_decision="accept", at=row["at"].replace(tzinfo=UTC))
         forged = rs._row_hash(rs.audit, row)
-        _tamper(store, f"UPDATE review_audit SET new_decision = 'accept', row_hash = '{forged}' WHERE id = 2"
-                if store.backend == "postgresql" else
-                f"REPLACE INTO review_audit SELECT id, decision_id, batch, item_hash, item_name, reviewer, actor, "
-                f"action, old_decision, 'accept', old_note, new_note, seconds, version, at, decision_hash, "
-                f"prev_hash, '{forged}' FROM review_audit WHERE id = 2")
+        _tamper(
+            store,
+            f"UPDATE review_audit SET new_decision = 'accept', row_hash = '{forged}' WHERE id = 2"
+            if store.backend == "postgresql"
+            else f"REPLACE INTO review_audit SELECT id, decision_id, batch, item_hash, item_name, reviewer, actor, "
+            f"action, old_decision, 'accept', old_note, new_note, seconds, version, at, decision_hash, "
+            f"prev_hash, '{forged}' FROM review_audit WHERE id = 2",
+        )
         check = store.verify()
     assert not check.ok and (check.table, check.row) == ("review_audit", 3)
     assert "does not follow row 2" in check.problem
@@ -101,20 +120,24 @@ def test_updated_decision_is_detected(url):
     with rs.ReviewStore(url) as store:
         _history(store)
         with store._engine.begin() as conn:
-            conn.exec_driver_sql("UPDATE review_decisions SET decision = 'accept', note = '' "
-                                 "WHERE reviewer = 'alice'")
+            conn.exec_driver_sql(
+                "UPDATE review_decisions SET decision = 'accept', note = '' WHERE reviewer = 'alice'"
+            )
         [alice] = store.decisions(reviewer="alice")
         check = store.verify()
     assert not check.ok and (check.table, check.row) == ("review_decisions", alice.id)
-    assert f"decision {alice.id} (alice on cat.png in batch b1) differs from what its last audit row" in check.problem
+    assert (
+        f"decision {alice.id} (alice on cat.png in batch b1) differs from what its last audit row"
+        in check.problem
+    )
 
 
 def test_removed_sign_in_event_is_detected(url):
     """Hostile input: deleting the record of a failed sign-in (triggers switched off)."""
     with rs.ReviewStore(url) as store:
         _history(store)
-        store.append_event("account_locked", account="alice", until=datetime(2030, 1, 1, tzinfo=timezone.utc))
-        if store.backend == "sqlite":   # the owner of the file can drop a trigger
+        store.append_event("account_locked", account="alice", until=datetime(2030, 1, 1, tzinfo=UTC))
+        if store.backend == "sqlite":  # the owner of the file can drop a trigger
             _tamper(store, "DROP TRIGGER review_events_no_delete")
         _tamper(store, "DELETE FROM review_events WHERE id = 1")
         check = store.verify()
@@ -130,17 +153,49 @@ def test_database_from_before_the_chain_is_sealed_on_opening(tmp_path):
     for table in (rs.batches, rs.decisions, rs.audit):
         sa.Table(table.name, old, *[c._copy() for c in table.columns if c.name not in new_columns])
     engine = sa.create_engine(url)
-    now = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    now = datetime(2024, 5, 1, 12, tzinfo=UTC)
     with engine.begin() as conn:
         old.create_all(conn)
-        conn.execute(old.tables["review_decisions"].insert().values(
-            id=1, batch="b", item_hash=H1, item_name="cat.png", reviewer="alice", decision="reject", note="n",
-            seconds=2.0, model_fingerprint="", methods={}, decided_at=now, version=2))
+        conn.execute(
+            old.tables["review_decisions"]
+            .insert()
+            .values(
+                id=1,
+                batch="b",
+                item_hash=H1,
+                item_name="cat.png",
+                reviewer="alice",
+                decision="reject",
+                note="n",
+                seconds=2.0,
+                model_fingerprint="",
+                methods={},
+                decided_at=now,
+                version=2,
+            )
+        )
         for n, (old_d, new_d) in enumerate(((None, "accept"), ("accept", "reject")), 1):
-            conn.execute(old.tables["review_audit"].insert().values(
-                id=n, decision_id=1, batch="b", item_hash=H1, item_name="cat.png", reviewer="alice", actor="alice",
-                action="create" if n == 1 else "change", old_decision=old_d, new_decision=new_d, old_note=None,
-                new_note="n", seconds=1.0, version=n, at=now))
+            conn.execute(
+                old.tables["review_audit"]
+                .insert()
+                .values(
+                    id=n,
+                    decision_id=1,
+                    batch="b",
+                    item_hash=H1,
+                    item_name="cat.png",
+                    reviewer="alice",
+                    actor="alice",
+                    action="create" if n == 1 else "change",
+                    old_decision=old_d,
+                    new_decision=new_d,
+                    old_note=None,
+                    new_note="n",
+                    seconds=1.0,
+                    version=n,
+                    at=now,
+                )
+            )
     engine.dispose()
     with rs.ReviewStore(url) as store:
         assert store.verify().ok

@@ -2,6 +2,7 @@
 explained from its first frame, and the reviewer is told so instead of it happening silently.
 
 Real files written by Pillow, the real Explain page through AppTest."""
+
 from __future__ import annotations
 
 import io
@@ -23,16 +24,20 @@ def _animation(fmt: str, frames: int = 6) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("fmt, name", [("GIF", "spinner.gif"), ("PNG", "spinner.png"), ("WEBP", "spinner.webp"),
-                                       ("TIFF", "scan.tiff")])
+@pytest.mark.parametrize(
+    "fmt, name",
+    [("GIF", "spinner.gif"), ("PNG", "spinner.png"), ("WEBP", "spinner.webp"), ("TIFF", "scan.tiff")],
+)
 def test_multi_frame_image_says_it_was_cut_to_its_first_frame(fmt, name):
     """Hostile input: a 6-frame file of each multi-frame format."""
     from saliency_core.engine.images import image_notes
+
     image = sc.load_image(_animation(fmt), name=name)
     assert image.size == (64, 48) and image.mode == "RGB"
-    assert image.getpixel((0, 0))[:2] == (0, 255)             # the first frame's colour
-    assert image_notes(image) == [f"{name} is animated or has several pages (6 frames); only its first "
-                                  "frame is explained."]
+    assert image.getpixel((0, 0))[:2] == (0, 255)  # the first frame's colour
+    assert image_notes(image) == [
+        f"{name} is animated or has several pages (6 frames); only its first frame is explained."
+    ]
     still = io.BytesIO()
     Image.new("RGB", (64, 48)).save(still, format=fmt)
     assert image_notes(sc.load_image(still.getvalue(), name=name)) == []
@@ -41,11 +46,13 @@ def test_multi_frame_image_says_it_was_cut_to_its_first_frame(fmt, name):
 def test_explain_page_tells_the_reviewer_about_the_first_frame():
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
     at.multiselect[0].set_value([])
-    at.file_uploader[0].set_value([("spinner.png", _animation("PNG"), "image/png")])   # an APNG
+    at.file_uploader[0].set_value([("spinner.png", _animation("PNG"), "image/png")])  # an APNG
     at.sidebar.multiselect(key="methods").set_value(["gradient"])
     at.sidebar.button[0].click()
     at = at.run()
     assert not at.exception, at.exception
     infos = [i.value for i in at.info]
-    assert any("spinner\\.png is animated or has several pages \\(6 frames\\)" in i and "first frame" in i
-               for i in infos), infos
+    assert any(
+        "spinner\\.png is animated or has several pages \\(6 frames\\)" in i and "first frame" in i
+        for i in infos
+    ), infos

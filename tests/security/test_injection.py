@@ -1,6 +1,7 @@
 """Injection through text a user controls: XML entities in annotation files (XXE, entity
 expansion) and SQL in names and notes. The sweep of issue 15 found these held; kept here so they
 keep holding."""
+
 from __future__ import annotations
 
 import os
@@ -47,5 +48,5 @@ def test_sql_in_names_and_notes_is_stored_as_text(url):
         rows = store.decisions(batch=SQL)
         assert sorted((d.reviewer, d.note) for d in rows) == sorted([("alice", SQL), (SQL, "fine")])
         assert store.batch(SQL).created_by == SQL
-        assert len(store.decisions()) == 2            # the table is still there, with both rows
+        assert len(store.decisions()) == 2  # the table is still there, with both rows
         assert store.verify().ok

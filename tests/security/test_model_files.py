@@ -1,6 +1,7 @@
 """Hostile model files: TorchScript that reads or writes files (in forward or while loading), that
 calls operators outside the allow-list, that loops forever; the same through the sidebar upload.
 Each gives its message, nothing in it runs, and no marker file appears."""
+
 from __future__ import annotations
 
 import os
@@ -9,15 +10,14 @@ import time
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Tuple
 
 import pytest
 import torch
+from conftest import shown
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
 import saliency_core as sc
-from conftest import shown
 
 ROOT = Path(__file__).resolve().parents[2]
 REFUSED = "it was not loaded. Nothing in it was run."
@@ -66,11 +66,11 @@ class WritesWhileLoading(nn.Module):
         return x.mean(dim=(2, 3)) + self.buf[:3].float().sum() * 0
 
     @torch.jit.export
-    def __getstate__(self) -> Tuple[str, bool]:
+    def __getstate__(self) -> tuple[str, bool]:
         return (self.path, self.training)
 
     @torch.jit.export
-    def __setstate__(self, state: Tuple[str, bool]) -> None:
+    def __setstate__(self, state: tuple[str, bool]) -> None:
         self.path = state[0]
         self.training = state[1]
         self.buf = torch.from_file(self.path, shared=True, size=8, dtype=torch.uint8)
@@ -94,8 +94,10 @@ def test_torchscript_that_writes_a_file_is_refused_and_leaves_no_marker(tmp_path
     model = _save(WritesFile(str(marker)), tmp_path / "welds.pt")
     with pytest.raises(ValueError) as err:
         sc.load_model(model)
-    assert str(err.value) == ("welds.pt: this TorchScript model calls torch.from_file, which reads or writes "
-                              f"files on the server; {REFUSED}")
+    assert str(err.value) == (
+        "welds.pt: this TorchScript model calls torch.from_file, which reads or writes "
+        f"files on the server; {REFUSED}"
+    )
     assert not marker.exists()
 
 
@@ -105,20 +107,23 @@ def test_torchscript_that_reads_etc_hostname_is_refused(tmp_path):
     model = _save(ReadsHostname(os.path.getsize("/etc/hostname")), tmp_path / "host.pt")
     with pytest.raises(ValueError) as err:
         sc.load_model(model)
-    assert str(err.value) == ("host.pt: this TorchScript model calls torch.from_file, which reads or writes "
-                              f"files on the server; {REFUSED}")
+    assert str(err.value) == (
+        "host.pt: this TorchScript model calls torch.from_file, which reads or writes "
+        f"files on the server; {REFUSED}"
+    )
 
 
 def test_torchscript_setstate_that_writes_while_loading_is_refused(tmp_path):
     marker = tmp_path / "MARKER"
     model = _save(WritesWhileLoading(str(marker)), tmp_path / "state.pt")
-    marker.unlink(missing_ok=True)   # scripting does not create it; loading would
+    marker.unlink(missing_ok=True)  # scripting does not create it; loading would
     with pytest.raises(ValueError) as err:
         sc.load_model(model)
     assert str(err.value) == (
         "state.pt: this TorchScript model's class WritesWhileLoading has a __setstate__ method that does "
         "more than store its saved values (it calls torch.from_file); it would run while the file loads, so "
-        "it was not loaded. Nothing in it was run.")
+        "it was not loaded. Nothing in it was run."
+    )
     assert not marker.exists()
 
 
@@ -136,26 +141,42 @@ def _rewrite_forward(tmp_path: Path, name: str, body: str) -> Path:
             if info.filename.endswith(".py") and b"  def forward(" in data:
                 head, rest = data.decode().split("  def forward(")
                 signature = rest.split("-> Tensor:\n")[0] + "-> Tensor:\n"
-                data = (head + "  def forward(" + signature
-                        + "".join(f"    {line}\n" for line in body.splitlines())).encode()
+                data = (
+                    head
+                    + "  def forward("
+                    + signature
+                    + "".join(f"    {line}\n" for line in body.splitlines())
+                ).encode()
                 edited = True
             w.writestr(info.filename, data)
     assert edited
     return out
 
 
-@pytest.mark.parametrize("body, message", [
-    ('_0 = torch.from_file\nt = _0("/tmp/x", True, 8)\nreturn torch.mean(x, [2, 3])',
-     "calls torch.from_file, which reads or writes files on the server"),
-    ('t = ops.aten.from_file("/tmp/x", True, 8)\nreturn torch.mean(x, [2, 3])',
-     "calls ops.aten.from_file, which reads or writes files on the server"),
-    ('t = ops.mylib.fetch("http://example.invalid")\nreturn torch.mean(x, [2, 3])',
-     "calls ops.mylib.fetch, which is a custom operator from a compiled library, not a tensor operation "
-     "this app knows"),
-    ('print("hi")\nreturn torch.mean(x, [2, 3])', "calls print, which writes to the server's output"),
-    ('t = torch.load("/etc/passwd")\nreturn torch.mean(x, [2, 3])',
-     "calls torch.load, which reads or writes files on the server"),
-], ids=["alias", "ops_aten", "custom_op", "print", "torch_load"])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            '_0 = torch.from_file\nt = _0("/tmp/x", True, 8)\nreturn torch.mean(x, [2, 3])',
+            "calls torch.from_file, which reads or writes files on the server",
+        ),
+        (
+            't = ops.aten.from_file("/tmp/x", True, 8)\nreturn torch.mean(x, [2, 3])',
+            "calls ops.aten.from_file, which reads or writes files on the server",
+        ),
+        (
+            't = ops.mylib.fetch("http://example.invalid")\nreturn torch.mean(x, [2, 3])',
+            "calls ops.mylib.fetch, which is a custom operator from a compiled library, not a tensor operation "
+            "this app knows",
+        ),
+        ('print("hi")\nreturn torch.mean(x, [2, 3])', "calls print, which writes to the server's output"),
+        (
+            't = torch.load("/etc/passwd")\nreturn torch.mean(x, [2, 3])',
+            "calls torch.load, which reads or writes files on the server",
+        ),
+    ],
+    ids=["alias", "ops_aten", "custom_op", "print", "torch_load"],
+)
 def test_torchscript_operators_outside_the_allow_list_are_named(tmp_path, body, message):
     model = _rewrite_forward(tmp_path, "edited", body)
     with pytest.raises(ValueError) as err:
@@ -173,7 +194,8 @@ def test_looping_model_is_stopped_within_the_time_limit(tmp_path, monkeypatch):
     assert str(err.value) == (
         "loop.pt: the model did not finish its test run on one image within 2 seconds (the limit set by "
         "SALIENCY_LOAD_TIMEOUT); it may loop forever or be far too slow for this server. The run was stopped "
-        "and the model was not loaded.")
+        "and the model was not loaded."
+    )
     # 2 s of running plus starting Python and torch in the test process; never minutes
     assert elapsed < 45, elapsed
     running = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
@@ -188,12 +210,16 @@ def test_looping_model_is_stopped_within_the_time_limit(tmp_path, monkeypatch):
 def test_bad_load_timeout_setting_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("SALIENCY_LOAD_TIMEOUT", "1e400")
     model = _save(Plain(), tmp_path / "p.pt")
-    with pytest.raises(ValueError, match=r"SALIENCY_LOAD_TIMEOUT must be a number of seconds above 0 and at "
-                                         r"most 3600; got '1e400'"):
+    with pytest.raises(
+        ValueError,
+        match=r"SALIENCY_LOAD_TIMEOUT must be a number of seconds above 0 and at "
+        r"most 3600; got '1e400'",
+    ):
         sc.load_model(model)
 
 
 # ---- the same through the sidebar upload ----------------------------------------------------
+
 
 def _upload_app(monkeypatch, tmp_path) -> AppTest:
     monkeypatch.setenv("SALIENCY_ALLOW_MODEL_UPLOAD", "1")
@@ -225,12 +251,15 @@ def test_uploaded_torchscript_is_refused_without_the_opt_in_and_screened_with_it
         "Upload: welds.pt: this is TorchScript (torch.jit.save), a format that holds code, and uploads may only "
         "hold weights: a state dict (.pth, torch.save(model.state_dict())) or a .safetensors file, with a card "
         "naming its torchvision architecture. Nothing in it was run. (The operator can allow code formats with "
-        "SALIENCY_ALLOW_CODE_MODELS=1.)"]
+        "SALIENCY_ALLOW_CODE_MODELS=1.)"
+    ]
     assert not marker.exists()
 
     monkeypatch.setenv("SALIENCY_ALLOW_CODE_MODELS", "1")
     at, errors = _upload(at, ("welds2.pt", data, "application/octet-stream"))
     assert len(errors) == 1, errors
-    assert errors[0].startswith("This model cannot be used. welds2.pt: this TorchScript model calls "
-                                "torch.from_file, which reads or writes files on the server; " + REFUSED)
+    assert errors[0].startswith(
+        "This model cannot be used. welds2.pt: this TorchScript model calls "
+        "torch.from_file, which reads or writes files on the server; " + REFUSED
+    )
     assert not marker.exists()

@@ -1,6 +1,7 @@
 """Hostile reports given to replay: a report naming a model path must not load it, a model with
 another fingerprint is refused, a zlib bomb in a stored map is refused within a small memory and
 time, and a hostile number in a record is that map's error."""
+
 from __future__ import annotations
 
 import base64
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_model_files import WritesFile  # tests/security/test_model_files.py
 from torch import nn
 
 import saliency_core.report as report_module
 from saliency_core import cli
-from test_model_files import WritesFile   # tests/security/test_model_files.py
 
 
 class Plain(nn.Module):
@@ -41,14 +42,17 @@ def made(tmp_path_factory, demo, chelsea_path):
     folder = tmp_path_factory.mktemp("report")
     report = report_module.build_report(demo, [chelsea_path], ["gradient"])
     record = report.replay_record()
-    assert record["images"][0]["maps"][0]["saliency"].get("data")   # the map is embedded
+    assert record["images"][0]["maps"][0]["saliency"].get("data")  # the map is embedded
     return {"folder": folder, "record": record, "html": report.to_html()}
 
 
 def _html_with(made, record: dict, path: Path) -> Path:
-    text = re.sub(r'(<script type="application/json" id="saliency-replay">).*?(</script>)',
-                  lambda m: m.group(1) + json.dumps(record).replace("</", "<\\/") + m.group(2),
-                  made["html"], flags=re.S)
+    text = re.sub(
+        r'(<script type="application/json" id="saliency-replay">).*?(</script>)',
+        lambda m: m.group(1) + json.dumps(record).replace("</", "<\\/") + m.group(2),
+        made["html"],
+        flags=re.S,
+    )
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -57,7 +61,7 @@ def test_report_naming_a_model_path_does_not_load_it(made, tmp_path, monkeypatch
     marker = tmp_path / "MARKER"
     evil = _save(WritesFile(str(marker)), tmp_path / "evil.pt")
     record = copy.deepcopy(made["record"])
-    record["model"]["source"] = str(evil)                               # as if made with this model
+    record["model"]["source"] = str(evil)  # as if made with this model
     record["model"]["fingerprint"] = hashlib.sha256(evil.read_bytes()).hexdigest()
     loads = []
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(a) or pytest.fail("torch.jit.load"))
@@ -69,9 +73,11 @@ def test_report_naming_a_model_path_does_not_load_it(made, tmp_path, monkeypatch
     assert cli.main(["replay", str(report)]) == 1
     err = capsys.readouterr().err.strip()
     want = record["model"]["fingerprint"][:12]
-    assert err == (f"error: No model with this report's fingerprint ({want}…) was found: it is not the demo and "
-                   f"not in the models folder {empty}. Put the model there or give it with --model PATH (its "
-                   "fingerprint must match); a model path written in the report is never used.")
+    assert err == (
+        f"error: No model with this report's fingerprint ({want}…) was found: it is not the demo and "
+        f"not in the models folder {empty}. Put the model there or give it with --model PATH (its "
+        "fingerprint must match); a model path written in the report is never used."
+    )
     with pytest.raises(ValueError, match="a model path written in the report is never used"):
         report_module.replay(record)
     assert not loads and not marker.exists()
@@ -84,10 +90,12 @@ def test_replay_refuses_a_model_with_another_fingerprint(made, tmp_path, capsys)
     out, err = capsys.readouterr()
     fingerprint = hashlib.sha256(other.read_bytes()).hexdigest()
     want = made["record"]["model"]["fingerprint"]
-    assert out == ""                                                     # no map was recomputed
-    assert err.strip() == (f"error: The model given (other.pt) is not the one this report was made with: its "
-                           f"weights' sha256 is {fingerprint[:12]}…, the report's {want[:12]}…. Nothing was "
-                           "replayed.")
+    assert out == ""  # no map was recomputed
+    assert err.strip() == (
+        f"error: The model given (other.pt) is not the one this report was made with: its "
+        f"weights' sha256 is {fingerprint[:12]}…, the report's {want[:12]}…. Nothing was "
+        "replayed."
+    )
 
 
 def _bomb(inflated: int) -> str:
@@ -113,26 +121,46 @@ def test_zlib_bomb_in_a_stored_map_is_refused(made, demo, inflated):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert [(r.status, r.detail) for r in results] == [(
-        "error", f"the map stored in the report is not a float32 map of {side[0]} x {side[1]} "
-                 + ("(it inflates to more than 200,704 bytes)" if inflated == 256 << 20
-                    else "(it is not compressed data of a map this size)") + "; it was not used")]
-    assert len(stored["data"]) < 2_000_000                              # a report of under 2 MB ...
-    assert peak < 32 << 20, f"peak {peak / 2**20:.0f} MiB while replaying"   # ... stays far below GBs
+    assert [(r.status, r.detail) for r in results] == [
+        (
+            "error",
+            f"the map stored in the report is not a float32 map of {side[0]} x {side[1]} "
+            + (
+                "(it inflates to more than 200,704 bytes)"
+                if inflated == 256 << 20
+                else "(it is not compressed data of a map this size)"
+            )
+            + "; it was not used",
+        )
+    ]
+    assert len(stored["data"]) < 2_000_000  # a report of under 2 MB ...
+    assert peak < 32 << 20, f"peak {peak / 2**20:.0f} MiB while replaying"  # ... stays far below GBs
     assert seconds < 60
 
 
-@pytest.mark.parametrize("where, value, detail", [
-    ("target", 1e400, "the class index must be a whole number from 0 to 999; got inf"),
-    ("target", [1] * 10_000, "the class index must be a whole number from 0 to 999; got [1, 1, 1, 1, ...]"),
-    ("shape", [10**30, 10**30], "the recorded map's shape is not two sides of 1 to 4096 pixels "
-                                "([1000000000000000000000000000000, 1000000000000000000000000000000])"),
-], ids=["target_inf", "target_list", "shape_huge"])
+@pytest.mark.parametrize(
+    "where, value, detail",
+    [
+        ("target", 1e400, "the class index must be a whole number from 0 to 999; got inf"),
+        (
+            "target",
+            [1] * 10_000,
+            "the class index must be a whole number from 0 to 999; got [1, 1, 1, 1, ...]",
+        ),
+        (
+            "shape",
+            [10**30, 10**30],
+            "the recorded map's shape is not two sides of 1 to 4096 pixels "
+            "([1000000000000000000000000000000, 1000000000000000000000000000000])",
+        ),
+    ],
+    ids=["target_inf", "target_list", "shape_huge"],
+)
 def test_hostile_numbers_in_a_record_are_that_maps_error(made, demo, where, value, detail):
     record = copy.deepcopy(made["record"])
     entry = record["images"][0]["maps"][0]
     (entry if where == "target" else entry["saliency"])[where] = value
-    text = json.dumps(record)                                            # as read from a report file
+    text = json.dumps(record)  # as read from a report file
     results = report_module.replay(json.loads(text), demo)
     assert [(r.status, r.detail) for r in results] == [("error", detail)]
 
@@ -142,5 +170,7 @@ def test_hostile_thread_count_is_refused(made, demo):
     record["environment"]["threads"] = 10**9
     with pytest.raises(ValueError) as err:
         report_module.replay(record, demo)
-    assert str(err.value) == ("The report's CPU thread count must be a whole number from 1 to 256; got "
-                              "1000000000. Nothing was replayed.")
+    assert str(err.value) == (
+        "The report's CPU thread count must be a whole number from 1 to 256; got "
+        "1000000000. Nothing was replayed."
+    )

@@ -3,6 +3,7 @@ to a folder, that leads outside it is neither listed nor read, even when the lin
 the folder was listed.
 
 Real files and links in a temporary folder, the real Review page through AppTest."""
+
 from __future__ import annotations
 
 import os
@@ -39,24 +40,28 @@ def test_linked_file_leading_outside_the_review_folder_is_not_listed_or_read(rev
     """Hostile input: a symbolic link to a file outside the review folder (it was listed and read)."""
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
     at = at.switch_page("pages/review.py").run()
-    assert at.selectbox(key="rb_folder").options == [".", "line-3"]   # the linked folder is not offered
+    assert at.selectbox(key="rb_folder").options == [".", "line-3"]  # the linked folder is not offered
     at.radio(key="rb_source").set_value("Server folder")
     at.selectbox(key="rb_folder").set_value("line-3")
     at.multiselect(key="rb_methods").set_value(["gradient"])
     next(b for b in at.button if b.label == "Open batch").click()
     at = at.run()
     assert not at.exception, at.exception
-    everything = " ".join(str(getattr(e, "value", "")) for kind in ("markdown", "caption", "warning", "error",
-                                                                   "info", "text") for e in at.get(kind))
+    everything = " ".join(
+        str(getattr(e, "value", ""))
+        for kind in ("markdown", "caption", "warning", "error", "info", "text")
+        for e in at.get(kind)
+    )
     assert "secret" not in everything
     position = next(m.value for m in at.markdown if m.value.startswith("**Item "))
-    assert position.startswith("**Item 1 of 1:**")   # c_inner.png is the same image, reviewed once
-    assert "espresso" not in everything               # the outside photo was not classified either
+    assert position.startswith("**Item 1 of 1:**")  # c_inner.png is the same image, reviewed once
+    assert "espresso" not in everything  # the outside photo was not classified either
 
 
 def test_link_swapped_in_after_listing_is_not_read(review_dir, tmp_path):
     """Hostile input: a listed file replaced by a link to a file outside, before it is read."""
     from saliency_core.review import folders
+
     listed = folders.list_files(review_dir, "line-3", ["png"])
     assert [p.name for p in listed] == ["a_cat.png", "c_inner.png"]
     target = listed[0]

@@ -3,18 +3,19 @@ chained event log, cleared by an admin (command line and Review page).
 
 Real bcrypt accounts file, real SQLite file and PostgreSQL server (tests/_postgres.py), the real
 Review page through AppTest."""
+
 from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from saliency_core.cli import main
 from saliency_core.review import auth
 from saliency_core.review import store as rs
-from saliency_core.cli import main
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,10 +43,10 @@ def test_twenty_wrong_passwords_then_the_right_one_is_refused(users, url, capsys
             with pytest.raises(auth.AuthError) as caught:
                 throttle.sign_in(ALICE, f"guess-number-{n}", client="ip:203.0.113.7", path=users)
             answers.append(caught.value)
-        assert all(isinstance(a, auth.WrongPassword) for a in answers[:auth.ACCOUNT_FAILURES])
+        assert all(isinstance(a, auth.WrongPassword) for a in answers[: auth.ACCOUNT_FAILURES])
         assert "locked until" in str(answers[auth.ACCOUNT_FAILURES - 1])
-        assert all(isinstance(a, auth.SignInLocked) for a in answers[auth.ACCOUNT_FAILURES:])
-        for client in ("ip:203.0.113.7", "ip:198.51.100.9"):   # the right password, from anywhere
+        assert all(isinstance(a, auth.SignInLocked) for a in answers[auth.ACCOUNT_FAILURES :])
+        for client in ("ip:203.0.113.7", "ip:198.51.100.9"):  # the right password, from anywhere
             with pytest.raises(auth.SignInLocked, match="Too many failed sign-ins for this user name"):
                 throttle.sign_in(ALICE, ALICE_PW, client=client, path=users)
         # recorded: five failures, one lockout; locked attempts are refused before any bcrypt check
@@ -79,7 +80,7 @@ def test_one_client_guessing_many_names_is_locked(users, tmp_path):
 
 
 def test_lockout_ends_by_itself_and_counts_start_again(users, tmp_path):
-    now = [datetime(2030, 1, 1, 9, 0, tzinfo=timezone.utc)]
+    now = [datetime(2030, 1, 1, 9, 0, tzinfo=UTC)]
     with rs.ReviewStore(rs.sqlite_url(tmp_path / "r.sqlite")) as store:
         throttle = auth.SignInThrottle(store, clock=lambda: now[0])
         for _ in range(auth.ACCOUNT_FAILURES):
@@ -90,7 +91,7 @@ def test_lockout_ends_by_itself_and_counts_start_again(users, tmp_path):
             throttle.sign_in(ALICE, ALICE_PW, client="session:a", path=users)
         now[0] += timedelta(seconds=2)
         assert throttle.sign_in(ALICE, ALICE_PW, client="session:a", path=users).name == ALICE
-        with pytest.raises(auth.WrongPassword) as caught:   # a fresh count after the lockout
+        with pytest.raises(auth.WrongPassword) as caught:  # a fresh count after the lockout
             throttle.sign_in(ALICE, "wrong-password", client="session:a", path=users)
         assert "locked" not in str(caught.value)
 

@@ -3,6 +3,7 @@ image link (which made the admin's browser fetch a remote address), a batch name
 an uploaded file name with an image link. And no server stack trace reaches the page.
 
 Real pages through AppTest, the real demo model, a real SQLite file and accounts file."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,9 @@ import skimage
 from streamlit.testing.v1 import AppTest
 
 import saliency_core as sc
+from saliency_core.engine.samples import sample_images
 from saliency_core.review import auth
 from saliency_core.review import store as rs
-from saliency_core.engine.samples import sample_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PHOTO = os.path.join(os.path.dirname(skimage.__file__), "data", "chelsea.png")
@@ -27,8 +28,19 @@ ADMIN, ADMIN_PW = "quinn", "quinn-password-1"
 def _markdown_elements(at) -> list[str]:
     """The source of every element Streamlit renders as Markdown (text, captions, alerts,
     headings, toasts, image captions, expander labels)."""
-    kinds = ("markdown", "caption", "error", "warning", "info", "success", "subheader", "header", "title",
-             "toast", "expander")
+    kinds = (
+        "markdown",
+        "caption",
+        "error",
+        "warning",
+        "info",
+        "success",
+        "subheader",
+        "header",
+        "title",
+        "toast",
+        "expander",
+    )
     out = []
     for kind in kinds:
         for el in at.get(kind):
@@ -76,10 +88,22 @@ def test_markdown_note_reaches_the_admin_as_text(db):
     HTML image and a colour directive)."""
     first = list(sample_images().values())[0]
     with rs.ReviewStore(db) as store:
-        store.open_batch("sample-photos", source="samples", created_by="bob", model_fingerprint="x",
-                         methods={"gradient": {}})
-        store.record("sample-photos", sc.image_hash(sc.load_image(first)), os.path.basename(first), "bob",
-                     "reject", note=NOTE, seconds=3)
+        store.open_batch(
+            "sample-photos",
+            source="samples",
+            created_by="bob",
+            model_fingerprint="x",
+            methods={"gradient": {}},
+        )
+        store.record(
+            "sample-photos",
+            sc.image_hash(sc.load_image(first)),
+            os.path.basename(first),
+            "bob",
+            "reject",
+            note=NOTE,
+            seconds=3,
+        )
     at = _admin_on_first_sample()
     assert not at.exception, at.exception
     # the note is on the page, exactly as typed, in a plain-text element
@@ -135,6 +159,7 @@ def test_production_config_hides_error_details_and_developer_tools():
     """Uncaught errors (outside the guard) show Streamlit's generic text only; no developer menu;
     no table CSV download that would write note cells unneutralised."""
     from streamlit import config
+
     with open(os.path.join(ROOT, ".streamlit", "config.toml"), "rb") as f:
         client = tomllib.load(f)["client"]
     assert client["showErrorDetails"] == config.ShowErrorDetailsConfigOptions.NONE.value

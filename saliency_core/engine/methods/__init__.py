@@ -6,9 +6,9 @@ is a batch (B, C, H, W) (C = 3, or 1 for a greyscale model), ``target`` is a Lon
 class indices. Methods never modify the network or ``x``.
 Pages and the CLI list ``METHODS``; they never hard-code method names.
 """
-from ._registry import METHODS, Method, register
 
 # importing the modules fills the registry
-from . import gradient, guided, smoothgrad, integrated, gradcam, rollout, occlusion, rise  # noqa: E402,F401
+from . import gradcam, gradient, guided, integrated, occlusion, rise, rollout, smoothgrad  # noqa: E402,F401
+from ._registry import METHODS, Method, register
 
 __all__ = ["METHODS", "Method", "register"]

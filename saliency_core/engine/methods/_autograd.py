@@ -1,4 +1,5 @@
 """Shared pieces: target scores and input gradients without touching the caller's state."""
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,10 @@ def target_scores(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -> 
     """Pre-softmax score of each image's target class, shape (B,)."""
     logits = network(x)
     if logits.dim() != 2:
-        raise ValueError(f"Expected the model to return one score per class, shape (batch, classes); "
-                         f"got shape {tuple(logits.shape)}.")
+        raise ValueError(
+            f"Expected the model to return one score per class, shape (batch, classes); "
+            f"got shape {tuple(logits.shape)}."
+        )
     check_target(target, logits.shape[1])
     return logits.gather(1, target.view(-1, 1)).squeeze(1)
 

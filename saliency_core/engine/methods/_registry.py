@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -66,8 +66,14 @@ def register(name: str, label: str, description: str, **options) -> Callable:
     def wrap(fn: Callable) -> Callable:
         if name in METHODS:
             raise ValueError(f"A method named {name!r} is already registered.")
-        METHODS[name] = Method(name=name, label=label, description=description, attribute=fn,
-                               needs=frozenset(options.pop("needs", ("gradient",))), **options)
+        METHODS[name] = Method(
+            name=name,
+            label=label,
+            description=description,
+            attribute=fn,
+            needs=frozenset(options.pop("needs", ("gradient",))),
+            **options,
+        )
         return fn
 
     return wrap

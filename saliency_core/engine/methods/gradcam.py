@@ -7,15 +7,15 @@ A transformer layer gives tokens, not a feature map. ``to_grid`` turns its outpu
 gives (B, h, w, K), which is permuted. The same reshape is applied to the gradient, so
 Eq. 1-2 run unchanged on the grid.
 """
+
 from __future__ import annotations
 
+import math
 import threading
 
-import math
-
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ._autograd import as_targets, target_scores
 from ._registry import register
@@ -30,13 +30,18 @@ def find_gradcam_layer(network: nn.Module, x: torch.Tensor) -> str:
     """
     finished: list[str] = []
     hooks = []
-    me = threading.get_ident()   # the network is shared: forward passes of other threads are not ours
+    me = threading.get_ident()  # the network is shared: forward passes of other threads are not ours
 
     def record(name):
         def hook(module, inputs, output):
-            if (threading.get_ident() == me and isinstance(output, torch.Tensor) and output.dim() == 4
-                    and output.shape[-2:].numel() > 1):
+            if (
+                threading.get_ident() == me
+                and isinstance(output, torch.Tensor)
+                and output.dim() == 4
+                and output.shape[-2:].numel() > 1
+            ):
                 finished.append(name)
+
         return hook
 
     try:
@@ -49,8 +54,10 @@ def find_gradcam_layer(network: nn.Module, x: torch.Tensor) -> str:
         for h in hooks:
             h.remove()
     if not finished:
-        raise ValueError("Grad-CAM needs a convolutional layer with a spatial feature map; "
-                         "this model has none that can be hooked.")
+        raise ValueError(
+            "Grad-CAM needs a convolutional layer with a spatial feature map; "
+            "this model has none that can be hooked."
+        )
     return finished[-1]
 
 
@@ -70,26 +77,41 @@ def token_grid(shape: tuple[int, ...] | torch.Size, reshape: str | None) -> tupl
         raise ValueError(f"Unknown Grad-CAM reshape {reshape!r}; use one of {', '.join(RESHAPES)}.")
     if reshape in ("none", "channels_last"):
         if len(shape) != 4:
-            what = ("(batch, channels, height, width)" if reshape == "none"
-                    else "(batch, height, width, channels)")
-            hint = (" A token layer (batch, tokens, channels) needs reshape 'tokens' or 'class_token'."
-                    if len(shape) == 3 else "")
-            raise ValueError(f"Grad-CAM reshape '{reshape}' expects the layer to give {what}; it gives shape "
-                             f"{shape}.{hint}")
+            what = (
+                "(batch, channels, height, width)"
+                if reshape == "none"
+                else "(batch, height, width, channels)"
+            )
+            hint = (
+                " A token layer (batch, tokens, channels) needs reshape 'tokens' or 'class_token'."
+                if len(shape) == 3
+                else ""
+            )
+            raise ValueError(
+                f"Grad-CAM reshape '{reshape}' expects the layer to give {what}; it gives shape "
+                f"{shape}.{hint}"
+            )
         return (shape[1], shape[2], shape[3]) if reshape == "none" else (shape[3], shape[1], shape[2])
     if len(shape) != 3:
-        raise ValueError(f"Grad-CAM reshape '{reshape}' expects the layer to give tokens (batch, tokens, channels); "
-                         f"it gives shape {shape}.")
+        raise ValueError(
+            f"Grad-CAM reshape '{reshape}' expects the layer to give tokens (batch, tokens, channels); "
+            f"it gives shape {shape}."
+        )
     skip = 1 if reshape == "class_token" else 0
     grid = shape[1] - skip
     side = math.isqrt(max(grid, 0))
     if grid < 1 or side * side != grid:
         dropped = f" after dropping the class token, {grid} remain, which" if skip else ", which"
-        close = [r for r, s in (("tokens", 0), ("class_token", 1))
-                 if shape[1] - s >= 1 and math.isqrt(shape[1] - s) ** 2 == shape[1] - s]
+        close = [
+            r
+            for r, s in (("tokens", 0), ("class_token", 1))
+            if shape[1] - s >= 1 and math.isqrt(shape[1] - s) ** 2 == shape[1] - s
+        ]
         hint = f" Reshape '{close[0]}' would give a square grid." if close else ""
-        raise ValueError(f"Grad-CAM reshape '{reshape}': the layer gives {shape[1]} tokens (shape {shape}){dropped} "
-                         f"do not form a square grid (side x side).{hint}")
+        raise ValueError(
+            f"Grad-CAM reshape '{reshape}': the layer gives {shape[1]} tokens (shape {shape}){dropped} "
+            f"do not form a square grid (side x side).{hint}"
+        )
     return shape[2], side, side
 
 
@@ -116,15 +138,25 @@ def _module(network: nn.Module, name: str) -> nn.Module:
         raise ValueError(f"Grad-CAM layer {name!r} does not exist in this model.") from None
 
 
-@register("gradcam", "Grad-CAM",
-          "Coarse region the last convolutional layer (or a transformer's last tokens) used for this class "
-          "(Selvaraju et al. 2017).",
-          reduction="sum", needs=("gradient", "conv"), defaults={"layer": None, "reshape": None},
-          meaning="the last feature layer's cells here support {score} most "
-                  "(coarse cells of 16-32 pixels, smoothed)",
-          reference="Selvaraju et al. 2017, Grad-CAM")
-def gradcam(network: nn.Module, x: torch.Tensor, target: torch.Tensor,
-            layer: str | None = None, reshape: str | None = None) -> torch.Tensor:
+@register(
+    "gradcam",
+    "Grad-CAM",
+    "Coarse region the last convolutional layer (or a transformer's last tokens) used for this class "
+    "(Selvaraju et al. 2017).",
+    reduction="sum",
+    needs=("gradient", "conv"),
+    defaults={"layer": None, "reshape": None},
+    meaning="the last feature layer's cells here support {score} most "
+    "(coarse cells of 16-32 pixels, smoothed)",
+    reference="Selvaraju et al. 2017, Grad-CAM",
+)
+def gradcam(
+    network: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    layer: str | None = None,
+    reshape: str | None = None,
+) -> torch.Tensor:
     """Grad-CAM map (B, 1, H, W): ReLU(sum_k w_k A_k), w_k = spatial mean of d score / d A_k
     (Eq. 1-2, Selvaraju et al. 2017), upsampled bilinearly to the input size.
 
@@ -136,9 +168,10 @@ def gradcam(network: nn.Module, x: torch.Tensor, target: torch.Tensor,
     name = layer or find_gradcam_layer(network, x)
     module = _module(network, name)
     captured: list[torch.Tensor] = []
-    me = threading.get_ident()   # the network is shared between sessions' threads: only our own pass
-    handle = module.register_forward_hook(lambda m, i, out: captured.append(out) if threading.get_ident() == me
-                                          else None)
+    me = threading.get_ident()  # the network is shared between sessions' threads: only our own pass
+    handle = module.register_forward_hook(
+        lambda m, i, out: captured.append(out) if threading.get_ident() == me else None
+    )
     try:
         with torch.enable_grad():
             x = x.detach().clone().requires_grad_(True)
@@ -148,11 +181,11 @@ def gradcam(network: nn.Module, x: torch.Tensor, target: torch.Tensor,
             activation = captured[-1]
             if not isinstance(activation, torch.Tensor):
                 raise ValueError(f"Grad-CAM layer {name!r} does not return a tensor.")
-            token_grid(activation.shape, reshape)   # a wrong shape fails before the backward pass
+            token_grid(activation.shape, reshape)  # a wrong shape fails before the backward pass
             (grad,) = torch.autograd.grad(scores.sum(), activation)
     finally:
         handle.remove()
     activation, grad = to_grid(activation.detach(), reshape), to_grid(grad, reshape)
-    weights = grad.mean(dim=(2, 3), keepdim=True)                      # Eq. 1
-    cam = F.relu((weights * activation).sum(dim=1, keepdim=True))     # Eq. 2
+    weights = grad.mean(dim=(2, 3), keepdim=True)  # Eq. 1
+    cam = F.relu((weights * activation).sum(dim=1, keepdim=True))  # Eq. 2
     return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)

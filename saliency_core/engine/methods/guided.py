@@ -9,11 +9,12 @@ Activations are intercepted with a ``TorchFunctionMode`` that lives for one call
 ``nn.ReLU``, ``nn.ReLU6``, in-place ReLUs and functional ``F.relu`` are all covered and no
 hook or module swap is ever left on the network.
 """
+
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .._fast import as_written
@@ -22,8 +23,10 @@ from ._registry import register
 from .gradcam import gradcam
 
 _RELUS = {F.relu, F.relu_, F.relu6, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
-_CAUTION = ("Fails the model-randomisation sanity check (Adebayo et al. 2018): it shows image "
-            "edges more than the model's reasoning.")
+_CAUTION = (
+    "Fails the model-randomisation sanity check (Adebayo et al. 2018): it shows image "
+    "edges more than the model's reasoning."
+)
 
 
 class _PositiveGradient(torch.autograd.Function):
@@ -92,10 +95,17 @@ class guided_relus(TorchFunctionMode):
         return _PositiveGradient.apply(func(*args, **kwargs))
 
 
-@register("guided_backprop", "Guided backprop",
-          "Gradient passed back through positive paths only: sharp, edge-like detail.",
-          caution=_CAUTION, needs=("gradient", "relu",),
-          reference="Springenberg et al. 2015, Striving for Simplicity")
+@register(
+    "guided_backprop",
+    "Guided backprop",
+    "Gradient passed back through positive paths only: sharp, edge-like detail.",
+    caution=_CAUTION,
+    needs=(
+        "gradient",
+        "relu",
+    ),
+    reference="Springenberg et al. 2015, Striving for Simplicity",
+)
 def guided_backprop(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Guided backpropagation attribution (B, C, H, W).
 
@@ -107,16 +117,28 @@ def guided_backprop(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -
     with as_written(), mode:  # the mode must see the network's own activations
         grad = input_gradient(network, x, target)
     if mode.count == 0:
-        raise ValueError("Guided backprop needs ReLU or ReLU6 activations that can be intercepted; "
-                         "this model has none (it may use other activations or be compiled).")
+        raise ValueError(
+            "Guided backprop needs ReLU or ReLU6 activations that can be intercepted; "
+            "this model has none (it may use other activations or be compiled)."
+        )
     return grad
 
 
-@register("guided_gradcam", "Guided Grad-CAM",
-          "Guided backprop detail inside the Grad-CAM region (Selvaraju et al. 2017).",
-          caution=_CAUTION, needs=("gradient", "relu", "conv"), defaults={"layer": None, "reshape": None},
-          reference="Selvaraju et al. 2017, Grad-CAM")
-def guided_gradcam(network: nn.Module, x: torch.Tensor, target: torch.Tensor,
-                   layer: str | None = None, reshape: str | None = None) -> torch.Tensor:
+@register(
+    "guided_gradcam",
+    "Guided Grad-CAM",
+    "Guided backprop detail inside the Grad-CAM region (Selvaraju et al. 2017).",
+    caution=_CAUTION,
+    needs=("gradient", "relu", "conv"),
+    defaults={"layer": None, "reshape": None},
+    reference="Selvaraju et al. 2017, Grad-CAM",
+)
+def guided_gradcam(
+    network: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    layer: str | None = None,
+    reshape: str | None = None,
+) -> torch.Tensor:
     """Element-wise product of Grad-CAM (upsampled) and guided backprop, (B, C, H, W)."""
     return gradcam(network, x, target, layer=layer, reshape=reshape) * guided_backprop(network, x, target)

@@ -1,7 +1,8 @@
 """Integrated Gradients (Sundararajan et al. 2017) with black, blurred or noise baselines."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from ..convergence import Readout
-from ._autograd import count, as_targets, default_chunk_size, input_gradient, target_scores
+from ._autograd import as_targets, count, default_chunk_size, input_gradient, target_scores
 from ._registry import register
 
 BASELINES = ("black", "blurred", "uniform")
@@ -32,7 +33,9 @@ def make_baseline(x: torch.Tensor, baseline: str, seed: int = 0) -> torch.Tensor
         # one image's shape only, so an image's baseline does not depend on the rest of the batch
         noise = torch.rand(x.shape[1:], generator=g, dtype=torch.float32)
         return noise.to(device=x.device, dtype=x.dtype).expand_as(x).clone()
-    raise ValueError(f"Integrated Gradients baseline must be one of {', '.join(BASELINES)}; got {baseline!r}.")
+    raise ValueError(
+        f"Integrated Gradients baseline must be one of {', '.join(BASELINES)}; got {baseline!r}."
+    )
 
 
 def path_points(steps: int, rule: str) -> tuple[list[float], list[float]]:
@@ -61,16 +64,29 @@ def _subset_rules(alphas: list[float]) -> list[dict[int, float]]:
     """Coarser rules on subsets of the path points, for the convergence readout: the four
     quarters (every 4th point, ordered so that quarters 1+2 and 3+4 are compared) and the two
     halves (every other point), each point weighted by its share of the path (``cell_weights``)."""
-    subsets = [range(0, len(alphas), 4), range(2, len(alphas), 4), range(1, len(alphas), 4),
-               range(3, len(alphas), 4), range(0, len(alphas), 2), range(1, len(alphas), 2)]
+    subsets = [
+        range(0, len(alphas), 4),
+        range(2, len(alphas), 4),
+        range(1, len(alphas), 4),
+        range(3, len(alphas), 4),
+        range(0, len(alphas), 2),
+        range(1, len(alphas), 2),
+    ]
     return [dict(zip(s, cell_weights([alphas[j] for j in s]))) for s in subsets]
 
 
-def integrated_gradients(network: nn.Module, x: torch.Tensor, target: torch.Tensor, steps: int = 50,
-                         baseline: str = "black", rule: str = "gausslegendre", seed: int = 0,
-                         chunk_size: int | None = None,
-                         progress: Callable[[int, int], None] | None = None,
-                         readout: Readout | None = None) -> torch.Tensor:
+def integrated_gradients(
+    network: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    steps: int = 50,
+    baseline: str = "black",
+    rule: str = "gausslegendre",
+    seed: int = 0,
+    chunk_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    readout: Readout | None = None,
+) -> torch.Tensor:
     """(x - x') * integral_0^1 d score(x' + a (x - x')) / dx da (Eq. 1, Sundararajan et al.).
 
     Args:
@@ -95,8 +111,8 @@ def integrated_gradients(network: nn.Module, x: torch.Tensor, target: torch.Tens
     rules = _subset_rules(alphas) if readout is not None and len(alphas) >= 4 else []
     partial = [torch.zeros_like(x) for _ in rules]
     for start in range(0, len(alphas), per_chunk):
-        a = torch.tensor(alphas[start:start + per_chunk], dtype=x.dtype, device=x.device)
-        w = torch.tensor(weights[start:start + per_chunk], dtype=x.dtype, device=x.device)
+        a = torch.tensor(alphas[start : start + per_chunk], dtype=x.dtype, device=x.device)
+        w = torch.tensor(weights[start : start + per_chunk], dtype=x.dtype, device=x.device)
         n = a.numel()
         points = ref.unsqueeze(0) + a.view(n, 1, 1, 1, 1) * (x - ref).unsqueeze(0)
         grads = input_gradient(network, points.reshape(n * batch, *x.shape[1:]), target.repeat(n))
@@ -117,8 +133,9 @@ def integrated_gradients(network: nn.Module, x: torch.Tensor, target: torch.Tens
     return (x - ref) * total
 
 
-def completeness(network: nn.Module, x: torch.Tensor, target: torch.Tensor,
-                 attribution: torch.Tensor, params: dict) -> dict:
+def completeness(
+    network: nn.Module, x: torch.Tensor, target: torch.Tensor, attribution: torch.Tensor, params: dict
+) -> dict:
     """Convergence check (Prop. 1, Sundararajan et al.): sum of attributions vs score(x) - score(x')."""
     ref = make_baseline(x.detach(), params.get("baseline", "black"), params.get("seed", 0))
     t = as_targets(target, x.shape[0], x.device)
@@ -126,14 +143,23 @@ def completeness(network: nn.Module, x: torch.Tensor, target: torch.Tensor,
         delta = (target_scores(network, x.detach(), t) - target_scores(network, ref, t)).double()
     total = attribution.double().flatten(1).sum(1)
     gap = (total - delta).abs()
-    return {"score_difference": delta.tolist(), "attribution_sum": total.tolist(),
-            "completeness_gap": gap.tolist(),
-            "completeness_gap_relative": (gap / delta.abs().clamp(min=1e-12)).tolist()}
+    return {
+        "score_difference": delta.tolist(),
+        "attribution_sum": total.tolist(),
+        "completeness_gap": gap.tolist(),
+        "completeness_gap_relative": (gap / delta.abs().clamp(min=1e-12)).tolist(),
+    }
 
 
-register("integrated_gradients", "Integrated Gradients",
-         "Sums gradients along a path from a plain reference image to this one; "
-         "the contributions add up to the score difference.",
-         defaults={"steps": 50, "baseline": "black", "rule": "gausslegendre", "seed": 0},
-         reduction="sum", signed=True, check=completeness, smoothable=False,
-         reference="Sundararajan, Taly, Yan 2017, Axiomatic Attribution for Deep Networks")(integrated_gradients)
+register(
+    "integrated_gradients",
+    "Integrated Gradients",
+    "Sums gradients along a path from a plain reference image to this one; "
+    "the contributions add up to the score difference.",
+    defaults={"steps": 50, "baseline": "black", "rule": "gausslegendre", "seed": 0},
+    reduction="sum",
+    signed=True,
+    check=completeness,
+    smoothable=False,
+    reference="Sundararajan, Taly, Yan 2017, Axiomatic Attribution for Deep Networks",
+)(integrated_gradients)

@@ -7,9 +7,10 @@ scored in batches; on a network that torch.fx can trace, each copy's early layer
 only around its square (saliency_core/engine/_incremental.py), which gives the same scores as the plain
 batched pass up to float rounding and is checked against it on every image.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -53,14 +54,27 @@ def _default_chunk(x: torch.Tensor) -> int:
     return 128 if x.device.type == "cuda" else 32
 
 
-@register("occlusion", "Occlusion",
-          "Hides one square of the image at a time: the map shows how much the class score drops.",
-          defaults={"window": 32, "stride": 16, "fill": "grey"}, reduction="sum", signed=True, needs=(),
-          meaning="hiding this part lowers {score} most",
-          reference="Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks")
-def occlusion(network: nn.Module, x: torch.Tensor, target: torch.Tensor, window: int = 32, stride: int = 16,
-              fill: str = "grey", chunk_size: int | None = None,
-              progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+@register(
+    "occlusion",
+    "Occlusion",
+    "Hides one square of the image at a time: the map shows how much the class score drops.",
+    defaults={"window": 32, "stride": 16, "fill": "grey"},
+    reduction="sum",
+    signed=True,
+    needs=(),
+    meaning="hiding this part lowers {score} most",
+    reference="Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks",
+)
+def occlusion(
+    network: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    window: int = 32,
+    stride: int = 16,
+    fill: str = "grey",
+    chunk_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """Score drop when a ``window`` x ``window`` square around each pixel is hidden, (B, 1, H, W).
 
     Args:
@@ -89,17 +103,17 @@ def occlusion(network: nn.Module, x: torch.Tensor, target: torch.Tensor, window:
         total = torch.zeros(batch, 1, height, width, dtype=torch.float64, device=x.device)
         covered = torch.zeros(1, 1, height, width, dtype=torch.float64, device=x.device)
         for r, c in boxes:
-            covered[..., r:r + window, c:c + window] += 1
+            covered[..., r : r + window, c : c + window] += 1
         for b in range(batch):
-            image, fill_b, t = x[b:b + 1], reference[b:b + 1], int(target[b])
+            image, fill_b, t = x[b : b + 1], reference[b : b + 1], int(target[b])
             run = PatchedForward(network, image) if _fast.OPTIONS["incremental"] else None
             if run is not None and not run.usable:
                 run = None
             for start in range(0, len(boxes), per_chunk):
-                chunk = boxes[start:start + per_chunk]
+                chunk = boxes[start : start + per_chunk]
                 ys = torch.tensor([r for r, _ in chunk], device=x.device)
                 xs = torch.tensor([c for _, c in chunk], device=x.device)
-                patches = torch.cat([fill_b[:, :, r:r + window, c:c + window] for r, c in chunk])
+                patches = torch.cat([fill_b[:, :, r : r + window, c : c + window] for r, c in chunk])
                 logits = None
                 if run is not None:
                     logits = run(ys, xs, patches)
@@ -108,12 +122,14 @@ def occlusion(network: nn.Module, x: torch.Tensor, target: torch.Tensor, window:
                 if logits is None:
                     logits = network(_hidden(image, chunk, patches, window))
                 if logits.dim() != 2:
-                    raise ValueError("Expected the model to return one score per class, shape (batch, "
-                                     f"classes); got shape {tuple(logits.shape)}.")
-                check_target(target[b:b + 1], logits.shape[1])
+                    raise ValueError(
+                        "Expected the model to return one score per class, shape (batch, "
+                        f"classes); got shape {tuple(logits.shape)}."
+                    )
+                check_target(target[b : b + 1], logits.shape[1])
                 drops = (base[b] - logits[:, t]).double()
                 for (r, c), drop in zip(chunk, drops):
-                    total[b, :, r:r + window, c:c + window] += drop
+                    total[b, :, r : r + window, c : c + window] += drop
                 if progress is not None:
                     progress(b * len(boxes) + start + len(chunk), batch * len(boxes))
     return (total / covered).to(x.dtype)
@@ -123,14 +139,16 @@ def _hidden(image: torch.Tensor, chunk, patches: torch.Tensor, window: int) -> t
     """Copies of ``image`` (1, C, H, W), copy i with ``patches[i]`` at box ``chunk[i]``."""
     copies = image.expand(len(chunk), *image.shape[1:]).clone()
     for i, (r, c) in enumerate(chunk):
-        copies[i, :, r:r + window, c:c + window] = patches[i]
+        copies[i, :, r : r + window, c : c + window] = patches[i]
     return copies
 
 
-def _agrees(network: nn.Module, logits: torch.Tensor, image: torch.Tensor, chunk, patches: torch.Tensor,
-            window: int) -> bool:
+def _agrees(
+    network: nn.Module, logits: torch.Tensor, image: torch.Tensor, chunk, patches: torch.Tensor, window: int
+) -> bool:
     """Whether the incremental pass gave the plain pass's logits on the first copies (1e-4)."""
     n = min(CHECKED_COPIES, len(chunk))
     plain = network(_hidden(image, chunk[:n], patches[:n], window))
-    return plain.shape == logits[:n].shape and \
-        bool((plain - logits[:n]).norm() <= 1e-4 * plain.norm() + 1e-12)
+    return plain.shape == logits[:n].shape and bool(
+        (plain - logits[:n]).norm() <= 1e-4 * plain.norm() + 1e-12
+    )

@@ -10,14 +10,15 @@ cell - 1 pixels, so mask edges fall anywhere. Mask i comes from a CPU generator 
 (seed, i), and masks are upsampled on the CPU: the same seed gives the same masks on any device
 and however masks are split into batches. Needs forward passes only (any model, ONNX included).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .._fast import averaging, check_target, gradient_network
 from ._autograd import as_targets, count
@@ -28,7 +29,9 @@ from .smoothgrad import sample_seed
 MAX_MASKS = 100_000
 
 
-def rise_masks(height: int, width: int, cell: int, keep: float, seed: int, start: int, n: int) -> torch.Tensor:
+def rise_masks(
+    height: int, width: int, cell: int, keep: float, seed: int, start: int, n: int
+) -> torch.Tensor:
     """Masks ``start`` .. ``start + n - 1`` of a run, float32 (n, 1, height, width) on the CPU, values in [0, 1]."""
     rows, cols = math.ceil(height / cell), math.ceil(width / cell)
     grids, shifts = [], []
@@ -37,9 +40,13 @@ def rise_masks(height: int, width: int, cell: int, keep: float, seed: int, start
         g.manual_seed(sample_seed(seed, i))
         grids.append((torch.rand(rows, cols, generator=g) < keep).float())
         shifts.append(torch.randint(0, cell, (2,), generator=g).tolist())
-    up = F.interpolate(torch.stack(grids)[:, None], size=((rows + 1) * cell, (cols + 1) * cell),
-                       mode="bilinear", align_corners=False).clamp_(0, 1)  # rounding can pass 1 by an ulp
-    return torch.stack([up[k, :, dy:dy + height, dx:dx + width] for k, (dy, dx) in enumerate(shifts)])
+    up = F.interpolate(
+        torch.stack(grids)[:, None],
+        size=((rows + 1) * cell, (cols + 1) * cell),
+        mode="bilinear",
+        align_corners=False,
+    ).clamp_(0, 1)  # rounding can pass 1 by an ulp
+    return torch.stack([up[k, :, dy : dy + height, dx : dx + width] for k, (dy, dx) in enumerate(shifts)])
 
 
 def _default_chunk(x: torch.Tensor) -> int:
@@ -58,18 +65,32 @@ def _fraction(name: str, value) -> float:
     return v
 
 
-@register("rise", "RISE",
-          "Shows the image through many random masks: the map is where seeing the image keeps the "
-          "class likely.",
-          defaults={"masks": 1000, "cell": 32, "keep": 0.5, "fill": "black", "seed": 0},
-          reduction="sum", signed=False, needs=(), averaging=True,
-          meaning="the model gives {score} the highest probability when these pixels are visible "
-                  "(average over random masks, coarse: 32-pixel cells)",
-          reference="Petsiuk, Das, Saenko 2018, RISE: Randomized Input Sampling for Explanation")
-def rise(network: nn.Module, x: torch.Tensor, target: torch.Tensor, masks: int = 1000, cell: int = 32,
-         keep: float = 0.5, fill: str = "black", seed: int = 0, chunk_size: int | None = None,
-         progress: Callable[[int, int], None] | None = None,
-         preview: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+@register(
+    "rise",
+    "RISE",
+    "Shows the image through many random masks: the map is where seeing the image keeps the class likely.",
+    defaults={"masks": 1000, "cell": 32, "keep": 0.5, "fill": "black", "seed": 0},
+    reduction="sum",
+    signed=False,
+    needs=(),
+    averaging=True,
+    meaning="the model gives {score} the highest probability when these pixels are visible "
+    "(average over random masks, coarse: 32-pixel cells)",
+    reference="Petsiuk, Das, Saenko 2018, RISE: Randomized Input Sampling for Explanation",
+)
+def rise(
+    network: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    masks: int = 1000,
+    cell: int = 32,
+    keep: float = 0.5,
+    fill: str = "black",
+    seed: int = 0,
+    chunk_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    preview: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
     """Probability-weighted average of random masks, (B, 1, H, W) (Eq. 6, Petsiuk et al.).
 
     Args:
@@ -103,11 +124,13 @@ def rise(network: nn.Module, x: torch.Tensor, target: torch.Tensor, masks: int =
         for start in range(0, masks, per_chunk):
             n = min(per_chunk, masks - start)
             m = rise_masks(height, width, cell, keep, seed, start, n).to(device=x.device, dtype=x.dtype)
-            shown = (x.unsqueeze(0) * m.unsqueeze(1) + reference.unsqueeze(0) * (1 - m.unsqueeze(1)))
+            shown = x.unsqueeze(0) * m.unsqueeze(1) + reference.unsqueeze(0) * (1 - m.unsqueeze(1))
             logits = net(shown.reshape(n * batch, *x.shape[1:]))
             if logits.dim() != 2:
-                raise ValueError("Expected the model to return one score per class, shape (batch, "
-                                 f"classes); got shape {tuple(logits.shape)}.")
+                raise ValueError(
+                    "Expected the model to return one score per class, shape (batch, "
+                    f"classes); got shape {tuple(logits.shape)}."
+                )
             check_target(target, logits.shape[1])
             probability = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(1)
             p = probability.gather(1, target.repeat(n).view(-1, 1)).view(n, batch)

@@ -6,22 +6,24 @@ call); averaged over heads, mixed with the identity for the residual connection,
 through the layers. The class token's row of the product, over the patch tokens, is the map.
 It does not depend on the class: the caution says so.
 """
+
 from __future__ import annotations
 
+import math
 import threading
 
-import math
-
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ._autograd import as_targets, target_scores
 from ._registry import register
 
-CAUTION = ("The same map for every class: attention rollout shows which patches the class token "
-           "gathers information from through the attention layers, not evidence for the explained "
-           "class, and it ignores the MLP layers (Abnar & Zuidema 2020; Chefer et al. 2021).")
+CAUTION = (
+    "The same map for every class: attention rollout shows which patches the class token "
+    "gathers information from through the attention layers, not evidence for the explained "
+    "class, and it ignores the MLP layers (Abnar & Zuidema 2020; Chefer et al. 2021)."
+)
 
 
 def attention_layers(network: nn.Module) -> list[nn.MultiheadAttention]:
@@ -33,27 +35,34 @@ def attention_weights(module: nn.MultiheadAttention, query: torch.Tensor, key: t
     """softmax(q k^T / sqrt(d)) per head, (B, heads, N, N), as ``module`` computes it
     (Vaswani et al. 2017, Eq. 1) for inputs ``query`` / ``key`` in its layout."""
     if not module._qkv_same_embed_dim or module.in_proj_weight is None:
-        raise ValueError("Attention rollout needs attention layers whose query, key and value share one "
-                         "projection (torchvision's ViT); this model's do not.")
+        raise ValueError(
+            "Attention rollout needs attention layers whose query, key and value share one "
+            "projection (torchvision's ViT); this model's do not."
+        )
     if not module.batch_first:
         query, key = query.transpose(0, 1), key.transpose(0, 1)
     e, heads = module.embed_dim, module.num_heads
     w, b = module.in_proj_weight, module.in_proj_bias
     q = F.linear(query, w[:e], b[:e] if b is not None else None)
-    k = F.linear(key, w[e:2 * e], b[e:2 * e] if b is not None else None)
+    k = F.linear(key, w[e : 2 * e], b[e : 2 * e] if b is not None else None)
     batch, n, _ = q.shape
     q = q.view(batch, n, heads, e // heads).transpose(1, 2)
     k = k.view(batch, k.shape[1], heads, e // heads).transpose(1, 2)
     return (q @ k.transpose(-2, -1) / math.sqrt(e // heads)).softmax(dim=-1)
 
 
-@register("attention_rollout", "Attention rollout",
-          "Patches the class token draws on through all attention layers (Abnar & Zuidema 2020); "
-          "the same for every class.",
-          reduction="sum", needs=("attention",), caution=CAUTION,
-          meaning="the class token gathers most information from these patches through attention "
-                  "(the same map for every class)",
-          reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers")
+@register(
+    "attention_rollout",
+    "Attention rollout",
+    "Patches the class token draws on through all attention layers (Abnar & Zuidema 2020); "
+    "the same for every class.",
+    reduction="sum",
+    needs=("attention",),
+    caution=CAUTION,
+    meaning="the class token gathers most information from these patches through attention "
+    "(the same map for every class)",
+    reference="Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers",
+)
 def attention_rollout(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Rollout map (B, 1, H, W): the class token's row of prod_l (0.5 A_l + 0.5 I) over the patch
     tokens, A_l the head-averaged attention of layer l (Abnar & Zuidema 2020, Sec. 3), laid out
@@ -67,10 +76,11 @@ def attention_rollout(network: nn.Module, x: torch.Tensor, target: torch.Tensor)
     """
     layers = attention_layers(network)
     if not layers:
-        raise ValueError("Attention rollout needs multi-head attention layers (a vision transformer); this "
-                         "model has none.")
+        raise ValueError(
+            "Attention rollout needs multi-head attention layers (a vision transformer); this model has none."
+        )
     found: list[torch.Tensor] = []
-    me = threading.get_ident()   # the network is shared between sessions' threads: only our own pass
+    me = threading.get_ident()  # the network is shared between sessions' threads: only our own pass
 
     def read(module, args, kwargs, output):
         if threading.get_ident() != me:
@@ -79,7 +89,7 @@ def attention_rollout(network: nn.Module, x: torch.Tensor, target: torch.Tensor)
         key = args[1] if len(args) > 1 else kwargs.get("key", query)
         if kwargs.get("attn_mask") is not None or kwargs.get("key_padding_mask") is not None:
             raise ValueError("Attention rollout does not support masked attention.")
-        found.append(attention_weights(module, query, key).mean(dim=1))   # heads averaged
+        found.append(attention_weights(module, query, key).mean(dim=1))  # heads averaged
 
     hooks = [m.register_forward_hook(read, with_kwargs=True) for m in layers]
     try:
@@ -91,11 +101,13 @@ def attention_rollout(network: nn.Module, x: torch.Tensor, target: torch.Tensor)
     n = found[0].shape[-1]
     side = math.isqrt(max(n - 1, 0))
     if side < 1 or side * side != n - 1 or any(a.shape[-1] != n for a in found):
-        raise ValueError(f"Attention rollout needs a class token followed by a square grid of patch tokens; the "
-                         f"attention layers see {n} tokens.")
+        raise ValueError(
+            f"Attention rollout needs a class token followed by a square grid of patch tokens; the "
+            f"attention layers see {n} tokens."
+        )
     eye = torch.eye(n, dtype=found[0].dtype, device=found[0].device)
     rollout = eye.expand_as(found[0])
-    for a in found:   # Ã_l = 0.5 A_l + 0.5 I (residual), rows sum to 1; rollout = Ã_L ... Ã_1
+    for a in found:  # Ã_l = 0.5 A_l + 0.5 I (residual), rows sum to 1; rollout = Ã_L ... Ã_1
         rollout = (0.5 * a + 0.5 * eye) @ rollout
     grid = rollout[:, 0, 1:].reshape(-1, 1, side, side)
     return F.interpolate(grid.to(x.dtype), size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -21,12 +21,13 @@ bench/convergence.py measures which reaches a settled map in fewer passes: on th
 and ResNet-50, antithetic pairs gain 1.06-1.13x and quasi draws 1.01-1.07x over independent
 draws (README, Convergence), short of the 2x a default change needs; "independent" stays.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ from ._registry import METHODS, register
 VARIANTS = ("mean", "squared", "vargrad")
 SAMPLING = ("independent", "antithetic", "quasi")
 MAX_SAMPLES = 10_000
-SETTLE_GROWTH = 1.25   # until_settled: the readout is checked at samples x 1.25^k (rounded up to 8s)
+SETTLE_GROWTH = 1.25  # until_settled: the readout is checked at samples x 1.25^k (rounded up to 8s)
 
 
 def sample_seed(seed: int, index: int, scheme: str = "") -> int:
@@ -85,10 +86,10 @@ class QuasiNormal:
         for r in range(self.REPLICATES):
             g = torch.Generator(device="cpu")
             g.manual_seed(sample_seed(seed, r, "quasi"))
-            shifts.append(torch.randint(0, 2 ** SobolEngine.MAXBIT, (dims,), generator=g, dtype=torch.int64))
-        self.shifts = torch.stack(shifts)       # (replicates, dims)
-        self.next_point = 0                     # Sobol point the engines draw next
-        self.held: tuple[int, torch.Tensor] | None = None   # the last point drawn, kept for reuse
+            shifts.append(torch.randint(0, 2**SobolEngine.MAXBIT, (dims,), generator=g, dtype=torch.int64))
+        self.shifts = torch.stack(shifts)  # (replicates, dims)
+        self.next_point = 0  # Sobol point the engines draw next
+        self.held: tuple[int, torch.Tensor] | None = None  # the last point drawn, kept for reuse
 
     def _points(self, first: int, last: int) -> torch.Tensor:
         """Unshifted Sobol points first..last (inclusive) as 30-bit integers, (m, dims)."""
@@ -105,7 +106,7 @@ class QuasiNormal:
                 for e in self.engines:
                     e.fast_forward(first - self.next_point)
             m = last - first + 1
-            scale = float(2 ** SobolEngine.MAXBIT)
+            scale = float(2**SobolEngine.MAXBIT)
             drawn = torch.cat([e.draw(m, dtype=torch.float64) for e in self.engines], dim=1)
             rows.extend((drawn * scale).to(torch.int64))  # exact: draw returns integers / 2^30
             self.next_point = last + 1
@@ -118,20 +119,27 @@ class QuasiNormal:
         base = self._points(int(point[0]), int(point[-1]))
         ints = torch.bitwise_xor(base[point - point[0]], self.shifts[replicate])
         # the centre of each 2^-30 cell: never 0 or 1, and symmetric about 1/2, so the mean is 0
-        u = (ints.double() + 0.5) / float(2 ** SobolEngine.MAXBIT)
+        u = (ints.double() + 0.5) / float(2**SobolEngine.MAXBIT)
         return torch.special.ndtri(u).float().reshape(n, *self.shape)
 
 
-def noise_draws(like: torch.Tensor, seed: int, start: int, n: int, sampling: str = "independent",
-                quasi: QuasiNormal | None = None) -> torch.Tensor:
+def noise_draws(
+    like: torch.Tensor,
+    seed: int,
+    start: int,
+    n: int,
+    sampling: str = "independent",
+    quasi: QuasiNormal | None = None,
+) -> torch.Tensor:
     """Standard normal noise (n, C, H, W) for samples start..start+n-1 of ``sampling``, drawn on
     the CPU in float32 and moved to ``like``'s device and dtype (``like``: (B, C, H, W))."""
     shape = like.shape[1:]
     if sampling == "independent":
         eps = torch.stack([_independent(shape, seed, start + i) for i in range(n)])
     elif sampling == "antithetic":
-        eps = torch.stack([_independent(shape, seed, (start + i) // 2) * (1 - 2 * ((start + i) % 2))
-                           for i in range(n)])
+        eps = torch.stack(
+            [_independent(shape, seed, (start + i) // 2) * (1 - 2 * ((start + i) % 2)) for i in range(n)]
+        )
     elif sampling == "quasi":
         eps = (quasi or QuasiNormal(shape, seed)).draw(start, n)
     else:
@@ -155,13 +163,23 @@ def checkpoints(samples: int, max_samples: int, until_settled: bool) -> list[int
     return points
 
 
-def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, samples: int = 50,
-               noise: float = 0.15, seed: int = 0, variant: str = "mean", base: str = "gradient",
-               sampling: str = "independent", until_settled: bool = False, max_samples: int = 1000,
-               chunk_size: int | None = None,
-               progress: Callable[[int, int], None] | None = None,
-               preview: Callable[[int, int, torch.Tensor], None] | None = None,
-               readout: Readout | None = None) -> torch.Tensor:
+def smoothgrad(
+    network: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    samples: int = 50,
+    noise: float = 0.15,
+    seed: int = 0,
+    variant: str = "mean",
+    base: str = "gradient",
+    sampling: str = "independent",
+    until_settled: bool = False,
+    max_samples: int = 1000,
+    chunk_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    preview: Callable[[int, int, torch.Tensor], None] | None = None,
+    readout: Readout | None = None,
+) -> torch.Tensor:
     """Average of ``base`` attributions over ``samples`` noisy copies of each image.
 
     Args:
@@ -199,7 +217,9 @@ def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, sample
         raise ValueError(f"until_settled must be true or false; got {until_settled!r}.")
     max_samples = count("SmoothGrad maximum samples", max_samples, 1, MAX_SAMPLES)
     if until_settled and max_samples < samples:
-        raise ValueError(f"SmoothGrad maximum samples ({max_samples}) must be at least the samples ({samples}).")
+        raise ValueError(
+            f"SmoothGrad maximum samples ({max_samples}) must be at least the samples ({samples})."
+        )
     if until_settled and readout is None:
         readout = Readout()
     attribute = METHODS[base].attribute
@@ -223,11 +243,14 @@ def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, sample
             while done < stop:
                 n = min(per_chunk, stop - done)
                 eps = noise_draws(x, seed, done, n, sampling, quasi)  # (n, C, H, W)
-                noisy = (x.unsqueeze(0) + eps.unsqueeze(1) * sigma.unsqueeze(0)).reshape(n * batch, *x.shape[1:])
+                noisy = (x.unsqueeze(0) + eps.unsqueeze(1) * sigma.unsqueeze(0)).reshape(
+                    n * batch, *x.shape[1:]
+                )
                 grads = attribute(network, noisy, target.repeat(n)).reshape(n, batch, *x.shape[1:])
                 # without a readout every sample goes to the first sum: no split, no gather
-                quarter = torch.tensor([quarter_of(unit_of(done + i, sampling)) if readout is not None else 0
-                                        for i in range(n)])
+                quarter = torch.tensor(
+                    [quarter_of(unit_of(done + i, sampling)) if readout is not None else 0 for i in range(n)]
+                )
                 for q in quarter.unique().tolist():
                     rows = (quarter == q).nonzero().flatten()
                     part = grads if len(rows) == n else grads[rows.to(grads.device)]
@@ -252,11 +275,14 @@ def smoothgrad(network: nn.Module, x: torch.Tensor, target: torch.Tensor, sample
 def _check(readout: Readout, sums, squares, counts, variant: str, batch: int, done: int) -> list[dict]:
     """The readout from the four quarters' sums (needs at least one unit in each quarter)."""
     if min(counts) == 0:
-        return readout.unavailable(batch, done, f"needs at least {QUARTERS} independent draws "
-                                                f"to compare (got {done} samples).")
+        return readout.unavailable(
+            batch, done, f"needs at least {QUARTERS} independent draws to compare (got {done} samples)."
+        )
     quarters = [_combine(s, q, c, variant) for s, q, c in zip(sums, squares, counts)]
-    halves = [_combine(sums[a] + sums[b], squares[a] + squares[b], counts[a] + counts[b], variant)
-              for a, b in ((0, 1), (2, 3))]
+    halves = [
+        _combine(sums[a] + sums[b], squares[a] + squares[b], counts[a] + counts[b], variant)
+        for a, b in ((0, 1), (2, 3))
+    ]
     return readout.check(quarters, halves, done)
 
 
@@ -269,21 +295,41 @@ def _combine(total: torch.Tensor, square: torch.Tensor, n: int, variant: str) ->
     return (square / n - (total / n).square()).clamp(min=0)  # E[g^2] - E[g]^2
 
 
-_PARAMS = {"samples": 50, "noise": 0.15, "seed": 0, "base": "gradient", "sampling": "independent",
-           "until_settled": False, "max_samples": 1000}
-register("smoothgrad", "SmoothGrad",
-         "Gradient averaged over noisy copies of the image: less speckle, same meaning.",
-         defaults=dict(_PARAMS, variant="mean"), averaging=True, smoothable=False,
-         reference="Smilkov et al. 2017, SmoothGrad: removing noise by adding noise")(smoothgrad)
+_PARAMS = {
+    "samples": 50,
+    "noise": 0.15,
+    "seed": 0,
+    "base": "gradient",
+    "sampling": "independent",
+    "until_settled": False,
+    "max_samples": 1000,
+}
+register(
+    "smoothgrad",
+    "SmoothGrad",
+    "Gradient averaged over noisy copies of the image: less speckle, same meaning.",
+    defaults=dict(_PARAMS, variant="mean"),
+    averaging=True,
+    smoothable=False,
+    reference="Smilkov et al. 2017, SmoothGrad: removing noise by adding noise",
+)(smoothgrad)
 # partial: a direct call of METHODS[name].attribute computes that variant, not the mean
-register("smoothgrad_squared", "SmoothGrad squared",
-         "Mean of squared noisy gradients: emphasises consistently strong pixels.",
-         defaults=dict(_PARAMS, variant="squared"), averaging=True, smoothable=False,
-         reference="Hooker et al. 2019, A Benchmark for Interpretability Methods")(
-    partial(smoothgrad, variant="squared"))
-register("vargrad", "VarGrad",
-         "Variance of noisy gradients: where the model's sensitivity changes most.",
-         defaults=dict(_PARAMS, variant="vargrad"), averaging=True, smoothable=False,
-         meaning="the gradient of {score} varies most under small noise here",
-         reference="Adebayo et al. 2018, Local explanation methods ... via noise")(
-    partial(smoothgrad, variant="vargrad"))
+register(
+    "smoothgrad_squared",
+    "SmoothGrad squared",
+    "Mean of squared noisy gradients: emphasises consistently strong pixels.",
+    defaults=dict(_PARAMS, variant="squared"),
+    averaging=True,
+    smoothable=False,
+    reference="Hooker et al. 2019, A Benchmark for Interpretability Methods",
+)(partial(smoothgrad, variant="squared"))
+register(
+    "vargrad",
+    "VarGrad",
+    "Variance of noisy gradients: where the model's sensitivity changes most.",
+    defaults=dict(_PARAMS, variant="vargrad"),
+    averaging=True,
+    smoothable=False,
+    meaning="the gradient of {score} varies most under small noise here",
+    reference="Adebayo et al. 2018, Local explanation methods ... via noise",
+)(partial(smoothgrad, variant="vargrad"))

@@ -42,19 +42,65 @@ Example:
     >>> region.mask.shape
     (224, 224)
 """
+
 from __future__ import annotations
 
 from .coco import decode_rle, read_coco
 from .datasets import Dataset, Item, dataset_from_files, dataset_from_folder, dataset_from_zip, match
 from .readers import is_mask_path, read_annotation_file, read_csv, read_mask, read_voc
-from .records import (ANNOTATION_SUFFIXES, IMAGE_SUFFIXES, MASK_ENDINGS, MASK_FOLDERS, MAX_ANNOTATION_BYTES,
-                      MAX_FILE_MASK_PIXELS, MAX_MASK_PIXELS, MAX_POLYGON_NUMBERS, MAX_SIDE, MAX_ZIP_ANNOTATIONS,
-                      MAX_ZIP_DIRECTORY, MAX_ZIP_MEMBERS, VOC_VOID, Annotation, Box, CropGeometry, Region, Skipped,
-                      stem_of)
+from .records import (
+    ANNOTATION_SUFFIXES,
+    IMAGE_SUFFIXES,
+    MASK_ENDINGS,
+    MASK_FOLDERS,
+    MAX_ANNOTATION_BYTES,
+    MAX_FILE_MASK_PIXELS,
+    MAX_MASK_PIXELS,
+    MAX_POLYGON_NUMBERS,
+    MAX_SIDE,
+    MAX_ZIP_ANNOTATIONS,
+    MAX_ZIP_DIRECTORY,
+    MAX_ZIP_MEMBERS,
+    VOC_VOID,
+    Annotation,
+    Box,
+    CropGeometry,
+    Region,
+    Skipped,
+    stem_of,
+)
 
-__all__ = ["ANNOTATION_SUFFIXES", "IMAGE_SUFFIXES", "MASK_ENDINGS", "MASK_FOLDERS", "MAX_ANNOTATION_BYTES",
-           "MAX_FILE_MASK_PIXELS", "MAX_MASK_PIXELS", "MAX_POLYGON_NUMBERS", "MAX_SIDE", "MAX_ZIP_ANNOTATIONS",
-           "MAX_ZIP_DIRECTORY", "MAX_ZIP_MEMBERS", "VOC_VOID", "Annotation", "Box", "CropGeometry", "Dataset", "Item",
-           "Region", "Skipped", "dataset_from_files", "dataset_from_folder", "dataset_from_zip", "decode_rle",
-           "is_mask_path", "match", "read_annotation_file", "read_coco", "read_csv", "read_mask", "read_voc",
-           "stem_of"]
+__all__ = [
+    "ANNOTATION_SUFFIXES",
+    "IMAGE_SUFFIXES",
+    "MASK_ENDINGS",
+    "MASK_FOLDERS",
+    "MAX_ANNOTATION_BYTES",
+    "MAX_FILE_MASK_PIXELS",
+    "MAX_MASK_PIXELS",
+    "MAX_POLYGON_NUMBERS",
+    "MAX_SIDE",
+    "MAX_ZIP_ANNOTATIONS",
+    "MAX_ZIP_DIRECTORY",
+    "MAX_ZIP_MEMBERS",
+    "VOC_VOID",
+    "Annotation",
+    "Box",
+    "CropGeometry",
+    "Dataset",
+    "Item",
+    "Region",
+    "Skipped",
+    "dataset_from_files",
+    "dataset_from_folder",
+    "dataset_from_zip",
+    "decode_rle",
+    "is_mask_path",
+    "match",
+    "read_annotation_file",
+    "read_coco",
+    "read_csv",
+    "read_mask",
+    "read_voc",
+    "stem_of",
+]

@@ -1,5 +1,6 @@
 """COCO JSON: polygon segmentations rasterised, RLE (compressed or not) decoded, otherwise the box;
 every size checked before anything is allocated."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,21 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ...engine.safe_text import clip
-from .records import (Annotation, MAX_FILE_MASK_PIXELS, MAX_MASK_PIXELS, MAX_POLYGON_NUMBERS, MAX_SIDE,
-                      Skipped, _box, _check_pixels, _id, _num, _number, _text, _whole)
+from .records import (
+    MAX_FILE_MASK_PIXELS,
+    MAX_MASK_PIXELS,
+    MAX_POLYGON_NUMBERS,
+    MAX_SIDE,
+    Annotation,
+    Skipped,
+    _box,
+    _check_pixels,
+    _id,
+    _num,
+    _number,
+    _text,
+    _whole,
+)
 
 
 def decode_rle(counts, height: int, width: int) -> np.ndarray:
@@ -24,17 +38,20 @@ def decode_rle(counts, height: int, width: int) -> np.ndarray:
     """
     pixels = int(height) * int(width)
     if pixels > MAX_MASK_PIXELS:
-        raise ValueError(f"the RLE is {width}x{height} pixels ({pixels:,}); the limit is {MAX_MASK_PIXELS:,} pixels")
+        raise ValueError(
+            f"the RLE is {width}x{height} pixels ({pixels:,}); the limit is {MAX_MASK_PIXELS:,} pixels"
+        )
     if isinstance(counts, str):
         counts = _rle_string_counts(counts, limit=pixels + 1)
     elif not isinstance(counts, (list, tuple)):
-        raise ValueError(f"the RLE counts are a {type(counts).__name__}, expected a list of numbers or a string")
+        raise ValueError(
+            f"the RLE counts are a {type(counts).__name__}, expected a list of numbers or a string"
+        )
     elif len(counts) > pixels + 1:
         raise ValueError(f"the RLE has {len(counts):,} runs for {pixels:,} pixels")
     runs = _run_lengths(counts, pixels)
     if runs.sum() != pixels:
-        raise ValueError(f"the RLE covers {int(runs.sum())} pixels, expected {height}x{width} = "
-                         f"{pixels}")
+        raise ValueError(f"the RLE covers {int(runs.sum())} pixels, expected {height}x{width} = {pixels}")
     values = np.zeros(len(runs), dtype=bool)
     values[1::2] = True
     flat = np.repeat(values, runs)
@@ -134,12 +151,17 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
         raise ValueError(f"{source}: not valid JSON ({err.msg} at line {err.lineno}).") from None
     except RecursionError:
         raise ValueError(f"{source}: the JSON is nested too deeply to be an annotation file.") from None
-    except (ValueError, MemoryError) as err:   # e.g. an integer of thousands of digits
+    except (ValueError, MemoryError) as err:  # e.g. an integer of thousands of digits
         raise ValueError(f"{source}: the JSON cannot be read ({clip(err, 120)}).") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) \
-            or not isinstance(doc.get("annotations"), list):
-        raise ValueError(f"{source}: not a COCO annotation file (expected an object with 'images' and "
-                         "'annotations' lists).")
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("images"), list)
+        or not isinstance(doc.get("annotations"), list)
+    ):
+        raise ValueError(
+            f"{source}: not a COCO annotation file (expected an object with 'images' and "
+            "'annotations' lists)."
+        )
     skipped: list[Skipped] = []
     categories: dict = {}
     listed = doc.get("categories")
@@ -148,9 +170,14 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
             continue
         key, name = _id(c.get("id")), c.get("name", "")
         if key is None or not isinstance(name, str):
-            skipped.append(Skipped(f"{source} categories[{n}]", "the category's 'id' is not a whole number or a "
-                                                                 "text, or its 'name' is not a text; its name is "
-                                                                 "not shown."))
+            skipped.append(
+                Skipped(
+                    f"{source} categories[{n}]",
+                    "the category's 'id' is not a whole number or a "
+                    "text, or its 'name' is not a text; its name is "
+                    "not shown.",
+                )
+            )
             continue
         categories[key] = clip(name, 200)
     images: dict = {}
@@ -158,8 +185,9 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
         where = f"{source} images[{n}]"
         key = _id(entry.get("id")) if isinstance(entry, dict) else None
         if key is None or not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
-            skipped.append(Skipped(where, "the entry has no 'id' (a whole number or a text) or no 'file_name' "
-                                          "(a text)."))
+            skipped.append(
+                Skipped(where, "the entry has no 'id' (a whole number or a text) or no 'file_name' (a text).")
+            )
             continue
         name = clip(entry["file_name"], 500)
         try:
@@ -178,12 +206,18 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
             continue
         image_id = _id(obj.get("image_id"))
         if image_id is None:
-            skipped.append(Skipped(where, f"image_id {clip(json.dumps(obj.get('image_id')), 60)} is not a whole "
-                                          "number or a text."))
+            skipped.append(
+                Skipped(
+                    where,
+                    f"image_id {clip(json.dumps(obj.get('image_id')), 60)} is not a whole number or a text.",
+                )
+            )
             continue
         image = images.get(image_id)
         if image is None:
-            skipped.append(Skipped(where, f"image_id {clip(repr(image_id), 60)} is not among the file's images."))
+            skipped.append(
+                Skipped(where, f"image_id {clip(repr(image_id), 60)} is not among the file's images.")
+            )
             continue
         name, size, refused = image
         if refused:
@@ -218,16 +252,19 @@ def _coco_size(entry: dict) -> tuple[int, int] | None:
     return w, h
 
 
-def _coco_object(obj: dict, name: str, size, label: str, where: str, budget: int = MAX_FILE_MASK_PIXELS
-                 ) -> Annotation:
+def _coco_object(
+    obj: dict, name: str, size, label: str, where: str, budget: int = MAX_FILE_MASK_PIXELS
+) -> Annotation:
     seg = obj.get("segmentation")
     if seg:
         if isinstance(seg, list):
             if size is None:
                 raise ValueError("a polygon needs the image's width and height in 'images'")
             if size[0] * size[1] > budget:
-                raise ValueError(f"the file's masks add up to more than {MAX_FILE_MASK_PIXELS:,} pixels; this "
-                                 "object is left out")
+                raise ValueError(
+                    f"the file's masks add up to more than {MAX_FILE_MASK_PIXELS:,} pixels; this "
+                    "object is left out"
+                )
             mask = _polygons_mask(seg, size[1], size[0])
         elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
             dims = seg["size"]
@@ -239,8 +276,10 @@ def _coco_object(obj: dict, name: str, size, label: str, where: str, budget: int
             if size is not None and (w, h) != size:
                 raise ValueError(f"the RLE is {w}x{h} but the image entry says {size[0]}x{size[1]}")
             if w * h > budget:
-                raise ValueError(f"the file's masks add up to more than {MAX_FILE_MASK_PIXELS:,} pixels; this "
-                                 "object is left out")
+                raise ValueError(
+                    f"the file's masks add up to more than {MAX_FILE_MASK_PIXELS:,} pixels; this "
+                    "object is left out"
+                )
             mask = decode_rle(seg["counts"], h, w)
             size = (w, h)
         else:

@@ -1,5 +1,6 @@
 """Data sets of annotated images: images matched to annotations by file stem, from files, a folder
 or a ZIP (opened once, members inflated in counted chunks)."""
+
 from __future__ import annotations
 
 import io
@@ -7,9 +8,9 @@ import os
 import struct
 import threading
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Sequence
 from zlib import error as zlib_error
 
 from PIL import Image
@@ -17,11 +18,21 @@ from PIL import Image
 from ...engine.images import MAX_BYTES, load_image
 from ...engine.safe_text import clip
 from .readers import is_mask_path, read_annotation_file, read_mask
-from .records import (ANNOTATION_SUFFIXES, Annotation, IMAGE_SUFFIXES, MAX_ANNOTATION_BYTES,
-                      MAX_ZIP_ANNOTATIONS, MAX_ZIP_DIRECTORY, MAX_ZIP_MEMBERS, Skipped, _ZIP_CHUNK, stem_of)
-
+from .records import (
+    _ZIP_CHUNK,
+    ANNOTATION_SUFFIXES,
+    IMAGE_SUFFIXES,
+    MAX_ANNOTATION_BYTES,
+    MAX_ZIP_ANNOTATIONS,
+    MAX_ZIP_DIRECTORY,
+    MAX_ZIP_MEMBERS,
+    Annotation,
+    Skipped,
+    stem_of,
+)
 
 # ---- data sets -------------------------------------------------------------------------------
+
 
 @dataclass
 class Item:
@@ -29,7 +40,7 @@ class Item:
 
     name: str
     annotation: Annotation
-    load: Callable[[], "Image.Image"]
+    load: Callable[[], Image.Image]
 
     def image(self) -> Image.Image:
         """The decoded RGB image (ValueError in plain words if it cannot be read)."""
@@ -58,11 +69,16 @@ def _loader(source, name: str) -> Callable[[], Image.Image]:
     def load() -> Image.Image:
         data = source() if callable(source) else source
         return load_image(data, name=name)
+
     return load
 
 
-def match(images: Sequence[tuple[str, object]], annotations: Iterable[Annotation],
-          skipped: list[Skipped] | None = None, description: str = "") -> Dataset:
+def match(
+    images: Sequence[tuple[str, object]],
+    annotations: Iterable[Annotation],
+    skipped: list[Skipped] | None = None,
+    description: str = "",
+) -> Dataset:
     """Pair images with annotations by file stem.
 
     Args:
@@ -82,9 +98,14 @@ def match(images: Sequence[tuple[str, object]], annotations: Iterable[Annotation
     for name, source in images:
         stem = stem_of(name)
         if stem in by_stem:
-            skipped.append(Skipped(name, f"another image, {by_stem[stem][0]}, has the same name stem "
-                                         f"'{stem}'; annotations are matched by stem, so only the first "
-                                         "is used (masks belong in a folder named masks/ or end in _mask)."))
+            skipped.append(
+                Skipped(
+                    name,
+                    f"another image, {by_stem[stem][0]}, has the same name stem "
+                    f"'{stem}'; annotations are matched by stem, so only the first "
+                    "is used (masks belong in a folder named masks/ or end in _mask).",
+                )
+            )
             continue
         by_stem[stem] = (name, source)
     merged: dict[str, Annotation] = {}
@@ -94,8 +115,13 @@ def match(images: Sequence[tuple[str, object]], annotations: Iterable[Annotation
             if key in merged:
                 merged[key].merge(ann)
             else:
-                merged[key] = Annotation(image=ann.image, boxes=list(ann.boxes), mask=ann.mask,
-                                         size=ann.size, sources=list(ann.sources))
+                merged[key] = Annotation(
+                    image=ann.image,
+                    boxes=list(ann.boxes),
+                    mask=ann.mask,
+                    size=ann.size,
+                    sources=list(ann.sources),
+                )
         except ValueError as err:
             skipped.append(Skipped(ann.image, f"{err}"))
     items = []
@@ -103,20 +129,23 @@ def match(images: Sequence[tuple[str, object]], annotations: Iterable[Annotation
         if key not in by_stem:
             where = ann.sources[0] if ann.sources else "the annotations"
             more = f" and {len(ann.sources) - 1} more" if len(ann.sources) > 1 else ""
-            skipped.append(Skipped(ann.image, f"annotated in {where}{more}, but no image named "
-                                              f"'{key}' was given."))
+            skipped.append(
+                Skipped(ann.image, f"annotated in {where}{more}, but no image named '{key}' was given.")
+            )
     for key, (name, source) in sorted(by_stem.items(), key=lambda kv: kv[1][0]):
         ann = merged.get(key)
         if ann is None:
-            skipped.append(Skipped(name, f"no annotation for this image (no mask, box or object names "
-                                         f"'{key}')."))
+            skipped.append(
+                Skipped(name, f"no annotation for this image (no mask, box or object names '{key}').")
+            )
             continue
         items.append(Item(name=name, annotation=ann, load=_loader(source, name)))
     return Dataset(items=items, skipped=skipped, description=description)
 
 
-def dataset_from_files(images: Sequence[tuple[str, object]], annotation_files: Sequence[tuple[str, bytes]],
-                       description: str = "") -> Dataset:
+def dataset_from_files(
+    images: Sequence[tuple[str, object]], annotation_files: Sequence[tuple[str, bytes]], description: str = ""
+) -> Dataset:
     """A data set from uploaded files: images and annotation files (CSV / XML / JSON / mask
     images). Every image-type file in ``annotation_files`` is read as a mask.
 
@@ -128,13 +157,22 @@ def dataset_from_files(images: Sequence[tuple[str, object]], annotation_files: S
         found, problems = read_annotation_file(name, data)
         annotations += found
         skipped += problems
-    return match(images, annotations, skipped,
-                 description or f"{len(images)} image(s), {len(annotation_files)} annotation file(s)")
+    return match(
+        images,
+        annotations,
+        skipped,
+        description or f"{len(images)} image(s), {len(annotation_files)} annotation file(s)",
+    )
 
 
 def _files_under(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                  and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in suffixes
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
 
 
 def _read_bytes(path: Path, limit: int) -> bytes:
@@ -196,8 +234,11 @@ def dataset_from_folder(images: str | os.PathLike, annotations: str | os.PathLik
             got, problems = read_annotation_file(name, data)
             found += got
             skipped += problems
-    where = f"images from {images}, annotations from {annotations}" if annotations else \
-        f"images and annotations from {images}"
+    where = (
+        f"images from {images}, annotations from {annotations}"
+        if annotations
+        else f"images and annotations from {images}"
+    )
     return match(pictures, found, skipped, where)
 
 
@@ -211,7 +252,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _strip_name(err: Exception, name: str) -> str:
     text = str(err)
-    return text[len(name) + 2:] if text.startswith(name + ": ") else text
+    return text[len(name) + 2 :] if text.startswith(name + ": ") else text
 
 
 def dataset_from_zip(source: str | os.PathLike | bytes, name: str = "upload.zip") -> Dataset:
@@ -234,24 +275,25 @@ def dataset_from_zip(source: str | os.PathLike | bytes, name: str = "upload.zip"
 def _zip_directory(data: bytes) -> tuple[int, int] | None:
     """(files listed, size of the central directory in bytes) from a ZIP's end record (ZIP64
     included), read before the directory itself is parsed; None if there is no end record."""
-    tail = data[-(22 + 65535):]
+    tail = data[-(22 + 65535) :]
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) - at < 22:
         return None
-    entries, size = struct.unpack("<HI", tail[at + 10:at + 16])
-    if entries == 0xFFFF or size == 0xFFFFFFFF:       # ZIP64: the locator sits just before
+    entries, size = struct.unpack("<HI", tail[at + 10 : at + 16])
+    if entries == 0xFFFF or size == 0xFFFFFFFF:  # ZIP64: the locator sits just before
         base = len(data) - len(tail) + at
-        locator = data[base - 20:base]
+        locator = data[base - 20 : base]
         if len(locator) == 20 and locator[:4] == b"PK\x06\x07":
             (offset,) = struct.unpack("<Q", locator[8:16])
-            record = data[offset:offset + 56]
+            record = data[offset : offset + 56]
             if len(record) == 56 and record[:4] == b"PK\x06\x06":
                 entries, size = struct.unpack("<QQ", record[32:48])
     return entries, size
 
 
-def _zip_contents(source: str | os.PathLike | bytes, name: str = "upload.zip"
-                  ) -> tuple[list[tuple[str, object]], list[Annotation], list[Skipped]]:
+def _zip_contents(
+    source: str | os.PathLike | bytes, name: str = "upload.zip"
+) -> tuple[list[tuple[str, object]], list[Annotation], list[Skipped]]:
     """(images as (name, reader), annotations read, problems) of a ZIP, opened once.
 
     The file count and the size of the file list are checked before the list is parsed; every
@@ -262,26 +304,33 @@ def _zip_contents(source: str | os.PathLike | bytes, name: str = "upload.zip"
     if directory is not None:
         entries, size = directory
         if entries > MAX_ZIP_MEMBERS:
-            raise ValueError(f"{label}: the archive holds {entries:,} files; the limit is {MAX_ZIP_MEMBERS:,}.")
+            raise ValueError(
+                f"{label}: the archive holds {entries:,} files; the limit is {MAX_ZIP_MEMBERS:,}."
+            )
         if size > MAX_ZIP_DIRECTORY:
-            raise ValueError(f"{label}: the archive's list of files is {size / 2**20:,.1f} MiB; the limit is "
-                             f"{MAX_ZIP_DIRECTORY // 2**20} MiB.")
+            raise ValueError(
+                f"{label}: the archive's list of files is {size / 2**20:,.1f} MiB; the limit is "
+                f"{MAX_ZIP_DIRECTORY // 2**20} MiB."
+            )
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = [m for m in archive.infolist() if not m.is_dir()]
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise ValueError(f"{label}: not a readable ZIP file ({clip(err, 200)}).") from None
     if len(members) > MAX_ZIP_MEMBERS:
-        raise ValueError(f"{label}: the archive holds {len(members):,} files; the limit is {MAX_ZIP_MEMBERS:,}.")
+        raise ValueError(
+            f"{label}: the archive holds {len(members):,} files; the limit is {MAX_ZIP_MEMBERS:,}."
+        )
     skipped: list[Skipped] = []
     annotations: list[Annotation] = []
     pictures: list[tuple[str, object]] = []
-    lock = threading.Lock()   # one ZipFile, read from whichever thread needs an image
+    lock = threading.Lock()  # one ZipFile, read from whichever thread needs an image
 
     def reader(member: zipfile.ZipInfo, limit: int) -> Callable[[], bytes]:
         def read() -> bytes:
             with lock:
                 return _read_member(archive, member, limit)
+
         return read
 
     left = MAX_ZIP_ANNOTATIONS
@@ -293,12 +342,20 @@ def _zip_contents(source: str | os.PathLike | bytes, name: str = "upload.zip"
         suffix = PurePosixPath(path).suffix.lower()
         if suffix in ANNOTATION_SUFFIXES or (suffix in IMAGE_SUFFIXES and is_mask_path(path)):
             if left <= 0:
-                skipped.append(Skipped(path, f"not read: the archive's annotation files already reached "
-                                             f"{MAX_ZIP_ANNOTATIONS // 2**20} MiB unpacked, the limit for one archive."))
+                skipped.append(
+                    Skipped(
+                        path,
+                        f"not read: the archive's annotation files already reached "
+                        f"{MAX_ZIP_ANNOTATIONS // 2**20} MiB unpacked, the limit for one archive.",
+                    )
+                )
                 continue
             try:
-                content = _read_member(archive, m, min(MAX_ANNOTATION_BYTES if suffix in ANNOTATION_SUFFIXES
-                                                       else MAX_BYTES, left))
+                content = _read_member(
+                    archive,
+                    m,
+                    min(MAX_ANNOTATION_BYTES if suffix in ANNOTATION_SUFFIXES else MAX_BYTES, left),
+                )
             except ValueError as err:
                 skipped.append(Skipped(path, f"{_strip_name(err, path)}"))
                 continue
@@ -309,7 +366,11 @@ def _zip_contents(source: str | os.PathLike | bytes, name: str = "upload.zip"
         elif suffix in IMAGE_SUFFIXES:
             pictures.append((path, reader(m, MAX_BYTES)))
         else:
-            skipped.append(Skipped(path, f"neither an image nor an annotation file ('{clip(suffix, 20) or 'no suffix'}')."))
+            skipped.append(
+                Skipped(
+                    path, f"neither an image nor an annotation file ('{clip(suffix, 20) or 'no suffix'}')."
+                )
+            )
     return pictures, annotations, skipped
 
 
@@ -322,8 +383,10 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) 
     """
     path = member.filename
     if member.file_size > limit:
-        raise ValueError(f"{path}: the file is too large ({member.file_size / 2**20:,.1f} MiB unpacked; the "
-                         f"limit is {limit / 2**20:,.0f} MiB).")
+        raise ValueError(
+            f"{path}: the file is too large ({member.file_size / 2**20:,.1f} MiB unpacked; the "
+            f"limit is {limit / 2**20:,.0f} MiB)."
+        )
     out = bytearray()
     try:
         with archive.open(member) as f:
@@ -333,12 +396,23 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) 
                     break
                 out += chunk
                 if len(out) > limit:
-                    raise ValueError(f"{path}: the file unpacks to more than {limit / 2**20:,.0f} MiB (its header "
-                                     f"says {member.file_size:,} bytes); refused after reading that much.")
+                    raise ValueError(
+                        f"{path}: the file unpacks to more than {limit / 2**20:,.0f} MiB (its header "
+                        f"says {member.file_size:,} bytes); refused after reading that much."
+                    )
     except ValueError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
-            zlib_error) as err:
-        raise ValueError(f"{path}: cannot read it from the archive: it is damaged, encrypted, or unpacks to more "
-                         f"than its header says ({clip(err, 120)}).") from None
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+        zlib_error,
+    ) as err:
+        raise ValueError(
+            f"{path}: cannot read it from the archive: it is damaged, encrypted, or unpacks to more "
+            f"than its header says ({clip(err, 120)})."
+        ) from None
     return bytes(out)

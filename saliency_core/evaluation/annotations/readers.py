@@ -1,5 +1,6 @@
 """Reading one annotation file: CSV boxes, Pascal VOC XML, mask PNGs, and the dispatch by file type
 (COCO JSON in ``coco``)."""
+
 from __future__ import annotations
 
 import csv
@@ -7,23 +8,60 @@ import io
 from pathlib import PurePosixPath
 
 import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as ET
 from PIL import Image, UnidentifiedImageError
-from defusedxml import DefusedXmlException, ElementTree as ET
 
 from ...engine.safe_text import clip
 from .coco import read_coco
-from .records import (Annotation, Box, IMAGE_SUFFIXES, MASK_ENDINGS, MASK_FOLDERS, MAX_MASK_PIXELS, MAX_SIDE,
-                      Skipped, VOC_VOID, _box, _check_pixels, _text, _whole,
-                      stem_of)
+from .records import (
+    IMAGE_SUFFIXES,
+    MASK_ENDINGS,
+    MASK_FOLDERS,
+    MAX_MASK_PIXELS,
+    MAX_SIDE,
+    VOC_VOID,
+    Annotation,
+    Box,
+    Skipped,
+    _box,
+    _check_pixels,
+    _text,
+    _whole,
+    stem_of,
+)
 
 _CSV_ALIASES = {
-    "image": "image", "filename": "image", "file": "image", "file_name": "image", "image_name": "image",
-    "name": "image", "path": "image", "image_path": "image",
-    "x_min": "x_min", "xmin": "x_min", "x0": "x_min", "left": "x_min", "x1": "x_min",
-    "y_min": "y_min", "ymin": "y_min", "y0": "y_min", "top": "y_min", "y1": "y_min",
-    "x_max": "x_max", "xmax": "x_max", "right": "x_max", "x2": "x_max",
-    "y_max": "y_max", "ymax": "y_max", "bottom": "y_max", "y2": "y_max",
-    "label": "label", "class": "label", "category": "label", "class_name": "label",
+    "image": "image",
+    "filename": "image",
+    "file": "image",
+    "file_name": "image",
+    "image_name": "image",
+    "name": "image",
+    "path": "image",
+    "image_path": "image",
+    "x_min": "x_min",
+    "xmin": "x_min",
+    "x0": "x_min",
+    "left": "x_min",
+    "x1": "x_min",
+    "y_min": "y_min",
+    "ymin": "y_min",
+    "y0": "y_min",
+    "top": "y_min",
+    "y1": "y_min",
+    "x_max": "x_max",
+    "xmax": "x_max",
+    "right": "x_max",
+    "x2": "x_max",
+    "y_max": "y_max",
+    "ymax": "y_max",
+    "bottom": "y_max",
+    "y2": "y_max",
+    "label": "label",
+    "class": "label",
+    "category": "label",
+    "class_name": "label",
 }
 _CSV_REQUIRED = ("image", "x_min", "y_min", "x_max", "y_max")
 
@@ -56,8 +94,10 @@ def read_csv(data: bytes | str, source: str = "boxes.csv") -> tuple[list[Annotat
     header = [_CSV_ALIASES.get(h.strip().lower().replace(" ", "_"), h.strip().lower()) for h in rows[0]]
     missing = [c for c in _CSV_REQUIRED if c not in header]
     if missing:
-        raise ValueError(f"{source}: expected the columns image,x_min,y_min,x_max,y_max[,label]; "
-                         f"missing {', '.join(missing)} (the header is {','.join(rows[0])!r}).")
+        raise ValueError(
+            f"{source}: expected the columns image,x_min,y_min,x_max,y_max[,label]; "
+            f"missing {', '.join(missing)} (the header is {','.join(rows[0])!r})."
+        )
     col = {name: header.index(name) for name in header if name in _CSV_REQUIRED or name == "label"}
     by_image: dict[str, Annotation] = {}
     skipped: list[Skipped] = []
@@ -113,11 +153,15 @@ def read_voc(data: bytes | str, source: str = "annotation.xml") -> tuple[list[An
     except ET.ParseError as err:
         raise ValueError(f"{source}: not well-formed XML ({err}).") from None
     except DefusedXmlException as err:
-        raise ValueError(f"{source}: the XML uses entities or external references, which are refused "
-                         f"({type(err).__name__}).") from None
+        raise ValueError(
+            f"{source}: the XML uses entities or external references, which are refused "
+            f"({type(err).__name__})."
+        ) from None
     if root.tag != "annotation":
-        raise ValueError(f"{source}: not a Pascal VOC annotation (the root element is <{root.tag}>, "
-                         "expected <annotation>).")
+        raise ValueError(
+            f"{source}: not a Pascal VOC annotation (the root element is <{root.tag}>, "
+            "expected <annotation>)."
+        )
     image = _child_text(root, "filename", source)
     size = None
     if root.find("size") is not None:
@@ -169,23 +213,25 @@ def read_mask(data: bytes, source: str, image: str | None = None) -> Annotation:
     """
     try:
         picture = Image.open(io.BytesIO(data))
-        _check_pixels(picture.width, picture.height, f"{source}: the mask")   # before decoding a pixel
+        _check_pixels(picture.width, picture.height, f"{source}: the mask")  # before decoding a pixel
         picture.load()
     except ValueError as err:
         if str(err).startswith(source):
             raise ValueError(f"{err}.") from None
         raise ValueError(f"{source}: the mask is not a readable image ({clip(err, 200)}).") from None
     except Image.DecompressionBombError:
-        raise ValueError(f"{source}: the mask has more than {MAX_MASK_PIXELS:,} pixels, the limit; it was not "
-                         "decoded.") from None
+        raise ValueError(
+            f"{source}: the mask has more than {MAX_MASK_PIXELS:,} pixels, the limit; it was not decoded."
+        ) from None
     except (UnidentifiedImageError, OSError, MemoryError) as err:
         raise ValueError(f"{source}: the mask is not a readable image ({clip(err, 200)}).") from None
     if picture.mode == "1":
         region = np.asarray(picture, dtype=bool)
     elif picture.mode in ("RGBA", "LA"):
         alpha = np.asarray(picture.getchannel("A"))
-        region = alpha > 0 if alpha.min() != alpha.max() else \
-            (np.asarray(picture.convert("RGB")) > 0).any(axis=2)
+        region = (
+            alpha > 0 if alpha.min() != alpha.max() else (np.asarray(picture.convert("RGB")) > 0).any(axis=2)
+        )
     elif picture.mode in ("RGB", "CMYK", "YCbCr"):
         region = (np.asarray(picture.convert("RGB")) > 0).any(axis=2)
     else:  # L, P, I, I;16, F: values are labels
@@ -238,8 +284,13 @@ def read_annotation_file(name: str, data: bytes) -> tuple[list[Annotation], list
             return [read_mask(data, name)], []
     except ValueError as err:
         text = str(err)
-        return [], [Skipped(name, text[len(name) + 2:] if text.startswith(name + ": ") else text)]
+        return [], [Skipped(name, text[len(name) + 2 :] if text.startswith(name + ": ") else text)]
     except Exception as err:  # noqa: BLE001  a reader's oversight must not stop the other files
         return [], [Skipped(name, f"the file could not be read ({type(err).__name__}: {clip(err, 200)}).")]
-    return [], [Skipped(name, f"not an annotation file (expected .csv, .xml, .json or a mask PNG; got "
-                              f"'{suffix or 'no suffix'}').")]
+    return [], [
+        Skipped(
+            name,
+            f"not an annotation file (expected .csv, .xml, .json or a mask PNG; got "
+            f"'{suffix or 'no suffix'}').",
+        )
+    ]

@@ -1,5 +1,6 @@
 """Annotation records (boxes, regions, the model's crop geometry), the limits on hostile files,
 and the checks every reader applies to a number it reads."""
+
 from __future__ import annotations
 
 import json
@@ -14,26 +15,39 @@ from torchvision.transforms import functional as TF
 from ...engine.images import MAX_PIXELS
 from ...engine.safe_text import clip
 
-
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 ANNOTATION_SUFFIXES = (".csv", ".xml", ".json")
 # a PNG in a folder with one of these names, or with one of these stem endings, is a mask
-MASK_FOLDERS = {"mask", "masks", "annotation", "annotations", "label", "labels", "gt", "ground_truth",
-                "groundtruth", "segmentation", "segmentations", "segmentationclass", "segmentationobject"}
+MASK_FOLDERS = {
+    "mask",
+    "masks",
+    "annotation",
+    "annotations",
+    "label",
+    "labels",
+    "gt",
+    "ground_truth",
+    "groundtruth",
+    "segmentation",
+    "segmentations",
+    "segmentationclass",
+    "segmentationobject",
+}
 MASK_ENDINGS = ("_mask", "-mask", ".mask", "_gt", "-gt", "_label", "_labels", "_seg", "_segmentation")
-MAX_ANNOTATION_BYTES = 64 * 2**20     # a larger annotation file is refused
-MAX_ZIP_MEMBERS = 10_000              # files in one ZIP
-MAX_ZIP_DIRECTORY = 8 * 2**20         # bytes of a ZIP's central directory (its list of files)
-MAX_ZIP_ANNOTATIONS = 256 * 2**20     # inflated bytes of all annotation files read from one ZIP
-MAX_MASK_PIXELS = MAX_PIXELS          # one mask, polygon or RLE (width x height)
-MAX_SIDE = 100_000                    # pixels on a side an annotation may declare
+MAX_ANNOTATION_BYTES = 64 * 2**20  # a larger annotation file is refused
+MAX_ZIP_MEMBERS = 10_000  # files in one ZIP
+MAX_ZIP_DIRECTORY = 8 * 2**20  # bytes of a ZIP's central directory (its list of files)
+MAX_ZIP_ANNOTATIONS = 256 * 2**20  # inflated bytes of all annotation files read from one ZIP
+MAX_MASK_PIXELS = MAX_PIXELS  # one mask, polygon or RLE (width x height)
+MAX_SIDE = 100_000  # pixels on a side an annotation may declare
 MAX_FILE_MASK_PIXELS = 2_000_000_000  # pixels of all masks rasterised from one COCO file
-MAX_POLYGON_NUMBERS = 1_000_000       # coordinates in one COCO object's polygons
+MAX_POLYGON_NUMBERS = 1_000_000  # coordinates in one COCO object's polygons
 _ZIP_CHUNK = 1 << 16
-VOC_VOID = 255                        # Pascal VOC label masks mark object borders with 255
+VOC_VOID = 255  # Pascal VOC label masks mark object borders with 255
 
 
 # ---- records ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -58,7 +72,7 @@ class Box:
 
     def describe(self) -> str:
         name = f"'{self.label}' " if self.label else ""
-        return (f"{name}box x {_num(self.x_min)}-{_num(self.x_max)}, y {_num(self.y_min)}-{_num(self.y_max)}")
+        return f"{name}box x {_num(self.x_min)}-{_num(self.x_max)}, y {_num(self.y_min)}-{_num(self.y_max)}"
 
 
 def _num(v: float) -> str:
@@ -104,7 +118,7 @@ class CropGeometry:
     interpolation: str = "bilinear"
 
     @classmethod
-    def of(cls, model) -> "CropGeometry":
+    def of(cls, model) -> CropGeometry:
         """The geometry of a ``Classifier``."""
         return cls(int(model.resize), int(model.input_size), str(model.interpolation))
 
@@ -125,6 +139,7 @@ class CropGeometry:
             if s > length:  # torchvision pads (s - length) // 2 before, the rest after
                 return -((s - length) // 2)
             return int(round((length - s) / 2.0))
+
         return start(w), start(h)
 
     def box_to_crop(self, box: Box, width: int, height: int) -> tuple[float, float, float, float]:
@@ -175,20 +190,24 @@ class Annotation:
     def labels(self) -> list[str]:
         return sorted({b.label for b in self.boxes if b.label})
 
-    def merge(self, other: "Annotation") -> None:
+    def merge(self, other: Annotation) -> None:
         """Add ``other``'s marks (same image) to this one: the region becomes the union."""
         if other.mask is not None:
             if self.mask is None:
                 self.mask = other.mask
             elif self.mask.shape != other.mask.shape:
-                raise ValueError(f"two masks of different sizes for {self.image}: "
-                                 f"{_shape(self.mask)} ({self.sources[0]}) and {_shape(other.mask)} "
-                                 f"({other.sources[0]}).")
+                raise ValueError(
+                    f"two masks of different sizes for {self.image}: "
+                    f"{_shape(self.mask)} ({self.sources[0]}) and {_shape(other.mask)} "
+                    f"({other.sources[0]})."
+                )
             else:
                 self.mask = self.mask | other.mask
         if other.size is not None and self.size is not None and other.size != self.size:
-            raise ValueError(f"{other.sources[0]} was made on a {other.size[0]}x{other.size[1]} image "
-                             f"but {self.sources[0]} on a {self.size[0]}x{self.size[1]} one.")
+            raise ValueError(
+                f"{other.sources[0]} was made on a {other.size[0]}x{other.size[1]} image "
+                f"but {self.sources[0]} on a {self.size[0]}x{self.size[1]} one."
+            )
         self.size = self.size or other.size
         self.boxes += other.boxes
         self.sources += other.sources
@@ -213,11 +232,15 @@ class Annotation:
         width, height = image_size
         s = geometry.input_size
         if self.mask is not None and self.mask.shape != (height, width):
-            raise ValueError(f"the mask is {_shape(self.mask)} pixels but the image is {width}x{height}; a "
-                             "mask must have the size of its image.")
+            raise ValueError(
+                f"the mask is {_shape(self.mask)} pixels but the image is {width}x{height}; a "
+                "mask must have the size of its image."
+            )
         if self.size is not None and tuple(self.size) != (width, height):
-            raise ValueError(f"the annotation was made on a {self.size[0]}x{self.size[1]} image but the "
-                             f"image is {width}x{height} pixels.")
+            raise ValueError(
+                f"the annotation was made on a {self.size[0]}x{self.size[1]} image but the "
+                f"image is {width}x{height} pixels."
+            )
         mask = np.zeros((s, s), dtype=bool)
         notes: list[str] = []
         dropped: list[Skipped] = []
@@ -230,31 +253,45 @@ class Annotation:
         for n, box in enumerate(self.boxes, 1):
             name = f"{self.image} box {n}" if len(self.boxes) > 1 else f"{self.image} box"
             if box.x_max <= 0 or box.y_max <= 0 or box.x_min >= width or box.y_min >= height:
-                dropped.append(Skipped(name, f"{box.describe()} lies outside the image ({width}x{height} "
-                                             "pixels)."))
+                dropped.append(
+                    Skipped(name, f"{box.describe()} lies outside the image ({width}x{height} pixels).")
+                )
                 continue
-            clipped = Box(max(box.x_min, 0.0), max(box.y_min, 0.0), min(box.x_max, float(width)),
-                          min(box.y_max, float(height)), box.label)
+            clipped = Box(
+                max(box.x_min, 0.0),
+                max(box.y_min, 0.0),
+                min(box.x_max, float(width)),
+                min(box.y_max, float(height)),
+                box.label,
+            )
             if clipped != box:
                 notes.append(f"{box.describe()} reaches past the image edge ({width}x{height}); clipped")
             x0, y0, x1, y1 = geometry.box_to_crop(clipped, width, height)
             cx0, cy0, cx1, cy1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(s)), min(y1, float(s))
             if cx1 <= cx0 or cy1 <= cy0:
-                dropped.append(Skipped(name, f"{box.describe()} lies outside the model's centre crop "
-                                             f"(the model never sees that part of the image)."))
+                dropped.append(
+                    Skipped(
+                        name,
+                        f"{box.describe()} lies outside the model's centre crop "
+                        f"(the model never sees that part of the image).",
+                    )
+                )
                 continue
             kept = (cx1 - cx0) * (cy1 - cy0) / max((x1 - x0) * (y1 - y0), 1e-12)
             if kept < 0.999:
-                notes.append(f"{box.describe()} is partly outside the model's centre crop; "
-                             f"{kept:.0%} of it kept")
+                notes.append(
+                    f"{box.describe()} is partly outside the model's centre crop; {kept:.0%} of it kept"
+                )
             # pixel i covers [i, i+1): rounded edges, at least one pixel
             c0, r0 = min(int(round(cx0)), s - 1), min(int(round(cy0)), s - 1)
             c1, r1 = max(int(round(cx1)), c0 + 1), max(int(round(cy1)), r0 + 1)
             mask[r0:r1, c0:c1] = True
             boxes.append((cx0, cy0, cx1, cy1, box.label))
         if not mask.any():
-            why = "; ".join(d.reason for d in dropped) or "nothing of the marked region is inside the " \
-                                                           "model's centre crop."
+            why = (
+                "; ".join(d.reason for d in dropped)
+                or "nothing of the marked region is inside the model's centre crop."
+            )
             raise ValueError(f"no annotated region is left on the model's input: {why}")
         return Region(mask=mask, boxes=boxes, notes=notes, dropped=dropped)
 
@@ -272,8 +309,10 @@ def _text(data: bytes | str, source: str) -> str:
     if isinstance(data, str):
         return data
     if len(data) > MAX_ANNOTATION_BYTES:
-        raise ValueError(f"{source}: the file is too large ({len(data) / 2**20:,.0f} MiB; the limit is "
-                         f"{MAX_ANNOTATION_BYTES // 2**20} MiB).")
+        raise ValueError(
+            f"{source}: the file is too large ({len(data) / 2**20:,.0f} MiB; the limit is "
+            f"{MAX_ANNOTATION_BYTES // 2**20} MiB)."
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -315,8 +354,10 @@ def _id(value):
 
 def _check_pixels(width: int, height: int, what: str) -> None:
     if width * height > MAX_MASK_PIXELS:
-        raise ValueError(f"{what} is {width:,}x{height:,} pixels ({width * height:,}); the limit is "
-                         f"{MAX_MASK_PIXELS:,} pixels")
+        raise ValueError(
+            f"{what} is {width:,}x{height:,} pixels ({width * height:,}); the limit is "
+            f"{MAX_MASK_PIXELS:,} pixels"
+        )
 
 
 def _box(x_min, y_min, x_max, y_max, label: str = "") -> Box:

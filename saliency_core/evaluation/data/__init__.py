@@ -15,10 +15,11 @@ Example:
     >>> len(ds), ds.items[0].image().size
     (60, (256, 256))
 """
+
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,10 @@ from ..annotations import Annotation, Box, Dataset, Item, read_csv
 
 HERE = Path(__file__).parent
 DEMO_CSV = HERE / "demo_boxes.csv"
-DEMO_DESCRIPTION = ("Demo: 5 scikit-image photos with hand-drawn boxes around the main object. Shows the "
-                    "workflow; far too few examples to judge a method.")
+DEMO_DESCRIPTION = (
+    "Demo: 5 scikit-image photos with hand-drawn boxes around the main object. Shows the "
+    "workflow; far too few examples to judge a method."
+)
 
 # (photo, crop (left, top, right, bottom) around the object, name)
 OBJECTS = (
@@ -39,14 +42,15 @@ OBJECTS = (
     ("camera.png", (228, 138, 405, 512), "tripod"),
 )
 TEXTURES = ("grass.png", "gravel.png", "brick.png")
-CANVAS = 256               # square canvas; the demo model's crop is its central 224 px
-MARGIN = 16                # objects lie inside [MARGIN, CANVAS - MARGIN]: the part the model sees
+CANVAS = 256  # square canvas; the demo model's crop is its central 224 px
+MARGIN = 16  # objects lie inside [MARGIN, CANVAS - MARGIN]: the part the model sees
 OBJECT_SIZE = (0.35, 0.6)  # longer side of the pasted object, as a share of the visible part
 
 
 def photo_path(name: str) -> str:
     """Path of a photo bundled with scikit-image."""
     import skimage
+
     path = os.path.join(os.path.dirname(skimage.__file__), "data", name)
     if not os.path.isfile(path):
         raise ValueError(f"scikit-image's sample photo {name} is not installed (looked in {path}).")
@@ -61,18 +65,20 @@ def demo_dataset() -> Dataset:
         ['camera.png', 'chelsea.png', 'coffee.png', 'motorcycle_left.png', 'rocket.jpg']
     """
     from ..annotations import match
+
     annotations, skipped = read_csv(DEMO_CSV.read_bytes(), DEMO_CSV.name)
     images = [(a.image, photo_path(a.image)) for a in annotations]
     return match(images, annotations, skipped, DEMO_DESCRIPTION)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _photo(name: str) -> Image.Image:
     from ...engine.images import load_image
+
     return load_image(photo_path(name))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _size(name: str) -> tuple[int, int]:
     with Image.open(photo_path(name)) as picture:
         return picture.size
@@ -93,8 +99,17 @@ def _layout(index: int, seed: int) -> dict:
     w, h = max(8, round(cw * scale)), max(8, round(ch * scale))
     left = MARGIN + int(rng.integers(0, visible - w + 1))
     top = MARGIN + int(rng.integers(0, visible - h + 1))
-    return {"photo": photo, "crop": crop, "name": name, "texture": texture, "window": (x0, y0),
-            "flip_back": flip_back, "flip_thing": flip_thing, "size": (w, h), "place": (left, top)}
+    return {
+        "photo": photo,
+        "crop": crop,
+        "name": name,
+        "texture": texture,
+        "window": (x0, y0),
+        "flip_back": flip_back,
+        "flip_thing": flip_thing,
+        "size": (w, h),
+        "place": (left, top),
+    }
 
 
 def _box(layout: dict) -> Box:
@@ -142,11 +157,20 @@ def pasted_objects(n: int = 60, seed: int = 0) -> Dataset:
         texture = TEXTURES[(i // len(OBJECTS)) % len(TEXTURES)].rsplit(".", 1)[0]
         name = f"pasted_{i:03d}_{thing}_on_{texture}.png"
         box = _box(_layout(i, seed))
-        ann = Annotation(image=name, boxes=[box], size=(CANVAS, CANVAS),
-                         sources=[f"pasted-object benchmark (seed {seed}), exact box"])
+        ann = Annotation(
+            image=name,
+            boxes=[box],
+            size=(CANVAS, CANVAS),
+            sources=[f"pasted-object benchmark (seed {seed}), exact box"],
+        )
         items.append(Item(name=name, annotation=ann, load=lambda i=i: _paste(i, seed)))
-    return Dataset(items=items, skipped=[], description=(
-        f"Synthetic pasted-object benchmark: {n} images (seed {seed}); scikit-image object photos "
-        f"({', '.join(o[2] for o in OBJECTS)}) pasted at random places on real textures "
-        f"({', '.join(t.rsplit('.', 1)[0] for t in TEXTURES)}); the box is the pasted rectangle, exact by "
-        "construction."))
+    return Dataset(
+        items=items,
+        skipped=[],
+        description=(
+            f"Synthetic pasted-object benchmark: {n} images (seed {seed}); scikit-image object photos "
+            f"({', '.join(o[2] for o in OBJECTS)}) pasted at random places on real textures "
+            f"({', '.join(t.rsplit('.', 1)[0] for t in TEXTURES)}); the box is the pasted rectangle, exact by "
+            "construction."
+        ),
+    )
