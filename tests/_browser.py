@@ -18,7 +18,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# settings that work in a container without a GPU or network (DEVELOPERS.md)
+# settings that work in a container without a GPU or network
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # settings of the developer's shell that would point the app elsewhere
 FOREIGN_ENV = ("DATABASE_URL", "SALIENCY_GALLERY_DB", "SALIENCY_RAY_ADDRESS", "SALIENCY_REVIEW_DIR")

@@ -2,7 +2,7 @@
 
     python -m pytest tests/test_layers.py     # the check; the graph is read from the source (ast)
 
-Layers, lowest first (DESIGN.md): engine -> pipeline -> evaluation, review -> report -> distributed, gallery
+Layers, lowest first: engine -> pipeline -> evaluation, review -> report -> distributed, gallery
 -> cli. Imports inside functions count too: they break cycles at import time, not in the design.
 """
 

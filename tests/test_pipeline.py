@@ -11,17 +11,11 @@ import json
 import jsonschema
 import numpy as np
 import pytest
+from _records import validate_record
 from PIL import Image
 
 import saliency_core as sc
 from saliency_core import cli, pipeline
-
-
-def validate_record(record: dict) -> None:
-    """Raise if ``record`` does not follow schema 1."""
-    schema = json.loads(pipeline.SCHEMA_FILE.read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.validate(record, schema, cls=jsonschema.Draft202012Validator)
 
 
 def test_schema_rejects_other_layouts():

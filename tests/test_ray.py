@@ -17,10 +17,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from functools import partial
@@ -30,7 +28,8 @@ import pandas as pd
 import pytest
 import skimage
 import torch
-from test_pipeline import validate_record
+from _ray_cluster import ENV, free_port, session_of
+from _records import validate_record
 
 import saliency_core as sc
 from saliency_core import distributed
@@ -44,102 +43,6 @@ IMAGES = 60
 SETTINGS = dict(methods=["gradient", "gradcam"], faithfulness=False, worst=0)
 DATA = partial(pasted_objects, IMAGES, seed=0)
 PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
-# every Ray process of the test on 127.0.0.1 (Ray would otherwise pick the machine's own address),
-# no usage reports, no token from ~/.ray/auth_token (a test cluster is private to this machine),
-# and a SIGTERM stops the node at once instead of draining for 30 s
-ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _session(pid: int) -> int | None:
-    """The session id of a process (field 6 of /proc/PID/stat), None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[3])
-
-
-def _in_session(sid: int) -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _session(int(p.name)) == sid]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A Ray head node with 2 CPUs on 127.0.0.1; yields (address, its session id)."""
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    port = _free_port()
-    log = open(os.path.join(temp, "ray_start.log"), "w")
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in ENV.items():
-            mp.setenv(k, v)
-        head = subprocess.Popen(
-            [
-                str(RAY),
-                "start",
-                "--head",
-                "--node-ip-address",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--num-cpus",
-                "2",
-                "--object-store-memory",
-                "200000000",
-                "--include-dashboard",
-                "false",
-                "--disable-usage-stats",
-                "--temp-dir",
-                temp,
-                "--block",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while "Ray runtime started" not in Path(log.name).read_text():
-                assert head.poll() is None, Path(log.name).read_text()[-3000:]
-                assert time.monotonic() < deadline, "ray start did not finish in 120 s"
-                time.sleep(0.5)
-            yield f"127.0.0.1:{port}", head.pid
-        finally:
-            import ray
-
-            if ray.is_initialized():
-                ray.shutdown()
-            head.send_signal(signal.SIGTERM)
-            try:
-                head.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                head.kill()
-            for pid in _in_session(head.pid):  # only what this cluster started
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            log.close()
-            shutil.rmtree(temp, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield 1
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +124,7 @@ def _kill_first_worker(out: Path, session: int, killed: list, after: int = 1) ->
         if len(lines) >= after:
             pid = int(lines[0]["worker"].rsplit(":", 1)[1])
             name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-            assert name.startswith("ray::") and _session(pid) == session, (pid, name)  # one of ours
+            assert name.startswith("ray::") and session_of(pid) == session, (pid, name)  # one of ours
             os.kill(pid, signal.SIGKILL)
             killed.append((pid, len(lines)))
             return
@@ -247,7 +150,7 @@ def test_a_killed_worker_is_restarted_and_the_table_is_complete(cluster, local, 
     assert killed, "no worker was killed"
     pid, done_before = killed[0]
     assert done_before < IMAGES - 10  # it died mid-run, with most of the work still to do
-    assert _session(pid) is None  # it is gone ...
+    assert session_of(pid) is None  # it is gone ...
     lines = _lines(tmp_path)
     workers = [line["worker"] for line in lines]
     assert len(set(workers)) >= 3, set(workers)  # ... and Ray started a new one that took over its block
@@ -408,7 +311,7 @@ def test_ray_options_need_ray_and_a_reachable_cluster(tmp_path, capsys):
             "gradient",
             "--no-faithfulness",
             "--ray",
-            f"127.0.0.1:{_free_port()}",
+            f"127.0.0.1:{free_port()}",
             "--out",
             str(tmp_path),
         ]

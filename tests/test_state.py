@@ -1,4 +1,4 @@
-"""Methods leave no trace (STYLE.md 4-5): the network object is shared by every session of the
+"""Methods leave no trace: the network object is shared by every session of the
 app, so after any call, including one that raises midway, it must have no hook, no changed
 flag, no swapped module, and the caller's input must be untouched."""
 
@@ -156,7 +156,7 @@ def fast_params(name: str) -> dict:
 
 
 # methods that need a transformer's attention layers (attention rollout) are checked on one in
-# tests/test_models_kinds.py; every other method runs on the tiny convolutional network
+# tests/engine/test_models_kinds.py; every other method runs on the tiny convolutional network
 ALL = sorted(n for n, m in sc.METHODS.items() if "attention" not in m.needs)
 
 

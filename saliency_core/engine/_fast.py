@@ -10,7 +10,7 @@ same network. ``function_changes_allowed()`` states the rule in one place.
 - BatchNorm folding (averaging methods only): an eval-mode BatchNorm2d fed only by a convolution is merged into that
   convolution's weights, so forward and backward skip its elementwise passes. The same
   function up to float rounding; a ReLU gate within rounding of its threshold can flip, so
-  maps agree with the plain network within the tolerance tests/test_fast_paths.py states.
+  maps agree with the plain network within the tolerance tests/engine/test_fast_paths.py states.
 - CUDA graphs: on a GPU, a repeated (network, shape) forward+backward is captured once and
   replayed, removing per-kernel launch cost.
 - Precision on a GPU: single-pass methods (gradient, Integrated Gradients, guided backprop)
@@ -22,7 +22,7 @@ same network. ``function_changes_allowed()`` states the rule in one place.
   tolerance (Spearman 0.85 on the demo model) and is not used. bench/run.py prints all of it.
 - Incremental occlusion (saliency_core/engine/_incremental.py): each hidden copy's early layers are
   recomputed only around its square. The same operations on the same values, so not a change of
-  function: occlusion equals Captum's to 1e-5 (tests/test_occlusion.py); bench/occlusion_rise.py
+  function: occlusion equals Captum's to 1e-5 (tests/engine/test_occlusion.py); bench/occlusion_rise.py
   shows the gain.
 """
 

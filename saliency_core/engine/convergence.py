@@ -7,7 +7,7 @@ other random draws? That *re-run agreement* is measured on the displayed salienc
 two measures the rest of the package uses (metrics/similarity.py): Spearman rank correlation and
 the overlap of the strongest 10 % of pixels.
 
-Estimate (stated; checked analytically in tests/test_convergence.py and against seed-to-seed
+Estimate (stated; checked analytically in tests/engine/test_convergence.py and against seed-to-seed
 maps of the demo model in bench/convergence.py):
 
 1. ``a_q``: agreement of quarter 1 with quarter 2 and of quarter 3 with quarter 4 (mean of the
@@ -24,7 +24,7 @@ maps of the demo model in bench/convergence.py):
 
 Stated tolerance: within 0.05 (Spearman) and 0.08 (top-10 % overlap, which rests on fewer
 pixels) of the true re-run agreement on a 64 x 64 model with a known gradient distribution
-(tests/test_convergence.py); bench/convergence.py prints it next to measured re-runs of the
+(tests/engine/test_convergence.py); bench/convergence.py prints it next to measured re-runs of the
 demo model and ResNet-50. Agreement with the
 many-sample limit itself is higher than the re-run agreement (for additive noise it is its
 square root), so the readout errs on the side of "still changing".

@@ -1,5 +1,5 @@
 """Review batches: which items a queue holds, in what order, under what name, and where a
-reviewer resumes. The rules the Review page applies, without a page (tests/test_batches.py).
+reviewer resumes. The rules the Review page applies, without a page (tests/review/test_batches.py).
 """
 
 from __future__ import annotations

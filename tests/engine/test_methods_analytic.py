@@ -309,9 +309,11 @@ def test_smoothgrad_sigma_is_noise_times_range_exact():
     n, target = 5, torch.tensor([0, 1])
     eps = torch.stack([sample_noise(x, 9, i) for i in range(n)])  # (n, C, H, W)
     grads = x.unsqueeze(0) + sigma.view(1, 2, 1, 1, 1) * eps.unsqueeze(1)  # (n, B, C, H, W)
+
     # registered methods called directly, without naming the variant
     def run(name):
         return method(name)(HalfSquare(), x, target, samples=n, noise=0.2, seed=9)
+
     mean = grads.mean(0)
     assert torch.allclose(run("smoothgrad"), mean, rtol=1e-12, atol=1e-14)  # Eq. 3, Smilkov et al.
     assert torch.allclose(run("smoothgrad_squared"), grads.square().mean(0), rtol=1e-12, atol=1e-14)

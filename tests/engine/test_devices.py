@@ -3,7 +3,7 @@
 A seed is one map on any device: every random draw is made by a CPU generator and then moved.
 Without a GPU here, "another device" is PyTorch's ``meta`` device: the test catches the tensor
 on its way there and checks it is the CPU draw, bit for bit. The real CPU-vs-GPU comparison is
-in tests/test_gpu.py (skipped without CUDA).
+in tests/engine/test_gpu.py (skipped without CUDA).
 """
 
 from __future__ import annotations

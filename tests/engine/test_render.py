@@ -269,7 +269,7 @@ def test_engine_imports_neither_streamlit_nor_matplotlib():
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

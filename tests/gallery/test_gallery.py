@@ -23,7 +23,7 @@ from saliency_core import gallery
 from saliency_core.evaluation.labelled import open_folder
 from saliency_core.gallery import ResultStore
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 CHEAP = ["gradient", "gradcam"]
 # (path in the set, scikit-image photo): folder names are ImageNet classes; the clock is a mistake

@@ -259,7 +259,7 @@ def test_quasi_draws_out_of_order_are_the_same_numbers():
 @pytest.fixture
 def caught(monkeypatch):
     """Tensors moved to the meta device by ``.to``, as they were on the CPU just before
-    (the trick of tests/test_devices.py: without a GPU, "another device" is meta)."""
+    (the trick of tests/engine/test_devices.py: without a GPU, "another device" is meta)."""
     moved = []
     to = torch.Tensor.to
 

@@ -28,7 +28,7 @@ import saliency_core as sc
 from saliency_core import cli
 from saliency_core import report as rp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARTIFACTS = os.path.join(ROOT, "tests", "artifacts", "report")
 PHOTOS = ["chelsea.png", "coffee.png", "camera.png"]
 METHODS = ["gradient", "gradcam"]
@@ -419,9 +419,7 @@ def test_optional_sections_from_plain_data():
         }
     }
     validation = pd.DataFrame({"method": METHODS, "pointing_game": [0.8, 0.9], "iou_top10": [0.31, 0.42]})
-    reviews = [
-        Decision("img001.png", "ana", "accept", "clear", datetime(2025, 3, 1, 9, 30, tzinfo=UTC))
-    ]
+    reviews = [Decision("img001.png", "ana", "accept", "clear", datetime(2025, 3, 1, 9, 30, tzinfo=UTC))]
     report = _fake_report(2, sanity=sanity, stability=stability, validation=validation, reviews=reviews)
     parsed = _Parsed(report.to_html())
     ids = [a.get("id") for a in parsed.of("section")]

@@ -1,4 +1,4 @@
-"""The gallery's batch run on a real Ray cluster (tests/test_ray.py's one-node cluster): the
+"""The gallery's batch run on a real Ray cluster (the one-node cluster of tests/_ray_cluster.py): the
 workers' maps are stored, equal the local ``sc.explain`` ones, and a second run computes nothing."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import skimage
-from test_ray import cluster, one_thread  # noqa: F401  (fixtures)
 
 import saliency_core as sc
 from saliency_core import gallery
@@ -22,7 +21,7 @@ PHOTOS = [
 ]
 
 
-def test_large_runs_go_through_ray_with_the_local_maps(cluster, one_thread, tmp_path, monkeypatch):  # noqa: F811
+def test_large_runs_go_through_ray_with_the_local_maps(cluster, one_thread, tmp_path, monkeypatch):
     address, _ = cluster
     for rel, photo in PHOTOS:
         (tmp_path / "set" / rel).parent.mkdir(parents=True, exist_ok=True)

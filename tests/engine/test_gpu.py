@@ -1,7 +1,7 @@
 """GPU paths of saliency_core/engine/_fast.py: CUDA graphs, their invalidation, bad targets, threads.
 
 Skipped without a CUDA device. On a GPU machine that has PyTorch but not the dashboard's
-packages: ``python -m pytest tests/test_gpu.py --noconftest``.
+packages: ``python -m pytest tests/engine/test_gpu.py --noconftest``.
 """
 
 import copy

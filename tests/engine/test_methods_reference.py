@@ -8,7 +8,7 @@ Single-pass methods run the network as written by default (saliency_core/engine/
 are compared as the engine runs them; the last tests do so through ``sc.explain``, as a user
 calls it, on every bundled photo, to 1e-5. The SmoothGrad comparison switches BatchNorm folding
 off, so both sides evaluate the same network operation by operation (folding inside averaging
-methods has its own tolerance, tests/test_fast_paths.py).
+methods has its own tolerance, tests/engine/test_fast_paths.py).
 """
 
 from __future__ import annotations

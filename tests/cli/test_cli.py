@@ -13,7 +13,7 @@ from PIL import Image
 import saliency_core as sc
 from saliency_core.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHELSEA = os.path.join(os.path.dirname(skimage.__file__), "data", "chelsea.png")
 CAT_LABELS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
