@@ -167,7 +167,7 @@ with st.container(border=True):
     if account is None and no_accounts():
         st.info(
             "**No reviewer accounts exist yet**, so decisions cannot be recorded. An operator creates "
-            "them on the server (README, section Configuration). You can still browse the queue.",
+            "them on the server (docs/configuration.md). You can still browse the queue.",
             icon=":material/person_off:",
         )
     elif account is None:

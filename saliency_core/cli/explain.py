@@ -73,7 +73,7 @@ def add_explain_command(commands) -> None:
         metavar="PATH",
         help="'demo' (default), a model file (TorchScript .pt, torch.export .pt2, or a "
         "state dict with a card of the same name) or a model card (.json, .yaml); "
-        "see README 'Bring your own model'",
+        "see docs/models.md",
     )
     ex.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
     add_method_options(ex)

@@ -3,7 +3,7 @@
 ``auto`` uses the first CUDA GPU when PyTorch sees one, else the CPU. Every random draw is made
 on the CPU and then moved (methods/smoothgrad.py, methods/integrated.py,
 metrics/randomisation.py), so a seed gives the same noise on any device; what still differs
-between devices is float arithmetic (README, "Reproducibility").
+between devices is float arithmetic (docs/reproducibility.md).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ device. Three ``sampling`` schemes, all unbiased (each sample is standard normal
 
 bench/convergence.py measures which reaches a settled map in fewer passes: on the demo model
 and ResNet-50, antithetic pairs gain 1.06-1.13x and quasi draws 1.01-1.07x over independent
-draws (README, Convergence), short of the 2x a default change needs; "independent" stays.
+draws (docs/convergence.md), short of the 2x a default change needs; "independent" stays.
 """
 
 from __future__ import annotations
