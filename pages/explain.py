@@ -248,11 +248,7 @@ signature = hashlib.sha256(
 if ss.pop("explain__cancelled", False):  # Cancel was pressed: keep what was done, compute no more
     ss["explain_paused"] = ss.get("explain_signature")
     ss["explain__running"] = False
-seconds = (
-    sum(es.map_passes(m, method_params(m, cfg["params"])) for _, m in jobs) * es.pass_times(model).backward
-    if jobs
-    else 0.0
-)
+seconds = sum(es.map_seconds(es.pass_times(model), m, cfg["params"]) for _, m in jobs) if jobs else 0.0
 paused = ss.get("explain_paused") == signature
 compute = bool(jobs) and not paused and (seconds <= ASK_ABOVE or ss.get("explain_confirmed") == signature)
 if jobs and not compute:

@@ -155,7 +155,7 @@ def maps_to_compute() -> dict:
 st.write(f"{len(sources)} image(s) × {len(methods)} method(s): {plain(labels)}.")
 todo = maps_to_compute()
 times = es.pass_times(model)
-seconds = sum(es.map_passes(m, method_params(m, cfg["params"])) for m in todo) * times.backward
+seconds = sum(es.map_seconds(times, m, cfg["params"]) for m in todo)
 estimate_caption(seconds, f"Building it ({len(todo)} of {len(sources) * len(methods)} maps still to compute)")
 st.button(
     "Build report", type="primary", icon=":material/description:", on_click=request_run, args=("report",)

@@ -1,9 +1,43 @@
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Network passes one map of one image takes.
+
+    Attributes:
+        forward: passes without gradients (occlusion's hidden copies, RISE's masked copies).
+        backward: forward + backward passes (one per gradient: a SmoothGrad sample, an
+            Integrated Gradients step).
+        batched: the gradients are taken several images per pass (SmoothGrad's samples,
+            Integrated Gradients' steps), which costs less per image than one at a time.
+    """
+
+    forward: int = 0
+    backward: int = 0
+    batched: bool = False
+
+    def __mul__(self, times: int) -> Cost:
+        return Cost(self.forward * times, self.backward * times, batched=self.batched or times > 1)
+
+
+def one_gradient(params: dict, size: tuple[int, int]) -> Cost:
+    """The cost of a method that takes one gradient of the score (saliency, Grad-CAM...)."""
+    return Cost(backward=1)
+
+
+def whole(value, low: int = 1) -> int:
+    """``value`` as a whole count of at least ``low`` for an estimate; ``low`` when it is not a
+    finite number (an estimate never raises: the method itself rejects a bad value)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return low
+    return max(low, int(value))
 
 
 @dataclass(frozen=True)
@@ -34,6 +68,9 @@ class Method:
             paths that change the function are allowed within the tolerance saliency_core/engine/_fast.py states.
         smoothable: SmoothGrad may average this method's map over noisy copies of the image
             (its ``base``); False for SmoothGrad itself and for path methods (Integrated Gradients).
+        passes: ``(params, (height, width)) -> Cost``: the passes one map takes with the full
+            parameters (defaults filled in); ``register`` defaults it to one gradient. Ask
+            ``cost``, which fills in the defaults.
     """
 
     name: str
@@ -50,6 +87,18 @@ class Method:
     meaning: str = "changing these pixels changes {score} most, up or down"
     averaging: bool = False
     smoothable: bool = True
+    passes: Callable[[dict, tuple[int, int]], Cost] = one_gradient
+
+    def cost(self, params: dict | None = None, size: int | tuple[int, int] = 224) -> Cost:
+        """Passes one map of one ``size`` (side, or (height, width)) image takes with ``params``
+        (this method's defaults where they are missing; other methods' entries are ignored).
+
+        Example:
+            >>> METHODS["occlusion"].cost({"window": 32, "stride": 16}, 224)
+            Cost(forward=170, backward=0)
+        """
+        height, width = (size, size) if isinstance(size, int) else size
+        return self.passes({**self.defaults, **self.params_for(params or {})}, (int(height), int(width)))
 
     def params_for(self, params: dict) -> dict:
         """The entries of ``params`` this method takes; the others are left out (a page or a

@@ -19,7 +19,7 @@ from .. import _fast
 from .._fast import check_target
 from .._incremental import PatchedForward
 from ._autograd import as_targets, count, target_scores
-from ._registry import register
+from ._registry import Cost, register, whole
 from .integrated import make_baseline
 
 FILLS = ("grey", "black", "mean", "blurred")
@@ -54,6 +54,16 @@ def _default_chunk(x: torch.Tensor) -> int:
     return 128 if x.device.type == "cuda" else 32
 
 
+def occlusion_cost(params: dict, size: tuple[int, int]) -> Cost:
+    """One forward pass for the image's score and one per hidden square (169 + 1 at 224 px with
+    the defaults); no gradients."""
+    height, width = size
+    window = min(whole(params["window"]), height, width)
+    stride = min(whole(params["stride"]), window)
+    squares = len(window_starts(height, window, stride)) * len(window_starts(width, window, stride))
+    return Cost(forward=1 + squares)
+
+
 @register(
     "occlusion",
     "Occlusion",
@@ -62,6 +72,7 @@ def _default_chunk(x: torch.Tensor) -> int:
     reduction="sum",
     signed=True,
     needs=(),
+    passes=occlusion_cost,
     meaning="hiding this part lowers {score} most",
     reference="Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks",
 )

@@ -22,7 +22,7 @@ from torch import nn
 
 from .._fast import averaging, check_target, gradient_network
 from ._autograd import as_targets, count
-from ._registry import register
+from ._registry import Cost, register, whole
 from .occlusion import fill_image
 from .smoothgrad import sample_seed
 
@@ -65,6 +65,11 @@ def _fraction(name: str, value) -> float:
     return v
 
 
+def rise_cost(params: dict, size: tuple[int, int]) -> Cost:
+    """One forward pass per mask, no gradients."""
+    return Cost(forward=whole(params["masks"]))
+
+
 @register(
     "rise",
     "RISE",
@@ -73,6 +78,7 @@ def _fraction(name: str, value) -> float:
     reduction="sum",
     signed=False,
     needs=(),
+    passes=rise_cost,
     averaging=True,
     meaning="the model gives {score} the highest probability when these pixels are visible "
     "(average over random masks, coarse: 32-pixel cells)",
