@@ -277,15 +277,8 @@ def settings() -> dict:
     return {
         "model": s.get("model", "demo"),
         "methods": list(s.get("methods", DEFAULT_METHODS)),
-        "params": {
-            "samples": int(s.get("samples", defaults.PARAMS["samples"])),
-            "noise": float(s.get("noise", defaults.PARAMS["noise"])),
-            "seed": int(s.get("seed", defaults.PARAMS["seed"])),
-            "steps": int(s.get("steps", defaults.PARAMS["steps"])),
-            "baseline": s.get("baseline", defaults.PARAMS["baseline"]),
-            "window": int(s.get("window", 32)),
-            "stride": int(s.get("stride", 16)),
-            "masks": int(s.get("masks", 1000)),
+        "params": {  # each as its default's type (the sidebar's widgets, or the methods' defaults)
+            key: type(default)(s.get(key, default)) for key, default in defaults.PARAMS.items()
         },
     }
 

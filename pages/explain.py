@@ -40,6 +40,7 @@ from pages._common import (
     sanity_verdict,
     settings,
 )
+from pages._method_settings import setting_widget
 from saliency_core import pipeline
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
@@ -49,6 +50,7 @@ from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
 from saliency_core.engine.samples import sample_images
 from saliency_core.report import confidence_words
 
+MAX_SAMPLES = sc.METHODS["smoothgrad"].settings["max_samples"]  # the SmoothGrad family's limit
 ASK_ABOVE = 10.0  # seconds: longer runs wait for a click after their estimate
 UNSURE_BELOW = 0.6  # top-class probability under which the page says the model is unsure
 
@@ -173,21 +175,15 @@ if averaging:
             + ", ".join(sc.METHODS[m].label for m in averaging)
             + ".",
         )
-        st.number_input(
-            "Most samples",
-            1,
-            2000,
-            1000,
-            step=50,
-            key="max_samples",
-            help="Each sample is one pass through the network; 1,000 take about 20 s on a CPU.",
-        )
+        setting_widget("max_samples", MAX_SAMPLES)
         st.form_submit_button("Apply")
     if st.session_state.get("until_settled"):
         # never below the sidebar's count: that is where the first check happens
         cfg["params"].update(
             until_settled=True,
-            max_samples=max(int(st.session_state.get("max_samples", 1000)), int(cfg["params"]["samples"])),
+            max_samples=max(
+                int(st.session_state.get("max_samples", MAX_SAMPLES.default)), int(cfg["params"]["samples"])
+            ),
         )
 
 if target_mode == "Class by name" and by_name is None:  # nothing to compute before the choice

@@ -11,7 +11,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from ..convergence import Readout
 from ._autograd import as_targets, count, default_chunk_size, input_gradient, target_scores
-from ._registry import Cost, register, whole
+from ._registry import SEED, Cost, Setting, register, whole
 
 BASELINES = ("black", "blurred", "uniform")
 RULES = ("gausslegendre", "riemann_trapezoid")
@@ -167,6 +167,16 @@ register(
     signed=True,
     check=completeness,
     passes=integrated_cost,
+    settings={
+        "seed": SEED,
+        "steps": Setting("Integrated Gradients steps", low=8, high=300, step=1),
+        "baseline": Setting(
+            "Integrated Gradients baseline",
+            "The reference image the path starts from.",
+            widget="select",
+            choices=BASELINES,
+        ),
+    },
     smoothable=False,
     reference="Sundararajan, Taly, Yan 2017, Axiomatic Attribution for Deep Networks",
 )(integrated_gradients)

@@ -19,7 +19,7 @@ from .. import _fast
 from .._fast import check_target
 from .._incremental import PatchedForward
 from ._autograd import as_targets, count, target_scores
-from ._registry import Cost, register, whole
+from ._registry import Cost, Setting, register, whole
 from .integrated import make_baseline
 
 FILLS = ("grey", "black", "mean", "blurred")
@@ -73,6 +73,21 @@ def occlusion_cost(params: dict, size: tuple[int, int]) -> Cost:
     signed=True,
     needs=(),
     passes=occlusion_cost,
+    settings={
+        "window": Setting(
+            "Occlusion square (pixels)",
+            "Side of the grey square hidden at a time.",
+            widget="select_slider",
+            choices=(8, 16, 24, 32, 48, 64),
+        ),
+        "stride": Setting(
+            "Occlusion step (pixels)",
+            "How far the square moves between tries; must not exceed its side. "
+            "Half the side: every pixel is hidden by up to 4 squares.",
+            widget="select_slider",
+            choices=(4, 8, 16, 24, 32),
+        ),
+    },
     meaning="hiding this part lowers {score} most",
     reference="Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks",
 )
