@@ -43,10 +43,10 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from .untrusted import cut, quote
+from .untrusted import cut, quote, relative_name
 
 CARD_SUFFIXES = (".json", ".yaml", ".yml")
 MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript", ".safetensors", ".onnx")
@@ -247,10 +247,10 @@ def is_card_data(data: Any) -> bool:
     return isinstance(data, dict) and any(k in FIELDS for k in data)
 
 
-def _inside(folder: Path, value: str, field_name: str, card: str) -> Path:
+def _card_path(folder: Path, value: str, field_name: str, card: str) -> Path:
     """A path named by the card, kept inside the card's folder (no absolute paths, no '..')."""
-    pure = PurePosixPath(value.replace("\\", "/"))
-    if not value.strip() or pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", value):
+    pure = relative_name(value)
+    if pure is None:
         raise ValueError(
             f"{card}: '{field_name}' must be a file name inside the card's folder "
             f"(no absolute path, no '..'); got {quote(value)}."
@@ -448,7 +448,7 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     if "gradcam_reshape" in given:
         out.gradcam_reshape = _choice(given, "gradcam_reshape", card, tuple(RESHAPES))
     if "file" in given:
-        out.file = _inside(folder, _text(given, "file", card), "file", card)
+        out.file = _card_path(folder, _text(given, "file", card), "file", card)
         if not out.file.is_file():
             raise ValueError(
                 f"{card}: the model file {quote(given['file'])} does not exist next to the card."
@@ -470,7 +470,7 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     if "labels" in given:
         value = given["labels"]
         if isinstance(value, str):
-            labels_path = _inside(folder, value, "labels", card)
+            labels_path = _card_path(folder, value, "labels", card)
             out.labels, out.labels_source = read_labels(labels_path, card), labels_path.name
         else:
             out.labels, out.labels_source = _label_list(value, f"{card} 'labels'"), "inline"

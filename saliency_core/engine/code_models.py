@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from .cards import ModelCard
-from .model_files import _short, _weights_only
-from .untrusted import quote
+from .model_files import _weights_only
+from .untrusted import quote, short
 
 # ---- the load-time test run of a code model, with a time limit --------------------------------
 # A compiled operator cannot be interrupted from Python (a signal handler runs only between
@@ -304,7 +304,7 @@ def _check_pt2(path: Path, where: str) -> None:
     try:
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
-        raise ValueError(f"{where}: the exported program is damaged ({_short(err)}).") from None
+        raise ValueError(f"{where}: the exported program is damaged ({short(err)}).") from None
     with z:
         names = z.namelist()
         roots = {n.split("/", 1)[0] for n in names if "/" in n}
@@ -329,7 +329,7 @@ def _check_pt2(path: Path, where: str) -> None:
                 try:
                     config = json.loads(z.read(name)).get("config", {})
                 except (ValueError, AttributeError) as err:
-                    raise ValueError(f"{where}: {rel} is damaged ({_short(err)}).") from None
+                    raise ValueError(f"{where}: {rel} is damaged ({short(err)}).") from None
                 for fqn, meta in config.items():
                     file = str(meta.get("path_name", ""))
                     if file.startswith(("custom_obj_", "opaque_obj_")):
@@ -345,7 +345,7 @@ def _check_pt2(path: Path, where: str) -> None:
                 try:
                     bad = _unsafe_graph_parts(json.loads(z.read(name)))
                 except ValueError as err:
-                    raise ValueError(f"{where}: {rel} is damaged ({_short(err)}).") from None
+                    raise ValueError(f"{where}: {rel} is damaged ({short(err)}).") from None
                 if bad:
                     raise ValueError(
                         f"{where}: the exported program has shape expressions or guards "
@@ -374,7 +374,7 @@ def _load_exported(path: Path, where: str) -> nn.Module:
     except Exception as err:  # noqa: BLE001
         raise ValueError(
             f"{where}: the exported program cannot be loaded: it is damaged or was saved "
-            f"by an incompatible PyTorch ({_short(err)})."
+            f"by an incompatible PyTorch ({short(err)})."
         ) from None
     try:
         return torch.export.unflatten(program)

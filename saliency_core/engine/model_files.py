@@ -15,7 +15,7 @@ from torch import nn
 
 from ._pickles import pickle_globals as _pickle_globals
 from ._torchscript_screen import screen_archive, screen_graphs
-from .untrusted import cut, quote
+from .untrusted import cut, quote, short
 
 # ---- the operator's own model: formats ------------------------------------------------------
 
@@ -28,13 +28,6 @@ FORMATS = {
 }
 CODE_FORMATS = ("torchscript", "exported_program")  # the file holds code that runs when the model runs
 _SAVE_HINT = "save a state_dict or TorchScript instead"
-
-
-def _short(err: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's text, trimmed: enough to say what went wrong."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[0] if lines else type(err).__name__
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def sniff_format(path: Path, where: str) -> str:
@@ -60,7 +53,7 @@ def sniff_format(path: Path, where: str) -> str:
             with zipfile.ZipFile(path) as z:
                 records = {n.split("/", 1)[1] for n in z.namelist() if "/" in n}
         except (zipfile.BadZipFile, OSError) as err:
-            raise ValueError(f"{where}: {this} is damaged ({_short(err)}).") from None
+            raise ValueError(f"{where}: {this} is damaged ({short(err)}).") from None
         if "archive_format" in records:
             return "exported_program"
         if "constants.pkl" in records or any(r.startswith("code/") for r in records):
@@ -117,7 +110,7 @@ def _refuse_pickle(where: str, data: bytes | None, err: BaseException) -> ValueE
     if names is None:
         return ValueError(
             f"{where}: the file is damaged or not a PyTorch file "
-            f"(it cannot be read as a state dict: {_short(err, 160)})."
+            f"(it cannot be read as a state dict: {short(err, 160)})."
         )
     code = sorted({n for n in names if _needs_code(n)})
     if code or "Unsupported global" in str(err):
@@ -138,7 +131,7 @@ def _refuse_pickle(where: str, data: bytes | None, err: BaseException) -> ValueE
             + " Nothing in it was run."
         )
     return ValueError(
-        f"{where}: the file cannot be read as weights only ({_short(err, 160)}); "
+        f"{where}: the file cannot be read as weights only ({short(err, 160)}); "
         "save it with torch.save(model.state_dict(), path)."
     )
 
@@ -159,7 +152,7 @@ def _weights_only(source, where: str, raw: bytes | None = None):
             raw = _pickle_bytes(Path(source))
         raise _refuse_pickle(where, raw, err) from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as err:
-        raise ValueError(f"{where}: the file is damaged or incomplete ({_short(err, 160)}).") from None
+        raise ValueError(f"{where}: the file is damaged or incomplete ({short(err, 160)}).") from None
 
 
 def _state_dict(obj, where: str) -> dict[str, torch.Tensor]:
@@ -227,7 +220,7 @@ def _build_torchvision(
             net = torchvision.models.get_model(architecture, **kwargs)
     except Exception as err:  # noqa: BLE001  constructors raise many kinds
         raise ValueError(
-            f"{where}: cannot build torchvision's {architecture} with {classes} classes ({_short(err)})."
+            f"{where}: cannot build torchvision's {architecture} with {classes} classes ({short(err)})."
         ) from None
     if channels != 3:
         _stem_channels(net, state, channels, architecture, where)
@@ -350,7 +343,7 @@ def _safetensors_state(path: Path, where: str) -> dict[str, torch.Tensor]:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ValueError(
-            f"{where}: the safetensors file is damaged or incomplete ({_short(err, 160)})."
+            f"{where}: the safetensors file is damaged or incomplete ({short(err, 160)})."
         ) from None
     if not state:
         raise ValueError(f"{where}: the safetensors file holds no tensors.")
@@ -368,7 +361,7 @@ def _load_torchscript(path: Path, where: str) -> nn.Module:
     except Exception as err:  # noqa: BLE001
         raise ValueError(
             f"{where}: the TorchScript file is damaged or was saved by an incompatible "
-            f"PyTorch ({_short(err)})."
+            f"PyTorch ({short(err)})."
         ) from None
     screen_graphs(module, where)
     return module

@@ -28,6 +28,7 @@ from .cards import ModelCard
 from .classifier import Classifier, Normalize, _freeze, _labels, file_sha256
 from .model_files import FORMATS
 from .probe import _logits, _test_batch
+from .untrusted import short
 
 MAX_BYTES = 2 * 1024**3 - 1  # protobuf's limit for one message: larger models need external data
 _INPUT_TYPES = {"tensor(float)": np.float32}
@@ -99,7 +100,7 @@ def _screen(data: bytes, where: str) -> None:
         model = onnx.load_model_from_string(data)
     except Exception as err:  # noqa: BLE001  protobuf raises several kinds
         raise ValueError(
-            f"{where}: the file is not an ONNX model, or it is damaged ({_short(err)})."
+            f"{where}: the file is not an ONNX model, or it is damaged ({short(err)})."
         ) from None
     if not model.graph.node:
         raise ValueError(f"{where}: the ONNX file holds no graph (is it an ONNX model?).")
@@ -133,12 +134,6 @@ def _external_tensors(graph):
                 yield from _external_tensors(sub)
 
 
-def _short(err: BaseException, limit: int = 300) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[0] if lines else type(err).__name__
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def _providers(ort) -> list[str]:
     """CUDA when onnxruntime has it, else the CPU."""
     available = ort.get_available_providers()
@@ -156,7 +151,7 @@ def _session(data: bytes, where: str):
     try:
         return ort.InferenceSession(data, sess_options=options, providers=_providers(ort))
     except Exception as err:  # noqa: BLE001
-        raise ValueError(f"{where}: onnxruntime cannot load this ONNX model ({_short(err)}).") from None
+        raise ValueError(f"{where}: onnxruntime cannot load this ONNX model ({short(err)}).") from None
 
 
 def _check_io(session, size: int, where: str) -> bool:
@@ -249,7 +244,7 @@ def load_onnx(card: ModelCard) -> Classifier:
     except Exception as err:  # noqa: BLE001
         raise ValueError(
             f"{where}: the ONNX model fails on a test image of 3 x {card.input_size} x "
-            f"{card.input_size} pixels: {_short(err)}."
+            f"{card.input_size} pixels: {short(err)}."
         ) from None
     classes = one.shape[1]
     if classes < 2:

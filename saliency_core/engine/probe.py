@@ -8,8 +8,8 @@ import math
 import torch
 from torch import nn
 
-from .model_files import _names, _short
-from .untrusted import cut, quote
+from .model_files import _names
+from .untrusted import cut, quote, short
 
 # ---- checks with a test image ------------------------------------------------------------------
 
@@ -96,7 +96,7 @@ def _probe(
         grey = ", channels 1: greyscale" if channels == 1 else ""
         raise ValueError(
             f"{where}: the model fails on a test image of {channels} x {size} x {size} pixels "
-            f"(input_size {size}{grey}): {_short(err)}. Check 'input_size' and 'channels' in the "
+            f"(input_size {size}{grey}): {short(err)}. Check 'input_size' and 'channels' in the "
             "card."
         ) from None
     finally:
@@ -114,7 +114,7 @@ def _probe(
     except Exception as err:  # noqa: BLE001
         raise ValueError(
             f"{where}: the model's scores cannot be differentiated with respect to the "
-            f"input ({_short(err)}); every saliency method needs that."
+            f"input ({short(err)}); every saliency method needs that."
         ) from None
     if not torch.isfinite(grad).all():
         raise ValueError(f"{where}: the model's input gradient is not finite on a test image.")

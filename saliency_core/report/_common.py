@@ -165,11 +165,6 @@ def _versions() -> dict:
     return out
 
 
-def _one_line(err: BaseException, name: str) -> str:
-    text = " ".join(str(err).split())
-    return text if text.startswith(name) else f"{name}: {text}"
-
-
 def _source_bytes(source, name: str) -> bytes:
     """The image as file bytes: read a path, keep bytes, store a PIL image as PNG."""
     if isinstance(source, Image.Image):
@@ -205,8 +200,10 @@ def map_summary(saliency: np.ndarray) -> dict:
     """
     s = _f32(saliency)
     finite = s[np.isfinite(s)]
+
     def stat(f):
         return float(f(finite)) if finite.size else float("nan")
+
     return {
         "sha256": hashlib.sha256(s.tobytes()).hexdigest(),
         "shape": list(s.shape),

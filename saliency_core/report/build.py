@@ -24,6 +24,7 @@ from ..engine.render import (
     render,
     render_outline,
 )
+from ..engine.untrusted import one_line
 from ._common import (
     ALPHA,
     CLIP_PERCENTILE,
@@ -37,7 +38,6 @@ from ._common import (
     _encode,
     _f32,
     _method,
-    _one_line,
     _plain,
     _source_bytes,
     _versions,
@@ -438,7 +438,7 @@ def build_report(
         try:
             readable.append((name, _source_bytes(source, name)))
         except ValueError as err:
-            skipped.append((name, _one_line(err, name)))
+            skipped.append((name, one_line(err, name)))
     results = explain_images(
         model, readable, methods, params, target, explain_fn=explain_fn, progress=progress
     )

@@ -42,7 +42,6 @@ MAX_MASK_PIXELS = MAX_PIXELS  # one mask, polygon or RLE (width x height)
 MAX_SIDE = 100_000  # pixels on a side an annotation may declare
 MAX_FILE_MASK_PIXELS = 2_000_000_000  # pixels of all masks rasterised from one COCO file
 MAX_POLYGON_NUMBERS = 1_000_000  # coordinates in one COCO object's polygons
-_ZIP_CHUNK = 1 << 16
 VOC_VOID = 255  # Pascal VOC label masks mark object borders with 255
 
 
