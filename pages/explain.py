@@ -13,8 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+import pages._defaults as defaults
 import saliency_core as sc
-from pages import _defaults as defaults
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,
@@ -169,7 +169,8 @@ if averaging:
             "Keep adding noisy samples until the map has settled",
             value=False,
             key="until_settled",
-            help="Starts at the sidebar's sample count and adds samples (x1.25 at a time) until a re-run with "
+            help="Starts at the sidebar's sample count and adds samples (x1.25 at a time) until a re-run "
+            "with "
             f"other random noise would agree at {SETTLED:.0%} or more (rank correlation and the strongest "
             "10 % of pixels), or the maximum below is reached. Applies to "
             + ", ".join(sc.METHODS[m].label for m in averaging)
@@ -525,7 +526,8 @@ for item in images:
                             caption=meta.label,
                             width="stretch",
                             alt=f"{meta.label} map of {item['name']} as outlines: the regions holding "
-                            f"{outline_share} % of the map for the class {exp.target_label}; the rest dimmed.",
+                            f"{outline_share} % of the map for the class {exp.target_label}; "
+                            "the rest dimmed.",
                         )
                         st.caption(f"{plain(legend)}\n\n*{meta.description}*")
                     else:

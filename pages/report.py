@@ -109,7 +109,8 @@ for name in dict.fromkeys(wanted_samples + list(picked)):
             sources.append((name, f.read()))
     except (OSError, KeyError) as err:
         st.error(
-            f"**{plain(name)}**: the sample photo cannot be read ({plain(getattr(err, 'strerror', None) or err)})."
+            f"**{plain(name)}**: the sample photo cannot be read "
+            f"({plain(getattr(err, 'strerror', None) or err)})."
         )
 
 labels = ", ".join(sc.METHODS[m].label for m in methods)

@@ -199,7 +199,7 @@ def explain_image(
         prediction, predicted = model.predict(x, k=5), model.predicted_set(x)
     except ValueError as err:
         return ImageResult(name=name, failed=one_line(err, name))
-    except Exception as err:  # noqa: BLE001  one bad image must not stop the batch
+    except Exception as err:  # one bad image must not stop the batch
         return ImageResult(name=name, crashed=crash(err))
     result = ImageResult(
         name=name,
@@ -227,7 +227,7 @@ def explain_image(
                 result.pngs[method], result.rendered[method] = _png(exp, render)
         except (ValueError, OSError) as err:
             result.errors[method] = " ".join(str(err).split())
-        except Exception as err:  # noqa: BLE001  one failing map must not stop the others
+        except Exception as err:  # one failing map must not stop the others
             result.crashes[method] = crash(err)
         if on_map is not None:
             on_map(method)

@@ -47,7 +47,8 @@ def add_check_commands(commands) -> None:
         "stability",
         parents=[common],
         help="how much maps change under small changes of the image",
-        description="For each image: K slightly changed copies (noise, brightness, contrast, shift, rotation, "
+        description="For each image: K slightly changed copies (noise, brightness, contrast, shift, "
+        "rotation, "
         "JPEG); per method the mean Spearman rank correlation of |map|, top-k overlap and SSIM "
         "with the original's map (shifts and rotations undone), and a verdict: stable, "
         "unstable explanation or fragile prediction. One line per image and method on stdout.",
@@ -161,7 +162,7 @@ def _run_checks(args, parser, check, line, header) -> int:
             say(f"error: {error_message(err, path)}")
             failed += 1
             continue
-        except Exception as err:  # noqa: BLE001  one bad image must not stop the batch
+        except Exception as err:  # one bad image must not stop the batch
             say_unexpected(err, path, args)
             failed += 1
             continue
@@ -256,5 +257,8 @@ def run_sanity(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                 + ("  (map zero at the last step)" if v.final_map_zero else "")
             )
 
-    header = f"{'image':<18} {'method':<22} {'verdict':<7} {'spearman':>8} blocks  curve (Spearman of |map| per step)"
+    header = (
+        f"{'image':<18} {'method':<22} {'verdict':<7} {'spearman':>8} blocks  "
+        "curve (Spearman of |map| per step)"
+    )
     return _run_checks(args, parser, check, line, header)

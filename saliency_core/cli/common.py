@@ -121,7 +121,8 @@ def absolute_source(source: str) -> str:
 
 
 def image_files(given: list[str]) -> list[Path]:
-    """The images given: files as they are, folders as the image files in them (recursively, in name order)."""
+    """The images given: files as they are, folders as the image files in them (recursively, in
+    name order)."""
     from ..evaluation.annotations import IMAGE_SUFFIXES
 
     paths = []

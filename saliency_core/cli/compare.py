@@ -42,7 +42,8 @@ def add_compare_command(commands) -> None:
     co = commands.add_parser(
         "compare",
         help="what changed between two versions of a model: predictions and maps",
-        description="Run model A (the accepted version) and model B (the candidate) on the same images. Per image: "
+        description="Run model A (the accepted version) and model B (the candidate) on the same images. Per "
+        "image: "
         "both top-1 predictions (with --labels: fixed, broken or changed between two wrong classes) "
         "and per method how alike the two maps are (Spearman rank correlation of |map| and overlap of "
         "the strongest 10%% of pixels); per method the mean with a bootstrap interval, beside model A "
@@ -185,7 +186,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     except ValueError as err:
         say(f"error: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         say_unexpected(err, "compare", args)
         return 1
     if expanded:
@@ -210,8 +211,8 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         code = _write_report(args, model_b, images, result, keep)
         failed += code
     say(
-        f"done in {time.perf_counter() - start:.1f} s: {len(result.images)} of {result.total} image(s) compared, "
-        f"tables in {out}" + (f", {failed} failure(s)" if failed else "")
+        f"done in {time.perf_counter() - start:.1f} s: {len(result.images)} of {result.total} image(s) "
+        f"compared, tables in {out}" + (f", {failed} failure(s)" if failed else "")
     )
     return 1 if failed or not result.images else 0
 
@@ -238,7 +239,7 @@ def _write_report(args, model_b, images, result, keep: _KeepMaps) -> int:
     except ValueError as err:
         say(f"error: report: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         say_unexpected(err, "report", args)
         return 1
     say(f"report of model B's maps with the comparison: {args.report} ({size / 2**20:.1f} MiB)")

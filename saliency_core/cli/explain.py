@@ -237,7 +237,7 @@ def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Pa
     except ValueError as err:
         say(f"error: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         say_unexpected(err, "explain --ray", args)
         return 1
     if len(done) != len(images):

@@ -81,7 +81,8 @@ def add_report_commands(commands) -> None:
     rr = commands.add_parser(
         "replay",
         help="recompute every map of a report and say whether it matches",
-        description="Read the JSON block of a report made by 'report' (or the Report page), find the model with "
+        description="Read the JSON block of a report made by 'report' (or the Report page), find the model "
+        "with "
         "the fingerprint it records (the demo, or a model in the models folder; a path written in "
         "the report is never loaded), recompute every map with the recorded image, method, "
         "parameters, seed and class, and print one line per map: match or mismatch, with the "
@@ -192,7 +193,7 @@ def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except ValueError as err:
         say(f"error: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         say_unexpected(err, "report", args)
         return 1
     failed = say_failures(report.skipped, report.images)
@@ -227,7 +228,7 @@ def run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except ValueError as err:
         say(f"error: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         say_unexpected(err, args.report, args)
         return 1
     matched = sum(r.ok for r in results)

@@ -218,7 +218,7 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     except ValueError as err:
         say(f"error: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         say_unexpected(err, "validate", args)
         return 1
     for s in result.skipped:
@@ -240,7 +240,7 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         print(table.to_string(index=False), flush=True)
     print(result.summary()["interval"].iloc[0] if not table.empty else "no image could be scored", flush=True)
     say(
-        f"done in {time.perf_counter() - start:.1f} s ({result.seconds / max(result.images, 1):.2f} s per image): "
-        f"{result.images} of {result.total} image(s) scored, tables in {out}"
+        f"done in {time.perf_counter() - start:.1f} s ({result.seconds / max(result.images, 1):.2f} s per "
+        f"image): {result.images} of {result.total} image(s) scored, tables in {out}"
     )
     return 1 if result.skipped or not result.images else 0

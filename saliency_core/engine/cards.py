@@ -7,7 +7,8 @@ lists a models folder and stores uploads; ``models.py`` loads the weights.
 Example card (YAML)::
 
     name: Weld defect classifier v3
-    file: welds.pt            # TorchScript, state dict (.pth, .safetensors), torch.export (.pt2) or ONNX (.onnx)
+    file: welds.pt            # TorchScript, state dict (.pth, .safetensors), torch.export (.pt2)
+                              # or ONNX (.onnx)
     architecture: resnet18    # only for a state dict: a torchvision model name
     labels: labels.txt        # or inline: [ok, porosity, crack]
     input_size: 224
@@ -214,7 +215,7 @@ def parse_card_text(text: str, name: str) -> Any:
             "(install the project's requirements.txt), or write the card as JSON."
         ) from None
     try:
-        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506  a SafeLoader subclass
+        return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .cards import ModelCard
-from .model_files import _weights_only
+from .model_files import load_weights_only
 from .untrusted import quote, short
 
 # ---- the load-time test run of a code model, with a time limit --------------------------------
@@ -74,7 +74,7 @@ class _Lines:
         return line.decode("ascii", "replace").strip()
 
 
-def _timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
+def timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
     """Run the load-time test of a code model in a separate process; stop it and refuse the model
     when the run takes longer than ``load_timeout()`` seconds or the process dies."""
     limit = load_timeout()
@@ -323,7 +323,7 @@ def _check_pt2(path: Path, where: str) -> None:
             rel = name[len(root) :]
             if rel.endswith(".pt"):
                 data = z.read(name)
-                _weights_only(io.BytesIO(data), f"{where} ({rel})", raw=_inner_pickle(data))
+                load_weights_only(io.BytesIO(data), f"{where} ({rel})", raw=_inner_pickle(data))
             elif rel.startswith(("data/weights/", "data/constants/")) and rel.endswith("_config.json"):
                 folder = rel.rsplit("/", 1)[0] + "/"
                 try:
@@ -340,7 +340,7 @@ def _check_pt2(path: Path, where: str) -> None:
                         )
                     if meta.get("use_pickle"):
                         data = z.read(root + folder + file)
-                        _weights_only(io.BytesIO(data), f"{where} ({fqn})", raw=_inner_pickle(data))
+                        load_weights_only(io.BytesIO(data), f"{where} ({fqn})", raw=_inner_pickle(data))
             elif rel.startswith("models/") and rel.endswith(".json"):
                 try:
                     bad = _unsafe_graph_parts(json.loads(z.read(name)))
@@ -364,19 +364,19 @@ def _inner_pickle(data: bytes) -> bytes | None:
         return data
 
 
-def _load_exported(path: Path, where: str) -> nn.Module:
+def load_exported(path: Path, where: str) -> nn.Module:
     """A checked .pt2 as a module; unflattened, so its layers can be hooked (Grad-CAM)."""
     _check_pt2(path, where)
     try:
         with warnings.catch_warnings(), open(path, "rb") as f:
             warnings.simplefilter("ignore")
             program = torch.export.load(f)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ValueError(
             f"{where}: the exported program cannot be loaded: it is damaged or was saved "
             f"by an incompatible PyTorch ({short(err)})."
         ) from None
     try:
         return torch.export.unflatten(program)
-    except Exception:  # noqa: BLE001  some programs cannot be unflattened: flat, no hooks
+    except Exception:  # some programs cannot be unflattened: flat, no hooks
         return program.module()

@@ -4,10 +4,11 @@ A run's cost is counted in network passes: each method says how many forward pas
 gradient) and forward + backward passes one map takes (``Method.cost``: occlusion one forward
 pass per hidden square, RISE one per mask, SmoothGrad one gradient per sample, Integrated
 Gradients one per step...); a deletion / insertion point is one forward pass.
-``pass_times`` times one batched forward pass and one forward + backward pass of the model
-on this machine, now (a fraction of a second), so the estimate follows the machine's current
-load; the runs' own overheads (image decoding, similarity measures, bootstrap) are left out,
-so the estimate is a lower bound of the order of the run.
+``pass_times`` times one batched forward pass, one forward + backward pass of one image and
+one of a batch (as SmoothGrad and Integrated Gradients take them) on this machine, now (about a
+second on a CPU), so the estimate follows the machine's current load; the runs' own overheads
+(image decoding, similarity measures, bootstrap) are left out, so the estimate is a lower bound
+of the order of the run.
 
 Example:
     >>> times = pass_times(model)

@@ -136,7 +136,7 @@ def _refuse_pickle(where: str, data: bytes | None, err: BaseException) -> ValueE
     )
 
 
-def _weights_only(source, where: str, raw: bytes | None = None):
+def load_weights_only(source, where: str, raw: bytes | None = None):
     """``torch.load(..., weights_only=True)`` on CPU, errors in plain words.
 
     Args:
@@ -155,7 +155,7 @@ def _weights_only(source, where: str, raw: bytes | None = None):
         raise ValueError(f"{where}: the file is damaged or incomplete ({short(err, 160)}).") from None
 
 
-def _state_dict(obj, where: str) -> dict[str, torch.Tensor]:
+def state_dict_from(obj, where: str) -> dict[str, torch.Tensor]:
     """A state dict out of what torch.load returned: the mapping itself, or the one stored under
     ``state_dict`` / ``model_state_dict`` / ``model`` of a training checkpoint."""
     if isinstance(obj, Mapping):
@@ -186,14 +186,14 @@ def _state_dict(obj, where: str) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def _names(keys: list[str], limit: int = 6) -> str:
+def listed_names(keys: list[str], limit: int = 6) -> str:
     """The first ``limit`` names (each cut to 80 characters: they may come from a file)."""
     return ", ".join(cut(k) for k in keys[:limit]) + (
         f" and {len(keys) - limit} more" if len(keys) > limit else ""
     )
 
 
-def _build_torchvision(
+def build_torchvision(
     architecture: str, state: dict[str, torch.Tensor], where: str, channels: int = 3
 ) -> nn.Module:
     """torchvision ``architecture`` with ``state`` loaded strictly; the number of classes is read
@@ -207,7 +207,8 @@ def _build_torchvision(
         hint = (
             f" Did you mean {', '.join(close)}?"
             if close
-            else " Examples: resnet18, resnet50, efficientnet_b0, mobilenet_v3_large, convnext_tiny, vit_b_16."
+            else " Examples: resnet18, resnet50, efficientnet_b0, mobilenet_v3_large, convnext_tiny, "
+            "vit_b_16."
         )
         raise ValueError(
             f"{where}: 'architecture' {quote(architecture)} is not a torchvision classification model.{hint}"
@@ -218,7 +219,7 @@ def _build_torchvision(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             net = torchvision.models.get_model(architecture, **kwargs)
-    except Exception as err:  # noqa: BLE001  constructors raise many kinds
+    except Exception as err:  # constructors raise many kinds
         raise ValueError(
             f"{where}: cannot build torchvision's {architecture} with {classes} classes ({short(err)})."
         ) from None
@@ -236,11 +237,11 @@ def _build_torchvision(
     if missing or unexpected or shapes:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing key(s): {_names(missing)}")
+            parts.append(f"{len(missing)} missing key(s): {listed_names(missing)}")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
+            parts.append(f"{len(unexpected)} unexpected key(s): {listed_names(unexpected)}")
         if shapes:
-            parts.append(f"{len(shapes)} tensor(s) of another shape: {_names(shapes, 3)}")
+            parts.append(f"{len(shapes)} tensor(s) of another shape: {listed_names(shapes, 3)}")
         stem = next(
             (
                 k
@@ -322,14 +323,14 @@ def _classes(architecture: str, state: dict[str, torch.Tensor]) -> int | None:
         last = [k for k, v in expected.items() if k.endswith("weight") and v.dim() >= 2][-1]
         if last in state and state[last].dim() >= 2:
             return int(state[last].shape[0])
-    except Exception:  # noqa: BLE001  some constructors need real tensors: use the file's order
+    except Exception:  # some constructors need real tensors: use the file's order
         pass
     return next(
         (int(v.shape[0]) for k, v in reversed(state.items()) if k.endswith("weight") and v.dim() >= 2), None
     )
 
 
-def _safetensors_state(path: Path, where: str) -> dict[str, torch.Tensor]:
+def safetensors_state(path: Path, where: str) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file (a format that holds tensors and nothing else)."""
     try:
         from safetensors import SafetensorError
@@ -350,7 +351,7 @@ def _safetensors_state(path: Path, where: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _load_torchscript(path: Path, where: str) -> nn.Module:
+def load_torchscript(path: Path, where: str) -> nn.Module:
     """A TorchScript model, loaded only after its code and pickles pass the screen (see
     ``_torchscript_screen``); its compiled graphs are screened again before anything runs."""
     screen_archive(path, where)
@@ -358,7 +359,7 @@ def _load_torchscript(path: Path, where: str) -> nn.Module:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load is deprecated in favour of torch.export
             module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ValueError(
             f"{where}: the TorchScript file is damaged or was saved by an incompatible "
             f"PyTorch ({short(err)})."

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from .cards import ModelCard
-from .classifier import Classifier, Normalize, _freeze, _labels, file_sha256
+from .classifier import Classifier, Normalize, class_names, file_sha256, freeze
 from .model_files import FORMATS
-from .probe import _logits, _test_batch
+from .probe import checked_logits, probe_batch
 from .untrusted import short
 
 MAX_BYTES = 2 * 1024**3 - 1  # protobuf's limit for one message: larger models need external data
@@ -98,7 +98,7 @@ def _screen(data: bytes, where: str) -> None:
         ) from None
     try:
         model = onnx.load_model_from_string(data)
-    except Exception as err:  # noqa: BLE001  protobuf raises several kinds
+    except Exception as err:  # protobuf raises several kinds
         raise ValueError(
             f"{where}: the file is not an ONNX model, or it is damaged ({short(err)})."
         ) from None
@@ -150,7 +150,7 @@ def _session(data: bytes, where: str):
     options.inter_op_num_threads = 1
     try:
         return ort.InferenceSession(data, sess_options=options, providers=_providers(ort))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ValueError(f"{where}: onnxruntime cannot load this ONNX model ({short(err)}).") from None
 
 
@@ -233,15 +233,15 @@ def load_onnx(card: ModelCard) -> Classifier:
         session = _session(data, where)
     batched = _check_io(session, card.input_size, where)
     net = OnnxNetwork(session, batched)
-    network = _freeze(nn.Sequential(Normalize(card.mean, card.std), net))
-    x = _test_batch(card.input_size, 3)
+    network = freeze(nn.Sequential(Normalize(card.mean, card.std), net))
+    x = probe_batch(card.input_size, 3)
     try:
         with torch.no_grad():
-            one = _logits(network(x[:1]), 1, where)
-            three = _logits(network(x), 3, where)
+            one = checked_logits(network(x[:1]), 1, where)
+            three = checked_logits(network(x), 3, where)
     except ValueError:
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ValueError(
             f"{where}: the ONNX model fails on a test image of 3 x {card.input_size} x "
             f"{card.input_size} pixels: {short(err)}."
@@ -257,7 +257,7 @@ def load_onnx(card: ModelCard) -> Classifier:
             f"{where}: the ONNX model's scores are not finite, or an image's scores depend on "
             "the other images of its batch."
         )
-    labels, labels_source = _labels(card, classes, where)
+    labels, labels_source = class_names(card, classes, where)
     fingerprint = file_sha256(card.file)
     ort = _runtime()
     used = {

@@ -15,8 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .. import _fast
-from .._fast import check_target
+from .._fast import OPTIONS, check_target
 from .._incremental import PatchedForward
 from ._autograd import as_targets, count, target_scores
 from ._registry import Cost, Setting, register, whole
@@ -132,7 +131,7 @@ def occlusion(
             covered[..., r : r + window, c : c + window] += 1
         for b in range(batch):
             image, fill_b, t = x[b : b + 1], reference[b : b + 1], int(target[b])
-            run = PatchedForward(network, image) if _fast.OPTIONS["incremental"] else None
+            run = PatchedForward(network, image) if OPTIONS["incremental"] else None
             if run is not None and not run.usable:
                 run = None
             for start in range(0, len(boxes), per_chunk):
