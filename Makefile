@@ -1,10 +1,11 @@
 # make run: set up .venv and start the dashboard on the demo model.
 # make test: set up .venv with the test tools and run every test.
+# make lint: ruff check and ruff format --check (settings in pyproject.toml).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench clean chromium postgresql
+.PHONY: run test lint bench clean chromium postgresql
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,11 @@ postgresql:
 
 test: $(VENV)/.dev chromium postgresql
 	$(PY) -m pytest -q
+
+RUFF ?= $(PY) -m ruff
+lint: $(VENV)/.dev
+	$(RUFF) check .
+	$(RUFF) format --check .
 
 bench: $(VENV)/.dev
 	$(PY) bench/run.py

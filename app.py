@@ -9,8 +9,8 @@ from pathlib import Path
 import streamlit as st
 
 import saliency_core as sc
-from pages import _defaults as defaults
 from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
+from pages._method_settings import setting_widgets
 from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
 from saliency_core.engine.devices import describe as describe_device
 from saliency_core.engine.models import check_upload, code_models_allowed
@@ -138,64 +138,9 @@ with st.sidebar, page_guard("the sidebar"):
                 "Not available for this model:\n"
                 + "\n".join(f"- **{sc.METHODS[m].label}** {reason}" for m, reason in unusable.items())
             )
-        st.slider(
-            "SmoothGrad samples",
-            1,
-            200,
-            defaults.PARAMS["samples"],
-            key="samples",
-            help="Noisy copies averaged per map. The paper sees little change past 50.",
-        )
-        st.slider(
-            "SmoothGrad noise (fraction of the pixel range)",
-            0.0,
-            0.5,
-            defaults.PARAMS["noise"],
-            0.01,
-            key="noise",
-            help="Standard deviation of the added noise; the paper recommends 0.10-0.20.",
-        )
+        setting_widgets("top")  # each method's own label, range, step, help and default
         with st.expander("More parameters"):
-            st.number_input(
-                "Random seed",
-                0,
-                2**31 - 1,
-                defaults.PARAMS["seed"],
-                key="seed",
-                help="The same seed gives the same map.",
-            )
-            st.slider("Integrated Gradients steps", 8, 300, defaults.PARAMS["steps"], key="steps")
-            st.selectbox(
-                "Integrated Gradients baseline",
-                ["black", "blurred", "uniform"],
-                key="baseline",
-                help="The reference image the path starts from.",
-            )
-            st.select_slider(
-                "Occlusion square (pixels)",
-                [8, 16, 24, 32, 48, 64],
-                32,
-                key="window",
-                help="Side of the grey square hidden at a time.",
-            )
-            st.select_slider(
-                "Occlusion step (pixels)",
-                [4, 8, 16, 24, 32],
-                16,
-                key="stride",
-                help="How far the square moves between tries; must not exceed its side. "
-                "Half the side: every pixel is hidden by up to 4 squares.",
-            )
-            st.slider(
-                "RISE masks",
-                100,
-                8000,
-                1000,
-                100,
-                key="masks",
-                help="Random masks averaged. The paper used 4000-8000; 1000 take up to about "
-                "40 s per image on a 2-core CPU. More masks: a steadier map.",
-            )
+            setting_widgets("more")
         st.form_submit_button(
             "Apply",
             type="primary",

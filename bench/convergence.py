@@ -60,12 +60,12 @@ def load(name: str):
     if name == "resnet50":
         import torchvision
 
-        from saliency_core.engine.classifier import Normalize, _channels_last, _freeze
+        from saliency_core.engine.classifier import Normalize, channels_last, freeze
 
         torch.manual_seed(0)
         net = torchvision.models.resnet50(weights=None)
-        network = _channels_last(
-            _freeze(torch.nn.Sequential(Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), net))
+        network = channels_last(
+            freeze(torch.nn.Sequential(Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), net))
         )
         return network, sc.load_model("demo")  # the demo's 224 px resize + centre crop
     raise SystemExit(f"unknown model {name!r}: use demo or resnet50")
@@ -196,9 +196,10 @@ def main(argv=None) -> int:
                 "schemes": {},
             }
             print(
-                f"{name} · {label}: reference {args.reference} samples in {time.perf_counter() - t0:.0f} s; its "
-                f"own re-run agreement (readout) Spearman {ref_readout[args.reference]['rerun_spearman']:.3f}, "
-                f"top-10 % {ref_readout[args.reference]['rerun_top10']:.3f}",
+                f"{name} · {label}: reference {args.reference} samples in {time.perf_counter() - t0:.0f} s; "
+                "its own re-run agreement (readout) Spearman "
+                f"{ref_readout[args.reference]['rerun_spearman']:.3f}, top-10 % "
+                f"{ref_readout[args.reference]['rerun_top10']:.3f}",
                 flush=True,
             )
             for scheme in args.schemes:
@@ -289,7 +290,10 @@ def print_table(rows: list[dict], runs: list[dict], levels=LEVELS) -> None:
         + f"  {'gain sp':>7} {'gain top':>8}"
     )
     for row in rows:
-        gain = lambda k: f"{row[k]:.2f}" if row[k] is not None else "  n/a"  # noqa: E731
+
+        def gain(k: str, row: dict = row) -> str:
+            return f"{row[k]:.2f}" if row[k] is not None else "  n/a"
+
         print(
             f"{row['model']:9} {row['scheme']:11} "
             + " ".join(cell(row, f"passes_spearman_{v}") for v in levels)

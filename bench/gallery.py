@@ -368,7 +368,7 @@ def bench_browser(work: Path) -> dict:
             for number in (2, 3, 4, 5, 6, 7, 8):
                 box = page.get_by_label("Page", exact=True)
                 box.fill(str(number))
-                times.append(timed(lambda: box.press("Enter")))
+                times.append(timed(lambda box=box: box.press("Enter")))
             mistakes = timed(lambda: page.get_by_text("Mistakes only", exact=True).click())
             page.screenshot(path=str(work / "bench_grid.png"), full_page=True)
             browser.close()
@@ -482,14 +482,16 @@ def bench_speed(work: Path, cheap_images: int, smooth_images: int) -> dict:
         labelled.items = labelled.items[:count]
         params = {"samples": 50, "noise": 0.15, "seed": 0}
 
-        def ours_once(rep: int) -> float:
+        def ours_once(
+            rep: int, name=name, labelled=labelled, methods=methods, params=params, count=count
+        ) -> float:
             store = gallery.ResultStore(work / f"speed-{name}-{rep}.sqlite")  # empty: everything computed
             start = time.perf_counter()
             report = gallery.run(model, labelled, methods, params, store)
             assert report.computed == count
             return time.perf_counter() - start
 
-        def plain_once(rep: int) -> float:
+        def plain_once(rep: int, labelled=labelled, methods=methods, params=params) -> float:
             start = time.perf_counter()
             for it in labelled.items:  # the reference: the same reads and maps by sc.explain, nothing stored
                 image = sc.load_image(it.read(), name=it.name)

@@ -1,7 +1,7 @@
 """Occlusion and RISE at their defaults on one image on this CPU, against Captum's Occlusion and a
 straightforward RISE loop, in one process.
 
-    python bench/occlusion_rise.py                                  # defaults, writes bench/occlusion_rise-cpu.json
+    python bench/occlusion_rise.py          # defaults, writes bench/occlusion_rise-cpu.json
     python bench/occlusion_rise.py --masks 64 --convergence 0 --ppe 16 --out /tmp/o.json   # smoke run
 
 Occlusion: ours through ``sc.explain`` (window 32, stride 16, grey), with and without the
@@ -91,7 +91,8 @@ def bench_occlusion(model, path: str, args) -> list[dict]:
     squares = len(range(0, 224 - window + 1, stride)) ** 2
     rows = [
         {
-            "task": f"occlusion, defaults (window {window}, stride {stride}, grey; {squares} squares), 1 image",
+            "task": f"occlusion, defaults (window {window}, stride {stride}, grey; {squares} squares), 1 "
+            "image",
             "ours_s": ours_s,
             "captum_s": {str(k): v[0] for k, v in captum.items()},
             "captum_best_ppe": best_ppe,
@@ -153,7 +154,8 @@ def bench_rise(model, path: str, args) -> tuple[list[dict], dict]:
     ref_s = time.perf_counter() - start
     rows = [
         {
-            "task": f"RISE, defaults ({masks} masks, cell {d['cell']}, keep {d['keep']}, {d['fill']} fill), 1 image",
+            "task": f"RISE, defaults ({masks} masks, cell {d['cell']}, keep {d['keep']}, {d['fill']} fill), "
+            "1 image",
             "ours_s": ours_s,
             "reference_loop_s": ref_s,
             "speedup_vs_reference_loop": ref_s / ours_s,
@@ -177,7 +179,7 @@ def bench_rise(model, path: str, args) -> tuple[list[dict], dict]:
                 masks=args.convergence,
                 seed=seed,
                 chunk_size=25 if all(n % 25 == 0 for n in checkpoints) else None,
-                preview=lambda done, total, s: seen.__setitem__(done, s.copy()),
+                preview=lambda done, total, s, seen=seen: seen.__setitem__(done, s.copy()),
             )
             seen[args.convergence] = final.saliency
             runs.append(seen)

@@ -33,10 +33,10 @@ sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]  # "
 if ROOT not in sys.path:
     sys.path.append(ROOT)  # pages._defaults; an engine earlier on PYTHONPATH wins (--profile before)
 
-import torch  # noqa: E402
+import torch
 
-import saliency_core as sc  # noqa: E402
-from pages import _defaults as defaults  # noqa: E402
+import saliency_core as sc
+from pages import _defaults as defaults
 
 PAGES = (
     "explain",

@@ -14,10 +14,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as bench  # noqa: E402
+import run as bench
 
-import saliency_core as sc  # noqa: E402
-from saliency_core.engine._fast import switched  # noqa: E402
+import saliency_core as sc
+from saliency_core.engine._fast import switched
 
 
 def main(argv=None) -> int:

@@ -284,7 +284,9 @@ def bench_model(name: str, device: str, args) -> list[dict]:
         ):
             with switched(**options):
                 s_ = timed(
-                    lambda: sg(network, xb, tb, samples=n, noise=args.noise, chunk_size=chunk), r, device
+                    lambda chunk=chunk: sg(network, xb, tb, samples=n, noise=args.noise, chunk_size=chunk),
+                    r,
+                    device,
                 )
             rows.append(
                 {
@@ -372,8 +374,8 @@ def _fmt(row: dict) -> str:
         )
     if "ours_images_per_s" in row:
         return (
-            f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_images_per_s']:8.2f} img/s  "
-            f"captum {row['captum_images_per_s']:8.2f} img/s  x{row['speedup_vs_captum_best']:.2f}"
+            f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_images_per_s']:8.2f} "
+            f"img/s  captum {row['captum_images_per_s']:8.2f} img/s  x{row['speedup_vs_captum_best']:.2f}"
         )
     if not any(k.startswith("captum_") for k in row):
         text = f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_s'] * 1000:8.1f} ms"
@@ -392,7 +394,10 @@ def _fmt(row: dict) -> str:
         if "map_rel_error_vs_captum" in row
         else ""
     )
-    return f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_s'] * 1000:8.1f} ms  {refs}{same}"
+    return (
+        f"{row['device']:4} {row['model']:9} {row['task']:52} ours {row['ours_s'] * 1000:8.1f} ms  "
+        f"{refs}{same}"
+    )
 
 
 def peak_memory_smoothgrad(samples: int) -> float:

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 import streamlit as st
 from PIL import Image
 
+import pages._defaults as defaults  # pages/_*.py: helpers, not pages (Streamlit's convention)
 import saliency_core as sc
-from pages import _defaults as defaults
 from saliency_core.engine.images import image_notes
 from saliency_core.engine.models import source_signature
 
@@ -59,7 +59,7 @@ def page_guard(where: str):
     st.stop() and reruns pass through (they are not Exceptions)."""
     try:
         yield
-    except Exception as err:  # noqa: BLE001  the last line of defence for a page
+    except Exception as err:  # the last line of defence for a page
         reference = secrets.token_hex(4)
         log.error("unexpected error in %s (reference %s)", where, reference, exc_info=err)
         st.error(
@@ -75,7 +75,7 @@ def client_id() -> str:
     try:
         address = st.context.ip_address
         headers = st.context.headers or {}
-    except Exception:  # noqa: BLE001  no request context (bare script, tests)
+    except Exception:  # no request context (bare script, tests)
         address, headers = None, {}
     if address:
         return f"ip:{address}"[:200]
@@ -229,7 +229,7 @@ def prefetch(
                     if cache.get(wanted) is None:
                         cache.put(wanted, sc.explain(model, image, method=method, target=target, **used))
             _prefetched.put(key, True)
-        except Exception:  # noqa: BLE001  the foreground computes it again and reports it
+        except Exception:  # the foreground computes it again and reports it
             log.exception("prefetch of %s failed", image_hash[:12])
         finally:
             with _prefetch_guard:
@@ -277,15 +277,8 @@ def settings() -> dict:
     return {
         "model": s.get("model", "demo"),
         "methods": list(s.get("methods", DEFAULT_METHODS)),
-        "params": {
-            "samples": int(s.get("samples", defaults.PARAMS["samples"])),
-            "noise": float(s.get("noise", defaults.PARAMS["noise"])),
-            "seed": int(s.get("seed", defaults.PARAMS["seed"])),
-            "steps": int(s.get("steps", defaults.PARAMS["steps"])),
-            "baseline": s.get("baseline", defaults.PARAMS["baseline"]),
-            "window": int(s.get("window", 32)),
-            "stride": int(s.get("stride", 16)),
-            "masks": int(s.get("masks", 1000)),
+        "params": {  # each as its default's type (the sidebar's widgets, or the methods' defaults)
+            key: type(default)(s.get(key, default)) for key, default in defaults.PARAMS.items()
         },
     }
 

@@ -8,9 +8,12 @@ cost stated there.
 
 from __future__ import annotations
 
+from saliency_core.engine.methods import page_settings
+
 # ---- the shared sidebar (app.py) ----------------------------------------------------------------
 METHODS = ["gradient", "guided_backprop", "smoothgrad", "gradcam"]
-PARAMS = {"samples": 50, "noise": 0.15, "seed": 0, "steps": 50, "baseline": "black"}
+# the sidebar's method parameters at the methods' own defaults (each method's Setting)
+PARAMS = {key: setting.default for key, setting in page_settings().items() if setting.place != "page"}
 
 # ---- Explain: the first sample photo, the predicted class -----------------------------------------
 EXPLAIN_SAMPLES = 1  # sample photos picked when nothing is uploaded

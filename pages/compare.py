@@ -74,7 +74,7 @@ for tag, source in (("A", source_a), ("B", source_b)):
 if len(models) < 2:
     st.stop()
 model_a, model_b = models["A"], models["B"]
-for col, tag, m in ((c1, "A", model_a), (c2, "B", model_b)):
+for col, m in ((c1, model_a), (c2, model_b)):
     col.caption(f"{len(m.labels)} classes · input {m.input_size} px · weights sha256 `{m.fingerprint[:12]}…`")
 difference = cmp_labels.class_difference(model_a.labels, model_b.labels)
 if difference:
@@ -273,7 +273,7 @@ if table.empty:
     st.info("No image in this view.")
     st.stop()
 
-# ---- one image: both maps on one colour scale, and their difference ------------------------------------------
+# ---- one image: both maps on one colour scale, and their difference ------------------------------
 by_name = {item.name: item for item in result.images}
 chosen = st.selectbox("Look at one image", list(table["image"]), key="compare_image")
 item = by_name[chosen]

@@ -13,8 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+import pages._defaults as defaults
 import saliency_core as sc
-from pages import _defaults as defaults
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,
@@ -40,6 +40,7 @@ from pages._common import (
     sanity_verdict,
     settings,
 )
+from pages._method_settings import setting_widget
 from saliency_core import pipeline
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
@@ -49,6 +50,7 @@ from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
 from saliency_core.engine.samples import sample_images
 from saliency_core.report import confidence_words
 
+MAX_SAMPLES = sc.METHODS["smoothgrad"].settings["max_samples"]  # the SmoothGrad family's limit
 ASK_ABOVE = 10.0  # seconds: longer runs wait for a click after their estimate
 UNSURE_BELOW = 0.6  # top-class probability under which the page says the model is unsure
 
@@ -167,27 +169,22 @@ if averaging:
             "Keep adding noisy samples until the map has settled",
             value=False,
             key="until_settled",
-            help="Starts at the sidebar's sample count and adds samples (x1.25 at a time) until a re-run with "
+            help="Starts at the sidebar's sample count and adds samples (x1.25 at a time) until a re-run "
+            "with "
             f"other random noise would agree at {SETTLED:.0%} or more (rank correlation and the strongest "
             "10 % of pixels), or the maximum below is reached. Applies to "
             + ", ".join(sc.METHODS[m].label for m in averaging)
             + ".",
         )
-        st.number_input(
-            "Most samples",
-            1,
-            2000,
-            1000,
-            step=50,
-            key="max_samples",
-            help="Each sample is one pass through the network; 1,000 take about 20 s on a CPU.",
-        )
+        setting_widget("max_samples", MAX_SAMPLES)
         st.form_submit_button("Apply")
     if st.session_state.get("until_settled"):
         # never below the sidebar's count: that is where the first check happens
         cfg["params"].update(
             until_settled=True,
-            max_samples=max(int(st.session_state.get("max_samples", 1000)), int(cfg["params"]["samples"])),
+            max_samples=max(
+                int(st.session_state.get("max_samples", MAX_SAMPLES.default)), int(cfg["params"]["samples"])
+            ),
         )
 
 if target_mode == "Class by name" and by_name is None:  # nothing to compute before the choice
@@ -248,11 +245,7 @@ signature = hashlib.sha256(
 if ss.pop("explain__cancelled", False):  # Cancel was pressed: keep what was done, compute no more
     ss["explain_paused"] = ss.get("explain_signature")
     ss["explain__running"] = False
-seconds = (
-    sum(es.map_passes(m, method_params(m, cfg["params"])) for _, m in jobs) * es.pass_times(model).backward
-    if jobs
-    else 0.0
-)
+seconds = sum(es.map_seconds(es.pass_times(model), m, cfg["params"]) for _, m in jobs) if jobs else 0.0
 paused = ss.get("explain_paused") == signature
 compute = bool(jobs) and not paused and (seconds <= ASK_ABOVE or ss.get("explain_confirmed") == signature)
 if jobs and not compute:
@@ -533,7 +526,8 @@ for item in images:
                             caption=meta.label,
                             width="stretch",
                             alt=f"{meta.label} map of {item['name']} as outlines: the regions holding "
-                            f"{outline_share} % of the map for the class {exp.target_label}; the rest dimmed.",
+                            f"{outline_share} % of the map for the class {exp.target_label}; "
+                            "the rest dimmed.",
                         )
                         st.caption(f"{plain(legend)}\n\n*{meta.description}*")
                     else:

@@ -845,7 +845,7 @@ else:
         h = rows.loc[rows["name"] == opened, "image_hash"].iloc[0]
         show_item(item.name, item.label, item.classes, item.read, h, methods, params, close_item, "item")
 
-    # ---- the grid: a fragment, so turning a page reruns (and redraws) the grid alone ------------------------
+    # ---- the grid: a fragment, so turning a page reruns (and redraws) the grid alone -------------
     @st.fragment
     def grid(filtered: pd.DataFrame, shown_method: str | None, decided: dict) -> None:
         pages = gallery.pages(filtered)
@@ -883,7 +883,7 @@ else:
 
     grid(filtered, shown_method, decided)
 
-    # ---- send, export ---------------------------------------------------------------------------------------
+    # ---- send, export ----------------------------------------------------------------------------
     st.subheader(f"These {len(filtered):,} images")
     a1, a2, a3 = st.columns(3)
     with a1:

@@ -109,7 +109,8 @@ for name in dict.fromkeys(wanted_samples + list(picked)):
             sources.append((name, f.read()))
     except (OSError, KeyError) as err:
         st.error(
-            f"**{plain(name)}**: the sample photo cannot be read ({plain(getattr(err, 'strerror', None) or err)})."
+            f"**{plain(name)}**: the sample photo cannot be read "
+            f"({plain(getattr(err, 'strerror', None) or err)})."
         )
 
 labels = ", ".join(sc.METHODS[m].label for m in methods)
@@ -155,7 +156,7 @@ def maps_to_compute() -> dict:
 st.write(f"{len(sources)} image(s) × {len(methods)} method(s): {plain(labels)}.")
 todo = maps_to_compute()
 times = es.pass_times(model)
-seconds = sum(es.map_passes(m, method_params(m, cfg["params"])) for m in todo) * times.backward
+seconds = sum(es.map_seconds(times, m, cfg["params"]) for m in todo)
 estimate_caption(seconds, f"Building it ({len(todo)} of {len(sources) * len(methods)} maps still to compute)")
 st.button(
     "Build report", type="primary", icon=":material/description:", on_click=request_run, args=("report",)

@@ -10,8 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+import pages._defaults as defaults
 import saliency_core as sc
-from pages import _defaults as defaults
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,
@@ -113,7 +113,8 @@ maps_choice = c2.radio(
         FEW: f"at {len(few_steps)} of the {int(depth)} steps (quick)",
         EVERY: f"at every step ({int(depth)})",
     }.get,
-    help="Cascading runs re-initialise every block either way, so the verdict is the same; maps at every step "
+    help="Cascading runs re-initialise every block either way, so the verdict is the same; maps at every "
+    "step "
     "draw the whole curve. Independent runs test only the blocks with maps.",
 )
 threshold = c3.slider(

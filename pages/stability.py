@@ -10,8 +10,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+import pages._defaults as defaults
 import saliency_core as sc
-from pages import _defaults as defaults
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,

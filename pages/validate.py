@@ -11,8 +11,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image, ImageDraw
 
+import pages._defaults as defaults
 import saliency_core as sc
-from pages import _defaults as defaults
 from pages._common import (
     DISCLAIMER,
     GRID_CSS,
@@ -128,7 +128,7 @@ else:
             )
     except ValueError as err:
         st.error(f"The upload cannot be read: {plain(err)}")
-    except Exception as err:  # noqa: BLE001  a reader bug must not take the page down
+    except Exception as err:  # a reader bug must not take the page down
         report_error("The upload", err)
     if dataset is None:
         st.info("Upload a ZIP, or images and their annotation files, to begin.")

@@ -22,6 +22,7 @@ from .engine.methods import METHODS, Method, register
 from .engine.models import load_model
 
 __all__ = [
+    "__version__",
     "load_model",
     "Classifier",
     "METHODS",

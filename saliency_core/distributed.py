@@ -71,7 +71,7 @@ PER_IMAGE_SETTINGS = (
 def _import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         raise ValueError(
             "--ray needs Ray, an optional extra: install it with "
@@ -408,7 +408,8 @@ def run_validation_ray(
     say = log or (lambda line: None)
     if resume:
         say(
-            f"resuming: {done} of {total} image(s) already scored in {results.path}; computing the other {len(todo)}"
+            f"resuming: {done} of {total} image(s) already scored in {results.path}; computing the other "
+            f"{len(todo)}"
         )
     if progress:
         progress(done, total, None)
@@ -450,7 +451,7 @@ def _user_errors(blocks: Iterator[dict]) -> Iterator[dict]:
     """Ray's wrapped exceptions -> the ValueError a worker raised, in its own words."""
     try:
         yield from blocks
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         cause = err
         while getattr(cause, "cause", None) is not None or getattr(cause, "__cause__", None) is not None:
             cause = getattr(cause, "cause", None) or cause.__cause__

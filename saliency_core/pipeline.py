@@ -28,6 +28,7 @@ from torchvision.transforms.functional import to_tensor
 from .engine.explain import Explanation, available_methods, explain, get_method
 from .engine.images import ImageSource, image_hash, load_image
 from .engine.methods import METHODS
+from .engine.untrusted import one_line
 
 SCHEMA = 1
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "record-1.json"
@@ -197,8 +198,8 @@ def explain_image(
         x = to_tensor(crop).unsqueeze(0)
         prediction, predicted = model.predict(x, k=5), model.predicted_set(x)
     except ValueError as err:
-        return ImageResult(name=name, failed=_one_line(err, name))
-    except Exception as err:  # noqa: BLE001  one bad image must not stop the batch
+        return ImageResult(name=name, failed=one_line(err, name))
+    except Exception as err:  # one bad image must not stop the batch
         return ImageResult(name=name, crashed=crash(err))
     result = ImageResult(
         name=name,
@@ -226,7 +227,7 @@ def explain_image(
                 result.pngs[method], result.rendered[method] = _png(exp, render)
         except (ValueError, OSError) as err:
             result.errors[method] = " ".join(str(err).split())
-        except Exception as err:  # noqa: BLE001  one failing map must not stop the others
+        except Exception as err:  # one failing map must not stop the others
             result.crashes[method] = crash(err)
         if on_map is not None:
             on_map(method)
@@ -316,12 +317,6 @@ def _png(exp: Explanation, options: RenderOptions) -> tuple[bytes, dict]:
         "clip_percentile": options.clip_percentile,
         "alpha": options.alpha,
     }
-
-
-def _one_line(err: BaseException, name: str) -> str:
-    """``name: message`` on one line, without repeating the name when the message starts with it."""
-    text = " ".join(str(err).split())
-    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def json_default(value: Any):

@@ -108,7 +108,7 @@ class PostgresServer:
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        except Exception:  # noqa: BLE001  best effort at exit
+        except Exception:  # best effort at exit
             pass
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -9,7 +9,7 @@ import skimage
 import torch
 
 # the one-node Ray cluster of the Ray tests
-from _ray_cluster import cluster, one_thread  # noqa: F401, E402
+from _ray_cluster import cluster, one_thread  # noqa: F401
 from streamlit.runtime.pages_manager import PagesManager
 
 import saliency_core as sc

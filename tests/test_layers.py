@@ -168,3 +168,31 @@ def test_the_check_can_fail(tmp_path, monkeypatch):
         test_nothing_imports_a_layer_above_it()
     with pytest.raises(pytest.fail.Exception, match="import cycle"):
         test_no_import_cycle()
+
+
+def _private_imports(files) -> list[str]:
+    """``from X import _name`` statements: a module taking another module's underscore name."""
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(Path(path).read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                names = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                if names:
+                    found.append(
+                        f"{path}:{node.lineno}: from {'.' * node.level}{node.module or ''} import {names}"
+                    )
+    return found
+
+
+def test_no_module_imports_another_modules_underscore_name():
+    """What is shared is public, in a module named for its idea; an underscore name stays in its
+    module. Checked over the package, the pages and app.py."""
+    root = PACKAGE.parent
+    files = [*PACKAGE.rglob("*.py"), *(root / "pages").glob("*.py"), root / "app.py"]
+    found = _private_imports(files)
+    assert not found, "\n".join(found)
+
+
+def test_the_private_import_check_can_fail(tmp_path):
+    (tmp_path / "a.py").write_text("from .b import _helper, public\nfrom .c import __version__\n")
+    assert _private_imports([tmp_path / "a.py"]) == [f"{tmp_path / 'a.py'}:1: from .b import ['_helper']"]

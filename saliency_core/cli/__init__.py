@@ -12,9 +12,9 @@ import sys
 
 from .._version import __version__
 from ..engine.devices import CHOICES as DEVICE_CHOICES
-from ._common import PROG, _Parser, _say
 from .audit import add_audit_command
 from .checks import add_check_commands
+from .common import PROG, Parser, say
 from .compare import add_compare_command
 from .explain import add_explain_command
 from .report import add_report_commands
@@ -23,13 +23,13 @@ from .validate import add_validate_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Saliency Lens engine: saliency maps for image classifiers.")
+    parser = Parser(prog=PROG, description="Saliency Lens engine: saliency maps for image classifiers.")
     parser.add_argument("--version", action="version", version=f"saliency_core {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     add_explain_command(commands)
-    add_users_command(commands, _Parser)  # users add|remove|list|unlock: saliency_core/review/auth.py
-    add_audit_command(commands, _Parser)  # audit verify: saliency_core/review/store.py
+    add_users_command(commands, Parser)  # users add|remove|list|unlock: saliency_core/review/auth.py
+    add_audit_command(commands, Parser)  # audit verify: saliency_core/review/store.py
     add_check_commands(commands)  # stability, sanity: saliency_core/evaluation/
     add_validate_command(commands)  # validate: saliency_core/evaluation/validate.py
     add_report_commands(commands)  # report, replay: saliency_core/report.py
@@ -55,5 +55,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args, parser)
     except KeyboardInterrupt:
-        _say("interrupted")
+        say("interrupted")
         return 130

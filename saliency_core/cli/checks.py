@@ -13,15 +13,15 @@ from ..engine.images import load_image
 from ..engine.methods import METHODS
 from ..engine.models import load_model
 from ..pipeline import json_default
-from ._common import (
-    _message,
-    _methods,
-    _Parser,
-    _ranged,
-    _say,
-    _unexpected,
+from .common import (
+    Parser,
     add_method_options,
+    chosen_methods,
+    error_message,
     method_params,
+    ranged,
+    say,
+    say_unexpected,
 )
 
 
@@ -30,7 +30,7 @@ def add_check_commands(commands) -> None:
     from ..evaluation import sanity as rz
     from ..evaluation import stability as stab
 
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     common.add_argument(
         "--method",
@@ -47,7 +47,8 @@ def add_check_commands(commands) -> None:
         "stability",
         parents=[common],
         help="how much maps change under small changes of the image",
-        description="For each image: K slightly changed copies (noise, brightness, contrast, shift, rotation, "
+        description="For each image: K slightly changed copies (noise, brightness, contrast, shift, "
+        "rotation, "
         "JPEG); per method the mean Spearman rank correlation of |map|, top-k overlap and SSIM "
         "with the original's map (shifts and rotations undone), and a verdict: stable, "
         "unstable explanation or fragile prediction. One line per image and method on stdout.",
@@ -55,49 +56,49 @@ def add_check_commands(commands) -> None:
     d, t = stab.Perturbation(), stab.StabilityThresholds()
     st.add_argument(
         "--variants",
-        type=_ranged(1, stab.MAX_VARIANTS, whole=True),
+        type=ranged(1, stab.MAX_VARIANTS, whole=True),
         default=8,
         metavar="K",
         help=f"number of changed copies, 1-{stab.MAX_VARIANTS} (default 8)",
     )
     st.add_argument(
         "--pixel-noise",
-        type=_ranged(0, 0.5),
+        type=ranged(0, 0.5),
         default=d.pixel_noise,
         metavar="F",
         help=f"Gaussian pixel noise, fraction of the pixel range (default {d.pixel_noise})",
     )
     st.add_argument(
         "--shift",
-        type=_ranged(1, 64, whole=True),
+        type=ranged(1, 64, whole=True),
         default=d.shift,
         metavar="PX",
         help=f"shift in pixels (default {d.shift})",
     )
     st.add_argument(
         "--rotation",
-        type=_ranged(0.1, 45),
+        type=ranged(0.1, 45),
         default=d.rotation,
         metavar="DEG",
         help=f"rotation in degrees (default {d.rotation})",
     )
     st.add_argument(
         "--min-spearman",
-        type=_ranged(0, 1),
+        type=ranged(0, 1),
         default=t.min_spearman,
         metavar="R",
         help=f"stable if the mean rank correlation is at least this (default {t.min_spearman})",
     )
     st.add_argument(
         "--min-overlap",
-        type=_ranged(0, 1),
+        type=ranged(0, 1),
         default=t.min_top_k_overlap,
         metavar="R",
         help=f"... and the mean top-10%% overlap at least this (default {t.min_top_k_overlap})",
     )
     st.add_argument(
         "--max-drop",
-        type=_ranged(0, 1),
+        type=ranged(0, 1),
         default=t.max_confidence_drop,
         metavar="P",
         help="fragile if the class changes or its probability drops by more than this "
@@ -121,7 +122,7 @@ def add_check_commands(commands) -> None:
     )
     sa.add_argument(
         "--threshold",
-        type=_ranged(0.01, 1),
+        type=ranged(0.01, 1),
         default=rz.DEFAULT_THRESHOLD,
         metavar="R",
         help=f"pass if the final rank correlation is below this (default {rz.DEFAULT_THRESHOLD})",
@@ -132,13 +133,13 @@ def add_check_commands(commands) -> None:
 
 def _check_setup(args, parser):
     """Model, usable methods and method parameters shared by ``stability`` and ``sanity``."""
-    methods, expanded = _methods(args.method, parser)
+    methods, expanded = chosen_methods(args.method, parser)
     model = load_model(args.model, device=args.device)
     usable = available_methods(model)
     for name in [m for m in methods if usable.get(m)]:
         if not expanded:
             parser.error(f"{name} cannot run on this model: {usable[name]}")
-        _say(f"skipping {name}: {usable[name]}")
+        say(f"skipping {name}: {usable[name]}")
     methods = [m for m in methods if not usable.get(m)]
     params = method_params(args)
     return model, methods, params
@@ -149,7 +150,7 @@ def _run_checks(args, parser, check, line, header) -> int:
     try:
         model, methods, params = _check_setup(args, parser)
     except ValueError as err:  # the model cannot be loaded
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
     failed, records = 0, {}
     print(header, flush=True)
@@ -158,20 +159,20 @@ def _run_checks(args, parser, check, line, header) -> int:
         try:
             result = check(model, path, methods, params)
         except ValueError as err:
-            _say(f"error: {_message(err, path)}")
+            say(f"error: {error_message(err, path)}")
             failed += 1
             continue
-        except Exception as err:  # noqa: BLE001  one bad image must not stop the batch
-            _unexpected(err, path, args)
+        except Exception as err:  # one bad image must not stop the batch
+            say_unexpected(err, path, args)
             failed += 1
             continue
         for method, message in result.errors.items():
-            _say(f"error: {path} [{method}]: {' '.join(message.split())}")
+            say(f"error: {path} [{method}]: {' '.join(message.split())}")
             failed += 1
         for row in line(path, result):
             print(row, flush=True)
         records[path] = result.record()
-        _say(f"{path}: {len(methods)} method(s) in {time.perf_counter() - tick:.1f} s")
+        say(f"{path}: {len(methods)} method(s) in {time.perf_counter() - tick:.1f} s")
     if args.out:
         try:
             Path(args.out).write_text(
@@ -183,7 +184,7 @@ def _run_checks(args, parser, check, line, header) -> int:
                 + "\n"
             )
         except OSError as err:
-            _say(f"error: cannot write {args.out}: {err.strerror or err}")
+            say(f"error: cannot write {args.out}: {err.strerror or err}")
             failed += 1
     return 1 if failed else 0
 
@@ -256,5 +257,8 @@ def run_sanity(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                 + ("  (map zero at the last step)" if v.final_map_zero else "")
             )
 
-    header = f"{'image':<18} {'method':<22} {'verdict':<7} {'spearman':>8} blocks  curve (Spearman of |map| per step)"
+    header = (
+        f"{'image':<18} {'method':<22} {'verdict':<7} {'spearman':>8} blocks  "
+        "curve (Spearman of |map| per step)"
+    )
     return _run_checks(args, parser, check, line, header)

@@ -22,16 +22,16 @@ from ..engine.models import load_model
 from ..evaluation.compare import CompareSettings, compare_models
 from ..evaluation.compare_labels import read_labels
 from ..pipeline import json_default
-from ._common import (
-    _image_files,
-    _make_folder,
-    _methods,
-    _say,
-    _unexpected,
-    _whole,
+from .common import (
     add_method_options,
+    chosen_methods,
+    image_files,
+    make_folder,
     method_params,
+    say,
     say_failures,
+    say_unexpected,
+    whole_number,
 )
 
 DEFAULT_METHODS = "gradient,smoothgrad,gradcam"
@@ -42,7 +42,8 @@ def add_compare_command(commands) -> None:
     co = commands.add_parser(
         "compare",
         help="what changed between two versions of a model: predictions and maps",
-        description="Run model A (the accepted version) and model B (the candidate) on the same images. Per image: "
+        description="Run model A (the accepted version) and model B (the candidate) on the same images. Per "
+        "image: "
         "both top-1 predictions (with --labels: fixed, broken or changed between two wrong classes) "
         "and per method how alike the two maps are (Spearman rank correlation of |map| and overlap of "
         "the strongest 10%% of pixels); per method the mean with a bootstrap interval, beside model A "
@@ -90,7 +91,7 @@ def add_compare_command(commands) -> None:
     )
     co.add_argument(
         "--most-moved",
-        type=_whole(0),
+        type=whole_number(0),
         default=5,
         metavar="N",
         help="images listed as those whose maps moved most (default 5)",
@@ -132,18 +133,18 @@ class _KeepMaps:
 
 
 def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    methods, expanded = _methods(args.method or [DEFAULT_METHODS], parser)
+    methods, expanded = chosen_methods(args.method or [DEFAULT_METHODS], parser)
     out = Path(args.out)
-    if not _make_folder(out):
+    if not make_folder(out):
         return 2
     start = time.perf_counter()
     try:
         model_a = load_model(args.model_a, device=args.device)
         model_b = load_model(args.model_b, device=args.device)
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
-    _say(
+    say(
         f"model A {model_a.name} (sha256 {model_a.fingerprint[:12]}…), model B {model_b.name} "
         f"(sha256 {model_b.fingerprint[:12]}…) loaded in {time.perf_counter() - start:.1f} s"
     )
@@ -152,13 +153,13 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         try:
             labels, problems = read_labels(args.labels, model_a.labels)
         except ValueError as err:
-            _say(f"error: {err}")
+            say(f"error: {err}")
             return 1
         for problem in problems:
-            _say(f"warning: {problem}")
+            say(f"warning: {problem}")
     params = method_params(args)
     settings = CompareSettings(methods=methods, params=params, most_moved=args.most_moved)
-    paths = _image_files(args.images)
+    paths = image_files(args.images)
     stems = [p.name for p in paths]
     names = stems if len(set(stems)) == len(stems) else [str(p) for p in paths]  # file names when unique
     images = list(zip(names, paths))
@@ -169,7 +170,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         step = max(1, total // 20)
         if done == total or done // step > shown[0]:
             shown[0] = done // step
-            _say(f"[{done}/{total}] {label}")
+            say(f"[{done}/{total}] {label}")
 
     try:
         result = compare_models(
@@ -183,14 +184,14 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             progress=progress,
         )
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
-        _unexpected(err, "compare", args)
+    except Exception as err:
+        say_unexpected(err, "compare", args)
         return 1
     if expanded:
         for m, reason in result.skipped_methods.items():
-            _say(f"skipping {m}: {reason}")
+            say(f"skipping {m}: {reason}")
     failed = say_failures(result.skipped, result.images)
     try:
         result.table().to_csv(out / "comparison.csv", index=False)
@@ -202,16 +203,16 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         }
         (out / "summary.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n")
     except OSError as err:
-        _say(f"error: cannot write to {out}: {err.strerror or err}")
+        say(f"error: cannot write to {out}: {err.strerror or err}")
         return 1
     for line in result.summary_lines():
         print(line, flush=True)
     if args.report and result.images:
         code = _write_report(args, model_b, images, result, keep)
         failed += code
-    _say(
-        f"done in {time.perf_counter() - start:.1f} s: {len(result.images)} of {result.total} image(s) compared, "
-        f"tables in {out}" + (f", {failed} failure(s)" if failed else "")
+    say(
+        f"done in {time.perf_counter() - start:.1f} s: {len(result.images)} of {result.total} image(s) "
+        f"compared, tables in {out}" + (f", {failed} failure(s)" if failed else "")
     )
     return 1 if failed or not result.images else 0
 
@@ -236,10 +237,10 @@ def _write_report(args, model_b, images, result, keep: _KeepMaps) -> int:
         )
         size = report.write(args.report)["html"]
     except ValueError as err:
-        _say(f"error: report: {err}")
+        say(f"error: report: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
-        _unexpected(err, "report", args)
+    except Exception as err:
+        say_unexpected(err, "report", args)
         return 1
-    _say(f"report of model B's maps with the comparison: {args.report} ({size / 2**20:.1f} MiB)")
+    say(f"report of model B's maps with the comparison: {args.report} ({size / 2**20:.1f} MiB)")
     return 0

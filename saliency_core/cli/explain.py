@@ -11,22 +11,22 @@ from ..engine.methods import METHODS
 from ..engine.models import load_model
 from ..engine.render import DIVERGING, SEQUENTIAL, SIGN_MODES
 from ..pipeline import ImageResult, RenderOptions, dumps, explain_images
-from ._common import (
-    _absolute,
-    _check_ray_options,
-    _image_files,
-    _make_folder,
-    _message,
-    _methods,
-    _ray_options,
-    _runnable,
-    _say,
-    _stem,
-    _unexpected,
-    _unexpected_report,
-    _whole,
+from .common import (
+    absolute_source,
     add_method_options,
+    add_ray_options,
+    check_ray_options,
+    chosen_methods,
+    error_message,
+    image_files,
+    make_folder,
     method_params,
+    runnable_methods,
+    say,
+    say_unexpected,
+    say_unexpected_report,
+    unique_stem,
+    whole_number,
 )
 
 
@@ -52,7 +52,7 @@ def add_explain_command(commands) -> None:
     )
     ex.add_argument(
         "--target",
-        type=_whole(0),
+        type=whole_number(0),
         metavar="IDX",
         help="class index to explain (default: the predicted class)",
     )
@@ -77,7 +77,7 @@ def add_explain_command(commands) -> None:
     )
     ex.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
     add_method_options(ex)
-    _ray_options(ex, "explain")
+    add_ray_options(ex, "explain")
     ex.set_defaults(run=run_explain)
 
 
@@ -103,37 +103,37 @@ class _ExplainWriter:
         """Returns (file stem or None if the image could not be read, maps written, failures)."""
         name = result.name
         if result.failed is not None:
-            _say(f"error: {result.failed}")
+            say(f"error: {result.failed}")
             self.failed += 1
             return None, 0, 1
         if result.crashed is not None:
-            _unexpected_report(name, result.crashed, self.args)
+            say_unexpected_report(name, result.crashed, self.args)
             self.failed += 1
             return None, 0, 1
-        stem, written, failed, files = _stem(Path(name), self.stems), 0, 0, {}
+        stem, written, failed, files = unique_stem(Path(name), self.stems), 0, 0, {}
         for method, message in result.errors.items():
-            _say(f"error: {_message(ValueError(message), f'{name} [{method}]')}")
+            say(f"error: {error_message(ValueError(message), f'{name} [{method}]')}")
             failed += 1
         for method, crashed in result.crashes.items():
-            _unexpected_report(f"{name} [{method}]", crashed, self.args)
+            say_unexpected_report(f"{name} [{method}]", crashed, self.args)
             failed += 1
         for method, png_bytes in result.pngs.items():
             png = f"{stem}_{method}.png"
             try:
                 (self.out / png).write_bytes(png_bytes)
             except OSError as err:
-                _say(f"error: {_message(err, f'{name} [{method}]')}")
+                say(f"error: {error_message(err, f'{name} [{method}]')}")
                 result.errors[method] = " ".join(str(err).split())
                 result.maps.pop(method, None)
                 failed += 1
                 continue
             written += 1
             files[method] = {"png": png}
-            _say(f"{name}: {method} {result.maps[method].seconds:.1f} s -> {self.out / png}")
+            say(f"{name}: {method} {result.maps[method].seconds:.1f} s -> {self.out / png}")
         try:
             (self.out / f"{stem}.json").write_text(dumps(result.record(files)))
         except OSError as err:
-            _say(f"error: {name}: cannot write {self.out / (stem + '.json')}: {err.strerror or err}")
+            say(f"error: {name}: cannot write {self.out / (stem + '.json')}: {err.strerror or err}")
             failed += 1
         self.written += written
         self.failed += failed
@@ -141,8 +141,8 @@ class _ExplainWriter:
 
 
 def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    methods, expanded = _methods(args.method, parser)
-    _check_ray_options(args, parser)
+    methods, expanded = chosen_methods(args.method, parser)
+    check_ray_options(args, parser)
     if args.sign and args.colormap:
         if (args.sign == "signed") != (args.colormap in DIVERGING):
             kind = "a diverging" if args.sign == "signed" else "a sequential"
@@ -152,16 +152,16 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
                 f"got --colormap {args.colormap}"
             )
     out = Path(args.out)
-    if not _make_folder(out):
+    if not make_folder(out):
         return 2
 
     start = time.perf_counter()
     try:
         model = load_model(args.model, device=args.device)
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
-    _say(
+    say(
         f"model {model.name} loaded in {time.perf_counter() - start:.1f} s"
         + (
             f" ({model.card['format_label']}, weights sha256 {model.fingerprint[:12]}…)"
@@ -170,13 +170,13 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         )
     )
     if args.target is not None and args.target >= len(model.labels):
-        _say(f"error: --target must be a class index below {len(model.labels)}; got {args.target}")
+        say(f"error: --target must be a class index below {len(model.labels)}; got {args.target}")
         return 2
     if expanded:
-        methods = _runnable(model, methods)
+        methods = runnable_methods(model, methods)
 
     writer = _ExplainWriter(out, args)
-    paths = _image_files(args.images)
+    paths = image_files(args.images)
     if args.ray:
         code = _explain_on_ray(args, model, methods, paths, writer, out)
         if code is not None:
@@ -187,7 +187,7 @@ def run_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             model, [(str(p), p) for p in paths], methods, params, args.target, render=render_options
         ):
             writer.image(result)
-    _say(
+    say(
         f"done in {time.perf_counter() - start:.1f} s: {writer.written} map(s) written to {out}"
         + (f", {writer.failed} failure(s)" if writer.failed else "")
     )
@@ -210,7 +210,7 @@ def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Pa
 
     def replay(item):
         if item.stem is not None:
-            _stem(Path(item.image), writer.stems)
+            unique_stem(Path(item.image), writer.stems)
         writer.written += item.written
         writer.failed += item.failed
 
@@ -220,7 +220,7 @@ def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Pa
 
     try:
         done = distributed.run_explain_ray(
-            _absolute(args.model),
+            absolute_source(args.model),
             images,
             methods,
             options,
@@ -232,15 +232,15 @@ def _explain_on_ray(args, model, methods, paths, writer: _ExplainWriter, out: Pa
             workers=args.workers,
             threads=args.threads,
             resume=args.resume,
-            log=_say,
+            log=say,
         )
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
-        _unexpected(err, "explain --ray", args)
+    except Exception as err:
+        say_unexpected(err, "explain --ray", args)
         return 1
     if len(done) != len(images):
-        _say(f"error: only {len(done)} of {len(images)} image(s) came back from the cluster")
+        say(f"error: only {len(done)} of {len(images)} image(s) came back from the cluster")
         return 1
     return None

@@ -9,16 +9,16 @@ from pathlib import Path
 
 from ..engine.methods import METHODS
 from ..engine.models import load_model
-from ._common import (
-    _methods,
-    _ranged,
-    _runnable,
-    _say,
-    _unexpected,
-    _whole,
+from .common import (
     add_method_options,
+    chosen_methods,
     method_params,
+    ranged,
+    runnable_methods,
+    say,
     say_failures,
+    say_unexpected,
+    whole_number,
 )
 
 
@@ -50,14 +50,14 @@ def add_report_commands(commands) -> None:
     rp.add_argument("--title", default=None, help="title on the first page (default 'Saliency report')")
     rp.add_argument(
         "--outline",
-        type=_ranged(0.01, 0.99),
+        type=ranged(0.01, 0.99),
         metavar="SHARE",
         help="also show each map as the outline of the image regions holding this share of it "
         "(e.g. 0.3), beside the overlay",
     )
     rp.add_argument(
         "--target",
-        type=_whole(0),
+        type=whole_number(0),
         metavar="IDX",
         help="class index to explain (default: the predicted class)",
     )
@@ -81,7 +81,8 @@ def add_report_commands(commands) -> None:
     rr = commands.add_parser(
         "replay",
         help="recompute every map of a report and say whether it matches",
-        description="Read the JSON block of a report made by 'report' (or the Report page), find the model with "
+        description="Read the JSON block of a report made by 'report' (or the Report page), find the model "
+        "with "
         "the fingerprint it records (the demo, or a model in the models folder; a path written in "
         "the report is never loaded), recompute every map with the recorded image, method, "
         "parameters, seed and class, and print one line per map: match or mismatch, with the "
@@ -100,7 +101,7 @@ def add_report_commands(commands) -> None:
     )
     rr.add_argument(
         "--tolerance",
-        type=_ranged(0, 1),
+        type=ranged(0, 1),
         default=0.0,
         metavar="R",
         help="also accept maps whose largest difference is at most R x the map's largest value "
@@ -143,7 +144,7 @@ def _result_rows(path: str, kind: str):
 def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .. import report as rp
 
-    methods, expanded = _methods(args.methods, parser)
+    methods, expanded = chosen_methods(args.methods, parser)
     start = time.perf_counter()
     try:
         extras = {
@@ -161,17 +162,17 @@ def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             extras.setdefault("reviews", [])
         model = load_model(args.model, device=args.device)
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
     if args.target is not None and args.target >= len(model.labels):
-        _say(f"error: --target must be a class index below {len(model.labels)}; got {args.target}")
+        say(f"error: --target must be a class index below {len(model.labels)}; got {args.target}")
         return 2
     if expanded:
-        methods = _runnable(model, methods)
+        methods = runnable_methods(model, methods)
     params = method_params(args)
 
     def progress(done, total, label):
-        _say(f"[{done}/{total}] {label}")
+        say(f"[{done}/{total}] {label}")
 
     try:
         stems = [Path(p).name for p in args.images]
@@ -190,16 +191,16 @@ def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         )
         sizes = report.write(args.out, args.pdf)
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
-        _unexpected(err, "report", args)
+    except Exception as err:
+        say_unexpected(err, "report", args)
         return 1
     failed = say_failures(report.skipped, report.images)
     written = ", ".join(
         f"{p} ({sizes[k] / 2**20:.1f} MiB)" for k, p in (("html", args.out), ("pdf", args.pdf)) if p
     )
-    _say(
+    say(
         f"done in {time.perf_counter() - start:.1f} s: {len(report.images)} image(s) x {len(report.methods)} "
         f"method(s) -> {written}" + (f", {failed} failure(s)" if failed else "")
     )
@@ -217,7 +218,7 @@ def run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             else rp.find_replay_model(record, args.models, device=args.device)
         )
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
     start = time.perf_counter()
     try:
@@ -225,16 +226,16 @@ def run_replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             record, model, tolerance=args.tolerance, progress=lambda r: print(r.line(), flush=True)
         )
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
-        _unexpected(err, args.report, args)
+    except Exception as err:
+        say_unexpected(err, args.report, args)
         return 1
     matched = sum(r.ok for r in results)
     if not results:
-        _say("error: the report holds no maps to replay")
+        say("error: the report holds no maps to replay")
         return 1
-    _say(
+    say(
         f"{matched} of {len(results)} map(s) match"
         + ("" if matched == len(results) else f"; {len(results) - matched} do not")
         + f" ({time.perf_counter() - start:.1f} s)"

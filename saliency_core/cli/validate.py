@@ -13,19 +13,19 @@ from ..engine.methods import METHODS
 from ..engine.models import load_model
 from ..engine.safe_text import to_csv
 from ..pipeline import json_default
-from ._common import (
-    _absolute,
-    _check_ray_options,
-    _make_folder,
-    _methods,
-    _ranged,
-    _ray_options,
-    _runnable,
-    _say,
-    _unexpected,
-    _whole,
+from .common import (
+    absolute_source,
     add_method_options,
+    add_ray_options,
+    check_ray_options,
+    chosen_methods,
+    make_folder,
     method_params,
+    ranged,
+    runnable_methods,
+    say,
+    say_unexpected,
+    whole_number,
 )
 
 
@@ -60,12 +60,14 @@ def add_validate_command(commands) -> None:
     )
     source.add_argument(
         "--pasted",
-        type=_whole(1),
+        type=whole_number(1),
         metavar="N",
         help="the synthetic benchmark: N scikit-image object photos pasted at random places on "
         "real textures, exact boxes by construction",
     )
-    source.add_argument("--pasted-seed", type=_whole(0), default=0, metavar="S", help="its seed (default 0)")
+    source.add_argument(
+        "--pasted-seed", type=whole_number(0), default=0, metavar="S", help="its seed (default 0)"
+    )
     va.add_argument(
         "--methods",
         "--method",
@@ -77,14 +79,14 @@ def add_validate_command(commands) -> None:
     )
     va.add_argument(
         "--tolerance",
-        type=_ranged(0, 224),
+        type=ranged(0, 224),
         default=lo.POINTING_TOLERANCE,
         metavar="PX",
         help=f"pointing game tolerance in pixels of the model input (default {lo.POINTING_TOLERANCE:g})",
     )
     va.add_argument(
         "--top-k",
-        type=_ranged(0.001, 1),
+        type=ranged(0.001, 1),
         default=lo.TOP_K,
         metavar="F",
         help=f"share of most relevant pixels for the top-k IoU (default {lo.TOP_K:g})",
@@ -94,7 +96,7 @@ def add_validate_command(commands) -> None:
     )
     va.add_argument(
         "--step",
-        type=_ranged(0.0001, 0.5),
+        type=ranged(0.0001, 0.5),
         default=0.05,
         metavar="F",
         help="deletion/insertion: share of pixels changed per step (default 0.05; Petsiuk et al. "
@@ -123,7 +125,7 @@ def add_validate_command(commands) -> None:
     )
     va.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     va.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
-    _ray_options(va, "score the images")
+    add_ray_options(va, "score the images")
     add_method_options(va)
     va.set_defaults(run=run_validate)
 
@@ -140,10 +142,10 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         parser.error("--images DIR needs --annotations FILE (only a ZIP can hold both)")
     if args.annotations and not args.images:
         parser.error("--annotations needs --images DIR")
-    methods, expanded = _methods(args.methods, parser)
-    _check_ray_options(args, parser)
+    methods, expanded = chosen_methods(args.methods, parser)
+    check_ray_options(args, parser)
     out = Path(args.out)
-    if not _make_folder(out):
+    if not make_folder(out):
         return 2
     start = time.perf_counter()
     if args.demo:
@@ -162,10 +164,10 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         model = load_model(args.model, device=args.device)
         dataset = make_dataset()
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
     if expanded:
-        methods = _runnable(model, methods)
+        methods = runnable_methods(model, methods)
     params = method_params(args)
     settings = ValidationSettings(
         methods=methods,
@@ -180,7 +182,7 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         interval=args.interval,
         worst=0,
     )
-    _say(
+    say(
         f"{dataset.description} ({len(dataset)} annotated image(s), {len(dataset.skipped)} item(s) skipped "
         f"so far); model {model.name}"
     )
@@ -191,14 +193,14 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         step = max(1, total // 20)
         if done and (done == total or done // step > shown[0]):
             shown[0] = done // step
-            _say(f"{done}/{total} images" + (f", about {eta:.0f} s left" if eta else ""))
+            say(f"{done}/{total} images" + (f", about {eta:.0f} s left" if eta else ""))
 
     try:
         if args.ray:
             from ..distributed import run_validation_ray
 
             result = run_validation_ray(
-                _absolute(args.model),
+                absolute_source(args.model),
                 make_dataset,
                 settings,
                 out,
@@ -207,22 +209,22 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                 threads=args.threads,
                 resume=args.resume,
                 progress=progress,
-                log=_say,
+                log=say,
                 model=model,
                 listing=dataset,
             )
         else:
             result = run_validation(model, dataset, settings, progress=progress)
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
-    except Exception as err:  # noqa: BLE001
-        _unexpected(err, "validate", args)
+    except Exception as err:
+        say_unexpected(err, "validate", args)
         return 1
     for s in result.skipped:
-        _say(f"skipped: {s.item}: {s.reason}")
+        say(f"skipped: {s.item}: {s.reason}")
     for w in result.warnings:
-        _say(f"warning: {w}")
+        say(f"warning: {w}")
     try:
         to_csv(result.per_image(), out / "per_image.csv")
         to_csv(result.summary(), out / "summary.csv")
@@ -232,13 +234,13 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         record = {**result.record(), "command": sys.argv[1:]}
         (out / "validation.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n")
     except OSError as err:
-        _say(f"error: cannot write to {out}: {err.strerror or err}")
+        say(f"error: cannot write to {out}: {err.strerror or err}")
         return 1
     if not table.empty:
         print(table.to_string(index=False), flush=True)
     print(result.summary()["interval"].iloc[0] if not table.empty else "no image could be scored", flush=True)
-    _say(
-        f"done in {time.perf_counter() - start:.1f} s ({result.seconds / max(result.images, 1):.2f} s per image): "
-        f"{result.images} of {result.total} image(s) scored, tables in {out}"
+    say(
+        f"done in {time.perf_counter() - start:.1f} s ({result.seconds / max(result.images, 1):.2f} s per "
+        f"image): {result.images} of {result.total} image(s) scored, tables in {out}"
     )
     return 1 if result.skipped or not result.images else 0

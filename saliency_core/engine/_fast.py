@@ -7,8 +7,8 @@ noise seed does. Single-pass methods (gradient, gradient x input, guided backpro
 Gradients, Grad-CAM) always run the network as written, in fp32: they equal Captum on the
 same network. ``function_changes_allowed()`` states the rule in one place.
 
-- BatchNorm folding (averaging methods only): an eval-mode BatchNorm2d fed only by a convolution is merged into that
-  convolution's weights, so forward and backward skip its elementwise passes. The same
+- BatchNorm folding (averaging methods only): an eval-mode BatchNorm2d fed only by a convolution
+  is merged into that convolution's weights, so forward and backward skip its elementwise passes. The same
   function up to float rounding; a ReLU gate within rounding of its threshold can flip, so
   maps agree with the plain network within the tolerance tests/engine/test_fast_paths.py states.
 - CUDA graphs: on a GPU, a repeated (network, shape) forward+backward is captured once and
@@ -176,7 +176,7 @@ def _same_function(folded: nn.Module, network: nn.Module, probe: torch.Tensor) -
         with torch.no_grad():
             a, b = folded(probe), network(probe)
         return a.shape == b.shape and bool((a - b).norm() <= 1e-4 * b.norm() + 1e-6)
-    except Exception:  # noqa: BLE001  anything unexpected: the plain path
+    except Exception:  # anything unexpected: the plain path
         return False
 
 

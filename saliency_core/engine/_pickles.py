@@ -43,6 +43,6 @@ def pickle_globals(data: bytes) -> list[str] | None:
                 strings.append(last)
                 continue
             last = None
-    except Exception:  # noqa: BLE001  any parse failure means "not a pickle"
+    except Exception:  # any parse failure means "not a pickle"
         return None
     return found

@@ -7,7 +7,8 @@ lists a models folder and stores uploads; ``models.py`` loads the weights.
 Example card (YAML)::
 
     name: Weld defect classifier v3
-    file: welds.pt            # TorchScript, state dict (.pth, .safetensors), torch.export (.pt2) or ONNX (.onnx)
+    file: welds.pt            # TorchScript, state dict (.pth, .safetensors), torch.export (.pt2)
+                              # or ONNX (.onnx)
     architecture: resnet18    # only for a state dict: a torchvision model name
     labels: labels.txt        # or inline: [ok, porosity, crack]
     input_size: 224
@@ -43,10 +44,10 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from .untrusted import cut, quote
+from .untrusted import cut, quote, relative_name
 
 CARD_SUFFIXES = (".json", ".yaml", ".yml")
 MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".torchscript", ".safetensors", ".onnx")
@@ -214,7 +215,7 @@ def parse_card_text(text: str, name: str) -> Any:
             "(install the project's requirements.txt), or write the card as JSON."
         ) from None
     try:
-        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506  a SafeLoader subclass
+        return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -247,10 +248,10 @@ def is_card_data(data: Any) -> bool:
     return isinstance(data, dict) and any(k in FIELDS for k in data)
 
 
-def _inside(folder: Path, value: str, field_name: str, card: str) -> Path:
+def _card_path(folder: Path, value: str, field_name: str, card: str) -> Path:
     """A path named by the card, kept inside the card's folder (no absolute paths, no '..')."""
-    pure = PurePosixPath(value.replace("\\", "/"))
-    if not value.strip() or pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", value):
+    pure = relative_name(value)
+    if pure is None:
         raise ValueError(
             f"{card}: '{field_name}' must be a file name inside the card's folder "
             f"(no absolute path, no '..'); got {quote(value)}."
@@ -448,7 +449,7 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     if "gradcam_reshape" in given:
         out.gradcam_reshape = _choice(given, "gradcam_reshape", card, tuple(RESHAPES))
     if "file" in given:
-        out.file = _inside(folder, _text(given, "file", card), "file", card)
+        out.file = _card_path(folder, _text(given, "file", card), "file", card)
         if not out.file.is_file():
             raise ValueError(
                 f"{card}: the model file {quote(given['file'])} does not exist next to the card."
@@ -470,7 +471,7 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     if "labels" in given:
         value = given["labels"]
         if isinstance(value, str):
-            labels_path = _inside(folder, value, "labels", card)
+            labels_path = _card_path(folder, value, "labels", card)
             out.labels, out.labels_source = read_labels(labels_path, card), labels_path.name
         else:
             out.labels, out.labels_source = _label_list(value, f"{card} 'labels'"), "inline"

@@ -169,7 +169,7 @@ def imagenet_labels() -> list[str]:
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def _freeze(network: nn.Module) -> nn.Module:
+def freeze(network: nn.Module) -> nn.Module:
     """Eval mode, no weight gradients: methods need gradients w.r.t. the input only."""
     try:
         network.eval()
@@ -180,12 +180,12 @@ def _freeze(network: nn.Module) -> nn.Module:
     return network
 
 
-def _channels_last(network: nn.Module) -> nn.Module:
+def channels_last(network: nn.Module) -> nn.Module:
     """4-D weights in channels-last layout: faster convolutions on CPU (bench/run.py), same maps."""
     return network.to(memory_format=torch.channels_last)
 
 
-def _labels(card, classes: int, where: str) -> tuple[list[str], str]:
+def class_names(card, classes: int, where: str) -> tuple[list[str], str]:
     """The card's class names and where they came from, one per score; without names in the card,
     ImageNet's for 1000 scores, else "class 0" ... Raises ValueError when the counts differ."""
     if card.labels is None:

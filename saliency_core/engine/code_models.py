@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from .cards import ModelCard
-from .model_files import _short, _weights_only
-from .untrusted import quote
+from .model_files import load_weights_only
+from .untrusted import quote, short
 
 # ---- the load-time test run of a code model, with a time limit --------------------------------
 # A compiled operator cannot be interrupted from Python (a signal handler runs only between
@@ -74,7 +74,7 @@ class _Lines:
         return line.decode("ascii", "replace").strip()
 
 
-def _timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
+def timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
     """Run the load-time test of a code model in a separate process; stop it and refuse the model
     when the run takes longer than ``load_timeout()`` seconds or the process dies."""
     limit = load_timeout()
@@ -304,7 +304,7 @@ def _check_pt2(path: Path, where: str) -> None:
     try:
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
-        raise ValueError(f"{where}: the exported program is damaged ({_short(err)}).") from None
+        raise ValueError(f"{where}: the exported program is damaged ({short(err)}).") from None
     with z:
         names = z.namelist()
         roots = {n.split("/", 1)[0] for n in names if "/" in n}
@@ -323,13 +323,13 @@ def _check_pt2(path: Path, where: str) -> None:
             rel = name[len(root) :]
             if rel.endswith(".pt"):
                 data = z.read(name)
-                _weights_only(io.BytesIO(data), f"{where} ({rel})", raw=_inner_pickle(data))
+                load_weights_only(io.BytesIO(data), f"{where} ({rel})", raw=_inner_pickle(data))
             elif rel.startswith(("data/weights/", "data/constants/")) and rel.endswith("_config.json"):
                 folder = rel.rsplit("/", 1)[0] + "/"
                 try:
                     config = json.loads(z.read(name)).get("config", {})
                 except (ValueError, AttributeError) as err:
-                    raise ValueError(f"{where}: {rel} is damaged ({_short(err)}).") from None
+                    raise ValueError(f"{where}: {rel} is damaged ({short(err)}).") from None
                 for fqn, meta in config.items():
                     file = str(meta.get("path_name", ""))
                     if file.startswith(("custom_obj_", "opaque_obj_")):
@@ -340,12 +340,12 @@ def _check_pt2(path: Path, where: str) -> None:
                         )
                     if meta.get("use_pickle"):
                         data = z.read(root + folder + file)
-                        _weights_only(io.BytesIO(data), f"{where} ({fqn})", raw=_inner_pickle(data))
+                        load_weights_only(io.BytesIO(data), f"{where} ({fqn})", raw=_inner_pickle(data))
             elif rel.startswith("models/") and rel.endswith(".json"):
                 try:
                     bad = _unsafe_graph_parts(json.loads(z.read(name)))
                 except ValueError as err:
-                    raise ValueError(f"{where}: {rel} is damaged ({_short(err)}).") from None
+                    raise ValueError(f"{where}: {rel} is damaged ({short(err)}).") from None
                 if bad:
                     raise ValueError(
                         f"{where}: the exported program has shape expressions or guards "
@@ -364,19 +364,19 @@ def _inner_pickle(data: bytes) -> bytes | None:
         return data
 
 
-def _load_exported(path: Path, where: str) -> nn.Module:
+def load_exported(path: Path, where: str) -> nn.Module:
     """A checked .pt2 as a module; unflattened, so its layers can be hooked (Grad-CAM)."""
     _check_pt2(path, where)
     try:
         with warnings.catch_warnings(), open(path, "rb") as f:
             warnings.simplefilter("ignore")
             program = torch.export.load(f)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ValueError(
             f"{where}: the exported program cannot be loaded: it is damaged or was saved "
-            f"by an incompatible PyTorch ({_short(err)})."
+            f"by an incompatible PyTorch ({short(err)})."
         ) from None
     try:
         return torch.export.unflatten(program)
-    except Exception:  # noqa: BLE001  some programs cannot be unflattened: flat, no hooks
+    except Exception:  # some programs cannot be unflattened: flat, no hooks
         return program.module()

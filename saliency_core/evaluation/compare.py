@@ -334,7 +334,8 @@ class Comparison:
         if known:
             lines.append(
                 f"Accuracy on the {known} labelled image{'s' if known != 1 else ''}: model A "
-                f"{right_a} right ({_pct(right_a / known)}), model B {right_b} right ({_pct(right_b / known)})."
+                f"{right_a} right ({_pct(right_a / known)}), model B {right_b} right "
+                f"({_pct(right_b / known)})."
             )
         changed, counts = self.changed(), self.counts()
         if not changed:
@@ -604,9 +605,9 @@ def map_grid_reason(model_a, model_b) -> str | None:
     share_b = model_b.input_size / model_b.resize
     if abs(share_a - share_b) > SAME_CROP:
         return (
-            f"model A sees a {model_a.input_size} px centre crop of the image resized to {model_a.resize} px, "
-            f"model B a {model_b.input_size} px crop of {model_b.resize} px: they see different parts of the "
-            "image, so their maps do not line up pixel for pixel."
+            f"model A sees a {model_a.input_size} px centre crop of the image resized to {model_a.resize} "
+            f"px, model B a {model_b.input_size} px crop of {model_b.resize} px: they see different parts "
+            "of the image, so their maps do not line up pixel for pixel."
         )
     return None
 
@@ -785,7 +786,8 @@ def _failure(result) -> str | None:
     if result.failed is not None:
         return result.failed
     if result.crashed is not None:
-        return f"{result.name}: unexpected {result.crashed['type']}: {' '.join(result.crashed['message'].split())}"
+        message = " ".join(result.crashed["message"].split())
+        return f"{result.name}: unexpected {result.crashed['type']}: {message}"
     return None
 
 

@@ -33,7 +33,8 @@ def class_difference(labels_a: Sequence[str], labels_b: Sequence[str], limit: in
 
     Example:
         >>> class_difference(["ok", "crack"], ["ok", "porosity"])
-        "Model A and model B have different class lists, so their predictions cannot be compared. Only in model A (1): 'crack'. Only in model B (1): 'porosity'."
+        "Model A and model B have different class lists, so their predictions cannot be compared. Only in "
+        "model A (1): 'crack'. Only in model B (1): 'porosity'."
     """
     labels_a, labels_b = list(labels_a), list(labels_b)
     if labels_a == labels_b:

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..engine.untrusted import cut, quote
+from ..engine.untrusted import cut, inside, quote, read_member
 from .annotations import Skipped
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -600,7 +600,7 @@ def open_folder(
             rel = (rel_dir / fname).as_posix()
             if rel_dir == Path(".") and fname.lower() in TABLE_NAMES + (CLASSES_NAME,):
                 continue
-            if p.is_symlink() and not _inside(p, real_root):
+            if p.is_symlink() and inside(real_root, p) is None:
                 problems.append(
                     Skipped(rel, "a link that points outside the set's folder; left out for safety.")
                 )
@@ -638,14 +638,6 @@ def open_folder(
         source=f"folder:{root}",
         limit=limit,
     )
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root)
-        return True
-    except (ValueError, OSError, RuntimeError):
-        return False
 
 
 def _read_small(path: Path, name: str) -> bytes:
@@ -748,28 +740,8 @@ def open_zip(
 
     def reader(info: zipfile.ZipInfo, rel: str) -> Callable[[int], bytes]:
         def read(limit: int) -> bytes:
-            if info.file_size > limit:
-                raise ValueError(
-                    f"{rel}: the file is too large ({info.file_size / 2**20:,.1f} MiB unpacked; "
-                    f"the limit is {limit // 2**20} MiB)."
-                )
-            try:
-                with lock, archive.open(info) as f:
-                    out = f.read(limit + 1)
-            except (
-                zipfile.BadZipFile,
-                OSError,
-                ValueError,
-                EOFError,
-                RuntimeError,
-                NotImplementedError,
-            ) as err:
-                raise ValueError(f"{rel}: cannot be read from the archive ({cut(err, 120)}).") from None
-            except Exception as err:  # noqa: BLE001  decompressors raise many types on damaged data
-                raise ValueError(f"{rel}: cannot be read from the archive ({type(err).__name__}).") from None
-            if len(out) > limit:
-                raise ValueError(f"{rel}: it inflates to more than {limit // 2**20} MiB; left out.")
-            return out
+            with lock:  # one archive, read from several threads
+                return read_member(archive, info, limit, rel)
 
         return read
 

@@ -136,7 +136,7 @@ def _forward_order(network: nn.Module, names: list[str], size: int, channels: in
         device = next(clone.parameters()).device
         with torch.no_grad():
             clone(torch.zeros(1, channels, size, size, device=device))
-    except Exception:  # noqa: BLE001  scripted or unusual models: fall back to registration order
+    except Exception:  # scripted or unusual models: fall back to registration order
         order = []
     if not order:
         return list(names)

@@ -218,8 +218,8 @@ class _Frame:
         )
 
     def crop(self, full: torch.Tensor, down: int = 0, right: int = 0) -> torch.Tensor:
-        t, l = self.top + down, self.left + right
-        return full[:, t : t + self.size, l : l + self.size]
+        top, left = self.top + down, self.left + right
+        return full[:, top : top + self.size, left : left + self.size]
 
     def margin(self) -> tuple[int, int, int, int]:
         """Pixels of real image around the crop: (top, bottom, left, right)."""
@@ -248,9 +248,9 @@ def _shift_variant(frame: _Frame, right: int, down: int, pixels: int) -> Variant
             _, hr, wr = frame.full.shape
             raise ValueError(
                 f"The image is too small for a {pixels} px shift: resized for this model it is {wr}x{hr} px, "
-                f"which leaves {room[direction]} px of picture {side[direction]} the {frame.size} px crop where "
-                f"{n} px are needed. Use a shift of at most {max(0, min(room.values()))} px, or leave the "
-                "shift out."
+                f"which leaves {room[direction]} px of picture {side[direction]} the {frame.size} px crop "
+                f"where {n} px are needed. Use a shift of at most {max(0, min(room.values()))} px, or leave "
+                "the shift out."
             )
     x = frame.crop(frame.full, down=-down, right=-right).unsqueeze(0).clone()
     words = {(1, 0): "right", (0, 1): "down", (-1, 0): "left", (0, -1): "up"}
@@ -533,7 +533,7 @@ class StabilityResult:
         return {
             "image_hash": self.image_hash,
             "model_fingerprint": self.model_fingerprint,
-            "prediction": [{"index": i, "label": l, "probability": p} for i, l, p in self.prediction],
+            "prediction": [{"index": i, "label": name, "probability": p} for i, name, p in self.prediction],
             "target": self.target,
             "target_label": self.target_label,
             "thresholds": asdict(self.thresholds),

@@ -568,7 +568,7 @@ def score_image(
         except ValueError as err:
             out.skipped.append(Skipped(f"{item.name} [{label_of(method)}]", str(err)))
             continue
-        except Exception as err:  # noqa: BLE001  one failing method must not stop the run
+        except Exception as err:  # one failing method must not stop the run
             out.skipped.append(
                 Skipped(
                     f"{item.name} [{label_of(method)}]", f"the method failed ({type(err).__name__}: {err})."

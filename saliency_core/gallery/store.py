@@ -227,7 +227,8 @@ class ResultStore:
             return {
                 key: (h, failed)
                 for key, h, failed in db.execute(
-                    "SELECT f.file_key, f.image_hash, f.failed FROM temp.wanted w JOIN files f ON f.file_key = w.value"
+                    "SELECT f.file_key, f.image_hash, f.failed FROM temp.wanted w JOIN files f ON "
+                    "f.file_key = w.value"
                 )
             }
 
@@ -242,16 +243,16 @@ class ResultStore:
                 return {
                     h: (int(predicted), float(confidence), [int(i) for i in top5.split()])
                     for h, predicted, confidence, top5 in db.execute(
-                        "SELECT p.image_hash, p.predicted, p.confidence, p.top5_index FROM temp.wanted w JOIN "
-                        "predictions p ON p.model_key = ? AND p.image_hash = w.value",
+                        "SELECT p.image_hash, p.predicted, p.confidence, p.top5_index FROM temp.wanted w "
+                        "JOIN predictions p ON p.model_key = ? AND p.image_hash = w.value",
                         (mkey,),
                     )
                 }
             return {
                 h: (int(predicted), float(confidence), [tuple(p) for p in json.loads(top5)])
                 for h, predicted, confidence, top5 in db.execute(
-                    "SELECT p.image_hash, p.predicted, p.confidence, p.top5 FROM temp.wanted w JOIN predictions p "
-                    "ON p.model_key = ? AND p.image_hash = w.value",
+                    "SELECT p.image_hash, p.predicted, p.confidence, p.top5 FROM temp.wanted w JOIN "
+                    "predictions p ON p.model_key = ? AND p.image_hash = w.value",
                     (mkey,),
                 )
             }
@@ -262,9 +263,9 @@ class ResultStore:
             self._wanted(db, hashes)
             return dict(
                 db.execute(
-                    "SELECT m.image_hash, m.error FROM temp.wanted w JOIN predictions p ON p.model_key = ? AND "
-                    "p.image_hash = w.value JOIN maps m ON m.model_key = p.model_key AND m.method = ? AND "
-                    "m.params_key = ? AND m.image_hash = p.image_hash AND m.target = p.predicted",
+                    "SELECT m.image_hash, m.error FROM temp.wanted w JOIN predictions p ON p.model_key = ? "
+                    "AND p.image_hash = w.value JOIN maps m ON m.model_key = p.model_key AND m.method = ? "
+                    "AND m.params_key = ? AND m.image_hash = p.image_hash AND m.target = p.predicted",
                     (mkey, method, pkey),
                 )
             )
@@ -281,9 +282,10 @@ class ResultStore:
         with self._read() as db:
             if method is not None:
                 for h, jpeg in db.execute(
-                    f"SELECT m.image_hash, m.overlay FROM maps m JOIN predictions p ON p.model_key = m.model_key "
-                    f"AND p.image_hash = m.image_hash AND p.predicted = m.target WHERE m.model_key = ? AND "
-                    f"m.method = ? AND m.params_key = ? AND m.overlay IS NOT NULL AND m.image_hash IN ({marks})",
+                    "SELECT m.image_hash, m.overlay FROM maps m JOIN predictions p ON p.model_key = "
+                    "m.model_key AND p.image_hash = m.image_hash AND p.predicted = m.target WHERE "
+                    "m.model_key = ? AND m.method = ? AND m.params_key = ? AND m.overlay IS NOT NULL AND "
+                    f"m.image_hash IN ({marks})",
                     [mkey, method, pkey, *hashes],
                 ):
                     out[h] = bytes(jpeg)
@@ -408,7 +410,7 @@ class ResultStore:
                     result.image_hash,
                     int(predicted),
                     float(confidence),
-                    json.dumps([[int(i), str(l), float(p)] for i, l, p in result.prediction]),
+                    json.dumps([[int(i), str(name), float(p)] for i, name, p in result.prediction]),
                     " ".join(str(int(i)) for i, _, _ in result.prediction),
                     _now(),
                     thumb,

@@ -50,7 +50,8 @@ Example:
 
 from __future__ import annotations
 
-from ._common import (
+from .build import ImageEntry, MapEntry, Report, build_report, map_entry
+from .content import (
     ALPHA,
     CLIP_PERCENTILE,
     DEFAULT_TITLE,
@@ -71,7 +72,6 @@ from ._common import (
     summary_paragraphs,
     table_rows,
 )
-from .build import ImageEntry, MapEntry, Report, build_report, map_entry
 from .replay import ReplayResult, find_replay_model, read_replay, recorded_fingerprint, replay
 
 __all__ = [

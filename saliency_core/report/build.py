@@ -24,7 +24,8 @@ from ..engine.render import (
     render,
     render_outline,
 )
-from ._common import (
+from ..engine.untrusted import one_line
+from .content import (
     ALPHA,
     CLIP_PERCENTILE,
     DEFAULT_TITLE,
@@ -33,18 +34,17 @@ from ._common import (
     LARGE_REPORT,
     PAGE_SIZE,
     SCHEMA,
-    _b64,
-    _encode,
-    _f32,
-    _method,
-    _one_line,
-    _plain,
-    _source_bytes,
-    _versions,
+    as_float32,
+    b64,
+    encode_image,
+    jsonable,
+    known_method,
     map_summary,
+    recorded_versions,
+    source_bytes,
 )
-from .html_page import _Html
-from .pdf import _pdf
+from .html_page import HtmlPage
+from .pdf import write_pdf
 
 # ---- data model ----------------------------------------------------------------------------
 
@@ -153,7 +153,7 @@ class Report:
 
     def __post_init__(self):
         if not self.versions:
-            self.versions = _versions()
+            self.versions = recorded_versions()
         if not self.environment:
             import torch
 
@@ -190,15 +190,15 @@ class Report:
         images = []
         for item in self.images:
             if embed_input == "original":
-                payload = {"kind": "original", "sha256": item.file_sha256, "base64": _b64(item.data)}
+                payload = {"kind": "original", "sha256": item.file_sha256, "base64": b64(item.data)}
             else:
-                png = _encode(item.crop, "PNG")
-                payload = {"kind": "crop", "sha256": hashlib.sha256(png).hexdigest(), "base64": _b64(png)}
+                png = encode_image(item.crop, "PNG")
+                payload = {"kind": "crop", "sha256": hashlib.sha256(png).hexdigest(), "base64": b64(png)}
             maps = []
             for m in item.maps.values():
                 summary = m.summary()
                 if embed_maps:
-                    summary["data"] = _b64(zlib.compress(_f32(m.saliency).tobytes(), 6))
+                    summary["data"] = b64(zlib.compress(as_float32(m.saliency).tobytes(), 6))
                 maps.append(
                     {
                         "method": m.method,
@@ -218,7 +218,9 @@ class Report:
                     "image_hash": item.image_hash,
                     "size": list(item.size),
                     "input": payload,
-                    "prediction": [{"index": i, "label": l, "probability": p} for i, l, p in item.prediction],
+                    "prediction": [
+                        {"index": i, "label": name, "probability": p} for i, name, p in item.prediction
+                    ],
                     "maps": maps,
                     "errors": item.errors,
                 }
@@ -248,12 +250,12 @@ class Report:
         self, page_size: int = PAGE_SIZE, embed_maps: bool | None = None, embed_input: str = "auto"
     ) -> str:
         """The self-contained HTML document (see the module docstring)."""
-        return _Html(self, page_size).document(self.replay_record(embed_maps, embed_input))
+        return HtmlPage(self, page_size).document(self.replay_record(embed_maps, embed_input))
 
     def to_pdf(self) -> bytes:
         """The PDF document: summary, glossary, model and methods, one page per image (a compact
         table of rows for large reports), optional results, software and date."""
-        return _pdf(self)
+        return write_pdf(self)
 
     def write(self, html_path: str | os.PathLike, pdf_path: str | os.PathLike | None = None) -> dict:
         """Write the HTML (and the PDF); returns ``{"html": bytes written, "pdf": ...}``.
@@ -316,7 +318,7 @@ def map_entry(
         >>> e = map_entry("gradient", exp.saliency, exp.image, target=exp.target,
         ...               target_label=exp.target_label, params=exp.params)
     """
-    meta = _method(method)
+    meta = known_method(method)
     sign = sign or ("signed" if meta.signed else "absolute")
     colormap = DEFAULT_DIVERGING if sign == "signed" else DEFAULT_SEQUENTIAL
     r: Rendered = render(
@@ -331,7 +333,7 @@ def map_entry(
     )
     entry = MapEntry(
         method=method,
-        saliency=_f32(saliency),
+        saliency=as_float32(saliency),
         target=int(target),
         target_label=target_label,
         params=dict(params or {}),
@@ -344,7 +346,7 @@ def map_entry(
         colormap=r.colormap,
         near_zero=r.near_zero,
         bar=colorbar_image(r, height=4, width=256),
-        diagnostics=_plain(diagnostics or {}),
+        diagnostics=jsonable(diagnostics or {}),
         seconds=float(seconds),
     )
     if outline_share is not None:
@@ -369,6 +371,82 @@ def _share(value) -> float:
             f"The outline share must be a number between 0 and 1 (e.g. 0.3 for 30 %); got {value!r}."
         )
     return float(value)
+
+
+def _crash_words(crash: dict) -> str:
+    return f"unexpected {crash['type']}: {' '.join(crash['message'].split())}"
+
+
+def _image_entry(result, raw: bytes, methods: list[str], sign, outline_share) -> ImageEntry:
+    """One image of the report from the pipeline's result: its maps (with region outlines when
+    asked), or each method's error."""
+    entry = ImageEntry(
+        name=result.name,
+        data=raw,
+        crop=result.crop,
+        prediction=result.prediction,
+        image_hash=result.image_hash,
+        size=result.image_size,
+    )
+    regions = segment(result.crop) if outline_share is not None and result.maps else None
+    for m in methods:
+        if m in result.maps:
+            exp = result.maps[m]
+            entry.maps[m] = map_entry(
+                m,
+                exp.saliency,
+                exp.image,
+                target=exp.target,
+                target_label=exp.target_label,
+                params=exp.params,
+                reduction=exp.reduction,
+                diagnostics=exp.diagnostics,
+                sign=sign,
+                seconds=exp.seconds,
+                outline_share=outline_share,
+                regions=regions,
+            )
+        elif m in result.errors:
+            entry.errors[m] = result.errors[m]
+        elif m in result.crashes:
+            entry.errors[m] = _crash_words(result.crashes[m])
+    return entry
+
+
+def _chosen(images, methods) -> tuple[list, list[str]]:
+    """The images and the methods (once each, known), or ValueError when either is empty."""
+    images = list(images or [])
+    methods = list(dict.fromkeys(methods or []))
+    if not images:
+        raise ValueError("No images were chosen for the report; choose at least one image.")
+    if not methods:
+        raise ValueError("No saliency method was chosen for the report; choose at least one method.")
+    for m in methods:
+        known_method(m)
+    return images, methods
+
+
+def _report_images(model, images, methods, params, target, explain_fn, progress, sign, outline_share):
+    """(entries, skipped): each image's bytes read once (the report embeds them) and its maps
+    computed by the pipeline; (name, reason) for each image left out."""
+    from ..pipeline import explain_images
+
+    entries, skipped, readable = [], [], []
+    for item in images:  # the bytes, once: the report embeds them
+        name, source = item if isinstance(item, tuple) else (str(item), item)
+        try:
+            readable.append((name, source_bytes(source, name)))
+        except ValueError as err:
+            skipped.append((name, one_line(err, name)))
+    results = explain_images(
+        model, readable, methods, params, target, explain_fn=explain_fn, progress=progress
+    )
+    for (_, raw), result in zip(readable, results):
+        if result.ok:
+            entries.append(_image_entry(result, raw, methods, sign, outline_share))
+        else:
+            skipped.append((result.name, result.failed or _crash_words(result.crashed)))
+    return entries, skipped
 
 
 def build_report(
@@ -420,72 +498,12 @@ def build_report(
         >>> rep.images[0].prediction[0][1]
         'tiger cat'
     """
-    from ..pipeline import explain_images
-
-    images = list(images or [])
-    methods = list(dict.fromkeys(methods or []))
-    if not images:
-        raise ValueError("No images were chosen for the report; choose at least one image.")
-    if not methods:
-        raise ValueError("No saliency method was chosen for the report; choose at least one method.")
-    for m in methods:
-        _method(m)
+    images, methods = _chosen(images, methods)
     if outline_share is not None:
         outline_share = _share(outline_share)
-    entries, skipped, readable = [], [], []
-    for item in images:  # the bytes, once: the report embeds them
-        name, source = item if isinstance(item, tuple) else (str(item), item)
-        try:
-            readable.append((name, _source_bytes(source, name)))
-        except ValueError as err:
-            skipped.append((name, _one_line(err, name)))
-    results = explain_images(
-        model, readable, methods, params, target, explain_fn=explain_fn, progress=progress
+    entries, skipped = _report_images(
+        model, images, methods, params, target, explain_fn, progress, sign, outline_share
     )
-    for (_, raw), result in zip(readable, results):
-        if not result.ok:
-            skipped.append(
-                (
-                    result.name,
-                    result.failed
-                    or f"unexpected {result.crashed['type']}: {' '.join(result.crashed['message'].split())}",
-                )
-            )
-            continue
-        entry = ImageEntry(
-            name=result.name,
-            data=raw,
-            crop=result.crop,
-            prediction=result.prediction,
-            image_hash=result.image_hash,
-            size=result.image_size,
-        )
-        regions = segment(result.crop) if outline_share is not None and result.maps else None
-        for m in methods:
-            if m in result.maps:
-                exp = result.maps[m]
-                entry.maps[m] = map_entry(
-                    m,
-                    exp.saliency,
-                    exp.image,
-                    target=exp.target,
-                    target_label=exp.target_label,
-                    params=exp.params,
-                    reduction=exp.reduction,
-                    diagnostics=exp.diagnostics,
-                    sign=sign,
-                    seconds=exp.seconds,
-                    outline_share=outline_share,
-                    regions=regions,
-                )
-            elif m in result.errors:
-                entry.errors[m] = result.errors[m]
-            elif m in result.crashes:
-                entry.errors[m] = (
-                    f"unexpected {result.crashes[m]['type']}: "
-                    f"{' '.join(result.crashes[m]['message'].split())}"
-                )
-        entries.append(entry)
     if not entries:
         raise ValueError(
             f"None of the {len(images)} image(s) could be read: " + "; ".join(msg for _, msg in skipped)

@@ -4,33 +4,35 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ..engine.convergence import describe as describe_convergence
 from ..engine.methods import METHODS
-from ._common import (
+from .content import (
     GENERAL_LIMITS,
     GLOSSARY,
-    PARAM_HELP,
     REPLAY_ID,
-    _cell,
-    _confidence_words,
-    _data_uri,
-    _json,
-    _multilabel_set,
-    _percent,
-    _plain,
-    _set_words,
-    _thumb,
     audit_sentence,
+    cell_text,
+    confidence_words,
+    data_uri,
+    date_text,
+    diagnostics_text,
+    json_block,
+    jsonable,
+    multilabel_set,
+    numbers_text,
+    params_text,
+    percent,
     readable_table,
+    seed_text,
+    set_words,
     summary_paragraphs,
     table_rows,
+    thumb_image,
 )
 
 if TYPE_CHECKING:
-    from .build import ImageEntry, MapEntry, Report
+    from .build import ImageEntry, Report
 
 # ---- HTML ---------------------------------------------------------------------------------------
 
@@ -42,23 +44,47 @@ def _e(text) -> str:
 _CSS = """
 :root { --ink:#1d1d1f; --muted:#555; --line:#d0d0d0; --soft:#f4f4f6; --warn:#8a4b00; --warnbg:#fff4e5; }
 * { box-sizing: border-box; }
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: var(--ink);
-       max-width: 1100px; margin: 0 auto; padding: 24px; line-height: 1.45; font-size: 15px; }
-h1 { font-size: 1.8em; margin: 0 0 .2em; } h2 { border-bottom: 2px solid var(--line); padding-bottom: .2em; margin-top: 2em; }
-h3 { margin: 1.2em 0 .4em; } .muted { color: var(--muted); } code, .mono { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .9em; word-break: break-all; }
+body {
+  font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+  color: var(--ink);
+  max-width: 1100px; margin: 0 auto; padding: 24px; line-height: 1.45; font-size: 15px; }
+h1 { font-size: 1.8em; margin: 0 0 .2em; }
+h2 { border-bottom: 2px solid var(--line); padding-bottom: .2em; margin-top: 2em; }
+h3 { margin: 1.2em 0 .4em; }
+.muted { color: var(--muted); }
+code, .mono { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .9em; word-break: break-all; }
 table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; max-width: 100%; }
 .wide { max-width: 100%; overflow-x: auto; } td { overflow-wrap: break-word; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: var(--soft); }
 .summary p { margin: .5em 0; } .summary { background: var(--soft); padding: 12px 18px; border-radius: 8px; }
-.caution { background: var(--warnbg); color: var(--warn); border-left: 4px solid var(--warn); padding: 6px 10px; margin: .4em 0; }
+.caution {
+  background: var(--warnbg);
+  color: var(--warn);
+  border-left: 4px solid var(--warn);
+  padding: 6px 10px;
+  margin: .4em 0;
+}
 dl.glossary dt { font-weight: 600; margin-top: .4em; } dl.glossary dd { margin: 0 0 0 1.2em; }
 .card { border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; margin: 14px 0; }
 .row { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }
 figure { margin: 0; } figure.map, figure.crop { width: 232px; }
-figure img { width: 100%; height: auto; image-rendering: auto; border: 1px solid var(--line); display: block; }
+figure img {
+  width: 100%;
+  height: auto;
+  image-rendering: auto;
+  border: 1px solid var(--line);
+  display: block;
+}
 figcaption { font-size: .85em; color: var(--muted); margin-top: 4px; }
-.bar { height: 12px; width: 100%; margin-top: 4px; background-size: 100% 100%; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+.bar {
+  height: 12px;
+  width: 100%;
+  margin-top: 4px;
+  background-size: 100% 100%;
+  -webkit-print-color-adjust: exact;
+  print-color-adjust: exact;
+}
 .ticks { position: relative; height: 1.3em; font-size: .78em; }
 .ticks span { position: absolute; transform: translateX(-50%); white-space: nowrap; }
 .ticks span.first { transform: none; } .ticks span.last { transform: translateX(-100%); }
@@ -66,7 +92,14 @@ figcaption { font-size: .85em; color: var(--muted); margin-top: 4px; }
 .pbar { display: inline-block; height: .7em; background: #7570b3; vertical-align: middle; }
 .thumbs { display: flex; gap: 6px; align-items: flex-start; } .thumbs figure { width: 96px; }
 .thumbs figcaption { font-size: .72em; }
-nav.pager a { display: inline-block; padding: 2px 8px; margin: 2px; border: 1px solid var(--line); border-radius: 4px; text-decoration: none; }
+nav.pager a {
+  display: inline-block;
+  padding: 2px 8px;
+  margin: 2px;
+  border: 1px solid var(--line);
+  border-radius: 4px;
+  text-decoration: none;
+}
 .pages > .page { display: none; }
 .pages > .page:target, .pages > .page:first-child { display: block; }
 .pages:has(> .page:target) > .page:first-child:not(:target) { display: none; }
@@ -78,7 +111,10 @@ details summary { cursor: pointer; color: #3553a0; margin: .4em 0; }
   body { max-width: none; padding: 0; font-size: 10pt; }
   h2 { break-before: page; } h2.first { break-before: avoid; }
   .card, figure, tr, .caution { break-inside: avoid; }
-  figure.map, figure.crop { width: 52mm; } .row { gap: 3mm; } .card { padding: 3mm; } figcaption { font-size: 7.5pt; }
+  figure.map, figure.crop { width: 52mm; }
+  .row { gap: 3mm; }
+  .card { padding: 3mm; }
+  figcaption { font-size: 7.5pt; }
   nav.pager, .screen-only { display: none; }
   .pages > .page, .pages > .page:first-child:not(:target) { display: block !important; }
   a { color: inherit; text-decoration: none; }
@@ -86,7 +122,7 @@ details summary { cursor: pointer; color: #3553a0; margin: .4em 0; }
 """
 
 
-class _Html:
+class HtmlPage:
     def __init__(self, report: Report, page_size: int):
         self.r = report
         self.page_size = max(1, int(page_size))
@@ -97,7 +133,7 @@ class _Html:
         r = self.r
         bars = {m.colormap: m.bar for i in r.images for m in i.maps.values()}  # one per colormap
         css = _CSS + "".join(
-            f".cb-{c} {{ background-image: url({_data_uri(bar)}); }}\n" for c, bar in sorted(bars.items())
+            f".cb-{c} {{ background-image: url({data_uri(bar)}); }}\n" for c, bar in sorted(bars.items())
         )
         csp = (
             "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'none'; "
@@ -123,7 +159,7 @@ class _Html:
             self.images(),
             self.optional(),
             self.software(),
-            f'<script type="application/json" id="{REPLAY_ID}">{_json(record)}</script>',
+            f'<script type="application/json" id="{REPLAY_ID}">{json_block(record)}</script>',
             "</body>",
             "</html>",
         ]
@@ -153,7 +189,7 @@ class _Html:
         toc.append(("software", "Software and replay"))
         return (
             f"<header><h1>{_e(r.title)}</h1>"
-            f'<p class="muted">Created {_e(_date(r.created))} · model {_e(r.model.get("name"))} · '
+            f'<p class="muted">Created {_e(date_text(r.created))} · model {_e(r.model.get("name"))} · '
             f"{len(r.images)} image(s) × {len(r.methods)} method(s)</p>"
             '<nav class="screen-only">'
             + " · ".join(f'<a href="#{k}">{_e(t)}</a>' for k, t in toc)
@@ -165,7 +201,8 @@ class _Html:
         return (
             '<section id="summary"><h2 class="first">Summary in plain words</h2><div class="summary">'
             + "".join(f"<p>{_e(p)}</p>" for p in paras)
-            + '<p class="muted">Terms are explained under <a href="#glossary">Words used</a>.</p></div></section>'
+            + '<p class="muted">Terms are explained under <a href="#glossary">Words '
+            "used</a>.</p></div></section>"
         )
 
     def glossary(self) -> str:
@@ -186,7 +223,7 @@ class _Html:
                 "Preprocessing",
                 f"resize the short side to {d.get('resize')} px ({d.get('interpolation')}), "
                 f"{d.get('crop')} crop of {d.get('input_size')} px, normalise with mean "
-                f"{_nums(d.get('mean'))} and standard deviation {_nums(d.get('std'))}",
+                f"{numbers_text(d.get('mean'))} and standard deviation {numbers_text(d.get('std'))}",
             ),
             ("Grad-CAM layer", d.get("gradcam_layer") or "none"),
             ("Loaded from", self.r.model_source),
@@ -270,15 +307,16 @@ class _Html:
                 "Sanity check: model randomisation",
                 "Each method's maps were computed again after the model's weights were replaced, layer by "
                 "layer, with random ones (Adebayo et al. 2018). A method <b>passes</b> when its map then "
-                'changes (low <a href="#g-rank-correlation">rank correlation</a> with the original); a method '
+                'changes (low <a href="#g-rank-correlation">rank correlation</a> with the original); a '
+                "method "
                 "that <b>fails</b> shows the image more than the model.",
             ),
             (
                 "stability",
                 "Stability",
-                "Maps of slightly changed copies of each image (noise, brightness, small shifts) compared with "
-                "the original's. A stable explanation changes little; a fragile one changes a lot although "
-                "the prediction did not.",
+                "Maps of slightly changed copies of each image (noise, brightness, small shifts) compared "
+                "with the original's. A stable explanation changes little; a fragile one changes a lot "
+                "although the prediction did not.",
             ),
             (
                 "validation",
@@ -325,7 +363,7 @@ class _Html:
         env = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in r.environment.items())
         return (
             '<section id="software"><h2>Software, date and replay</h2>'
-            f"<p>Created {_e(_date(r.created))}.</p><table>{rows}{env}</table>"
+            f"<p>Created {_e(date_text(r.created))}.</p><table>{rows}{env}</table>"
             "<p><b>Replay.</b> This file contains a machine-readable block (JSON, element id "
             f"<code>{REPLAY_ID}</code>) with every input and parameter: the model's source and "
             "fingerprint, each image, each method with its parameters and seed, the explained class, and "
@@ -351,7 +389,7 @@ class _Html:
         self.figure += 1
         n = self.figure
         cells = [
-            f'<figure class="crop"><img src="{_data_uri(item.crop, fmt)}" alt="{_e(item.name)} as the model '
+            f'<figure class="crop"><img src="{data_uri(item.crop, fmt)}" alt="{_e(item.name)} as the model '
             f'sees it" width="{item.crop.size[0]}" height="{item.crop.size[1]}"{lazy}>'
             f"<figcaption>Figure {n}a. What the model sees: the {item.crop.size[0]}-pixel crop of "
             f"{_e(item.name)}.</figcaption></figure>"
@@ -365,20 +403,20 @@ class _Html:
             )
             caution = METHODS[m.method].caution
             cells.append(
-                f'<figure class="map"><img src="{_data_uri(m.overlay, fmt)}" alt="{_e(label)} map of {_e(item.name)}" '
-                f'width="{m.overlay.shape[1]}" height="{m.overlay.shape[0]}"{lazy}>'
+                f'<figure class="map"><img src="{data_uri(m.overlay, fmt)}" alt="{_e(label)} map of '
+                f'{_e(item.name)}" width="{m.overlay.shape[1]}" height="{m.overlay.shape[0]}"{lazy}>'
                 f'<div class="bar cb-{m.colormap}" role="img" aria-label="colour bar"></div>'
                 f'<div class="ticks">{ticks}</div>'
-                f"<figcaption><b>Figure {n}{letter}. {_e(label)}</b>, explaining \u201c{_e(m.target_label)}\u201d. "
-                f"{_e(m.legend)}"
+                f"<figcaption><b>Figure {n}{letter}. {_e(label)}</b>, explaining "
+                f"\u201c{_e(m.target_label)}\u201d. {_e(m.legend)}"
                 + (" Caution: " + _e(caution) if caution else "")
-                + _e(_diagnostics_text(m))
+                + _e(diagnostics_text(m))
                 + "</figcaption></figure>"
             )
             if m.outline is not None:
                 share = f"{100 * self.r.outline_share:.0f} %"
                 cells.append(
-                    f'<figure class="map"><img src="{_data_uri(m.outline, fmt)}" alt="{_e(label)} map of '
+                    f'<figure class="map"><img src="{data_uri(m.outline, fmt)}" alt="{_e(label)} map of '
                     f'{_e(item.name)} as outlines: the regions holding {share} of the map; the rest dimmed" '
                     f'width="{m.outline.shape[1]}" height="{m.outline.shape[0]}"{lazy}>'
                     f"<figcaption><b>Figure {n}{letter}\u2032. {_e(label)}, as regions.</b> "
@@ -393,17 +431,18 @@ class _Html:
     def image_row(self, index: int, item: ImageEntry) -> str:
         (_, label, p) = item.prediction[0]
         thumbs = [
-            f'<figure><img src="{_data_uri(_thumb(item.crop), "JPEG")}" alt="{_e(item.name)}" '
+            f'<figure><img src="{data_uri(thumb_image(item.crop), "JPEG")}" alt="{_e(item.name)}" '
             f'loading="lazy"><figcaption>crop</figcaption></figure>'
         ]
         thumbs += [
-            f'<figure><img src="{_data_uri(_thumb(m.overlay), "JPEG")}" alt="{_e(METHODS[m.method].label)} '
-            f'thumbnail" loading="lazy"><figcaption>{_e(METHODS[m.method].label)}</figcaption></figure>'
+            f'<figure><img src="{data_uri(thumb_image(m.overlay), "JPEG")}" '
+            f'alt="{_e(METHODS[m.method].label)} thumbnail" '
+            f'loading="lazy"><figcaption>{_e(METHODS[m.method].label)}</figcaption></figure>'
             for m in item.maps.values()
         ]
         return (
             f'<article class="card" id="img-{index}"><div class="row"><div style="min-width:220px">'
-            f"<b>{index}. {_e(item.name)}</b><br>Prediction: \u201c{_e(label)}\u201d, {_percent(p)}"
+            f"<b>{index}. {_e(item.name)}</b><br>Prediction: \u201c{_e(label)}\u201d, {percent(p)}"
             f'</div><div class="thumbs">{"".join(thumbs)}</div></div>'
             f"<details><summary>Full-size maps, colour bars and legends</summary>"
             + _prediction_html(item, self.r.model)
@@ -418,31 +457,24 @@ def _tick_class(pos: float) -> str:
     return "first" if pos <= 0 else "last" if pos >= 1 else "mid"
 
 
-def _nums(values) -> str:
-    return "(" + ", ".join(f"{v:.3f}" for v in values or []) + ")"
-
-
-def _date(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _prediction_html(item: ImageEntry, model: dict | None = None) -> str:
     rows = "".join(
-        f'<tr><td>{k}</td><td>{_e(label)}</td><td class="p">{_percent(p)}</td>'
+        f'<tr><td>{k}</td><td>{_e(label)}</td><td class="p">{percent(p)}</td>'
         f'<td><span class="pbar" style="width:{max(1, round(120 * p))}px"></span></td></tr>'
         for k, (_, label, p) in enumerate(item.prediction, 1)
     )
     top = item.prediction[0]
-    predicted = _multilabel_set(model or {}, item.prediction)
+    predicted = multilabel_set(model or {}, item.prediction)
     if predicted is not None:
         return (
             f"<p><b>Prediction (multi-label, each class on its own):</b> "
-            f"{_e(_set_words(model, predicted))}.</p>"
-            f'<table class="pred"><tr><th>rank</th><th>class</th><th>probability</th><th></th></tr>{rows}</table>'
+            f"{_e(set_words(model, predicted))}.</p>"
+            '<table class="pred"><tr><th>rank</th><th>class</th><th>probability</th><th></th></tr>'
+            f"{rows}</table>"
         )
     return (
-        f"<p><b>Prediction:</b> \u201c{_e(top[1])}\u201d with {_percent(top[2])} "
-        f'<a href="#g-confidence">confidence</a> ({_confidence_words(top[2])}).</p>'
+        f"<p><b>Prediction:</b> \u201c{_e(top[1])}\u201d with {percent(top[2])} "
+        f'<a href="#g-confidence">confidence</a> ({confidence_words(top[2])}).</p>'
         f'<table class="pred"><tr><th>rank</th><th>class</th><th>confidence</th><th></th></tr>{rows}</table>'
     )
 
@@ -459,48 +491,16 @@ def _errors_html(item: ImageEntry) -> str:
     )
 
 
-def _diagnostics_text(m: MapEntry) -> str:
-    """The map's checks in words: Integrated Gradients' completeness gap, an averaging method's
-    convergence readout (saliency_core/engine/convergence.py)."""
-    text = ""
-    gap = m.diagnostics.get("completeness_gap_relative")
-    if gap is not None:
-        text += (
-            f" Completeness gap {gap:.1%}: how far the pixels' contributions fall short of adding up to "
-            "the score difference (small is good)."
-        )
-    readout = m.diagnostics.get("convergence")
-    if isinstance(readout, dict):
-        words, details = describe_convergence(readout)
-        text += " " + " ".join(t for t in (words, details) if t)
-    return text
-
-
-def _params_text(method: str, report: Report) -> list[tuple[str, str, str]]:
-    """(name, value, meaning) of the parameters used, from the first map of ``method``."""
-    for item in report.images:
-        if method in item.maps:
-            return [(k, _cell(v), PARAM_HELP.get(k, "")) for k, v in item.maps[method].params.items()]
-    return [(k, _cell(v), PARAM_HELP.get(k, "")) for k, v in METHODS[method].defaults.items()]
-
-
-def _seed_text(method: str, report: Report) -> str:
-    params = dict((k, v) for k, v, _ in _params_text(method, report))
-    if "seed" in params:
-        return f"Seed {params['seed']}: the same seed gives the same map."
-    return "Seed: not used; this method has no randomness, so it gives the same map every time."
-
-
 def _same_params(method: str, report: Report) -> bool:
     seen = {
-        json.dumps(_plain(i.maps[method].params), sort_keys=True) for i in report.images if method in i.maps
+        json.dumps(jsonable(i.maps[method].params), sort_keys=True) for i in report.images if method in i.maps
     }
     return len(seen) <= 1
 
 
 def _method_html(method: str, report: Report) -> str:
     meta = METHODS[method]
-    params = _params_text(method, report)
+    params = params_text(method, report)
     rows = "".join(
         f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(v)}</code></td><td>{_e(h)}</td></tr>"
         for k, v, h in params
@@ -514,14 +514,15 @@ def _method_html(method: str, report: Report) -> str:
         ""
         if _same_params(method, report)
         else (
-            '<p class="muted">Parameters differ between images; each image\'s values are in the replay data.</p>'
+            '<p class="muted">Parameters differ between images; each image\'s values are in the replay '
+            "data.</p>"
         )
     )
     caution = f'<p class="caution"><b>Known limit:</b> {_e(meta.caution)}</p>' if meta.caution else ""
     bright = meta.meaning.format(score="the score of the explained class")
     return (
         f'<div class="card" id="method-{_e(method)}"><h3>{_e(meta.label)}</h3><p>{_e(meta.description)}</p>'
-        f"<p><b>Bright means:</b> {_e(bright)}.</p>{table}{varied}<p>{_e(_seed_text(method, report))}</p>"
+        f"<p><b>Bright means:</b> {_e(bright)}.</p>{table}{varied}<p>{_e(seed_text(method, report))}</p>"
         f'{caution}<p class="muted">Reference: {_e(meta.reference)}.</p></div>'
     )
 
@@ -532,7 +533,7 @@ def _html_table(columns: list[str], rows: list[dict]) -> str:
     columns, rows, full, common = readable_table(columns, rows)
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_e(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td>{_e(cell_text(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
     )
     same = (
         ("<p>In every row: " + "; ".join(f"{_e(c)}: {_e(v)}" for c, v in common) + ".</p>") if common else ""

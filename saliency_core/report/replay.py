@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 from ..engine.images import load_image
 from ..engine.methods import METHODS
 from ..engine.untrusted import InflateError, cut, inflate, quote
-from ._common import MAX_MAP_SIDE, MAX_REPORT_BYTES, MAX_THREADS, REPLAY_ID, SCHEMA, _f32, map_summary
+from .content import MAX_MAP_SIDE, MAX_REPORT_BYTES, MAX_THREADS, REPLAY_ID, SCHEMA, as_float32, map_summary
 
 # ---- replay ---------------------------------------------------------------------------------------
 
@@ -143,10 +144,10 @@ def find_replay_model(record: dict, models_dir: str | os.PathLike | None = None,
         ValueError: no model there has the recorded fingerprint, or none of those that do loads.
     """
     from ..engine.cards import CARD_SUFFIXES, find_models, read_card
-    from ..engine.models import _demo_fingerprint, _demo_weights, file_sha256, load_model
+    from ..engine.models import demo_fingerprint, demo_weights, file_sha256, load_model
 
     want = recorded_fingerprint(record)
-    if _demo_fingerprint(str(_demo_weights())) == want:
+    if demo_fingerprint(str(demo_weights())) == want:
         return load_model("demo", device=device)
     folder = Path(models_dir if models_dir is not None else os.environ.get("SALIENCY_MODELS_DIR", "models"))
     candidates = []
@@ -216,10 +217,27 @@ def replay(
         True
     """
     import torch
-    from torchvision.transforms.functional import to_tensor
 
-    from ..engine.explain import attribute, explain, reduce_channels
+    model, threads, images = _replay_inputs(record, model, models_dir)
+    environment = record.get("environment")
+    made_on = _device_type(environment.get("device") if isinstance(environment, dict) else None)
+    before = torch.get_num_threads()
+    results: list[ReplayResult] = []
+    try:
+        if threads:
+            torch.set_num_threads(threads)  # reductions are ordered by thread count
+        for index, item in enumerate(images):
+            for result in _replay_image(model, index, item, tolerance, made_on):
+                results.append(result)
+                if progress:
+                    progress(result)
+    finally:
+        torch.set_num_threads(before)
+    return results
 
+
+def _replay_inputs(record: dict, model, models_dir) -> tuple:
+    """(model, thread count or None, images) of a replay, each checked; ValueError otherwise."""
     want = recorded_fingerprint(record)
     if model is None:
         model = find_replay_model(record, models_dir)
@@ -243,94 +261,67 @@ def replay(
         raise ValueError(
             f"The report's list of images is damaged (got {quote(images)}); nothing was replayed."
         )
-    made_on = _device_type(environment.get("device") if isinstance(environment, dict) else None)
-    replay_on = model.device.type
-    before = torch.get_num_threads()
-    results: list[ReplayResult] = []
+    return model, threads, images
 
-    def add(result: ReplayResult):
-        results.append(result)
-        if progress:
-            progress(result)
 
+def _replay_image(model, index: int, item, tolerance: float, made_on: str):
+    """The ``ReplayResult`` of each recorded map of one image (an "error" for a damaged one)."""
+    if not isinstance(item, dict) or not isinstance(item.get("maps", []), list):
+        yield ReplayResult(f"image {index + 1}", "?", "error", None, "this image's record is damaged")
+        return
+    name = cut(item.get("name", "?"))
+    maps = [m if isinstance(m, dict) else {} for m in item.get("maps", [])]
     try:
-        if threads:
-            torch.set_num_threads(threads)  # reductions are ordered by thread count
-        for index, item in enumerate(images):
-            if not isinstance(item, dict) or not isinstance(item.get("maps", []), list):
-                add(ReplayResult(f"image {index + 1}", "?", "error", None, "this image's record is damaged"))
-                continue
-            name = cut(item.get("name", "?"))
-            maps = [m if isinstance(m, dict) else {} for m in item.get("maps", [])]
-            try:
-                payload = item["input"]
-                data = base64.b64decode(payload["base64"], validate=True)
-                if hashlib.sha256(data).hexdigest() != payload.get("sha256"):
-                    raise ValueError("the embedded image does not match its recorded sha256")
-                picture = load_image(data, name=name)
-            except (KeyError, TypeError, ValueError) as err:
-                for m in maps:
-                    add(
-                        ReplayResult(
-                            name, cut(m.get("method", "?")), "error", None, f"image unusable: {cut(err, 200)}"
-                        )
-                    )
-                continue
-            for m in maps:
-                method = cut(m.get("method", "?"))
-                try:
-                    params = m.get("params") or {}
-                    if not isinstance(params, dict):
-                        raise ValueError(f"the parameters are not a mapping ({quote(params)})")
-                    target = m.get("target")
-                    if (
-                        isinstance(target, bool)
-                        or not isinstance(target, int)
-                        or not 0 <= target < len(model.labels)
-                    ):
-                        raise ValueError(
-                            f"the class index must be a whole number from 0 to "
-                            f"{len(model.labels) - 1}; got {quote(target)}"
-                        )
-                    if payload.get("kind") == "crop":
-                        if picture.size != (model.input_size, model.input_size):
-                            raise ValueError(
-                                f"the stored crop is {picture.size[0]}x{picture.size[1]} but the "
-                                f"model takes {model.input_size}x{model.input_size}"
-                            )
-                        x = to_tensor(picture).unsqueeze(0).to(model.device)
-                        attribution, _, _ = attribute(
-                            model, x, torch.tensor([target], device=x.device), method, **params
-                        )
-                        saliency = (
-                            reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
-                        )
-                    else:
-                        saliency = explain(model, picture, method=method, target=target, **params).saliency
-                    result = _compare(name, method, saliency, m.get("saliency") or {}, tolerance)
-                    if not result.ok and made_on != replay_on:
-                        result = _across_devices(
-                            result,
-                            saliency,
-                            m.get("saliency") or {},
-                            made_on,
-                            replay_on,
-                            lambda: _recompute(
-                                model,
-                                payload,
-                                picture,
-                                method,
-                                target,
-                                {**params, "seed": _next_seed(params)},
-                            ),
-                        )
-                except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as err:
-                    add(ReplayResult(name, method, "error", None, cut(" ".join(str(err).split()), 300)))
-                    continue
-                add(result)
-    finally:
-        torch.set_num_threads(before)
-    return results
+        payload = item["input"]
+        data = base64.b64decode(payload["base64"], validate=True)
+        if hashlib.sha256(data).hexdigest() != payload.get("sha256"):
+            raise ValueError("the embedded image does not match its recorded sha256")
+        picture = load_image(data, name=name)
+    except (KeyError, TypeError, ValueError) as err:
+        for m in maps:
+            yield ReplayResult(
+                name, cut(m.get("method", "?")), "error", None, f"image unusable: {cut(err, 200)}"
+            )
+        return
+    for m in maps:
+        method = cut(m.get("method", "?"))
+        try:
+            yield _replay_map(model, name, payload, picture, m, tolerance, made_on)
+        except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as err:
+            yield ReplayResult(name, method, "error", None, cut(" ".join(str(err).split()), 300))
+
+
+def _replay_map(model, name: str, payload: dict, picture, m: dict, tolerance: float, made_on: str):
+    """One recorded map recomputed and compared; on another kind of device, also with another seed."""
+    method = cut(m.get("method", "?"))
+    params = m.get("params") or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"the parameters are not a mapping ({quote(params)})")
+    target = m.get("target")
+    if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < len(model.labels):
+        raise ValueError(
+            f"the class index must be a whole number from 0 to {len(model.labels) - 1}; got {quote(target)}"
+        )
+    if payload.get("kind") == "crop" and picture.size != (model.input_size, model.input_size):
+        raise ValueError(
+            f"the stored crop is {picture.size[0]}x{picture.size[1]} but the "
+            f"model takes {model.input_size}x{model.input_size}"
+        )
+    saliency = _recompute(model, payload, picture, method, target, params)
+    result = _compare(name, method, saliency, m.get("saliency") or {}, tolerance)
+    replay_on = model.device.type
+    if not result.ok and made_on != replay_on:
+        result = _across_devices(
+            result,
+            saliency,
+            m.get("saliency") or {},
+            made_on,
+            replay_on,
+            partial(
+                _recompute, model, payload, picture, method, target, {**params, "seed": _next_seed(params)}
+            ),
+        )
+    return result
 
 
 # Replay on another kind of device (a GPU-made report on a CPU): float arithmetic differs, the
@@ -428,7 +419,7 @@ def _recorded_shape(recorded: dict) -> tuple[int, ...] | None:
 
 
 def _compare(name: str, method: str, saliency: np.ndarray, recorded: dict, tolerance: float) -> ReplayResult:
-    s = _f32(saliency)
+    s = as_float32(saliency)
     now = map_summary(s)
     if not isinstance(recorded, dict):
         return ReplayResult(name, method, "error", None, "the recorded map is damaged")

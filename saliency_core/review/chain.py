@@ -9,13 +9,23 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from .schema import _PG_CHAIN_LOCK, GENESIS, AuditCheck, Decision, _decision, _utc, audit, decisions, events
+from .schema import (
+    GENESIS,
+    PG_CHAIN_LOCK,
+    AuditCheck,
+    Decision,
+    as_utc,
+    audit,
+    decision_from_row,
+    decisions,
+    events,
+)
 
 
 # ---- hash chain ------------------------------------------------------------------------------------
 def _canonical(value):
     if isinstance(value, datetime):
-        return _utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -57,28 +67,28 @@ def decision_hash(d: Decision) -> str:
     return content_hash({k: getattr(d, k) for k in _DECISION_FIELDS})
 
 
-def _row_hash(table: sa.Table, row: dict) -> str:
+def chain_row_hash(table: sa.Table, row: dict) -> str:
     return content_hash({c.name: row.get(c.name) for c in table.columns if c.name != "row_hash"})
 
 
-def _append_chained(conn: sa.Connection, table: sa.Table, row: dict) -> int:
+def append_chained(conn: sa.Connection, table: sa.Table, row: dict) -> int:
     """Insert ``row`` as the next link of ``table``'s chain: the next id, the previous row's hash,
     this row's hash. Callers hold a write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: the
     advisory lock taken here), so no other writer appends in between."""
     if conn.dialect.name == "postgresql":
-        key = _PG_CHAIN_LOCK if table is audit else _PG_CHAIN_LOCK + 1
+        key = PG_CHAIN_LOCK if table is audit else PG_CHAIN_LOCK + 1
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
     last = conn.execute(sa.select(table.c.id, table.c.row_hash).order_by(table.c.id.desc()).limit(1)).first()
     row = dict(
         row, id=(last.id + 1) if last else 1, prev_hash=(last.row_hash or GENESIS) if last else GENESIS
     )
-    row["row_hash"] = _row_hash(table, row)
+    row["row_hash"] = chain_row_hash(table, row)
     conn.execute(table.insert().values(**row))
     return row["id"]
 
 
-def _append_audit(conn: sa.Connection, **row) -> int:
-    return _append_chained(conn, audit, row)
+def append_audit(conn: sa.Connection, **row) -> int:
+    return append_chained(conn, audit, row)
 
 
 def _walk_chain(conn: sa.Connection, table: sa.Table, what: str):
@@ -97,7 +107,7 @@ def _walk_chain(conn: sa.Connection, table: sa.Table, what: str):
                 f"{where} does not follow {before} (its previous-row hash differs): a row was removed, "
                 "inserted or replaced there.",
             )
-        if not row["row_hash"] or _row_hash(table, row) != row["row_hash"]:
+        if not row["row_hash"] or chain_row_hash(table, row) != row["row_hash"]:
             raise _Broken(
                 table.name,
                 row["id"],
@@ -113,7 +123,7 @@ class _Broken(Exception):
         self.table, self.row, self.problem = table, row, problem
 
 
-def _verify(conn: sa.Connection) -> AuditCheck:
+def verify_chain(conn: sa.Connection) -> AuditCheck:
     counts = {"audit_rows": 0, "event_rows": 0, "decisions": 0}
     head = GENESIS
     try:
@@ -123,7 +133,7 @@ def _verify(conn: sa.Connection) -> AuditCheck:
             last[row["decision_id"]] = row
             head = row["row_hash"]
         for r in conn.execute(sa.select(decisions).order_by(decisions.c.id)):
-            d = _decision(r)
+            d = decision_from_row(r)
             counts["decisions"] += 1
             entry = last.get(d.id)
             name = f"decision {d.id} ({d.reviewer} on {d.item_name} in batch {d.batch})"

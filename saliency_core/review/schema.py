@@ -15,8 +15,8 @@ DECISION_LABELS = {"accept": "Accept", "reject": "Reject", "needs_expert": "Need
 DEFAULT_SQLITE = os.path.join("data", "reviews.sqlite")
 BUSY_TIMEOUT = 10.0  # seconds a SQLite writer waits for another writer before giving up
 MAX_NOTE = 10_000  # characters
-_PG_SCHEMA_LOCK = 724_531_001  # advisory lock id: one process creates the tables at a time
-_PG_CHAIN_LOCK = 724_531_002  # advisory lock ids: one writer appends to a hash chain at a time
+PG_SCHEMA_LOCK = 724_531_001  # advisory lock id: one process creates the tables at a time
+PG_CHAIN_LOCK = 724_531_002  # advisory lock ids: one writer appends to a hash chain at a time
 GENESIS = "0" * 64  # the "previous hash" of the first row of a chain
 EVENT_KINDS = (
     "signin",
@@ -104,12 +104,12 @@ events = sa.Table(
 )
 
 # Append-only: the database itself refuses to edit or delete audit rows and decisions.
-_SQLITE_AUDIT_NO_UPDATE = (
+SQLITE_AUDIT_NO_UPDATE = (
     "CREATE TRIGGER review_audit_no_update BEFORE UPDATE ON review_audit "
     "BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END"
 )
 for _table, _sql in (
-    (audit, _SQLITE_AUDIT_NO_UPDATE),
+    (audit, SQLITE_AUDIT_NO_UPDATE),
     (
         audit,
         "CREATE TRIGGER review_audit_no_delete BEFORE DELETE ON review_audit "
@@ -309,15 +309,15 @@ class Batch:
     methods: dict
 
 
-def _utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _decision(row) -> Decision:
+def decision_from_row(row) -> Decision:
     m = row._mapping
     return Decision(
         id=m["id"],
@@ -330,38 +330,38 @@ def _decision(row) -> Decision:
         seconds=float(m["seconds"]),
         model_fingerprint=m["model_fingerprint"],
         methods=dict(m["methods"] or {}),
-        decided_at=_utc(m["decided_at"]),
+        decided_at=as_utc(m["decided_at"]),
         version=m["version"],
     )
 
 
-def _audit_entry(row) -> AuditEntry:
+def audit_entry_from_row(row) -> AuditEntry:
     m = dict(row._mapping)
-    m["at"] = _utc(m["at"])
+    m["at"] = as_utc(m["at"])
     m["seconds"] = float(m["seconds"])
     return AuditEntry(**m)
 
 
-def _event(row) -> Event:
+def event_from_row(row) -> Event:
     m = dict(row._mapping)
-    m["at"] = _utc(m["at"])
-    m["until"] = _utc(m["until"]) if m["until"] is not None else None
+    m["at"] = as_utc(m["at"])
+    m["until"] = as_utc(m["until"]) if m["until"] is not None else None
     return Event(**m)
 
 
-def _batch(row) -> Batch:
+def batch_from_row(row) -> Batch:
     m = row._mapping
     return Batch(
         name=m["name"],
         source=m["source"],
         created_by=m["created_by"],
-        created_at=_utc(m["created_at"]),
+        created_at=as_utc(m["created_at"]),
         model_fingerprint=m["model_fingerprint"],
         methods=dict(m["methods"] or {}),
     )
 
 
-def _text(value, what: str, limit: int = 200) -> str:
+def checked_text(value, what: str, limit: int = 200) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"The {what} must be a non-empty text; got {value!r}.")
     if len(value) > limit:

@@ -49,16 +49,16 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
-from .chain import _append_audit, _append_chained, _row_hash, _verify, decision_hash
+from .chain import append_audit, append_chained, chain_row_hash, decision_hash, verify_chain
 from .schema import (
-    _PG_SCHEMA_LOCK,
-    _SQLITE_AUDIT_NO_UPDATE,
     BUSY_TIMEOUT,
     DECISIONS,
     DEFAULT_SQLITE,
     EVENT_KINDS,
     GENESIS,
     MAX_NOTE,
+    PG_SCHEMA_LOCK,
+    SQLITE_AUDIT_NO_UPDATE,
     AuditCheck,
     AuditEntry,
     Batch,
@@ -67,18 +67,18 @@ from .schema import (
     Event,
     Recorded,
     StoreError,
-    _audit_entry,
-    _batch,
-    _decision,
-    _event,
-    _now,
-    _text,
-    _utc,
+    as_utc,
     audit,
+    audit_entry_from_row,
+    batch_from_row,
     batches,
+    checked_text,
+    decision_from_row,
     decisions,
+    event_from_row,
     events,
     metadata,
+    utc_now,
 )
 
 
@@ -265,7 +265,7 @@ class ReviewStore:
     def _create_schema(self) -> None:
         with self._transaction(write=True, doing="open the review database") as conn:
             if self.backend == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_SCHEMA_LOCK})
             metadata.create_all(conn)
             self._migrate(conn)
 
@@ -284,14 +284,14 @@ class ReviewStore:
             return
         rows = [dict(r._mapping) for r in conn.execute(sa.select(audit).order_by(audit.c.id))]
         last_of = {r["decision_id"]: r["id"] for r in rows}
-        current = {d.id: d for d in map(_decision, conn.execute(sa.select(decisions)))}
+        current = {d.id: d for d in map(decision_from_row, conn.execute(sa.select(decisions)))}
         if self.backend == "sqlite":
             conn.exec_driver_sql("DROP TRIGGER IF EXISTS review_audit_no_update")
         else:
             conn.exec_driver_sql("ALTER TABLE review_audit DISABLE TRIGGER USER")
         prev = GENESIS
         for r in rows:
-            r["at"], r["seconds"] = _utc(r["at"]), float(r["seconds"])
+            r["at"], r["seconds"] = as_utc(r["at"]), float(r["seconds"])
             if r["row_hash"] is None:
                 d = current.get(r["decision_id"])
                 r["decision_hash"] = (
@@ -300,7 +300,7 @@ class ReviewStore:
                     else r["decision_hash"]
                 )
                 r["prev_hash"] = prev
-                r["row_hash"] = _row_hash(audit, r)
+                r["row_hash"] = chain_row_hash(audit, r)
                 conn.execute(
                     audit.update()
                     .where(audit.c.id == r["id"])
@@ -310,14 +310,14 @@ class ReviewStore:
                 )
             prev = r["row_hash"]
         if self.backend == "sqlite":
-            conn.exec_driver_sql(_SQLITE_AUDIT_NO_UPDATE)
+            conn.exec_driver_sql(SQLITE_AUDIT_NO_UPDATE)
         else:
             conn.exec_driver_sql("ALTER TABLE review_audit ENABLE TRIGGER USER")
-        _append_chained(
+        append_chained(
             conn,
             events,
             {
-                "at": _now(),
+                "at": utc_now(),
                 "kind": "chain_started",
                 "account": "",
                 "client": "",
@@ -350,25 +350,25 @@ class ReviewStore:
         Returns:
             the stored Batch (its ``methods`` may differ from the ones passed if it already existed).
         """
-        _text(name, "batch name")
-        _text(created_by, "reviewer name")
+        checked_text(name, "batch name")
+        checked_text(created_by, "reviewer name")
         row = {
             "name": name,
             "source": str(source)[:500],
             "created_by": created_by,
-            "created_at": _now(),
+            "created_at": utc_now(),
             "model_fingerprint": str(model_fingerprint),
             "methods": dict(methods),
         }
         with self._transaction(write=True, doing="open the batch") as conn:
             conn.execute(self._insert(batches).values(**row).on_conflict_do_nothing(index_elements=["name"]))
-            return _batch(conn.execute(sa.select(batches).where(batches.c.name == name)).one())
+            return batch_from_row(conn.execute(sa.select(batches).where(batches.c.name == name)).one())
 
     def batch(self, name: str) -> Batch | None:
         """The batch called ``name``, or None."""
         with self._transaction(write=False) as conn:
             row = conn.execute(sa.select(batches).where(batches.c.name == name)).first()
-        return _batch(row) if row else None
+        return batch_from_row(row) if row else None
 
     def batches(self) -> list[Batch]:
         """All batches, newest first."""
@@ -376,7 +376,7 @@ class ReviewStore:
             rows = conn.execute(
                 sa.select(batches).order_by(batches.c.created_at.desc(), batches.c.name)
             ).all()
-        return [_batch(r) for r in rows]
+        return [batch_from_row(r) for r in rows]
 
     def last_batch(self, reviewer: str) -> str | None:
         """The batch ``reviewer`` last recorded a decision in (else last opened), or None."""
@@ -444,11 +444,11 @@ class ReviewStore:
             >>> store.record("b1", h, "cat.png", "alice", "reject", note="looked at the floor").action
             'created'
         """
-        _text(batch, "batch name")
-        _text(item_hash, "item hash", 128)
-        _text(item_name, "item name", 500)
-        _text(reviewer, "reviewer name")
-        actor = _text(actor or reviewer, "actor name")
+        checked_text(batch, "batch name")
+        checked_text(item_hash, "item hash", 128)
+        checked_text(item_name, "item name", 500)
+        checked_text(reviewer, "reviewer name")
+        actor = checked_text(actor or reviewer, "actor name")
         if decision not in DECISIONS:
             raise ValueError(f"Expected a decision among {', '.join(DECISIONS)}; got {decision!r}.")
         note = "" if note is None else str(note)
@@ -468,7 +468,7 @@ class ReviewStore:
         )
         with self._transaction(write=True) as conn:
             current = conn.execute(sa.select(decisions).where(key).with_for_update()).first()
-            now = _now()
+            now = utc_now()
             if current is None:
                 if expected_version not in (None, 0):
                     raise StoreError(
@@ -494,8 +494,10 @@ class ReviewStore:
                     .returning(decisions.c.id)
                 ).scalar()
                 if new_id is not None:
-                    made = _decision(conn.execute(sa.select(decisions).where(decisions.c.id == new_id)).one())
-                    audit_id = _append_audit(
+                    made = decision_from_row(
+                        conn.execute(sa.select(decisions).where(decisions.c.id == new_id)).one()
+                    )
+                    audit_id = append_audit(
                         conn,
                         decision_id=new_id,
                         batch=batch,
@@ -516,7 +518,7 @@ class ReviewStore:
                     return Recorded(made, "created", audit_id)
                 # Another writer created it between our read and insert (PostgreSQL): use theirs.
                 current = conn.execute(sa.select(decisions).where(key).with_for_update()).one()
-            old = _decision(current)
+            old = decision_from_row(current)
             if old.decision == decision and old.note == note:
                 return Recorded(old, "unchanged", None)
             if expected_version is not None and expected_version != old.version:
@@ -546,8 +548,10 @@ class ReviewStore:
                     f"{reviewer}'s decision on {item_name} changed during the update; "
                     "nothing was written. Try again."
                 )
-            changed = _decision(conn.execute(sa.select(decisions).where(decisions.c.id == old.id)).one())
-            audit_id = _append_audit(
+            changed = decision_from_row(
+                conn.execute(sa.select(decisions).where(decisions.c.id == old.id)).one()
+            )
+            audit_id = append_audit(
                 conn,
                 decision_id=old.id,
                 batch=batch,
@@ -577,7 +581,7 @@ class ReviewStore:
                     & (decisions.c.reviewer == reviewer)
                 )
             ).first()
-        return _decision(row) if row else None
+        return decision_from_row(row) if row else None
 
     def decisions(self, batch: str | None = None, reviewer: str | None = None) -> list[Decision]:
         """Current decisions, optionally of one batch and/or reviewer, oldest first."""
@@ -587,7 +591,7 @@ class ReviewStore:
         if reviewer is not None:
             query = query.where(decisions.c.reviewer == reviewer)
         with self._transaction(write=False) as conn:
-            return [_decision(r) for r in conn.execute(query)]
+            return [decision_from_row(r) for r in conn.execute(query)]
 
     # ---- sign-in events (auth.SignInThrottle) ----------------------------------------------------------
     def append_event(
@@ -609,7 +613,7 @@ class ReviewStore:
         if kind not in EVENT_KINDS:
             raise ValueError(f"Expected an event kind among {', '.join(EVENT_KINDS)}; got {kind!r}.")
         row = {
-            "at": _utc(at) if at is not None else _now(),
+            "at": as_utc(at) if at is not None else utc_now(),
             "kind": kind,
             "account": str(account or "")[:200],
             "client": str(client or "")[:200],
@@ -618,8 +622,8 @@ class ReviewStore:
             "detail": str(detail or "")[:2000],
         }
         with self._transaction(write=True, doing="record the sign-in event") as conn:
-            new_id = _append_chained(conn, events, row)
-            return _event(conn.execute(sa.select(events).where(events.c.id == new_id)).one())
+            new_id = append_chained(conn, events, row)
+            return event_from_row(conn.execute(sa.select(events).where(events.c.id == new_id)).one())
 
     def events(
         self,
@@ -640,7 +644,7 @@ class ReviewStore:
         if since is not None:
             query = query.where(events.c.at >= since)
         with self._transaction(write=False) as conn:
-            return [_event(r) for r in conn.execute(query)]
+            return [event_from_row(r) for r in conn.execute(query)]
 
     # ---- tamper evidence ---------------------------------------------------------------------------
     def verify(self) -> AuditCheck:
@@ -660,7 +664,7 @@ class ReviewStore:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             try:
                 with conn.begin():
-                    return _verify(conn)
+                    return verify_chain(conn)
             except exc.DBAPIError as err:
                 raise self._explain(err, "verify the audit log") from None
 
@@ -672,7 +676,7 @@ class ReviewStore:
         if decision_id is not None:
             query = query.where(audit.c.decision_id == decision_id)
         with self._transaction(write=False) as conn:
-            return [_audit_entry(r) for r in conn.execute(query)]
+            return [audit_entry_from_row(r) for r in conn.execute(query)]
 
 
 def _writable(path: str, folder: str) -> bool:

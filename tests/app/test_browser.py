@@ -91,7 +91,8 @@ PAGES = [
 ]
 BLOCKING = ("serious", "critical")
 _CONTENT_HEIGHT = """() => Math.max(document.body.scrollHeight, ...Array.from(
-    document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"], [data-testid="stMainBlockContainer"]'),
+    document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"], '
+                              '[data-testid="stMainBlockContainer"]'),
     e => e.scrollHeight))"""
 
 

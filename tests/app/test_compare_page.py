@@ -8,13 +8,13 @@ import pytest
 import skimage
 import torch
 import torchvision.transforms as T
+from _checkpoints import CLASSES, accepted_and_candidate
 from conftest import shown
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
-from _checkpoints import CLASSES, accepted_and_candidate
 
 SAMPLES = {
     "Cat (chelsea.png)": "chelsea.png",

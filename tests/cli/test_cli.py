@@ -166,7 +166,7 @@ def test_every_command_that_computes_maps_takes_every_method_parameter():
     """Flags derived from each method's defaults: every parameter the sidebar offers exists on every
     command that computes maps (explain, report, validate, stability, sanity, compare)."""
     from saliency_core.cli import build_parser
-    from saliency_core.cli._common import FIXED_BY_NAME  # chosen by the method's name, not a flag
+    from saliency_core.cli.common import FIXED_BY_NAME  # chosen by the method's name, not a flag
 
     wanted = {
         "--" + name.replace("_", "-")

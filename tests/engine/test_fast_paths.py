@@ -133,7 +133,7 @@ def _resnet18_with_statistics() -> torch.nn.Module:
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
-    return sc.engine.classifier._freeze(net)
+    return sc.engine.classifier.freeze(net)
 
 
 def test_fold_batchnorm_resnet18_same_function_and_original_untouched():
@@ -209,7 +209,7 @@ def test_shared_convolution_is_not_folded():
     net = _SharedConv()
     net.bn.running_mean.fill_(0.3)
     net.bn.running_var.fill_(4.0)
-    net = sc.engine.classifier._freeze(net)
+    net = sc.engine.classifier.freeze(net)
     assert _fast.fold_batchnorm(net) is None
     x = torch.rand(1, 3, 8, 8)
     with _fast.switched(fold=False):
@@ -218,7 +218,7 @@ def test_shared_convolution_is_not_folded():
 
 
 def test_untraceable_network_keeps_the_plain_path():
-    net = sc.engine.classifier._freeze(_DataDependent())
+    net = sc.engine.classifier.freeze(_DataDependent())
     assert _fast.fold_batchnorm(net) is None
     with _fast.averaging():
         assert _fast.gradient_network(net) is net

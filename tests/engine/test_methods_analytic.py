@@ -419,7 +419,8 @@ def gradcam_net():
 @pytest.mark.parametrize("layer", ["features", None])
 def test_gradcam_by_hand(layer):
     x = torch.zeros(1, 3, 4, 4, dtype=D)
-    # 2x2 blocks -> A: channel 0 = [[1, 0], [2, 1]], channel 1 = [[0, 3], [1, 0]], channel 2 = [[4, 0], [0, 0]]
+    # 2x2 blocks -> A: channel 0 = [[1, 0], [2, 1]], channel 1 = [[0, 3], [1, 0]],
+    #                 channel 2 = [[4, 0], [0, 0]]
     for c, block in enumerate(([[1, 0], [2, 1]], [[0, 3], [1, 0]], [[4, 0], [0, 0]])):
         x[0, c] = torch.tensor(block, dtype=D).repeat_interleave(2, 0).repeat_interleave(2, 1)
     # class 0: cam = relu((2 A0 - A1 + 0.5 A2) / 4) = relu([[4, -3], [3, 2]] / 4) = [[1, 0], [0.75, 0.5]]

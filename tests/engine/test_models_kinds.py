@@ -560,8 +560,8 @@ CARD_ERRORS = [
     (
         "grey_three_means",
         "channels: 1\nmean: [0.485, 0.456, 0.406]\n",
-        "'mean' has three values (R, G, B), but the model takes one channel ('channels: 1', greyscale): give one "
-        "value, e.g. mean: [0.449]",
+        "'mean' has three values (R, G, B), but the model takes one channel ('channels: 1', greyscale): "
+        "give one value, e.g. mean: [0.449]",
     ),
     ("grey_three_stds", "channels: 1\nmean: 0.5\nstd: [0.2, 0.2, 0.2]\n", "'std' has three values (R, G, B)"),
     ("colour_one_mean", "mean: [0.5]\n", "'mean' has one value, but the model takes three colour channels"),
@@ -597,8 +597,8 @@ CARD_ERRORS = [
         "reshape_not_square",
         "gradcam_layer: norm\ngradcam_reshape: tokens\n",
         "'gradcam_layer' 'norm' with 'gradcam_reshape' tokens: Grad-CAM reshape 'tokens': the layer gives 50 "
-        "tokens (shape (1, 50, 8)), which do not form a square grid (side x side). Reshape 'class_token' would "
-        "give a square grid.",
+        "tokens (shape (1, 50, 8)), which do not form a square grid (side x side). Reshape 'class_token' "
+        "would give a square grid.",
     ),
     (
         "reshape_wrong_rank",

@@ -12,6 +12,7 @@ import pytest
 import skimage
 import torch
 import torchvision.transforms as T
+from _checkpoints import CLASSES, accepted_and_candidate
 from PIL import Image
 
 import saliency_core as sc
@@ -23,7 +24,6 @@ from saliency_core.evaluation.similarity import spearman, top_k_overlap
 
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 PHOTOS = ["chelsea.png", "coffee.png", "camera.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png"]
-from _checkpoints import CLASSES, accepted_and_candidate
 
 CARD = "name: {name}\nfile: {file}\narchitecture: resnet18\nlabels: [{labels}]\ninput_size: 64\nresize: 72\n"
 METHODS = ["gradient", "smoothgrad", "gradcam"]

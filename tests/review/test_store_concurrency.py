@@ -116,20 +116,21 @@ def test_processes_recording_the_same_items_at_once_lose_nothing(url, capsys):
         print(
             f"\n[{url.split(':')[0]}] processes {PROCESSES}, record() calls {len(calls)}, decisions "
             f"{len(decisions)} ({actions['created']} created, {actions['changed']} changed), audit rows "
-            f"{len(log)}, lost: {len(lost)}, duplicated: {len(reported) - len(set(reported))}, {seconds:.1f} s"
+            f"{len(log)}, lost: {len(lost)}, duplicated: {len(reported) - len(set(reported))}, "
+            f"{seconds:.1f} s"
         )
 
 
 def _slow_creator(url: str, ready, go) -> None:
     store = ReviewStore(url)
-    append = rs._append_audit
+    append = rs.append_audit
 
     def pause(conn, **row):  # the new decision row is inserted, its transaction still open
         ready.send("inserted")
         go.poll(60)
         return append(conn, **row)
 
-    rs._append_audit = pause
+    rs.append_audit = pause
     done = store.record("line-7", _item(0), "part-0.png", "alice", "accept", note="first window")
     ready.send(done.action)
 
@@ -177,7 +178,7 @@ def _killed_writer(url: str, ready) -> None:
         ready.send("decision row written, audit row not yet, transaction open")
         time.sleep(120)
 
-    rs._append_audit = stall  # pause inside record()'s transaction, after the UPDATE
+    rs.append_audit = stall  # pause inside record()'s transaction, after the UPDATE
     store.record("line-7", _item(0), "part-0.png", "alice", "reject", note="never committed")
 
 
@@ -222,7 +223,7 @@ def _try_open(path: str, as_nobody: bool, out) -> None:
         out.send(("recorded", ""))
     except StoreError as err:
         out.send(("StoreError", str(err)))
-    except Exception as err:  # noqa: BLE001  an unexplained error is a failure of the test
+    except Exception as err:  # an unexplained error is a failure of the test
         out.send((type(err).__name__, str(err)))
 
 

@@ -101,12 +101,13 @@ def test_rehashed_audit_row_breaks_the_chain_after_it(url):
             store._engine.connect().execute(sa.select(rs.audit).where(rs.audit.c.id == 2)).one()._mapping
         )
         row.update(new_decision="accept", at=row["at"].replace(tzinfo=UTC))
-        forged = rs._row_hash(rs.audit, row)
+        forged = rs.chain_row_hash(rs.audit, row)
         _tamper(
             store,
             f"UPDATE review_audit SET new_decision = 'accept', row_hash = '{forged}' WHERE id = 2"
             if store.backend == "postgresql"
-            else f"REPLACE INTO review_audit SELECT id, decision_id, batch, item_hash, item_name, reviewer, actor, "
+            else "REPLACE INTO review_audit SELECT id, decision_id, batch, item_hash, item_name, reviewer, "
+            "actor, "
             f"action, old_decision, 'accept', old_note, new_note, seconds, version, at, decision_hash, "
             f"prev_hash, '{forged}' FROM review_audit WHERE id = 2",
         )

@@ -166,8 +166,8 @@ def _rewrite_forward(tmp_path: Path, name: str, body: str) -> Path:
         ),
         (
             't = ops.mylib.fetch("http://example.invalid")\nreturn torch.mean(x, [2, 3])',
-            "calls ops.mylib.fetch, which is a custom operator from a compiled library, not a tensor operation "
-            "this app knows",
+            "calls ops.mylib.fetch, which is a custom operator from a compiled library, not a tensor "
+            "operation this app knows",
         ),
         ('print("hi")\nreturn torch.mean(x, [2, 3])', "calls print, which writes to the server's output"),
         (
@@ -248,10 +248,10 @@ def test_uploaded_torchscript_is_refused_without_the_opt_in_and_screened_with_it
 
     at, errors = _upload(at, ("welds.pt", data, "application/octet-stream"))
     assert errors == [
-        "Upload: welds.pt: this is TorchScript (torch.jit.save), a format that holds code, and uploads may only "
-        "hold weights: a state dict (.pth, torch.save(model.state_dict())) or a .safetensors file, with a card "
-        "naming its torchvision architecture. Nothing in it was run. (The operator can allow code formats with "
-        "SALIENCY_ALLOW_CODE_MODELS=1.)"
+        "Upload: welds.pt: this is TorchScript (torch.jit.save), a format that holds code, and uploads may "
+        "only hold weights: a state dict (.pth, torch.save(model.state_dict())) or a .safetensors file, "
+        "with a card naming its torchvision architecture. Nothing in it was run. (The operator can allow "
+        "code formats with SALIENCY_ALLOW_CODE_MODELS=1.)"
     ]
     assert not marker.exists()
 

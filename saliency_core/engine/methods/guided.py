@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 from .._fast import as_written
 from ._autograd import input_gradient
-from ._registry import register
+from ._registry import Cost, register
 from .gradcam import gradcam
 
 _RELUS = {F.relu, F.relu_, F.relu6, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
@@ -131,6 +131,7 @@ def guided_backprop(network: nn.Module, x: torch.Tensor, target: torch.Tensor) -
     caution=_CAUTION,
     needs=("gradient", "relu", "conv"),
     defaults={"layer": None, "reshape": None},
+    passes=lambda params, size: Cost(backward=2),  # a Grad-CAM and a guided backprop gradient
     reference="Selvaraju et al. 2017, Grad-CAM",
 )
 def guided_gradcam(

@@ -11,7 +11,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from ..convergence import Readout
 from ._autograd import as_targets, count, default_chunk_size, input_gradient, target_scores
-from ._registry import register
+from ._registry import SEED, Cost, Setting, register, whole
 
 BASELINES = ("black", "blurred", "uniform")
 RULES = ("gausslegendre", "riemann_trapezoid")
@@ -151,6 +151,12 @@ def completeness(
     }
 
 
+def integrated_cost(params: dict, size: tuple[int, int]) -> Cost:
+    """One gradient per path step, and two forward passes for the completeness check (the
+    scores of the image and of the baseline)."""
+    return Cost(forward=2, backward=whole(params["steps"]), batched=True)
+
+
 register(
     "integrated_gradients",
     "Integrated Gradients",
@@ -160,6 +166,17 @@ register(
     reduction="sum",
     signed=True,
     check=completeness,
+    passes=integrated_cost,
+    settings={
+        "seed": SEED,
+        "steps": Setting("Integrated Gradients steps", low=8, high=300, step=1),
+        "baseline": Setting(
+            "Integrated Gradients baseline",
+            "The reference image the path starts from.",
+            widget="select",
+            choices=BASELINES,
+        ),
+    },
     smoothable=False,
     reference="Sundararajan, Taly, Yan 2017, Axiomatic Attribution for Deep Networks",
 )(integrated_gradients)

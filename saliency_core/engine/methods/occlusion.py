@@ -15,11 +15,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .. import _fast
-from .._fast import check_target
+from .._fast import OPTIONS, check_target
 from .._incremental import PatchedForward
 from ._autograd import as_targets, count, target_scores
-from ._registry import register
+from ._registry import Cost, Setting, register, whole
 from .integrated import make_baseline
 
 FILLS = ("grey", "black", "mean", "blurred")
@@ -54,6 +53,16 @@ def _default_chunk(x: torch.Tensor) -> int:
     return 128 if x.device.type == "cuda" else 32
 
 
+def occlusion_cost(params: dict, size: tuple[int, int]) -> Cost:
+    """One forward pass for the image's score and one per hidden square (169 + 1 at 224 px with
+    the defaults); no gradients."""
+    height, width = size
+    window = min(whole(params["window"]), height, width)
+    stride = min(whole(params["stride"]), window)
+    squares = len(window_starts(height, window, stride)) * len(window_starts(width, window, stride))
+    return Cost(forward=1 + squares)
+
+
 @register(
     "occlusion",
     "Occlusion",
@@ -62,6 +71,22 @@ def _default_chunk(x: torch.Tensor) -> int:
     reduction="sum",
     signed=True,
     needs=(),
+    passes=occlusion_cost,
+    settings={
+        "window": Setting(
+            "Occlusion square (pixels)",
+            "Side of the grey square hidden at a time.",
+            widget="select_slider",
+            choices=(8, 16, 24, 32, 48, 64),
+        ),
+        "stride": Setting(
+            "Occlusion step (pixels)",
+            "How far the square moves between tries; must not exceed its side. "
+            "Half the side: every pixel is hidden by up to 4 squares.",
+            widget="select_slider",
+            choices=(4, 8, 16, 24, 32),
+        ),
+    },
     meaning="hiding this part lowers {score} most",
     reference="Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks",
 )
@@ -106,7 +131,7 @@ def occlusion(
             covered[..., r : r + window, c : c + window] += 1
         for b in range(batch):
             image, fill_b, t = x[b : b + 1], reference[b : b + 1], int(target[b])
-            run = PatchedForward(network, image) if _fast.OPTIONS["incremental"] else None
+            run = PatchedForward(network, image) if OPTIONS["incremental"] else None
             if run is not None and not run.usable:
                 run = None
             for start in range(0, len(boxes), per_chunk):

@@ -22,7 +22,7 @@ from torch import nn
 
 from .._fast import averaging, check_target, gradient_network
 from ._autograd import as_targets, count
-from ._registry import register
+from ._registry import SEED, Cost, Setting, register, whole
 from .occlusion import fill_image
 from .smoothgrad import sample_seed
 
@@ -32,7 +32,8 @@ MAX_MASKS = 100_000
 def rise_masks(
     height: int, width: int, cell: int, keep: float, seed: int, start: int, n: int
 ) -> torch.Tensor:
-    """Masks ``start`` .. ``start + n - 1`` of a run, float32 (n, 1, height, width) on the CPU, values in [0, 1]."""
+    """Masks ``start`` .. ``start + n - 1`` of a run, float32 (n, 1, height, width) on the CPU,
+    values in [0, 1]."""
     rows, cols = math.ceil(height / cell), math.ceil(width / cell)
     grids, shifts = [], []
     for i in range(start, start + n):
@@ -65,6 +66,11 @@ def _fraction(name: str, value) -> float:
     return v
 
 
+def rise_cost(params: dict, size: tuple[int, int]) -> Cost:
+    """One forward pass per mask, no gradients."""
+    return Cost(forward=whole(params["masks"]))
+
+
 @register(
     "rise",
     "RISE",
@@ -73,6 +79,18 @@ def _fraction(name: str, value) -> float:
     reduction="sum",
     signed=False,
     needs=(),
+    passes=rise_cost,
+    settings={
+        "masks": Setting(
+            "RISE masks",
+            "Random masks averaged. The paper used 4000-8000; 1000 take up to about "
+            "40 s per image on a 2-core CPU. More masks: a steadier map.",
+            low=100,
+            high=8000,
+            step=100,
+        ),
+        "seed": SEED,
+    },
     averaging=True,
     meaning="the model gives {score} the highest probability when these pixels are visible "
     "(average over random masks, coarse: 32-pixel cells)",

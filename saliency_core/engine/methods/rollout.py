@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._autograd import as_targets, target_scores
-from ._registry import register
+from ._registry import Cost, register
 
 CAUTION = (
     "The same map for every class: attention rollout shows which patches the class token "
@@ -58,6 +58,7 @@ def attention_weights(module: nn.MultiheadAttention, query: torch.Tensor, key: t
     "the same for every class.",
     reduction="sum",
     needs=("attention",),
+    passes=lambda params, size: Cost(forward=1),  # attention read in one pass, no gradient
     caution=CAUTION,
     meaning="the class token gathers most information from these patches through attention "
     "(the same map for every class)",

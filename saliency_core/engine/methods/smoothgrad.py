@@ -36,7 +36,7 @@ from torch.quasirandom import SobolEngine
 from .._fast import averaging
 from ..convergence import QUARTERS, Readout, all_settled, quarter_of
 from ._autograd import as_targets, count, default_chunk_size
-from ._registry import METHODS, register
+from ._registry import METHODS, SEED, Cost, Setting, register, whole
 
 VARIANTS = ("mean", "squared", "vargrad")
 SAMPLING = ("independent", "antithetic", "quasi")
@@ -295,6 +295,15 @@ def _combine(total: torch.Tensor, square: torch.Tensor, n: int, variant: str) ->
     return (square / n - (total / n).square()).clamp(min=0)  # E[g^2] - E[g]^2
 
 
+def smoothgrad_cost(params: dict, size: tuple[int, int]) -> Cost:
+    """One map of ``base`` per sample (a gradient each for the plain gradient). With
+    ``until_settled`` the run stops between ``samples`` and ``max_samples``: counted at ``samples``,
+    the least it takes."""
+    base = METHODS.get(params["base"])
+    per_sample = base.cost({}, size) if base is not None and base.smoothable else Cost(backward=1)
+    return per_sample * whole(params["samples"])
+
+
 _PARAMS = {
     "samples": 50,
     "noise": 0.15,
@@ -304,6 +313,34 @@ _PARAMS = {
     "until_settled": False,
     "max_samples": 1000,
 }
+_SETTINGS = {
+    "samples": Setting(
+        "SmoothGrad samples",
+        "Noisy copies averaged per map. The paper sees little change past 50.",
+        low=1,
+        high=200,
+        step=1,
+        place="top",
+    ),
+    "noise": Setting(
+        "SmoothGrad noise (fraction of the pixel range)",
+        "Standard deviation of the added noise; the paper recommends 0.10-0.20.",
+        low=0.0,
+        high=0.5,
+        step=0.01,
+        place="top",
+    ),
+    "seed": SEED,
+    "max_samples": Setting(
+        "Most samples",
+        "Each sample is one pass through the network; 1,000 take about 20 s on a CPU.",
+        widget="number",
+        low=1,
+        high=2000,
+        step=50,
+        place="page",
+    ),
+}
 register(
     "smoothgrad",
     "SmoothGrad",
@@ -311,6 +348,8 @@ register(
     defaults=dict(_PARAMS, variant="mean"),
     averaging=True,
     smoothable=False,
+    passes=smoothgrad_cost,
+    settings=_SETTINGS,
     reference="Smilkov et al. 2017, SmoothGrad: removing noise by adding noise",
 )(smoothgrad)
 # partial: a direct call of METHODS[name].attribute computes that variant, not the mean
@@ -321,6 +360,8 @@ register(
     defaults=dict(_PARAMS, variant="squared"),
     averaging=True,
     smoothable=False,
+    passes=smoothgrad_cost,
+    settings=_SETTINGS,
     reference="Hooker et al. 2019, A Benchmark for Interpretability Methods",
 )(partial(smoothgrad, variant="squared"))
 register(
@@ -330,6 +371,8 @@ register(
     defaults=dict(_PARAMS, variant="vargrad"),
     averaging=True,
     smoothable=False,
+    passes=smoothgrad_cost,
+    settings=_SETTINGS,
     meaning="the gradient of {score} varies most under small noise here",
     reference="Adebayo et al. 2018, Local explanation methods ... via noise",
 )(partial(smoothgrad, variant="vargrad"))

@@ -16,13 +16,13 @@ from .records import (
     MAX_SIDE,
     Annotation,
     Skipped,
-    _box,
-    _check_pixels,
-    _id,
-    _num,
-    _number,
-    _text,
-    _whole,
+    check_pixels,
+    checked_box,
+    checked_number,
+    checked_whole,
+    coco_id,
+    decoded_text,
+    number_text,
 )
 
 
@@ -107,7 +107,7 @@ def _rle_string_counts(text: str, limit: int | None = None) -> list[int]:
 def _polygons_mask(polygons, height: int, width: int) -> np.ndarray:
     """Polygons ``[[x0, y0, x1, y1, ...], ...]`` filled on a (height, width) mask; every number is
     checked (finite, at most 10 image sizes outside the image) before anything is drawn."""
-    _check_pixels(width, height, "the image of the polygon")
+    check_pixels(width, height, "the image of the polygon")
     if not all(isinstance(poly, (list, tuple)) for poly in polygons):
         raise ValueError("'segmentation' must be a list of polygons, each a list of numbers")
     total = sum(len(poly) for poly in polygons)
@@ -116,7 +116,7 @@ def _polygons_mask(polygons, height: int, width: int) -> np.ndarray:
     reach = 10 * max(width, height)
     shapes = []
     for poly in polygons:
-        points = [_number(v, "a polygon coordinate") for v in poly]
+        points = [checked_number(v, "a polygon coordinate") for v in poly]
         if len(points) < 6 or len(points) % 2:
             raise ValueError(f"a polygon needs at least 3 (x, y) points; it has {len(points)} numbers")
         if any(abs(v) > reach for v in points):
@@ -144,7 +144,7 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
         >>> anns[0].kind
         'mask'
     """
-    text = _text(data, source)
+    text = decoded_text(data, source)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as err:
@@ -168,7 +168,7 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
     for n, c in enumerate(listed if isinstance(listed, list) else []):
         if not isinstance(c, dict):
             continue
-        key, name = _id(c.get("id")), c.get("name", "")
+        key, name = coco_id(c.get("id")), c.get("name", "")
         if key is None or not isinstance(name, str):
             skipped.append(
                 Skipped(
@@ -183,7 +183,7 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
     images: dict = {}
     for n, entry in enumerate(doc["images"]):
         where = f"{source} images[{n}]"
-        key = _id(entry.get("id")) if isinstance(entry, dict) else None
+        key = coco_id(entry.get("id")) if isinstance(entry, dict) else None
         if key is None or not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
             skipped.append(
                 Skipped(where, "the entry has no 'id' (a whole number or a text) or no 'file_name' (a text).")
@@ -204,7 +204,7 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
         if not isinstance(obj, dict):
             skipped.append(Skipped(where, "the entry is not an object."))
             continue
-        image_id = _id(obj.get("image_id"))
+        image_id = coco_id(obj.get("image_id"))
         if image_id is None:
             skipped.append(
                 Skipped(
@@ -223,7 +223,7 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
         if refused:
             skipped.append(Skipped(f"{where} ({name})", refused))
             continue
-        category = _id(obj.get("category_id"))
+        category = coco_id(obj.get("category_id"))
         label = categories.get(category, "") if category is not None else ""
         where += f" ({name}{', ' + label if label else ''})"
         try:
@@ -244,11 +244,11 @@ def _coco_size(entry: dict) -> tuple[int, int] | None:
     """(width, height) of a COCO image entry; None when not given (or 0, as some tools write)."""
     if entry.get("width") in (None, 0, "") and entry.get("height") in (None, 0, ""):
         return None
-    w = _whole(entry.get("width"), "width", 0, MAX_SIDE)
-    h = _whole(entry.get("height"), "height", 0, MAX_SIDE)
+    w = checked_whole(entry.get("width"), "width", 0, MAX_SIDE)
+    h = checked_whole(entry.get("height"), "height", 0, MAX_SIDE)
     if w == 0 or h == 0:
         return None
-    _check_pixels(w, h, "the image")
+    check_pixels(w, h, "the image")
     return w, h
 
 
@@ -270,9 +270,9 @@ def _coco_object(
             dims = seg["size"]
             if not isinstance(dims, (list, tuple)) or len(dims) != 2:
                 raise ValueError("the RLE 'size' must be [height, width]")
-            h = _whole(dims[0], "the RLE height", 1, MAX_SIDE)
-            w = _whole(dims[1], "the RLE width", 1, MAX_SIDE)
-            _check_pixels(w, h, "the RLE")
+            h = checked_whole(dims[0], "the RLE height", 1, MAX_SIDE)
+            w = checked_whole(dims[1], "the RLE width", 1, MAX_SIDE)
+            check_pixels(w, h, "the RLE")
             if size is not None and (w, h) != size:
                 raise ValueError(f"the RLE is {w}x{h} but the image entry says {size[0]}x{size[1]}")
             if w * h > budget:
@@ -290,8 +290,8 @@ def _coco_object(
     bbox = obj.get("bbox")
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         raise ValueError("neither a 'segmentation' nor a 'bbox' [x, y, width, height]")
-    x, y = _number(bbox[0], "bbox x"), _number(bbox[1], "bbox y")
-    w, h = _number(bbox[2], "bbox width"), _number(bbox[3], "bbox height")
+    x, y = checked_number(bbox[0], "bbox x"), checked_number(bbox[1], "bbox y")
+    w, h = checked_number(bbox[2], "bbox width"), checked_number(bbox[3], "bbox height")
     if w < 0 or h < 0:
-        raise ValueError(f"the bbox has a negative width or height ({_num(w)} x {_num(h)})")
-    return Annotation(image=name, boxes=[_box(x, y, x + w, y + h, label)], size=size, sources=[where])
+        raise ValueError(f"the bbox has a negative width or height ({number_text(w)} x {number_text(h)})")
+    return Annotation(image=name, boxes=[checked_box(x, y, x + w, y + h, label)], size=size, sources=[where])

@@ -11,15 +11,14 @@ import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from zlib import error as zlib_error
 
 from PIL import Image
 
 from ...engine.images import MAX_BYTES, load_image
 from ...engine.safe_text import clip
+from ...engine.untrusted import inside, read_member
 from .readers import is_mask_path, read_annotation_file, read_mask
 from .records import (
-    _ZIP_CHUNK,
     ANNOTATION_SUFFIXES,
     IMAGE_SUFFIXES,
     MAX_ANNOTATION_BYTES,
@@ -202,7 +201,7 @@ def dataset_from_folder(images: str | os.PathLike, annotations: str | os.PathLik
         pictures, mask_files = [], []
         for p in _files_under(images, IMAGE_SUFFIXES):
             rel = p.relative_to(images).as_posix()
-            if annotations is not None and _inside(p, annotations):
+            if annotations is not None and annotations.is_dir() and inside(annotations, p):
                 continue
             (mask_files if is_mask_path(rel) else pictures).append((rel, p))
         for rel, p in mask_files:
@@ -240,14 +239,6 @@ def dataset_from_folder(images: str | os.PathLike, annotations: str | os.PathLik
         else f"images and annotations from {images}"
     )
     return match(pictures, found, skipped, where)
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return folder.is_dir()
-    except ValueError:
-        return False
 
 
 def _strip_name(err: Exception, name: str) -> str:
@@ -297,7 +288,7 @@ def _zip_contents(
     """(images as (name, reader), annotations read, problems) of a ZIP, opened once.
 
     The file count and the size of the file list are checked before the list is parsed; every
-    member is inflated in chunks with its real bytes counted (see ``_read_member``)."""
+    member is inflated in chunks with its real bytes counted (see ``read_member``)."""
     label = str(source) if isinstance(source, (str, os.PathLike)) else name
     data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else bytes(source)
     directory = _zip_directory(data)
@@ -329,7 +320,7 @@ def _zip_contents(
     def reader(member: zipfile.ZipInfo, limit: int) -> Callable[[], bytes]:
         def read() -> bytes:
             with lock:
-                return _read_member(archive, member, limit)
+                return read_member(archive, member, limit)
 
         return read
 
@@ -351,7 +342,7 @@ def _zip_contents(
                 )
                 continue
             try:
-                content = _read_member(
+                content = read_member(
                     archive,
                     m,
                     min(MAX_ANNOTATION_BYTES if suffix in ANNOTATION_SUFFIXES else MAX_BYTES, left),
@@ -372,47 +363,3 @@ def _zip_contents(
                 )
             )
     return pictures, annotations, skipped
-
-
-def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) -> bytes:
-    """The bytes of one ZIP member, inflated ``_ZIP_CHUNK`` bytes at a time and refused as soon
-    as more than ``limit`` real bytes came out (whatever its header says).
-
-    Raises:
-        ValueError: too large, encrypted, damaged, or in a compression method not supported.
-    """
-    path = member.filename
-    if member.file_size > limit:
-        raise ValueError(
-            f"{path}: the file is too large ({member.file_size / 2**20:,.1f} MiB unpacked; the "
-            f"limit is {limit / 2**20:,.0f} MiB)."
-        )
-    out = bytearray()
-    try:
-        with archive.open(member) as f:
-            while True:
-                chunk = f.read(_ZIP_CHUNK)
-                if not chunk:
-                    break
-                out += chunk
-                if len(out) > limit:
-                    raise ValueError(
-                        f"{path}: the file unpacks to more than {limit / 2**20:,.0f} MiB (its header "
-                        f"says {member.file_size:,} bytes); refused after reading that much."
-                    )
-    except ValueError:
-        raise
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        OSError,
-        EOFError,
-        RuntimeError,
-        NotImplementedError,
-        zlib_error,
-    ) as err:
-        raise ValueError(
-            f"{path}: cannot read it from the archive: it is damaged, encrypted, or unpacks to more "
-            f"than its header says ({clip(err, 120)})."
-        ) from None
-    return bytes(out)

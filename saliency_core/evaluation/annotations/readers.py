@@ -24,10 +24,10 @@ from .records import (
     Annotation,
     Box,
     Skipped,
-    _box,
-    _check_pixels,
-    _text,
-    _whole,
+    check_pixels,
+    checked_box,
+    checked_whole,
+    decoded_text,
     stem_of,
 )
 
@@ -83,7 +83,7 @@ def read_csv(data: bytes | str, source: str = "boxes.csv") -> tuple[list[Annotat
         >>> anns[0].boxes[0]
         Box(x_min=10.0, y_min=20.0, x_max=110.0, y_max=90.0, label='')
     """
-    text = _text(data, source)
+    text = decoded_text(data, source)
     try:
         rows = list(csv.reader(io.StringIO(text)))
     except csv.Error as err:
@@ -110,7 +110,7 @@ def read_csv(data: bytes | str, source: str = "boxes.csv") -> tuple[list[Annotat
             if not image:
                 raise ValueError("the image name is empty")
             label = row[col["label"]] if "label" in col else ""
-            box = _box(*(row[col[c]] for c in _CSV_REQUIRED[1:]), label=label)
+            box = checked_box(*(row[col[c]] for c in _CSV_REQUIRED[1:]), label=label)
         except ValueError as err:
             skipped.append(Skipped(where, f"{err}."))
             continue
@@ -147,7 +147,7 @@ def read_voc(data: bytes | str, source: str = "annotation.xml") -> tuple[list[An
         >>> anns[0].image, anns[0].size
         ('2007_000027.jpg', (486, 500))
     """
-    text = _text(data, source)
+    text = decoded_text(data, source)
     try:
         root = ET.fromstring(text)
     except ET.ParseError as err:
@@ -166,8 +166,8 @@ def read_voc(data: bytes | str, source: str = "annotation.xml") -> tuple[list[An
     size = None
     if root.find("size") is not None:
         try:
-            w = _whole(_child_text(root, "size/width", source), "width", 0, MAX_SIDE)
-            h = _whole(_child_text(root, "size/height", source), "height", 0, MAX_SIDE)
+            w = checked_whole(_child_text(root, "size/width", source), "width", 0, MAX_SIDE)
+            h = checked_whole(_child_text(root, "size/height", source), "height", 0, MAX_SIDE)
             size = (w, h) if w > 0 and h > 0 else None
         except ValueError as err:
             raise ValueError(f"{source}: <size> is unreadable ({err}).") from None
@@ -182,7 +182,7 @@ def read_voc(data: bytes | str, source: str = "annotation.xml") -> tuple[list[An
             skipped.append(Skipped(where, "the object has no <bndbox>."))
             continue
         try:
-            b = _box(*(box.findtext(k) for k in ("xmin", "ymin", "xmax", "ymax")), label=label)
+            b = checked_box(*(box.findtext(k) for k in ("xmin", "ymin", "xmax", "ymax")), label=label)
             # 1-based inclusive indices -> edges
             ann.boxes.append(Box(b.x_min - 1, b.y_min - 1, b.x_max, b.y_max, b.label))
             ann.sources.append(where)
@@ -213,7 +213,7 @@ def read_mask(data: bytes, source: str, image: str | None = None) -> Annotation:
     """
     try:
         picture = Image.open(io.BytesIO(data))
-        _check_pixels(picture.width, picture.height, f"{source}: the mask")  # before decoding a pixel
+        check_pixels(picture.width, picture.height, f"{source}: the mask")  # before decoding a pixel
         picture.load()
     except ValueError as err:
         if str(err).startswith(source):
@@ -285,7 +285,7 @@ def read_annotation_file(name: str, data: bytes) -> tuple[list[Annotation], list
     except ValueError as err:
         text = str(err)
         return [], [Skipped(name, text[len(name) + 2 :] if text.startswith(name + ": ") else text)]
-    except Exception as err:  # noqa: BLE001  a reader's oversight must not stop the other files
+    except Exception as err:  # a reader's oversight must not stop the other files
         return [], [Skipped(name, f"the file could not be read ({type(err).__name__}: {clip(err, 200)}).")]
     return [], [
         Skipped(

@@ -42,7 +42,6 @@ MAX_MASK_PIXELS = MAX_PIXELS  # one mask, polygon or RLE (width x height)
 MAX_SIDE = 100_000  # pixels on a side an annotation may declare
 MAX_FILE_MASK_PIXELS = 2_000_000_000  # pixels of all masks rasterised from one COCO file
 MAX_POLYGON_NUMBERS = 1_000_000  # coordinates in one COCO object's polygons
-_ZIP_CHUNK = 1 << 16
 VOC_VOID = 255  # Pascal VOC label masks mark object borders with 255
 
 
@@ -72,10 +71,13 @@ class Box:
 
     def describe(self) -> str:
         name = f"'{self.label}' " if self.label else ""
-        return f"{name}box x {_num(self.x_min)}-{_num(self.x_max)}, y {_num(self.y_min)}-{_num(self.y_max)}"
+        return (
+            f"{name}box x {number_text(self.x_min)}-{number_text(self.x_max)}, "
+            f"y {number_text(self.y_min)}-{number_text(self.y_max)}"
+        )
 
 
-def _num(v: float) -> str:
+def number_text(v: float) -> str:
     return f"{v:g}"
 
 
@@ -305,7 +307,7 @@ def stem_of(name: str) -> str:
     return PurePosixPath(str(name).replace("\\", "/")).stem
 
 
-def _text(data: bytes | str, source: str) -> str:
+def decoded_text(data: bytes | str, source: str) -> str:
     if isinstance(data, str):
         return data
     if len(data) > MAX_ANNOTATION_BYTES:
@@ -319,7 +321,7 @@ def _text(data: bytes | str, source: str) -> str:
         raise ValueError(f"{source}: not a text file (it is not UTF-8).") from None
 
 
-def _number(value, what: str) -> float:
+def checked_number(value, what: str) -> float:
     if isinstance(value, (bool, list, dict)) or value is None:
         shown = json.dumps(value) if isinstance(value, (list, dict)) else value
         raise ValueError(f"{what} is {clip(shown, 60)}, expected a number")
@@ -332,16 +334,16 @@ def _number(value, what: str) -> float:
     return v
 
 
-def _whole(value, what: str, low: int, high: int) -> int:
+def checked_whole(value, what: str, low: int, high: int) -> int:
     """A whole number in [low, high] from a JSON / XML value (ints, integral floats, digits);
     ValueError naming ``what`` otherwise."""
-    v = _number(value, what)
+    v = checked_number(value, what)
     if v != int(v) or not low <= v <= high:
         raise ValueError(f"{what} is {clip(value, 60)}, expected a whole number from {low:,} to {high:,}")
     return int(v)
 
 
-def _id(value):
+def coco_id(value):
     """A COCO id as a dict key (a whole number or a text), or None when it is neither."""
     if isinstance(value, bool):
         return None
@@ -352,7 +354,7 @@ def _id(value):
     return None
 
 
-def _check_pixels(width: int, height: int, what: str) -> None:
+def check_pixels(width: int, height: int, what: str) -> None:
     if width * height > MAX_MASK_PIXELS:
         raise ValueError(
             f"{what} is {width:,}x{height:,} pixels ({width * height:,}); the limit is "
@@ -360,14 +362,17 @@ def _check_pixels(width: int, height: int, what: str) -> None:
         )
 
 
-def _box(x_min, y_min, x_max, y_max, label: str = "") -> Box:
+def checked_box(x_min, y_min, x_max, y_max, label: str = "") -> Box:
     """A checked box: numbers, x_max > x_min and y_max > y_min."""
-    x0, y0 = _number(x_min, "x_min"), _number(y_min, "y_min")
-    x1, y1 = _number(x_max, "x_max"), _number(y_max, "y_max")
+    x0, y0 = checked_number(x_min, "x_min"), checked_number(y_min, "y_min")
+    x1, y1 = checked_number(x_max, "x_max"), checked_number(y_max, "y_max")
     if x1 < x0:
-        raise ValueError(f"x_max ({_num(x1)}) is smaller than x_min ({_num(x0)})")
+        raise ValueError(f"x_max ({number_text(x1)}) is smaller than x_min ({number_text(x0)})")
     if y1 < y0:
-        raise ValueError(f"y_max ({_num(y1)}) is smaller than y_min ({_num(y0)})")
+        raise ValueError(f"y_max ({number_text(y1)}) is smaller than y_min ({number_text(y0)})")
     if x1 == x0 or y1 == y0:
-        raise ValueError(f"the box has no area (x {_num(x0)}-{_num(x1)}, y {_num(y0)}-{_num(y1)})")
+        raise ValueError(
+            f"the box has no area (x {number_text(x0)}-{number_text(x1)}, y "
+            f"{number_text(y0)}-{number_text(y1)})"
+        )
     return Box(x0, y0, x1, y1, str(label or "").strip())

@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import os
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +170,7 @@ def pasted_objects(n: int = 60, seed: int = 0) -> Dataset:
         description=(
             f"Synthetic pasted-object benchmark: {n} images (seed {seed}); scikit-image object photos "
             f"({', '.join(o[2] for o in OBJECTS)}) pasted at random places on real textures "
-            f"({', '.join(t.rsplit('.', 1)[0] for t in TEXTURES)}); the box is the pasted rectangle, exact by "
-            "construction."
+            f"({', '.join(t.rsplit('.', 1)[0] for t in TEXTURES)}); the box is the pasted rectangle, exact "
+            "by construction."
         ),
     )

@@ -16,14 +16,14 @@ from ..pipeline import crash
 PROG = "python -m saliency_core"
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), exit status 2."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _whole(low: int):
+def whole_number(low: int):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -46,11 +46,11 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
     print(" ".join(str(line).split()), file=sys.stderr, flush=True)
 
 
-def _methods(requested: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], bool]:
+def chosen_methods(requested: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], bool]:
     """Requested names in order, 'all' expanded; unknown names are a usage error."""
     names, expanded = [], False
     for item in requested:
@@ -65,19 +65,19 @@ def _methods(requested: list[str], parser: argparse.ArgumentParser) -> tuple[lis
     return list(dict.fromkeys(names)), expanded
 
 
-def _stem(path: Path, used: dict[str, int]) -> str:
+def unique_stem(path: Path, used: dict[str, int]) -> str:
     """File stem, made unique within this run (a/cat.png and b/cat.png -> cat, cat-2)."""
     stem = path.stem or "image"
     used[stem] = used.get(stem, 0) + 1
     return stem if used[stem] == 1 else f"{stem}-{used[stem]}"
 
 
-def _message(err: BaseException, name: str) -> str:
+def error_message(err: BaseException, name: str) -> str:
     text = " ".join(str(err).split())
     return text if text.startswith(name) else f"{name}: {text}"
 
 
-def _ray_options(parser: argparse.ArgumentParser, what: str) -> None:
+def add_ray_options(parser: argparse.ArgumentParser, what: str) -> None:
     """``--ray``, ``--workers`` and ``--resume`` (saliency_core/distributed.py)."""
     group = parser.add_argument_group("scaling out (optional extra: pip install -r requirements-ray.txt)")
     group.add_argument(
@@ -90,13 +90,13 @@ def _ray_options(parser: argparse.ArgumentParser, what: str) -> None:
     )
     group.add_argument(
         "--workers",
-        type=_whole(1),
+        type=whole_number(1),
         metavar="N",
         help="model-holding Ray workers (default: one per GPU of the cluster, else one per CPU)",
     )
     group.add_argument(
         "--threads",
-        type=_whole(1),
+        type=whole_number(1),
         default=1,
         metavar="T",
         help="torch threads (and CPUs reserved) per Ray worker (default 1). Results equal a local "
@@ -110,18 +110,19 @@ def _ray_options(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _check_ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+def check_ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if not args.ray and (args.workers is not None or args.resume or args.threads != 1):
         parser.error("--workers, --threads and --resume go with --ray ADDRESS")
 
 
-def _absolute(source: str) -> str:
+def absolute_source(source: str) -> str:
     """A model source the Ray workers can load: 'demo' or an absolute path."""
     return source if source == "demo" else str(Path(source).resolve())
 
 
-def _image_files(given: list[str]) -> list[Path]:
-    """The images given: files as they are, folders as the image files in them (recursively, in name order)."""
+def image_files(given: list[str]) -> list[Path]:
+    """The images given: files as they are, folders as the image files in them (recursively, in
+    name order)."""
     from ..evaluation.annotations import IMAGE_SUFFIXES
 
     paths = []
@@ -139,30 +140,30 @@ def _image_files(given: list[str]) -> list[Path]:
     return paths
 
 
-def _make_folder(out: Path) -> bool:
+def make_folder(out: Path) -> bool:
     try:
         out.mkdir(parents=True, exist_ok=True)
         return True
     except OSError as err:
-        _say(f"error: cannot create the output folder {out}: {err.strerror or err}")
+        say(f"error: cannot create the output folder {out}: {err.strerror or err}")
         return False
 
 
-def _unexpected(err: BaseException, where: str, args: argparse.Namespace) -> None:
-    _unexpected_report(where, crash(err), args)
+def say_unexpected(err: BaseException, where: str, args: argparse.Namespace) -> None:
+    say_unexpected_report(where, crash(err), args)
 
 
-def _unexpected_report(where: str, crash: dict, args: argparse.Namespace) -> None:
+def say_unexpected_report(where: str, crash: dict, args: argparse.Namespace) -> None:
     if args.traceback:
         sys.stderr.write(crash["traceback"])
         sys.stderr.flush()
-    _say(
+    say(
         f"error: {where}: unexpected {crash['type']}: {crash['message']}"
         + ("" if args.traceback else " (run with --traceback for details)")
     )
 
 
-def _ranged(low: float, high: float, whole: bool = False):
+def ranged(low: float, high: float, whole: bool = False):
     def parse(text: str):
         try:
             value = int(text) if whole else float(text)
@@ -225,7 +226,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
             )
         elif kinds == {int}:
             group.add_argument(
-                flag, dest=name, type=_whole(1 if min(values) >= 1 else 0), metavar="N", help=text
+                flag, dest=name, type=whole_number(1 if min(values) >= 1 else 0), metavar="N", help=text
             )
         elif kinds <= {int, float} and kinds:
             fraction = all(0 <= v <= 1 for v in values)
@@ -243,11 +244,11 @@ def method_params(args: argparse.Namespace) -> dict:
     }
 
 
-def _runnable(model, methods: list[str]) -> list[str]:
+def runnable_methods(model, methods: list[str]) -> list[str]:
     """``--method all``: leave out, with a line each, the methods ``model`` cannot run."""
     usable = available_methods(model)
     for name in [m for m in methods if usable.get(m)]:
-        _say(f"skipping {name}: {usable[name]}")
+        say(f"skipping {name}: {usable[name]}")
     return [m for m in methods if not usable.get(m)]
 
 
@@ -256,10 +257,10 @@ def say_failures(skipped, images) -> int:
     ``errors``: method -> message); returns how many."""
     failed = 0
     for _, message in skipped:
-        _say(f"error: {message}")
+        say(f"error: {message}")
         failed += 1
     for item in images:
         for method, message in item.errors.items():
-            _say(f"error: {item.name} [{method}]: {message}")
+            say(f"error: {item.name} [{method}]: {message}")
             failed += 1
     return failed

@@ -11,13 +11,14 @@ import json
 import math
 import os
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+from ..engine.convergence import describe as describe_convergence
 from ..engine.methods import METHODS
 
 if TYPE_CHECKING:
@@ -143,13 +144,13 @@ GENERAL_LIMITS = (
 # ---- small helpers ---------------------------------------------------------------------------
 
 
-def _method(name: str):
+def known_method(name: str):
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; available: {', '.join(METHODS)}.")
     return METHODS[name]
 
 
-def _versions() -> dict:
+def recorded_versions() -> dict:
     import PIL
 
     from ..engine.explain import versions
@@ -165,15 +166,10 @@ def _versions() -> dict:
     return out
 
 
-def _one_line(err: BaseException, name: str) -> str:
-    text = " ".join(str(err).split())
-    return text if text.startswith(name) else f"{name}: {text}"
-
-
-def _source_bytes(source, name: str) -> bytes:
+def source_bytes(source, name: str) -> bytes:
     """The image as file bytes: read a path, keep bytes, store a PIL image as PNG."""
     if isinstance(source, Image.Image):
-        return _encode(source.convert("RGB"), "PNG")
+        return encode_image(source.convert("RGB"), "PNG")
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     if isinstance(source, (str, os.PathLike)):
@@ -191,7 +187,7 @@ def _source_bytes(source, name: str) -> bytes:
     raise ValueError(f"{name}: expected a file path, bytes or a PIL image; got {type(source).__name__}.")
 
 
-def _f32(a) -> np.ndarray:
+def as_float32(a) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, dtype="<f4"))
 
 
@@ -203,10 +199,12 @@ def map_summary(saliency: np.ndarray) -> dict:
         >>> len(summary["sha256"]), summary["shape"]
         (64, [224, 224])
     """
-    s = _f32(saliency)
+    s = as_float32(saliency)
     finite = s[np.isfinite(s)]
+
     def stat(f):
         return float(f(finite)) if finite.size else float("nan")
+
     return {
         "sha256": hashlib.sha256(s.tobytes()).hexdigest(),
         "shape": list(s.shape),
@@ -218,11 +216,11 @@ def map_summary(saliency: np.ndarray) -> dict:
     }
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _encode(image, fmt: str = "PNG", quality: int = 85) -> bytes:
+def encode_image(image, fmt: str = "PNG", quality: int = 85) -> bytes:
     if not isinstance(image, Image.Image):
         image = Image.fromarray(np.asarray(image))
     buf = io.BytesIO()
@@ -233,12 +231,12 @@ def _encode(image, fmt: str = "PNG", quality: int = 85) -> bytes:
     return buf.getvalue()
 
 
-def _data_uri(image, fmt: str = "PNG") -> str:
+def data_uri(image, fmt: str = "PNG") -> str:
     mime = "image/jpeg" if fmt == "JPEG" else "image/png"
-    return f"data:{mime};base64,{_b64(_encode(image, fmt))}"
+    return f"data:{mime};base64,{b64(encode_image(image, fmt))}"
 
 
-def _thumb(image, side: int = THUMB) -> Image.Image:
+def thumb_image(image, side: int = THUMB) -> Image.Image:
     image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
     if max(image.size) <= side:
         return image
@@ -247,16 +245,16 @@ def _thumb(image, side: int = THUMB) -> Image.Image:
     return out
 
 
-def _plain(value):
+def jsonable(value):
     """JSON-ready copy: numpy scalars/arrays and tensors to Python, NaN kept as None."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, np.ndarray) or hasattr(value, "tolist"):
-        return _plain(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, (str, int, float, bool)) or value is None:
@@ -266,9 +264,9 @@ def _plain(value):
     return str(value)
 
 
-def _json(record: dict) -> str:
+def json_block(record: dict) -> str:
     """JSON safe inside <script>: '</' and '<!--' cannot end or confuse the element."""
-    text = json.dumps(_plain(record), indent=1, ensure_ascii=False, allow_nan=False)
+    text = json.dumps(jsonable(record), indent=1, ensure_ascii=False, allow_nan=False)
     return text.replace("</", "<\\/").replace("<!--", "<\\u0021--")
 
 
@@ -367,7 +365,7 @@ def readable_table(
     common = []
     if len(out) >= 2:
         for c in list(shown):
-            values = {_cell(r.get(c)) for r in out}
+            values = {cell_text(r.get(c)) for r in out}
             if len(values) == 1 and len(shown) > 1:
                 common.append((c, values.pop()))
                 shown.remove(c)
@@ -389,15 +387,17 @@ def _flatten(row: dict) -> dict:
     for k, v in row.items():
         if isinstance(v, dict):
             for k2, v2 in v.items():
-                out[f"{k}.{k2}"] = _plain(v2) if not isinstance(v2, (dict, list)) else json.dumps(_plain(v2))
+                out[f"{k}.{k2}"] = (
+                    jsonable(v2) if not isinstance(v2, (dict, list)) else json.dumps(jsonable(v2))
+                )
         elif isinstance(v, (list, tuple)):
-            out[str(k)] = json.dumps(_plain(v))
+            out[str(k)] = json.dumps(jsonable(v))
         else:
-            out[str(k)] = _plain(v)
+            out[str(k)] = jsonable(v)
     return out
 
 
-def _cell(value) -> str:
+def cell_text(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -423,11 +423,11 @@ def audit_sentence(audit: dict | None) -> str:
     return f"WARNING: the review audit log did NOT verify when this report was made: {audit.get('problem')}"
 
 
-def _percent(p: float) -> str:
+def percent(p: float) -> str:
     return f"{100 * p:.1f} %"
 
 
-def _multilabel_set(model: dict, prediction: list) -> list | None:
+def multilabel_set(model: dict, prediction: list) -> list | None:
     """For a multi-label model (``output: sigmoid``), the classes of ``prediction`` above its
     threshold (the prediction is a set); None for a single-label model."""
     if model.get("output") != "sigmoid":
@@ -436,14 +436,14 @@ def _multilabel_set(model: dict, prediction: list) -> list | None:
     return [(i, label, p) for i, label, p in prediction if p > threshold]
 
 
-def _set_words(model: dict, predicted: list, quote=lambda t: f"\u201c{t}\u201d") -> str:
+def set_words(model: dict, predicted: list, quote=lambda t: f"\u201c{t}\u201d") -> str:
     """A multi-label prediction in words: every class above the threshold, or none."""
-    threshold = _percent(float(model.get("threshold", 0.5)))
+    threshold = percent(float(model.get("threshold", 0.5)))
     if not predicted:
         return f"no class above the multi-label threshold of {threshold}"
     return (
         f"{len(predicted)} class{'es' if len(predicted) != 1 else ''} above the multi-label threshold of "
-        f"{threshold}: " + ", ".join(f"{quote(label)} ({_percent(p)})" for _, label, p in predicted)
+        f"{threshold}: " + ", ".join(f"{quote(label)} ({percent(p)})" for _, label, p in predicted)
     )
 
 
@@ -464,9 +464,6 @@ def confidence_words(p: float) -> str:
     return "very unsure"
 
 
-_confidence_words = confidence_words
-
-
 # ---- what the maps suggest, in words ----------------------------------------------------------
 
 _REGIONS = {
@@ -483,7 +480,7 @@ _REGIONS = {
 
 
 def _top_mask(s: np.ndarray, share: float = TOP_SHARE) -> np.ndarray:
-    a = np.abs(_f32(s)).ravel()
+    a = np.abs(as_float32(s)).ravel()
     k = max(1, int(round(share * a.size)))
     mask = np.zeros(a.size, dtype=bool)
     mask[np.argpartition(a, a.size - k)[a.size - k :]] = True
@@ -497,7 +494,7 @@ def describe_map(m: MapEntry) -> dict:
         ``{"region": "centre" ..., "top_share": share of the total |value| held by the strongest
         10 % of pixels, "sentence": plain words}``.
     """
-    s = np.abs(_f32(m.saliency))
+    s = np.abs(as_float32(m.saliency))
     label = METHODS[m.method].label if m.method in METHODS else m.method
     total = float(s.sum(dtype=np.float64))
     if m.near_zero or total == 0:
@@ -561,57 +558,71 @@ def _passed(row: dict) -> bool | None:
 
 def summary_paragraphs(report: Report) -> list[str]:
     """The plain-language summary: what the model decided, what the maps suggest, how far to trust them."""
-    out = []
     n, labels = len(report.images), [METHODS[m].label for m in report.methods]
-    out.append(
+    out = [
         f"This report explains the decisions of the image classifier \u201c{report.model.get('name')}\u201d "
         f"on {n} image{'s' if n != 1 else ''}, with {len(labels)} saliency method"
         f"{'s' if len(labels) != 1 else ''} ({', '.join(labels)}). A saliency map colours the pixels "
         "that most affected the model's score for its answer."
-    )
+    ]
     if report.large:
-        counts: dict[str, int] = {}
-        for item in report.images:
-            counts[item.prediction[0][1]] = counts.get(item.prediction[0][1], 0) + 1
-        top = sorted(counts.items(), key=lambda kv: -kv[1])[:5]
-        unsure = sum(1 for i in report.images if i.prediction[0][2] < 0.6)
-        out.append(
-            "Most frequent answers: "
-            + ", ".join(f"{k} ({v} images)" for k, v in top)
-            + f". The model was unsure (below 60 % confidence) on {unsure} of the {n} images; "
-            "those deserve a closer look."
-        )
+        out.append(_answers_paragraph(report))
     else:
-        for item in report.images:
-            (_, label, p), rest = item.prediction[0], item.prediction[1:]
-            predicted = _multilabel_set(report.model, item.prediction)
-            if predicted is not None:
-                text = f"{item.name}: the model finds {_set_words(report.model, predicted)}"
-            else:
-                text = (
-                    f"{item.name}: the model answers \u201c{label}\u201d with {_percent(p)} confidence "
-                    f"({_confidence_words(p)})"
-                )
-            if rest and predicted is None:
-                text += f"; next is \u201c{rest[0][1]}\u201d ({_percent(rest[0][2])})"
-            text += ". " + " ".join(describe_map(m)["sentence"] for m in item.maps.values())
-            maps = list(item.maps.values())
-            if len(maps) >= 2:
-                pairs = [(a, b, agreement(a, b)) for i, a in enumerate(maps) for b in maps[i + 1 :]][:3]
-                text += " " + " ".join(
-                    f"{METHODS[a.method].label} and {METHODS[b.method].label} share {100 * v:.0f} % of their strongest "
-                    f"pixels ({_agreement_words(v)}; chance is about 10 %)."
-                    for a, b, v in pairs
-                    if math.isfinite(v)
-                )
-            if item.errors:
-                text += f" {len(item.errors)} map(s) could not be computed (see below)."
-            out.append(text)
+        out += [_image_paragraph(report, item) for item in report.images]
     if isinstance(report.comparison, dict) and report.comparison.get("headline"):
         out.append(
             f"Compared with another version of the model (see \u201cComparison\u201d): "
             f"{report.comparison['headline']}"
         )
+    out.append("How far to trust the maps: " + " ".join(_trust_sentences(report)))
+    return out
+
+
+def _answers_paragraph(report: Report) -> str:
+    """A large report: the most frequent answers and how often the model was unsure."""
+    counts: dict[str, int] = {}
+    for item in report.images:
+        counts[item.prediction[0][1]] = counts.get(item.prediction[0][1], 0) + 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:5]
+    unsure = sum(1 for i in report.images if i.prediction[0][2] < 0.6)
+    return (
+        "Most frequent answers: "
+        + ", ".join(f"{k} ({v} images)" for k, v in top)
+        + f". The model was unsure (below 60 % confidence) on {unsure} of the {len(report.images)} images; "
+        "those deserve a closer look."
+    )
+
+
+def _image_paragraph(report: Report, item) -> str:
+    """One image: the answer, what each map suggests, how far the maps agree."""
+    (_, label, p), rest = item.prediction[0], item.prediction[1:]
+    predicted = multilabel_set(report.model, item.prediction)
+    if predicted is not None:
+        text = f"{item.name}: the model finds {set_words(report.model, predicted)}"
+    else:
+        text = (
+            f"{item.name}: the model answers \u201c{label}\u201d with {percent(p)} confidence "
+            f"({confidence_words(p)})"
+        )
+    if rest and predicted is None:
+        text += f"; next is \u201c{rest[0][1]}\u201d ({percent(rest[0][2])})"
+    text += ". " + " ".join(describe_map(m)["sentence"] for m in item.maps.values())
+    maps = list(item.maps.values())
+    if len(maps) >= 2:
+        pairs = [(a, b, agreement(a, b)) for i, a in enumerate(maps) for b in maps[i + 1 :]][:3]
+        text += " " + " ".join(
+            f"{METHODS[a.method].label} and {METHODS[b.method].label} share {100 * v:.0f} % of "
+            f"their strongest pixels ({_agreement_words(v)}; chance is about 10 %)."
+            for a, b, v in pairs
+            if math.isfinite(v)
+        )
+    if item.errors:
+        text += f" {len(item.errors)} map(s) could not be computed (see below)."
+    return text
+
+
+def _trust_sentences(report: Report) -> list[str]:
+    """The methods' limits, the sanity check's verdicts and the stability check's count."""
     trust = [GENERAL_LIMITS]
     cautions = [f"{METHODS[m].label}: {METHODS[m].caution}" for m in report.methods if METHODS[m].caution]
     if cautions:
@@ -643,5 +654,44 @@ def summary_paragraphs(report: Report) -> list[str]:
             f"Stability was checked for {len(rows)} image/method pair(s); {len(unstable)} were "
             "not stable (see the stability section)."
         )
-    out.append("How far to trust the maps: " + " ".join(trust))
-    return out
+    return trust
+
+
+def numbers_text(values) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values or []) + ")"
+
+
+def date_text(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def diagnostics_text(m: MapEntry) -> str:
+    """The map's checks in words: Integrated Gradients' completeness gap, an averaging method's
+    convergence readout (saliency_core/engine/convergence.py)."""
+    text = ""
+    gap = m.diagnostics.get("completeness_gap_relative")
+    if gap is not None:
+        text += (
+            f" Completeness gap {gap:.1%}: how far the pixels' contributions fall short of adding up to "
+            "the score difference (small is good)."
+        )
+    readout = m.diagnostics.get("convergence")
+    if isinstance(readout, dict):
+        words, details = describe_convergence(readout)
+        text += " " + " ".join(t for t in (words, details) if t)
+    return text
+
+
+def params_text(method: str, report: Report) -> list[tuple[str, str, str]]:
+    """(name, value, meaning) of the parameters used, from the first map of ``method``."""
+    for item in report.images:
+        if method in item.maps:
+            return [(k, cell_text(v), PARAM_HELP.get(k, "")) for k, v in item.maps[method].params.items()]
+    return [(k, cell_text(v), PARAM_HELP.get(k, "")) for k, v in METHODS[method].defaults.items()]
+
+
+def seed_text(method: str, report: Report) -> str:
+    params = dict((k, v) for k, v, _ in params_text(method, report))
+    if "seed" in params:
+        return f"Seed {params['seed']}: the same seed gives the same map."
+    return "Seed: not used; this method has no randomness, so it gives the same map every time."
