@@ -128,6 +128,9 @@ PARAM_HELP = {
     "masks": "number of random masks averaged",
     "cell": "side of one cell of a random mask, in pixels",
     "keep": "chance that a mask cell shows the image",
+    "until_settled": "keep adding noisy copies until a re-run with other noise would agree",
+    "max_samples": "the most noisy copies that keeping on may use",
+    "settled_at": "the detail (blur in pixels on a 224-pixel image) at which the map must agree with a re-run",
     "reshape": "how that layer's output is laid out as a grid (none for a feature map; tokens of a "
     "vision transformer: tokens, class_token, channels_last)",
 }
@@ -205,8 +208,10 @@ def map_summary(saliency: np.ndarray) -> dict:
     """
     s = _f32(saliency)
     finite = s[np.isfinite(s)]
+
     def stat(f):
         return float(f(finite)) if finite.size else float("nan")
+
     return {
         "sha256": hashlib.sha256(s.tobytes()).hexdigest(),
         "shape": list(s.shape),
