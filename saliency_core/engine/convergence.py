@@ -200,7 +200,7 @@ class Readout:
         levels = detail.ladder(int(min(maps.shape[-2:])))
         scale = levels[-1] / detail.LADDER_PX[-1]
         target = round(self.settled_at * scale, 3)
-        agreements = [_level_agreements(maps, px) for px in levels]
+        agreements = [level_agreements(maps, px) for px in levels]
         out = []
         for i in range(maps.shape[1]):
             rows = [self._level(px, *(values[i] for values in a)) for px, a in zip(levels, agreements)]
@@ -266,7 +266,7 @@ def check_level(px) -> float:
     return float(px)
 
 
-def _level_agreements(maps: torch.Tensor, px: float) -> list[list[float]]:
+def level_agreements(maps: torch.Tensor, px: float) -> list[list[float]]:
     """Quarter and half agreements of the maps (6, B, H, W) smoothed at ``px``: [sp_q, sp_h,
     top_q, top_h], each a list over B. One sort and one top-k for all six maps."""
     six, batch = maps.shape[:2]
@@ -344,7 +344,7 @@ def _level_ok(row) -> bool:
 
 def _detail_words(readout: dict, levels: list[dict], shown_px: float | None) -> str:
     """The words under an averaged map: the detail it is drawn at and what a re-run reproduces."""
-    reproducible = detail.reproducible_px(readout)
+    reproducible = detail.reproducible_px({"convergence": readout})
     at = {float(row["px"]): float(row["rerun_spearman"]) for row in levels}
     if reproducible is None:
         coarsest = max(at)
