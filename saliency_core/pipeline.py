@@ -294,11 +294,12 @@ def explain_images(
 
 
 def _png(exp: Explanation, options: RenderOptions) -> tuple[bytes, dict]:
-    from .engine.render import overlay_with_colorbar, render
+    from .engine.render import overlay_with_colorbar, render, shown_map
 
     sign = options.sign_for(exp.method)
+    shown = shown_map(exp.saliency, exp.method, exp.diagnostics)  # averaged maps: reproducible detail
     rendered = render(
-        exp.saliency,
+        shown.saliency,
         exp.image,
         sign=sign,
         colormap=options.colormap,
@@ -317,6 +318,8 @@ def _png(exp: Explanation, options: RenderOptions) -> tuple[bytes, dict]:
         "legend": rendered.legend,
         "clip_percentile": options.clip_percentile,
         "alpha": options.alpha,
+        "detail_px": shown.detail_px,
+        "detail_words": shown.words,
     }
 
 

@@ -26,12 +26,17 @@ def test_schema_rejects_other_layouts():
 def test_schema_2_records_the_reproducible_detail_and_schema_1_stays_valid(demo, chelsea_path):
     """An averaged map's record carries its detail levels and reproducible detail (schema 2); a
     record written before (schema 1, a readout without levels) still validates against its own."""
-    result = pipeline.explain_image(demo, chelsea_path, "cat", ["smoothgrad"], {"samples": 8})
+    result = pipeline.explain_image(
+        demo, chelsea_path, "cat", ["smoothgrad"], {"samples": 8}, render=pipeline.RenderOptions()
+    )
     record = json.loads(json.dumps(result.record()))
     validate_record(record)
     readout = record["maps"][0]["diagnostics"]["convergence"]
     assert record["schema"] == 2 and [row["px"] for row in readout["levels"]] == [0, 1, 2, 4, 8, 16]
     assert readout["reproducible_px"] is None or readout["reproducible_px"] in (0, 1, 2, 4, 8, 16)
+    # the PNG is drawn at the reproducible detail, and its record says so in words
+    drawn = record["maps"][0]["render"]
+    assert drawn["detail_px"] == (readout["reproducible_px"] or 0) and drawn["detail_words"]
     old = json.loads(json.dumps(record))
     old["schema"] = 1
     for key in ("levels", "reproducible_px", "settled_at_px"):
