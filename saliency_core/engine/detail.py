@@ -97,3 +97,18 @@ def reproducible_px(diagnostics: dict | None) -> float | None:
     ):
         return None
     return float(value)
+
+
+def stated_detail(*diagnostics: dict | None, size: int) -> float:
+    """The detail at which maps are compared: the coarsest of their reproducible details (an
+    exact map: 0; an averaged map not settled at any level: the ladder's coarsest), in px of a
+    ``size`` px map."""
+    levels = ladder(size)
+    out = 0.0
+    for d in diagnostics:
+        readout = (d or {}).get("convergence")
+        if readout is None:
+            continue
+        px = reproducible_px(d)
+        out = max(out, levels[-1] if px is None else px)
+    return out

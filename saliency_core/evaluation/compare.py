@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..engine.detail import ladder, reproducible_px, smooth
+from ..engine.detail import smooth, stated_detail
 from ..engine.explain import available_methods
 from ..engine.methods import METHODS
 from ..engine.untrusted import quote
@@ -653,21 +653,6 @@ def agreement(
         "spearman_raw": raw["spearman"],
         "top_overlap_raw": raw["top_overlap"],
     }
-
-
-def stated_detail(*diagnostics: dict | None, size: int) -> float:
-    """The detail at which maps are compared: the coarsest of their reproducible details (an
-    exact map: 0; an averaged map not settled at any level: the ladder's coarsest), in px of a
-    ``size`` px map."""
-    levels = ladder(size)
-    out = 0.0
-    for d in diagnostics:
-        readout = (d or {}).get("convergence")
-        if readout is None:
-            continue
-        px = reproducible_px(d)
-        out = max(out, levels[-1] if px is None else px)
-    return out
 
 
 def map_difference(a: np.ndarray, b: np.ndarray, scale: float, sign: str = "absolute") -> np.ndarray:

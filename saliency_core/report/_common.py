@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from ..engine.detail import smooth, stated_detail
 from ..engine.methods import METHODS
 
 if TYPE_CHECKING:
@@ -529,12 +530,30 @@ def describe_map(m: MapEntry) -> dict:
     }
 
 
-def agreement(a: MapEntry, b: MapEntry) -> float:
-    """Share of the strongest 10 % pixels two maps have in common (0 to 1; chance is about 0.1)."""
+def agreement(a: MapEntry, b: MapEntry, detail_px: float = 0.0) -> float:
+    """Share of the strongest 10 % pixels two maps have in common (0 to 1; chance is about 0.1),
+    with both maps blurred by a Gaussian of ``detail_px`` px first (engine/detail.py; 0: raw)."""
     if a.saliency.shape != b.saliency.shape:
         return float("nan")
-    ma, mb = _top_mask(a.saliency), _top_mask(b.saliency)
+    sa, sb = _f32(a.saliency), _f32(b.saliency)
+    if detail_px > 0:
+        sa, sb = smooth(np.abs(sa), detail_px), smooth(np.abs(sb), detail_px)
+    ma, mb = _top_mask(sa), _top_mask(sb)
     return float((ma & mb).sum() / max(1, ma.sum()))
+
+
+def agreement_sentence(a: MapEntry, b: MapEntry) -> str:
+    """ "The two methods share N % of their strongest pixels" at the stated detail (the coarser
+    of the two maps' reproducible details), the raw-pixel share beside it; "" if not comparable."""
+    px = stated_detail(a.diagnostics, b.diagnostics, size=int(min(np.shape(a.saliency))))
+    at, raw = agreement(a, b, px), agreement(a, b)
+    if not math.isfinite(at):
+        return ""
+    where = f" at {px:g}-pixel detail (pixel by pixel {100 * raw:.0f} %)" if px else ""
+    return (
+        f"{_label(a.method)} and {_label(b.method)} share {100 * at:.0f} % of their strongest pixels{where} "
+        f"({_agreement_words(at)}; chance is about 10 %)."
+    )
 
 
 def _agreement_words(share: float) -> str:
@@ -602,13 +621,8 @@ def summary_paragraphs(report: Report) -> list[str]:
             text += ". " + " ".join(describe_map(m)["sentence"] for m in item.maps.values())
             maps = list(item.maps.values())
             if len(maps) >= 2:
-                pairs = [(a, b, agreement(a, b)) for i, a in enumerate(maps) for b in maps[i + 1 :]][:3]
-                text += " " + " ".join(
-                    f"{METHODS[a.method].label} and {METHODS[b.method].label} share {100 * v:.0f} % of their strongest "
-                    f"pixels ({_agreement_words(v)}; chance is about 10 %)."
-                    for a, b, v in pairs
-                    if math.isfinite(v)
-                )
+                pairs = [(a, b) for i, a in enumerate(maps) for b in maps[i + 1 :]][:3]
+                text += " " + " ".join(filter(None, (agreement_sentence(a, b) for a, b in pairs)))
             if item.errors:
                 text += f" {len(item.errors)} map(s) could not be computed (see below)."
             out.append(text)
