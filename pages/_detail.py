@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from saliency_core.engine.detail import LADDER_PX
+from saliency_core.engine.render import Shown, shown_map
 
 NONE = "none"
 
@@ -41,3 +42,9 @@ def detail_settings() -> dict:
         "full_detail": bool(st.session_state.get("full_detail", False)),
         "display_px": None if px == NONE or not isinstance(px, (int, float)) else float(px),
     }
+
+
+def drawn(exp) -> Shown:
+    """The map drawn for an explanation (``render.shown_map`` with the sidebar's settings):
+    averaged maps at their reproducible detail, with the words that say so."""
+    return shown_map(exp.saliency, exp.method, getattr(exp, "diagnostics", None), **detail_settings())
