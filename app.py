@@ -10,6 +10,7 @@ import streamlit as st
 
 import saliency_core as sc
 from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
+from pages._detail import detail_controls
 from pages._method_settings import setting_widgets
 from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
 from saliency_core.engine.devices import describe as describe_device
@@ -150,6 +151,7 @@ with st.sidebar, page_guard("the sidebar"):
         )
     if st.session_state.pop("settings_applied", False):  # in words here: Streamlit's toast has no name
         st.caption(f":material/check: Settings applied at {time.strftime('%H:%M:%S')}.")
+    detail_controls()
 
 with page_guard("this page"):
     page.run()

@@ -40,6 +40,7 @@ from pages._common import (
     sanity_verdict,
     settings,
 )
+from pages._detail import detail_settings
 from pages._method_settings import setting_widget
 from saliency_core import pipeline
 from saliency_core.engine import estimate as es
@@ -170,11 +171,9 @@ if averaging:
             value=False,
             key="until_settled",
             help="Starts at the sidebar's sample count and adds samples (x1.25 at a time) until a re-run "
-            "with "
-            f"other random noise would agree at {SETTLED:.0%} or more (rank correlation and the strongest "
-            "10 % of pixels), or the maximum below is reached. Applies to "
-            + ", ".join(sc.METHODS[m].label for m in averaging)
-            + ".",
+            f"with other random noise would agree at {SETTLED:.0%} or more (rank correlation) at "
+            f"{sc.METHODS['smoothgrad'].defaults['settled_at']}-pixel detail, or the maximum below is "
+            "reached. Applies to " + ", ".join(sc.METHODS[m].label for m in averaging) + ".",
         )
         setting_widget("max_samples", MAX_SAMPLES)
         st.form_submit_button("Apply")
@@ -343,10 +342,20 @@ if shared:
             scales[m] = rd.shared_scale(maps, sign=sign_for(m), clip_percentile=clip)
 
 
+shown_maps: dict[int, rd.Shown] = {}  # id(explanation) -> the map as drawn (its detail and words)
+
+
+def as_drawn(exp: sc.Explanation) -> rd.Shown:
+    """The map drawn for ``exp``: averaged maps at their reproducible detail (render.shown_map)."""
+    if id(exp) not in shown_maps:
+        shown_maps[id(exp)] = rd.shown_map(exp.saliency, exp.method, exp.diagnostics, **detail_settings())
+    return shown_maps[id(exp)]
+
+
 def draw(exp: sc.Explanation) -> rd.Rendered:
     s = sign_for(exp.method)
     return rd.render(
-        exp.saliency,
+        as_drawn(exp).saliency,
         exp.image,
         sign=s,
         colormap=cmap_for(s),
@@ -416,11 +425,12 @@ def interactive_map(exp: sc.Explanation, r: rd.Rendered, key: str) -> None:
     if r.near_zero:
         st.info(plain(r.legend))
         return
+    drawn = as_drawn(exp).saliency
     values = {
-        "absolute": abs(exp.saliency),
-        "positive": exp.saliency.clip(min=0),
-        "negative": (-exp.saliency).clip(min=0),
-    }.get(r.sign, exp.saliency)
+        "absolute": abs(drawn),
+        "positive": drawn.clip(min=0),
+        "negative": (-drawn).clip(min=0),
+    }.get(r.sign, drawn)
     zmin = -r.scale if r.sign == "signed" else 0.0
     h, w = values.shape
     fig = go.Figure()
@@ -549,13 +559,21 @@ for item in images:
                     if gap is not None:
                         st.caption(f"Completeness gap {gap:.1%} (attributions vs score difference).")
                     readout = exp.diagnostics.get("convergence")
+                    drawn = as_drawn(exp)
+                    if drawn.words:
+                        icon = ":material/blur_on:" if drawn.detail_px else ":material/grid_on:"
+                        if drawn.unsettled:
+                            icon = ":material/hourglass_top:"
+                        elif isinstance(readout, dict) and readout.get("verdict") == "unknown":
+                            icon = ":material/help:"
+                        st.caption(f"{icon} {drawn.words}")
+                    if drawn.unsettled:
+                        st.caption(
+                            ":material/arrow_upward: Sample until settled: tick **Keep adding noisy samples "
+                            "until the map has settled** under *Sample until the map settles* above."
+                        )
                     if isinstance(readout, dict):
-                        words, details = describe(readout)
-                        icon = {
-                            "settled": ":material/check_circle:",
-                            "still changing": ":material/hourglass_top:",
-                        }.get(readout.get("verdict"), ":material/help:")
-                        st.caption(f"{icon} {words}")
+                        details = describe(readout)[1]
                         if details:
                             with st.expander("Convergence details"):
                                 st.caption(details)

@@ -32,6 +32,7 @@ from pages._common import (
     settings,
     stability_verdict,
 )
+from pages._detail import drawn
 from saliency_core import gallery
 from saliency_core.engine import render as rd
 from saliency_core.evaluation.labelled import DEMO_DESCRIPTION, LabelledSet, demo_set, open_folder, open_zip
@@ -305,8 +306,9 @@ def show_item(
                     )
                     st.caption(md(o.legend))
                 else:
+                    as_shown = drawn(exp)  # averaged maps at their reproducible detail
                     r = rd.render(
-                        exp.saliency,
+                        as_shown.saliency,
                         picture,
                         sign=options.sign_for(m),
                         alpha=options.alpha,
@@ -321,7 +323,11 @@ def show_item(
                         alt=f"{meta.label} map of {name} over the image: {r.legend}",
                     )
                     st.image(rd.colorbar_image(r), width="stretch", alt=f"colour bar: {r.legend}")
-                    st.caption("  ·  ".join(tick for _, tick in r.colorbar_ticks) + f"\n\n{md(r.legend)}")
+                    st.caption(
+                        "  ·  ".join(tick for _, tick in r.colorbar_ticks)
+                        + f"\n\n{md(r.legend)}"
+                        + (f"\n\n{md(as_shown.words)}" if as_shown.words else "")
+                    )
                     if r.near_zero:
                         st.info("This map is zero (or numerically negligible) everywhere.")
                 if meta.caution:

@@ -33,6 +33,7 @@ from pages._common import (
     require_frame,
     settings,
 )
+from pages._detail import drawn
 from saliency_core import pipeline
 from saliency_core.engine import render as rd
 from saliency_core.engine.safe_text import file_name
@@ -579,8 +580,9 @@ with st.container(border=True):
                 if exp is None:  # why is shown above
                     st.caption(f"{meta.label}: no map")
                     continue
+                shown = drawn(exp)  # averaged maps at their reproducible detail
                 r = rd.render(
-                    exp.saliency,
+                    shown.saliency,
                     exp.image,
                     sign="absolute",
                     alpha=0.5,
@@ -597,7 +599,7 @@ with st.container(border=True):
                 colour_bar(
                     r, alt=f"Colour scale of the {meta.label} map: dark = low, bright = high influence"
                 )
-                st.caption(plain(r.words))
+                st.caption(plain(r.words) + (f"\n\n{plain(shown.words)}" if shown.words else ""))
                 if r.near_zero:
                     st.info("This map is zero (or numerically negligible) everywhere.")
         for m in row:  # cautions below the row, full width

@@ -3,7 +3,8 @@
 The command line (``explain``, ``report``), the Ray workers, the report builder and the
 dashboard's pages all call ``explain_image`` / ``explain_images``; none keeps its own copy of
 the loop, so they cannot drift. Every writer stores an image's results as ``ImageResult.record()``,
-one JSON layout, versioned (``"schema": 1``), described by ``saliency_core/schemas/record-1.json``.
+one JSON layout, versioned (``"schema": 2``), described by ``saliency_core/schemas/record-2.json``
+(schema 2 adds averaged maps' reproducible detail; ``SCHEMA_FILES`` keeps schema 1 readable).
 
     >>> from saliency_core.pipeline import explain_images
     >>> for result in explain_images(model, ["chelsea.png"], ["gradient", "gradcam"]):
@@ -30,8 +31,9 @@ from .engine.images import ImageSource, image_hash, load_image
 from .engine.methods import METHODS
 from .engine.untrusted import one_line
 
-SCHEMA = 1
-SCHEMA_FILE = Path(__file__).with_name("schemas") / "record-1.json"
+SCHEMA = 2
+SCHEMA_FILES = {version: Path(__file__).with_name("schemas") / f"record-{version}.json" for version in (1, 2)}
+SCHEMA_FILE = SCHEMA_FILES[SCHEMA]
 ALPHA = 0.5  # overlay: weight of the colours
 CLIP_PERCENTILE = 99.0  # full colour at this percentile of |values| (PAIR saliency)
 
@@ -111,7 +113,7 @@ class ImageResult:
         return self.failed is None and self.crashed is None
 
     def record(self, extra: dict[str, dict] | None = None) -> dict:
-        """The image's JSON record (schema 1). ``extra``: method -> more fields for that map
+        """The image's JSON record (schema 2). ``extra``: method -> more fields for that map
         (e.g. the PNG's file name)."""
         maps = []
         for method, exp in self.maps.items():
@@ -293,11 +295,12 @@ def explain_images(
 
 
 def _png(exp: Explanation, options: RenderOptions) -> tuple[bytes, dict]:
-    from .engine.render import overlay_with_colorbar, render
+    from .engine.render import overlay_with_colorbar, render, shown_map
 
     sign = options.sign_for(exp.method)
+    shown = shown_map(exp.saliency, exp.method, exp.diagnostics)  # averaged maps: reproducible detail
     rendered = render(
-        exp.saliency,
+        shown.saliency,
         exp.image,
         sign=sign,
         colormap=options.colormap,
@@ -316,6 +319,8 @@ def _png(exp: Explanation, options: RenderOptions) -> tuple[bytes, dict]:
         "legend": rendered.legend,
         "clip_percentile": options.clip_percentile,
         "alpha": options.alpha,
+        "detail_px": shown.detail_px,
+        "detail_words": shown.words,
     }
 
 

@@ -1,7 +1,7 @@
-"""The batch pipeline (saliency_core/pipeline.py): one loop, one record layout (schema 1).
+"""The batch pipeline (saliency_core/pipeline.py): one loop, one record layout (schema 2).
 
-Every writer's output is validated against saliency_core/schemas/record-1.json: the command
-line and the pipeline here, Ray in tests/test_ray.py."""
+Every writer's output is validated against saliency_core/schemas/record-2.json: the command
+line and the pipeline here, Ray in tests/test_ray.py; records of schema 1 stay readable."""
 
 from __future__ import annotations
 
@@ -21,6 +21,29 @@ from saliency_core import cli, pipeline
 def test_schema_rejects_other_layouts():
     with pytest.raises(jsonschema.ValidationError):
         validate_record({"image": "a.png", "methods": {}, "errors": {}})  # the old command-line layout
+
+
+def test_schema_2_records_the_reproducible_detail_and_schema_1_stays_valid(demo, chelsea_path):
+    """An averaged map's record carries its detail levels and reproducible detail (schema 2); a
+    record written before (schema 1, a readout without levels) still validates against its own."""
+    result = pipeline.explain_image(
+        demo, chelsea_path, "cat", ["smoothgrad"], {"samples": 8}, render=pipeline.RenderOptions()
+    )
+    record = json.loads(json.dumps(result.record()))
+    validate_record(record)
+    readout = record["maps"][0]["diagnostics"]["convergence"]
+    assert record["schema"] == 2 and [row["px"] for row in readout["levels"]] == [0, 1, 2, 4, 8, 16]
+    assert readout["reproducible_px"] is None or readout["reproducible_px"] in (0, 1, 2, 4, 8, 16)
+    # the PNG is drawn at the reproducible detail, and its record says so in words
+    drawn = record["maps"][0]["render"]
+    assert drawn["detail_px"] == (readout["reproducible_px"] or 0) and drawn["detail_words"]
+    old = json.loads(json.dumps(record))
+    old["schema"] = 1
+    for key in ("levels", "reproducible_px", "settled_at_px"):
+        del old["maps"][0]["diagnostics"]["convergence"][key]
+    validate_record(old)
+    with pytest.raises(jsonschema.ValidationError):  # schema 2 asks for the levels
+        validate_record({**old, "schema": 2})
 
 
 def test_explain_images_order_errors_and_record(demo, chelsea_path, coffee_path):
@@ -89,7 +112,7 @@ def test_cancel_stops_before_the_next_image(demo, chelsea_path, coffee_path):
     assert [r.name for r in seen] == [chelsea_path]
 
 
-def test_cli_explain_writes_schema_1(tmp_path, chelsea_path):
+def test_cli_explain_writes_schema_2(tmp_path, chelsea_path):
     assert (
         cli.main(
             ["explain", chelsea_path, "--method", "gradient", "--method", "gradcam", "--out", str(tmp_path)]

@@ -1,4 +1,4 @@
-"""``explain``: overlay PNGs with their colour bar and a JSON record (schema 1) per image, through
+"""``explain``: overlay PNGs with their colour bar and a JSON record (schema 2) per image, through
 the pipeline; locally or on a Ray cluster."""
 
 from __future__ import annotations

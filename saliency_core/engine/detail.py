@@ -41,12 +41,17 @@ def _kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Ten
     return (k / k.sum()).to(dtype=dtype, device=device)
 
 
-def smooth_tensor(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of (B, H, W) or (H, W) maps by ``sigma`` px (0: returned unchanged)."""
+def smooth_tensor(maps: torch.Tensor, sigma: float, stride: int = 1) -> torch.Tensor:
+    """Gaussian blur of (B, H, W) or (H, W) maps by ``sigma`` px (0: returned unchanged).
+
+    ``stride`` > 1 returns every ``stride``-th row and column of the blurred maps (the same
+    values as ``smooth_tensor(maps, sigma)[..., ::stride, ::stride]``, computed only there)."""
     if not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"detail level must be a finite number of pixels >= 0, got {sigma!r}")
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be a whole number >= 1, got {stride!r}")
     if sigma == 0:
-        return maps
+        return maps[..., ::stride, ::stride] if stride > 1 else maps
     squeeze = maps.dim() == 2
     x = (maps[None] if squeeze else maps)[:, None]  # (B, 1, H, W)
     work = x.double() if x.dtype == torch.float64 else x.float()
@@ -59,10 +64,10 @@ def smooth_tensor(maps: torch.Tensor, sigma: float) -> torch.Tensor:
         kk = kk / kk.sum()
         if dim == 2:
             work = torch.nn.functional.pad(work, (0, 0, pad, pad), mode="reflect") if pad else work
-            work = torch.nn.functional.conv2d(work, kk.view(1, 1, -1, 1))
+            work = torch.nn.functional.conv2d(work, kk.view(1, 1, -1, 1), stride=(stride, 1))
         else:
             work = torch.nn.functional.pad(work, (pad, pad, 0, 0), mode="reflect") if pad else work
-            work = torch.nn.functional.conv2d(work, kk.view(1, 1, 1, -1))
+            work = torch.nn.functional.conv2d(work, kk.view(1, 1, 1, -1), stride=(1, stride))
     out = work[:, 0].to(maps.dtype)
     return out[0] if squeeze else out
 
@@ -92,3 +97,18 @@ def reproducible_px(diagnostics: dict | None) -> float | None:
     ):
         return None
     return float(value)
+
+
+def stated_detail(*diagnostics: dict | None, size: int) -> float:
+    """The detail at which maps are compared: the coarsest of their reproducible details (an
+    exact map: 0; an averaged map not settled at any level: the ladder's coarsest), in px of a
+    ``size`` px map."""
+    levels = ladder(size)
+    out = 0.0
+    for d in diagnostics:
+        readout = (d or {}).get("convergence")
+        if readout is None:
+            continue
+        px = reproducible_px(d)
+        out = max(out, levels[-1] if px is None else px)
+    return out

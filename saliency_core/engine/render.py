@@ -695,3 +695,83 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
     while text and draw.textlength(text + "...", font=font) > width:
         text = text[:-1]
     return text + "..."
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The map as it is drawn, and the words that say how (``shown_map``).
+
+    Attributes:
+        saliency: float32 (H, W), the map to colour: the raw saliency, or it blurred by a
+            Gaussian of ``detail_px`` (engine/detail.py).
+        detail_px: the blur applied, sigma in px of this map (0: full detail).
+        words: what was done and why, for under the map ("" for an exact map at full detail).
+        unsettled: an averaged map not settled even at the coarsest detail (offer to sample
+            until settled).
+    """
+
+    saliency: np.ndarray
+    detail_px: float
+    words: str
+    unsettled: bool = False
+
+
+def shown_map(
+    saliency,
+    method: str,
+    diagnostics: dict | None = None,
+    *,
+    full_detail: bool = False,
+    display_px: float | None = None,
+) -> Shown:
+    """The map to draw for ``method`` and the words under it: every page and export asks this.
+
+    An averaging method (``Method.averaging``) with a convergence readout is drawn at its
+    reproducible detail, the finest that a re-run with other random draws reproduces; finer
+    speckle is noise. An exact (deterministic) map is drawn at full detail. Measures (pointing
+    game, relevance mass, deletion / insertion) keep using the raw map.
+
+    Args:
+        saliency: (H, W) the raw map (``Explanation.saliency``).
+        method: a name in ``METHODS``.
+        diagnostics: the map's diagnostics (``diagnostics["convergence"]``: the readout).
+        full_detail: draw the raw map whatever the readout says (the "Show full detail" switch).
+        display_px: a display detail for any map (sigma in px on a 224 px input, scaled to the
+            map's size); the words then say the map was smoothed for display. 0 or None: none.
+    Returns:
+        ``Shown``.
+
+    Example:
+        >>> shown = shown_map(exp.saliency, exp.method, exp.diagnostics)
+        >>> shown.detail_px, shown.words[:28]
+        (4.0, 'Shown at 4-pixel detail, the')
+    """
+    from .convergence import describe
+    from .detail import REFERENCE_SIZE, reproducible_px, smooth
+    from .methods import METHODS
+
+    raw = _check_map(saliency).astype(np.float32, copy=False)
+    readout = (diagnostics or {}).get("convergence")
+    if isinstance(readout, list):
+        readout = readout[0] if readout else None
+    readout = readout if isinstance(readout, dict) else None
+    averaged = method in METHODS and METHODS[method].averaging and readout is not None
+    settled_px = reproducible_px(diagnostics) if averaged else None
+    leveled = averaged and bool(readout.get("levels")) and readout.get("verdict") != "unknown"
+    if display_px:
+        if not (isinstance(display_px, (int, float)) and math.isfinite(display_px) and display_px > 0):
+            raise ValueError(f"display detail must be a number of pixels > 0, got {display_px!r}")
+        px = round(float(display_px) * min(raw.shape) / REFERENCE_SIZE, 3)
+        words = (
+            describe(readout, shown_px=px)[0]
+            if leveled and settled_px is not None
+            else f"Smoothed for display at {px:g}-pixel detail (a Gaussian blur); the map itself is finer."
+        )
+        return Shown(smooth(raw, px), px, words)
+    if not leveled:
+        return Shown(raw, 0.0, describe(readout)[0] if averaged else "")
+    if settled_px is None:
+        return Shown(raw, 0.0, describe(readout)[0], unsettled=True)
+    if full_detail:
+        return Shown(raw, 0.0, describe(readout, shown_px=0.0)[0])
+    return Shown(smooth(raw, settled_px) if settled_px else raw, settled_px, describe(readout)[0])

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..engine.detail import smooth, stated_detail
 from ..engine.explain import available_methods
 from ..engine.methods import METHODS
 from ..engine.untrusted import quote
@@ -131,7 +132,9 @@ class ImageComparison:
         truth: the true class index from the labels, or None; ``change``: see ``classify_change``.
         crop_a, crop_b: what each model saw (PIL RGB).
         saliency_a, saliency_b: method -> (H, W) float32 map, each for its model's top-1 class.
-        agreement: method -> {"spearman", "top_overlap"} of A's and B's map.
+        agreement: method -> {"spearman", "top_overlap"} of A's and B's map at the stated detail
+            ``detail_px`` (the coarsest reproducible detail of the maps), with the raw-pixel
+            figures beside them (``spearman_raw``, ``top_overlap_raw``).
         seed_agreement: method -> the same of model A against itself with another seed (averaging
             methods only).
         errors: method -> why a map could not be computed or compared.
@@ -424,8 +427,11 @@ class Comparison:
             for m in self.methods:
                 label = METHODS[m].label
                 got = item.agreement.get(m, {})
+                row[f"{label}: detail (px)"] = got.get("detail_px")
                 row[f"{label}: rank correlation"] = _round(got.get("spearman"))
                 row[f"{label}: top-10% overlap"] = _round(got.get("top_overlap"))
+                row[f"{label}: rank correlation, raw pixels"] = _round(got.get("spearman_raw"))
+                row[f"{label}: top-10% overlap, raw pixels"] = _round(got.get("top_overlap_raw"))
                 if METHODS[m].averaging:
                     seed = item.seed_agreement.get(m, {})
                     row[f"{label}: A vs A (other seed) rank correlation"] = _round(seed.get("spearman"))
@@ -624,16 +630,30 @@ def align(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def agreement(a: np.ndarray, b: np.ndarray, top_share: float = TOP_SHARE) -> dict[str, float]:
+def agreement(
+    a: np.ndarray, b: np.ndarray, top_share: float = TOP_SHARE, detail_px: float = 0.0
+) -> dict[str, float]:
     """Rank correlation of |a| and |b| and the overlap of their strongest ``top_share`` pixels
-    (``b`` is resampled to ``a``'s shape first).
+    (``b`` is resampled to ``a``'s shape first), at a stated detail: both maps blurred by a
+    Gaussian of ``detail_px`` px (engine/detail.py; 0: the raw pixels). Beside them the same two
+    numbers on the raw pixels (``spearman_raw``, ``top_overlap_raw``) and ``detail_px``.
 
     Example:
         >>> agreement(m, m)
-        {'spearman': 1.0, 'top_overlap': 1.0}
+        {'spearman': 1.0, 'top_overlap': 1.0, 'detail_px': 0.0, 'spearman_raw': 1.0, 'top_overlap_raw': 1.0}
     """
     b = align(b, a.shape)
-    return {"spearman": spearman(np.abs(a), np.abs(b)), "top_overlap": top_k_overlap(a, b, top_share)}
+    raw = {"spearman": spearman(np.abs(a), np.abs(b)), "top_overlap": top_k_overlap(a, b, top_share)}
+    at = raw
+    if detail_px > 0:
+        sa, sb = smooth(np.abs(a), detail_px), smooth(np.abs(b), detail_px)
+        at = {"spearman": spearman(sa, sb), "top_overlap": top_k_overlap(sa, sb, top_share)}
+    return {
+        **at,
+        "detail_px": float(detail_px),
+        "spearman_raw": raw["spearman"],
+        "top_overlap_raw": raw["top_overlap"],
+    }
 
 
 def map_difference(a: np.ndarray, b: np.ndarray, scale: float, sign: str = "absolute") -> np.ndarray:
@@ -832,10 +852,16 @@ def _compare_one(results, methods, averaging, labels, class_names, settings: Com
             item.saliency_b[m] = b.maps[m].saliency
         if grid is None and m in a.maps and m in b.maps:
             try:
-                item.agreement[m] = agreement(a.maps[m].saliency, b.maps[m].saliency, settings.top_share)
-                if m in averaging and seed is not None and m in seed.maps:
+                # one stated detail per method and image: the coarsest reproducible detail of the
+                # maps compared (A, B and A's other-seed run), so A vs B and the seed baseline match
+                runs = [a, b] + ([seed] if m in averaging and seed is not None and m in seed.maps else [])
+                px = stated_detail(
+                    *(r.maps[m].diagnostics for r in runs), size=int(min(a.maps[m].saliency.shape))
+                )
+                item.agreement[m] = agreement(a.maps[m].saliency, b.maps[m].saliency, settings.top_share, px)
+                if len(runs) > 2:
                     item.seed_agreement[m] = agreement(
-                        a.maps[m].saliency, seed.maps[m].saliency, settings.top_share
+                        a.maps[m].saliency, seed.maps[m].saliency, settings.top_share, px
                     )
             except ValueError as err:
                 item.errors[m] = " ".join(str(err).split())

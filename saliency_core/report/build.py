@@ -23,6 +23,7 @@ from ..engine.render import (
     colorbar_image,
     render,
     render_outline,
+    shown_map,
 )
 from ..engine.untrusted import one_line
 from .content import (
@@ -321,8 +322,10 @@ def map_entry(
     meta = known_method(method)
     sign = sign or ("signed" if meta.signed else "absolute")
     colormap = DEFAULT_DIVERGING if sign == "signed" else DEFAULT_SEQUENTIAL
+    # averaged maps drawn at their reproducible detail, as on the pages (render.shown_map); the
+    # raw saliency is what the report stores, measures and replays
     r: Rendered = render(
-        saliency,
+        shown_map(saliency, method, diagnostics).saliency,
         crop,
         sign=sign,
         colormap=colormap,

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..engine.convergence import describe as describe_convergence
+from ..engine.detail import smooth, stated_detail
 from ..engine.methods import METHODS
 
 if TYPE_CHECKING:
@@ -129,6 +130,10 @@ PARAM_HELP = {
     "masks": "number of random masks averaged",
     "cell": "side of one cell of a random mask, in pixels",
     "keep": "chance that a mask cell shows the image",
+    "until_settled": "keep adding noisy copies until a re-run with other noise would agree",
+    "max_samples": "the most noisy copies that keeping on may use",
+    "settled_at": "the detail (blur in pixels on a 224-pixel image) at which the map must agree "
+    "with a re-run",
     "reshape": "how that layer's output is laid out as a grid (none for a feature map; tokens of a "
     "vision transformer: tokens, class_token, channels_last)",
 }
@@ -521,12 +526,30 @@ def describe_map(m: MapEntry) -> dict:
     }
 
 
-def agreement(a: MapEntry, b: MapEntry) -> float:
-    """Share of the strongest 10 % pixels two maps have in common (0 to 1; chance is about 0.1)."""
+def agreement(a: MapEntry, b: MapEntry, detail_px: float = 0.0) -> float:
+    """Share of the strongest 10 % pixels two maps have in common (0 to 1; chance is about 0.1),
+    with both maps blurred by a Gaussian of ``detail_px`` px first (engine/detail.py; 0: raw)."""
     if a.saliency.shape != b.saliency.shape:
         return float("nan")
-    ma, mb = _top_mask(a.saliency), _top_mask(b.saliency)
+    sa, sb = as_float32(a.saliency), as_float32(b.saliency)
+    if detail_px > 0:
+        sa, sb = smooth(np.abs(sa), detail_px), smooth(np.abs(sb), detail_px)
+    ma, mb = _top_mask(sa), _top_mask(sb)
     return float((ma & mb).sum() / max(1, ma.sum()))
+
+
+def agreement_sentence(a: MapEntry, b: MapEntry) -> str:
+    """ "The two methods share N % of their strongest pixels" at the stated detail (the coarser
+    of the two maps' reproducible details), the raw-pixel share beside it; "" if not comparable."""
+    px = stated_detail(a.diagnostics, b.diagnostics, size=int(min(np.shape(a.saliency))))
+    at, raw = agreement(a, b, px), agreement(a, b)
+    if not math.isfinite(at):
+        return ""
+    where = f" at {px:g}-pixel detail (pixel by pixel {100 * raw:.0f} %)" if px else ""
+    return (
+        f"{_label(a.method)} and {_label(b.method)} share {100 * at:.0f} % of their strongest pixels{where} "
+        f"({_agreement_words(at)}; chance is about 10 %)."
+    )
 
 
 def _agreement_words(share: float) -> str:
@@ -609,13 +632,8 @@ def _image_paragraph(report: Report, item) -> str:
     text += ". " + " ".join(describe_map(m)["sentence"] for m in item.maps.values())
     maps = list(item.maps.values())
     if len(maps) >= 2:
-        pairs = [(a, b, agreement(a, b)) for i, a in enumerate(maps) for b in maps[i + 1 :]][:3]
-        text += " " + " ".join(
-            f"{METHODS[a.method].label} and {METHODS[b.method].label} share {100 * v:.0f} % of "
-            f"their strongest pixels ({_agreement_words(v)}; chance is about 10 %)."
-            for a, b, v in pairs
-            if math.isfinite(v)
-        )
+        pairs = [(a, b) for i, a in enumerate(maps) for b in maps[i + 1 :]][:3]
+        text += " " + " ".join(filter(None, (agreement_sentence(a, b) for a, b in pairs)))
     if item.errors:
         text += f" {len(item.errors)} map(s) could not be computed (see below)."
     return text

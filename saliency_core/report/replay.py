@@ -297,6 +297,7 @@ def _replay_map(model, name: str, payload: dict, picture, m: dict, tolerance: fl
     params = m.get("params") or {}
     if not isinstance(params, dict):
         raise ValueError(f"the parameters are not a mapping ({quote(params)})")
+    params = _as_recorded(method, params)
     target = m.get("target")
     if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < len(model.labels):
         raise ValueError(
@@ -383,6 +384,14 @@ def _across_devices(
         ok = moved <= SINGLE_PASS_DEVICE_TOLERANCE
         rule = f"{where}: the map moved {moved:.3g} (relative), allowed {SINGLE_PASS_DEVICE_TOLERANCE:g}"
     return ReplayResult(result.image, result.method, "match" if ok else "mismatch", result.max_abs_diff, rule)
+
+
+def _as_recorded(method: str, params: dict) -> dict:
+    """Parameters as the recording ran them: maps recorded before ``settled_at`` existed (record
+    schema 1) stopped ``until_settled`` on the raw pixels, which is ``settled_at`` 0."""
+    if method in METHODS and "settled_at" in METHODS[method].defaults and "settled_at" not in params:
+        return {**params, "settled_at": 0}
+    return params
 
 
 def _next_seed(params: dict) -> int:

@@ -89,7 +89,7 @@ def test_json_record(all_methods):
     assert [p["probability"] for p in top] == sorted((p["probability"] for p in top), reverse=True)
     fingerprint = sc.load_model("demo").fingerprint
     assert record["model"]["fingerprint"] == fingerprint
-    assert record["schema"] == 1
+    assert record["schema"] == 2
     maps = {m["method"]: m for m in record["maps"]}
     assert list(maps) == _usable() and not record["errors"]
     for name, entry in maps.items():

@@ -361,6 +361,7 @@ def test_where_it_stops_does_not_depend_on_chunks(sampling):
             max_samples=400,
             readout=readout,
             chunk_size=chunk,
+            settled_at=0,  # the raw pixels: a white-noise-like map gains little from smoothing
         )
         runs.append((out, readout.last[0]["samples"]))
     assert 8 < runs[0][1] < 400, runs[0][1]  # stopped in between: the test says something
@@ -380,7 +381,14 @@ def test_attribute_records_the_readout_per_image():
     x = torch.cat([_image(size, seed=s, channels=3) for s in range(2)])
     net = WeightedSquare(_weights(size, channels=3))
     _, used, diagnostics = sc.attribute(
-        _classifier(net), x, torch.tensor([0, 1]), "vargrad", samples=8, until_settled=True, max_samples=16
+        _classifier(net),
+        x,
+        torch.tensor([0, 1]),
+        "vargrad",
+        samples=8,
+        until_settled=True,
+        max_samples=16,
+        settled_at=0,
     )
     assert used["until_settled"] is True and used["max_samples"] == 16 and used["sampling"] == "independent"
     readouts = diagnostics["convergence"]
@@ -396,8 +404,21 @@ def test_explain_records_the_readout(demo, chelsea_path):
     record = json.loads(json.dumps(exp.record()))
     assert record["diagnostics"]["convergence"]["samples"] == 8
     assert record["params"]["sampling"] == "independent" and record["params"]["until_settled"] is False
+    assert [row["px"] for row in readout["levels"]] == [0, 1, 2, 4, 8, 16]
+    assert readout["levels"][0]["rerun_spearman"] == readout["rerun_spearman"]
     words, details = describe(readout)
-    assert words.startswith("Still changing") and "Spearman" in details
+    px = readout["reproducible_px"]
+    if px is None:
+        assert words.startswith("Not settled even at 16-pixel detail") and "Sample until settled" in words
+    else:
+        assert words.startswith(f"Shown at {px:g}-pixel detail, the finest that a re-run")
+    assert "Spearman" in details and "16 px" in details
+    # a readout recorded before the detail levels (record schema 1) keeps its words
+    old = {k: v for k, v in readout.items() if k not in ("levels", "reproducible_px", "settled_at_px")}
+    assert describe({**old, "verdict": "still changing"})[0].startswith("Still changing")
+    # the full-detail switch: the same readout, drawn at 0 px
+    if px:
+        assert describe(readout, shown_px=0)[0].startswith(f"Shown at full detail: finer than {px:g}-pixel")
 
 
 class Smooth(nn.Module):

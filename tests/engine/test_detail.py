@@ -45,3 +45,26 @@ def test_reproducible_px_reads_only_numbers():
         {"convergence": {"reproducible_px": -1}},
     ):
         assert detail.reproducible_px(bad) is None
+
+
+def test_strided_smoothing_is_the_blurred_map_read_every_stride_pixels():
+    import torch
+
+    maps = torch.rand(3, 50, 37, generator=torch.Generator().manual_seed(0))
+    for sigma in (0, 1.5, 4):
+        full = detail.smooth_tensor(maps, sigma)
+        for stride in (2, 3):
+            torch.testing.assert_close(detail.smooth_tensor(maps, sigma, stride), full[:, ::stride, ::stride])
+    with pytest.raises(ValueError):
+        detail.smooth_tensor(maps, 1, 0)
+
+
+def test_stated_detail_is_the_coarsest_reproducible_detail_of_the_maps():
+    exact = {}
+    settled = {"convergence": {"verdict": "settled", "reproducible_px": 4.0, "levels": []}}
+    coarse = {"convergence": [{"verdict": "settled", "reproducible_px": 8.0}]}
+    unsettled = {"convergence": {"verdict": "still changing", "reproducible_px": None}}
+    assert detail.stated_detail(exact, None, size=224) == 0
+    assert detail.stated_detail(exact, settled, size=224) == 4
+    assert detail.stated_detail(settled, coarse, size=224) == 8
+    assert detail.stated_detail(settled, unsettled, size=448) == 32  # not settled: the coarsest level

@@ -27,6 +27,7 @@ from PIL import Image
 import saliency_core as sc
 from saliency_core import cli
 from saliency_core import report as rp
+from saliency_core.engine.convergence import describe as describe_convergence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARTIFACTS = os.path.join(ROOT, "tests", "artifacts", "report")
@@ -593,6 +594,28 @@ def test_convergence_readout_is_in_the_report_text(demo):
     readout = report.images[0].maps["smoothgrad"].diagnostics["convergence"]
     parsed = _Parsed(report.to_html())
     caption = next(f["caption"] for f in parsed.figures if "SmoothGrad" in f["caption"])
-    assert "Still changing" in caption and f"Spearman {readout['rerun_spearman']:.2f}" in caption
+    words = describe_convergence(readout)[0]
+    assert words.split(":")[0].split(",")[0] in caption
+    assert f"Spearman {readout['rerun_spearman']:.2f}" in caption
     text = "\n".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(report.to_pdf())).pages)
-    assert "Still changing" in " ".join(text.split())
+    assert words.split(":")[0].split(",")[0] in " ".join(text.split())
+
+
+def test_methods_share_their_strongest_pixels_at_the_stated_detail(demo):
+    """The summary's "the two methods share N % of their strongest pixels" is measured at the
+    coarser of the two maps' reproducible details, the raw-pixel share beside it."""
+    import html
+
+    report = rp.build_report(
+        demo, [_photo("chelsea.png")], ["smoothgrad", "gradient"], params={"samples": 50}
+    )
+    maps = report.images[0].maps
+    px = maps["smoothgrad"].diagnostics["convergence"]["reproducible_px"]
+    assert px  # SmoothGrad-50 on the cat: reproducible at a blurred detail; the gradient is exact
+    at = rp.agreement(maps["smoothgrad"], maps["gradient"], px)
+    raw = rp.agreement(maps["smoothgrad"], maps["gradient"])
+    text = " ".join(html.unescape(report.to_html()).split())
+    assert (
+        f"SmoothGrad and Gradient share {100 * at:.0f} % of their strongest pixels at {px:g}-pixel detail "
+        f"(pixel by pixel {100 * raw:.0f} %)" in text
+    )
