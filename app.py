@@ -11,6 +11,7 @@ import streamlit as st
 import saliency_core as sc
 from pages import _defaults as defaults
 from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
+from pages._plans import plan_caption
 from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
 from saliency_core.engine.devices import describe as describe_device
 from saliency_core.engine.models import check_upload, code_models_allowed
@@ -106,6 +107,7 @@ with st.sidebar, page_guard("the sidebar"):
             "SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard (auto uses a GPU when "
             "there is one).",
         )
+        plan_caption(model)  # the execution plan of averaging methods, in words
         if model.card:
             with st.expander("Model card"):
                 st.markdown(

@@ -45,6 +45,8 @@ from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
 from saliency_core.engine.convergence import SETTLED, describe
 from saliency_core.engine.images import image_notes
+from saliency_core.engine.plans import describe as describe_plan
+from saliency_core.engine.plans import time_share
 from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
 from saliency_core.engine.samples import sample_images
 from saliency_core.report import confidence_words
@@ -249,7 +251,8 @@ if ss.pop("explain__cancelled", False):  # Cancel was pressed: keep what was don
     ss["explain_paused"] = ss.get("explain_signature")
     ss["explain__running"] = False
 seconds = (
-    sum(es.map_passes(m, method_params(m, cfg["params"])) for _, m in jobs) * es.pass_times(model).backward
+    sum(es.map_passes(m, method_params(m, cfg["params"])) * time_share(model, m) for _, m in jobs)
+    * es.pass_times(model).backward
     if jobs
     else 0.0
 )
@@ -557,6 +560,9 @@ for item in images:
                     readout = exp.diagnostics.get("convergence")
                     if isinstance(readout, dict):
                         words, details = describe(readout)
+                        details = " ".join(
+                            filter(None, [details, describe_plan(exp.diagnostics.get("plan"))])
+                        )
                         icon = {
                             "settled": ":material/check_circle:",
                             "still changing": ":material/hourglass_top:",

@@ -21,8 +21,10 @@ import saliency_core as sc
 if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(1)
 
-# execution plans (saliency_core/engine/plans.py) are cached on disk: the tests' stay out of the user's cache
+# execution plans (saliency_core/engine/plans.py): cached on disk, the tests' out of the user's cache;
+# float32 only (maps as the tests state them, no timing runs) except in tests/engine/test_plans.py
 os.environ.setdefault("SALIENCY_CACHE_DIR", tempfile.mkdtemp(prefix="saliency-tests-cache-"))
+os.environ.setdefault("SALIENCY_PLANS", "float32")
 
 # (test, comparison, value) rows; printed in the terminal summary (see pytest_terminal_summary)
 MEASURED: list[tuple[str, str, float]] = []

@@ -124,9 +124,14 @@ def bf16_units(device: torch.device) -> str | None:
     return None
 
 
+def switched_off() -> bool:
+    """Whether ``SALIENCY_PLANS=float32`` keeps every method in float32."""
+    return os.environ.get("SALIENCY_PLANS", "").strip().lower() == "float32"
+
+
 def candidates(device: torch.device) -> list[Plan]:
     """The plans worth timing on ``device``: float32 layouts always, bfloat16 only with its units."""
-    if os.environ.get("SALIENCY_PLANS", "").strip().lower() == "float32":
+    if switched_off():
         return [FLOAT32]
     return [p for p in PLANS.values() if not p.reduced or bf16_units(device) is not None]
 
@@ -503,7 +508,8 @@ def describe(record: dict | None) -> str:
     if not isinstance(record, dict) or "plan" not in record:
         return ""
     if record["plan"] == "float32":
-        return "Computed in float32 (no faster plan passed the map-change rule on this machine)."
+        why = "plans switched off" if switched_off() else "no faster plan passed the map-change rule here"
+        return f"Computed in float32 ({why})."
     how = "bfloat16" if record.get("dtype") == "bfloat16" else "float32"
     layout = ", channels-last layout" if record.get("channels_last") else ""
     ratio = record.get("ratio")
@@ -524,7 +530,8 @@ def describe_model(model) -> str:
         return "Averaging methods: a faster precision or layout is measured when first used."
     reduced = [r for r in choices.values() if r["plan"] != "float32"]
     if not reduced:
-        return "Averaging methods: computed in float32 (no faster plan passed the checks here)."
+        why = "plans switched off" if switched_off() else "no faster plan passed the checks here"
+        return f"Averaging methods: computed in float32 ({why})."
     r = reduced[0]
     how = f"bfloat16 on {r['units']}" if r["dtype"] == "bfloat16" else "float32 in channels-last layout"
     return f"Averaging methods: computed in {how}; maps checked to move less than a tenth of a seed change."
