@@ -57,6 +57,9 @@ SPEED_MARGIN = 0.95  # a candidate must take at most this share of float32's tim
 MAX_AGE_S = 7 * 24 * 3600.0  # timings older than this are measured again
 TIMING_REPEATS = 3  # timed batches per candidate (after one warm-up), the fastest counts
 CACHE_FORMAT = 1
+# method -> parameters of the probe check other than the method's defaults; empty in use (the
+# defaults are checked), set only by bench/plans.py for a short run, which says so
+PROBE_PARAMS: dict[str, dict] = {}
 RULE = (
     "used only where, on a probe image, the map moves from the float32 map (same seed) by less "
     f"than {RULE_SHARE:g} of what a change of seed moves it (1 - Spearman at the map's reproducible detail)"
@@ -247,7 +250,7 @@ def movement(a, b, sigma: float) -> float:
     return float(1 - spearman(sa, sb)[0])
 
 
-def _probe(model) -> torch.Tensor:
+def probe_image(model) -> torch.Tensor:
     """The probe image (1, C, H, W): the bundled cat photo where installed, else a fixed smooth pattern."""
     from torchvision.transforms.functional import to_tensor
 
@@ -277,7 +280,7 @@ def check_map(model, method: str, plan: Plan) -> dict:
     from .methods import METHODS
 
     m = METHODS[method]
-    x = _probe(model)
+    x = probe_image(model)
     with torch.no_grad():
         target = model.network(x).argmax(1)
     maps, readouts = {}, {}
@@ -286,7 +289,8 @@ def check_map(model, method: str, plan: Plan) -> dict:
         readout = Readout(lambda a: reduce_channels(a, m.reduction)) if takes_readout else None
         extra = {"readout": readout} if readout is not None else {}
         with using(run):
-            attribution = m.attribute(model.network, x, target, **{**m.defaults, "seed": seed}, **extra)
+            params = {**m.defaults, **PROBE_PARAMS.get(method, {}), "seed": seed}
+            attribution = m.attribute(model.network, x, target, **params, **extra)
         maps[key] = reduce_channels(attribution, m.reduction)[0].float().cpu().numpy()
         readouts[key] = readout.last[0] if readout is not None and readout.last else None
     sigma = detail_px({"convergence": readouts["f32"]}, int(model.input_size))
