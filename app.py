@@ -12,6 +12,7 @@ import saliency_core as sc
 from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
 from pages._detail import detail_controls
 from pages._method_settings import setting_widgets
+from pages._plans import plan_caption
 from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
 from saliency_core.engine.devices import describe as describe_device
 from saliency_core.engine.models import check_upload, code_models_allowed
@@ -107,6 +108,7 @@ with st.sidebar, page_guard("the sidebar"):
             "SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard (auto uses a GPU when "
             "there is one).",
         )
+        plan_caption(model)  # the execution plan of averaging methods, in words
         if model.card:
             with st.expander("Model card"):
                 st.markdown(

@@ -2,6 +2,7 @@
 
     python bench/run.py                       # full table on this machine (CPU, and GPU if present)
     python bench/run.py --samples 2 --steps 2 --repeats 1 --batch 2 --models demo   # smoke run
+    python bench/run.py --plans [bench/plans.py flags]  # execution plans: plan vs float32 vs Captum
 
 Prints one row per (device, model, task): our median, Captum's median(s) and the ratio
 Captum / ours (> 1 means we are faster), and writes the table as JSON (--out).
@@ -429,6 +430,10 @@ def main(argv=None) -> int:
         help="skip timing Captum in a fresh process (CPU)",
     )
     p.add_argument("--out", default="bench/results.json")
+    if argv is None and "--plans" in sys.argv[1:] or argv is not None and "--plans" in argv:
+        from plans import main as plans_main  # bench/plans.py: execution-plan rows, its own flags
+
+        return plans_main([a for a in (sys.argv[1:] if argv is None else argv) if a != "--plans"])
     args = p.parse_args(argv)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     result = {

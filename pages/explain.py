@@ -47,6 +47,8 @@ from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
 from saliency_core.engine.convergence import SETTLED, describe
 from saliency_core.engine.images import image_notes
+from saliency_core.engine.plans import describe as describe_plan
+from saliency_core.engine.plans import time_share
 from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
 from saliency_core.engine.samples import sample_images
 from saliency_core.report import confidence_words
@@ -244,7 +246,11 @@ signature = hashlib.sha256(
 if ss.pop("explain__cancelled", False):  # Cancel was pressed: keep what was done, compute no more
     ss["explain_paused"] = ss.get("explain_signature")
     ss["explain__running"] = False
-seconds = sum(es.map_seconds(es.pass_times(model), m, cfg["params"]) for _, m in jobs) if jobs else 0.0
+seconds = (
+    sum(es.map_seconds(es.pass_times(model), m, cfg["params"]) * time_share(model, m) for _, m in jobs)
+    if jobs
+    else 0.0
+)
 paused = ss.get("explain_paused") == signature
 compute = bool(jobs) and not paused and (seconds <= ASK_ABOVE or ss.get("explain_confirmed") == signature)
 if jobs and not compute:
@@ -573,7 +579,9 @@ for item in images:
                             "until the map has settled** under *Sample until the map settles* above."
                         )
                     if isinstance(readout, dict):
-                        details = describe(readout)[1]
+                        details = " ".join(
+                            filter(None, [describe(readout)[1], describe_plan(exp.diagnostics.get("plan"))])
+                        )
                         if details:
                             with st.expander("Convergence details"):
                                 st.caption(details)

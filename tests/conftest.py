@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import skimage
@@ -19,6 +20,11 @@ import saliency_core as sc
 # Set OMP_NUM_THREADS to choose otherwise.
 if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(1)
+
+# execution plans (saliency_core/engine/plans.py): cached on disk, the tests' out of the user's cache;
+# float32 only (maps as the tests state them, no timing runs) except in tests/engine/test_plans.py
+os.environ.setdefault("SALIENCY_CACHE_DIR", tempfile.mkdtemp(prefix="saliency-tests-cache-"))
+os.environ.setdefault("SALIENCY_PLANS", "float32")
 
 # (test, comparison, value) rows; printed in the terminal summary (see pytest_terminal_summary)
 MEASURED: list[tuple[str, str, float]] = []

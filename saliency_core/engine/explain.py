@@ -21,6 +21,8 @@ from .convergence import Readout
 from .devices import describe as describe_device
 from .images import ImageSource, image_hash, load_image
 from .methods import METHODS, Method
+from .plans import choose as choose_plan
+from .plans import using as using_plan
 
 # Parameters the public explain() signature always carries; a method that does not use one
 # ignores it. Any other unknown name is an error.
@@ -138,9 +140,11 @@ def attribute(
     """Run a method on a preprocessed batch. Returns (attribution, params used, diagnostics).
 
     ``progress``, ``chunk_size`` and ``preview`` reach the methods that take them and never
-    change the result. Methods that average (SmoothGrad family, Integrated Gradients) add their
-    convergence readout as ``diagnostics["convergence"]``: one dict per image
-    (saliency_core/engine/convergence.py), on the displayed saliency (the method's ``reduction``)."""
+    change the result. Averaging methods run in the execution plan chosen for the model on this
+    machine (saliency_core/engine/plans.py), recorded as ``diagnostics["plan"]``. Methods that
+    average (SmoothGrad family, Integrated Gradients) add their convergence readout as
+    ``diagnostics["convergence"]``: one dict per image (saliency_core/engine/convergence.py), on
+    the displayed saliency (the method's ``reduction``)."""
     m = get_method(method)
     used = resolve_params(m, params, model)
     accepted = inspect.signature(m.attribute).parameters
@@ -151,10 +155,14 @@ def attribute(
     }
     if "readout" in accepted:
         runtime["readout"] = Readout(lambda a: reduce_channels(a, m.reduction))
-    attribution = m.attribute(model.network, x, target, **used, **runtime)
+    plan = choose_plan(model, method, used)  # averaging methods only (saliency_core/engine/plans.py)
+    with using_plan(plan["plan"] if plan else None):
+        attribution = m.attribute(model.network, x, target, **used, **runtime)
     diagnostics = m.check(model.network, x, target, attribution, used) if m.check else {}
     if "readout" in runtime and runtime["readout"].last is not None:
         diagnostics = {**diagnostics, "convergence": runtime["readout"].last}
+    if plan is not None:
+        diagnostics = {**diagnostics, "plan": plan}
     return attribution, used, diagnostics
 
 

@@ -90,12 +90,15 @@ def test_convergence_readout_and_sample_until_settled():
     assert "a re-run with other random noise" in captions or "a re-run with other noise" in captions
     assert "Estimated agreement with a re-run at 4 samples, at full detail: Spearman" in captions
     assert captions.count("Estimated agreement") == 1  # single-pass gradient has no readout
+    assert "Computed in float32" in captions  # the execution plan (SALIENCY_PLANS=float32 in the tests)
     at.checkbox(key="until_settled").check()
     at.number_input(key="max_samples").set_value(8)
     at = next(b for b in at.button if b.label == "Apply" and b.form_id == "settle").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     captions = " ".join(c.value for c in at.caption)
     assert "Stopped at the maximum after 8 samples." in captions, captions
+    # the sidebar names the plan once the model has been used for an averaging method
+    assert any(c.value.startswith("Averaging methods: computed in float32") for c in at.sidebar.caption)
 
 
 def test_outline_view_for_any_method():

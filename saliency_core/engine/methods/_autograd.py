@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import plans
 from .._fast import check_target, gpu_settings, gradient_network, graphed_gradient
 
 
@@ -35,11 +36,12 @@ def input_gradient(network: nn.Module, x: torch.Tensor, target: torch.Tensor) ->
 
     Works on a detached copy of ``x``; images of a batch are independent, so the gradient of
     the summed scores is each image's own gradient. Runs on the network's fast form
-    (saliency_core/engine/_fast.py): BatchNorm folded, and on a GPU a replayed CUDA graph.
+    (saliency_core/engine/_fast.py): BatchNorm folded, and on a GPU a replayed CUDA graph; inside
+    an averaging method, in the execution plan explain() chose (saliency_core/engine/plans.py).
     """
     target = as_targets(target, x.shape[0], x.device)
     network = gradient_network(network, probe=x[:1].detach())
-    with gpu_settings(x.device):
+    with gpu_settings(x.device), plans.applied(network, x) as (network, x):
         grad = graphed_gradient(network, x, target)
         if grad is None:
             grad = _gradient(network, x.detach().clone().requires_grad_(True), target)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import plans
 from .._fast import averaging, check_target, gradient_network
 from ._autograd import as_targets, count
 from ._registry import SEED, Cost, Setting, register, whole
@@ -143,7 +144,8 @@ def rise(
             n = min(per_chunk, masks - start)
             m = rise_masks(height, width, cell, keep, seed, start, n).to(device=x.device, dtype=x.dtype)
             shown = x.unsqueeze(0) * m.unsqueeze(1) + reference.unsqueeze(0) * (1 - m.unsqueeze(1))
-            logits = net(shown.reshape(n * batch, *x.shape[1:]))
+            with plans.applied(net, shown.reshape(n * batch, *x.shape[1:])) as (run, batch_in):
+                logits = run(batch_in)  # the execution plan explain() chose (saliency_core/engine/plans.py)
             if logits.dim() != 2:
                 raise ValueError(
                     "Expected the model to return one score per class, shape (batch, "
