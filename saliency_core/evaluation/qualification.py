@@ -807,3 +807,43 @@ def qualify(
 ):
     """Run a whole qualification (``QualificationRun``); see the module docstring."""
     return QualificationRun(model, dataset, settings, results=results).run(progress=progress, cancel=cancel)
+
+
+# ---- kept on disk: the demo's qualification is computed once per model, set and software --------
+DEMO_IMAGES = 50  # the bundled pasted-object set at the minimum for a verdict
+DEMO_STEP = 0.2  # deletion / insertion: 6 points per curve (the cheap setting; 0.1 doubles the time)
+
+
+def demo_settings(methods: Sequence[str], params: dict | None = None) -> QualificationSettings:
+    """The demo's qualification: the given methods with their parameters, the default rules, the
+    cheap curve step ``DEMO_STEP`` and the default samples of the sanity and stability checks."""
+    return QualificationSettings(list(methods), params=dict(params or {}), step_fraction=DEMO_STEP)
+
+
+def cached_qualification(
+    model, dataset: Dataset, settings: QualificationSettings, folder, progress=None, cancel=None
+) -> Qualification:
+    """``qualify`` kept in ``folder`` as ``<run_key>.json`` (its units in ``<run_key>.jsonl``, so a
+    stopped computation resumes): computed again only when the model, the data set, the settings or
+    the software change.
+
+    Returns:
+        The scorecard; ``complete`` is False when ``cancel`` stopped it (nothing is kept as final then).
+    """
+    folder = Path(folder)
+    fingerprint = dataset_fingerprint(dataset)
+    key = run_key(model, fingerprint, settings)
+    final = folder / f"{key}.json"
+    if final.is_file():
+        try:
+            return Qualification.from_record(json.loads(final.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            pass  # a damaged copy: computed again
+    folder.mkdir(parents=True, exist_ok=True)
+    run = QualificationRun(model, dataset, settings, results=folder / f"{key}.jsonl", fingerprint=fingerprint)
+    result = run.run(progress=progress, cancel=cancel)
+    if result.complete:
+        partial = final.with_suffix(".json.tmp")
+        partial.write_text(json.dumps(result.record(), indent=1, default=str), encoding="utf-8")
+        os.replace(partial, final)
+    return result

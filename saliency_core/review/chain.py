@@ -145,3 +145,10 @@ def _verify(conn: sa.Connection) -> AuditCheck:
             False, head=head, problem=broken.problem, table=broken.table, row=broken.row, **counts
         )
     return AuditCheck(True, head=head, **counts)
+
+
+# Public names for the modules that keep their own chained, append-only tables in this database
+# (review/qualification.py): append a row as the next link, walk a chain, the error naming a broken row.
+append_chained = _append_chained
+walk_chain = _walk_chain
+ChainBroken = _Broken
