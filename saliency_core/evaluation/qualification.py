@@ -426,14 +426,18 @@ def reproducibility_row(method: str, details: list[dict], input_size: int, rules
 def overall(method: str, rows: list[dict], images: int, rules, complete: bool = True) -> dict:
     """The method's verdict from its criteria rows, with the reason in words."""
     failing = [r for r in rows if r["verdict"] == "fail"]
+    fails = "; ".join(f"{r['criterion_label'].lower()} ({r['detail']})" for r in failing)
+    if not complete:  # a stopped run is never a final verdict
+        so_far = f"; so far it fails {fails}" if failing else ""
+        reason = f"Provisional: the run was stopped before the end{so_far}."
+        return {"verdict": "provisional", "reason": reason, "failing": [r["criterion"] for r in failing]}
     if failing:
-        reason = (
-            "Fails " + "; ".join(f"{r['criterion_label'].lower()} ({r['detail']})" for r in failing) + "."
-        )
-        return {"verdict": "not qualified", "reason": reason, "failing": [r["criterion"] for r in failing]}
+        return {
+            "verdict": "not qualified",
+            "reason": f"Fails {fails}.",
+            "failing": [r["criterion"] for r in failing],
+        }
     why = []
-    if not complete:
-        why.append("the run was stopped before the end")
     if images < rules.min_images:
         why.append(f"only {images} annotated image(s) scored ({rules.min_images} needed)")
     undecided = [r for r in rows if r["verdict"] == "undecided"]
@@ -768,9 +772,7 @@ class QualificationRun:
                     Skipped(f"{unit[0]} on {self.dataset.items[unit[1]].name} [{label_of(m)}]", str(e))
                     for m, e in value.get("errors", {}).items()
                 ]
-        units["cannot_run"] = {
-            s.item.removeprefix("method "): f"Cannot run on this model: {s.reason}" for s in self.plan.skipped
-        }
+        units["cannot_run"] = {s.item.removeprefix("method "): s.reason for s in self.plan.skipped}
         frame = pd.DataFrame(totals.rows)
         vs = self.validation
         rows, verdicts = scorecard(
