@@ -577,9 +577,10 @@ def _cancelled(cancel) -> bool:
 
 
 def run_key(model, fingerprint: str, settings: QualificationSettings) -> str:
-    """What a results file belongs to: model, data set, settings, rules and software."""
+    """What a results file belongs to: model, data set, settings and software. Not the rules: they
+    judge the units' figures, so a run re-judged by tightened rules reuses every unit."""
     text = json.dumps(
-        [model.fingerprint, fingerprint, settings.record(), settings.rules.record(), versions()],
+        [model.fingerprint, fingerprint, settings.record(), versions()],
         sort_keys=True,
         default=str,
     )
