@@ -57,12 +57,24 @@ def add_qualify_command(commands) -> None:
         "--pasted", type=_whole(1), metavar="N", help="the bundled pasted-object set of N images (the demo's)"
     )
     source.add_argument("--pasted-seed", type=_whole(0), default=0, metavar="S", help="its seed (default 0)")
+    source.add_argument(
+        "--demo",
+        action="store_true",
+        help=f"the demo's qualification: the demo model, {ql.DEMO_IMAGES} pasted-object images, the methods "
+        f"{', '.join(ql.DEMO_METHODS)}; kept in --cache and recorded (approved as the demo's) in the review "
+        "database, so the dashboard shows it at once",
+    )
+    source.add_argument(
+        "--cache",
+        default=ql.DEMO_CACHE,
+        metavar="DIR",
+        help=f"--demo: where it is kept (default {ql.DEMO_CACHE})",
+    )
     qu.add_argument(
         "--methods",
         "--method",
         dest="methods",
         action="append",
-        required=True,
         metavar="NAME",
         help=f"methods to qualify, comma-separated or repeated ({', '.join(METHODS)})",
     )
@@ -125,14 +137,37 @@ def _settings(args, methods):
     )
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    from ..evaluation import qualification as ql
+    from ..review.qualification import qualify_demo
+    from ..review.store import ReviewStore, StoreError
+
+    out = Path(args.out)
+    if not _make_folder(out):
+        return 2
+    start = time.perf_counter()
+    try:
+        with ReviewStore(args.store) as store:
+            result, rec = qualify_demo(args.cache, store, progress=lambda d, t, w: _say(f"{d}/{t} {w}"))
+            _say(f"in force: qualification record {rec.id} in {store.where}")
+    except (StoreError, ValueError) as err:
+        _say(f"error: {err}")
+        return 1
+    return _write(args, out, result, list(ql.DEMO_METHODS), time.perf_counter() - start, store=False)
+
+
 def run_qualify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..engine.models import load_model
     from ..evaluation import annotations as an
     from ..evaluation import qualification as ql
     from ..evaluation.data import pasted_objects
 
-    if sum([bool(args.images or args.annotations), args.pasted is not None]) != 1:
-        parser.error("give one data set: --images DIR --annotations FILE, or --pasted N")
+    if sum([bool(args.images or args.annotations), args.pasted is not None, args.demo]) != 1:
+        parser.error("give one data set: --images DIR --annotations FILE, --pasted N, or --demo")
+    if args.demo:
+        return run_demo(args)
+    if not args.methods:
+        parser.error("the following arguments are required: --methods")
     if args.annotations and not args.images:
         parser.error("--annotations needs --images DIR")
     methods, _ = _methods(args.methods, parser)
@@ -168,7 +203,7 @@ def run_qualify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return _write(args, out, result, methods, time.perf_counter() - start)
 
 
-def _write(args, out: Path, result, methods: list[str], seconds: float) -> int:
+def _write(args, out: Path, result, methods: list[str], seconds: float, store: bool = True) -> int:
     from ..review.qualification import QualificationStore
     from ..review.store import ReviewStore, StoreError
 
@@ -186,7 +221,7 @@ def _write(args, out: Path, result, methods: list[str], seconds: float) -> int:
         print(f"{r['method']:<22} {r['criterion']:<16} {cell:<28} {r['verdict']}", flush=True)
     for m, v in result.verdicts.items():
         print(f"{m}: {v['verdict']}. {v['reason']}", flush=True)
-    if args.store:
+    if args.store and store:
         try:
             with ReviewStore(args.store) as store:
                 rec = QualificationStore(store).add(

@@ -814,12 +814,15 @@ def qualify(
 
 # ---- kept on disk: the demo's qualification is computed once per model, set and software --------
 DEMO_IMAGES = 50  # the bundled pasted-object set at the minimum for a verdict
+DEMO_METHODS = ("gradient", "guided_backprop", "smoothgrad", "gradcam")  # the sidebar's defaults (a test
+# keeps them equal to pages/_defaults.METHODS); each with its own default parameters
+DEMO_CACHE = os.path.join("data", "qualification")  # kept here by the dashboard and `qualify --demo`
 DEMO_STEP = 0.2  # deletion / insertion: 6 points per curve (the cheap setting; 0.1 doubles the time)
 
 
-def demo_settings(methods: Sequence[str], params: dict | None = None) -> QualificationSettings:
-    """The demo's qualification: the given methods with their parameters, the default rules, the
-    cheap curve step ``DEMO_STEP`` and the default samples of the sanity and stability checks."""
+def demo_settings(methods: Sequence[str] = DEMO_METHODS, params: dict | None = None) -> QualificationSettings:
+    """The demo's qualification: the methods with their own default parameters, the default rules,
+    the cheap curve step ``DEMO_STEP`` and the default samples of the sanity and stability checks."""
     return QualificationSettings(list(methods), params=dict(params or {}), step_fraction=DEMO_STEP)
 
 
