@@ -9,6 +9,7 @@ import time
 import streamlit as st
 
 import saliency_core as sc
+from pages import _qualification as qualification
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,
@@ -51,6 +52,7 @@ with st.expander("What the report holds"):
 cfg = settings()
 model = page_model(cfg)
 methods = page_methods(model, cfg)
+qualification.status(model)  # which methods are qualified for this model
 
 # ---- images and options ----------------------------------------------------------------------------
 samples = sample_images()
