@@ -51,6 +51,12 @@ def in_force(model: sc.Classifier) -> rq.QualificationRecord | None:
         return None
 
 
+def record_in_force(model: sc.Classifier) -> dict | None:
+    """The record in force as plain data, for a report's appendix; None without one."""
+    rec = in_force(model)
+    return rec.record() if rec is not None else None
+
+
 def hide_unqualified() -> bool:
     return os.environ.get(HIDE_ENV, "") == "1"
 

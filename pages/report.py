@@ -194,6 +194,7 @@ if run_active("report"):
                 progress=progress,
                 explain_fn=cached_explain,
                 outline_share=outline_share / 100 if outline_share else None,
+                qualification=qualification.record_in_force(model),  # the scorecard in force, appended
             )
             bar.progress(1.0, text="Writing the report…")
             html = report.to_html().encode("utf-8")

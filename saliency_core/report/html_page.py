@@ -28,6 +28,7 @@ from ._common import (
     summary_paragraphs,
     table_rows,
 )
+from .qualification import appendix
 
 if TYPE_CHECKING:
     from .build import ImageEntry, MapEntry, Report
@@ -305,7 +306,19 @@ class _Html:
                 f'<p class="muted">Table {self.figure}: {_e(title.lower())}, {len(rows)} row(s), '
                 "as supplied with the report.</p></section>"
             )
+        if r.qualification:
+            out.append(self.qualification(appendix(r.qualification)))
         return "".join(out)
+
+    def qualification(self, data: dict) -> str:
+        self.figure += 1
+        paragraphs = "".join(f"<p>{_e(p)}</p>" for p in data["paragraphs"])
+        return (
+            f'<section id="qualification"><h2>{_e(data["title"])}</h2>{paragraphs}'
+            f"{_html_table(data['columns'], data['rows'])}"
+            f'<p class="muted">Table {self.figure}: the scorecard in force, {len(data["rows"])} row(s).</p>'
+            "</section>"
+        )
 
     def comparison(self, data: dict) -> str:
         parts = ['<section id="comparison"><h2>Comparison with another version of the model</h2>']

@@ -24,6 +24,7 @@ from ._common import (
     table_rows,
 )
 from .html_page import _date, _diagnostics_text, _nums, _params_text, _seed_text
+from .qualification import appendix
 
 if TYPE_CHECKING:
     from .build import Report
@@ -288,6 +289,15 @@ def _pdf(report: Report) -> bytes:
         columns, rows = table_rows(data)
         grid_table(columns, rows)
         para(f"Table: {title.lower()}, {len(rows)} row(s), as supplied with the report.", size=8)
+
+    if report.qualification:  # the scorecard in force, as an appendix
+        data = appendix(report.qualification)
+        pdf.add_page()
+        pdf.start_section("Qualification")
+        heading(data["title"])
+        for text in data["paragraphs"]:
+            para(text, size=8.5)
+        grid_table(data["columns"], data["rows"])
 
     # software and date
     pdf.add_page()

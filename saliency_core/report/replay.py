@@ -17,6 +17,7 @@ from ..engine.images import load_image
 from ..engine.methods import METHODS
 from ..engine.untrusted import InflateError, cut, inflate, quote
 from ._common import MAX_MAP_SIDE, MAX_REPORT_BYTES, MAX_THREADS, REPLAY_ID, SCHEMA, _f32, map_summary
+from .qualification import check as qualification_check
 
 # ---- replay ---------------------------------------------------------------------------------------
 
@@ -221,6 +222,7 @@ def replay(
     from ..engine.explain import attribute, explain, reduce_channels
 
     want = recorded_fingerprint(record)
+    results: list[ReplayResult] = []
     if model is None:
         model = find_replay_model(record, models_dir)
     if model.fingerprint != want:
@@ -229,6 +231,9 @@ def replay(
             f"weights' sha256 is {model.fingerprint[:12]}…, the report's {want[:12]}…. Nothing "
             "was replayed."
         )
+    if "qualification" in record:  # the appended scorecard must be this model's own
+        status, words = qualification_check(record["qualification"], model.fingerprint)
+        results.append(ReplayResult("(qualification appendix)", "record", status, None, words))
     environment = record.get("environment")
     threads = environment.get("threads") if isinstance(environment, dict) else None
     if threads is not None and (
@@ -246,7 +251,6 @@ def replay(
     made_on = _device_type(environment.get("device") if isinstance(environment, dict) else None)
     replay_on = model.device.type
     before = torch.get_num_threads()
-    results: list[ReplayResult] = []
 
     def add(result: ReplayResult):
         results.append(result)
