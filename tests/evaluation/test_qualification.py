@@ -190,3 +190,12 @@ def test_guided_backprop_fails_the_sanity_criterion_on_the_demo_model(demo):
     table = q.table()
     assert list(table.columns) == list(ql.COLUMNS)
     assert len(table) == 2 * len(ql.CRITERIA) + 2
+
+
+def test_the_demo_qualifies_the_sidebars_default_methods():
+    """The demo's qualification covers the methods every page starts with (pages/_defaults.py)."""
+    from pages import _defaults
+
+    assert list(ql.DEMO_METHODS) == list(_defaults.METHODS)
+    settings = ql.demo_settings()
+    assert settings.methods == list(_defaults.METHODS) and settings.step_fraction == ql.DEMO_STEP
