@@ -97,13 +97,20 @@ def marker(model: sc.Classifier, method: str, rec: rq.QualificationRecord | None
     return f"{label} is {verdict['verdict']} for this model. {verdict['reason']}"
 
 
-def mark(model: sc.Classifier, method: str) -> None:
-    """The marker beside a method's map: a caption when qualified, a warning otherwise."""
-    words = marker(model, method)
-    if words.endswith("is qualified for this model."):
-        st.caption(":material/verified: " + plain(words))
-    else:
-        st.warning(plain(words), icon=":material/gpp_maybe:")
+def caution(model: sc.Classifier, method: str) -> list[str]:
+    """For a method's caution beside its maps: why the record in force does not qualify it, in words
+    (Markdown-escaped); [] when it is qualified or no record is in force (the page's sentence says so)."""
+    rec = in_force(model)
+    if rec is None or method in rec.qualified:
+        return []
+    return [plain(marker(model, method, rec))]
+
+
+def mark_qualified(model: sc.Classifier, method: str) -> None:
+    """A caption beside a method's maps when the record in force qualifies it."""
+    rec = in_force(model)
+    if rec is not None and method in rec.qualified:
+        st.caption(":material/verified: " + plain(marker(model, method, rec)))
 
 
 def default_methods(model: sc.Classifier, options: list[str], fallback: list[str]) -> list[str]:

@@ -598,9 +598,9 @@ for item in images:
                 records.append({**exp.record(), "legend": legend, "scale": r.scale})
             for m in row:  # cautions under the row, full width: one per method, its sanity verdict included
                 meta = sc.METHODS[m]
-                qualification.mark(model, m)  # qualified for this model, or why not, in words
+                qualification.mark_qualified(model, m)  # qualified for this model (the record in force)
                 verdict = sanity_verdict(model, m, item["hash"])  # computed on this photo only
-                parts = [meta.caution] if meta.caution else []
+                parts = ([meta.caution] if meta.caution else []) + qualification.caution(model, m)
                 if verdict is not None and not verdict.passed:
                     parts.append(plain(verdict.summary))
                 if parts:
