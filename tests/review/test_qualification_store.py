@@ -131,3 +131,18 @@ def test_newest_approved_record_of_the_models_own_weights_is_in_force(url):
         assert qs.in_force("0" * 64) is None
         assert [r.id for r in qs.records(FP)] == [second.id, first.id]
         assert store.verify().ok
+
+
+def test_only_the_demo_is_approved_automatically_and_only_once(url):
+    from saliency_core.review.qualification import DEMO_SIGNER, record_demo
+
+    with ReviewStore(url) as store:
+        qs = QualificationStore(store)
+        with pytest.raises(SignOffRefused, match="Only the bundled demo model"):
+            record_demo(qs, _qualification(fingerprint=OTHER), FP)
+        first = record_demo(qs, _qualification(), FP)
+        again = record_demo(qs, _qualification(), FP)  # the next server start: nothing new written
+        assert first.id == again.id and len(qs.records(FP)) == 1
+        assert qs.in_force(FP).approval.admin == DEMO_SIGNER
+        assert "not reviewed by a person" in qs.in_force(FP).approval.via
+        assert store.verify().ok
