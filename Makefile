@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean chromium postgresql
+.PHONY: run test lint bench clean chromium postgresql qualify-demo
 
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ $(VENV)/.dev: requirements-dev.txt requirements-ray.txt $(VENV)/.runtime
 
 run: $(VENV)/.runtime
 	$(PY) -m streamlit run app.py
+
+# The demo's qualification ahead of time (the dashboard also computes it in the background at start;
+# both keep it in data/qualification and record it in the review database; docs/qualification.md).
+qualify-demo: $(VENV)/.runtime
+	$(PY) -m saliency_core qualify --demo --out data/qualification/demo
 
 # Debian's chromium for the end-to-end browser test (Playwright cannot download browsers here).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -13,6 +13,7 @@ from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
 from pages._detail import detail_controls
 from pages._method_settings import setting_widgets
 from pages._plans import plan_caption
+from pages._qualification import start_demo_qualification
 from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
 from saliency_core.engine.devices import describe as describe_device
 from saliency_core.engine.models import check_upload, code_models_allowed
@@ -32,10 +33,13 @@ page = st.navigation(
         st.Page("pages/stability.py", title="Stability", icon=":material/center_focus_strong:"),
         st.Page("pages/sanity.py", title="Sanity check", icon=":material/science:"),
         st.Page("pages/validate.py", title="Validate", icon=":material/rule:"),
+        st.Page("pages/qualify.py", title="Qualify", icon=":material/verified:"),
         st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
         st.Page("pages/report.py", title="Report", icon=":material/description:"),
     ]
 )
+
+start_demo_qualification()  # the demo's scorecard, once per server, in the background
 
 with st.sidebar, page_guard("the sidebar"):
     # ---- model: demo, the models folder, an upload; a failing choice keeps the last good one

@@ -8,6 +8,7 @@ import json
 import streamlit as st
 
 import saliency_core as sc
+from pages import _qualification as qualification
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,
@@ -45,6 +46,7 @@ with st.expander("How it works"):
 
 # ---- models A and B ---------------------------------------------------------------------------------
 cfg = settings()
+qualification.status_of(cfg["model"])  # which methods are qualified for the sidebar's model
 choices = st.session_state.get("model_choices") or {"demo": "demo"}
 options = list(choices)
 first = options.index(cfg["model"]) if cfg["model"] in options else 0

@@ -15,6 +15,7 @@ import streamlit as st
 
 import pages._defaults as defaults
 import saliency_core as sc
+from pages import _qualification as qualification
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,
@@ -74,6 +75,7 @@ with st.expander("Read this before trusting a map"):
 cfg = settings()
 model = page_model(cfg)
 cfg["methods"] = page_methods(model, cfg)
+qualification.status(model)  # which methods are qualified for this model
 
 # ---- images -------------------------------------------------------------------------------
 left, right = st.columns([3, 2])
@@ -616,8 +618,9 @@ for item in images:
                 records.append({**exp.record(), "legend": legend, "scale": r.scale})
             for m in row:  # cautions under the row, full width: one per method, its sanity verdict included
                 meta = sc.METHODS[m]
+                qualification.mark_qualified(model, m)  # qualified for this model (the record in force)
                 verdict = sanity_verdict(model, m, item["hash"])  # computed on this photo only
-                parts = [meta.caution] if meta.caution else []
+                parts = ([meta.caution] if meta.caution else []) + qualification.caution(model, m)
                 if verdict is not None and not verdict.passed:
                     parts.append(plain(verdict.summary))
                 if parts:

@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import saliency_core as sc
+from pages import _qualification as qualification
 from pages._common import (
     DISCLAIMER,
     crop_key,
@@ -71,6 +72,7 @@ with st.expander("How it works"):
 cfg = settings()
 model = page_model(cfg)
 usable = sc.available_methods(model)
+qualification.status(model)  # which methods are qualified for this model
 
 
 def md(text) -> str:
@@ -137,7 +139,7 @@ def folder_path(rel: str) -> Path:
 
 SOURCES = {"Demo set": "demo", "Server folder": "folder", "Upload a ZIP": "zip"}
 source_labels = [k for k in SOURCES if k != "Server folder" or folder_choices()]
-method_options = [m for m in sc.METHODS if not usable.get(m)]
+method_options = qualification.offered(model, [m for m in sc.METHODS if not usable.get(m)])
 
 
 def _request(kind: str, methods: list[str]) -> dict | None:
@@ -170,7 +172,7 @@ def start(request: dict | None) -> None:
 
 
 def open_demo() -> None:
-    start(_request("demo", [m for m in FAST if m in method_options] or method_options[:1]))
+    start(_request("demo", qualification.default_methods(model, method_options, FAST) or method_options[:1]))
 
 
 def open_chosen() -> None:
@@ -424,7 +426,7 @@ with st.expander("Data set and methods", expanded=request is None):
         st.multiselect(
             "Methods",
             method_options,
-            default=[m for m in FAST if m in method_options],
+            default=qualification.default_methods(model, method_options, FAST),
             key="go_methods",
             format_func=lambda n: sc.METHODS[n].label,
             help="Maps computed for every image. Gradient and Grad-CAM take a fraction of a second "

@@ -9,6 +9,7 @@ import time
 import streamlit as st
 
 import saliency_core as sc
+from pages import _qualification as qualification
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,
@@ -51,6 +52,7 @@ with st.expander("What the report holds"):
 cfg = settings()
 model = page_model(cfg)
 methods = page_methods(model, cfg)
+qualification.status(model)  # which methods are qualified for this model
 
 # ---- images and options ----------------------------------------------------------------------------
 samples = sample_images()
@@ -193,6 +195,7 @@ if run_active("report"):
                 progress=progress,
                 explain_fn=cached_explain,
                 outline_share=outline_share / 100 if outline_share else None,
+                qualification=qualification.record_in_force(model),  # the scorecard in force, appended
             )
             bar.progress(1.0, text="Writing the report…")
             html = report.to_html().encode("utf-8")

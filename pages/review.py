@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 import saliency_core as sc
+from pages import _qualification as qualification
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,
@@ -59,6 +60,7 @@ with st.expander("Before you decide"):
 
 cfg = settings()
 model = page_model(cfg)
+qualification.status(model)  # which methods are qualified for this model
 
 
 @st.cache_resource(show_spinner="Opening the review database…")
@@ -298,6 +300,7 @@ def gallery_entries(selection: str) -> list[tuple[str, bytes]]:
 SOURCES = {"Sample photos": "samples", "Server folder": "folder", "Uploaded images": "upload"}
 source_labels = [k for k in SOURCES if k != "Server folder" or folder_choices()]
 usable = sc.available_methods(model)
+offered = qualification.offered(model, [m for m in sc.METHODS if not usable.get(m)])  # the operator's hide
 
 if can_record and "review_batch" not in ss:
     # Come back tomorrow: reopen the batch this reviewer last worked on, where items can be found again.
@@ -369,8 +372,8 @@ with st.expander("Batch: choose the items and methods", expanded="review_batch" 
         st.file_uploader("Images to upload", type=UPLOAD_TYPES, accept_multiple_files=True, key="rb_uploads")
         st.multiselect(
             "Methods shown for each item",
-            [m for m in sc.METHODS if not usable.get(m)],
-            default=[m for m in cfg["methods"] if not usable.get(m)],
+            offered,
+            default=qualification.default_methods(model, offered, cfg["methods"]),
             key="rb_methods",
             format_func=lambda n: sc.METHODS[n].label,
             help="Fixed for the batch when it is first opened, so every reviewer sees the same.",
@@ -407,7 +410,7 @@ if not items:
     st.stop()
 
 batch_name = spec["name"]
-methods = {m: p for m, p in spec["methods"].items() if m in sc.METHODS and not usable.get(m)}
+methods = {m: p for m, p in spec["methods"].items() if m in offered}
 for m in [m for m in spec["methods"] if m not in methods]:
     st.warning(f"Method {plain(repr(m))} of this batch is not available here; it is not shown.")
 

@@ -41,7 +41,7 @@ def streamlit_app(data: Path, **env: str) -> Iterator[str]:
         STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
         PYTHONPATH=ROOT,
         SALIENCY_DB=str(data / "reviews.sqlite"),
-        **env,
+        **{"SALIENCY_DEMO_QUALIFICATION": "0", **env},  # no background qualification unless asked
     )
     for name in FOREIGN_ENV:
         if name not in env:

@@ -103,6 +103,7 @@ def app_py_on_every_run(monkeypatch):
         PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(PagesManager, "__init__", init)
+    monkeypatch.setenv("SALIENCY_DEMO_QUALIFICATION", "0")  # no background qualification in tests
 
 
 def open_page(page: str, methods: list[str]):

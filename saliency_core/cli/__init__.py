@@ -17,6 +17,7 @@ from .checks import add_check_commands
 from .common import PROG, Parser, say
 from .compare import add_compare_command
 from .explain import add_explain_command
+from .qualify import add_qualify_command
 from .report import add_report_commands
 from .users import add_users_command
 from .validate import add_validate_command
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_check_commands(commands)  # stability, sanity: saliency_core/evaluation/
     add_validate_command(commands)  # validate: saliency_core/evaluation/validate.py
     add_report_commands(commands)  # report, replay: saliency_core/report.py
+    add_qualify_command(commands)  # qualify: saliency_core/evaluation/qualification.py
     add_compare_command(commands)  # compare: saliency_core/cli/compare.py (adds its own --device)
     for command in commands.choices.values():  # every command that loads a model
         if "--model" in command._option_string_actions:

@@ -46,6 +46,7 @@ from .content import (
 )
 from .html_page import HtmlPage
 from .pdf import write_pdf
+from .qualification import replay_block
 
 # ---- data model ----------------------------------------------------------------------------
 
@@ -148,6 +149,7 @@ class Report:
     reviews: Any = None
     audit: dict | None = None
     comparison: Any = None
+    qualification: dict | None = None  # QualificationRecord.record() in force, drawn as an appendix
     alpha: float = ALPHA
     clip_percentile: float = CLIP_PERCENTILE
     outline_share: float | None = None
@@ -245,6 +247,7 @@ class Report:
             },
             "images": images,
             "skipped": [{"name": n, "message": msg} for n, msg in self.skipped],
+            **({"qualification": replay_block(self.qualification)} if self.qualification else {}),
         }
 
     def to_html(
@@ -471,6 +474,7 @@ def build_report(
     progress: Callable[[int, int, str], None] | None = None,
     explain_fn: ExplainFn | None = None,
     outline_share: float | None = None,
+    qualification: dict | None = None,
 ) -> Report:
     """Compute (or fetch) every map and collect a ``Report``.
 
@@ -490,6 +494,8 @@ def build_report(
             default ``saliency_core.explain`` (the app passes its cached version).
         outline_share: also show each map as the outline of the regions holding this share of
             it (0 to 1, e.g. 0.3), beside the overlay.
+        qualification: ``QualificationRecord.record()`` of the record in force for ``model``, drawn
+            as an appendix (its scorecard, rules and sign-off); ``replay`` checks its fingerprint.
     Returns:
         ``Report``. Images that cannot be read are listed in ``report.skipped``; a method that
         fails on an image is recorded in that image's ``errors`` and the rest goes on.
@@ -531,4 +537,5 @@ def build_report(
         comparison=comparison,
         environment={"threads": torch.get_num_threads(), "device": device},
         outline_share=outline_share,
+        qualification=qualification,
     )

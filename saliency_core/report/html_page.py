@@ -30,6 +30,7 @@ from .content import (
     table_rows,
     thumb_image,
 )
+from .qualification import appendix
 
 if TYPE_CHECKING:
     from .build import ImageEntry, Report
@@ -343,7 +344,19 @@ class HtmlPage:
                 f'<p class="muted">Table {self.figure}: {_e(title.lower())}, {len(rows)} row(s), '
                 "as supplied with the report.</p></section>"
             )
+        if r.qualification:
+            out.append(self.qualification(appendix(r.qualification)))
         return "".join(out)
+
+    def qualification(self, data: dict) -> str:
+        self.figure += 1
+        paragraphs = "".join(f"<p>{_e(p)}</p>" for p in data["paragraphs"])
+        return (
+            f'<section id="qualification"><h2>{_e(data["title"])}</h2>{paragraphs}'
+            f"{_html_table(data['columns'], data['rows'])}"
+            f'<p class="muted">Table {self.figure}: the scorecard in force, {len(data["rows"])} row(s).</p>'
+            "</section>"
+        )
 
     def comparison(self, data: dict) -> str:
         parts = ['<section id="comparison"><h2>Comparison with another version of the model</h2>']

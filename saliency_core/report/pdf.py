@@ -28,6 +28,7 @@ from .content import (
     table_rows,
     thumb_image,
 )
+from .qualification import appendix
 
 if TYPE_CHECKING:
     from .build import Report
@@ -341,6 +342,14 @@ class _PdfWriter:
             columns, rows = table_rows(data)
             self.grid_table(columns, rows)
             self.para(f"Table: {title.lower()}, {len(rows)} row(s), as supplied with the report.", size=8)
+        if report.qualification:  # the scorecard in force, as an appendix
+            data = appendix(report.qualification)
+            pdf.add_page()
+            pdf.start_section("Qualification")
+            self.heading(data["title"])
+            for text in data["paragraphs"]:
+                self.para(text, size=8.5)
+            self.grid_table(data["columns"], data["rows"])
 
     def software_page(self):
         """Last page: software, date and how to replay."""

@@ -18,6 +18,7 @@ from ..engine.images import load_image
 from ..engine.methods import METHODS
 from ..engine.untrusted import InflateError, cut, inflate, quote
 from .content import MAX_MAP_SIDE, MAX_REPORT_BYTES, MAX_THREADS, REPLAY_ID, SCHEMA, as_float32, map_summary
+from .qualification import check as qualification_check
 
 # ---- replay ---------------------------------------------------------------------------------------
 
@@ -223,6 +224,11 @@ def replay(
     made_on = _device_type(environment.get("device") if isinstance(environment, dict) else None)
     before = torch.get_num_threads()
     results: list[ReplayResult] = []
+    if "qualification" in record:  # the appended scorecard must be this model's own
+        status, words = qualification_check(record["qualification"], model.fingerprint)
+        results.append(ReplayResult("(qualification appendix)", "record", status, None, words))
+        if progress:
+            progress(results[-1])
     try:
         if threads:
             torch.set_num_threads(threads)  # reductions are ordered by thread count

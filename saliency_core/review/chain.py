@@ -91,8 +91,8 @@ def append_audit(conn: sa.Connection, **row) -> int:
     return append_chained(conn, audit, row)
 
 
-def _walk_chain(conn: sa.Connection, table: sa.Table, what: str):
-    """Yield each row of ``table`` in id order; raise _Broken at the first that does not chain."""
+def walk_chain(conn: sa.Connection, table: sa.Table, what: str):
+    """Yield each row of ``table`` in id order; raise ChainBroken at the first that does not chain."""
     prev, prev_id = GENESIS, None
     for r in conn.execute(sa.select(table).order_by(table.c.id)):
         row = dict(r._mapping)
@@ -101,14 +101,14 @@ def _walk_chain(conn: sa.Connection, table: sa.Table, what: str):
         where = f"{what} row {row['id']}"
         if row["prev_hash"] != prev:
             before = f"row {prev_id}" if prev_id is not None else "the start of the log"
-            raise _Broken(
+            raise ChainBroken(
                 table.name,
                 row["id"],
                 f"{where} does not follow {before} (its previous-row hash differs): a row was removed, "
                 "inserted or replaced there.",
             )
         if not row["row_hash"] or chain_row_hash(table, row) != row["row_hash"]:
-            raise _Broken(
+            raise ChainBroken(
                 table.name,
                 row["id"],
                 f"{where} was changed after it was written (its content no longer matches its hash).",
@@ -117,7 +117,7 @@ def _walk_chain(conn: sa.Connection, table: sa.Table, what: str):
         yield row
 
 
-class _Broken(Exception):
+class ChainBroken(Exception):
     def __init__(self, table: str, row: int, problem: str):
         super().__init__(problem)
         self.table, self.row, self.problem = table, row, problem
@@ -128,7 +128,7 @@ def verify_chain(conn: sa.Connection) -> AuditCheck:
     head = GENESIS
     try:
         last: dict[int, dict] = {}
-        for row in _walk_chain(conn, audit, "audit log"):
+        for row in walk_chain(conn, audit, "audit log"):
             counts["audit_rows"] += 1
             last[row["decision_id"]] = row
             head = row["row_hash"]
@@ -138,19 +138,19 @@ def verify_chain(conn: sa.Connection) -> AuditCheck:
             entry = last.get(d.id)
             name = f"decision {d.id} ({d.reviewer} on {d.item_name} in batch {d.batch})"
             if entry is None:
-                raise _Broken(
+                raise ChainBroken(
                     "review_decisions", d.id, f"{name} has no audit row: it was written outside the app."
                 )
             if entry["decision_hash"] != decision_hash(d):
-                raise _Broken(
+                raise ChainBroken(
                     "review_decisions",
                     d.id,
                     f"{name} differs from what its last audit row (row {entry['id']}) recorded: it was "
                     "changed outside the app.",
                 )
-        for _ in _walk_chain(conn, events, "sign-in event log"):
+        for _ in walk_chain(conn, events, "sign-in event log"):
             counts["event_rows"] += 1
-    except _Broken as broken:
+    except ChainBroken as broken:
         return AuditCheck(
             False, head=head, problem=broken.problem, table=broken.table, row=broken.row, **counts
         )

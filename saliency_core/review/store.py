@@ -213,6 +213,11 @@ class ReviewStore:
             doing = doing or ("record the decision" if write else "read the review database")
             raise self._explain(err, doing) from None
 
+    def transaction(self, write: bool = False, doing: str | None = None):
+        """A connection in one transaction (``write``: the write lock first), driver errors in words:
+        for the modules that keep their own tables in this database (review/qualification.py)."""
+        return self._transaction(write, doing)
+
     def _explain(self, err: exc.DBAPIError, doing: str) -> StoreError:
         """The driver's error in words a reviewer and an operator understand."""
         lines = str(getattr(err, "orig", None) or err).strip().splitlines()
@@ -664,7 +669,9 @@ class ReviewStore:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             try:
                 with conn.begin():
-                    return verify_chain(conn)
+                    from .qualification import verify_qualifications  # its tables chain here too
+
+                    return verify_qualifications(conn, verify_chain(conn))
             except exc.DBAPIError as err:
                 raise self._explain(err, "verify the audit log") from None
 
