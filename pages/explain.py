@@ -14,8 +14,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import pages._defaults as defaults
+import pages._qualification as qualification
 import saliency_core as sc
-from pages import _qualification as qualification
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,

@@ -19,8 +19,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+import pages._qualification as qualification
 import saliency_core as sc
-from pages import _qualification as qualification
 from pages._common import (
     DISCLAIMER,
     crop_key,

@@ -6,8 +6,8 @@ import os
 import pandas as pd
 import streamlit as st
 
+import pages._qualification as qf
 import saliency_core as sc
-from pages import _qualification as qf
 from pages._common import (
     DISCLAIMER,
     cancellable,

@@ -8,8 +8,8 @@ import time
 
 import streamlit as st
 
+import pages._qualification as qualification
 import saliency_core as sc
-from pages import _qualification as qualification
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+import pages._qualification as qualification
 import saliency_core as sc
-from pages import _qualification as qualification
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,

@@ -18,15 +18,15 @@ from pathlib import Path
 from ..engine.methods import METHODS
 from ..engine.safe_text import to_csv
 from ..pipeline import json_default
-from ._common import (
-    _make_folder,
-    _methods,
-    _ranged,
-    _say,
-    _unexpected,
-    _whole,
+from .common import (
     add_method_options,
+    chosen_methods,
+    make_folder,
     method_params,
+    ranged,
+    say,
+    say_unexpected,
+    whole_number,
 )
 
 
@@ -54,9 +54,14 @@ def add_qualify_command(commands) -> None:
         help="CSV boxes, Pascal VOC XML, COCO JSON, a folder of these or of mask PNGs, or a ZIP",
     )
     source.add_argument(
-        "--pasted", type=_whole(1), metavar="N", help="the bundled pasted-object set of N images (the demo's)"
+        "--pasted",
+        type=whole_number(1),
+        metavar="N",
+        help="the bundled pasted-object set of N images (the demo's)",
     )
-    source.add_argument("--pasted-seed", type=_whole(0), default=0, metavar="S", help="its seed (default 0)")
+    source.add_argument(
+        "--pasted-seed", type=whole_number(0), default=0, metavar="S", help="its seed (default 0)"
+    )
     source.add_argument(
         "--demo",
         action="store_true",
@@ -83,28 +88,28 @@ def add_qualify_command(commands) -> None:
     qu.add_argument("--store", metavar="URL", help="record the scorecard in this review database")
     qu.add_argument("--by", metavar="NAME", help="who ran it, as recorded (default: the system user name)")
     qu.add_argument(
-        "--step", type=_ranged(0.001, 0.5), default=0.1, metavar="F", help="deletion/insertion step"
+        "--step", type=ranged(0.001, 0.5), default=0.1, metavar="F", help="deletion/insertion step"
     )
     for name, help_text in (
         ("sanity-images", "images sampled for the sanity check (default 3)"),
         ("stability-images", "images sampled for the stability check (default 5)"),
         ("reproducibility-images", "images sampled for the reproducible detail (default 3)"),
     ):
-        qu.add_argument(f"--{name}", type=_whole(0), metavar="N", help=help_text)
+        qu.add_argument(f"--{name}", type=whole_number(0), metavar="N", help=help_text)
     group = qu.add_argument_group("pass rules (the defaults come from the literature; tighten, never loosen)")
-    group.add_argument("--min-images", type=_whole(1), default=rules.min_images, metavar="N")
+    group.add_argument("--min-images", type=whole_number(1), default=rules.min_images, metavar="N")
     group.add_argument(
-        "--localisation-margin", type=_ranged(-1, 1), default=rules.localisation_margin, metavar="X"
+        "--localisation-margin", type=ranged(-1, 1), default=rules.localisation_margin, metavar="X"
     )
     group.add_argument(
-        "--faithfulness-margin", type=_ranged(-1, 1), default=rules.faithfulness_margin, metavar="X"
+        "--faithfulness-margin", type=ranged(-1, 1), default=rules.faithfulness_margin, metavar="X"
     )
-    group.add_argument("--sanity-threshold", type=_ranged(0, 1), default=rules.sanity_threshold, metavar="X")
+    group.add_argument("--sanity-threshold", type=ranged(0, 1), default=rules.sanity_threshold, metavar="X")
     group.add_argument(
-        "--stability-min", type=_ranged(0, 1), default=rules.stability_min_spearman, metavar="X"
+        "--stability-min", type=ranged(0, 1), default=rules.stability_min_spearman, metavar="X"
     )
     group.add_argument(
-        "--max-reproducible-px", type=_ranged(0, 64), default=rules.max_reproducible_px, metavar="PX"
+        "--max-reproducible-px", type=ranged(0, 64), default=rules.max_reproducible_px, metavar="PX"
     )
     qu.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
     add_method_options(qu)
@@ -143,15 +148,15 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..review.store import ReviewStore, StoreError
 
     out = Path(args.out)
-    if not _make_folder(out):
+    if not make_folder(out):
         return 2
     start = time.perf_counter()
     try:
         with ReviewStore(args.store) as store:
-            result, rec = qualify_demo(args.cache, store, progress=lambda d, t, w: _say(f"{d}/{t} {w}"))
-            _say(f"in force: qualification record {rec.id} in {store.where}")
+            result, rec = qualify_demo(args.cache, store, progress=lambda d, t, w: say(f"{d}/{t} {w}"))
+            say(f"in force: qualification record {rec.id} in {store.where}")
     except (StoreError, ValueError) as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
     return _write(args, out, result, list(ql.DEMO_METHODS), time.perf_counter() - start, store=False)
 
@@ -170,9 +175,9 @@ def run_qualify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         parser.error("the following arguments are required: --methods")
     if args.annotations and not args.images:
         parser.error("--annotations needs --images DIR")
-    methods, _ = _methods(args.methods, parser)
+    methods, _ = chosen_methods(args.methods, parser)
     out = Path(args.out)
-    if not _make_folder(out):
+    if not make_folder(out):
         return 2
     start = time.perf_counter()
     try:
@@ -183,22 +188,22 @@ def run_qualify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             dataset = an.dataset_from_folder(args.images, args.annotations)
         run = ql.QualificationRun(model, dataset, _settings(args, methods), results=out / "results.jsonl")
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
-    _say(f"{dataset.description} ({len(dataset)} annotated image(s)); model {model.name}; {run.total} units")
+    say(f"{dataset.description} ({len(dataset)} annotated image(s)); model {model.name}; {run.total} units")
     if run.done:
-        _say(f"resuming: {len(run.done)} of {run.total} units already done")
+        say(f"resuming: {len(run.done)} of {run.total} units already done")
 
     def progress(done, total, what):
-        _say(f"{done}/{total} {what}")
+        say(f"{done}/{total} {what}")
 
     try:
         result = run.run(progress=progress)
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
     except Exception as err:  # noqa: BLE001
-        _unexpected(err, "qualify", args)
+        say_unexpected(err, "qualify", args)
         return 1
     return _write(args, out, result, methods, time.perf_counter() - start)
 
@@ -212,7 +217,7 @@ def _write(args, out: Path, result, methods: list[str], seconds: float, store: b
         record = {**result.record(), "command": sys.argv[1:], "wall_seconds": round(seconds, 1)}
         (out / "qualification.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n")
     except OSError as err:
-        _say(f"error: cannot write to {out}: {err.strerror or err}")
+        say(f"error: cannot write to {out}: {err.strerror or err}")
         return 1
     for r in result.rows:
         cell = "n/a" if r["figure"] is None else f"{r['figure']:.3f}"
@@ -227,9 +232,9 @@ def _write(args, out: Path, result, methods: list[str], seconds: float, store: b
                 rec = QualificationStore(store).add(
                     result, run_by=args.by or getpass.getuser(), via="command line"
                 )
-            _say(f"recorded as qualification record {rec.id} in {store.where}; an admin signs it off")
+            say(f"recorded as qualification record {rec.id} in {store.where}; an admin signs it off")
         except (StoreError, ValueError) as err:
-            _say(f"error: {err}")
+            say(f"error: {err}")
             return 1
-    _say(f"done in {seconds:.1f} s: scorecard in {out}")
+    say(f"done in {seconds:.1f} s: scorecard in {out}")
     return 0 if all(result.verdicts.get(m, {}).get("verdict") == "qualified" for m in methods) else 1

@@ -20,7 +20,7 @@ from .classifier import Classifier
 from .convergence import Readout
 from .devices import describe as describe_device
 from .images import ImageSource, image_hash, load_image
-from .methods import METHODS, Method
+from .methods import METHODS, Method, reduce_channels
 from .plans import choose as choose_plan
 from .plans import using as using_plan
 
@@ -93,15 +93,6 @@ def versions() -> dict:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
-
-
-def reduce_channels(attribution: torch.Tensor, reduction: str) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H, W): ``max_abs`` = max_c |a_c| (Simonyan et al. 2014), ``sum`` = sum_c a_c."""
-    if reduction == "max_abs":
-        return attribution.abs().amax(dim=1)
-    if reduction == "sum":
-        return attribution.sum(dim=1)
-    raise ValueError(f"Unknown channel reduction {reduction!r}; use 'max_abs' or 'sum'.")
 
 
 def resolve_params(method: Method, params: dict, model: Classifier | None = None) -> dict:

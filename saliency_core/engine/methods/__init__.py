@@ -9,6 +9,6 @@ Pages and the CLI list ``METHODS``; they never hard-code method names.
 
 # importing the modules fills the registry
 from . import gradcam, gradient, guided, integrated, occlusion, rise, rollout, smoothgrad  # noqa: F401
-from ._registry import METHODS, Cost, Method, Setting, page_settings, register
+from ._registry import METHODS, Cost, Method, Setting, page_settings, reduce_channels, register
 
-__all__ = ["METHODS", "Cost", "Method", "Setting", "page_settings", "register"]
+__all__ = ["METHODS", "Cost", "Method", "Setting", "page_settings", "reduce_channels", "register"]

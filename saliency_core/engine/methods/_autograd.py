@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import plans
+from .. import plan_runtime as plans
 from .._fast import check_target, gpu_settings, gradient_network, graphed_gradient
 
 

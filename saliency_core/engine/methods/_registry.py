@@ -186,3 +186,12 @@ def page_settings() -> dict[str, Setting]:
                     f"Methods offer {key!r} with different settings: {found[key]} and {setting}."
                 )
     return found
+
+
+def reduce_channels(attribution: torch.Tensor, reduction: str) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H, W): ``max_abs`` = max_c |a_c| (Simonyan et al. 2014), ``sum`` = sum_c a_c."""
+    if reduction == "max_abs":
+        return attribution.abs().amax(dim=1)
+    if reduction == "sum":
+        return attribution.sum(dim=1)
+    raise ValueError(f"Unknown channel reduction {reduction!r}; use 'max_abs' or 'sum'.")

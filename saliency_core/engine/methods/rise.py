@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import plans
+from .. import plan_runtime as plans
 from .._fast import averaging, check_target, gradient_network
 from ._autograd import as_targets, count
 from ._registry import SEED, Cost, Setting, register, whole
