@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import streamlit as st
 
@@ -20,6 +19,7 @@ from pages._common import (
     settings,
 )
 from saliency_core.engine import render as rd
+from saliency_core.engine.safe_text import json_text
 from saliency_core.engine.samples import sample_images
 from saliency_core.evaluation import compare as cmp
 from saliency_core.evaluation import compare_labels as cmp_labels
@@ -265,7 +265,7 @@ c1, c2 = st.columns(2)
 c1.download_button("Table (CSV)", result.table().to_csv(index=False), "comparison.csv", "text/csv")
 c2.download_button(
     "Summary, settings and both model cards (JSON)",
-    json.dumps(result.record(), indent=2, default=str),
+    json_text(result.record(), indent=2),
     "comparison.json",
     "application/json",
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -33,7 +32,7 @@ from pages._common import (
 )
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
-from saliency_core.engine.safe_text import to_csv
+from saliency_core.engine.safe_text import json_text, to_csv
 from saliency_core.evaluation import annotations as an
 from saliency_core.evaluation import faithfulness as fa
 from saliency_core.evaluation import localisation as lo
@@ -592,7 +591,7 @@ c3.download_button(
 )
 c4.download_button(
     "Settings and summary (JSON)",
-    json.dumps(result.record(), indent=2, default=str),
+    json_text(result.record(), indent=2),
     "validation.json",
     "application/json",
     icon=":material/download:",

@@ -10,7 +10,6 @@ writes an HTML report of model B's maps with a comparison section (saliency_core
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from ..engine.methods import METHODS
 from ..engine.models import load_model
 from ..evaluation.compare import CompareSettings, compare_models
 from ..evaluation.compare_labels import read_labels
-from ..pipeline import json_default
+from ..pipeline import dumps
 from ._common import (
     _image_files,
     _make_folder,
@@ -200,7 +199,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             "command": sys.argv[1:],
             "sources": {"model_a": _source(args.model_a), "model_b": _source(args.model_b)},
         }
-        (out / "summary.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n")
+        (out / "summary.json").write_text(dumps(record))
     except OSError as err:
         _say(f"error: cannot write to {out}: {err.strerror or err}")
         return 1

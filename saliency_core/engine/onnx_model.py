@@ -257,10 +257,14 @@ def load_onnx(card: ModelCard) -> Classifier:
             f"{where}: the model gives {classes} score per image; saliency needs one score "
             "per class, at least 2 (for a one-logit binary model, output [-z, z])."
         )
-    if not (torch.isfinite(one).all() and torch.allclose(three[:1], one, rtol=1e-3, atol=1e-4)):
+    if not (torch.isfinite(one).all() and torch.isfinite(three).all()):
         raise ValueError(
-            f"{where}: the ONNX model's scores are not finite, or an image's scores depend on "
-            "the other images of its batch."
+            f"{where}: the ONNX model's scores on test images are not numbers (NaN) or are infinite; "
+            "a model must give finite scores to be explained."
+        )
+    if not torch.allclose(three[:1], one, rtol=1e-3, atol=1e-4):
+        raise ValueError(
+            f"{where}: the ONNX model's scores for an image depend on the other images of its batch."
         )
     labels, labels_source = _labels(card, classes, where)
     fingerprint = file_sha256(card.file)
