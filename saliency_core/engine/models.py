@@ -25,7 +25,7 @@ from .cards import (
     sidecar_card,
 )
 from .classifier import Classifier, Normalize, _channels_last, _freeze, _labels, file_sha256, imagenet_labels
-from .code_models import _load_exported, _timed_trial
+from .code_models import _load_exported, timed_trial
 from .devices import resolve_device
 from .model_files import (
     CODE_FORMATS,
@@ -117,7 +117,7 @@ def load_card(card: ModelCard) -> Classifier:
     else:
         net = _load_exported(card.file, where)
     if kind in CODE_FORMATS:
-        _timed_trial(card.file, kind, card, where)
+        timed_trial(card.file, kind, card, where)
 
     normalize = Normalize(card.mean, card.std)
     network = _freeze(nn.Sequential(normalize, net))

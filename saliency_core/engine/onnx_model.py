@@ -26,6 +26,7 @@ from torch import nn
 
 from .cards import ModelCard
 from .classifier import Classifier, Normalize, _freeze, _labels, file_sha256
+from .code_models import timed_trial
 from .model_files import FORMATS
 from .probe import _logits, _test_batch
 
@@ -234,6 +235,7 @@ def load_onnx(card: ModelCard) -> Classifier:
     except OSError as err:
         raise ValueError(f"{where}: cannot read the file ({err.strerror or err}).") from None
     _screen(data, where)
+    timed_trial(card.file, "onnx", card, where)  # a graph can loop or allocate without bound
     with _LOAD_LOCK:
         session = _session(data, where)
     batched = _check_io(session, card.input_size, where)

@@ -42,13 +42,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..engine.estimate import check_work, work_passes
 from ..engine.explain import Explanation, explain, get_method
 from ..engine.images import image_hash
 from ..engine.methods import METHODS
 from ..engine.untrusted import cut
 from ..evaluation.annotations import Skipped
 from ..evaluation.labelled import LabelledItem, LabelledSet
-from ..pipeline import explain_images
+from ..pipeline import explain_images, method_params
 from .store import (
     BUSY_TIMEOUT,
     MAX_REVIEW_ITEMS,
@@ -296,6 +297,10 @@ def run(
     mkey = model_key(model)
     pkeys = {m: params_key(model, m, params) for m in methods}
     todo, stored, failed = pending(store, model, labelled, methods, params)
+    check_work(
+        work_passes([(m, method_params(m, params)) for m in methods], repeat=len(todo)),
+        f"The gallery run ({len(todo)} images to compute)",
+    )
     report = RunReport(total=len(labelled), stored=stored, failed=failed)
     done = stored + len(failed)
     if progress is not None:

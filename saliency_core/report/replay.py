@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.estimate import check_work, work_passes
 from ..engine.images import load_image
 from ..engine.methods import METHODS
 from ..engine.untrusted import InflateError, cut, inflate, quote
@@ -245,6 +246,7 @@ def replay(
         )
     made_on = _device_type(environment.get("device") if isinstance(environment, dict) else None)
     replay_on = model.device.type
+    _check_replay_work(images, twice=made_on != replay_on)
     before = torch.get_num_threads()
     results: list[ReplayResult] = []
 
@@ -392,6 +394,25 @@ def _across_devices(
         ok = moved <= SINGLE_PASS_DEVICE_TOLERANCE
         rule = f"{where}: the map moved {moved:.3g} (relative), allowed {SINGLE_PASS_DEVICE_TOLERANCE:g}"
     return ReplayResult(result.image, result.method, "match" if ok else "mismatch", result.max_abs_diff, rule)
+
+
+def _check_replay_work(images: list, twice: bool) -> int:
+    """Estimate every recorded map's network passes before any is recomputed and refuse past the
+    operator's limit (``estimate.check_work``). ``twice``: replayed on another kind of device, an
+    averaging map may be recomputed with the next seed too."""
+    planned = [
+        (m.get("method"), m.get("params"))
+        for item in images
+        if isinstance(item, dict) and isinstance(item.get("maps"), list)
+        for m in item["maps"]
+        if isinstance(m, dict)
+    ]
+    passes = work_passes(planned)
+    if twice:
+        passes += work_passes(
+            (m, p) for m, p in planned if isinstance(m, str) and m in METHODS and METHODS[m].averaging
+        )
+    return check_work(passes, f"This report's replay data ({len(planned)} maps)")
 
 
 def _next_seed(params: dict) -> int:

@@ -8,11 +8,11 @@ import io
 import json
 import warnings
 
+import _hostile_onnx as hostile_onnx
 import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from torch import nn
 
@@ -105,25 +105,8 @@ def test_safetensors_with_infinite_scores_is_refused_at_load(tmp_path):
         sc.load_model(tmp_path / "nan.yaml")
 
 
-def _onnx_times(constant: float) -> onnx.ModelProto:
-    """GlobalAveragePool -> Flatten -> Mul by ``constant``: 3 scores per image."""
-    nodes = [
-        helper.make_node("GlobalAveragePool", ["x"], ["p"]),
-        helper.make_node("Flatten", ["p"], ["f"]),
-        helper.make_node("Mul", ["f", "c"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 224, 224])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(np.array([constant], np.float32), "c")],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
 def test_onnx_with_nan_scores_is_refused_at_load(tmp_path):
-    onnx.save_model(_onnx_times(float("nan")), str(tmp_path / "nan.onnx"))
+    onnx.save_model(hostile_onnx.times(float("nan")), str(tmp_path / "nan.onnx"))
     with pytest.raises(ValueError, match="scores on test images are not numbers"):
         sc.load_model(tmp_path / "nan.onnx")
 
