@@ -12,6 +12,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .untrusted import read_regular
+
 ImageSource = Union[Image.Image, str, os.PathLike, bytes, io.IOBase]
 
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression-bomb guard)
@@ -103,7 +105,7 @@ def _read_file(path: Path, label: str) -> bytes:
                 f"{label}: the file is too large ({path.stat().st_size / 2**20:,.0f} MiB; "
                 f"the limit is {MAX_BYTES // 2**20} MiB)."
             )
-        return path.read_bytes()
+        return read_regular(path, MAX_BYTES, label)  # a regular file, bounded, never blocks
     except OSError as err:
         raise ValueError(f"{label}: cannot read the file ({err.strerror or err}).") from None
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..engine.untrusted import cut, quote
+from ..engine.untrusted import cut, quote, read_regular, regular_file_inside
 from .annotations import Skipped
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -606,23 +606,30 @@ def open_folder(
                 )
                 continue
             try:
-                size = p.stat().st_size
+                info = p.stat()
             except OSError as err:
                 problems.append(Skipped(rel, f"cannot read it ({err.strerror or err})."))
                 continue
-            files.append(_File(rel, size, _file_reader(p, rel), path=str(p.resolve())))
+            if not stat.S_ISREG(info.st_mode):
+                problems.append(
+                    Skipped(
+                        rel, "not a regular file (a named pipe, socket or device); never opened, left out."
+                    )
+                )
+                continue
+            files.append(_File(rel, info.st_size, _file_reader(p, rel, real_root), path=str(p.resolve())))
         if len(files) > 10 * max_images() + 100_000:
             raise ValueError(
                 f"{root}: more than {len(files):,} files; the gallery takes at most "
                 f"{max_images():,} images (SALIENCY_GALLERY_MAX_IMAGES)."
             )
-    tables = [n for n in TABLE_NAMES if (root / n).is_file()]
+    tables = [n for n in TABLE_NAMES if _set_file(root, n, problems)]
     if tables:
-        table = (tables[0], _read_small(root / tables[0], tables[0]))
+        table = (tables[0], read_regular(root / tables[0], MAX_TABLE_BYTES, tables[0], real_root))
         if len(tables) > 1:
             problems.append(Skipped(tables[1], f"{tables[0]} is used; only one label table is read."))
-    if mapping is None and (root / CLASSES_NAME).is_file():
-        mapping = read_mapping(_read_small(root / CLASSES_NAME, CLASSES_NAME))
+    if mapping is None and _set_file(root, CLASSES_NAME, problems):
+        mapping = read_mapping(read_regular(root / CLASSES_NAME, MAX_TABLE_BYTES, CLASSES_NAME, real_root))
     if not files:
         raise ValueError(
             f"The folder {root.name or root} is empty: it holds no image files (expected one "
@@ -648,25 +655,30 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def _read_small(path: Path, name: str) -> bytes:
-    if path.stat().st_size > MAX_TABLE_BYTES:
-        raise ValueError(
-            f"{name}: the file is too large ({path.stat().st_size / 2**20:,.1f} MiB; the limit is "
-            f"{MAX_TABLE_BYTES // 2**20} MiB)."
+def _set_file(root: Path, name: str, problems: list[Skipped]) -> bool:
+    """Whether the set's ``name`` (labels.csv, classes.json ...) is there to read: a regular file
+    inside the set. A link leading outside it, or a named pipe, is a problem, never read."""
+    path = root / name
+    if not (path.exists() or path.is_symlink()):
+        return False
+    if regular_file_inside(root, path):
+        return True
+    problems.append(
+        Skipped(
+            name,
+            "not read: it is a link that leads outside the set's folder, or not a regular file "
+            "(a named pipe, socket or device).",
         )
-    return path.read_bytes()
+    )
+    return False
 
 
-def _file_reader(path: Path, name: str) -> Callable[[int], bytes]:
+def _file_reader(path: Path, name: str, root: Path | None = None) -> Callable[[int], bytes]:
+    """Reads ``path`` (at most ``limit`` bytes, a regular file inside ``root`` when given, checked
+    again at read time)."""
+
     def read(limit: int) -> bytes:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
-        except OSError as err:
-            raise ValueError(f"{name}: cannot read the file ({err.strerror or err}).") from None
-        if len(data) > limit:
-            raise ValueError(f"{name}: the file is too large (more than {limit // 2**20} MiB).")
-        return data
+        return read_regular(path, limit, name, root)
 
     return read
 
