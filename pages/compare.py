@@ -19,7 +19,7 @@ from pages._common import (
     settings,
 )
 from saliency_core.engine import render as rd
-from saliency_core.engine.safe_text import json_text
+from saliency_core.engine.safe_text import json_text, to_csv
 from saliency_core.engine.samples import sample_images
 from saliency_core.evaluation import compare as cmp
 from saliency_core.evaluation import compare_labels as cmp_labels
@@ -262,7 +262,7 @@ elif show == SHOW_MOVED:
     table = table[table["map moved most"]]
 st.dataframe(table, hide_index=True)
 c1, c2 = st.columns(2)
-c1.download_button("Table (CSV)", result.table().to_csv(index=False), "comparison.csv", "text/csv")
+c1.download_button("Table (CSV)", to_csv(result.table()), "comparison.csv", "text/csv")
 c2.download_button(
     "Summary, settings and both model cards (JSON)",
     json_text(result.record(), indent=2),

@@ -18,6 +18,7 @@ from ..engine.devices import CHOICES as DEVICE_CHOICES
 from ..engine.images import image_hash
 from ..engine.methods import METHODS
 from ..engine.models import load_model
+from ..engine.safe_text import to_csv
 from ..evaluation.compare import CompareSettings, compare_models
 from ..evaluation.compare_labels import read_labels
 from ..pipeline import dumps
@@ -192,8 +193,8 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             _say(f"skipping {m}: {reason}")
     failed = say_failures(result.skipped, result.images)
     try:
-        result.table().to_csv(out / "comparison.csv", index=False)
-        result.methods_table().to_csv(out / "methods.csv", index=False)
+        to_csv(result.table(), out / "comparison.csv")  # image names neutralised (formula injection)
+        to_csv(result.methods_table(), out / "methods.csv")
         record = {
             **result.record(),
             "command": sys.argv[1:],

@@ -6,6 +6,8 @@
   ``to_csv``.
 - ``json_text``: every JSON the project writes; a number that is not finite (NaN, infinity),
   which strict JSON parsers refuse, is written as ``null``.
+- ``visible``: labels shown so that labels which look alike but differ can be told apart
+  (a Cyrillic letter in a Latin word, full-width letters, a zero-width space).
 - ``file_name`` / ``ZipNames``: names built from user text (upload names, batch names, labels)
   lose path separators, ``..``, control characters and length before they name a download or
   a ZIP member, and ZIP members stay unique.
@@ -109,6 +111,35 @@ def json_text(value, *, indent: int | None = None, sort_keys: bool = False, ensu
     """
     return json.dumps(
         finite_data(value), indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=False
+    )
+
+
+def _misleading(char: str, latin_word: bool) -> bool:
+    """Whether a non-ASCII ``char`` can pass for something it is not: invisible or spacing
+    (format, control, separators), changed by compatibility normalisation (full-width letters,
+    ligatures, superscripts), or a letter of another script inside a word of Latin letters."""
+    if unicodedata.category(char) in ("Cf", "Cc", "Cs", "Co", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"):
+        return True
+    if unicodedata.normalize("NFKC", char) != char:
+        return True
+    return latin_word and char.isalpha() and not unicodedata.name(char, "").startswith("LATIN")
+
+
+def visible(text) -> str:
+    """``text`` with every character that could pass for another written as ``\\u{hex}``, so that
+    labels which look identical but are not can be told apart. Other text, including words in
+    one non-Latin script (``"猫"``) or accented Latin (``"café"``), is unchanged.
+
+    Example:
+        >>> visible("t\u0430bby"), visible("tab\u200bby"), visible("ｔａｂｂｙ"), visible("café")
+        ('t\\u{430}bby', 'tab\\u{200b}by', '\\u{ff54}\\u{ff41}\\u{ff42}\\u{ff42}\\u{ff59}', 'café')
+    """
+    text = str(text)
+    if text.isascii():
+        return text
+    latin_word = any(c.isascii() and c.isalpha() for c in text)
+    return "".join(
+        f"\\u{{{ord(c):x}}}" if not c.isascii() and _misleading(c, latin_word) else c for c in text
     )
 
 

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ..engine.safe_text import visible
 from ..engine.untrusted import cut, quote, read_regular, regular_file_inside
 from .annotations import Skipped
 
@@ -206,6 +207,47 @@ def map_labels(
         else:
             found[label] = (index,)
     return found, missing
+
+
+def merge_labels(
+    classes: dict[str, tuple[int, ...]], model_labels: Sequence[str], problems: list[Skipped]
+) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """One true label per class, each shown so that it can be told from look-alikes.
+
+    Several labels that stand for the same classes (``tiger_cat``, ``Tiger cat``, ``282``) would
+    be separate rows of every table, and the confusion matrix would put correct predictions off
+    its diagonal; they are merged into one label, the model's class name (for a group of classes,
+    the first of the labels), and ``problems`` says which were merged. A label with characters
+    that can pass for others (``safe_text.visible``) is shown with them escaped.
+
+    Returns:
+        (``{label: classes}`` with the merged labels, ``{label as written: label used}`` for the
+        labels that changed).
+    """
+    by_classes: dict[tuple[int, ...], list[str]] = {}
+    for label, indices in classes.items():
+        by_classes.setdefault(indices, []).append(label)
+    merged: dict[str, tuple[int, ...]] = {}
+    renamed: dict[str, str] = {}
+    for indices, labels in by_classes.items():
+        if len(labels) == 1:
+            true = visible(labels[0])
+        else:
+            true = visible(model_labels[indices[0]] if len(indices) == 1 else sorted(labels)[0])
+            names = ", ".join(f"'{cut(visible(x), 60)}'" for x in sorted(labels)[:6])
+            more = f" and {len(labels) - 6} more" if len(labels) > 6 else ""
+            problems.append(
+                Skipped(
+                    f"labels {names}{more}",
+                    f"they name the same class of this model, so their images are counted as one "
+                    f"label, '{true}'.",
+                )
+            )
+        if true in merged:  # a written label equal to another class's name: keep them apart
+            true = f"{true} (classes {', '.join(map(str, indices[:4]))})"
+        merged[true] = indices
+        renamed.update({x: true for x in labels if x != true})
+    return merged, renamed
 
 
 def _closest(label: str, model_labels: Sequence[str]) -> str:
@@ -451,8 +493,10 @@ def _assemble(
     for lab in sorted(missing):
         count = sum(1 for _, x in labelled if x == lab)
         problems.append(
-            Skipped(f"label {cut(lab, 80)!r}", f"{missing[lab]}; its {count} image(s) are left out.")
+            Skipped(f"label '{cut(visible(lab), 80)}'", f"{missing[lab]}; its {count} image(s) are left out.")
         )
+    classes, renamed = merge_labels(classes, model_labels, problems)
+    labelled = [(f, renamed.get(lab, lab)) for f, lab in labelled]
     items: list[LabelledItem] = []
     seen: dict[str, LabelledItem] = {}
     total = 0
@@ -462,7 +506,10 @@ def _assemble(
             continue
         if label not in classes:
             problems.append(
-                Skipped(f.name, f"its label {cut(label, 80)!r} names no class of this model; left out.")
+                Skipped(
+                    visible(f.name),
+                    f"its label '{cut(visible(label), 80)}' names no class of this model; left out.",
+                )
             )
             continue
         if len(items) >= limit:
