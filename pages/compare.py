@@ -17,6 +17,7 @@ from pages._common import (
     report_error,
     require_frame,
     settings,
+    unreadable,
 )
 from saliency_core.engine import render as rd
 from saliency_core.engine.safe_text import json_text, to_csv
@@ -150,6 +151,8 @@ if problems:
 if not sources:
     st.info("Upload images or pick sample photos to compare the two models on.")
     st.stop()
+for why in unreadable(sources):
+    st.warning(f"Will be left out of the comparison: {plain(why)}")
 
 params = cfg["params"]
 request = hashlib.sha256(

@@ -136,12 +136,19 @@ if dataset is not None:
     st.caption(
         f"{len(dataset)} annotated image(s) found"
         + (
-            f"; {len(dataset.skipped)} item(s) will be skipped (listed after the run)"
+            f"; {len(dataset.skipped)} item(s) will be skipped, with the reasons below"
             if dataset.skipped
             else ""
         )
         + "."
     )
+    if dataset.skipped:  # the reasons are known now: say them before any run
+        with st.expander(f"Items that will be skipped ({len(dataset.skipped)})", expanded=not len(dataset)):
+            st.dataframe(
+                [{"Item": s.item, "Reason": s.reason} for s in dataset.skipped],
+                hide_index=True,
+                key="validate_skipped_early",
+            )
     if len(dataset) < va.MIN_EXAMPLES:
         st.warning(
             f"Only {len(dataset)} annotated example(s): at least {va.MIN_EXAMPLES} are needed before the "
