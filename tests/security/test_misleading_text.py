@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import csv
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -70,6 +71,10 @@ def test_labels_naming_the_same_class_are_merged_into_one(demo, tmp_path):
     assert "counted as one label, 'tiger cat'" in note.reason
 
 
+def _refuse(name):
+    raise ValueError(f"not strict JSON: {name}")
+
+
 def _bad_csv_cells(text: str) -> list[str]:
     return [cell for row in csv.reader(io.StringIO(text)) for cell in row if cell.startswith(FORMULA_STARTS)]
 
@@ -93,6 +98,7 @@ def test_compare_csv_neutralises_image_names(tmp_path, capsys):
     assert main(args) == 0, capsys.readouterr().err
     text = (out / "comparison.csv").read_text()
     assert "'=HYPERLINK(1).png" in text and "'@SUM(1).png" in text and not _bad_csv_cells(text)
+    json.loads((out / "summary.json").read_text(), parse_constant=_refuse)  # strict JSON
 
 
 def _csv_calls(tree: ast.AST) -> list[int]:

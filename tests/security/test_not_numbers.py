@@ -170,3 +170,12 @@ def test_json_text_never_writes_nan_or_infinity():
     }
     assert _strict(json_text(record)) == {"p": None, "q": None, "a": [1.0, None], "t": None}
     assert _strict(dumps(record))["a"] == [1.0, None]
+
+
+def test_ray_results_log_writes_strict_json_lines(tmp_path):
+    from saliency_core.distributed import ResultsLog
+
+    log = ResultsLog(tmp_path / "run.jsonl", {"model": "m", "noise": float("nan")}, resume=False)
+    log.append([{"index": 0, "iou": float("nan"), "auc": np.float32("-inf"), "ok": 0.5}])
+    lines = [_strict(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert lines[0]["run"]["noise"] is None and lines[1] == {"index": 0, "iou": None, "auc": None, "ok": 0.5}

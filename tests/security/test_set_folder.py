@@ -118,7 +118,9 @@ def test_annotation_folder_skips_pipes_and_links_outside(tmp_path):
         folder.mkdir()
     shutil.copy(CHELSEA, images / "chelsea.png")
     (notes / "boxes.csv").write_text("image,x_min,y_min,x_max,y_max,label\nchelsea.png,10,10,200,200,cat\n")
-    (outside / "secret.csv").write_text(f"image,x_min,y_min,x_max,y_max,label\nchelsea.png,0,0,5,5,{SECRET}\n")
+    (outside / "secret.csv").write_text(
+        f"image,x_min,y_min,x_max,y_max,label\nchelsea.png,0,0,5,5,{SECRET}\n"
+    )
     (notes / "linked.csv").symlink_to(outside / "secret.csv")
     os.mkfifo(notes / "stuck.csv")
     os.mkfifo(images / "stuck_mask.png")
