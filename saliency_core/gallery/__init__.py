@@ -297,10 +297,7 @@ def run(
     mkey = model_key(model)
     pkeys = {m: params_key(model, m, params) for m in methods}
     todo, stored, failed = pending(store, model, labelled, methods, params)
-    check_work(
-        work_passes([(m, method_params(m, params)) for m in methods], repeat=len(todo)),
-        f"The gallery run ({len(todo)} images to compute)",
-    )
+    _check_cost(methods, params, len(todo))
     report = RunReport(total=len(labelled), stored=stored, failed=failed)
     done = stored + len(failed)
     if progress is not None:
@@ -343,6 +340,13 @@ def run(
     report.cancelled = done < report.total
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_cost(methods: Sequence[str], params: dict | None, images: int) -> int:
+    """The run's network passes, refused past the operator's limit before any is made
+    (``estimate.check_work``): a set from a folder can order any amount of work."""
+    passes = work_passes([(m, method_params(m, params)) for m in methods], repeat=images)
+    return check_work(passes, f"The gallery run ({images} images to compute)")
 
 
 def _strip_name(text: str, name: str) -> str:
