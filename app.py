@@ -55,7 +55,7 @@ with st.sidebar, page_guard("the sidebar"):
             accept_multiple_files=True,
             key="model_upload",
             help="A state dict .pth or a .safetensors file with its card (.json/.yaml naming the torchvision "
-            "architecture), or an ONNX .onnx (a graph of operators, no Python code), optionally a labels .txt"
+            "architecture), optionally a labels .txt (ONNX models: the operator's models folder only)"
             + (
                 "; also a TorchScript .pt or a torch.export .pt2"
                 if code_models_allowed()

@@ -136,6 +136,18 @@ def decode(data: bytes, name: str) -> Image.Image:
     return sc.load_image(data, name=name)
 
 
+def unreadable(sources) -> list[str]:
+    """Why each (name, bytes) upload that cannot be decoded will be left out: known as soon as the
+    files are read, so a page says it before any run, not after."""
+    why = []
+    for name, data in sources:
+        try:
+            decode(data, name)
+        except ValueError as err:
+            why.append(" ".join(str(err).split()))
+    return why
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
 def region_labels(key: tuple, _crop: Image.Image):
     """SLIC regions of a crop the model saw (``saliency_core.regions.segment``); ``key`` names the

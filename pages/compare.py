@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import streamlit as st
 
@@ -19,8 +18,10 @@ from pages._common import (
     report_error,
     require_frame,
     settings,
+    unreadable,
 )
 from saliency_core.engine import render as rd
+from saliency_core.engine.safe_text import json_text, to_csv
 from saliency_core.engine.samples import sample_images
 from saliency_core.evaluation import compare as cmp
 from saliency_core.evaluation import compare_labels as cmp_labels
@@ -152,6 +153,8 @@ if problems:
 if not sources:
     st.info("Upload images or pick sample photos to compare the two models on.")
     st.stop()
+for why in unreadable(sources):
+    st.warning(f"Will be left out of the comparison: {plain(why)}")
 
 params = cfg["params"]
 request = hashlib.sha256(
@@ -264,10 +267,10 @@ elif show == SHOW_MOVED:
     table = table[table["map moved most"]]
 st.dataframe(table, hide_index=True)
 c1, c2 = st.columns(2)
-c1.download_button("Table (CSV)", result.table().to_csv(index=False), "comparison.csv", "text/csv")
+c1.download_button("Table (CSV)", to_csv(result.table()), "comparison.csv", "text/csv")
 c2.download_button(
     "Summary, settings and both model cards (JSON)",
-    json.dumps(result.record(), indent=2, default=str),
+    json_text(result.record(), indent=2),
     "comparison.json",
     "application/json",
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import time
 import zipfile
 
@@ -50,7 +49,7 @@ from saliency_core.engine.convergence import SETTLED, describe
 from saliency_core.engine.images import image_notes
 from saliency_core.engine.plans import describe as describe_plan
 from saliency_core.engine.plans import time_share
-from saliency_core.engine.safe_text import ZipNames, file_name, to_csv
+from saliency_core.engine.safe_text import ZipNames, file_name, json_text, to_csv
 from saliency_core.engine.samples import sample_images
 from saliency_core.report import confidence_words
 
@@ -636,7 +635,7 @@ for item in images:
                 "method": r_["method"],
                 "target": r_["target"],
                 "target_label": r_["target_label"],
-                "params": json.dumps(r_["params"]),
+                "params": json_text(r_["params"]),
                 "top1": top[1],
                 "top1_probability": top[2],
                 **(

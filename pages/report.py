@@ -29,6 +29,7 @@ from pages._common import (
     run_active,
     sanity_verdict,
     settings,
+    unreadable,
 )
 from saliency_core import report as rp
 from saliency_core.engine import estimate as es
@@ -156,6 +157,8 @@ def maps_to_compute() -> dict:
 
 
 st.write(f"{len(sources)} image(s) × {len(methods)} method(s): {plain(labels)}.")
+for why in unreadable(sources):
+    st.warning(f"Will be left out of the report: {plain(why)}")
 todo = maps_to_compute()
 times = es.pass_times(model)
 seconds = sum(es.map_seconds(times, m, cfg["params"]) for m in todo)

@@ -413,6 +413,11 @@ batch_name = spec["name"]
 methods = {m: p for m, p in spec["methods"].items() if m in offered}
 for m in [m for m in spec["methods"] if m not in methods]:
     st.warning(f"Method {plain(repr(m))} of this batch is not available here; it is not shown.")
+try:
+    batches.check_batch_work(methods, len(items), batch_name)
+except ValueError as err:
+    st.error(plain(err))
+    st.stop()
 
 try:
     mine = (

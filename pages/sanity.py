@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pandas as pd
@@ -38,7 +37,7 @@ from pages._common import (
 )
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
-from saliency_core.engine.safe_text import to_csv
+from saliency_core.engine.safe_text import json_text, to_csv
 from saliency_core.evaluation import sanity as rz
 
 MEASURE_NAMES = {
@@ -405,7 +404,7 @@ c1.download_button(
 )
 c2.download_button(
     "Verdicts and settings (JSON)",
-    json.dumps(record, indent=2, default=str),
+    json_text(record, indent=2),
     "sanity_check.json",
     "application/json",
     icon=":material/download:",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -33,7 +32,7 @@ from pages._common import (
 )
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
-from saliency_core.engine.safe_text import to_csv
+from saliency_core.engine.safe_text import json_text, to_csv
 from saliency_core.evaluation import annotations as an
 from saliency_core.evaluation import faithfulness as fa
 from saliency_core.evaluation import localisation as lo
@@ -137,12 +136,19 @@ if dataset is not None:
     st.caption(
         f"{len(dataset)} annotated image(s) found"
         + (
-            f"; {len(dataset.skipped)} item(s) will be skipped (listed after the run)"
+            f"; {len(dataset.skipped)} item(s) will be skipped, with the reasons below"
             if dataset.skipped
             else ""
         )
         + "."
     )
+    if dataset.skipped:  # the reasons are known now: say them before any run
+        with st.expander(f"Items that will be skipped ({len(dataset.skipped)})", expanded=not len(dataset)):
+            st.dataframe(
+                [{"Item": s.item, "Reason": s.reason} for s in dataset.skipped],
+                hide_index=True,
+                key="validate_skipped_early",
+            )
     if len(dataset) < va.MIN_EXAMPLES:
         st.warning(
             f"Only {len(dataset)} annotated example(s): at least {va.MIN_EXAMPLES} are needed before the "
@@ -592,7 +598,7 @@ c3.download_button(
 )
 c4.download_button(
     "Settings and summary (JSON)",
-    json.dumps(result.record(), indent=2, default=str),
+    json_text(result.record(), indent=2),
     "validation.json",
     "application/json",
     icon=":material/download:",

@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine.safe_text import json_text
+
 VALIDATE_LOG = "rows.jsonl"  # validate: one line per finished image
 EXPLAIN_LOG = "explained.jsonl"  # explain: one line per image whose files are written
 BATCH_SIZE = 8  # images per actor call (and per fsync'd block of the results file)
@@ -236,7 +238,7 @@ class ResultsLog:
         self.done: set[int] = set()
         temporary = self.path.with_name(self.path.name + ".tmp")
         with open(temporary, "w", encoding="utf-8") as new:
-            new.write(json.dumps({"run": self.key}) + "\n")
+            new.write(json_text({"run": self.key}) + "\n")
             if resume and self.path.exists():
                 with open(self.path, encoding="utf-8") as old:
                     self._check(old.readline())
@@ -274,7 +276,7 @@ class ResultsLog:
         """Write ``records`` (each with an ``index``) and make them durable before returning."""
         with open(self.path, "a", encoding="utf-8") as f:
             for record in records:
-                f.write(json.dumps(record) + "\n")
+                f.write(json_text(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
         self.done.update(int(r["index"]) for r in records)
@@ -330,9 +332,7 @@ class _ValidateWorker:
                 )
             scores = score_image(self.model, item, index, self.settings, self.plan)
             lines.append(
-                json.dumps(
-                    {**scores.record(), "worker": self.where, "threads": self.threads, "run": self.run}
-                )
+                json_text({**scores.record(), "worker": self.where, "threads": self.threads, "run": self.run})
             )
         return {"index": np.asarray(batch["index"]), "line": np.asarray(lines, dtype=object)}
 

@@ -15,7 +15,6 @@ one JSON layout, versioned (``"schema": 2``), described by ``saliency_core/schem
 from __future__ import annotations
 
 import io
-import json
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from torchvision.transforms.functional import to_tensor
 from .engine.explain import Explanation, available_methods, explain, get_method
 from .engine.images import ImageSource, image_hash, load_image
 from .engine.methods import METHODS
+from .engine.safe_text import json_text
 from .engine.untrusted import one_line
 
 SCHEMA = 2
@@ -338,5 +338,6 @@ def json_default(value: Any):
 
 
 def dumps(record: dict) -> str:
-    """A record as JSON text, the one encoder every writer uses."""
-    return json.dumps(record, indent=2, default=json_default) + "\n"
+    """A record as strict JSON text (no NaN or Infinity: ``json_text``), the one encoder every
+    record writer uses."""
+    return json_text(record, indent=2) + "\n"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from ..engine.safe_text import json_text
 from ..review.store import ReviewStore
 
 
@@ -40,7 +40,7 @@ def run_audit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
         return 1
     if args.json:
-        print(json.dumps({**check.record(), "database": where}, indent=2))
+        print(json_text({**check.record(), "database": where}, indent=2))
     else:
         print(
             f"{where}: {check.message}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from ..engine.explain import available_methods
 from ..engine.images import load_image
 from ..engine.methods import METHODS
 from ..engine.models import load_model
-from ..pipeline import json_default
+from ..pipeline import dumps
 from .common import (
     Parser,
     add_method_options,
@@ -176,12 +175,7 @@ def _run_checks(args, parser, check, line, header) -> int:
     if args.out:
         try:
             Path(args.out).write_text(
-                json.dumps(
-                    {"model": model.describe(), "command": sys.argv[1:], "images": records},
-                    indent=2,
-                    default=json_default,
-                )
-                + "\n"
+                dumps({"model": model.describe(), "command": sys.argv[1:], "images": records})
             )
         except OSError as err:
             say(f"error: cannot write {args.out}: {err.strerror or err}")

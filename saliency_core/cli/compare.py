@@ -10,7 +10,6 @@ writes an HTML report of model B's maps with a comparison section (saliency_core
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,9 +18,10 @@ from ..engine.devices import CHOICES as DEVICE_CHOICES
 from ..engine.images import image_hash
 from ..engine.methods import METHODS
 from ..engine.models import load_model
+from ..engine.safe_text import to_csv
 from ..evaluation.compare import CompareSettings, compare_models
 from ..evaluation.compare_labels import read_labels
-from ..pipeline import json_default
+from ..pipeline import dumps
 from .common import (
     add_method_options,
     chosen_methods,
@@ -194,14 +194,14 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             say(f"skipping {m}: {reason}")
     failed = say_failures(result.skipped, result.images)
     try:
-        result.table().to_csv(out / "comparison.csv", index=False)
-        result.methods_table().to_csv(out / "methods.csv", index=False)
+        to_csv(result.table(), out / "comparison.csv")  # image names neutralised (formula injection)
+        to_csv(result.methods_table(), out / "methods.csv")
         record = {
             **result.record(),
             "command": sys.argv[1:],
             "sources": {"model_a": _source(args.model_a), "model_b": _source(args.model_b)},
         }
-        (out / "summary.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n")
+        (out / "summary.json").write_text(dumps(record))
     except OSError as err:
         say(f"error: cannot write to {out}: {err.strerror or err}")
         return 1

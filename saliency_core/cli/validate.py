@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from functools import partial
@@ -12,7 +11,7 @@ from pathlib import Path
 from ..engine.methods import METHODS
 from ..engine.models import load_model
 from ..engine.safe_text import to_csv
-from ..pipeline import json_default
+from ..pipeline import dumps
 from .common import (
     absolute_source,
     add_method_options,
@@ -232,7 +231,7 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         to_csv(table, out / "summary_table.csv")
         to_csv(result.skipped_table(), out / "skipped.csv")
         record = {**result.record(), "command": sys.argv[1:]}
-        (out / "validation.json").write_text(json.dumps(record, indent=2, default=json_default) + "\n")
+        (out / "validation.json").write_text(dumps(record))
     except OSError as err:
         say(f"error: cannot write to {out}: {err.strerror or err}")
         return 1

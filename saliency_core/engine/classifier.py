@@ -15,6 +15,12 @@ from torchvision.transforms import functional as TF
 from .devices import describe as describe_device
 from .images import ImageSource, load_image
 
+NOT_FINITE_SCORES = (
+    "the model's scores for this image are not numbers (NaN) or are infinite, so it has no "
+    "prediction and no map can be drawn; the model may be broken or the image far outside what it was "
+    "trained on"
+)
+
 
 class Normalize(nn.Module):
     """(x - mean) / std per channel. Part of the network, so maps are taken w.r.t. pixels in [0, 1]."""
@@ -93,6 +99,8 @@ class Classifier:
         """Probabilities (B, classes) for a preprocessed batch (moved to ``device``): softmax over
         the classes, or with ``output="sigmoid"`` each class's own sigmoid (they need not sum to 1)."""
         logits = self.network(x.to(self.device)).float()
+        if not torch.isfinite(logits).all():
+            raise ValueError(NOT_FINITE_SCORES)
         return logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
 
     def predict(self, image: ImageSource | torch.Tensor, k: int = 5) -> list[tuple[int, str, float]]:

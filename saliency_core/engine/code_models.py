@@ -1,5 +1,6 @@
-"""Models that are code (TorchScript, torch.export): the load-time test run in a process of its own
-with a time limit, and the checks a .pt2 program passes before it is loaded."""
+"""Models that are code (TorchScript, torch.export) or a graph that can loop (ONNX): the load-time
+test run in a process of its own with a time and a memory limit, and the checks a .pt2 program
+passes before it is loaded."""
 
 from __future__ import annotations
 
@@ -32,6 +33,23 @@ from .untrusted import quote, short
 LOAD_TIMEOUT_ENV = "SALIENCY_LOAD_TIMEOUT"
 DEFAULT_LOAD_TIMEOUT = 60.0
 _TRIAL_LOADING = 120.0  # seconds for the test process to start Python, import torch and load the file
+
+
+TRIAL_MEMORY_ENV = "SALIENCY_TRIAL_MEMORY_GB"
+DEFAULT_TRIAL_MEMORY_GB = 8.0
+
+
+def trial_memory() -> int:
+    """Bytes the load-time test run may allocate beyond the loaded model (``SALIENCY_TRIAL_MEMORY_GB``,
+    default 8 GiB)."""
+    raw = os.environ.get(TRIAL_MEMORY_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_TRIAL_MEMORY_GB
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0.1 <= value <= 4096):
+        raise ValueError(f"{TRIAL_MEMORY_ENV} must be a number of GiB from 0.1 to 4096; got {quote(raw)}.")
+    return int(value * 2**30)
 
 
 def load_timeout() -> float:
@@ -75,11 +93,18 @@ class _Lines:
 
 
 def timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
-    """Run the load-time test of a code model in a separate process; stop it and refuse the model
-    when the run takes longer than ``load_timeout()`` seconds or the process dies."""
-    limit = load_timeout()
+    """Run the load-time test of a model that can order unbounded work (``kind``: torchscript,
+    exported_program or onnx) in a separate process; stop it and refuse the model when the run
+    takes longer than ``load_timeout()`` seconds, allocates more than ``trial_memory()`` bytes or
+    the process dies.
+
+    Raises:
+        ValueError: the model was refused, in words naming the limit it ran into.
+    """
+    limit, memory = load_timeout(), trial_memory()
     settings = json.dumps(
         {
+            "memory": memory,
             "size": card.input_size,
             "channels": card.channels,
             "mean": list(card.mean),
@@ -104,6 +129,11 @@ def timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
             )
         if loaded == "failed":
             return  # the probe in this process says what is wrong
+        if loaded == "memory":
+            raise ValueError(
+                f"{where}: loading the model asked for more than {memory / 2**30:g} GiB of memory (the limit "
+                f"set by {TRIAL_MEMORY_ENV}); it was stopped and the model was not loaded."
+            )
         if loaded != "loaded":
             raise ValueError(
                 f"{where}: loading the model crashed a test process"
@@ -116,6 +146,12 @@ def timed_trial(path: Path, kind: str, card: ModelCard, where: str) -> None:
                 f"{where}: the model did not finish its test run on one image within {limit:g} "
                 f"seconds (the limit set by {LOAD_TIMEOUT_ENV}); it may loop forever or be far "
                 "too slow for this server. The run was stopped and the model was not loaded."
+            )
+        if result == "memory":
+            raise ValueError(
+                f"{where}: the model's test run on one image asked for more than {memory / 2**30:g} GiB of "
+                f"memory (the limit set by {TRIAL_MEMORY_ENV}); the run was stopped and the model was "
+                "not loaded."
             )
         if result not in ("done", "failed"):
             raise ValueError(

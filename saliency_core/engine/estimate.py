@@ -21,8 +21,10 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -174,3 +176,64 @@ def describe_seconds(seconds: float) -> str:
     if seconds < 90:
         return f"about {5 * round(seconds / 5):.0f} s"
     return f"about {round(seconds / 60):.0f} min"
+
+
+# ---- work ordered by a file: a limit on its total cost ------------------------------------------
+# A report's replay data, a review batch or a gallery set can ask for work whose total is enormous
+# although each parameter is within its method's limits (many maps at the most expensive
+# settings). Each entry point adds up the passes before it starts and refuses past this limit.
+
+MAX_PASSES_ENV = "SALIENCY_MAX_PASSES"
+DEFAULT_MAX_PASSES = 200_000  # about 3 hours of ResNet-18 maps on 4 CPU threads, minutes on a GPU
+
+
+class TooMuchWork(ValueError):
+    """Work from a file whose estimated cost is past the operator's limit (``max_passes``)."""
+
+
+def max_passes() -> int:
+    """Network passes one piece of work from a file may take (``SALIENCY_MAX_PASSES``, default
+    ``DEFAULT_MAX_PASSES``).
+
+    Raises:
+        ValueError: the variable is set but not a whole number from 1 to 10**12.
+    """
+    raw = os.environ.get(MAX_PASSES_ENV, "").strip().replace("_", "")
+    if not raw:
+        return DEFAULT_MAX_PASSES
+    if not raw.isdigit() or not 1 <= int(raw) <= 10**12:
+        raise ValueError(f"{MAX_PASSES_ENV} must be a whole number from 1 to 10**12; got {raw[:40]!r}.")
+    return int(raw)
+
+
+def work_passes(maps: Iterable[tuple[str, dict | None]], repeat: int = 1) -> int:
+    """Passes of the maps ``(method, params)`` (each ``map_passes``), ``repeat`` times (e.g. once
+    per image). Unknown methods count nothing: the run refuses them itself."""
+    total = 0
+    for method, params in maps:
+        if isinstance(method, str) and method in METHODS:
+            total += map_passes(method, params if isinstance(params, dict) else {})
+    return total * max(0, int(repeat))
+
+
+def check_work(passes: int, what: str) -> int:
+    """``passes`` when it is within ``max_passes()``.
+
+    Args:
+        passes: the estimated cost (``work_passes``).
+        what: the work, for the message ("This report's replay data", "The gallery run").
+    Raises:
+        TooMuchWork: past the limit, with the estimate and the limit in words; nothing was started.
+
+    Example:
+        >>> check_work(work_passes([("smoothgrad", {"samples": 50})], repeat=10), "The gallery run")
+        500
+    """
+    limit = max_passes()
+    if passes > limit:
+        raise TooMuchWork(
+            f"{what} asks for about {passes:,} network passes, more than the limit of {limit:,} "
+            f"set by the operator ({MAX_PASSES_ENV}); nothing was started. Ask for fewer images, maps, "
+            "samples or steps, or ask the operator to raise the limit."
+        )
+    return passes

@@ -213,6 +213,11 @@ def explain(
         preview=running if preview else None,
         **params,
     )
+    if not torch.isfinite(attribution).all():
+        raise ValueError(
+            f"{m.label}: the map of this image holds values that are not numbers (NaN) or are infinite "
+            "(the model's scores or gradients on it are not finite); no map is drawn."
+        )
     saliency = reduce_channels(attribution, m.reduction)
     return Explanation(
         attribution=attribution[0].float().cpu().numpy(),

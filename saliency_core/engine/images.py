@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .untrusted import read_regular
+
 ImageSource = Image.Image | str | os.PathLike | bytes | io.IOBase
 
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression-bomb guard)
@@ -102,7 +104,7 @@ def _read_file(path: Path, label: str) -> bytes:
                 f"{label}: the file is too large ({path.stat().st_size / 2**20:,.0f} MiB; "
                 f"the limit is {MAX_BYTES // 2**20} MiB)."
             )
-        return path.read_bytes()
+        return read_regular(path, MAX_BYTES, label)  # a regular file, bounded, never blocks
     except OSError as err:
         raise ValueError(f"{label}: cannot read the file ({err.strerror or err}).") from None
 
@@ -154,11 +156,7 @@ def _to_rgb(image: Image.Image, label: str) -> Image.Image:
     if mode == "RGB":
         return image
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit / integer / float grey: scale the actual range to 8 bits.
-        a = np.asarray(image, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-        return Image.fromarray(a.round().astype(np.uint8)).convert("RGB")
+        return Image.fromarray(grey_to_8bit(np.asarray(image), label)).convert("RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -167,6 +165,32 @@ def _to_rgb(image: Image.Image, label: str) -> Image.Image:
         return image.convert("RGB")
     except (OSError, ValueError) as err:
         raise ValueError(f"{label}: cannot convert colour mode {mode} to RGB ({err}).") from None
+
+
+def grey_to_8bit(samples: np.ndarray, label: str) -> np.ndarray:
+    """16-bit, 32-bit integer or floating-point grey samples scaled to 8 bits: the image's own
+    range (lowest sample black, highest white), uint8 (H, W).
+
+    Raises:
+        ValueError: a sample is not a number (NaN) or infinite: such an image has no range to
+            scale, and any picture made of it would not be what the file holds.
+    """
+    a = np.asarray(samples, dtype=np.float64)
+    finite = np.isfinite(a)
+    if not finite.all():
+        bad = int(a.size - np.count_nonzero(finite))
+        raise ValueError(
+            f"{label}: {bad:,} of its {a.size:,} pixel values are not numbers (NaN) or are infinite; "
+            "a floating-point image must hold finite values to be shown or explained."
+        )
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    span = hi - lo
+    if not (span > 0 and np.isfinite(span)):
+        # one value, or a range too wide for float64 (e.g. -1e308 .. 1e308): scale in two halves
+        a = a / 2.0
+        lo, hi, span = lo / 2.0, hi / 2.0, hi / 2.0 - lo / 2.0
+    out = (a - lo) / span * 255.0 if span > 0 else np.zeros_like(a)
+    return np.clip(out.round(), 0, 255).astype(np.uint8)
 
 
 def image_hash(image: Image.Image) -> str:

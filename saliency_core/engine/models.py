@@ -266,10 +266,19 @@ def check_upload(source: str | Path) -> str:
     Returns:
         The format (``"checkpoint"``, ``"safetensors"``, ``"torchscript"``, ``"exported_program"``).
     Raises:
-        ValueError: a code format without the opt-in, or a file that is not a model.
+        ValueError: a code format without the opt-in, an ONNX model (the models folder only), or a
+            file that is not a model.
     """
     path = Path(source)
     file = read_card(path).file if path.suffix.lower() in CARD_SUFFIXES else path
+    if file.suffix.lower() == ".onnx":
+        raise ValueError(
+            f"{file.name}: this is an ONNX model. The operator's models folder loads ONNX models, but "
+            "uploads take only weights: a state dict (.pth, torch.save(model.state_dict())) or a "
+            ".safetensors file, with a card naming its torchvision architecture. An ONNX graph can "
+            "loop and ask for memory without bound while it is tried out, so only the operator puts "
+            "one on the server (in the models folder). Nothing in it was run."
+        )
     kind = sniff_format(file, file.name)
     if kind in CODE_FORMATS and not code_models_allowed():
         raise ValueError(

@@ -26,6 +26,7 @@ from torch import nn
 
 from .cards import ModelCard
 from .classifier import Classifier, Normalize, class_names, file_sha256, freeze
+from .code_models import timed_trial
 from .model_files import FORMATS
 from .probe import checked_logits, probe_batch
 from .untrusted import short
@@ -229,6 +230,7 @@ def load_onnx(card: ModelCard) -> Classifier:
     except OSError as err:
         raise ValueError(f"{where}: cannot read the file ({err.strerror or err}).") from None
     _screen(data, where)
+    timed_trial(card.file, "onnx", card, where)  # a graph can loop or allocate without bound
     with _LOAD_LOCK:
         session = _session(data, where)
     batched = _check_io(session, card.input_size, where)
@@ -252,10 +254,14 @@ def load_onnx(card: ModelCard) -> Classifier:
             f"{where}: the model gives {classes} score per image; saliency needs one score "
             "per class, at least 2 (for a one-logit binary model, output [-z, z])."
         )
-    if not (torch.isfinite(one).all() and torch.allclose(three[:1], one, rtol=1e-3, atol=1e-4)):
+    if not (torch.isfinite(one).all() and torch.isfinite(three).all()):
         raise ValueError(
-            f"{where}: the ONNX model's scores are not finite, or an image's scores depend on "
-            "the other images of its batch."
+            f"{where}: the ONNX model's scores on test images are not numbers (NaN) or are infinite; "
+            "a model must give finite scores to be explained."
+        )
+    if not torch.allclose(three[:1], one, rtol=1e-3, atol=1e-4):
+        raise ValueError(
+            f"{where}: the ONNX model's scores for an image depend on the other images of its batch."
         )
     labels, labels_source = class_names(card, classes, where)
     fingerprint = file_sha256(card.file)

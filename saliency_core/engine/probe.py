@@ -109,6 +109,11 @@ def probe_network(
             "per class, at least 2 (for a one-logit binary model, set 'output: sigmoid' in the "
             "card, or output [-z, z])."
         )
+    if not torch.isfinite(one).all():
+        raise ValueError(
+            f"{where}: the model's scores on a test image are not numbers (NaN) or are infinite; "
+            "a model must give finite scores to be explained."
+        )
     try:
         (grad,) = torch.autograd.grad(one[0].max(), one_x)
     except Exception as err:
@@ -121,9 +126,14 @@ def probe_network(
     try:
         with torch.no_grad():
             three = checked_logits(network(x), 3, where)
-        batched = bool(torch.allclose(three[:1], one.detach(), rtol=1e-3, atol=1e-4))
     except Exception:  # a fixed batch size: run image by image
-        batched = False
+        three = None
+    if three is not None and not torch.isfinite(three).all():
+        raise ValueError(
+            f"{where}: the model's scores on a batch of test images are not numbers (NaN) or are "
+            "infinite; a model must give finite scores to be explained."
+        )
+    batched = three is not None and bool(torch.allclose(three[:1], one.detach(), rtol=1e-3, atol=1e-4))
     last = {name: shape for name, shape in outputs}
     order = list(reversed(dict.fromkeys(name for name, _ in reversed(outputs))))
     return classes, batched, [(name, last[name]) for name in order]

@@ -4,6 +4,10 @@
   ``@``, a tab or a carriage return as a formula (OWASP "CSV injection"). Such text cells get a
   leading single quote; numbers stay numbers. Every CSV the app or the CLI writes goes through
   ``to_csv``.
+- ``json_text``: every JSON the project writes; a number that is not finite (NaN, infinity),
+  which strict JSON parsers refuse, is written as ``null``.
+- ``visible``: labels shown so that labels which look alike but differ can be told apart
+  (a Cyrillic letter in a Latin word, full-width letters, a zero-width space).
 - ``file_name`` / ``ZipNames``: names built from user text (upload names, batch names, labels)
   lose path separators, ``..``, control characters and length before they name a download or
   a ZIP member, and ZIP members stay unique.
@@ -19,10 +23,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import os
 import re
 import unicodedata
 from collections.abc import Sequence
+from pathlib import PurePath
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP: cells a spreadsheet may evaluate
 MAX_NAME = 120  # characters kept of a file or member name
@@ -71,6 +78,69 @@ def to_csv(data, path: str | os.PathLike | None = None, *, columns: Sequence[str
         with open(path, "w", encoding="utf-8", newline="") as f:
             f.write(text)
     return text
+
+
+def finite_data(value):
+    """``value`` as plain JSON data: NumPy scalars and arrays, tensors and paths made plain, every
+    float that is not finite (NaN, infinity) replaced by None, tuples and sets as lists, keys as
+    text. Anything else becomes its ``str``."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(finite_data(k)): finite_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [finite_data(v) for v in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # NumPy / torch scalars
+        return finite_data(value.item())
+    if hasattr(value, "tolist"):  # arrays, tensors
+        return finite_data(value.tolist())
+    return str(value)
+
+
+def json_text(value, *, indent: int | None = None, sort_keys: bool = False, ensure_ascii: bool = True) -> str:
+    """Strict JSON text of ``value`` (``finite_data``): never ``NaN`` or ``Infinity``, which
+    ``json.dumps`` writes by default and strict parsers refuse.
+
+    Example:
+        >>> json_text({"p": float("nan"), "x": [1.5, float("inf")]})
+        '{"p": null, "x": [1.5, null]}'
+    """
+    return json.dumps(
+        finite_data(value), indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=False
+    )
+
+
+def _misleading(char: str, latin_word: bool) -> bool:
+    """Whether a non-ASCII ``char`` can pass for something it is not: invisible or spacing
+    (format, control, separators), changed by compatibility normalisation (full-width letters,
+    ligatures, superscripts), or a letter of another script inside a word of Latin letters."""
+    if unicodedata.category(char) in ("Cf", "Cc", "Cs", "Co", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"):
+        return True
+    if unicodedata.normalize("NFKC", char) != char:
+        return True
+    return latin_word and char.isalpha() and not unicodedata.name(char, "").startswith("LATIN")
+
+
+def visible(text) -> str:
+    """``text`` with every character that could pass for another written as ``\\u{hex}``, so that
+    labels which look identical but are not can be told apart. Other text, including words in
+    one non-Latin script (``"猫"``) or accented Latin (``"café"``), is unchanged.
+
+    Example:
+        >>> visible("t\u0430bby"), visible("tab\u200bby"), visible("ｔａｂｂｙ"), visible("café")
+        ('t\\u{430}bby', 'tab\\u{200b}by', '\\u{ff54}\\u{ff41}\\u{ff42}\\u{ff42}\\u{ff59}', 'café')
+    """
+    text = str(text)
+    if text.isascii():
+        return text
+    latin_word = any(c.isascii() and c.isalpha() for c in text)
+    return "".join(
+        f"\\u{{{ord(c):x}}}" if not c.isascii() and _misleading(c, latin_word) else c for c in text
+    )
 
 
 def file_name(name, default: str = "file", limit: int = MAX_NAME) -> str:

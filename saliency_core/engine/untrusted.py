@@ -7,6 +7,9 @@
 - **Bounded reading**: a ZIP member is inflated a chunk at a time and refused as soon as more
   real bytes came out than allowed, whatever its header says (``read_member``); zlib data the
   same way (``inflate``).
+- **Files in a folder users filled**: only regular files inside it are read, opened without
+  blocking (a named pipe never holds the reader) and with a size bound (``read_regular``,
+  ``regular_file_inside``).
 - **Short messages**: values from files are quoted or cut to a bounded length (``quote``,
   ``cut``) and an exception becomes one trimmed line (``short``, ``one_line``), so a message
   never carries a stack trace or a file's content at length.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import reprlib
+import stat
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -160,3 +164,55 @@ def one_line(err: BaseException, name: str) -> str:
     """``name: message`` on one line, without repeating the name when the message starts with it."""
     text = " ".join(str(err).split())
     return text if text.startswith(name) else f"{name}: {text}"
+
+
+# ---- files in a folder users filled: only regular files inside it, read with a bound -----------
+
+
+def regular_file_inside(root: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Whether ``path`` leads (links resolved) to a regular file inside ``root``: not a named pipe,
+    socket or device, which could block a reader forever or never end."""
+    real = inside(root, path)
+    try:
+        return real is not None and stat.S_ISREG(os.stat(real).st_mode)
+    except OSError:
+        return False
+
+
+def read_regular(
+    path: str | os.PathLike, limit: int, name: str, root: str | os.PathLike | None = None
+) -> bytes:
+    """The bytes of ``path``, at most ``limit``: a regular file (checked on the opened file, which
+    is opened without blocking, so a named pipe never holds the reader), inside ``root`` when
+    given (links resolved and checked now, not only when the folder was listed).
+
+    Raises:
+        ValueError: outside ``root``, missing, not a regular file, larger than ``limit`` or
+            unreadable, in words naming ``name``.
+    """
+    real: Path | None = Path(path)
+    if root is not None:
+        real = inside(root, path)
+        if real is None:
+            raise ValueError(
+                f"{name}: not a file inside the folder (a link that leads outside it is not read)."
+            )
+    try:
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise ValueError(f"{name}: cannot read the file ({err.strerror or err}).") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{name}: not a regular file (a named pipe, socket or device is never read).")
+        if info.st_size > limit:
+            raise ValueError(
+                f"{name}: the file is too large ({info.st_size:,} bytes; the limit is {limit:,})."
+            )
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise ValueError(f"{name}: cannot read the file ({err.strerror or err}).") from None
+    if len(data) > limit:
+        raise ValueError(f"{name}: the file is too large (the limit is {limit:,} bytes).")
+    return data

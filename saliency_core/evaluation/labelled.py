@@ -41,7 +41,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..engine.untrusted import cut, inside, quote, read_member
+from ..engine.safe_text import visible
+from ..engine.untrusted import cut, inside, quote, read_member, read_regular, regular_file_inside
 from .annotations import Skipped
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -206,6 +207,47 @@ def map_labels(
         else:
             found[label] = (index,)
     return found, missing
+
+
+def merge_labels(
+    classes: dict[str, tuple[int, ...]], model_labels: Sequence[str], problems: list[Skipped]
+) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """One true label per class, each shown so that it can be told from look-alikes.
+
+    Several labels that stand for the same classes (``tiger_cat``, ``Tiger cat``, ``282``) would
+    be separate rows of every table, and the confusion matrix would put correct predictions off
+    its diagonal; they are merged into one label, the model's class name (for a group of classes,
+    the first of the labels), and ``problems`` says which were merged. A label with characters
+    that can pass for others (``safe_text.visible``) is shown with them escaped.
+
+    Returns:
+        (``{label: classes}`` with the merged labels, ``{label as written: label used}`` for the
+        labels that changed).
+    """
+    by_classes: dict[tuple[int, ...], list[str]] = {}
+    for label, indices in classes.items():
+        by_classes.setdefault(indices, []).append(label)
+    merged: dict[str, tuple[int, ...]] = {}
+    renamed: dict[str, str] = {}
+    for indices, labels in by_classes.items():
+        if len(labels) == 1:
+            true = visible(labels[0])
+        else:
+            true = visible(model_labels[indices[0]] if len(indices) == 1 else sorted(labels)[0])
+            names = ", ".join(f"'{cut(visible(x), 60)}'" for x in sorted(labels)[:6])
+            more = f" and {len(labels) - 6} more" if len(labels) > 6 else ""
+            problems.append(
+                Skipped(
+                    f"labels {names}{more}",
+                    f"they name the same class of this model, so their images are counted as one "
+                    f"label, '{true}'.",
+                )
+            )
+        if true in merged:  # a written label equal to another class's name: keep them apart
+            true = f"{true} (classes {', '.join(map(str, indices[:4]))})"
+        merged[true] = indices
+        renamed.update({x: true for x in labels if x != true})
+    return merged, renamed
 
 
 def _closest(label: str, model_labels: Sequence[str]) -> str:
@@ -451,8 +493,10 @@ def _assemble(
     for lab in sorted(missing):
         count = sum(1 for _, x in labelled if x == lab)
         problems.append(
-            Skipped(f"label {cut(lab, 80)!r}", f"{missing[lab]}; its {count} image(s) are left out.")
+            Skipped(f"label '{cut(visible(lab), 80)}'", f"{missing[lab]}; its {count} image(s) are left out.")
         )
+    classes, renamed = merge_labels(classes, model_labels, problems)
+    labelled = [(f, renamed.get(lab, lab)) for f, lab in labelled]
     items: list[LabelledItem] = []
     seen: dict[str, LabelledItem] = {}
     total = 0
@@ -462,7 +506,10 @@ def _assemble(
             continue
         if label not in classes:
             problems.append(
-                Skipped(f.name, f"its label {cut(label, 80)!r} names no class of this model; left out.")
+                Skipped(
+                    visible(f.name),
+                    f"its label '{cut(visible(label), 80)}' names no class of this model; left out.",
+                )
             )
             continue
         if len(items) >= limit:
@@ -606,23 +653,30 @@ def open_folder(
                 )
                 continue
             try:
-                size = p.stat().st_size
+                info = p.stat()
             except OSError as err:
                 problems.append(Skipped(rel, f"cannot read it ({err.strerror or err})."))
                 continue
-            files.append(_File(rel, size, _file_reader(p, rel), path=str(p.resolve())))
+            if not stat.S_ISREG(info.st_mode):
+                problems.append(
+                    Skipped(
+                        rel, "not a regular file (a named pipe, socket or device); never opened, left out."
+                    )
+                )
+                continue
+            files.append(_File(rel, info.st_size, _file_reader(p, rel, real_root), path=str(p.resolve())))
         if len(files) > 10 * max_images() + 100_000:
             raise ValueError(
                 f"{root}: more than {len(files):,} files; the gallery takes at most "
                 f"{max_images():,} images (SALIENCY_GALLERY_MAX_IMAGES)."
             )
-    tables = [n for n in TABLE_NAMES if (root / n).is_file()]
+    tables = [n for n in TABLE_NAMES if _set_file(root, n, problems)]
     if tables:
-        table = (tables[0], _read_small(root / tables[0], tables[0]))
+        table = (tables[0], read_regular(root / tables[0], MAX_TABLE_BYTES, tables[0], real_root))
         if len(tables) > 1:
             problems.append(Skipped(tables[1], f"{tables[0]} is used; only one label table is read."))
-    if mapping is None and (root / CLASSES_NAME).is_file():
-        mapping = read_mapping(_read_small(root / CLASSES_NAME, CLASSES_NAME))
+    if mapping is None and _set_file(root, CLASSES_NAME, problems):
+        mapping = read_mapping(read_regular(root / CLASSES_NAME, MAX_TABLE_BYTES, CLASSES_NAME, real_root))
     if not files:
         raise ValueError(
             f"The folder {root.name or root} is empty: it holds no image files (expected one "
@@ -640,25 +694,30 @@ def open_folder(
     )
 
 
-def _read_small(path: Path, name: str) -> bytes:
-    if path.stat().st_size > MAX_TABLE_BYTES:
-        raise ValueError(
-            f"{name}: the file is too large ({path.stat().st_size / 2**20:,.1f} MiB; the limit is "
-            f"{MAX_TABLE_BYTES // 2**20} MiB)."
+def _set_file(root: Path, name: str, problems: list[Skipped]) -> bool:
+    """Whether the set's ``name`` (labels.csv, classes.json ...) is there to read: a regular file
+    inside the set. A link leading outside it, or a named pipe, is a problem, never read."""
+    path = root / name
+    if not (path.exists() or path.is_symlink()):
+        return False
+    if regular_file_inside(root, path):
+        return True
+    problems.append(
+        Skipped(
+            name,
+            "not read: it is a link that leads outside the set's folder, or not a regular file "
+            "(a named pipe, socket or device).",
         )
-    return path.read_bytes()
+    )
+    return False
 
 
-def _file_reader(path: Path, name: str) -> Callable[[int], bytes]:
+def _file_reader(path: Path, name: str, root: Path | None = None) -> Callable[[int], bytes]:
+    """Reads ``path`` (at most ``limit`` bytes, a regular file inside ``root`` when given, checked
+    again at read time)."""
+
     def read(limit: int) -> bytes:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
-        except OSError as err:
-            raise ValueError(f"{name}: cannot read the file ({err.strerror or err}).") from None
-        if len(data) > limit:
-            raise ValueError(f"{name}: the file is too large (more than {limit // 2**20} MiB).")
-        return data
+        return read_regular(path, limit, name, root)
 
     return read
 

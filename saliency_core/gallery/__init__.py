@@ -42,13 +42,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..engine.estimate import check_work, work_passes
 from ..engine.explain import Explanation, explain, get_method
 from ..engine.images import image_hash
 from ..engine.methods import METHODS
 from ..engine.untrusted import cut
 from ..evaluation.annotations import Skipped
 from ..evaluation.labelled import LabelledItem, LabelledSet
-from ..pipeline import explain_images
+from ..pipeline import explain_images, method_params
 from .store import (
     BUSY_TIMEOUT,
     MAX_REVIEW_ITEMS,
@@ -296,6 +297,7 @@ def run(
     mkey = model_key(model)
     pkeys = {m: params_key(model, m, params) for m in methods}
     todo, stored, failed = pending(store, model, labelled, methods, params)
+    _check_cost(methods, params, len(todo))
     report = RunReport(total=len(labelled), stored=stored, failed=failed)
     done = stored + len(failed)
     if progress is not None:
@@ -338,6 +340,13 @@ def run(
     report.cancelled = done < report.total
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_cost(methods: Sequence[str], params: dict | None, images: int) -> int:
+    """The run's network passes, refused past the operator's limit before any is made
+    (``estimate.check_work``): a set from a folder can order any amount of work."""
+    passes = work_passes([(m, method_params(m, params)) for m in methods], repeat=images)
+    return check_work(passes, f"The gallery run ({images} images to compute)")
 
 
 def _strip_name(text: str, name: str) -> str:

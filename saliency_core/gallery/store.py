@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..engine.explain import get_method, resolve_params
 from ..engine.methods import METHODS
+from ..engine.safe_text import json_text
 from ..engine.untrusted import InflateError, cut, inflate
 from ..pipeline import RenderOptions, method_params
 
@@ -370,7 +371,7 @@ class ResultStore:
                     method,
                     pkeys[method],
                     int(exp.target),
-                    json.dumps(record, default=_plain),
+                    json_text(record),
                     None,
                     _now(),
                     json.dumps(list(exp.saliency.shape)),
@@ -410,7 +411,7 @@ class ResultStore:
                     result.image_hash,
                     int(predicted),
                     float(confidence),
-                    json.dumps([[int(i), str(name), float(p)] for i, name, p in result.prediction]),
+                    json_text([[int(i), str(name), float(p)] for i, name, p in result.prediction]),
                     " ".join(str(int(i)) for i, _, _ in result.prediction),
                     _now(),
                     thumb,
@@ -504,11 +505,3 @@ class ResultStore:
             {"name": n, "label": lab, "classes": tuple(json.loads(c)), "hash": h, "data": bytes(d)}
             for n, lab, c, h, d in rows
         ]
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

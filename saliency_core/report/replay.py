@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.estimate import check_work, work_passes
 from ..engine.images import load_image
 from ..engine.methods import METHODS
 from ..engine.untrusted import InflateError, cut, inflate, quote
@@ -222,6 +223,7 @@ def replay(
     model, threads, images = _replay_inputs(record, model, models_dir)
     environment = record.get("environment")
     made_on = _device_type(environment.get("device") if isinstance(environment, dict) else None)
+    _check_replay_work(images, twice=made_on != model.device.type)
     before = torch.get_num_threads()
     results: list[ReplayResult] = []
     if "qualification" in record:  # the appended scorecard must be this model's own
@@ -429,6 +431,25 @@ def _within_plan(
         f"what a change of seed moves it (allowed under {RULE_SHARE:g}x)"
     )
     return ReplayResult(result.image, result.method, "match" if ok else "mismatch", result.max_abs_diff, rule)
+
+
+def _check_replay_work(images: list, twice: bool) -> int:
+    """Estimate every recorded map's network passes before any is recomputed and refuse past the
+    operator's limit (``estimate.check_work``). ``twice``: replayed on another kind of device, an
+    averaging map may be recomputed with the next seed too."""
+    planned = [
+        (m.get("method"), m.get("params"))
+        for item in images
+        if isinstance(item, dict) and isinstance(item.get("maps"), list)
+        for m in item["maps"]
+        if isinstance(m, dict)
+    ]
+    passes = work_passes(planned)
+    if twice:
+        passes += work_passes(
+            (m, p) for m, p in planned if isinstance(m, str) and m in METHODS and METHODS[m].averaging
+        )
+    return check_work(passes, f"This report's replay data ({len(planned)} maps)")
 
 
 def _next_seed(params: dict) -> int:

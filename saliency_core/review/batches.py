@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from ..engine.estimate import check_work, work_passes
 from . import folders
 
 MAX_ITEMS = 500
@@ -94,6 +95,17 @@ def resume_position(items: Sequence[dict], decided: Iterable[str]) -> int:
     if not items:
         return 0
     return next((i for i, it in enumerate(items) if it["hash"] not in done), len(items) - 1)
+
+
+def check_batch_work(methods: dict, items: int, name: str) -> int:
+    """The network passes a batch's maps take over all its items (``estimate.work_passes``);
+    a batch's methods come from the database, so its total is checked like any work from a file.
+
+    Raises:
+        estimate.TooMuchWork: past the operator's limit (``SALIENCY_MAX_PASSES``), in words.
+    """
+    passes = work_passes(methods.items() if isinstance(methods, dict) else (), repeat=items)
+    return check_work(passes, f"Review batch {name[:80]!r} ({items} items)")
 
 
 def file_signature(path: str | Path) -> tuple[int, int]:

@@ -99,6 +99,14 @@ def walk_chain(conn: sa.Connection, table: sa.Table, what: str):
         if table is audit:
             row["seconds"] = float(row["seconds"])
         where = f"{what} row {row['id']}"
+        if not row["row_hash"] or not row["prev_hash"]:
+            raise ChainBroken(
+                table.name,
+                row["id"],
+                f"{where} has no hash. A hash is written once, with its row, and this database already "
+                "has hash columns, so the row was written, or its hash cleared, outside the app; it is "
+                "not repaired.",
+            )
         if row["prev_hash"] != prev:
             before = f"row {prev_id}" if prev_id is not None else "the start of the log"
             raise ChainBroken(

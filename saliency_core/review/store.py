@@ -275,18 +275,23 @@ class ReviewStore:
             self._migrate(conn)
 
     def _migrate(self, conn: sa.Connection) -> None:
-        """A database made before the hash chain: add its columns and seal the existing audit rows
-        (hashed as they are now, each decision against its current row) in one transaction; a
-        ``chain_started`` event says how many rows were sealed."""
+        """A database made before the hash chain (its audit table has none of the hash columns):
+        add the columns and seal the existing audit rows (hashed as they are now, each decision
+        against its current row) in one transaction; a ``chain_started`` event in the chain says
+        how many rows were sealed.
+
+        Only then are rows sealed: those rows provably predate the chain, since the table could
+        not hold a hash. A hash is written once, by the code that writes its row; in a database
+        that already has the columns, a row without a hash is never repaired here (``verify``
+        names it as a failure), or clearing a row's hashes and editing it would launder the edit.
+        """
         present = {c["name"] for c in sa.inspect(conn).get_columns("review_audit")}
-        missing = [c for c in ("decision_hash", "prev_hash", "row_hash") if c not in present]
-        for name in missing:
+        hash_columns = ("decision_hash", "prev_hash", "row_hash")
+        if any(c in present for c in hash_columns):
+            return  # at the current schema: nothing to seal, whatever the rows hold
+        for name in hash_columns:
             conn.execute(sa.text(f"ALTER TABLE review_audit ADD COLUMN {name} VARCHAR(64)"))
-        unsealed = conn.execute(
-            sa.select(sa.func.count()).select_from(audit).where(audit.c.row_hash.is_(None))
-        ).scalar()
-        if not unsealed:
-            return
+        unsealed = conn.execute(sa.select(sa.func.count()).select_from(audit)).scalar()
         rows = [dict(r._mapping) for r in conn.execute(sa.select(audit).order_by(audit.c.id))]
         last_of = {r["decision_id"]: r["id"] for r in rows}
         current = {d.id: d for d in map(decision_from_row, conn.execute(sa.select(decisions)))}

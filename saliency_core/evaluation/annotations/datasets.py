@@ -16,7 +16,7 @@ from PIL import Image
 
 from ...engine.images import MAX_BYTES, load_image
 from ...engine.safe_text import clip
-from ...engine.untrusted import inside, read_member
+from ...engine.untrusted import inside, read_member, read_regular, regular_file_inside
 from .readers import is_mask_path, read_annotation_file, read_mask
 from .records import (
     ANNOTATION_SUFFIXES,
@@ -165,19 +165,20 @@ def dataset_from_files(
 
 
 def _files_under(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Regular files under ``path`` with one of ``suffixes``, not hidden; a link leading outside
+    ``path``, a named pipe, socket or device is left out (never opened)."""
     return sorted(
         p
         for p in path.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in suffixes
+        if p.suffix.lower() in suffixes
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and regular_file_inside(path, p)
     )
 
 
 def _read_bytes(path: Path, limit: int) -> bytes:
-    if path.stat().st_size > limit:
-        raise ValueError(f"{path}: the file is too large ({path.stat().st_size / 2**20:,.0f} MiB).")
-    return path.read_bytes()
+    """At most ``limit`` bytes of a regular file (opened without blocking: never a named pipe)."""
+    return read_regular(path, limit, str(path))
 
 
 def dataset_from_folder(images: str | os.PathLike, annotations: str | os.PathLike | None = None) -> Dataset:

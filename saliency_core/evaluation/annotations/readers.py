@@ -236,6 +236,11 @@ def read_mask(data: bytes, source: str, image: str | None = None) -> Annotation:
         region = (np.asarray(picture.convert("RGB")) > 0).any(axis=2)
     else:  # L, P, I, I;16, F: values are labels
         values = np.asarray(picture)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ValueError(
+                f"{source}: the mask holds pixel values that are not numbers (NaN) or are infinite; "
+                "a mask marks pixels with finite values (0 = not marked)."
+            )
         labels = set(np.unique(values).tolist()) - {0}
         region = values != 0
         if VOC_VOID in labels and len(labels) >= 3:
