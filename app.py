@@ -10,6 +10,7 @@ import streamlit as st
 
 import saliency_core as sc
 from pages import _defaults as defaults
+from pages import _signin as signin
 from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
 from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
 from saliency_core.engine.devices import describe as describe_device
@@ -21,6 +22,7 @@ ALLOW_UPLOAD = os.environ.get("SALIENCY_ALLOW_MODEL_UPLOAD", "") == "1"  # off u
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "saliency_lens_uploads"
 
 st.set_page_config(page_title="Saliency Lens", page_icon=":material/image_search:", layout="wide")
+signin.gate()  # SALIENCY_REQUIRE_SIGN_IN=1: the sign-in screen and nothing else until signed in
 
 page = st.navigation(
     [
