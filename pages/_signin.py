@@ -49,6 +49,7 @@ MAX_MAX_HOURS = 24 * 90  # a longer limit is refused as a typo
 OPEN_LINE = "Anyone who can reach this address can use it: sign-in is off."
 ATTEMPT_SECONDS = 600  # a provider sign-in that has not come back after this is forgotten
 METADATA_TIMEOUT = 5.0  # seconds to reach the provider's metadata before sending anyone there
+ORGANISATION = "your organisation's account"  # the button of the provider named "default"
 LOCAL_KEY = "signin_local"  # {"name": user name, "at": Unix time of the password check}
 FAILED = (
     "Signing in with {provider} did not complete: it was cancelled, the provider refused it, or "
@@ -111,10 +112,10 @@ def providers() -> dict[str, str]:
     if mode() == "local":
         return {}
     section = _auth_section()
-    found = {"default": "your organisation's account"} if section.get("client_id") else {}
+    found = {"default": ORGANISATION} if section.get("client_id") else {}
     for name, value in section.items():
         if isinstance(value, dict) and value.get("client_id"):
-            found[name] = name.replace("-", " ").title()
+            found[name] = ORGANISATION if name == "default" else name.replace("-", " ").title()
     return found
 
 
@@ -259,8 +260,8 @@ def _take_attempt() -> str | None:
 def provider_problem(name: str) -> str | None:
     """Why the provider ``name`` cannot be used now (its metadata cannot be fetched), or None."""
     section = _auth_section()
-    url = (section.get(name) if name != "default" else section) or {}
-    url = str(url.get("server_metadata_url", "")) if isinstance(url, dict) else ""
+    conf = section.get(name) if isinstance(section.get(name), dict) else section  # [auth.NAME], else [auth]
+    url = str(conf.get("server_metadata_url", ""))
     parsed = urllib.parse.urlsplit(url)
     where = parsed.netloc or "the identity provider"
     if parsed.scheme not in ("http", "https"):
