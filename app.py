@@ -22,8 +22,6 @@ ALLOW_UPLOAD = os.environ.get("SALIENCY_ALLOW_MODEL_UPLOAD", "") == "1"  # off u
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "saliency_lens_uploads"
 
 st.set_page_config(page_title="Saliency Lens", page_icon=":material/image_search:", layout="wide")
-signin.gate()  # SALIENCY_REQUIRE_SIGN_IN=1: the sign-in screen and nothing else until signed in
-
 page = st.navigation(
     [
         st.Page("pages/explain.py", title="Explain", icon=":material/image_search:", default=True),
@@ -34,8 +32,10 @@ page = st.navigation(
         st.Page("pages/validate.py", title="Validate", icon=":material/rule:"),
         st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
         st.Page("pages/report.py", title="Report", icon=":material/description:"),
-    ]
+    ],
+    position=signin.nav_position(),  # hidden on the sign-in screen
 )
+signin.gate()  # SALIENCY_REQUIRE_SIGN_IN=1: the sign-in screen and nothing else until signed in
 
 with st.sidebar, page_guard("the sidebar"):
     # ---- model: demo, the models folder, an upload; a failing choice keeps the last good one

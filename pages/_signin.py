@@ -288,10 +288,14 @@ def start_provider_sign_in(name: str) -> None:
         ss["signin_problem"] = problem
         return
     _remember_attempt(name)
+    ss["signin_started"] = (
+        name  # this session is leaving for the provider: its own runs do not take the attempt
+    )
     try:
         st.login(name)
     except Exception as err:  # noqa: BLE001  StreamlitAuthError: settings incomplete; Authlib missing
         _take_attempt()
+        ss.pop("signin_started", None)
         log.error("st.login(%r) refused: %s", name, err)
         ss["signin_problem"] = (
             "Signing in with the identity provider cannot start: its settings are incomplete. "
@@ -380,6 +384,14 @@ def _sign_in_screen(notes: list[str]) -> None:
         st.button("Sign out", key="signin_screen_out", on_click=sign_out, icon=":material/logout:")
 
 
+def nav_position() -> str:
+    """Where app.py's page navigation goes: hidden while the sign-in screen is all there is."""
+    try:
+        return "hidden" if required() and current_account() is None else "sidebar"
+    except Exception:  # noqa: BLE001  the gate says what went wrong, and stops
+        return "hidden"
+
+
 def gate() -> Account | None:
     """Call before any page runs. With sign-in required and nobody with a role signed in: the
     sign-in screen, and the run stops. Otherwise the sidebar's sign-in lines; returns the Account.
@@ -404,7 +416,7 @@ def _gate() -> Account | None:
     notes = [note] if note else []
     if account is None and note:
         ss.pop(LOCAL_KEY, None)  # a removed, changed or expired local sign-in is said once, then gone
-    tried = _take_attempt()
+    tried = None if "signin_started" in ss else _take_attempt()  # taken by the session that comes back
     if account is not None and account.via == "oidc":
         _record_signin(account)
     elif tried is not None and not _oidc_claims():

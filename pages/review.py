@@ -124,7 +124,7 @@ with st.container(border=True):
             f"Signed in as **{plain(account.label)}** ({account.role}"
             f"{', organisation account' if account.via == 'oidc' else ''}). "
             + (
-                "Your decisions are recorded with your name."
+                f"Your decisions are recorded as **{plain(account.name)}**."
                 if can_decide
                 else "Your role lets you look at the queue; it records no decisions."
             )

@@ -8,13 +8,13 @@ import re
 import time
 
 import pytest
+from _oidc import auth_section, provider_settings
 from streamlit.testing.v1 import AppTest
 
 import pages._common
 import saliency_core.pipeline
 from saliency_core.review import auth
 from saliency_core.review import store as rs
-from tests._oidc import auth_section, provider_settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PAGES = re.findall(r'st\.Page\("([^"]+)"', open(os.path.join(ROOT, "app.py"), encoding="utf-8").read())
