@@ -161,7 +161,7 @@ def resolve() -> tuple[Account | None, str]:
     if account is None:
         return None, (
             f"You are signed in as {who}, but you have no role here. Ask the operator to give you one "
-            f"(the roles file, {identity.roles_path()})."
+            "(the roles file, SALIENCY_ROLES)."  # its path stays on the server
         )
     return account, ""
 
@@ -288,9 +288,8 @@ def start_provider_sign_in(name: str) -> None:
         ss["signin_problem"] = problem
         return
     _remember_attempt(name)
-    ss["signin_started"] = (
-        name  # this session is leaving for the provider: its own runs do not take the attempt
-    )
+    # this session is leaving for the provider: its own runs do not take the attempt
+    ss["signin_started"] = name
     try:
         st.login(name)
     except Exception as err:  # noqa: BLE001  StreamlitAuthError: settings incomplete; Authlib missing

@@ -8,7 +8,7 @@ import re
 import time
 
 import pytest
-from _oidc import auth_section, provider_settings
+from _oidc import auth_section, oidc_provider, provider_settings
 from streamlit.testing.v1 import AppTest
 
 import pages._common
@@ -168,6 +168,20 @@ def test_provider_down_or_st_login_refused_gives_a_plain_message(site):
     [error] = [_shown(e.value) for e in at.error]
     assert "The sign-in service (127.0.0.1:9) cannot be reached" in error and "Nothing was recorded" in error
     assert "Traceback" not in _words(at)
+    # a provider that answers, but settings st.login refuses (no secrets.toml on disk for it here)
+    with oidc_provider() as issuer:
+        at = _app(
+            secrets=auth_section(
+                "http://127.0.0.1:8501/oauth2callback",
+                **{"default": provider_settings(issuer, "client-1", "secret-1")},
+            )
+        ).run()
+        next(b for b in at.button if b.label == "Sign in with your organisation's account").click()
+        at = at.run()
+    assert not at.exception, at.exception
+    [error] = [_shown(e.value) for e in at.error]
+    assert "cannot start: its settings are incomplete" in error and "Traceback" not in error
+    assert _on_sign_in_screen(at)
 
 
 def _review_batch(at) -> AppTest:
