@@ -7,7 +7,8 @@ port nothing answers on). A provider that is down, a wrong client secret, a tamp
 parameter and a denied consent each end on the sign-in screen with a plain message and record
 nothing; then the right sign-in shows the pages, a review decision is recorded under the
 provider's subject, and after sign-out the pages are refused again. Screenshots go to
-tests/artifacts/ (signin_screen.png, signin_sidebar.png, signin_decision.png)."""
+tests/artifacts/ (signin_screen.png, signin_failed.png, signin_sidebar.png,
+signin_decision.png)."""
 
 import os
 import re
@@ -27,6 +28,11 @@ RITA = oidc_provider_mock.User(
 )
 ROLES = 'claim = "groups"\n[claim_values]\n"qa-inspectors" = "reviewer"\n'
 FAILED = "did not complete"
+# every page in app.py's navigation, by the address Streamlit gives it (the file's name)
+PAGE_PATHS = [
+    os.path.splitext(os.path.basename(p))[0]
+    for p in re.findall(r'st\.Page\("([^"]+)"', open(os.path.join(ROOT, "app.py"), encoding="utf-8").read())
+]
 WAIT = 120_000  # ms
 
 
@@ -87,8 +93,12 @@ def test_failed_sign_ins_then_sign_in_decide_and_sign_out(site):
         _sign_in_screen(page)
         _provider_button(page, "Down").wait_for(timeout=WAIT)  # the last of the three buttons
         page.screenshot(path=os.path.join(ARTIFACTS, "signin_screen.png"), full_page=True)
-        page.goto(f"{url}/review")  # a page's own address: the same screen
-        _sign_in_screen(page)
+        for path in PAGE_PATHS:  # each page's own address: the same screen, nothing computed
+            page.goto(f"{url}/{path}")
+            _sign_in_screen(page)
+            page.wait_for_timeout(1500)  # a page that ran would have drawn by now
+            _sign_in_screen(page)
+            assert page.locator("[data-testid='stImage']").count() == 0
 
         # the provider is down: said before anyone is sent there
         _provider_button(page, "Down").click()
@@ -100,6 +110,7 @@ def test_failed_sign_ins_then_sign_in_decide_and_sign_out(site):
         page.get_by_role("button", name=SUBJECT).click()  # the provider's sign-in form
         page.get_by_text(FAILED).wait_for(timeout=WAIT)
         _sign_in_screen(page)
+        page.screenshot(path=os.path.join(ARTIFACTS, "signin_failed.png"))
 
         # consent denied at the provider
         _provider_button(page, "your organisation's account").click()
@@ -143,7 +154,7 @@ def test_failed_sign_ins_then_sign_in_decide_and_sign_out(site):
         nav.wait_for(timeout=WAIT)
         sidebar = page.locator("[data-testid='stSidebar']")
         sidebar.get_by_text(f"Signed in as {EMAIL} (reviewer)").wait_for(timeout=WAIT)
-        assert sidebar.get_by_role("button", name="Sign out").count() == 1
+        sidebar.get_by_role("button", name="Sign out").wait_for(timeout=WAIT)
         assert "sign-in is off" not in sidebar.inner_text()
         sidebar.get_by_text("Saliency methods").wait_for(timeout=WAIT)  # the rest of the sidebar
         page.get_by_role("heading", name="Explain a prediction").wait_for(timeout=WAIT)
