@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+import pages._signin as signin
 import saliency_core as sc
 from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
 from pages._detail import detail_controls
@@ -24,7 +25,6 @@ ALLOW_UPLOAD = os.environ.get("SALIENCY_ALLOW_MODEL_UPLOAD", "") == "1"  # off u
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "saliency_lens_uploads"
 
 st.set_page_config(page_title="Saliency Lens", page_icon=":material/image_search:", layout="wide")
-
 page = st.navigation(
     [
         st.Page("pages/explain.py", title="Explain", icon=":material/image_search:", default=True),
@@ -36,8 +36,10 @@ page = st.navigation(
         st.Page("pages/qualify.py", title="Qualify", icon=":material/verified:"),
         st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
         st.Page("pages/report.py", title="Report", icon=":material/description:"),
-    ]
+    ],
+    position=signin.nav_position(),  # hidden on the sign-in screen
 )
+signin.gate()  # SALIENCY_REQUIRE_SIGN_IN=1: the sign-in screen and nothing else until signed in
 
 start_demo_qualification()  # the demo's scorecard, once per server, in the background
 

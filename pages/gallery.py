@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import pages._qualification as qualification
+import pages._signin as signin
 import saliency_core as sc
 from pages._common import (
     DISCLAIMER,
@@ -39,6 +40,7 @@ from saliency_core.engine import render as rd
 from saliency_core.evaluation.labelled import DEMO_DESCRIPTION, LabelledSet, demo_set, open_folder, open_zip
 from saliency_core.pipeline import RenderOptions
 from saliency_core.review import store as rs
+from saliency_core.review.identity import can
 
 FOLDER_ENVS = ("SALIENCY_GALLERY_DIR", "SALIENCY_REVIEW_DIR")  # server folders of labelled sets
 RAY_ENV = "SALIENCY_RAY_ADDRESS"  # large runs on this Ray cluster
@@ -192,7 +194,7 @@ def continue_run() -> None:
 def gallery_decisions() -> list:
     """Review decisions in batches sent from the gallery that the signed-in reviewer may see:
     their own, or everyone's for an admin. Empty when nobody is signed in."""
-    account = ss.get("review_account")
+    account = signin.current_account()
     if account is None:
         return []
     try:
@@ -202,7 +204,7 @@ def gallery_decisions() -> list:
             for b in review.batches()
             if b.source.startswith("gallery:")
             for d in review.decisions(batch=b.name)
-            if account.is_admin or d.reviewer == account.name
+            if can(account, "oversee") or d.reviewer == account.name
         ]
     except ValueError as err:
         st.caption(f"Review decisions cannot be read: {err}")
@@ -211,12 +213,12 @@ def gallery_decisions() -> list:
 
 def review_decisions(image_hash: str) -> None:
     """This image's review decisions (notes for admins), as plain text."""
-    account = ss.get("review_account")
+    account = signin.current_account()
     for d in gallery_decisions():
         if d.item_hash == image_hash:
             st.text(
                 f"Review ({d.batch}): {d.label} by {d.reviewer}, {d.decided_at:%Y-%m-%d %H:%M} UTC"
-                + (f" · note: {d.note}" if d.note and account.is_admin else "")
+                + (f" · note: {d.note}" if d.note and can(account, "oversee") else "")
             )
 
 
@@ -902,19 +904,21 @@ else:
         st.text_input(
             "Review batch name", key="gallery_batch_name", max_chars=200, placeholder=f"blank: {default_name}"
         )
-        account = ss.get("review_account")
+        account = signin.current_account()
         send = st.button(
             f"Send these {len(filtered):,} to review",
             key="gallery_send",
             type="primary",
-            disabled=account is None or filtered.empty,
+            disabled=not can(account, "decide") or filtered.empty,
             help="They become a batch in the Review queue; decisions link back here."
+            if can(account, "decide")
+            else "Your role records no review batches."
             if account
             else "Sign in on the Review page first.",
         )
         if account is None:
             st.page_link("pages/review.py", label="Sign in on the Review page to send images to review")
-        if send and account is not None:
+        if send and can(account, "decide"):
             name = str(ss.get("gallery_batch_name", "")).strip() or default_name
             by_name = {it.name: it for it in labelled.items}
             try:

@@ -1,10 +1,10 @@
 """Review: a queue of items to accept, reject or send to an expert; decisions recorded per reviewer.
 
-Identity: operator-managed accounts (saliency_core.auth) or Streamlit's OIDC sign-in when the
-operator configured ``[auth]`` in secrets. Without sign-in the queue can be browsed, nothing is
-recorded. Time per item: from the moment the item's overlays were on screen (end of the server
-run that first drew it) to the moment the decision click reached the server; added up over the
-visits that changed the decision; time spent computing maps is not counted.
+Identity: pages/_signin.py (local accounts or the organisation's identity provider); roles and what
+they allow: saliency_core.review.identity. Without sign-in, or as a viewer, the queue can be
+browsed, nothing is recorded. Time per item: from the moment the item's overlays were on screen
+(end of the server run that first drew it) to the moment the decision click reached the server;
+added up over the visits that changed the decision; time spent computing maps is not counted.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import pandas as pd
 import streamlit as st
 
 import pages._qualification as qualification
+import pages._signin as signin
 import saliency_core as sc
 from pages._common import (
     DISCLAIMER,
     UPLOAD_TYPES,
     cached_explain,
-    client_id,
     colour_bar,
     decode,
     map_alt,
@@ -39,8 +39,9 @@ from saliency_core import pipeline
 from saliency_core.engine import render as rd
 from saliency_core.engine.safe_text import file_name
 from saliency_core.engine.samples import sample_images
-from saliency_core.review import auth, batches, folders
+from saliency_core.review import batches, folders
 from saliency_core.review import store as rs
+from saliency_core.review.identity import can
 from saliency_core.review.schema import DECISION_LABELS
 from saliency_core.review.summary import summarize
 from saliency_core.review.summary import to_csv as decisions_csv
@@ -99,108 +100,45 @@ def flash(kind: str, text: str) -> None:
     ss["review_flash"] = (kind, text)
 
 
-@st.cache_resource
-def memory_events() -> auth.MemoryEvents:
-    """Where sign-in failures are counted when the review database cannot be opened."""
-    return auth.MemoryEvents()
-
-
-def throttle() -> auth.SignInThrottle:
-    return auth.SignInThrottle(store if store is not None else memory_events())
+def fresh_queue() -> None:
+    """After a sign-in: resume from what the database holds for this reviewer."""
+    for key in [k for k in ss if str(k).startswith("review_pos::")] + ["review_batch", "review_timer"]:
+        ss.pop(key, None)
 
 
 # ---- who is reviewing ---------------------------------------------------------------------------------
-def oidc_configured() -> bool:
-    try:
-        return "auth" in st.secrets
-    except Exception:  # no secrets file at all
-        return False
-
-
-def current_account() -> auth.Account | None:
-    account = ss.get("review_account")
-    if account is not None:
-        return account
-    if oidc_configured():
-        try:
-            if st.user.is_logged_in:
-                identity = st.user.get("email") or st.user.get("sub") or st.user.get("name")
-                if identity:
-                    return auth.Account(str(identity), auth.role_for(str(identity)), via="oidc")
-        except Exception:  # st.user unavailable in this Streamlit
-            pass
-    return None
-
-
-def sign_out() -> None:
-    account = ss.pop("review_account", None)
-    for key in [k for k in ss if str(k).startswith("review_pos::")]:
-        del ss[key]
-    ss.pop("review_batch", None)
-    if account is None and oidc_configured():
-        st.logout()
-
-
-def sign_in() -> None:
-    """Form callback (runs before the page, so the click survives any rerun). Lockouts after
-    repeated failures: saliency_core.auth.SignInThrottle."""
-    try:
-        ss["review_account"] = throttle().sign_in(
-            str(ss.get("signin_user", "")).strip(), str(ss.get("signin_password", "")), client_id()
-        )
-    except ValueError as err:
-        ss["signin_error"] = str(err)
-        return
-    for key in [k for k in ss if str(k).startswith("review_pos::")] + ["review_batch", "review_timer"]:
-        ss.pop(key, None)  # resume from what the database holds for this reviewer
-
-
-def no_accounts() -> bool:
-    """No reviewer account exists yet (and no organisation sign-in is configured)."""
-    if oidc_configured():
-        return False
-    try:
-        return not auth.list_users()
-    except ValueError:  # an unreadable accounts file: sign-in says why
-        return False
-
-
-account = current_account()
+account = signin.current_account()
+can_decide = can(account, "decide")
 with st.container(border=True):
-    if account is None and no_accounts():
-        st.info(
-            "**No reviewer accounts exist yet**, so decisions cannot be recorded. An operator creates "
-            "them on the server (docs/configuration.md). You can still browse the queue.",
-            icon=":material/person_off:",
-        )
-    elif account is None:
+    if account is None:
         st.markdown(
             "**Sign in to record decisions.** Without signing in you can browse the queue; "
             "nothing is recorded."
         )
-        with st.form("review_signin", clear_on_submit=True, border=False):
-            c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
-            c1.text_input("User name", key="signin_user")
-            c2.text_input("Password", type="password", key="signin_password")
-            c3.form_submit_button("Sign in", type="primary", width="stretch", on_click=sign_in)
-        if "signin_error" in ss:
-            st.error(plain(ss.pop("signin_error")))
-        if oidc_configured():
-            st.button("Sign in with your organisation's account", on_click=st.login)
+        if not signin.sign_in_options(after=fresh_queue):
+            st.info(
+                "**No reviewer accounts exist yet**, so decisions cannot be recorded. An operator creates "
+                "them on the server (docs/sign-in.md). You can still browse the queue.",
+                icon=":material/person_off:",
+            )
     else:
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
         c1.markdown(
-            f"Signed in as **{plain(account.name)}** ({account.role}"
+            f"Signed in as **{plain(account.label)}** ({account.role}"
             f"{', organisation account' if account.via == 'oidc' else ''}). "
-            "Your decisions are recorded with your name."
+            + (
+                f"Your decisions are recorded as **{plain(account.name)}**."
+                if can_decide
+                else "Your role lets you look at the queue; it records no decisions."
+            )
         )
-        c2.button("Sign out", on_click=sign_out, width="stretch")
+        c2.button("Sign out", on_click=signin.sign_out, width="stretch", key="review_sign_out")
     if store_error:
         st.error(f"Decisions cannot be recorded: {plain(store_error)}")
     elif store is not None:  # the database's location stays on the server
         st.caption(f"Decisions are stored in the review database ({store.backend}).")
 
-can_record = account is not None and store is not None
+can_record = can_decide and store is not None
 
 
 # ---- admin: audit log integrity and sign-in lockouts ---------------------------------------------------
@@ -212,19 +150,19 @@ def verify_audit() -> None:
 
 
 def unlock(scope: str, key: str) -> None:
-    who = current_account()
-    if who is None or not who.is_admin:
+    who = signin.current_account()
+    if not can(who, "unlock"):
         flash("error", "Only an admin can unlock; nothing was changed.")
         return
     try:
-        throttle().unlock(actor=who.name, **{scope: key})
+        signin.throttle().unlock(actor=who.actor, **{scope: key})
     except ValueError as err:
         flash("error", plain(err))
         return
     flash("success", f"Unlocked {'the user name' if scope == 'account' else 'the client'} {plain(key)}.")
 
 
-if account is not None and account.is_admin:
+if can(account, "oversee"):
     with st.expander("Audit log check and sign-in lockouts (admin)"):
         if store is not None:
             st.button(
@@ -239,7 +177,7 @@ if account is not None and account.is_admin:
                 (st.success if check.ok else st.error)(plain(check.message))
                 if not check.ok:
                     st.caption(f"First broken row: {check.table} row {check.row}.")
-        locks = throttle().locks()
+        locks = signin.throttle().locks()
         if not locks:
             st.caption("No user name or client is locked out.")
         for n, lock in enumerate(locks):
@@ -317,7 +255,7 @@ if can_record and "review_batch" not in ss:
 
 def open_batch() -> None:
     """Form callback: set up the batch chosen in the form (registered in the database when signed in)."""
-    who = current_account()
+    who = signin.current_account()
     kind = SOURCES[ss.get("rb_source", source_labels[0])]
     rel = ss.get("rb_folder") or "."
     source = f"folder:{rel}" if kind == "folder" else kind
@@ -334,7 +272,7 @@ def open_batch() -> None:
             "source": source,
             "methods": {m: method_params(m, cfg["params"]) for m in chosen},
         }
-        if who is not None and store is not None:
+        if can(who, "decide") and store is not None:  # a viewer's batch is not registered
             batch = store.open_batch(
                 spec["name"],
                 source=source,
@@ -452,9 +390,12 @@ def go(to: int) -> None:
 
 
 def decide(choice: str, it: dict, index: int, expected_version: int, note_key: str) -> None:
-    who = current_account()
+    who = signin.current_account()
     if who is None or store is None:
         flash("error", "Sign in to record decisions; nothing was recorded.")
+        return
+    if not can(who, "decide"):
+        flash("error", f"Your role ({who.role}) records no decisions; nothing was recorded.")
         return
     timer = ss.get("review_timer")
     seconds = time.monotonic() - timer[2] if timer and timer[:2] == (batch_name, it["hash"]) else 0.0
@@ -470,6 +411,7 @@ def decide(choice: str, it: dict, index: int, expected_version: int, note_key: s
             model_fingerprint=model.fingerprint,
             methods=methods,
             expected_version=expected_version,
+            actor=who.actor,
         )
     except rs.DecisionConflict as err:
         flash("warning", plain(err))
@@ -656,9 +598,13 @@ with st.container(border=True):
                 width="stretch",
                 on_click=decide,
                 args=(choice, item, pos, current.version if current else 0, note_key),
-                help=None if can_record else "Sign in to record decisions.",
+                help=None
+                if can_record
+                else "Your role records no decisions."
+                if account is not None
+                else "Sign in to record decisions.",
             )
-        if account is not None and account.is_admin and store is not None:
+        if can(account, "oversee") and store is not None:
             others = [
                 d
                 for d in store.decisions(batch=batch_name)
@@ -780,7 +726,7 @@ with right:
         "that changed the decision."
     )
 
-if account.is_admin:
+if can(account, "oversee"):
     with st.expander("All decisions with notes (admin)"):
         st.dataframe(
             pd.DataFrame(

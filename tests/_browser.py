@@ -31,11 +31,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_app(data: Path, **env: str) -> Iterator[str]:
-    """``streamlit run app.py`` on a free port with its databases in ``data``; yields its URL.
-    The server writes its log to ``data/streamlit.log`` (a file, not a pipe nobody reads: a long
-    run never blocks on a full pipe) and is stopped on exit."""
-    port = free_port()
+def streamlit_app(data: Path, port: int | None = None, **env: str) -> Iterator[str]:
+    """``streamlit run app.py`` on ``port`` (default: a free one) with its databases in ``data``;
+    yields its URL. The server writes its log to ``data/streamlit.log`` (a file, not a pipe nobody
+    reads: a long run never blocks on a full pipe) and is stopped on exit."""
+    port = port or free_port()
     environment = dict(
         os.environ,
         STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",

@@ -7,6 +7,7 @@ import getpass
 import sys
 
 from ..review.auth import BCRYPT_ROUNDS, SignInThrottle, accounts_path, add_user, list_users, remove_user
+from ..review.identity import ROLES
 
 
 def add_users_command(commands, parser_class) -> None:
@@ -21,8 +22,13 @@ def add_users_command(commands, parser_class) -> None:
     add = actions.add_parser("add", help="add an account (prompts for the password)")
     add.add_argument("name", help="user name: letters, digits, . _ @ + -")
     add.add_argument(
-        "--admin", action="store_true", help="may see every reviewer's notes and export everything"
+        "--role",
+        choices=ROLES,
+        default="reviewer",
+        help="viewer: looks, records nothing; reviewer: records decisions; admin: also every reviewer's "
+        "notes and exports, unlocks, qualification sign-off (default: reviewer)",
     )
+    add.add_argument("--admin", action="store_true", help="the same as --role admin")
     add.add_argument("--replace", action="store_true", help="set a new password / role for an existing user")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.add_argument("--rounds", type=int, default=BCRYPT_ROUNDS, help=argparse.SUPPRESS)
@@ -66,7 +72,7 @@ def run_users(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             account = add_user(
                 args.name,
                 password,
-                role="admin" if args.admin else "reviewer",
+                role="admin" if args.admin else args.role,
                 path=args.file,
                 rounds=args.rounds,
                 replace=args.replace,

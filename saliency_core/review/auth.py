@@ -1,4 +1,4 @@
-"""Reviewer accounts: an operator-managed TOML file of salted bcrypt hashes, roles reviewer/admin.
+"""Accounts: an operator-managed TOML file of salted bcrypt hashes, roles viewer/reviewer/admin.
 
 The file (``SALIENCY_USERS``, default ``./data/users.toml``) looks like::
 
@@ -7,11 +7,10 @@ The file (``SALIENCY_USERS``, default ``./data/users.toml``) looks like::
     role = "admin"
     hash = "$2b$12$..."
 
-Operators manage it with ``python -m saliency_core users add NAME [--admin]`` (prompts for the
-password), ``users remove NAME`` and ``users list``. Passwords are never stored, only bcrypt
-hashes with a per-password random salt. When the operator configures an identity provider for
-Streamlit (``[auth]`` in ``.streamlit/secrets.toml``), reviewers may sign in with it instead;
-``role_for`` then gives the role the accounts file lists for that e-mail (reviewer otherwise).
+Operators manage it with ``python -m saliency_core users add NAME [--role viewer|reviewer|admin]``
+(prompts for the password), ``users remove NAME`` and ``users list``. Passwords are never stored,
+only bcrypt hashes with a per-password random salt. What each role may do, and the roles of
+people who sign in through the organisation's identity provider: ``identity``.
 
 Sign-in throttling (``SignInThrottle``): ``ACCOUNT_FAILURES`` wrong passwords for one user name
 within ``WINDOW`` lock that name for ``LOCKOUT``, and ``CLIENT_FAILURES`` from one client (IP
@@ -44,9 +43,9 @@ from pathlib import Path
 
 import bcrypt
 
+from .identity import ROLES, Account
 from .schema import Event  # the store's event record; here unchained (no hashes)
 
-ROLES = ("reviewer", "admin")
 DEFAULT_ACCOUNTS = os.path.join("data", "users.toml")
 BCRYPT_ROUNDS = 12  # cost factor: 2**12 rounds, about a quarter second per check
 MIN_PASSWORD = 8  # characters
@@ -69,19 +68,6 @@ class WrongPassword(AuthError):
 
 class SignInLocked(AuthError):
     """Sign-in refused without a password check: the user name or the client is locked."""
-
-
-@dataclass(frozen=True)
-class Account:
-    """A signed-in person: ``name`` (user name or e-mail), ``role`` and how they signed in."""
-
-    name: str
-    role: str
-    via: str = "password"
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
 
 
 def accounts_path(path: str | os.PathLike | None = None) -> Path:
@@ -114,7 +100,9 @@ def load_accounts(path: str | os.PathLike | None = None) -> dict[str, dict]:
     out = {}
     for name, entry in users.items():
         if not isinstance(entry, dict) or entry.get("role", "reviewer") not in ROLES:
-            raise ValueError(f'The accounts file {file}: user {name!r} needs role = "reviewer" or "admin".')
+            raise ValueError(
+                f"The accounts file {file}: user {name!r} needs a role among {', '.join(ROLES)}."
+            )
         out[name] = {"role": entry.get("role", "reviewer"), "hash": str(entry.get("hash", ""))}
     return out
 
@@ -199,7 +187,7 @@ def add_user(
 
     Args:
         name: user name. password: at least 8 characters, at most 72 bytes.
-        role: "reviewer" or "admin". path: accounts file (see ``accounts_path``).
+        role: "viewer", "reviewer" or "admin". path: accounts file (see ``accounts_path``).
         rounds: bcrypt cost (4-31). replace: overwrite an existing account.
     Returns:
         the Account.
@@ -516,14 +504,15 @@ class SignInThrottle:
         return was
 
 
-def role_for(identity: str, path: str | os.PathLike | None = None) -> str:
-    """Role of someone signed in through the identity provider: the role the accounts file lists
-    for that name or e-mail, else "reviewer"."""
+def current_role(name: str, path: str | os.PathLike | None = None) -> str | None:
+    """The role the accounts file gives ``name`` now, or None when it lists no such account (or
+    cannot be read): a signed-in session asks again at every request, so a removed account or a
+    changed role applies at once."""
     try:
-        entry = load_accounts(path).get(identity)
+        entry = load_accounts(path).get(name)
     except ValueError:
-        return "reviewer"
-    return entry["role"] if entry else "reviewer"
+        return None
+    return entry["role"] if entry else None
 
 
 # ---- command line: python -m saliency_core users ... ----------------------------------------------

@@ -70,7 +70,7 @@ def test_existing_user_needs_replace(users):
         ("al ice", "long-enough-1", "reviewer", "Expected a user name"),
         ("alice", "short", "reviewer", "at least 8 characters; got 5"),
         ("alice", "é" * 40, "reviewer", "at most 72 bytes (bcrypt's limit); got 80"),
-        ("alice", "long-enough-1", "owner", "role among reviewer, admin; got 'owner'"),
+        ("alice", "long-enough-1", "owner", "role among viewer, reviewer, admin; got 'owner'"),
     ],
 )
 def test_bad_accounts_are_refused_in_words(users, name, password, role, words):
@@ -85,12 +85,6 @@ def test_missing_or_broken_accounts_file(users):
     users.write_text("[users.alice\nrole = ")
     with pytest.raises(ValueError, match="not valid TOML"):
         auth.authenticate("alice", "whatever-1", path=users)
-
-
-def test_identity_provider_roles_come_from_the_accounts_file(users):
-    auth.add_user("qa.lead@example.com", "unused-password", role="admin", path=users, rounds=4)
-    assert auth.role_for("qa.lead@example.com", users) == "admin"
-    assert auth.role_for("someone@example.com", users) == "reviewer"
 
 
 def test_users_command(users, monkeypatch, capsys):
