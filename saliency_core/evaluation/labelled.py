@@ -8,9 +8,10 @@ Layouts read (the same in a server folder and in a ZIP):
   ``class`` are accepted too) or ``labels.json`` (``{"file": "label", ...}`` or
   ``[{"file": ..., "label": ...}, ...]``); file paths are relative to the root.
 
-Labels are mapped to the model's classes (``map_labels``): a label that is a class name of the
-model (case, ``_`` and ``-`` ignored), a class index, or an entry of an optional ``classes.json``
-at the root (``{"cat": ["tabby", "tiger cat", ...]}``: one label standing for several classes).
+Labels are mapped to the model's classes by ``labels.map_labels`` (exact name first, then an
+alias, an index, a loose match; a loose match fitting several classes is refused with the
+candidates named), or by an entry of an optional ``classes.json`` at the root, or a mapping the
+caller passes (``{"cat": ["tabby", "tiger cat", ...]}``: one label standing for several classes).
 A label naming no class is listed with the closest class names, and its images are left out.
 
 Every file is hostile: paths that leave the root (absolute, ``..``, links pointing out), files
@@ -28,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import io
 import json
@@ -37,12 +37,13 @@ import re
 import stat
 import threading
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..engine.untrusted import cut, quote
 from .annotations import Skipped
+from .labels import map_labels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 TABLE_NAMES = ("labels.csv", "labels.json")
@@ -134,84 +135,6 @@ class LabelledSet:
 
 def _norm(text: str) -> str:
     return " ".join(re.split(r"[\s_\-]+", str(text).strip().lower())).strip()
-
-
-def _class_index(model_labels: Sequence[str]) -> dict[str, int]:
-    """Normalised class name (and each comma-separated alias) -> index; the first wins."""
-    index: dict[str, int] = {}
-    for i, label in enumerate(model_labels):
-        for name in [label, *str(label).split(",")]:
-            index.setdefault(_norm(name), i)
-    return index
-
-
-def _resolve(target, names: dict[str, int], count: int) -> int | None:
-    if isinstance(target, bool):
-        return None
-    if isinstance(target, int):
-        return target if 0 <= target < count else None
-    if isinstance(target, str):
-        text = target.strip()
-        if text.isdigit() and len(text) < 10:
-            return int(text) if int(text) < count else None
-        return names.get(_norm(text))
-    return None
-
-
-def map_labels(
-    labels: Iterable[str], model_labels: Sequence[str], mapping: dict | None = None
-) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
-    """Which of the model's classes each label stands for.
-
-    Args:
-        labels: the set's labels (folder names, table values).
-        model_labels: ``model.labels``.
-        mapping: optional ``{label: class name / index or a list of them}`` (``classes.json``);
-            it takes precedence over matching names.
-    Returns:
-        (``{label: class indices}`` for the labels that map, ``{label: why not}`` for the others).
-
-    Example:
-        >>> map_labels(["tabby", "Tiger_Cat", "281", "dog"], model.labels)
-        ({'tabby': (281,), 'Tiger_Cat': (282,), '281': (281,)}, {'dog': "names no class of this model ..."})
-    """
-    names, count = _class_index(model_labels), len(model_labels)
-    mapping = mapping or {}
-    found: dict[str, tuple[int, ...]] = {}
-    missing: dict[str, str] = {}
-    for label in dict.fromkeys(labels):
-        if label in mapping:
-            targets = mapping[label] if isinstance(mapping[label], list) else [mapping[label]]
-            resolved = [_resolve(t, names, count) for t in targets]
-            bad = [t for t, r in zip(targets, resolved) if r is None]
-            if not targets:
-                missing[label] = f"{CLASSES_NAME} maps it to no class"
-                continue
-            if bad:
-                hint = _closest(bad[0], model_labels) if isinstance(bad[0], str) else ""
-                missing[label] = (
-                    f"{CLASSES_NAME} maps it to {', '.join(quote(t, 60) for t in bad[:5])}, which "
-                    f"{'is' if len(bad) == 1 else 'are'} not a class of this model{hint}"
-                )
-                continue
-            found[label] = tuple(dict.fromkeys(int(r) for r in resolved))
-            continue
-        index = _resolve(label, names, count)
-        if index is None:
-            missing[label] = (
-                "names no class of this model"
-                + _closest(label, model_labels)
-                + f". Rename the folder or label to a class name, or map it in {CLASSES_NAME}"
-            )
-        else:
-            found[label] = (index,)
-    return found, missing
-
-
-def _closest(label: str, model_labels: Sequence[str]) -> str:
-    normalised = {_norm(x): x for x in model_labels}
-    close = difflib.get_close_matches(_norm(label), list(normalised), n=3, cutoff=0.6)
-    return f" (closest: {', '.join(repr(normalised[c]) for c in close)})" if close else ""
 
 
 def read_mapping(data: bytes, name: str = CLASSES_NAME) -> dict:
