@@ -17,6 +17,7 @@ from .audit import add_audit_command
 from .checks import add_check_commands
 from .compare import add_compare_command
 from .explain import add_explain_command
+from .gallery import add_gallery_command
 from .report import add_report_commands
 from .users import add_users_command
 from .validate import add_validate_command
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_validate_command(commands)  # validate: saliency_core/evaluation/validate.py
     add_report_commands(commands)  # report, replay: saliency_core/report.py
     add_compare_command(commands)  # compare: saliency_core/cli/compare.py (adds its own --device)
+    add_gallery_command(commands)  # gallery: saliency_core/gallery/ (the page's result store)
     for command in commands.choices.values():  # every command that loads a model
         if "--model" in command._option_string_actions:
             command.add_argument(

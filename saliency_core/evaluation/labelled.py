@@ -483,6 +483,7 @@ def open_folder(
     *,
     mapping: dict | None = None,
     limit: int | None = None,
+    table: str | None = None,
 ) -> LabelledSet:
     """A labelled set from a folder (ImageFolder layout, or ``labels.csv`` / ``labels.json``).
 
@@ -491,6 +492,7 @@ def open_folder(
         model_labels: ``model.labels``.
         mapping: ``{label: classes}``; default: ``classes.json`` in the folder, if there is one.
         limit: most images (default ``max_images()``).
+        table: the name of a label table at the root to read instead (``train.csv``).
     Raises:
         ValueError: no such folder, no images, or no usable image.
 
@@ -503,6 +505,7 @@ def open_folder(
     real_root = root.resolve()
     files: list[_File] = []
     problems: list[Skipped] = []
+    table_names = (table,) if table else TABLE_NAMES
     table = None
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         rel_dir = Path(dirpath).relative_to(root)
@@ -521,7 +524,9 @@ def open_folder(
                 continue
             p = Path(dirpath) / fname
             rel = (rel_dir / fname).as_posix()
-            if rel_dir == Path(".") and fname.lower() in TABLE_NAMES + (CLASSES_NAME,):
+            if rel_dir == Path(".") and (
+                fname in table_names or fname.lower() in TABLE_NAMES + (CLASSES_NAME,)
+            ):
                 continue
             if p.is_symlink() and not _inside(p, real_root):
                 problems.append(
@@ -539,7 +544,7 @@ def open_folder(
                 f"{root}: more than {len(files):,} files; the gallery takes at most "
                 f"{max_images():,} images (SALIENCY_GALLERY_MAX_IMAGES)."
             )
-    tables = [n for n in TABLE_NAMES if (root / n).is_file()]
+    tables = [n for n in table_names if (root / n).is_file()]
     if tables:
         table = (tables[0], _read_small(root / tables[0], tables[0]))
         if len(tables) > 1:

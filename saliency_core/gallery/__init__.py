@@ -49,6 +49,7 @@ from ..engine.untrusted import cut
 from ..evaluation.annotations import Skipped
 from ..evaluation.labelled import LabelledItem, LabelledSet
 from ..pipeline import explain_images
+from .reasons import THRESHOLD, keep_reason
 from .store import (
     BUSY_TIMEOUT,
     MAX_REVIEW_ITEMS,
@@ -101,7 +102,14 @@ __all__ = [
 
 PAGE_SIZE = 48  # tiles per page
 OUTCOMES = ("all", "incorrect", "correct")
-ORDERS = ("name", "confident mistakes first", "least confident first", "most confident first")
+ORDERS = (
+    "name",
+    "confident mistakes first",
+    "least confident first",
+    "most confident first",
+    "share inside, lowest first",
+    "share inside, highest first",
+)
 
 
 # ---- runs -------------------------------------------------------------------------------------------
@@ -271,6 +279,7 @@ def run(
     ray_address: str | None = None,
     model_source: str | None = None,
     ray_min_images: int = 200,
+    ray_workers: int | None = None,
 ) -> RunReport:
     """Predict and explain every image of ``labelled`` that has no stored result, and store each.
 
@@ -283,7 +292,8 @@ def run(
         cancel: checked before each image; True stops the run (finished images are kept).
         ray_address: run on this Ray cluster (``distributed``) when at least ``ray_min_images``
             images are pending and each is a file on the server; ``model_source`` (what
-            ``load_model`` takes, at a path every node sees) is then needed.
+            ``load_model`` takes, at a path every node sees) is then needed; ``ray_workers``
+            model-holding workers (default one per CPU of the cluster).
     Returns:
         ``RunReport``.
     """
@@ -304,7 +314,7 @@ def run(
         report.seconds = time.perf_counter() - started
         return report
     if ray_address and model_source and len(todo) >= ray_min_images and all(it.path for it in todo):
-        results = _ray_results(model_source, todo, methods, params, ray_address, cancel)
+        results = _ray_results(model_source, todo, methods, params, ray_address, cancel, ray_workers)
     else:
         results = explain_images(
             model,
@@ -351,6 +361,7 @@ def _ray_results(
     params,
     address: str,
     cancel: Callable[[], bool] | None,
+    workers: int | None = None,
 ):
     """Pipeline results of ``todo`` computed by Ray workers (``distributed``), in order."""
     import pickle
@@ -359,7 +370,7 @@ def _ray_results(
 
     rows = [{"index": i, "path": it.path, "name": it.name} for i, it in enumerate(todo)]
     with distributed.connected(address) as ray:
-        actors, cpus, gpus = distributed._pool(ray, None, 1, None)
+        actors, cpus, gpus = distributed._pool(ray, workers, 1, None)
         constructor = {
             "model_source": model_source,
             "methods": list(methods),
@@ -488,6 +499,8 @@ def filter_rows(
     confidence: tuple[float, float] = (0.0, 1.0),
     flagged: bool | None = None,
     order: str = "name",
+    reason: str = "all",
+    threshold: float = THRESHOLD,
 ) -> pd.DataFrame:
     """The rows with a result that pass every filter, in ``order``.
 
@@ -497,7 +510,12 @@ def filter_rows(
         confidence: (low, high) range of the predicted class's probability, inclusive.
         flagged: True: only rows with flags; False: only rows without; None: all.
         order: one of ``ORDERS``: "confident mistakes first" puts the wrong predictions first,
-            surest first; "least confident first" sorts by confidence, lowest first.
+            surest first; "least confident first" sorts by confidence, lowest first; "share
+            inside, ..." sorts by the share of the map inside the annotated part (rows with
+            ``share_inside``, ``gallery.reasons.with_reasons``; images without one last).
+        reason: one of ``reasons.REASONS``: "right answer, looked elsewhere" keeps correct
+            predictions whose share inside the part is below ``threshold``; "wrong answer,
+            looked at the part" keeps mistakes whose share is at or above it.
     """
     if outcome not in OUTCOMES:
         raise ValueError(f"Expected an outcome among {', '.join(OUTCOMES)}; got {outcome!r}.")
@@ -514,6 +532,8 @@ def filter_rows(
     keep &= rows["confidence"].between(float(low), float(high))
     if flagged is not None:
         keep &= (rows["flags"] != "") == flagged
+    if reason != "all":
+        keep &= keep_reason(rows, reason, threshold)
     out = rows[keep]
     if order == "confident mistakes first":
         out = (
@@ -525,6 +545,13 @@ def filter_rows(
         out = out.sort_values(["confidence", "name"], ascending=[True, True])
     elif order == "most confident first":
         out = out.sort_values(["confidence", "name"], ascending=[False, True])
+    elif order.startswith("share inside"):
+        share = out["share_inside"] if "share_inside" in out else pd.Series(np.nan, index=out.index)
+        out = (
+            out.assign(_s=share)
+            .sort_values(["_s", "name"], ascending=[order.endswith("lowest first"), True], na_position="last")
+            .drop(columns="_s")
+        )
     else:
         out = out.sort_values("name")
     return out
@@ -569,6 +596,12 @@ def tiles(
             f"{what} of {r.name}; true class {r.label}, the model predicted {r.predicted_class} with "
             f"{r.confidence:.0%} confidence ({verdict})"
         )
+        share = getattr(r, "share_inside", np.nan)
+        if share == share:  # not NaN: the image is annotated and its map scored
+            peak = "inside" if getattr(r, "peak_inside", 0.0) >= 0.5 else "outside"
+            where = f"{share:.0%} of the map inside the part · peak {peak}"
+            caption += f"\n\n{where}"
+            alt += f"; {where}"
         out.append(Tile(r.name, r.image_hash, jpegs.get(r.image_hash), caption, alt, bool(r.correct)))
     return out
 
