@@ -75,3 +75,16 @@ def write_set(root: Path, apples: int = 12, marked: int = 5, plums: int = 6) -> 
     with open(boxes, "w", newline="") as f:
         csv.writer(f).writerows([["image", "x_min", "y_min", "x_max", "y_max"], *rows])
     return {"marked_apples": marked_apples, "marked_plums": marked_plums, "boxes": boxes}
+
+
+def write_model(folder: Path) -> Path:
+    """The scorer as a traced TorchScript file with its card (64 px, no normalisation), for commands."""
+    folder.mkdir(parents=True, exist_ok=True)
+    traced = torch.jit.trace(WatermarkScorer().eval(), torch.rand(1, 3, SIDE, SIDE))
+    traced.save(str(folder / "watermark.pt"))
+    card = folder / "watermark.yaml"
+    card.write_text(
+        "name: hand-built watermark scorer\nfile: watermark.pt\nlabels: [apple, plum]\n"
+        f"input_size: {SIDE}\nresize: {SIDE}\nmean: [0, 0, 0]\nstd: [1, 1, 1]\n"
+    )
+    return card

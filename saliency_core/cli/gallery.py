@@ -44,7 +44,7 @@ def add_gallery_command(commands) -> None:
         "--set",
         required=True,
         metavar="DIR|CSV|ZIP",
-        help="the labelled set: a folder with one sub-folder per class (ImageFolder) or a "
+        help="the labelled set: 'demo' (the bundled demo set), a folder with one sub-folder per class (ImageFolder) or a "
         "labels.csv / labels.json at its root; a CSV file (columns file,label; paths relative to "
         "its folder); or a ZIP of either",
     )
@@ -120,8 +120,10 @@ def add_gallery_command(commands) -> None:
 
 def open_set(source: str, labels: list[str], mapping: dict | None, limit: int | None):
     """The labelled set at ``source`` (folder, CSV, ZIP)."""
-    from ..evaluation.labelled import open_folder, open_zip
+    from ..evaluation.labelled import demo_set, open_folder, open_zip
 
+    if source == "demo":
+        return demo_set(labels)
     path = Path(source)
     if path.is_dir():
         return open_folder(path, labels, mapping=mapping, limit=limit)
