@@ -150,8 +150,13 @@ def test_the_page_opens_what_the_command_stored_without_computing(tmp_path, monk
 
     folder = tmp_path / "sets" / "photos"
     data = os.path.join(os.path.dirname(skimage.__file__), "data")
-    for rel, photo in [("tabby/chelsea.png", "chelsea.png"), ("espresso/coffee.png", "coffee.png"),
-                       ("tripod/camera.png", "camera.png"), ("analog_clock/clock.png", "clock_motion.png")]:  # fmt: skip
+    photos = [
+        ("tabby/chelsea.png", "chelsea.png"),
+        ("espresso/coffee.png", "coffee.png"),
+        ("tripod/camera.png", "camera.png"),
+        ("analog_clock/clock.png", "clock_motion.png"),
+    ]
+    for rel, photo in photos:
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(os.path.join(data, photo), folder / rel)
     store = tmp_path / "data" / "gallery.sqlite"
