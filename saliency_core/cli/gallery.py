@@ -45,8 +45,8 @@ def add_gallery_command(commands) -> None:
         required=True,
         metavar="DIR|CSV|ZIP",
         help="the labelled set: 'demo' (the bundled demo set), a folder with one sub-folder per "
-        "class (ImageFolder) or a labels.csv / labels.json at its root; a CSV file (columns file,label; paths relative to "
-        "its folder); or a ZIP of either",
+        "class (ImageFolder) or a labels.csv / labels.json at its root; a CSV file (columns "
+        "file,label; paths relative to its folder); or a ZIP of either",
     )
     ga.add_argument(
         "--model",
