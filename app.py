@@ -12,6 +12,7 @@ import saliency_core as sc
 from pages import _defaults as defaults
 from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
 from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
+from saliency_core.engine.demo_variants import VARIANTS as DEMO_VARIANTS
 from saliency_core.engine.devices import describe as describe_device
 from saliency_core.engine.models import check_upload, code_models_allowed
 
@@ -39,6 +40,7 @@ with st.sidebar, page_guard("the sidebar"):
     # ---- model: demo, the models folder, an upload; a failing choice keeps the last good one
     choices = {
         "demo": DEMO_LABEL,
+        **DEMO_VARIANTS,  # demo-pruned (a Compare candidate), demo-watermark (the shortcut demo)
         **dict(find_models(MODELS_DIR)),
         **st.session_state.get("uploaded_models", {}),
     }

@@ -26,6 +26,8 @@ from .cards import (
 )
 from .classifier import Classifier, Normalize, _channels_last, _freeze, _labels, file_sha256, imagenet_labels
 from .code_models import _load_exported, _timed_trial
+from .demo_variants import VARIANTS as DEMO_VARIANTS
+from .demo_variants import load_variant
 from .devices import resolve_device
 from .model_files import (
     CODE_FORMATS,
@@ -185,7 +187,8 @@ def load_model(source: str | Path = "demo", device: str | torch.device | None = 
     """Load a classifier: the demo, an operator's model file, or a model card.
 
     Args:
-        source: ``"demo"`` for the built-in ImageNet EfficientNet-Lite0; a model file
+        source: ``"demo"`` for the built-in ImageNet EfficientNet-Lite0 (``"demo-watermark"`` and
+            ``"demo-pruned"``: its variants, ``demo_variants``); a model file
             (TorchScript ``.pt``, a state dict ``.pth`` or ``.safetensors`` file with a card naming
             its torchvision architecture, a ``torch.export`` program ``.pt2``, or an ONNX model
             ``.onnx``, which gets prediction, occlusion and RISE only); or a model card
@@ -219,6 +222,8 @@ def load_model(source: str | Path = "demo", device: str | torch.device | None = 
 def _load(source: str | Path) -> Classifier:
     if str(source) == "demo":
         return load_demo()
+    if str(source) in DEMO_VARIANTS:
+        return load_variant(str(source))
     path = Path(source)
     if not path.exists():
         raise ValueError(
@@ -276,8 +281,8 @@ def check_upload(source: str | Path) -> str:
 def source_signature(source: str | Path) -> str:
     """Changes when any file of a model source changes (size, modification time, inode):
     a cheap cache key that does not read the weights."""
-    if str(source) == "demo":
-        return "demo"
+    if str(source) == "demo" or str(source) in DEMO_VARIANTS:
+        return str(source)
     parts = []
     for p in referenced_files(source):
         try:

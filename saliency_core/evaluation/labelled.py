@@ -772,15 +772,18 @@ DEMO_DESCRIPTION = (
 )
 
 
-def demo_set(model_labels: Sequence[str]) -> LabelledSet:
-    """The bundled labelled demo set (for ImageNet models such as the demo model).
+def demo_set(model_labels: Sequence[str], watermark: bool = False) -> LabelledSet:
+    """The bundled labelled demo set (for ImageNet models such as the demo model); with
+    ``watermark``, the shortcut demo: also 12 pasted tripods, 7 of them with a small corner
+    watermark (``data.watermark_tripods``; the ``demo-watermark`` model uses it). Annotations
+    of both: ``data.demo_annotations()``.
 
     Example:
         >>> s = demo_set(sc.load_model("demo").labels)
         >>> len(s), sorted(s.classes)[:2]
         (32, ['cat', 'clock'])
     """
-    from .data import OBJECTS, pasted_objects, photo_path
+    from .data import OBJECTS, pasted_objects, photo_path, watermark_tripods
 
     files: list[_File] = []
     problems: list[Skipped] = []
@@ -795,6 +798,14 @@ def demo_set(model_labels: Sequence[str]) -> LabelledSet:
             return buf.getvalue()
 
         files.append(_File(name, 0, read))
+    for name, _, _, load in watermark_tripods() if watermark else []:
+
+        def read_marked(limit: int, load=load) -> bytes:
+            buf = io.BytesIO()
+            load().save(buf, format="PNG")
+            return buf.getvalue()
+
+        files.append(_File(f"tripod/{name}", 0, read_marked))
     for photo, label in DEMO_PHOTOS:
         try:
             path = Path(photo_path(photo))
@@ -810,7 +821,7 @@ def demo_set(model_labels: Sequence[str]) -> LabelledSet:
         model_labels,
         table=None,
         mapping=DEMO_CLASSES,
-        description="Demo set",
-        source="demo",
+        description="Demo set with watermarks" if watermark else "Demo set",
+        source="demo-watermark" if watermark else "demo",
         limit=None,
     )

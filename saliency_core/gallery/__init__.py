@@ -49,6 +49,8 @@ from ..engine.untrusted import cut
 from ..evaluation.annotations import Skipped
 from ..evaluation.labelled import LabelledItem, LabelledSet
 from ..pipeline import explain_images
+from . import groups, reasons
+from .groups import keep_small_maps
 from .reasons import THRESHOLD, keep_reason
 from .store import (
     BUSY_TIMEOUT,
@@ -85,6 +87,8 @@ __all__ = [
     "explanations",
     "filter_rows",
     "gallery_path",
+    "groups",
+    "reasons",
     "model_key",
     "page_of",
     "pages",
@@ -336,6 +340,7 @@ def run(
             )
         else:
             store.put_result(mkey, item.key, result, pkeys)
+            keep_small_maps(store, mkey, result, pkeys)
             report.computed += 1
             for m, message in result.errors.items():
                 report.errors.append(Skipped(item.name, f"{METHODS[m].label}: {message}"))

@@ -6,10 +6,12 @@ Per predicted class, the stored maps are
 1. smoothed to their reproducible detail where the method records one
    (``engine.detail.reproducible_px``; exact maps are taken as they are),
 2. turned into relevance (|map|, or the positive part of a signed method), summed over blocks
-   to ``SIDE`` x ``SIDE`` (32 x 32, as in the paper) and normalised to sum 1, so a group is
-   about *where* the relevance sits, not how much there is;
-3. linked into a k-nearest-neighbour graph (``KNN`` neighbours, symmetrised; scikit-learn's
-   ``kneighbors_graph``), whose normalised Laplacian's smallest eigenvalues give the
+   to ``SIDE`` x ``SIDE`` (32 x 32, as in the paper) and normalised to sum 1 (mean maps and
+   flags use these), then to unit length for the distances, so a group is about *where* the
+   relevance sits, not how much there is or how peaked it is;
+3. linked into a k-nearest-neighbour graph (``KNN`` neighbours, fewer for small classes,
+   symmetrised; scikit-learn's ``kneighbors_graph``, on 64 PCA components above 1,000 maps),
+   whose normalised Laplacian's smallest eigenvalues give the
    **eigengap**: the number of groups k is where the gap between consecutive eigenvalues is
    largest (at most ``MAX_GROUPS``);
 4. clustered by spectral clustering (Ng, Jordan & Weiss 2001: the k leading eigenvectors,
@@ -52,7 +54,9 @@ MIN_MAPS = 6  # fewer maps in a class: no grouping
 CORNER_SHARE = 0.5  # of the mean map in one corner square (1/16 of the picture; chance 0.0625)
 EDGE_SHARE = 0.75  # of the mean map in the outer eighth of each side (chance 0.4375)
 EXAMPLES = 6  # example members per group
-SEED = 0  # k-means is seeded: the same maps give the same groups
+SEED = 0  # k-means and the eigensolver are seeded: the same maps give the same groups
+PCA_FROM = 1000  # more maps than this: neighbours are searched on PCA components
+PCA_DIMS = 64
 
 
 @dataclass
@@ -94,6 +98,10 @@ def downsample(saliency: np.ndarray, signed: bool = False, detail_px: float | No
         s = smooth(s, detail_px)
     s = np.nan_to_num(np.clip(s, 0, None) if signed else np.abs(s), nan=0.0, posinf=0.0, neginf=0.0)
     h, w = s.shape
+    if h % SIDE == 0 and w % SIDE == 0:  # whole blocks (224 = 32 x 7): a reshape
+        out = s.astype(np.float64).reshape(SIDE, h // SIDE, SIDE, w // SIDE).sum(axis=(1, 3))
+        total = out.sum()
+        return (out / total if total > 0 and math.isfinite(total) else np.zeros_like(out)).astype(np.float32)
     rows = np.minimum((np.arange(h) * SIDE) // h, SIDE - 1)
     cols = np.minimum((np.arange(w) * SIDE) // w, SIDE - 1)
     out = np.zeros((SIDE, SIDE), np.float64)
@@ -128,6 +136,18 @@ def small_maps(
     return out
 
 
+def keep_small_maps(store: ResultStore, mkey: str, result, pkeys: dict[str, str]) -> None:
+    """Store the 32 x 32 maps of one image's result (a ``pipeline.ImageResult``) as the run
+    writes it, so grouping never has to decode the full maps."""
+    rows = []
+    for method, exp in result.maps.items():
+        detail = reproducible_px(exp.diagnostics)
+        small = downsample(exp.saliency, METHODS[method].signed, detail)
+        rows.append((mkey, result.image_hash, method, pkeys[method], SIDE, small.astype("<f4").tobytes()))
+    if rows:
+        store.put_small_maps(rows)
+
+
 # ---- spectral clustering ------------------------------------------------------------------------------
 
 
@@ -140,28 +160,25 @@ def spectral_groups(
     Raises:
         ValueError: fewer than ``MIN_MAPS`` maps.
     """
-    from scipy.sparse import csgraph, identity
-    from scipy.sparse.linalg import eigsh
+    from scipy.sparse import csgraph
     from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
     from sklearn.neighbors import kneighbors_graph
 
     x = np.asarray(maps, np.float32).reshape(len(maps), -1)
     n = len(x)
     if n < MIN_MAPS:
         raise ValueError(f"{n} maps are too few to group; at least {MIN_MAPS} are needed.")
+    # unit length: the distance of two maps is about where their relevance sits, not how peaked it is
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    if n > PCA_FROM:  # the neighbour search on PCA_DIMS components instead of SIDE^2 pixels
+        x = PCA(n_components=PCA_DIMS, svd_solver="randomized", random_state=SEED).fit_transform(x)
     neighbours = min(knn, max(2, round(math.sqrt(n))), n - 1)
     graph = kneighbors_graph(x, n_neighbors=neighbours, mode="connectivity", include_self=False)
     affinity = (graph + graph.T) * 0.5
     laplacian = csgraph.laplacian(affinity, normed=True)
     m = min(max_groups + 1, n - 1)
-    if n <= 600:  # small: exact dense eigenvalues
-        values, vectors = np.linalg.eigh(laplacian.toarray())
-        values, vectors = values[:m], vectors[:, :m]
-    else:  # largest of 2I - L = smallest of L; ARPACK with a seeded start vector
-        v0 = np.random.default_rng(SEED).random(n)
-        top, vecs = eigsh(2 * identity(n) - laplacian, k=m, which="LA", v0=v0, tol=1e-6)
-        order = np.argsort(2 - top)
-        values, vectors = (2 - top)[order], vecs[:, order]
+    values, vectors = _smallest(laplacian, m)
     values = np.clip(values, 0, None)
     gaps = np.diff(values)
     k = int(np.argmax(gaps[:max_groups]) + 1) if len(gaps) else 1  # gap after the k-th eigenvalue
@@ -171,6 +188,23 @@ def spectral_groups(
     embedding = embedding / np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
     labels = KMeans(n_clusters=k, n_init=10, random_state=SEED).fit_predict(embedding)
     return labels, [float(v) for v in values]
+
+
+def _smallest(laplacian, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` smallest eigenvalues (ascending) and eigenvectors of a sparse Laplacian."""
+    from scipy.sparse.linalg import ArpackError, eigsh
+
+    n = laplacian.shape[0]
+    if n <= 600:  # small: exact, dense
+        values, vectors = np.linalg.eigh(laplacian.toarray())
+        return values[:m], vectors[:, :m]
+    v0 = np.random.default_rng(SEED).random(n)  # ARPACK's start vector, seeded: the same groups
+    try:  # shift-invert just below 0: the smallest eigenvalues converge in a few iterations
+        values, vectors = eigsh(laplacian.tocsc(), k=m, sigma=-1e-3, which="LM", v0=v0)
+    except (ArpackError, RuntimeError):
+        values, vectors = eigsh(laplacian, k=m, which="SA", v0=v0, tol=1e-6)
+    order = np.argsort(values)
+    return values[order], vectors[:, order]
 
 
 def flag(mean_map: np.ndarray) -> str:

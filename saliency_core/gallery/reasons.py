@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from collections.abc import Sequence
@@ -98,14 +99,33 @@ def _read_one(name: str, read) -> tuple[list[Annotation], list[Skipped]]:
     return read_annotation_file(name, data)
 
 
-def _read_zip(path: Path) -> tuple[list[Annotation], list[Skipped]]:
+def read_annotation_files(files: Sequence[tuple[str, bytes]]) -> tuple[list[Annotation], list[Skipped]]:
+    """Every annotation in uploaded files ((name, bytes): .csv, .xml, .json, mask images, ZIPs)."""
+    found, skipped = [], []
+    for name, data in files:
+        if PurePosixPath(name).suffix.lower() == ".zip":
+            try:
+                got, bad = _read_zip(io.BytesIO(data), name)
+            except ValueError as err:
+                got, bad = [], [Skipped(name, str(err))]
+        elif len(data) > MAX_ANNOTATION_BYTES:
+            got, bad = [], [Skipped(name, f"too large (the limit is {MAX_ANNOTATION_BYTES // 2**20} MiB).")]
+        else:
+            got, bad = read_annotation_file(name, data)
+        found += got
+        skipped += bad
+    return found, skipped
+
+
+def _read_zip(source, name: str | None = None) -> tuple[list[Annotation], list[Skipped]]:
+    name = name or Path(source).name
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(source)
         members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise ValueError(f"{path.name}: not a readable ZIP file ({cut(err, 120)}).") from None
+        raise ValueError(f"{name}: not a readable ZIP file ({cut(err, 120)}).") from None
     if len(members) > MAX_ZIP_MEMBERS:
-        raise ValueError(f"{path.name}: the archive holds more than {MAX_ZIP_MEMBERS:,} entries.")
+        raise ValueError(f"{name}: the archive holds more than {MAX_ZIP_MEMBERS:,} entries.")
     found, skipped = [], []
     with archive:
         for info in members:
