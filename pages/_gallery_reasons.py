@@ -160,10 +160,18 @@ def shortcut_groups(store, model, rows: pd.DataFrame, methods: list, params: dic
                 for col, tile in zip(cols, gallery.tiles(store, model, examples, method, params)):
                     if tile.jpeg:
                         col.image(tile.jpeg, width="stretch", alt=tile.alt)
-                if st.button(f"Show these {group.size} in the grid", key=f"gg_show_{n}"):
-                    ss["gf_group"] = (group.label, list(group.members))
-                    ss["gf_page"] = 1
-                    st.rerun()
+                st.button(
+                    f"Show these {group.size} in the grid",
+                    key=f"gg_show_{n}",
+                    on_click=_show_group,
+                    args=(group.label, list(group.members)),
+                    help="The grid above shows this group; send it to review from there as a batch.",
+                )
+
+
+def _show_group(label: str, members: list[str]) -> None:
+    ss["gf_group"] = (label, members)
+    ss["gf_page"] = 1
 
 
 def group_filter(filtered: pd.DataFrame) -> pd.DataFrame:
@@ -174,9 +182,7 @@ def group_filter(filtered: pd.DataFrame) -> pd.DataFrame:
     label, members = chosen
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
     c1.info(f"Showing the shortcut group {label} ({len(members)} images); the filters above still apply.")
-    if c2.button("Show all groups' images", key="gf_group_clear"):
-        ss.pop("gf_group", None)
-        st.rerun()
+    c2.button("Show all groups' images", key="gf_group_clear", on_click=lambda: ss.pop("gf_group", None))
     return filtered[filtered["image_hash"].isin(set(members))]
 
 
