@@ -10,7 +10,7 @@ Per predicted class, the stored maps are
    flags use these), then to unit length for the distances, so a group is about *where* the
    relevance sits, not how much there is or how peaked it is;
 3. linked into a k-nearest-neighbour graph (``KNN`` neighbours, fewer for small classes,
-   symmetrised; scikit-learn's ``kneighbors_graph``, on 64 PCA components above 1,000 maps),
+   symmetrised; scikit-learn's ``kneighbors_graph``, on 32 PCA components above 1,000 maps),
    whose normalised Laplacian's smallest eigenvalues give the
    **eigengap**: the number of groups k is where the gap between consecutive eigenvalues is
    largest (at most ``MAX_GROUPS``);
@@ -56,7 +56,7 @@ EDGE_SHARE = 0.75  # of the mean map in the outer eighth of each side (chance 0.
 EXAMPLES = 6  # example members per group
 SEED = 0  # k-means and the eigensolver are seeded: the same maps give the same groups
 PCA_FROM = 1000  # more maps than this: neighbours are searched on PCA components
-PCA_DIMS = 64
+PCA_DIMS = 32
 
 
 @dataclass
