@@ -16,6 +16,7 @@ from pages._method_settings import setting_widgets
 from pages._plans import plan_caption
 from pages._qualification import start_demo_qualification
 from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
+from saliency_core.engine.demo_variants import VARIANTS as DEMO_VARIANTS
 from saliency_core.engine.devices import describe as describe_device
 from saliency_core.engine.models import check_upload, code_models_allowed
 
@@ -47,6 +48,7 @@ with st.sidebar, page_guard("the sidebar"):
     # ---- model: demo, the models folder, an upload; a failing choice keeps the last good one
     choices = {
         "demo": DEMO_LABEL,
+        **DEMO_VARIANTS,  # demo-pruned (a Compare candidate), demo-watermark (the shortcut demo)
         **dict(find_models(MODELS_DIR)),
         **st.session_state.get("uploaded_models", {}),
     }

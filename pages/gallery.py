@@ -35,9 +35,28 @@ from pages._common import (
     stability_verdict,
 )
 from pages._detail import drawn
+from pages._gallery_reasons import (
+    REASON_LABELS,
+    annotations_for,
+    digest,
+    group_filter,
+    reason_counts,
+    scored_rows,
+    shortcut_groups,
+    show_mapping,
+)
 from saliency_core import gallery
 from saliency_core.engine import render as rd
-from saliency_core.evaluation.labelled import DEMO_DESCRIPTION, LabelledSet, demo_set, open_folder, open_zip
+from saliency_core.evaluation.labelled import (
+    DEMO_DESCRIPTION,
+    LabelledSet,
+    demo_set,
+    open_folder,
+    open_zip,
+    read_mapping,
+)
+from saliency_core.evaluation.labels import read_label_map
+from saliency_core.gallery import reasons as gr
 from saliency_core.pipeline import RenderOptions
 from saliency_core.review import store as rs
 from saliency_core.review.identity import can
@@ -52,6 +71,10 @@ ORDER = {
     "Confident mistakes first": "confident mistakes first",
     "Least confident first": "least confident first",
     "Most confident first": "most confident first",
+}
+SHARE_ORDER = {
+    "Least inside the part first": "share inside, lowest first",
+    "Most inside the part first": "share inside, highest first",
 }
 FLAGS = {"Any": None, "With a warning": True, "Without a warning": False}
 FAST = ["gradcam", "gradient"]
@@ -160,6 +183,13 @@ def _request(kind: str, methods: list[str]) -> dict | None:
         data = upload.getvalue()
         ss["gallery_zip"] = (upload.name, data)
         request["zip"] = (upload.name, hashlib.sha256(data).hexdigest())
+    if kind in ("folder", "zip"):
+        files = [(f.name, f.getvalue()) for f in ss.get("go_annotations") or []]
+        ss["gallery_annotation_files"] = files
+        request["annotations"] = digest(files) if files else None
+        mapping = ss.get("go_labels_map")
+        ss["gallery_labels_map"] = (mapping.name, mapping.getvalue()) if mapping is not None else None
+        request["labels_map"] = digest([ss["gallery_labels_map"]]) if mapping is not None else None
     return request
 
 
@@ -175,6 +205,15 @@ def start(request: dict | None) -> None:
 
 def open_demo() -> None:
     start(_request("demo", qualification.default_methods(model, method_options, FAST) or method_options[:1]))
+
+
+def open_watermark_demo() -> None:
+    """The shortcut demo: the demo set with watermarked tripods, on the demo-watermark model."""
+    ss["model_choice"] = "demo-watermark"
+    request = _request("demo-watermark", [m for m in FAST if m in method_options] or method_options[:1])
+    if request is not None:
+        request["model"] = "demo-watermark"
+    start(request)
 
 
 def open_chosen() -> None:
@@ -425,6 +464,22 @@ with st.expander("Data set and methods", expanded=request is None):
             key="go_zip",
             help="One sub-folder per class inside, or labels.csv next to the images.",
         )
+        st.file_uploader(
+            "Annotations (optional)",
+            type=["csv", "xml", "json", "zip", "png"],
+            accept_multiple_files=True,
+            key="go_annotations",
+            help="Where the object is in each image, matched by file name: CSV boxes, Pascal VOC XML, "
+            "COCO JSON, mask PNGs or a ZIP of these (as on the Validate page). Adds 'right answer, "
+            "looked elsewhere'.",
+        )
+        st.file_uploader(
+            "Label mapping (optional)",
+            type=["csv", "json"],
+            key="go_labels_map",
+            help="CSV rows label,class (a model class name or index) or classes.json: settles labels that "
+            "fit no class or several.",
+        )
         st.multiselect(
             "Methods",
             method_options,
@@ -443,6 +498,12 @@ if request is None:
     )
     st.button("Open the demo set", type="primary", on_click=open_demo, key="gallery_demo")
     st.caption(DEMO_DESCRIPTION)
+    st.button("Open the shortcut demo", on_click=open_watermark_demo, key="gallery_demo_watermark")
+    st.caption(
+        "The demo set plus 12 tripods, 7 of them with a small checkerboard watermark in the corner, on the "
+        "demo model variant built to use that watermark (demo-watermark): shows 'right answer, looked "
+        "elsewhere' and a flagged shortcut group."
+    )
     st.stop()
 
 if "gallery_flash" in ss:
@@ -467,21 +528,28 @@ def labelled_set(req: dict) -> LabelledSet:
         req["kind"],
         req.get("folder"),
         req.get("zip"),
+        req.get("labels_map"),
         hashlib.sha256("\n".join(model.labels).encode()).hexdigest(),
     )
     cache = ss.setdefault("gallery_sets", {})
     if key not in cache:
         cache.clear()
         with st.spinner("Reading the set's files…"):
-            if req["kind"] == "demo":
-                cache[key] = demo_set(model.labels)
+            mapping = None
+            if req.get("labels_map") and ss.get("gallery_labels_map"):
+                name, data = ss["gallery_labels_map"]
+                mapping = (
+                    read_mapping(data, name) if name.lower().endswith(".json") else read_label_map(data, name)
+                )
+            if req["kind"] in ("demo", "demo-watermark"):
+                cache[key] = demo_set(model.labels, watermark=req["kind"] == "demo-watermark")
             elif req["kind"] == "folder":
-                cache[key] = open_folder(folder_path(req["folder"]), model.labels)
+                cache[key] = open_folder(folder_path(req["folder"]), model.labels, mapping=mapping)
             else:
                 name, data = ss.get("gallery_zip", (None, None))
                 if data is None or hashlib.sha256(data).hexdigest() != req["zip"][1]:
                     raise ValueError("The uploaded ZIP is no longer here; upload it again and press Open.")
-                cache[key] = open_zip(data, name, model.labels)
+                cache[key] = open_zip(data, name, model.labels, mapping=mapping)
     return cache[key]
 
 
@@ -493,6 +561,7 @@ except ValueError as err:
     st.stop()
 
 status = st.container()  # the run's progress bar goes here (the run itself is at the end of the page)
+show_mapping(labelled, model)
 st.caption(
     f"**{md(labelled.description)}** · {len(labelled):,} images · methods: "
     + ", ".join(sc.METHODS[m].label for m in methods)
@@ -643,6 +712,10 @@ for d in gallery_decisions():
     decided.setdefault(d.item_hash, []).append(f"{d.label} ({d.reviewer})")
 if decided:
     rows = rows.assign(review=rows["image_hash"].map(lambda h: "; ".join(decided.get(h, []))))
+annotations, unmatched = annotations_for(labelled, request, ss.get("gallery_annotation_files"))
+scored_method = ss.get("gf_method") if ss.get("gf_method") in methods else methods[0]
+if annotations:
+    rows = scored_rows(store, model, labelled, rows, annotations, methods, params, scored_method)
 done = rows[rows["status"] == "done"]
 
 if not ss.get("gallery_running"):
@@ -762,6 +835,8 @@ else:
         bars = session_figure(("accuracy", per.to_json()), lambda: accuracy_figure(per))
         st.markdown("**Accuracy per true class**")
         st.plotly_chart(bars, key="gallery_accuracy", config={"displayModeBar": False})
+        if annotations:
+            reason_counts(rows, ss.get("gf_threshold", int(gr.THRESHOLD * 100)) / 100, scored_method)
     with st.expander("The same numbers as tables"):
         st.dataframe(counts, key="gallery_counts_table")
         st.dataframe(
@@ -772,7 +847,17 @@ else:
 
     # ---- filters ---------------------------------------------------------------------------------------
     # Streamlit forgets a widget's value when a page without it runs: keep the filters across pages
-    filter_keys = ("gf_outcome", "gf_true", "gf_pred", "gf_order", "gf_method", "gf_flags", "gf_page")
+    filter_keys = (
+        "gf_outcome",
+        "gf_true",
+        "gf_pred",
+        "gf_order",
+        "gf_method",
+        "gf_flags",
+        "gf_page",
+        "gf_reason",
+        "gf_threshold",
+    )
     for key, value in ss.get("gallery_filters", {}).items():
         if key not in ss and key in filter_keys:
             ss[key] = value
@@ -788,6 +873,8 @@ else:
         for key in ("gf_true", "gf_pred"):
             ss[key] = []
         ss["gf_outcome"], ss["gf_order"], ss["gf_page"], ss["gf_flags"] = "All images", "File name", 1, "Any"
+        ss["gf_reason"] = "All images"
+        ss.pop("gf_group", None)
         ss["gf_conf_version"] = ss.get("gf_conf_version", 0) + 1  # a new slider, back at its full range
         ss["gallery_conf"] = (0, 100)
 
@@ -815,7 +902,10 @@ else:
         on_change=first_page,
         key=f"gf_conf{ss.get('gf_conf_version', 0)}",
     )
-    f5.selectbox("Order", list(ORDER), key="gf_order", on_change=first_page)
+    orders = {**ORDER, **(SHARE_ORDER if annotations else {})}
+    if ss.get("gf_order") not in orders:
+        ss["gf_order"] = "File name"
+    f5.selectbox("Order", list(orders), key="gf_order", on_change=first_page)
     shown_method = f6.selectbox(
         "Tiles show",
         [*methods, None],
@@ -834,6 +924,34 @@ else:
             help="Checks run on the Stability and Sanity check pages for these images.",
         )
         flagged = FLAGS[choice]
+    reason, threshold = "all", gr.THRESHOLD
+    if annotations:
+        r1, r2 = st.columns([3, 2])
+        reason = REASON_LABELS[
+            r1.radio(
+                f"Right answer, right reason? ({sc.METHODS[scored_method].label} maps, {len(annotations):,} "
+                "annotated images)",
+                list(REASON_LABELS),
+                horizontal=True,
+                key="gf_reason",
+                on_change=first_page,
+                help="Looked at the part: at least the threshold's share of the map's relevance lies inside "
+                "the annotated region. The maps scored are those the tiles show.",
+            )
+        ]
+        threshold = (
+            r2.slider(
+                "Looked at the part from this share inside (%)",
+                0,
+                100,
+                int(gr.THRESHOLD * 100),
+                key="gf_threshold",
+                on_change=first_page,
+            )
+            / 100
+        )
+        if unmatched:
+            st.caption(f"{len(unmatched):,} images or annotations did not match (matched by file name).")
     ss["gallery_filters"] = {key: ss[key] for key in filter_keys if key in ss}
     filtered = gallery.filter_rows(
         rows,
@@ -842,8 +960,11 @@ else:
         outcome=OUTCOME[ss["gf_outcome"]],
         confidence=(low / 100, high / 100),
         flagged=flagged,
-        order=ORDER[ss["gf_order"]],
+        order=orders[ss["gf_order"]],
+        reason=reason,
+        threshold=threshold,
     )
+    filtered = group_filter(filtered)
 
     # ---- one image, full size ---------------------------------------------------------------------------
     def close_item() -> None:
@@ -1013,6 +1134,8 @@ else:
                 "text/html",
                 key="gallery_report_download",
             )
+
+    shortcut_groups(store, model, rows, methods, params)
 
 # ---- the run: after the page is drawn, so what is stored stays visible ------------------------------------
 if ss.get("gallery_running"):

@@ -17,6 +17,7 @@ from .checks import add_check_commands
 from .common import PROG, Parser, say
 from .compare import add_compare_command
 from .explain import add_explain_command
+from .gallery import add_gallery_command
 from .qualify import add_qualify_command
 from .report import add_report_commands
 from .users import add_users_command
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_commands(commands)  # report, replay: saliency_core/report.py
     add_qualify_command(commands)  # qualify: saliency_core/evaluation/qualification.py
     add_compare_command(commands)  # compare: saliency_core/cli/compare.py (adds its own --device)
+    add_gallery_command(commands)  # gallery: saliency_core/gallery/ (the page's result store)
     for command in commands.choices.values():  # every command that loads a model
         if "--model" in command._option_string_actions:
             command.add_argument(

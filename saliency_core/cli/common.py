@@ -116,8 +116,10 @@ def check_ray_options(args: argparse.Namespace, parser: argparse.ArgumentParser)
 
 
 def absolute_source(source: str) -> str:
-    """A model source the Ray workers can load: 'demo' or an absolute path."""
-    return source if source == "demo" else str(Path(source).resolve())
+    """A model source the Ray workers can load: 'demo' (or a demo variant) or an absolute path."""
+    from ..engine.demo_variants import VARIANTS
+
+    return source if source == "demo" or source in VARIANTS else str(Path(source).resolve())
 
 
 def image_files(given: list[str]) -> list[Path]:

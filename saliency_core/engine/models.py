@@ -34,6 +34,8 @@ from .classifier import (
     imagenet_labels,
 )
 from .code_models import load_exported, timed_trial
+from .demo_variants import VARIANTS as DEMO_VARIANTS
+from .demo_variants import load_variant
 from .devices import resolve_device
 from .model_files import (
     CODE_FORMATS,
@@ -193,7 +195,8 @@ def load_model(source: str | Path = "demo", device: str | torch.device | None = 
     """Load a classifier: the demo, an operator's model file, or a model card.
 
     Args:
-        source: ``"demo"`` for the built-in ImageNet EfficientNet-Lite0; a model file
+        source: ``"demo"`` for the built-in ImageNet EfficientNet-Lite0 (``"demo-watermark"`` and
+            ``"demo-pruned"``: its variants, ``demo_variants``); a model file
             (TorchScript ``.pt``, a state dict ``.pth`` or ``.safetensors`` file with a card naming
             its torchvision architecture, a ``torch.export`` program ``.pt2``, or an ONNX model
             ``.onnx``, which gets prediction, occlusion and RISE only); or a model card
@@ -227,6 +230,8 @@ def load_model(source: str | Path = "demo", device: str | torch.device | None = 
 def _load(source: str | Path) -> Classifier:
     if str(source) == "demo":
         return load_demo()
+    if str(source) in DEMO_VARIANTS:
+        return load_variant(str(source))
     path = Path(source)
     if not path.exists():
         raise ValueError(
@@ -293,8 +298,8 @@ def check_upload(source: str | Path) -> str:
 def source_signature(source: str | Path) -> str:
     """Changes when any file of a model source changes (size, modification time, inode):
     a cheap cache key that does not read the weights."""
-    if str(source) == "demo":
-        return "demo"
+    if str(source) == "demo" or str(source) in DEMO_VARIANTS:
+        return str(source)
     parts = []
     for p in referenced_files(source):
         try:

@@ -8,9 +8,10 @@ Layouts read (the same in a server folder and in a ZIP):
   ``class`` are accepted too) or ``labels.json`` (``{"file": "label", ...}`` or
   ``[{"file": ..., "label": ...}, ...]``); file paths are relative to the root.
 
-Labels are mapped to the model's classes (``map_labels``): a label that is a class name of the
-model (case, ``_`` and ``-`` ignored), a class index, or an entry of an optional ``classes.json``
-at the root (``{"cat": ["tabby", "tiger cat", ...]}``: one label standing for several classes).
+Labels are mapped to the model's classes by ``labels.map_labels`` (exact name first, then an
+alias, an index, a loose match; a loose match fitting several classes is refused with the
+candidates named), or by an entry of an optional ``classes.json`` at the root, or a mapping the
+caller passes (``{"cat": ["tabby", "tiger cat", ...]}``: one label standing for several classes).
 A label naming no class is listed with the closest class names, and its images are left out.
 
 Every file is hostile: paths that leave the root (absolute, ``..``, links pointing out), files
@@ -28,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import io
 import json
@@ -37,13 +37,14 @@ import re
 import stat
 import threading
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..engine.safe_text import visible
 from ..engine.untrusted import cut, inside, quote, read_member, read_regular, regular_file_inside
 from .annotations import Skipped
+from .labels import map_labels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 TABLE_NAMES = ("labels.csv", "labels.json")
@@ -137,78 +138,6 @@ def _norm(text: str) -> str:
     return " ".join(re.split(r"[\s_\-]+", str(text).strip().lower())).strip()
 
 
-def _class_index(model_labels: Sequence[str]) -> dict[str, int]:
-    """Normalised class name (and each comma-separated alias) -> index; the first wins."""
-    index: dict[str, int] = {}
-    for i, label in enumerate(model_labels):
-        for name in [label, *str(label).split(",")]:
-            index.setdefault(_norm(name), i)
-    return index
-
-
-def _resolve(target, names: dict[str, int], count: int) -> int | None:
-    if isinstance(target, bool):
-        return None
-    if isinstance(target, int):
-        return target if 0 <= target < count else None
-    if isinstance(target, str):
-        text = target.strip()
-        if text.isdigit() and len(text) < 10:
-            return int(text) if int(text) < count else None
-        return names.get(_norm(text))
-    return None
-
-
-def map_labels(
-    labels: Iterable[str], model_labels: Sequence[str], mapping: dict | None = None
-) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
-    """Which of the model's classes each label stands for.
-
-    Args:
-        labels: the set's labels (folder names, table values).
-        model_labels: ``model.labels``.
-        mapping: optional ``{label: class name / index or a list of them}`` (``classes.json``);
-            it takes precedence over matching names.
-    Returns:
-        (``{label: class indices}`` for the labels that map, ``{label: why not}`` for the others).
-
-    Example:
-        >>> map_labels(["tabby", "Tiger_Cat", "281", "dog"], model.labels)
-        ({'tabby': (281,), 'Tiger_Cat': (282,), '281': (281,)}, {'dog': "names no class of this model ..."})
-    """
-    names, count = _class_index(model_labels), len(model_labels)
-    mapping = mapping or {}
-    found: dict[str, tuple[int, ...]] = {}
-    missing: dict[str, str] = {}
-    for label in dict.fromkeys(labels):
-        if label in mapping:
-            targets = mapping[label] if isinstance(mapping[label], list) else [mapping[label]]
-            resolved = [_resolve(t, names, count) for t in targets]
-            bad = [t for t, r in zip(targets, resolved) if r is None]
-            if not targets:
-                missing[label] = f"{CLASSES_NAME} maps it to no class"
-                continue
-            if bad:
-                hint = _closest(bad[0], model_labels) if isinstance(bad[0], str) else ""
-                missing[label] = (
-                    f"{CLASSES_NAME} maps it to {', '.join(quote(t, 60) for t in bad[:5])}, which "
-                    f"{'is' if len(bad) == 1 else 'are'} not a class of this model{hint}"
-                )
-                continue
-            found[label] = tuple(dict.fromkeys(int(r) for r in resolved))
-            continue
-        index = _resolve(label, names, count)
-        if index is None:
-            missing[label] = (
-                "names no class of this model"
-                + _closest(label, model_labels)
-                + f". Rename the folder or label to a class name, or map it in {CLASSES_NAME}"
-            )
-        else:
-            found[label] = (index,)
-    return found, missing
-
-
 def merge_labels(
     classes: dict[str, tuple[int, ...]], model_labels: Sequence[str], problems: list[Skipped]
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
@@ -248,12 +177,6 @@ def merge_labels(
         merged[true] = indices
         renamed.update({x: true for x in labels if x != true})
     return merged, renamed
-
-
-def _closest(label: str, model_labels: Sequence[str]) -> str:
-    normalised = {_norm(x): x for x in model_labels}
-    close = difflib.get_close_matches(_norm(label), list(normalised), n=3, cutoff=0.6)
-    return f" (closest: {', '.join(repr(normalised[c]) for c in close)})" if close else ""
 
 
 def read_mapping(data: bytes, name: str = CLASSES_NAME) -> dict:
@@ -607,6 +530,7 @@ def open_folder(
     *,
     mapping: dict | None = None,
     limit: int | None = None,
+    table: str | None = None,
 ) -> LabelledSet:
     """A labelled set from a folder (ImageFolder layout, or ``labels.csv`` / ``labels.json``).
 
@@ -615,6 +539,7 @@ def open_folder(
         model_labels: ``model.labels``.
         mapping: ``{label: classes}``; default: ``classes.json`` in the folder, if there is one.
         limit: most images (default ``max_images()``).
+        table: the name of a label table at the root to read instead (``train.csv``).
     Raises:
         ValueError: no such folder, no images, or no usable image.
 
@@ -627,6 +552,7 @@ def open_folder(
     real_root = root.resolve()
     files: list[_File] = []
     problems: list[Skipped] = []
+    table_names = (table,) if table else TABLE_NAMES
     table = None
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         rel_dir = Path(dirpath).relative_to(root)
@@ -645,7 +571,9 @@ def open_folder(
                 continue
             p = Path(dirpath) / fname
             rel = (rel_dir / fname).as_posix()
-            if rel_dir == Path(".") and fname.lower() in TABLE_NAMES + (CLASSES_NAME,):
+            if rel_dir == Path(".") and (
+                fname in table_names or fname.lower() in TABLE_NAMES + (CLASSES_NAME,)
+            ):
                 continue
             if p.is_symlink() and inside(real_root, p) is None:
                 problems.append(
@@ -670,7 +598,7 @@ def open_folder(
                 f"{root}: more than {len(files):,} files; the gallery takes at most "
                 f"{max_images():,} images (SALIENCY_GALLERY_MAX_IMAGES)."
             )
-    tables = [n for n in TABLE_NAMES if _set_file(root, n, problems)]
+    tables = [n for n in table_names if _set_file(root, n, problems)]
     if tables:
         table = (tables[0], read_regular(root / tables[0], MAX_TABLE_BYTES, tables[0], real_root))
         if len(tables) > 1:
@@ -875,15 +803,18 @@ DEMO_DESCRIPTION = (
 )
 
 
-def demo_set(model_labels: Sequence[str]) -> LabelledSet:
-    """The bundled labelled demo set (for ImageNet models such as the demo model).
+def demo_set(model_labels: Sequence[str], watermark: bool = False) -> LabelledSet:
+    """The bundled labelled demo set (for ImageNet models such as the demo model); with
+    ``watermark``, the shortcut demo: also 12 pasted tripods, 7 of them with a small corner
+    watermark (``data.watermark_tripods``; the ``demo-watermark`` model uses it). Annotations
+    of both: ``data.demo_annotations()``.
 
     Example:
         >>> s = demo_set(sc.load_model("demo").labels)
         >>> len(s), sorted(s.classes)[:2]
         (32, ['cat', 'clock'])
     """
-    from .data import OBJECTS, pasted_objects, photo_path
+    from .data import OBJECTS, pasted_objects, photo_path, watermark_tripods
 
     files: list[_File] = []
     problems: list[Skipped] = []
@@ -898,6 +829,14 @@ def demo_set(model_labels: Sequence[str]) -> LabelledSet:
             return buf.getvalue()
 
         files.append(_File(name, 0, read))
+    for name, _, _, load in watermark_tripods() if watermark else []:
+
+        def read_marked(limit: int, load=load) -> bytes:
+            buf = io.BytesIO()
+            load().save(buf, format="PNG")
+            return buf.getvalue()
+
+        files.append(_File(f"tripod/{name}", 0, read_marked))
     for photo, label in DEMO_PHOTOS:
         try:
             path = Path(photo_path(photo))
@@ -913,7 +852,7 @@ def demo_set(model_labels: Sequence[str]) -> LabelledSet:
         model_labels,
         table=None,
         mapping=DEMO_CLASSES,
-        description="Demo set",
-        source="demo",
+        description="Demo set with watermarks" if watermark else "Demo set",
+        source="demo-watermark" if watermark else "demo",
         limit=None,
     )

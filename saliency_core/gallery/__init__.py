@@ -50,6 +50,9 @@ from ..engine.untrusted import cut
 from ..evaluation.annotations import Skipped
 from ..evaluation.labelled import LabelledItem, LabelledSet
 from ..pipeline import explain_images, method_params
+from . import groups, reasons
+from .groups import keep_small_maps
+from .reasons import THRESHOLD, keep_reason
 from .store import (
     BUSY_TIMEOUT,
     MAX_REVIEW_ITEMS,
@@ -85,6 +88,8 @@ __all__ = [
     "explanations",
     "filter_rows",
     "gallery_path",
+    "groups",
+    "reasons",
     "model_key",
     "page_of",
     "pages",
@@ -102,7 +107,14 @@ __all__ = [
 
 PAGE_SIZE = 48  # tiles per page
 OUTCOMES = ("all", "incorrect", "correct")
-ORDERS = ("name", "confident mistakes first", "least confident first", "most confident first")
+ORDERS = (
+    "name",
+    "confident mistakes first",
+    "least confident first",
+    "most confident first",
+    "share inside, lowest first",
+    "share inside, highest first",
+)
 
 
 # ---- runs -------------------------------------------------------------------------------------------
@@ -272,6 +284,7 @@ def run(
     ray_address: str | None = None,
     model_source: str | None = None,
     ray_min_images: int = 200,
+    ray_workers: int | None = None,
 ) -> RunReport:
     """Predict and explain every image of ``labelled`` that has no stored result, and store each.
 
@@ -284,7 +297,8 @@ def run(
         cancel: checked before each image; True stops the run (finished images are kept).
         ray_address: run on this Ray cluster (``distributed``) when at least ``ray_min_images``
             images are pending and each is a file on the server; ``model_source`` (what
-            ``load_model`` takes, at a path every node sees) is then needed.
+            ``load_model`` takes, at a path every node sees) is then needed; ``ray_workers``
+            model-holding workers (default one per CPU of the cluster).
     Returns:
         ``RunReport``.
     """
@@ -306,7 +320,7 @@ def run(
         report.seconds = time.perf_counter() - started
         return report
     if ray_address and model_source and len(todo) >= ray_min_images and all(it.path for it in todo):
-        results = _ray_results(model_source, todo, methods, params, ray_address, cancel)
+        results = _ray_results(model_source, todo, methods, params, ray_address, cancel, ray_workers)
     else:
         results = explain_images(
             model,
@@ -328,6 +342,7 @@ def run(
             )
         else:
             store.put_result(mkey, item.key, result, pkeys)
+            keep_small_maps(store, mkey, result, pkeys)
             report.computed += 1
             for m, message in result.errors.items():
                 report.errors.append(Skipped(item.name, f"{METHODS[m].label}: {message}"))
@@ -360,6 +375,7 @@ def _ray_results(
     params,
     address: str,
     cancel: Callable[[], bool] | None,
+    workers: int | None = None,
 ):
     """Pipeline results of ``todo`` computed by Ray workers (``distributed``), in order."""
     import pickle
@@ -368,7 +384,7 @@ def _ray_results(
 
     rows = [{"index": i, "path": it.path, "name": it.name} for i, it in enumerate(todo)]
     with distributed.connected(address) as ray:
-        actors, cpus, gpus = distributed._pool(ray, None, 1, None)
+        actors, cpus, gpus = distributed._pool(ray, workers, 1, None)
         constructor = {
             "model_source": model_source,
             "methods": list(methods),
@@ -497,6 +513,8 @@ def filter_rows(
     confidence: tuple[float, float] = (0.0, 1.0),
     flagged: bool | None = None,
     order: str = "name",
+    reason: str = "all",
+    threshold: float = THRESHOLD,
 ) -> pd.DataFrame:
     """The rows with a result that pass every filter, in ``order``.
 
@@ -506,7 +524,12 @@ def filter_rows(
         confidence: (low, high) range of the predicted class's probability, inclusive.
         flagged: True: only rows with flags; False: only rows without; None: all.
         order: one of ``ORDERS``: "confident mistakes first" puts the wrong predictions first,
-            surest first; "least confident first" sorts by confidence, lowest first.
+            surest first; "least confident first" sorts by confidence, lowest first; "share
+            inside, ..." sorts by the share of the map inside the annotated part (rows with
+            ``share_inside``, ``gallery.reasons.with_reasons``; images without one last).
+        reason: one of ``reasons.REASONS``: "right answer, looked elsewhere" keeps correct
+            predictions whose share inside the part is below ``threshold``; "wrong answer,
+            looked at the part" keeps mistakes whose share is at or above it.
     """
     if outcome not in OUTCOMES:
         raise ValueError(f"Expected an outcome among {', '.join(OUTCOMES)}; got {outcome!r}.")
@@ -523,6 +546,8 @@ def filter_rows(
     keep &= rows["confidence"].between(float(low), float(high))
     if flagged is not None:
         keep &= (rows["flags"] != "") == flagged
+    if reason != "all":
+        keep &= keep_reason(rows, reason, threshold)
     out = rows[keep]
     if order == "confident mistakes first":
         out = (
@@ -534,6 +559,13 @@ def filter_rows(
         out = out.sort_values(["confidence", "name"], ascending=[True, True])
     elif order == "most confident first":
         out = out.sort_values(["confidence", "name"], ascending=[False, True])
+    elif order.startswith("share inside"):
+        share = out["share_inside"] if "share_inside" in out else pd.Series(np.nan, index=out.index)
+        out = (
+            out.assign(_s=share)
+            .sort_values(["_s", "name"], ascending=[order.endswith("lowest first"), True], na_position="last")
+            .drop(columns="_s")
+        )
     else:
         out = out.sort_values("name")
     return out
@@ -578,6 +610,12 @@ def tiles(
             f"{what} of {r.name}; true class {r.label}, the model predicted {r.predicted_class} with "
             f"{r.confidence:.0%} confidence ({verdict})"
         )
+        share = getattr(r, "share_inside", np.nan)
+        if share == share:  # not NaN: the image is annotated and its map scored
+            peak = "inside" if getattr(r, "peak_inside", 0.0) >= 0.5 else "outside"
+            where = f"{share:.0%} of the map inside the part · peak {peak}"
+            caption += f"\n\n{where}"
+            alt += f"; {where}"
         out.append(Tile(r.name, r.image_hash, jpegs.get(r.image_hash), caption, alt, bool(r.correct)))
     return out
 

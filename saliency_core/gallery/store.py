@@ -111,6 +111,9 @@ CREATE TABLE IF NOT EXISTS maps (
 CREATE INDEX IF NOT EXISTS predictions_covering ON predictions (model_key, image_hash, predicted, confidence,
                                                                top5_index);
 CREATE INDEX IF NOT EXISTS maps_covering ON maps (model_key, method, params_key, image_hash, target, error);
+CREATE TABLE IF NOT EXISTS small_maps (
+    model_key TEXT NOT NULL, image_hash TEXT NOT NULL, method TEXT NOT NULL, params_key TEXT NOT NULL,
+    side INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (model_key, image_hash, method, params_key, side));
 CREATE TABLE IF NOT EXISTS selections (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL, created_by TEXT NOT NULL,
     model_key TEXT NOT NULL, source TEXT NOT NULL, description TEXT NOT NULL, methods TEXT NOT NULL,
@@ -233,6 +236,18 @@ class ResultStore:
                 )
             }
 
+    def sizes(self, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """file key -> (width, height) of the decoded image, for the files read so far."""
+        with self._read() as db:
+            self._wanted(db, keys)
+            return {
+                key: (int(w), int(h))
+                for key, w, h in db.execute(
+                    "SELECT f.file_key, f.width, f.height FROM temp.wanted w JOIN files f "
+                    "ON f.file_key = w.value WHERE f.width IS NOT NULL AND f.height IS NOT NULL"
+                )
+            }
+
     def predictions(
         self, mkey: str, hashes: Sequence[str], full: bool = True
     ) -> dict[str, tuple[int, float, list]]:
@@ -325,6 +340,40 @@ class ResultStore:
                 None,
                 f"the stored map is damaged ({err}); run the set again to recompute it",
             )
+
+    def small_maps(
+        self, mkey: str, method: str, pkey: str, side: int, hashes: Sequence[str]
+    ) -> dict[str, bytes]:
+        """image hash -> the stored (side x side) float32 map (little-endian bytes) kept for grouping."""
+        with self._read() as db:
+            self._wanted(db, hashes)
+            return {
+                h: bytes(data)
+                for h, data in db.execute(
+                    "SELECT s.image_hash, s.data FROM temp.wanted w JOIN small_maps s ON "
+                    "s.image_hash = w.value AND s.model_key = ? AND s.method = ? AND s.params_key = ? "
+                    "AND s.side = ?",
+                    (mkey, method, pkey, int(side)),
+                )
+            }
+
+    def full_maps(self, mkey: str, method: str, pkey: str, hashes: Sequence[str]) -> list[tuple]:
+        """[(image hash, record JSON, shape JSON, encoded map)] of the stored maps of the predicted
+        class (errors left out), for ``hashes``."""
+        with self._read() as db:
+            self._wanted(db, hashes)
+            return db.execute(
+                "SELECT m.image_hash, m.record, m.shape, m.saliency FROM temp.wanted w JOIN predictions p ON "
+                "p.model_key = ? AND p.image_hash = w.value JOIN maps m ON m.model_key = p.model_key AND "
+                "m.image_hash = p.image_hash AND m.method = ? AND m.params_key = ? AND "
+                "m.target = p.predicted AND m.error IS NULL",
+                (mkey, method, pkey),
+            ).fetchall()
+
+    def put_small_maps(self, rows: Sequence[tuple[str, str, str, str, int, bytes]]) -> None:
+        """Keep (model key, image hash, method, params key, side, float32 bytes) maps for grouping."""
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO small_maps VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     # ---- writing -------------------------------------------------------------------------------
     def put_failure(self, file_key: str, reason: str) -> None:

@@ -10,6 +10,10 @@
   finds a known object on a background, not whether it matches human judgement on natural
   photos; the pasted rectangle also contains a little of its photo's own background.
 
+- ``watermark_tripods()``: extra pasted tripods for the shortcut demo, some carrying a small
+  corner watermark (``engine.demo_variants.stamp_watermark``), and ``demo_annotations()``: the
+  boxes of every pasted object and hand-drawn photo of the demo sets, matched by file name.
+
 Example:
     >>> ds = pasted_objects(60, seed=0)
     >>> len(ds), ds.items[0].image().size
@@ -174,3 +178,40 @@ def pasted_objects(n: int = 60, seed: int = 0) -> Dataset:
             "by construction."
         ),
     )
+
+
+WATERMARK_SEED = 1  # the extra tripods' layouts
+WATERMARK_IMAGES = 12  # extra tripods in the shortcut demo
+WATERMARKED = (0, 2, 3, 5, 7, 8, 10)  # which of them carry the watermark
+
+
+def watermark_tripods() -> list[tuple[str, Box, bool, object]]:
+    """The shortcut demo's extra images: (name, object box, watermarked, a function returning
+    the image), ``WATERMARK_IMAGES`` pasted tripods, those in ``WATERMARKED`` with the watermark
+    in the top-left corner of the model's crop."""
+    from ...engine.demo_variants import stamp_watermark
+
+    tripod = next(i for i, o in enumerate(OBJECTS) if o[2] == "tripod")
+    out = []
+    for k in range(WATERMARK_IMAGES):
+        index = k * len(OBJECTS) + tripod
+        marked = k in WATERMARKED
+
+        def load(index=index, marked=marked) -> Image.Image:
+            picture = _paste(index, WATERMARK_SEED)
+            return stamp_watermark(picture) if marked else picture
+
+        out.append((f"studio_{k:02d}.png", _box(_layout(index, WATERMARK_SEED)), marked, load))
+    return out
+
+
+def demo_annotations(pasted: int = 24) -> list[Annotation]:
+    """Boxes of the demo sets' images: each pasted object's own rectangle (exact), the extra
+    tripods', and the hand-drawn boxes of the photos in ``demo_boxes.csv``."""
+    annotations = [item.annotation for item in pasted_objects(pasted, seed=0).items]
+    for name, box, _, _ in watermark_tripods():
+        annotations.append(
+            Annotation(image=name, boxes=[box], size=(CANVAS, CANVAS), sources=["shortcut demo, exact box"])
+        )
+    found, _ = read_csv(DEMO_CSV.read_bytes(), DEMO_CSV.name)
+    return annotations + found
