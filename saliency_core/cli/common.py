@@ -36,7 +36,7 @@ def whole_number(low: int):
     return parse
 
 
-def _fraction(text: str) -> float:
+def unit_fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -233,7 +233,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         elif kinds <= {int, float} and kinds:
             fraction = all(0 <= v <= 1 for v in values)
             group.add_argument(
-                flag, dest=name, type=_fraction if fraction else _number(0), metavar="X", help=text
+                flag, dest=name, type=unit_fraction if fraction else _number(0), metavar="X", help=text
             )
         else:
             group.add_argument(flag, dest=name, metavar="VALUE", help=text)

@@ -11,16 +11,16 @@ from pathlib import Path
 
 from ..engine.methods import METHODS
 from ..engine.models import load_model
-from ._common import (
-    _absolute,
-    _fraction,
-    _methods,
-    _ranged,
-    _say,
-    _unexpected,
-    _whole,
+from .common import (
+    absolute_source,
     add_method_options,
+    chosen_methods,
     method_params,
+    ranged,
+    say,
+    say_unexpected,
+    unit_fraction,
+    whole_number,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -90,7 +90,7 @@ def add_gallery_command(commands) -> None:
     )
     ga.add_argument(
         "--threshold",
-        type=_fraction,
+        type=unit_fraction,
         default=THRESHOLD,
         metavar="F",
         help=f"share of the map inside the region at or above which an image looked at the part "
@@ -104,11 +104,11 @@ def add_gallery_command(commands) -> None:
         "stored here, as they arrive",
     )
     ga.add_argument(
-        "--workers", type=_whole(1), metavar="N", help="model-holding Ray workers (default one per CPU)"
+        "--workers", type=whole_number(1), metavar="N", help="model-holding Ray workers (default one per CPU)"
     )
     ga.add_argument(
         "--max-images",
-        type=_ranged(1, 10**8, whole=True),
+        type=ranged(1, 10**8, whole=True),
         metavar="N",
         help="images a set may hold (default $SALIENCY_GALLERY_MAX_IMAGES, else 20,000)",
     )
@@ -172,7 +172,7 @@ def _print_mapping(labelled, model) -> None:
 def run_gallery(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .. import gallery
 
-    methods, _ = _methods(args.methods, parser)
+    methods, _ = chosen_methods(args.methods, parser)
     if args.workers is not None and not args.ray:
         parser.error("--workers goes with --ray ADDRESS")
     started = time.perf_counter()
@@ -182,9 +182,9 @@ def run_gallery(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         labelled = open_set(args.set, model.labels, mapping, args.max_images)
         store = gallery.ResultStore(args.store) if args.store else gallery.ResultStore()
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return EXIT_FAILED
-    _say(f"model {model.name} · set {labelled.description} · store {store.path}")
+    say(f"model {model.name} · set {labelled.description} · store {store.path}")
     _print_mapping(labelled, model)
     if args.show_mapping:
         return EXIT_OK
@@ -192,10 +192,10 @@ def run_gallery(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     try:
         report = _run(gallery, args, model, labelled, methods, params, store)
     except ValueError as err:
-        _say(f"error: {err} (what was finished is kept; run the command again to go on)")
+        say(f"error: {err} (what was finished is kept; run the command again to go on)")
         return EXIT_FAILED
     except Exception as err:  # noqa: BLE001  one line, not a stack trace; finished images are kept
-        _unexpected(err, "gallery run", args)
+        say_unexpected(err, "gallery run", args)
         return EXIT_FAILED
     rows = gallery.table(store, model, labelled, methods, params)
     _summary(rows, report, labelled, time.perf_counter() - started)
@@ -217,7 +217,7 @@ def _run(gallery, args, model, labelled, methods, params, store):
             tenth = p.done * 10 // max(p.total, 1)
             if tenth != last[0]:
                 last[0] = tenth
-                _say(f"progress: {p.words()}")
+                say(f"progress: {p.words()}")
             return
         if bar is None:
             bar = tqdm(
@@ -243,7 +243,7 @@ def _run(gallery, args, model, labelled, methods, params, store):
             store,
             progress=progress,
             ray_address=args.ray or None,
-            model_source=_absolute(args.model),
+            model_source=absolute_source(args.model),
             ray_min_images=1,
             ray_workers=args.workers,
         )
@@ -297,7 +297,7 @@ def _reasons(args, store, model, labelled, rows, methods, params) -> int:
     try:
         found, skipped = read_annotations(args.annotations)
     except ValueError as err:
-        _say(f"error: {err}")
+        say(f"error: {err}")
         return 1
     by_name, unmatched = annotated(labelled, found)
     print(
