@@ -149,3 +149,23 @@ def test_qualify_page_shows_the_scorecard_and_signs_off_for_admins_only(in_force
             and force.approval.note == "read every row"
         )
         assert store.verify().ok
+
+
+def test_qualify_page_runs_records_and_says_why_in_words(tmp_path, monkeypatch):
+    """A run from the page (10 pasted images, Grad-CAM and guided backprop, cheap curves): progress, then
+    the scorecard recorded for sign-off, the verdicts in words."""
+    monkeypatch.setenv("SALIENCY_DB", str(tmp_path / "reviews.sqlite"))
+    monkeypatch.setenv("SALIENCY_QUALIFICATION_DIR", str(tmp_path / "qualification"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    at = _page("pages/qualify.py", ["gradcam", "guided_backprop"])
+    at.number_input(key="qualify_pasted").set_value(10)
+    at.select_slider(key="qualify_step").set_value(0.2)
+    at = at.button(key="FormSubmitter:qualify_form-Run qualification").click().run()
+    assert not at.exception, at.exception
+    texts = " | ".join(shown(e.value) for e in [*at.error, *at.warning, *at.success])
+    assert "Guided backprop: not qualified.** Fails randomisation sanity check" in texts
+    assert "Grad-CAM: " in texts and "only 10 annotated image(s) scored (50 needed)" in texts
+    with ReviewStore(sqlite_url(tmp_path / "reviews.sqlite")) as store:
+        (rec,) = QualificationStore(store).records(sc.load_model("demo").fingerprint)
+        assert rec.run_via == "Qualify page" and rec.images == 10 and rec.signoffs == []
+    assert len(list((tmp_path / "qualification" / "runs").glob("*.jsonl"))) == 1  # kept for a resume
