@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 import pages._qualification as qf
+import pages._signin as signin
 import saliency_core as sc
 from pages._common import (
     DISCLAIMER,
@@ -23,6 +24,7 @@ from pages._common import (
 from saliency_core.evaluation import annotations as an
 from saliency_core.evaluation import qualification as ql
 from saliency_core.evaluation.data import pasted_objects
+from saliency_core.review.identity import can
 from saliency_core.review.qualification import SignOffRefused
 
 ss = st.session_state
@@ -92,7 +94,7 @@ else:
         records = qs.records(model.fingerprint)
     except ValueError as err:
         report_error("Reading the qualification records", err)
-account = ss.get("review_account")  # signed in on the Review page
+account = signin.current_account()  # the signed-in identity, its role asked again now
 if records:
     st.subheader("Scorecards of this model")
 
@@ -125,11 +127,9 @@ if records:
         )
         st.text_input("Note", key="qualify_note", placeholder="what you checked")
         c1, c2 = st.columns(2)
-        approve = c1.form_submit_button(
-            "Approve", type="primary", disabled=account is None or not account.is_admin
-        )
-        reject = c2.form_submit_button("Reject", disabled=account is None or not account.is_admin)
-    if account is None or not account.is_admin:
+        approve = c1.form_submit_button("Approve", type="primary", disabled=not can(account, "sign_off"))
+        reject = c2.form_submit_button("Reject", disabled=not can(account, "sign_off"))
+    if not can(account, "sign_off"):
         st.caption("Only an admin can sign a scorecard off: sign in as an admin on the Review page.")
     if approve or reject:
         try:

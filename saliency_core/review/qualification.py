@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from .chain import ChainBroken, append_chained, content_hash, walk_chain
+from .identity import Account, can
 from .schema import AuditCheck, StoreError
 
 SIGNOFFS = ("approve", "reject")
@@ -328,7 +329,7 @@ class QualificationStore:
             SignOffRefused: ``account`` is not an admin (nothing written).
             ValueError: unknown decision, note too long, no such record.
         """
-        if not getattr(account, "is_admin", False):
+        if not isinstance(account, Account) or not can(account, "sign_off"):
             who = getattr(account, "name", account)
             raise SignOffRefused(
                 f"Only an admin (the QA lead) may sign a qualification off; {who!r} is not an admin. "
@@ -360,7 +361,7 @@ class QualificationStore:
                     "action": decision,
                     "record_id": row["record_id"],
                     "signoff_id": row["id"],
-                    "actor": account.name,
+                    "actor": account.actor,
                     "content_hash": signoff_hash(row),
                 },
             )
