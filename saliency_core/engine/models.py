@@ -89,15 +89,9 @@ def load_demo() -> Classifier:
     )
 
 
-def load_card(card: ModelCard) -> Classifier:
-    """Load the model a checked card describes; see ``load_model``."""
-    if card.file.suffix.lower() == ".onnx":  # onnxruntime, not torch: saliency_core/engine/onnx_model.py
-        from .onnx_model import load_onnx  # onnxruntime only when an ONNX model is loaded
-
-        return load_onnx(card)
-    where = card.where()
-    kind = sniff_format(card.file, where)
-    fmt = "state_dict" if kind == "checkpoint" else kind
+def _card_network(card: ModelCard, kind: str, fmt: str, where: str) -> nn.Module:
+    """The network of a checked card's file: a torchvision architecture filled with the weights of
+    a state dict or safetensors file, or a code model (TorchScript, .pt2) after its timed trial."""
     weights_only = kind in ("checkpoint", "safetensors")
     if card.architecture and not weights_only:
         raise ValueError(
@@ -128,21 +122,12 @@ def load_card(card: ModelCard) -> Classifier:
         net = load_exported(card.file, where)
     if kind in CODE_FORMATS:
         timed_trial(card.file, kind, card, where)
+    return net
 
-    normalize = Normalize(card.mean, card.std)
-    network = freeze(nn.Sequential(normalize, net))
-    classes, batched, layers = probe_network(network, net, card.input_size, where, card.channels, card.output)
-    prefix = "1."
-    if not batched:
-        network, prefix = freeze(nn.Sequential(normalize, OneAtATime(net))), "1.net."
 
-    labels, labels_source = class_names(card, classes, where)
-
-    layer, reshape, no_layer = choose_gradcam_layer(
-        net, card.gradcam_layer, card.gradcam_reshape, kind, layers, where
-    )
-    fingerprint = file_sha256(card.file)
-    used = {
+def _card_record(card: ModelCard, fmt, labels_source, classes, layer, reshape, no_layer, batched) -> dict:
+    """What the card and the probe decided, recorded with every result."""
+    return {
         "format": fmt,
         "format_label": FORMATS[fmt],
         "file": card.file.name,
@@ -168,6 +153,32 @@ def load_card(card: ModelCard) -> Classifier:
         "batch": "any size" if batched else "one image per call",
         "defaults": list(card.defaults),
     }
+
+
+def load_card(card: ModelCard) -> Classifier:
+    """Load the model a checked card describes; see ``load_model``."""
+    if card.file.suffix.lower() == ".onnx":  # onnxruntime, not torch: saliency_core/engine/onnx_model.py
+        from .onnx_model import load_onnx  # onnxruntime only when an ONNX model is loaded
+
+        return load_onnx(card)
+    where = card.where()
+    kind = sniff_format(card.file, where)
+    fmt = "state_dict" if kind == "checkpoint" else kind
+    net = _card_network(card, kind, fmt, where)
+    normalize = Normalize(card.mean, card.std)
+    network = freeze(nn.Sequential(normalize, net))
+    classes, batched, layers = probe_network(network, net, card.input_size, where, card.channels, card.output)
+    prefix = "1."
+    if not batched:
+        network, prefix = freeze(nn.Sequential(normalize, OneAtATime(net))), "1.net."
+
+    labels, labels_source = class_names(card, classes, where)
+
+    layer, reshape, no_layer = choose_gradcam_layer(
+        net, card.gradcam_layer, card.gradcam_reshape, kind, layers, where
+    )
+    fingerprint = file_sha256(card.file)
+    used = _card_record(card, fmt, labels_source, classes, layer, reshape, no_layer, batched)
     # cache / record key: the weights plus everything the card changes (preprocessing, labels)
     used["digest"] = hashlib.sha256(
         json.dumps({**used, "fingerprint": fingerprint, "label_names": labels}, sort_keys=True).encode()

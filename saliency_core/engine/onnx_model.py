@@ -197,15 +197,9 @@ def _check_io(session, size: int, where: str) -> bool:
 _LOAD_LOCK = threading.Lock()
 
 
-def load_onnx(card: ModelCard) -> Classifier:
-    """Load the ``.onnx`` model a checked card describes; see ``models.load_model``.
-
-    Raises:
-        ValueError: too large, damaged, external data, not one float image input, outputs that
-            are not one score per class, class names that do not match, card fields that do
-            not apply to ONNX (``architecture``, ``gradcam_layer``).
-    """
-    where = card.where()
+def _card_bytes(card: ModelCard, where: str) -> bytes:
+    """The ONNX file's bytes, after refusing card fields that do not apply and empty or too
+    large files."""
     for name in ("architecture", "gradcam_layer"):
         if getattr(card, name):
             raise ValueError(
@@ -229,14 +223,13 @@ def load_onnx(card: ModelCard) -> Classifier:
         data = card.file.read_bytes()
     except OSError as err:
         raise ValueError(f"{where}: cannot read the file ({err.strerror or err}).") from None
-    _screen(data, where)
-    timed_trial(card.file, "onnx", card, where)  # a graph can loop or allocate without bound
-    with _LOAD_LOCK:
-        session = _session(data, where)
-    batched = _check_io(session, card.input_size, where)
-    net = OnnxNetwork(session, batched)
-    network = freeze(nn.Sequential(Normalize(card.mean, card.std), net))
-    x = probe_batch(card.input_size, 3)
+    return data
+
+
+def _probed_classes(network: nn.Module, size: int, where: str) -> int:
+    """The number of class scores on a test batch; ValueError unless there are at least 2, finite,
+    and each image's scores do not depend on the others of its batch."""
+    x = probe_batch(size, 3)
     try:
         with torch.no_grad():
             one = checked_logits(network(x[:1]), 1, where)
@@ -245,8 +238,7 @@ def load_onnx(card: ModelCard) -> Classifier:
         raise
     except Exception as err:
         raise ValueError(
-            f"{where}: the ONNX model fails on a test image of 3 x {card.input_size} x "
-            f"{card.input_size} pixels: {short(err)}."
+            f"{where}: the ONNX model fails on a test image of 3 x {size} x {size} pixels: {short(err)}."
         ) from None
     classes = one.shape[1]
     if classes < 2:
@@ -263,6 +255,27 @@ def load_onnx(card: ModelCard) -> Classifier:
         raise ValueError(
             f"{where}: the ONNX model's scores for an image depend on the other images of its batch."
         )
+    return classes
+
+
+def load_onnx(card: ModelCard) -> Classifier:
+    """Load the ``.onnx`` model a checked card describes; see ``models.load_model``.
+
+    Raises:
+        ValueError: too large, damaged, external data, not one float image input, outputs that
+            are not one score per class, class names that do not match, card fields that do
+            not apply to ONNX (``architecture``, ``gradcam_layer``).
+    """
+    where = card.where()
+    data = _card_bytes(card, where)
+    _screen(data, where)
+    timed_trial(card.file, "onnx", card, where)  # a graph can loop or allocate without bound
+    with _LOAD_LOCK:
+        session = _session(data, where)
+    batched = _check_io(session, card.input_size, where)
+    net = OnnxNetwork(session, batched)
+    network = freeze(nn.Sequential(Normalize(card.mean, card.std), net))
+    classes = _probed_classes(network, card.input_size, where)
     labels, labels_source = class_names(card, classes, where)
     fingerprint = file_sha256(card.file)
     ort = _runtime()

@@ -180,6 +180,35 @@ def _default_reshape(net: nn.Module, shape: tuple[int, ...]) -> str | None:
     return None
 
 
+def _found_gradcam_layer(
+    net: nn.Module, outputs: list[tuple[str, tuple[int, ...]]], spatial: list[str]
+) -> tuple[str | None, str | None, str | None]:
+    """No layer named: a known transformer's token layer, else the last feature map, unless the
+    image becomes tokens after it (a vision transformer's patch embedding: then why not)."""
+    shapes = dict(outputs)
+    known = _known_token_layer(net)
+    if known is not None and known[0] in shapes:
+        return known[0], known[1], None
+    if not spatial:
+        return None, None, None
+    last = spatial[-1]
+    later = [
+        name for name, shape in outputs[outputs.index((last, shapes[last])) + 1 :] if _is_token_grid(shape)
+    ]
+    if later:
+        return (
+            None,
+            None,
+            (
+                f"needs a feature map, and this model turns the image into tokens after its last "
+                f"convolution ({cut(last)}, likely a vision transformer's patch embedding), which is "
+                "not the layer Grad-CAM means; the card can name a token layer ('gradcam_layer', "
+                "with 'gradcam_reshape')"
+            ),
+        )
+    return last, None, None
+
+
 def choose_gradcam_layer(
     net: nn.Module,
     requested: str | None,
@@ -212,29 +241,7 @@ def choose_gradcam_layer(
                 f"{where}: 'gradcam_reshape' {reshape} needs the layer it applies to: name it "
                 "with 'gradcam_layer'."
             )
-        known = _known_token_layer(net)
-        if known is not None and known[0] in shapes:
-            return known[0], known[1], None
-        if not spatial:
-            return None, None, None
-        last = spatial[-1]
-        later = [
-            name
-            for name, shape in outputs[outputs.index((last, shapes[last])) + 1 :]
-            if _is_token_grid(shape)
-        ]
-        if later:
-            return (
-                None,
-                None,
-                (
-                    f"needs a feature map, and this model turns the image into tokens after its last "
-                    f"convolution ({cut(last)}, likely a vision transformer's patch embedding), which is "
-                    "not the layer Grad-CAM means; the card can name a token layer ('gradcam_layer', "
-                    "with 'gradcam_reshape')"
-                ),
-            )
-        return last, None, None
+        return _found_gradcam_layer(net, outputs, spatial)
     try:
         net.get_submodule(requested)
     except AttributeError:

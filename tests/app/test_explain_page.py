@@ -105,6 +105,9 @@ def test_outline_view_for_any_method():
     """Display "Outline": each map becomes the outline of the regions holding the chosen share,
     said in the caption; a model-agnostic method (occlusion) and a gradient one alike."""
     at = _app()
+    # occlusion at a 32 px step (7 x 7 squares, 50 forward passes): estimated under the page's
+    # ask-first limit even on a busy CPU, so it is computed at once
+    at.sidebar.select_slider(key="stride").set_value(32)
     at = _apply(at, ["gradient", "occlusion"], 4)
     assert not at.exception, at.exception
     at = at.radio(key="display").set_value("Outline").run()
