@@ -143,7 +143,8 @@ def attribute(
     change the result. Averaging methods run in the execution plan chosen for the model on this
     machine (saliency_core/engine/plans.py), recorded as ``diagnostics["plan"]``. Methods that
     average (SmoothGrad family, Integrated Gradients) add their convergence readout as
-    ``diagnostics["convergence"]``: one dict per image (saliency_core/engine/convergence.py), on the displayed saliency (the method's ``reduction``)."""
+    ``diagnostics["convergence"]``: one dict per image (saliency_core/engine/convergence.py), on
+    the displayed saliency (the method's ``reduction``)."""
     m = get_method(method)
     used = resolve_params(m, params, model)
     accepted = inspect.signature(m.attribute).parameters
