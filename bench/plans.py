@@ -176,7 +176,7 @@ def _fmt(row: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["demo", "resnet50"])
+    p.add_argument("--models", nargs="*", default=["demo", "resnet50"])
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--masks", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=1)

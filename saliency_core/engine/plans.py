@@ -48,7 +48,9 @@ from .plan_runtime import FLOAT32, PLANS, Plan, active, applied, using  # noqa: 
 
 RULE_SHARE = 0.1  # a plan may move the map by less than this share of a change of seed
 DEFAULT_DETAIL_PX = 4.0  # detail (Gaussian sigma, px at 224 px) where the readout gives none
-SPEED_MARGIN = 0.95  # a candidate must take at most this share of float32's time
+SPEED_MARGIN = (
+    0.9  # a candidate must take at most this share of float32's time (timing noise on a shared CPU)
+)
 MAX_AGE_S = 7 * 24 * 3600.0  # timings older than this are measured again
 TIMING_REPEATS = 3  # timed batches per candidate (after one warm-up), the fastest counts
 CACHE_FORMAT = 1

@@ -418,7 +418,7 @@ def _within_plan(
         return result
     sigma, allowed = tolerance["detail_px"], tolerance["max_movement"]
     moved = movement(saliency, stored, sigma)
-    plan = diagnostics["plan"].get("plan")
+    plan = cut(str(diagnostics["plan"].get("plan")), 40)  # read from the file: shown cut, as text
     if moved <= allowed:
         rule = (
             f"made under plan {plan!r}: moved {moved:.3g} at {sigma:g} px, recorded tolerance {allowed:.3g}"
