@@ -108,6 +108,7 @@ def timing(model, path: str, runs: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=None, help="the first N bundled photos (default all)")
+    p.add_argument("--only", nargs="+", default=None, help="only the photos whose file name is given")
     p.add_argument("--samples", type=int, nargs="+", default=list(SAMPLES))
     p.add_argument("--timing", type=int, default=5, help="SmoothGrad-50 runs timed (0: none)")
     p.add_argument("--threads", type=int, default=1)
@@ -116,19 +117,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     model = sc.load_model("demo")
     photos = list(sample_images().items())[: args.photos]
+    if args.only:
+        photos = [(label, path) for label, path in photos if any(name in label for name in args.only)]
     if not photos:
         raise SystemExit("no bundled photos (scikit-image is not installed)")
     runs = []
-    for label, path in photos:
-        for n in args.samples:
-            row = one(model, label, path, n)
-            runs.append(row)
-            cells = "  ".join(
-                f"{lv['px']:g}px {lv['estimated_spearman']:.2f}/{lv['measured_spearman']:.2f} "
-                f"{lv['estimated_top10']:.2f}/{lv['measured_top10']:.2f}"
-                for lv in row["levels"]
-            )
-            print(f"{label[:24]:<24} n={n:<4} reproducible {row['reproducible_px']}  {cells}", flush=True)
     result = {
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads},
         "settings": {"model": "demo", "noise": 0.15, "seeds": [0, 1], "samples": args.samples},
@@ -136,6 +129,19 @@ def main(argv=None) -> int:
         "top-10 % overlap of the saliency blurred by a Gaussian of sigma px",
         "runs": runs,
     }
+    for label, path in photos:
+        for n in args.samples:
+            row = one(model, label, path, n)
+            runs.append(row)
+            if args.out:  # written after every run, so a long run interrupted keeps what it measured
+                with open(args.out, "w") as f:
+                    json.dump(result, f, indent=2)
+            cells = "  ".join(
+                f"{lv['px']:g}px {lv['estimated_spearman']:.2f}/{lv['measured_spearman']:.2f} "
+                f"{lv['estimated_top10']:.2f}/{lv['measured_top10']:.2f}"
+                for lv in row["levels"]
+            )
+            print(f"{label[:24]:<24} n={n:<4} reproducible {row['reproducible_px']}  {cells}", flush=True)
     if args.timing:
         result["timing"] = timing(model, photos[0][1], args.timing)
         t = result["timing"]
