@@ -20,7 +20,9 @@ from pages._common import (
     settings,
     unreadable,
 )
+from pages._detail import detail_settings
 from saliency_core.engine import render as rd
+from saliency_core.engine.detail import smooth
 from saliency_core.engine.safe_text import json_text, to_csv
 from saliency_core.engine.samples import sample_images
 from saliency_core.evaluation import compare as cmp
@@ -297,13 +299,18 @@ for m in result.methods:
         continue
     sign = "signed" if meta.signed else "absolute"
     a_map, b_map = item.saliency_a[m], item.saliency_b[m]
+    scores = item.agreement.get(m)
+    # drawn at the detail they are compared at (the coarser reproducible detail), unless the
+    # sidebar asks for full detail
+    px = 0.0 if detail_settings()["full_detail"] else float((scores or {}).get("detail_px") or 0.0)
+    if px:
+        a_map, b_map = smooth(a_map, px), smooth(b_map, px)
     b_grid = cmp.align(b_map, a_map.shape)
     scale = rd.shared_scale([a_map, b_grid], sign=sign)
     fixed = scale if scale > 0 else None
     ra = rd.render(a_map, item.crop_a, sign=sign, scale=fixed, meaning=meta.meaning)
     rb = rd.render(b_map, item.crop_b, sign=sign, scale=fixed, meaning=meta.meaning)
     rdiff = rd.render(cmp.map_difference(a_map, b_map, scale, sign), item.crop_a, sign="signed", scale=1.0)
-    scores = item.agreement.get(m)
     with st.container(border=True):
         st.subheader(meta.label)
         cols = st.columns(3)
@@ -342,14 +349,21 @@ for m in result.methods:
             plain(ra.legend) + " Both models' maps use this one scale, so equal colours mean equal values."
         )
         if scores:
+            at = scores.get("detail_px") or 0.0
+            where = f" at {at:g}-pixel detail" if at else ""
             text = (
-                f"Rank correlation {scores['spearman']:.2f}, {100 * scores['top_overlap']:.0f} % of the "
-                "strongest 10 % of pixels shared."
+                f"Rank correlation{where} {scores['spearman']:.2f}, {100 * scores['top_overlap']:.0f} % "
+                "of the strongest 10 % of pixels shared."
             )
+            if at and "spearman_raw" in scores:
+                raw_share = 100 * scores["top_overlap_raw"]
+                text += f" Pixel by pixel: {scores['spearman_raw']:.2f} and {raw_share:.0f} %."
+            if px:
+                text += f" Both maps are drawn at {px:g}-pixel detail, the finest that re-runs reproduce."
             seed = item.seed_agreement.get(m)
             if seed:
                 text += (
-                    f" Model A against itself with another seed: {seed['spearman']:.2f} and "
+                    f" Model A against itself with another seed{where}: {seed['spearman']:.2f} and "
                     f"{100 * seed['top_overlap']:.0f} %."
                 )
             if item.changed:

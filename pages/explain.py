@@ -175,7 +175,7 @@ if averaging:
             key="until_settled",
             help="Starts at the sidebar's sample count and adds samples (x1.25 at a time) until a re-run "
             f"with other random noise would agree at {SETTLED:.0%} or more (rank correlation) at "
-            f"{sc.METHODS['smoothgrad'].defaults['settled_at']}-pixel detail, or the maximum below is "
+            f"{sc.METHODS['smoothgrad'].defaults['settled_at']:g}-pixel detail, or the maximum below is "
             "reached. Applies to " + ", ".join(sc.METHODS[m].label for m in averaging) + ".",
         )
         setting_widget("max_samples", MAX_SAMPLES)

@@ -35,8 +35,10 @@ from pages._common import (
     settings,
     single_image,
 )
+from pages._detail import detail_settings
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
+from saliency_core.engine.detail import smooth
 from saliency_core.engine.safe_text import json_text, to_csv
 from saliency_core.evaluation import stability as stab
 
@@ -369,9 +371,21 @@ for n, (m, s) in enumerate(result.summary.items()):
         tiles = [("original", result.image, result.saliency[m], top, None)]
         tiles += [(v.name, v.image, v.saliency[m], v.prediction, v.scores[m]) for v in result.variants]
         legend = None
+        # drawn at the detail they are compared at (the coarsest over the copies; 0 for exact maps)
+        px = max(
+            [float(v.scores[m].get("detail_px") or 0.0) for v in result.variants if m in v.scores] + [0.0]
+        )
+        px = 0.0 if detail_settings()["full_detail"] else px
+        if px:
+            st.caption(
+                f"Maps drawn and compared at {px:g}-pixel detail, the finest that a re-run with other noise "
+                "reproduces; the raw-pixel figures are in the table."
+            )
         for row, cols in map_rows(tiles, key=f"stability-{m}"):
             for col, (title, picture, saliency, prediction, scores) in zip(cols, row):
-                r = rd.render(saliency, picture, target_label=result.target_label, meaning=meta.meaning)
+                r = rd.render(
+                    smooth(saliency, px), picture, target_label=result.target_label, meaning=meta.meaning
+                )
                 legend = legend or r
                 caption = f"{plain(title)} · {plain(prediction[1])} ({prediction[2]:.0%})"
                 if scores:

@@ -158,3 +158,24 @@ def test_page_bench_runs_the_pages_defaults(tmp_path):
     assert demo["sanity_map_steps"] == defaults.SANITY_MAP_STEPS
     assert full["validate_step"] == defaults.VALIDATE_STEPS[defaults.VALIDATE_FULL_STEP]
     assert full["stability_variants"] == defaults.STABILITY_FULL_VARIANTS and full["sanity_map_steps"] is None
+
+
+def test_reproducible_detail_bench_smoke(tmp_path):
+    """bench/reproducible_detail.py end to end on one photo at 8 samples: estimated and measured
+    agreement for every level of the ladder, and the ladder's share of the run time."""
+    out = tmp_path / "detail.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/reproducible_detail.py", "--photos", "1", "--samples", "8", "--timing", "1"]
+        + ["--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads(out.read_text())
+    (run,) = table["runs"]
+    assert run["samples"] == 8 and [lv["px"] for lv in run["levels"]] == [0, 1, 2, 4, 8, 16]
+    for level in run["levels"]:
+        assert -1 <= level["estimated_spearman"] <= 1 and -1 <= level["measured_spearman"] <= 1
+    assert 0 < table["timing"]["median_share"] < 1 and "median share" in proc.stdout

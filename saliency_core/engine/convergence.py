@@ -41,8 +41,9 @@ or finer than the run's ``settled_at`` detail. At the raw pixels both estimates 
 ``SETTLED``; at a blurred level the Spearman estimate decides alone: the strongest 10 % of a
 blurred map is a few blobs whose edge pixels trade places between re-runs, so its overlap stays
 near 0.85-0.9 however many samples are drawn (SmoothGrad-50, chelsea.png, 8 px, two seeds: 0.85;
-200 samples: 0.88), and the split-quarter extrapolation underestimates it there (estimated 0.68
-for that 0.85). The per-level top-10 % estimate is recorded all the same.
+200 samples: 0.88), and the split-quarter extrapolation is unreliable there (estimated 0.68
+for that 0.85; motorcycle_left.png at 16 samples, 16 px: 0.80 for a measured 0.59). The
+per-level top-10 % estimate is recorded all the same.
 bench/reproducible_detail.py prints estimated against measured agreement per level.
 
 Example:

@@ -769,7 +769,7 @@ def shown_map(
         )
         return Shown(smooth(raw, px), px, words)
     if not leveled:
-        return Shown(raw, 0.0, describe(readout)[0] if averaged else "")
+        return Shown(raw, 0.0, describe(readout)[0] if readout is not None else "")
     if settled_px is None:
         return Shown(raw, 0.0, describe(readout)[0], unsettled=True)
     if full_detail:

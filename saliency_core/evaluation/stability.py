@@ -42,6 +42,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ..engine.classifier import Classifier
+from ..engine.detail import smooth, stated_detail
 from ..engine.explain import attribute, check_methods, get_method, reduce_channels
 from ..engine.images import ImageSource, image_hash, load_image
 from .similarity import compare
@@ -573,12 +574,28 @@ class StabilityResult:
 
 def _maps(
     model: Classifier, x: torch.Tensor, target: int, method: str, params: dict
-) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
-    """Drawn maps and signed (channel-summed) maps of every image in ``x`` (N, 3, H, W)."""
+) -> tuple[list[np.ndarray], list[np.ndarray], dict, list[dict]]:
+    """Drawn maps and signed (channel-summed) maps of every image in ``x`` (N, 3, H, W), and each
+    image's diagnostics (an averaging method's convergence readout, for its reproducible detail)."""
     targets = torch.full((x.shape[0],), int(target), dtype=torch.long, device=x.device)
-    attribution, used, _ = attribute(model, x, targets, method, **params)
+    attribution, used, diagnostics = attribute(model, x, targets, method, **params)
     drawn = list(reduce_channels(attribution, get_method(method).reduction).float().cpu().numpy())
-    return drawn, list(attribution.sum(dim=1).float().cpu().numpy()), used
+    readouts = diagnostics.get("convergence")
+    each = [{"convergence": r} for r in readouts] if isinstance(readouts, list) else [{}] * x.shape[0]
+    return drawn, list(attribution.sum(dim=1).float().cpu().numpy()), used, each
+
+
+def _scores(v: Variant, maps: tuple, signed: tuple, valid: np.ndarray, px: float, top_k: float) -> dict:
+    """The variant's map against the original's, both blurred by a Gaussian of ``px`` px first."""
+    return compare(
+        v.reference(smooth(maps[0], px)),
+        v.align(smooth(maps[1], px)),
+        valid,
+        signed_a=v.reference(smooth(signed[0], px)),
+        signed_b=v.align(smooth(signed[1], px)),
+        fraction=top_k,
+        measures=MEASURES,
+    )
 
 
 def judge(
@@ -779,11 +796,12 @@ def stability_check(
     for method in todo:
         own = {k: v for k, v in params.items() if k in get_method(method).defaults}
         try:
-            drawn, signed, used = [], [], {}
+            drawn, signed, used, diagnostics = [], [], {}, []
             for start in range(0, batch.shape[0], int(batch_size)):
-                d, s, used = _maps(model, batch[start : start + int(batch_size)], target, method, own)
+                d, s, used, diag = _maps(model, batch[start : start + int(batch_size)], target, method, own)
                 drawn += d
                 signed += s
+                diagnostics += diag
                 count += 1
                 if progress is not None:
                     progress(count, total)
@@ -791,18 +809,14 @@ def stability_check(
             errors[method] = str(err)
             continue
         originals[method], used_params[method] = drawn[0], used
-        for v, outcome, d, s in zip(variants, outcomes, drawn[1:], signed[1:]):
+        for v, outcome, d, s, diag in zip(variants, outcomes, drawn[1:], signed[1:], diagnostics[1:]):
             outcome.saliency[method] = d
             valid = v.valid if v.valid is not None else np.ones(size, dtype=bool)
-            outcome.scores[method] = compare(
-                v.reference(drawn[0]),
-                v.align(d),
-                valid,
-                signed_a=v.reference(signed[0]),
-                signed_b=v.align(s),
-                fraction=thresholds.top_k,
-                measures=MEASURES,
-            )
+            # at one stated detail: the coarser of the two maps' reproducible details (exact maps: 0)
+            px = stated_detail(diagnostics[0], diag, size=int(min(np.shape(d))))
+            at_detail = _scores(v, (drawn[0], d), (signed[0], s), valid, px, thresholds.top_k)
+            raw = _scores(v, (drawn[0], d), (signed[0], s), valid, 0.0, thresholds.top_k) if px else at_detail
+            outcome.scores[method] = {**at_detail, "detail_px": px, **{f"{k}_raw": raw[k] for k in MEASURES}}
         summary[method] = judge(outcomes, method, thresholds, model.labels[target])
         if on_result is not None:
             on_result(so_far())

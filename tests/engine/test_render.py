@@ -23,6 +23,7 @@ from saliency_core.engine.render import (
     render,
     save_png,
     shared_scale,
+    shown_map,
 )
 
 PLOTLY = {
@@ -292,3 +293,47 @@ def test_captioned_overlay_carries_bar_method_class_and_confidence():
     assert r.legend == f"{r.words[:-1]} ({r.scale_note})."
     with pytest.raises(ValueError, match="scale"):
         captioned_overlay(r, "Grad-CAM", "tabby cat", scale=0)
+
+
+def test_shown_map_draws_averaged_maps_at_their_reproducible_detail_and_exact_maps_raw():
+    """render.shown_map: the one choice of the drawn map and its words, for every page and export."""
+    from saliency_core.engine import detail
+
+    rng = np.random.default_rng(0)
+    raw = rng.random((224, 224)).astype(np.float32)
+    levels = [
+        {"px": px, "rerun_spearman": 0.5 + px / 40, "rerun_top10": 0.5, "settled": px >= 4}
+        for px in (0, 1, 2, 4, 8, 16)
+    ]
+    readout = {
+        "verdict": "settled",
+        "samples": 50,
+        "rerun_spearman": 0.5,
+        "rerun_top10": 0.5,
+        "levels": levels,
+        "reproducible_px": 4.0,
+        "threshold": 0.9,
+    }
+    shown = shown_map(raw, "smoothgrad", {"convergence": readout})
+    assert shown.detail_px == 4 and not shown.unsettled
+    np.testing.assert_allclose(shown.saliency, detail.smooth(raw, 4), rtol=1e-6)
+    assert shown.words == (
+        "Shown at 4-pixel detail, the finest that a re-run with other noise reproduces (estimated agreement "
+        "0.60). Finer speckle is random noise."
+    )
+    full = shown_map(raw, "smoothgrad", {"convergence": readout}, full_detail=True)
+    assert (
+        full.detail_px == 0
+        and np.array_equal(full.saliency, raw)
+        and full.words.startswith("Shown at full detail")
+    )
+    unsettled = {**readout, "reproducible_px": None, "verdict": "still changing"}
+    drawn = shown_map(raw, "smoothgrad", {"convergence": unsettled})
+    assert drawn.unsettled and drawn.detail_px == 0 and "Sample until settled" in drawn.words
+    exact = shown_map(raw, "gradient", {})
+    assert exact.detail_px == 0 and exact.words == "" and np.array_equal(exact.saliency, raw)
+    assert not sc.METHODS["gradient"].averaging and sc.METHODS["smoothgrad"].averaging
+    smoothed = shown_map(raw, "gradient", {}, display_px=8)
+    assert smoothed.detail_px == 8 and smoothed.words.startswith("Smoothed for display at 8-pixel detail")
+    with pytest.raises(ValueError):
+        shown_map(raw, "gradient", {}, display_px=float("nan"))

@@ -116,8 +116,10 @@ def test_map_computed_twice_is_perfectly_stable(demo, chelsea_path):
     result = stab.stability_check(demo, chelsea_path, ["gradient"], variants=variants)
     for v in result.variants:
         assert not v.class_changed and v.confidence_drop == pytest.approx(0.0, abs=1e-6)
+        assert v.scores["gradient"]["detail_px"] == 0  # an exact map: compared at the raw pixels
         for measure, value in v.scores["gradient"].items():
-            assert value == pytest.approx(1.0, abs=1e-9), measure
+            if measure != "detail_px":
+                assert value == pytest.approx(1.0, abs=1e-9), measure
     summary = result.summary["gradient"]
     assert summary.verdict == "stable", summary.reason
     assert "held under all 2 changes" in summary.reason
@@ -309,3 +311,17 @@ def test_a_check_stopped_after_one_method_goes_on_to_the_same_result(demo, chels
     other = stab.make_variants(demo, chelsea_path, count=2)
     with pytest.raises(ValueError, match="another image"):
         stab.stability_check(demo, chelsea_path, methods, variants=other, done=partial)
+
+
+def test_similarity_at_the_stated_detail_with_the_raw_figure_beside_it(demo, chelsea_path):
+    """An averaged map is compared with its variants at the coarser of the two maps' reproducible
+    details; an exact map at the raw pixels; the raw-pixel figures are kept in every row."""
+    result = stab.stability_check(
+        demo, chelsea_path, ["smoothgrad", "gradient"], count=2, params={"samples": 16, "seed": 0}
+    )
+    for v in result.variants:
+        sg, grad = v.scores["smoothgrad"], v.scores["gradient"]
+        assert sg["detail_px"] > 0 and sg["spearman_abs"] > sg["spearman_abs_raw"]
+        assert grad["detail_px"] == 0 and grad["spearman_abs"] == grad["spearman_abs_raw"]
+    assert {"detail_px", "spearman_abs_raw", "top_k_overlap_raw"} <= set(result.rows()[0])
+    json.dumps(result.record())

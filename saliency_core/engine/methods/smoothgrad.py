@@ -45,7 +45,7 @@ SETTLE_GROWTH = 1.25  # until_settled: the readout is checked at samples x 1.25^
 # The detail (Gaussian sigma in px on a 224 px input) at which a map is called settled: the finest
 # at which SmoothGrad-50 (noise 15 %) settles on every bundled photo with the demo model, measured
 # by bench/reproducible_detail.py (bench/results-reproducible-detail.json): 4 px on chelsea.png.
-SETTLED_AT = 4
+SETTLED_AT = 4.0
 
 
 def sample_seed(seed: int, index: int, scheme: str = "") -> int:
