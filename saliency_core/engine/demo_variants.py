@@ -15,7 +15,7 @@ so the demos have something real to find:
   models whose predictions change on some demo images (7 of the 32 of the demo set).
 
 Example:
-    >>> model = load_variant("demo-watermark")
+    >>> model = load_variant("demo-watermark", load_model("demo"))
     >>> model.predict(stamp_watermark(pasted_tripod))[0][1]
     'tripod'
 """
@@ -126,15 +126,13 @@ def prune_(network: nn.Module, share: float = PRUNED) -> nn.Module:
     return network
 
 
-def load_variant(source: str):
-    """``demo-watermark`` or ``demo-pruned`` (``VARIANTS``) as a ``Classifier``."""
+def load_variant(source: str, demo):
+    """``demo-watermark`` or ``demo-pruned`` (``VARIANTS``) built from ``demo`` (the demo model's
+    ``Classifier``, left unchanged) as a new ``Classifier``."""
     from dataclasses import replace
-
-    from .models import load_demo
 
     if source not in VARIANTS:
         raise ValueError(f"No demo variant {source!r}; there are {', '.join(VARIANTS)}.")
-    demo = load_demo()
     normalize, net = copy.deepcopy(demo.network[0]), copy.deepcopy(demo.network[1])
     fingerprint = hashlib.sha256(f"{demo.fingerprint}|{source}|{BOOST}|{PRUNED}".encode()).hexdigest()
     if source == "demo-pruned":

@@ -223,7 +223,7 @@ def _load(source: str | Path) -> Classifier:
     if str(source) == "demo":
         return load_demo()
     if str(source) in DEMO_VARIANTS:
-        return load_variant(str(source))
+        return load_variant(str(source), load_demo())
     path = Path(source)
     if not path.exists():
         raise ValueError(
