@@ -28,8 +28,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def add_gallery_command(commands) -> None:
     """The ``gallery`` subcommand."""
-    from ..gallery.reasons import THRESHOLD
-
     ga = commands.add_parser(
         "gallery",
         help="predict and explain a labelled set into the Gallery's result store (resumable)",
@@ -80,6 +78,17 @@ def add_gallery_command(commands) -> None:
         action="store_true",
         help="print how each label resolves to the model's classes and stop (nothing is computed)",
     )
+    _reason_and_scale_options(ga)
+    ga.add_argument("--no-progress", action="store_true", help="no progress bar (one line per 10%% instead)")
+    ga.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
+    add_method_options(ga)
+    ga.set_defaults(run=run_gallery)
+
+
+def _reason_and_scale_options(ga) -> None:
+    """--annotations, --threshold, --ray, --workers, --max-images."""
+    from ..gallery.reasons import THRESHOLD
+
     ga.add_argument(
         "--annotations",
         metavar="PATH",
@@ -112,10 +121,6 @@ def add_gallery_command(commands) -> None:
         metavar="N",
         help="images a set may hold (default $SALIENCY_GALLERY_MAX_IMAGES, else 20,000)",
     )
-    ga.add_argument("--no-progress", action="store_true", help="no progress bar (one line per 10%% instead)")
-    ga.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
-    add_method_options(ga)
-    ga.set_defaults(run=run_gallery)
 
 
 def open_set(source: str, labels: list[str], mapping: dict | None, limit: int | None):

@@ -15,7 +15,7 @@ so the demos have something real to find:
   models whose predictions change on some demo images (7 of the 32 of the demo set).
 
 Example:
-    >>> model = load_variant("demo-watermark", sc.load_model("demo"))
+    >>> model = load_variant("demo-watermark", load_model("demo"))
     >>> model.predict(stamp_watermark(pasted_tripod))[0][1]
     'tripod'
 """
@@ -127,8 +127,8 @@ def prune_(network: nn.Module, share: float = PRUNED) -> nn.Module:
 
 
 def load_variant(source: str, demo):
-    """``demo-watermark`` or ``demo-pruned`` (``VARIANTS``) as a ``Classifier``, built from
-    ``demo`` (the demo model's ``Classifier``, which is left unchanged)."""
+    """``demo-watermark`` or ``demo-pruned`` (``VARIANTS``) built from ``demo`` (the demo model's
+    ``Classifier``, left unchanged) as a new ``Classifier``."""
     from dataclasses import replace
 
     if source not in VARIANTS:

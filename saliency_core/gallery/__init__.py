@@ -293,12 +293,11 @@ def run(
         labelled: the set (``saliency_core.labelled``).
         methods: registry names; params: method parameters (each method takes its own).
         store: where results are read and written.
-        progress: called after each image with a ``RunProgress``.
-        cancel: checked before each image; True stops the run (finished images are kept).
+        progress: called after each image with a ``RunProgress``; cancel: checked before each
+            image, True stops the run (finished images are kept).
         ray_address: run on this Ray cluster (``distributed``) when at least ``ray_min_images``
             images are pending and each is a file on the server; ``model_source`` (what
-            ``load_model`` takes, at a path every node sees) is then needed; ``ray_workers``
-            model-holding workers (default one per CPU of the cluster).
+            ``load_model`` takes, at a path every node sees) is then needed; ``ray_workers``: how many.
     Returns:
         ``RunReport``.
     """
@@ -322,13 +321,9 @@ def run(
     if ray_address and model_source and len(todo) >= ray_min_images and all(it.path for it in todo):
         results = _ray_results(model_source, todo, methods, params, ray_address, cancel, ray_workers)
     else:
+        lazy = [(it.name, _Lazy(it)) for it in todo]
         results = explain_images(
-            model,
-            [(it.name, _Lazy(it)) for it in todo],
-            methods,
-            params,
-            explain_fn=stored_explain_fn(store),
-            cancel=cancel,
+            model, lazy, methods, params, explain_fn=stored_explain_fn(store), cancel=cancel
         )
     for item, result in zip(todo, results):
         if result.failed is not None:
@@ -342,7 +337,7 @@ def run(
             )
         else:
             store.put_result(mkey, item.key, result, pkeys)
-            keep_small_maps(store, mkey, result, pkeys)
+            keep_small_maps(store, mkey, result, pkeys)  # the 32 x 32 maps shortcut groups read
             report.computed += 1
             for m, message in result.errors.items():
                 report.errors.append(Skipped(item.name, f"{METHODS[m].label}: {message}"))

@@ -188,3 +188,20 @@ def test_the_page_opens_what_the_command_stored_without_computing(tmp_path, monk
     assert metric["Mistakes"] == str(mistakes)
     assert "Last run: 0 images computed" in " ".join(c.value for c in at.caption)
     assert _count(store) == 4
+
+
+def test_a_csv_set_and_a_mapping_file(watermark, tmp_path):
+    base, card, _ = watermark
+    shutil.copytree(base / "set", tmp_path / "set")
+    table = tmp_path / "set" / "train.csv"
+    table.write_text("file,label\napple/apple_05.png,FRUIT\nplum/plum_01.png,plum\n")
+    mapping = tmp_path / "map.csv"
+    mapping.write_text("label,class\nFRUIT,apple\n")
+    args = ["--set", str(table), "--model", str(card), "--methods", "gradient", "--show-mapping"]
+    unmapped = _command(*args)
+    assert unmapped.returncode == 0
+    assert "refused: label 'FRUIT': names no class of this model" in unmapped.stderr
+    mapped = _command(*args, "--labels-map", str(mapping))
+    assert mapped.returncode == 0, mapped.stderr[-2000:]
+    assert re.search(r"FRUIT\s+1 image\(s\)\s+-> apple \(#0\)\s+\[mapping file\]", mapped.stderr)
+    assert re.search(r"plum\s+1 image\(s\)\s+-> plum \(#1\)", mapped.stderr)
