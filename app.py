@@ -10,11 +10,14 @@ import streamlit as st
 
 import pages._signin as signin
 import saliency_core as sc
-from pages._common import DEFAULT_METHODS, get_model, page_guard, plain
 from pages._detail import detail_controls
+from pages._guard import page_guard
 from pages._method_settings import setting_widgets
+from pages._models import get_model
 from pages._plans import plan_caption
 from pages._qualification import start_demo_qualification
+from pages._settings import DEFAULT_METHODS
+from pages._text import plain
 from saliency_core.engine.cards import UPLOAD_SUFFIXES, card_rows, find_models, store_upload
 from saliency_core.engine.demo_variants import VARIANTS as DEMO_VARIANTS
 from saliency_core.engine.devices import describe as describe_device

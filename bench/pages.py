@@ -35,8 +35,8 @@ if ROOT not in sys.path:
 
 import torch
 
+import pages._defaults as defaults
 import saliency_core as sc
-from pages import _defaults as defaults
 
 PAGES = (
     "explain",

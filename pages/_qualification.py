@@ -13,7 +13,8 @@ import threading
 import streamlit as st
 
 import saliency_core as sc
-from pages._common import get_model, plain
+from pages._models import get_model
+from pages._text import plain
 from saliency_core.evaluation import qualification as ql
 from saliency_core.review import qualification as rq
 from saliency_core.review import store as rs

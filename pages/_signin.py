@@ -35,7 +35,8 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from pages._common import client_id, plain
+from pages._client import client_id
+from pages._text import plain
 from saliency_core.review import auth, identity
 from saliency_core.review import store as rs
 from saliency_core.review.identity import Account

@@ -8,19 +8,14 @@ import streamlit as st
 
 import pages._qualification as qualification
 import saliency_core as sc
-from pages._common import (
-    DISCLAIMER,
-    UPLOAD_TYPES,
-    cached_explain,
-    get_model,
-    model_key,
-    plain,
-    report_error,
-    require_frame,
-    settings,
-    unreadable,
-)
 from pages._detail import detail_settings
+from pages._frame import require_frame
+from pages._guard import report_error
+from pages._images import UPLOAD_TYPES, unreadable
+from pages._maps import cached_explain
+from pages._models import get_model, model_key
+from pages._settings import settings
+from pages._text import DISCLAIMER, plain
 from saliency_core.engine import render as rd
 from saliency_core.engine.detail import smooth
 from saliency_core.engine.safe_text import json_text, to_csv
@@ -49,10 +44,10 @@ with st.expander("How it works"):
 
 # ---- models A and B ---------------------------------------------------------------------------------
 cfg = settings()
-qualification.status_of(cfg["model"])  # which methods are qualified for the sidebar's model
+qualification.status_of(cfg.model)  # which methods are qualified for the sidebar's model
 choices = st.session_state.get("model_choices") or {"demo": "demo"}
 options = list(choices)
-first = options.index(cfg["model"]) if cfg["model"] in options else 0
+first = options.index(cfg.model) if cfg.model in options else 0
 c1, c2 = st.columns(2)
 source_a = c1.selectbox(
     "Model A (accepted)",
@@ -93,7 +88,7 @@ if model_a.fingerprint == model_b.fingerprint:
 
 usable_a, usable_b = sc.available_methods(model_a), sc.available_methods(model_b)
 methods = []
-for m in cfg["methods"]:
+for m in cfg.methods:
     why = usable_a.get(m) or usable_b.get(m)
     if why:
         st.warning(f"**{sc.METHODS[m].label}** is left out: it {why}.")
@@ -158,7 +153,7 @@ if not sources:
 for why in unreadable(sources):
     st.warning(f"Will be left out of the comparison: {plain(why)}")
 
-params = cfg["params"]
+params = cfg.params
 request = hashlib.sha256(
     repr(
         (

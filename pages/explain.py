@@ -15,33 +15,18 @@ import streamlit as st
 import pages._defaults as defaults
 import pages._qualification as qualification
 import saliency_core as sc
-from pages._common import (
-    DISCLAIMER,
-    UPLOAD_TYPES,
-    cached_explain,
-    cancellable,
-    colour_bar,
-    crop_key,
-    decode,
-    estimate_caption,
-    is_cached,
-    map_alt,
-    map_rows,
-    method_params,
-    model_key,
-    page_methods,
-    page_model,
-    plain,
-    png_bytes,
-    prediction_words,
-    region_labels,
-    report_error,
-    require_frame,
-    sanity_verdict,
-    settings,
-)
 from pages._detail import detail_settings
+from pages._frame import require_frame
+from pages._guard import report_error
+from pages._images import UPLOAD_TYPES, crop_key, decode, png_bytes, region_labels
+from pages._layout import colour_bar, map_rows
+from pages._maps import cached_explain, is_cached
 from pages._method_settings import setting_widget
+from pages._models import model_key
+from pages._run import cancellable, estimate_caption
+from pages._settings import method_params, page_methods, page_model, settings
+from pages._text import DISCLAIMER, map_alt, plain, prediction_words
+from pages._verdicts import sanity_verdict
 from saliency_core import pipeline
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
@@ -73,7 +58,7 @@ with st.expander("Read this before trusting a map"):
 
 cfg = settings()
 model = page_model(cfg)
-cfg["methods"] = page_methods(model, cfg)
+cfg.methods = page_methods(model, cfg)
 qualification.status(model)  # which methods are qualified for this model
 
 # ---- images -------------------------------------------------------------------------------
@@ -166,7 +151,7 @@ with st.expander("Target class and display", expanded=ss.get("explain_target_mod
         help="The densest regions are taken until they hold this share of the "
         "map's total (positive part for signed methods).",
     )
-averaging = [m for m in cfg["methods"] if sc.METHODS[m].averaging]
+averaging = [m for m in cfg.methods if sc.METHODS[m].averaging]
 if averaging:
     with st.expander("Sample until the map settles", expanded=False), st.form("settle"):
         st.checkbox(
@@ -182,10 +167,10 @@ if averaging:
         st.form_submit_button("Apply")
     if st.session_state.get("until_settled"):
         # never below the sidebar's count: that is where the first check happens
-        cfg["params"].update(
+        cfg.params.update(
             until_settled=True,
             max_samples=max(
-                int(st.session_state.get("max_samples", MAX_SAMPLES.default)), int(cfg["params"]["samples"])
+                int(st.session_state.get("max_samples", MAX_SAMPLES.default)), int(cfg.params["samples"])
             ),
         )
 
@@ -231,16 +216,16 @@ def target_for(item) -> int:
 jobs = [
     (item, m)
     for item in images
-    for m in cfg["methods"]
-    if not is_cached(model, item["hash"], m, target_for(item), method_params(m, cfg["params"]))
+    for m in cfg.methods
+    if not is_cached(model, item["hash"], m, target_for(item), method_params(m, cfg.params))
 ]
 signature = hashlib.sha256(
     repr(
         (
             model_key(model),
             [(i["hash"], target_for(i)) for i in images],
-            cfg["methods"],
-            sorted(cfg["params"].items()),
+            cfg.methods,
+            sorted(cfg.params.items()),
         )
     ).encode()
 ).hexdigest()
@@ -248,7 +233,7 @@ if ss.pop("explain__cancelled", False):  # Cancel was pressed: keep what was don
     ss["explain_paused"] = ss.get("explain_signature")
     ss["explain__running"] = False
 seconds = (
-    sum(es.map_seconds(es.pass_times(model), m, cfg["params"]) * time_share(model, m) for _, m in jobs)
+    sum(es.map_seconds(es.pass_times(model), m, cfg.params) * time_share(model, m) for _, m in jobs)
     if jobs
     else 0.0
 )
@@ -274,12 +259,12 @@ results: dict[int, pipeline.ImageResult] = {}
 def run_images(bar=None) -> None:
     for item in images:
         wanted = (
-            cfg["methods"]
+            cfg.methods
             if compute
             else [
                 m
-                for m in cfg["methods"]
-                if is_cached(model, item["hash"], m, target_for(item), method_params(m, cfg["params"]))
+                for m in cfg.methods
+                if is_cached(model, item["hash"], m, target_for(item), method_params(m, cfg.params))
             ]
         )
 
@@ -309,7 +294,7 @@ def run_images(bar=None) -> None:
             item["image"],
             item["name"],
             wanted,
-            cfg["params"],
+            cfg.params,
             target_for(item),
             explain_fn=cached_explain,
             progress=progress,
@@ -343,7 +328,7 @@ def cmap_for(s: str) -> str:
 
 scales = {}
 if shared:
-    for m in cfg["methods"]:
+    for m in cfg.methods:
         maps = [results[i["id"]].maps[m].saliency for i in images if m in results[i["id"]].maps]
         if maps:
             scales[m] = rd.shared_scale(maps, sign=sign_for(m), clip_percentile=clip)
@@ -524,7 +509,7 @@ for item in images:
             )
         missing = [
             sc.METHODS[m].label
-            for m in cfg["methods"]
+            for m in cfg.methods
             if m not in result.maps and m not in result.errors and m not in result.crashes
         ]
         if missing:

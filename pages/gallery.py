@@ -22,19 +22,8 @@ import streamlit as st
 import pages._qualification as qualification
 import pages._signin as signin
 import saliency_core as sc
-from pages._common import (
-    DISCLAIMER,
-    crop_key,
-    has_stability_verdicts,
-    method_params,
-    page_model,
-    region_labels,
-    require_frame,
-    sanity_verdict,
-    settings,
-    stability_verdict,
-)
 from pages._detail import drawn
+from pages._frame import require_frame
 from pages._gallery_reasons import (
     REASON_LABELS,
     annotations_for,
@@ -45,6 +34,10 @@ from pages._gallery_reasons import (
     shortcut_groups,
     show_mapping,
 )
+from pages._images import crop_key, region_labels
+from pages._settings import method_params, page_model, settings
+from pages._text import DISCLAIMER
+from pages._verdicts import has_stability_verdicts, sanity_verdict, stability_verdict
 from saliency_core import gallery
 from saliency_core.engine import render as rd
 from saliency_core.evaluation.labelled import (
@@ -172,7 +165,7 @@ def _request(kind: str, methods: list[str]) -> dict | None:
     if not methods:
         flash("error", "Choose at least one saliency method.")
         return None
-    request = {"kind": kind, "methods": methods, "params": dict(cfg["params"]), "model": cfg["model"]}
+    request = {"kind": kind, "methods": methods, "params": dict(cfg.params), "model": cfg.model}
     if kind == "folder":
         request["folder"] = ss.get("go_folder") or "."
     if kind == "zip":
@@ -510,7 +503,7 @@ if "gallery_flash" in ss:
     kind, text = ss.pop("gallery_flash")
     {"success": st.success, "info": st.info, "warning": st.warning}.get(kind, st.error)(text)
 
-if request.get("model") != cfg["model"]:
+if request.get("model") != cfg.model:
     st.warning(
         "The sidebar's model changed since this set was opened; results are shown for the model now "
         "chosen. Press **Open and compute** to compute what this model lacks."
@@ -1115,7 +1108,7 @@ else:
                     filtered,
                     methods,
                     params,
-                    model_source=cfg["model"],
+                    model_source=cfg.model,
                     title=f"Gallery: {labelled.description}, {outcome_word}",
                     outline_share=int(ss.get("outline_share", 30)) / 100 if report_outlines else None,
                     progress=lambda d, t, label: bar.progress(
@@ -1162,7 +1155,7 @@ if ss.get("gallery_running"):
                 store,
                 progress=progress,
                 ray_address=os.environ.get(RAY_ENV) or None,
-                model_source=cfg["model"],
+                model_source=cfg.model,
             )
         except ValueError as err:
             ss["gallery_running"] = False

@@ -9,18 +9,11 @@ import streamlit as st
 import pages._qualification as qf
 import pages._signin as signin
 import saliency_core as sc
-from pages._common import (
-    DISCLAIMER,
-    cancellable,
-    finish_run,
-    page_model,
-    plain,
-    report_error,
-    request_run,
-    require_frame,
-    run_active,
-    settings,
-)
+from pages._frame import require_frame
+from pages._guard import report_error
+from pages._run import cancellable, finish_run, request_run, run_active
+from pages._settings import page_model, settings
+from pages._text import DISCLAIMER, plain
 from saliency_core.evaluation import annotations as an
 from saliency_core.evaluation import qualification as ql
 from saliency_core.evaluation.data import pasted_objects
@@ -155,7 +148,7 @@ with st.form("qualify_form", border=False):
     st.multiselect(
         "Methods to qualify",
         [m for m in sc.METHODS if not usable.get(m)],
-        default=[m for m in cfg["methods"] if not usable.get(m)],
+        default=[m for m in cfg.methods if not usable.get(m)],
         key="qualify_methods",
         format_func=lambda n: sc.METHODS[n].label,
     )
@@ -182,7 +175,7 @@ if ss.pop("qualify_new", False):
             raise ValueError("Upload a ZIP of images and annotations, or choose the bundled pasted objects.")
         options = ql.QualificationSettings(
             list(ss.get("qualify_methods") or []),
-            params=cfg["params"],
+            params=cfg.params,
             step_fraction=float(ss.get("qualify_step", ql.DEMO_STEP)),
         )
         folder = os.path.join(os.environ.get(qf.FOLDER_ENV) or ql.DEMO_CACHE, "runs")

@@ -10,27 +10,14 @@ import streamlit as st
 
 import pages._qualification as qualification
 import saliency_core as sc
-from pages._common import (
-    DISCLAIMER,
-    UPLOAD_TYPES,
-    cached_explain,
-    cancellable,
-    decode,
-    estimate_caption,
-    finish_run,
-    is_cached,
-    method_params,
-    page_methods,
-    page_model,
-    plain,
-    report_error,
-    request_run,
-    require_frame,
-    run_active,
-    sanity_verdict,
-    settings,
-    unreadable,
-)
+from pages._frame import require_frame
+from pages._guard import report_error
+from pages._images import UPLOAD_TYPES, decode, unreadable
+from pages._maps import cached_explain, is_cached
+from pages._run import cancellable, estimate_caption, finish_run, request_run, run_active
+from pages._settings import method_params, page_methods, page_model, settings
+from pages._text import DISCLAIMER, plain
+from pages._verdicts import sanity_verdict
 from saliency_core import report as rp
 from saliency_core.engine import estimate as es
 from saliency_core.engine.safe_text import file_name
@@ -131,7 +118,7 @@ wanted = hashlib.sha256(
             model.fingerprint,
             model.card.get("digest"),
             methods,
-            sorted(cfg["params"].items()),
+            sorted(cfg.params.items()),
             title,
             make_pdf,
             [(n, hashlib.sha256(d).hexdigest()) for n, d in sources],
@@ -149,9 +136,7 @@ def maps_to_compute() -> dict:
         except ValueError:
             continue
         target, digest = model.predict(image, k=1)[0][0], sc.image_hash(image)
-        todo += [
-            m for m in methods if not is_cached(model, digest, m, target, method_params(m, cfg["params"]))
-        ]
+        todo += [m for m in methods if not is_cached(model, digest, m, target, method_params(m, cfg.params))]
     todo += [m for _ in sources[50:] for m in methods]
     return todo
 
@@ -161,7 +146,7 @@ for why in unreadable(sources):
     st.warning(f"Will be left out of the report: {plain(why)}")
 todo = maps_to_compute()
 times = es.pass_times(model)
-seconds = sum(es.map_seconds(times, m, cfg["params"]) for m in todo)
+seconds = sum(es.map_seconds(times, m, cfg.params) for m in todo)
 estimate_caption(seconds, f"Building it ({len(todo)} of {len(sources) * len(methods)} maps still to compute)")
 st.button(
     "Build report", type="primary", icon=":material/description:", on_click=request_run, args=("report",)
@@ -191,8 +176,8 @@ if run_active("report"):
                 model,
                 sources,
                 methods,
-                params=cfg["params"],
-                model_source=cfg["model"],
+                params=cfg.params,
+                model_source=cfg.model,
                 title=title,
                 sanity=verdicts or None,
                 progress=progress,

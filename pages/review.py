@@ -19,22 +19,14 @@ import streamlit as st
 import pages._qualification as qualification
 import pages._signin as signin
 import saliency_core as sc
-from pages._common import (
-    DISCLAIMER,
-    UPLOAD_TYPES,
-    cached_explain,
-    colour_bar,
-    decode,
-    map_alt,
-    map_rows,
-    method_params,
-    page_model,
-    plain,
-    prefetch,
-    require_frame,
-    settings,
-)
 from pages._detail import drawn
+from pages._frame import require_frame
+from pages._images import UPLOAD_TYPES, decode
+from pages._layout import colour_bar, map_rows
+from pages._maps import cached_explain
+from pages._prefetch import prefetch
+from pages._settings import method_params, page_model, settings
+from pages._text import DISCLAIMER, map_alt, plain
 from saliency_core import pipeline
 from saliency_core.engine import render as rd
 from saliency_core.engine.safe_text import file_name
@@ -270,7 +262,7 @@ def open_batch() -> None:
         spec = {
             "name": str(ss.get("rb_name", "")).strip() or derived,
             "source": source,
-            "methods": {m: method_params(m, cfg["params"]) for m in chosen},
+            "methods": {m: method_params(m, cfg.params) for m in chosen},
         }
         if can(who, "decide") and store is not None:  # a viewer's batch is not registered
             batch = store.open_batch(
@@ -311,7 +303,7 @@ with st.expander("Batch: choose the items and methods", expanded="review_batch" 
         st.multiselect(
             "Methods shown for each item",
             offered,
-            default=qualification.default_methods(model, offered, cfg["methods"]),
+            default=qualification.default_methods(model, offered, cfg.methods),
             key="rb_methods",
             format_func=lambda n: sc.METHODS[n].label,
             help="Fixed for the batch when it is first opened, so every reviewer sees the same.",

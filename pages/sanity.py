@@ -11,30 +11,16 @@ import streamlit as st
 
 import pages._defaults as defaults
 import saliency_core as sc
-from pages._common import (
-    DISCLAIMER,
-    UPLOAD_TYPES,
-    cancellable,
-    colour_bar,
-    computed,
-    estimate_caption,
-    finish_run,
-    is_computed,
-    map_alt,
-    map_rows,
-    method_params,
-    model_key,
-    page_methods,
-    page_model,
-    plain,
-    record_sanity_verdict,
-    report_error,
-    request_run,
-    require_frame,
-    run_active,
-    settings,
-    single_image,
-)
+from pages._frame import require_frame
+from pages._guard import report_error
+from pages._images import UPLOAD_TYPES, single_image
+from pages._layout import colour_bar, map_rows
+from pages._models import model_key
+from pages._results import computed, is_computed
+from pages._run import cancellable, estimate_caption, finish_run, request_run, run_active
+from pages._settings import method_params, page_methods, page_model, settings
+from pages._text import DISCLAIMER, map_alt, plain
+from pages._verdicts import record_sanity_verdict
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
 from saliency_core.engine.safe_text import json_text, to_csv
@@ -127,7 +113,7 @@ threshold = c3.slider(
 )
 seed = c3.number_input("Seed of the random weights", 0, 2**31 - 1, 0)
 maps_at = few_steps if maps_choice == FEW else list(range(1, int(depth) + 1))
-maps = {m: method_params(m, cfg["params"]) for m in methods}
+maps = {m: method_params(m, cfg.params) for m in methods}
 estimate_caption(
     es.sanity_seconds(es.pass_times(model), len(maps_at), maps),
     f"This check ({len(methods)} methods × {len(maps_at) + 1} maps)",
@@ -173,7 +159,7 @@ def run_key(method: str) -> tuple:
         request["depth"],
         request["seed"],
         request["maps_at"],
-        tuple(sorted(method_params(method, cfg["params"]).items())),
+        tuple(sorted(method_params(method, cfg.params).items())),
     )
 
 
@@ -188,7 +174,7 @@ def compute(m: str, progress=None) -> rz.SanityResult:
             mode=request["mode"],
             depth=request["depth"],
             seed=request["seed"],
-            params=method_params(m, cfg["params"]),
+            params=method_params(m, cfg.params),
             threshold=threshold,
             image_name=name,
             progress=progress,

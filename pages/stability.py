@@ -11,31 +11,17 @@ import streamlit as st
 
 import pages._defaults as defaults
 import saliency_core as sc
-from pages._common import (
-    DISCLAIMER,
-    UPLOAD_TYPES,
-    cancellable,
-    colour_bar,
-    decode,
-    estimate_caption,
-    finish_run,
-    map_alt,
-    map_rows,
-    method_params,
-    model_key,
-    page_methods,
-    page_model,
-    plain,
-    record_stability_verdict,
-    report_error,
-    request_run,
-    require_frame,
-    result_cache,
-    run_active,
-    settings,
-    single_image,
-)
 from pages._detail import detail_settings
+from pages._frame import require_frame
+from pages._guard import report_error
+from pages._images import UPLOAD_TYPES, decode, single_image
+from pages._layout import colour_bar, map_rows
+from pages._models import model_key
+from pages._results import result_cache
+from pages._run import cancellable, estimate_caption, finish_run, request_run, run_active
+from pages._settings import method_params, page_methods, page_model, settings
+from pages._text import DISCLAIMER, map_alt, plain
+from pages._verdicts import record_stability_verdict
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
 from saliency_core.engine.detail import smooth
@@ -154,7 +140,7 @@ with st.container(border=True):
         format="%.2f",
     )
     variants_planned = int(count) if source == GENERATED else len(similar)
-    maps = {m: method_params(m, cfg["params"]) for m in methods}
+    maps = {m: method_params(m, cfg.params) for m in methods}
     estimate_caption(
         es.stability_seconds(es.pass_times(model), variants_planned, maps),
         f"This check ({len(methods)} methods × {variants_planned + 1} images)",
@@ -217,7 +203,7 @@ if source == GENERATED:
 else:
     variants = stab.similar_variants(model, similar)
     variant_key = tuple(sc.image_hash(i) for _, i in similar)
-params = {m: method_params(m, cfg["params"]) for m in methods}
+params = {m: method_params(m, cfg.params) for m in methods}
 key = (
     "stability",
     *model_key(model),
@@ -248,7 +234,7 @@ if result is None and run_active("stability"):
                 image,
                 methods,
                 variants=variants,
-                params=cfg["params"],
+                params=cfg.params,
                 progress=progress,
                 done=partial,
                 on_result=keep,

@@ -12,24 +12,12 @@ from PIL import Image, ImageDraw
 
 import pages._defaults as defaults
 import saliency_core as sc
-from pages._common import (
-    DISCLAIMER,
-    GRID_CSS,
-    cancellable,
-    colour_bar,
-    estimate_caption,
-    finish_run,
-    map_alt,
-    method_params,
-    page_methods,
-    page_model,
-    plain,
-    report_error,
-    request_run,
-    require_frame,
-    run_active,
-    settings,
-)
+from pages._frame import require_frame
+from pages._guard import report_error
+from pages._layout import GRID_CSS, colour_bar
+from pages._run import cancellable, estimate_caption, finish_run, request_run, run_active
+from pages._settings import method_params, page_methods, page_model, settings
+from pages._text import DISCLAIMER, map_alt, plain
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
 from saliency_core.engine.safe_text import json_text, to_csv
@@ -204,7 +192,7 @@ insertion = c3.selectbox(
 )
 st.caption(
     f"Methods: {', '.join(sc.METHODS[m].label for m in methods)} (sidebar); SmoothGrad with "
-    f"{cfg['params']['samples']} samples. Each map explains the predicted class. Maps are scored on their "
+    f"{cfg.params['samples']} samples. Each map explains the predicted class. Maps are scored on their "
     "size (signed maps, such as Integrated Gradients and occlusion, on their positive part)."
 )
 
@@ -214,7 +202,7 @@ def points(fraction: float) -> int:
 
 
 def seconds_for(fraction: float | None, images: int) -> float:
-    maps = {m: method_params(m, cfg["params"]) for m in methods}
+    maps = {m: method_params(m, cfg.params) for m in methods}
     return es.validation_seconds(
         es.pass_times(model), images, maps, curve_points=points(fraction) if fraction else 0
     )
@@ -254,14 +242,14 @@ st.button(
 if st.session_state.pop("validate_new", False) and dataset is not None:  # this run's widget values
     options = va.ValidationSettings(
         methods=methods,
-        params=cfg["params"],
+        params=cfg.params,
         tolerance=float(tolerance),
         top_k=float(top_k),
         faithfulness=bool(faithful),
         step_fraction=STEPS[step_name],
         deletion_replacement=deletion,
         insertion_replacement=insertion,
-        seed=int(cfg["params"]["seed"]),
+        seed=int(cfg.params["seed"]),
         interval=interval,
     )
     try:

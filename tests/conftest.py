@@ -93,7 +93,7 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(autouse=True)
 def app_py_on_every_run(monkeypatch):
     """AppTest resets ``PagesManager.uses_pages_directory`` before each run; because pages/ exists,
-    every run would start in Streamlit's legacy pages mode, where pages/_common.require_frame()
+    every run would start in Streamlit's legacy pages mode, where pages/_frame.require_frame()
     restarts the run (dropping button clicks). A real server leaves that mode for good once
     app.py has called st.navigation: do the same here."""
     original = PagesManager.__init__

@@ -137,7 +137,7 @@ def test_page_bench_runs_the_pages_defaults(tmp_path):
     assert (
         "median wall s" in proc.stdout and f"engine from {os.path.join(ROOT, 'saliency_core')}" in proc.stdout
     )
-    from pages import _defaults as defaults
+    import pages._defaults as defaults
 
     settings = subprocess.run(
         [

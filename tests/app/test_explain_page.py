@@ -200,10 +200,10 @@ def test_layout_words_alt_text_downloads_and_one_caution_per_method():
 
 def test_sanity_verdict_shows_only_under_the_maps_of_its_photo():
     import saliency_core as sc
-    from pages._common import _sanity_verdicts, record_sanity_verdict
+    from pages._verdicts import forget_sanity_verdicts, record_sanity_verdict
     from saliency_core.evaluation import sanity as rz
 
-    _sanity_verdicts.clear()
+    forget_sanity_verdicts()
     at = _app()
     at.multiselect[0].set_value(["Cat (chelsea.png)", "Espresso (coffee.png)"])
     at = _apply(at, ["guided_backprop"], 4)
@@ -239,7 +239,7 @@ def test_sanity_verdict_shows_only_under_the_maps_of_its_photo():
     headings = [i for i, t in enumerate(texts) if "coffee" in str(t)]
     verdict_at = [i for i, t in enumerate(texts) if "Fails the randomisation" in str(t)]
     assert headings and verdict_at and verdict_at[0] < headings[0]
-    _sanity_verdicts.clear()
+    forget_sanity_verdicts()
 
 
 def test_gif_upload_is_read_and_errors_name_the_file_once():
@@ -278,12 +278,12 @@ def test_interactive_map_is_drawn_over_the_photo_with_pixel_axes():
 
 
 def test_cancel_keeps_the_maps_done_and_computes_the_rest_on_request(monkeypatch):
-    import pages._common as common
+    import pages._maps as maps
 
     at = _app()
     at = _apply(at, ["gradient"], 4)
     at.multiselect[0].set_value(["Espresso (coffee.png)"])
-    original, calls = common.cached_explain, []
+    original, calls = maps.cached_explain, []
 
     def cancelled_on_the_second_map(model, image, method, *args, **kwargs):
         calls.append(method)
@@ -293,7 +293,7 @@ def test_cancel_keeps_the_maps_done_and_computes_the_rest_on_request(monkeypatch
             raise __import__("streamlit").runtime.scriptrunner.StopException()
         return original(model, image, method, *args, **kwargs)
 
-    monkeypatch.setattr(common, "cached_explain", cancelled_on_the_second_map)
+    monkeypatch.setattr(maps, "cached_explain", cancelled_on_the_second_map)
     at.sidebar.multiselect(key="methods").set_value(["gradient", "gradcam"])
     at.sidebar.button[0].click()
     at = at.run()
@@ -304,7 +304,7 @@ def test_cancel_keeps_the_maps_done_and_computes_the_rest_on_request(monkeypatch
     captions = [c for el in _images(at) for c in _captions(el)]
     assert "Gradient" in captions and "Grad-CAM" not in captions
     assert any("Not computed yet: Grad-CAM" in c.value for c in at.caption)
-    monkeypatch.setattr(common, "cached_explain", original)
+    monkeypatch.setattr(maps, "cached_explain", original)
     next(b for b in at.button if b.label == "Compute 1 map(s)").click()
     at = at.run()
     assert not at.exception, at.exception

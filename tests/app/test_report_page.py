@@ -61,9 +61,9 @@ def test_images_chosen_on_explain_are_carried_over_and_an_empty_choice_says_what
 
 
 def test_report_page_produces_downloadable_files():
-    from pages._common import _sanity_verdicts
+    from pages._verdicts import forget_sanity_verdicts
 
-    _sanity_verdicts.clear()  # a sanity check run by an earlier test would add its section
+    forget_sanity_verdicts()  # a sanity check run by an earlier test would add its section
     at = _report_page()
     next(c for c in at.checkbox if c.label.startswith("The 1 image(s) chosen")).uncheck()
     next(m for m in at.multiselect if m.label.endswith("sample photos")).set_value(["Cat (chelsea.png)"])

@@ -294,7 +294,7 @@ def test_no_accounts_is_said_up_front_and_the_database_path_stays_on_the_server(
 
 
 def test_next_item_is_computed_while_the_current_one_is_shown(db):
-    import pages._common as common
+    import pages._maps as maps
 
     at = _review_page()
     at = _open_batch(at)
@@ -306,7 +306,7 @@ def test_next_item_is_computed_while_the_current_one_is_shown(db):
     deadline = __import__("time").time() + 120
     while True:  # the prefetch thread started by the page's run computes item 2 into the shared cache
         done = [
-            common.is_cached(model, sc.image_hash(following), m, target, sc.METHODS[m].params_for({}))
+            maps.is_cached(model, sc.image_hash(following), m, target, sc.METHODS[m].params_for({}))
             for m in CHEAP
         ]
         if all(done) or __import__("time").time() > deadline:
@@ -320,12 +320,12 @@ def test_next_item_is_computed_while_the_current_one_is_shown(db):
         calls.append(kwargs.get("method"))
         return original(*args, **kwargs)
 
-    common.sc.explain = counting
+    maps.sc.explain = counting
     try:
         _button(at, "Next").click()
         at = at.run()
     finally:
-        common.sc.explain = original
+        maps.sc.explain = original
     _ok(at)
     assert _position(at).startswith("**Item 2 of")
     assert calls == []  # Next showed maps computed ahead; nothing computed on the click

@@ -11,7 +11,7 @@ import pytest
 from _oidc import auth_section, oidc_provider, provider_settings
 from streamlit.testing.v1 import AppTest
 
-import pages._common
+import pages._models
 import saliency_core.pipeline
 from saliency_core.review import auth
 from saliency_core.review import store as rs
@@ -95,7 +95,7 @@ def test_no_page_computes_or_takes_an_upload_before_sign_in(site, page, monkeypa
     def refuse(*_args, **_kwargs):
         raise AssertionError("computed before sign-in")
 
-    monkeypatch.setattr(pages._common, "get_model", refuse)
+    monkeypatch.setattr(pages._models, "get_model", refuse)
     monkeypatch.setattr(saliency_core.pipeline, "explain_image", refuse)
     at = _app().run()
     at = at.switch_page(page).run()

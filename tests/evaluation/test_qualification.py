@@ -194,8 +194,8 @@ def test_guided_backprop_fails_the_sanity_criterion_on_the_demo_model(demo):
 
 def test_the_demo_qualifies_the_sidebars_default_methods():
     """The demo's qualification covers the methods every page starts with (pages/_defaults.py)."""
-    from pages import _defaults
+    import pages._defaults as page_defaults
 
-    assert list(ql.DEMO_METHODS) == list(_defaults.METHODS)
+    assert list(ql.DEMO_METHODS) == list(page_defaults.METHODS)
     settings = ql.demo_settings()
-    assert settings.methods == list(_defaults.METHODS) and settings.step_fraction == ql.DEMO_STEP
+    assert settings.methods == list(page_defaults.METHODS) and settings.step_fraction == ql.DEMO_STEP

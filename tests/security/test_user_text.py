@@ -142,12 +142,12 @@ def test_markdown_file_name_is_shown_as_text():
 def test_unexpected_error_shows_a_reference_not_a_stack_trace(monkeypatch):
     """Hostile input: anything that makes a page raise; the page must not show the trace or the
     exception's text (which can hold paths and values from the server)."""
-    import pages._common as common
+    import pages._settings as sidebar
 
     def broken():
         raise RuntimeError("secret server detail /etc/saliency/keys")
 
-    monkeypatch.setattr(common, "settings", broken)
+    monkeypatch.setattr(sidebar, "settings", broken)
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=300).run()
     assert not at.exception, [e.value for e in at.exception]
     [error] = [e.value for e in at.error]
