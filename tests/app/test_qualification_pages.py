@@ -4,13 +4,16 @@ one in words; SALIENCY_HIDE_UNQUALIFIED=1 keeps unqualified methods from reviewe
 the pages say "not qualified yet"; the Qualify page shows the scorecard and signs off for admins only."""
 
 import os
+import time
 
 import pytest
 from conftest import shown
 from streamlit.testing.v1 import AppTest
 
+import pages._signin as signin
 import saliency_core as sc
 from saliency_core.evaluation.qualification import Qualification
+from saliency_core.review import auth
 from saliency_core.review.auth import Account
 from saliency_core.review.qualification import QualificationStore
 from saliency_core.review.store import ReviewStore, sqlite_url
@@ -124,7 +127,11 @@ def test_no_record_says_not_qualified_yet_and_how(tmp_path, monkeypatch):
     assert "python -m saliency_core qualify" in text
 
 
-def test_qualify_page_shows_the_scorecard_and_signs_off_for_admins_only(in_force):
+def test_qualify_page_shows_the_scorecard_and_signs_off_for_admins_only(in_force, tmp_path, monkeypatch):
+    users = tmp_path / "users.toml"  # signed in through the sign-in gate's local accounts
+    auth.add_user("bob", "bob-password-1", path=users, rounds=4)
+    auth.add_user("quinn", "quinn-password-1", role="admin", path=users, rounds=4)
+    monkeypatch.setenv("SALIENCY_USERS", str(users))
     with ReviewStore(in_force) as store:  # a newer scorecard, awaiting sign-off
         newer = QualificationStore(store).add(_scorecard(sc.load_model("demo").fingerprint), run_by="bob")
     at = _page("pages/qualify.py", ["gradcam"])
@@ -133,10 +140,10 @@ def test_qualify_page_shows_the_scorecard_and_signs_off_for_admins_only(in_force
     table = at.dataframe[0].value  # the newest scorecard, chosen first
     assert set(table["Criterion"]) == {"Randomisation sanity check"} and "Interval" in table
     assert at.button(key="FormSubmitter:qualify_signoff-Approve").disabled  # not signed in
-    at.session_state["review_account"] = Account("bob", "reviewer")
+    at.session_state[signin.LOCAL_KEY] = {"name": "bob", "at": time.time()}
     at = at.run()
     assert at.button(key="FormSubmitter:qualify_signoff-Approve").disabled  # a reviewer cannot
-    at.session_state["review_account"] = Account("quinn", "admin")
+    at.session_state[signin.LOCAL_KEY] = {"name": "quinn", "at": time.time()}
     at = at.run()
     at.text_input(key="qualify_note").input("read every row")
     at = at.button(key="FormSubmitter:qualify_signoff-Approve").click().run()
