@@ -28,8 +28,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def add_gallery_command(commands) -> None:
     """The ``gallery`` subcommand."""
-    from ..gallery.reasons import THRESHOLD
-
     ga = commands.add_parser(
         "gallery",
         help="predict and explain a labelled set into the Gallery's result store (resumable)",
@@ -40,6 +38,15 @@ def add_gallery_command(commands) -> None:
         "bar with rate and time left, then a summary. Exit status 1 when any image could not be read, "
         "a method failed on an image, or files or labels of the set were left out; 2 for a usage error.",
     )
+    _add_set_options(ga)
+    _add_region_options(ga)
+    _add_run_options(ga)
+    add_method_options(ga)
+    ga.set_defaults(run=run_gallery)
+
+
+def _add_set_options(ga) -> None:
+    """The set, the model, the methods, the store and how labels map to classes."""
     ga.add_argument(
         "--set",
         required=True,
@@ -80,6 +87,12 @@ def add_gallery_command(commands) -> None:
         action="store_true",
         help="print how each label resolves to the model's classes and stop (nothing is computed)",
     )
+
+
+def _add_region_options(ga) -> None:
+    """The annotated regions and the share of a map that counts as looking at the part."""
+    from ..gallery.reasons import THRESHOLD
+
     ga.add_argument(
         "--annotations",
         metavar="PATH",
@@ -96,6 +109,10 @@ def add_gallery_command(commands) -> None:
         help=f"share of the map inside the region at or above which an image looked at the part "
         f"(default {THRESHOLD:g})",
     )
+
+
+def _add_run_options(ga) -> None:
+    """Where and how the run computes: Ray, workers, the size limit, progress, tracebacks."""
     ga.add_argument(
         "--ray",
         metavar="ADDRESS",
@@ -114,8 +131,6 @@ def add_gallery_command(commands) -> None:
     )
     ga.add_argument("--no-progress", action="store_true", help="no progress bar (one line per 10%% instead)")
     ga.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
-    add_method_options(ga)
-    ga.set_defaults(run=run_gallery)
 
 
 def open_set(source: str, labels: list[str], mapping: dict | None, limit: int | None):
