@@ -384,25 +384,16 @@ def run_validation_ray(
         ValueError: bad settings, no usable method, Ray missing or unreachable, a results file
             of another run with ``resume``, or a data set that differs on a worker.
     """
-    from .engine.models import load_model
     from .evaluation.validate import ImageScores, RunTotals, plan_run
 
     settings.check()
     started = time.perf_counter()
-    model = model if model is not None else load_model(model_source)
-    data = listing if listing is not None else dataset()
+    model, data = _driver_copies(model_source, dataset, model, listing)
     plan = plan_run(model, settings)
     names = [item.name for item in data.items]
-    record = settings.record()
-    key = {
-        "command": "validate",
-        "model": model.fingerprint,
-        "settings": {k: record[k] for k in PER_IMAGE_SETTINGS},
-        "data": {"description": data.description, "images": len(names), "names_sha256": _names_digest(names)},
-    }
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    results = ResultsLog(folder / VALIDATE_LOG, key, resume)
+    results = ResultsLog(folder / VALIDATE_LOG, _validation_key(model, data, names, settings), resume)
     todo = [{"index": i, "name": name} for i, name in enumerate(names) if i not in results.done]
     total, done = len(names), len(results.done)
     say = log or (lambda line: None)
@@ -414,37 +405,88 @@ def run_validation_ray(
     if progress:
         progress(done, total, None)
     if todo:
-        run = uuid.uuid4().hex[:12]
-        with connected(address) as ray:
-            actors, cpus, gpus = _pool(ray, workers, threads, gpu)
-            say(_describe_pool(ray, address, actors, cpus, gpus))
-            constructor = {
-                "model_source": model_source,
-                "dataset": dataset,
-                "settings": settings,
-                "threads": cpus,
-                "gpus": gpus,
-                "run": run,
-            }
-            for block in _user_errors(
-                stream(
-                    todo,
-                    _ValidateWorker,
-                    constructor,
-                    workers=actors,
-                    cpus=cpus,
-                    gpus=gpus,
-                    batch_size=batch_size,
-                )
-            ):
-                results.append([json.loads(line) for line in block["line"]])
-                done += len(block["line"])
-                if progress:  # no estimate of the time left: blocks come back in bursts
-                    progress(done, total, None)
+        constructor = {
+            "model_source": model_source,
+            "dataset": dataset,
+            "settings": settings,
+            "run": uuid.uuid4().hex[:12],
+        }
+        pool = _PoolSettings(address, workers, threads, gpu, batch_size)
+        _score_on_pool(todo, constructor, pool, say, results, progress, done, total)
     totals = RunTotals(list(data.skipped) + plan.skipped)
     for line in results.records():
         totals.add(ImageScores.from_record(line))
     return totals.result(settings, model, data.description, total, started)
+
+
+def _score_on_pool(todo, constructor, pool, say, results, progress, done: int, total: int) -> None:
+    """Score ``todo`` on the actor pool, appending each block to ``results`` and reporting progress."""
+    with _pool_blocks(todo, _ValidateWorker, constructor, pool, say) as blocks:
+        for block in blocks:
+            results.append([json.loads(line) for line in block["line"]])
+            done += len(block["line"])
+            if progress:  # no estimate of the time left: blocks come back in bursts
+                progress(done, total, None)
+
+
+def _driver_copies(model_source: str, dataset: Callable, model, listing):
+    """The driver's model and data set: those given, else loaded from ``model_source`` and ``dataset``."""
+    from .engine.models import load_model
+
+    model = model if model is not None else load_model(model_source)
+    data = listing if listing is not None else dataset()
+    return model, data
+
+
+def _validation_key(model, data, names: list[str], settings) -> dict:
+    """What identifies a validation run for ``resume``: model, per-image settings and data."""
+    record = settings.record()
+    return {
+        "command": "validate",
+        "model": model.fingerprint,
+        "settings": {k: record[k] for k in PER_IMAGE_SETTINGS},
+        "data": {"description": data.description, "images": len(names), "names_sha256": _names_digest(names)},
+    }
+
+
+@dataclass(frozen=True)
+class _PoolSettings:
+    """Where and how a run's actors are placed: ``address``, ``workers``, ``threads``, ``gpu``,
+    ``batch_size`` as ``run_validation_ray`` takes them."""
+
+    address: str
+    workers: int | None
+    threads: int
+    gpu: bool | None
+    batch_size: int
+
+
+@contextmanager
+def _pool_blocks(
+    todo: list[dict],
+    worker: type,
+    constructor: dict,
+    pool: _PoolSettings,
+    say: Callable[[str], None],
+    preserve_order: bool = False,
+):
+    """Connect to Ray, size and describe the actor pool, and give the blocks ``worker`` returns
+    for ``todo`` (workers' ValueErrors in their own words); the connection lasts the ``with``."""
+    with connected(pool.address) as ray:
+        actors, cpus, gpus = _pool(ray, pool.workers, pool.threads, pool.gpu)
+        say(_describe_pool(ray, pool.address, actors, cpus, gpus))
+        yield _user_errors(
+            stream(
+                todo,
+                worker,
+                {**constructor, "threads": cpus, "gpus": gpus},
+                workers=actors,
+                cpus=cpus,
+                gpus=gpus,
+                batch_size=pool.batch_size,
+                preserve_order=preserve_order,
+            )
+        )
 
 
 def _user_errors(blocks: Iterator[dict]) -> Iterator[dict]:
@@ -562,58 +604,53 @@ def run_explain_ray(
             f"resuming: {len(earlier)} of {len(images)} image(s) already written ({results.path}); "
             f"explaining the other {len(images) - len(earlier)}"
         )
-    pending = list(earlier)
-    out_list: list[ExplainedImage] = []
-
-    def replay_until(index: int) -> None:
-        while pending and pending[0].index < index:
-            item = pending.pop(0)
-            replay(item)
-            out_list.append(item)
-
+    ordered = _InOrder(earlier, replay)
     todo = [
         {"index": i, "path": path, "name": name}
         for i, (name, path) in enumerate(images)
         if i not in results.done
     ]
     if todo:
-        with connected(address) as ray:
-            actors, cpus, gpus = _pool(ray, workers, threads, gpu)
-            say(_describe_pool(ray, address, actors, cpus, gpus))
-            constructor = {
-                "model_source": model_source,
-                "methods": methods,
-                "options": options,
-                "threads": cpus,
-                "gpus": gpus,
+        constructor = {"model_source": model_source, "methods": methods, "options": options}
+        pool = _PoolSettings(address, workers, threads, gpu, batch_size)
+        with _pool_blocks(todo, _ExplainWorker, constructor, pool, say, preserve_order=True) as blocks:
+            for block in blocks:
+                results.append(_write_block(block, images, write, ordered))
+    ordered.replay_until(len(images))
+    return ordered.out
+
+
+class _InOrder:
+    """Every image's ``ExplainedImage`` in input order: an earlier run's are replayed before
+    the first newly written image that follows them."""
+
+    def __init__(self, earlier: list[ExplainedImage], replay: Callable[[ExplainedImage], None]):
+        self.pending = list(earlier)
+        self.replay = replay
+        self.out: list[ExplainedImage] = []
+
+    def replay_until(self, index: int) -> None:
+        while self.pending and self.pending[0].index < index:
+            item = self.pending.pop(0)
+            self.replay(item)
+            self.out.append(item)
+
+
+def _write_block(block: dict, images, write, ordered: _InOrder) -> list[dict]:
+    """Write one block's images (after replaying earlier ones before them); their log records."""
+    finished = []
+    for index, blob in zip(block["index"], block["results"]):
+        index = int(index)
+        ordered.replay_until(index)
+        item = write(index, images[index][0], pickle.loads(blob))
+        ordered.out.append(item)
+        finished.append(
+            {
+                "index": index,
+                "image": item.image,
+                "stem": item.stem,
+                "written": item.written,
+                "failed": item.failed,
             }
-            for block in _user_errors(
-                stream(
-                    todo,
-                    _ExplainWorker,
-                    constructor,
-                    workers=actors,
-                    cpus=cpus,
-                    gpus=gpus,
-                    batch_size=batch_size,
-                    preserve_order=True,
-                )
-            ):
-                finished = []
-                for index, blob in zip(block["index"], block["results"]):
-                    index = int(index)
-                    replay_until(index)
-                    item = write(index, images[index][0], pickle.loads(blob))
-                    out_list.append(item)
-                    finished.append(
-                        {
-                            "index": index,
-                            "image": item.image,
-                            "stem": item.stem,
-                            "written": item.written,
-                            "failed": item.failed,
-                        }
-                    )
-                results.append(finished)
-    replay_until(len(images))
-    return out_list
+        )
+    return finished

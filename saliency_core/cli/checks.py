@@ -26,9 +26,13 @@ from .common import (
 
 def add_check_commands(commands) -> None:
     """The ``stability`` and ``sanity`` subcommands (engine: saliency_core/evaluation/)."""
-    from ..evaluation import sanity as rz
-    from ..evaluation import stability as stab
+    common = _common_options()
+    _add_stability_parser(commands, common)
+    _add_sanity_parser(commands, common)
 
+
+def _common_options() -> Parser:
+    """The options ``stability`` and ``sanity`` share, as a parent parser."""
     common = Parser(add_help=False)
     common.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     common.add_argument(
@@ -41,6 +45,12 @@ def add_check_commands(commands) -> None:
     common.add_argument("--model", default="demo", metavar="PATH", help="model to check (default: demo)")
     common.add_argument("--out", metavar="FILE", help="also write the full results as JSON")
     common.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
+    return common
+
+
+def _add_stability_parser(commands, common: Parser) -> None:
+    """The ``stability`` subcommand and its perturbation and verdict options."""
+    from ..evaluation import stability as stab
 
     st = commands.add_parser(
         "stability",
@@ -105,6 +115,11 @@ def add_check_commands(commands) -> None:
     )
     add_method_options(st)
     st.set_defaults(run=run_stability)
+
+
+def _add_sanity_parser(commands, common: Parser) -> None:
+    """The ``sanity`` subcommand and its randomisation options."""
+    from ..evaluation import sanity as rz
 
     sa = commands.add_parser(
         "sanity",

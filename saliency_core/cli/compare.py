@@ -138,40 +138,18 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if not make_folder(out):
         return 2
     start = time.perf_counter()
-    try:
-        model_a = load_model(args.model_a, device=args.device)
-        model_b = load_model(args.model_b, device=args.device)
-    except ValueError as err:
-        say(f"error: {err}")
+    models = _load_models(args, start)
+    if models is None:
         return 1
-    say(
-        f"model A {model_a.name} (sha256 {model_a.fingerprint[:12]}…), model B {model_b.name} "
-        f"(sha256 {model_b.fingerprint[:12]}…) loaded in {time.perf_counter() - start:.1f} s"
-    )
-    labels, problems = None, []
-    if args.labels:
-        try:
-            labels, problems = read_labels(args.labels, model_a.labels)
-        except ValueError as err:
-            say(f"error: {err}")
-            return 1
-        for problem in problems:
-            say(f"warning: {problem}")
+    model_a, model_b = models
+    read = _read_compare_labels(args, model_a)
+    if read is None:
+        return 1
+    labels, problems = read
     params = method_params(args)
     settings = CompareSettings(methods=methods, params=params, most_moved=args.most_moved)
-    paths = image_files(args.images)
-    stems = [p.name for p in paths]
-    names = stems if len(set(stems)) == len(stems) else [str(p) for p in paths]  # file names when unique
-    images = list(zip(names, paths))
+    images = _named_images(args.images)
     keep = _KeepMaps(model_b) if args.report else None
-    shown = [0]
-
-    def progress(done, total, label):  # every 5 %
-        step = max(1, total // 20)
-        if done == total or done // step > shown[0]:
-            shown[0] = done // step
-            say(f"[{done}/{total}] {label}")
-
     try:
         result = compare_models(
             model_a,
@@ -181,7 +159,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             labels,
             label_problems=problems,
             explain_fn=keep,
-            progress=progress,
+            progress=_progress_printer(),
         )
     except ValueError as err:
         say(f"error: {err}")
@@ -193,17 +171,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         for m, reason in result.skipped_methods.items():
             say(f"skipping {m}: {reason}")
     failed = say_failures(result.skipped, result.images)
-    try:
-        to_csv(result.table(), out / "comparison.csv")  # image names neutralised (formula injection)
-        to_csv(result.methods_table(), out / "methods.csv")
-        record = {
-            **result.record(),
-            "command": sys.argv[1:],
-            "sources": {"model_a": _source(args.model_a), "model_b": _source(args.model_b)},
-        }
-        (out / "summary.json").write_text(dumps(record))
-    except OSError as err:
-        say(f"error: cannot write to {out}: {err.strerror or err}")
+    if not _write_tables(args, out, result):
         return 1
     for line in result.summary_lines():
         print(line, flush=True)
@@ -215,6 +183,73 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         f"compared, tables in {out}" + (f", {failed} failure(s)" if failed else "")
     )
     return 1 if failed or not result.images else 0
+
+
+def _load_models(args, start: float):
+    """Models A and B, announced with their fingerprints; None (the error said) if one cannot load."""
+    try:
+        model_a = load_model(args.model_a, device=args.device)
+        model_b = load_model(args.model_b, device=args.device)
+    except ValueError as err:
+        say(f"error: {err}")
+        return None
+    say(
+        f"model A {model_a.name} (sha256 {model_a.fingerprint[:12]}…), model B {model_b.name} "
+        f"(sha256 {model_b.fingerprint[:12]}…) loaded in {time.perf_counter() - start:.1f} s"
+    )
+    return model_a, model_b
+
+
+def _read_compare_labels(args, model_a):
+    """(labels, problems) from ``--labels``, problems said as warnings; None (error said) if unreadable."""
+    labels, problems = None, []
+    if args.labels:
+        try:
+            labels, problems = read_labels(args.labels, model_a.labels)
+        except ValueError as err:
+            say(f"error: {err}")
+            return None
+        for problem in problems:
+            say(f"warning: {problem}")
+    return labels, problems
+
+
+def _named_images(given) -> list:
+    """(name, path) per image: file names when they are unique, else the paths."""
+    paths = image_files(given)
+    stems = [p.name for p in paths]
+    names = stems if len(set(stems)) == len(stems) else [str(p) for p in paths]
+    return list(zip(names, paths))
+
+
+def _progress_printer():
+    """A progress callback that prints every 5 %."""
+    shown = [0]
+
+    def progress(done, total, label):
+        step = max(1, total // 20)
+        if done == total or done // step > shown[0]:
+            shown[0] = done // step
+            say(f"[{done}/{total}] {label}")
+
+    return progress
+
+
+def _write_tables(args, out: Path, result) -> bool:
+    """comparison.csv, methods.csv and summary.json in ``out``; False (the error said) if unwritable."""
+    try:
+        to_csv(result.table(), out / "comparison.csv")  # image names neutralised (formula injection)
+        to_csv(result.methods_table(), out / "methods.csv")
+        record = {
+            **result.record(),
+            "command": sys.argv[1:],
+            "sources": {"model_a": _source(args.model_a), "model_b": _source(args.model_b)},
+        }
+        (out / "summary.json").write_text(dumps(record))
+    except OSError as err:
+        say(f"error: cannot write to {out}: {err.strerror or err}")
+        return False
+    return True
 
 
 def _source(given: str) -> str:

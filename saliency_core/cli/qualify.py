@@ -32,9 +32,6 @@ from .common import (
 
 def add_qualify_command(commands) -> None:
     """The ``qualify`` subcommand."""
-    from ..evaluation import qualification as ql
-
-    rules = ql.QualificationRules()
     qu = commands.add_parser(
         "qualify",
         help="qualify methods for a model on an annotated set (50+ images): scorecard and verdicts",
@@ -46,6 +43,38 @@ def add_qualify_command(commands) -> None:
         "DIR/scorecard.csv and DIR/qualification.json; rerun to resume a stopped run (DIR/results.jsonl). "
         "Exit status 1 when a method asked for is not qualified.",
     )
+    _add_dataset_options(qu)
+    qu.add_argument(
+        "--methods",
+        "--method",
+        dest="methods",
+        action="append",
+        metavar="NAME",
+        help=f"methods to qualify, comma-separated or repeated ({', '.join(METHODS)})",
+    )
+    qu.add_argument("--model", default="demo", metavar="PATH", help="'demo' (default), a model file or card")
+    qu.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    qu.add_argument("--store", metavar="URL", help="record the scorecard in this review database")
+    qu.add_argument("--by", metavar="NAME", help="who ran it, as recorded (default: the system user name)")
+    qu.add_argument(
+        "--step", type=ranged(0.001, 0.5), default=0.1, metavar="F", help="deletion/insertion step"
+    )
+    for name, help_text in (
+        ("sanity-images", "images sampled for the sanity check (default 3)"),
+        ("stability-images", "images sampled for the stability check (default 5)"),
+        ("reproducibility-images", "images sampled for the reproducible detail (default 3)"),
+    ):
+        qu.add_argument(f"--{name}", type=whole_number(0), metavar="N", help=help_text)
+    _add_rule_options(qu)
+    qu.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
+    add_method_options(qu)
+    qu.set_defaults(run=run_qualify)
+
+
+def _add_dataset_options(qu) -> None:
+    """The data set options: a folder and annotations, the pasted set, or the demo's qualification."""
+    from ..evaluation import qualification as ql
+
     source = qu.add_argument_group("data set (one of)")
     source.add_argument("--images", metavar="DIR", help="folder of images (searched recursively) or a ZIP")
     source.add_argument(
@@ -75,27 +104,13 @@ def add_qualify_command(commands) -> None:
         metavar="DIR",
         help=f"--demo: where it is kept (default {ql.DEMO_CACHE})",
     )
-    qu.add_argument(
-        "--methods",
-        "--method",
-        dest="methods",
-        action="append",
-        metavar="NAME",
-        help=f"methods to qualify, comma-separated or repeated ({', '.join(METHODS)})",
-    )
-    qu.add_argument("--model", default="demo", metavar="PATH", help="'demo' (default), a model file or card")
-    qu.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    qu.add_argument("--store", metavar="URL", help="record the scorecard in this review database")
-    qu.add_argument("--by", metavar="NAME", help="who ran it, as recorded (default: the system user name)")
-    qu.add_argument(
-        "--step", type=ranged(0.001, 0.5), default=0.1, metavar="F", help="deletion/insertion step"
-    )
-    for name, help_text in (
-        ("sanity-images", "images sampled for the sanity check (default 3)"),
-        ("stability-images", "images sampled for the stability check (default 5)"),
-        ("reproducibility-images", "images sampled for the reproducible detail (default 3)"),
-    ):
-        qu.add_argument(f"--{name}", type=whole_number(0), metavar="N", help=help_text)
+
+
+def _add_rule_options(qu) -> None:
+    """The pass rules, defaulting to the rules' own values."""
+    from ..evaluation import qualification as ql
+
+    rules = ql.QualificationRules()
     group = qu.add_argument_group("pass rules (the defaults come from the literature; tighten, never loosen)")
     group.add_argument("--min-images", type=whole_number(1), default=rules.min_images, metavar="N")
     group.add_argument(
@@ -111,9 +126,6 @@ def add_qualify_command(commands) -> None:
     group.add_argument(
         "--max-reproducible-px", type=ranged(0, 64), default=rules.max_reproducible_px, metavar="PX"
     )
-    qu.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
-    add_method_options(qu)
-    qu.set_defaults(run=run_qualify)
 
 
 def _settings(args, methods):

@@ -24,6 +24,12 @@ from .common import (
 
 def add_report_commands(commands) -> None:
     """The ``report`` and ``replay`` subcommands."""
+    _add_report_parser(commands)
+    _add_replay_parser(commands)
+
+
+def _add_report_parser(commands) -> None:
+    """The ``report`` subcommand and its options."""
     rp = commands.add_parser(
         "report",
         help="a self-contained HTML report (and PDF) of images x methods",
@@ -78,6 +84,9 @@ def add_report_commands(commands) -> None:
     add_method_options(rp)
     rp.set_defaults(run=run_report)
 
+
+def _add_replay_parser(commands) -> None:
+    """The ``replay`` subcommand and its options."""
     rr = commands.add_parser(
         "replay",
         help="recompute every map of a report and say whether it matches",

@@ -30,9 +30,6 @@ from .common import (
 
 def add_validate_command(commands) -> None:
     """The ``validate`` subcommand."""
-    from ..evaluation import faithfulness as fa
-    from ..evaluation import localisation as lo
-
     va = commands.add_parser(
         "validate",
         help="score maps against annotated regions over a data set (50+ images)",
@@ -43,6 +40,20 @@ def add_validate_command(commands) -> None:
         "gain over the centre baseline), DIR/summary_table.csv, DIR/skipped.csv and "
         "DIR/validation.json. Exit status 1 if any item was skipped.",
     )
+    _add_dataset_options(va)
+    _add_scoring_options(va)
+    va.add_argument(
+        "--model", default="demo", metavar="PATH", help="'demo' (default), a model file or a model card"
+    )
+    va.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    va.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
+    add_ray_options(va, "score the images")
+    add_method_options(va)
+    va.set_defaults(run=run_validate)
+
+
+def _add_dataset_options(va) -> None:
+    """The data set options: a folder and annotations, the demo, or the pasted benchmark."""
     source = va.add_argument_group("data set (one of)")
     source.add_argument("--images", metavar="DIR", help="folder of images (searched recursively) or a ZIP")
     source.add_argument(
@@ -67,6 +78,13 @@ def add_validate_command(commands) -> None:
     source.add_argument(
         "--pasted-seed", type=whole_number(0), default=0, metavar="S", help="its seed (default 0)"
     )
+
+
+def _add_scoring_options(va) -> None:
+    """The methods and the scoring options: pointing tolerance, top-k, the curves, the interval."""
+    from ..evaluation import faithfulness as fa
+    from ..evaluation import localisation as lo
+
     va.add_argument(
         "--methods",
         "--method",
@@ -119,46 +137,17 @@ def add_validate_command(commands) -> None:
         default="bootstrap",
         help="95%% CI: percentile bootstrap over images (default) or Student t",
     )
-    va.add_argument(
-        "--model", default="demo", metavar="PATH", help="'demo' (default), a model file or a model card"
-    )
-    va.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    va.add_argument("--traceback", action="store_true", help="print full tracebacks of unexpected errors")
-    add_ray_options(va, "score the images")
-    add_method_options(va)
-    va.set_defaults(run=run_validate)
 
 
 def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ..evaluation import annotations as an
-    from ..evaluation.data import demo_dataset, pasted_objects
-    from ..evaluation.validate import ValidationSettings, run_validation
-
-    chosen = [bool(args.images or args.annotations), args.demo, args.pasted is not None]
-    if sum(chosen) != 1:
-        parser.error("give one data set: --images DIR --annotations FILE, --demo, or --pasted N")
-    if args.images and not args.annotations and not str(args.images).lower().endswith(".zip"):
-        parser.error("--images DIR needs --annotations FILE (only a ZIP can hold both)")
-    if args.annotations and not args.images:
-        parser.error("--annotations needs --images DIR")
+    _check_dataset_choice(args, parser)
     methods, expanded = chosen_methods(args.methods, parser)
     check_ray_options(args, parser)
     out = Path(args.out)
     if not make_folder(out):
         return 2
     start = time.perf_counter()
-    if args.demo:
-        make_dataset = demo_dataset
-    elif args.pasted is not None:
-        make_dataset = partial(pasted_objects, args.pasted, seed=args.pasted_seed)
-    elif args.ray:  # the workers list the folder themselves: absolute paths
-        make_dataset = partial(
-            an.dataset_from_folder,
-            str(Path(args.images).resolve()),
-            str(Path(args.annotations).resolve()) if args.annotations else None,
-        )
-    else:
-        make_dataset = partial(an.dataset_from_folder, args.images, args.annotations)
+    make_dataset = _dataset_maker(args)
     try:
         model = load_model(args.model, device=args.device)
         dataset = make_dataset()
@@ -167,53 +156,13 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         return 1
     if expanded:
         methods = runnable_methods(model, methods)
-    params = method_params(args)
-    settings = ValidationSettings(
-        methods=methods,
-        params=params,
-        tolerance=args.tolerance,
-        top_k=args.top_k,
-        faithfulness=not args.no_faithfulness,
-        step_fraction=args.step,
-        deletion_replacement=args.deletion_replacement,
-        insertion_replacement=args.insertion_replacement,
-        seed=args.seed or 0,
-        interval=args.interval,
-        worst=0,
-    )
+    settings = _validation_settings(args, methods)
     say(
         f"{dataset.description} ({len(dataset)} annotated image(s), {len(dataset.skipped)} item(s) skipped "
         f"so far); model {model.name}"
     )
-
-    shown = [0]
-
-    def progress(done, total, eta):  # every 5 % (a Ray run reports whole blocks at a time)
-        step = max(1, total // 20)
-        if done and (done == total or done // step > shown[0]):
-            shown[0] = done // step
-            say(f"{done}/{total} images" + (f", about {eta:.0f} s left" if eta else ""))
-
     try:
-        if args.ray:
-            from ..distributed import run_validation_ray
-
-            result = run_validation_ray(
-                absolute_source(args.model),
-                make_dataset,
-                settings,
-                out,
-                address=args.ray,
-                workers=args.workers,
-                threads=args.threads,
-                resume=args.resume,
-                progress=progress,
-                log=say,
-                model=model,
-                listing=dataset,
-            )
-        else:
-            result = run_validation(model, dataset, settings, progress=progress)
+        result = _score(args, model, make_dataset, dataset, settings, out)
     except ValueError as err:
         say(f"error: {err}")
         return 1
@@ -224,6 +173,106 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         say(f"skipped: {s.item}: {s.reason}")
     for w in result.warnings:
         say(f"warning: {w}")
+    table = _write_results(out, result)
+    if table is None:
+        return 1
+    if not table.empty:
+        print(table.to_string(index=False), flush=True)
+    print(result.summary()["interval"].iloc[0] if not table.empty else "no image could be scored", flush=True)
+    say(
+        f"done in {time.perf_counter() - start:.1f} s ({result.seconds / max(result.images, 1):.2f} s per "
+        f"image): {result.images} of {result.total} image(s) scored, tables in {out}"
+    )
+    return 1 if result.skipped or not result.images else 0
+
+
+def _check_dataset_choice(args, parser) -> None:
+    """Exactly one data set, and a folder of images with its annotations (parser.error otherwise)."""
+    chosen = [bool(args.images or args.annotations), args.demo, args.pasted is not None]
+    if sum(chosen) != 1:
+        parser.error("give one data set: --images DIR --annotations FILE, --demo, or --pasted N")
+    if args.images and not args.annotations and not str(args.images).lower().endswith(".zip"):
+        parser.error("--images DIR needs --annotations FILE (only a ZIP can hold both)")
+    if args.annotations and not args.images:
+        parser.error("--annotations needs --images DIR")
+
+
+def _dataset_maker(args):
+    """A function without arguments that builds the chosen data set."""
+    from ..evaluation import annotations as an
+    from ..evaluation.data import demo_dataset, pasted_objects
+
+    if args.demo:
+        return demo_dataset
+    if args.pasted is not None:
+        return partial(pasted_objects, args.pasted, seed=args.pasted_seed)
+    if args.ray:  # the workers list the folder themselves: absolute paths
+        return partial(
+            an.dataset_from_folder,
+            str(Path(args.images).resolve()),
+            str(Path(args.annotations).resolve()) if args.annotations else None,
+        )
+    return partial(an.dataset_from_folder, args.images, args.annotations)
+
+
+def _validation_settings(args, methods):
+    from ..evaluation.validate import ValidationSettings
+
+    return ValidationSettings(
+        methods=methods,
+        params=method_params(args),
+        tolerance=args.tolerance,
+        top_k=args.top_k,
+        faithfulness=not args.no_faithfulness,
+        step_fraction=args.step,
+        deletion_replacement=args.deletion_replacement,
+        insertion_replacement=args.insertion_replacement,
+        seed=args.seed or 0,
+        interval=args.interval,
+        worst=0,
+    )
+
+
+def _progress_printer():
+    """A progress callback that prints every 5 % (a Ray run reports whole blocks at a time)."""
+    shown = [0]
+
+    def progress(done, total, eta):
+        step = max(1, total // 20)
+        if done and (done == total or done // step > shown[0]):
+            shown[0] = done // step
+            say(f"{done}/{total} images" + (f", about {eta:.0f} s left" if eta else ""))
+
+    return progress
+
+
+def _score(args, model, make_dataset, dataset, settings, out: Path):
+    """The validation result, computed here or on a Ray cluster (``--ray``)."""
+    from ..evaluation.validate import run_validation
+
+    progress = _progress_printer()
+    if args.ray:
+        from ..distributed import run_validation_ray
+
+        return run_validation_ray(
+            absolute_source(args.model),
+            make_dataset,
+            settings,
+            out,
+            address=args.ray,
+            workers=args.workers,
+            threads=args.threads,
+            resume=args.resume,
+            progress=progress,
+            log=say,
+            model=model,
+            listing=dataset,
+        )
+    return run_validation(model, dataset, settings, progress=progress)
+
+
+def _write_results(out: Path, result):
+    """Write the tables and validation.json; the summary table, or None (the error said) if unwritable."""
     try:
         to_csv(result.per_image(), out / "per_image.csv")
         to_csv(result.summary(), out / "summary.csv")
@@ -234,12 +283,5 @@ def run_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         (out / "validation.json").write_text(dumps(record))
     except OSError as err:
         say(f"error: cannot write to {out}: {err.strerror or err}")
-        return 1
-    if not table.empty:
-        print(table.to_string(index=False), flush=True)
-    print(result.summary()["interval"].iloc[0] if not table.empty else "no image could be scored", flush=True)
-    say(
-        f"done in {time.perf_counter() - start:.1f} s ({result.seconds / max(result.images, 1):.2f} s per "
-        f"image): {result.images} of {result.total} image(s) scored, tables in {out}"
-    )
-    return 1 if result.skipped or not result.images else 0
+        return None
+    return table

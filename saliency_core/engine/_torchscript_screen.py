@@ -15,8 +15,8 @@ demo EfficientNet-Lite0 (traced) and the test networks use, plus close relatives
 compiled graphs of a loaded module against the same list (every method, every block), so a
 method resolved by the compiler to another operator is caught before a forward pass.
 
-The lists are literals on purpose: an operator registered at run time by some library is not
-allowed because it exists.
+The lists (in ``torchscript_allowlist``) are literals on purpose: an operator registered at run
+time by some library is not allowed because it exists.
 """
 
 from __future__ import annotations
@@ -25,520 +25,11 @@ import ast
 import zipfile
 from pathlib import PurePosixPath
 
+from .torchscript_allowlist import BUILTIN_NAMES, GRAPH_NODES, MATH_NAMES, PRIM_CALLS, TENSOR_OPS
 from .untrusted import cut, quote
-
-# aten operators (written ``torch.NAME`` or ``ops.aten.NAME`` in serialized code, ``aten::NAME``
-# in graphs). Seen in the models named above, then their siblings.
-TENSOR_OPS = frozenset(
-    {
-        # seen in the serialized code / graphs of the reference models
-        "Int",
-        "Float",
-        "Bool",
-        "ScalarImplicit",
-        "__contains__",
-        "__is__",
-        "__isnot__",
-        "__not__",
-        "__getitem__",
-        "__range_length",
-        "__derive_index",
-        "_convolution",
-        "_native_multi_head_attention",
-        "adaptive_avg_pool2d",
-        "add",
-        "add_",
-        "all",
-        "any",
-        "append",
-        "baddbmm",
-        "batch_norm",
-        "bernoulli_",
-        "bmm",
-        "cat",
-        "chunk",
-        "contiguous",
-        "conv2d",
-        "dim",
-        "div",
-        "div_",
-        "dropout",
-        "dropout_",
-        "empty",
-        "eq",
-        "expand",
-        "flatten",
-        "floor_divide",
-        "floordiv",
-        "format",
-        "gelu",
-        "gt",
-        "hardsigmoid",
-        "hardsigmoid_",
-        "hardswish",
-        "hardswish_",
-        "hardtanh",
-        "is_autocast_enabled",
-        "is_floating_point",
-        "is_grad_enabled",
-        "layer_norm",
-        "le",
-        "len",
-        "linear",
-        "lt",
-        "masked_fill_",
-        "max_pool2d",
-        "mean",
-        "mul",
-        "ne",
-        "pad",
-        "permute",
-        "relu",
-        "relu_",
-        "remainder",
-        "repeat",
-        "reshape",
-        "rsub",
-        "scaled_dot_product_attention",
-        "select",
-        "sigmoid",
-        "silu",
-        "silu_",
-        "size",
-        "slice",
-        "softmax",
-        "split",
-        "sqrt",
-        "squeeze",
-        "sub",
-        "transpose",
-        "unflatten",
-        "unsqueeze",
-        "view",
-        "warn",
-        "zeros",
-        "zeros_like",
-        "to",
-        "sum",
-        # convolutions, pooling, normalisation
-        "conv1d",
-        "conv3d",
-        "conv_transpose1d",
-        "conv_transpose2d",
-        "conv_transpose3d",
-        "max_pool1d",
-        "max_pool3d",
-        "max_pool2d_with_indices",
-        "avg_pool1d",
-        "avg_pool2d",
-        "avg_pool3d",
-        "adaptive_avg_pool1d",
-        "adaptive_avg_pool3d",
-        "adaptive_max_pool1d",
-        "adaptive_max_pool2d",
-        "adaptive_max_pool3d",
-        "instance_norm",
-        "group_norm",
-        "local_response_norm",
-        "native_layer_norm",
-        "native_batch_norm",
-        "upsample_nearest2d",
-        "upsample_bilinear2d",
-        "upsample_bicubic2d",
-        "pixel_shuffle",
-        "pixel_unshuffle",
-        "channel_shuffle",
-        "embedding",
-        "alpha_dropout",
-        "feature_dropout",
-        "feature_alpha_dropout",
-        "dropout2d",
-        # activations
-        "relu6",
-        "leaky_relu",
-        "leaky_relu_",
-        "elu",
-        "elu_",
-        "selu",
-        "selu_",
-        "celu",
-        "prelu",
-        "glu",
-        "mish",
-        "softplus",
-        "softsign",
-        "tanh",
-        "tanh_",
-        "sigmoid_",
-        "hardtanh_",
-        "log_sigmoid",
-        "log_softmax",
-        "threshold",
-        "threshold_",
-        "hardshrink",
-        "softshrink",
-        "tanhshrink",
-        "logsigmoid",
-        # arithmetic and reductions
-        "sub_",
-        "mul_",
-        "neg",
-        "abs",
-        "exp",
-        "log",
-        "log2",
-        "log10",
-        "log1p",
-        "pow",
-        "rsqrt",
-        "reciprocal",
-        "clamp",
-        "clamp_",
-        "clamp_min",
-        "clamp_max",
-        "floor",
-        "ceil",
-        "round",
-        "trunc",
-        "sign",
-        "max",
-        "min",
-        "maximum",
-        "minimum",
-        "prod",
-        "std",
-        "var",
-        "norm",
-        "linalg_vector_norm",
-        "matmul",
-        "mm",
-        "addmm",
-        "addmv",
-        "einsum",
-        "t",
-        "erf",
-        "sin",
-        "cos",
-        "atan2",
-        "argmax",
-        "argmin",
-        "topk",
-        "sort",
-        "cumsum",
-        "where",
-        "masked_fill",
-        "square",
-        "lerp",
-        "true_divide",
-        "mv",
-        "dot",
-        "outer",
-        "__and__",
-        "__or__",
-        "__xor__",
-        "__lshift__",
-        "__rshift__",
-        "ge",
-        "logical_and",
-        "logical_or",
-        "logical_not",
-        "isnan",
-        "isinf",
-        "isfinite",
-        "nan_to_num",
-        "divmod",
-        "fmod",
-        "sqrt_",
-        "exp_",
-        # shapes, copies, creation of small tensors
-        "narrow",
-        "stack",
-        "hstack",
-        "vstack",
-        "index_select",
-        "gather",
-        "roll",
-        "flip",
-        "expand_as",
-        "view_as",
-        "reshape_as",
-        "type_as",
-        "clone",
-        "detach",
-        "new_zeros",
-        "new_ones",
-        "new_full",
-        "new_empty",
-        "ones",
-        "ones_like",
-        "full",
-        "full_like",
-        "empty_like",
-        "arange",
-        "linspace",
-        "tensor",
-        "numel",
-        "stride",
-        "tensor_split",
-        "unbind",
-        "movedim",
-        "moveaxis",
-        "swapaxes",
-        "squeeze_",
-        "unsqueeze_",
-        "repeat_interleave",
-        "tile",
-        "broadcast_to",
-        "diag",
-        "tril",
-        "triu",
-        "index",
-        "index_put_",
-        "masked_select",
-        "nonzero",
-        "zero_",
-        "fill_",
-        "copy_",
-        "float",
-        "half",
-        "double",
-        "long",
-        "int",
-        "bool",
-        "item",
-        "tolist",
-        "is_contiguous",
-        "requires_grad_",
-        "unfold",
-        "_shape_as_tensor",
-        "_reshape_from_tensor",
-        "_set_item",
-        "_unwrap_optional",
-        "scalar_tensor",
-        "NumToTensor",
-        "__interpolate",
-        "interpolate",
-        "upsample",
-        "_upsample_bilinear2d_aa",
-        "_upsample_bicubic2d_aa",
-        "_upsample_lanczos2d_aa",
-        "upsample_nearest1d",
-        "upsample_nearest3d",
-        "_upsample_nearest_exact1d",
-        "_upsample_nearest_exact2d",
-        "_upsample_nearest_exact3d",
-        "upsample_linear1d",
-        "upsample_trilinear3d",
-        "clamp_min_",
-        "clamp_max_",
-        "adaptive_max_pool2d_with_indices",
-        "bilinear",
-        "cosine_similarity",
-        "pairwise_distance",
-        "softmin",
-        "l1_loss",
-        "mse_loss",
-        "dropout1d",
-        "dropout3d",
-        "native_dropout",
-        "_transformer_encoder_layer_fwd",
-        "gelu_",
-        # Python values: lists, dicts, strings, numbers
-        "list",
-        "extend",
-        "insert",
-        "pop",
-        "clear",
-        "copy",
-        "keys",
-        "values",
-        "items",
-        "get",
-        "setdefault",
-        "reverse",
-        "count",
-        "startswith",
-        "endswith",
-        "join",
-        "str",
-        "lower",
-        "upper",
-        "strip",
-        "replace",
-        "__getattr__",
-        "dict",
-        "sorted",
-        "is_scripting",
-        "sym_size",
-        "sym_numel",
-        "__iand__",
-        "__ior__",
-        "device",
-    }
-)
-
-# prim operators as written in serialized code (``ops.prim.NAME``)
-PRIM_CALLS = frozenset(
-    {
-        "NumToTensor",
-        "RaiseException",
-        "device",
-        "dtype",
-        "is_nested",
-        "requires_grad",
-        "type",
-        "layout",
-        "is_cuda",
-        "is_cpu",
-        "is_mkldnn",
-        "is_quantized",
-        "is_meta",
-        "is_sparse",
-        "data",
-        "min",
-        "max",
-        "abs",
-        "shape",
-        "unchecked_unwrap_optional",
-        "rangelist",
-        "tolist",
-        "name",
-        "is_xpu",
-        "is_mps",
-        "is_vulkan",
-        "is_ipu",
-        "is_maia",
-        "is_mtia",
-        "unchecked_cast",
-        "grad",
-        "itemsize",
-        "nbytes",
-        "index",
-    }
-)
-
-# node kinds of a compiled graph besides operators: control flow, constants, attributes, tuples
-GRAPH_NODES = (
-    frozenset(
-        {
-            "Constant",
-            "GetAttr",
-            "SetAttr",
-            "If",
-            "Loop",
-            "ListConstruct",
-            "ListUnpack",
-            "TupleConstruct",
-            "TupleUnpack",
-            "TupleIndex",
-            "TupleSlice",
-            "DictConstruct",
-            "DictIndex",
-            "CreateObject",
-            "Uninitialized",
-            "unchecked_cast",
-            "isinstance",
-            "ListIndex",
-            "EnumValue",
-            "EnumName",
-            "AutogradZero",
-            "AutogradAdd",
-            "Return",
-            "Param",
-        }
-    )
-    | PRIM_CALLS
-)
-
-# bare names the TorchScript compiler resolves itself: types and a few builtins
-BUILTIN_NAMES = frozenset(
-    {
-        "Tensor",
-        "List",
-        "Optional",
-        "Tuple",
-        "Dict",
-        "NoneType",
-        "Final",
-        "Module",
-        "Device",
-        "Any",
-        "Union",
-        "number",
-        "Enum",
-        "NamedTuple",
-        "int",
-        "float",
-        "bool",
-        "str",
-        "complex",
-        "annotate",
-        "uninitialized",
-        "unchecked_cast",
-        "range",
-        "len",
-        "getattr",
-        "hasattr",
-        "isinstance",
-        "min",
-        "max",
-        "abs",
-        "list",
-        "tuple",
-        "dict",
-        "enumerate",
-        "zip",
-        "round",
-        "divmod",
-        "sum",
-        "all",
-        "any",
-        "inf",
-        "nan",
-        "staticmethod",
-        "Layout",
-        "ScalarType",
-        "MemoryFormat",
-        "QScheme",
-        "sorted",
-    }
-)
 
 # roots of dotted names that the importer resolves globally
 _ROOTS = ("torch", "ops", "__torch__", "CONSTANTS", "math")
-MATH_NAMES = frozenset(
-    {
-        "pi",
-        "e",
-        "inf",
-        "nan",
-        "sqrt",
-        "exp",
-        "log",
-        "log2",
-        "log10",
-        "ceil",
-        "floor",
-        "isnan",
-        "isinf",
-        "isfinite",
-        "fabs",
-        "pow",
-        "tanh",
-        "erf",
-        "cos",
-        "sin",
-        "trunc",
-        "copysign",
-        "fmod",
-        "gcd",
-        "log1p",
-        "expm1",
-        "degrees",
-        "radians",
-        "atan2",
-    }
-)
 
 _NODES = tuple(
     getattr(ast, name)
@@ -924,85 +415,105 @@ def screen_archive(path, where: str) -> None:
     Raises:
         Refused (a ValueError): with the operator, class or file part named.
     """
-    from ._pickles import pickle_globals as _pickle_globals  # one pickle reader for every model format
-
     try:
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
         raise Refused(f"{where}: the TorchScript file is damaged ({quote(str(err), 120)}).") from None
     with z:
         infos = z.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise Refused(
-                f"{where}: the TorchScript file has {len(infos):,} parts, more than this app "
-                f"checks ({MAX_MEMBERS:,}); it was not loaded. Nothing in it was run."
-            )
-        roots = {i.filename.split("/", 1)[0] for i in infos}
-        if len(roots) != 1 or any("/" not in i.filename for i in infos):
-            raise Refused(
-                f"{where}: the TorchScript file is not laid out as torch.jit.save writes it "
-                "(one top folder); it was not loaded. Nothing in it was run."
-            )
-        sources, total = {}, 0
-        for info in infos:
-            rel = info.filename.split("/", 1)[1]
-            if info.is_dir() or not rel:
-                continue
-            if ".." in rel.split("/") or "\\" in rel:
-                raise Refused(
-                    f"{where}: the TorchScript file has a part named {quote(rel)}; it was not "
-                    "loaded. Nothing in it was run."
-                )
-            if rel.startswith("code/") and rel.endswith(".py"):
-                data = _read(
-                    z, info, MAX_CODE_BYTES - total, where, f"the code ({MAX_CODE_BYTES >> 20} MiB in all)"
-                )
-                total += len(data)
-                try:
-                    sources[rel] = ast.parse(data.decode("utf-8"), filename=rel)
-                except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
-                    raise Refused(
-                        f"{where}: the TorchScript code in {quote(rel)} cannot be checked (it "
-                        "is not plain serialized TorchScript); it was not loaded. Nothing in it "
-                        "was run."
-                    ) from None
-            elif rel.endswith((".pkl", ".debug_pkl")):
-                continue
-            elif rel.startswith("code/"):
-                raise Refused(
-                    f"{where}: the TorchScript file holds {quote(rel)} among its code, which "
-                    "this app does not check; it was not loaded. Nothing in it was run."
-                )
+        _check_layout(infos, where)
+        sources = _read_sources(z, infos, where)
+        defined = _check_code(sources, where)
+        _check_pickles(z, infos, defined, where)
 
-        defined, methods = set(), set()
-        for rel, tree in sources.items():
-            module = _module_name(rel)
-            for top in tree.body:
-                if isinstance(top, (ast.ClassDef, ast.FunctionDef)):
-                    defined.add(f"{module}.{top.name}")
-                if isinstance(top, ast.ClassDef):
-                    methods.update(i.name for i in top.body if isinstance(i, ast.FunctionDef))
-        checker = _Checker(where, defined, methods)
-        for rel, tree in sorted(sources.items()):
-            checker.check(tree, _module_name(rel))
 
-        # the pickles: the classes the code defines, tensors, and torch's list helpers only
-        for info in infos:
-            rel = info.filename.split("/", 1)[1]
-            if not rel.endswith((".pkl", ".debug_pkl")):
-                continue
-            names = _pickle_globals(_read(z, info, MAX_PICKLE_BYTES, where, quote(rel)))
-            if names is None:
+def _check_layout(infos: list[zipfile.ZipInfo], where: str) -> None:
+    """Refuse too many parts, or parts outside one top folder as torch.jit.save writes them."""
+    if len(infos) > MAX_MEMBERS:
+        raise Refused(
+            f"{where}: the TorchScript file has {len(infos):,} parts, more than this app "
+            f"checks ({MAX_MEMBERS:,}); it was not loaded. Nothing in it was run."
+        )
+    roots = {i.filename.split("/", 1)[0] for i in infos}
+    if len(roots) != 1 or any("/" not in i.filename for i in infos):
+        raise Refused(
+            f"{where}: the TorchScript file is not laid out as torch.jit.save writes it "
+            "(one top folder); it was not loaded. Nothing in it was run."
+        )
+
+
+def _read_sources(z: zipfile.ZipFile, infos: list[zipfile.ZipInfo], where: str) -> dict:
+    """{part name: parsed ``ast``} of the serialized code; refuses odd part names, code that
+    does not parse, too much code, and anything else among the code."""
+    sources, total = {}, 0
+    for info in infos:
+        rel = info.filename.split("/", 1)[1]
+        if info.is_dir() or not rel:
+            continue
+        if ".." in rel.split("/") or "\\" in rel:
+            raise Refused(
+                f"{where}: the TorchScript file has a part named {quote(rel)}; it was not "
+                "loaded. Nothing in it was run."
+            )
+        if rel.startswith("code/") and rel.endswith(".py"):
+            data = _read(
+                z, info, MAX_CODE_BYTES - total, where, f"the code ({MAX_CODE_BYTES >> 20} MiB in all)"
+            )
+            total += len(data)
+            try:
+                sources[rel] = ast.parse(data.decode("utf-8"), filename=rel)
+            except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
                 raise Refused(
-                    f"{where}: {quote(rel)} in the TorchScript file is damaged (not a pickle); "
-                    "it was not loaded. Nothing in it was run."
-                )
-            for name in names:
-                if name in _PICKLE_GLOBALS or (
-                    name.startswith("__torch__.") and name in defined and not rel.endswith(".debug_pkl")
-                ):
-                    continue
-                raise _refuse(where, name, "uses")
+                    f"{where}: the TorchScript code in {quote(rel)} cannot be checked (it "
+                    "is not plain serialized TorchScript); it was not loaded. Nothing in it "
+                    "was run."
+                ) from None
+        elif rel.endswith((".pkl", ".debug_pkl")):
+            continue
+        elif rel.startswith("code/"):
+            raise Refused(
+                f"{where}: the TorchScript file holds {quote(rel)} among its code, which "
+                "this app does not check; it was not loaded. Nothing in it was run."
+            )
+    return sources
+
+
+def _check_code(sources: dict, where: str) -> set[str]:
+    """Check every module's code against the allow-lists; the classes and functions it defines."""
+    defined, methods = set(), set()
+    for rel, tree in sources.items():
+        module = _module_name(rel)
+        for top in tree.body:
+            if isinstance(top, (ast.ClassDef, ast.FunctionDef)):
+                defined.add(f"{module}.{top.name}")
+            if isinstance(top, ast.ClassDef):
+                methods.update(i.name for i in top.body if isinstance(i, ast.FunctionDef))
+    checker = _Checker(where, defined, methods)
+    for rel, tree in sorted(sources.items()):
+        checker.check(tree, _module_name(rel))
+    return defined
+
+
+def _check_pickles(z: zipfile.ZipFile, infos: list[zipfile.ZipInfo], defined: set[str], where: str) -> None:
+    """The pickles: the classes the code defines, tensors, and torch's list helpers only."""
+    from ._pickles import pickle_globals as _pickle_globals  # one pickle reader for every model format
+
+    for info in infos:
+        rel = info.filename.split("/", 1)[1]
+        if not rel.endswith((".pkl", ".debug_pkl")):
+            continue
+        names = _pickle_globals(_read(z, info, MAX_PICKLE_BYTES, where, quote(rel)))
+        if names is None:
+            raise Refused(
+                f"{where}: {quote(rel)} in the TorchScript file is damaged (not a pickle); "
+                "it was not loaded. Nothing in it was run."
+            )
+        for name in names:
+            if name in _PICKLE_GLOBALS or (
+                name.startswith("__torch__.") and name in defined and not rel.endswith(".debug_pkl")
+            ):
+                continue
+            raise _refuse(where, name, "uses")
 
 
 def _graph_kinds(graph) -> list[str]:

@@ -414,6 +414,25 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     card = path.name
     if not path.is_file():
         raise ValueError(f"The model card {path} does not exist.")
+    data = _card_fields(path, card)
+    out = ModelCard(
+        file=path,
+        name=path.stem,
+        path=path,
+        sha256=_sha256(path),
+        defaults=[k for k in FIELDS if data.get(k) is None],
+    )
+    given = {k: v for k, v in data.items() if v is not None}
+    _read_description(out, given, card)
+    _read_model_file(out, given, path, card)
+    _read_card_labels(out, given, path.parent, card)
+    _read_preprocessing(out, given, card)
+    _read_output(out, given, card)
+    return out
+
+
+def _card_fields(path: Path, card: str) -> dict:
+    """The card's fields, a mapping of known field names (ValueError otherwise)."""
     data = parse_card_text(_read_text(path, "model card"), card)
     if data is None:
         data = {}
@@ -428,16 +447,11 @@ def read_card(path: str | os.PathLike) -> ModelCard:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             shown = f"'{key}'" if isinstance(key, str) and len(key) <= 60 else quote(key, 60)
             raise ValueError(f"{card}: unknown field {shown}{hint}. Known fields: {', '.join(FIELDS)}.")
-    folder = path.parent
-    out = ModelCard(
-        file=path,
-        name=path.stem,
-        path=path,
-        sha256=_sha256(path),
-        defaults=[k for k in FIELDS if data.get(k) is None],
-    )
-    given = {k: v for k, v in data.items() if v is not None}
+    return data
 
+
+def _read_description(out: ModelCard, given: dict, card: str) -> None:
+    """Name, description, architecture and the Grad-CAM layer."""
     if "name" in given:
         out.name = _text(given, "name", card, limit=1000)[:200]
     if "description" in given:
@@ -448,6 +462,11 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         out.gradcam_layer = _text(given, "gradcam_layer", card)
     if "gradcam_reshape" in given:
         out.gradcam_reshape = _choice(given, "gradcam_reshape", card, tuple(RESHAPES))
+
+
+def _read_model_file(out: ModelCard, given: dict, path: Path, card: str) -> None:
+    """The model file: named by 'file', else the one file with a model extension next to the card."""
+    folder = path.parent
     if "file" in given:
         out.file = _card_path(folder, _text(given, "file", card), "file", card)
         if not out.file.is_file():
@@ -468,6 +487,9 @@ def read_card(path: str | os.PathLike) -> ModelCard:
             )
         out.file = found[0]
 
+
+def _read_card_labels(out: ModelCard, given: dict, folder: Path, card: str) -> None:
+    """The class names: a labels file next to the card, or a list in the card."""
     if "labels" in given:
         value = given["labels"]
         if isinstance(value, str):
@@ -475,6 +497,10 @@ def read_card(path: str | os.PathLike) -> ModelCard:
             out.labels, out.labels_source = read_labels(labels_path, card), labels_path.name
         else:
             out.labels, out.labels_source = _label_list(value, f"{card} 'labels'"), "inline"
+
+
+def _read_preprocessing(out: ModelCard, given: dict, card: str) -> None:
+    """Input size, resize, crop, interpolation, channels, mean and std."""
     if "input_size" in given:
         out.input_size = _whole(given, "input_size", card, MIN_INPUT, MAX_INPUT)
     out.resize = default_resize(out.input_size)
@@ -508,6 +534,10 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         out.mean = _per_channel(given, "mean", card, out.channels)
     if "std" in given:
         out.std = _per_channel(given, "std", card, out.channels)
+
+
+def _read_output(out: ModelCard, given: dict, card: str) -> None:
+    """The output (softmax or sigmoid) and a multi-label model's threshold."""
     if "output" in given:
         out.output = _choice(given, "output", card, OUTPUTS)
     if "threshold" in given:
@@ -524,7 +554,6 @@ def read_card(path: str | os.PathLike) -> ModelCard:
                 f"predicted when its sigmoid probability is above it, e.g. 0.5); got {quote(value)}."
             )
         out.threshold = float(value)
-    return out
 
 
 def bare_card(model_file: str | os.PathLike) -> ModelCard:

@@ -517,11 +517,6 @@ def build_report(
         raise ValueError(
             f"None of the {len(images)} image(s) could be read: " + "; ".join(msg for _, msg in skipped)
         )
-    import torch
-
-    from ..engine.devices import describe as describe_device
-
-    device = describe_device(model.device)
     return Report(
         model=model.describe(),
         methods=methods,
@@ -535,7 +530,16 @@ def build_report(
         reviews=reviews,
         audit=audit,
         comparison=comparison,
-        environment={"threads": torch.get_num_threads(), "device": device},
+        environment=_environment(model),
         outline_share=outline_share,
         qualification=qualification,
     )
+
+
+def _environment(model) -> dict:
+    """The torch threads and the device the maps were computed with, as the report states them."""
+    import torch
+
+    from ..engine.devices import describe as describe_device
+
+    return {"threads": torch.get_num_threads(), "device": describe_device(model.device)}

@@ -43,6 +43,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -454,23 +455,21 @@ class ReviewStore:
             >>> store.record("b1", h, "cat.png", "alice", "reject", note="looked at the floor").action
             'created'
         """
-        checked_text(batch, "batch name")
-        checked_text(item_hash, "item hash", 128)
-        checked_text(item_name, "item name", 500)
-        checked_text(reviewer, "reviewer name")
-        actor = checked_text(actor or reviewer, "actor name")
-        if decision not in DECISIONS:
-            raise ValueError(f"Expected a decision among {', '.join(DECISIONS)}; got {decision!r}.")
-        note = "" if note is None else str(note)
-        if len(note) > MAX_NOTE:
-            raise ValueError(f"The note must be at most {MAX_NOTE} characters; got {len(note)}.")
-        try:
-            seconds = float(seconds)
-        except (TypeError, ValueError):
-            raise ValueError(f"Expected the seconds spent as a number; got {seconds!r}.") from None
-        if not (math.isfinite(seconds) and seconds >= 0):
-            raise ValueError(f"Expected the seconds spent to be a finite number >= 0; got {seconds}.")
-        methods = dict(methods or {})
+        actor, note, seconds = _checked_submission(
+            batch, item_hash, item_name, reviewer, decision, note, seconds, actor
+        )
+        entry = _Entry(
+            batch=batch,
+            item_hash=item_hash,
+            item_name=item_name,
+            reviewer=reviewer,
+            decision=decision,
+            note=note,
+            seconds=seconds,
+            model_fingerprint=model_fingerprint,
+            methods=dict(methods or {}),
+            actor=actor,
+        )
         key = (
             (decisions.c.batch == batch)
             & (decisions.c.item_hash == item_hash)
@@ -485,101 +484,111 @@ class ReviewStore:
                         f"Expected to change version {expected_version} of {reviewer}'s decision "
                         f"on {item_name}, but there is no decision to change."
                     )
-                new_id = conn.execute(
-                    self._insert(decisions)
-                    .values(
-                        batch=batch,
-                        item_hash=item_hash,
-                        item_name=item_name,
-                        reviewer=reviewer,
-                        decision=decision,
-                        note=note,
-                        seconds=seconds,
-                        model_fingerprint=model_fingerprint,
-                        methods=methods,
-                        decided_at=now,
-                        version=1,
-                    )
-                    .on_conflict_do_nothing(index_elements=["batch", "item_hash", "reviewer"])
-                    .returning(decisions.c.id)
-                ).scalar()
-                if new_id is not None:
-                    made = decision_from_row(
-                        conn.execute(sa.select(decisions).where(decisions.c.id == new_id)).one()
-                    )
-                    audit_id = append_audit(
-                        conn,
-                        decision_id=new_id,
-                        batch=batch,
-                        item_hash=item_hash,
-                        item_name=item_name,
-                        reviewer=reviewer,
-                        actor=actor,
-                        action="create",
-                        old_decision=None,
-                        new_decision=decision,
-                        old_note=None,
-                        new_note=note,
-                        seconds=seconds,
-                        version=1,
-                        at=now,
-                        decision_hash=decision_hash(made),
-                    )
-                    return Recorded(made, "created", audit_id)
+                created = self._create_decision(conn, entry, now)
+                if created is not None:
+                    return created
                 # Another writer created it between our read and insert (PostgreSQL): use theirs.
                 current = conn.execute(sa.select(decisions).where(key).with_for_update()).one()
-            old = decision_from_row(current)
-            if old.decision == decision and old.note == note:
-                return Recorded(old, "unchanged", None)
-            if expected_version is not None and expected_version != old.version:
-                raise DecisionConflict(
-                    f"{reviewer}'s decision on {item_name} was changed elsewhere (another window or tab) to "
-                    f"{old.label} at {old.decided_at:%Y-%m-%d %H:%M:%S} UTC since this page showed it; "
-                    "nothing was written. Check the item and decide again.",
-                    old,
-                )
-            version = old.version + 1
-            done = conn.execute(
-                decisions.update()
-                .where((decisions.c.id == old.id) & (decisions.c.version == old.version))
-                .values(
-                    decision=decision,
-                    note=note,
-                    seconds=old.seconds + seconds,
-                    item_name=item_name,
-                    model_fingerprint=model_fingerprint,
-                    methods=methods,
-                    decided_at=now,
-                    version=version,
-                )
+            return self._change_decision(conn, decision_from_row(current), entry, expected_version, now)
+
+    def _create_decision(self, conn, entry: _Entry, now: datetime) -> Recorded | None:
+        """Insert the first decision on an item with its "create" audit row; None if another
+        writer inserted one first."""
+        new_id = conn.execute(
+            self._insert(decisions)
+            .values(
+                batch=entry.batch,
+                item_hash=entry.item_hash,
+                item_name=entry.item_name,
+                reviewer=entry.reviewer,
+                decision=entry.decision,
+                note=entry.note,
+                seconds=entry.seconds,
+                model_fingerprint=entry.model_fingerprint,
+                methods=entry.methods,
+                decided_at=now,
+                version=1,
             )
-            if done.rowcount != 1:  # cannot happen under the row lock; refuse rather than guess
-                raise StoreError(
-                    f"{reviewer}'s decision on {item_name} changed during the update; "
-                    "nothing was written. Try again."
-                )
-            changed = decision_from_row(
-                conn.execute(sa.select(decisions).where(decisions.c.id == old.id)).one()
+            .on_conflict_do_nothing(index_elements=["batch", "item_hash", "reviewer"])
+            .returning(decisions.c.id)
+        ).scalar()
+        if new_id is None:
+            return None
+        made = decision_from_row(conn.execute(sa.select(decisions).where(decisions.c.id == new_id)).one())
+        audit_id = append_audit(
+            conn,
+            decision_id=new_id,
+            batch=entry.batch,
+            item_hash=entry.item_hash,
+            item_name=entry.item_name,
+            reviewer=entry.reviewer,
+            actor=entry.actor,
+            action="create",
+            old_decision=None,
+            new_decision=entry.decision,
+            old_note=None,
+            new_note=entry.note,
+            seconds=entry.seconds,
+            version=1,
+            at=now,
+            decision_hash=decision_hash(made),
+        )
+        return Recorded(made, "created", audit_id)
+
+    def _change_decision(
+        self, conn, old: Decision, entry: _Entry, expected_version: int | None, now: datetime
+    ) -> Recorded:
+        """Change the stored decision ``old`` to ``entry`` with its "change" audit row (nothing if
+        decision and note are the same; DecisionConflict if ``old`` is not the version expected)."""
+        if old.decision == entry.decision and old.note == entry.note:
+            return Recorded(old, "unchanged", None)
+        if expected_version is not None and expected_version != old.version:
+            raise DecisionConflict(
+                f"{entry.reviewer}'s decision on {entry.item_name} was changed elsewhere (another window or "
+                f"tab) to {old.label} at {old.decided_at:%Y-%m-%d %H:%M:%S} UTC since this page showed it; "
+                "nothing was written. Check the item and decide again.",
+                old,
             )
-            audit_id = append_audit(
-                conn,
-                decision_id=old.id,
-                batch=batch,
-                item_hash=item_hash,
-                item_name=item_name,
-                reviewer=reviewer,
-                actor=actor,
-                action="change",
-                old_decision=old.decision,
-                new_decision=decision,
-                old_note=old.note,
-                new_note=note,
-                seconds=seconds,
+        version = old.version + 1
+        done = conn.execute(
+            decisions.update()
+            .where((decisions.c.id == old.id) & (decisions.c.version == old.version))
+            .values(
+                decision=entry.decision,
+                note=entry.note,
+                seconds=old.seconds + entry.seconds,
+                item_name=entry.item_name,
+                model_fingerprint=entry.model_fingerprint,
+                methods=entry.methods,
+                decided_at=now,
                 version=version,
-                at=now,
-                decision_hash=decision_hash(changed),
             )
-            return Recorded(changed, "changed", audit_id)
+        )
+        if done.rowcount != 1:  # cannot happen under the row lock; refuse rather than guess
+            raise StoreError(
+                f"{entry.reviewer}'s decision on {entry.item_name} changed during the update; "
+                "nothing was written. Try again."
+            )
+        changed = decision_from_row(conn.execute(sa.select(decisions).where(decisions.c.id == old.id)).one())
+        audit_id = append_audit(
+            conn,
+            decision_id=old.id,
+            batch=entry.batch,
+            item_hash=entry.item_hash,
+            item_name=entry.item_name,
+            reviewer=entry.reviewer,
+            actor=entry.actor,
+            action="change",
+            old_decision=old.decision,
+            new_decision=entry.decision,
+            old_note=old.note,
+            new_note=entry.note,
+            seconds=entry.seconds,
+            version=version,
+            at=now,
+            decision_hash=decision_hash(changed),
+        )
+        return Recorded(changed, "changed", audit_id)
 
     def decision(self, batch: str, item_hash: str, reviewer: str) -> Decision | None:
         """``reviewer``'s current decision on one item, or None."""
@@ -689,6 +698,43 @@ class ReviewStore:
             query = query.where(audit.c.decision_id == decision_id)
         with self._transaction(write=False) as conn:
             return [audit_entry_from_row(r) for r in conn.execute(query)]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One checked decision to record: which item, whose decision, what the reviewer saw, who acts."""
+
+    batch: str
+    item_hash: str
+    item_name: str
+    reviewer: str
+    decision: str
+    note: str
+    seconds: float
+    model_fingerprint: str
+    methods: dict
+    actor: str
+
+
+def _checked_submission(batch, item_hash, item_name, reviewer, decision, note, seconds, actor):
+    """(actor, note, seconds) checked for ``ReviewStore.record``; ValueError on a bad argument."""
+    checked_text(batch, "batch name")
+    checked_text(item_hash, "item hash", 128)
+    checked_text(item_name, "item name", 500)
+    checked_text(reviewer, "reviewer name")
+    actor = checked_text(actor or reviewer, "actor name")
+    if decision not in DECISIONS:
+        raise ValueError(f"Expected a decision among {', '.join(DECISIONS)}; got {decision!r}.")
+    note = "" if note is None else str(note)
+    if len(note) > MAX_NOTE:
+        raise ValueError(f"The note must be at most {MAX_NOTE} characters; got {len(note)}.")
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        raise ValueError(f"Expected the seconds spent as a number; got {seconds!r}.") from None
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"Expected the seconds spent to be a finite number >= 0; got {seconds}.")
+    return actor, note, seconds
 
 
 def _writable(path: str, folder: str) -> bool:
