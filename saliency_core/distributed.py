@@ -137,7 +137,7 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
         ) from None
 
 
-def _pool(ray, workers: int | None, threads: int, gpu: bool | None) -> tuple[int, int, float]:
+def worker_pool(ray, workers: int | None, threads: int, gpu: bool | None) -> tuple[int, int, float]:
     """(actors, CPUs per actor, GPUs per actor): one actor per GPU where the cluster has GPUs
     (unless ``gpu`` is False), else one per ``threads`` CPUs."""
     resources = ray.cluster_resources()
@@ -473,7 +473,7 @@ def _pool_blocks(
     """Connect to Ray, size and describe the actor pool, and give the blocks ``worker`` returns
     for ``todo`` (workers' ValueErrors in their own words); the connection lasts the ``with``."""
     with connected(pool.address) as ray:
-        actors, cpus, gpus = _pool(ray, pool.workers, pool.threads, pool.gpu)
+        actors, cpus, gpus = worker_pool(ray, pool.workers, pool.threads, pool.gpu)
         say(_describe_pool(ray, pool.address, actors, cpus, gpus))
         yield _user_errors(
             stream(
@@ -505,7 +505,7 @@ def _user_errors(blocks: Iterator[dict]) -> Iterator[dict]:
 # ---- explain ---------------------------------------------------------------------------------------
 
 
-class _ExplainWorker:
+class ExplainWorker:
     """A Ray actor: the model, loaded once; explains blocks of images with the pipeline's
     ``explain_image`` and returns the results (PNG bytes included, attribution arrays left out)
     for the driver to write."""
@@ -613,7 +613,7 @@ def run_explain_ray(
     if todo:
         constructor = {"model_source": model_source, "methods": methods, "options": options}
         pool = _PoolSettings(address, workers, threads, gpu, batch_size)
-        with _pool_blocks(todo, _ExplainWorker, constructor, pool, say, preserve_order=True) as blocks:
+        with _pool_blocks(todo, ExplainWorker, constructor, pool, say, preserve_order=True) as blocks:
             for block in blocks:
                 results.append(_write_block(block, images, write, ordered))
     ordered.replay_until(len(images))

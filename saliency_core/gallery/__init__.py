@@ -379,7 +379,7 @@ def _ray_results(
 
     rows = [{"index": i, "path": it.path, "name": it.name} for i, it in enumerate(todo)]
     with distributed.connected(address) as ray:
-        actors, cpus, gpus = distributed._pool(ray, workers, 1, None)
+        actors, cpus, gpus = distributed.worker_pool(ray, workers, 1, None)
         constructor = {
             "model_source": model_source,
             "methods": list(methods),
@@ -389,7 +389,7 @@ def _ray_results(
         }
         for block in distributed.stream(
             rows,
-            distributed._ExplainWorker,
+            distributed.ExplainWorker,
             constructor,
             workers=actors,
             cpus=cpus,
