@@ -22,6 +22,7 @@ from saliency_core.engine.safe_text import json_text, to_csv
 from saliency_core.engine.samples import sample_images
 from saliency_core.evaluation import compare as cmp
 from saliency_core.evaluation import compare_labels as cmp_labels
+from saliency_core.evaluation import map_agreement
 
 SHOW_ALL, SHOW_CHANGED, SHOW_MOVED = "All images", "Prediction changed", "Maps moved most"
 
@@ -300,12 +301,14 @@ for m in result.methods:
     px = 0.0 if detail_settings()["full_detail"] else float((scores or {}).get("detail_px") or 0.0)
     if px:
         a_map, b_map = smooth(a_map, px), smooth(b_map, px)
-    b_grid = cmp.align(b_map, a_map.shape)
+    b_grid = map_agreement.align(b_map, a_map.shape)
     scale = rd.shared_scale([a_map, b_grid], sign=sign)
     fixed = scale if scale > 0 else None
     ra = rd.render(a_map, item.crop_a, sign=sign, scale=fixed, meaning=meta.meaning)
     rb = rd.render(b_map, item.crop_b, sign=sign, scale=fixed, meaning=meta.meaning)
-    rdiff = rd.render(cmp.map_difference(a_map, b_map, scale, sign), item.crop_a, sign="signed", scale=1.0)
+    rdiff = rd.render(
+        map_agreement.map_difference(a_map, b_map, scale, sign), item.crop_a, sign="signed", scale=1.0
+    )
     with st.container(border=True):
         st.subheader(meta.label)
         cols = st.columns(3)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..engine.detail import smooth, stated_detail
+from ..engine.detail import stated_detail
 from ..engine.explain import available_methods
 from ..engine.methods import METHODS
 from ..engine.untrusted import quote
@@ -49,16 +49,14 @@ from .compare_labels import (
     classify_change,
     label_for,
 )
-from .similarity import spearman, top_k_overlap
+from .map_agreement import TOP_SHARE, agreement, map_grid_reason
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
-TOP_SHARE = 0.1  # "strongest pixels": the top 10 % by |value|
 MEASURES = {"spearman": "rank correlation of |map|", "top_overlap": "overlap of the strongest 10 % of pixels"}
 PREPROCESSING = ("input_size", "resize", "crop", "interpolation", "mean", "std", "gradcam_layer")
-SAME_CROP = 1e-3  # crop share (input_size / resize) within which two models see the same region
 
 Progress = Callable[[int, int, str], None]
 
@@ -601,82 +599,6 @@ def _method_sentence(method: str, s: MethodAgreement, settings: CompareSettings)
     return text + ": the difference is within what a change of seed does, so it is not a clear change."
 
 
-# ---- maps of two models --------------------------------------------------------------------------
-
-
-def map_grid_reason(model_a, model_b) -> str | None:
-    """None when the two models' maps can be compared pixel by pixel (they see the same region of
-    the image, maybe at different resolutions); else why not, in words."""
-    share_a = model_a.input_size / model_a.resize
-    share_b = model_b.input_size / model_b.resize
-    if abs(share_a - share_b) > SAME_CROP:
-        return (
-            f"model A sees a {model_a.input_size} px centre crop of the image resized to {model_a.resize} "
-            f"px, model B a {model_b.input_size} px crop of {model_b.resize} px: they see different parts "
-            "of the image, so their maps do not line up pixel for pixel."
-        )
-    return None
-
-
-def align(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``saliency`` resampled (bilinear) to ``shape`` (H, W); unchanged when it already has it."""
-    saliency = np.asarray(saliency, dtype=np.float32)
-    if saliency.shape == tuple(shape):
-        return saliency
-    import torch
-    import torch.nn.functional as F
-
-    t = torch.from_numpy(np.ascontiguousarray(saliency))[None, None]
-    return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
-def agreement(
-    a: np.ndarray, b: np.ndarray, top_share: float = TOP_SHARE, detail_px: float = 0.0
-) -> dict[str, float]:
-    """Rank correlation of |a| and |b| and the overlap of their strongest ``top_share`` pixels
-    (``b`` is resampled to ``a``'s shape first), at a stated detail: both maps blurred by a
-    Gaussian of ``detail_px`` px (engine/detail.py; 0: the raw pixels). Beside them the same two
-    numbers on the raw pixels (``spearman_raw``, ``top_overlap_raw``) and ``detail_px``.
-
-    Example:
-        >>> agreement(m, m)
-        {'spearman': 1.0, 'top_overlap': 1.0, 'detail_px': 0.0, 'spearman_raw': 1.0, 'top_overlap_raw': 1.0}
-    """
-    b = align(b, a.shape)
-    raw = {"spearman": spearman(np.abs(a), np.abs(b)), "top_overlap": top_k_overlap(a, b, top_share)}
-    at = raw
-    if detail_px > 0:
-        sa, sb = smooth(np.abs(a), detail_px), smooth(np.abs(b), detail_px)
-        at = {"spearman": spearman(sa, sb), "top_overlap": top_k_overlap(sa, sb, top_share)}
-    return {
-        **at,
-        "detail_px": float(detail_px),
-        "spearman_raw": raw["spearman"],
-        "top_overlap_raw": raw["top_overlap"],
-    }
-
-
-def map_difference(a: np.ndarray, b: np.ndarray, scale: float, sign: str = "absolute") -> np.ndarray:
-    """B's map minus A's on one colour scale, for the difference view.
-
-    Both maps are normalised with the same ``scale`` (``render.shared_scale`` of the two) and
-    ``sign`` as the overlays are, then subtracted; ``b`` is resampled to ``a``'s shape.
-
-    Returns:
-        float32 (H, W) in [-1, 1]: positive where B's map is stronger, negative where A's is
-        (a signed difference is halved to fit). Zeros when ``scale`` is 0 (both maps empty).
-    """
-    from ..engine.render import map_values
-
-    b = align(b, a.shape)
-    if not scale > 0:
-        return np.zeros(a.shape, dtype=np.float32)
-    va, _ = map_values(a, sign=sign, scale=scale)
-    vb, _ = map_values(b, sign=sign, scale=scale)
-    diff = vb - va
-    return (diff / 2 if sign == "signed" else diff).astype(np.float32)
-
-
 def compare_models(
     model_a,
     model_b,
@@ -716,65 +638,12 @@ def compare_models(
     settings.check()
     check_same_classes(model_a, model_b)
     sources = [item if isinstance(item, tuple) else (str(item), item) for item in images]
-    methods, skipped_methods = [], {}
-    usable_a, usable_b = available_methods(model_a), available_methods(model_b)
-    for m in dict.fromkeys(settings.methods):
-        why = [f"model {k} {r}" for k, r in (("A", usable_a.get(m)), ("B", usable_b.get(m))) if r]
-        if why:
-            skipped_methods[m] = "; ".join(why) + "."
-        else:
-            methods.append(m)
-    if not methods:
-        raise ValueError(
-            "None of the chosen methods can run on both models: "
-            + " ".join(f"{METHODS[m].label}: {r}" for m, r in skipped_methods.items())
-        )
+    methods, skipped_methods = _usable_methods(model_a, model_b, settings)
     grid = map_grid_reason(model_a, model_b)
     averaging = [m for m in methods if METHODS[m].averaging] if grid is None else []
-
-    per_image = 2 * len(methods) + len(averaging)
-    total, done = len(sources) * per_image, {}
-
-    def tick(run: str):
-        def report(count: int, _total: int, label: str):
-            done[run] = count
-            if progress is not None:
-                progress(sum(done.values()), total, f"{label} ({run})")
-
-        return report
-
-    run_a = explain_images(
-        model_a,
-        sources,
-        methods,
-        settings.params,
-        explain_fn=explain_fn,
-        progress=tick("model A"),
-        cancel=cancel,
+    runs = _explain_runs(
+        model_a, model_b, sources, methods, averaging, settings, explain_fn, progress, cancel
     )
-    run_b = explain_images(
-        model_b,
-        sources,
-        methods,
-        settings.params,
-        explain_fn=explain_fn,
-        progress=tick("model B"),
-        cancel=cancel,
-    )
-    runs = [run_a, run_b]
-    if averaging:
-        runs.append(
-            explain_images(
-                model_a,
-                sources,
-                averaging,
-                settings.baseline_params(),
-                explain_fn=explain_fn,
-                progress=tick("model A, other seed"),
-                cancel=cancel,
-            )
-        )
-
     result = Comparison(
         model_a=model_a.describe(),
         model_b=model_b.describe(),
@@ -800,6 +669,49 @@ def compare_models(
     result.cancelled = len(result.images) + len(result.skipped) < len(sources)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _usable_methods(model_a, model_b, settings: CompareSettings) -> tuple[list[str], dict[str, str]]:
+    """The chosen methods both models can run, and method -> why not for the others."""
+    methods, skipped_methods = [], {}
+    usable_a, usable_b = available_methods(model_a), available_methods(model_b)
+    for m in dict.fromkeys(settings.methods):
+        why = [f"model {k} {r}" for k, r in (("A", usable_a.get(m)), ("B", usable_b.get(m))) if r]
+        if why:
+            skipped_methods[m] = "; ".join(why) + "."
+        else:
+            methods.append(m)
+    if not methods:
+        raise ValueError(
+            "None of the chosen methods can run on both models: "
+            + " ".join(f"{METHODS[m].label}: {r}" for m, r in skipped_methods.items())
+        )
+    return methods, skipped_methods
+
+
+def _explain_runs(model_a, model_b, sources, methods, averaging, settings, explain_fn, progress, cancel):
+    """The pipeline's runs (lazy, one result per image): model A, model B and, for the averaging
+    methods, model A with another seed; ``progress`` counts the maps of all of them together."""
+    per_image = 2 * len(methods) + len(averaging)
+    total, done = len(sources) * per_image, {}
+
+    def tick(run: str):
+        def report(count: int, _total: int, label: str):
+            done[run] = count
+            if progress is not None:
+                progress(sum(done.values()), total, f"{label} ({run})")
+
+        return report
+
+    jobs = [(model_a, methods, settings.params, "model A"), (model_b, methods, settings.params, "model B")]
+    if averaging:
+        jobs.append((model_a, averaging, settings.baseline_params(), "model A, other seed"))
+    return [
+        explain_images(
+            model, sources, names, params, explain_fn=explain_fn, progress=tick(run), cancel=cancel
+        )
+        for model, names, params, run in jobs
+    ]
 
 
 def _failure(result) -> str | None:

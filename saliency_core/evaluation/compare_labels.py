@@ -111,41 +111,9 @@ def read_labels(
         >>> read_labels(b"image,label\\ncat.png,tabby\\n", model.labels)
         ({'cat.png': 281}, [])
     """
-    if isinstance(source, (bytes, bytearray)):
-        data, where = bytes(source), where or "the labels file"
-    else:
-        path = Path(source)
-        where = where or path.name
-        try:
-            if path.stat().st_size > MAX_LABELS_BYTES:
-                raise ValueError(
-                    f"{where} is larger than {MAX_LABELS_BYTES >> 20} MiB; a labels file has one "
-                    "short row per image."
-                )
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ValueError(f"{where}: no such labels file.") from None
-        except OSError as err:
-            raise ValueError(f"{where}: cannot be read ({err.strerror or err}).") from None
-    if len(data) > MAX_LABELS_BYTES:
-        raise ValueError(
-            f"{where} is larger than {MAX_LABELS_BYTES >> 20} MiB; a labels file has one short row per image."
-        )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError(f"{where} is not UTF-8 text; save it as a CSV file (image,label).") from None
-    if "\x00" in text:
-        raise ValueError(f"{where} is not a text file; expected a CSV file (image,label).")
+    text, where = _labels_text(source, where)
     rows = csv.reader(io.StringIO(text))
-    header = [h.strip().lower() for h in next(rows, [])]
-    if "image" not in header or not ({"label", "class"} & set(header)):
-        raise ValueError(
-            f"{where}: the first row must name the columns 'image' and 'label' "
-            f"(e.g. image,label); got {quote(','.join(header), 80)}."
-        )
-    col_image = header.index("image")
-    col_label = header.index("label") if "label" in header else header.index("class")
+    col_image, col_label = _label_columns(rows, where)
     index_of = {name: i for i, name in reversed(list(enumerate(class_names)))}
     labels: dict[str, int] = {}
     problems: list[str] = []
@@ -195,6 +163,50 @@ def read_labels(
             f"{where}: {len(problems) - MAX_PROBLEMS} more rows with problems."
         ]
     return labels, problems
+
+
+def _labels_text(source: str | Path | bytes, where: str | None) -> tuple[str, str]:
+    """The labels file's text and how to name it in messages; ValueError if it cannot be read."""
+    if isinstance(source, (bytes, bytearray)):
+        data, where = bytes(source), where or "the labels file"
+    else:
+        path = Path(source)
+        where = where or path.name
+        try:
+            if path.stat().st_size > MAX_LABELS_BYTES:
+                raise ValueError(
+                    f"{where} is larger than {MAX_LABELS_BYTES >> 20} MiB; a labels file has one "
+                    "short row per image."
+                )
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ValueError(f"{where}: no such labels file.") from None
+        except OSError as err:
+            raise ValueError(f"{where}: cannot be read ({err.strerror or err}).") from None
+    if len(data) > MAX_LABELS_BYTES:
+        raise ValueError(
+            f"{where} is larger than {MAX_LABELS_BYTES >> 20} MiB; a labels file has one short row per image."
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{where} is not UTF-8 text; save it as a CSV file (image,label).") from None
+    if "\x00" in text:
+        raise ValueError(f"{where} is not a text file; expected a CSV file (image,label).")
+    return text, where
+
+
+def _label_columns(rows, where: str) -> tuple[int, int]:
+    """The places of the 'image' and 'label' (or 'class') columns, read from the header row."""
+    header = [h.strip().lower() for h in next(rows, [])]
+    if "image" not in header or not ({"label", "class"} & set(header)):
+        raise ValueError(
+            f"{where}: the first row must name the columns 'image' and 'label' "
+            f"(e.g. image,label); got {quote(','.join(header), 80)}."
+        )
+    col_image = header.index("image")
+    col_label = header.index("label") if "label" in header else header.index("class")
+    return col_image, col_label
 
 
 def label_for(name: str, labels: dict[str, int] | None) -> int | None:

@@ -234,25 +234,10 @@ def causal_curves(
     rank = np.empty(n, dtype=np.int64)
     rank[pixel_order(s, signed, seed)] = np.arange(n)
     changed_at = torch.from_numpy(rank // step).view(1, 1, h, w).to(x.device)  # step that changes it
-    ends, used = [], {}
-    for mode in modes:
-        if mode not in ("deletion", "insertion"):
-            raise ValueError(f"mode must be 'deletion' or 'insertion'; got {mode!r}.")
-        used[mode] = replacements.get(mode)
-        if used[mode] is None:
-            used[mode] = DELETION_REPLACEMENT if mode == "deletion" else INSERTION_REPLACEMENT
-        other = backgrounds[mode] if backgrounds.get(mode) is not None else replacement_image(x, used[mode])
-        ends.append((x, other) if mode == "deletion" else (other, x))
+    ends, used = _curve_ends(x, modes, replacements, backgrounds)
     # every point of every curve: (curve, step k); image = end where the pixel changed before k.
     # Step 0 is the start image, step `steps` the end image (every pixel changed): known ones are not run.
-    known = dict(end_scores or {})
-    scores = np.full((len(ends), steps + 1), np.nan)
-    for c, mode in enumerate(modes):
-        first, last = ("image", mode) if mode == "deletion" else (mode, "image")
-        if known.get(first) is not None:
-            scores[c, 0] = known[first]
-        if known.get(last) is not None:
-            scores[c, steps] = known[last]
+    scores = _known_scores(modes, dict(end_scores or {}), steps)
     points = [(c, k) for c in range(len(ends)) for k in range(steps + 1) if np.isnan(scores[c, k])]
     network = _network(model)
     for first in range(0, len(points), max(1, int(batch_size))):
@@ -275,6 +260,32 @@ def causal_curves(
         )
         for i, mode in enumerate(modes)
     }
+
+
+def _curve_ends(x: torch.Tensor, modes: Sequence[str], replacements: dict, backgrounds: dict):
+    """Per mode, the (start, end) images of its curve, and mode -> the replacement used."""
+    ends, used = [], {}
+    for mode in modes:
+        if mode not in ("deletion", "insertion"):
+            raise ValueError(f"mode must be 'deletion' or 'insertion'; got {mode!r}.")
+        used[mode] = replacements.get(mode)
+        if used[mode] is None:
+            used[mode] = DELETION_REPLACEMENT if mode == "deletion" else INSERTION_REPLACEMENT
+        other = backgrounds[mode] if backgrounds.get(mode) is not None else replacement_image(x, used[mode])
+        ends.append((x, other) if mode == "deletion" else (other, x))
+    return ends, used
+
+
+def _known_scores(modes: Sequence[str], known: dict, steps: int) -> np.ndarray:
+    """(curves, steps + 1) scores, NaN except the first and last points already known."""
+    scores = np.full((len(modes), steps + 1), np.nan)
+    for c, mode in enumerate(modes):
+        first, last = ("image", mode) if mode == "deletion" else (mode, "image")
+        if known.get(first) is not None:
+            scores[c, 0] = known[first]
+        if known.get(last) is not None:
+            scores[c, steps] = known[last]
+    return scores
 
 
 @torch.no_grad()

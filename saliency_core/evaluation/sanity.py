@@ -517,6 +517,34 @@ def sanity_check(
     threshold = _check_threshold(threshold)
     methods = check_methods(model, methods)
     every = list(blocks) if blocks is not None else layer_blocks(model)
+    chosen = _chosen_blocks(every, depth)
+    image = load_image(image)
+    run = _Run(model, image, target, mode, chosen, seed)
+    params = dict(params or {})
+    own = {m: {k: v for k, v in params.items() if k in get_method(m).defaults} for m in methods}
+    steps = run.steps(methods, own, _wanted_steps(maps_at, len(chosen)), progress)
+    return SanityResult(
+        mode=mode,
+        blocks=chosen,
+        steps=steps,
+        methods=[m for m in methods if m not in run.errors],
+        target=run.target,
+        target_label=model.labels[run.target],
+        prediction=run.prediction,
+        image=model.crop(image),
+        image_hash=image_hash(image),
+        model_fingerprint=model.fingerprint,
+        threshold=float(threshold),
+        params=run.used_params,
+        seed=int(seed),
+        image_name=image_name,
+        total_blocks=len(every),
+        errors=run.errors,
+    )
+
+
+def _chosen_blocks(every: list[Block], depth) -> list[Block]:
+    """The top ``depth`` blocks (None = ``default_depth``), checked."""
     if not every:
         raise ValueError("No layer blocks to re-initialise.")
     if depth is None:
@@ -525,96 +553,97 @@ def sanity_check(
         raise ValueError(
             f"The number of blocks to re-initialise must be between 1 and {len(every)}; got {depth}."
         )
-    chosen = every[: int(depth)]
+    return every[: int(depth)]
 
-    image = load_image(image)
-    network = _independent_copy(model.network)
-    work = dataclasses.replace(model, network=network)
-    device = next((p.device for p in network.parameters()), torch.device("cpu"))
-    x = model.preprocess(image).to(device)
-    prediction = work.predict(x, k=5)
-    target = prediction[0][0] if target is None else int(target)
-    if not 0 <= target < len(model.labels):
-        raise ValueError(f"Target class must be between 0 and {len(model.labels) - 1}; got {target}.")
-    trained = {k: v.clone() for k, v in network.state_dict().items()} if mode == "independent" else None
-    params = dict(params or {})
-    own = {m: {k: v for k, v in params.items() if k in get_method(m).defaults} for m in methods}
 
+def _wanted_steps(maps_at: Sequence[int] | None, depth: int) -> set[int]:
+    """The steps (1 .. depth) at which maps are computed, checked; None = every step."""
     if maps_at is None:
-        wanted = set(range(1, len(chosen) + 1))
-    else:
-        wanted = set()
-        for i in maps_at:
-            if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 1 <= i <= len(chosen):
-                raise ValueError(f"Steps with maps must be between 1 and {len(chosen)}; got {i}.")
-            wanted.add(int(i))
-        if not wanted:
-            raise ValueError("Choose at least one step at which to compute the maps.")
-    total, done = len(methods) * (len(wanted) + 1), 0
-    steps: list[Step] = []
-    original: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    used_params, errors = {}, {}
-    pending: list[str] = []  # notes of cascading steps without maps, shown at the next step with maps
-    for index in range(len(chosen) + 1):
-        notes = []
-        if index:
-            if mode == "independent":
-                if index not in wanted:
-                    continue
-                network.load_state_dict(trained)
-            notes = pending + reinitialise(network, chosen[index - 1], seed)
-            if index not in wanted:
-                pending = notes
-                continue
-            pending = []
-        random_blocks = (
-            []
-            if not index
-            else [b.name for b in chosen[:index]]
-            if mode == "cascading"
-            else [chosen[index - 1].name]
+        return set(range(1, depth + 1))
+    wanted = set()
+    for i in maps_at:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 1 <= i <= depth:
+            raise ValueError(f"Steps with maps must be between 1 and {depth}; got {i}.")
+        wanted.add(int(i))
+    if not wanted:
+        raise ValueError("Choose at least one step at which to compute the maps.")
+    return wanted
+
+
+class _Run:
+    """One randomisation run on an independent copy of the network: the trained model's
+    prediction, then the steps with their maps, compared with the trained model's maps."""
+
+    def __init__(self, model: Classifier, image: Image.Image, target, mode: str, chosen, seed: int):
+        self.network = _independent_copy(model.network)
+        self.work = dataclasses.replace(model, network=self.network)
+        device = next((p.device for p in self.network.parameters()), torch.device("cpu"))
+        self.x = model.preprocess(image).to(device)
+        self.prediction = self.work.predict(self.x, k=5)
+        target = self.prediction[0][0] if target is None else int(target)
+        if not 0 <= target < len(model.labels):
+            raise ValueError(f"Target class must be between 0 and {len(model.labels) - 1}; got {target}.")
+        self.target, self.mode, self.chosen, self.seed = target, mode, chosen, seed
+        self.trained = (
+            {k: v.clone() for k, v in self.network.state_dict().items()} if mode == "independent" else None
         )
-        top = work.predict(x, k=1)[0]
-        step = Step(index, chosen[index - 1].name if index else "", random_blocks, top, notes=notes)
-        for m in methods:
-            done += 1
-            if m in errors:
-                continue
-            try:
-                drawn, signed, used = _maps(work, x, target, m, own[m])
-            except ValueError as err:
-                errors[m] = f"step {index} ({step.block or 'trained model'}): {err}"
-                continue
-            finally:
-                if progress is not None:
-                    progress(done, total)
-            step.saliency[m] = drawn
-            if not np.any(drawn):  # exactly zero, e.g. Grad-CAM's ReLU (tiny values still rank)
-                step.zero.add(m)
-            if index == 0:
-                original[m], used_params[m] = (drawn, signed), used
-            step.similarity[m] = compare(
-                original[m][0], drawn, signed_a=original[m][1], signed_b=signed, measures=MEASURES
+        self.original: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.used_params, self.errors = {}, {}
+        self.done = 0  # maps done (or skipped), for ``progress``
+
+    def steps(self, methods: list[str], own: dict, wanted: set[int], progress) -> list[Step]:
+        """Step 0 (the trained model) and each wanted step, with every method's map."""
+        total = len(methods) * (len(wanted) + 1)
+        chosen, steps = self.chosen, []
+        pending: list[str] = []  # notes of cascading steps without maps, shown at the next step with maps
+        for index in range(len(chosen) + 1):
+            notes = []
+            if index:
+                if self.mode == "independent":
+                    if index not in wanted:
+                        continue
+                    self.network.load_state_dict(self.trained)
+                notes = pending + reinitialise(self.network, chosen[index - 1], self.seed)
+                if index not in wanted:
+                    pending = notes
+                    continue
+                pending = []
+            random_blocks = (
+                []
+                if not index
+                else [b.name for b in chosen[:index]]
+                if self.mode == "cascading"
+                else [chosen[index - 1].name]
             )
-        steps.append(step)
-    return SanityResult(
-        mode=mode,
-        blocks=chosen,
-        steps=steps,
-        methods=[m for m in methods if m not in errors],
-        target=target,
-        target_label=model.labels[target],
-        prediction=prediction,
-        image=model.crop(image),
-        image_hash=image_hash(image),
-        model_fingerprint=model.fingerprint,
-        threshold=float(threshold),
-        params=used_params,
-        seed=int(seed),
-        image_name=image_name,
-        total_blocks=len(every),
-        errors=errors,
-    )
+            top = self.work.predict(self.x, k=1)[0]
+            step = Step(index, chosen[index - 1].name if index else "", random_blocks, top, notes=notes)
+            for m in methods:
+                self._add_map(step, m, own[m], progress, total)
+            steps.append(step)
+        return steps
+
+    def _add_map(self, step: Step, m: str, own: dict, progress, total: int) -> None:
+        """Method ``m``'s map at ``step`` and its similarity to the trained model's."""
+        self.done += 1
+        if m in self.errors:
+            return
+        try:
+            drawn, signed, used = _maps(self.work, self.x, self.target, m, own)
+        except ValueError as err:
+            self.errors[m] = f"step {step.index} ({step.block or 'trained model'}): {err}"
+            return
+        finally:
+            if progress is not None:
+                progress(self.done, total)
+        step.saliency[m] = drawn
+        if not np.any(drawn):  # exactly zero, e.g. Grad-CAM's ReLU (tiny values still rank)
+            step.zero.add(m)
+        if step.index == 0:
+            self.original[m], self.used_params[m] = (drawn, signed), used
+        original = self.original[m]
+        step.similarity[m] = compare(
+            original[0], drawn, signed_a=original[1], signed_b=signed, measures=MEASURES
+        )
 
 
 def sanity_verdicts(

@@ -479,101 +479,29 @@ def score_image(
         out.skipped.append(Skipped(item.name, str(err).removeprefix(item.name + ": ")))
         return out
     out.skipped += region.dropped
-    size = model.input_size
     device = next((p.device for p in model.network.parameters()), torch.device("cpu"))
     crop = model.crop(image)
     x = to_tensor(crop).unsqueeze(0).to(device)
     prediction = model.predict(x, k=5)
     target = prediction[0][0]
-    probability = prediction[0][2]
-    base = {
-        "image": item.name,
-        "target": target,
-        "target_label": model.labels[target],
-        "target_probability": probability,
-        "annotation": item.annotation.kind,
-        "region_fraction": region.fraction,
-    }
-    if getattr(model, "multilabel", False):  # a multi-label prediction is a set; maps explain its top class
-        base["predicted"] = "; ".join(
-            label for _, label, _ in model.predicted_set(probabilities=model.probabilities(x)[0])
-        )
-    backgrounds, ends = {}, {}
-    if settings.faithfulness:
-        for r in {settings.deletion_replacement, settings.insertion_replacement}:
-            backgrounds[r] = fa.replacement_image(x, r)
-        # the curves' first and last points are the same for every map of this image: computed once
-        try:
-            ends = fa.end_scores(
-                model,
-                x,
-                target,
-                {
-                    "deletion": backgrounds[settings.deletion_replacement],
-                    "insertion": backgrounds[settings.insertion_replacement],
-                },
-            )
-        except ValueError:
-            ends = {}  # each method's curves then say what is wrong, one skipped item each
-    maps = [(m, None) for m in plan.methods]
-    maps += [
-        (CENTRE, plan.centre),
-        (RANDOM, lo.random_map(size, rng=np.random.default_rng([settings.seed, index]))),
-    ]
+    base = _base_row(model, item, x, prediction, region)
+    backgrounds, ends = _faithfulness_ends(model, x, target, settings)
+    noise = lo.random_map(model.input_size, rng=np.random.default_rng([settings.seed, index]))
+    maps = [(m, None) for m in plan.methods] + [(CENTRE, plan.centre), (RANDOM, noise)]
     for method, fixed in maps:
         tick = time.perf_counter()
         signed = bool(METHODS[method].signed) if method in METHODS else False
         try:
-            if fixed is None:
-                attribution, used, _ = attribute(
-                    model,
-                    x,
-                    torch.tensor([target], device=device),
-                    method,
-                    **_method_params(method, settings.params),
-                )
-                saliency = reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
-                del attribution
-            else:
-                saliency = fixed
-            scores = lo.localisation_scores(
-                saliency, region.mask, signed=signed, tolerance=settings.tolerance, top_k=settings.top_k
+            saliency = _saliency(model, x, target, method, settings) if fixed is None else fixed
+            scores, curves = _scores(
+                model, x, saliency, target, signed, region, settings, plan, backgrounds, ends
             )
-            if settings.faithfulness:
-                replacements = {
-                    "deletion": settings.deletion_replacement,
-                    "insertion": settings.insertion_replacement,
-                }
-                curves = fa.causal_curves(
-                    model,
-                    x,
-                    saliency,
-                    target,
-                    ("deletion", "insertion"),
-                    step=plan.step,
-                    replacements=replacements,
-                    signed=signed,
-                    seed=settings.seed,
-                    batch_size=settings.batch_size,
-                    backgrounds={m: backgrounds[r] for m, r in replacements.items()},
-                    end_scores=ends,
-                )
-                for mode, c in curves.items():
-                    scores[f"{mode}_auc"] = c.auc
-                out.curves[method] = {
-                    "fractions": curves["deletion"].fractions,
-                    "deletion": curves["deletion"].scores,
-                    "insertion": curves["insertion"].scores,
-                }
-        except ValueError as err:
-            out.skipped.append(Skipped(f"{item.name} [{label_of(method)}]", str(err)))
-            continue
-        except Exception as err:  # one failing method must not stop the run
-            out.skipped.append(
-                Skipped(
-                    f"{item.name} [{label_of(method)}]", f"the method failed ({type(err).__name__}: {err})."
-                )
-            )
+            if curves is not None:
+                out.curves[method] = curves
+        except Exception as err:  # one failing method must not stop the run (ValueError: a known limit)
+            failed = f"the method failed ({type(err).__name__}: {err})."
+            why = str(err) if isinstance(err, ValueError) else failed
+            out.skipped.append(Skipped(f"{item.name} [{label_of(method)}]", why))
             continue
         row = {
             "image": item.name,
@@ -593,6 +521,87 @@ def score_image(
         del saliency
     out.scored = True
     return out
+
+
+def _base_row(model, item, x: torch.Tensor, prediction: list, region) -> dict:
+    """What every row of one image shares: the image, its predicted class and its region."""
+    target = prediction[0][0]
+    base = {
+        "image": item.name,
+        "target": target,
+        "target_label": model.labels[target],
+        "target_probability": prediction[0][2],
+        "annotation": item.annotation.kind,
+        "region_fraction": region.fraction,
+    }
+    if getattr(model, "multilabel", False):  # a multi-label prediction is a set; maps explain its top class
+        base["predicted"] = "; ".join(
+            label for _, label, _ in model.predicted_set(probabilities=model.probabilities(x)[0])
+        )
+    return base
+
+
+def _faithfulness_ends(
+    model, x: torch.Tensor, target: int, settings: ValidationSettings
+) -> tuple[dict, dict]:
+    """The replacement images of the deletion and insertion curves, and the curves' first and last
+    points, which are the same for every map of this image: computed once (none without faithfulness)."""
+    backgrounds, ends = {}, {}
+    if settings.faithfulness:
+        for r in {settings.deletion_replacement, settings.insertion_replacement}:
+            backgrounds[r] = fa.replacement_image(x, r)
+        replaced = {mode: backgrounds[r] for mode, r in _replacements(settings).items()}
+        try:
+            ends = fa.end_scores(model, x, target, replaced)
+        except ValueError:
+            ends = {}  # each method's curves then say what is wrong, one skipped item each
+    return backgrounds, ends
+
+
+def _replacements(settings: ValidationSettings) -> dict[str, str]:
+    return {"deletion": settings.deletion_replacement, "insertion": settings.insertion_replacement}
+
+
+def _saliency(model, x: torch.Tensor, target: int, method: str, settings: ValidationSettings) -> np.ndarray:
+    """The method's drawn (H, W) map of ``target``."""
+    attribution, used, _ = attribute(
+        model, x, torch.tensor([target], device=x.device), method, **_method_params(method, settings.params)
+    )
+    return reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
+
+
+def _scores(
+    model, x, saliency, target, signed, region, settings, plan, backgrounds, ends
+) -> tuple[dict, dict | None]:
+    """Localisation scores of one map and, with faithfulness, its deletion and insertion areas
+    (added to the scores) and curves (``{"fractions", "deletion", "insertion"}``; else None)."""
+    scores = lo.localisation_scores(
+        saliency, region.mask, signed=signed, tolerance=settings.tolerance, top_k=settings.top_k
+    )
+    if not settings.faithfulness:
+        return scores, None
+    replacements = _replacements(settings)
+    curves = fa.causal_curves(
+        model,
+        x,
+        saliency,
+        target,
+        ("deletion", "insertion"),
+        step=plan.step,
+        replacements=replacements,
+        signed=signed,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+        backgrounds={m: backgrounds[r] for m, r in replacements.items()},
+        end_scores=ends,
+    )
+    for mode, c in curves.items():
+        scores[f"{mode}_auc"] = c.auc
+    return scores, {
+        "fractions": curves["deletion"].fractions,
+        "deletion": curves["deletion"].scores,
+        "insertion": curves["insertion"].scores,
+    }
 
 
 class RunTotals:

@@ -155,11 +155,12 @@ def test_progress_and_only_thumbnails_are_kept(messy_result):
     assert [d for d, _, _ in seen] == list(range(6)) and seen[-1][2] == 0
     assert all(eta is None or eta >= 0 for _, _, eta in seen)
     assert set(result.worst) == {"gradient", "gradcam", "gradient_x_input"}
-    for _method, cases in result.worst.items():
+    for method, cases in result.worst.items():
         assert len(cases) == 2
         masses = [c.scores["relevance_mass"] for c in cases]
         assert masses == sorted(masses)  # worst first
-        others = result.per_image().query("method == @method")["relevance_mass"]
+        table = result.per_image()
+        others = table[table["method"] == method]["relevance_mass"]
         assert masses[-1] <= others.sort_values().iloc[1] + 1e-12
         for c in cases:
             assert c.crop.shape == (112, 112, 3) and c.saliency.shape == c.region.shape == (112, 112)

@@ -144,59 +144,10 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
         >>> anns[0].kind
         'mask'
     """
-    text = decoded_text(data, source)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{source}: not valid JSON ({err.msg} at line {err.lineno}).") from None
-    except RecursionError:
-        raise ValueError(f"{source}: the JSON is nested too deeply to be an annotation file.") from None
-    except (ValueError, MemoryError) as err:  # e.g. an integer of thousands of digits
-        raise ValueError(f"{source}: the JSON cannot be read ({clip(err, 120)}).") from None
-    if (
-        not isinstance(doc, dict)
-        or not isinstance(doc.get("images"), list)
-        or not isinstance(doc.get("annotations"), list)
-    ):
-        raise ValueError(
-            f"{source}: not a COCO annotation file (expected an object with 'images' and "
-            "'annotations' lists)."
-        )
+    doc = _coco_document(data, source)
     skipped: list[Skipped] = []
-    categories: dict = {}
-    listed = doc.get("categories")
-    for n, c in enumerate(listed if isinstance(listed, list) else []):
-        if not isinstance(c, dict):
-            continue
-        key, name = coco_id(c.get("id")), c.get("name", "")
-        if key is None or not isinstance(name, str):
-            skipped.append(
-                Skipped(
-                    f"{source} categories[{n}]",
-                    "the category's 'id' is not a whole number or a "
-                    "text, or its 'name' is not a text; its name is "
-                    "not shown.",
-                )
-            )
-            continue
-        categories[key] = clip(name, 200)
-    images: dict = {}
-    for n, entry in enumerate(doc["images"]):
-        where = f"{source} images[{n}]"
-        key = coco_id(entry.get("id")) if isinstance(entry, dict) else None
-        if key is None or not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
-            skipped.append(
-                Skipped(where, "the entry has no 'id' (a whole number or a text) or no 'file_name' (a text).")
-            )
-            continue
-        name = clip(entry["file_name"], 500)
-        try:
-            size = _coco_size(entry)
-        except ValueError as err:
-            images[key] = (name, None, f"its image entry {where} was left out: {err}.")
-            skipped.append(Skipped(f"{where} ({name})", f"{err}."))
-            continue
-        images[key] = (name, size, None)
+    categories = _coco_categories(doc, source, skipped)
+    images = _coco_images(doc, source, skipped)
     out: dict = {}
     budget = MAX_FILE_MASK_PIXELS
     for n, obj in enumerate(doc["annotations"]):
@@ -238,6 +189,74 @@ def read_coco(data: bytes | str, source: str = "annotations.json") -> tuple[list
             skipped.append(Skipped(where, f"{clip(err, 300)}."))
             continue
     return list(out.values()), skipped
+
+
+def _coco_document(data: bytes | str, source: str) -> dict:
+    """The parsed JSON, checked to be an object with 'images' and 'annotations' lists."""
+    text = decoded_text(data, source)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source}: not valid JSON ({err.msg} at line {err.lineno}).") from None
+    except RecursionError:
+        raise ValueError(f"{source}: the JSON is nested too deeply to be an annotation file.") from None
+    except (ValueError, MemoryError) as err:  # e.g. an integer of thousands of digits
+        raise ValueError(f"{source}: the JSON cannot be read ({clip(err, 120)}).") from None
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("images"), list)
+        or not isinstance(doc.get("annotations"), list)
+    ):
+        raise ValueError(
+            f"{source}: not a COCO annotation file (expected an object with 'images' and "
+            "'annotations' lists)."
+        )
+    return doc
+
+
+def _coco_categories(doc: dict, source: str, skipped: list[Skipped]) -> dict:
+    """Category id -> name; entries that cannot be used are added to ``skipped``."""
+    categories: dict = {}
+    listed = doc.get("categories")
+    for n, c in enumerate(listed if isinstance(listed, list) else []):
+        if not isinstance(c, dict):
+            continue
+        key, name = coco_id(c.get("id")), c.get("name", "")
+        if key is None or not isinstance(name, str):
+            skipped.append(
+                Skipped(
+                    f"{source} categories[{n}]",
+                    "the category's 'id' is not a whole number or a "
+                    "text, or its 'name' is not a text; its name is "
+                    "not shown.",
+                )
+            )
+            continue
+        categories[key] = clip(name, 200)
+    return categories
+
+
+def _coco_images(doc: dict, source: str, skipped: list[Skipped]) -> dict:
+    """Image id -> (file name, (width, height) or None, why its objects are refused or None);
+    entries that cannot be used are added to ``skipped``."""
+    images: dict = {}
+    for n, entry in enumerate(doc["images"]):
+        where = f"{source} images[{n}]"
+        key = coco_id(entry.get("id")) if isinstance(entry, dict) else None
+        if key is None or not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
+            skipped.append(
+                Skipped(where, "the entry has no 'id' (a whole number or a text) or no 'file_name' (a text).")
+            )
+            continue
+        name = clip(entry["file_name"], 500)
+        try:
+            size = _coco_size(entry)
+        except ValueError as err:
+            images[key] = (name, None, f"its image entry {where} was left out: {err}.")
+            skipped.append(Skipped(f"{where} ({name})", f"{err}."))
+            continue
+        images[key] = (name, size, None)
+    return images
 
 
 def _coco_size(entry: dict) -> tuple[int, int] | None:

@@ -283,15 +283,8 @@ def _zip_directory(data: bytes) -> tuple[int, int] | None:
     return entries, size
 
 
-def _zip_contents(
-    source: str | os.PathLike | bytes, name: str = "upload.zip"
-) -> tuple[list[tuple[str, object]], list[Annotation], list[Skipped]]:
-    """(images as (name, reader), annotations read, problems) of a ZIP, opened once.
-
-    The file count and the size of the file list are checked before the list is parsed; every
-    member is inflated in chunks with its real bytes counted (see ``read_member``)."""
-    label = str(source) if isinstance(source, (str, os.PathLike)) else name
-    data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else bytes(source)
+def _check_zip_directory(data: bytes, label: str) -> None:
+    """Raise ValueError if the archive's own directory declares too many files or too long a list."""
     directory = _zip_directory(data)
     if directory is not None:
         entries, size = directory
@@ -304,6 +297,18 @@ def _zip_contents(
                 f"{label}: the archive's list of files is {size / 2**20:,.1f} MiB; the limit is "
                 f"{MAX_ZIP_DIRECTORY // 2**20} MiB."
             )
+
+
+def _zip_contents(
+    source: str | os.PathLike | bytes, name: str = "upload.zip"
+) -> tuple[list[tuple[str, object]], list[Annotation], list[Skipped]]:
+    """(images as (name, reader), annotations read, problems) of a ZIP, opened once.
+
+    The file count and the size of the file list are checked before the list is parsed; every
+    member is inflated in chunks with its real bytes counted (see ``read_member``)."""
+    label = str(source) if isinstance(source, (str, os.PathLike)) else name
+    data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else bytes(source)
+    _check_zip_directory(data, label)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = [m for m in archive.infolist() if not m.is_dir()]

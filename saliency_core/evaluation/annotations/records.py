@@ -214,6 +214,19 @@ class Annotation:
         self.boxes += other.boxes
         self.sources += other.sources
 
+    def _check_size(self, width: int, height: int) -> None:
+        """Raise ValueError if the mask or the declared size does not match the image."""
+        if self.mask is not None and self.mask.shape != (height, width):
+            raise ValueError(
+                f"the mask is {_shape(self.mask)} pixels but the image is {width}x{height}; a "
+                "mask must have the size of its image."
+            )
+        if self.size is not None and tuple(self.size) != (width, height):
+            raise ValueError(
+                f"the annotation was made on a {self.size[0]}x{self.size[1]} image but the "
+                f"image is {width}x{height} pixels."
+            )
+
     def region(self, image_size: tuple[int, int], geometry: CropGeometry) -> Region:
         """The annotation on the model's input crop.
 
@@ -233,16 +246,7 @@ class Annotation:
         """
         width, height = image_size
         s = geometry.input_size
-        if self.mask is not None and self.mask.shape != (height, width):
-            raise ValueError(
-                f"the mask is {_shape(self.mask)} pixels but the image is {width}x{height}; a "
-                "mask must have the size of its image."
-            )
-        if self.size is not None and tuple(self.size) != (width, height):
-            raise ValueError(
-                f"the annotation was made on a {self.size[0]}x{self.size[1]} image but the "
-                f"image is {width}x{height} pixels."
-            )
+        self._check_size(width, height)
         mask = np.zeros((s, s), dtype=bool)
         notes: list[str] = []
         dropped: list[Skipped] = []
