@@ -212,6 +212,57 @@ def smoothgrad(
     Returns:
         Tensor (B, C, H, W) like ``base``. The number of samples used is in ``readout.last``.
     """
+    samples, max_samples, settled_at = _checked_options(
+        samples, noise, variant, sampling, base, until_settled, max_samples, settled_at
+    )
+    readout = Readout() if until_settled and readout is None else readout
+    if readout is not None:
+        readout.settled_at = settled_at
+    attribute = METHODS[base].attribute
+    x, batch = x.detach(), x.shape[0]
+    target = as_targets(target, batch, x.device)
+    sigma = _sigma(x, noise)
+    per_chunk = max(1, (chunk_size or default_chunk_size(x)) // batch)
+    quasi = QuasiNormal(x.shape[1:], seed) if sampling == "quasi" else None
+    stops = checkpoints(samples, max_samples, bool(until_settled))
+    total_count = stops[-1]
+    sums, done = _Sums(x, variant, split=readout is not None), 0
+    with averaging():  # on a GPU: TF32 convolutions, within the tolerance _fast.py states
+        for stop in stops:
+            while done < stop:
+                n = min(per_chunk, stop - done)
+                eps = noise_draws(x, seed, done, n, sampling, quasi)  # (n, C, H, W)
+                noisy = (x.unsqueeze(0) + eps.unsqueeze(1) * sigma.unsqueeze(0)).flatten(0, 1)
+                grads = attribute(network, noisy, target.repeat(n)).reshape(n, batch, *x.shape[1:])
+                sums.add(grads, done, sampling)
+                done += n
+                if progress is not None:
+                    progress(done, total_count)
+                if preview is not None and done < total_count:
+                    preview(done, total_count, sums.result(done).to(x.dtype))
+            if readout is not None:
+                sums.check(readout, batch, done)
+                if until_settled and all_settled(readout.last):
+                    break
+    if readout is not None and until_settled:
+        _mark_stopped(readout)
+    return sums.result(done).to(x.dtype)
+
+
+def _sigma(x: torch.Tensor, noise: float) -> torch.Tensor:
+    """Eq. 3's sigma per image, (B, 1, 1, 1): ``noise`` times the image's value range (max - min)."""
+    flat = x.reshape(x.shape[0], -1)
+    return (noise * (flat.max(1).values - flat.min(1).values)).view(-1, 1, 1, 1)
+
+
+def _mark_stopped(readout: Readout) -> None:
+    """Say in each image's readout why a stop-when-settled run stopped."""
+    for entry in readout.last:
+        entry["stopped"] = "settled" if all_settled(readout.last) else "at the maximum"
+
+
+def _checked_options(samples, noise, variant, sampling, base, until_settled, max_samples, settled_at):
+    """(samples, max_samples, settled_at) checked; ValueError in words otherwise."""
     samples = count("SmoothGrad samples", samples, 1, MAX_SAMPLES)
     if not 0 <= float(noise) <= 1:
         raise ValueError(f"SmoothGrad noise is a fraction of the image range, between 0 and 1; got {noise}.")
@@ -228,73 +279,50 @@ def smoothgrad(
         raise ValueError(
             f"SmoothGrad maximum samples ({max_samples}) must be at least the samples ({samples})."
         )
-    settled_at = check_level(settled_at)
-    if until_settled and readout is None:
-        readout = Readout()
-    if readout is not None:
-        readout.settled_at = settled_at
-    attribute = METHODS[base].attribute
-    x = x.detach()
-    batch = x.shape[0]
-    target = as_targets(target, batch, x.device)
-    flat = x.reshape(batch, -1)
-    sigma = (noise * (flat.max(1).values - flat.min(1).values)).view(batch, 1, 1, 1)
-    per_chunk = max(1, (chunk_size or default_chunk_size(x)) // batch)
-    quasi = QuasiNormal(x.shape[1:], seed) if sampling == "quasi" else None
-    stops = checkpoints(samples, max_samples, bool(until_settled))
-    total_count = stops[-1]
-    # float64 sums per quarter of the independent units (convergence readout); map = their sum
-    parts = QUARTERS if readout is not None else 1
-    sums = [torch.zeros(x.shape, dtype=torch.float64, device=x.device) for _ in range(parts)]
-    squares = [torch.zeros_like(s) for s in sums]
-    counts = [0] * QUARTERS
-    done = 0
-    with averaging():  # on a GPU: TF32 convolutions, within the tolerance _fast.py states
-        for stop in stops:
-            while done < stop:
-                n = min(per_chunk, stop - done)
-                eps = noise_draws(x, seed, done, n, sampling, quasi)  # (n, C, H, W)
-                noisy = (x.unsqueeze(0) + eps.unsqueeze(1) * sigma.unsqueeze(0)).reshape(
-                    n * batch, *x.shape[1:]
-                )
-                grads = attribute(network, noisy, target.repeat(n)).reshape(n, batch, *x.shape[1:])
-                # without a readout every sample goes to the first sum: no split, no gather
-                quarter = torch.tensor(
-                    [quarter_of(unit_of(done + i, sampling)) if readout is not None else 0 for i in range(n)]
-                )
-                for q in quarter.unique().tolist():
-                    rows = (quarter == q).nonzero().flatten()
-                    part = grads if len(rows) == n else grads[rows.to(grads.device)]
-                    sums[q] += part.sum(0, dtype=torch.float64)
-                    squares[q] += part.double().square().sum(0)
-                    counts[q] += len(rows)
-                done += n
-                if progress is not None:
-                    progress(done, total_count)
-                if preview is not None and done < total_count:
-                    preview(done, total_count, _combine(sum(sums), sum(squares), done, variant).to(x.dtype))
-            if readout is not None:
-                _check(readout, sums, squares, counts, variant, batch, done)
-                if until_settled and all_settled(readout.last):
-                    break
-    if readout is not None and until_settled:
-        for entry in readout.last:
-            entry["stopped"] = "settled" if all_settled(readout.last) else "at the maximum"
-    return _combine(sum(sums), sum(squares), done, variant).to(x.dtype)
+    return samples, max_samples, check_level(settled_at)
 
 
-def _check(readout: Readout, sums, squares, counts, variant: str, batch: int, done: int) -> list[dict]:
-    """The readout from the four quarters' sums (needs at least one unit in each quarter)."""
-    if min(counts) == 0:
-        return readout.unavailable(
-            batch, done, f"needs at least {QUARTERS} independent draws to compare (got {done} samples)."
+class _Sums:
+    """Float64 sums of the gradients and their squares per quarter of the independent units (for
+    the convergence readout; ``split`` False: all in one sum, with no split and no gather); the map
+    is the combination of their totals."""
+
+    def __init__(self, x: torch.Tensor, variant: str, split: bool):
+        parts = QUARTERS if split else 1
+        self.sums = [torch.zeros(x.shape, dtype=torch.float64, device=x.device) for _ in range(parts)]
+        self.squares = [torch.zeros_like(s) for s in self.sums]
+        self.counts = [0] * QUARTERS
+        self.variant, self.split = variant, split
+
+    def add(self, grads: torch.Tensor, done: int, sampling: str) -> None:
+        """Add a chunk of per-sample gradients (n, B, C, H, W), samples ``done`` onwards."""
+        n = grads.shape[0]
+        quarter = torch.tensor(
+            [quarter_of(unit_of(done + i, sampling)) if self.split else 0 for i in range(n)]
         )
-    quarters = [_combine(s, q, c, variant) for s, q, c in zip(sums, squares, counts)]
-    halves = [
-        _combine(sums[a] + sums[b], squares[a] + squares[b], counts[a] + counts[b], variant)
-        for a, b in ((0, 1), (2, 3))
-    ]
-    return readout.check(quarters, halves, done)
+        for q in quarter.unique().tolist():
+            rows = (quarter == q).nonzero().flatten()
+            part = grads if len(rows) == n else grads[rows.to(grads.device)]
+            self.sums[q] += part.sum(0, dtype=torch.float64)
+            self.squares[q] += part.double().square().sum(0)
+            self.counts[q] += len(rows)
+
+    def result(self, n: int) -> torch.Tensor:
+        return _combine(sum(self.sums), sum(self.squares), n, self.variant)
+
+    def check(self, readout: Readout, batch: int, done: int) -> list[dict]:
+        """The readout from the four quarters' sums (needs at least one unit in each quarter)."""
+        sums, squares, counts, variant = self.sums, self.squares, self.counts, self.variant
+        if min(counts) == 0:
+            return readout.unavailable(
+                batch, done, f"needs at least {QUARTERS} independent draws to compare (got {done} samples)."
+            )
+        quarters = [_combine(s, q, c, variant) for s, q, c in zip(sums, squares, counts)]
+        halves = [
+            _combine(sums[a] + sums[b], squares[a] + squares[b], counts[a] + counts[b], variant)
+            for a, b in ((0, 1), (2, 3))
+        ]
+        return readout.check(quarters, halves, done)
 
 
 def _combine(total: torch.Tensor, square: torch.Tensor, n: int, variant: str) -> torch.Tensor:
