@@ -408,45 +408,12 @@ def render(
         >>> r.legend
         "Red = these pixels raise the score for 'tabby' ..."
     """
-    sign = _check_sign(sign)
-    if colormap is None:
-        colormap = DEFAULT_DIVERGING if sign == "signed" else DEFAULT_SEQUENTIAL
-    colormap = _check_colormap(colormap)
-    if sign == "signed" and colormap not in DIVERGING:
-        raise ValueError(
-            f"Signed maps need a diverging colormap ({', '.join(DIVERGING)}) so that 0 "
-            f"sits at the centre colour; {colormap!r} is sequential."
-        )
-    if sign != "signed" and colormap not in SEQUENTIAL:
-        raise ValueError(
-            f"{sign.capitalize()} maps need a sequential colormap "
-            f"({', '.join(SEQUENTIAL)}); {colormap!r} is diverging, for signed maps."
-        )
-    alpha = float(alpha)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be between 0 and 1; got {alpha}.")
+    sign, colormap, alpha = _checked_style(sign, colormap, alpha)
     s = _check_map(saliency)
-    picture = _image_array(image)
-    if picture.shape[:2] != s.shape:
-        raise ValueError(
-            f"The saliency map has shape {tuple(s.shape)} but the image is "
-            f"{tuple(picture.shape)} (H, W, 3); draw the map on the crop the model saw."
-        )
+    picture = _picture_for(image, s)
     p = _check_percentile(clip_percentile)
-
     fixed = scale is not None
-    peak = float(_relevant(s, sign).max()) if s.size else 0.0
-    near_zero = peak <= float(near_zero_atol)
-    if near_zero:
-        values = np.zeros(s.shape, dtype=np.float32)
-        if scale is not None:
-            scale = float(scale)
-            if not (math.isfinite(scale) and scale >= 0):
-                raise ValueError(f"scale must be a positive finite number; got {scale}.")
-        else:
-            scale = peak
-    else:
-        values, scale = map_values(s, sign=sign, clip_percentile=p, scale=scale)
+    values, scale, peak, near_zero = _scaled(s, sign, p, scale, float(near_zero_atol))
 
     lut = _lut(colormap)
     position = (values.astype(np.float64) + 1.0) / 2.0 if sign == "signed" else values.astype(np.float64)
@@ -565,6 +532,56 @@ class Outlined:
     overlay: np.ndarray
     legend: str
     choice: object
+
+
+def _checked_style(sign: str, colormap: str | None, alpha: float) -> tuple[str, str, float]:
+    """(sign, colormap, alpha) checked: a diverging colormap for signed maps, a sequential one
+    otherwise (``None``: the default of each), alpha in [0, 1]."""
+    sign = _check_sign(sign)
+    if colormap is None:
+        colormap = DEFAULT_DIVERGING if sign == "signed" else DEFAULT_SEQUENTIAL
+    colormap = _check_colormap(colormap)
+    if sign == "signed" and colormap not in DIVERGING:
+        raise ValueError(
+            f"Signed maps need a diverging colormap ({', '.join(DIVERGING)}) so that 0 "
+            f"sits at the centre colour; {colormap!r} is sequential."
+        )
+    if sign != "signed" and colormap not in SEQUENTIAL:
+        raise ValueError(
+            f"{sign.capitalize()} maps need a sequential colormap "
+            f"({', '.join(SEQUENTIAL)}); {colormap!r} is diverging, for signed maps."
+        )
+    alpha = float(alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be between 0 and 1; got {alpha}.")
+    return sign, colormap, alpha
+
+
+def _picture_for(image, s: np.ndarray) -> np.ndarray:
+    """The image as uint8 (H, W, 3), which must have the map's shape."""
+    picture = _image_array(image)
+    if picture.shape[:2] != s.shape:
+        raise ValueError(
+            f"The saliency map has shape {tuple(s.shape)} but the image is "
+            f"{tuple(picture.shape)} (H, W, 3); draw the map on the crop the model saw."
+        )
+    return picture
+
+
+def _scaled(s: np.ndarray, sign: str, p: float, scale: float | None, atol: float):
+    """(values in [-1, 1] or [0, 1], scale, peak, near_zero): a map whose largest relevant |value|
+    is at most ``atol`` is near zero, drawn in one colour (its scale kept when one is given)."""
+    peak = float(_relevant(s, sign).max()) if s.size else 0.0
+    if peak > atol:
+        values, scale = map_values(s, sign=sign, clip_percentile=p, scale=scale)
+        return values, scale, peak, False
+    if scale is not None:
+        scale = float(scale)
+        if not (math.isfinite(scale) and scale >= 0):
+            raise ValueError(f"scale must be a positive finite number; got {scale}.")
+    else:
+        scale = peak
+    return np.zeros(s.shape, dtype=np.float32), scale, peak, True
 
 
 def render_outline(
