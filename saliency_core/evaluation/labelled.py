@@ -28,30 +28,23 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
-import json
 import os
-import re
 import stat
-import threading
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..engine.safe_text import visible
-from ..engine.untrusted import cut, inside, quote, read_member, read_regular, regular_file_inside
+from ..engine.untrusted import cut, inside, quote, read_regular, regular_file_inside
 from .annotations import Skipped
+from .label_tables import MAX_LABEL, MAX_TABLE_BYTES, read_mapping, read_table
+from .labelled_zip import MAX_ZIP_MEMBERS as MAX_ZIP_MEMBERS
+from .labelled_zip import top_folder, zip_entries
 from .labels import map_labels
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-TABLE_NAMES = ("labels.csv", "labels.json")
-CLASSES_NAME = "classes.json"
-MAX_TABLE_BYTES = 16 * 2**20  # labels.csv / labels.json / classes.json
-MAX_LABEL = 200  # characters in a label
-MAX_ZIP_MEMBERS = 200_000  # entries in an archive's directory
+from .set_paths import CLASSES_NAME, TABLE_NAMES, is_image, unsafe_path
+from .set_paths import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 
 
 def max_images() -> int:
@@ -134,10 +127,6 @@ class LabelledSet:
 # ---- labels -> classes -------------------------------------------------------------------------
 
 
-def _norm(text: str) -> str:
-    return " ".join(re.split(r"[\s_\-]+", str(text).strip().lower())).strip()
-
-
 def merge_labels(
     classes: dict[str, tuple[int, ...]], model_labels: Sequence[str], problems: list[Skipped]
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
@@ -179,150 +168,6 @@ def merge_labels(
     return merged, renamed
 
 
-def read_mapping(data: bytes, name: str = CLASSES_NAME) -> dict:
-    """``classes.json``: ``{label: class name / index, or a list of them}``; ValueError otherwise."""
-    value = _json(data, name)
-    if not isinstance(value, dict):
-        raise ValueError(
-            f"{name}: expected an object {{label: class or [classes]}}; got {type(value).__name__}."
-        )
-    out = {}
-    for label, target in value.items():
-        targets = target if isinstance(target, list) else [target]
-        if len(targets) > 1000 or not all(
-            isinstance(t, (str, int)) and not isinstance(t, bool) for t in targets
-        ):
-            raise ValueError(
-                f"{name}: the entry for {quote(label)} must be a class name or index, or a list "
-                "of up to 1,000 of them."
-            )
-        out[str(label)] = [cut(t, MAX_LABEL) if isinstance(t, str) else t for t in targets]
-    return out
-
-
-# ---- label tables --------------------------------------------------------------------------------
-
-_FILE_COLUMNS = {"file", "filename", "file_name", "image", "image_name", "path", "image_path", "name"}
-_LABEL_COLUMNS = {"label", "class", "class_name", "category", "true_label", "target"}
-
-
-def _json(data: bytes, name: str):
-    if len(data) > MAX_TABLE_BYTES:
-        raise ValueError(
-            f"{name}: the file is too large ({len(data) / 2**20:,.1f} MiB; the limit is "
-            f"{MAX_TABLE_BYTES // 2**20} MiB)."
-        )
-    try:
-        return json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{name}: not valid UTF-8 JSON ({cut(err, 120)}).") from None
-    except RecursionError:
-        raise ValueError(f"{name}: nested too deeply to read.") from None
-
-
-def read_table(data: bytes, name: str) -> tuple[list[tuple[str, str]], list[Skipped]]:
-    """(file, label) rows of ``labels.csv`` / ``labels.json`` and the rows left out.
-
-    CSV: a header naming a file column (``file``, ``image``, ``path``...) and a label column
-    (``label``, ``class``...), or two columns without a header.
-
-    Raises:
-        ValueError: not a table that can be read (too large, not UTF-8, no file/label columns).
-    """
-    problems: list[Skipped] = []
-    rows: list[tuple[str, str]] = []
-    if name.lower().endswith(".json"):
-        value = _json(data, name)
-        if isinstance(value, dict):
-            raw = list(value.items())
-        elif isinstance(value, list):
-            raw = []
-            for n, entry in enumerate(value, 1):
-                if (
-                    isinstance(entry, dict)
-                    and any(k in entry for k in _FILE_COLUMNS)
-                    and any(k in entry for k in _LABEL_COLUMNS)
-                ):
-                    f = next(entry[k] for k in entry if k in _FILE_COLUMNS)
-                    lab = next(entry[k] for k in entry if k in _LABEL_COLUMNS)
-                    raw.append((f, lab))
-                else:
-                    problems.append(
-                        Skipped(f"{name} entry {n}", "expected an object with a file and a label.")
-                    )
-        else:
-            raise ValueError(f"{name}: expected {{file: label}} or a list of {{file, label}} objects.")
-        for f, lab in raw:
-            if not isinstance(f, str) or isinstance(lab, bool) or not isinstance(lab, (str, int)):
-                problems.append(
-                    Skipped(
-                        cut(str(f), 120),
-                        f"{name}: the file must be text and the label text or a "
-                        f"whole number; got {quote(lab, 60)}.",
-                    )
-                )
-                continue
-            rows.append((f, str(lab)))
-        return rows, problems
-    if len(data) > MAX_TABLE_BYTES:
-        raise ValueError(
-            f"{name}: the file is too large ({len(data) / 2**20:,.1f} MiB; the limit is "
-            f"{MAX_TABLE_BYTES // 2**20} MiB)."
-        )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{name}: not UTF-8 text ({err.reason} at byte {err.start}).") from None
-    try:
-        table = list(csv.reader(io.StringIO(text)))
-    except csv.Error as err:
-        raise ValueError(f"{name}: not a readable CSV file ({cut(err, 120)}).") from None
-    table = [(n, r) for n, r in enumerate(table, 1) if any(c.strip() for c in r)]  # n: row in the file
-    if not table:
-        raise ValueError(f"{name}: the table is empty.")
-    header = [_norm(c).replace(" ", "_") for c in table[0][1]]
-    fi = next((i for i, c in enumerate(header) if c in _FILE_COLUMNS), None)
-    li = next((i for i, c in enumerate(header) if c in _LABEL_COLUMNS), None)
-    start = 1
-    if fi is None or li is None:
-        if len(table[0][1]) != 2:
-            raise ValueError(
-                f"{name}: expected a header with a file column and a label column (file,label); "
-                f"got {quote(table[0][1], 120)}."
-            )
-        fi, li, start = 0, 1, 0
-    for n, row in table[start:]:
-        if len(row) <= max(fi, li) or not row[fi].strip() or not row[li].strip():
-            problems.append(
-                Skipped(f"{name} row {n}", "a file and a label are needed; the row is incomplete.")
-            )
-            continue
-        rows.append((row[fi].strip(), row[li].strip()))
-    return rows, problems
-
-
-# ---- safe paths ----------------------------------------------------------------------------------
-
-
-def _unsafe_path(path: str) -> str | None:
-    """Why ``path`` (a path inside a set) cannot be used, or None."""
-    if not path or "\x00" in path or any(ord(c) < 32 for c in path):
-        return "its name holds control characters; left out"
-    if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
-        return "its path is absolute, so it would leave the set's root folder; left out for safety"
-    if ".." in re.split(r"[\\/]+", path):
-        return "its path leaves the set's root folder ('..'); left out for safety"
-    return None
-
-
-def _hidden(parts: Sequence[str]) -> bool:
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
-
-
-def _is_image(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
-
-
 # ---- building a set ------------------------------------------------------------------------------
 
 
@@ -348,70 +193,107 @@ def _assemble(
     """Labels for ``files`` (from ``table`` or the ImageFolder layout), mapped to classes;
     duplicates, size and count limits applied; each file's bytes hashed."""
     limit = max_images() if limit is None else int(limit)
-    per_file, total_limit = max_file_bytes(), max_total_bytes()
-    images = sorted((f for f in files if _is_image(f.name)), key=lambda f: f.name)
+    sizes = max_file_bytes(), max_total_bytes()  # read first: a bad setting fails before any file
+    images = sorted((f for f in files if is_image(f.name)), key=lambda f: f.name)
     for f in files:
-        if not _is_image(f.name):
+        if not is_image(f.name):
             problems.append(
                 Skipped(
                     f.name, f"not an image file ({PurePosixPath(f.name).suffix or 'no suffix'}); left out."
                 )
             )
-    labelled: list[tuple[_File, str]] = []
     if table is not None:
-        tname, tdata = table
-        rows, bad = read_table(tdata, tname)
-        problems += bad
-        by_name = {f.name: f for f in images}
-        used: dict[str, str] = {}
-        for path, label in rows:
-            shown = cut(path, 200)
-            why = _unsafe_path(path)
-            if why:
-                problems.append(Skipped(shown, f"{tname}: {why}."))
-                continue
-            rel = PurePosixPath(path.replace("\\", "/")).as_posix()  # also drops "./" and doubled "/"
-            if rel in used:
-                same = (
-                    "the same label"
-                    if used[rel] == label
-                    else f"label {quote(used[rel])}, here {quote(label)}"
-                )
-                problems.append(
-                    Skipped(shown, f"{tname} lists this file twice ({same}); the first row is used.")
-                )
-                continue
-            f = by_name.get(rel)
-            if f is None:
-                problems.append(Skipped(shown, f"{tname} lists it, but there is no such image in the set."))
-                continue
-            used[rel] = label
-            labelled.append((f, label))
-        for f in images:
-            if f.name not in used:
-                problems.append(
-                    Skipped(f.name, f"not listed in {tname}, so its true class is unknown; left out.")
-                )
+        labelled = _table_labels(images, table, problems)
     else:
-        for f in images:
-            parts = PurePosixPath(f.name).parts
-            if len(parts) < 2:
-                problems.append(
-                    Skipped(
-                        f.name,
-                        "not inside a class folder (ImageFolder layout: one sub-folder "
-                        "per class), so its true class is unknown; left out.",
-                    )
-                )
-                continue
-            labelled.append((f, parts[0]))
+        labelled = _folder_labels(images, problems)
     if not labelled and not images:
         raise ValueError(
             f"{description}: no images found (expected one sub-folder per class with images in "
             f"it, or {' / '.join(TABLE_NAMES)} next to the images)."
         )
-    # labels -> classes
     too_long = {lab for _, lab in labelled if len(lab) > MAX_LABEL}
+    classes, labelled = _classes(labelled, too_long, model_labels, mapping, problems)
+    items = _items(labelled, classes, too_long, limit, sizes, problems)
+    if not items:
+        reasons = "; ".join(f"{p.item}: {p.reason}" for p in problems[:5])
+        raise ValueError(
+            f"{description}: none of its images can be used ({len(problems)} problem(s): "
+            f"{cut(reasons, 600)})."
+        )
+    return LabelledSet(
+        items=items,
+        problems=problems,
+        classes={k: v for k, v in classes.items() if any(i.label == k for i in items)},
+        description=description,
+        source=source,
+    )
+
+
+def _table_labels(
+    images: list[_File], table: tuple[str, bytes], problems: list[Skipped]
+) -> list[tuple[_File, str]]:
+    """(image, label) for each row of the label table that names an image of the set; the rows
+    that cannot be used and the images no row names are listed in ``problems``."""
+    tname, tdata = table
+    rows, bad = read_table(tdata, tname)
+    problems += bad
+    by_name = {f.name: f for f in images}
+    used: dict[str, str] = {}
+    labelled: list[tuple[_File, str]] = []
+    for path, label in rows:
+        shown = cut(path, 200)
+        why = unsafe_path(path)
+        if why:
+            problems.append(Skipped(shown, f"{tname}: {why}."))
+            continue
+        rel = PurePosixPath(path.replace("\\", "/")).as_posix()  # also drops "./" and doubled "/"
+        if rel in used:
+            same = (
+                "the same label" if used[rel] == label else f"label {quote(used[rel])}, here {quote(label)}"
+            )
+            problems.append(Skipped(shown, f"{tname} lists this file twice ({same}); the first row is used."))
+            continue
+        f = by_name.get(rel)
+        if f is None:
+            problems.append(Skipped(shown, f"{tname} lists it, but there is no such image in the set."))
+            continue
+        used[rel] = label
+        labelled.append((f, label))
+    for f in images:
+        if f.name not in used:
+            problems.append(
+                Skipped(f.name, f"not listed in {tname}, so its true class is unknown; left out.")
+            )
+    return labelled
+
+
+def _folder_labels(images: list[_File], problems: list[Skipped]) -> list[tuple[_File, str]]:
+    """(image, label) by the ImageFolder layout: the label is the image's top folder."""
+    labelled: list[tuple[_File, str]] = []
+    for f in images:
+        parts = PurePosixPath(f.name).parts
+        if len(parts) < 2:
+            problems.append(
+                Skipped(
+                    f.name,
+                    "not inside a class folder (ImageFolder layout: one sub-folder "
+                    "per class), so its true class is unknown; left out.",
+                )
+            )
+            continue
+        labelled.append((f, parts[0]))
+    return labelled
+
+
+def _classes(
+    labelled: list[tuple[_File, str]],
+    too_long: set[str],
+    model_labels: Sequence[str],
+    mapping: dict | None,
+    problems: list[Skipped],
+) -> tuple[dict[str, tuple[int, ...]], list[tuple[_File, str]]]:
+    """The labels mapped to the model's classes (labels naming the same classes merged), and the
+    (image, label) pairs under the merged labels; labels naming no class are listed."""
     classes, missing = map_labels([lab for _, lab in labelled if lab not in too_long], model_labels, mapping)
     for lab in sorted(missing):
         count = sum(1 for _, x in labelled if x == lab)
@@ -419,48 +301,29 @@ def _assemble(
             Skipped(f"label '{cut(visible(lab), 80)}'", f"{missing[lab]}; its {count} image(s) are left out.")
         )
     classes, renamed = merge_labels(classes, model_labels, problems)
-    labelled = [(f, renamed.get(lab, lab)) for f, lab in labelled]
+    return classes, [(f, renamed.get(lab, lab)) for f, lab in labelled]
+
+
+def _items(
+    labelled: list[tuple[_File, str]],
+    classes: dict[str, tuple[int, ...]],
+    too_long: set[str],
+    limit: int,
+    sizes: tuple[int, int],
+    problems: list[Skipped],
+) -> list[LabelledItem]:
+    """The set's items: each usable image read once and hashed; the images over a limit, the
+    unreadable ones and the duplicates (the same bytes) are listed in ``problems``."""
+    per_file, total_limit = sizes
     items: list[LabelledItem] = []
     seen: dict[str, LabelledItem] = {}
     total = 0
     for f, label in labelled:
-        if label in too_long:
-            problems.append(Skipped(f.name, f"its label is longer than {MAX_LABEL} characters; left out."))
-            continue
-        if label not in classes:
-            problems.append(
-                Skipped(
-                    visible(f.name),
-                    f"its label '{cut(visible(label), 80)}' names no class of this model; left out.",
-                )
-            )
-            continue
-        if len(items) >= limit:
-            problems.append(
-                Skipped(
-                    f.name,
-                    f"the set holds more than {limit:,} images, the configured limit "
-                    "(SALIENCY_GALLERY_MAX_IMAGES); left out.",
-                )
-            )
-            continue
-        if f.size > per_file:
-            problems.append(
-                Skipped(
-                    f.name,
-                    f"the file is too large ({f.size / 2**20:,.1f} MiB; the limit is "
-                    f"{per_file // 2**20} MiB); left out.",
-                )
-            )
-            continue
-        if total + f.size > total_limit:
-            problems.append(
-                Skipped(
-                    f.name,
-                    f"the set's images together exceed {total_limit // 2**20:,} MiB, the "
-                    "configured limit (SALIENCY_GALLERY_MAX_TOTAL_MB); left out.",
-                )
-            )
+        refused = _refusal(
+            f, label, classes, too_long, len(items) >= limit, limit, total, per_file, total_limit
+        )
+        if refused:
+            problems.append(refused)
             continue
         try:
             data = f.read(per_file)
@@ -491,19 +354,45 @@ def _assemble(
         )
         seen[key] = item
         items.append(item)
-    if not items:
-        reasons = "; ".join(f"{p.item}: {p.reason}" for p in problems[:5])
-        raise ValueError(
-            f"{description}: none of its images can be used ({len(problems)} problem(s): "
-            f"{cut(reasons, 600)})."
+    return items
+
+
+def _refusal(
+    f: _File,
+    label: str,
+    classes: dict[str, tuple[int, ...]],
+    too_long: set[str],
+    full: bool,
+    limit: int,
+    total: int,
+    per_file: int,
+    total_limit: int,
+) -> Skipped | None:
+    """Why ``f`` is left out before it is read (its label, the count, its size, the total size), or None."""
+    if label in too_long:
+        return Skipped(f.name, f"its label is longer than {MAX_LABEL} characters; left out.")
+    if label not in classes:
+        return Skipped(
+            visible(f.name), f"its label '{cut(visible(label), 80)}' names no class of this model; left out."
         )
-    return LabelledSet(
-        items=items,
-        problems=problems,
-        classes={k: v for k, v in classes.items() if any(i.label == k for i in items)},
-        description=description,
-        source=source,
-    )
+    if full:
+        why = (
+            f"the set holds more than {limit:,} images, the configured limit "
+            "(SALIENCY_GALLERY_MAX_IMAGES); left out."
+        )
+    elif f.size > per_file:
+        why = (
+            f"the file is too large ({f.size / 2**20:,.1f} MiB; the limit is "
+            f"{per_file // 2**20} MiB); left out."
+        )
+    elif total + f.size > total_limit:
+        why = (
+            f"the set's images together exceed {total_limit // 2**20:,} MiB, the "
+            "configured limit (SALIENCY_GALLERY_MAX_TOTAL_MB); left out."
+        )
+    else:
+        return None
+    return Skipped(f.name, why)
 
 
 def _checked(read: Callable[[int], bytes], limit: int, key: str, name: str) -> Callable[[], bytes]:
@@ -550,10 +439,40 @@ def open_folder(
     if not root.is_dir():
         raise ValueError(f"{root}: no such folder.")
     real_root = root.resolve()
-    files: list[_File] = []
     problems: list[Skipped] = []
     table_names = (table,) if table else TABLE_NAMES
-    table = None
+    files = _folder_files(root, real_root, table_names, problems)
+    tables = [n for n in table_names if _set_file(root, n, problems)]
+    found = None
+    if tables:
+        found = (tables[0], read_regular(root / tables[0], MAX_TABLE_BYTES, tables[0], real_root))
+        if len(tables) > 1:
+            problems.append(Skipped(tables[1], f"{tables[0]} is used; only one label table is read."))
+    if mapping is None and _set_file(root, CLASSES_NAME, problems):
+        mapping = read_mapping(read_regular(root / CLASSES_NAME, MAX_TABLE_BYTES, CLASSES_NAME, real_root))
+    if not files:
+        raise ValueError(
+            f"The folder {root.name or root} is empty: it holds no image files (expected one "
+            "sub-folder per class with images in it)."
+        )
+    return _assemble(
+        files,
+        problems,
+        model_labels,
+        table=found,
+        mapping=mapping,
+        description=f"folder {root.name or root}",
+        source=f"folder:{root}",
+        limit=limit,
+    )
+
+
+def _folder_files(
+    root: Path, real_root: Path, table_names: Sequence[str], problems: list[Skipped]
+) -> list[_File]:
+    """The files under ``root`` (links are not followed; hidden files and the label tables at the
+    root are passed over); links leading out, special files and unreadable ones are listed."""
+    files: list[_File] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         rel_dir = Path(dirpath).relative_to(root)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
@@ -569,57 +488,37 @@ def open_folder(
         for fname in sorted(filenames):
             if fname.startswith("."):
                 continue
-            p = Path(dirpath) / fname
-            rel = (rel_dir / fname).as_posix()
             if rel_dir == Path(".") and (
                 fname in table_names or fname.lower() in TABLE_NAMES + (CLASSES_NAME,)
             ):
                 continue
-            if p.is_symlink() and inside(real_root, p) is None:
-                problems.append(
-                    Skipped(rel, "a link that points outside the set's folder; left out for safety.")
-                )
-                continue
-            try:
-                info = p.stat()
-            except OSError as err:
-                problems.append(Skipped(rel, f"cannot read it ({err.strerror or err})."))
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                problems.append(
-                    Skipped(
-                        rel, "not a regular file (a named pipe, socket or device); never opened, left out."
-                    )
-                )
-                continue
-            files.append(_File(rel, info.st_size, _file_reader(p, rel, real_root), path=str(p.resolve())))
+            found = _folder_file(Path(dirpath) / fname, (rel_dir / fname).as_posix(), real_root, problems)
+            if found is not None:
+                files.append(found)
         if len(files) > 10 * max_images() + 100_000:
             raise ValueError(
                 f"{root}: more than {len(files):,} files; the gallery takes at most "
                 f"{max_images():,} images (SALIENCY_GALLERY_MAX_IMAGES)."
             )
-    tables = [n for n in table_names if _set_file(root, n, problems)]
-    if tables:
-        table = (tables[0], read_regular(root / tables[0], MAX_TABLE_BYTES, tables[0], real_root))
-        if len(tables) > 1:
-            problems.append(Skipped(tables[1], f"{tables[0]} is used; only one label table is read."))
-    if mapping is None and _set_file(root, CLASSES_NAME, problems):
-        mapping = read_mapping(read_regular(root / CLASSES_NAME, MAX_TABLE_BYTES, CLASSES_NAME, real_root))
-    if not files:
-        raise ValueError(
-            f"The folder {root.name or root} is empty: it holds no image files (expected one "
-            "sub-folder per class with images in it)."
+    return files
+
+
+def _folder_file(p: Path, rel: str, real_root: Path, problems: list[Skipped]) -> _File | None:
+    """The file ``p`` (``rel`` inside the set) to read later, or None with the reason listed."""
+    if p.is_symlink() and inside(real_root, p) is None:
+        problems.append(Skipped(rel, "a link that points outside the set's folder; left out for safety."))
+        return None
+    try:
+        info = p.stat()
+    except OSError as err:
+        problems.append(Skipped(rel, f"cannot read it ({err.strerror or err})."))
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        problems.append(
+            Skipped(rel, "not a regular file (a named pipe, socket or device); never opened, left out.")
         )
-    return _assemble(
-        files,
-        problems,
-        model_labels,
-        table=table,
-        mapping=mapping,
-        description=f"folder {root.name or root}",
-        source=f"folder:{root}",
-        limit=limit,
-    )
+        return None
+    return _File(rel, info.st_size, _file_reader(p, rel, real_root), path=str(p.resolve()))
 
 
 def _set_file(root: Path, name: str, problems: list[Skipped]) -> bool:
@@ -665,88 +564,29 @@ def open_zip(
 
     Members that are links, encrypted, or whose path leaves the archive's root are listed and
     left out; each member is inflated with a hard limit on the bytes it may produce, whatever
-    its header says.
+    its header says (``labelled_zip``).
 
     Raises:
         ValueError: not a readable ZIP, too many entries, or no usable image.
     """
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        infos = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
-        raise ValueError(f"{name}: not a readable ZIP file ({cut(err, 120)}).") from None
-    if len(infos) > MAX_ZIP_MEMBERS:
-        raise ValueError(
-            f"{name}: the archive holds {len(infos):,} entries; the limit is {MAX_ZIP_MEMBERS:,}."
-        )
-    lock = threading.Lock()
-    problems: list[Skipped] = []
-    members: dict[str, zipfile.ZipInfo] = {}
-    for info in infos:
-        raw = info.filename
-        shown = cut(raw, 200)
-        why = _unsafe_path(raw)
-        if why:
-            problems.append(Skipped(shown, why.replace("set's root folder", "archive's root") + "."))
-            continue
-        if info.is_dir():
-            continue
-        path = PurePosixPath(raw.replace("\\", "/"))
-        if _hidden(path.parts):
-            continue
-        mode = info.external_attr >> 16
-        if stat.S_ISLNK(mode):
-            problems.append(
-                Skipped(
-                    shown, "a symbolic link inside the archive; links are not followed, so it is left out."
-                )
-            )
-            continue
-        if info.flag_bits & 0x1:
-            problems.append(
-                Skipped(shown, "encrypted; it cannot be read without a password, so it is left out.")
-            )
-            continue
-        key = path.as_posix()
-        if key in members:
-            problems.append(
-                Skipped(shown, "the archive holds two entries with this name; the first is used.")
-            )
-            continue
-        members[key] = info
-    # one top folder holding everything (zip of a folder): strip it
-    tops = {PurePosixPath(k).parts[0] for k in members}
-    prefix = ""
-    if len(tops) == 1 and all(len(PurePosixPath(k).parts) > 1 for k in members):
-        top = next(iter(tops))
-        inner = {PurePosixPath(k).relative_to(top).as_posix() for k in members}
-        if any(n.lower() in TABLE_NAMES for n in inner) or all(
-            len(PurePosixPath(n).parts) > 1 for n in inner if _is_image(n)
-        ):
-            prefix = top + "/"
-
-    def reader(info: zipfile.ZipInfo, rel: str) -> Callable[[int], bytes]:
-        def read(limit: int) -> bytes:
-            with lock:  # one archive, read from several threads
-                return read_member(archive, info, limit, rel)
-
-        return read
-
+    entries = zip_entries(data, name)
+    problems = entries.problems
+    prefix = top_folder(entries.members)
     files: list[_File] = []
     table = None
-    for key, info in members.items():
+    for key, info in entries.members.items():
         rel = key[len(prefix) :] if prefix and key.startswith(prefix) else key
         if "/" not in rel and rel.lower() in TABLE_NAMES:
             if table is None:
-                table = (rel, reader(info, rel)(MAX_TABLE_BYTES))
+                table = (rel, entries.reader(info, rel)(MAX_TABLE_BYTES))
             else:
                 problems.append(Skipped(rel, f"{table[0]} is used; only one label table is read."))
             continue
         if "/" not in rel and rel.lower() == CLASSES_NAME:
             if mapping is None:
-                mapping = read_mapping(reader(info, rel)(MAX_TABLE_BYTES), rel)
+                mapping = read_mapping(entries.reader(info, rel)(MAX_TABLE_BYTES), rel)
             continue
-        files.append(_File(rel, int(info.file_size), reader(info, rel)))
+        files.append(_File(rel, int(info.file_size), entries.reader(info, rel)))
     if not files:
         raise ValueError(
             f"{name}: the archive holds no image files"

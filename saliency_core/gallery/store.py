@@ -94,6 +94,45 @@ def _jpeg(image: Image.Image | np.ndarray, side: int = THUMB) -> bytes:
     return buf.getvalue()
 
 
+def _map_row(mkey: str, image_hash: str, method: str, pkey: str, exp, render: RenderOptions) -> tuple:
+    """The ``maps`` row of one drawn explanation: its record with the render's words, the
+    overlay (JPEG) and the map itself."""
+    from ..engine.render import render as draw
+
+    r = draw(
+        exp.saliency,
+        exp.image,
+        sign=render.sign_for(method),
+        alpha=render.alpha,
+        clip_percentile=render.clip_percentile,
+        target_label=exp.target_label,
+        meaning=METHODS[method].meaning,
+    )
+    record = {
+        **exp.record(),
+        "render": {
+            "sign": r.sign,
+            "colormap": r.colormap,
+            "scale": r.scale,
+            "near_zero": r.near_zero,
+            "legend": r.legend,
+        },
+    }
+    return (
+        mkey,
+        image_hash,
+        method,
+        pkey,
+        int(exp.target),
+        json_text(record),
+        None,
+        _now(),
+        json.dumps(list(exp.saliency.shape)),
+        _jpeg(r.overlay),
+        encode_map(exp.saliency),
+    )
+
+
 # ---- the store -------------------------------------------------------------------------------------
 
 _SCHEMA = """
@@ -387,47 +426,12 @@ class ResultStore:
         self, mkey: str, file_key: str, result, pkeys: dict[str, str], render: RenderOptions | None = None
     ) -> None:
         """One image's prediction and maps (a ``pipeline.ImageResult``), in one transaction."""
-        from ..engine.render import render as draw
-
         render = render or RenderOptions()
         predicted, _, confidence = result.prediction[0]
-        rows = []
-        for method, exp in result.maps.items():
-            sign = render.sign_for(method)
-            r = draw(
-                exp.saliency,
-                exp.image,
-                sign=sign,
-                alpha=render.alpha,
-                clip_percentile=render.clip_percentile,
-                target_label=exp.target_label,
-                meaning=METHODS[method].meaning,
-            )
-            record = {
-                **exp.record(),
-                "render": {
-                    "sign": r.sign,
-                    "colormap": r.colormap,
-                    "scale": r.scale,
-                    "near_zero": r.near_zero,
-                    "legend": r.legend,
-                },
-            }
-            rows.append(
-                (
-                    mkey,
-                    result.image_hash,
-                    method,
-                    pkeys[method],
-                    int(exp.target),
-                    json_text(record),
-                    None,
-                    _now(),
-                    json.dumps(list(exp.saliency.shape)),
-                    _jpeg(r.overlay),
-                    encode_map(exp.saliency),
-                )
-            )
+        rows = [
+            _map_row(mkey, result.image_hash, method, pkeys[method], exp, render)
+            for method, exp in result.maps.items()
+        ]
         for method, message in [
             *result.errors.items(),
             *((m, f"unexpected {c['type']}: {c['message']}") for m, c in result.crashes.items()),
