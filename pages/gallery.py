@@ -457,11 +457,10 @@ if len(left_out):
             key="gallery_left_out_csv",
         )
 
-if done.empty:
-    if not ss.get("gallery_running"):
-        st.info("No results yet for this set with these methods.")
-else:
-    # ---- summary in words ------------------------------------------------------------------------------
+
+# ---- the page's sections once a result is stored ----------------------------------------------------
+def summary_in_words() -> None:
+    """The share predicted correctly, the mistakes and the surest mistake, in words."""
     correct = int(done["correct"].astype(bool).sum())
     mistakes = done[~done["correct"].astype(bool)].sort_values("confidence", ascending=False)
     c1, c2, c3, c4 = st.columns(4)
@@ -480,7 +479,9 @@ else:
         )
     st.markdown(words)
 
-    # ---- confusion matrix and per-class accuracy ----------------------------------------------------------
+
+def confusion_and_accuracy() -> None:
+    """The clickable confusion matrix (a click filters the grid) and the accuracy per true class."""
     summary = ss.get("gallery_summary")
     if summary is None or summary[0] is not ss["gallery_rows"]:  # again only when the rows were read again
         summary = ss["gallery_summary"] = (
@@ -538,6 +539,89 @@ else:
             hide_index=True,
             key="gallery_accuracy_table",
         )
+
+
+def open_item() -> None:
+    """The image opened from the grid, in full, above the grid."""
+
+    def close_item() -> None:
+        ss.pop("gallery_open", None)
+
+    opened = ss.get("gallery_open")
+    if opened is not None and opened in set(rows["name"]):
+        item = next(it for it in labelled.items if it.name == opened)
+        h = rows.loc[rows["name"] == opened, "image_hash"].iloc[0]
+        show_item(
+            model,
+            store,
+            item.name,
+            item.label,
+            item.classes,
+            item.read,
+            h,
+            methods,
+            params,
+            close_item,
+            "item",
+            review_decisions,
+        )
+
+
+# ---- the grid: a fragment, so turning a page reruns (and redraws) the grid alone -------------
+@st.fragment
+def grid(filtered: pd.DataFrame, shown_method: str | None, decided: dict) -> None:
+    pages = gallery.pages(filtered)
+    ss["gf_page"] = min(max(int(ss.get("gf_page", 1)), 1), pages)
+    p1, p2, p3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+    p1.markdown(f"**{len(filtered):,} of {len(done):,} images** match · page {ss['gf_page']} of {pages}")
+    p2.number_input("Page", 1, pages, key="gf_page", label_visibility="collapsed")
+    p3.caption(f"{gallery.PAGE_SIZE} per page")
+    ss.setdefault("gallery_filters", {})["gf_page"] = ss["gf_page"]
+    if filtered.empty:
+        st.info("No image matches these filters. Press **Reset** to show every image.")
+    page_rows = gallery.page_of(filtered, ss["gf_page"])
+    for start_at in range(0, len(page_rows), COLUMNS):
+        cols = st.columns(COLUMNS)
+        for col, tile in zip(
+            cols,
+            gallery.tiles(store, model, page_rows.iloc[start_at : start_at + COLUMNS], shown_method, params),
+        ):
+            with col.container(border=True):
+                if tile.jpeg:
+                    st.image(tile.jpeg, width="stretch", alt=tile.alt)
+                badge = ":green-badge[Correct]" if tile.correct else ":red-badge[Mistake]"
+                reviewed = decided.get(tile.image_hash)
+                st.markdown(
+                    badge
+                    + "  \n"
+                    + "  \n".join(md(line) for line in tile.caption.split("\n\n"))
+                    + (f"  \nReview: {md('; '.join(reviewed))}" if reviewed else "")
+                )
+                if st.button("Open", key=f"gopen_{tile.image_hash}", width="stretch"):
+                    ss["gallery_open"] = tile.name
+                    st.rerun(scope="app")  # the full view sits above the grid
+
+
+def exports(filtered: pd.DataFrame) -> None:
+    """Send the filtered images to review, download them as CSV, or build a report of them."""
+    st.subheader(f"These {len(filtered):,} images")
+    a1, a2, a3 = st.columns(3)
+    outcome_word = {"all": "all", "incorrect": "mistakes", "correct": "correct"}[OUTCOME[ss["gf_outcome"]]]
+    with a1:
+        send_to_review(filtered, labelled, model, store, methods, params, outcome_word, review_store)
+    with a2:
+        download_table(filtered, labelled, model)
+    with a3:
+        build_report(filtered, labelled, model, store, methods, params, cfg.model, outcome_word)
+    shortcut_groups(store, model, rows, methods, params)
+
+
+if done.empty:
+    if not ss.get("gallery_running"):
+        st.info("No results yet for this set with these methods.")
+else:
+    summary_in_words()
+    confusion_and_accuracy()
 
     # ---- filters ---------------------------------------------------------------------------------------
     # Streamlit forgets a widget's value when a page without it runs: keep the filters across pages
@@ -660,78 +744,10 @@ else:
     )
     filtered = group_filter(filtered)
 
-    # ---- one image, full size ---------------------------------------------------------------------------
-    def close_item() -> None:
-        ss.pop("gallery_open", None)
-
-    opened = ss.get("gallery_open")
-    if opened is not None and opened in set(rows["name"]):
-        item = next(it for it in labelled.items if it.name == opened)
-        h = rows.loc[rows["name"] == opened, "image_hash"].iloc[0]
-        show_item(
-            model,
-            store,
-            item.name,
-            item.label,
-            item.classes,
-            item.read,
-            h,
-            methods,
-            params,
-            close_item,
-            "item",
-            review_decisions,
-        )
-
-    # ---- the grid: a fragment, so turning a page reruns (and redraws) the grid alone -------------
-    @st.fragment
-    def grid(filtered: pd.DataFrame, shown_method: str | None, decided: dict) -> None:
-        pages = gallery.pages(filtered)
-        ss["gf_page"] = min(max(int(ss.get("gf_page", 1)), 1), pages)
-        p1, p2, p3 = st.columns([4, 1, 1], vertical_alignment="bottom")
-        p1.markdown(f"**{len(filtered):,} of {len(done):,} images** match · page {ss['gf_page']} of {pages}")
-        p2.number_input("Page", 1, pages, key="gf_page", label_visibility="collapsed")
-        p3.caption(f"{gallery.PAGE_SIZE} per page")
-        ss.setdefault("gallery_filters", {})["gf_page"] = ss["gf_page"]
-        if filtered.empty:
-            st.info("No image matches these filters. Press **Reset** to show every image.")
-        page_rows = gallery.page_of(filtered, ss["gf_page"])
-        for start_at in range(0, len(page_rows), COLUMNS):
-            cols = st.columns(COLUMNS)
-            for col, tile in zip(
-                cols,
-                gallery.tiles(
-                    store, model, page_rows.iloc[start_at : start_at + COLUMNS], shown_method, params
-                ),
-            ):
-                with col.container(border=True):
-                    if tile.jpeg:
-                        st.image(tile.jpeg, width="stretch", alt=tile.alt)
-                    badge = ":green-badge[Correct]" if tile.correct else ":red-badge[Mistake]"
-                    reviewed = decided.get(tile.image_hash)
-                    st.markdown(
-                        badge
-                        + "  \n"
-                        + "  \n".join(md(line) for line in tile.caption.split("\n\n"))
-                        + (f"  \nReview: {md('; '.join(reviewed))}" if reviewed else "")
-                    )
-                    if st.button("Open", key=f"gopen_{tile.image_hash}", width="stretch"):
-                        ss["gallery_open"] = tile.name
-                        st.rerun(scope="app")  # the full view sits above the grid
-
+    open_item()
     grid(filtered, shown_method, decided)
+    exports(filtered)
 
-    # ---- send, export ----------------------------------------------------------------------------
-    st.subheader(f"These {len(filtered):,} images")
-    a1, a2, a3 = st.columns(3)
-    outcome_word = {"all": "all", "incorrect": "mistakes", "correct": "correct"}[OUTCOME[ss["gf_outcome"]]]
-    with a1:
-        send_to_review(filtered, labelled, model, store, methods, params, outcome_word, review_store)
-    with a2:
-        download_table(filtered, labelled, model)
-    with a3:
-        build_report(filtered, labelled, model, store, methods, params, cfg.model, outcome_word)
-    shortcut_groups(store, model, rows, methods, params)
 
 # ---- the run: after the page is drawn, so what is stored stays visible ------------------------------------
 if ss.get("gallery_running"):
