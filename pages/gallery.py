@@ -8,22 +8,19 @@ computes only what is missing; reopening a set shows its stored results at once.
 from __future__ import annotations
 
 import hashlib
-import html
-import json
 import os
-import re
 from pathlib import Path
 
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
 import pages._qualification as qualification
 import pages._signin as signin
 import saliency_core as sc
-from pages._detail import drawn
 from pages._frame import require_frame
+from pages._gallery_exports import build_report, download_table, send_to_review
+from pages._gallery_figures import accuracy_figure, confusion_figure, session_figure
+from pages._gallery_item import show_item
 from pages._gallery_reasons import (
     REASON_LABELS,
     annotations_for,
@@ -34,12 +31,11 @@ from pages._gallery_reasons import (
     shortcut_groups,
     show_mapping,
 )
-from pages._images import crop_key, region_labels
-from pages._settings import method_params, page_model, settings
+from pages._gallery_results import results_table
+from pages._gallery_text import md, shown
+from pages._settings import page_model, settings
 from pages._text import DISCLAIMER
-from pages._verdicts import has_stability_verdicts, sanity_verdict, stability_verdict
 from saliency_core import gallery
-from saliency_core.engine import render as rd
 from saliency_core.evaluation.labelled import (
     DEMO_DESCRIPTION,
     LabelledSet,
@@ -50,7 +46,6 @@ from saliency_core.evaluation.labelled import (
 )
 from saliency_core.evaluation.labels import read_label_map
 from saliency_core.gallery import reasons as gr
-from saliency_core.pipeline import RenderOptions
 from saliency_core.review import store as rs
 from saliency_core.review.identity import can
 
@@ -91,19 +86,6 @@ cfg = settings()
 model = page_model(cfg)
 usable = sc.available_methods(model)
 qualification.status(model)  # which methods are qualified for this model
-
-
-def md(text) -> str:
-    """Text from files (names, labels) shown as itself inside Markdown: the characters Markdown
-    and Streamlit's extensions (:emoji:, :red[colour], $maths$) act on backslash-escaped, line
-    breaks folded."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=^%])", r"\\\1", " ".join(str(text).split()))
-
-
-def shown(label) -> str:
-    """A label as plotly shows it: plotly reads a few HTML tags (links among them) in text, so
-    ``<`` and ``&`` are written as entities, which it shows as the characters."""
-    return html.escape(str(label), quote=False)
 
 
 def flash(kind: str, text: str) -> None:
@@ -254,158 +236,6 @@ def review_decisions(image_hash: str) -> None:
             )
 
 
-def show_item(
-    name: str,
-    label: str,
-    classes,
-    read,
-    image_hash: str,
-    methods: list[str],
-    params: dict,
-    on_close,
-    key: str,
-) -> None:
-    """One image in full: the crop, every method's stored map with its colour bar and legend, the
-    top 5 and the review decisions. Nothing is computed: maps come from the result store."""
-    with st.container(border=True, key=f"gallery_{key}"):
-        head, close = st.columns([6, 1], vertical_alignment="center")
-        head.markdown(f"### {md(name)}")
-        close.button("Close", on_click=on_close, key=f"gallery_{key}_close", width="stretch")
-        try:
-            crop = model.crop(sc.load_image(read(), name=name))
-        except ValueError as err:
-            crop = None
-            st.error(str(err))
-        top5, maps, missing = gallery.explanations(store, model, image_hash, methods, params, crop)
-        if not top5:
-            st.info("This image has no stored result for the current model.")
-            return
-        predicted, predicted_label, confidence = top5[0]
-        verdict = ":green-badge[Correct]" if predicted in classes else ":red-badge[Mistake]"
-        st.markdown(
-            f"True class **{md(label)}** · predicted **{md(predicted_label)}** ({confidence:.1%}) · {verdict}"
-        )
-        options = RenderOptions()
-        view, share = st.columns([2, 3])
-        display = view.radio(
-            "Show each map as",
-            ["Heatmap", "Outline"],
-            horizontal=True,
-            key=f"gallery_{key}_view",
-            help="Outline: the image is cut into regions of similar colour, and the regions "
-            "holding the chosen share of the map are outlined; the rest is dimmed.",
-        )
-        outline_share = (
-            share.slider(
-                "Outline holds this share of the map",
-                5,
-                95,
-                int(ss.get("outline_share", 30)),
-                5,
-                format="%d %%",
-                key=f"gallery_{key}_share",
-            )
-            if display == "Outline"
-            else 30
-        )
-        cols = st.columns(len(methods) + 2)
-        if crop is not None:
-            cols[0].image(
-                crop,
-                caption="What the model sees",
-                width="stretch",
-                alt=f"{name} as the model sees it: resized and centre-cropped",
-            )
-        for col, m in zip(cols[1:], methods):
-            meta = sc.METHODS[m]
-            with col:
-                if m not in maps:
-                    st.caption(f"{meta.label}: no map ({md(missing.get(m, ''))})")
-                    continue
-                exp = maps[m]
-                picture = crop if crop is not None else exp.image
-                if display == "Outline":
-                    o = rd.render_outline(
-                        exp.saliency,
-                        picture,
-                        region_labels(crop_key(model, image_hash), picture),
-                        share=outline_share / 100,
-                        signed=meta.signed,
-                        target_label=exp.target_label,
-                    )
-                    st.image(
-                        o.overlay,
-                        caption=meta.label,
-                        width="stretch",
-                        alt=f"{meta.label} map of {name} as outlines: the regions holding {outline_share} % "
-                        f"of the map for the class {exp.target_label}; the rest dimmed.",
-                    )
-                    st.caption(md(o.legend))
-                else:
-                    as_shown = drawn(exp)  # averaged maps at their reproducible detail
-                    r = rd.render(
-                        as_shown.saliency,
-                        picture,
-                        sign=options.sign_for(m),
-                        alpha=options.alpha,
-                        clip_percentile=options.clip_percentile,
-                        target_label=exp.target_label,
-                        meaning=meta.meaning,
-                    )
-                    st.image(
-                        r.overlay,
-                        caption=meta.label,
-                        width="stretch",
-                        alt=f"{meta.label} map of {name} over the image: {r.legend}",
-                    )
-                    st.image(rd.colorbar_image(r), width="stretch", alt=f"colour bar: {r.legend}")
-                    st.caption(
-                        "  ·  ".join(tick for _, tick in r.colorbar_ticks)
-                        + f"\n\n{md(r.legend)}"
-                        + (f"\n\n{md(as_shown.words)}" if as_shown.words else "")
-                    )
-                    if r.near_zero:
-                        st.info("This map is zero (or numerically negligible) everywhere.")
-                if meta.caution:
-                    st.warning(meta.caution, icon="⚠️")
-                sanity = sanity_verdict(model, m)
-                if sanity is not None:
-                    (st.caption if sanity.passed else st.warning)(md(sanity.summary))
-                stable = stability_verdict(model, image_hash, m)
-                if stable is not None:
-                    (st.caption if stable[0] == "stable" else st.warning)(
-                        md(f"Stability: {stable[0]}. {stable[1]}")
-                    )
-        with cols[-1]:
-            frame = pd.DataFrame(top5, columns=["index", "class", "probability"])
-            frame["class"] = frame["class"].map(shown)
-            frame["true class"] = frame["index"].isin(list(classes))
-            chart = px.bar(
-                frame[::-1],
-                x="probability",
-                y="class",
-                orientation="h",
-                range_x=[0, 1],
-                color="true class",
-                color_discrete_map={True: "#1b9e77", False: "#7570b3"},
-                text=frame[::-1]["probability"].map(lambda p: f"{p:.1%}"),
-            )
-            chart.update_layout(
-                height=230,
-                margin=dict(l=0, r=0, t=10, b=0),
-                showlegend=False,
-                xaxis_title="probability",
-                yaxis_title=None,
-            )
-            st.markdown("**Top 5** (green: a true class)")
-            st.plotly_chart(chart, key=f"gallery_{key}_top5", config={"displayModeBar": False})
-            st.caption(
-                f"Maps explain the predicted class **{md(predicted_label)}**; shown from the stored "
-                "results, nothing recomputed."
-            )
-        review_decisions(image_hash)
-
-
 # ---- arriving from the review queue: the image of a batch the gallery sent ---------------------------------
 focus = ss.get("gallery_focus")
 if focus is not None:
@@ -424,6 +254,8 @@ if focus is not None:
         st.caption(f"From review batch **{md(selection['name'])}** ({md(selection['description'])}).")
         merged = {k: v for p in selection["methods"].values() for k, v in p.items()}
         show_item(
+            model,
+            store,
             found["name"],
             found["label"],
             found["classes"],
@@ -433,6 +265,7 @@ if focus is not None:
             merged,
             close_focus,
             "focus",
+            review_decisions,
         )
 
 request = ss.get("gallery_request")
@@ -566,140 +399,8 @@ st.caption(
 )
 
 
-def session_figure(key: tuple, build) -> go.Figure:
-    """``build()`` once per session for the same data: building a plotly figure takes a
-    noticeable part of a rerun."""
-    cache = ss.setdefault("gallery_figures", {})
-    if key not in cache:
-        if len(cache) > 8:
-            cache.clear()
-        cache[key] = build()
-    return cache[key]
-
-
-def confusion_figure(counts: pd.DataFrame) -> go.Figure:
-    """The squares are a heatmap; an invisible marker on each carries the click (Streamlit
-    reports no selection for heatmaps), and the counts are its text."""
-    xs, ys, zs = [], [], []
-    for t in counts.index:
-        for p in counts.columns:
-            xs.append(shown(p))
-            ys.append(shown(t))
-            zs.append(int(counts.loc[t, p]))
-    top = max(zs) or 1
-    columns, index = [shown(c) for c in counts.columns], [shown(t) for t in counts.index]
-    fig = go.Figure(
-        [
-            go.Heatmap(
-                x=columns,
-                y=index,
-                z=counts.values,
-                colorscale="Blues",
-                zmin=0,
-                zmax=top,
-                xgap=2,
-                ygap=2,
-                hoverinfo="skip",
-                colorbar=dict(title="images"),
-            ),
-            go.Scatter(
-                x=xs,
-                y=ys,
-                mode="markers+text",
-                text=[str(z) if z else "" for z in zs],
-                textfont=dict(color=["white" if z > top / 2 else "black" for z in zs]),
-                marker=dict(size=30, symbol="square", color="rgba(0,0,0,0)"),
-                hovertemplate="true: %{y}<br>predicted: %{x}<br>%{text} image(s)<extra></extra>",
-                showlegend=False,
-            ),
-        ]
-    )
-    for i, t in enumerate(counts.index):  # outline the diagonal: correct predictions
-        if t in counts.columns:
-            j = list(counts.columns).index(t)
-            fig.add_shape(
-                type="rect",
-                x0=j - 0.5,
-                x1=j + 0.5,
-                y0=len(counts.index) - i - 1.5,
-                y1=len(counts.index) - i - 0.5,
-                line=dict(color="#1b9e77", width=2),
-            )
-    fig.update_xaxes(
-        type="category", categoryorder="array", categoryarray=columns, title="predicted", tickangle=-35
-    )
-    fig.update_yaxes(type="category", categoryorder="array", categoryarray=index[::-1], title="true class")
-    fig.update_layout(
-        height=160 + 40 * len(counts.index),
-        margin=dict(l=0, r=0, t=10, b=0),
-        clickmode="event+select",
-        dragmode=False,
-        plot_bgcolor="white",
-    )
-    return fig
-
-
-def accuracy_figure(per: pd.DataFrame) -> go.Figure:
-    fig = go.Figure(
-        go.Bar(
-            x=per["accuracy"],
-            y=[shown(v) for v in per["label"]],
-            orientation="h",
-            marker_color="#7570b3",
-            text=[f"{c} of {n} ({a:.0%})" for c, n, a in zip(per["correct"], per["images"], per["accuracy"])],
-            textposition="outside",
-            cliponaxis=False,
-            hovertemplate="%{y}: %{text}<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        height=160 + 40 * len(per),
-        margin=dict(l=0, r=0, t=10, b=0),
-        xaxis_title="share correct",
-        xaxis_range=[0, 1.35],
-        xaxis_tickvals=[0, 0.25, 0.5, 0.75, 1],
-        xaxis_tickformat=".0%",
-        yaxis=dict(categoryorder="array", categoryarray=[shown(v) for v in per["label"]][::-1]),
-        plot_bgcolor="white",
-    )
-    return fig
-
-
 # ---- the table of results ------------------------------------------------------------------------------
-def results_table() -> pd.DataFrame:
-    """The set's rows with their stored results (read again only when the store changed), and
-    the stability / sanity verdicts computed on other pages as flags."""
-    key = (
-        labelled.id,
-        gallery.model_key(model),
-        tuple(methods),
-        json.dumps(params, sort_keys=True, default=str),
-        store.version(),
-    )
-    cached = ss.get("gallery_rows")
-    if cached is None or cached[0] != key:
-        cached = ss["gallery_rows"] = (key, gallery.table(store, model, labelled, methods, params))
-    rows = cached[1]
-    sanity = {m: v for m in methods if (v := sanity_verdict(model, m)) is not None}
-    if not (sanity or has_stability_verdicts()):
-        return rows
-    flags, checks = [""] * len(rows), [""] * len(rows)
-    for i, h in enumerate(rows["image_hash"]):
-        bad, good = [], []
-        for m in methods:
-            label = sc.METHODS[m].label
-            if m in sanity and sanity[m].image_hash == h:
-                (good if sanity[m].passed else bad).append(
-                    f"{label}: {'passes' if sanity[m].passed else 'fails'} the sanity check"
-                )
-            found = stability_verdict(model, h, m) if h else None
-            if found is not None:
-                (good if found[0] == "stable" else bad).append(f"{label}: {found[0]}")
-        flags[i], checks[i] = "; ".join(bad), "; ".join(good)
-    return rows.assign(flags=flags, checks=checks)
-
-
-rows = results_table()
+rows = results_table(store, model, labelled, methods, params)
 decided = {}
 for d in gallery_decisions():
     decided.setdefault(d.item_hash, []).append(f"{d.label} ({d.reviewer})")
@@ -756,11 +457,10 @@ if len(left_out):
             key="gallery_left_out_csv",
         )
 
-if done.empty:
-    if not ss.get("gallery_running"):
-        st.info("No results yet for this set with these methods.")
-else:
-    # ---- summary in words ------------------------------------------------------------------------------
+
+# ---- the page's sections once a result is stored ----------------------------------------------------
+def summary_in_words() -> None:
+    """The share predicted correctly, the mistakes and the surest mistake, in words."""
     correct = int(done["correct"].astype(bool).sum())
     mistakes = done[~done["correct"].astype(bool)].sort_values("confidence", ascending=False)
     c1, c2, c3, c4 = st.columns(4)
@@ -779,7 +479,9 @@ else:
         )
     st.markdown(words)
 
-    # ---- confusion matrix and per-class accuracy ----------------------------------------------------------
+
+def confusion_and_accuracy() -> None:
+    """The clickable confusion matrix (a click filters the grid) and the accuracy per true class."""
     summary = ss.get("gallery_summary")
     if summary is None or summary[0] is not ss["gallery_rows"]:  # again only when the rows were read again
         summary = ss["gallery_summary"] = (
@@ -837,6 +539,89 @@ else:
             hide_index=True,
             key="gallery_accuracy_table",
         )
+
+
+def open_item() -> None:
+    """The image opened from the grid, in full, above the grid."""
+
+    def close_item() -> None:
+        ss.pop("gallery_open", None)
+
+    opened = ss.get("gallery_open")
+    if opened is not None and opened in set(rows["name"]):
+        item = next(it for it in labelled.items if it.name == opened)
+        h = rows.loc[rows["name"] == opened, "image_hash"].iloc[0]
+        show_item(
+            model,
+            store,
+            item.name,
+            item.label,
+            item.classes,
+            item.read,
+            h,
+            methods,
+            params,
+            close_item,
+            "item",
+            review_decisions,
+        )
+
+
+# ---- the grid: a fragment, so turning a page reruns (and redraws) the grid alone -------------
+@st.fragment
+def grid(filtered: pd.DataFrame, shown_method: str | None, decided: dict) -> None:
+    pages = gallery.pages(filtered)
+    ss["gf_page"] = min(max(int(ss.get("gf_page", 1)), 1), pages)
+    p1, p2, p3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+    p1.markdown(f"**{len(filtered):,} of {len(done):,} images** match · page {ss['gf_page']} of {pages}")
+    p2.number_input("Page", 1, pages, key="gf_page", label_visibility="collapsed")
+    p3.caption(f"{gallery.PAGE_SIZE} per page")
+    ss.setdefault("gallery_filters", {})["gf_page"] = ss["gf_page"]
+    if filtered.empty:
+        st.info("No image matches these filters. Press **Reset** to show every image.")
+    page_rows = gallery.page_of(filtered, ss["gf_page"])
+    for start_at in range(0, len(page_rows), COLUMNS):
+        cols = st.columns(COLUMNS)
+        for col, tile in zip(
+            cols,
+            gallery.tiles(store, model, page_rows.iloc[start_at : start_at + COLUMNS], shown_method, params),
+        ):
+            with col.container(border=True):
+                if tile.jpeg:
+                    st.image(tile.jpeg, width="stretch", alt=tile.alt)
+                badge = ":green-badge[Correct]" if tile.correct else ":red-badge[Mistake]"
+                reviewed = decided.get(tile.image_hash)
+                st.markdown(
+                    badge
+                    + "  \n"
+                    + "  \n".join(md(line) for line in tile.caption.split("\n\n"))
+                    + (f"  \nReview: {md('; '.join(reviewed))}" if reviewed else "")
+                )
+                if st.button("Open", key=f"gopen_{tile.image_hash}", width="stretch"):
+                    ss["gallery_open"] = tile.name
+                    st.rerun(scope="app")  # the full view sits above the grid
+
+
+def exports(filtered: pd.DataFrame) -> None:
+    """Send the filtered images to review, download them as CSV, or build a report of them."""
+    st.subheader(f"These {len(filtered):,} images")
+    a1, a2, a3 = st.columns(3)
+    outcome_word = {"all": "all", "incorrect": "mistakes", "correct": "correct"}[OUTCOME[ss["gf_outcome"]]]
+    with a1:
+        send_to_review(filtered, labelled, model, store, methods, params, outcome_word, review_store)
+    with a2:
+        download_table(filtered, labelled, model)
+    with a3:
+        build_report(filtered, labelled, model, store, methods, params, cfg.model, outcome_word)
+    shortcut_groups(store, model, rows, methods, params)
+
+
+if done.empty:
+    if not ss.get("gallery_running"):
+        st.info("No results yet for this set with these methods.")
+else:
+    summary_in_words()
+    confusion_and_accuracy()
 
     # ---- filters ---------------------------------------------------------------------------------------
     # Streamlit forgets a widget's value when a page without it runs: keep the filters across pages
@@ -959,176 +744,10 @@ else:
     )
     filtered = group_filter(filtered)
 
-    # ---- one image, full size ---------------------------------------------------------------------------
-    def close_item() -> None:
-        ss.pop("gallery_open", None)
-
-    opened = ss.get("gallery_open")
-    if opened is not None and opened in set(rows["name"]):
-        item = next(it for it in labelled.items if it.name == opened)
-        h = rows.loc[rows["name"] == opened, "image_hash"].iloc[0]
-        show_item(item.name, item.label, item.classes, item.read, h, methods, params, close_item, "item")
-
-    # ---- the grid: a fragment, so turning a page reruns (and redraws) the grid alone -------------
-    @st.fragment
-    def grid(filtered: pd.DataFrame, shown_method: str | None, decided: dict) -> None:
-        pages = gallery.pages(filtered)
-        ss["gf_page"] = min(max(int(ss.get("gf_page", 1)), 1), pages)
-        p1, p2, p3 = st.columns([4, 1, 1], vertical_alignment="bottom")
-        p1.markdown(f"**{len(filtered):,} of {len(done):,} images** match · page {ss['gf_page']} of {pages}")
-        p2.number_input("Page", 1, pages, key="gf_page", label_visibility="collapsed")
-        p3.caption(f"{gallery.PAGE_SIZE} per page")
-        ss.setdefault("gallery_filters", {})["gf_page"] = ss["gf_page"]
-        if filtered.empty:
-            st.info("No image matches these filters. Press **Reset** to show every image.")
-        page_rows = gallery.page_of(filtered, ss["gf_page"])
-        for start_at in range(0, len(page_rows), COLUMNS):
-            cols = st.columns(COLUMNS)
-            for col, tile in zip(
-                cols,
-                gallery.tiles(
-                    store, model, page_rows.iloc[start_at : start_at + COLUMNS], shown_method, params
-                ),
-            ):
-                with col.container(border=True):
-                    if tile.jpeg:
-                        st.image(tile.jpeg, width="stretch", alt=tile.alt)
-                    badge = ":green-badge[Correct]" if tile.correct else ":red-badge[Mistake]"
-                    reviewed = decided.get(tile.image_hash)
-                    st.markdown(
-                        badge
-                        + "  \n"
-                        + "  \n".join(md(line) for line in tile.caption.split("\n\n"))
-                        + (f"  \nReview: {md('; '.join(reviewed))}" if reviewed else "")
-                    )
-                    if st.button("Open", key=f"gopen_{tile.image_hash}", width="stretch"):
-                        ss["gallery_open"] = tile.name
-                        st.rerun(scope="app")  # the full view sits above the grid
-
+    open_item()
     grid(filtered, shown_method, decided)
+    exports(filtered)
 
-    # ---- send, export ----------------------------------------------------------------------------
-    st.subheader(f"These {len(filtered):,} images")
-    a1, a2, a3 = st.columns(3)
-    with a1:
-        outcome_word = {"all": "all", "incorrect": "mistakes", "correct": "correct"}[
-            OUTCOME[ss["gf_outcome"]]
-        ]
-        default_name = f"gallery {labelled.source.split(':')[0]} {outcome_word} {len(filtered)}"
-        st.text_input(
-            "Review batch name", key="gallery_batch_name", max_chars=200, placeholder=f"blank: {default_name}"
-        )
-        account = signin.current_account()
-        send = st.button(
-            f"Send these {len(filtered):,} to review",
-            key="gallery_send",
-            type="primary",
-            disabled=not can(account, "decide") or filtered.empty,
-            help="They become a batch in the Review queue; decisions link back here."
-            if can(account, "decide")
-            else "Your role records no review batches."
-            if account
-            else "Sign in on the Review page first.",
-        )
-        if account is None:
-            st.page_link("pages/review.py", label="Sign in on the Review page to send images to review")
-        if send and can(account, "decide"):
-            name = str(ss.get("gallery_batch_name", "")).strip() or default_name
-            by_name = {it.name: it for it in labelled.items}
-            try:
-                chosen = [
-                    (n, lab, by_name[n].classes, h, by_name[n].read())
-                    for n, lab, h in filtered[["name", "label", "image_hash"]].itertuples(index=False)
-                ]
-                batch_methods = {m: method_params(m, params) for m in methods}
-                selection = store.save_selection(
-                    name,
-                    account.name,
-                    gallery.model_key(model),
-                    labelled.source,
-                    labelled.description,
-                    batch_methods,
-                    chosen,
-                )
-                batch = review_store(rs.database_url()).open_batch(
-                    name,
-                    source=f"gallery:{selection}",
-                    created_by=account.name,
-                    model_fingerprint=model.fingerprint,
-                    methods=batch_methods,
-                )
-            except ValueError as err:
-                st.error(f"Not sent: {err}")
-            else:
-                if batch.source != f"gallery:{selection}":
-                    st.error(
-                        f"A review batch named {name!r} already exists with other images; choose another "
-                        "name. Nothing was sent."
-                    )
-                else:
-                    ss["review_batch"] = {
-                        "name": batch.name,
-                        "source": batch.source,
-                        "methods": batch.methods,
-                    }
-                    ss.pop(f"review_pos::{batch.name}", None)
-                    st.success(f"Sent {len(chosen):,} images to review as batch **{md(batch.name)}**.")
-                    st.page_link("pages/review.py", label="Open the review queue")
-    with a2:
-        st.download_button(
-            "Download the table (CSV)",
-            lambda: gallery.to_csv(filtered, model),
-            f"gallery_{labelled.id}.csv",
-            "text/csv",
-            key="gallery_csv",
-            help="True and predicted class, confidence, correct, checks and review for each image.",
-        )
-    with a3:
-        digest = hashlib.sha256("\n".join(filtered["name"]).encode()).hexdigest()[:12]
-        report_outlines = False
-        if len(filtered) > REPORT_LIMIT:
-            st.caption(f"Reports take up to {REPORT_LIMIT} images; narrow the filters to build one.")
-        else:
-            report_outlines = st.checkbox(
-                "With outlined regions",
-                key="gallery_report_outlines",
-                help="Each map also as the outline of the regions holding "
-                f"{int(ss.get('outline_share', 30))} % of it, beside the heatmap.",
-            )
-            digest += "-outlines" if report_outlines else ""
-        if len(filtered) <= REPORT_LIMIT and st.button(
-            f"Build a report of these {len(filtered):,}", key="gallery_build_report", disabled=filtered.empty
-        ):
-            bar = st.progress(0.0, text="Building the report from the stored maps…")
-            try:
-                report = gallery.build_report(
-                    store,
-                    model,
-                    labelled,
-                    filtered,
-                    methods,
-                    params,
-                    model_source=cfg.model,
-                    title=f"Gallery: {labelled.description}, {outcome_word}",
-                    outline_share=int(ss.get("outline_share", 30)) / 100 if report_outlines else None,
-                    progress=lambda d, t, label: bar.progress(
-                        min(1.0, d / t), text=f"Report: {d} of {t} maps"
-                    ),
-                )
-                ss["gallery_report"] = (digest, report.to_html().encode())
-            except ValueError as err:
-                st.error(f"No report: {err}")
-            bar.empty()
-        if ss.get("gallery_report", (None,))[0] == digest:
-            st.download_button(
-                "Download the report (HTML)",
-                ss["gallery_report"][1],
-                f"gallery_report_{digest}.html",
-                "text/html",
-                key="gallery_report_download",
-            )
-
-    shortcut_groups(store, model, rows, methods, params)
 
 # ---- the run: after the page is drawn, so what is stored stays visible ------------------------------------
 if ss.get("gallery_running"):
