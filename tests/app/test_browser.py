@@ -40,17 +40,9 @@ def test_upload_photo_shows_four_overlays(server):
                 go.first.click()
             page.wait_for_timeout(1000)
         page.get_by_text("Maps explain espresso").wait_for(timeout=180_000)
-        # SmoothGrad is drawn at its reproducible detail, with words saying so (issue 25)
-        detail_words = page.get_by_text("-pixel detail, the finest that a re-run")
-        deadline = time.perf_counter() + 600
-        while time.perf_counter() < deadline and not (detail_words.count() and maps_drawn.count()):
-            if go.count() and go.first.is_visible():
-                go.first.click()
-            page.wait_for_timeout(1000)
         waited = time.perf_counter() - started
         shot = os.path.join(ARTIFACTS, "explain_coffee.png")
         page.screenshot(path=shot, full_page=True)
-        assert detail_words.count() >= 1, "SmoothGrad's reproducible-detail words are missing"
         captions = page.locator("[data-testid='stImageCaption']").all_inner_texts()
         for label in ("What the model sees", "Gradient", "Guided backprop", "SmoothGrad", "Grad-CAM"):
             assert label in captions, (label, captions)
