@@ -40,6 +40,8 @@ def test_upload_photo_shows_four_overlays(server):
                 go.first.click()
             page.wait_for_timeout(1000)
         page.get_by_text("Maps explain espresso").wait_for(timeout=180_000)
+        # SmoothGrad drawn at its reproducible detail, with words saying so (no click: a click reruns)
+        page.get_by_text("-pixel detail, the finest that a re-run").first.wait_for(timeout=180_000)
         waited = time.perf_counter() - started
         shot = os.path.join(ARTIFACTS, "explain_coffee.png")
         page.screenshot(path=shot, full_page=True)
