@@ -92,10 +92,13 @@ PAGES = [
     ("Report", "Build report", "Report ready"),
 ]
 BLOCKING = ("serious", "critical")
-_CONTENT_HEIGHT = """() => Math.max(document.body.scrollHeight, ...Array.from(
-    document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"], '
-                              '[data-testid="stMainBlockContainer"]'),
-    e => e.scrollHeight))"""
+_CONTENT_SELECTORS = ", ".join(
+    f'[data-testid="{t}"]' for t in ("stMain", "stAppViewContainer", "stMainBlockContainer")
+)
+_CONTENT_HEIGHT = (
+    "() => Math.max(document.body.scrollHeight, ...Array.from("
+    f"document.querySelectorAll('{_CONTENT_SELECTORS}'), e => e.scrollHeight))"
+)
 
 
 def _idle(page, timeout_ms: int = 900_000) -> None:
