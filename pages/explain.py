@@ -559,10 +559,15 @@ for item in images:
                         elif isinstance(readout, dict) and readout.get("verdict") == "unknown":
                             icon = ":material/help:"
                         st.caption(f"{icon} {drawn.words}")
-                    if drawn.unsettled:
+                    if drawn.unsettled and "until_settled" in meta.defaults:
                         st.caption(
                             ":material/arrow_upward: Sample until settled: tick **Keep adding noisy samples "
                             "until the map has settled** under *Sample until the map settles* above."
+                        )
+                    elif drawn.unsettled and "masks" in meta.settings:
+                        st.caption(
+                            f":material/arrow_upward: Raise **{meta.settings['masks'].label}** above for a "
+                            "map a re-run reproduces."
                         )
                     if isinstance(readout, dict):
                         details = " ".join(

@@ -298,11 +298,11 @@ def describe(readout: dict, shown_px: float | None = None) -> tuple[str, str]:
     verdict = readout.get("verdict")
     if verdict == "unknown":
         return "Convergence unknown: " + str(readout.get("reason", "")), ""
-    terms = readout.get("samples") or readout.get("steps")
-    unit = "samples" if "samples" in readout else "steps"
+    unit = next((u for u in ("samples", "masks") if u in readout), "steps")
+    terms = readout.get(unit)
     levels = [row for row in readout.get("levels") or [] if _level_ok(row)]
-    if unit == "samples" and levels:
-        words = _detail_words(readout, levels, shown_px)
+    if unit != "steps" and levels:
+        words = _detail_words(readout, levels, shown_px, unit)
     elif verdict == "settled":
         words = "Settled: a re-run with other random noise would show the same map."
         if unit == "steps":
@@ -343,36 +343,40 @@ def _level_ok(row) -> bool:
     )
 
 
-def _detail_words(readout: dict, levels: list[dict], shown_px: float | None) -> str:
-    """The words under an averaged map: the detail it is drawn at and what a re-run reproduces."""
+def _detail_words(readout: dict, levels: list[dict], shown_px: float | None, unit: str = "samples") -> str:
+    """The words under an averaged map: the detail it is drawn at and what a re-run reproduces
+    (``unit``: what the method averages, "samples" of noise or RISE's "masks")."""
+    noise = "random masks" if unit == "masks" else "random noise"
+    other = "masks" if unit == "masks" else "noise"
+    remedy = "More masks give" if unit == "masks" else "Sample until settled for"
     reproducible = detail.reproducible_px({"convergence": readout})
     at = {float(row["px"]): float(row["rerun_spearman"]) for row in levels}
     if reproducible is None:
         coarsest = max(at)
         return (
-            f"Not settled even at {coarsest:g}-pixel detail: a re-run with other random noise would look "
-            f"different at every detail (estimated agreement {at[coarsest]:.2f}). Sample until settled "
-            "for a map a re-run reproduces."
+            f"Not settled even at {coarsest:g}-pixel detail: a re-run with other {noise} would look "
+            f"different at every detail (estimated agreement {at[coarsest]:.2f}). {remedy} "
+            "a map a re-run reproduces."
         )
     agreement = at.get(reproducible, float("nan"))
     if shown_px is None or shown_px == reproducible:
         if reproducible == 0:
             return (
-                f"Shown at full detail: a re-run with other random noise would show the same map "
+                f"Shown at full detail: a re-run with other {noise} would show the same map "
                 f"(estimated agreement {agreement:.2f})."
             )
         return (
-            f"Shown at {reproducible:g}-pixel detail, the finest that a re-run with other noise reproduces "
+            f"Shown at {reproducible:g}-pixel detail, the finest that a re-run with other {other} reproduces "
             f"(estimated agreement {agreement:.2f}). Finer speckle is random noise."
         )
     if shown_px < reproducible:
         return (
             f"Shown at {'full' if shown_px == 0 else f'{shown_px:g}-pixel'} detail: finer than "
-            f"{reproducible:g}-pixel detail a re-run with other random noise would look different "
+            f"{reproducible:g}-pixel detail a re-run with other {noise} would look different "
             f"(estimated agreement at the pixel {at.get(0.0, float('nan')):.2f}; at {reproducible:g}-pixel "
             f"detail {agreement:.2f})."
         )
     return (
-        f"Smoothed for display at {shown_px:g}-pixel detail; a re-run with other noise reproduces it from "
+        f"Smoothed for display at {shown_px:g}-pixel detail; a re-run with other {other} reproduces it from "
         f"{reproducible:g}-pixel detail (estimated agreement {agreement:.2f})."
     )

@@ -155,3 +155,57 @@ def test_explain_on_demo(demo, chelsea_path):
 def test_bad_parameters(demo, chelsea_path, params, words):
     with pytest.raises(ValueError, match=words):
         sc.explain(demo, chelsea_path, method="rise", **params)
+
+
+class _Capture:
+    """Stands in for a convergence readout: keeps the quarter and half maps RISE hands it."""
+
+    def check(self, quarters, halves, terms, what="samples"):
+        self.quarters, self.halves, self.terms, self.what = quarters, halves, terms, what
+
+    def unavailable(self, batch, terms, reason, what="samples"):
+        self.reason = reason
+
+
+def test_readout_quarters_are_rise_over_their_own_masks():
+    """Quarter k is Eq. 6 over the masks i with i % 4 == k alone; the halves are quarters 0 + 1 and
+    2 + 3; the map is the same with or without a readout."""
+    torch.manual_seed(1)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
+    net = net.eval().double()
+    x, target, keep = torch.rand(1, 3, 20, 20, dtype=torch.float64), torch.tensor([1]), 0.4
+    got = _Capture()
+    with_readout = rise(net, x, target, masks=30, cell=6, keep=keep, seed=2, chunk_size=7, readout=got)
+    assert torch.equal(with_readout, rise(net, x, target, masks=30, cell=6, keep=keep, seed=2, chunk_size=7))
+    masks = rise_masks(20, 20, 6, keep, 2, 0, 30).double()
+    with torch.no_grad():
+        p = torch.stack([net(x * m + 0 * (1 - m)).softmax(1)[0, 1] for m in masks])
+    terms = p.view(-1, 1, 1, 1) * masks  # (30, 1, 20, 20)
+
+    def eq6(indices):
+        return terms[indices].sum(0, keepdim=True) / (len(indices) * keep)
+
+    quarter_masks = [list(range(k, 30, 4)) for k in range(4)]
+    assert got.terms == 30 and got.what == "masks"
+    for k in range(4):
+        assert relative_error(got.quarters[k], eq6(quarter_masks[k])) < 1e-12
+    for half, (a, b) in zip(got.halves, ((0, 1), (2, 3))):
+        assert relative_error(half, eq6(quarter_masks[a] + quarter_masks[b])) < 1e-12
+    short = _Capture()
+    rise(net, x, target, masks=3, cell=6, readout=short)
+    assert "at least 4 masks" in short.reason
+
+
+def test_explain_records_the_masks_readout_and_says_masks(demo, chelsea_path):
+    """RISE's map on the demo model carries a readout by detail level, in masks, and its words name
+    random masks (64 masks: far from settled)."""
+    from saliency_core.engine.render import shown_map
+
+    exp = sc.explain(demo, chelsea_path, method="rise", masks=64)
+    readout = exp.diagnostics["convergence"]
+    assert readout["masks"] == 64 and [row["px"] for row in readout["levels"]] == [0, 1, 2, 4, 8, 16]
+    assert readout["verdict"] == "still changing" and readout["reproducible_px"] is None
+    drawn = shown_map(exp.saliency, "rise", exp.diagnostics)
+    assert drawn.unsettled and "other random masks" in drawn.words and "More masks" in drawn.words

@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import plan_runtime as plans
 from .._fast import averaging, check_target, gradient_network
+from ..convergence import Readout
 from ._autograd import as_targets, count
 from ._registry import SEED, Cost, Setting, register, whole
 from .occlusion import fill_image
@@ -109,6 +110,7 @@ def rise(
     chunk_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     preview: Callable[[int, int, torch.Tensor], None] | None = None,
+    readout: Readout | None = None,
 ) -> torch.Tensor:
     """Probability-weighted average of random masks, (B, 1, H, W) (Eq. 6, Petsiuk et al.).
 
@@ -125,6 +127,9 @@ def rise(
         chunk_size: masked images per forward pass; never changes the result beyond rounding.
         progress: ``progress(done, masks)`` after each batch.
         preview: ``preview(done, masks, running)`` with the map over the masks done so far.
+        readout: a ``convergence.Readout`` to fill (``explain`` passes one): mask i goes to
+            quarter i % 4, each quarter's map is its own RISE estimate, and the halves are
+            quarters 0 + 1 and 2 + 3. The map itself is computed as without a readout.
     Returns:
         Tensor (B, 1, H, W), the same masks for every image of the batch; the target's score is
         its softmax probability, as in the paper.
@@ -137,6 +142,7 @@ def rise(
     target = as_targets(target, batch, x.device)
     per_chunk = max(1, int(chunk_size or _default_chunk(x)) // batch)
     total = torch.zeros(batch, 1, height, width, dtype=torch.float64, device=x.device)
+    quarters = [torch.zeros_like(total) for _ in range(4)] if readout is not None else []
     with torch.no_grad(), averaging():  # folded BatchNorm allowed: an average (saliency_core/engine/_fast.py)
         reference = fill_image(x, fill)
         net = gradient_network(network, probe=x[:1])
@@ -155,9 +161,29 @@ def rise(
             probability = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(1)
             p = probability.gather(1, target.repeat(n).view(-1, 1)).view(n, batch)
             total += torch.einsum("nb,nhw->bhw", p.double(), m[:, 0].double()).unsqueeze(1)
+            for k, acc in enumerate(quarters):
+                pick = (torch.arange(start, start + n, device=x.device) % 4) == k
+                acc += torch.einsum("nb,nhw->bhw", p[pick].double(), m[pick, 0].double()).unsqueeze(1)
             done = start + n
             if progress is not None:
                 progress(done, masks)
             if preview is not None and done < masks:
                 preview(done, masks, (total / (done * keep)).to(x.dtype))
+    if readout is not None:
+        _read_out(readout, quarters, masks, keep, x.dtype)
     return (total / (masks * keep)).to(x.dtype)
+
+
+def _read_out(readout: Readout, quarters: list[torch.Tensor], masks: int, keep: float, dtype) -> None:
+    """The convergence readout from the four quarters' sums (masks i % 4 == k in quarter k)."""
+    batch = quarters[0].shape[0]
+    if masks < 4:
+        readout.unavailable(batch, masks, f"needs at least 4 masks to compare (got {masks}).", what="masks")
+        return
+    counts = [len(range(k, masks, 4)) for k in range(4)]
+    estimates = [(q / (c * keep)).to(dtype) for q, c in zip(quarters, counts)]
+    halves = [
+        ((quarters[a] + quarters[b]) / ((counts[a] + counts[b]) * keep)).to(dtype)
+        for a, b in ((0, 1), (2, 3))
+    ]
+    readout.check(estimates, halves, masks, what="masks")
