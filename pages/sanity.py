@@ -11,6 +11,7 @@ import streamlit as st
 
 import pages._defaults as defaults
 import saliency_core as sc
+from pages._detail import detail_settings
 from pages._frame import require_frame
 from pages._guard import report_error
 from pages._images import UPLOAD_TYPES, single_image
@@ -333,11 +334,13 @@ for m, result in results.items():
             "even where the values shrink):"
         )
         steps = [s for s in result.steps if m in s.saliency]
-        legend = None
+        legend, detail_words = None, []
         for row, cols in map_rows(steps, key=f"sanity-{m}"):
             for col, step in zip(cols, row):
+                shown = rd.shown_map(step.saliency[m], m, step.diagnostics.get(m), **detail_settings())
+                detail_words.append(f"{step_title(step, result.mode)}: {shown.words}" if shown.words else "")
                 r = rd.render(
-                    step.saliency[m], result.image, target_label=result.target_label, meaning=meta.meaning
+                    shown.saliency, result.image, target_label=result.target_label, meaning=meta.meaning
                 )
                 legend = legend or r
                 similarity = step.similarity[m]["spearman_abs"]
@@ -346,7 +349,9 @@ for m, result in results.items():
                     r.overlay,
                     width="stretch",
                     caption=f"{title} · predicts {plain(step.prediction[1])} ({step.prediction[2]:.0%}) · "
-                    f"similarity {similarity:.2f}" + (" · map is zero" if r.near_zero else ""),
+                    f"similarity {similarity:.2f}"
+                    + (f" · drawn at {shown.detail_px:g}-pixel detail" if shown.detail_px else "")
+                    + (" · map is zero" if r.near_zero else ""),
                     alt=map_alt(meta.label, f"{name}, {title}", result.target_label),
                 )
         if legend is not None:
@@ -357,8 +362,11 @@ for m, result in results.items():
                 )
             st.caption(
                 f"{plain(legend.words)} Each map is drawn on its own scale. Similarity = rank correlation "
-                "with the trained model's map."
+                "with the trained model's map, on the raw maps (pixel by pixel)."
             )
+        if any(detail_words):
+            with st.expander("Detail each map is drawn at"):
+                st.markdown("\n".join(f"- {plain(w)}" for w in detail_words if w))
         notes = sorted({n for s in result.steps for n in s.notes})
         if notes:
             with st.expander("Technical notes: what was re-initialised and how"):

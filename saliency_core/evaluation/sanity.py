@@ -279,6 +279,8 @@ class Step:
         similarity: method -> {measure: value} against step 0.
         zero: methods whose map is zero everywhere at this step (Spearman then counts as 0).
         notes: what was re-initialised other than by ``reset_parameters()``.
+        diagnostics: method -> the map's diagnostics (an averaged map's convergence readout, from
+            which it is drawn at its reproducible detail; the similarity uses the raw map).
     """
 
     index: int
@@ -289,6 +291,7 @@ class Step:
     similarity: dict = field(default_factory=dict)
     zero: set = field(default_factory=set)
     notes: list = field(default_factory=list)
+    diagnostics: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -458,10 +461,12 @@ def _independent_copy(network: nn.Module) -> nn.Module:
 
 
 def _maps(model: Classifier, x: torch.Tensor, target: int, method: str, params: dict):
-    attribution, used, _ = attribute(model, x, torch.tensor([target], device=x.device), method, **params)
+    attribution, used, diagnostics = attribute(
+        model, x, torch.tensor([target], device=x.device), method, **params
+    )
     drawn = reduce_channels(attribution, get_method(method).reduction)[0].float().cpu().numpy()
     signed = attribution.sum(dim=1)[0].float().cpu().numpy()
-    return drawn, signed, used
+    return drawn, signed, used, diagnostics
 
 
 def sanity_check(
@@ -628,7 +633,7 @@ class _Run:
         if m in self.errors:
             return
         try:
-            drawn, signed, used = _maps(self.work, self.x, self.target, m, own)
+            drawn, signed, used, diagnostics = _maps(self.work, self.x, self.target, m, own)
         except ValueError as err:
             self.errors[m] = f"step {step.index} ({step.block or 'trained model'}): {err}"
             return
@@ -636,6 +641,8 @@ class _Run:
             if progress is not None:
                 progress(self.done, total)
         step.saliency[m] = drawn
+        if diagnostics.get("convergence") is not None:
+            step.diagnostics[m] = {"convergence": diagnostics["convergence"]}
         if not np.any(drawn):  # exactly zero, e.g. Grad-CAM's ReLU (tiny values still rank)
             step.zero.add(m)
         if step.index == 0:

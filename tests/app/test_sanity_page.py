@@ -113,3 +113,21 @@ def test_cancel_keeps_the_methods_done_and_go_on_computes_the_rest():
     at = at.run()
     assert not at.exception, at.exception
     assert list(at.dataframe[0].value["Method"]) == ["Gradient", "Grad-CAM"]
+
+
+def test_smoothgrad_maps_are_drawn_at_their_reproducible_detail():
+    """An averaged map at each step is drawn at the detail a re-run reproduces and says so; the
+    similarity stays on the raw maps. SmoothGrad-50 on chelsea.png with the demo model is
+    reproducible from 4-pixel detail."""
+    at = _run(_sanity_page(["smoothgrad"]), 1)
+    assert not at.exception, at.exception
+    captions = [_shown(c) for el in at.get("image") for c in el.captions]
+    trained = next(c for c in captions if c.startswith("trained model"))
+    assert "drawn at 4-pixel detail" in trained, captions
+    assert any("on the raw maps" in _shown(c.value) for c in at.caption)
+    words = " ".join(_shown(m.value) for m in at.markdown)
+    assert "trained model: Shown at 4-pixel detail, the finest that a re-run with other noise" in words
+    at.sidebar.toggle(key="full_detail").set_value(True)
+    at = at.run()
+    captions = [_shown(c) for el in at.get("image") for c in el.captions]
+    assert not any("drawn at" in c for c in captions), captions
