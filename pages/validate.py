@@ -171,6 +171,15 @@ interval = c1.radio(
     horizontal=True,
     format_func={"bootstrap": "bootstrap (2000 resamples)", "t": "Student t"}.get,
 )
+measure_on = c1.radio(
+    "Score each map on",
+    list(va.MEASURED_ON),
+    horizontal=True,
+    format_func={"raw": "the raw map", "shown": "the map as drawn"}.get,
+    help="The raw map, pixel by pixel (the default), or the map as the pages draw it: averaged "
+    "maps (SmoothGrad, RISE...) blurred to the detail a re-run with other random draws reproduces. "
+    "The results table says which.",
+)
 faithful = c2.checkbox(
     "Deletion / insertion curves",
     value=defaults.VALIDATE_FAITHFULNESS,
@@ -251,6 +260,7 @@ if st.session_state.pop("validate_new", False) and dataset is not None:  # this 
         insertion_replacement=insertion,
         seed=int(cfg.params["seed"]),
         interval=interval,
+        measure_on=measure_on,
     )
     try:
         st.session_state["validate_run"] = va.ValidationRun(model, dataset, options)
@@ -324,7 +334,9 @@ st.markdown(
     "**Average score per method, with its 95 % confidence interval** (maps that ignore the model last)"
 )
 st.dataframe(
-    result.summary_table().rename(columns={"method": "Method", "n images": "Images"}),
+    result.summary_table().rename(
+        columns={"method": "Method", "n images": "Images", "measured on": "Scored on"}
+    ),
     hide_index=True,
     key="validate_summary",
 )

@@ -112,6 +112,13 @@ def _add_scoring_options(va) -> None:
         "--no-faithfulness", action="store_true", help="skip the deletion/insertion curves (the slow part)"
     )
     va.add_argument(
+        "--measure-on",
+        choices=("raw", "shown"),
+        default="raw",
+        help="what the scores use: the raw map (default) or the map as drawn, averaged maps at "
+        "their reproducible detail; summary_table.csv says which",
+    )
+    va.add_argument(
         "--step",
         type=ranged(0.0001, 0.5),
         default=0.05,
@@ -230,6 +237,7 @@ def _validation_settings(args, methods):
         seed=args.seed or 0,
         interval=args.interval,
         worst=0,
+        measure_on=args.measure_on,
     )
 
 

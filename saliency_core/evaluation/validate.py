@@ -38,6 +38,7 @@ from torchvision.transforms.functional import to_tensor
 
 from ..engine.explain import attribute, available_methods, reduce_channels, versions
 from ..engine.methods import METHODS
+from ..engine.render import shown_map
 from . import faithfulness as fa
 from . import localisation as lo
 from .annotations import CropGeometry, Dataset, Skipped
@@ -46,6 +47,10 @@ MIN_EXAMPLES = 50  # fewer annotated examples: the summary cannot support trust
 CENTRE, RANDOM = "centre_baseline", "random_baseline"
 BASELINES = {CENTRE: "Centre bias (Gaussian)", RANDOM: "Random map"}
 INTERVALS = ("bootstrap", "t")
+MEASURED_ON = {
+    "raw": "the raw map, pixel by pixel",
+    "shown": "the map as drawn: averaged maps at their reproducible detail, the others raw",
+}
 WORST_BY = "relevance_mass"  # the worst images per method: least relevance inside the region
 METRICS = {**lo.METRICS, **fa.METRICS}
 LOCALISATION = tuple(lo.METRICS)
@@ -74,6 +79,9 @@ class ValidationSettings:
         resamples: bootstrap resamples.
         worst: thumbnails kept per method (the images with the least relevance mass).
         thumbnail: their side in pixels.
+        measure_on: ``"raw"`` (default): every score on the raw map; ``"shown"``: on the map as
+            drawn (``render.shown_map``: an averaged map at its reproducible detail, an exact map
+            or an averaged one settled at no detail raw). Each row records ``measured_px``.
     """
 
     methods: Sequence[str]
@@ -92,6 +100,7 @@ class ValidationSettings:
     worst: int = 6
     thumbnail: int = 112
     batch_size: int = fa.BATCH_SIZE
+    measure_on: str = "raw"
 
     def check(self) -> None:
         """ValueError in plain words for a setting out of range."""
@@ -112,6 +121,8 @@ class ValidationSettings:
         for r in (self.deletion_replacement, self.insertion_replacement):
             if r not in fa.REPLACEMENTS:
                 raise ValueError(f"Unknown replacement {r!r}; use one of {', '.join(fa.REPLACEMENTS)}.")
+        if self.measure_on not in MEASURED_ON:
+            raise ValueError(f"measure_on must be 'raw' or 'shown'; got {self.measure_on!r}.")
         if self.interval not in INTERVALS:
             raise ValueError(f"interval must be 'bootstrap' or 't'; got {self.interval!r}.")
         if not 0.5 <= self.confidence < 1:
@@ -128,6 +139,7 @@ class ValidationSettings:
             out["step_pixels"] = self.step_pixels(input_size)
         out["interval_description"] = interval_description(self)
         out["saliency_used"] = "|saliency| for unsigned methods, its positive part for signed ones"
+        out["measured_on"] = MEASURED_ON[self.measure_on]
         return out
 
 
@@ -258,12 +270,25 @@ class ValidationResult:
         for method in self.methods:
             part = long[long["method"] == method].set_index("metric")
             row = {"method": label_of(method), "n images": int(part["n"].max())}
+            row["measured on"] = self.measured_on(method)
             for metric in self.metrics:
                 if metric in part.index:
                     r = part.loc[metric]
                     row[METRICS[metric][0]] = _cell(r["mean"], r["ci_low"], r["ci_high"], digits)
             table[method] = row
         return pd.DataFrame(list(table.values()))
+
+    def measured_on(self, method: str) -> str:
+        """What a method's scores were computed on, in words: "raw map", or "as drawn" with the
+        detail (Gaussian sigma, px) its maps were drawn at over the images."""
+        if self.settings.measure_on == "raw":
+            return "raw map"
+        px = sorted({float(r.get("measured_px") or 0.0) for r in self.rows if r["method"] == method})
+        if not px or px == [0.0]:
+            return "as drawn: full detail"
+        if len(px) == 1:
+            return f"as drawn: {px[0]:g}-pixel detail"
+        return f"as drawn: {px[0]:g} to {px[-1]:g}-pixel detail"
 
     def skipped_table(self) -> pd.DataFrame:
         return pd.DataFrame([s.record() for s in self.skipped], columns=["item", "reason"])
@@ -492,7 +517,9 @@ def score_image(
         tick = time.perf_counter()
         signed = bool(METHODS[method].signed) if method in METHODS else False
         try:
-            saliency = _saliency(model, x, target, method, settings) if fixed is None else fixed
+            saliency, measured_px = (
+                _saliency(model, x, target, method, settings) if fixed is None else (fixed, 0.0)
+            )
             scores, curves = _scores(
                 model, x, saliency, target, signed, region, settings, plan, backgrounds, ends
             )
@@ -512,6 +539,7 @@ def score_image(
             "top1_label": prediction[0][1],
             "top1_probability": prediction[0][2],
             **scores,
+            "measured_px": measured_px,
             "seconds": time.perf_counter() - tick,
             "notes": "; ".join(region.notes),
         }
@@ -562,12 +590,19 @@ def _replacements(settings: ValidationSettings) -> dict[str, str]:
     return {"deletion": settings.deletion_replacement, "insertion": settings.insertion_replacement}
 
 
-def _saliency(model, x: torch.Tensor, target: int, method: str, settings: ValidationSettings) -> np.ndarray:
-    """The method's drawn (H, W) map of ``target``."""
-    attribution, used, _ = attribute(
+def _saliency(
+    model, x: torch.Tensor, target: int, method: str, settings: ValidationSettings
+) -> tuple[np.ndarray, float]:
+    """The method's (H, W) map of ``target`` to score and its detail (Gaussian sigma, px): the raw
+    map, or with ``measure_on="shown"`` the map as drawn."""
+    attribution, used, diagnostics = attribute(
         model, x, torch.tensor([target], device=x.device), method, **_method_params(method, settings.params)
     )
-    return reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
+    raw = reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
+    if settings.measure_on == "raw":
+        return raw, 0.0
+    shown = shown_map(raw, method, diagnostics)
+    return shown.saliency, shown.detail_px
 
 
 def _scores(

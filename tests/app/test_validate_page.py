@@ -68,7 +68,7 @@ def test_demo_set_summary_charts_worst_images_and_exports():
         "Insertion AUC",
     ):
         assert summary[column].str.match(r"^\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]$").all(), summary[column]
-    assert (summary["Images"] == 5).all()
+    assert (summary["Images"] == 5).all() and set(summary["Scored on"]) == {"raw map"}
     captions = " ".join(_shown(c.value) for c in at.caption)
     assert "percentile bootstrap over images, 2000 resamples" in captions
     assert (

@@ -14,6 +14,7 @@ import pytest
 import skimage
 from PIL import Image
 
+import saliency_core as sc
 from saliency_core.cli import main
 from saliency_core.evaluation import annotations as an
 from saliency_core.evaluation.data import pasted_objects
@@ -188,9 +189,48 @@ def test_bad_settings_say_what_is_wrong(demo, messy):
         (ValidationSettings(["gradient"], step_fraction=0), "step"),
         (ValidationSettings(["gradient"], deletion_replacement="grey"), "replacement"),
         (ValidationSettings(["gradient"], interval="z"), "interval"),
+        (ValidationSettings(["gradient"], measure_on="blurred"), "measure_on"),
     ):
         with pytest.raises(ValueError, match=message):
             run_validation(demo, messy, settings)
+
+
+def test_scores_on_the_map_as_drawn_smooth_only_averaged_maps(demo, messy):
+    """measure_on="shown": an exact map (the gradient) scores exactly as on the raw map; SmoothGrad
+    is scored at the reproducible detail its readout recorded (> 0 px at 16 samples), which
+    changes its scores; the tables say which map was scored."""
+    from saliency_core.engine.detail import smooth
+    from saliency_core.evaluation import localisation as lo
+
+    def run(on):
+        settings = ValidationSettings(
+            ["gradient", "smoothgrad"], params={"samples": 16}, faithfulness=False, worst=0, measure_on=on
+        )
+        return run_validation(demo, messy, settings)
+
+    raw, shown = run("raw"), run("shown")
+    a, b = raw.per_image().set_index(["image", "method"]), shown.per_image().set_index(["image", "method"])
+    scores = SCORES[:4]
+    assert a.xs("gradient", level="method")[scores].equals(b.xs("gradient", level="method")[scores])
+    assert (a["measured_px"] == 0).all() and (b.xs("gradient", level="method")["measured_px"] == 0).all()
+    px = b.xs("smoothgrad", level="method")["measured_px"]
+    assert (px > 0).all(), px
+    assert not a.xs("smoothgrad", level="method")["relevance_mass"].equals(
+        b.xs("smoothgrad", level="method")["relevance_mass"]
+    )
+    # the scored map is the raw map blurred at the recorded detail: check one image by hand
+    item = next(i for i in messy.items if i.name == "chelsea.png")
+    exp = sc.explain(demo, item.image(), "smoothgrad", samples=16)
+    assert exp.diagnostics["convergence"]["reproducible_px"] == px["chelsea.png"]
+    region = item.annotation.region(item.image().size, an.CropGeometry.of(demo))
+    by_hand = lo.localisation_scores(smooth(exp.saliency, px["chelsea.png"]), region.mask, signed=False)
+    assert by_hand["relevance_mass"] == pytest.approx(
+        b.loc[("chelsea.png", "smoothgrad"), "relevance_mass"], abs=1e-4
+    )
+    assert set(raw.summary_table()["measured on"]) == {"raw map"}
+    words = dict(zip(shown.summary_table()["method"], shown.summary_table()["measured on"]))
+    assert words["Gradient"] == "as drawn: full detail" and "pixel detail" in words["SmoothGrad"]
+    assert shown.record()["settings"]["measured_on"].startswith("the map as drawn")
 
 
 def test_pasted_object_benchmark_a_gradient_method_beats_the_centre_bias(demo, record):
@@ -238,6 +278,15 @@ def test_cli_demo_writes_the_tables(tmp_path, capsys):
     assert "warning: Only 5 annotated example(s)" in err
     record = json.loads((tmp_path / "validation.json").read_text())
     assert record["images_scored"] == 5 and record["model"]["name"].startswith("EfficientNet-Lite0")
+    assert set(pd.read_csv(tmp_path / "summary_table.csv")["measured on"]) == {"raw map"}
+
+
+def test_cli_scores_the_map_as_drawn_when_asked(tmp_path, capsys):
+    args = ["validate", "--demo", "--methods", "gradient", "--no-faithfulness", "--measure-on", "shown"]
+    assert main([*args, "--out", str(tmp_path)]) == 0, capsys.readouterr().err
+    table = pd.read_csv(tmp_path / "summary_table.csv")
+    assert table.loc[table["method"] == "Gradient", "measured on"].tolist() == ["as drawn: full detail"]
+    assert json.loads((tmp_path / "validation.json").read_text())["settings"]["measure_on"] == "shown"
 
 
 def test_cli_folder_with_bad_input_reports_and_goes_on(tmp_path, capsys):
