@@ -10,8 +10,8 @@ import streamlit as st
 
 import pages._signin as signin
 from pages._gallery_text import md
-from pages._settings import method_params
 from saliency_core import gallery
+from saliency_core.pipeline import method_params
 from saliency_core.review import store as rs
 from saliency_core.review.identity import can
 

@@ -56,8 +56,3 @@ def page_methods(model: sc.Classifier, cfg: PageSettings) -> list[str]:
         st.info("Choose at least one saliency method in the sidebar, then press **Apply**.")
         st.stop()
     return methods
-
-
-def method_params(method: str, params: dict) -> dict:
-    """The subset of the sidebar parameters that ``method`` takes."""
-    return sc.METHODS[method].params_for(params)

@@ -24,7 +24,7 @@ from pages._maps import cached_explain, is_cached
 from pages._method_settings import setting_widget
 from pages._models import model_key
 from pages._run import cancellable, estimate_caption
-from pages._settings import method_params, page_methods, page_model, settings
+from pages._settings import page_methods, page_model, settings
 from pages._text import DISCLAIMER, map_alt, plain, prediction_words
 from pages._verdicts import sanity_verdict
 from saliency_core import pipeline
@@ -36,6 +36,7 @@ from saliency_core.engine.plans import describe as describe_plan
 from saliency_core.engine.plans import time_share
 from saliency_core.engine.safe_text import ZipNames, file_name, json_text, to_csv
 from saliency_core.engine.samples import sample_images
+from saliency_core.pipeline import method_params
 from saliency_core.report import confidence_words
 
 MAX_SAMPLES = sc.METHODS["smoothgrad"].settings["max_samples"]  # the SmoothGrad family's limit

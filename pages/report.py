@@ -15,13 +15,14 @@ from pages._guard import report_error
 from pages._images import UPLOAD_TYPES, decode, unreadable
 from pages._maps import cached_explain, is_cached
 from pages._run import cancellable, estimate_caption, finish_run, request_run, run_active
-from pages._settings import method_params, page_methods, page_model, settings
+from pages._settings import page_methods, page_model, settings
 from pages._text import DISCLAIMER, plain
 from pages._verdicts import sanity_verdict
 from saliency_core import report as rp
 from saliency_core.engine import estimate as es
 from saliency_core.engine.safe_text import file_name
 from saliency_core.engine.samples import sample_images
+from saliency_core.pipeline import method_params
 
 require_frame()
 

@@ -25,12 +25,13 @@ from pages._images import UPLOAD_TYPES, decode
 from pages._layout import colour_bar, map_rows
 from pages._maps import cached_explain
 from pages._prefetch import prefetch
-from pages._settings import method_params, page_model, settings
+from pages._settings import page_model, settings
 from pages._text import DISCLAIMER, map_alt, plain
 from saliency_core import pipeline
 from saliency_core.engine import render as rd
 from saliency_core.engine.safe_text import file_name
 from saliency_core.engine.samples import sample_images
+from saliency_core.pipeline import method_params
 from saliency_core.review import batches, folders
 from saliency_core.review import store as rs
 from saliency_core.review.identity import can

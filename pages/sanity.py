@@ -19,13 +19,14 @@ from pages._layout import colour_bar, map_rows
 from pages._models import model_key
 from pages._results import computed, is_computed
 from pages._run import cancellable, estimate_caption, finish_run, request_run, run_active
-from pages._settings import method_params, page_methods, page_model, settings
+from pages._settings import page_methods, page_model, settings
 from pages._text import DISCLAIMER, map_alt, plain
 from pages._verdicts import record_sanity_verdict
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
 from saliency_core.engine.safe_text import json_text, to_csv
 from saliency_core.evaluation import sanity as rz
+from saliency_core.pipeline import method_params
 
 MEASURE_NAMES = {
     "spearman_abs": "rank correlation of the map's size",

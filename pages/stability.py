@@ -19,7 +19,7 @@ from pages._layout import colour_bar, map_rows
 from pages._models import model_key
 from pages._results import result_cache
 from pages._run import cancellable, estimate_caption, finish_run, request_run, run_active
-from pages._settings import method_params, page_methods, page_model, settings
+from pages._settings import page_methods, page_model, settings
 from pages._text import DISCLAIMER, map_alt, plain
 from pages._verdicts import record_stability_verdict
 from saliency_core.engine import estimate as es
@@ -27,6 +27,7 @@ from saliency_core.engine import render as rd
 from saliency_core.engine.detail import smooth
 from saliency_core.engine.safe_text import json_text, to_csv
 from saliency_core.evaluation import stability as stab
+from saliency_core.pipeline import method_params
 
 GENERATED, SIMILAR = "Small changes made here", "Similar images I upload"
 KIND_NAMES = {

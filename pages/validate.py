@@ -16,7 +16,7 @@ from pages._frame import require_frame
 from pages._guard import report_error
 from pages._layout import GRID_CSS, colour_bar
 from pages._run import cancellable, estimate_caption, finish_run, request_run, run_active
-from pages._settings import method_params, page_methods, page_model, settings
+from pages._settings import page_methods, page_model, settings
 from pages._text import DISCLAIMER, map_alt, plain
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
@@ -26,6 +26,7 @@ from saliency_core.evaluation import faithfulness as fa
 from saliency_core.evaluation import localisation as lo
 from saliency_core.evaluation import validate as va
 from saliency_core.evaluation.data import DEMO_DESCRIPTION, demo_dataset, pasted_objects
+from saliency_core.pipeline import method_params
 
 require_frame()
 

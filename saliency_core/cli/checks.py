@@ -17,7 +17,7 @@ from .common import (
     add_method_options,
     chosen_methods,
     error_message,
-    method_params,
+    given_params,
     ranged,
     say,
     say_unexpected,
@@ -155,7 +155,7 @@ def _check_setup(args, parser):
             parser.error(f"{name} cannot run on this model: {usable[name]}")
         say(f"skipping {name}: {usable[name]}")
     methods = [m for m in methods if not usable.get(m)]
-    params = method_params(args)
+    params = given_params(args)
     return model, methods, params
 
 

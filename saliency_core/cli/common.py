@@ -239,7 +239,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=name, metavar="VALUE", help=text)
 
 
-def method_params(args: argparse.Namespace) -> dict:
+def given_params(args: argparse.Namespace) -> dict:
     """The method parameters given on the command line (each method later takes its own)."""
     return {
         name: getattr(args, name) for name in _method_parameters() if getattr(args, name, None) is not None

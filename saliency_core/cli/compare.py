@@ -25,9 +25,9 @@ from ..pipeline import dumps
 from .common import (
     add_method_options,
     chosen_methods,
+    given_params,
     image_files,
     make_folder,
-    method_params,
     say,
     say_failures,
     say_unexpected,
@@ -146,7 +146,7 @@ def run_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if read is None:
         return 1
     labels, problems = read
-    params = method_params(args)
+    params = given_params(args)
     settings = CompareSettings(methods=methods, params=params, most_moved=args.most_moved)
     images = _named_images(args.images)
     keep = _KeepMaps(model_b) if args.report else None

@@ -18,9 +18,9 @@ from .common import (
     check_ray_options,
     chosen_methods,
     error_message,
+    given_params,
     image_files,
     make_folder,
-    method_params,
     runnable_methods,
     say,
     say_unexpected,
@@ -84,7 +84,7 @@ def add_explain_command(commands) -> None:
 def _options(args: argparse.Namespace) -> tuple[dict, RenderOptions]:
     """Method parameters and overlay options of an ``explain`` run, as plain data (they travel
     to Ray workers)."""
-    params = method_params(args)
+    params = given_params(args)
     return params, RenderOptions(sign=args.sign, colormap=args.colormap)
 
 

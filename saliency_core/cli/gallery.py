@@ -15,7 +15,7 @@ from .common import (
     absolute_source,
     add_method_options,
     chosen_methods,
-    method_params,
+    given_params,
     ranged,
     say,
     say_unexpected,
@@ -193,7 +193,7 @@ def run_gallery(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     _print_mapping(labelled, model)
     if args.show_mapping:
         return EXIT_OK
-    params = method_params(args)
+    params = given_params(args)
     try:
         report = _run(gallery, args, model, labelled, methods, params, store)
     except ValueError as err:

@@ -21,8 +21,8 @@ from ..pipeline import json_default
 from .common import (
     add_method_options,
     chosen_methods,
+    given_params,
     make_folder,
-    method_params,
     ranged,
     say,
     say_unexpected,
@@ -146,7 +146,7 @@ def _settings(args, methods):
     }
     return ql.QualificationSettings(
         methods,
-        params=method_params(args),
+        params=given_params(args),
         rules=rules,
         step_fraction=args.step,
         seed=args.seed or 0,

@@ -12,7 +12,7 @@ from ..engine.models import load_model
 from .common import (
     add_method_options,
     chosen_methods,
-    method_params,
+    given_params,
     ranged,
     runnable_methods,
     say,
@@ -178,7 +178,7 @@ def run_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         return 2
     if expanded:
         methods = runnable_methods(model, methods)
-    params = method_params(args)
+    params = given_params(args)
 
     def progress(done, total, label):
         say(f"[{done}/{total}] {label}")

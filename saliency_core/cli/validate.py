@@ -18,8 +18,8 @@ from .common import (
     add_ray_options,
     check_ray_options,
     chosen_methods,
+    given_params,
     make_folder,
-    method_params,
     ranged,
     runnable_methods,
     say,
@@ -227,7 +227,7 @@ def _validation_settings(args, methods):
 
     return ValidationSettings(
         methods=methods,
-        params=method_params(args),
+        params=given_params(args),
         tolerance=args.tolerance,
         top_k=args.top_k,
         faithfulness=not args.no_faithfulness,

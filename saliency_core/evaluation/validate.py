@@ -39,6 +39,7 @@ from torchvision.transforms.functional import to_tensor
 from ..engine.explain import attribute, available_methods, reduce_channels, versions
 from ..engine.methods import METHODS
 from ..engine.render import shown_map
+from ..pipeline import method_params
 from . import faithfulness as fa
 from . import localisation as lo
 from .annotations import CropGeometry, Dataset, Skipped
@@ -376,10 +377,6 @@ def _thumb(array: np.ndarray, size: int, kind: str) -> np.ndarray:
     )
 
 
-def _method_params(method: str, params: dict) -> dict:
-    return {k: v for k, v in params.items() if k in METHODS[method].defaults}
-
-
 @dataclass
 class RunPlan:
     """What every image of a run shares (``plan_run``): the methods that can run on the model,
@@ -596,7 +593,7 @@ def _saliency(
     """The method's (H, W) map of ``target`` to score and its detail (Gaussian sigma, px): the raw
     map, or with ``measure_on="shown"`` the map as drawn."""
     attribution, used, diagnostics = attribute(
-        model, x, torch.tensor([target], device=x.device), method, **_method_params(method, settings.params)
+        model, x, torch.tensor([target], device=x.device), method, **method_params(method, settings.params)
     )
     raw = reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
     if settings.measure_on == "raw":
