@@ -53,6 +53,7 @@ def show_intro() -> None:
 
 @st.cache_resource(show_spinner="Opening the review database…")
 def open_store(url: str) -> rs.ReviewStore:
+    """The review database at ``url``, opened once per server process."""
     return rs.ReviewStore(url)
 
 
@@ -305,10 +306,12 @@ class Queue:
 
     @property
     def item(self) -> dict:
+        """The item on screen."""
         return self.items[self.pos]
 
     @property
     def decided(self) -> int:
+        """How many of the items this reviewer has decided."""
         return sum(it["hash"] in self.mine for it in self.items)
 
 
