@@ -21,32 +21,31 @@ from saliency_core.review.identity import can
 from saliency_core.review.qualification import SignOffRefused
 
 ss = st.session_state
-require_frame()
-
-st.title("Qualify methods")
-st.markdown(
-    "Decide, on evidence, which saliency methods reviewers may rely on for this model. **Run a "
-    "qualification on 50 or more annotated images; an admin then signs the scorecard off.**"
-)
-with st.expander("How it works"):
-    st.markdown(
-        "Each method is measured against the experts' boxes (pointing game, relevance mass, each beside a "
-        "centre-bias and a random map), with deletion / insertion curves against a random map, the "
-        "randomisation sanity check, stability under small changes, and, for averaging methods, the detail "
-        "at which a re-run agrees. Every criterion has a stated rule and a confidence interval. A method is "
-        "**qualified** when it passes all of them on 50 or more images, **not qualified** when one fails, "
-        "**provisional** otherwise. The newest signed-off scorecard of this model's exact weights is in "
-        "force. " + DISCLAIMER
-    )
-
-cfg = settings()
-model = page_model(cfg)
-qf.status(model)
-qs = qf.store()
 VERDICT_ICON = {"qualified": ":material/verified:", "provisional": ":material/hourglass:"}
 
 
+def show_intro() -> None:
+    """The page's title, what it is for and how a qualification works."""
+    st.title("Qualify methods")
+    st.markdown(
+        "Decide, on evidence, which saliency methods reviewers may rely on for this model. **Run a "
+        "qualification on 50 or more annotated images; an admin then signs the scorecard off.**"
+    )
+    with st.expander("How it works"):
+        st.markdown(
+            "Each method is measured against the experts' boxes (pointing game, relevance mass, "
+            "each beside a centre-bias and a random map), with deletion / insertion curves against "
+            "a random map, the randomisation sanity check, stability under small changes, and, for "
+            "averaging methods, the detail at which a re-run agrees. Every criterion has a stated "
+            "rule and a confidence interval. A method is **qualified** when it passes all of them "
+            "on 50 or more images, **not qualified** when one fails, **provisional** otherwise. "
+            "The newest signed-off scorecard of this model's exact weights is in force. " + DISCLAIMER
+        )
+
+
 def scorecard_table(rows: list[dict]) -> pd.DataFrame:
+    """A scorecard as a table: one row per method and criterion, with figure, interval and verdict."""
+
     def interval(r):
         if r.get("low") is None or r.get("high") is None:
             return ""
@@ -69,6 +68,7 @@ def scorecard_table(rows: list[dict]) -> pd.DataFrame:
 
 
 def show_verdicts(verdicts: dict) -> None:
+    """One coloured line per method: its verdict and the reason in words."""
     for m, v in verdicts.items():
         label = sc.METHODS[m].label if m in sc.METHODS else m
         text = f"**{plain(label)}: {v['verdict']}.** {plain(v['reason'])}"
@@ -78,17 +78,21 @@ def show_verdicts(verdicts: dict) -> None:
             (st.success if v["verdict"] == "qualified" else st.warning)(text, icon=VERDICT_ICON[v["verdict"]])
 
 
-# ---- the records of this model --------------------------------------------------------------------
-records = []
-if qs is None:
-    st.error("The review database cannot be opened, so scorecards cannot be recorded or signed off.")
-else:
-    try:
-        records = qs.records(model.fingerprint)
-    except ValueError as err:
-        report_error("Reading the qualification records", err)
-account = signin.current_account()  # the signed-in identity, its role asked again now
-if records:
+def read_records(model: sc.Classifier, qs) -> list:
+    """The scorecards recorded for this model (none when the database cannot be opened or read)."""
+    records = []
+    if qs is None:
+        st.error("The review database cannot be opened, so scorecards cannot be recorded or signed off.")
+    else:
+        try:
+            records = qs.records(model.fingerprint)
+        except ValueError as err:
+            report_error("Reading the qualification records", err)
+    return records
+
+
+def show_records(records: list, model: sc.Classifier, qs, account) -> None:
+    """The scorecards of this model: one chosen, its verdicts, table and sign-offs, and the sign-off form."""
     st.subheader("Scorecards of this model")
 
     def describe(rec) -> str:
@@ -114,6 +118,11 @@ if records:
             f"{s.decision.capitalize()}d by {plain(s.admin)} ({plain(s.via)}) on {s.at:%Y-%m-%d %H:%M}: "
             + plain(s.note or "no note")
         )
+    show_signoff(chosen, qs, account)
+
+
+def show_signoff(chosen, qs, account) -> None:
+    """The sign-off form under the chosen scorecard: Approve or Reject with a note (admins only)."""
     with st.form("qualify_signoff", border=True):
         st.markdown(
             "**Sign-off** (admins only: the QA lead approves the scorecard before reviewers rely on it)"
@@ -133,39 +142,45 @@ if records:
         except (SignOffRefused, ValueError) as err:
             st.error(plain(err))
 
-# ---- a new run ------------------------------------------------------------------------------------
-st.subheader("Run a qualification")
-usable = sc.available_methods(model)
-with st.form("qualify_form", border=False):
-    source = st.radio(
-        "Annotated images",
-        ["Bundled pasted objects", "ZIP of images and annotations"],
-        horizontal=True,
-        key="qualify_source",
-    )
-    st.number_input("Pasted-object images", 10, 500, ql.DEMO_IMAGES, key="qualify_pasted")
-    st.file_uploader("ZIP of images and annotations", type=["zip"], key="qualify_zip")
-    st.multiselect(
-        "Methods to qualify",
-        [m for m in sc.METHODS if not usable.get(m)],
-        default=[m for m in cfg.methods if not usable.get(m)],
-        key="qualify_methods",
-        format_func=lambda n: sc.METHODS[n].label,
-    )
-    st.select_slider(
-        "Deletion / insertion: pixels per step",
-        [0.05, 0.1, 0.2],
-        ql.DEMO_STEP,
-        key="qualify_step",
-        format_func=lambda v: f"{v:.0%}",
-    )
-    st.form_submit_button(
-        "Run qualification",
-        type="primary",
-        on_click=lambda: (ss.update(qualify_new=True), request_run("qualify")),
-    )
 
-if ss.pop("qualify_new", False):
+def show_run_form(model: sc.Classifier, cfg) -> None:
+    """The form that starts a new qualification: images, methods and deletion / insertion step."""
+    st.subheader("Run a qualification")
+    usable = sc.available_methods(model)
+    with st.form("qualify_form", border=False):
+        st.radio(
+            "Annotated images",
+            ["Bundled pasted objects", "ZIP of images and annotations"],
+            horizontal=True,
+            key="qualify_source",
+        )
+        st.number_input("Pasted-object images", 10, 500, ql.DEMO_IMAGES, key="qualify_pasted")
+        st.file_uploader("ZIP of images and annotations", type=["zip"], key="qualify_zip")
+        st.multiselect(
+            "Methods to qualify",
+            [m for m in sc.METHODS if not usable.get(m)],
+            default=[m for m in cfg.methods if not usable.get(m)],
+            key="qualify_methods",
+            format_func=lambda n: sc.METHODS[n].label,
+        )
+        st.select_slider(
+            "Deletion / insertion: pixels per step",
+            [0.05, 0.1, 0.2],
+            ql.DEMO_STEP,
+            key="qualify_step",
+            format_func=lambda v: f"{v:.0%}",
+        )
+        st.form_submit_button(
+            "Run qualification",
+            type="primary",
+            on_click=lambda: (ss.update(qualify_new=True), request_run("qualify")),
+        )
+
+
+def start_run(model: sc.Classifier, cfg) -> None:
+    """After the form was sent: set up the run (data set, settings, results file) or say why not."""
+    if not ss.pop("qualify_new", False):
+        return
     try:
         if ss.get("qualify_source") == "Bundled pasted objects":
             dataset = pasted_objects(int(ss.get("qualify_pasted", ql.DEMO_IMAGES)))
@@ -190,19 +205,27 @@ if ss.pop("qualify_new", False):
         finish_run("qualify")
         report_error("Qualification", err)
 
-run = ss.get("qualify_run")
-if run_active("qualify") and run is not None:
-    try:
-        with cancellable("qualify", f"Qualifying: {run.total} steps…") as bar:
-            run.run(progress=lambda d, t, w: bar.progress(d / max(t, 1), text=f"{d} of {t} steps done · {w}"))
-        finish_run("qualify")
-    except Exception as err:
-        finish_run("qualify")
-        ss.pop("qualify_run", None)
-        run = None
-        report_error("Qualification", err)
 
-if run is not None:
+def advance_run():
+    """The run of this session, computed on (progress bar, Cancel) while it is active; None if it failed."""
+    run = ss.get("qualify_run")
+    if run_active("qualify") and run is not None:
+        try:
+            with cancellable("qualify", f"Qualifying: {run.total} steps…") as bar:
+                run.run(
+                    progress=lambda d, t, w: bar.progress(d / max(t, 1), text=f"{d} of {t} steps done · {w}")
+                )
+            finish_run("qualify")
+        except Exception as err:
+            finish_run("qualify")
+            ss.pop("qualify_run", None)
+            run = None
+            report_error("Qualification", err)
+    return run
+
+
+def show_run(run, qs, account) -> None:
+    """This run's outcome: Go on when it stopped, recorded as a scorecard when complete, its verdicts."""
     result = run.result()
     if not result.complete:
         st.warning(
@@ -220,3 +243,20 @@ if run is not None:
     st.subheader("This run")
     show_verdicts(result.verdicts)
     st.dataframe(scorecard_table(result.rows), hide_index=True, key="qualify_run_table")
+
+
+require_frame()
+show_intro()
+cfg = settings()
+model = page_model(cfg)
+qf.status(model)
+qs = qf.store()
+records = read_records(model, qs)
+account = signin.current_account()  # the signed-in identity, its role asked again now
+if records:
+    show_records(records, model, qs, account)
+show_run_form(model, cfg)
+start_run(model, cfg)
+run = advance_run()
+if run is not None:
+    show_run(run, qs, account)

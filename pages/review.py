@@ -9,9 +9,8 @@ added up over the visits that changed the decision; time spent computing maps is
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -21,70 +20,51 @@ import pages._signin as signin
 import saliency_core as sc
 from pages._detail import drawn
 from pages._frame import require_frame
-from pages._images import UPLOAD_TYPES, decode
+from pages._images import UPLOAD_TYPES
 from pages._layout import colour_bar, map_rows
 from pages._maps import cached_explain
 from pages._prefetch import prefetch
+from pages._review_items import FOLDER_ENV, SOURCES, ItemSource
+from pages._review_summary import show_summary
 from pages._settings import page_model, settings
 from pages._text import DISCLAIMER, map_alt, plain
 from saliency_core import pipeline
 from saliency_core.engine import render as rd
-from saliency_core.engine.safe_text import file_name
-from saliency_core.engine.samples import sample_images
 from saliency_core.pipeline import method_params
-from saliency_core.review import batches, folders
+from saliency_core.review import batches
 from saliency_core.review import store as rs
+from saliency_core.review.auth import Account
 from saliency_core.review.identity import can
 from saliency_core.review.schema import DECISION_LABELS
-from saliency_core.review.summary import summarize
-from saliency_core.review.summary import to_csv as decisions_csv
 
-FOLDER_ENV = "SALIENCY_REVIEW_DIR"
-MAX_ITEMS = 2000
 ss = st.session_state
-require_frame()
 
-st.title("Review queue")
-st.markdown(
-    "Go through a batch of photos and accept, reject or send each to an expert after checking that the "
-    "model looked at the right features. **Sign in, open a batch, then decide item by item.**"
-)
-with st.expander("Before you decide"):
-    st.markdown(DISCLAIMER + " The next item's maps are computed while you look at the current one.")
 
-cfg = settings()
-model = page_model(cfg)
-qualification.status(model)  # which methods are qualified for this model
+def show_intro() -> None:
+    """The page's title, what it is for, and what to keep in mind before deciding."""
+    st.title("Review queue")
+    st.markdown(
+        "Go through a batch of photos and accept, reject or send each to an expert after checking that the "
+        "model looked at the right features. **Sign in, open a batch, then decide item by item.**"
+    )
+    with st.expander("Before you decide"):
+        st.markdown(DISCLAIMER + " The next item's maps are computed while you look at the current one.")
 
 
 @st.cache_resource(show_spinner="Opening the review database…")
 def open_store(url: str) -> rs.ReviewStore:
+    """The review database at ``url``, opened once per server process."""
     return rs.ReviewStore(url)
 
 
-store, store_error = None, None
-try:
-    store = open_store(rs.database_url())
-except ValueError as err:  # StoreError: not cached, so the next run tries again
-    store_error = str(err)
-
-
-@st.cache_data(max_entries=4096, show_spinner=False)
-def file_hash(path: str, mtime_ns: int, size: int) -> str:
-    """Image hash of a sample photo or a file in the review folder, recomputed only when the file changes."""
-    return sc.image_hash(sc.load_image(read_path(path), name=os.path.basename(path)))
-
-
-def read_path(path: str) -> bytes:
-    """A sample photo, or a file of the review folder (refused if it leads outside the folder)."""
-    if path in samples.values():
-        return Path(path).read_bytes()
-    return folders.read_file(folder_root, path)
-
-
-@st.cache_data(max_entries=512, show_spinner=False)
-def bytes_hash(data: bytes, name: str) -> str:
-    return sc.image_hash(sc.load_image(data, name=name))
+def review_store() -> tuple[rs.ReviewStore | None, str | None]:
+    """The review database, or None and the reason it cannot be opened."""
+    store, store_error = None, None
+    try:
+        store = open_store(rs.database_url())
+    except ValueError as err:  # StoreError: not cached, so the next run tries again
+        store_error = str(err)
+    return store, store_error
 
 
 def flash(kind: str, text: str) -> None:
@@ -100,42 +80,44 @@ def fresh_queue() -> None:
 
 
 # ---- who is reviewing ---------------------------------------------------------------------------------
-account = signin.current_account()
-can_decide = can(account, "decide")
-with st.container(border=True):
-    if account is None:
-        st.markdown(
-            "**Sign in to record decisions.** Without signing in you can browse the queue; "
-            "nothing is recorded."
-        )
-        if not signin.sign_in_options(after=fresh_queue):
-            st.info(
-                "**No reviewer accounts exist yet**, so decisions cannot be recorded. An operator creates "
-                "them on the server (docs/sign-in.md). You can still browse the queue.",
-                icon=":material/person_off:",
+def show_reviewer(store: rs.ReviewStore | None, store_error: str | None) -> Account | None:
+    """Who is reviewing: the sign-in, or who is signed in and what the role records; where decisions go."""
+    account = signin.current_account()
+    can_decide = can(account, "decide")
+    with st.container(border=True):
+        if account is None:
+            st.markdown(
+                "**Sign in to record decisions.** Without signing in you can browse the queue; "
+                "nothing is recorded."
             )
-    else:
-        c1, c2 = st.columns([4, 1], vertical_alignment="center")
-        c1.markdown(
-            f"Signed in as **{plain(account.label)}** ({account.role}"
-            f"{', organisation account' if account.via == 'oidc' else ''}). "
-            + (
-                f"Your decisions are recorded as **{plain(account.name)}**."
-                if can_decide
-                else "Your role lets you look at the queue; it records no decisions."
+            if not signin.sign_in_options(after=fresh_queue):
+                st.info(
+                    "**No reviewer accounts exist yet**, so decisions cannot be recorded. An operator "
+                    "creates them on the server (docs/sign-in.md). You can still browse the queue.",
+                    icon=":material/person_off:",
+                )
+        else:
+            c1, c2 = st.columns([4, 1], vertical_alignment="center")
+            c1.markdown(
+                f"Signed in as **{plain(account.label)}** ({account.role}"
+                f"{', organisation account' if account.via == 'oidc' else ''}). "
+                + (
+                    f"Your decisions are recorded as **{plain(account.name)}**."
+                    if can_decide
+                    else "Your role lets you look at the queue; it records no decisions."
+                )
             )
-        )
-        c2.button("Sign out", on_click=signin.sign_out, width="stretch", key="review_sign_out")
-    if store_error:
-        st.error(f"Decisions cannot be recorded: {plain(store_error)}")
-    elif store is not None:  # the database's location stays on the server
-        st.caption(f"Decisions are stored in the review database ({store.backend}).")
-
-can_record = can_decide and store is not None
+            c2.button("Sign out", on_click=signin.sign_out, width="stretch", key="review_sign_out")
+        if store_error:
+            st.error(f"Decisions cannot be recorded: {plain(store_error)}")
+        elif store is not None:  # the database's location stays on the server
+            st.caption(f"Decisions are stored in the review database ({store.backend}).")
+    return account
 
 
 # ---- admin: audit log integrity and sign-in lockouts ---------------------------------------------------
-def verify_audit() -> None:
+def verify_audit(store: rs.ReviewStore) -> None:
+    """Button callback: check the audit log's hash chain; the outcome is shown in the admin panel."""
     try:
         ss["review_audit_check"] = store.verify()
     except ValueError as err:
@@ -143,6 +125,7 @@ def verify_audit() -> None:
 
 
 def unlock(scope: str, key: str) -> None:
+    """Button callback: lift a sign-in lockout of a user name or a client (admins only)."""
     who = signin.current_account()
     if not can(who, "unlock"):
         flash("error", "Only an admin can unlock; nothing was changed.")
@@ -155,12 +138,14 @@ def unlock(scope: str, key: str) -> None:
     flash("success", f"Unlocked {'the user name' if scope == 'account' else 'the client'} {plain(key)}.")
 
 
-if can(account, "oversee"):
+def show_admin_tools(store: rs.ReviewStore | None) -> None:
+    """The admin panel: verify the audit log, and each sign-in lockout with its Unlock button."""
     with st.expander("Audit log check and sign-in lockouts (admin)"):
         if store is not None:
             st.button(
                 "Verify the audit log",
                 on_click=verify_audit,
+                args=(store,),
                 key="review_verify",
                 help="Recomputes the hash chain of every audit row and sign-in event and compares each "
                 "decision with its last audit row (python -m saliency_core audit verify).",
@@ -181,72 +166,34 @@ if can(account, "oversee"):
             )
             c2.button("Unlock", key=f"review_unlock::{n}", on_click=unlock, args=(lock.scope, lock.key))
 
+
 # ---- which batch -------------------------------------------------------------------------------------
-folder_root = os.environ.get(FOLDER_ENV, "").strip()
-samples = sample_images()
+def batch_choices(model: sc.Classifier, items_from: ItemSource) -> tuple[list[str], list[str]]:
+    """The item sources to choose from (the server folder only when configured) and the methods offered."""
+    source_labels = [k for k in SOURCES if k != "Server folder" or items_from.folder_choices()]
+    usable = sc.available_methods(model)
+    offered = qualification.offered(
+        model, [m for m in sc.METHODS if not usable.get(m)]
+    )  # the operator's hide
+    return source_labels, offered
 
 
-def folder_choices() -> list[str]:
-    """The configured review folder and its direct subfolders, relative to it ("." = the folder);
-    links that lead outside it are left out (saliency_core.folders)."""
-    if not folder_root or not Path(folder_root).is_dir():
-        return []
-    return ["."] + folders.subfolders(folder_root)
-
-
-def batch_items(source: str, uploads) -> tuple[list[dict], list[str]]:
-    """Queue items [{name, hash, path | data}] in order, and messages about files left out
-    (the rules: saliency_core.batches)."""
-    if source.startswith("gallery:"):  # a selection sent from the Gallery (pages/gallery.py)
-        entries, problems = gallery_entries(source[len("gallery:") :]), []
-    else:
-        entries, problems = batches.source_entries(
-            source,
-            samples=samples,
-            folder_root=folder_root,
-            suffixes=UPLOAD_TYPES,
-            max_items=MAX_ITEMS,
-            uploads=[(f.name, f.getvalue()) for f in uploads or []],
-        )
-
-    def hash_of(name, where):
-        if isinstance(where, bytes):
-            return bytes_hash(where, name)
-        return file_hash(where, *batches.file_signature(where))
-
-    items, left_out = batches.queue_items(entries, hash_of)
-    return items, problems + left_out
-
-
-def gallery_entries(selection: str) -> list[tuple[str, bytes]]:
-    """(name, bytes) of the images the Gallery sent as ``selection``."""
-    from saliency_core.gallery import ResultStore, gallery_path
-
-    found = ResultStore(gallery_path()).selection_items(selection)
-    if not found:
-        raise ValueError(f"The Gallery's selection {selection!r} is not in {gallery_path()}.")
-    return [(it["name"], it["data"]) for it in found]
-
-
-SOURCES = {"Sample photos": "samples", "Server folder": "folder", "Uploaded images": "upload"}
-source_labels = [k for k in SOURCES if k != "Server folder" or folder_choices()]
-usable = sc.available_methods(model)
-offered = qualification.offered(model, [m for m in sc.METHODS if not usable.get(m)])  # the operator's hide
-
-if can_record and "review_batch" not in ss:
-    # Come back tomorrow: reopen the batch this reviewer last worked on, where items can be found again.
+def resume_last_batch(store: rs.ReviewStore, account: Account, items_from: ItemSource) -> None:
+    """Come back tomorrow: reopen the batch this reviewer last worked on, where items can be found again."""
     last = store.last_batch(account.name)
     batch = store.batch(last) if last else None
     if batch and (
         batch.source == "samples"
-        or (batch.source.startswith("folder:") and folder_root)
+        or (batch.source.startswith("folder:") and items_from.folder_root)
         or batch.source.startswith("gallery:")
     ):
         ss["review_batch"] = {"name": batch.name, "source": batch.source, "methods": batch.methods}
         flash("info", f"Continuing batch **{plain(batch.name)}** where you stopped.")
 
 
-def open_batch() -> None:
+def open_batch(
+    items_from: ItemSource, source_labels: list[str], cfg, store: rs.ReviewStore | None, model: sc.Classifier
+) -> None:
     """Form callback: set up the batch chosen in the form (registered in the database when signed in)."""
     who = signin.current_account()
     kind = SOURCES[ss.get("rb_source", source_labels[0])]
@@ -256,7 +203,7 @@ def open_batch() -> None:
     try:
         if not chosen:
             raise ValueError("Choose at least one method to show.")
-        items, _ = batch_items(source, ss.get("rb_uploads"))
+        items, _ = items_from.batch_items(source, ss.get("rb_uploads"))
         if not items:
             raise ValueError("No readable images for this batch: upload images or pick another source.")
         derived = batches.default_name(source, (i["hash"] for i in items))
@@ -293,229 +240,247 @@ def open_batch() -> None:
     ss.pop("review_timer", None)
 
 
-with st.expander("Batch: choose the items and methods", expanded="review_batch" not in ss):
-    with st.form("review_batch_form", border=False):
-        st.radio("Items", source_labels, horizontal=True, key="rb_source")
-        if "Server folder" in source_labels:
-            st.selectbox(
-                "Folder", folder_choices(), key="rb_folder", help=f"Folders under {FOLDER_ENV} on the server."
+def show_batch_form(
+    items_from: ItemSource,
+    source_labels: list[str],
+    offered: list[str],
+    cfg,
+    store: rs.ReviewStore | None,
+    model: sc.Classifier,
+) -> None:
+    """The Batch panel: which items, the methods shown for each, the batch name; Open batch."""
+    with st.expander("Batch: choose the items and methods", expanded="review_batch" not in ss):
+        with st.form("review_batch_form", border=False):
+            st.radio("Items", source_labels, horizontal=True, key="rb_source")
+            if "Server folder" in source_labels:
+                st.selectbox(
+                    "Folder",
+                    items_from.folder_choices(),
+                    key="rb_folder",
+                    help=f"Folders under {FOLDER_ENV} on the server.",
+                )
+            st.file_uploader(
+                "Images to upload", type=UPLOAD_TYPES, accept_multiple_files=True, key="rb_uploads"
             )
-        st.file_uploader("Images to upload", type=UPLOAD_TYPES, accept_multiple_files=True, key="rb_uploads")
-        st.multiselect(
-            "Methods shown for each item",
-            offered,
-            default=qualification.default_methods(model, offered, cfg.methods),
-            key="rb_methods",
-            format_func=lambda n: sc.METHODS[n].label,
-            help="Fixed for the batch when it is first opened, so every reviewer sees the same.",
-        )
-        st.text_input(
-            "Batch name",
-            key="rb_name",
-            placeholder="blank: named after the items",
-            help="Reviewers who open the same batch name review the same queue.",
-        )
-        st.form_submit_button("Open batch", type="primary", on_click=open_batch)
-
-if "review_flash" in ss:
-    kind, text = ss.pop("review_flash")
-    {"success": st.success, "info": st.info, "warning": st.warning}.get(kind, st.error)(text)
-
-spec = ss.get("review_batch")
-if spec is None:
-    st.info("Open a batch above to start reviewing." if source_labels else "No items available.")
-    st.stop()
-
-try:
-    items, problems = batch_items(spec["source"], ss.get("rb_uploads"))
-except ValueError as err:
-    st.error(plain(err))
-    st.stop()
-for text in problems:
-    st.warning(f"Left out of the queue: {plain(text)}")
-if not items:
-    st.info(
-        "This batch has no readable items here. Batches of uploaded images need the same images "
-        "uploaded again: use the Batch panel above."
-    )
-    st.stop()
-
-batch_name = spec["name"]
-methods = {m: p for m, p in spec["methods"].items() if m in offered}
-for m in [m for m in spec["methods"] if m not in methods]:
-    st.warning(f"Method {plain(repr(m))} of this batch is not available here; it is not shown.")
-try:
-    batches.check_batch_work(methods, len(items), batch_name)
-except ValueError as err:
-    st.error(plain(err))
-    st.stop()
-
-try:
-    mine = (
-        {d.item_hash: d for d in store.decisions(batch=batch_name, reviewer=account.name)}
-        if can_record
-        else {}
-    )
-except ValueError as err:
-    st.error(plain(err))
-    mine = {}
-
-pos_key = f"review_pos::{batch_name}"
-if pos_key not in ss:  # resume at the first item this reviewer has not decided
-    ss[pos_key] = batches.resume_position(items, mine)
-ss[pos_key] = min(max(int(ss[pos_key]), 0), len(items) - 1)
-pos = ss[pos_key]
-item = items[pos]
-decided = sum(it["hash"] in mine for it in items)
-
-st.subheader(f"Batch {plain(batch_name)}")
-if can_record:
-    st.progress(decided / len(items), text=f"{decided} of {len(items)} items decided by you")
-    if decided == len(items):
-        st.success(
-            "You have decided every item of this batch. Use Previous to revisit one, "
-            "or see the summary below."
-        )
+            st.multiselect(
+                "Methods shown for each item",
+                offered,
+                default=qualification.default_methods(model, offered, cfg.methods),
+                key="rb_methods",
+                format_func=lambda n: sc.METHODS[n].label,
+                help="Fixed for the batch when it is first opened, so every reviewer sees the same.",
+            )
+            st.text_input(
+                "Batch name",
+                key="rb_name",
+                placeholder="blank: named after the items",
+                help="Reviewers who open the same batch name review the same queue.",
+            )
+            st.form_submit_button(
+                "Open batch",
+                type="primary",
+                on_click=open_batch,
+                args=(items_from, source_labels, cfg, store, model),
+            )
 
 
-def go(to: int) -> None:
-    ss[pos_key] = min(max(to, 0), len(items) - 1)
+def show_flash() -> None:
+    """The message a callback left for this run (once)."""
+    if "review_flash" in ss:
+        kind, text = ss.pop("review_flash")
+        {"success": st.success, "info": st.info, "warning": st.warning}.get(kind, st.error)(text)
 
 
-def decide(choice: str, it: dict, index: int, expected_version: int, note_key: str) -> None:
-    who = signin.current_account()
-    if who is None or store is None:
-        flash("error", "Sign in to record decisions; nothing was recorded.")
-        return
-    if not can(who, "decide"):
-        flash("error", f"Your role ({who.role}) records no decisions; nothing was recorded.")
-        return
-    timer = ss.get("review_timer")
-    seconds = time.monotonic() - timer[2] if timer and timer[:2] == (batch_name, it["hash"]) else 0.0
+# ---- the queue: position and navigation --------------------------------------------------------------
+@dataclass
+class Queue:
+    """The open batch as this reviewer sees it: its items, the methods shown, their own decisions."""
+
+    name: str
+    source: str
+    methods: dict[str, dict]
+    items: list[dict]
+    mine: dict  # item hash -> this reviewer's decision
+    pos_key: str
+    pos: int
+
+    @property
+    def item(self) -> dict:
+        """The item on screen."""
+        return self.items[self.pos]
+
+    @property
+    def decided(self) -> int:
+        """How many of the items this reviewer has decided."""
+        return sum(it["hash"] in self.mine for it in self.items)
+
+
+def open_queue(
+    items_from: ItemSource,
+    source_labels: list[str],
+    offered: list[str],
+    store: rs.ReviewStore | None,
+    account: Account | None,
+    can_record: bool,
+) -> Queue:
+    """The open batch's items and methods, this reviewer's decisions and position; or why there is none."""
+    spec = ss.get("review_batch")
+    if spec is None:
+        st.info("Open a batch above to start reviewing." if source_labels else "No items available.")
+        st.stop()
     try:
-        done = store.record(
-            batch_name,
-            it["hash"],
-            it["name"],
-            who.name,
-            choice,
-            note=ss.get(note_key, ""),
-            seconds=seconds,
-            model_fingerprint=model.fingerprint,
-            methods=methods,
-            expected_version=expected_version,
-            actor=who.actor,
-        )
-    except rs.DecisionConflict as err:
-        flash("warning", plain(err))
-        return
+        items, problems = items_from.batch_items(spec["source"], ss.get("rb_uploads"))
     except ValueError as err:
-        flash("error", f"Not recorded: {plain(err)}")
-        return
-    label = DECISION_LABELS[choice]
-    if done.action == "unchanged":
-        flash("info", f"{plain(it['name'])}: already recorded as **{label}**; nothing changed.")
-    elif done.action == "changed":
-        flash(
-            "success",
-            f"Changed your decision on {plain(it['name'])} to **{label}** (the earlier one is kept "
-            "in the audit log).",
+        st.error(plain(err))
+        st.stop()
+    for text in problems:
+        st.warning(f"Left out of the queue: {plain(text)}")
+    if not items:
+        st.info(
+            "This batch has no readable items here. Batches of uploaded images need the same images "
+            "uploaded again: use the Batch panel above."
         )
-    else:
-        flash("success", f"Recorded **{label}** for {plain(it['name'])}.")
-    ss.pop("review_timer", None)
-    ss[pos_key] = min(index + 1, len(items) - 1)
+        st.stop()
+
+    batch_name = spec["name"]
+    methods = {m: p for m, p in spec["methods"].items() if m in offered}
+    for m in [m for m in spec["methods"] if m not in methods]:
+        st.warning(f"Method {plain(repr(m))} of this batch is not available here; it is not shown.")
+    try:
+        batches.check_batch_work(methods, len(items), batch_name)
+    except ValueError as err:
+        st.error(plain(err))
+        st.stop()
+
+    try:
+        mine = (
+            {d.item_hash: d for d in store.decisions(batch=batch_name, reviewer=account.name)}
+            if can_record
+            else {}
+        )
+    except ValueError as err:
+        st.error(plain(err))
+        mine = {}
+
+    pos_key = f"review_pos::{batch_name}"
+    if pos_key not in ss:  # resume at the first item this reviewer has not decided
+        ss[pos_key] = batches.resume_position(items, mine)
+    ss[pos_key] = min(max(int(ss[pos_key]), 0), len(items) - 1)
+    return Queue(batch_name, spec["source"], methods, items, mine, pos_key, ss[pos_key])
 
 
-nav = st.columns([1, 1, 1, 3], vertical_alignment="center")
-nav[0].button(
-    "Previous",
-    icon=":material/arrow_back:",
-    on_click=go,
-    args=(pos - 1,),
-    disabled=pos == 0,
-    width="stretch",
-    key="review_prev",
-)
-nav[1].button(
-    "Next",
-    icon=":material/arrow_forward:",
-    icon_position="right",
-    on_click=go,
-    args=(pos + 1,),
-    disabled=pos == len(items) - 1,
-    width="stretch",
-    key="review_next",
-)
-undecided = next((i for i, it in enumerate(items) if it["hash"] not in mine and i != pos), None)
-nav[2].button(
-    "Next undecided",
-    on_click=go,
-    args=(undecided if undecided is not None else pos,),
-    disabled=undecided is None or not can_record,
-    width="stretch",
-    key="review_undecided",
-)
-nav[3].markdown(f"**Item {pos + 1} of {len(items)}:** {plain(item['name'])}")
-if spec["source"].startswith("gallery:"):
+def go(pos_key: str, to: int, count: int) -> None:
+    """Button callback: move to item ``to`` of ``count``."""
+    ss[pos_key] = min(max(to, 0), count - 1)
 
-    def to_gallery(it: dict) -> None:
-        ss["gallery_focus"] = {
-            "selection": spec["source"][len("gallery:") :],
-            "hash": it["hash"],
-            "name": it["name"],
-        }
 
-    if st.button(
-        "Open in the Gallery",
-        key="review_to_gallery",
-        on_click=to_gallery,
-        args=(item,),
-        help="This image in the Gallery: its true class, prediction and stored maps.",
-    ):
-        st.switch_page("pages/gallery.py")
+def to_gallery(selection: str, it: dict) -> None:
+    """Button callback: the Gallery shows this item of its selection."""
+    ss["gallery_focus"] = {
+        "selection": selection,
+        "hash": it["hash"],
+        "name": it["name"],
+    }
+
+
+def show_position(queue: Queue, can_record: bool) -> None:
+    """The batch's name and progress, Previous / Next / Next undecided, and the link to the Gallery."""
+    items, pos, mine = queue.items, queue.pos, queue.mine
+    decided = queue.decided
+    st.subheader(f"Batch {plain(queue.name)}")
+    if can_record:
+        st.progress(decided / len(items), text=f"{decided} of {len(items)} items decided by you")
+        if decided == len(items):
+            st.success(
+                "You have decided every item of this batch. Use Previous to revisit one, "
+                "or see the summary below."
+            )
+    nav = st.columns([1, 1, 1, 3], vertical_alignment="center")
+    nav[0].button(
+        "Previous",
+        icon=":material/arrow_back:",
+        on_click=go,
+        args=(queue.pos_key, pos - 1, len(items)),
+        disabled=pos == 0,
+        width="stretch",
+        key="review_prev",
+    )
+    nav[1].button(
+        "Next",
+        icon=":material/arrow_forward:",
+        icon_position="right",
+        on_click=go,
+        args=(queue.pos_key, pos + 1, len(items)),
+        disabled=pos == len(items) - 1,
+        width="stretch",
+        key="review_next",
+    )
+    undecided = next((i for i, it in enumerate(items) if it["hash"] not in mine and i != pos), None)
+    nav[2].button(
+        "Next undecided",
+        on_click=go,
+        args=(queue.pos_key, undecided if undecided is not None else pos, len(items)),
+        disabled=undecided is None or not can_record,
+        width="stretch",
+        key="review_undecided",
+    )
+    nav[3].markdown(f"**Item {pos + 1} of {len(items)}:** {plain(queue.item['name'])}")
+    if queue.source.startswith("gallery:"):
+        if st.button(
+            "Open in the Gallery",
+            key="review_to_gallery",
+            on_click=to_gallery,
+            args=(queue.source[len("gallery:") :], queue.item),
+            help="This image in the Gallery: its true class, prediction and stored maps.",
+        ):
+            st.switch_page("pages/gallery.py")
+
 
 # ---- the item: image, prediction, overlays -----------------------------------------------------------
-try:
-    image = decode(item["data"] if "data" in item else read_path(item["path"]), item["name"])
-except (ValueError, OSError) as err:
-    st.error(f"{plain(item['name'])}: {plain(err)}")
-    st.stop()
-bar, finished = st.empty(), []
+def compute_maps(model: sc.Classifier, queue: Queue, items_from: ItemSource) -> pipeline.ImageResult:
+    """The item's image and its maps (a progress bar while one is computed); stops when it cannot be used."""
+    item, methods = queue.item, queue.methods
+    try:
+        image = items_from.image(item)
+    except (ValueError, OSError) as err:
+        st.error(f"{plain(item['name'])}: {plain(err)}")
+        st.stop()
+    bar, finished = st.empty(), []
 
+    def progress(done: int, total: int) -> None:  # called only while a map is computed, not for cached maps
+        bar.progress(
+            min(1.0, (len(finished) + done / total) / len(methods)), text=f"Computing maps: {done}/{total}"
+        )
 
-def progress(done: int, total: int) -> None:  # called only while a map is computed, not for cached maps
-    bar.progress(
-        min(1.0, (len(finished) + done / total) / len(methods)), text=f"Computing maps: {done}/{total}"
+    result = pipeline.explain_image(
+        model,
+        image,
+        item["name"],
+        list(methods),
+        methods,
+        explain_fn=cached_explain,
+        progress=progress,
+        on_map=finished.append,
     )
+    bar.empty()
+    if not result.ok:
+        st.error(plain(result.failed or (result.crashed or {}).get("message", "the image could not be used")))
+        st.stop()
+    for m, why in {**result.errors, **{m: c["message"] for m, c in result.crashes.items()}}.items():
+        st.error(f"{sc.METHODS[m].label}: {plain(why)}")
+    return result
 
 
-result = pipeline.explain_image(
-    model,
-    image,
-    item["name"],
-    list(methods),
-    methods,
-    explain_fn=cached_explain,
-    progress=progress,
-    on_map=finished.append,
-)
-bar.empty()
-if not result.ok:
-    st.error(plain(result.failed or (result.crashed or {}).get("message", "the image could not be used")))
-    st.stop()
-for m, why in {**result.errors, **{m: c["message"] for m, c in result.crashes.items()}}.items():
-    st.error(f"{sc.METHODS[m].label}: {plain(why)}")
-prediction, target = result.prediction, result.prediction[0][0]
-
-with st.container(border=True):
+def show_overlays(model: sc.Classifier, queue: Queue, result) -> None:
+    """What the model sees, then each method's map over the image with its colour bar and words."""
+    item, prediction = queue.item, result.prediction
     st.image(
         result.crop,
         caption="What the model sees",
         width=260,
         alt=f"{item['name']} as the model sees it: the centre crop, {model.input_size} pixels square",
     )
-    for row, cols in map_rows(list(methods), key="review"):
+    for row, cols in map_rows(list(queue.methods), key="review"):
         for col, m in zip(cols, row):
             meta = sc.METHODS[m]
             with col:
@@ -549,86 +514,171 @@ with st.container(border=True):
             if sc.METHODS[m].caution:
                 st.warning(f"**{sc.METHODS[m].label}:** {sc.METHODS[m].caution}", icon=":material/warning:")
 
-    left, right = st.columns([2, 3])
-    with left:
-        st.markdown(f"**Prediction:** {plain(prediction[0][1])} ({prediction[0][2]:.1%} confidence)")
-        st.dataframe(
-            pd.DataFrame([{"class": label, "probability": f"{p:.1%}"} for _, label, p in prediction]),
-            hide_index=True,
-            key=f"top5-{pos}",
-        )
-        st.caption(
-            f"Maps explain **{plain(model.labels[target])}**.",
-            help=f"Model weights sha256 {model.fingerprint}",
-        )
-    with right:
-        current = mine.get(item["hash"])
-        if current:
-            st.markdown(
-                f"**Your decision:** {current.label} · {current.decided_at:%Y-%m-%d %H:%M} UTC · "
-                f"{current.seconds:.0f} s on this item"
-                + (f" · changed {current.version - 1}×" if current.version > 1 else "")
-            )
-        elif can_record:
-            st.markdown("**Your decision:** none yet")
-        note_key = f"review_note::{batch_name}::{item['hash']}"
-        st.text_area(
-            "Note",
-            value=current.note if current else "",
-            key=note_key,
-            height=80,
-            disabled=not can_record,
-            max_chars=rs.MAX_NOTE,
-            placeholder="What did the maps show? (optional)",
-        )
-        buttons = st.columns(3)
-        for col, choice in zip(buttons, rs.DECISIONS):
-            col.button(
-                DECISION_LABELS[choice],
-                key=f"decide::{choice}::{batch_name}::{item['hash']}",
-                type="primary" if current and current.decision == choice else "secondary",
-                disabled=not can_record,
-                width="stretch",
-                on_click=decide,
-                args=(choice, item, pos, current.version if current else 0, note_key),
-                help=None
-                if can_record
-                else "Your role records no decisions."
-                if account is not None
-                else "Sign in to record decisions.",
-            )
-        if can(account, "oversee") and store is not None:
-            others = [
-                d
-                for d in store.decisions(batch=batch_name)
-                if d.item_hash == item["hash"] and d.reviewer != account.name
-            ]
-            if others:  # notes and names are the reviewers' own words: shown as text, never as Markdown
-                st.caption("Other reviewers on this item:")
-                for d in others:
-                    st.text(f"{d.reviewer}: {d.label}" + (f". Note: {d.note}" if d.note else ""))
 
-# The reviewer's clock for this item starts once its maps are on screen.
-if can_record and (ss.get("review_timer") or (None, None))[:2] != (batch_name, item["hash"]):
-    ss["review_timer"] = (batch_name, item["hash"], time.monotonic())
+def show_prediction(model: sc.Classifier, result, pos: int) -> None:
+    """The model's prediction, its top classes, and which class the maps explain."""
+    prediction, target = result.prediction, result.prediction[0][0]
+    st.markdown(f"**Prediction:** {plain(prediction[0][1])} ({prediction[0][2]:.1%} confidence)")
+    st.dataframe(
+        pd.DataFrame([{"class": label, "probability": f"{p:.1%}"} for _, label, p in prediction]),
+        hide_index=True,
+        key=f"top5-{pos}",
+    )
+    st.caption(
+        f"Maps explain **{plain(model.labels[target])}**.",
+        help=f"Model weights sha256 {model.fingerprint}",
+    )
 
-# While the reviewer looks at this item, the next one's maps are computed in the background.
-if pos + 1 < len(items):
-    following = items[pos + 1]
+
+def decide(
+    choice: str,
+    it: dict,
+    index: int,
+    expected_version: int,
+    note_key: str,
+    queue: Queue,
+    store: rs.ReviewStore | None,
+    model: sc.Classifier,
+) -> None:
+    """Button callback: record this reviewer's decision on the item, then move to the next one."""
+    who = signin.current_account()
+    if who is None or store is None:
+        flash("error", "Sign in to record decisions; nothing was recorded.")
+        return
+    if not can(who, "decide"):
+        flash("error", f"Your role ({who.role}) records no decisions; nothing was recorded.")
+        return
+    timer = ss.get("review_timer")
+    seconds = time.monotonic() - timer[2] if timer and timer[:2] == (queue.name, it["hash"]) else 0.0
     try:
-        prefetch(
-            model,
-            decode(
-                following["data"] if "data" in following else read_path(following["path"]), following["name"]
-            ),
-            following["hash"],
-            methods,
+        done = store.record(
+            queue.name,
+            it["hash"],
+            it["name"],
+            who.name,
+            choice,
+            note=ss.get(note_key, ""),
+            seconds=seconds,
+            model_fingerprint=model.fingerprint,
+            methods=queue.methods,
+            expected_version=expected_version,
+            actor=who.actor,
         )
-    except (ValueError, OSError):
-        pass  # an unreadable item says so when it is shown
+    except rs.DecisionConflict as err:
+        flash("warning", plain(err))
+        return
+    except ValueError as err:
+        flash("error", f"Not recorded: {plain(err)}")
+        return
+    label = DECISION_LABELS[choice]
+    if done.action == "unchanged":
+        flash("info", f"{plain(it['name'])}: already recorded as **{label}**; nothing changed.")
+    elif done.action == "changed":
+        flash(
+            "success",
+            f"Changed your decision on {plain(it['name'])} to **{label}** (the earlier one is kept "
+            "in the audit log).",
+        )
+    else:
+        flash("success", f"Recorded **{label}** for {plain(it['name'])}.")
+    ss.pop("review_timer", None)
+    ss[queue.pos_key] = min(index + 1, len(queue.items) - 1)
 
-if can_record:
-    with st.expander(f"Your queue ({decided} of {len(items)} decided)"):
+
+def show_decision(
+    queue: Queue,
+    store: rs.ReviewStore | None,
+    account: Account | None,
+    can_record: bool,
+    model: sc.Classifier,
+) -> None:
+    """This reviewer's decision so far, the note and the decision buttons; other reviewers' (admins)."""
+    item, batch_name = queue.item, queue.name
+    current = queue.mine.get(item["hash"])
+    if current:
+        st.markdown(
+            f"**Your decision:** {current.label} · {current.decided_at:%Y-%m-%d %H:%M} UTC · "
+            f"{current.seconds:.0f} s on this item"
+            + (f" · changed {current.version - 1}×" if current.version > 1 else "")
+        )
+    elif can_record:
+        st.markdown("**Your decision:** none yet")
+    note_key = f"review_note::{batch_name}::{item['hash']}"
+    st.text_area(
+        "Note",
+        value=current.note if current else "",
+        key=note_key,
+        height=80,
+        disabled=not can_record,
+        max_chars=rs.MAX_NOTE,
+        placeholder="What did the maps show? (optional)",
+    )
+    buttons = st.columns(3)
+    for col, choice in zip(buttons, rs.DECISIONS):
+        col.button(
+            DECISION_LABELS[choice],
+            key=f"decide::{choice}::{batch_name}::{item['hash']}",
+            type="primary" if current and current.decision == choice else "secondary",
+            disabled=not can_record,
+            width="stretch",
+            on_click=decide,
+            args=(choice, item, queue.pos, current.version if current else 0, note_key, queue, store, model),
+            help=None
+            if can_record
+            else "Your role records no decisions."
+            if account is not None
+            else "Sign in to record decisions.",
+        )
+    if can(account, "oversee") and store is not None:
+        others = [
+            d
+            for d in store.decisions(batch=batch_name)
+            if d.item_hash == item["hash"] and d.reviewer != account.name
+        ]
+        if others:  # notes and names are the reviewers' own words: shown as text, never as Markdown
+            st.caption("Other reviewers on this item:")
+            for d in others:
+                st.text(f"{d.reviewer}: {d.label}" + (f". Note: {d.note}" if d.note else ""))
+
+
+def show_item(
+    model: sc.Classifier,
+    queue: Queue,
+    result,
+    store: rs.ReviewStore | None,
+    account: Account | None,
+    can_record: bool,
+) -> None:
+    """The item in one frame: its maps, then the prediction beside the decision."""
+    with st.container(border=True):
+        show_overlays(model, queue, result)
+        left, right = st.columns([2, 3])
+        with left:
+            show_prediction(model, result, queue.pos)
+        with right:
+            show_decision(queue, store, account, can_record, model)
+
+
+def start_clock(queue: Queue) -> None:
+    """The reviewer's clock for this item starts once its maps are on screen."""
+    if (ss.get("review_timer") or (None, None))[:2] != (queue.name, queue.item["hash"]):
+        ss["review_timer"] = (queue.name, queue.item["hash"], time.monotonic())
+
+
+def prefetch_next(model: sc.Classifier, queue: Queue, items_from: ItemSource) -> None:
+    """While the reviewer looks at this item, the next one's maps are computed in the background."""
+    if queue.pos + 1 < len(queue.items):
+        following = queue.items[queue.pos + 1]
+        try:
+            prefetch(model, items_from.image(following), following["hash"], queue.methods)
+        except (ValueError, OSError):
+            pass  # an unreadable item says so when it is shown
+
+
+def show_queue(queue: Queue) -> None:
+    """Every item of the batch with this reviewer's decision and note."""
+    items, mine = queue.items, queue.mine
+    with st.expander(f"Your queue ({queue.decided} of {len(items)} decided)"):
         st.dataframe(
             pd.DataFrame(
                 [
@@ -648,142 +698,32 @@ if can_record:
             key="review_queue_table",
         )
 
-# ---- summary ----------------------------------------------------------------------------------------
+
+require_frame()
+show_intro()
+cfg = settings()
+model = page_model(cfg)
+qualification.status(model)  # which methods are qualified for this model
+store, store_error = review_store()
+account = show_reviewer(store, store_error)
+can_record = can(account, "decide") and store is not None
+if can(account, "oversee"):
+    show_admin_tools(store)
+items_from = ItemSource.from_environment()
+source_labels, offered = batch_choices(model, items_from)
+if can_record and "review_batch" not in ss:
+    resume_last_batch(store, account, items_from)
+show_batch_form(items_from, source_labels, offered, cfg, store, model)
+show_flash()
+queue = open_queue(items_from, source_labels, offered, store, account, can_record)
+show_position(queue, can_record)
+result = compute_maps(model, queue, items_from)
+show_item(model, queue, result, store, account, can_record)
+if can_record:
+    start_clock(queue)
+prefetch_next(model, queue, items_from)
+if can_record:
+    show_queue(queue)
 if not can_record:
     st.stop()
-
-st.header("Summary")
-try:
-    every = store.decisions(batch=batch_name)
-    names = [b.name for b in store.batches()]
-except ValueError as err:
-    st.error(plain(err))
-    st.stop()
-summary = summarize(every)
-c1, c2, c3 = st.columns(3)
-c1.metric("Items decided", f"{summary.items} of {len(items)}")
-c2.metric("Decisions", summary.decisions)
-c3.metric("Reviewers", len(summary.by_reviewer))
-rows = [
-    {"reviewer": r, **{DECISION_LABELS[d]: n for d, n in counts.items()}, "total": sum(counts.values())}
-    for r, counts in sorted(summary.by_reviewer.items())
-]
-rows.append(
-    {
-        "reviewer": "all",
-        **{DECISION_LABELS[d]: n for d, n in summary.by_decision.items()},
-        "total": summary.decisions,
-    }
-)
-st.markdown("**Decisions by reviewer**")
-st.dataframe(pd.DataFrame(rows), hide_index=True, key="review_counts")
-left, right = st.columns(2)
-with left:
-    st.markdown("**Agreement between reviewers** (Cohen's kappa over items both decided)")
-    if summary.agreement:
-        st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "reviewers": f"{a.reviewer_a} / {a.reviewer_b}",
-                        "shared items": a.items,
-                        "agreed": a.agreed,
-                        "kappa": "undefined (one category only)" if a.kappa is None else f"{a.kappa:.2f}",
-                    }
-                    for a in summary.agreement
-                ]
-            ),
-            hide_index=True,
-            key="review_kappa",
-        )
-    else:
-        st.caption("No item has been decided by two reviewers yet.")
-with right:
-    st.markdown("**Median time per decision**")
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "decision": DECISION_LABELS[d],
-                    "median seconds": round(s, 1),
-                    "decisions": summary.by_decision[d],
-                }
-                for d, s in summary.median_seconds.items()
-            ]
-        ),
-        hide_index=True,
-        key="review_median",
-    )
-    st.caption(
-        "Seconds from the item's maps appearing to the decision click, summed over the visits "
-        "that changed the decision."
-    )
-
-if can(account, "oversee"):
-    with st.expander("All decisions with notes (admin)"):
-        st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "item": d.item_name,
-                        "reviewer": d.reviewer,
-                        "decision": d.label,
-                        "note": d.note,
-                        "seconds": round(d.seconds, 1),
-                        "decided (UTC)": f"{d.decided_at:%Y-%m-%d %H:%M:%S}",
-                        "version": d.version,
-                    }
-                    for d in every
-                ]
-            ),
-            hide_index=True,
-            key="review_all",
-        )
-    with st.expander("Audit log of this batch (admin)"):
-        st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "when (UTC)": f"{e.at:%Y-%m-%d %H:%M:%S}",
-                        "by": e.actor,
-                        "reviewer": e.reviewer,
-                        "item": e.item_name,
-                        "action": e.action,
-                        "from": e.old_decision or "",
-                        "to": e.new_decision,
-                        "old note": e.old_note or "",
-                        "new note": e.new_note,
-                    }
-                    for e in store.audit_log(batch=batch_name)
-                ]
-            ),
-            hide_index=True,
-            key="review_audit",
-        )
-    e1, e2 = st.columns(2)
-    e1.download_button(
-        "Export this batch (CSV)",
-        decisions_csv(every),
-        file_name(f"{batch_name}_decisions.csv"),
-        "text/csv",
-        key="export_batch",
-    )
-    e2.download_button(
-        "Export every batch (CSV)",
-        decisions_csv(store.decisions()),
-        "all_decisions.csv",
-        "text/csv",
-        key="export_all",
-    )
-else:
-    own = [d for d in every if d.reviewer == account.name]
-    st.download_button(
-        "Export your decisions in this batch (CSV)",
-        decisions_csv(own),
-        file_name(f"{batch_name}_{account.name}_decisions.csv"),
-        "text/csv",
-        key="export_mine",
-    )
-    st.caption("Other reviewers' notes and the full export are for admins.")
-if len(names) > 1:
-    st.caption(f"{len(names)} batches in the database; open another from the Batch panel above.")
+show_summary(store, account, queue.name, len(queue.items))
