@@ -28,62 +28,72 @@ MODELS_DIR = os.environ.get("SALIENCY_MODELS_DIR", "models")  # the operator's m
 ALLOW_UPLOAD = os.environ.get("SALIENCY_ALLOW_MODEL_UPLOAD", "") == "1"  # off unless enabled
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "saliency_lens_uploads"
 
-st.set_page_config(page_title="Saliency Lens", page_icon=":material/image_search:", layout="wide")
-page = st.navigation(
-    [
-        st.Page("pages/explain.py", title="Explain", icon=":material/image_search:", default=True),
-        st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
-        st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
-        st.Page("pages/stability.py", title="Stability", icon=":material/center_focus_strong:"),
-        st.Page("pages/sanity.py", title="Sanity check", icon=":material/science:"),
-        st.Page("pages/validate.py", title="Validate", icon=":material/rule:"),
-        st.Page("pages/qualify.py", title="Qualify", icon=":material/verified:"),
-        st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
-        st.Page("pages/report.py", title="Report", icon=":material/description:"),
-    ],
-    position=signin.nav_position(),  # hidden on the sign-in screen
-)
-signin.gate()  # SALIENCY_REQUIRE_SIGN_IN=1: the sign-in screen and nothing else until signed in
 
-start_demo_qualification()  # the demo's scorecard, once per server, in the background
+def navigation():
+    """The pages in their sidebar order (the list is hidden on the sign-in screen)."""
+    return st.navigation(
+        [
+            st.Page("pages/explain.py", title="Explain", icon=":material/image_search:", default=True),
+            st.Page("pages/gallery.py", title="Gallery", icon=":material/photo_library:"),
+            st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
+            st.Page("pages/stability.py", title="Stability", icon=":material/center_focus_strong:"),
+            st.Page("pages/sanity.py", title="Sanity check", icon=":material/science:"),
+            st.Page("pages/validate.py", title="Validate", icon=":material/rule:"),
+            st.Page("pages/qualify.py", title="Qualify", icon=":material/verified:"),
+            st.Page("pages/compare.py", title="Compare models", icon=":material/compare:"),
+            st.Page("pages/report.py", title="Report", icon=":material/description:"),
+        ],
+        position=signin.nav_position(),  # hidden on the sign-in screen
+    )
 
-with st.sidebar, page_guard("the sidebar"):
-    # ---- model: demo, the models folder, an upload; a failing choice keeps the last good one
-    choices = {
+
+def model_choices() -> dict:
+    """The models to choose from: demo, its variants, the models folder and this session's uploads."""
+    return {
         "demo": DEMO_LABEL,
         **DEMO_VARIANTS,  # demo-pruned (a Compare candidate), demo-watermark (the shortcut demo)
         **dict(find_models(MODELS_DIR)),
         **st.session_state.get("uploaded_models", {}),
     }
-    if ALLOW_UPLOAD:
-        files = st.file_uploader(
-            "Upload a model",
-            type=[s.lstrip(".") for s in UPLOAD_SUFFIXES],
-            accept_multiple_files=True,
-            key="model_upload",
-            help="A state dict .pth or a .safetensors file with its card (.json/.yaml naming the torchvision "
-            "architecture), optionally a labels .txt (ONNX models: the operator's models folder only)"
-            + (
-                "; also a TorchScript .pt or a torch.export .pt2"
-                if code_models_allowed()
-                else ". Formats that hold code (TorchScript, torch.export) are not accepted here"
-            )
-            + ". Pickles that need code are refused.",
+
+
+def model_upload(choices: dict) -> None:
+    """The model uploader (when the operator allows it); a stored upload joins ``choices``."""
+    files = st.file_uploader(
+        "Upload a model",
+        type=[s.lstrip(".") for s in UPLOAD_SUFFIXES],
+        accept_multiple_files=True,
+        key="model_upload",
+        help="A state dict .pth or a .safetensors file with its card (.json/.yaml naming the torchvision "
+        "architecture), optionally a labels .txt (ONNX models: the operator's models folder only)"
+        + (
+            "; also a TorchScript .pt or a torch.export .pt2"
+            if code_models_allowed()
+            else ". Formats that hold code (TorchScript, torch.export) are not accepted here"
         )
-        if files:
+        + ". Pickles that need code are refused.",
+    )
+    if files:
+        try:
+            path = str(store_upload([(f.name, f.getvalue()) for f in files], UPLOAD_DIR))
             try:
-                path = str(store_upload([(f.name, f.getvalue()) for f in files], UPLOAD_DIR))
-                try:
-                    check_upload(path)  # weights only, unless the operator allows code formats
-                except ValueError:
-                    shutil.rmtree(Path(path).parent, ignore_errors=True)  # never loaded: remove it
-                    raise
-                if path not in choices:
-                    st.session_state.setdefault("uploaded_models", {})[path] = f"Uploaded: {Path(path).name}"
-                    choices[path] = f"Uploaded: {Path(path).name}"
-                    st.session_state["model_choice"] = path
-            except ValueError as err:
-                st.error(f"Upload: {plain(err)}")
+                check_upload(path)  # weights only, unless the operator allows code formats
+            except ValueError:
+                shutil.rmtree(Path(path).parent, ignore_errors=True)  # never loaded: remove it
+                raise
+            if path not in choices:
+                st.session_state.setdefault("uploaded_models", {})[path] = f"Uploaded: {Path(path).name}"
+                choices[path] = f"Uploaded: {Path(path).name}"
+                st.session_state["model_choice"] = path
+        except ValueError as err:
+            st.error(f"Upload: {plain(err)}")
+
+
+def choose_model():
+    """The model box; a failing choice says why and keeps the last good model (None when none loads)."""
+    choices = model_choices()
+    if ALLOW_UPLOAD:
+        model_upload(choices)
     st.session_state["model_choices"] = dict(choices)  # the Compare page picks models A and B from it
     active = st.session_state.get("model", "demo")
     if st.session_state.get("model_choice") not in choices:
@@ -107,30 +117,39 @@ with st.sidebar, page_guard("the sidebar"):
                 st.caption(f"Still using **{plain(choices.get(active, model.name))}**.")
             except ValueError:
                 pass
-    if model is not None:  # the full name, wrapped (the box above cuts long names)
-        st.markdown(f"**{plain(choices.get(st.session_state.get('model', 'demo'), model.name))}**")
-        kind = (" · greyscale (1 channel)" if model.channels == 1 else "") + (
-            f" · multi-label (every class above {model.threshold:.0%})" if model.multilabel else ""
-        )
-        st.caption(
-            f"{len(model.labels)} classes · input {model.input_size} px{kind} · "
-            f"computed on {describe_device(model.device)}",
-            help=f"Weights sha256 {model.fingerprint}, recorded with every result. Device: set "
-            "SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard (auto uses a GPU when "
-            "there is one).",
-        )
-        plan_caption(model)  # the execution plan of averaging methods, in words
-        if model.card:
-            with st.expander("Model card"):
-                st.markdown(
-                    "\n".join(
-                        f"- **{plain(k)}**: {plain(v)}" + (" *(default)*" if d else "")
-                        for k, v, d in card_rows(model.card)
-                    )
-                )
-                st.caption(f"Weights sha256 `{model.fingerprint}`; recorded with every result.")
+    if model is not None:
+        model_facts(model, choices)
+    return model
 
-    # ---- methods: only those the model supports; the others are listed with the reason
+
+def model_facts(model, choices: dict) -> None:
+    """The model's full name, classes, input, device, execution plan and card."""
+    # the full name, wrapped (the box above cuts long names)
+    st.markdown(f"**{plain(choices.get(st.session_state.get('model', 'demo'), model.name))}**")
+    kind = (" · greyscale (1 channel)" if model.channels == 1 else "") + (
+        f" · multi-label (every class above {model.threshold:.0%})" if model.multilabel else ""
+    )
+    st.caption(
+        f"{len(model.labels)} classes · input {model.input_size} px{kind} · "
+        f"computed on {describe_device(model.device)}",
+        help=f"Weights sha256 {model.fingerprint}, recorded with every result. Device: set "
+        "SALIENCY_DEVICE=auto|cpu|cuda before starting the dashboard (auto uses a GPU when "
+        "there is one).",
+    )
+    plan_caption(model)  # the execution plan of averaging methods, in words
+    if model.card:
+        with st.expander("Model card"):
+            st.markdown(
+                "\n".join(
+                    f"- **{plain(k)}**: {plain(v)}" + (" *(default)*" if d else "")
+                    for k, v, d in card_rows(model.card)
+                )
+            )
+            st.caption(f"Weights sha256 `{model.fingerprint}`; recorded with every result.")
+
+
+def choose_methods(model) -> None:
+    """The methods form: those the model supports (the others with the reason), settings, Apply."""
     unusable = {m: r for m, r in (sc.available_methods(model) if model else {}).items() if r}
     options = [m for m in sc.METHODS if m not in unusable]
     current = st.session_state.get("methods")
@@ -164,7 +183,14 @@ with st.sidebar, page_guard("the sidebar"):
         )
     if st.session_state.pop("settings_applied", False):  # in words here: Streamlit's toast has no name
         st.caption(f":material/check: Settings applied at {time.strftime('%H:%M:%S')}.")
-    detail_controls()
 
+
+st.set_page_config(page_title="Saliency Lens", page_icon=":material/image_search:", layout="wide")
+page = navigation()
+signin.gate()  # SALIENCY_REQUIRE_SIGN_IN=1: the sign-in screen and nothing else until signed in
+start_demo_qualification()  # the demo's scorecard, once per server, in the background
+with st.sidebar, page_guard("the sidebar"):
+    choose_methods(choose_model())
+    detail_controls()
 with page_guard("this page"):
     page.run()

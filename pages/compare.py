@@ -26,80 +26,90 @@ from saliency_core.evaluation import map_agreement
 
 SHOW_ALL, SHOW_CHANGED, SHOW_MOVED = "All images", "Prediction changed", "Maps moved most"
 
-require_frame()
 
-st.title("Compare two model versions")
-st.markdown(
-    "See what changed between the model version you accepted and a candidate: which predictions "
-    "changed, and where each model looks. **Pick model A and model B, choose the images, then press "
-    "Compare the models.**"
-)
-with st.expander("How it works"):
+def introduction() -> None:
+    """The title, what the page answers, and how it works."""
+    st.title("Compare two model versions")
     st.markdown(
-        "Both models run on the same images with the same methods (chosen in the sidebar). You get how "
-        "many predictions changed (and which way, when you give the true classes), how far the saliency "
-        "maps moved per method, set against how much a map moves anyway when only the random seed "
-        "changes, and for each image the two maps side by side on the same colour scale. " + DISCLAIMER
+        "See what changed between the model version you accepted and a candidate: which predictions "
+        "changed, and where each model looks. **Pick model A and model B, choose the images, then press "
+        "Compare the models.**"
     )
+    with st.expander("How it works"):
+        st.markdown(
+            "Both models run on the same images with the same methods (chosen in the sidebar). You get how "
+            "many predictions changed (and which way, when you give the true classes), how far the saliency "
+            "maps moved per method, set against how much a map moves anyway when only the random seed "
+            "changes, and for each image the two maps side by side on the same colour scale. " + DISCLAIMER
+        )
 
 
 # ---- models A and B ---------------------------------------------------------------------------------
-cfg = settings()
-qualification.status_of(cfg.model)  # which methods are qualified for the sidebar's model
-choices = st.session_state.get("model_choices") or {"demo": "demo"}
-options = list(choices)
-first = options.index(cfg.model) if cfg.model in options else 0
-c1, c2 = st.columns(2)
-source_a = c1.selectbox(
-    "Model A (accepted)",
-    options,
-    index=first,
-    key="compare_model_a",
-    format_func=lambda s: choices.get(s, s),
-    help="The version that was accepted before.",
-)
-source_b = c2.selectbox(
-    "Model B (candidate)",
-    options,
-    index=(first + 1) % len(options),
-    key="compare_model_b",
-    format_func=lambda s: choices.get(s, s),
-    help="The retrained version to accept or not.",
-)
-models = {}
-for tag, source in (("A", source_a), ("B", source_b)):
-    try:
-        models[tag] = get_model(source)
-    except ValueError as err:
-        st.error(f"Model {tag} cannot be used. {plain(err)}")
-if len(models) < 2:
-    st.stop()
-model_a, model_b = models["A"], models["B"]
-for col, m in ((c1, model_a), (c2, model_b)):
-    col.caption(f"{len(m.labels)} classes · input {m.input_size} px · weights sha256 `{m.fingerprint[:12]}…`")
-difference = cmp_labels.class_difference(model_a.labels, model_b.labels)
-if difference:
-    st.error(plain(difference))
-    st.stop()
-if model_a.fingerprint == model_b.fingerprint:
-    st.info(
-        "Model A and model B have identical weights (the same fingerprint): the comparison should find no "
-        "change, which makes it a check of the comparison itself."
+def choose_models(cfg) -> tuple:
+    """Models A and B with their facts; the page stops when one cannot be used or their classes differ."""
+    qualification.status_of(cfg.model)  # which methods are qualified for the sidebar's model
+    choices = st.session_state.get("model_choices") or {"demo": "demo"}
+    options = list(choices)
+    first = options.index(cfg.model) if cfg.model in options else 0
+    c1, c2 = st.columns(2)
+    source_a = c1.selectbox(
+        "Model A (accepted)",
+        options,
+        index=first,
+        key="compare_model_a",
+        format_func=lambda s: choices.get(s, s),
+        help="The version that was accepted before.",
     )
+    source_b = c2.selectbox(
+        "Model B (candidate)",
+        options,
+        index=(first + 1) % len(options),
+        key="compare_model_b",
+        format_func=lambda s: choices.get(s, s),
+        help="The retrained version to accept or not.",
+    )
+    models = {}
+    for tag, source in (("A", source_a), ("B", source_b)):
+        try:
+            models[tag] = get_model(source)
+        except ValueError as err:
+            st.error(f"Model {tag} cannot be used. {plain(err)}")
+    if len(models) < 2:
+        st.stop()
+    model_a, model_b = models["A"], models["B"]
+    for col, m in ((c1, model_a), (c2, model_b)):
+        col.caption(
+            f"{len(m.labels)} classes · input {m.input_size} px · weights sha256 `{m.fingerprint[:12]}…`"
+        )
+    difference = cmp_labels.class_difference(model_a.labels, model_b.labels)
+    if difference:
+        st.error(plain(difference))
+        st.stop()
+    if model_a.fingerprint == model_b.fingerprint:
+        st.info(
+            "Model A and model B have identical weights (the same fingerprint): the comparison should find "
+            "no change, which makes it a check of the comparison itself."
+        )
+    return model_a, model_b
 
-usable_a, usable_b = sc.available_methods(model_a), sc.available_methods(model_b)
-methods = []
-for m in cfg.methods:
-    why = usable_a.get(m) or usable_b.get(m)
-    if why:
-        st.warning(f"**{sc.METHODS[m].label}** is left out: it {why}.")
-    else:
-        methods.append(m)
-if not methods:
-    st.info(
-        "Choose at least one saliency method in the sidebar that both models can run, then press **Apply**."
-    )
-    st.stop()
+
+def shared_methods(cfg, model_a, model_b) -> list[str]:
+    """The sidebar's methods that both models can run (the others with the reason); stops if none."""
+    usable_a, usable_b = sc.available_methods(model_a), sc.available_methods(model_b)
+    methods = []
+    for m in cfg.methods:
+        why = usable_a.get(m) or usable_b.get(m)
+        if why:
+            st.warning(f"**{sc.METHODS[m].label}** is left out: it {why}.")
+        else:
+            methods.append(m)
+    if not methods:
+        st.info(
+            "Choose at least one saliency method in the sidebar that both models can run, then press "
+            "**Apply**."
+        )
+        st.stop()
+    return methods
 
 
 # ---- images (and their true classes) ---------------------------------------------------------------
@@ -137,53 +147,68 @@ def choose_images() -> tuple[list[tuple[str, bytes]], tuple[str, bytes] | None]:
     return sources, ((labels.name, labels.getvalue()) if labels is not None else None)
 
 
-sources, labels_file = choose_images()
-labels, problems = None, []
-if labels_file is not None:
-    try:
-        labels, problems = cmp_labels.read_labels(labels_file[1], model_a.labels, where=labels_file[0])
-    except ValueError as err:
-        st.error(plain(err))
-if problems:
-    with st.expander(f"{len(problems)} problem(s) in the labels file; those rows are left out"):
-        for problem in problems:
-            st.text(problem)
-if not sources:
-    st.info("Upload images or pick sample photos to compare the two models on.")
-    st.stop()
-for why in unreadable(sources):
-    st.warning(f"Will be left out of the comparison: {plain(why)}")
+def true_classes(labels_file, model_a) -> tuple:
+    """The labels CSV read against model A's classes, as (labels, problems); its problems listed."""
+    labels, problems = None, []
+    if labels_file is not None:
+        try:
+            labels, problems = cmp_labels.read_labels(labels_file[1], model_a.labels, where=labels_file[0])
+        except ValueError as err:
+            st.error(plain(err))
+    if problems:
+        with st.expander(f"{len(problems)} problem(s) in the labels file; those rows are left out"):
+            for problem in problems:
+                st.text(problem)
+    return labels, problems
 
-params = cfg.params
-request = hashlib.sha256(
-    repr(
-        (
-            model_key(model_a),
-            model_key(model_b),
-            methods,
-            sorted(params.items()),
-            [(n, hashlib.sha256(d).hexdigest()) for n, d in sources],
-            labels_file and hashlib.sha256(labels_file[1]).hexdigest(),
+
+def check_sources(sources: list) -> None:
+    """Stops when there is no image; warns about each image that will be left out."""
+    if not sources:
+        st.info("Upload images or pick sample photos to compare the two models on.")
+        st.stop()
+    for why in unreadable(sources):
+        st.warning(f"Will be left out of the comparison: {plain(why)}")
+
+
+def request_key(model_a, model_b, methods, params, sources, labels_file) -> str:
+    """A digest of everything a comparison depends on: a stored result is shown only for the same."""
+    return hashlib.sha256(
+        repr(
+            (
+                model_key(model_a),
+                model_key(model_b),
+                methods,
+                sorted(params.items()),
+                [(n, hashlib.sha256(d).hexdigest()) for n, d in sources],
+                labels_file and hashlib.sha256(labels_file[1]).hexdigest(),
+            )
+        ).encode()
+    ).hexdigest()
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+def compare_button(sources, methods, params) -> None:
+    """What will be computed, in words, and the Compare button."""
+    averaging = [sc.METHODS[m].label for m in methods if sc.METHODS[m].averaging]
+    st.write(
+        f"{len(sources)} image(s) × {len(methods)} method(s): "
+        f"{', '.join(sc.METHODS[m].label for m in methods)}."
+        + (
+            f" {', '.join(averaging)} also run a second time on model A with seed {int(params['seed']) + 1}, "
+            "to show how much a map moves by chance."
+            if averaging
+            else ""
         )
-    ).encode()
-).hexdigest()
-averaging = [sc.METHODS[m].label for m in methods if sc.METHODS[m].averaging]
-st.write(
-    f"{len(sources)} image(s) × {len(methods)} method(s): "
-    f"{', '.join(sc.METHODS[m].label for m in methods)}."
-    + (
-        f" {', '.join(averaging)} also run a second time on model A with seed {int(params['seed']) + 1}, to "
-        "show how much a map moves by chance."
-        if averaging
-        else ""
     )
-)
-# a flag set in the callback survives require_frame()'s rerun, which a button's click value does not
-st.button(
-    "Compare the models", type="primary", on_click=lambda: st.session_state.update(compare_requested=True)
-)
+    # a flag set in the callback survives require_frame()'s rerun, which a button's click value does not
+    st.button(
+        "Compare the models", type="primary", on_click=lambda: st.session_state.update(compare_requested=True)
+    )
 
-if st.session_state.pop("compare_requested", False):
+
+def run_comparison(model_a, model_b, sources, methods, params, labels, problems, request) -> None:
+    """The comparison with its progress bar and Cancel, stored in the session as it fills in."""
     st.session_state["compare_cancel"] = False
     bar = st.progress(0.0, text="Starting…")
     stop = st.empty()
@@ -219,80 +244,101 @@ if st.session_state.pop("compare_requested", False):
         bar.empty()
         stop.empty()
 
-stored = st.session_state.get("compare_result")
-if stored is None or stored[0] != request:
-    st.info("Nothing is computed until you press **Compare the models**.")
-    st.stop()
-result: cmp.Comparison = stored[1]
+
+def stored_result(request: str) -> cmp.Comparison:
+    """The session's comparison for this request; the page stops when there is none."""
+    stored = st.session_state.get("compare_result")
+    if stored is None or stored[0] != request:
+        st.info("Nothing is computed until you press **Compare the models**.")
+        st.stop()
+    return stored[1]
+
 
 # ---- summary -----------------------------------------------------------------------------------------
-st.header("Summary")
-if result.cancelled:
-    st.warning(
-        f"Cancelled: {len(result.images)} of {result.total} images were compared; the summary covers those."
-    )
-for _name, message in result.skipped:
-    st.error(plain(message))
-with st.container(border=True):
-    for line in result.summary_lines():
-        st.markdown(plain(line))
-if not result.images:
-    st.stop()
-methods_table = result.methods_table()
-if not methods_table.empty:
-    st.dataframe(methods_table, hide_index=True)
-    st.caption(
-        "Rank correlation: Spearman correlation of the two maps' |values| (1 = the same order of pixels, "
-        "0 = unrelated). Overlap: share of the strongest 10 % of pixels that are strongest in both maps "
-        f"(unrelated maps: about 10 %). Intervals: {result.settings.record()['interval']}. A vs A (other "
-        "seed): model A against itself with another seed, what moves by chance; deterministic methods give "
-        "the same map every run."
-    )
+def summary(result: cmp.Comparison) -> None:
+    """What changed, in words, and the per-method table; stops when no image was compared."""
+    st.header("Summary")
+    if result.cancelled:
+        st.warning(
+            f"Cancelled: {len(result.images)} of {result.total} images were compared; the summary covers "
+            "those."
+        )
+    for _name, message in result.skipped:
+        st.error(plain(message))
+    with st.container(border=True):
+        for line in result.summary_lines():
+            st.markdown(plain(line))
+    if not result.images:
+        st.stop()
+    methods_table = result.methods_table()
+    if not methods_table.empty:
+        st.dataframe(methods_table, hide_index=True)
+        st.caption(
+            "Rank correlation: Spearman correlation of the two maps' |values| (1 = the same order of pixels, "
+            "0 = unrelated). Overlap: share of the strongest 10 % of pixels that are strongest in both maps "
+            f"(unrelated maps: about 10 %). Intervals: {result.settings.record()['interval']}. A vs A (other "
+            "seed): model A against itself with another seed, what moves by chance; deterministic methods "
+            "give the same map every run."
+        )
+
 
 # ---- every image ---------------------------------------------------------------------------------------
-st.header("Every image")
-table = result.table()
-show = st.radio(
-    "Show",
-    [SHOW_ALL, SHOW_CHANGED, SHOW_MOVED],
-    horizontal=True,
-    key="compare_show",
-    help="Click a column heading to sort.",
-)
-if show == SHOW_CHANGED:
-    table = table[table["prediction"] != cmp.UNCHANGED]
-elif show == SHOW_MOVED:
-    table = table[table["map moved most"]]
-st.dataframe(table, hide_index=True)
-c1, c2 = st.columns(2)
-c1.download_button("Table (CSV)", to_csv(result.table()), "comparison.csv", "text/csv")
-c2.download_button(
-    "Summary, settings and both model cards (JSON)",
-    json_text(result.record(), indent=2),
-    "comparison.json",
-    "application/json",
-)
-if table.empty:
-    st.info("No image in this view.")
-    st.stop()
+def every_image(result: cmp.Comparison):
+    """The table of every image (filtered by the Show radio) and the downloads; stops when empty."""
+    st.header("Every image")
+    table = result.table()
+    show = st.radio(
+        "Show",
+        [SHOW_ALL, SHOW_CHANGED, SHOW_MOVED],
+        horizontal=True,
+        key="compare_show",
+        help="Click a column heading to sort.",
+    )
+    if show == SHOW_CHANGED:
+        table = table[table["prediction"] != cmp.UNCHANGED]
+    elif show == SHOW_MOVED:
+        table = table[table["map moved most"]]
+    st.dataframe(table, hide_index=True)
+    c1, c2 = st.columns(2)
+    c1.download_button("Table (CSV)", to_csv(result.table()), "comparison.csv", "text/csv")
+    c2.download_button(
+        "Summary, settings and both model cards (JSON)",
+        json_text(result.record(), indent=2),
+        "comparison.json",
+        "application/json",
+    )
+    if table.empty:
+        st.info("No image in this view.")
+        st.stop()
+    return table
+
 
 # ---- one image: both maps on one colour scale, and their difference ------------------------------
-by_name = {item.name: item for item in result.images}
-chosen = st.selectbox("Look at one image", list(table["image"]), key="compare_image")
-item = by_name[chosen]
-a_top, b_top = item.top_a, item.top_b
-st.markdown(
-    f"**Model A** predicts {plain(a_top[1])} ({a_top[2]:.0%}); **model B** predicts {plain(b_top[1])} "
-    f"({b_top[2]:.0%}): prediction **{item.change}**"
-    + (f" (true class: {plain(item.truth_label)})" if item.truth_label else "")
-    + "."
-)
-for m in result.methods:
+def one_image(result: cmp.Comparison, table) -> None:
+    """The chosen image: both predictions, then per method both maps and their difference."""
+    by_name = {item.name: item for item in result.images}
+    chosen = st.selectbox("Look at one image", list(table["image"]), key="compare_image")
+    item = by_name[chosen]
+    a_top, b_top = item.top_a, item.top_b
+    st.markdown(
+        f"**Model A** predicts {plain(a_top[1])} ({a_top[2]:.0%}); **model B** predicts {plain(b_top[1])} "
+        f"({b_top[2]:.0%}): prediction **{item.change}**"
+        + (f" (true class: {plain(item.truth_label)})" if item.truth_label else "")
+        + "."
+    )
+    for m in result.methods:
+        meta = sc.METHODS[m]
+        if m in item.errors:
+            st.error(f"**{meta.label}**: {plain(item.errors[m])}")
+        if m not in item.saliency_a or m not in item.saliency_b:
+            continue
+        method_maps(item, m)
+
+
+def method_maps(item, m: str) -> None:
+    """One method's maps of both models on one colour scale, their difference, and how far they agree."""
     meta = sc.METHODS[m]
-    if m in item.errors:
-        st.error(f"**{meta.label}**: {plain(item.errors[m])}")
-    if m not in item.saliency_a or m not in item.saliency_b:
-        continue
+    a_top, b_top = item.top_a, item.top_b
     sign = "signed" if meta.signed else "absolute"
     a_map, b_map = item.saliency_a[m], item.saliency_b[m]
     scores = item.agreement.get(m)
@@ -347,23 +393,45 @@ for m in result.methods:
             plain(ra.legend) + " Both models' maps use this one scale, so equal colours mean equal values."
         )
         if scores:
-            at = scores.get("detail_px") or 0.0
-            where = f" at {at:g}-pixel detail" if at else ""
-            text = (
-                f"Rank correlation{where} {scores['spearman']:.2f}, {100 * scores['top_overlap']:.0f} % "
-                "of the strongest 10 % of pixels shared."
-            )
-            if at and "spearman_raw" in scores:
-                raw_share = 100 * scores["top_overlap_raw"]
-                text += f" Pixel by pixel: {scores['spearman_raw']:.2f} and {raw_share:.0f} %."
-            if px:
-                text += f" Both maps are drawn at {px:g}-pixel detail, the finest that re-runs reproduce."
-            seed = item.seed_agreement.get(m)
-            if seed:
-                text += (
-                    f" Model A against itself with another seed{where}: {seed['spearman']:.2f} and "
-                    f"{100 * seed['top_overlap']:.0f} %."
-                )
-            if item.changed:
-                text += " The two maps explain different classes."
-            st.caption(text)
+            st.caption(agreement_words(item, m, scores, px))
+
+
+def agreement_words(item, m: str, scores: dict, px: float) -> str:
+    """How far the two maps agree (and model A with itself under another seed), in words."""
+    at = scores.get("detail_px") or 0.0
+    where = f" at {at:g}-pixel detail" if at else ""
+    text = (
+        f"Rank correlation{where} {scores['spearman']:.2f}, {100 * scores['top_overlap']:.0f} % "
+        "of the strongest 10 % of pixels shared."
+    )
+    if at and "spearman_raw" in scores:
+        raw_share = 100 * scores["top_overlap_raw"]
+        text += f" Pixel by pixel: {scores['spearman_raw']:.2f} and {raw_share:.0f} %."
+    if px:
+        text += f" Both maps are drawn at {px:g}-pixel detail, the finest that re-runs reproduce."
+    seed = item.seed_agreement.get(m)
+    if seed:
+        text += (
+            f" Model A against itself with another seed{where}: {seed['spearman']:.2f} and "
+            f"{100 * seed['top_overlap']:.0f} %."
+        )
+    if item.changed:
+        text += " The two maps explain different classes."
+    return text
+
+
+require_frame()
+introduction()
+cfg = settings()
+model_a, model_b = choose_models(cfg)
+methods = shared_methods(cfg, model_a, model_b)
+sources, labels_file = choose_images()
+labels, problems = true_classes(labels_file, model_a)
+check_sources(sources)
+request = request_key(model_a, model_b, methods, cfg.params, sources, labels_file)
+compare_button(sources, methods, cfg.params)
+if st.session_state.pop("compare_requested", False):
+    run_comparison(model_a, model_b, sources, methods, cfg.params, labels, problems, request)
+result = stored_result(request)
+summary(result)
+one_image(result, every_image(result))
