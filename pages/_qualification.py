@@ -12,8 +12,8 @@ import threading
 
 import streamlit as st
 
+import pages._models as models  # looked up at call time: tests replace models.get_model
 import saliency_core as sc
-from pages._models import get_model
 from pages._text import plain
 from saliency_core.evaluation import qualification as ql
 from saliency_core.review import qualification as rq
@@ -163,7 +163,7 @@ def start_demo_qualification() -> None:
 def demo_progress(model: sc.Classifier) -> None:
     """While the demo's qualification is computed (or if it failed), say so for the demo model."""
     state = _demo_job()
-    if model.fingerprint != get_model("demo").fingerprint:
+    if model.fingerprint != models.get_model("demo").fingerprint:
         return
     if state.get("error"):
         st.caption(f"The demo's qualification could not be computed: {plain(state['error'])}")
@@ -179,7 +179,7 @@ def demo_progress(model: sc.Classifier) -> None:
 def status_of(source: str) -> None:
     """``status`` for the model ``source`` names (the sidebar's), when it loads."""
     try:
-        model = get_model(source)
+        model = models.get_model(source)
     except ValueError:
         return
     status(model)
