@@ -39,6 +39,8 @@ from contextlib import contextmanager
 import torch
 from torch import fx, nn
 
+from .tracing import ConvLeafTracer
+
 # switches for the benchmark's ablation rows and for users who need the plain path
 OPTIONS = {
     "fold": os.environ.get("SALIENCY_FOLD", "1") != "0",
@@ -96,13 +98,6 @@ def _tf32() -> bool:
     return function_changes_allowed() if OPTIONS["tf32"] is None else bool(OPTIONS["tf32"])
 
 
-class _ConvLeafTracer(fx.Tracer):
-    """Keeps every Conv2d (subclasses too) as one call, so its consumers are known."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, qualname)
-
-
 def fold_batchnorm(network: nn.Module) -> nn.Module | None:
     """A copy of ``network`` with each foldable BatchNorm2d merged into its convolution,
     or None when the network cannot be traced or has nothing to fold."""
@@ -110,7 +105,7 @@ def fold_batchnorm(network: nn.Module) -> nn.Module | None:
         return None
     try:
         net = copy.deepcopy(network)
-        graph = _ConvLeafTracer().trace(net)
+        graph = ConvLeafTracer().trace(net)
     except Exception:  # data-dependent control flow, unsupported ops: keep the plain path
         return None
     modules = dict(net.named_modules())

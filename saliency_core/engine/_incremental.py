@@ -24,14 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .tracing import ConvLeafTracer
+
 FULL_SHARE = 0.5  # a changed region covering this share of a layer: make the copies whole
-
-
-class _Tracer(fx.Tracer):
-    """Keeps every Conv2d (subclasses too, e.g. "same"-padded ones) as one call."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, qualname)
 
 
 @dataclass
@@ -168,7 +163,7 @@ class PatchedForward:
         ):  # hooks see the modules as written; ONNX: opaque
             return
         try:
-            self.graph = _Tracer().trace(network)
+            self.graph = ConvLeafTracer().trace(network)
         except Exception:  # data-dependent control flow, opaque calls: the plain path
             return
         self.modules = dict(network.named_modules())
