@@ -196,3 +196,57 @@ def test_no_module_imports_another_modules_underscore_name():
 def test_the_private_import_check_can_fail(tmp_path):
     (tmp_path / "a.py").write_text("from .b import _helper, public\nfrom .c import __version__\n")
     assert _private_imports([tmp_path / "a.py"]) == [f"{tmp_path / 'a.py'}:1: from .b import ['_helper']"]
+
+
+MAX_FUNCTION_LINES = 80
+MAX_PAGE_SCRIPT_LINES = 40  # a page's top level: constants and the calls of its section functions
+
+
+def _long_functions(files) -> list[str]:
+    """Functions (methods and nested ones included) longer than MAX_FUNCTION_LINES."""
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(Path(path).read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    found.append(f"{path}:{node.lineno}: {node.name} has {lines} lines")
+    return found
+
+
+def _script_lines(path) -> int:
+    """Lines of a module's top-level statements other than imports, definitions and its docstring."""
+    skip = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
+    body = ast.parse(Path(path).read_text(), str(path)).body
+    return sum(
+        n.end_lineno - n.lineno + 1
+        for n in body
+        if not isinstance(n, skip) and not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+    )
+
+
+def test_no_function_over_80_lines():
+    root = PACKAGE.parent
+    files = [*PACKAGE.rglob("*.py"), *(root / "pages").glob("*.py"), root / "app.py"]
+    found = _long_functions(files)
+    assert not found, "\n".join(found)
+
+
+def test_each_page_is_a_few_named_sections():
+    """A page's script is a short sequence of calls, one named function per section."""
+    root = PACKAGE.parent
+    long = {
+        p.name: n
+        for p in [*(root / "pages").glob("*.py"), root / "app.py"]
+        if (n := _script_lines(p)) > MAX_PAGE_SCRIPT_LINES
+    }
+    assert not long, long
+
+
+def test_the_size_checks_can_fail(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "long.py").write_text(f"import os\n\n\ndef f():\n{body}\n")
+    assert _long_functions([tmp_path / "long.py"]) == [f"{tmp_path / 'long.py'}:4: f has 81 lines"]
+    script = "\n".join(f"print({i})" for i in range(MAX_PAGE_SCRIPT_LINES + 1))
+    (tmp_path / "page.py").write_text(f'"""A page."""\nimport os\n\n\ndef f():\n    pass\n\n\n{script}\n')
+    assert _script_lines(tmp_path / "page.py") == MAX_PAGE_SCRIPT_LINES + 1
