@@ -284,12 +284,15 @@ class ValidationResult:
         detail (Gaussian sigma, px) its maps were drawn at over the images."""
         if self.settings.measure_on == "raw":
             return "raw map"
-        px = sorted({float(r.get("measured_px") or 0.0) for r in self.rows if r["method"] == method})
-        if not px or px == [0.0]:
-            return "as drawn: full detail"
-        if len(px) == 1:
-            return f"as drawn: {px[0]:g}-pixel detail"
-        return f"as drawn: {px[0]:g} to {px[-1]:g}-pixel detail"
+        rows = [r for r in self.rows if r["method"] == method]
+        unsettled = sum(bool(r.get("measured_unsettled")) for r in rows)
+        px = sorted({float(r.get("measured_px") or 0.0) for r in rows if not r.get("measured_unsettled")})
+        if unsettled == len(rows) and rows:
+            return "as drawn: raw, reproducible at no detail"
+        words = "as drawn: full detail" if px in ([], [0.0]) else f"as drawn: {px[0]:g}-pixel detail"
+        if len(px) > 1:
+            words = f"as drawn: {px[0]:g} to {px[-1]:g}-pixel detail"
+        return words + (f" (raw on {unsettled} image(s) reproducible at no detail)" if unsettled else "")
 
     def skipped_table(self) -> pd.DataFrame:
         return pd.DataFrame([s.record() for s in self.skipped], columns=["item", "reason"])
@@ -514,8 +517,8 @@ def score_image(
         tick = time.perf_counter()
         signed = bool(METHODS[method].signed) if method in METHODS else False
         try:
-            saliency, measured_px = (
-                _saliency(model, x, target, method, settings) if fixed is None else (fixed, 0.0)
+            saliency, measured_px, unsettled = (
+                _saliency(model, x, target, method, settings) if fixed is None else (fixed, 0.0, False)
             )
             scores, curves = _scores(
                 model, x, saliency, target, signed, region, settings, plan, backgrounds, ends
@@ -537,6 +540,7 @@ def score_image(
             "top1_probability": prediction[0][2],
             **scores,
             "measured_px": measured_px,
+            "measured_unsettled": unsettled,
             "seconds": time.perf_counter() - tick,
             "notes": "; ".join(region.notes),
         }
@@ -589,17 +593,18 @@ def _replacements(settings: ValidationSettings) -> dict[str, str]:
 
 def _saliency(
     model, x: torch.Tensor, target: int, method: str, settings: ValidationSettings
-) -> tuple[np.ndarray, float]:
-    """The method's (H, W) map of ``target`` to score and its detail (Gaussian sigma, px): the raw
-    map, or with ``measure_on="shown"`` the map as drawn."""
+) -> tuple[np.ndarray, float, bool]:
+    """The method's (H, W) map of ``target`` to score, its detail (Gaussian sigma, px) and whether
+    it is an averaged map reproducible at no detail (then drawn raw): the raw map, or with
+    ``measure_on="shown"`` the map as drawn."""
     attribution, used, diagnostics = attribute(
         model, x, torch.tensor([target], device=x.device), method, **method_params(method, settings.params)
     )
     raw = reduce_channels(attribution, METHODS[method].reduction)[0].float().cpu().numpy()
     if settings.measure_on == "raw":
-        return raw, 0.0
+        return raw, 0.0, False
     shown = shown_map(raw, method, diagnostics)
-    return shown.saliency, shown.detail_px
+    return shown.saliency, shown.detail_px, shown.unsettled
 
 
 def _scores(
