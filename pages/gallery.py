@@ -684,6 +684,13 @@ def result_sections(page: GalleryPage, opened: OpenSet, res: Results, left_out: 
         return
     summary_in_words(res, left_out)
     confusion_and_accuracy(res)
+    filtered_view(page, opened, res)
+
+
+@st.fragment
+def filtered_view(page: GalleryPage, opened: OpenSet, res: Results) -> None:
+    """Filters, the opened image, the grid and what to do with the filtered images: a fragment, so
+    changing a filter reruns this part alone (the grid inside it reruns alone on a page turn)."""
     filtered, shown_method = filters(opened.methods, res)
     open_item(page, opened, res.rows)
     grid(page, opened.params, filtered, shown_method, res.decided, len(res.done))
