@@ -56,3 +56,10 @@ def page_methods(model: sc.Classifier, cfg: PageSettings) -> list[str]:
         st.info("Choose at least one saliency method in the sidebar, then press **Apply**.")
         st.stop()
     return methods
+
+
+def page_setup() -> tuple[PageSettings, sc.Classifier, list[str]]:
+    """The sidebar's settings, the model they name and the methods it can run: how pages start."""
+    cfg = settings()
+    model = page_model(cfg)
+    return cfg, model, page_methods(model, cfg)

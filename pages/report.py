@@ -16,7 +16,7 @@ from pages._guard import report_error
 from pages._images import UPLOAD_TYPES, decode, unreadable
 from pages._maps import cached_explain, is_cached
 from pages._run import cancellable, estimate_caption, finish_run, request_run, run_active
-from pages._settings import page_methods, page_model, settings
+from pages._settings import page_setup
 from pages._text import DISCLAIMER, plain
 from pages._verdicts import sanity_verdict
 from saliency_core import report as rp
@@ -313,9 +313,7 @@ def offer_downloads(wanted: str, title: str) -> None:
 
 require_frame()
 intro()
-cfg = settings()
-model = page_model(cfg)
-methods = page_methods(model, cfg)
+cfg, model, methods = page_setup()
 qualification.status(model)  # which methods are qualified for this model
 choice = choose_images()
 options = report_options()

@@ -20,7 +20,7 @@ from pages._layout import colour_bar, map_rows
 from pages._models import model_key
 from pages._results import computed, is_computed
 from pages._run import cancellable, estimate_caption, finish_run, request_run, run_active
-from pages._settings import page_methods, page_model, settings
+from pages._settings import page_setup
 from pages._text import DISCLAIMER, map_alt, plain
 from pages._verdicts import record_sanity_verdict
 from saliency_core.engine import estimate as es
@@ -478,9 +478,7 @@ def export(results: dict, name: str, model, threshold: float) -> None:
 
 require_frame()
 intro()
-cfg = settings()
-model = page_model(cfg)
-methods = page_methods(model, cfg)
+cfg, model, methods = page_setup()
 blocks = layer_blocks(model)
 name, image, image_hash = single_image(UPLOAD_TYPES)
 chosen = controls(blocks)

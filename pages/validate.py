@@ -17,7 +17,7 @@ from pages._frame import require_frame
 from pages._guard import report_error
 from pages._layout import GRID_CSS, colour_bar
 from pages._run import cancellable, estimate_caption, finish_run, request_run, run_active
-from pages._settings import page_methods, page_model, settings
+from pages._settings import page_setup
 from pages._text import DISCLAIMER, map_alt, plain
 from saliency_core.engine import estimate as es
 from saliency_core.engine import render as rd
@@ -689,9 +689,7 @@ def downloads(result: va.ValidationResult, table, summary) -> None:
 
 require_frame()
 intro()
-cfg = settings()
-model = page_model(cfg)
-methods = page_methods(model, cfg)
+cfg, model, methods = page_setup()
 dataset = choose_dataset()
 describe_dataset(dataset)
 measures = choose_measures(model, cfg, methods)

@@ -25,6 +25,15 @@ if "OMP_NUM_THREADS" not in os.environ:
 # float32 only (maps as the tests state them, no timing runs) except in tests/engine/test_plans.py
 os.environ.setdefault("SALIENCY_CACHE_DIR", tempfile.mkdtemp(prefix="saliency-tests-cache-"))
 os.environ.setdefault("SALIENCY_PLANS", "float32")
+# the review database (and the gallery store beside it), accounts and roles of a test run: its own,
+# never the developer's ./data (a demo qualification recorded there would be in force in the tests)
+_DATA = tempfile.mkdtemp(prefix="saliency-tests-data-")
+for _name, _file in (
+    ("SALIENCY_DB", "reviews.sqlite"),
+    ("SALIENCY_USERS", "users.toml"),
+    ("SALIENCY_ROLES", "roles.toml"),
+):
+    os.environ.setdefault(_name, os.path.join(_DATA, _file))
 
 # (test, comparison, value) rows; printed in the terminal summary (see pytest_terminal_summary)
 MEASURED: list[tuple[str, str, float]] = []
