@@ -179,3 +179,22 @@ def test_reproducible_detail_bench_smoke(tmp_path):
     for level in run["levels"]:
         assert -1 <= level["estimated_spearman"] <= 1 and -1 <= level["measured_spearman"] <= 1
     assert 0 < table["timing"]["median_share"] < 1 and "median share" in proc.stdout
+
+
+def test_gallery_command_bench_smoke(tmp_path):
+    """bench/gallery_command.py end to end on 20 watermark pictures, one process: the command's
+    whole run is timed and every image gets a result."""
+    out = tmp_path / "gallery.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/gallery_command.py", "--only", "watermark", "--images", "20"]
+        + ["--workers", "1", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["exit_status"] == 0 and run["images"] == 20 and run["images_per_s"] > 0
+    assert any("20 with a result" in line for line in run["last_lines"]), run["last_lines"]
