@@ -21,6 +21,7 @@ from saliency_core import report as rp
 from saliency_core.cli import main
 from saliency_core.review import auth
 from saliency_core.review import store as rs
+from tests._old_database import write_pre_chain_database
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -149,55 +150,7 @@ def test_database_from_before_the_chain_is_sealed_on_opening(tmp_path):
     """A review database written by the previous version (no hash columns) gains them, its rows
     are sealed as found (recorded as an event), and tampering afterwards is detected."""
     url = rs.sqlite_url(tmp_path / "old.sqlite")
-    old = sa.MetaData()
-    new_columns = {"decision_hash", "prev_hash", "row_hash"}
-    for table in (rs.batches, rs.decisions, rs.audit):
-        sa.Table(table.name, old, *[c._copy() for c in table.columns if c.name not in new_columns])
-    engine = sa.create_engine(url)
-    now = datetime(2024, 5, 1, 12, tzinfo=UTC)
-    with engine.begin() as conn:
-        old.create_all(conn)
-        conn.execute(
-            old.tables["review_decisions"]
-            .insert()
-            .values(
-                id=1,
-                batch="b",
-                item_hash=H1,
-                item_name="cat.png",
-                reviewer="alice",
-                decision="reject",
-                note="n",
-                seconds=2.0,
-                model_fingerprint="",
-                methods={},
-                decided_at=now,
-                version=2,
-            )
-        )
-        for n, (old_d, new_d) in enumerate(((None, "accept"), ("accept", "reject")), 1):
-            conn.execute(
-                old.tables["review_audit"]
-                .insert()
-                .values(
-                    id=n,
-                    decision_id=1,
-                    batch="b",
-                    item_hash=H1,
-                    item_name="cat.png",
-                    reviewer="alice",
-                    actor="alice",
-                    action="create" if n == 1 else "change",
-                    old_decision=old_d,
-                    new_decision=new_d,
-                    old_note=None,
-                    new_note="n",
-                    seconds=1.0,
-                    version=n,
-                    at=now,
-                )
-            )
-    engine.dispose()
+    write_pre_chain_database(url)
     with rs.ReviewStore(url) as store:
         assert store.verify().ok
         assert [e.kind for e in store.events()] == ["chain_started"]

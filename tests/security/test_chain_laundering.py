@@ -6,11 +6,10 @@ sealing is recorded in the chain. Real SQLite file and PostgreSQL server (``url`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import sqlalchemy as sa
 
 from saliency_core.review import store as rs
+from tests._old_database import write_pre_chain_database
 
 H1, H2 = "a" * 64, "b" * 64
 NO_HASH = "has no hash. A hash is written once, with its row"
@@ -69,62 +68,8 @@ def test_a_cleared_event_hash_is_named_not_repaired(url):
     assert not check.ok and (check.table, check.row) == ("review_events", 1) and NO_HASH in check.problem
 
 
-def _old_database(url: str) -> None:
-    """A review database as the version before the hash chain wrote it: no hash columns, one
-    decision (alice rejects cat.png after accepting it) and its two audit rows."""
-    old = sa.MetaData()
-    hashes = {"decision_hash", "prev_hash", "row_hash"}
-    for table in (rs.batches, rs.decisions, rs.audit):
-        sa.Table(table.name, old, *[c._copy() for c in table.columns if c.name not in hashes])
-    now = datetime(2024, 5, 1, 12, tzinfo=UTC)
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        old.create_all(conn)
-        conn.execute(
-            old.tables["review_decisions"]
-            .insert()
-            .values(
-                id=1,
-                batch="b",
-                item_hash=H1,
-                item_name="cat.png",
-                reviewer="alice",
-                decision="reject",
-                note="n",
-                seconds=2.0,
-                model_fingerprint="",
-                methods={},
-                decided_at=now,
-                version=2,
-            )
-        )
-        for n, (before, after) in enumerate(((None, "accept"), ("accept", "reject")), 1):
-            conn.execute(
-                old.tables["review_audit"]
-                .insert()
-                .values(
-                    id=n,
-                    decision_id=1,
-                    batch="b",
-                    item_hash=H1,
-                    item_name="cat.png",
-                    reviewer="alice",
-                    actor="alice",
-                    action="create" if n == 1 else "change",
-                    old_decision=before,
-                    new_decision=after,
-                    old_note=None,
-                    new_note="n",
-                    seconds=1.0,
-                    version=n,
-                    at=now,
-                )
-            )
-    engine.dispose()
-
-
 def test_migration_from_before_the_chain_seals_once_and_records_itself(url):
-    _old_database(url)
+    write_pre_chain_database(url)
     with rs.ReviewStore(url) as store:
         assert store.verify().ok
         (started,) = store.events()
@@ -137,7 +82,7 @@ def test_migration_from_before_the_chain_seals_once_and_records_itself(url):
 
 
 def test_after_migration_a_cleared_row_is_a_failure_not_a_second_sealing(url):
-    _old_database(url)
+    write_pre_chain_database(url)
     rs.ReviewStore(url).close()
     _tamper(
         url,
